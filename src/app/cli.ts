@@ -1,0 +1,123 @@
+#!/usr/bin/env node
+/**
+ * anima serve [--demo]    start a gateway (embedded PGlite + in-process coordination unless DATABASE_URL /
+ *                         REDIS_URL are set); --demo also starts the built-in demo upstreams and seeds a
+ *                         demo app, key, channels and aliases, then prints a working curl line.
+ * anima migrate           run database migrations and exit.
+ */
+import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { sql } from 'kysely';
+import { hashKey, insertAlias, insertApp, insertChannel, insertKey } from '../config/repo.js';
+import { openDatabase, type DbHandle } from '../store/db.js';
+import { startFakeAnthropic, startFakeOpenAI } from '../../fakes/index.js';
+import { startGateway } from './gateway.js';
+import { settingsFromEnv } from './settings.js';
+
+const DEMO_APP = 'app_demo';
+
+async function seedDemo(dbh: DbHandle, openaiUrl: string, anthropicUrl: string, skFile: string): Promise<string> {
+  const db = dbh.db;
+  if (!(await db.selectFrom('app').select('id').where('id', '=', DEMO_APP).executeTakeFirst())) {
+    await insertApp(db, 'Demo app', DEMO_APP);
+  }
+  // The demo upstreams listen on fresh ports at each start: point the demo channels at them.
+  for (const [code, provider, url] of [
+    ['demo-openai', 'openai', openaiUrl + '/v1'],
+    ['demo-anthropic', 'anthropic', anthropicUrl],
+  ] as const) {
+    const row = await db.selectFrom('channel').select('id').where('code', '=', code).where('deleted_at', 'is', null).executeTakeFirst();
+    if (row) {
+      await db.updateTable('channel').set({ base_url: url, version_no: sql`version_no + 1`, updated_at: new Date() }).where('id', '=', row.id).execute();
+    } else {
+      await insertChannel(db, { code, provider, baseUrl: url, credential: 'demo-upstream-key' });
+    }
+  }
+  for (const [name, tiers] of [
+    ['demo', [[{ channel: 'demo-openai', model: 'gpt-4o-mini' }], [{ channel: 'demo-anthropic', model: 'claude-3-5-haiku' }]]],
+    ['demo-claude', [[{ channel: 'demo-anthropic', model: 'claude-3-5-haiku' }], [{ channel: 'demo-openai', model: 'gpt-4o-mini' }]]],
+  ] as const) {
+    if (!(await db.selectFrom('alias').select('id').where('name', '=', name).executeTakeFirst())) {
+      await insertAlias(db, { name, tiers: tiers.map((t) => [...t]) });
+    }
+  }
+  // The demo key lives in a file beside the data folder (demo only: real keys are shown once, never stored).
+  if (existsSync(skFile)) {
+    const sk = readFileSync(skFile, 'utf8').trim();
+    if (await db.selectFrom('api_key').select('id').where('key_hash', '=', hashKey(sk)).executeTakeFirst()) return sk;
+  }
+  const { sk } = await insertKey(db, DEMO_APP, { name: 'demo' });
+  mkdirSync(dirname(skFile), { recursive: true });
+  writeFileSync(skFile, sk + '\n', { mode: 0o600 });
+  return sk;
+}
+
+async function serve(args: string[]): Promise<void> {
+  const settings = settingsFromEnv();
+  const demo = args.includes('--demo');
+  if (!settings.databaseUrl && settings.dataDir !== 'memory://') mkdirSync(settings.dataDir, { recursive: true });
+  const dbh = await openDatabase({ databaseUrl: settings.databaseUrl, dataDir: settings.dataDir, poolSize: settings.dbPoolSize });
+  const stops: Array<() => Promise<void>> = [];
+  let sk = '';
+  if (demo) {
+    const fo = await startFakeOpenAI({ name: 'demo-openai' });
+    const fa = await startFakeAnthropic({ name: 'demo-anthropic' });
+    stops.push(() => fo.close(), () => fa.close());
+    sk = await seedDemo(dbh, fo.url, fa.url, join(settings.dataDir === 'memory://' ? '.anima-data' : dirname(settings.dataDir), 'demo-sk.txt'));
+  }
+  const gw = await startGateway(settings, { dbh });
+  stops.unshift(() => gw.close());
+  stops.push(() => dbh.close());
+  const mode = `${settings.databaseUrl ? 'PostgreSQL' : `PGlite (${settings.dataDir})`} + ${settings.redisUrl ? 'Redis' : 'in-process coordination'}`;
+  process.stdout.write(`\nAnima gateway listening on ${gw.url}  [${mode}]\n`);
+  if (demo) {
+    process.stdout.write(
+      [
+        '',
+        `Demo key:   ${sk}`,
+        `Aliases:    demo (OpenAI-style upstream, falls back to Anthropic-style), demo-claude (the reverse)`,
+        '',
+        'Try it:',
+        `  curl -s ${gw.url}/v1/chat/completions -H "Authorization: Bearer ${sk}" -H "Content-Type: application/json" \\`,
+        `    -d '{"model":"demo","messages":[{"role":"user","content":"Hello, Anima!"}]}'`,
+        '',
+        'Or with the official openai client:',
+        `  OPENAI_BASE_URL=${gw.url}/v1 OPENAI_API_KEY=${sk} node -e "new (require('openai').OpenAI)().chat.completions.create({model:'demo',messages:[{role:'user',content:'hi'}]}).then(r=>console.log(r.choices[0].message.content))"`,
+        '',
+      ].join('\n') + '\n',
+    );
+  }
+  let stopping = false;
+  const stop = async (sig: string) => {
+    if (stopping) return;
+    stopping = true;
+    gw.log.info({ sig }, 'shutting down');
+    for (const s of stops) await s().catch(() => {});
+    process.exit(0);
+  };
+  process.on('SIGINT', () => void stop('SIGINT'));
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+}
+
+async function main(): Promise<void> {
+  const [cmd = 'serve', ...args] = process.argv.slice(2);
+  switch (cmd) {
+    case 'serve':
+      return serve(args);
+    case 'migrate': {
+      const s = settingsFromEnv();
+      const dbh = await openDatabase({ databaseUrl: s.databaseUrl, dataDir: s.dataDir });
+      await dbh.close();
+      process.stdout.write('migrations applied\n');
+      return;
+    }
+    default:
+      process.stderr.write(`unknown command '${cmd}'. Commands: serve [--demo], migrate\n`);
+      process.exit(2);
+  }
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`anima: ${(e as Error).stack ?? String(e)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,167 @@
+/**
+ * The composition root: the only module that knows every other. Builds a gateway from Settings, starts
+ * it, and stops it in the reverse order.
+ */
+import type { AddressInfo } from 'node:net';
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import type pino from 'pino';
+import { BreakerRegistry } from '../breaker/breaker.js';
+import { ChannelHealthRegistry } from '../breaker/health.js';
+import { ConfigCache } from '../config/cache.js';
+import { MemoryCoordinator } from '../coord/memory.js';
+import { RedisCoordinator } from '../coord/redis.js';
+import type { ChannelHealth, Coordinator, SharedBreakerState } from '../coord/types.js';
+import { buildServer } from '../http/server.js';
+import { type Clock, systemClock } from '../lib/clock.js';
+import { createLogger } from '../observability/log.js';
+import { Metrics } from '../observability/metrics.js';
+import { Transport } from '../providers/transport.js';
+import { Relay } from '../relay/relay.js';
+import { type DbHandle, openDatabase } from '../store/db.js';
+import type { Settings } from './settings.js';
+
+export const TOPIC_CONFIG = 'config';
+export const TOPIC_BREAKER = 'breaker';
+export const TOPIC_HEALTH = 'health';
+
+export interface Gateway {
+  readonly url: string;
+  readonly port: number;
+  readonly settings: Settings;
+  readonly log: Logger;
+  readonly dbh: DbHandle;
+  readonly coord: Coordinator;
+  readonly config: ConfigCache;
+  readonly breakers: BreakerRegistry;
+  readonly health: ChannelHealthRegistry;
+  readonly metrics: Metrics;
+  readonly server: FastifyInstance;
+  /** Tells every instance (this one included) to reload configuration. Call after a DB write. */
+  publishConfigChange(what?: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface GatewayOptions {
+  clock?: Clock;
+  logDestination?: pino.DestinationStream;
+  /** Reuse an open database (tests, the demo). */
+  dbh?: DbHandle;
+  defaultMetrics?: boolean;
+}
+
+export async function startGateway(settings: Settings, opts: GatewayOptions = {}): Promise<Gateway> {
+  const clock = opts.clock ?? systemClock;
+  const log = createLogger(settings.logLevel, opts.logDestination);
+  const dbh = opts.dbh ?? (await openDatabase({ databaseUrl: settings.databaseUrl, dataDir: settings.dataDir, poolSize: settings.dbPoolSize }));
+  const coord: Coordinator = settings.redisUrl
+    ? new RedisCoordinator({ url: settings.redisUrl, prefix: settings.redisPrefix })
+    : new MemoryCoordinator(clock);
+  const metrics = new Metrics({ defaultMetrics: opts.defaultMetrics ?? true });
+
+  const config = new ConfigCache(dbh.db, clock, log, { refreshMs: settings.configRefreshMs });
+  await config.load();
+  config.start();
+
+  const publish = (topic: string, msg: unknown) => void coord.publish(topic, JSON.stringify(msg)).catch(() => {});
+  const breakers = new BreakerRegistry(coord.breakers, clock, (channel, state) => publish(TOPIC_BREAKER, { channel, state }));
+  const health = new ChannelHealthRegistry(coord.breakers, clock, (channel, h) => publish(TOPIC_HEALTH, { channel, h }));
+  breakers.onTransition((channel, from, to) => {
+    metrics.breaker(channel, to);
+    log.warn({ channel, from, to: to.state, reason: to.reason, gen: to.gen }, 'breaker transition');
+  });
+
+  const unsubs = await Promise.all([
+    coord.subscribe(TOPIC_CONFIG, () => void config.reload()),
+    coord.subscribe(TOPIC_BREAKER, (m) => {
+      const { channel, state } = JSON.parse(m) as { channel: string; state: SharedBreakerState };
+      breakers.applyRemote(channel, state);
+    }),
+    coord.subscribe(TOPIC_HEALTH, (m) => {
+      const { channel, h } = JSON.parse(m) as { channel: string; h: ChannelHealth };
+      health.applyRemote(channel, h);
+    }),
+  ]);
+  const sync = async () => {
+    try {
+      await Promise.all([breakers.sync(), health.sync()]);
+    } catch {
+      // Backend unreachable: keep the last known states; the next sync heals.
+    }
+  };
+  await sync();
+  const syncTimer = setInterval(() => void sync(), settings.breakerSyncMs);
+  syncTimer.unref();
+
+  const transport = new Transport();
+  const relay = new Relay({
+    config,
+    breakers,
+    health,
+    transport,
+    clock,
+    onAttempt: (ctx, ch, result, ms) => {
+      metrics.attempts.labels(ch.code, result === 'ok' ? 'ok' : result.kind).inc();
+      metrics.upstreamTime.labels(ch.code).observe(ms / 1000);
+      if (result !== 'ok' && result.credential) {
+        log.error({ alert: true, channel: ch.code, kind: result.kind, status: result.status, reqId: ctx.id }, 'channel credential taken out of rotation');
+      }
+    },
+  });
+
+  const server = buildServer({
+    config,
+    relay,
+    clock,
+    log,
+    metrics,
+    bodyLimit: settings.bodyLimit,
+    readiness: async () => {
+      const components: Record<string, { status: string; details?: unknown }> = {};
+      let dbUp = true;
+      try {
+        await dbh.db.selectFrom('app').select('id').limit(1).execute();
+      } catch {
+        dbUp = false;
+      }
+      components.db = { status: dbUp ? 'UP' : 'DOWN', details: { kind: dbh.kind } };
+      const redisUp = await coord.ping();
+      components.coordination = { status: redisUp ? 'UP' : 'DOWN', details: { kind: coord.kind } };
+      components.config = { status: 'UP', details: { loadedAt: new Date(config.loadedAt).toISOString() } };
+      return { up: dbUp && redisUp, components };
+    },
+  });
+  await server.listen({ host: settings.host, port: settings.port });
+  const port = (server.server.address() as AddressInfo).port;
+  const host = settings.host === '0.0.0.0' || settings.host === '::' ? '127.0.0.1' : settings.host;
+
+  let closed = false;
+  return {
+    url: `http://${host}:${port}`,
+    port,
+    settings,
+    log,
+    dbh,
+    coord,
+    config,
+    breakers,
+    health,
+    metrics,
+    server,
+    publishConfigChange: async (what = 'all') => {
+      await coord.publish(TOPIC_CONFIG, JSON.stringify({ what, at: Date.now() }));
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      clearInterval(syncTimer);
+      config.stop();
+      await server.close();
+      await Promise.all(unsubs.map((u) => u().catch(() => {})));
+      await transport.close();
+      await coord.close();
+      if (!opts.dbh) await dbh.close();
+      log.flush?.();
+    },
+  };
+}

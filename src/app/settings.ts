@@ -1,0 +1,39 @@
+/** Every setting, read once from the environment. The README's configuration reference mirrors this. */
+export interface Settings {
+  host: string;
+  port: number;
+  /** PostgreSQL URL; unset = embedded PGlite in dataDir. */
+  databaseUrl: string | undefined;
+  dataDir: string;
+  /** Redis URL; unset = in-process coordination (one instance only). */
+  redisUrl: string | undefined;
+  redisPrefix: string;
+  logLevel: string;
+  bodyLimit: number;
+  configRefreshMs: number;
+  breakerSyncMs: number;
+  dbPoolSize: number;
+}
+
+function int(v: string | undefined, dflt: number, name: string): number {
+  if (v === undefined || v === '') return dflt;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0) throw new Error(`${name} must be a non-negative integer, got '${v}'`);
+  return n;
+}
+
+export function settingsFromEnv(env: NodeJS.ProcessEnv = process.env): Settings {
+  return {
+    host: env.ANIMA_HOST ?? '127.0.0.1',
+    port: int(env.ANIMA_PORT ?? env.PORT, 8787, 'ANIMA_PORT'),
+    databaseUrl: env.DATABASE_URL || undefined,
+    dataDir: env.ANIMA_DATA_DIR ?? '.anima-data/db',
+    redisUrl: env.REDIS_URL || undefined,
+    redisPrefix: env.ANIMA_REDIS_PREFIX ?? 'anima:',
+    logLevel: env.ANIMA_LOG_LEVEL ?? 'info',
+    bodyLimit: int(env.ANIMA_BODY_LIMIT_BYTES, 20 * 1024 * 1024, 'ANIMA_BODY_LIMIT_BYTES'),
+    configRefreshMs: int(env.ANIMA_CONFIG_REFRESH_MS, 30_000, 'ANIMA_CONFIG_REFRESH_MS'),
+    breakerSyncMs: int(env.ANIMA_BREAKER_SYNC_MS, 1_000, 'ANIMA_BREAKER_SYNC_MS'),
+    dbPoolSize: int(env.ANIMA_DB_POOL_SIZE, 10, 'ANIMA_DB_POOL_SIZE'),
+  };
+}

@@ -1,0 +1,144 @@
+import { Redis, type RedisOptions } from 'ioredis';
+import { type BreakerStore, type ChannelHealth, type Coordinator, type SharedBreakerState, type Unsubscribe, CLOSED_INITIAL } from './types.js';
+
+/**
+ * Breaker keys share one hash tag ({...brk}) so each script touches a single slot on Redis Cluster.
+ * Breaker traffic is tiny (transitions and probes only), so one slot for all of it is no hot spot.
+ */
+const CAS_LUA = `
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local gen = 0
+if cur then gen = cjson.decode(cur).gen end
+if gen == tonumber(ARGV[2]) then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+  return {1, ARGV[3]}
+end
+return {0, cur}
+`;
+
+const INCR_TTL_LUA = `
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return n
+`;
+
+type Cmds = {
+  animaCas(key: string, field: string, gen: number, next: string): Promise<[number, string | null]>;
+  animaIncrTtl(key: string, ttl: number): Promise<number>;
+};
+
+class RedisBreakerStore implements BreakerStore {
+  constructor(
+    private readonly r: Redis & Cmds,
+    private readonly prefix: string,
+  ) {}
+  private get stateKey() {
+    return `${this.prefix}{brk}:state`;
+  }
+  private get healthKey() {
+    return `${this.prefix}{brk}:health`;
+  }
+  async getAll() {
+    const all = await this.r.hgetall(this.stateKey);
+    const m = new Map<string, SharedBreakerState>();
+    for (const [k, v] of Object.entries(all)) m.set(k, JSON.parse(v) as SharedBreakerState);
+    return m;
+  }
+  async cas(channel: string, expectedGen: number, next: SharedBreakerState) {
+    const [ok, cur] = await this.r.animaCas(this.stateKey, channel, expectedGen, JSON.stringify(next));
+    return { ok: ok === 1, current: cur ? (JSON.parse(cur) as SharedBreakerState) : CLOSED_INITIAL };
+  }
+  async acquireProbe(channel: string, gen: number, max: number, ttlMs: number) {
+    const n = await this.r.animaIncrTtl(`${this.prefix}{brk}:probe:${channel}:${gen}`, Math.ceil(ttlMs));
+    return n <= max;
+  }
+  async probeSucceeded(channel: string, gen: number, ttlMs: number) {
+    return this.r.animaIncrTtl(`${this.prefix}{brk}:ok:${channel}:${gen}`, Math.ceil(ttlMs));
+  }
+  async getHealth() {
+    const all = await this.r.hgetall(this.healthKey);
+    const m = new Map<string, ChannelHealth>();
+    for (const [k, v] of Object.entries(all)) m.set(k, JSON.parse(v) as ChannelHealth);
+    return m;
+  }
+  async setHealth(channel: string, h: ChannelHealth) {
+    await this.r.hset(this.healthKey, channel, JSON.stringify(h));
+  }
+}
+
+export interface RedisCoordinatorOptions {
+  url: string;
+  /** Prepended to every key and pub/sub channel, so several deployments (or test runs) can share a server. */
+  prefix?: string;
+}
+
+export class RedisCoordinator implements Coordinator {
+  readonly kind = 'redis' as const;
+  readonly breakers: BreakerStore;
+  readonly cmd: Redis & Cmds;
+  private sub: Redis | null = null;
+  private readonly handlers = new Map<string, Set<(m: string) => void>>();
+  private readonly prefix: string;
+
+  constructor(private readonly opts: RedisCoordinatorOptions) {
+    this.prefix = opts.prefix ?? 'anima:';
+    const base: RedisOptions = {
+      enableAutoPipelining: true,
+      maxRetriesPerRequest: 2,
+      connectTimeout: 2_000,
+      retryStrategy: (n) => Math.min(50 * 2 ** Math.min(n, 6), 2_000),
+    };
+    this.cmd = new Redis(opts.url, base) as Redis & Cmds;
+    this.cmd.on('error', () => {}); // reconnects on its own; health is read through ping()
+    this.cmd.defineCommand('animaCas', { numberOfKeys: 1, lua: CAS_LUA });
+    this.cmd.defineCommand('animaIncrTtl', { numberOfKeys: 1, lua: INCR_TTL_LUA });
+    this.breakers = new RedisBreakerStore(this.cmd, this.prefix);
+  }
+
+  async publish(topic: string, message: string) {
+    await this.cmd.publish(this.prefix + topic, message);
+  }
+
+  async subscribe(topic: string, handler: (m: string) => void): Promise<Unsubscribe> {
+    const channel = this.prefix + topic;
+    if (!this.sub) {
+      this.sub = this.cmd.duplicate({ enableAutoPipelining: false });
+      this.sub.on('error', () => {});
+      this.sub.on('message', (ch: string, msg: string) => {
+        for (const h of this.handlers.get(ch) ?? []) h(msg);
+      });
+    }
+    let set = this.handlers.get(channel);
+    if (!set) {
+      set = new Set();
+      this.handlers.set(channel, set);
+      await this.sub.subscribe(channel);
+    }
+    set.add(handler);
+    return async () => {
+      set.delete(handler);
+      if (set.size === 0) {
+        this.handlers.delete(channel);
+        await this.sub?.unsubscribe(channel).catch(() => {});
+      }
+    };
+  }
+
+  async time() {
+    const [s, us] = await this.cmd.time();
+    return Number(s) * 1000 + Math.floor(Number(us) / 1000);
+  }
+
+  async ping() {
+    try {
+      return (await this.cmd.ping()) === 'PONG';
+    } catch {
+      return false;
+    }
+  }
+
+  async close() {
+    this.sub?.disconnect();
+    this.cmd.disconnect();
+  }
+}

@@ -1,0 +1,46 @@
+/**
+ * One error renderer per wire dialect. Messages never carry secrets: GatewayError messages are written by
+ * Anima, and upstream messages pass through redactSecrets first.
+ */
+import type { GatewayError, OpenAIErrorType } from './errors.js';
+
+export interface OpenAIErrorBody {
+  error: { message: string; type: string; param: string | null; code: string };
+}
+
+export function toOpenAIError(e: GatewayError): OpenAIErrorBody {
+  return { error: { message: e.message, type: e.type, param: e.param, code: e.code } };
+}
+
+const ANTHROPIC_TYPES: Record<OpenAIErrorType, string> = {
+  invalid_request_error: 'invalid_request_error',
+  authentication_error: 'authentication_error',
+  permission_error: 'permission_error',
+  not_found_error: 'not_found_error',
+  rate_limit_error: 'rate_limit_error',
+  insufficient_quota: 'billing_error',
+  api_error: 'api_error',
+  server_error: 'api_error',
+  overloaded_error: 'overloaded_error',
+};
+
+export interface AnthropicErrorBody {
+  type: 'error';
+  error: { type: string; message: string; code: string };
+}
+
+export function toAnthropicError(e: GatewayError): AnthropicErrorBody {
+  return { type: 'error', error: { type: ANTHROPIC_TYPES[e.type], message: e.message, code: e.code } };
+}
+
+/** Anthropic clients know 529 as "overloaded"; OpenAI clients get 503 for the same condition. */
+export function anthropicStatus(e: GatewayError): number {
+  return e.code === 'upstream_overloaded' ? 529 : e.status;
+}
+
+const SECRET_RE = /\b(sk-[A-Za-z0-9_\-]{8,}|sk-ant-[A-Za-z0-9_\-]{8,}|Bearer\s+[A-Za-z0-9._\-]{8,}|AIza[0-9A-Za-z_\-]{20,})/g;
+
+/** Masks anything that looks like a key in text that came from outside (upstream error messages). */
+export function redactSecrets(s: string): string {
+  return s.replace(SECRET_RE, (m) => m.slice(0, 6) + '…[redacted]');
+}

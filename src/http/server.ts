@@ -1,0 +1,209 @@
+import type { ServerResponse } from 'node:http';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { Logger } from 'pino';
+import { GatewayError } from '../core/errors.js';
+import { requestId } from '../core/ids.js';
+import { toAnthropicError, toOpenAIError } from '../core/render.js';
+import type { ConfigCache } from '../config/cache.js';
+import type { Clock } from '../lib/clock.js';
+import type { Metrics } from '../observability/metrics.js';
+import type { InboundDialect } from '../providers/types.js';
+import { authenticate, resolveAlias } from '../relay/auth.js';
+import { RequestContext } from '../relay/context.js';
+import { type ClientSink, type Relay, writeError } from '../relay/relay.js';
+import { validateBody } from './validate.js';
+
+export interface HttpDeps {
+  config: ConfigCache;
+  relay: Relay;
+  clock: Clock;
+  log: Logger;
+  metrics: Metrics;
+  bodyLimit: number;
+  /** Readiness: the gateway's dependencies, for /actuator/health/readiness. */
+  readiness: () => Promise<{ up: boolean; components: Record<string, { status: string; details?: unknown }> }>;
+}
+
+function nodeSink(res: ServerResponse): ClientSink {
+  let aborted = false;
+  const cbs: Array<() => void> = [];
+  res.on('close', () => {
+    if (!res.writableFinished) {
+      aborted = true;
+      for (const cb of cbs) cb();
+    }
+  });
+  return {
+    get closed() {
+      return aborted || res.destroyed;
+    },
+    get headersSent() {
+      return res.headersSent;
+    },
+    head: (status, headers) => void res.writeHead(status, headers),
+    write: (c) => res.write(c),
+    drain: () =>
+      new Promise<void>((resolve) => {
+        const done = () => {
+          res.off('drain', done);
+          res.off('close', done);
+          resolve();
+        };
+        res.on('drain', done);
+        res.on('close', done);
+      }),
+    end: (c) => void (c ? res.end(c) : res.end()),
+    onAbort: (cb) => void cbs.push(cb),
+  };
+}
+
+const DIALECT_BY_URL: Array<[string, InboundDialect]> = [
+  ['/v1/chat/completions', 'openai_chat'],
+  ['/v1/embeddings', 'openai_embeddings'],
+  ['/v1/messages', 'anthropic_messages'],
+];
+
+function dialectOf(url: string): InboundDialect {
+  for (const [p, d] of DIALECT_BY_URL) if (url.startsWith(p)) return d;
+  return 'openai_chat';
+}
+
+/** Maps Fastify's own errors (body parsing, limits) to Anima's. */
+function toGatewayError(err: unknown): GatewayError {
+  if (err instanceof GatewayError) return err;
+  const e = err as { code?: string; statusCode?: number; message?: string; validation?: unknown };
+  switch (e.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return new GatewayError('body_too_large', 'Request body is larger than the gateway accepts.');
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      return new GatewayError('invalid_json', 'We could not parse the JSON body of your request.');
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return new GatewayError('unsupported_media_type', 'Send the request body as application/json.');
+    case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
+      return new GatewayError('invalid_request', 'Content-Length does not match the body.');
+  }
+  if (err instanceof SyntaxError || e.statusCode === 400) return new GatewayError('invalid_json', 'We could not parse the JSON body of your request.');
+  if (e.statusCode === 413) return new GatewayError('body_too_large', 'Request body is larger than the gateway accepts.');
+  if (e.statusCode === 415) return new GatewayError('unsupported_media_type', 'Send the request body as application/json.');
+  return new GatewayError('internal_error', 'internal error', { cause: err });
+}
+
+export function buildServer(d: HttpDeps): FastifyInstance {
+  const app = Fastify({
+    loggerInstance: d.log as unknown as FastifyBaseLogger,
+    disableRequestLogging: true,
+    bodyLimit: d.bodyLimit,
+    genReqId: () => requestId(),
+    return503OnClosing: true,
+    forceCloseConnections: false,
+    keepAliveTimeout: 65_000,
+    onProtoPoisoning: 'remove',
+    onConstructorPoisoning: 'remove',
+  });
+
+  app.setErrorHandler((err, req, reply) => {
+    const ge = toGatewayError(err);
+    if (ge.code === 'internal_error') d.log.error({ err, reqId: req.id, url: req.url }, 'unhandled error');
+    const anthropic = dialectOf(req.url) === 'anthropic_messages';
+    void reply
+      .code(anthropic && ge.code === 'upstream_overloaded' ? 529 : ge.status)
+      .header('x-request-id', req.id)
+      .headers(ge.headers)
+      .send(anthropic ? toAnthropicError(ge) : toOpenAIError(ge));
+  });
+
+  app.setNotFoundHandler((req, reply) => {
+    const ge = new GatewayError('not_found', `Unknown route: ${req.method} ${req.url.split('?')[0]!.slice(0, 200)}`);
+    void reply.code(404).header('x-request-id', req.id).send(toOpenAIError(ge));
+  });
+
+  const dataPlane = (dialect: InboundDialect) => async (req: FastifyRequest, reply: FastifyReply) => {
+    const now = d.clock.now();
+    const ctx = new RequestContext(req.id, dialect, now);
+    reply.hijack();
+    const sink = nodeSink(reply.raw);
+    try {
+      const body = validateBody(dialect, req.body);
+      ctx.stream = body.stream === true;
+      await authenticate(d.config, ctx, req.headers, now);
+      resolveAlias(d.config, ctx, body.model as string, now);
+      const beta = req.headers['anthropic-beta'];
+      await d.relay.serve(ctx, body, sink, typeof beta === 'string' ? { anthropicBeta: beta } : {});
+    } catch (e) {
+      const ge = e instanceof GatewayError ? e : toGatewayError(e);
+      if (ge.code === 'internal_error') d.log.error({ err: e, reqId: ctx.id }, 'unhandled error');
+      ctx.outcome = ctx.key ? 'failed' : 'rejected';
+      if (!sink.headersSent) writeError(ctx, sink, ge);
+      else sink.end();
+    } finally {
+      d.metrics.request(ctx);
+      logRequest(d.log, ctx);
+    }
+  };
+
+  app.post('/v1/chat/completions', dataPlane('openai_chat'));
+  app.post('/v1/embeddings', dataPlane('openai_embeddings'));
+  app.post('/v1/messages', dataPlane('anthropic_messages'));
+
+  app.get('/v1/models', async (req, reply) => {
+    const now = d.clock.now();
+    const ctx = new RequestContext(req.id, 'openai_chat', now);
+    await authenticate(d.config, ctx, req.headers, now);
+    const allowed = ctx.key!.allowedAliases;
+    const data = d.config
+      .aliasNames(now)
+      .filter((n) => !allowed || allowed.has(n))
+      .map((id) => ({ id, object: 'model', created: Math.floor((d.config.alias(id, now)?.effectiveFrom ?? now) / 1000), owned_by: 'anima' }));
+    void reply.header('x-request-id', req.id).send({ object: 'list', data });
+  });
+
+  app.get('/v1/models/:model', async (req, reply) => {
+    const now = d.clock.now();
+    const ctx = new RequestContext(req.id, 'openai_chat', now);
+    await authenticate(d.config, ctx, req.headers, now);
+    const id = (req.params as { model: string }).model;
+    resolveAlias(d.config, ctx, id, now);
+    void reply.send({ id, object: 'model', created: Math.floor(ctx.alias!.effectiveFrom / 1000), owned_by: 'anima' });
+  });
+
+  app.get('/actuator/health', async () => ({ status: 'UP' }));
+  app.get('/actuator/health/liveness', async () => ({ status: 'UP' }));
+  app.get('/actuator/health/readiness', async (_req, reply) => {
+    const r = await d.readiness();
+    void reply.code(r.up ? 200 : 503).send({ status: r.up ? 'UP' : 'DOWN', components: r.components });
+  });
+  app.get('/actuator/prometheus', async (_req, reply) => {
+    const text = await d.metrics.registry.metrics();
+    void reply.header('content-type', d.metrics.registry.contentType).send(text);
+  });
+
+  return app;
+}
+
+function logRequest(log: Logger, ctx: RequestContext): void {
+  log.info(
+    {
+      reqId: ctx.id,
+      dialect: ctx.dialect,
+      app: ctx.app?.id,
+      key: ctx.key?.id,
+      alias: ctx.aliasName,
+      channel: ctx.channel,
+      upstreamModel: ctx.upstreamModel,
+      stream: ctx.stream,
+      attempts: ctx.attempts,
+      route: ctx.route.length ? ctx.route : undefined,
+      status: ctx.status,
+      outcome: ctx.outcome,
+      code: ctx.error?.code,
+      ms: Math.round(ctx.elapsedMs() * 10) / 10,
+      ttfbMs: ctx.ttfbMs === null ? undefined : Math.round(ctx.ttfbMs * 10) / 10,
+      upstreamMs: Math.round(ctx.upstreamMs * 10) / 10,
+      tokensIn: ctx.usage?.inputTokens,
+      tokensOut: ctx.usage?.outputTokens,
+      aborted: ctx.clientAborted || undefined,
+    },
+    'request',
+  );
+}

@@ -1,0 +1,94 @@
+import client from 'prom-client';
+import type { SharedBreakerState } from '../coord/types.js';
+import type { RequestContext } from '../relay/context.js';
+
+const BREAKER_VALUE: Record<SharedBreakerState['state'], number> = { closed: 0, half_open: 1, open: 2, forced_open: 3 };
+
+/**
+ * Every Anima metric is prefixed `anima_`. Labels are bounded: alias only when it is a configured alias,
+ * channel codes from config, app ids; never request ids, raw client model names or secrets.
+ */
+export class Metrics {
+  readonly registry = new client.Registry();
+  readonly requests = new client.Counter({
+    name: 'anima_requests_total',
+    help: 'Data-plane requests by outcome',
+    labelNames: ['dialect', 'alias', 'channel', 'app', 'status_class', 'outcome'] as const,
+    registers: [this.registry],
+  });
+  readonly duration = new client.Histogram({
+    name: 'anima_request_duration_seconds',
+    help: 'Request latency, receipt to last byte',
+    labelNames: ['dialect', 'alias', 'outcome'] as const,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
+    registers: [this.registry],
+  });
+  readonly ttfb = new client.Histogram({
+    name: 'anima_request_ttfb_seconds',
+    help: 'Receipt to first byte written to the client',
+    labelNames: ['dialect', 'alias'] as const,
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [this.registry],
+  });
+  readonly overhead = new client.Histogram({
+    name: 'anima_gateway_overhead_seconds',
+    help: 'Time spent in the gateway itself: total minus time waiting on upstreams',
+    labelNames: ['dialect'] as const,
+    buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1],
+    registers: [this.registry],
+  });
+  readonly attempts = new client.Counter({
+    name: 'anima_upstream_attempts_total',
+    help: 'Upstream attempts by channel and result (ok or a failure kind)',
+    labelNames: ['channel', 'result'] as const,
+    registers: [this.registry],
+  });
+  readonly upstreamTime = new client.Histogram({
+    name: 'anima_upstream_duration_seconds',
+    help: 'One upstream attempt, start to end',
+    labelNames: ['channel'] as const,
+    buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
+    registers: [this.registry],
+  });
+  readonly tokens = new client.Counter({
+    name: 'anima_tokens_total',
+    help: 'Tokens by direction',
+    labelNames: ['alias', 'channel', 'direction'] as const,
+    registers: [this.registry],
+  });
+  readonly breakerState = new client.Gauge({
+    name: 'anima_breaker_state',
+    help: 'Circuit breaker state per channel: 0 closed, 1 half-open, 2 open, 3 forced open',
+    labelNames: ['channel'] as const,
+    registers: [this.registry],
+  });
+  readonly breakerTransitions = new client.Counter({
+    name: 'anima_breaker_transitions_total',
+    help: 'Breaker transitions seen by this instance',
+    labelNames: ['channel', 'to'] as const,
+    registers: [this.registry],
+  });
+
+  constructor(opts: { defaultMetrics?: boolean } = {}) {
+    if (opts.defaultMetrics !== false) client.collectDefaultMetrics({ register: this.registry });
+  }
+
+  breaker(channel: string, st: SharedBreakerState): void {
+    this.breakerState.labels(channel).set(BREAKER_VALUE[st.state]);
+    this.breakerTransitions.labels(channel, st.state).inc();
+  }
+
+  request(ctx: RequestContext): void {
+    const alias = ctx.alias?.name ?? '_none';
+    const totalS = ctx.elapsedMs() / 1000;
+    const status = ctx.status || 499;
+    this.requests.labels(ctx.dialect, alias, ctx.channel ?? '_none', ctx.app?.id ?? '_none', `${Math.floor(status / 100)}xx`, ctx.outcome).inc();
+    this.duration.labels(ctx.dialect, alias, ctx.outcome).observe(totalS);
+    if (ctx.ttfbMs !== null) this.ttfb.labels(ctx.dialect, alias).observe(ctx.ttfbMs / 1000);
+    if (ctx.attempts > 0) this.overhead.labels(ctx.dialect).observe(Math.max(0, totalS - ctx.upstreamMs / 1000));
+    if (ctx.usage && ctx.channel) {
+      this.tokens.labels(alias, ctx.channel, 'in').inc(ctx.usage.inputTokens);
+      this.tokens.labels(alias, ctx.channel, 'out').inc(ctx.usage.outputTokens);
+    }
+  }
+}

@@ -1,0 +1,177 @@
+/**
+ * An Anthropic channel. Anthropic-format requests pass through untouched except `model`; OpenAI chat
+ * requests are translated both ways (streams included). Embeddings are not an Anthropic capability.
+ */
+import { GatewayError } from '../../core/errors.js';
+import { redactSecrets } from '../../core/render.js';
+import type { Usage } from '../../core/usage.js';
+import { type SseEvent, sseData, sseEvent } from '../../lib/sse.js';
+import { anthropicErrorFrame, openaiErrorFrame, parseJsonObject, TextTally } from '../shared.js';
+import type { Exchange, InboundDialect, JsonResult, PreparedCall, StreamTranslator, UpstreamEndpoint } from '../types.js';
+import type { ChatRequest } from '../openai/wire.js';
+import { AnthropicToOpenAIStream, anthropicToOpenAIResponse, openaiToAnthropicRequest } from './translate.js';
+import { type Message, anthropicUsage } from './wire.js';
+
+export const ANTHROPIC_VERSION = '2023-06-01';
+/** Anthropic requires max_tokens; an OpenAI request that names none gets this. */
+export const DEFAULT_MAX_TOKENS = 4096;
+
+function headers(ep: UpstreamEndpoint, clientBeta?: string): Record<string, string> {
+  const h: Record<string, string> = { 'content-type': 'application/json', 'anthropic-version': ANTHROPIC_VERSION, ...ep.headers };
+  if (ep.credential) h['x-api-key'] = ep.credential;
+  if (clientBeta && !h['anthropic-beta']) h['anthropic-beta'] = clientBeta;
+  return h;
+}
+
+function streamError(data: Record<string, any>): GatewayError {
+  const e = (data.error ?? {}) as { type?: string; message?: string };
+  const code = e.type === 'overloaded_error' ? 'upstream_overloaded' : 'upstream_stream_interrupted';
+  return new GatewayError(code, redactSecrets(String(e.message ?? 'upstream stream error')));
+}
+
+/** Anthropic in, Anthropic out. */
+class MessagesPassthrough implements Exchange {
+  readonly call: PreparedCall;
+  constructor(
+    body: Record<string, unknown>,
+    ep: UpstreamEndpoint,
+    upstreamModel: string,
+    private readonly alias: string,
+    beta?: string,
+  ) {
+    this.call = {
+      path: '/v1/messages',
+      headers: headers(ep, beta),
+      body: JSON.stringify({ ...body, model: upstreamModel }),
+      stream: body.stream === true,
+    };
+  }
+  decodeJson(text: string): JsonResult {
+    const j = parseJsonObject(text);
+    if (j.type !== 'message' || !Array.isArray(j.content)) throw new GatewayError('upstream_bad_response', 'upstream answer is not a message');
+    j.model = this.alias;
+    return { body: j, usage: anthropicUsage(j.usage) };
+  }
+  streamTranslator(): StreamTranslator {
+    const alias = this.alias;
+    const tally = new TextTally();
+    let done = false;
+    let input: Usage | null = null;
+    let output = 0;
+    return {
+      get done() {
+        return done;
+      },
+      get emittedText() {
+        return tally.text;
+      },
+      onEvent(ev: SseEvent) {
+        const data = parseJsonObject(ev.data);
+        const name = ev.event || String(data.type ?? '');
+        switch (name) {
+          case 'error':
+            throw streamError(data);
+          case 'message_start':
+            if (data.message) {
+              data.message.model = alias;
+              input = anthropicUsage(data.message.usage);
+              output = input.outputTokens;
+            }
+            break;
+          case 'content_block_delta':
+            if (typeof data.delta?.text === 'string') tally.add(data.delta.text);
+            break;
+          case 'message_delta':
+            if (data.usage) {
+              const u = anthropicUsage({ ...(input ? {} : {}), ...data.usage });
+              // message_delta may carry only output_tokens: input tokens from message_start must survive.
+              if (typeof data.usage.output_tokens === 'number') output = u.outputTokens;
+              if (typeof data.usage.input_tokens === 'number') input = { ...u, outputTokens: 0 };
+            }
+            break;
+          case 'message_stop':
+            done = true;
+            break;
+        }
+        return sseEvent(name, JSON.stringify(data));
+      },
+      end: () => '',
+      usage: () => (input ? { ...input, outputTokens: output } : null),
+    };
+  }
+  errorFrame(err: GatewayError): string {
+    return anthropicErrorFrame(err);
+  }
+}
+
+/** OpenAI chat in, served by an Anthropic channel. */
+class ChatViaAnthropic implements Exchange {
+  readonly call: PreparedCall;
+  private readonly includeUsage: boolean;
+  constructor(
+    body: Record<string, unknown>,
+    ep: UpstreamEndpoint,
+    upstreamModel: string,
+    private readonly alias: string,
+  ) {
+    const req = openaiToAnthropicRequest(body as ChatRequest, upstreamModel, { defaultMaxTokens: DEFAULT_MAX_TOKENS });
+    this.includeUsage = (body.stream_options as { include_usage?: unknown } | undefined)?.include_usage === true;
+    this.call = { path: '/v1/messages', headers: headers(ep), body: JSON.stringify(req), stream: body.stream === true };
+  }
+  decodeJson(text: string): JsonResult {
+    const j = parseJsonObject(text);
+    if (j.type !== 'message' || !Array.isArray(j.content)) throw new GatewayError('upstream_bad_response', 'upstream answer is not a message');
+    return { body: anthropicToOpenAIResponse(j as Message, this.alias), usage: anthropicUsage(j.usage) };
+  }
+  streamTranslator(): StreamTranslator {
+    const t = new AnthropicToOpenAIStream({ model: this.alias, includeUsage: this.includeUsage });
+    const tally = new TextTally();
+    let done = false;
+    return {
+      get done() {
+        return done;
+      },
+      get emittedText() {
+        return tally.text;
+      },
+      onEvent(ev: SseEvent) {
+        const data = parseJsonObject(ev.data);
+        const name = ev.event || String(data.type ?? '');
+        if (name === 'error') throw streamError(data);
+        let out = '';
+        for (const chunk of t.push(name, data) as Array<{ choices?: Array<{ delta?: { content?: unknown } }> }>) {
+          for (const c of chunk.choices ?? []) if (typeof c.delta?.content === 'string') tally.add(c.delta.content);
+          out += sseData(JSON.stringify(chunk));
+        }
+        if (name === 'message_stop') {
+          done = true;
+          out += sseData('[DONE]');
+        }
+        return out;
+      },
+      end: () => '',
+      usage: () => t.usage(),
+    };
+  }
+  errorFrame(err: GatewayError): string {
+    return openaiErrorFrame(err);
+  }
+}
+
+export function anthropicExchange(
+  dialect: InboundDialect,
+  body: Record<string, unknown>,
+  ep: UpstreamEndpoint,
+  upstreamModel: string,
+  alias: string,
+  beta?: string,
+): Exchange {
+  switch (dialect) {
+    case 'anthropic_messages':
+      return new MessagesPassthrough(body, ep, upstreamModel, alias, beta);
+    case 'openai_chat':
+      return new ChatViaAnthropic(body, ep, upstreamModel, alias);
+    case 'openai_embeddings':
+      throw new GatewayError('unsupported_operation', 'Anthropic channels do not serve embeddings');
+  }
+}

@@ -1,0 +1,171 @@
+/**
+ * What an upstream failure means for the request (try the next channel?) and for the channel's health
+ * (count against the breaker? rest the channel? take its credential out?). One table, tested as a table
+ * in test/unit/classify.test.ts.
+ */
+import type { ProviderKind } from './types.js';
+
+export type FailureKind =
+  | 'server_error' // 5xx
+  | 'overloaded' // 529 / overloaded_error
+  | 'request_timeout' // 408
+  | 'rate_limited' // 429 (not a quota problem)
+  | 'quota_exhausted' // 429 insufficient_quota / billing
+  | 'auth_failed' // 401 / 403 from the upstream: our credential
+  | 'client_error' // 400 / 404 / 413 / 422 ...: the request itself
+  | 'context_length'
+  | 'content_policy'
+  | 'connect_refused'
+  | 'connect_timeout'
+  | 'connection_reset'
+  | 'tls_error'
+  | 'first_byte_timeout'
+  | 'idle_timeout'
+  | 'total_timeout'
+  | 'stream_reset' // the stream ended without its terminator
+  | 'bad_response' // 2xx with a body that isn't the provider's format
+  | 'cancelled'; // the client went away
+
+export interface UpstreamFailure {
+  kind: FailureKind;
+  status: number | null;
+  /** Counts toward the breaker's failure rate. */
+  countsAsFailure: boolean;
+  /** Another channel may succeed where this one failed (before the first byte reached the client). */
+  tryNext: boolean;
+  /** Take the channel out of rotation this long (429 Retry-After). */
+  cooldownMs?: number;
+  /** Take the channel's credential out until reset. */
+  credential?: 'exhausted' | 'invalid';
+  message: string;
+  /** The upstream's error body, for client errors returned as they are. */
+  body?: string;
+  upstreamType?: string;
+  upstreamCode?: string;
+}
+
+interface Rule {
+  countsAsFailure: boolean;
+  tryNext: boolean;
+}
+
+export const FAILURE_RULES: Record<FailureKind, Rule> = {
+  server_error: { countsAsFailure: true, tryNext: true },
+  overloaded: { countsAsFailure: true, tryNext: true },
+  request_timeout: { countsAsFailure: true, tryNext: true },
+  rate_limited: { countsAsFailure: false, tryNext: true },
+  quota_exhausted: { countsAsFailure: false, tryNext: true },
+  auth_failed: { countsAsFailure: false, tryNext: true },
+  client_error: { countsAsFailure: false, tryNext: false },
+  context_length: { countsAsFailure: false, tryNext: false },
+  content_policy: { countsAsFailure: false, tryNext: false },
+  connect_refused: { countsAsFailure: true, tryNext: true },
+  connect_timeout: { countsAsFailure: true, tryNext: true },
+  connection_reset: { countsAsFailure: true, tryNext: true },
+  tls_error: { countsAsFailure: true, tryNext: true },
+  first_byte_timeout: { countsAsFailure: true, tryNext: true },
+  idle_timeout: { countsAsFailure: true, tryNext: true },
+  total_timeout: { countsAsFailure: true, tryNext: true },
+  stream_reset: { countsAsFailure: true, tryNext: true },
+  bad_response: { countsAsFailure: true, tryNext: true },
+  cancelled: { countsAsFailure: false, tryNext: false },
+};
+
+export function failure(kind: FailureKind, message: string, extra: Partial<UpstreamFailure> = {}): UpstreamFailure {
+  return { kind, status: null, ...FAILURE_RULES[kind], message, ...extra };
+}
+
+/** Default rest for a 429 that names no Retry-After. */
+export const DEFAULT_COOLDOWN_MS = 1_000;
+const MAX_COOLDOWN_MS = 10 * 60_000;
+
+/** Retry-After: delta-seconds or an HTTP date. Also OpenAI's retry-after-ms. */
+export function parseRetryAfter(headers: Record<string, string | string[] | undefined>, now = Date.now()): number | null {
+  const msH = headers['retry-after-ms'];
+  if (typeof msH === 'string' && /^\d+(\.\d+)?$/.test(msH)) return Math.min(MAX_COOLDOWN_MS, Number(msH));
+  const h = headers['retry-after'];
+  if (typeof h !== 'string' || h === '') return null;
+  if (/^\d+(\.\d+)?$/.test(h)) return Math.min(MAX_COOLDOWN_MS, Number(h) * 1000);
+  const t = Date.parse(h);
+  return Number.isNaN(t) ? null : Math.min(MAX_COOLDOWN_MS, Math.max(0, t - now));
+}
+
+function errorFields(bodyText: string): { type?: string; code?: string; message?: string } {
+  try {
+    const j = JSON.parse(bodyText) as { error?: { type?: unknown; code?: unknown; message?: unknown } };
+    const e = j?.error;
+    if (e && typeof e === 'object') {
+      return {
+        type: typeof e.type === 'string' ? e.type : undefined,
+        code: typeof e.code === 'string' ? e.code : undefined,
+        message: typeof e.message === 'string' ? e.message : undefined,
+      };
+    }
+  } catch {
+    /* not JSON: classified by status alone */
+  }
+  return {};
+}
+
+const CONTEXT_RE = /context[_ ]length|maximum context|too many tokens|prompt is too long|context window/i;
+const POLICY_RE = /content[_ ]policy|content[_ ]filter|safety system|flagged/i;
+
+/** Classifies a non-2xx upstream answer. */
+export function classifyHttp(
+  provider: ProviderKind,
+  status: number,
+  headers: Record<string, string | string[] | undefined>,
+  bodyText: string,
+): UpstreamFailure {
+  const f = errorFields(bodyText);
+  const message = f.message ?? `upstream answered ${status}`;
+  const extra = { status, body: bodyText, upstreamType: f.type, upstreamCode: f.code };
+  const sig = `${f.type ?? ''} ${f.code ?? ''}`;
+  if (status === 429 || (provider === 'anthropic' && f.type === 'rate_limit_error')) {
+    if (/insufficient_quota|billing|credit/i.test(sig) || /insufficient_quota|credit balance/i.test(message)) {
+      return failure('quota_exhausted', message, { ...extra, credential: 'exhausted' });
+    }
+    return failure('rate_limited', message, { ...extra, cooldownMs: parseRetryAfter(headers) ?? DEFAULT_COOLDOWN_MS });
+  }
+  if (status === 401 || status === 403) return failure('auth_failed', message, { ...extra, credential: 'invalid' });
+  if (status === 402) return failure('quota_exhausted', message, { ...extra, credential: 'exhausted' });
+  if (status === 408) return failure('request_timeout', message, extra);
+  if (status === 529 || f.type === 'overloaded_error') return failure('overloaded', message, extra);
+  if (status >= 500) return failure('server_error', message, extra);
+  if (CONTEXT_RE.test(sig) || CONTEXT_RE.test(message)) return failure('context_length', message, extra);
+  if (POLICY_RE.test(sig) || POLICY_RE.test(message)) return failure('content_policy', message, extra);
+  return failure('client_error', message, extra);
+}
+
+/** Classifies a transport-level error (undici / node net). */
+export function classifyTransport(err: unknown, phase: 'connect' | 'headers' | 'body'): UpstreamFailure {
+  const e = err as { code?: string; name?: string; message?: string; cause?: { code?: string } };
+  const code = e?.code ?? e?.cause?.code ?? '';
+  const msg = e?.message ?? String(err);
+  switch (code) {
+    case 'UND_ERR_CONNECT_TIMEOUT':
+      return failure('connect_timeout', 'connect timeout');
+    case 'UND_ERR_HEADERS_TIMEOUT':
+      return failure('first_byte_timeout', 'no response headers within the first-byte timeout');
+    case 'UND_ERR_BODY_TIMEOUT':
+      return failure('idle_timeout', 'upstream went silent past the idle timeout');
+    case 'ECONNREFUSED':
+      return failure('connect_refused', 'connection refused');
+    case 'ECONNRESET':
+    case 'EPIPE':
+    case 'UND_ERR_SOCKET':
+    case 'UND_ERR_CLOSED':
+      return failure(phase === 'body' ? 'stream_reset' : 'connection_reset', `connection reset (${code})`);
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+      return failure('connect_refused', `upstream unreachable (${code})`);
+    default:
+      break;
+  }
+  if (/^(ERR_TLS|ERR_SSL|CERT_|DEPTH_ZERO|UNABLE_TO_VERIFY|SELF_SIGNED)/.test(code)) return failure('tls_error', `TLS failure (${code})`);
+  if (e?.name === 'AbortError' || code === 'UND_ERR_ABORTED' || code === 'ABORT_ERR') return failure('cancelled', 'aborted');
+  if (e?.name === 'TimeoutError') return failure('total_timeout', 'attempt exceeded the total timeout');
+  return failure(phase === 'body' ? 'stream_reset' : 'connection_reset', msg);
+}

@@ -1,0 +1,200 @@
+/**
+ * An OpenAI-compatible channel. OpenAI-format requests pass through untouched except `model` (and
+ * `stream_options.include_usage`, forced on so every stream can be billed; the usage chunk is withheld
+ * from a client that did not ask for it). Anthropic-format requests are translated both ways.
+ */
+import { GatewayError } from '../../core/errors.js';
+import { redactSecrets } from '../../core/render.js';
+import type { Usage } from '../../core/usage.js';
+import { type SseEvent, sseData, sseEvent } from '../../lib/sse.js';
+import {
+  OpenAIToAnthropicStream,
+  anthropicToOpenAIRequest,
+  openaiToAnthropicResponse,
+} from '../anthropic/translate.js';
+import type { MessagesRequest } from '../anthropic/wire.js';
+import { anthropicErrorFrame, openaiErrorFrame, parseJsonObject, TextTally } from '../shared.js';
+import type { Exchange, InboundDialect, JsonResult, PreparedCall, StreamTranslator, UpstreamEndpoint } from '../types.js';
+import { type ChatCompletion, type ChatRequest, openaiUsage } from './wire.js';
+
+function headers(ep: UpstreamEndpoint): Record<string, string> {
+  const h: Record<string, string> = { 'content-type': 'application/json', ...ep.headers };
+  if (ep.credential) h.authorization = `Bearer ${ep.credential}`;
+  return h;
+}
+
+/** OpenAI chat in, OpenAI chat out. */
+class ChatPassthrough implements Exchange {
+  readonly call: PreparedCall;
+  private readonly clientWantsUsage: boolean;
+  constructor(
+    body: Record<string, unknown>,
+    ep: UpstreamEndpoint,
+    upstreamModel: string,
+    private readonly alias: string,
+  ) {
+    const stream = body.stream === true;
+    const so = body.stream_options as Record<string, unknown> | undefined;
+    this.clientWantsUsage = so?.include_usage === true;
+    const out: Record<string, unknown> = { ...body, model: upstreamModel };
+    if (stream) out.stream_options = { ...(so ?? {}), include_usage: true };
+    this.call = { path: '/chat/completions', headers: headers(ep), body: JSON.stringify(out), stream };
+  }
+  decodeJson(text: string): JsonResult {
+    const j = parseJsonObject(text) as Partial<ChatCompletion>;
+    if (!Array.isArray(j.choices)) throw new GatewayError('upstream_bad_response', 'upstream answer has no choices');
+    j.model = this.alias;
+    return { body: j, usage: openaiUsage(j.usage) };
+  }
+  streamTranslator(): StreamTranslator {
+    return new OpenAIStreamPassthrough(this.alias, this.clientWantsUsage);
+  }
+  errorFrame(err: GatewayError): string {
+    return openaiErrorFrame(err);
+  }
+}
+
+class OpenAIStreamPassthrough implements StreamTranslator {
+  done = false;
+  private seen: Usage | null = null;
+  private readonly tally = new TextTally();
+  constructor(
+    private readonly alias: string,
+    private readonly clientWantsUsage: boolean,
+  ) {}
+  get emittedText() {
+    return this.tally.text;
+  }
+  onEvent(ev: SseEvent): string {
+    if (ev.data === '[DONE]') {
+      this.done = true;
+      return sseData('[DONE]');
+    }
+    const chunk = parseJsonObject(ev.data);
+    if (chunk.error) {
+      const e = chunk.error as { message?: string };
+      throw new GatewayError('upstream_stream_interrupted', redactSecrets(String(e.message ?? 'upstream stream error')));
+    }
+    const u = openaiUsage(chunk.usage);
+    if (u) this.seen = u;
+    if (!this.clientWantsUsage) {
+      if (Array.isArray(chunk.choices) && chunk.choices.length === 0 && u) return '';
+      delete chunk.usage;
+    }
+    if ('model' in chunk) chunk.model = this.alias;
+    if (Array.isArray(chunk.choices)) {
+      for (const c of chunk.choices as Array<{ delta?: { content?: unknown } }>) {
+        if (typeof c.delta?.content === 'string') this.tally.add(c.delta.content);
+      }
+    }
+    return sseData(JSON.stringify(chunk));
+  }
+  end(): string {
+    return '';
+  }
+  usage() {
+    return this.seen;
+  }
+}
+
+/** Anthropic Messages in, served by an OpenAI channel. */
+class MessagesViaOpenAI implements Exchange {
+  readonly call: PreparedCall;
+  constructor(
+    body: Record<string, unknown>,
+    ep: UpstreamEndpoint,
+    upstreamModel: string,
+    private readonly alias: string,
+  ) {
+    const req = anthropicToOpenAIRequest(body as unknown as MessagesRequest, upstreamModel);
+    this.call = { path: '/chat/completions', headers: headers(ep), body: JSON.stringify(req), stream: body.stream === true };
+  }
+  decodeJson(text: string): JsonResult {
+    const j = parseJsonObject(text) as unknown as ChatCompletion;
+    if (!Array.isArray(j.choices)) throw new GatewayError('upstream_bad_response', 'upstream answer has no choices');
+    return { body: openaiToAnthropicResponse(j, this.alias), usage: openaiUsage(j.usage) };
+  }
+  streamTranslator(): StreamTranslator {
+    const t = new OpenAIToAnthropicStream({ model: this.alias });
+    const tally = new TextTally();
+    const frames = (evs: Array<{ event: string; data: object }>) => {
+      let out = '';
+      for (const e of evs) {
+        const d = e.data as { delta?: { text?: unknown } };
+        if (e.event === 'content_block_delta' && typeof d.delta?.text === 'string') tally.add(d.delta.text);
+        out += sseEvent(e.event, JSON.stringify(e.data));
+      }
+      return out;
+    };
+    let done = false;
+    return {
+      get done() {
+        return done;
+      },
+      get emittedText() {
+        return tally.text;
+      },
+      onEvent(ev: SseEvent) {
+        if (ev.data === '[DONE]') {
+          done = true;
+          return frames(t.finish());
+        }
+        const chunk = parseJsonObject(ev.data);
+        if (chunk.error) {
+          const e = chunk.error as { message?: string };
+          throw new GatewayError('upstream_stream_interrupted', redactSecrets(String(e.message ?? 'upstream stream error')));
+        }
+        return frames(t.push(chunk));
+      },
+      end: () => '',
+      usage: () => t.usage(),
+    };
+  }
+  errorFrame(err: GatewayError): string {
+    return anthropicErrorFrame(err);
+  }
+}
+
+/** Embeddings pass through; only `model` changes. */
+class EmbeddingsPassthrough implements Exchange {
+  readonly call: PreparedCall;
+  constructor(
+    body: Record<string, unknown>,
+    ep: UpstreamEndpoint,
+    upstreamModel: string,
+    private readonly alias: string,
+  ) {
+    this.call = { path: '/embeddings', headers: headers(ep), body: JSON.stringify({ ...body, model: upstreamModel }), stream: false };
+  }
+  decodeJson(text: string): JsonResult {
+    const j = parseJsonObject(text);
+    if (!Array.isArray(j.data)) throw new GatewayError('upstream_bad_response', 'upstream embeddings answer has no data');
+    j.model = this.alias;
+    return { body: j, usage: openaiUsage(j.usage) };
+  }
+  streamTranslator(): StreamTranslator {
+    throw new GatewayError('unsupported_operation', 'embeddings do not stream');
+  }
+  errorFrame(err: GatewayError): string {
+    return openaiErrorFrame(err);
+  }
+}
+
+export function openaiExchange(
+  dialect: InboundDialect,
+  body: Record<string, unknown>,
+  ep: UpstreamEndpoint,
+  upstreamModel: string,
+  alias: string,
+): Exchange {
+  switch (dialect) {
+    case 'openai_chat':
+      return new ChatPassthrough(body, ep, upstreamModel, alias);
+    case 'anthropic_messages':
+      return new MessagesViaOpenAI(body, ep, upstreamModel, alias);
+    case 'openai_embeddings':
+      return new EmbeddingsPassthrough(body, ep, upstreamModel, alias);
+  }
+}
+
+export type { ChatRequest };

@@ -1,0 +1,33 @@
+import { GatewayError } from '../core/errors.js';
+import { toAnthropicError, toOpenAIError } from '../core/render.js';
+import { sseData, sseEvent } from '../lib/sse.js';
+
+/** Parses an upstream JSON object; anything else is a bad upstream response (counts against the channel). */
+export function parseJsonObject(text: string): Record<string, any> {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    throw new GatewayError('upstream_bad_response', 'upstream sent a body that is not JSON');
+  }
+  if (!v || typeof v !== 'object' || Array.isArray(v)) throw new GatewayError('upstream_bad_response', 'upstream sent JSON that is not an object');
+  return v as Record<string, any>;
+}
+
+export function openaiErrorFrame(err: GatewayError): string {
+  return sseData(JSON.stringify(toOpenAIError(err)));
+}
+
+export function anthropicErrorFrame(err: GatewayError): string {
+  return sseEvent('error', JSON.stringify(toAnthropicError(err)));
+}
+
+const MAX_TALLY = 1 << 20;
+
+/** The text a client has been sent, kept (up to 1 MiB) to estimate usage if the upstream never reports it. */
+export class TextTally {
+  text = '';
+  add(s: string): void {
+    if (this.text.length < MAX_TALLY) this.text += s;
+  }
+}

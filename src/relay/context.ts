@@ -1,0 +1,64 @@
+import type { GatewayError } from '../core/errors.js';
+import type { Usage } from '../core/usage.js';
+import type { Alias, ApiKey, App } from '../config/model.js';
+import type { InboundDialect } from '../providers/types.js';
+
+export type Outcome = 'ok' | 'fallback' | 'rejected' | 'failed' | 'cancelled';
+
+/** Why a channel of the chain was passed over or failed, for headers, logs and metrics. */
+export interface RouteNote {
+  channel: string;
+  /** 'skipped' = never called; 'failed' = called and failed. */
+  what: 'skipped' | 'failed';
+  reason: string;
+  status?: number;
+  ms?: number;
+}
+
+/**
+ * Everything known about one request, typed (no string-keyed bags). Created by the HTTP layer, filled
+ * in by each relay stage, read by logging and metrics after the answer is written.
+ */
+export class RequestContext {
+  key: ApiKey | null = null;
+  app: App | null = null;
+  aliasName: string | null = null;
+  alias: Alias | null = null;
+  stream = false;
+  /** Channel that served the answer. */
+  channel: string | null = null;
+  upstreamModel: string | null = null;
+  attempts = 0;
+  readonly route: RouteNote[] = [];
+  status = 0;
+  outcome: Outcome = 'failed';
+  error: GatewayError | null = null;
+  usage: Usage | null = null;
+  /** True when usage was estimated locally because the upstream never reported it. */
+  usageEstimated = false;
+  /** ms from receipt to the first byte written to the client. */
+  ttfbMs: number | null = null;
+  /** ms spent waiting on upstreams (all attempts). */
+  upstreamMs = 0;
+  clientAborted = false;
+  endedAt = 0;
+
+  constructor(
+    readonly id: string,
+    readonly dialect: InboundDialect,
+    readonly startedAt: number,
+    readonly startedHr: bigint = process.hrtime.bigint(),
+  ) {}
+
+  elapsedMs(): number {
+    return Number(process.hrtime.bigint() - this.startedHr) / 1e6;
+  }
+
+  /** `x-anima-route` value: each skipped or failed channel with its reason. ASCII-safe. */
+  routeHeader(): string {
+    return this.route
+      .map((n) => `${n.channel};${n.what}=${n.reason}${n.status ? `;status=${n.status}` : ''}`)
+      .join(', ')
+      .replace(/[^\x20-\x7e]/g, '?');
+  }
+}

@@ -1,0 +1,390 @@
+/**
+ * The data-plane pipeline for one request, after authentication:
+ *
+ *   route      alias -> ordered candidates (tiers; weighted inside a tier)
+ *   for each candidate, while attempts < alias.maxAttempts and the request's deadline holds:
+ *     skip     channel missing/disabled, operation unsupported, breaker refusing, cooldown, credential out,
+ *              request untranslatable for this provider (each skip noted with its reason)
+ *     acquire  breaker permit (closed: free; half-open: one of N shared probe permits)
+ *     call     provider exchange over the channel's pool, with connect / first-byte / idle / total timeouts
+ *     judge    failure before the first byte reached the client + tryNext -> note it, next candidate;
+ *              a client error (400-class but 429) -> returned to the client as the upstream said it;
+ *              success -> answer written (streamed or whole)
+ *     report   breaker outcome and channel health (cooldown, credential) for every attempt, in `finally`
+ *   exhausted  502/503/504 with a code saying why, plus the route notes in `x-anima-route`
+ *
+ * Nothing here waits on the database. The only awaits besides the upstream are breaker transitions
+ * (rare) and half-open probe permits.
+ */
+import { GatewayError } from '../core/errors.js';
+import { anthropicStatus, redactSecrets, toAnthropicError, toOpenAIError } from '../core/render.js';
+import type { BreakerRegistry, BreakerPermit } from '../breaker/breaker.js';
+import type { ChannelHealthRegistry } from '../breaker/health.js';
+import type { ConfigCache } from '../config/cache.js';
+import type { Channel } from '../config/model.js';
+import type { Clock } from '../lib/clock.js';
+import { SseParser } from '../lib/sse.js';
+import { createExchange } from '../providers/index.js';
+import { type UpstreamFailure, classifyHttp, classifyTransport, failure } from '../providers/classify.js';
+import type { Transport } from '../providers/transport.js';
+import { CAPABILITIES, type Exchange } from '../providers/types.js';
+import type { RequestContext } from './context.js';
+import { candidates } from './router.js';
+
+/** Where the answer goes (the HTTP layer adapts node's ServerResponse). */
+export interface ClientSink {
+  readonly closed: boolean;
+  readonly headersSent: boolean;
+  head(status: number, headers: Record<string, string>): void;
+  write(chunk: string): boolean;
+  /** Resolves when the socket drains or closes. */
+  drain(): Promise<void>;
+  end(chunk?: string): void;
+  /** Fires once if the client goes away before the answer is complete. */
+  onAbort(cb: () => void): void;
+}
+
+export interface RelayDeps {
+  config: ConfigCache;
+  breakers: BreakerRegistry;
+  health: ChannelHealthRegistry;
+  transport: Transport;
+  clock: Clock;
+  /** Called for every attempt's outcome (metrics, alert logs). */
+  onAttempt?: (ctx: RequestContext, channel: Channel, result: 'ok' | UpstreamFailure, ms: number) => void;
+}
+
+const MAX_ERROR_BODY = 64 * 1024;
+
+type AttemptResult = { ok: true } | { ok: false; failure: UpstreamFailure; committed: boolean };
+
+export class Relay {
+  constructor(private readonly d: RelayDeps) {}
+
+  /** Serves a request whose key is authenticated and whose alias is resolved. Never throws. */
+  async serve(ctx: RequestContext, body: Record<string, unknown>, sink: ClientSink, opts: { anthropicBeta?: string } = {}): Promise<void> {
+    const alias = ctx.alias!;
+    const abort = new AbortController();
+    sink.onAbort(() => {
+      ctx.clientAborted = true;
+      abort.abort();
+    });
+    const deadline = ctx.startedAt + alias.deadlineMs;
+    let last: UpstreamFailure | null = null;
+    let untranslatable: GatewayError | null = null;
+    let served = false;
+    try {
+      for (const { target } of candidates(alias, (t) => t.weight * (this.d.config.channel(t.channel)?.weight ?? 1))) {
+        if (ctx.attempts >= alias.maxAttempts || abort.signal.aborted) break;
+        if (this.d.clock.now() >= deadline) {
+          last = failure('total_timeout', 'the request deadline passed');
+          break;
+        }
+        const ch = this.d.config.channel(target.channel);
+        const skip = this.skipReason(ch, target.channel, ctx);
+        if (skip) {
+          ctx.route.push({ channel: target.channel, what: 'skipped', reason: skip });
+          continue;
+        }
+        let ex: Exchange;
+        try {
+          ex = createExchange(ctx.dialect, body, ch!, target.model, alias.name, opts);
+        } catch (e) {
+          if (!(e instanceof GatewayError)) throw e;
+          untranslatable ??= e;
+          ctx.route.push({ channel: target.channel, what: 'skipped', reason: 'untranslatable' });
+          continue;
+        }
+        const acq = await this.d.breakers.acquire(ch!.code, ch!.breaker);
+        if (!acq.ok) {
+          ctx.route.push({ channel: ch!.code, what: 'skipped', reason: acq.reason });
+          continue;
+        }
+        ctx.attempts++;
+        const res = await this.attempt(ctx, ch!, target.model, ex, acq.permit, sink, abort.signal, deadline);
+        if (res.ok) {
+          served = true;
+          ctx.outcome = ctx.attempts > 1 || ctx.route.length > 0 ? 'fallback' : 'ok';
+          return;
+        }
+        last = res.failure;
+        if (res.committed || ctx.clientAborted) return; // the client already has a (broken) answer or is gone
+        if (!res.failure.tryNext) {
+          this.writeUpstreamClientError(ctx, sink, res.failure, ch!);
+          return;
+        }
+      }
+      if (ctx.clientAborted) return;
+      this.fail(ctx, sink, this.exhausted(last, untranslatable, ctx, this.d.clock.now() >= deadline));
+    } catch (e) {
+      const err = e instanceof GatewayError ? e : new GatewayError('internal_error', 'internal error', { cause: e });
+      if (!sink.headersSent) this.fail(ctx, sink, err);
+      else sink.end();
+    } finally {
+      if (ctx.clientAborted && !served) ctx.outcome = 'cancelled';
+      ctx.endedAt = this.d.clock.now();
+    }
+  }
+
+  private skipReason(ch: Channel | undefined, code: string, ctx: RequestContext): string | null {
+    if (!ch) return 'unknown_channel';
+    if (!ch.enabled) return 'disabled';
+    if (!CAPABILITIES[ch.provider].has(ctx.dialect)) return 'unsupported_operation';
+    return this.d.breakers.refusesNow(code) ?? this.d.health.refusesNow(code);
+  }
+
+  /** One call to one channel. Reports the outcome to the breaker and health registries whatever happens. */
+  private async attempt(
+    ctx: RequestContext,
+    ch: Channel,
+    upstreamModel: string,
+    ex: Exchange,
+    permit: BreakerPermit,
+    sink: ClientSink,
+    clientSignal: AbortSignal,
+    deadline: number,
+  ): Promise<AttemptResult> {
+    const t0 = performance.now();
+    let ttfb = 0;
+    const budget = Math.max(1, Math.min(ch.timeouts.totalMs, deadline - this.d.clock.now()));
+    const probeBudget = permit.probe ? Math.min(budget, ch.breaker.probeTimeoutMs) : budget;
+    const ac = new AbortController();
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      ac.abort();
+    }, probeBudget);
+    const onClientAbort = () => ac.abort();
+    clientSignal.addEventListener('abort', onClientAbort, { once: true });
+    let result: AttemptResult;
+    let phase: 'connect' | 'headers' | 'body' = 'connect';
+    try {
+      const firstByteMs = permit.probe ? Math.min(ch.timeouts.firstByteMs, ch.breaker.probeTimeoutMs) : ch.timeouts.firstByteMs;
+      const up = await this.d.transport.send(ch.code, ch.baseUrl, ex.call, { ...ch.timeouts, firstByteMs }, ac.signal, ch.maxConnections);
+      phase = 'body';
+      ttfb = performance.now() - t0;
+      if (up.status < 200 || up.status >= 300) {
+        const text = await readBounded(up.body, MAX_ERROR_BODY);
+        result = { ok: false, committed: false, failure: classifyHttp(ch.provider, up.status, up.headers, text) };
+      } else if (!ex.call.stream) {
+        const text = await up.body.text();
+        result = this.writeJson(ctx, sink, ch, upstreamModel, ex, text);
+      } else {
+        result = await this.pipeStream(ctx, sink, ch, upstreamModel, ex, up.body, up.headers['content-type']);
+      }
+    } catch (e) {
+      let f: UpstreamFailure;
+      if (e instanceof GatewayError) f = failure('bad_response', e.message);
+      else if (clientSignal.aborted) f = failure('cancelled', 'client went away');
+      else if (timedOut) f = failure(permit.probe ? 'first_byte_timeout' : 'total_timeout', 'attempt exceeded its time budget');
+      else f = classifyTransport(e, phase);
+      result = { ok: false, committed: sink.headersSent, failure: f };
+      if (sink.headersSent && !sink.closed) {
+        const code = f.kind === 'idle_timeout' || f.kind === 'total_timeout' ? 'upstream_timeout' : 'upstream_stream_interrupted';
+        sink.end(ex.errorFrame(new GatewayError(code, `upstream stream failed: ${f.message}`)));
+      }
+    } finally {
+      clearTimeout(timer);
+      clientSignal.removeEventListener('abort', onClientAbort);
+    }
+    const ms = performance.now() - t0;
+    ctx.upstreamMs += ms;
+    await this.report(ctx, ch, permit, result, ttfb || ms, ms);
+    return result;
+  }
+
+  private async report(ctx: RequestContext, ch: Channel, permit: BreakerPermit, r: AttemptResult, ttfbMs: number, ms: number): Promise<void> {
+    const f = r.ok ? null : r.failure;
+    if (f) ctx.route.push({ channel: ch.code, what: 'failed', reason: f.kind, ...(f.status ? { status: f.status } : {}), ms: Math.round(ms) });
+    this.d.onAttempt?.(ctx, ch, f ?? 'ok', ms);
+    try {
+      await this.d.breakers.onResult(permit, ch.breaker, {
+        failure: f?.countsAsFailure ?? false,
+        neutral: f !== null && !f.countsAsFailure,
+        durationMs: ttfbMs,
+      });
+      if (f?.cooldownMs) await this.d.health.cooldown(ch.code, f.cooldownMs);
+      if (f?.credential) await this.d.health.markCredential(ch.code, f.credential);
+    } catch {
+      // The coordination backend being down must not fail a request that already has its answer.
+    }
+  }
+
+  private successHeaders(ctx: RequestContext, ch: Channel, upstreamModel: string): Record<string, string> {
+    ctx.channel = ch.code;
+    ctx.upstreamModel = upstreamModel;
+    const h: Record<string, string> = {
+      'x-request-id': ctx.id,
+      'x-anima-channel': ch.code,
+      'x-anima-attempts': String(ctx.attempts),
+    };
+    if (ctx.route.length) h['x-anima-route'] = ctx.routeHeader();
+    return h;
+  }
+
+  private writeJson(ctx: RequestContext, sink: ClientSink, ch: Channel, upstreamModel: string, ex: Exchange, text: string): AttemptResult {
+    const { body, usage } = ex.decodeJson(text); // throws upstream_bad_response -> a failure, next channel
+    ctx.usage = usage;
+    ctx.status = 200;
+    const payload = JSON.stringify(body);
+    sink.head(200, { ...this.successHeaders(ctx, ch, upstreamModel), 'content-type': 'application/json' });
+    ctx.ttfbMs = ctx.elapsedMs();
+    sink.end(payload);
+    return { ok: true };
+  }
+
+  /**
+   * Streams the upstream's events to the client through the exchange's translator. The client's headers
+   * are written only when the first translated bytes exist, so a failure before that still falls back.
+   */
+  private async pipeStream(
+    ctx: RequestContext,
+    sink: ClientSink,
+    ch: Channel,
+    upstreamModel: string,
+    ex: Exchange,
+    body: AsyncIterable<Buffer> & { destroy?: (e?: Error) => void },
+    contentType: string | string[] | undefined,
+  ): Promise<AttemptResult> {
+    if (typeof contentType === 'string' && !contentType.includes('text/event-stream')) {
+      const text = await readBounded(body as never, MAX_ERROR_BODY);
+      return { ok: false, committed: false, failure: failure('bad_response', `expected an event stream, got ${contentType}: ${redactSecrets(text.slice(0, 200))}`) };
+    }
+    const parser = new SseParser();
+    const tr = ex.streamTranslator();
+    const commit = () => {
+      sink.head(200, {
+        ...this.successHeaders(ctx, ch, upstreamModel),
+        'content-type': 'text/event-stream; charset=utf-8',
+        'cache-control': 'no-cache',
+        'x-accel-buffering': 'no',
+      });
+      ctx.status = 200;
+      ctx.ttfbMs = ctx.elapsedMs();
+    };
+    try {
+      for await (const chunk of body) {
+        let out = '';
+        for (const ev of parser.push(chunk)) out += tr.onEvent(ev);
+        if (out === '') continue;
+        if (!sink.headersSent) commit();
+        if (!sink.write(out)) await sink.drain();
+        if (sink.closed) break;
+      }
+    } catch (e) {
+      ctx.usage = tr.usage();
+      if (e instanceof GatewayError && e.code === 'upstream_overloaded' && !sink.headersSent) {
+        return { ok: false, committed: false, failure: failure('overloaded', e.message) };
+      }
+      if (e instanceof GatewayError) {
+        // The upstream sent an error event or garbage mid-stream.
+        if (sink.headersSent) sink.end(ex.errorFrame(e));
+        return { ok: false, committed: sink.headersSent, failure: failure(e.code === 'upstream_bad_response' ? 'bad_response' : 'stream_reset', e.message) };
+      }
+      throw e;
+    }
+    ctx.usage = tr.usage();
+    if (sink.closed) return { ok: false, committed: true, failure: failure('cancelled', 'client went away mid-stream') };
+    if (!tr.done) {
+      const f = failure('stream_reset', 'upstream stream ended without its terminator');
+      if (sink.headersSent) sink.end(ex.errorFrame(new GatewayError('upstream_stream_interrupted', 'upstream stream ended before completion')));
+      return { ok: false, committed: sink.headersSent, failure: f };
+    }
+    if (!sink.headersSent) commit();
+    sink.end(tr.end());
+    return { ok: true };
+  }
+
+  /** A 4xx the upstream says is the request's fault: passed through in the client's dialect. */
+  private writeUpstreamClientError(ctx: RequestContext, sink: ClientSink, f: UpstreamFailure, ch: Channel): void {
+    const status = f.status ?? 400;
+    ctx.status = status;
+    ctx.outcome = 'failed';
+    ctx.channel = ch.code;
+    const sameDialect = (ch.provider === 'anthropic') === (ctx.dialect === 'anthropic_messages');
+    let payload: string;
+    if (sameDialect && f.body && isJson(f.body)) payload = f.body;
+    else {
+      const msg = redactSecrets(f.message);
+      const code = f.upstreamCode ?? (f.kind === 'context_length' ? 'context_length_exceeded' : f.kind === 'content_policy' ? 'content_policy_violation' : 'invalid_request');
+      payload =
+        ctx.dialect === 'anthropic_messages'
+          ? JSON.stringify({ type: 'error', error: { type: f.upstreamType ?? 'invalid_request_error', message: msg } })
+          : JSON.stringify({ error: { message: msg, type: 'invalid_request_error', param: null, code } });
+    }
+    sink.head(status, { ...this.successHeaders(ctx, ch, ctx.upstreamModel ?? ''), 'content-type': 'application/json' });
+    sink.end(payload);
+  }
+
+  private exhausted(last: UpstreamFailure | null, untranslatable: GatewayError | null, ctx: RequestContext, pastDeadline: boolean): GatewayError {
+    const route = ctx.routeHeader();
+    const suffix = route ? ` (${route})` : '';
+    if (!last) {
+      if (untranslatable) return untranslatable;
+      if (ctx.route.length > 0 && ctx.route.every((n) => n.reason === 'unsupported_operation')) {
+        return new GatewayError('unsupported_operation', `no channel of alias '${ctx.aliasName}' supports this operation`);
+      }
+      return new GatewayError('no_available_channel', `no channel of alias '${ctx.aliasName}' is available${suffix}`);
+    }
+    switch (last.kind) {
+      case 'connect_timeout':
+      case 'first_byte_timeout':
+      case 'idle_timeout':
+      case 'total_timeout':
+      case 'request_timeout':
+        return new GatewayError(pastDeadline ? 'deadline_exceeded' : 'upstream_timeout', `upstream timed out: ${last.message}${suffix}`);
+      case 'rate_limited':
+        return new GatewayError('upstream_rate_limited', `every channel is rate limited${suffix}`, {
+          headers: last.cooldownMs ? { 'retry-after': String(Math.ceil(last.cooldownMs / 1000)) } : {},
+        });
+      case 'overloaded':
+        return new GatewayError('upstream_overloaded', `upstream overloaded${suffix}`);
+      default:
+        return new GatewayError('upstream_error', `every channel of alias '${ctx.aliasName}' failed; last: ${redactSecrets(last.message)}${suffix}`);
+    }
+  }
+
+  fail(ctx: RequestContext, sink: ClientSink, err: GatewayError): void {
+    ctx.error = err;
+    ctx.outcome = ctx.outcome === 'cancelled' ? 'cancelled' : 'failed';
+    writeError(ctx, sink, err);
+  }
+}
+
+/** Renders an error in the request's dialect. Shared with the HTTP layer's early refusals. */
+export function writeError(ctx: RequestContext, sink: ClientSink, err: GatewayError): void {
+  if (sink.headersSent || sink.closed) return;
+  const anthropic = ctx.dialect === 'anthropic_messages';
+  const status = anthropic ? anthropicStatus(err) : err.status;
+  ctx.status = status;
+  ctx.error = err;
+  const headers: Record<string, string> = { 'content-type': 'application/json', 'x-request-id': ctx.id, ...err.headers };
+  if (ctx.route.length) headers['x-anima-route'] = ctx.routeHeader();
+  if (ctx.attempts) headers['x-anima-attempts'] = String(ctx.attempts);
+  sink.head(status, headers);
+  sink.end(JSON.stringify(anthropic ? toAnthropicError(err) : toOpenAIError(err)));
+}
+
+function isJson(s: string): boolean {
+  try {
+    JSON.parse(s);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function readBounded(body: AsyncIterable<Buffer> & { destroy?: () => void }, max: number): Promise<string> {
+  const parts: Buffer[] = [];
+  let n = 0;
+  for await (const c of body) {
+    parts.push(c);
+    n += c.length;
+    if (n >= max) {
+      body.destroy?.();
+      break;
+    }
+  }
+  return Buffer.concat(parts).toString('utf8').slice(0, max);
+}
+

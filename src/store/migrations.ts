@@ -1,0 +1,76 @@
+import { type Kysely, type Migration, type MigrationProvider, Migrator, sql } from 'kysely';
+
+/**
+ * Migrations are plain SQL that PostgreSQL 15+ and PGlite both run. Every config table is versioned:
+ * `version_no` (optimistic lock), `effective_from`/`effective_to` (a row applies in [from, to)), and
+ * `deleted_at` (soft delete). Several rows may share a code/name with disjoint windows: the one whose
+ * window holds "now" is in force.
+ */
+const versioned = sql`
+  version_no integer NOT NULL DEFAULT 1,
+  effective_from timestamptz NOT NULL DEFAULT now(),
+  effective_to timestamptz,
+  deleted_at timestamptz,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  updated_at timestamptz NOT NULL DEFAULT now()`;
+
+const migrations: Record<string, Migration> = {
+  '0001_config_core': {
+    async up(db: Kysely<unknown>) {
+      await sql`CREATE TABLE channel (
+        id bigserial PRIMARY KEY,
+        code text NOT NULL,
+        name text NOT NULL,
+        provider text NOT NULL CHECK (provider IN ('openai', 'anthropic')),
+        base_url text NOT NULL,
+        credential text NOT NULL DEFAULT '',
+        enabled boolean NOT NULL DEFAULT true,
+        weight integer NOT NULL DEFAULT 1,
+        settings jsonb NOT NULL DEFAULT '{}'::jsonb,
+        ${versioned}
+      )`.execute(db);
+      await sql`CREATE UNIQUE INDEX channel_code_from ON channel (code, effective_from) WHERE deleted_at IS NULL`.execute(db);
+      await sql`CREATE TABLE alias (
+        id bigserial PRIMARY KEY,
+        name text NOT NULL,
+        description text NOT NULL DEFAULT '',
+        enabled boolean NOT NULL DEFAULT true,
+        chain jsonb NOT NULL,
+        max_attempts integer NOT NULL DEFAULT 3,
+        deadline_ms integer NOT NULL DEFAULT 300000,
+        ${versioned}
+      )`.execute(db);
+      await sql`CREATE UNIQUE INDEX alias_name_from ON alias (name, effective_from) WHERE deleted_at IS NULL`.execute(db);
+      await sql`CREATE TABLE app (
+        id text PRIMARY KEY,
+        name text NOT NULL,
+        enabled boolean NOT NULL DEFAULT true,
+        ${versioned}
+      )`.execute(db);
+      await sql`CREATE TABLE api_key (
+        id text PRIMARY KEY,
+        app_id text NOT NULL REFERENCES app (id),
+        name text NOT NULL DEFAULT '',
+        key_hash text NOT NULL UNIQUE,
+        key_prefix text NOT NULL,
+        enabled boolean NOT NULL DEFAULT true,
+        allowed_aliases jsonb,
+        ${versioned}
+      )`.execute(db);
+      await sql`CREATE INDEX api_key_app ON api_key (app_id)`.execute(db);
+    },
+  },
+};
+
+class StaticProvider implements MigrationProvider {
+  async getMigrations(): Promise<Record<string, Migration>> {
+    return migrations;
+  }
+}
+
+export async function migrateToLatest(db: Kysely<any>): Promise<string[]> {
+  const migrator = new Migrator({ db, provider: new StaticProvider(), migrationTableName: 'anima_migration', migrationLockTableName: 'anima_migration_lock' });
+  const { error, results } = await migrator.migrateToLatest();
+  if (error) throw error instanceof Error ? error : new Error(String(error));
+  return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
+}

@@ -1,0 +1,67 @@
+import type { ColumnType, Generated } from 'kysely';
+
+/** Columns every versioned config row carries. */
+interface Versioned {
+  version_no: ColumnType<number, number | undefined, number>;
+  effective_from: ColumnType<Date, Date | string | undefined, Date | string>;
+  effective_to: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  deleted_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+  created_at: ColumnType<Date, Date | string | undefined, never>;
+  updated_at: ColumnType<Date, Date | string | undefined, Date | string>;
+}
+
+type Json<T> = ColumnType<T, string, string>;
+
+export interface ChainTargetRow {
+  channel: string;
+  model: string;
+  weight?: number;
+}
+export interface ChainTierRow {
+  targets: ChainTargetRow[];
+}
+
+export interface ChannelTable extends Versioned {
+  id: Generated<string>;
+  code: string;
+  name: string;
+  provider: string;
+  base_url: string;
+  credential: string;
+  enabled: ColumnType<boolean, boolean | undefined, boolean>;
+  weight: ColumnType<number, number | undefined, number>;
+  settings: Json<Record<string, unknown>>;
+}
+
+export interface AliasTable extends Versioned {
+  id: Generated<string>;
+  name: string;
+  description: ColumnType<string, string | undefined, string>;
+  enabled: ColumnType<boolean, boolean | undefined, boolean>;
+  chain: Json<ChainTierRow[]>;
+  max_attempts: ColumnType<number, number | undefined, number>;
+  deadline_ms: ColumnType<number, number | undefined, number>;
+}
+
+export interface AppTable extends Versioned {
+  id: string;
+  name: string;
+  enabled: ColumnType<boolean, boolean | undefined, boolean>;
+}
+
+export interface ApiKeyTable extends Versioned {
+  id: string;
+  app_id: string;
+  name: string;
+  key_hash: string;
+  key_prefix: string;
+  enabled: ColumnType<boolean, boolean | undefined, boolean>;
+  allowed_aliases: Json<string[] | null>;
+}
+
+export interface Database {
+  channel: ChannelTable;
+  alias: AliasTable;
+  app: AppTable;
+  api_key: ApiKeyTable;
+}
