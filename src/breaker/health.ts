@@ -51,15 +51,16 @@ export class ChannelHealthRegistry {
   }
 
   applyRemote(channel: string, h: ChannelHealth): void {
-    this.health.set(channel, h);
+    if ((h.updatedAt ?? 0) > this.get(channel).updatedAt) this.health.set(channel, h);
   }
 
   async sync(): Promise<void> {
     const all = await this.store.getHealth();
-    for (const [ch, h] of all) this.health.set(ch, h);
+    for (const [ch, h] of all) this.applyRemote(ch, h);
   }
 
-  private async write(channel: string, h: ChannelHealth): Promise<void> {
+  private async write(channel: string, next: ChannelHealth): Promise<void> {
+    const h = { ...next, updatedAt: Math.max(this.clock.now(), this.get(channel).updatedAt + 1) };
     this.health.set(channel, h);
     try {
       await this.store.setHealth(channel, h);

@@ -24,9 +24,11 @@ export interface ChannelHealth {
   /** 'exhausted' (insufficient_quota) and 'invalid' (401/403) take the credential out until reset. */
   credential: 'ok' | 'exhausted' | 'invalid';
   credentialSince: number;
+  /** Last write (ms); a state older than the one held is ignored, so a late message can't undo a reset. */
+  updatedAt: number;
 }
 
-export const HEALTHY: ChannelHealth = { cooldownUntil: 0, credential: 'ok', credentialSince: 0 };
+export const HEALTHY: ChannelHealth = { cooldownUntil: 0, credential: 'ok', credentialSince: 0, updatedAt: 0 };
 
 export interface BreakerStore {
   /** Every channel's shared breaker state (channels never written are absent: closed). */

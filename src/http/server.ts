@@ -1,5 +1,5 @@
 import type { ServerResponse } from 'node:http';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { GatewayError } from '../core/errors.js';
 import { requestId } from '../core/ids.js';
@@ -92,7 +92,7 @@ function toGatewayError(err: unknown): GatewayError {
 export function buildServer(d: HttpDeps): FastifyInstance {
   const app = Fastify({
     loggerInstance: d.log as unknown as FastifyBaseLogger,
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: d.bodyLimit,
     genReqId: () => requestId(),
     return503OnClosing: true,
@@ -101,6 +101,9 @@ export function buildServer(d: HttpDeps): FastifyInstance {
     onProtoPoisoning: 'remove',
     onConstructorPoisoning: 'remove',
   });
+
+  // JSON only: a text/plain body is a 415, not a string to guess at.
+  app.removeContentTypeParser('text/plain');
 
   app.setErrorHandler((err, req, reply) => {
     const ge = toGatewayError(err);

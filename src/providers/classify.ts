@@ -146,8 +146,10 @@ export function classifyTransport(err: unknown, phase: 'connect' | 'headers' | '
     case 'UND_ERR_CONNECT_TIMEOUT':
       return failure('connect_timeout', 'connect timeout');
     case 'UND_ERR_HEADERS_TIMEOUT':
+    case 'ANIMA_FIRST_BYTE_TIMEOUT':
       return failure('first_byte_timeout', 'no response headers within the first-byte timeout');
     case 'UND_ERR_BODY_TIMEOUT':
+    case 'ANIMA_IDLE_TIMEOUT':
       return failure('idle_timeout', 'upstream went silent past the idle timeout');
     case 'ECONNREFUSED':
       return failure('connect_refused', 'connection refused');

@@ -1,4 +1,4 @@
-import { Pool, type Dispatcher } from 'undici';
+import { Pool } from 'undici';
 import type { PreparedCall } from './types.js';
 
 export interface TransportTimeouts {
@@ -7,15 +7,30 @@ export interface TransportTimeouts {
   idleMs: number;
 }
 
+/** A transport error with a stable code (classified by classifyTransport). */
+export class TransportTimeoutError extends Error {
+  constructor(readonly code: 'ANIMA_FIRST_BYTE_TIMEOUT' | 'ANIMA_IDLE_TIMEOUT') {
+    super(code === 'ANIMA_FIRST_BYTE_TIMEOUT' ? 'no response headers within the first-byte timeout' : 'upstream went silent past the idle timeout');
+    this.name = 'TransportTimeoutError';
+  }
+}
+
 export interface SendResult {
   status: number;
   headers: Record<string, string | string[] | undefined>;
-  body: Dispatcher.ResponseData['body'];
+  /** The body, chunk by chunk; each chunk re-arms the idle timer. */
+  chunks(): AsyncGenerator<Buffer>;
+  /** The whole body as text, at most `max` bytes (the rest is discarded). */
+  text(max?: number): Promise<string>;
 }
 
 /**
  * One undici Pool per (channel, origin, connect timeout), kept warm across requests. A channel whose
- * address or timeouts change gets a new pool; the old one is closed once idle.
+ * address or settings change gets a new pool; the old one is closed once idle.
+ *
+ * First-byte and idle timeouts are native timers here rather than undici's headersTimeout/bodyTimeout:
+ * undici runs those on a coarse (~1 s) timer wheel, too coarse for a 400 ms probe budget. undici's own
+ * timeouts stay on as a backstop one second later.
  */
 export class Transport {
   private readonly pools = new Map<string, { pool: Pool; key: string }>();
@@ -37,27 +52,79 @@ export class Transport {
     return pool;
   }
 
-  /** Sends one call. Rejects with undici's coded errors (classified by classifyTransport). */
-  async send(
-    channel: string,
-    baseUrl: string,
-    call: PreparedCall,
-    t: TransportTimeouts,
-    signal: AbortSignal,
-    connections = 256,
-  ): Promise<SendResult> {
+  /** Sends one call. Rejects with undici's coded errors or a TransportTimeoutError. */
+  async send(channel: string, baseUrl: string, call: PreparedCall, t: TransportTimeouts, signal: AbortSignal, connections = 256): Promise<SendResult> {
     const base = new URL(baseUrl);
     const path = base.pathname.replace(/\/+$/, '') + call.path;
-    const res = await this.pool(channel, baseUrl, t, connections).request({
-      method: 'POST',
-      path,
-      headers: call.headers,
-      body: call.body,
-      signal,
-      headersTimeout: t.firstByteMs,
-      bodyTimeout: t.idleMs,
-    });
-    return { status: res.statusCode, headers: res.headers, body: res.body };
+    const ac = new AbortController();
+    let timeout: TransportTimeoutError | null = null;
+    const onOuter = () => ac.abort(signal.reason);
+    if (signal.aborted) ac.abort(signal.reason);
+    else signal.addEventListener('abort', onOuter, { once: true });
+    const timer = setTimeout(() => {
+      timeout = new TransportTimeoutError('ANIMA_FIRST_BYTE_TIMEOUT');
+      ac.abort(timeout);
+    }, t.firstByteMs);
+    let res;
+    try {
+      res = await this.pool(channel, baseUrl, t, connections).request({
+        method: 'POST',
+        path,
+        headers: call.headers,
+        body: call.body,
+        signal: ac.signal,
+        headersTimeout: t.firstByteMs + 1_000,
+        bodyTimeout: t.idleMs + 1_000,
+      });
+    } catch (e) {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', onOuter);
+      throw timeout ?? e;
+    }
+    // Headers are in: the same timer now guards the gap between body chunks.
+    timer.refresh();
+    clearTimeout(timer);
+    let idle: NodeJS.Timeout | null = null;
+    const armIdle = () => {
+      if (idle) idle.refresh();
+      else
+        idle = setTimeout(() => {
+          timeout = new TransportTimeoutError('ANIMA_IDLE_TIMEOUT');
+          ac.abort(timeout);
+        }, t.idleMs);
+    };
+    const body = res.body;
+    async function* chunks(): AsyncGenerator<Buffer> {
+      armIdle();
+      try {
+        for await (const c of body) {
+          armIdle();
+          yield c as Buffer;
+        }
+      } catch (e) {
+        throw timeout ?? e;
+      } finally {
+        if (idle) clearTimeout(idle);
+        signal.removeEventListener('abort', onOuter);
+        if (!body.destroyed) body.destroy();
+      }
+    }
+    return {
+      status: res.statusCode,
+      headers: res.headers,
+      chunks,
+      async text(max = Number.MAX_SAFE_INTEGER) {
+        const parts: Buffer[] = [];
+        let n = 0;
+        for await (const c of chunks()) {
+          parts.push(c);
+          n += c.length;
+          if (n >= max) break;
+        }
+        const all = Buffer.concat(parts);
+        return all.subarray(0, Math.min(all.length, max)).toString('utf8');
+      },
+    };
   }
 
   async close(): Promise<void> {

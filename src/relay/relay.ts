@@ -26,7 +26,7 @@ import type { Clock } from '../lib/clock.js';
 import { SseParser } from '../lib/sse.js';
 import { createExchange } from '../providers/index.js';
 import { type UpstreamFailure, classifyHttp, classifyTransport, failure } from '../providers/classify.js';
-import type { Transport } from '../providers/transport.js';
+import type { SendResult, Transport } from '../providers/transport.js';
 import { CAPABILITIES, type Exchange } from '../providers/types.js';
 import type { RequestContext } from './context.js';
 import { candidates } from './router.js';
@@ -95,7 +95,13 @@ export class Relay {
           ctx.route.push({ channel: target.channel, what: 'skipped', reason: 'untranslatable' });
           continue;
         }
-        const acq = await this.d.breakers.acquire(ch!.code, ch!.breaker);
+        const acq = await this.d.breakers.acquire(ch!.code, ch!.breaker).catch(() => {
+          // Coordination backend unreachable mid-transition: decide on what this instance knows.
+          const refusal = this.d.breakers.refusesNow(ch!.code);
+          return refusal
+            ? ({ ok: false, reason: refusal } as const)
+            : ({ ok: true, permit: { channel: ch!.code, gen: this.d.breakers.state(ch!.code).gen, probe: false } } as const);
+        });
         if (!acq.ok) {
           ctx.route.push({ channel: ch!.code, what: 'skipped', reason: acq.reason });
           continue;
@@ -147,13 +153,12 @@ export class Relay {
     const t0 = performance.now();
     let ttfb = 0;
     const budget = Math.max(1, Math.min(ch.timeouts.totalMs, deadline - this.d.clock.now()));
-    const probeBudget = permit.probe ? Math.min(budget, ch.breaker.probeTimeoutMs) : budget;
     const ac = new AbortController();
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
       ac.abort();
-    }, probeBudget);
+    }, budget);
     const onClientAbort = () => ac.abort();
     clientSignal.addEventListener('abort', onClientAbort, { once: true });
     let result: AttemptResult;
@@ -164,19 +169,19 @@ export class Relay {
       phase = 'body';
       ttfb = performance.now() - t0;
       if (up.status < 200 || up.status >= 300) {
-        const text = await readBounded(up.body, MAX_ERROR_BODY);
+        const text = await up.text(MAX_ERROR_BODY);
         result = { ok: false, committed: false, failure: classifyHttp(ch.provider, up.status, up.headers, text) };
       } else if (!ex.call.stream) {
-        const text = await up.body.text();
+        const text = await up.text();
         result = this.writeJson(ctx, sink, ch, upstreamModel, ex, text);
       } else {
-        result = await this.pipeStream(ctx, sink, ch, upstreamModel, ex, up.body, up.headers['content-type']);
+        result = await this.pipeStream(ctx, sink, ch, upstreamModel, ex, up, up.headers['content-type']);
       }
     } catch (e) {
       let f: UpstreamFailure;
       if (e instanceof GatewayError) f = failure('bad_response', e.message);
       else if (clientSignal.aborted) f = failure('cancelled', 'client went away');
-      else if (timedOut) f = failure(permit.probe ? 'first_byte_timeout' : 'total_timeout', 'attempt exceeded its time budget');
+      else if (timedOut) f = failure('total_timeout', 'attempt exceeded its time budget');
       else f = classifyTransport(e, phase);
       result = { ok: false, committed: sink.headersSent, failure: f };
       if (sink.headersSent && !sink.closed) {
@@ -243,11 +248,11 @@ export class Relay {
     ch: Channel,
     upstreamModel: string,
     ex: Exchange,
-    body: AsyncIterable<Buffer> & { destroy?: (e?: Error) => void },
+    up: SendResult,
     contentType: string | string[] | undefined,
   ): Promise<AttemptResult> {
     if (typeof contentType === 'string' && !contentType.includes('text/event-stream')) {
-      const text = await readBounded(body as never, MAX_ERROR_BODY);
+      const text = await up.text(MAX_ERROR_BODY);
       return { ok: false, committed: false, failure: failure('bad_response', `expected an event stream, got ${contentType}: ${redactSecrets(text.slice(0, 200))}`) };
     }
     const parser = new SseParser();
@@ -263,7 +268,7 @@ export class Relay {
       ctx.ttfbMs = ctx.elapsedMs();
     };
     try {
-      for await (const chunk of body) {
+      for await (const chunk of up.chunks()) {
         let out = '';
         for (const ev of parser.push(chunk)) out += tr.onEvent(ev);
         if (out === '') continue;
@@ -373,18 +378,3 @@ function isJson(s: string): boolean {
     return false;
   }
 }
-
-async function readBounded(body: AsyncIterable<Buffer> & { destroy?: () => void }, max: number): Promise<string> {
-  const parts: Buffer[] = [];
-  let n = 0;
-  for await (const c of body) {
-    parts.push(c);
-    n += c.length;
-    if (n >= max) {
-      body.destroy?.();
-      break;
-    }
-  }
-  return Buffer.concat(parts).toString('utf8').slice(0, max);
-}
-

@@ -57,6 +57,16 @@ function invalid(param: string, message: string): GatewayError {
 }
 const nowSeconds = (): number => Math.floor(Date.now() / 1000);
 
+/** SSE payloads arrive parsed, but a raw JSON string is accepted too. */
+function eventData(data: unknown): any {
+  if (typeof data !== 'string') return data ?? {};
+  try {
+    return JSON.parse(data);
+  } catch {
+    throw new GatewayError('upstream_bad_response', 'upstream sent a stream event that is not JSON');
+  }
+}
+
 // =====================================================================================================
 // OpenAI request -> Anthropic request
 // =====================================================================================================
@@ -206,6 +216,9 @@ function translateOpenAIMessages(msgs: unknown): { system: TextBlockParam[]; mes
   msgs.forEach((m: unknown, i) => {
     const at = `messages[${i}]`;
     if (!isObj(m)) throw invalid(at, `${at} must be an object`);
+    if (m['role'] === 'function') {
+      throw toAnthropic(`${at}.role`, 'legacy function messages are not supported; use tool messages');
+    }
     // Anthropic has no per-participant name; dropping it would change who the model thinks spoke.
     if (given(m['name'])) throw toAnthropic(`${at}.name`, 'Anthropic messages have no participant name');
     const role = m['role'];
@@ -244,8 +257,6 @@ function translateOpenAIMessages(msgs: unknown): { system: TextBlockParam[]; mes
         const content = typeof c === 'string' ? c : textBlocks(c, `${at}.content`);
         return push('user', [{ type: 'tool_result', tool_use_id: String(m['tool_call_id'] ?? ''), content }]);
       }
-      case 'function':
-        throw toAnthropic(`${at}.role`, 'legacy function messages are not supported; use tool messages');
       default:
         throw invalid(`${at}.role`, `unknown message role ${JSON.stringify(role)}`);
     }
@@ -422,7 +433,7 @@ export class AnthropicToOpenAIStream {
 
   /** The OpenAI chunks for one Anthropic event (`event` is the SSE event name; `data` its parsed JSON). */
   push(event: string, data: any): ChatCompletionChunk[] {
-    const d: any = typeof data === 'string' ? JSON.parse(data) : (data ?? {});
+    const d = eventData(data);
     switch (event || d.type) {
       case 'message_start': {
         const m = d.message ?? {};
@@ -627,14 +638,9 @@ function translateAnthropicMessages(msgs: unknown): ChatRequest['messages'] {
         // Earlier turns' thinking is dropped: Anthropic itself strips it from the context of past turns.
       } else throw toOpenAI(bt, `${String(b['type'])} blocks have no OpenAI equivalent`);
     });
-    const text: string | TextPart[] | null =
-      texts.length === 0
-        ? calls.length > 0
-          ? null
-          : ''
-        : texts.length === 1
-          ? texts[0]!
-          : texts.map((t) => ({ type: 'text', text: t }));
+    let text: string | TextPart[] | null = texts.map((t) => ({ type: 'text', text: t }));
+    if (texts.length === 1) text = texts[0]!;
+    else if (texts.length === 0) text = calls.length > 0 ? null : '';
     out.push(
       calls.length > 0
         ? { role: 'assistant', content: text, tool_calls: calls }
@@ -834,7 +840,7 @@ export class OpenAIToAnthropicStream {
   }
 
   push(chunk: any): AnthropicSse[] {
-    const c: any = typeof chunk === 'string' ? JSON.parse(chunk) : (chunk ?? {});
+    const c = eventData(chunk);
     if (isObj(c['error'])) {
       const e = c['error'];
       throw new GatewayError(
