@@ -34,16 +34,22 @@ function run(args: string[], env: NodeJS.ProcessEnv, ready: RegExp): Promise<Reg
   return new Promise((resolve, reject) => {
     let out = '';
     const t = setTimeout(() => reject(new Error(`${args[0]} did not start: ${out}`)), 30_000);
+    const onErr = (d: Buffer) => (out += d.toString());
     const on = (d: Buffer) => {
       out += d.toString();
       const m = ready.exec(out);
       if (m) {
         clearTimeout(t);
+        // From here on the child's output (its request logs) is drained and dropped, not kept.
+        p.stdout!.off('data', on);
+        p.stderr!.off('data', onErr);
+        p.stdout!.resume();
+        p.stderr!.resume();
         resolve(m);
       }
     };
     p.stdout!.on('data', on);
-    p.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    p.stderr!.on('data', onErr);
     p.on('exit', (c) => reject(new Error(`${args[0]} exited ${c}: ${out}`)));
   });
 }
@@ -103,46 +109,55 @@ async function main(): Promise<void> {
       /listening on (http:\/\/[\d.:]+)/,
     );
     const gateway = g[1]!;
+    const rp = await run(['dist/bench/raw-proxy.js', upstream, '0'], {}, /listening on (http:\/\/[\d.:]+)/);
+    const raw = rp[1]!;
     const fault: Record<string, string> = LATENCY ? { 'x-fake-fault': JSON.stringify({ latencyMs: LATENCY }) } : {};
     const scenarios = [
       { name: 'json', body: { model: 'gpt-bench', messages: [{ role: 'user', content: 'Say something short about gateways.' }] } },
       { name: 'stream', body: { model: 'gpt-bench', stream: true, messages: [{ role: 'user', content: 'Stream twenty chunks.' }] } },
     ];
-    const rows: Array<{ scenario: string; direct: Sample; gateway: Sample }> = [];
+    const rows: Array<{ scenario: string; direct: Sample; raw: Sample; gateway: Sample }> = [];
     for (const sc of scenarios) {
       const streamFault: Record<string, string> = sc.name === 'stream' ? { 'x-fake-fault': JSON.stringify({ chunks: 20, ...(LATENCY ? { latencyMs: LATENCY } : {}) }) } : fault;
       const d: Sample[] = [];
+      const rws: Sample[] = [];
       const gws: Sample[] = [];
+      const upHeaders = { 'content-type': 'application/json', authorization: 'Bearer bench', ...streamFault };
       // warm both paths (JIT, pools) before measuring
-      await cannon(upstream + '/v1/chat/completions', { 'content-type': 'application/json', authorization: 'Bearer bench', ...streamFault }, JSON.stringify(sc.body));
+      await cannon(upstream + '/v1/chat/completions', upHeaders, JSON.stringify(sc.body));
+      await cannon(raw + '/v1/chat/completions', upHeaders, JSON.stringify(sc.body));
       await cannon(gateway + '/v1/chat/completions', { 'content-type': 'application/json', authorization: `Bearer ${sk}`, ...streamFault }, JSON.stringify({ ...sc.body, model: 'bench' }));
       for (let i = 0; i < ROUNDS; i++) {
-        d.push(await cannon(upstream + '/v1/chat/completions', { 'content-type': 'application/json', authorization: 'Bearer bench', ...streamFault }, JSON.stringify(sc.body)));
+        d.push(await cannon(upstream + '/v1/chat/completions', upHeaders, JSON.stringify(sc.body)));
+        rws.push(await cannon(raw + '/v1/chat/completions', upHeaders, JSON.stringify(sc.body)));
         gws.push(await cannon(gateway + '/v1/chat/completions', { 'content-type': 'application/json', authorization: `Bearer ${sk}`, ...streamFault }, JSON.stringify({ ...sc.body, model: 'bench' })));
       }
       const med = (xs: Sample[]): Sample => ({ rps: median(xs.map((x) => x.rps)), p50: median(xs.map((x) => x.p50)), p99: median(xs.map((x) => x.p99)), errors: xs.reduce((a, x) => a + x.errors, 0) });
-      rows.push({ scenario: sc.name, direct: med(d), gateway: med(gws) });
+      rows.push({ scenario: sc.name, direct: med(d), raw: med(rws), gateway: med(gws) });
     }
     const mode = `${dbUrl ? 'PostgreSQL' : 'PGlite'} + ${redisUrl ? 'Redis' : 'in-process'}`;
     console.log(`\nAnima overhead (${mode}; ${CONNECTIONS} connections, ${DURATION}s x ${ROUNDS} rounds interleaved, medians; upstream latency ${LATENCY} ms)\n`);
-    console.log('scenario | direct rps | gateway rps | ratio | direct p50/p99 ms | gateway p50/p99 ms | added p50/p99 ms | errors (direct/gateway)');
-    console.log('---|---|---|---|---|---|---|---');
+    console.log('scenario | direct rps | raw proxy rps | gateway rps | gateway/direct | gateway/raw proxy | direct p50/p99 ms | raw p50/p99 ms | gateway p50/p99 ms | added over direct p50/p99 ms | errors d/r/g');
+    console.log('---|---|---|---|---|---|---|---|---|---|---');
     for (const r of rows) {
       console.log(
-        `${r.scenario} | ${r.direct.rps.toFixed(0)} | ${r.gateway.rps.toFixed(0)} | ${(r.gateway.rps / r.direct.rps).toFixed(3)} | ${r.direct.p50}/${r.direct.p99} | ${r.gateway.p50}/${r.gateway.p99} | ${r.gateway.p50 - r.direct.p50}/${r.gateway.p99 - r.direct.p99} | ${r.direct.errors}/${r.gateway.errors}`,
+        `${r.scenario} | ${r.direct.rps.toFixed(0)} | ${r.raw.rps.toFixed(0)} | ${r.gateway.rps.toFixed(0)} | ${(r.gateway.rps / r.direct.rps).toFixed(3)} | ${(r.gateway.rps / r.raw.rps).toFixed(3)} | ${r.direct.p50}/${r.direct.p99} | ${r.raw.p50}/${r.raw.p99} | ${r.gateway.p50}/${r.gateway.p99} | ${r.gateway.p50 - r.direct.p50}/${r.gateway.p99 - r.direct.p99} | ${r.direct.errors}/${r.raw.errors}/${r.gateway.errors}`,
       );
     }
     const json = rows.find((r) => r.scenario === 'json')!;
     const stream = rows.find((r) => r.scenario === 'stream')!;
     console.log(
       JSON.stringify({
-        json_ratio: +(json.gateway.rps / json.direct.rps).toFixed(3),
-        stream_ratio: +(stream.gateway.rps / stream.direct.rps).toFixed(3),
+        json_ratio_vs_direct: +(json.gateway.rps / json.direct.rps).toFixed(3),
+        stream_ratio_vs_direct: +(stream.gateway.rps / stream.direct.rps).toFixed(3),
+        json_ratio_vs_raw_proxy: +(json.gateway.rps / json.raw.rps).toFixed(3),
+        stream_ratio_vs_raw_proxy: +(stream.gateway.rps / stream.raw.rps).toFixed(3),
         added_p50_ms: json.gateway.p50 - json.direct.p50,
         added_p99_ms: json.gateway.p99 - json.direct.p99,
         stream_added_p50_ms: stream.gateway.p50 - stream.direct.p50,
         stream_added_p99_ms: stream.gateway.p99 - stream.direct.p99,
         gateway_errors: json.gateway.errors + stream.gateway.errors,
+        mode,
       }),
     );
   } finally {
