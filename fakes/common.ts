@@ -36,6 +36,8 @@ export interface RecordedRequest {
   path: string;
   headers: Record<string, string | string[] | undefined>;
   body: unknown;
+  /** Arrival time (ms since epoch), when the request line reached the fake. */
+  at: number;
 }
 
 export interface FakeUpstream {
@@ -358,6 +360,7 @@ export async function startFakeServer(spec: ProviderSpec, opts: FakeOptions = {}
   }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const arrivedAt = Date.now();
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     const path = q < 0 ? url : url.slice(0, q);
@@ -416,7 +419,7 @@ export async function startFakeServer(spec: ProviderSpec, opts: FakeOptions = {}
         ctx.body = raw.length > 2000 ? raw.slice(0, 2000) : raw;
       }
     }
-    requests.push({ method: ctx.method, path, headers: req.headers, body: ctx.body });
+    requests.push({ method: ctx.method, path, headers: req.headers, body: ctx.body, at: arrivedAt });
     if (requests.length > MAX_RECORDED) requests.shift();
     if (raw === null) return sendError(ctx, spec, 413, 'request body too large');
 

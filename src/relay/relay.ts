@@ -163,11 +163,18 @@ export class Relay {
     clientSignal.addEventListener('abort', onClientAbort, { once: true });
     let result: AttemptResult;
     let phase: 'connect' | 'headers' | 'body' = 'connect';
+    let probeReported = false;
     try {
       const firstByteMs = permit.probe ? Math.min(ch.timeouts.firstByteMs, ch.breaker.probeTimeoutMs) : ch.timeouts.firstByteMs;
       const up = await this.d.transport.send(ch.code, ch.baseUrl, ex.call, { ...ch.timeouts, firstByteMs }, ac.signal, ch.maxConnections);
       phase = 'body';
       ttfb = performance.now() - t0;
+      if (permit.probe && up.status >= 200 && up.status < 300) {
+        // A probe is judged at its first byte: the channel answered in time. Waiting for a long stream's
+        // end would keep every other caller off the channel for as long as it streams.
+        probeReported = true;
+        await this.d.breakers.onResult(permit, ch.breaker, { failure: false, durationMs: ttfb }).catch(() => {});
+      }
       if (up.status < 200 || up.status >= 300) {
         const text = await up.text(MAX_ERROR_BODY);
         result = { ok: false, committed: false, failure: classifyHttp(ch.provider, up.status, up.headers, text) };
@@ -194,7 +201,7 @@ export class Relay {
     }
     const ms = performance.now() - t0;
     ctx.upstreamMs += ms;
-    await this.report(ctx, ch, permit, result, ttfb || ms, ms);
+    await this.report(ctx, ch, probeReported ? { ...permit, probe: false } : permit, result, ttfb || ms, ms);
     return result;
   }
 
