@@ -11,6 +11,7 @@ import type { Settings } from '../src/app/settings.js';
 import { type DbHandle, openDatabase } from '../src/store/db.js';
 
 export const PG_ADMIN_URL = process.env.TEST_PG_ADMIN_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+export const ADMIN_TOKEN = 'ak-test-admin-token-0123456789';
 export const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 
 export interface TestDatabase {
@@ -80,6 +81,7 @@ export function testSettings(over: Partial<Settings> = {}): Settings {
     configRefreshMs: 60_000,
     breakerSyncMs: 1_000,
     dbPoolSize: 5,
+    adminToken: ADMIN_TOKEN,
     ...over,
   };
 }

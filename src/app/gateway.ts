@@ -8,6 +8,8 @@ import type { Logger } from 'pino';
 import type pino from 'pino';
 import { BreakerRegistry } from '../breaker/breaker.js';
 import { ChannelHealthRegistry } from '../breaker/health.js';
+import { type Invalidation, ConfigAdmin } from '../config/admin.js';
+import { AdminTokens } from '../config/admin-tokens.js';
 import { ConfigCache } from '../config/cache.js';
 import { MemoryCoordinator } from '../coord/memory.js';
 import { RedisCoordinator } from '../coord/redis.js';
@@ -37,8 +39,11 @@ export interface Gateway {
   readonly health: ChannelHealthRegistry;
   readonly metrics: Metrics;
   readonly server: FastifyInstance;
-  /** Tells every instance (this one included) to reload configuration. Call after a DB write. */
-  publishConfigChange(what?: string): Promise<void>;
+  readonly admin: ConfigAdmin;
+  /** Tells every instance (this one included) to reload a config table. Call after a direct DB write. */
+  publishConfigChange(table?: string): Promise<void>;
+  /** Test seam: drop incoming invalidation events, as if pub/sub delivery were lost. */
+  pauseInvalidations(paused: boolean): void;
   close(): Promise<void>;
 }
 
@@ -51,6 +56,7 @@ export interface GatewayOptions {
 }
 
 export async function startGateway(settings: Settings, opts: GatewayOptions = {}): Promise<Gateway> {
+  let invalidationsPaused = false;
   const clock = opts.clock ?? systemClock;
   const log = createLogger(settings.logLevel, opts.logDestination);
   const dbh = opts.dbh ?? (await openDatabase({ databaseUrl: settings.databaseUrl, dataDir: settings.dataDir, poolSize: settings.dbPoolSize }));
@@ -59,9 +65,36 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
     : new MemoryCoordinator(clock);
   const metrics = new Metrics({ defaultMetrics: opts.defaultMetrics ?? true });
 
-  const config = new ConfigCache(dbh.db, clock, log, { refreshMs: settings.configRefreshMs });
+  const config = new ConfigCache(dbh.db, clock, log, { refreshMs: settings.configRefreshMs, l2: coord });
+  config.onReload = (table, source) => {
+    metrics.configReloads.labels(table, source).inc();
+    if (table === 'setting') metrics.killSwitch.set(config.killSwitch() ? 1 : 0);
+  };
   await config.load();
   config.start();
+  const tokens = new AdminTokens(dbh.db);
+  await tokens.bootstrap(settings.adminToken);
+  await tokens.load();
+  const publishInvalidation = async (inv: Invalidation) => {
+    await coord.publish(TOPIC_CONFIG, JSON.stringify({ ...inv, at: Date.now() }));
+  };
+  const admin = new ConfigAdmin(dbh.db, publishInvalidation, () => clock.now());
+  /** An invalidation names a table: reload just that one (admin tokens live beside the config). */
+  const onInvalidation = async (m: string) => {
+    let inv: Invalidation & { at?: number };
+    try {
+      inv = JSON.parse(m) as Invalidation & { at?: number };
+    } catch {
+      inv = { table: 'all' };
+    }
+    const table = inv.table ?? 'all';
+    metrics.invalidations.labels(table).inc();
+    if (table === 'admin_token' || table === 'all') await tokens.load().catch(() => {});
+    if (table !== 'admin_token') await config.reload(table);
+    if (typeof inv.at === 'number') metrics.invalidationDelay.labels(table).observe(Math.max(0, Date.now() - inv.at) / 1000);
+  };
+  const refreshTokens = setInterval(() => void tokens.load().catch(() => {}), settings.configRefreshMs);
+  refreshTokens.unref();
 
   const publish = (topic: string, msg: unknown) => void coord.publish(topic, JSON.stringify(msg)).catch(() => {});
   const breakers = new BreakerRegistry(coord.breakers, clock, (channel, state) => publish(TOPIC_BREAKER, { channel, state }));
@@ -72,7 +105,7 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
   });
 
   const unsubs = await Promise.all([
-    coord.subscribe(TOPIC_CONFIG, () => void config.reload()),
+    coord.subscribe(TOPIC_CONFIG, (m) => void (invalidationsPaused ? undefined : onInvalidation(m))),
     coord.subscribe(TOPIC_BREAKER, (m) => {
       const { channel, state } = JSON.parse(m) as { channel: string; state: SharedBreakerState };
       breakers.applyRemote(channel, state);
@@ -110,6 +143,7 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
   });
 
   const server = buildServer({
+    admin: { admin, tokens, config, breakers, health, publish: publishInvalidation },
     config,
     relay,
     clock,
@@ -148,13 +182,16 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
     health,
     metrics,
     server,
-    publishConfigChange: async (what = 'all') => {
-      await coord.publish(TOPIC_CONFIG, JSON.stringify({ what, at: Date.now() }));
+    admin,
+    publishConfigChange: async (table = 'all') => publishInvalidation({ table: table as Invalidation['table'] }),
+    pauseInvalidations: (paused: boolean) => {
+      invalidationsPaused = paused;
     },
     async close() {
       if (closed) return;
       closed = true;
       clearInterval(syncTimer);
+      clearInterval(refreshTokens);
       config.stop();
       await server.close();
       await Promise.all(unsubs.map((u) => u().catch(() => {})));

@@ -13,6 +13,8 @@ export interface Settings {
   configRefreshMs: number;
   breakerSyncMs: number;
   dbPoolSize: number;
+  /** Bootstrap admin token (stored hashed on first start). */
+  adminToken: string | undefined;
 }
 
 function int(v: string | undefined, dflt: number, name: string): number {
@@ -35,5 +37,6 @@ export function settingsFromEnv(env: NodeJS.ProcessEnv = process.env): Settings 
     configRefreshMs: int(env.ANIMA_CONFIG_REFRESH_MS, 30_000, 'ANIMA_CONFIG_REFRESH_MS'),
     breakerSyncMs: int(env.ANIMA_BREAKER_SYNC_MS, 1_000, 'ANIMA_BREAKER_SYNC_MS'),
     dbPoolSize: int(env.ANIMA_DB_POOL_SIZE, 10, 'ANIMA_DB_POOL_SIZE'),
+    adminToken: env.ANIMA_ADMIN_TOKEN || undefined,
   };
 }

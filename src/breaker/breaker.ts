@@ -72,6 +72,20 @@ class SlidingWindow {
   clear(): void {
     this.starts.fill(-1);
   }
+  totals(now: number, windowMs: number): { calls: number; failures: number; slow: number } {
+    const slot = Math.floor(now / Math.max(1, windowMs / BUCKETS));
+    let calls = 0;
+    let failures = 0;
+    let slow = 0;
+    for (let j = 0; j < BUCKETS; j++) {
+      if (slot - this.starts[j]! < BUCKETS) {
+        calls += this.calls[j]!;
+        failures += this.fails[j]!;
+        slow += this.slows[j]!;
+      }
+    }
+    return { calls, failures, slow };
+  }
 }
 
 export type TransitionListener = (channel: string, from: BreakerStateName, to: SharedBreakerState) => void;
@@ -80,6 +94,7 @@ export class BreakerRegistry {
   private readonly shared = new Map<string, SharedBreakerState>();
   private readonly windows = new Map<string, SlidingWindow>();
   private readonly listeners: TransitionListener[] = [];
+  private readonly windowMsByChannel = new Map<string, number>();
 
   constructor(
     private readonly store: BreakerStore,
@@ -98,6 +113,13 @@ export class BreakerRegistry {
 
   states(): Map<string, SharedBreakerState> {
     return new Map(this.shared);
+  }
+
+  /** This instance's counts in the channel's current window (what the trip decision looks at). */
+  windowCounts(channel: string, windowMs = 30_000): { calls: number; failures: number; slow: number } {
+    const w = this.windows.get(channel);
+    const ms = this.windowMsByChannel.get(channel) ?? windowMs;
+    return w ? w.totals(this.clock.now(), ms) : { calls: 0, failures: 0, slow: 0 };
   }
 
   /** A cheap, synchronous "would this channel refuse right now?" for routing and listings. */
@@ -148,6 +170,7 @@ export class BreakerRegistry {
       w.clear();
       this.windows.set(permit.channel, w);
     }
+    this.windowMsByChannel.set(permit.channel, cfg.windowMs);
     const slow = outcome.durationMs >= cfg.slowCallMs;
     const t = w.record(now, cfg.windowMs, outcome.failure, slow);
     if (t.calls < cfg.minCalls) return;

@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { Clock } from '../lib/clock.js';
 import type { Db } from '../store/db.js';
 import { type Alias, type ApiKey, type App, type Channel, pickEffective } from './model.js';
-import { type ConfigRows, loadConfig, loadKeyByHash } from './repo.js';
+import { CONFIG_TABLES, type ConfigTable, fetchRows, loadKeyByHash, toAlias, toApp, toChannel, toKey } from './repo.js';
 
 function group<T>(rows: T[], key: (t: T) => string): Map<string, T[]> {
   const m = new Map<string, T[]>();
@@ -15,71 +15,131 @@ function group<T>(rows: T[], key: (t: T) => string): Map<string, T[]> {
   return m;
 }
 
-class Snapshot {
-  readonly channels: Map<string, Channel[]>;
-  readonly aliases: Map<string, Alias[]>;
-  readonly apps: Map<string, App[]>;
-  readonly keys: Map<string, ApiKey[]>;
-  constructor(rows: ConfigRows, readonly loadedAt: number) {
-    this.channels = group(rows.channels, (c) => c.code);
-    this.aliases = group(rows.aliases, (a) => a.name);
-    this.apps = group(rows.apps, (a) => a.id);
-    this.keys = group(rows.keys, (k) => k.keyHash);
-  }
+/** The L2: a shared copy of each table's rows (Redis in production), read when the database is not. */
+export interface SharedCache {
+  getValue(key: string): Promise<string | null>;
+  setValue(key: string, value: string, ttlMs: number): Promise<void>;
 }
 
+export interface KillSwitch {
+  enabled: boolean;
+  reason?: string;
+  at?: string;
+  by?: string;
+}
+
+const L2_TTL_MS = 10 * 60_000;
+const bigintSafe = (_k: string, v: unknown) => (typeof v === 'bigint' ? v.toString() : v);
+
 /**
- * L1: the whole live configuration in process memory, swapped atomically on reload. Lookups never touch
- * the database, except a key hash absent from the snapshot (a key created since the last load), which is
- * read once and cached, misses included, for a few seconds.
+ * L1: each config table's live rows in process memory, swapped atomically per table. The data plane's
+ * lookups never touch the database, except a key hash absent from the snapshot (a key created since the
+ * last load), which is read once and cached, misses included, for a few seconds.
+ *
+ * Refresh: an invalidation event reloads the named table at once; every `refreshMs` all tables reload
+ * anyway, so a lost event heals by itself. A load reads the database and refreshes L2; when the database
+ * can't be read, the table comes from L2, and failing both the previous L1 copy stays in use.
  */
 export class ConfigCache {
-  private snap: Snapshot;
+  private channels = new Map<string, Channel[]>();
+  private aliases = new Map<string, Alias[]>();
+  private apps = new Map<string, App[]>();
+  private keys = new Map<string, ApiKey[]>();
+  private settings = new Map<string, unknown>();
+  private readonly loadedAtByTable = new Map<ConfigTable, number>();
   private readonly extraKeys = new Map<string, { key: ApiKey | undefined; at: number }>();
   private timer: NodeJS.Timeout | null = null;
-  private reloading: Promise<void> | null = null;
-  private reloadAgain = false;
+  private readonly inflight = new Map<ConfigTable, Promise<void>>();
+  private readonly again = new Set<ConfigTable>();
+  /** Called after each table swap (metrics, tests). */
+  onReload: ((table: ConfigTable, source: 'db' | 'l2') => void) | null = null;
 
   constructor(
     private readonly db: Db,
     private readonly clock: Clock,
     private readonly log: Logger,
-    private readonly opts: { refreshMs: number; missTtlMs?: number } = { refreshMs: 30_000 },
-  ) {
-    this.snap = new Snapshot({ channels: [], aliases: [], apps: [], keys: [] }, 0);
-  }
+    private readonly opts: { refreshMs: number; missTtlMs?: number; l2?: SharedCache | null } = { refreshMs: 30_000 },
+  ) {}
 
+  /** Oldest table load time: how stale the snapshot may be. */
   get loadedAt(): number {
-    return this.snap.loadedAt;
+    let min = Infinity;
+    for (const t of CONFIG_TABLES) min = Math.min(min, this.loadedAtByTable.get(t) ?? 0);
+    return min === Infinity ? 0 : min;
   }
 
+  /** First load: every table must load (from the DB or L2), or startup fails. */
   async load(): Promise<void> {
-    const rows = await loadConfig(this.db);
-    this.snap = new Snapshot(rows, this.clock.now());
-    this.extraKeys.clear();
+    for (const t of CONFIG_TABLES) await this.loadTable(t, true);
   }
 
-  /** Reload, coalescing concurrent calls; a failure keeps the previous snapshot. */
-  reload(): Promise<void> {
-    if (this.reloading) {
-      this.reloadAgain = true;
-      return this.reloading;
+  private apply(table: ConfigTable, rows: Array<Record<string, unknown>>): void {
+    switch (table) {
+      case 'channel':
+        this.channels = group(rows.map(toChannel), (c) => c.code);
+        break;
+      case 'alias':
+        this.aliases = group(rows.map(toAlias), (a) => a.name);
+        break;
+      case 'app':
+        this.apps = group(rows.map(toApp), (a) => a.id);
+        break;
+      case 'api_key':
+        this.keys = group(rows.map((r) => toKey(r as never)), (k) => k.keyHash);
+        this.extraKeys.clear();
+        break;
+      case 'setting':
+        this.settings = new Map(rows.map((r) => [String(r.key), r.value]));
+        break;
     }
-    this.reloading = (async () => {
+    this.loadedAtByTable.set(table, this.clock.now());
+  }
+
+  private async loadTable(table: ConfigTable, strict: boolean): Promise<void> {
+    const l2Key = `config:l2:${table}`;
+    try {
+      const rows = await fetchRows(this.db, table);
+      this.apply(table, rows);
+      this.onReload?.(table, 'db');
+      void this.opts.l2?.setValue(l2Key, JSON.stringify(rows, bigintSafe), L2_TTL_MS).catch(() => {});
+      return;
+    } catch (err) {
+      const cached = await this.opts.l2?.getValue(l2Key).catch(() => null);
+      if (cached) {
+        this.apply(table, JSON.parse(cached) as Array<Record<string, unknown>>);
+        this.onReload?.(table, 'l2');
+        this.log.warn({ table, err: (err as Error).message }, 'config: database unreadable, table loaded from L2');
+        return;
+      }
+      if (strict) throw err;
+      this.log.warn({ table, err: (err as Error).message }, 'config reload failed; serving the previous L1 copy');
+    }
+  }
+
+  /** Reloads one table (or all), coalescing concurrent calls per table. */
+  async reload(table: ConfigTable | 'all' = 'all'): Promise<void> {
+    const tables = table === 'all' ? CONFIG_TABLES : [table];
+    await Promise.all(tables.map((t) => this.reloadOne(t)));
+  }
+
+  private reloadOne(t: ConfigTable): Promise<void> {
+    const cur = this.inflight.get(t);
+    if (cur) {
+      this.again.add(t);
+      return cur;
+    }
+    const p = (async () => {
       do {
-        this.reloadAgain = false;
-        try {
-          await this.load();
-        } catch (err) {
-          this.log.warn({ err: (err as Error).message }, 'config reload failed; serving the previous snapshot');
-        }
-      } while (this.reloadAgain);
-    })().finally(() => (this.reloading = null));
-    return this.reloading;
+        this.again.delete(t);
+        await this.loadTable(t, false);
+      } while (this.again.has(t));
+    })().finally(() => this.inflight.delete(t));
+    this.inflight.set(t, p);
+    return p;
   }
 
   start(): void {
-    this.timer = setInterval(() => void this.reload(), this.opts.refreshMs);
+    this.timer = setInterval(() => void this.reload('all'), this.opts.refreshMs);
     this.timer.unref();
   }
 
@@ -89,16 +149,20 @@ export class ConfigCache {
   }
 
   channel(code: string, now = this.clock.now()): Channel | undefined {
-    return pickEffective(this.snap.channels.get(code), now);
+    return pickEffective(this.channels.get(code), now);
+  }
+
+  channelCodes(): string[] {
+    return [...this.channels.keys()].sort();
   }
 
   alias(name: string, now = this.clock.now()): Alias | undefined {
-    return pickEffective(this.snap.aliases.get(name), now);
+    return pickEffective(this.aliases.get(name), now);
   }
 
   aliasNames(now = this.clock.now()): string[] {
     const out: string[] = [];
-    for (const [name, versions] of this.snap.aliases) {
+    for (const [name, versions] of this.aliases) {
       const a = pickEffective(versions, now);
       if (a?.enabled) out.push(name);
     }
@@ -106,12 +170,21 @@ export class ConfigCache {
   }
 
   app(id: string, now = this.clock.now()): App | undefined {
-    return pickEffective(this.snap.apps.get(id), now);
+    return pickEffective(this.apps.get(id), now);
+  }
+
+  setting<T>(key: string): T | undefined {
+    return this.settings.get(key) as T | undefined;
+  }
+
+  killSwitch(): KillSwitch | null {
+    const k = this.settings.get('kill_switch') as KillSwitch | undefined;
+    return k?.enabled ? k : null;
   }
 
   /** The key row for this hash whatever its window (the caller tells "expired" from "unknown"). */
   keyByHash(hash: string): ApiKey | undefined | Promise<ApiKey | undefined> {
-    const versions = this.snap.keys.get(hash);
+    const versions = this.keys.get(hash);
     if (versions) return versions[0];
     const extra = this.extraKeys.get(hash);
     const now = this.clock.now();

@@ -97,60 +97,74 @@ export function toKey(r: KeyRow): ApiKey {
  * Loads every live (not deleted, not yet expired) config row. Future rows are included so that a change
  * scheduled with effective_from takes effect by itself at that time, without another load.
  */
-export async function loadConfig(db: Db): Promise<ConfigRows> {
+export type ConfigTable = 'channel' | 'alias' | 'app' | 'api_key' | 'setting';
+export const CONFIG_TABLES: ConfigTable[] = ['channel', 'alias', 'app', 'api_key', 'setting'];
+
+export interface SettingRow {
+  key: string;
+  value: unknown;
+}
+
+/** Raw live rows of one table (not deleted, not yet expired; future rows included). */
+export async function fetchRows(db: Db, table: ConfigTable): Promise<Array<Record<string, unknown>>> {
+  if (table === 'setting') return db.selectFrom('gateway_setting').select(['key', 'value']).execute();
   const live = sql<boolean>`deleted_at IS NULL AND (effective_to IS NULL OR effective_to > now())`;
-  const [channels, aliases, apps, keys] = await Promise.all([
-    db.selectFrom('channel').selectAll().where(live).execute(),
-    db.selectFrom('alias').selectAll().where(live).execute(),
-    db.selectFrom('app').selectAll().where(live).execute(),
-    db.selectFrom('api_key').selectAll().where(live).execute(),
-  ]);
+  return (db.selectFrom(table as 'channel') as any).selectAll().where(live).execute();
+}
+
+export function toChannel(r: any): Channel {
+  const settings = obj(r.settings);
+  const timeouts = parseTimeouts(settings.timeouts);
   return {
-    channels: channels.map((r) => {
-      const settings = obj(r.settings);
-      const timeouts = parseTimeouts(settings.timeouts);
-      return {
-        id: String(r.id),
-        code: r.code,
-        name: r.name,
-        provider: r.provider as ProviderKind,
-        baseUrl: r.base_url.replace(/\/+$/, ''),
-        credential: r.credential,
-        enabled: r.enabled,
-        weight: r.weight,
-        timeouts,
-        breaker: parseBreaker(settings.breaker, timeouts),
-        headers: Object.fromEntries(Object.entries(obj(settings.headers)).map(([k, v]) => [k, String(v)])),
-        maxConnections: Math.max(1, num(settings.maxConnections, 256)),
-        versionNo: r.version_no,
-        effectiveFrom: ms(r.effective_from)!,
-        effectiveTo: ms(r.effective_to),
-      };
-    }),
-    aliases: aliases.map((r) => ({
-      id: String(r.id),
-      name: r.name,
-      description: r.description,
-      enabled: r.enabled,
-      tiers: (r.chain ?? []).map((tier: ChainTierRow) =>
-        (tier.targets ?? []).map((t) => ({ channel: t.channel, model: t.model, weight: t.weight ?? 1 })),
-      ),
-      maxAttempts: r.max_attempts,
-      deadlineMs: r.deadline_ms,
-      versionNo: r.version_no,
-      effectiveFrom: ms(r.effective_from)!,
-      effectiveTo: ms(r.effective_to),
-    })),
-    apps: apps.map((r) => ({
-      id: r.id,
-      name: r.name,
-      enabled: r.enabled,
-      versionNo: r.version_no,
-      effectiveFrom: ms(r.effective_from)!,
-      effectiveTo: ms(r.effective_to),
-    })),
-    keys: keys.map((r) => toKey(r as KeyRow)),
+    id: String(r.id),
+    code: r.code,
+    name: r.name,
+    provider: r.provider as ProviderKind,
+    baseUrl: String(r.base_url).replace(/\/+$/, ''),
+    credential: r.credential,
+    enabled: r.enabled,
+    weight: r.weight,
+    timeouts,
+    breaker: parseBreaker(settings.breaker, timeouts),
+    headers: Object.fromEntries(Object.entries(obj(settings.headers)).map(([k, v]) => [k, String(v)])),
+    maxConnections: Math.max(1, num(settings.maxConnections, 256)),
+    versionNo: r.version_no,
+    effectiveFrom: ms(r.effective_from)!,
+    effectiveTo: ms(r.effective_to),
   };
+}
+
+export function toAlias(r: any): Alias {
+  return {
+    id: String(r.id),
+    name: r.name,
+    description: r.description,
+    enabled: r.enabled,
+    tiers: ((r.chain ?? []) as ChainTierRow[]).map((tier) =>
+      (tier.targets ?? []).map((t) => ({ channel: t.channel, model: t.model, weight: t.weight ?? 1 })),
+    ),
+    maxAttempts: r.max_attempts,
+    deadlineMs: r.deadline_ms,
+    versionNo: r.version_no,
+    effectiveFrom: ms(r.effective_from)!,
+    effectiveTo: ms(r.effective_to),
+  };
+}
+
+export function toApp(r: any): App {
+  return {
+    id: r.id,
+    name: r.name,
+    enabled: r.enabled,
+    versionNo: r.version_no,
+    effectiveFrom: ms(r.effective_from)!,
+    effectiveTo: ms(r.effective_to),
+  };
+}
+
+export async function loadConfig(db: Db): Promise<ConfigRows> {
+  const [channels, aliases, apps, keys] = await Promise.all((['channel', 'alias', 'app', 'api_key'] as const).map((t) => fetchRows(db, t)));
+  return { channels: channels!.map(toChannel), aliases: aliases!.map(toAlias), apps: apps!.map(toApp), keys: keys!.map((r) => toKey(r as KeyRow)) };
 }
 
 /** One key by hash, for a key created after the last snapshot load. */

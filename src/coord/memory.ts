@@ -68,6 +68,17 @@ export class MemoryCoordinator implements Coordinator {
     this.bus.on(topic, handler);
     return async () => void this.bus.off(topic, handler);
   }
+  private readonly kv = new Map<string, { v: string; exp: number }>();
+  async getValue(key: string) {
+    const e = this.kv.get(key);
+    return e && e.exp > this.clock.now() ? e.v : null;
+  }
+  async setValue(key: string, v: string, ttlMs: number) {
+    this.kv.set(key, { v, exp: this.clock.now() + ttlMs });
+  }
+  async delValue(key: string) {
+    this.kv.delete(key);
+  }
   async time() {
     return this.clock.now();
   }

@@ -124,6 +124,15 @@ export class RedisCoordinator implements Coordinator {
     };
   }
 
+  async getValue(key: string) {
+    return this.cmd.get(this.prefix + key);
+  }
+  async setValue(key: string, v: string, ttlMs: number) {
+    await this.cmd.set(this.prefix + key, v, 'PX', Math.max(1, Math.ceil(ttlMs)));
+  }
+  async delValue(key: string) {
+    await this.cmd.del(this.prefix + key);
+  }
   async time() {
     const [s, us] = await this.cmd.time();
     return Number(s) * 1000 + Math.floor(Number(us) / 1000);

@@ -53,6 +53,10 @@ export interface Coordinator {
   readonly breakers: BreakerStore;
   publish(topic: string, message: string): Promise<void>;
   subscribe(topic: string, handler: (message: string) => void): Promise<Unsubscribe>;
+  /** A shared cache value (the config L2). */
+  getValue(key: string): Promise<string | null>;
+  setValue(key: string, value: string, ttlMs: number): Promise<void>;
+  delValue(key: string): Promise<void>;
   /** Milliseconds since epoch by the shared clock (Redis TIME), so instances agree on time. */
   time(): Promise<number>;
   ping(): Promise<boolean>;

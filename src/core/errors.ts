@@ -50,6 +50,14 @@ export const ERRORS = {
   upstream_overloaded: { status: 529, type: 'overloaded_error', retryable: true },
   no_available_channel: { status: 503, type: 'api_error', retryable: true },
   deadline_exceeded: { status: 504, type: 'api_error', retryable: true },
+  // --- admin API ---
+  missing_admin_token: { status: 401, type: 'authentication_error', retryable: false },
+  invalid_admin_token: { status: 401, type: 'authentication_error', retryable: false },
+  admin_forbidden: { status: 403, type: 'permission_error', retryable: false },
+  version_required: { status: 428, type: 'invalid_request_error', retryable: false },
+  version_conflict: { status: 409, type: 'invalid_request_error', retryable: false },
+  already_exists: { status: 409, type: 'invalid_request_error', retryable: false },
+  window_overlap: { status: 409, type: 'invalid_request_error', retryable: false },
   // --- the gateway itself ---
   service_unavailable: { status: 503, type: 'api_error', retryable: true },
   gateway_disabled: { status: 503, type: 'api_error', retryable: true },
@@ -67,11 +75,13 @@ export class GatewayError extends Error {
   readonly param: string | null;
   /** Extra response headers (e.g. retry-after). */
   readonly headers: Record<string, string>;
+  /** Extra fields for the error body (e.g. the current row on a version conflict). */
+  readonly details: Record<string, unknown> | null;
 
   constructor(
     code: ErrorCode,
     message: string,
-    opts: { param?: string | null; status?: number; headers?: Record<string, string>; cause?: unknown } = {},
+    opts: { param?: string | null; status?: number; headers?: Record<string, string>; cause?: unknown; details?: Record<string, unknown> } = {},
   ) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     const spec: ErrorSpec = ERRORS[code];
@@ -82,6 +92,7 @@ export class GatewayError extends Error {
     this.retryable = spec.retryable;
     this.param = opts.param ?? null;
     this.headers = opts.headers ?? {};
+    this.details = opts.details ?? null;
   }
 }
 

@@ -5,11 +5,11 @@
 import type { GatewayError, OpenAIErrorType } from './errors.js';
 
 export interface OpenAIErrorBody {
-  error: { message: string; type: string; param: string | null; code: string };
+  error: { message: string; type: string; param: string | null; code: string; [extra: string]: unknown };
 }
 
 export function toOpenAIError(e: GatewayError): OpenAIErrorBody {
-  return { error: { message: e.message, type: e.type, param: e.param, code: e.code } };
+  return { error: { message: e.message, type: e.type, param: e.param, code: e.code, ...(e.details ?? {}) } };
 }
 
 const ANTHROPIC_TYPES: Record<OpenAIErrorType, string> = {

@@ -3,7 +3,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, t
 import type { Logger } from 'pino';
 import { GatewayError } from '../core/errors.js';
 import { requestId } from '../core/ids.js';
-import { toAnthropicError, toOpenAIError } from '../core/render.js';
+import { redactSecrets, toAnthropicError, toOpenAIError } from '../core/render.js';
 import type { ConfigCache } from '../config/cache.js';
 import type { Clock } from '../lib/clock.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -11,6 +11,7 @@ import type { InboundDialect } from '../providers/types.js';
 import { authenticate, resolveAlias } from '../relay/auth.js';
 import { RequestContext } from '../relay/context.js';
 import { type ClientSink, type Relay, writeError } from '../relay/relay.js';
+import { type AdminDeps, registerAdmin } from './admin.js';
 import { validateBody } from './validate.js';
 
 export interface HttpDeps {
@@ -21,6 +22,8 @@ export interface HttpDeps {
   metrics: Metrics;
   bodyLimit: number;
   /** Readiness: the gateway's dependencies, for /actuator/health/readiness. */
+  /** The admin API (absent = not served). */
+  admin?: AdminDeps;
   readiness: () => Promise<{ up: boolean; components: Record<string, { status: string; details?: unknown }> }>;
 }
 
@@ -107,7 +110,7 @@ export function buildServer(d: HttpDeps): FastifyInstance {
 
   app.setErrorHandler((err, req, reply) => {
     const ge = toGatewayError(err);
-    if (ge.code === 'internal_error') d.log.error({ err, reqId: req.id, url: req.url }, 'unhandled error');
+    if (ge.code === 'internal_error') d.log.error({ err: safeErr(err), reqId: req.id, url: req.url }, 'unhandled error');
     const anthropic = dialectOf(req.url) === 'anthropic_messages';
     void reply
       .code(anthropic && ge.code === 'upstream_overloaded' ? 529 : ge.status)
@@ -127,6 +130,8 @@ export function buildServer(d: HttpDeps): FastifyInstance {
     reply.hijack();
     const sink = nodeSink(reply.raw);
     try {
+      const ks = d.config.killSwitch();
+      if (ks) throw new GatewayError('gateway_disabled', `The gateway is disabled by an operator${ks.reason ? `: ${ks.reason}` : ''}.`);
       const body = validateBody(dialect, req.body);
       ctx.stream = body.stream === true;
       await authenticate(d.config, ctx, req.headers, now);
@@ -135,7 +140,7 @@ export function buildServer(d: HttpDeps): FastifyInstance {
       await d.relay.serve(ctx, body, sink, typeof beta === 'string' ? { anthropicBeta: beta } : {});
     } catch (e) {
       const ge = e instanceof GatewayError ? e : toGatewayError(e);
-      if (ge.code === 'internal_error') d.log.error({ err: e, reqId: ctx.id }, 'unhandled error');
+      if (ge.code === 'internal_error') d.log.error({ err: safeErr(e), reqId: ctx.id }, 'unhandled error');
       ctx.outcome = ctx.key ? 'failed' : 'rejected';
       if (!sink.headersSent) writeError(ctx, sink, ge);
       else sink.end();
@@ -145,12 +150,15 @@ export function buildServer(d: HttpDeps): FastifyInstance {
     }
   };
 
+  if (d.admin) registerAdmin(app, d.admin);
+
   app.post('/v1/chat/completions', dataPlane('openai_chat'));
   app.post('/v1/embeddings', dataPlane('openai_embeddings'));
   app.post('/v1/messages', dataPlane('anthropic_messages'));
 
   app.get('/v1/models', async (req, reply) => {
     const now = d.clock.now();
+    if (d.config.killSwitch()) throw new GatewayError('gateway_disabled', 'The gateway is disabled by an operator.');
     const ctx = new RequestContext(req.id, 'openai_chat', now);
     await authenticate(d.config, ctx, req.headers, now);
     const allowed = ctx.key!.allowedAliases;
@@ -182,6 +190,19 @@ export function buildServer(d: HttpDeps): FastifyInstance {
   });
 
   return app;
+}
+
+/**
+ * What of an unexpected error may be logged: message, code and stack. Never the whole object: database
+ * driver errors carry the query's parameters, which can hold credentials.
+ */
+function safeErr(e: unknown): { message: string; code?: string; stack?: string } {
+  const x = e as { message?: unknown; code?: unknown; stack?: unknown };
+  return {
+    message: redactSecrets(String(x?.message ?? e)),
+    ...(typeof x?.code === 'string' ? { code: x.code } : {}),
+    ...(typeof x?.stack === 'string' ? { stack: redactSecrets(x.stack) } : {}),
+  };
 }
 
 function logRequest(log: Logger, ctx: RequestContext): void {

@@ -69,6 +69,31 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly invalidations = new client.Counter({
+    name: 'anima_config_invalidations_total',
+    help: 'Config invalidation events received, by table',
+    labelNames: ['table'] as const,
+    registers: [this.registry],
+  });
+  readonly invalidationDelay = new client.Histogram({
+    name: 'anima_config_invalidation_delay_seconds',
+    help: 'From the write being published to this instance having reloaded the table',
+    labelNames: ['table'] as const,
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+    registers: [this.registry],
+  });
+  readonly configReloads = new client.Counter({
+    name: 'anima_config_reloads_total',
+    help: 'Config table reloads by source (db, or l2 when the database was unreadable)',
+    labelNames: ['table', 'source'] as const,
+    registers: [this.registry],
+  });
+  readonly killSwitch = new client.Gauge({
+    name: 'anima_kill_switch',
+    help: '1 while the global kill switch stops the data plane',
+    registers: [this.registry],
+  });
+
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     if (opts.defaultMetrics !== false) client.collectDefaultMetrics({ register: this.registry });
   }

@@ -60,6 +60,38 @@ const migrations: Record<string, Migration> = {
       await sql`CREATE INDEX api_key_app ON api_key (app_id)`.execute(db);
     },
   },
+  '0002_control_plane': {
+    async up(db: Kysely<unknown>) {
+      await sql`CREATE TABLE admin_token (
+        id text PRIMARY KEY,
+        name text NOT NULL,
+        role text NOT NULL CHECK (role IN ('admin', 'viewer')),
+        token_hash text NOT NULL UNIQUE,
+        token_prefix text NOT NULL,
+        enabled boolean NOT NULL DEFAULT true,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        deleted_at timestamptz
+      )`.execute(db);
+      await sql`CREATE TABLE audit_log (
+        id bigserial PRIMARY KEY,
+        at timestamptz NOT NULL DEFAULT now(),
+        actor text NOT NULL,
+        action text NOT NULL,
+        entity text NOT NULL,
+        entity_key text NOT NULL,
+        before jsonb,
+        after jsonb,
+        request_id text
+      )`.execute(db);
+      await sql`CREATE INDEX audit_log_entity ON audit_log (entity, entity_key, at)`.execute(db);
+      await sql`CREATE TABLE gateway_setting (
+        key text PRIMARY KEY,
+        value jsonb NOT NULL,
+        version_no integer NOT NULL DEFAULT 1,
+        updated_at timestamptz NOT NULL DEFAULT now()
+      )`.execute(db);
+    },
+  },
 };
 
 class StaticProvider implements MigrationProvider {

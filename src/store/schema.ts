@@ -59,9 +59,42 @@ export interface ApiKeyTable extends Versioned {
   allowed_aliases: Json<string[] | null>;
 }
 
+export interface AdminTokenTable {
+  id: string;
+  name: string;
+  role: string;
+  token_hash: string;
+  token_prefix: string;
+  enabled: ColumnType<boolean, boolean | undefined, boolean>;
+  created_at: ColumnType<Date, Date | string | undefined, never>;
+  deleted_at: ColumnType<Date | null, Date | string | null | undefined, Date | string | null>;
+}
+
+export interface AuditLogTable {
+  id: Generated<string>;
+  at: ColumnType<Date, Date | string | undefined, never>;
+  actor: string;
+  action: string;
+  entity: string;
+  entity_key: string;
+  before: Json<unknown> | null;
+  after: Json<unknown> | null;
+  request_id: string | null;
+}
+
+export interface GatewaySettingTable {
+  key: string;
+  value: Json<unknown>;
+  version_no: ColumnType<number, number | undefined, number>;
+  updated_at: ColumnType<Date, Date | string | undefined, Date | string>;
+}
+
 export interface Database {
   channel: ChannelTable;
   alias: AliasTable;
   app: AppTable;
   api_key: ApiKeyTable;
+  admin_token: AdminTokenTable;
+  audit_log: AuditLogTable;
+  gateway_setting: GatewaySettingTable;
 }

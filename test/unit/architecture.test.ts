@@ -34,7 +34,7 @@ const ALLOWED: Record<string, string[]> = {
   config: ['core', 'lib', 'store'],
   observability: ['core', 'lib', 'coord', 'relay'],
   relay: ['core', 'lib', 'providers', 'breaker', 'config', 'coord'],
-  http: ['core', 'lib', 'providers', 'relay', 'config', 'observability'],
+  http: ['core', 'lib', 'providers', 'relay', 'config', 'observability', 'coord'],
   app: ['*'],
 };
 

@@ -1,0 +1,248 @@
+/**
+ * The admin API under /api/admin/v1: CRUD for every config table with optimistic locking, and the
+ * escape hatches (breakers, channel and key switches, cache invalidation, kill switch). Every caller
+ * needs an admin bearer token; `viewer` tokens may only read. Every write is audited by ConfigAdmin.
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { GatewayError } from '../core/errors.js';
+import type { ConfigAdmin, Actor, Invalidation } from '../config/admin.js';
+import type { AdminTokens } from '../config/admin-tokens.js';
+import type { ConfigCache, KillSwitch } from '../config/cache.js';
+import type { Entity } from '../config/validate.js';
+import type { ChannelHealth, SharedBreakerState } from '../coord/types.js';
+
+export const ADMIN_PREFIX = '/api/admin/v1';
+
+/** What the admin API needs from the breaker registries (BreakerRegistry and ChannelHealthRegistry fit). */
+export interface CircuitControl {
+  state(channel: string): SharedBreakerState;
+  windowCounts(channel: string): { calls: number; failures: number; slow: number };
+  forceOpen(channel: string, reason?: string): Promise<SharedBreakerState>;
+  reset(channel: string, reason?: string): Promise<SharedBreakerState>;
+}
+export interface HealthControl {
+  get(channel: string): ChannelHealth;
+  reset(channel: string): Promise<void>;
+}
+
+export interface AdminDeps {
+  admin: ConfigAdmin;
+  tokens: AdminTokens;
+  config: ConfigCache;
+  breakers: CircuitControl;
+  health: HealthControl;
+  publish: (inv: Invalidation) => Promise<void>;
+  /** Optional: the OpenAPI document and its rendered page. */
+  openapi?: { spec: unknown; html: () => string };
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    actor: Actor | null;
+  }
+}
+
+/** The version the caller read: If-Match ("3", W/"3", 3), body.version_no, or ?version_no=. */
+function versionOf(req: FastifyRequest): number | undefined {
+  const h = req.headers['if-match'];
+  if (typeof h === 'string' && h.trim()) {
+    const m = /^(?:W\/)?"?(\d+)"?$/.exec(h.trim());
+    if (!m) throw new GatewayError('invalid_request', 'If-Match must carry the version_no, e.g. If-Match: "3"', { param: 'If-Match' });
+    return Number(m[1]);
+  }
+  const b = req.body as Record<string, unknown> | undefined;
+  if (b && b.version_no !== undefined) {
+    if (!Number.isInteger(b.version_no)) throw new GatewayError('invalid_request', 'version_no must be an integer', { param: 'version_no' });
+    return b.version_no as number;
+  }
+  const q = (req.query as Record<string, string>).version_no;
+  if (q !== undefined) {
+    if (!/^\d+$/.test(q)) throw new GatewayError('invalid_request', 'version_no must be an integer', { param: 'version_no' });
+    return Number(q);
+  }
+  return undefined;
+}
+
+function listQuery(req: FastifyRequest, filters: string[]) {
+  const q = req.query as Record<string, string>;
+  const where: Record<string, string | boolean> = {};
+  for (const f of filters) if (q[f] !== undefined) where[f] = q[f] === 'true' ? true : q[f] === 'false' ? false : q[f];
+  const int = (v: string | undefined, name: string) => {
+    if (v === undefined) return undefined;
+    if (!/^\d+$/.test(v)) throw new GatewayError('invalid_request', `${name} must be a non-negative integer`, { param: name });
+    return Number(v);
+  };
+  return { limit: int(q.limit, 'limit'), offset: int(q.offset, 'offset'), includeDeleted: q.include_deleted === 'true', where };
+}
+
+export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
+  app.decorateRequest('actor', null);
+
+  void app.register(
+    async (r) => {
+      r.addHook('onRequest', async (req) => {
+        if (req.url.startsWith(ADMIN_PREFIX + '/docs') || req.url.startsWith(ADMIN_PREFIX + '/openapi.json')) return;
+        req.actor = d.tokens.authenticate(req.headers.authorization);
+        if (req.method !== 'GET' && req.method !== 'HEAD' && req.actor.role !== 'admin') {
+          throw new GatewayError('admin_forbidden', `Admin API: the '${req.actor.role}' role may only read.`);
+        }
+      });
+
+      const actor = (req: FastifyRequest) => req.actor!;
+      const vid = (req: FastifyRequest) => (req.query as Record<string, string>).version_id;
+
+      // ---- versioned config tables: channels (by code) and aliases (by name) ----
+      for (const [entity, path, param, filters] of [
+        ['channel', 'channels', 'code', ['provider', 'enabled', 'code']],
+        ['alias', 'aliases', 'name', ['enabled', 'name']],
+      ] as Array<[Entity, string, string, string[]]>) {
+        r.get(`/${path}`, async (req) => d.admin.list(entity, listQuery(req, filters)));
+        r.post(`/${path}`, async (req, reply) => {
+          const { row } = await d.admin.create(actor(req), entity, req.body, { requestId: req.id });
+          return reply.code(201).header('etag', `"${row.version_no}"`).send(row);
+        });
+        r.get(`/${path}/:${param}`, async (req, reply) => {
+          const row = await d.admin.get(entity, (req.params as Record<string, string>)[param]!, { rowId: vid(req) });
+          return reply.header('etag', `"${row.version_no}"`).send(row);
+        });
+        r.get(`/${path}/:${param}/versions`, async (req) => ({ data: await d.admin.versions(entity, (req.params as Record<string, string>)[param]!) }));
+        r.patch(`/${path}/:${param}`, async (req, reply) => {
+          const row = await d.admin.update(actor(req), entity, (req.params as Record<string, string>)[param]!, versionOf(req), req.body, { rowId: vid(req), requestId: req.id });
+          return reply.header('etag', `"${row.version_no}"`).send(row);
+        });
+        r.delete(`/${path}/:${param}`, async (req, reply) => {
+          await d.admin.remove(actor(req), entity, (req.params as Record<string, string>)[param]!, versionOf(req), { rowId: vid(req), requestId: req.id });
+          return reply.code(204).send();
+        });
+      }
+      r.post('/channels/:code/health/reset', async (req) => {
+        const code = (req.params as { code: string }).code;
+        const before = d.health.get(code);
+        await d.health.reset(code);
+        await d.admin.record(actor(req), 'health_reset', 'channel', code, before, d.health.get(code), req.id);
+        return { channel: code, health: d.health.get(code) };
+      });
+
+      // ---- apps and their keys ----
+      r.get('/apps', async (req) => d.admin.list('app', listQuery(req, ['enabled'])));
+      r.post('/apps', async (req, reply) => reply.code(201).send((await d.admin.create(actor(req), 'app', req.body, { requestId: req.id })).row));
+      r.get('/apps/:id', async (req) => d.admin.get('app', (req.params as { id: string }).id));
+      r.patch('/apps/:id', async (req) => d.admin.update(actor(req), 'app', (req.params as { id: string }).id, versionOf(req), req.body, { requestId: req.id }));
+      r.delete('/apps/:id', async (req, reply) => {
+        await d.admin.remove(actor(req), 'app', (req.params as { id: string }).id, versionOf(req), { requestId: req.id });
+        return reply.code(204).send();
+      });
+      r.get('/apps/:id/keys', async (req) => {
+        const q = listQuery(req, ['enabled']);
+        return d.admin.list('api_key', { ...q, where: { ...q.where, app_id: (req.params as { id: string }).id } });
+      });
+      r.post('/apps/:id/keys', async (req, reply) => {
+        const { row, sk } = await d.admin.create(actor(req), 'api_key', req.body ?? {}, { appId: (req.params as { id: string }).id, requestId: req.id });
+        return reply.code(201).send({ key: row, sk });
+      });
+      const keyTarget = (req: FastifyRequest) => req.params as { id: string; kid: string };
+      r.get('/apps/:id/keys/:kid', async (req) => d.admin.get('api_key', keyTarget(req).kid, { appId: keyTarget(req).id }));
+      r.patch('/apps/:id/keys/:kid', async (req) =>
+        d.admin.update(actor(req), 'api_key', keyTarget(req).kid, versionOf(req), req.body, { appId: keyTarget(req).id, requestId: req.id }),
+      );
+      r.delete('/apps/:id/keys/:kid', async (req, reply) => {
+        await d.admin.remove(actor(req), 'api_key', keyTarget(req).kid, versionOf(req), { appId: keyTarget(req).id, requestId: req.id });
+        return reply.code(204).send();
+      });
+      r.post('/apps/:id/keys/:kid/rotate', async (req) => {
+        const { row, sk } = await d.admin.rotateKey(actor(req), keyTarget(req).id, keyTarget(req).kid, versionOf(req), req.id);
+        return { key: row, sk };
+      });
+      r.get('/keys', async (req) => {
+        const q = listQuery(req, []);
+        const prefix = (req.query as Record<string, string>).prefix;
+        return d.admin.list('api_key', { ...q, where: prefix ? { key_prefix: prefix } : {} });
+      });
+
+      // ---- escape hatches ----
+      r.get('/circuits', async () => {
+        const data = d.config.channelCodes().map((code) => circuitView(d, code));
+        return { data };
+      });
+      for (const action of ['open', 'close', 'reset'] as const) {
+        r.post(`/circuits/:channel/${action}`, async (req) => {
+          const ch = (req.params as { channel: string }).channel;
+          if (!d.config.channel(ch)) throw new GatewayError('not_found', `channel '${ch}' not found`);
+          const before = d.breakers.state(ch);
+          const reason = typeof (req.body as { reason?: unknown } | undefined)?.reason === 'string' ? (req.body as { reason: string }).reason : undefined;
+          const after = action === 'open' ? await d.breakers.forceOpen(ch, reason ?? `forced open by ${actor(req).name}`) : await d.breakers.reset(ch, reason ?? `${action} by ${actor(req).name}`);
+          await d.admin.record(actor(req), `circuit_${action}`, 'circuit', ch, before, after, req.id);
+          return circuitView(d, ch);
+        });
+      }
+      r.post('/cache/invalidate', async (req) => {
+        const b = (req.body ?? {}) as { table?: unknown; key?: unknown };
+        const tables = ['channel', 'alias', 'app', 'api_key', 'admin_token', 'setting', 'all'];
+        const table = b.table === undefined ? 'all' : b.table;
+        if (typeof table !== 'string' || !tables.includes(table)) throw new GatewayError('invalid_request', `table must be one of ${tables.join(', ')}`, { param: 'table' });
+        const inv: Invalidation = { table: table as Invalidation['table'], ...(typeof b.key === 'string' ? { key: b.key } : {}) };
+        await d.publish(inv);
+        await d.admin.record(actor(req), 'cache_invalidate', 'cache', table, null, inv, req.id);
+        return { invalidated: inv };
+      });
+      r.get('/kill-switch', async () => (await d.admin.getSetting<KillSwitch>('kill_switch'))?.value ?? { enabled: false });
+      r.post('/kill-switch', async (req) => {
+        const b = (req.body ?? {}) as { enabled?: unknown; reason?: unknown };
+        if (typeof b.enabled !== 'boolean') throw new GatewayError('invalid_request', 'enabled must be a boolean', { param: 'enabled' });
+        const value: KillSwitch = { enabled: b.enabled, at: new Date().toISOString(), by: actor(req).name, ...(typeof b.reason === 'string' ? { reason: b.reason.slice(0, 500) } : {}) };
+        await d.admin.putSetting(actor(req), 'kill_switch', value, req.id);
+        return value;
+      });
+      r.get('/audit', async (req) => {
+        const q = req.query as Record<string, string>;
+        return { data: await d.admin.auditLog({ entity: q.entity, key: q.key, limit: q.limit ? Number(q.limit) : undefined, offset: q.offset ? Number(q.offset) : undefined }) };
+      });
+
+      // ---- admin tokens ----
+      r.get('/admin-tokens', async () => ({ data: await d.tokens.list() }));
+      r.post('/admin-tokens', async (req, reply) => {
+        const b = (req.body ?? {}) as { name?: unknown; role?: unknown };
+        if (typeof b.name !== 'string' || !b.name) throw new GatewayError('invalid_request', 'name is required', { param: 'name' });
+        if (b.role !== 'admin' && b.role !== 'viewer') throw new GatewayError('invalid_request', "role must be 'admin' or 'viewer'", { param: 'role' });
+        const created = await d.tokens.create(b.name, b.role);
+        await d.admin.record(actor(req), 'create', 'admin_token', created.id, null, { id: created.id, name: b.name, role: b.role }, req.id);
+        await d.publish({ table: 'admin_token' });
+        return reply.code(201).send({ id: created.id, name: b.name, role: b.role, token: created.token });
+      });
+      r.delete('/admin-tokens/:id', async (req, reply) => {
+        const id = (req.params as { id: string }).id;
+        if (!(await d.tokens.remove(id))) throw new GatewayError('not_found', `admin token '${id}' not found`);
+        await d.admin.record(actor(req), 'delete', 'admin_token', id, { id }, null, req.id);
+        await d.publish({ table: 'admin_token' });
+        return reply.code(204).send();
+      });
+
+      if (d.openapi) {
+        const { spec, html } = d.openapi;
+        r.get('/openapi.json', async () => spec);
+        r.get('/docs', async (_req: FastifyRequest, reply: FastifyReply) => reply.type('text/html; charset=utf-8').send(html()));
+      }
+    },
+    { prefix: ADMIN_PREFIX },
+  );
+}
+
+function circuitView(d: AdminDeps, code: string) {
+  const s = d.breakers.state(code);
+  const h = d.health.get(code);
+  const ch = d.config.channel(code);
+  return {
+    channel: code,
+    enabled: ch?.enabled ?? false,
+    state: s.state,
+    gen: s.gen,
+    since: s.since ? new Date(s.since).toISOString() : null,
+    open_until: s.state === 'open' ? new Date(s.openUntil).toISOString() : null,
+    reason: s.reason || null,
+    window: d.breakers.windowCounts(code),
+    health: {
+      cooldown_until: h.cooldownUntil > Date.now() ? new Date(h.cooldownUntil).toISOString() : null,
+      credential: h.credential,
+    },
+  };
+}
