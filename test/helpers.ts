@@ -82,6 +82,8 @@ export function testSettings(over: Partial<Settings> = {}): Settings {
     breakerSyncMs: 1_000,
     dbPoolSize: 5,
     adminToken: ADMIN_TOKEN,
+    leaseTtlMs: 30_000,
+    instanceCount: 1,
     ...over,
   };
 }

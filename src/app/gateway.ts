@@ -20,6 +20,10 @@ import { createLogger } from '../observability/log.js';
 import { Metrics } from '../observability/metrics.js';
 import { Transport } from '../providers/transport.js';
 import { Relay } from '../relay/relay.js';
+import { Admission } from '../quota/admission.js';
+import type { QuotaBackend } from '../quota/types.js';
+import { MemoryQuota } from '../quota/memory.js';
+import { RedisQuota } from '../quota/redis.js';
 import { type DbHandle, openDatabase } from '../store/db.js';
 import type { Settings } from './settings.js';
 
@@ -38,6 +42,7 @@ export interface Gateway {
   readonly breakers: BreakerRegistry;
   readonly health: ChannelHealthRegistry;
   readonly metrics: Metrics;
+  readonly quota: QuotaBackend;
   readonly server: FastifyInstance;
   readonly admin: ConfigAdmin;
   /** Tells every instance (this one included) to reload a config table. Call after a direct DB write. */
@@ -142,7 +147,22 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
     },
   });
 
+  const quotaBackend = coord instanceof RedisCoordinator ? new RedisQuota(coord.cmd, settings.redisPrefix) : new MemoryQuota(clock);
+  const admission = new Admission(
+    quotaBackend,
+    config,
+    { leaseTtlMs: settings.leaseTtlMs },
+    {
+      onRejected: (limit, mode) => metrics.quotaRejections.labels(limit, mode).inc(),
+      onQueued: (mode) => metrics.queued.labels(mode).inc(),
+      onWaited: (ms, outcome) => metrics.queueWait.labels(outcome).observe(ms / 1000),
+      onDegraded: () => metrics.degradedAdmissions.inc(),
+    },
+    coord instanceof RedisCoordinator ? { backend: new MemoryQuota(clock), share: 1 / settings.instanceCount } : null,
+  );
+
   const server = buildServer({
+    admission,
     admin: { admin, tokens, config, breakers, health, publish: publishInvalidation },
     config,
     relay,
@@ -181,6 +201,7 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
     breakers,
     health,
     metrics,
+    quota: quotaBackend,
     server,
     admin,
     publishConfigChange: async (table = 'all') => publishInvalidation({ table: table as Invalidation['table'] }),
@@ -196,6 +217,7 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
       await server.close();
       await Promise.all(unsubs.map((u) => u().catch(() => {})));
       await transport.close();
+      if (quotaBackend instanceof RedisQuota) quotaBackend.close();
       await coord.close();
       if (!opts.dbh) await dbh.close();
       log.flush?.();

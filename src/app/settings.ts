@@ -15,6 +15,10 @@ export interface Settings {
   dbPoolSize: number;
   /** Bootstrap admin token (stored hashed on first start). */
   adminToken: string | undefined;
+  /** Concurrency leases expire after this unless renewed (a dead instance's slots come back by then). */
+  leaseTtlMs: number;
+  /** Instances sharing one Redis: with Redis down, each keeps 1/N of every protective limit. */
+  instanceCount: number;
 }
 
 function int(v: string | undefined, dflt: number, name: string): number {
@@ -38,5 +42,7 @@ export function settingsFromEnv(env: NodeJS.ProcessEnv = process.env): Settings 
     breakerSyncMs: int(env.ANIMA_BREAKER_SYNC_MS, 1_000, 'ANIMA_BREAKER_SYNC_MS'),
     dbPoolSize: int(env.ANIMA_DB_POOL_SIZE, 10, 'ANIMA_DB_POOL_SIZE'),
     adminToken: env.ANIMA_ADMIN_TOKEN || undefined,
+    leaseTtlMs: int(env.ANIMA_LEASE_TTL_MS, 30_000, 'ANIMA_LEASE_TTL_MS'),
+    instanceCount: Math.max(1, int(env.ANIMA_INSTANCE_COUNT, 1, 'ANIMA_INSTANCE_COUNT')),
   };
 }

@@ -24,7 +24,7 @@ export interface Invalidation {
 type Row = Record<string, any>;
 type Dto = Record<string, unknown>;
 
-const KEY_COL: Record<Entity, string> = { channel: 'code', alias: 'name', app: 'id', api_key: 'id' };
+const KEY_COL: Record<Entity, string> = { channel: 'code', alias: 'name', app: 'id', api_key: 'id', quota: 'id', token_group: 'id' };
 
 const iso = (d: unknown) => (d === null || d === undefined ? null : new Date(d as string).toISOString());
 
@@ -74,8 +74,28 @@ export function toDto(entity: Entity, r: Row): Dto {
         key_prefix: r.key_prefix,
         enabled: r.enabled,
         allowed_aliases: r.allowed_aliases,
+        queue_mode: r.queue_mode,
+        wait_timeout_ms: r.wait_timeout_ms,
+        max_queue: r.max_queue,
+        token_group_id: r.token_group_id,
         ...common,
       };
+    case 'quota':
+      return {
+        id: String(r.id),
+        scope: r.scope,
+        scope_id: r.scope_id,
+        max_concurrency: r.max_concurrency,
+        qps: Number(r.qps),
+        qps_burst: r.qps_burst,
+        tokens_per_minute: Number(r.tokens_per_minute),
+        tokens_per_day: Number(r.tokens_per_day),
+        cost_per_day: String(r.cost_per_day),
+        cost_per_month: String(r.cost_per_month),
+        ...common,
+      };
+    case 'token_group':
+      return { id: r.id, name: r.name, price_multiplier_ppm: String(r.price_multiplier_ppm), enabled: r.enabled, ...common };
   }
 }
 
@@ -153,7 +173,7 @@ export class ConfigAdmin {
   }
 
   private async checkWindow(db: Db, entity: Entity, key: string, from: Date, to: Date | null, selfId?: string): Promise<void> {
-    if (entity === 'app' || entity === 'api_key') return;
+    if (entity !== 'channel' && entity !== 'alias') return;
     let q = (db.selectFrom(entity as any) as any)
       .select(['id', 'effective_from', 'effective_to'])
       .where(KEY_COL[entity], '=', key)
@@ -198,7 +218,7 @@ export class ConfigAdmin {
       sk = newSecretKey();
       Object.assign(v, { id: 'key_' + randomId(16), app_id: opts.appId, key_hash: hashKey(sk), key_prefix: sk.slice(0, 13) });
     }
-    const key = String(v[KEY_COL[entity]]);
+    const key = entity === 'quota' ? `${v.scope}:${v.scope_id}` : String(v[KEY_COL[entity]]);
     const row = await this.db.transaction().execute(async (trx) => {
       await this.lock(trx, entity, key);
       if (entity === 'api_key') {
@@ -206,16 +226,16 @@ export class ConfigAdmin {
         if (!app) throw new GatewayError('not_found', `app '${opts.appId}' not found`);
       }
       if (entity === 'alias') await this.checkChainChannels(trx, v.chain as string);
-      if (entity === 'app') {
-        const dup = await trx.selectFrom('app').select('id').where('id', '=', key).executeTakeFirst();
-        if (dup) throw new GatewayError('already_exists', `app '${key}' already exists`);
+      if (entity === 'app' || entity === 'token_group') {
+        const dup = await (trx.selectFrom(entity as 'app') as any).select('id').where('id', '=', key).executeTakeFirst();
+        if (dup) throw new GatewayError('already_exists', `${entity} '${key}' already exists`);
       }
       await this.checkWindow(trx, entity, key, (v.effective_from as Date) ?? new Date(this.now()), (v.effective_to as Date | null) ?? null);
       const created: Row = await (trx.insertInto(entity as any) as any).values(v).returningAll().executeTakeFirstOrThrow();
       await this.audit(trx, actor, 'create', entity, key, null, toDto(entity, created), opts.requestId);
       return created;
     });
-    await this.publish({ table: entity, key });
+    await this.publish({ table: entity, key: entity === 'quota' ? String(row.id) : key });
     return { row: toDto(entity, row), ...(sk ? { sk } : {}) };
   }
 

@@ -1,8 +1,8 @@
 import type { Logger } from 'pino';
 import type { Clock } from '../lib/clock.js';
 import type { Db } from '../store/db.js';
-import { type Alias, type ApiKey, type App, type Channel, pickEffective } from './model.js';
-import { CONFIG_TABLES, type ConfigTable, fetchRows, loadKeyByHash, toAlias, toApp, toChannel, toKey } from './repo.js';
+import { type Alias, type ApiKey, type App, type Channel, type Quota, type TokenGroup, pickEffective } from './model.js';
+import { CONFIG_TABLES, type ConfigTable, fetchRows, loadKeyByHash, toAlias, toApp, toChannel, toKey, toQuota, toTokenGroup } from './repo.js';
 
 function group<T>(rows: T[], key: (t: T) => string): Map<string, T[]> {
   const m = new Map<string, T[]>();
@@ -46,6 +46,8 @@ export class ConfigCache {
   private apps = new Map<string, App[]>();
   private keys = new Map<string, ApiKey[]>();
   private settings = new Map<string, unknown>();
+  private quotas = new Map<string, Quota[]>();
+  private tokenGroups = new Map<string, TokenGroup[]>();
   private readonly loadedAtByTable = new Map<ConfigTable, number>();
   private readonly extraKeys = new Map<string, { key: ApiKey | undefined; at: number }>();
   private timer: NodeJS.Timeout | null = null;
@@ -87,6 +89,12 @@ export class ConfigCache {
       case 'api_key':
         this.keys = group(rows.map((r) => toKey(r as never)), (k) => k.keyHash);
         this.extraKeys.clear();
+        break;
+      case 'quota':
+        this.quotas = group(rows.map(toQuota), (q) => `${q.scope}:${q.scopeId}`);
+        break;
+      case 'token_group':
+        this.tokenGroups = group(rows.map(toTokenGroup), (g) => g.id);
         break;
       case 'setting':
         this.settings = new Map(rows.map((r) => [String(r.key), r.value]));
@@ -171,6 +179,14 @@ export class ConfigCache {
 
   app(id: string, now = this.clock.now()): App | undefined {
     return pickEffective(this.apps.get(id), now);
+  }
+
+  quota(scope: Quota['scope'], id: string, now = this.clock.now()): Quota | undefined {
+    return pickEffective(this.quotas.get(`${scope}:${id}`), now);
+  }
+
+  tokenGroup(id: string, now = this.clock.now()): TokenGroup | undefined {
+    return pickEffective(this.tokenGroups.get(id), now);
   }
 
   setting<T>(key: string): T | undefined {

@@ -90,6 +90,37 @@ export interface ApiKey {
   enabled: boolean;
   /** null = every alias. */
   allowedAliases: ReadonlySet<string> | null;
+  /** What happens when a quota limit is hit: 429 at once, wait in the queue, or run later as a task. */
+  queueMode: 'REJECT' | 'WAIT' | 'ASYNC';
+  waitTimeoutMs: number;
+  maxQueue: number;
+  tokenGroupId: string | null;
+  versionNo: number;
+  effectiveFrom: number;
+  effectiveTo: number | null;
+}
+
+export interface Quota {
+  id: string;
+  scope: 'key' | 'app' | 'token_group';
+  scopeId: string;
+  maxConcurrency: number;
+  qps: number;
+  qpsBurst: number;
+  tokensPerMinute: number;
+  tokensPerDay: number;
+  costPerDay: number;
+  costPerMonth: number;
+  versionNo: number;
+  effectiveFrom: number;
+  effectiveTo: number | null;
+}
+
+export interface TokenGroup {
+  id: string;
+  name: string;
+  priceMultiplierPpm: bigint;
+  enabled: boolean;
   versionNo: number;
   effectiveFrom: number;
   effectiveTo: number | null;

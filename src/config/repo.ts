@@ -10,6 +10,8 @@ import {
   type BreakerSettings,
   type Channel,
   type ProviderKind,
+  type Quota,
+  type TokenGroup,
   type Timeouts,
   DEFAULT_BREAKER,
   DEFAULT_TIMEOUTS,
@@ -73,6 +75,10 @@ type KeyRow = {
   key_prefix: string;
   enabled: boolean;
   allowed_aliases: string[] | null;
+  queue_mode?: string;
+  wait_timeout_ms?: number;
+  max_queue?: number;
+  token_group_id?: string | null;
   version_no: number;
   effective_from: Date;
   effective_to: Date | null;
@@ -87,6 +93,10 @@ export function toKey(r: KeyRow): ApiKey {
     keyPrefix: r.key_prefix,
     enabled: r.enabled,
     allowedAliases: Array.isArray(r.allowed_aliases) ? new Set(r.allowed_aliases) : null,
+    queueMode: (r.queue_mode ?? 'REJECT') as ApiKey['queueMode'],
+    waitTimeoutMs: r.wait_timeout_ms ?? 30_000,
+    maxQueue: r.max_queue ?? 100,
+    tokenGroupId: r.token_group_id ?? null,
     versionNo: r.version_no,
     effectiveFrom: ms(r.effective_from)!,
     effectiveTo: ms(r.effective_to),
@@ -97,8 +107,8 @@ export function toKey(r: KeyRow): ApiKey {
  * Loads every live (not deleted, not yet expired) config row. Future rows are included so that a change
  * scheduled with effective_from takes effect by itself at that time, without another load.
  */
-export type ConfigTable = 'channel' | 'alias' | 'app' | 'api_key' | 'setting';
-export const CONFIG_TABLES: ConfigTable[] = ['channel', 'alias', 'app', 'api_key', 'setting'];
+export type ConfigTable = 'channel' | 'alias' | 'app' | 'api_key' | 'quota' | 'token_group' | 'setting';
+export const CONFIG_TABLES: ConfigTable[] = ['channel', 'alias', 'app', 'api_key', 'quota', 'token_group', 'setting'];
 
 export interface SettingRow {
   key: string;
@@ -155,6 +165,36 @@ export function toApp(r: any): App {
   return {
     id: r.id,
     name: r.name,
+    enabled: r.enabled,
+    versionNo: r.version_no,
+    effectiveFrom: ms(r.effective_from)!,
+    effectiveTo: ms(r.effective_to),
+  };
+}
+
+export function toQuota(r: any): Quota {
+  return {
+    id: String(r.id),
+    scope: r.scope,
+    scopeId: r.scope_id,
+    maxConcurrency: r.max_concurrency,
+    qps: Number(r.qps),
+    qpsBurst: r.qps_burst,
+    tokensPerMinute: Number(r.tokens_per_minute),
+    tokensPerDay: Number(r.tokens_per_day),
+    costPerDay: Number(r.cost_per_day),
+    costPerMonth: Number(r.cost_per_month),
+    versionNo: r.version_no,
+    effectiveFrom: ms(r.effective_from)!,
+    effectiveTo: ms(r.effective_to),
+  };
+}
+
+export function toTokenGroup(r: any): TokenGroup {
+  return {
+    id: r.id,
+    name: r.name,
+    priceMultiplierPpm: BigInt(r.price_multiplier_ppm),
     enabled: r.enabled,
     versionNo: r.version_no,
     effectiveFrom: ms(r.effective_from)!,

@@ -4,7 +4,7 @@
  */
 import { GatewayError } from '../core/errors.js';
 
-export type Entity = 'channel' | 'alias' | 'app' | 'api_key';
+export type Entity = 'channel' | 'alias' | 'app' | 'api_key' | 'quota' | 'token_group';
 
 type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => !!v && typeof v === 'object' && !Array.isArray(v);
@@ -152,6 +152,40 @@ const FIELDS: Record<Entity, Record<string, (v: unknown) => [string, unknown]>> 
       if (v !== null && (!Array.isArray(v) || !v.every((a) => typeof a === 'string'))) throw bad('allowed_aliases', 'must be an array of alias names or null');
       return ['allowed_aliases', JSON.stringify(v)];
     },
+    queue_mode: (v) => {
+      if (v !== 'REJECT' && v !== 'WAIT' && v !== 'ASYNC') throw bad('queue_mode', "must be 'REJECT', 'WAIT' or 'ASYNC'");
+      return ['queue_mode', v];
+    },
+    wait_timeout_ms: (v) => ['wait_timeout_ms', int(v, 'wait_timeout_ms', 1, 3_600_000)],
+    max_queue: (v) => ['max_queue', int(v, 'max_queue', 1, 1_000_000)],
+    token_group_id: (v) => ['token_group_id', v === null ? null : str(v, 'token_group_id', { max: 64 })],
+    effective_from: (v) => ['effective_from', date(v, 'effective_from') ?? new Date()],
+    effective_to: (v) => ['effective_to', date(v, 'effective_to')],
+  },
+  quota: {
+    scope: (v) => {
+      if (v !== 'key' && v !== 'app' && v !== 'token_group') throw bad('scope', "must be 'key', 'app' or 'token_group'");
+      return ['scope', v];
+    },
+    scope_id: (v) => ['scope_id', str(v, 'scope_id', { max: 64 })],
+    max_concurrency: (v) => ['max_concurrency', int(v, 'max_concurrency', 0, 1_000_000)],
+    qps: (v) => {
+      if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || v > 1_000_000) throw bad('qps', 'must be a number in [0, 1000000]');
+      return ['qps', v];
+    },
+    qps_burst: (v) => ['qps_burst', int(v, 'qps_burst', 0, 1_000_000)],
+    tokens_per_minute: (v) => ['tokens_per_minute', int(v, 'tokens_per_minute', 0, Number.MAX_SAFE_INTEGER)],
+    tokens_per_day: (v) => ['tokens_per_day', int(v, 'tokens_per_day', 0, Number.MAX_SAFE_INTEGER)],
+    cost_per_day: (v) => ['cost_per_day', int(v, 'cost_per_day', 0, Number.MAX_SAFE_INTEGER)],
+    cost_per_month: (v) => ['cost_per_month', int(v, 'cost_per_month', 0, Number.MAX_SAFE_INTEGER)],
+    effective_from: (v) => ['effective_from', date(v, 'effective_from') ?? new Date()],
+    effective_to: (v) => ['effective_to', date(v, 'effective_to')],
+  },
+  token_group: {
+    id: (v) => ['id', str(v, 'id', { max: 64, re: CODE_RE, reMsg: CODE_MSG })],
+    name: (v) => ['name', str(v, 'name')],
+    price_multiplier_ppm: (v) => ['price_multiplier_ppm', int(v, 'price_multiplier_ppm', 0, 1_000_000_000)],
+    enabled: (v) => ['enabled', bool(v, 'enabled')],
     effective_from: (v) => ['effective_from', date(v, 'effective_from') ?? new Date()],
     effective_to: (v) => ['effective_to', date(v, 'effective_to')],
   },
@@ -163,10 +197,12 @@ const REQUIRED: Record<Entity, string[]> = {
   alias: ['name', 'chain'],
   app: ['name'],
   api_key: [],
+  quota: ['scope', 'scope_id'],
+  token_group: ['id', 'name'],
 };
 
 /** Keys that name the row and can't be changed by PATCH. */
-const IMMUTABLE: Record<Entity, string[]> = { channel: ['code'], alias: ['name'], app: ['id'], api_key: [] };
+const IMMUTABLE: Record<Entity, string[]> = { channel: ['code'], alias: ['name'], app: ['id'], api_key: [], quota: ['scope', 'scope_id'], token_group: ['id'] };
 
 /** Fields the API accepts but that are not columns (handled by the caller). */
 const META = new Set(['version_no', 'id_version']);

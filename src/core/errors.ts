@@ -50,6 +50,14 @@ export const ERRORS = {
   upstream_overloaded: { status: 529, type: 'overloaded_error', retryable: true },
   no_available_channel: { status: 503, type: 'api_error', retryable: true },
   deadline_exceeded: { status: 504, type: 'api_error', retryable: true },
+  // --- quotas (429: the key's own limits) ---
+  rate_limit_exceeded: { status: 429, type: 'rate_limit_error', retryable: true },
+  concurrency_limit_exceeded: { status: 429, type: 'rate_limit_error', retryable: true },
+  tokens_limit_exceeded: { status: 429, type: 'rate_limit_error', retryable: true },
+  budget_exceeded: { status: 429, type: 'insufficient_quota', retryable: false },
+  queue_full: { status: 429, type: 'rate_limit_error', retryable: true },
+  queue_timeout: { status: 429, type: 'rate_limit_error', retryable: true },
+  client_closed: { status: 499, type: 'invalid_request_error', retryable: false },
   // --- admin API ---
   missing_admin_token: { status: 401, type: 'authentication_error', retryable: false },
   invalid_admin_token: { status: 401, type: 'authentication_error', retryable: false },

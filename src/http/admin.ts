@@ -123,6 +123,21 @@ export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
         return { channel: code, health: d.health.get(code) };
       });
 
+      // ---- quotas (by row id) and token groups ----
+      for (const [entity, path, filters] of [
+        ['quota', 'quotas', ['scope', 'scope_id']],
+        ['token_group', 'token-groups', ['enabled']],
+      ] as Array<[Entity, string, string[]]>) {
+        r.get(`/${path}`, async (req) => d.admin.list(entity, listQuery(req, filters)));
+        r.post(`/${path}`, async (req, reply) => reply.code(201).send((await d.admin.create(actor(req), entity, req.body, { requestId: req.id })).row));
+        r.get(`/${path}/:id`, async (req) => d.admin.get(entity, (req.params as { id: string }).id));
+        r.patch(`/${path}/:id`, async (req) => d.admin.update(actor(req), entity, (req.params as { id: string }).id, versionOf(req), req.body, { requestId: req.id }));
+        r.delete(`/${path}/:id`, async (req, reply) => {
+          await d.admin.remove(actor(req), entity, (req.params as { id: string }).id, versionOf(req), { requestId: req.id });
+          return reply.code(204).send();
+        });
+      }
+
       // ---- apps and their keys ----
       r.get('/apps', async (req) => d.admin.list('app', listQuery(req, ['enabled'])));
       r.post('/apps', async (req, reply) => reply.code(201).send((await d.admin.create(actor(req), 'app', req.body, { requestId: req.id })).row));
@@ -177,7 +192,7 @@ export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
       }
       r.post('/cache/invalidate', async (req) => {
         const b = (req.body ?? {}) as { table?: unknown; key?: unknown };
-        const tables = ['channel', 'alias', 'app', 'api_key', 'admin_token', 'setting', 'all'];
+        const tables = ['channel', 'alias', 'app', 'api_key', 'quota', 'token_group', 'admin_token', 'setting', 'all'];
         const table = b.table === undefined ? 'all' : b.table;
         if (typeof table !== 'string' || !tables.includes(table)) throw new GatewayError('invalid_request', `table must be one of ${tables.join(', ')}`, { param: 'table' });
         const inv: Invalidation = { table: table as Invalidation['table'], ...(typeof b.key === 'string' ? { key: b.key } : {}) };

@@ -12,6 +12,8 @@ import { authenticate, resolveAlias } from '../relay/auth.js';
 import { RequestContext } from '../relay/context.js';
 import { type ClientSink, type Relay, writeError } from '../relay/relay.js';
 import { type AdminDeps, registerAdmin } from './admin.js';
+import { type Admission, type Lease, rateLimitHeaders } from '../quota/admission.js';
+import { estimateTokens } from '../quota/estimate.js';
 import { validateBody } from './validate.js';
 
 export interface HttpDeps {
@@ -22,6 +24,8 @@ export interface HttpDeps {
   metrics: Metrics;
   bodyLimit: number;
   /** Readiness: the gateway's dependencies, for /actuator/health/readiness. */
+  /** Quota admission (absent = no quotas). */
+  admission?: Admission;
   /** The admin API (absent = not served). */
   admin?: AdminDeps;
   readiness: () => Promise<{ up: boolean; components: Record<string, { status: string; details?: unknown }> }>;
@@ -129,6 +133,7 @@ export function buildServer(d: HttpDeps): FastifyInstance {
     const ctx = new RequestContext(req.id, dialect, now);
     reply.hijack();
     const sink = nodeSink(reply.raw);
+    let lease: Lease | null = null;
     try {
       const ks = d.config.killSwitch();
       if (ks) throw new GatewayError('gateway_disabled', `The gateway is disabled by an operator${ks.reason ? `: ${ks.reason}` : ''}.`);
@@ -136,6 +141,10 @@ export function buildServer(d: HttpDeps): FastifyInstance {
       ctx.stream = body.stream === true;
       await authenticate(d.config, ctx, req.headers, now);
       resolveAlias(d.config, ctx, body.model as string, now);
+      const gone = new AbortController();
+      sink.onAbort(() => gone.abort());
+      lease = d.admission ? await d.admission.admit(ctx.key!, (need) => ({ tokens: need ? estimateTokens(body).total : 0, cost: 0 }), gone.signal, now) : null;
+      if (lease) ctx.extraHeaders = rateLimitHeaders(lease.remaining);
       const beta = req.headers['anthropic-beta'];
       await d.relay.serve(ctx, body, sink, typeof beta === 'string' ? { anthropicBeta: beta } : {});
     } catch (e) {
@@ -145,6 +154,11 @@ export function buildServer(d: HttpDeps): FastifyInstance {
       if (!sink.headersSent) writeError(ctx, sink, ge);
       else sink.end();
     } finally {
+      if (lease) {
+        // True up to what was produced: the upstream's usage, or nothing when no upstream answered.
+        const used = ctx.usage ? ctx.usage.inputTokens + ctx.usage.outputTokens : 0;
+        await lease.settle(used, 0).catch((err: unknown) => d.log.warn({ err: safeErr(err), reqId: ctx.id }, 'quota settlement failed; the lease expires by TTL'));
+      }
       d.metrics.request(ctx);
       logRequest(d.log, ctx);
     }

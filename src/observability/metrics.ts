@@ -94,6 +94,31 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly quotaRejections = new client.Counter({
+    name: 'anima_quota_rejections_total',
+    help: 'Requests refused by quota admission, by limit kind and queue mode',
+    labelNames: ['limit', 'mode'] as const,
+    registers: [this.registry],
+  });
+  readonly queueWait = new client.Histogram({
+    name: 'anima_queue_wait_seconds',
+    help: 'Time spent in the WAIT queue, by outcome',
+    labelNames: ['outcome'] as const,
+    buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+    registers: [this.registry],
+  });
+  readonly queued = new client.Counter({
+    name: 'anima_queued_total',
+    help: 'Requests that joined a queue, by queue mode',
+    labelNames: ['mode'] as const,
+    registers: [this.registry],
+  });
+  readonly degradedAdmissions = new client.Counter({
+    name: 'anima_quota_degraded_admissions_total',
+    help: 'Requests admitted on this instance\'s local share because the shared quota backend was unreachable',
+    registers: [this.registry],
+  });
+
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     if (opts.defaultMetrics !== false) client.collectDefaultMetrics({ register: this.registry });
   }

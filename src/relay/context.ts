@@ -42,6 +42,8 @@ export class RequestContext {
   upstreamMs = 0;
   clientAborted = false;
   endedAt = 0;
+  /** Headers every answer carries (x-ratelimit-*), success or error. */
+  extraHeaders: Record<string, string> = {};
 
   constructor(
     readonly id: string,

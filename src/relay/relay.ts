@@ -226,6 +226,7 @@ export class Relay {
     ctx.channel = ch.code;
     ctx.upstreamModel = upstreamModel;
     const h: Record<string, string> = {
+      ...ctx.extraHeaders,
       'x-request-id': ctx.id,
       'x-anima-channel': ch.code,
       'x-anima-attempts': String(ctx.attempts),
@@ -370,7 +371,7 @@ export function writeError(ctx: RequestContext, sink: ClientSink, err: GatewayEr
   const status = anthropic ? anthropicStatus(err) : err.status;
   ctx.status = status;
   ctx.error = err;
-  const headers: Record<string, string> = { 'content-type': 'application/json', 'x-request-id': ctx.id, ...err.headers };
+  const headers: Record<string, string> = { ...ctx.extraHeaders, 'content-type': 'application/json', 'x-request-id': ctx.id, ...err.headers };
   if (ctx.route.length) headers['x-anima-route'] = ctx.routeHeader();
   if (ctx.attempts) headers['x-anima-attempts'] = String(ctx.attempts);
   sink.head(status, headers);

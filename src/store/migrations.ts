@@ -60,6 +60,36 @@ const migrations: Record<string, Migration> = {
       await sql`CREATE INDEX api_key_app ON api_key (app_id)`.execute(db);
     },
   },
+  '0004_quota': {
+    async up(db: Kysely<unknown>) {
+      await sql`CREATE TABLE token_group (
+        id text PRIMARY KEY,
+        name text NOT NULL,
+        price_multiplier_ppm bigint NOT NULL DEFAULT 1000000 CHECK (price_multiplier_ppm >= 0),
+        enabled boolean NOT NULL DEFAULT true,
+        ${versioned}
+      )`.execute(db);
+      await sql`CREATE TABLE quota (
+        id bigserial PRIMARY KEY,
+        scope text NOT NULL CHECK (scope IN ('key', 'app', 'token_group')),
+        scope_id text NOT NULL,
+        max_concurrency integer NOT NULL DEFAULT 0 CHECK (max_concurrency >= 0),
+        qps double precision NOT NULL DEFAULT 0 CHECK (qps >= 0),
+        qps_burst integer NOT NULL DEFAULT 1 CHECK (qps_burst >= 0),
+        tokens_per_minute bigint NOT NULL DEFAULT 0 CHECK (tokens_per_minute >= 0),
+        tokens_per_day bigint NOT NULL DEFAULT 0 CHECK (tokens_per_day >= 0),
+        cost_per_day bigint NOT NULL DEFAULT 0 CHECK (cost_per_day >= 0),
+        cost_per_month bigint NOT NULL DEFAULT 0 CHECK (cost_per_month >= 0),
+        ${versioned}
+      )`.execute(db);
+      await sql`CREATE UNIQUE INDEX quota_scope_from ON quota (scope, scope_id, effective_from) WHERE deleted_at IS NULL`.execute(db);
+      await sql`ALTER TABLE api_key
+        ADD COLUMN queue_mode text NOT NULL DEFAULT 'REJECT' CHECK (queue_mode IN ('REJECT', 'WAIT', 'ASYNC')),
+        ADD COLUMN wait_timeout_ms integer NOT NULL DEFAULT 30000 CHECK (wait_timeout_ms > 0),
+        ADD COLUMN max_queue integer NOT NULL DEFAULT 100 CHECK (max_queue > 0),
+        ADD COLUMN token_group_id text`.execute(db);
+    },
+  },
   '0002_control_plane': {
     async up(db: Kysely<unknown>) {
       await sql`CREATE TABLE admin_token (

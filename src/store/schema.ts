@@ -57,6 +57,30 @@ export interface ApiKeyTable extends Versioned {
   key_prefix: string;
   enabled: ColumnType<boolean, boolean | undefined, boolean>;
   allowed_aliases: Json<string[] | null>;
+  queue_mode: ColumnType<string, string | undefined, string>;
+  wait_timeout_ms: ColumnType<number, number | undefined, number>;
+  max_queue: ColumnType<number, number | undefined, number>;
+  token_group_id: ColumnType<string | null, string | null | undefined, string | null>;
+}
+
+export interface TokenGroupTable extends Versioned {
+  id: string;
+  name: string;
+  price_multiplier_ppm: ColumnType<bigint, bigint | number | string | undefined, bigint | number | string>;
+  enabled: ColumnType<boolean, boolean | undefined, boolean>;
+}
+
+export interface QuotaTable extends Versioned {
+  id: Generated<string>;
+  scope: string;
+  scope_id: string;
+  max_concurrency: ColumnType<number, number | undefined, number>;
+  qps: ColumnType<number, number | undefined, number>;
+  qps_burst: ColumnType<number, number | undefined, number>;
+  tokens_per_minute: ColumnType<bigint, bigint | number | undefined, bigint | number>;
+  tokens_per_day: ColumnType<bigint, bigint | number | undefined, bigint | number>;
+  cost_per_day: ColumnType<bigint, bigint | number | undefined, bigint | number>;
+  cost_per_month: ColumnType<bigint, bigint | number | undefined, bigint | number>;
 }
 
 export interface AdminTokenTable {
@@ -94,6 +118,8 @@ export interface Database {
   alias: AliasTable;
   app: AppTable;
   api_key: ApiKeyTable;
+  token_group: TokenGroupTable;
+  quota: QuotaTable;
   admin_token: AdminTokenTable;
   audit_log: AuditLogTable;
   gateway_setting: GatewaySettingTable;

@@ -34,7 +34,8 @@ const ALLOWED: Record<string, string[]> = {
   config: ['core', 'lib', 'store'],
   observability: ['core', 'lib', 'coord', 'relay'],
   relay: ['core', 'lib', 'providers', 'breaker', 'config', 'coord'],
-  http: ['core', 'lib', 'providers', 'relay', 'config', 'observability', 'coord'],
+  http: ['core', 'lib', 'providers', 'relay', 'config', 'observability', 'coord', 'quota'],
+  quota: ['core', 'lib', 'config'],
   app: ['*'],
 };
 

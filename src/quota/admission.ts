@@ -1,0 +1,253 @@
+/**
+ * The admission stage: which limits apply to this key (its own, its app's, its token group's), one
+ * backend call to check and reserve them all, and what the key's queue mode does when a limit is hit:
+ *   REJECT  429 at once, with the limit that was hit and retry-after
+ *   WAIT    join the key's FIFO queue (shared across instances); woken when a lease is released; admitted
+ *           only at the head; 429 queue_timeout when the wait passes the key's timeout; a client that goes
+ *           away leaves the queue at once. Only concurrency and QPS wait: a spent token or cost budget
+ *           does not come back by waiting, so those always answer 429 at once.
+ * Every admitted request holds a Lease, renewed while it runs, settled exactly once in the caller's
+ * `finally` with the actual usage.
+ */
+import { type ErrorCode, GatewayError } from '../core/errors.js';
+import { randomId } from '../core/ids.js';
+import type { ApiKey, Quota } from '../config/model.js';
+import type { AdmitResult, LimitKind, QuotaBackend, Remaining, Reservation, ScopeLimits } from './types.js';
+
+export interface QuotaSource {
+  quota(scope: Quota['scope'], id: string, now?: number): Quota | undefined;
+}
+
+export interface Lease {
+  reservations: Reservation[];
+  remaining: Remaining | null;
+  waitedMs: number;
+  settle(actualTokens: number, actualCost: number): Promise<void>;
+}
+
+const CODES: Record<LimitKind, ErrorCode> = {
+  concurrency: 'concurrency_limit_exceeded',
+  qps: 'rate_limit_exceeded',
+  tokens_minute: 'tokens_limit_exceeded',
+  tokens_day: 'tokens_limit_exceeded',
+  cost_day: 'budget_exceeded',
+  cost_month: 'budget_exceeded',
+  queue_full: 'queue_full',
+};
+
+const WAITABLE = new Set<LimitKind>(['concurrency', 'qps']);
+
+function toScope(q: Quota): ScopeLimits {
+  return {
+    scope: q.scope,
+    id: q.scopeId,
+    maxConcurrency: q.maxConcurrency,
+    qps: q.qps,
+    qpsBurst: q.qpsBurst,
+    tokensPerMinute: q.tokensPerMinute,
+    tokensPerDay: q.tokensPerDay,
+    costPerDay: q.costPerDay,
+    costPerMonth: q.costPerMonth,
+  };
+}
+
+export interface AdmissionEvents {
+  onRejected?(limit: LimitKind, mode: string): void;
+  onQueued?(mode: string): void;
+  onWaited?(ms: number, outcome: 'admitted' | 'timeout' | 'left'): void;
+  onDegraded?(): void;
+}
+
+export class Admission {
+  private readonly waiters = new Map<string, Set<() => void>>();
+  private wakeReady: Promise<void> | null = null;
+
+  constructor(
+    private readonly backend: QuotaBackend,
+    private readonly quotas: QuotaSource,
+    private readonly opts: { leaseTtlMs: number; pollMs?: number } = { leaseTtlMs: 30_000 },
+    private readonly events: AdmissionEvents = {},
+    /** Used when the shared backend is unreachable, with each limit scaled to this instance's share. */
+    private readonly fallback: { backend: QuotaBackend; share: number } | null = null,
+  ) {}
+
+  /** The limits that apply to a key now, grouped by the hash tag of their Redis keys. */
+  limitsFor(key: ApiKey, now?: number): Array<{ tag: string; scopes: ScopeLimits[] }> {
+    const own: ScopeLimits[] = [];
+    const k = this.quotas.quota('key', key.id, now);
+    if (k) own.push(toScope(k));
+    const a = this.quotas.quota('app', key.appId, now);
+    if (a) own.push(toScope(a));
+    const out = own.length ? [{ tag: key.appId, scopes: own }] : [];
+    if (key.tokenGroupId) {
+      const g = this.quotas.quota('token_group', key.tokenGroupId, now);
+      if (g) out.push({ tag: 'tg:' + key.tokenGroupId, scopes: [toScope(g)] });
+    }
+    return out;
+  }
+
+  needsTokenEstimate(groups: Array<{ scopes: ScopeLimits[] }>): boolean {
+    return groups.some((g) => g.scopes.some((s) => s.tokensPerMinute > 0 || s.tokensPerDay > 0));
+  }
+
+  /**
+   * Admits or refuses. Returns null when no limit applies (no backend call at all). `signal` aborts a
+   * wait (client gone). Throws the 429 for REJECT, or after a WAIT timed out.
+   */
+  async admit(key: ApiKey, estimate: (needTokens: boolean) => { tokens: number; cost: number }, signal: AbortSignal, now?: number): Promise<Lease | null> {
+    const groups = this.limitsFor(key, now);
+    if (groups.length === 0) return null;
+    const est = estimate(this.needsTokenEstimate(groups));
+    const t0 = Date.now();
+    const reservations: Reservation[] = [];
+    const owners = new Map<Reservation, QuotaBackend>();
+    let remaining: Remaining | null = null;
+    try {
+      for (const g of groups) {
+        const leaseId = 'l_' + randomId(16);
+        const req = { tag: g.tag, scopes: g.scopes, leaseId, leaseTtlMs: this.opts.leaseTtlMs, tokens: est.tokens, cost: est.cost, queue: key.id };
+        let backend = this.backend;
+        let res: AdmitResult;
+        try {
+          res = await this.backend.admit(req);
+        } catch (err) {
+          // The shared backend is unreachable: protective limits fall back to this instance's share;
+          // money limits can't be checked, so they fail closed.
+          if (!this.fallback || g.scopes.some((s) => s.costPerDay > 0 || s.costPerMonth > 0)) {
+            throw new GatewayError('service_unavailable', 'Quota backend unreachable; this key has a cost budget that cannot be checked.', { cause: err });
+          }
+          backend = this.fallback.backend;
+          this.events.onDegraded?.();
+          const share = this.fallback.share;
+          const scaled = g.scopes.map((s) => ({
+            ...s,
+            maxConcurrency: s.maxConcurrency > 0 ? Math.max(1, Math.floor(s.maxConcurrency * share)) : 0,
+            qps: s.qps > 0 ? Math.max(share, s.qps * share) : 0,
+            tokensPerMinute: s.tokensPerMinute > 0 ? Math.max(1, Math.floor(s.tokensPerMinute * share)) : 0,
+            tokensPerDay: s.tokensPerDay > 0 ? Math.max(1, Math.floor(s.tokensPerDay * share)) : 0,
+          }));
+          res = await backend.admit({ ...req, scopes: scaled });
+        }
+        if (!res.ok && !res.queued && key.queueMode === 'WAIT' && WAITABLE.has(res.limit) && backend === this.backend) {
+          res = await this.wait(key, req, signal);
+        }
+        if (!res.ok) throw this.refusal(res, key.queueMode);
+        owners.set(res.reservation, backend);
+        reservations.push(res.reservation);
+        remaining ??= res.remaining;
+      }
+    } catch (e) {
+      await Promise.all(reservations.map((r) => owners.get(r)!.settle(r, 0, 0).catch(() => {})));
+      throw e;
+    }
+    return this.lease(reservations, owners, remaining, Date.now() - t0);
+  }
+
+  private lease(reservations: Reservation[], owners: Map<Reservation, QuotaBackend>, remaining: Remaining | null, waitedMs: number): Lease {
+    let settled = false;
+    const renew = setInterval(() => {
+      for (const r of reservations) void owners.get(r)!.renew(r, this.opts.leaseTtlMs).catch(() => {});
+    }, Math.max(1_000, Math.floor(this.opts.leaseTtlMs / 3)));
+    renew.unref();
+    return {
+      reservations,
+      remaining,
+      waitedMs,
+      settle: async (tokens, cost) => {
+        if (settled) return;
+        settled = true;
+        clearInterval(renew);
+        await Promise.all(reservations.map((r) => owners.get(r)!.settle(r, tokens, cost)));
+      },
+    };
+  }
+
+  private refusal(res: Exclude<AdmitResult, { ok: true }>, mode: string): GatewayError {
+    if (res.queued) return new GatewayError('queue_timeout', 'still queued');
+    this.events.onRejected?.(res.limit, mode);
+    const secs = Math.max(1, Math.ceil(res.retryAfterMs / 1000));
+    return new GatewayError(CODES[res.limit], `Quota exceeded: ${res.limit.replace('_', ' ')} limit of ${res.scope} reached. Retry after ${secs} s.`, {
+      headers: { 'retry-after': String(secs), 'retry-after-ms': String(res.retryAfterMs) },
+      details: { limit: res.limit, scope: res.scope },
+    });
+  }
+
+  private async ensureWake(): Promise<void> {
+    this.wakeReady ??= this.backend.onWake((queue) => {
+      for (const w of this.waiters.get(queue) ?? []) w();
+    });
+    await this.wakeReady;
+  }
+
+  /** WAIT mode: join the key's queue and try again whenever woken, until admitted, timed out or gone. */
+  private async wait(key: ApiKey, req: Parameters<QuotaBackend['admit']>[0], signal: AbortSignal): Promise<AdmitResult> {
+    await this.ensureWake();
+    const id = 'w_' + randomId(12);
+    const deadline = Date.now() + key.waitTimeoutMs;
+    const q = await this.backend.enqueue(req.tag, key.id, id, deadline, key.maxQueue);
+    if (!q.ok) {
+      this.events.onRejected?.('queue_full', 'WAIT');
+      throw new GatewayError('queue_full', `The wait queue of this key is full (${key.maxQueue}).`, { headers: { 'retry-after': '1' } });
+    }
+    this.events.onQueued?.('WAIT');
+    const t0 = Date.now();
+    let wake: () => void = () => {};
+    const set = this.waiters.get(key.id) ?? new Set();
+    this.waiters.set(key.id, set);
+    const nudge = () => wake();
+    set.add(nudge);
+    signal.addEventListener('abort', nudge);
+    try {
+      let next = 0;
+      for (;;) {
+        if (signal.aborted) {
+          this.events.onWaited?.(Date.now() - t0, 'left');
+          throw new GatewayError('client_closed', 'client went away while queued');
+        }
+        const left = deadline - Date.now();
+        if (left <= 0) {
+          this.events.onWaited?.(Date.now() - t0, 'timeout');
+          throw new GatewayError('queue_timeout', `Waited ${key.waitTimeoutMs} ms in the queue without a free slot.`, { headers: { 'retry-after': '1' } });
+        }
+        const res = await this.backend.admit({ ...req, waiter: { queue: key.id, id } });
+        if (res.ok) {
+          this.events.onWaited?.(Date.now() - t0, 'admitted');
+          return res;
+        }
+        if (!res.queued && !WAITABLE.has(res.limit)) return res;
+        // Sleep until woken (a lease released), the limit's retry time, the poll fallback or the deadline.
+        next = !res.queued && res.limit === 'qps' ? res.retryAfterMs : (this.opts.pollMs ?? 250);
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, Math.max(1, Math.min(next, deadline - Date.now())));
+          wake = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+        });
+      }
+    } finally {
+      set.delete(nudge);
+      if (set.size === 0) this.waiters.delete(key.id);
+      signal.removeEventListener('abort', nudge);
+      // Leaving is a no-op when admission already removed us.
+      await this.backend.leave(req.tag, key.id, id).catch(() => {});
+    }
+  }
+}
+
+/** x-ratelimit-* headers as OpenAI names them. */
+export function rateLimitHeaders(r: Remaining | null): Record<string, string> {
+  if (!r) return {};
+  const h: Record<string, string> = {};
+  if (r.requestsLimit >= 0) {
+    h['x-ratelimit-limit-requests'] = String(r.requestsLimit);
+    h['x-ratelimit-remaining-requests'] = String(r.requestsRemaining);
+    h['x-ratelimit-reset-requests'] = `${Math.ceil(r.requestsResetMs)}ms`;
+  }
+  if (r.tokensLimit >= 0) {
+    h['x-ratelimit-limit-tokens'] = String(r.tokensLimit);
+    h['x-ratelimit-remaining-tokens'] = String(r.tokensRemaining);
+    h['x-ratelimit-reset-tokens'] = `${Math.ceil(r.tokensResetMs)}ms`;
+  }
+  return h;
+}

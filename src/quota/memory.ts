@@ -1,0 +1,196 @@
+import { EventEmitter } from 'node:events';
+import type { Clock } from '../lib/clock.js';
+import { systemClock } from '../lib/clock.js';
+import { type LimitKind, type AdmitRequest, type AdmitResult, type QuotaBackend, type Remaining, type Reservation, type ScopeLimits, monthIndex } from './types.js';
+
+interface ScopeState {
+  leases: Map<string, number>; // leaseId -> expiry
+  tat: number; // GCRA theoretical arrival time
+  win: { m: number; mu: number; d: number; du: number; cd: number; cdu: number; cm: number; cmu: number };
+}
+
+/**
+ * The embedded default's admission: the same algorithm as the Redis script (see redis.ts for the
+ * commented version), on in-process maps. One process, so no atomicity concerns beyond the event loop.
+ */
+export class MemoryQuota implements QuotaBackend {
+  private readonly scopes = new Map<string, ScopeState>();
+  private readonly queues = new Map<string, Map<string, { score: number; deadline: number }>>();
+  private readonly settled = new Set<string>();
+  private readonly bus = new EventEmitter();
+  private seq = 0;
+
+  constructor(private readonly clock: Clock = systemClock) {
+    this.bus.setMaxListeners(0);
+  }
+
+  private state(tag: string, s: ScopeLimits): ScopeState {
+    const k = `${tag}|${s.scope}:${s.id}`;
+    let st = this.scopes.get(k);
+    if (!st) {
+      st = { leases: new Map(), tat: 0, win: { m: -1, mu: 0, d: -1, du: 0, cd: -1, cdu: 0, cm: -1, cmu: 0 } };
+      this.scopes.set(k, st);
+    }
+    return st;
+  }
+
+  private roll(st: ScopeState, minute: number, day: number, month: number): void {
+    const w = st.win;
+    if (w.m !== minute) Object.assign(w, { m: minute, mu: 0 });
+    if (w.d !== day) Object.assign(w, { d: day, du: 0 });
+    if (w.cd !== day) Object.assign(w, { cd: day, cdu: 0 });
+    if (w.cm !== month) Object.assign(w, { cm: month, cmu: 0 });
+  }
+
+  private queueOf(tag: string, q: string) {
+    const k = `${tag}|${q}`;
+    let m = this.queues.get(k);
+    if (!m) {
+      m = new Map();
+      this.queues.set(k, m);
+    }
+    return m;
+  }
+
+  async admit(req: AdmitRequest): Promise<AdmitResult> {
+    const now = this.clock.now();
+    const minute = Math.floor(now / 60_000);
+    const day = Math.floor(now / 86_400_000);
+    const month = monthIndex(day);
+    const rem0: Remaining = { requestsLimit: -1, requestsRemaining: 0, requestsResetMs: 0, tokensLimit: -1, tokensRemaining: -1, tokensResetMs: 0 };
+    if (!req.waiter && this.queueOf(req.tag, req.queue).size > 0) {
+      // Others are already waiting for this key: no jumping the queue.
+      return { ok: false, limit: 'concurrency', scope: `${req.scopes[0]!.scope}:${req.scopes[0]!.id}`, retryAfterMs: 1000, now, remaining: rem0 };
+    }
+    if (req.waiter) {
+      const q = this.queueOf(req.tag, req.waiter.queue);
+      for (;;) {
+        const head = [...q.entries()].sort((a, b) => a[1].score - b[1].score)[0];
+        if (!head) break;
+        if (head[1].deadline < now) {
+          q.delete(head[0]);
+          continue;
+        }
+        if (head[0] !== req.waiter.id) return { ok: false, queued: true, now };
+        break;
+      }
+    }
+    const rem: Remaining = { requestsLimit: -1, requestsRemaining: -1, requestsResetMs: 0, tokensLimit: -1, tokensRemaining: -1, tokensResetMs: 0 };
+    const deny = (limit: LimitKind, scope: ScopeLimits, retryAfterMs: number): AdmitResult => ({
+      ok: false,
+      limit,
+      scope: `${scope.scope}:${scope.id}`,
+      retryAfterMs: Math.max(1, Math.ceil(retryAfterMs)),
+      now,
+      remaining: rem,
+    });
+    const tats: number[] = [];
+    for (const s of req.scopes) {
+      const st = this.state(req.tag, s);
+      this.roll(st, minute, day, month);
+      for (const [id, exp] of st.leases) if (exp <= now) st.leases.delete(id);
+      if (s.maxConcurrency > 0 && st.leases.size >= s.maxConcurrency) return deny('concurrency', s, 1000);
+      let tat = st.tat;
+      if (s.qps > 0) {
+        const T = 1000 / s.qps;
+        const tau = T * Math.max(0, s.qpsBurst);
+        tat = Math.max(st.tat, now);
+        if (tat - now > tau) return deny('qps', s, tat - now - tau);
+        tat += T;
+      }
+      tats.push(tat);
+      const w = st.win;
+      if (s.tokensPerMinute > 0 && w.mu + req.tokens > s.tokensPerMinute) return deny('tokens_minute', s, (minute + 1) * 60_000 - now);
+      if (s.tokensPerDay > 0 && w.du + req.tokens > s.tokensPerDay) return deny('tokens_day', s, (day + 1) * 86_400_000 - now);
+      if (s.costPerDay > 0 && w.cdu + req.cost > s.costPerDay) return deny('cost_day', s, (day + 1) * 86_400_000 - now);
+      if (s.costPerMonth > 0 && w.cmu + req.cost > s.costPerMonth) return deny('cost_month', s, (day + 1) * 86_400_000 - now);
+    }
+    req.scopes.forEach((s, i) => {
+      const st = this.state(req.tag, s);
+      if (s.maxConcurrency > 0) st.leases.set(req.leaseId, now + req.leaseTtlMs);
+      if (s.qps > 0) st.tat = tats[i]!;
+      st.win.mu += req.tokens;
+      st.win.du += req.tokens;
+      st.win.cdu += req.cost;
+      st.win.cmu += req.cost;
+      const reqLimit = s.qps > 0 ? Math.max(0, s.qpsBurst) + 1 : -1;
+      if (reqLimit > 0) {
+        const left = Math.max(0, Math.floor((reqLimit * (1000 / s.qps) - (st.tat - now)) / (1000 / s.qps)));
+        if (rem.requestsLimit < 0 || left < rem.requestsRemaining) Object.assign(rem, { requestsLimit: reqLimit, requestsRemaining: left, requestsResetMs: Math.max(0, st.tat - now) });
+      }
+      if (s.tokensPerMinute > 0) {
+        const left = Math.max(0, s.tokensPerMinute - st.win.mu);
+        if (rem.tokensLimit < 0 || left < rem.tokensRemaining) Object.assign(rem, { tokensLimit: s.tokensPerMinute, tokensRemaining: left, tokensResetMs: (minute + 1) * 60_000 - now });
+      }
+    });
+    if (req.waiter) {
+      const q = this.queueOf(req.tag, req.waiter.queue);
+      q.delete(req.waiter.id);
+      if (q.size > 0) setImmediate(() => this.bus.emit('wake', req.waiter!.queue));
+    }
+    return { ok: true, reservation: { leaseId: req.leaseId, tag: req.tag, queue: req.queue, scopes: req.scopes, tokens: req.tokens, cost: req.cost, minute, day, month, at: now }, remaining: rem };
+  }
+
+  async settle(r: Reservation, actualTokens: number, actualCost: number): Promise<void> {
+    if (this.settled.has(r.leaseId)) return;
+    this.settled.add(r.leaseId);
+    if (this.settled.size > 100_000) this.settled.clear();
+    const dt = actualTokens - r.tokens;
+    const dc = actualCost - r.cost;
+    for (const s of r.scopes) {
+      const st = this.state(r.tag, s);
+      st.leases.delete(r.leaseId);
+      const w = st.win;
+      if (w.m === r.minute) w.mu = Math.max(0, w.mu + dt);
+      if (w.d === r.day) w.du = Math.max(0, w.du + dt);
+      if (w.cd === r.day) w.cdu = Math.max(0, w.cdu + dc);
+      if (w.cm === r.month) w.cmu = Math.max(0, w.cmu + dc);
+    }
+    if (this.queueOf(r.tag, r.queue).size > 0) setImmediate(() => this.bus.emit('wake', r.queue));
+  }
+
+  async renew(r: Reservation, ttlMs: number): Promise<void> {
+    const now = this.clock.now();
+    for (const s of r.scopes) {
+      const st = this.state(r.tag, s);
+      if (st.leases.has(r.leaseId)) st.leases.set(r.leaseId, now + ttlMs);
+    }
+  }
+
+  async enqueue(tag: string, queue: string, id: string, deadlineMs: number, maxLen: number) {
+    const q = this.queueOf(tag, queue);
+    const now = this.clock.now();
+    for (const [k, v] of q) if (v.deadline < now) q.delete(k);
+    if (q.size >= maxLen) return { ok: false, position: q.size };
+    q.set(id, { score: now * 1000 + (this.seq++ % 1000), deadline: deadlineMs });
+    return { ok: true, position: q.size - 1 };
+  }
+
+  async leave(tag: string, queue: string, id: string) {
+    const q = this.queueOf(tag, queue);
+    if (q.delete(id) && q.size > 0) setImmediate(() => this.bus.emit('wake', queue));
+  }
+
+  async onWake(handler: (queue: string) => void) {
+    this.bus.on('wake', handler);
+  }
+
+  async inFlight(tag: string, scope: ScopeLimits) {
+    const now = this.clock.now();
+    let n = 0;
+    for (const exp of this.state(tag, scope).leases.values()) if (exp > now) n++;
+    return n;
+  }
+
+  async usage(tag: string, scope: ScopeLimits) {
+    const now = this.clock.now();
+    const day = Math.floor(now / 86_400_000);
+    const st = this.state(tag, scope);
+    this.roll(st, Math.floor(now / 60_000), day, monthIndex(day));
+    return { tokensMinute: st.win.mu, tokensDay: st.win.du, costDay: st.win.cdu, costMonth: st.win.cmu };
+  }
+
+  async queueLength(tag: string, queue: string) {
+    return this.queueOf(tag, queue).size;
+  }
+}

@@ -1,0 +1,302 @@
+import type { Redis } from 'ioredis';
+import type { AdmitRequest, AdmitResult, LimitKind, QuotaBackend, Remaining, Reservation, ScopeLimits } from './types.js';
+
+/**
+ * Admission in ONE Redis round trip. Every key of a call carries the app's hash tag ({q:<app>}), so the
+ * script touches one Redis Cluster slot. Time is Redis's (TIME), never an instance's clock.
+ *
+ * Per scope: a ZSET of concurrency leases (member = lease id, score = expiry; expired members are
+ * reaped on every admission, so a dead instance's leases return within their TTL) and a HASH holding the
+ * GCRA theoretical arrival time and the minute / day / month windows of tokens and cost.
+ *
+ * GCRA: emission interval T = 1000/qps ms, tolerance tau = T*burst. A request at `now` passes when
+ * TAT - now <= tau, and moves TAT to max(TAT, now) + T. No window edges, so bursts can't double the rate.
+ * burst = 0 paces strictly, but then every late arrival's lateness is lost (TAT restarts at `now`) and a
+ * jittery client gets ~10% less than its rate; the default burst of 1 keeps the long-run rate exact.
+ */
+const MONTH_LUA = `
+local function month_index(day)
+  local z = day + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local y = yoe + era * 400
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local m = mp < 10 and mp + 3 or mp - 9
+  if m <= 2 then y = y + 1 end
+  return (y - 1970) * 12 + (m - 1)
+end
+`;
+
+// KEYS: per scope i: [2i-1] lease zset, [2i] state hash; then queue zset, queue deadlines hash.
+// ARGV: n, leaseId, ttl, tokens, cost, waiterId|'' then 7 numbers per scope:
+//       maxConcurrency, qps, burst, tokensPerMinute, tokensPerDay, costPerDay, costPerMonth
+// Returns {1, now, minute, day, month, reqLimit, reqLeft, reqReset, tokLimit, tokLeft, tokReset}
+//      or {0, now, limitName, scopeIndex, retryAfterMs} or {2, now} (queued: not the head).
+const ADMIT_LUA =
+  MONTH_LUA +
+  `
+local n = tonumber(ARGV[1])
+local lease, ttl, tokens, cost, waiter = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local minute = math.floor(now / 60000)
+local day = math.floor(now / 86400000)
+local month = month_index(day)
+local qk, dk = KEYS[2 * n + 1], KEYS[2 * n + 2]
+if waiter == '' then
+  -- Others are already waiting for this key: no jumping the queue; join its tail.
+  if redis.call('ZCARD', qk) > 0 then return {0, now, 'concurrency', 1, 1000} end
+else
+  while true do
+    local head = redis.call('ZRANGE', qk, 0, 0)[1]
+    if not head then break end
+    local dl = tonumber(redis.call('HGET', dk, head) or '0')
+    if dl < now then
+      redis.call('ZREM', qk, head)
+      redis.call('HDEL', dk, head)
+    elseif head ~= waiter then
+      return {2, now}
+    else
+      break
+    end
+  end
+end
+local tats, wins = {}, {}
+for i = 1, n do
+  local b = 6 + (i - 1) * 7
+  local maxc, qps, burst = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
+  local tpm, tpd, cpd, cpm = tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6]), tonumber(ARGV[b + 7])
+  local ck, sk = KEYS[2 * i - 1], KEYS[2 * i]
+  if maxc > 0 then
+    redis.call('ZREMRANGEBYSCORE', ck, '-inf', now)
+    if redis.call('ZCARD', ck) >= maxc then return {0, now, 'concurrency', i, 1000} end
+  end
+  local st = redis.call('HMGET', sk, 'tat', 'm', 'mu', 'd', 'du', 'dc', 'mo', 'mc')
+  local tat = tonumber(st[1] or '0')
+  if qps > 0 then
+    -- microseconds: at thousands of requests per second a millisecond clock would admit one per ms
+    local T = 1000000 / qps
+    local tau = T * math.max(0, burst)
+    tat = math.max(tat, now_us)
+    if tat - now_us > tau then return {0, now, 'qps', i, math.ceil((tat - now_us - tau) / 1000)} end
+    tat = tat + T
+  end
+  local mu = (tonumber(st[2] or '-1') == minute) and tonumber(st[3]) or 0
+  local du = (tonumber(st[4] or '-1') == day) and tonumber(st[5]) or 0
+  local dc = (tonumber(st[4] or '-1') == day) and tonumber(st[6]) or 0
+  local mc = (tonumber(st[7] or '-1') == month) and tonumber(st[8]) or 0
+  if tpm > 0 and mu + tokens > tpm then return {0, now, 'tokens_minute', i, (minute + 1) * 60000 - now} end
+  if tpd > 0 and du + tokens > tpd then return {0, now, 'tokens_day', i, (day + 1) * 86400000 - now} end
+  if cpd > 0 and dc + cost > cpd then return {0, now, 'cost_day', i, (day + 1) * 86400000 - now} end
+  if cpm > 0 and mc + cost > cpm then return {0, now, 'cost_month', i, (day + 1) * 86400000 - now} end
+  tats[i] = tat
+  wins[i] = {mu, du, dc, mc}
+end
+local rl, rleft, rreset, tl, tleft, treset = -1, -1, 0, -1, -1, 0
+for i = 1, n do
+  local b = 6 + (i - 1) * 7
+  local maxc, qps, burst, tpm = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
+  local ck, sk = KEYS[2 * i - 1], KEYS[2 * i]
+  if maxc > 0 then
+    redis.call('ZADD', ck, now + ttl, lease)
+    redis.call('PEXPIRE', ck, ttl * 2)
+  end
+  local w = wins[i]
+  redis.call('HSET', sk, 'tat', string.format('%.0f', tats[i]), 'm', minute, 'mu', w[1] + tokens, 'd', day, 'du', w[2] + tokens, 'dc', w[3] + cost, 'mo', month, 'mc', w[4] + cost)
+  redis.call('PEXPIRE', sk, 32 * 86400000)
+  if qps > 0 then
+    local T = 1000000 / qps
+    local lim = math.max(0, burst) + 1
+    local left = math.max(0, math.floor((lim * T - (tats[i] - now_us)) / T))
+    if rl < 0 or left < rleft then rl, rleft, rreset = lim, left, math.ceil(math.max(0, tats[i] - now_us) / 1000) end
+  end
+  if tpm > 0 then
+    local left = math.max(0, tpm - w[1] - tokens)
+    if tl < 0 or left < tleft then tl, tleft, treset = tpm, left, (minute + 1) * 60000 - now end
+  end
+end
+if waiter ~= '' then
+  redis.call('ZREM', qk, waiter)
+  redis.call('HDEL', dk, waiter)
+  if redis.call('ZCARD', qk) > 0 then redis.call('PUBLISH', ARGV[#ARGV], ARGV[#ARGV - 1]) end
+end
+return {1, now, minute, day, month, rl, rleft, rreset, tl, tleft, treset}
+`;
+
+// KEYS: per scope lease zset + state hash, then queue zset, then the done-marker.
+// ARGV: n, lease, dTokens, dCost, minute, day, month, wakeMsg, wakeChannel
+const SETTLE_LUA = `
+local n = tonumber(ARGV[1])
+if redis.call('SET', KEYS[2 * n + 2], '1', 'NX', 'PX', 3600000) == false then return 0 end
+local lease, dt, dcost = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local minute, day, month = ARGV[5], ARGV[6], ARGV[7]
+for i = 1, n do
+  local ck, sk = KEYS[2 * i - 1], KEYS[2 * i]
+  redis.call('ZREM', ck, lease)
+  local st = redis.call('HMGET', sk, 'm', 'd', 'mo')
+  if st[1] == minute then redis.call('HSET', sk, 'mu', math.max(0, tonumber(redis.call('HGET', sk, 'mu')) + dt)) end
+  if st[2] == day then
+    redis.call('HSET', sk, 'du', math.max(0, tonumber(redis.call('HGET', sk, 'du')) + dt))
+    redis.call('HSET', sk, 'dc', math.max(0, tonumber(redis.call('HGET', sk, 'dc')) + dcost))
+  end
+  if st[3] == month then redis.call('HSET', sk, 'mc', math.max(0, tonumber(redis.call('HGET', sk, 'mc')) + dcost)) end
+end
+if redis.call('ZCARD', KEYS[2 * n + 1]) > 0 then redis.call('PUBLISH', ARGV[9], ARGV[8]) end
+return 1
+`;
+
+// KEYS: queue zset, deadlines hash. ARGV: id, deadline, maxLen. Score: Redis time (us) so FIFO across instances.
+const ENQUEUE_LUA = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
+for _, id in ipairs(ids) do
+  if tonumber(redis.call('HGET', KEYS[2], id) or '0') < now then
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('HDEL', KEYS[2], id)
+  end
+end
+local len = redis.call('ZCARD', KEYS[1])
+if len >= tonumber(ARGV[3]) then return {0, len} end
+local score = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local seq = redis.call('INCR', KEYS[1] .. ':seq') % 1000
+redis.call('ZADD', KEYS[1], score * 1000 + seq, ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], 3600000)
+redis.call('PEXPIRE', KEYS[2], 3600000)
+return {1, len}
+`;
+
+type Cmds = {
+  animaAdmit(...args: Array<string | number>): Promise<Array<number | string>>;
+  animaSettle(...args: Array<string | number>): Promise<number>;
+  animaEnqueue(...args: Array<string | number>): Promise<[number, number]>;
+};
+
+export class RedisQuota implements QuotaBackend {
+  private readonly r: Redis & Cmds;
+  private sub: Redis | null = null;
+  private readonly wakeChannel: string;
+
+  constructor(redis: Redis, private readonly prefix: string) {
+    this.r = redis as Redis & Cmds;
+    this.r.defineCommand('animaAdmit', { lua: ADMIT_LUA });
+    this.r.defineCommand('animaSettle', { lua: SETTLE_LUA });
+    this.r.defineCommand('animaEnqueue', { numberOfKeys: 2, lua: ENQUEUE_LUA });
+    this.wakeChannel = prefix + 'quota:wake';
+  }
+
+  private k(tag: string, rest: string): string {
+    return `${this.prefix}{q:${tag}}:${rest}`;
+  }
+  private scopeKeys(tag: string, s: ScopeLimits): [string, string] {
+    return [this.k(tag, `c:${s.scope}:${s.id}`), this.k(tag, `s:${s.scope}:${s.id}`)];
+  }
+
+  async admit(req: AdmitRequest): Promise<AdmitResult> {
+    const n = req.scopes.length;
+    const keys = req.scopes.flatMap((s) => this.scopeKeys(req.tag, s));
+    const queue = req.waiter?.queue ?? req.queue;
+    keys.push(this.k(req.tag, `w:${queue}`), this.k(req.tag, `wd:${queue}`));
+    const argv: Array<string | number> = [n, req.leaseId, req.leaseTtlMs, req.tokens, req.cost, req.waiter?.id ?? ''];
+    for (const s of req.scopes) argv.push(s.maxConcurrency, s.qps, s.qpsBurst, s.tokensPerMinute, s.tokensPerDay, s.costPerDay, s.costPerMonth);
+    argv.push(queue, this.wakeChannel);
+    const res = await this.r.animaAdmit(keys.length, ...keys, ...argv);
+    const now = Number(res[1]);
+    if (res[0] === 2) return { ok: false, queued: true, now };
+    if (res[0] === 0) {
+      const s = req.scopes[Number(res[3]) - 1]!;
+      return {
+        ok: false,
+        limit: String(res[2]) as LimitKind,
+        scope: `${s.scope}:${s.id}`,
+        retryAfterMs: Math.max(1, Number(res[4])),
+        now,
+        remaining: { requestsLimit: -1, requestsRemaining: 0, requestsResetMs: Number(res[4]), tokensLimit: -1, tokensRemaining: -1, tokensResetMs: 0 },
+      };
+    }
+    const [, , minute, day, month, rl, rleft, rreset, tl, tleft, treset] = res.map(Number) as number[];
+    const remaining: Remaining = {
+      requestsLimit: rl!,
+      requestsRemaining: rleft!,
+      requestsResetMs: rreset!,
+      tokensLimit: tl!,
+      tokensRemaining: tleft!,
+      tokensResetMs: treset!,
+    };
+    return {
+      ok: true,
+      reservation: { leaseId: req.leaseId, tag: req.tag, queue: req.queue, scopes: req.scopes, tokens: req.tokens, cost: req.cost, minute: minute!, day: day!, month: month!, at: now },
+      remaining,
+    };
+  }
+
+  async settle(r: Reservation, actualTokens: number, actualCost: number): Promise<void> {
+    const keys = r.scopes.flatMap((s) => this.scopeKeys(r.tag, s));
+    keys.push(this.k(r.tag, `w:${r.queue}`), this.k(r.tag, `done:${r.leaseId}`));
+    await this.r.animaSettle(keys.length, ...keys, r.scopes.length, r.leaseId, actualTokens - r.tokens, actualCost - r.cost, r.minute, r.day, r.month, r.queue, this.wakeChannel);
+  }
+
+  async renew(r: Reservation, ttlMs: number): Promise<void> {
+    const t = await this.r.time();
+    const now = Number(t[0]) * 1000 + Math.floor(Number(t[1]) / 1000);
+    await Promise.all(
+      r.scopes.filter((s) => s.maxConcurrency > 0).map((s) => this.r.zadd(this.scopeKeys(r.tag, s)[0], 'XX', now + ttlMs, r.leaseId)),
+    );
+  }
+
+  async enqueue(tag: string, queue: string, id: string, deadlineMs: number, maxLen: number) {
+    const [ok, len] = await this.r.animaEnqueue(this.k(tag, `w:${queue}`), this.k(tag, `wd:${queue}`), id, deadlineMs, maxLen);
+    return { ok: ok === 1, position: Number(len) };
+  }
+
+  async leave(tag: string, queue: string, id: string) {
+    const qk = this.k(tag, `w:${queue}`);
+    const removed = await this.r.zrem(qk, id);
+    await this.r.hdel(this.k(tag, `wd:${queue}`), id);
+    // The one who left may have been the head: let the next one try.
+    if (removed && (await this.r.zcard(qk)) > 0) await this.r.publish(this.wakeChannel, queue);
+  }
+
+  async onWake(handler: (queue: string) => void) {
+    if (!this.sub) {
+      this.sub = this.r.duplicate({ enableAutoPipelining: false });
+      this.sub.on('error', () => {});
+      await this.sub.subscribe(this.wakeChannel);
+    }
+    this.sub.on('message', (ch: string, msg: string) => {
+      if (ch === this.wakeChannel) handler(msg);
+    });
+  }
+
+  async inFlight(tag: string, scope: ScopeLimits) {
+    const t = await this.r.time();
+    const now = Number(t[0]) * 1000 + Math.floor(Number(t[1]) / 1000);
+    return this.r.zcount(this.scopeKeys(tag, scope)[0], `(${now}`, '+inf');
+  }
+
+  async usage(tag: string, scope: ScopeLimits) {
+    const [m, mu, d, du, dc, mo, mc] = await this.r.hmget(this.scopeKeys(tag, scope)[1], 'm', 'mu', 'd', 'du', 'dc', 'mo', 'mc');
+    const t = await this.r.time();
+    const now = Number(t[0]) * 1000;
+    const minute = Math.floor(now / 60_000);
+    const day = Math.floor(now / 86_400_000);
+    return {
+      tokensMinute: Number(m) === minute ? Number(mu) : 0,
+      tokensDay: Number(d) === day ? Number(du) : 0,
+      costDay: Number(d) === day ? Number(dc) : 0,
+      costMonth: mo !== null ? Number(mc) : 0,
+    };
+  }
+
+  async queueLength(tag: string, queue: string) {
+    return this.r.zcard(this.k(tag, `w:${queue}`));
+  }
+
+  close(): void {
+    this.sub?.disconnect();
+  }
+}
