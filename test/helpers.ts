@@ -84,6 +84,9 @@ export function testSettings(over: Partial<Settings> = {}): Settings {
     adminToken: ADMIN_TOKEN,
     leaseTtlMs: 30_000,
     instanceCount: 1,
+    taskPollMs: 200,
+    taskLeaseMs: 5_000,
+    taskDeadlineMs: 60_000,
     ...over,
   };
 }

@@ -21,6 +21,9 @@ import { Metrics } from '../observability/metrics.js';
 import { Transport } from '../providers/transport.js';
 import { Relay } from '../relay/relay.js';
 import { Admission } from '../quota/admission.js';
+import { taskRunner } from '../tasks/runner.js';
+import { TaskStore } from '../tasks/store.js';
+import { TaskWorker } from '../tasks/worker.js';
 import type { QuotaBackend } from '../quota/types.js';
 import { MemoryQuota } from '../quota/memory.js';
 import { RedisQuota } from '../quota/redis.js';
@@ -30,6 +33,7 @@ import type { Settings } from './settings.js';
 export const TOPIC_CONFIG = 'config';
 export const TOPIC_BREAKER = 'breaker';
 export const TOPIC_HEALTH = 'health';
+export const TOPIC_TASKS = 'tasks';
 
 export interface Gateway {
   readonly url: string;
@@ -161,7 +165,19 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
     coord instanceof RedisCoordinator ? { backend: new MemoryQuota(clock), share: 1 / settings.instanceCount } : null,
   );
 
+  const taskStore = new TaskStore(dbh.db);
+  const worker = new TaskWorker(taskStore, taskRunner({ config, admission, relay, now: () => clock.now() }), log, {
+    pollMs: settings.taskPollMs,
+    leaseMs: settings.taskLeaseMs,
+    concurrency: 8,
+  });
+  // Capacity freed anywhere, or a task queued anywhere: every worker looks for work.
+  void quotaBackend.onWake(() => worker.wake());
+  const unsubTasks = await coord.subscribe(TOPIC_TASKS, () => worker.wake());
+  worker.start();
+
   const server = buildServer({
+    tasks: { store: taskStore, wake: () => void coord.publish(TOPIC_TASKS, '1').catch(() => worker.wake()), deadlineMs: settings.taskDeadlineMs },
     admission,
     admin: { admin, tokens, config, breakers, health, publish: publishInvalidation },
     config,
@@ -211,6 +227,8 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
     async close() {
       if (closed) return;
       closed = true;
+      await worker.stop();
+      await unsubTasks().catch(() => {});
       clearInterval(syncTimer);
       clearInterval(refreshTokens);
       config.stop();

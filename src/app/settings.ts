@@ -19,6 +19,10 @@ export interface Settings {
   leaseTtlMs: number;
   /** Instances sharing one Redis: with Redis down, each keeps 1/N of every protective limit. */
   instanceCount: number;
+  /** ASYNC tasks: how often idle workers look for work, their claim lease, and how long a task may wait. */
+  taskPollMs: number;
+  taskLeaseMs: number;
+  taskDeadlineMs: number;
 }
 
 function int(v: string | undefined, dflt: number, name: string): number {
@@ -44,5 +48,8 @@ export function settingsFromEnv(env: NodeJS.ProcessEnv = process.env): Settings 
     adminToken: env.ANIMA_ADMIN_TOKEN || undefined,
     leaseTtlMs: int(env.ANIMA_LEASE_TTL_MS, 30_000, 'ANIMA_LEASE_TTL_MS'),
     instanceCount: Math.max(1, int(env.ANIMA_INSTANCE_COUNT, 1, 'ANIMA_INSTANCE_COUNT')),
+    taskPollMs: int(env.ANIMA_TASK_POLL_MS, 1_000, 'ANIMA_TASK_POLL_MS'),
+    taskLeaseMs: int(env.ANIMA_TASK_LEASE_MS, 60_000, 'ANIMA_TASK_LEASE_MS'),
+    taskDeadlineMs: int(env.ANIMA_TASK_DEADLINE_MS, 24 * 3_600_000, 'ANIMA_TASK_DEADLINE_MS'),
   };
 }

@@ -45,6 +45,7 @@ export class ConfigCache {
   private aliases = new Map<string, Alias[]>();
   private apps = new Map<string, App[]>();
   private keys = new Map<string, ApiKey[]>();
+  private keysById = new Map<string, ApiKey>();
   private settings = new Map<string, unknown>();
   private quotas = new Map<string, Quota[]>();
   private tokenGroups = new Map<string, TokenGroup[]>();
@@ -88,6 +89,7 @@ export class ConfigCache {
         break;
       case 'api_key':
         this.keys = group(rows.map((r) => toKey(r as never)), (k) => k.keyHash);
+        this.keysById = new Map([...this.keys.values()].flat().map((k) => [k.id, k]));
         this.extraKeys.clear();
         break;
       case 'quota':
@@ -196,6 +198,10 @@ export class ConfigCache {
   killSwitch(): KillSwitch | null {
     const k = this.settings.get('kill_switch') as KillSwitch | undefined;
     return k?.enabled ? k : null;
+  }
+
+  keyById(id: string): ApiKey | undefined {
+    return this.keysById.get(id);
   }
 
   /** The key row for this hash whatever its window (the caller tells "expired" from "unknown"). */

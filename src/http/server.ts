@@ -14,6 +14,9 @@ import { type ClientSink, type Relay, writeError } from '../relay/relay.js';
 import { type AdminDeps, registerAdmin } from './admin.js';
 import { type Admission, type Lease, rateLimitHeaders } from '../quota/admission.js';
 import { estimateTokens } from '../quota/estimate.js';
+import { type TaskStore, taskView } from '../tasks/store.js';
+
+const TASK_KIND: Record<InboundDialect, string> = { openai_chat: 'chat', openai_embeddings: 'embeddings', anthropic_messages: 'messages' };
 import { validateBody } from './validate.js';
 
 export interface HttpDeps {
@@ -24,6 +27,8 @@ export interface HttpDeps {
   metrics: Metrics;
   bodyLimit: number;
   /** Readiness: the gateway's dependencies, for /actuator/health/readiness. */
+  /** The ASYNC task store (absent = no ASYNC mode). */
+  tasks?: { store: TaskStore; wake: () => void; deadlineMs: number };
   /** Quota admission (absent = no quotas). */
   admission?: Admission;
   /** The admin API (absent = not served). */
@@ -143,7 +148,27 @@ export function buildServer(d: HttpDeps): FastifyInstance {
       resolveAlias(d.config, ctx, body.model as string, now);
       const gone = new AbortController();
       sink.onAbort(() => gone.abort());
-      lease = d.admission ? await d.admission.admit(ctx.key!, (need) => ({ tokens: need ? estimateTokens(body).total : 0, cost: 0 }), gone.signal, now) : null;
+      const admitted = d.admission ? await d.admission.admit(ctx.key!, (need) => ({ tokens: need ? estimateTokens(body).total : 0, cost: 0 }), gone.signal, now) : null;
+      if (admitted && 'deferred' in admitted) {
+        // ASYNC mode and no room now: persist the request as a task and answer 202 at once.
+        if (body.stream === true) throw new GatewayError('invalid_request', 'This key runs over-limit requests asynchronously (ASYNC mode), which cannot stream: retry without stream, or later.', { param: 'stream' });
+        if (!d.tasks) throw new GatewayError('service_unavailable', 'Asynchronous tasks are not available on this gateway.');
+        const task = await d.tasks.store.create({
+          kind: TASK_KIND[dialect],
+          appId: ctx.key!.appId,
+          keyId: ctx.key!.id,
+          request: body,
+          deadline: new Date(Date.now() + d.tasks.deadlineMs),
+          notBefore: new Date(Date.now() + Math.min(admitted.retryAfterMs, 1_000)),
+        });
+        d.tasks.wake();
+        ctx.status = 202;
+        ctx.outcome = 'queued';
+        sink.head(202, { 'content-type': 'application/json', 'x-request-id': ctx.id, location: `/v1/tasks/${task.id}` });
+        sink.end(JSON.stringify({ ...taskView(task), task_id: task.id }));
+        return;
+      }
+      lease = admitted;
       if (lease) ctx.extraHeaders = rateLimitHeaders(lease.remaining);
       const beta = req.headers['anthropic-beta'];
       await d.relay.serve(ctx, body, sink, typeof beta === 'string' ? { anthropicBeta: beta } : {});
@@ -190,6 +215,23 @@ export function buildServer(d: HttpDeps): FastifyInstance {
     const id = (req.params as { model: string }).model;
     resolveAlias(d.config, ctx, id, now);
     void reply.send({ id, object: 'model', created: Math.floor(ctx.alias!.effectiveFrom / 1000), owned_by: 'anima' });
+  });
+
+  app.get('/v1/tasks/:id', async (req, reply) => {
+    const now = d.clock.now();
+    const ctx = new RequestContext(req.id, 'openai_chat', now);
+    await authenticate(d.config, ctx, req.headers, now);
+    const t = d.tasks ? await d.tasks.store.get((req.params as { id: string }).id, ctx.key!.appId) : undefined;
+    if (!t) throw new GatewayError('not_found', 'No such task.');
+    void reply.header('x-request-id', req.id).send(taskView(t));
+  });
+  app.get('/v1/tasks', async (req, reply) => {
+    const now = d.clock.now();
+    const ctx = new RequestContext(req.id, 'openai_chat', now);
+    await authenticate(d.config, ctx, req.headers, now);
+    const q = req.query as Record<string, string>;
+    const rows = d.tasks ? await d.tasks.store.list(ctx.key!.appId, { status: q.status, limit: q.limit ? Number(q.limit) : undefined }) : [];
+    void reply.header('x-request-id', req.id).send({ object: 'list', data: rows.map(taskView) });
   });
 
   app.get('/actuator/health', async () => ({ status: 'UP' }));

@@ -18,6 +18,13 @@ export interface QuotaSource {
   quota(scope: Quota['scope'], id: string, now?: number): Quota | undefined;
 }
 
+/** ASYNC mode hit a limit: the request is to be queued as a task and run when there is room. */
+export interface Deferred {
+  deferred: true;
+  retryAfterMs: number;
+  limit: LimitKind;
+}
+
 export interface Lease {
   reservations: Reservation[];
   remaining: Remaining | null;
@@ -94,7 +101,7 @@ export class Admission {
    * Admits or refuses. Returns null when no limit applies (no backend call at all). `signal` aborts a
    * wait (client gone). Throws the 429 for REJECT, or after a WAIT timed out.
    */
-  async admit(key: ApiKey, estimate: (needTokens: boolean) => { tokens: number; cost: number }, signal: AbortSignal, now?: number): Promise<Lease | null> {
+  async admit(key: ApiKey, estimate: (needTokens: boolean) => { tokens: number; cost: number }, signal: AbortSignal, now?: number): Promise<Lease | Deferred | null> {
     const groups = this.limitsFor(key, now);
     if (groups.length === 0) return null;
     const est = estimate(this.needsTokenEstimate(groups));
@@ -130,6 +137,11 @@ export class Admission {
         }
         if (!res.ok && !res.queued && key.queueMode === 'WAIT' && WAITABLE.has(res.limit) && backend === this.backend) {
           res = await this.wait(key, req, signal);
+        }
+        if (!res.ok && !res.queued && key.queueMode === 'ASYNC' && WAITABLE.has(res.limit)) {
+          await Promise.all(reservations.map((r) => owners.get(r)!.settle(r, 0, 0).catch(() => {})));
+          this.events.onQueued?.('ASYNC');
+          return { deferred: true, retryAfterMs: res.retryAfterMs, limit: res.limit };
         }
         if (!res.ok) throw this.refusal(res, key.queueMode);
         owners.set(res.reservation, backend);

@@ -3,7 +3,7 @@ import type { Usage } from '../core/usage.js';
 import type { Alias, ApiKey, App } from '../config/model.js';
 import type { InboundDialect } from '../providers/types.js';
 
-export type Outcome = 'ok' | 'fallback' | 'rejected' | 'failed' | 'cancelled';
+export type Outcome = 'ok' | 'fallback' | 'rejected' | 'queued' | 'failed' | 'cancelled';
 
 /** Why a channel of the chain was passed over or failed, for headers, logs and metrics. */
 export interface RouteNote {

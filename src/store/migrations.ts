@@ -90,6 +90,31 @@ const migrations: Record<string, Migration> = {
         ADD COLUMN token_group_id text`.execute(db);
     },
   },
+  '0005_tasks': {
+    async up(db: Kysely<unknown>) {
+      await sql`CREATE TABLE task (
+        id text PRIMARY KEY,
+        kind text NOT NULL,
+        app_id text NOT NULL,
+        key_id text NOT NULL,
+        status text NOT NULL CHECK (status IN ('queued', 'submitted', 'running', 'succeeded', 'failed', 'cancelled', 'expired')),
+        request jsonb NOT NULL,
+        result jsonb,
+        result_status integer,
+        error jsonb,
+        attempts integer NOT NULL DEFAULT 0,
+        lease_owner text,
+        lease_until timestamptz,
+        not_before timestamptz NOT NULL DEFAULT now(),
+        deadline timestamptz NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        updated_at timestamptz NOT NULL DEFAULT now(),
+        completed_at timestamptz
+      )`.execute(db);
+      await sql`CREATE INDEX task_claim ON task (status, not_before) WHERE status IN ('queued', 'running')`.execute(db);
+      await sql`CREATE INDEX task_app ON task (app_id, created_at)`.execute(db);
+    },
+  },
   '0002_control_plane': {
     async up(db: Kysely<unknown>) {
       await sql`CREATE TABLE admin_token (

@@ -113,7 +113,28 @@ export interface GatewaySettingTable {
   updated_at: ColumnType<Date, Date | string | undefined, Date | string>;
 }
 
+export interface TaskTable {
+  id: string;
+  kind: string;
+  app_id: string;
+  key_id: string;
+  status: string;
+  request: Json<unknown>;
+  result: ColumnType<unknown, string | null | undefined, string | null>;
+  result_status: number | null;
+  error: ColumnType<unknown, string | null | undefined, string | null>;
+  attempts: ColumnType<number, number | undefined, number>;
+  lease_owner: string | null;
+  lease_until: ColumnType<Date | null, Date | null | undefined, Date | null>;
+  not_before: ColumnType<Date, Date | undefined, Date>;
+  deadline: ColumnType<Date, Date, Date>;
+  created_at: ColumnType<Date, Date | undefined, never>;
+  updated_at: ColumnType<Date, Date | undefined, Date>;
+  completed_at: ColumnType<Date | null, Date | null | undefined, Date | null>;
+}
+
 export interface Database {
+  task: TaskTable;
   channel: ChannelTable;
   alias: AliasTable;
   app: AppTable;

@@ -275,3 +275,105 @@ describe('rate-limit headers and leases', () => {
     expect((await chat(A, sk)).status).toBe(200);
   }, 20_000);
 });
+
+describe('ASYNC mode', () => {
+  async function until(g: TGateway, sk: string, id: string, ms = 10_000): Promise<any> {
+    let last: any;
+    await waitFor(
+      async () => {
+        last = await (await fetch(`${g.url}/v1/tasks/${id}`, { headers: { authorization: `Bearer ${sk}` } })).json();
+        return ['succeeded', 'failed', 'expired'].includes(last.status);
+      },
+      ms,
+      50,
+    );
+    return last;
+  }
+
+  it('over the limit: 202 with a task id at once; the task completes with the body a synchronous call returns; only the owner can read it', async () => {
+    const { sk } = await keyWith({ max_concurrency: 1 }, { queue_mode: 'ASYNC' });
+    up.setFault({ latencyMs: 200 });
+    const holder = chat(A, sk);
+    await new Promise((r) => setTimeout(r, 50));
+    const t0 = Date.now();
+    const r = await chat(B, sk, { messages: [{ role: 'user', content: 'later please' }] });
+    expect(Date.now() - t0).toBeLessThan(150);
+    expect(r.status).toBe(202);
+    const j = (await r.json()) as { task_id: string; status: string };
+    expect(j.status).toBe('queued');
+    expect(r.headers.get('location')).toBe(`/v1/tasks/${j.task_id}`);
+    const done = await until(A, sk, j.task_id);
+    up.setFault(null);
+    expect(done.status).toBe('succeeded');
+    expect(done.result_status).toBe(200);
+    expect(done.result.object).toBe('chat.completion');
+    expect(done.result.model).toBe('main');
+    expect(done.result.choices[0].message.content).toBe('Hello from q: later please');
+    const sync = (await (await holder).json()) as { object: string; choices: unknown[] };
+    expect(Object.keys(done.result).sort()).toEqual(Object.keys(sync).sort());
+
+    const other = await admin('POST', '/apps', { name: 'other' });
+    const ok = await admin('POST', `/apps/${other.id}/keys`, { name: 'o' });
+    await waitFor(async () => (await fetch(`${A.url}/v1/tasks`, { headers: { authorization: `Bearer ${ok.sk}` } })).status === 200, 2_000, 20);
+    expect((await fetch(`${A.url}/v1/tasks/${j.task_id}`, { headers: { authorization: `Bearer ${ok.sk}` } })).status).toBe(404);
+    const mine = (await (await fetch(`${A.url}/v1/tasks?status=succeeded`, { headers: { authorization: `Bearer ${sk}` } })).json()) as { data: Array<{ id: string }> };
+    expect(mine.data.map((x) => x.id)).toContain(j.task_id);
+  });
+
+  it('a streaming request that would be queued is refused with a clear 400', async () => {
+    const { sk } = await keyWith({ max_concurrency: 1 }, { queue_mode: 'ASYNC' });
+    up.setFault({ latencyMs: 200 });
+    const holder = chat(A, sk);
+    await new Promise((r) => setTimeout(r, 50));
+    const r = await chat(A, sk, { stream: true });
+    expect(r.status).toBe(400);
+    expect(((await r.json()) as { error: { param: string } }).error.param).toBe('stream');
+    up.setFault(null);
+    await (await holder).arrayBuffer();
+  });
+
+  it('kill -9 the gateway with tasks queued: after a restart every task completes exactly once', async () => {
+    const { sk } = await keyWith({ max_concurrency: 1 }, { queue_mode: 'ASYNC' });
+    const env = { ...process.env, DATABASE_URL: tdb.url, REDIS_URL, ANIMA_REDIS_PREFIX: prefix, ANIMA_PORT: '0', ANIMA_LOG_LEVEL: 'warn', ANIMA_TASK_LEASE_MS: '1500', ANIMA_TASK_POLL_MS: '200', ANIMA_LEASE_TTL_MS: '1500' };
+    const start = () => {
+      const child = spawn(process.execPath, ['dist/src/app/cli.js', 'serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+      const url = new Promise<string>((resolve, reject) => {
+        let out = '';
+        child.stdout!.on('data', (d: Buffer) => {
+          out += d.toString();
+          const m = /listening on (http:\/\/[\d.:]+)/.exec(out);
+          if (m) resolve(m[1]!);
+        });
+        child.on('exit', () => reject(new Error(out)));
+      });
+      return { child, url };
+    };
+    const first = start();
+    const url1 = await first.url;
+    up.setFault({ latencyMs: 300 });
+    up.resetStats();
+    const post = () => fetch(url1 + '/v1/chat/completions', { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${sk}` }, body: JSON.stringify({ model: 'main', messages: [{ role: 'user', content: 'async job' }] }) });
+    const answers = await Promise.all(Array.from({ length: 10 }, post));
+    const ids: string[] = [];
+    for (const a of answers) if (a.status === 202) ids.push(((await a.json()) as { task_id: string }).task_id);
+    expect(ids.length).toBeGreaterThanOrEqual(8);
+    await new Promise((r) => setTimeout(r, 400));
+    first.child.kill('SIGKILL');
+    const second = start();
+    await second.url;
+    try {
+      await waitFor(async () => {
+        const rows = await A.dbh.db.selectFrom('task').select(['id', 'status']).where('id', 'in', ids).execute();
+        return rows.every((r) => r.status === 'succeeded');
+      }, 20_000, 100);
+      const rows = await A.dbh.db.selectFrom('task').selectAll().where('id', 'in', ids).execute();
+      expect(rows).toHaveLength(ids.length);
+      expect(rows.every((r) => r.completed_at !== null && r.result_status === 200)).toBe(true);
+      const rerun = rows.filter((r) => r.attempts > 1).length;
+      console.log(`restart: ${ids.length} tasks, all succeeded exactly once; ${rerun} claimed more than once (requeued for capacity or re-claimed after the kill); upstream saw ${up.stats.requests} requests for ${answers.length} submitted`);
+    } finally {
+      up.setFault(null);
+      second.child.kill('SIGTERM');
+    }
+  }, 40_000);
+});

@@ -34,8 +34,9 @@ const ALLOWED: Record<string, string[]> = {
   config: ['core', 'lib', 'store'],
   observability: ['core', 'lib', 'coord', 'relay'],
   relay: ['core', 'lib', 'providers', 'breaker', 'config', 'coord'],
-  http: ['core', 'lib', 'providers', 'relay', 'config', 'observability', 'coord', 'quota'],
+  http: ['core', 'lib', 'providers', 'relay', 'config', 'observability', 'coord', 'quota', 'tasks'],
   quota: ['core', 'lib', 'config'],
+  tasks: ['core', 'lib', 'config', 'quota', 'relay', 'store', 'providers'],
   app: ['*'],
 };
 

@@ -1,0 +1,91 @@
+import { GatewayError } from '../core/errors.js';
+import type { ConfigCache } from '../config/cache.js';
+import { isEffective } from '../config/model.js';
+import type { InboundDialect } from '../providers/types.js';
+import type { Admission } from '../quota/admission.js';
+import { estimateTokens } from '../quota/estimate.js';
+import { resolveAlias } from '../relay/auth.js';
+import { RequestContext } from '../relay/context.js';
+import { type ClientSink, type Relay, writeError } from '../relay/relay.js';
+import type { TaskRow } from './store.js';
+import type { RunOutcome } from './worker.js';
+
+/** A sink that keeps the whole answer in memory (ASYNC results are JSON, never streams). */
+export class CaptureSink implements ClientSink {
+  status = 0;
+  headers: Record<string, string> = {};
+  private parts: string[] = [];
+  headersSent = false;
+  closed = false;
+  head(status: number, headers: Record<string, string>): void {
+    this.status = status;
+    this.headers = headers;
+    this.headersSent = true;
+  }
+  write(c: string): boolean {
+    this.parts.push(c);
+    return true;
+  }
+  async drain(): Promise<void> {}
+  end(c?: string): void {
+    if (c) this.parts.push(c);
+  }
+  onAbort(): void {}
+  body(): unknown {
+    const text = this.parts.join('');
+    try {
+      return JSON.parse(text);
+    } catch {
+      return { text };
+    }
+  }
+}
+
+const DIALECT: Record<string, InboundDialect> = { chat: 'openai_chat', embeddings: 'openai_embeddings', messages: 'anthropic_messages' };
+
+/**
+ * Runs one queued ASYNC request exactly as the synchronous path would (same key checks, alias, quota
+ * admission, relay), except that admission never waits: no room yet means "try again later".
+ */
+export function taskRunner(d: { config: ConfigCache; admission: Admission; relay: Relay; now: () => number }) {
+  return async (t: TaskRow): Promise<RunOutcome> => {
+    const now = d.now();
+    const dialect = DIALECT[t.kind] ?? 'openai_chat';
+    const ctx = new RequestContext(`req_${t.id}_${t.attempts}`, dialect, now);
+    const sink = new CaptureSink();
+    const body = t.request as Record<string, unknown>;
+    const key = d.config.keyById(t.key_id);
+    try {
+      if (!key || !key.enabled || !isEffective(key, now)) throw new GatewayError('key_disabled', 'The key that queued this task is disabled or gone.');
+      const app = d.config.app(key.appId, now);
+      if (!app?.enabled) throw new GatewayError('app_disabled', "The key's app is disabled.");
+      ctx.key = key;
+      ctx.app = app;
+      resolveAlias(d.config, ctx, String(body.model), now);
+    } catch (e) {
+      writeError(ctx, sink, e as GatewayError);
+      return { ok: false, status: sink.status, body: sink.body(), final: true };
+    }
+    let lease;
+    try {
+      lease = await d.admission.admit({ ...key, queueMode: 'REJECT' }, (need) => ({ tokens: need ? estimateTokens(body).total : 0, cost: 0 }), new AbortController().signal, now);
+    } catch (e) {
+      if (e instanceof GatewayError && e.status === 429) {
+        const ms = Number(e.headers['retry-after-ms'] ?? Number(e.headers['retry-after'] ?? 1) * 1000);
+        // A spent token/cost budget won't come back soon: that's a final answer, not a retry.
+        if (e.code === 'tokens_limit_exceeded' || e.code === 'budget_exceeded') {
+          writeError(ctx, sink, e);
+          return { ok: false, status: sink.status, body: sink.body(), final: true };
+        }
+        return { ok: false, retryAfterMs: ms };
+      }
+      throw e;
+    }
+    try {
+      await d.relay.serve(ctx, body, sink);
+    } finally {
+      if (lease && !('deferred' in lease)) await lease.settle(ctx.usage ? ctx.usage.inputTokens + ctx.usage.outputTokens : 0, 0).catch(() => {});
+    }
+    return { ok: true, status: sink.status, body: sink.body() };
+  };
+}
