@@ -97,6 +97,12 @@ async function main(): Promise<void> {
     await insertAlias(dbh.db, { name: 'bench', tiers: [[{ channel: 'bench', model: 'gpt-bench' }]] });
     const app = await insertApp(dbh.db, 'bench');
     const { sk } = await insertKey(dbh.db, app);
+    // A second key whose every request passes quota admission (limits high enough never to bind).
+    const quotaKey = await insertKey(dbh.db, app);
+    await dbh.db
+      .insertInto('quota')
+      .values({ scope: 'key', scope_id: quotaKey.id, max_concurrency: 100_000, qps: 1_000_000, qps_burst: 1_000_000, tokens_per_minute: 1e12 })
+      .execute();
     await dbh.close();
     const g = await run(
       ['dist/src/app/cli.js', 'serve'],
@@ -116,12 +122,13 @@ async function main(): Promise<void> {
       { name: 'json', body: { model: 'gpt-bench', messages: [{ role: 'user', content: 'Say something short about gateways.' }] } },
       { name: 'stream', body: { model: 'gpt-bench', stream: true, messages: [{ role: 'user', content: 'Stream twenty chunks.' }] } },
     ];
-    const rows: Array<{ scenario: string; direct: Sample; raw: Sample; gateway: Sample }> = [];
+    const rows: Array<{ scenario: string; direct: Sample; raw: Sample; gateway: Sample; quota: Sample }> = [];
     for (const sc of scenarios) {
       const streamFault: Record<string, string> = sc.name === 'stream' ? { 'x-fake-fault': JSON.stringify({ chunks: 20, ...(LATENCY ? { latencyMs: LATENCY } : {}) }) } : fault;
       const d: Sample[] = [];
       const rws: Sample[] = [];
       const gws: Sample[] = [];
+      const qws: Sample[] = [];
       const upHeaders = { 'content-type': 'application/json', authorization: 'Bearer bench', ...streamFault };
       // warm both paths (JIT, pools) before measuring
       await cannon(upstream + '/v1/chat/completions', upHeaders, JSON.stringify(sc.body));
@@ -131,9 +138,10 @@ async function main(): Promise<void> {
         d.push(await cannon(upstream + '/v1/chat/completions', upHeaders, JSON.stringify(sc.body)));
         rws.push(await cannon(raw + '/v1/chat/completions', upHeaders, JSON.stringify(sc.body)));
         gws.push(await cannon(gateway + '/v1/chat/completions', { 'content-type': 'application/json', authorization: `Bearer ${sk}`, ...streamFault }, JSON.stringify({ ...sc.body, model: 'bench' })));
+        qws.push(await cannon(gateway + '/v1/chat/completions', { 'content-type': 'application/json', authorization: `Bearer ${quotaKey.sk}`, ...streamFault }, JSON.stringify({ ...sc.body, model: 'bench' })));
       }
       const med = (xs: Sample[]): Sample => ({ rps: median(xs.map((x) => x.rps)), p50: median(xs.map((x) => x.p50)), p99: median(xs.map((x) => x.p99)), errors: xs.reduce((a, x) => a + x.errors, 0) });
-      rows.push({ scenario: sc.name, direct: med(d), raw: med(rws), gateway: med(gws) });
+      rows.push({ scenario: sc.name, direct: med(d), raw: med(rws), gateway: med(gws), quota: med(qws) });
     }
     const mode = `${dbUrl ? 'PostgreSQL' : 'PGlite'} + ${redisUrl ? 'Redis' : 'in-process'}`;
     console.log(`\nAnima overhead (${mode}; ${CONNECTIONS} connections, ${DURATION}s x ${ROUNDS} rounds interleaved, medians; upstream latency ${LATENCY} ms)\n`);
@@ -142,6 +150,13 @@ async function main(): Promise<void> {
     for (const r of rows) {
       console.log(
         `${r.scenario} | ${r.direct.rps.toFixed(0)} | ${r.raw.rps.toFixed(0)} | ${r.gateway.rps.toFixed(0)} | ${(r.gateway.rps / r.direct.rps).toFixed(3)} | ${(r.gateway.rps / r.raw.rps).toFixed(3)} | ${r.direct.p50}/${r.direct.p99} | ${r.raw.p50}/${r.raw.p99} | ${r.gateway.p50}/${r.gateway.p99} | ${r.gateway.p50 - r.direct.p50}/${r.gateway.p99 - r.direct.p99} | ${r.direct.errors}/${r.raw.errors}/${r.gateway.errors}`,
+      );
+    }
+    console.log('\nscenario | gateway rps | gateway + quota admission rps | gateway p50/p99 ms | + quota p50/p99 ms | quota added p50/p99 ms');
+    console.log('---|---|---|---|---|---');
+    for (const r of rows) {
+      console.log(
+        `${r.scenario} | ${r.gateway.rps.toFixed(0)} | ${r.quota.rps.toFixed(0)} | ${r.gateway.p50}/${r.gateway.p99} | ${r.quota.p50}/${r.quota.p99} | ${r.quota.p50 - r.gateway.p50}/${r.quota.p99 - r.gateway.p99}`,
       );
     }
     const json = rows.find((r) => r.scenario === 'json')!;
@@ -156,7 +171,10 @@ async function main(): Promise<void> {
         added_p99_ms: json.gateway.p99 - json.direct.p99,
         stream_added_p50_ms: stream.gateway.p50 - stream.direct.p50,
         stream_added_p99_ms: stream.gateway.p99 - stream.direct.p99,
-        gateway_errors: json.gateway.errors + stream.gateway.errors,
+        quota_json_rps: Math.round(json.quota.rps),
+        quota_added_p50_ms: json.quota.p50 - json.gateway.p50,
+        quota_added_p99_ms: json.quota.p99 - json.gateway.p99,
+        gateway_errors: json.gateway.errors + stream.gateway.errors + json.quota.errors + stream.quota.errors,
         mode,
       }),
     );

@@ -21,6 +21,8 @@ describe('bench/overhead smoke', () => {
       expect(typeof j[k]).toBe('number');
       expect(j[k] as number).toBeGreaterThan(0);
     }
+    expect(j.quota_json_rps as number).toBeGreaterThan(0);
+    expect(r.stdout).toContain('gateway + quota admission rps');
     expect(j.gateway_errors).toBe(0);
     expect(j.mode).toBe('PostgreSQL + Redis');
   }, 120_000);
