@@ -8,6 +8,7 @@
 import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { sql } from 'kysely';
+import { newAdminToken } from '../config/admin-tokens.js';
 import { hashKey, insertAlias, insertApp, insertChannel, insertKey } from '../config/repo.js';
 import { openDatabase, type DbHandle } from '../store/db.js';
 import { startFakeAnthropic, startFakeOpenAI } from '../../fakes/index.js';
@@ -65,6 +66,15 @@ async function serve(args: string[]): Promise<void> {
     stops.push(() => fo.close(), () => fa.close());
     sk = await seedDemo(dbh, fo.url, fa.url, join(settings.dataDir === 'memory://' ? '.anima-data' : dirname(settings.dataDir), 'demo-sk.txt'));
   }
+  let demoAdmin = '';
+  if (demo && !settings.adminToken) {
+    // Demo only: an admin token kept beside the data folder so the admin API can be tried at once.
+    const f = join(settings.dataDir === 'memory://' ? '.anima-data' : dirname(settings.dataDir), 'demo-admin-token.txt');
+    demoAdmin = existsSync(f) ? readFileSync(f, 'utf8').trim() : newAdminToken();
+    mkdirSync(dirname(f), { recursive: true });
+    writeFileSync(f, demoAdmin + '\n', { mode: 0o600 });
+    settings.adminToken = demoAdmin;
+  }
   const gw = await startGateway(settings, { dbh });
   stops.unshift(() => gw.close());
   stops.push(() => dbh.close());
@@ -76,6 +86,7 @@ async function serve(args: string[]): Promise<void> {
         '',
         `Demo key:   ${sk}`,
         `Aliases:    demo (OpenAI-style upstream, falls back to Anthropic-style), demo-claude (the reverse)`,
+        ...(demoAdmin ? [`Admin:      curl -s ${gw.url}/api/admin/v1/circuits -H "Authorization: Bearer ${demoAdmin}"`] : []),
         '',
         'Try it:',
         `  curl -s ${gw.url}/v1/chat/completions -H "Authorization: Bearer ${sk}" -H "Content-Type: application/json" \\`,
