@@ -17,6 +17,8 @@ export class MemoryQuota implements QuotaBackend {
   private readonly scopes = new Map<string, ScopeState>();
   private readonly queues = new Map<string, Map<string, { score: number; deadline: number }>>();
   private readonly settled = new Set<string>();
+  /** Unsettled token/cost reservations with their lease expiry, refunded by the next admission once expired. */
+  private readonly open = new Map<string, { r: Reservation; exp: number }>();
   private readonly bus = new EventEmitter();
   private seq = 0;
 
@@ -57,6 +59,11 @@ export class MemoryQuota implements QuotaBackend {
     const minute = Math.floor(now / 60_000);
     const day = Math.floor(now / 86_400_000);
     const month = monthIndex(day);
+    for (const [id, o] of this.open) {
+      if (o.exp > now) continue;
+      this.open.delete(id);
+      this.refund(o.r, o.r.tokens, o.r.cost);
+    }
     const rem0: Remaining = { requestsLimit: -1, requestsRemaining: 0, requestsResetMs: 0, tokensLimit: -1, tokensRemaining: -1, tokensResetMs: 0 };
     if (!req.waiter && this.queueOf(req.tag, req.queue).size > 0) {
       // Others are already waiting for this key: no jumping the queue.
@@ -128,29 +135,36 @@ export class MemoryQuota implements QuotaBackend {
       q.delete(req.waiter.id);
       if (q.size > 0) setImmediate(() => this.bus.emit('wake', req.waiter!.queue));
     }
-    return { ok: true, reservation: { leaseId: req.leaseId, tag: req.tag, queue: req.queue, scopes: req.scopes, tokens: req.tokens, cost: req.cost, minute, day, month, at: now }, remaining: rem };
+    const reservation: Reservation = { leaseId: req.leaseId, tag: req.tag, queue: req.queue, scopes: req.scopes, tokens: req.tokens, cost: req.cost, minute, day, month, at: now };
+    if (req.tokens > 0 || req.cost > 0) this.open.set(req.leaseId, { r: reservation, exp: now + req.leaseTtlMs });
+    return { ok: true, reservation, remaining: rem };
   }
 
   async settle(r: Reservation, actualTokens: number, actualCost: number): Promise<void> {
     if (this.settled.has(r.leaseId)) return;
     this.settled.add(r.leaseId);
     if (this.settled.size > 100_000) this.settled.clear();
-    const dt = actualTokens - r.tokens;
-    const dc = actualCost - r.cost;
-    for (const s of r.scopes) {
-      const st = this.state(r.tag, s);
-      st.leases.delete(r.leaseId);
-      const w = st.win;
-      if (w.m === r.minute) w.mu = Math.max(0, w.mu + dt);
-      if (w.d === r.day) w.du = Math.max(0, w.du + dt);
-      if (w.cd === r.day) w.cdu = Math.max(0, w.cdu + dc);
-      if (w.cm === r.month) w.cmu = Math.max(0, w.cmu + dc);
-    }
+    this.open.delete(r.leaseId);
+    for (const s of r.scopes) this.state(r.tag, s).leases.delete(r.leaseId);
+    this.refund(r, r.tokens - actualTokens, r.cost - actualCost);
     if (this.queueOf(r.tag, r.queue).size > 0) setImmediate(() => this.bus.emit('wake', r.queue));
+  }
+
+  /** Gives back `tokens` and `cost` (negative: takes more) to the windows `r` was reserved in. */
+  private refund(r: Reservation, tokens: number, cost: number): void {
+    for (const s of r.scopes) {
+      const w = this.state(r.tag, s).win;
+      if (w.m === r.minute) w.mu = Math.max(0, w.mu - tokens);
+      if (w.d === r.day) w.du = Math.max(0, w.du - tokens);
+      if (w.cd === r.day) w.cdu = Math.max(0, w.cdu - cost);
+      if (w.cm === r.month) w.cmu = Math.max(0, w.cmu - cost);
+    }
   }
 
   async renew(r: Reservation, ttlMs: number): Promise<void> {
     const now = this.clock.now();
+    const o = this.open.get(r.leaseId);
+    if (o) o.exp = now + ttlMs;
     for (const s of r.scopes) {
       const st = this.state(r.tag, s);
       if (st.leases.has(r.leaseId)) st.leases.set(r.leaseId, now + ttlMs);

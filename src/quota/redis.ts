@@ -5,6 +5,10 @@ import type { AdmitRequest, AdmitResult, LimitKind, QuotaBackend, Remaining, Res
  * Admission in ONE Redis round trip. Every key of a call carries the app's hash tag ({q:<app>}), so the
  * script touches one Redis Cluster slot. Time is Redis's (TIME), never an instance's clock.
  *
+ * Token and cost reservations are recorded per tag with the same expiry; a reservation never settled
+ * (its instance died) is refunded by the next admission on that tag, so a crash leaks neither slots
+ * nor budget for longer than the lease TTL.
+ *
  * Per scope: a ZSET of concurrency leases (member = lease id, score = expiry; expired members are
  * reaped on every admission, so a dead instance's leases return within their TTL) and a HASH holding the
  * GCRA theoretical arrival time and the minute / day / month windows of tokens and cost.
@@ -29,7 +33,8 @@ local function month_index(day)
 end
 `;
 
-// KEYS: per scope i: [2i-1] lease zset, [2i] state hash; then queue zset, queue deadlines hash.
+// KEYS: per scope i: [2i-1] lease zset, [2i] state hash; then queue zset, queue deadlines hash,
+//       reservations hash, reservation expiry zset.
 // ARGV: n, leaseId, ttl, tokens, cost, waiterId|'' then 7 numbers per scope:
 //       maxConcurrency, qps, burst, tokensPerMinute, tokensPerDay, costPerDay, costPerMonth
 // Returns {1, now, minute, day, month, reqLimit, reqLeft, reqReset, tokLimit, tokLeft, tokReset}
@@ -46,6 +51,24 @@ local minute = math.floor(now / 60000)
 local day = math.floor(now / 86400000)
 local month = month_index(day)
 local qk, dk = KEYS[2 * n + 1], KEYS[2 * n + 2]
+local rk, rx = KEYS[2 * n + 3], KEYS[2 * n + 4]
+-- Reaper: reservations whose lease ran out unsettled (their instance died) give their tokens and cost
+-- back to the windows they were taken from. The state keys named in a record share this call's tag.
+local dead = redis.call('ZRANGEBYSCORE', rx, '-inf', now, 'LIMIT', 0, 20)
+for _, id in ipairs(dead) do
+  local rec = redis.call('HGET', rk, id)
+  if rec then
+    local r = cjson.decode(rec)
+    for _, sk in ipairs(r.s) do
+      local st = redis.call('HMGET', sk, 'm', 'd', 'mo', 'mu', 'du', 'dc', 'mc')
+      if tonumber(st[1]) == r.m then redis.call('HSET', sk, 'mu', math.max(0, tonumber(st[4]) - r.t)) end
+      if tonumber(st[2]) == r.d then redis.call('HSET', sk, 'du', math.max(0, tonumber(st[5]) - r.t), 'dc', math.max(0, tonumber(st[6]) - r.c)) end
+      if tonumber(st[3]) == r.mo then redis.call('HSET', sk, 'mc', math.max(0, tonumber(st[7]) - r.c)) end
+    end
+    redis.call('HDEL', rk, id)
+  end
+  redis.call('ZREM', rx, id)
+end
 if waiter == '' then
   -- Others are already waiting for this key: no jumping the queue; join its tail.
   if redis.call('ZCARD', qk) > 0 then return {0, now, 'concurrency', 1, 1000} end
@@ -118,6 +141,14 @@ for i = 1, n do
     if tl < 0 or left < tleft then tl, tleft, treset = tpm, left, (minute + 1) * 60000 - now end
   end
 end
+if tokens > 0 or cost > 0 then
+  local sks = {}
+  for i = 1, n do sks[i] = KEYS[2 * i] end
+  redis.call('HSET', rk, lease, cjson.encode({t = tokens, c = cost, m = minute, d = day, mo = month, s = sks}))
+  redis.call('ZADD', rx, now + ttl, lease)
+  redis.call('PEXPIRE', rk, 32 * 86400000)
+  redis.call('PEXPIRE', rx, 32 * 86400000)
+end
 if waiter ~= '' then
   redis.call('ZREM', qk, waiter)
   redis.call('HDEL', dk, waiter)
@@ -126,7 +157,7 @@ end
 return {1, now, minute, day, month, rl, rleft, rreset, tl, tleft, treset}
 `;
 
-// KEYS: per scope lease zset + state hash, then queue zset, then the done-marker.
+// KEYS: per scope lease zset + state hash, then queue zset, the done-marker, reservations hash + expiry zset.
 // ARGV: n, lease, dTokens, dCost, minute, day, month, wakeMsg, wakeChannel
 const SETTLE_LUA = `
 local n = tonumber(ARGV[1])
@@ -144,6 +175,8 @@ for i = 1, n do
   end
   if st[3] == month then redis.call('HSET', sk, 'mc', math.max(0, tonumber(redis.call('HGET', sk, 'mc')) + dcost)) end
 end
+redis.call('HDEL', KEYS[2 * n + 3], lease)
+redis.call('ZREM', KEYS[2 * n + 4], lease)
 if redis.call('ZCARD', KEYS[2 * n + 1]) > 0 then redis.call('PUBLISH', ARGV[9], ARGV[8]) end
 return 1
 `;
@@ -200,7 +233,7 @@ export class RedisQuota implements QuotaBackend {
     const n = req.scopes.length;
     const keys = req.scopes.flatMap((s) => this.scopeKeys(req.tag, s));
     const queue = req.waiter?.queue ?? req.queue;
-    keys.push(this.k(req.tag, `w:${queue}`), this.k(req.tag, `wd:${queue}`));
+    keys.push(this.k(req.tag, `w:${queue}`), this.k(req.tag, `wd:${queue}`), this.k(req.tag, 'res'), this.k(req.tag, 'resx'));
     const argv: Array<string | number> = [n, req.leaseId, req.leaseTtlMs, req.tokens, req.cost, req.waiter?.id ?? ''];
     for (const s of req.scopes) argv.push(s.maxConcurrency, s.qps, s.qpsBurst, s.tokensPerMinute, s.tokensPerDay, s.costPerDay, s.costPerMonth);
     argv.push(queue, this.wakeChannel);
@@ -236,16 +269,17 @@ export class RedisQuota implements QuotaBackend {
 
   async settle(r: Reservation, actualTokens: number, actualCost: number): Promise<void> {
     const keys = r.scopes.flatMap((s) => this.scopeKeys(r.tag, s));
-    keys.push(this.k(r.tag, `w:${r.queue}`), this.k(r.tag, `done:${r.leaseId}`));
+    keys.push(this.k(r.tag, `w:${r.queue}`), this.k(r.tag, `done:${r.leaseId}`), this.k(r.tag, 'res'), this.k(r.tag, 'resx'));
     await this.r.animaSettle(keys.length, ...keys, r.scopes.length, r.leaseId, actualTokens - r.tokens, actualCost - r.cost, r.minute, r.day, r.month, r.queue, this.wakeChannel);
   }
 
   async renew(r: Reservation, ttlMs: number): Promise<void> {
     const t = await this.r.time();
     const now = Number(t[0]) * 1000 + Math.floor(Number(t[1]) / 1000);
-    await Promise.all(
-      r.scopes.filter((s) => s.maxConcurrency > 0).map((s) => this.r.zadd(this.scopeKeys(r.tag, s)[0], 'XX', now + ttlMs, r.leaseId)),
-    );
+    await Promise.all([
+      ...r.scopes.filter((s) => s.maxConcurrency > 0).map((s) => this.r.zadd(this.scopeKeys(r.tag, s)[0], 'XX', now + ttlMs, r.leaseId)),
+      this.r.zadd(this.k(r.tag, 'resx'), 'XX', now + ttlMs, r.leaseId),
+    ]);
   }
 
   async enqueue(tag: string, queue: string, id: string, deadlineMs: number, maxLen: number) {

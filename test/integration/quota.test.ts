@@ -248,7 +248,7 @@ describe('rate-limit headers and leases', () => {
   });
 
   it('kill -9 of an instance holding leases: the slots come back within the lease TTL', async () => {
-    const { sk, id } = await keyWith({ max_concurrency: 2 });
+    const { sk, id } = await keyWith({ max_concurrency: 2, tokens_per_day: 1_000_000 });
     const child: ChildProcess = spawn(process.execPath, ['dist/src/app/cli.js', 'serve'], {
       env: { ...process.env, DATABASE_URL: tdb.url, REDIS_URL, ANIMA_REDIS_PREFIX: prefix, ANIMA_PORT: '0', ANIMA_LOG_LEVEL: 'warn', ANIMA_LEASE_TTL_MS: '1500' },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -264,15 +264,22 @@ describe('rate-limit headers and leases', () => {
     });
     up.setFault({ hang: true });
     for (let i = 0; i < 2; i++) void fetch(url + '/v1/chat/completions', { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${sk}` }, body: JSON.stringify({ model: 'main', messages: [{ role: 'user', content: 'x' }] }) }).catch(() => {});
-    const scope = { ...scopeOf(id), maxConcurrency: 2 };
+    const scope = { ...scopeOf(id), maxConcurrency: 2, tokensPerDay: 1_000_000 };
     await waitFor(async () => (await A.quota.inFlight(appId, scope)) === 2, 5_000, 10);
+    const reserved = (await A.quota.usage(appId, scope)).tokensDay;
+    expect(reserved).toBeGreaterThan(2 * 1024); // two requests' estimates, held by the instance about to die
     child.kill('SIGKILL');
     const t0 = Date.now();
     expect((await chat(A, sk)).status).toBe(429); // both slots still held by the dead instance
     await waitFor(async () => (await A.quota.inFlight(appId, scope)) === 0, 3_000, 20);
     console.log(`leases of a killed instance returned after ${Date.now() - t0} ms (TTL 1500 ms)`);
     up.setFault(null);
-    expect((await chat(A, sk)).status).toBe(200);
+    const ok = await chat(A, sk);
+    expect(ok.status).toBe(200);
+    const used = ((await ok.json()) as { usage: { total_tokens: number } }).usage.total_tokens;
+    // The reaper gave the dead instance's unsettled token reservations back: only this request remains.
+    expect((await A.quota.usage(appId, scope)).tokensDay).toBe(used);
+    console.log(`reservations of the killed instance (${reserved} tokens) refunded; day usage now ${used}`);
   }, 20_000);
 });
 

@@ -54,6 +54,17 @@ describe('in-process quota backend', () => {
     expect((await q.admit(req(s, 3, 60))).ok).toBe(true);
   });
 
+  it('a reservation never settled (its instance died) is refunded once its lease runs out', async () => {
+    const clock = new ManualClock();
+    const q = new MemoryQuota(clock);
+    const s = [{ ...base, tokensPerDay: 100 }];
+    expect((await q.admit({ ...req(s, 1, 80), leaseTtlMs: 500 })).ok).toBe(true);
+    expect((await q.admit(req(s, 2, 30))).ok).toBe(false);
+    clock.advance(501);
+    expect((await q.admit(req(s, 3, 30))).ok).toBe(true); // the dead 80 came back
+    expect((await q.usage('app', s[0]!)).tokensDay).toBe(30);
+  });
+
   it('month index follows the civil calendar', () => {
     const day = (iso: string) => Math.floor(Date.parse(iso) / 86_400_000);
     expect(monthIndex(day('1970-01-31T00:00:00Z'))).toBe(0);
