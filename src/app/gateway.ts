@@ -170,14 +170,39 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
     pollMs: settings.taskPollMs,
     leaseMs: settings.taskLeaseMs,
     concurrency: 8,
-  });
+  }, (kind, state) => metrics.tasks.labels(kind, state).inc());
   // Capacity freed anywhere, or a task queued anywhere: every worker looks for work.
   void quotaBackend.onWake(() => worker.wake());
   const unsubTasks = await coord.subscribe(TOPIC_TASKS, () => worker.wake());
   worker.start();
 
+  /** Dependency health, probed every 5 s for metrics (a scrape never waits on it) and on readiness. */
+  const probe = async () => {
+    let dbUp = true;
+    try {
+      await dbh.db.selectFrom('app').select('id').limit(1).execute();
+    } catch {
+      dbUp = false;
+    }
+    const redisUp = await coord.ping();
+    metrics.dependencyUp.labels('db').set(dbUp ? 1 : 0);
+    metrics.dependencyUp.labels(coord.kind === 'redis' ? 'redis' : 'coordination').set(redisUp ? 1 : 0);
+    metrics.degraded.set(dbUp && redisUp ? 0 : 1);
+    return { dbUp, redisUp };
+  };
+  await probe();
+  const probeTimer = setInterval(() => void probe(), 5_000);
+  probeTimer.unref();
+  metrics.waitingSource = () => admission.waitingNow;
+  config.onKeyLookup = (layer, result) => metrics.cacheLookups.labels(layer, result).inc();
+
   const server = buildServer({
-    tasks: { store: taskStore, wake: () => void coord.publish(TOPIC_TASKS, '1').catch(() => worker.wake()), deadlineMs: settings.taskDeadlineMs },
+    tasks: {
+      store: taskStore,
+      wake: () => void coord.publish(TOPIC_TASKS, '1').catch(() => worker.wake()),
+      deadlineMs: settings.taskDeadlineMs,
+      onQueued: (kind: string) => metrics.tasks.labels(kind, 'queued').inc(),
+    },
     admission,
     admin: { admin, tokens, config, breakers, health, publish: publishInvalidation },
     config,
@@ -187,18 +212,14 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
     metrics,
     bodyLimit: settings.bodyLimit,
     readiness: async () => {
-      const components: Record<string, { status: string; details?: unknown }> = {};
-      let dbUp = true;
-      try {
-        await dbh.db.selectFrom('app').select('id').limit(1).execute();
-      } catch {
-        dbUp = false;
-      }
-      components.db = { status: dbUp ? 'UP' : 'DOWN', details: { kind: dbh.kind } };
-      const redisUp = await coord.ping();
-      components.coordination = { status: redisUp ? 'UP' : 'DOWN', details: { kind: coord.kind } };
-      components.config = { status: 'UP', details: { loadedAt: new Date(config.loadedAt).toISOString() } };
-      return { up: dbUp && redisUp, components };
+      const { dbUp, redisUp } = await probe();
+      const components: Record<string, { status: string; details?: unknown }> = {
+        db: { status: dbUp ? 'UP' : 'DOWN', details: { kind: dbh.kind } },
+        coordination: { status: redisUp ? 'UP' : 'DOWN', details: { kind: coord.kind } },
+        migrations: { status: 'UP', details: { applied: true } },
+        config: { status: 'UP', details: { loadedAt: new Date(config.loadedAt).toISOString() } },
+      };
+      return { up: dbUp || redisUp, degraded: !(dbUp && redisUp), components };
     },
   });
   await server.listen({ host: settings.host, port: settings.port });
@@ -230,6 +251,7 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
       await worker.stop();
       await unsubTasks().catch(() => {});
       clearInterval(syncTimer);
+      clearInterval(probeTimer);
       clearInterval(refreshTokens);
       config.stop();
       await server.close();

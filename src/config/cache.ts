@@ -56,6 +56,8 @@ export class ConfigCache {
   private readonly again = new Set<ConfigTable>();
   /** Called after each table swap (metrics, tests). */
   onReload: ((table: ConfigTable, source: 'db' | 'l2') => void) | null = null;
+  /** Called for each key lookup (cache metrics). */
+  onKeyLookup: ((layer: 'l1' | 'db', result: 'hit' | 'miss') => void) | null = null;
 
   constructor(
     private readonly db: Db,
@@ -207,12 +209,20 @@ export class ConfigCache {
   /** The key row for this hash whatever its window (the caller tells "expired" from "unknown"). */
   keyByHash(hash: string): ApiKey | undefined | Promise<ApiKey | undefined> {
     const versions = this.keys.get(hash);
-    if (versions) return versions[0];
+    if (versions) {
+      this.onKeyLookup?.('l1', 'hit');
+      return versions[0];
+    }
     const extra = this.extraKeys.get(hash);
     const now = this.clock.now();
-    if (extra && now - extra.at < (this.opts.missTtlMs ?? 5_000)) return extra.key;
+    if (extra && now - extra.at < (this.opts.missTtlMs ?? 5_000)) {
+      this.onKeyLookup?.('l1', extra.key ? 'hit' : 'miss');
+      return extra.key;
+    }
+    this.onKeyLookup?.('l1', 'miss');
     return loadKeyByHash(this.db, hash).then(
       (key) => {
+        this.onKeyLookup?.('db', key ? 'hit' : 'miss');
         if (this.extraKeys.size > 10_000) this.extraKeys.clear(); // bound memory under a flood of bad keys
         this.extraKeys.set(hash, { key, at: now });
         return key;

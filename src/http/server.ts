@@ -28,12 +28,12 @@ export interface HttpDeps {
   bodyLimit: number;
   /** Readiness: the gateway's dependencies, for /actuator/health/readiness. */
   /** The ASYNC task store (absent = no ASYNC mode). */
-  tasks?: { store: TaskStore; wake: () => void; deadlineMs: number };
+  tasks?: { store: TaskStore; wake: () => void; deadlineMs: number; onQueued?: (kind: string) => void };
   /** Quota admission (absent = no quotas). */
   admission?: Admission;
   /** The admin API (absent = not served). */
   admin?: AdminDeps;
-  readiness: () => Promise<{ up: boolean; components: Record<string, { status: string; details?: unknown }> }>;
+  readiness: () => Promise<{ up: boolean; degraded?: boolean; components: Record<string, { status: string; details?: unknown }> }>;
 }
 
 function nodeSink(res: ServerResponse): ClientSink {
@@ -116,6 +116,14 @@ export function buildServer(d: HttpDeps): FastifyInstance {
 
   // JSON only: a text/plain body is a 415, not a string to guess at.
   app.removeContentTypeParser('text/plain');
+  // An empty JSON body is "no body" (e.g. POST /circuits/x/open with a content-type and nothing else);
+  // the data plane still refuses it because it needs an object.
+  const json = app.getDefaultJsonParser('remove', 'remove');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
+    if (body === '') done(null, undefined);
+    else json(req, body as string, done);
+  });
 
   app.setErrorHandler((err, req, reply) => {
     const ge = toGatewayError(err);
@@ -162,6 +170,7 @@ export function buildServer(d: HttpDeps): FastifyInstance {
           notBefore: new Date(Date.now() + Math.min(admitted.retryAfterMs, 1_000)),
         });
         d.tasks.wake();
+        d.tasks.onQueued?.(task.kind);
         ctx.status = 202;
         ctx.outcome = 'queued';
         sink.head(202, { 'content-type': 'application/json', 'x-request-id': ctx.id, location: `/v1/tasks/${task.id}` });
@@ -175,7 +184,7 @@ export function buildServer(d: HttpDeps): FastifyInstance {
     } catch (e) {
       const ge = e instanceof GatewayError ? e : toGatewayError(e);
       if (ge.code === 'internal_error') d.log.error({ err: safeErr(e), reqId: ctx.id }, 'unhandled error');
-      ctx.outcome = ctx.key ? 'failed' : 'rejected';
+      ctx.outcome = ctx.attempts > 0 ? 'failed' : 'rejected'; // rejected: refused before any upstream call
       if (!sink.headersSent) writeError(ctx, sink, ge);
       else sink.end();
     } finally {
@@ -238,7 +247,7 @@ export function buildServer(d: HttpDeps): FastifyInstance {
   app.get('/actuator/health/liveness', async () => ({ status: 'UP' }));
   app.get('/actuator/health/readiness', async (_req, reply) => {
     const r = await d.readiness();
-    void reply.code(r.up ? 200 : 503).send({ status: r.up ? 'UP' : 'DOWN', components: r.components });
+    void reply.code(r.up ? 200 : 503).send({ status: r.up ? (r.degraded ? 'DEGRADED' : 'UP') : 'DOWN', components: r.components });
   });
   app.get('/actuator/prometheus', async (_req, reply) => {
     const text = await d.metrics.registry.metrics();

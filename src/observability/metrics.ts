@@ -119,6 +119,38 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly tasks = new client.Counter({
+    name: 'anima_tasks_total',
+    help: 'Async task state transitions, by kind and state',
+    labelNames: ['kind', 'state'] as const,
+    registers: [this.registry],
+  });
+  /** Read at scrape time for anima_queue_waiting. */
+  waitingSource: () => number = () => 0;
+  readonly waiting: client.Gauge = new client.Gauge({
+    name: 'anima_queue_waiting',
+    help: 'Requests waiting in a WAIT queue on this instance',
+    registers: [this.registry],
+    collect: (): void => this.waiting.set(this.waitingSource()),
+  });
+  readonly cacheLookups = new client.Counter({
+    name: 'anima_cache_lookups_total',
+    help: 'API key lookups by cache layer and result (l1 = in-process snapshot, db = fallback read)',
+    labelNames: ['layer', 'result'] as const,
+    registers: [this.registry],
+  });
+  readonly dependencyUp = new client.Gauge({
+    name: 'anima_dependency_up',
+    help: '1 when the dependency answered its last health probe (every 5 s)',
+    labelNames: ['dependency'] as const,
+    registers: [this.registry],
+  });
+  readonly degraded = new client.Gauge({
+    name: 'anima_degraded',
+    help: '1 while the gateway runs in a degraded mode (a dependency down)',
+    registers: [this.registry],
+  });
+
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     if (opts.defaultMetrics !== false) client.collectDefaultMetrics({ register: this.registry });
   }

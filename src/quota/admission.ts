@@ -67,6 +67,8 @@ export interface AdmissionEvents {
 
 export class Admission {
   private readonly waiters = new Map<string, Set<() => void>>();
+  /** Requests waiting in a queue on this instance right now. */
+  waitingNow = 0;
   private wakeReady: Promise<void> | null = null;
 
   constructor(
@@ -209,6 +211,7 @@ export class Admission {
     const nudge = () => wake();
     set.add(nudge);
     signal.addEventListener('abort', nudge);
+    this.waitingNow++;
     try {
       let next = 0;
       for (;;) {
@@ -238,6 +241,7 @@ export class Admission {
         });
       }
     } finally {
+      this.waitingNow--;
       set.delete(nudge);
       if (set.size === 0) this.waiters.delete(key.id);
       signal.removeEventListener('abort', nudge);
