@@ -87,6 +87,7 @@ export function testSettings(over: Partial<Settings> = {}): Settings {
     taskPollMs: 200,
     taskLeaseMs: 5_000,
     taskDeadlineMs: 60_000,
+    drainMs: 2_000,
     ...over,
   };
 }

@@ -53,7 +53,7 @@ export interface Gateway {
   publishConfigChange(table?: string): Promise<void>;
   /** Test seam: drop incoming invalidation events, as if pub/sub delivery were lost. */
   pauseInvalidations(paused: boolean): void;
-  close(): Promise<void>;
+  close(drainMs?: number): Promise<void>;
 }
 
 export interface GatewayOptions {
@@ -245,16 +245,27 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
     pauseInvalidations: (paused: boolean) => {
       invalidationsPaused = paused;
     },
-    async close() {
+    /**
+     * Graceful stop: no new connections or requests (new ones get 503 while closing), in-flight requests
+     * and streams finish up to `drainMs`, then remaining connections are cut (their leases settle in the
+     * handlers' finally blocks); the task worker hands back what it holds; then everything else closes.
+     */
+    async close(drainMs = settings.drainMs) {
       if (closed) return;
       closed = true;
-      await worker.stop();
+      const stopWorker = worker.stop(drainMs);
+      const cut = setTimeout(() => server.server.closeAllConnections(), drainMs);
+      // Connections whose last response just ended go idle: close them as they do, not at keep-alive timeout.
+      const idle = setInterval(() => server.server.closeIdleConnections(), 100);
+      await server.close();
+      clearTimeout(cut);
+      clearInterval(idle);
+      await stopWorker;
       await unsubTasks().catch(() => {});
       clearInterval(syncTimer);
       clearInterval(probeTimer);
       clearInterval(refreshTokens);
       config.stop();
-      await server.close();
       await Promise.all(unsubs.map((u) => u().catch(() => {})));
       await transport.close();
       if (quotaBackend instanceof RedisQuota) quotaBackend.close();

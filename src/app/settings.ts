@@ -23,6 +23,8 @@ export interface Settings {
   taskPollMs: number;
   taskLeaseMs: number;
   taskDeadlineMs: number;
+  /** SIGTERM: how long in-flight requests and streams may take to finish before connections are cut. */
+  drainMs: number;
 }
 
 function int(v: string | undefined, dflt: number, name: string): number {
@@ -51,5 +53,6 @@ export function settingsFromEnv(env: NodeJS.ProcessEnv = process.env): Settings 
     taskPollMs: int(env.ANIMA_TASK_POLL_MS, 1_000, 'ANIMA_TASK_POLL_MS'),
     taskLeaseMs: int(env.ANIMA_TASK_LEASE_MS, 60_000, 'ANIMA_TASK_LEASE_MS'),
     taskDeadlineMs: int(env.ANIMA_TASK_DEADLINE_MS, 24 * 3_600_000, 'ANIMA_TASK_DEADLINE_MS'),
+    drainMs: int(env.ANIMA_DRAIN_MS, 30_000, 'ANIMA_DRAIN_MS'),
   };
 }

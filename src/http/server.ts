@@ -108,7 +108,7 @@ export function buildServer(d: HttpDeps): FastifyInstance {
     bodyLimit: d.bodyLimit,
     genReqId: () => requestId(),
     return503OnClosing: true,
-    forceCloseConnections: false,
+    forceCloseConnections: 'idle',
     keepAliveTimeout: 65_000,
     onProtoPoisoning: 'remove',
     onConstructorPoisoning: 'remove',
