@@ -9,6 +9,7 @@ import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { sql } from 'kysely';
 import { newAdminToken } from '../config/admin-tokens.js';
+import { setSecretKey } from '../config/secrets.js';
 import { hashKey, insertAlias, insertApp, insertChannel, insertKey } from '../config/repo.js';
 import { openDatabase, type DbHandle } from '../store/db.js';
 import { startFakeAnthropic, startFakeOpenAI } from '../../fakes/index.js';
@@ -56,6 +57,7 @@ async function seedDemo(dbh: DbHandle, openaiUrl: string, anthropicUrl: string, 
 async function serve(args: string[]): Promise<void> {
   const settings = settingsFromEnv();
   const demo = args.includes('--demo');
+  setSecretKey(settings.secretKey);
   if (!settings.databaseUrl && settings.dataDir !== 'memory://') mkdirSync(settings.dataDir, { recursive: true });
   const dbh = await openDatabase({ databaseUrl: settings.databaseUrl, dataDir: settings.dataDir, poolSize: settings.dbPoolSize });
   const stops: Array<() => Promise<void>> = [];

@@ -10,6 +10,7 @@ import { BreakerRegistry } from '../breaker/breaker.js';
 import { ChannelHealthRegistry } from '../breaker/health.js';
 import { type Invalidation, ConfigAdmin } from '../config/admin.js';
 import { AdminTokens } from '../config/admin-tokens.js';
+import { setSecretKey } from '../config/secrets.js';
 import { ConfigCache } from '../config/cache.js';
 import { MemoryCoordinator } from '../coord/memory.js';
 import { RedisCoordinator } from '../coord/redis.js';
@@ -66,6 +67,7 @@ export interface GatewayOptions {
 
 export async function startGateway(settings: Settings, opts: GatewayOptions = {}): Promise<Gateway> {
   let invalidationsPaused = false;
+  setSecretKey(settings.secretKey);
   const clock = opts.clock ?? systemClock;
   const log = createLogger(settings.logLevel, opts.logDestination);
   const dbh = opts.dbh ?? (await openDatabase({ databaseUrl: settings.databaseUrl, dataDir: settings.dataDir, poolSize: settings.dbPoolSize }));

@@ -25,6 +25,8 @@ export interface Settings {
   taskDeadlineMs: number;
   /** SIGTERM: how long in-flight requests and streams may take to finish before connections are cut. */
   drainMs: number;
+  /** Encrypts upstream credentials at rest (AES-256-GCM); unset = stored as given. */
+  secretKey: string | undefined;
 }
 
 function int(v: string | undefined, dflt: number, name: string): number {
@@ -54,5 +56,6 @@ export function settingsFromEnv(env: NodeJS.ProcessEnv = process.env): Settings 
     taskLeaseMs: int(env.ANIMA_TASK_LEASE_MS, 60_000, 'ANIMA_TASK_LEASE_MS'),
     taskDeadlineMs: int(env.ANIMA_TASK_DEADLINE_MS, 24 * 3_600_000, 'ANIMA_TASK_DEADLINE_MS'),
     drainMs: int(env.ANIMA_DRAIN_MS, 30_000, 'ANIMA_DRAIN_MS'),
+    secretKey: env.ANIMA_SECRET_KEY || undefined,
   };
 }

@@ -8,6 +8,15 @@ import { GatewayError } from '../core/errors.js';
 import { randomId } from '../core/ids.js';
 import type { Db } from '../store/db.js';
 import { hashKey, newSecretKey } from './repo.js';
+import { isSealed, openSecret } from './secrets.js';
+
+function openSecretSafe(s: string): string {
+  try {
+    return openSecret(s);
+  } catch {
+    return '????';
+  }
+}
 import { type Entity, validateWrite } from './validate.js';
 
 export interface Actor {
@@ -47,7 +56,8 @@ export function toDto(entity: Entity, r: Row): Dto {
         provider: r.provider,
         base_url: r.base_url,
         credential_set: !!r.credential,
-        credential_hint: r.credential ? '…' + String(r.credential).slice(-4) : null,
+        credential_hint: r.credential ? '…' + openSecretSafe(String(r.credential)).slice(-4) : null,
+        credential_encrypted: isSealed(String(r.credential ?? '')),
         enabled: r.enabled,
         weight: r.weight,
         settings: r.settings,

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { sql } from 'kysely';
 import { randomId } from '../core/ids.js';
+import { openSecret, sealSecret } from './secrets.js';
 import type { Db } from '../store/db.js';
 import type { ChainTierRow } from '../store/schema.js';
 import {
@@ -131,7 +132,7 @@ export function toChannel(r: any): Channel {
     name: r.name,
     provider: r.provider as ProviderKind,
     baseUrl: String(r.base_url).replace(/\/+$/, ''),
-    credential: r.credential,
+    credential: openSecret(String(r.credential ?? '')),
     enabled: r.enabled,
     weight: r.weight,
     timeouts,
@@ -241,7 +242,7 @@ export async function insertChannel(db: Db, c: ChannelInput): Promise<void> {
       name: c.name ?? c.code,
       provider: c.provider,
       base_url: c.baseUrl,
-      credential: c.credential ?? '',
+      credential: sealSecret(c.credential ?? ''),
       enabled: c.enabled ?? true,
       weight: c.weight ?? 1,
       settings: JSON.stringify(c.settings ?? {}),

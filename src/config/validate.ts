@@ -3,6 +3,7 @@
  * values; throws a 400 naming the field otherwise.
  */
 import { GatewayError } from '../core/errors.js';
+import { sealSecret } from './secrets.js';
 
 export type Entity = 'channel' | 'alias' | 'app' | 'api_key' | 'quota' | 'token_group';
 
@@ -120,7 +121,7 @@ const FIELDS: Record<Entity, Record<string, (v: unknown) => [string, unknown]>> 
     },
     credential: (v) => {
       if (typeof v !== 'string') throw bad('credential', 'must be a string');
-      return ['credential', v];
+      return ['credential', sealSecret(v)];
     },
     enabled: (v) => ['enabled', bool(v, 'enabled')],
     weight: (v) => ['weight', int(v, 'weight', 0, 1_000_000)],

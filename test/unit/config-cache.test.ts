@@ -3,6 +3,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigCache } from '../../src/config/cache.js';
 import { hashKey, insertAlias, insertApp, insertChannel, insertKey } from '../../src/config/repo.js';
 import { ManualClock } from '../../src/lib/clock.js';
+import { toDto } from '../../src/config/admin.js';
+import { setSecretKey } from '../../src/config/secrets.js';
 import type { DbHandle } from '../../src/store/db.js';
 import { openTestDb } from '../helpers.js';
 
@@ -12,6 +14,29 @@ beforeAll(async () => {
   dbh = await openTestDb(undefined); // PGlite: the migrations run on the embedded default too
 }, 60_000);
 afterAll(async () => dbh?.close());
+
+describe('credentials at rest', () => {
+  it('are sealed with AES-256-GCM when ANIMA_SECRET_KEY is set, opened only in memory, never shown', async () => {
+    setSecretKey('test-secret-key');
+    try {
+      await insertChannel(dbh.db, { code: 'sealed', provider: 'openai', baseUrl: 'http://127.0.0.1:9/v1', credential: 'sk-upstream-very-secret' });
+      const raw = await dbh.db.selectFrom('channel').select('credential').where('code', '=', 'sealed').executeTakeFirstOrThrow();
+      expect(raw.credential.startsWith('enc:v1:')).toBe(true);
+      expect(raw.credential).not.toContain('very-secret');
+      const cache = new ConfigCache(dbh.db, new ManualClock(Date.now() + 1000), pino({ level: 'silent' }));
+      await cache.load();
+      expect(cache.channel('sealed')?.credential).toBe('sk-upstream-very-secret');
+      const dto = toDto('channel', (await dbh.db.selectFrom('channel').selectAll().where('code', '=', 'sealed').executeTakeFirstOrThrow()) as never);
+      expect(JSON.stringify(dto)).not.toContain('very-secret');
+      expect(dto).toMatchObject({ credential_set: true, credential_hint: '…cret', credential_encrypted: true });
+      setSecretKey('another-key');
+      await expect(cache.load()).rejects.toThrow(); // a wrong key can't open it (GCM authenticates)
+    } finally {
+      setSecretKey(undefined);
+      await dbh.db.deleteFrom('channel').where('code', '=', 'sealed').execute();
+    }
+  });
+});
 
 describe('config snapshot (L1)', () => {
   it('applies effective windows: a version scheduled for later takes over by itself at its time', async () => {
