@@ -74,6 +74,7 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
   const coord: Coordinator = settings.redisUrl
     ? new RedisCoordinator({ url: settings.redisUrl, prefix: settings.redisPrefix })
     : new MemoryCoordinator(clock);
+  if (coord instanceof RedisCoordinator) await coord.ready();
   const metrics = new Metrics({ defaultMetrics: opts.defaultMetrics ?? true });
 
   const config = new ConfigCache(dbh.db, clock, log, { refreshMs: settings.configRefreshMs, l2: coord });

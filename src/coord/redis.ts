@@ -95,6 +95,23 @@ export class RedisCoordinator implements Coordinator {
     this.breakers = new RedisBreakerStore(this.cmd, this.prefix);
   }
 
+  /**
+   * Waits for the first connection, then stops queueing commands while disconnected: with Redis down a
+   * call fails at once (and the caller takes its degraded path) instead of hanging in a retry queue.
+   */
+  async ready(timeoutMs = 10_000): Promise<void> {
+    if (this.cmd.status !== 'ready') {
+      await new Promise<void>((resolve, reject) => {
+        const t = setTimeout(() => reject(new Error(`Redis not reachable at start within ${timeoutMs} ms`)), timeoutMs);
+        this.cmd.once('ready', () => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+    this.cmd.options.enableOfflineQueue = false;
+  }
+
   async publish(topic: string, message: string) {
     await this.cmd.publish(this.prefix + topic, message);
   }
@@ -102,7 +119,7 @@ export class RedisCoordinator implements Coordinator {
   async subscribe(topic: string, handler: (m: string) => void): Promise<Unsubscribe> {
     const channel = this.prefix + topic;
     if (!this.sub) {
-      this.sub = this.cmd.duplicate({ enableAutoPipelining: false });
+      this.sub = this.cmd.duplicate({ enableAutoPipelining: false, enableOfflineQueue: true });
       this.sub.on('error', () => {});
       this.sub.on('message', (ch: string, msg: string) => {
         for (const h of this.handlers.get(ch) ?? []) h(msg);

@@ -297,7 +297,7 @@ export class RedisQuota implements QuotaBackend {
 
   async onWake(handler: (queue: string) => void) {
     if (!this.sub) {
-      this.sub = this.r.duplicate({ enableAutoPipelining: false });
+      this.sub = this.r.duplicate({ enableAutoPipelining: false, enableOfflineQueue: true });
       this.sub.on('error', () => {});
       await this.sub.subscribe(this.wakeChannel);
     }
