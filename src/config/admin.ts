@@ -9,6 +9,7 @@ import { randomId } from '../core/ids.js';
 import type { Db } from '../store/db.js';
 import { hashKey, newSecretKey } from './repo.js';
 import { isSealed, openSecret } from './secrets.js';
+import { PRICE_COLUMNS } from './price.js';
 
 function openSecretSafe(s: string): string {
   try {
@@ -33,7 +34,7 @@ export interface Invalidation {
 type Row = Record<string, any>;
 type Dto = Record<string, unknown>;
 
-const KEY_COL: Record<Entity, string> = { channel: 'code', alias: 'name', app: 'id', api_key: 'id', quota: 'id', token_group: 'id' };
+const KEY_COL: Record<Entity, string> = { channel: 'code', alias: 'name', app: 'id', api_key: 'id', quota: 'id', token_group: 'id', price: 'id' };
 
 const iso = (d: unknown) => (d === null || d === undefined ? null : new Date(d as string).toISOString());
 
@@ -102,6 +103,14 @@ export function toDto(entity: Entity, r: Row): Dto {
         tokens_per_day: Number(r.tokens_per_day),
         cost_per_day: String(r.cost_per_day),
         cost_per_month: String(r.cost_per_month),
+        ...common,
+      };
+    case 'price':
+      return {
+        id: String(r.id),
+        alias: r.alias,
+        channel: r.channel,
+        ...Object.fromEntries(PRICE_COLUMNS.map((c) => [c, String(r[c])])),
         ...common,
       };
     case 'token_group':
@@ -228,7 +237,7 @@ export class ConfigAdmin {
       sk = newSecretKey();
       Object.assign(v, { id: 'key_' + randomId(16), app_id: opts.appId, key_hash: hashKey(sk), key_prefix: sk.slice(0, 13) });
     }
-    const key = entity === 'quota' ? `${v.scope}:${v.scope_id}` : String(v[KEY_COL[entity]]);
+    const key = entity === 'quota' ? `${v.scope}:${v.scope_id}` : entity === 'price' ? `${v.alias}:${v.channel ?? '*'}` : String(v[KEY_COL[entity]]);
     const row = await this.db.transaction().execute(async (trx) => {
       await this.lock(trx, entity, key);
       if (entity === 'api_key') {
@@ -245,7 +254,7 @@ export class ConfigAdmin {
       await this.audit(trx, actor, 'create', entity, key, null, toDto(entity, created), opts.requestId);
       return created;
     });
-    await this.publish({ table: entity, key: entity === 'quota' ? String(row.id) : key });
+    await this.publish({ table: entity, key: entity === 'quota' || entity === 'price' ? String(row.id) : key });
     return { row: toDto(entity, row), ...(sk ? { sk } : {}) };
   }
 

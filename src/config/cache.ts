@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { Clock } from '../lib/clock.js';
 import type { Db } from '../store/db.js';
 import { type Alias, type ApiKey, type App, type Channel, type Quota, type TokenGroup, pickEffective } from './model.js';
+import { type Price, toPrice } from './price.js';
 import { CONFIG_TABLES, type ConfigTable, fetchRows, loadKeyByHash, toAlias, toApp, toChannel, toKey, toQuota, toTokenGroup } from './repo.js';
 
 function group<T>(rows: T[], key: (t: T) => string): Map<string, T[]> {
@@ -49,6 +50,7 @@ export class ConfigCache {
   private settings = new Map<string, unknown>();
   private quotas = new Map<string, Quota[]>();
   private tokenGroups = new Map<string, TokenGroup[]>();
+  private prices = new Map<string, Price[]>();
   private readonly loadedAtByTable = new Map<ConfigTable, number>();
   private readonly extraKeys = new Map<string, { key: ApiKey | undefined; at: number }>();
   private timer: NodeJS.Timeout | null = null;
@@ -99,6 +101,9 @@ export class ConfigCache {
         break;
       case 'token_group':
         this.tokenGroups = group(rows.map(toTokenGroup), (g) => g.id);
+        break;
+      case 'price':
+        this.prices = group(rows.map(toPrice), (p) => `${p.alias}\0${p.channel ?? ''}`);
         break;
       case 'setting':
         this.settings = new Map(rows.map((r) => [String(r.key), r.value]));
@@ -187,6 +192,11 @@ export class ConfigCache {
 
   quota(scope: Quota['scope'], id: string, now = this.clock.now()): Quota | undefined {
     return pickEffective(this.quotas.get(`${scope}:${id}`), now);
+  }
+
+  /** The price in force at `at` for this alias on this channel (a channel-specific row wins over the alias-wide one). */
+  price(alias: string, channel: string | null, at = this.clock.now()): Price | undefined {
+    return (channel ? pickEffective(this.prices.get(`${alias}\0${channel}`), at) : undefined) ?? pickEffective(this.prices.get(`${alias}\0`), at);
   }
 
   tokenGroup(id: string, now = this.clock.now()): TokenGroup | undefined {

@@ -108,8 +108,8 @@ export function toKey(r: KeyRow): ApiKey {
  * Loads every live (not deleted, not yet expired) config row. Future rows are included so that a change
  * scheduled with effective_from takes effect by itself at that time, without another load.
  */
-export type ConfigTable = 'channel' | 'alias' | 'app' | 'api_key' | 'quota' | 'token_group' | 'setting';
-export const CONFIG_TABLES: ConfigTable[] = ['channel', 'alias', 'app', 'api_key', 'quota', 'token_group', 'setting'];
+export type ConfigTable = 'channel' | 'alias' | 'app' | 'api_key' | 'quota' | 'token_group' | 'price' | 'setting';
+export const CONFIG_TABLES: ConfigTable[] = ['channel', 'alias', 'app', 'api_key', 'quota', 'token_group', 'price', 'setting'];
 
 export interface SettingRow {
   key: string;

@@ -3,9 +3,10 @@
  * values; throws a 400 naming the field otherwise.
  */
 import { GatewayError } from '../core/errors.js';
+import { PRICE_COLUMNS } from './price.js';
 import { sealSecret } from './secrets.js';
 
-export type Entity = 'channel' | 'alias' | 'app' | 'api_key' | 'quota' | 'token_group';
+export type Entity = 'channel' | 'alias' | 'app' | 'api_key' | 'quota' | 'token_group' | 'price';
 
 type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => !!v && typeof v === 'object' && !Array.isArray(v);
@@ -182,6 +183,23 @@ const FIELDS: Record<Entity, Record<string, (v: unknown) => [string, unknown]>> 
     effective_from: (v) => ['effective_from', date(v, 'effective_from') ?? new Date()],
     effective_to: (v) => ['effective_to', date(v, 'effective_to')],
   },
+  price: {
+    alias: (v) => ['alias', str(v, 'alias', { max: 128 })],
+    channel: (v) => ['channel', v === null ? null : str(v, 'channel', { max: 64 })],
+    ...Object.fromEntries(
+      PRICE_COLUMNS.map((c) => [
+        c,
+        (v: unknown): [string, unknown] => {
+          // money: integer micro-units, as a JSON integer or a decimal string (for amounts past 2^53)
+          const ok = (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) || (typeof v === 'string' && /^\d{1,18}$/.test(v));
+          if (!ok) throw bad(c, 'must be a non-negative integer number of micro-units (a JSON integer or a digit string)');
+          return [c, String(v)];
+        },
+      ]),
+    ),
+    effective_from: (v) => ['effective_from', date(v, 'effective_from') ?? new Date()],
+    effective_to: (v) => ['effective_to', date(v, 'effective_to')],
+  },
   token_group: {
     id: (v) => ['id', str(v, 'id', { max: 64, re: CODE_RE, reMsg: CODE_MSG })],
     name: (v) => ['name', str(v, 'name')],
@@ -200,10 +218,11 @@ const REQUIRED: Record<Entity, string[]> = {
   api_key: [],
   quota: ['scope', 'scope_id'],
   token_group: ['id', 'name'],
+  price: ['alias'],
 };
 
 /** Keys that name the row and can't be changed by PATCH. */
-const IMMUTABLE: Record<Entity, string[]> = { channel: ['code'], alias: ['name'], app: ['id'], api_key: [], quota: ['scope', 'scope_id'], token_group: ['id'] };
+const IMMUTABLE: Record<Entity, string[]> = { channel: ['code'], alias: ['name'], app: ['id'], api_key: [], quota: ['scope', 'scope_id'], token_group: ['id'], price: ['alias', 'channel'] };
 
 /** Fields the API accepts but that are not columns (handled by the caller). */
 const META = new Set(['version_no', 'id_version']);

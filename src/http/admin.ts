@@ -127,6 +127,7 @@ export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
       for (const [entity, path, filters] of [
         ['quota', 'quotas', ['scope', 'scope_id']],
         ['token_group', 'token-groups', ['enabled']],
+        ['price', 'prices', ['alias', 'channel']],
       ] as Array<[Entity, string, string[]]>) {
         r.get(`/${path}`, async (req) => d.admin.list(entity, listQuery(req, filters)));
         r.post(`/${path}`, async (req, reply) => reply.code(201).send((await d.admin.create(actor(req), entity, req.body, { requestId: req.id })).row));
@@ -192,7 +193,7 @@ export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
       }
       r.post('/cache/invalidate', async (req) => {
         const b = (req.body ?? {}) as { table?: unknown; key?: unknown };
-        const tables = ['channel', 'alias', 'app', 'api_key', 'quota', 'token_group', 'admin_token', 'setting', 'all'];
+        const tables = ['channel', 'alias', 'app', 'api_key', 'quota', 'token_group', 'price', 'admin_token', 'setting', 'all'];
         const table = b.table === undefined ? 'all' : b.table;
         if (typeof table !== 'string' || !tables.includes(table)) throw new GatewayError('invalid_request', `table must be one of ${tables.join(', ')}`, { param: 'table' });
         const inv: Invalidation = { table: table as Invalidation['table'], ...(typeof b.key === 'string' ? { key: b.key } : {}) };

@@ -13,7 +13,7 @@ import { RequestContext } from '../relay/context.js';
 import { type ClientSink, type Relay, writeError } from '../relay/relay.js';
 import { type AdminDeps, registerAdmin } from './admin.js';
 import { type Admission, type Lease, rateLimitHeaders } from '../quota/admission.js';
-import { estimateTokens } from '../quota/estimate.js';
+import { actualCost, estimateCost, estimateTokens } from '../quota/estimate.js';
 import { type TaskStore, taskView } from '../tasks/store.js';
 
 const TASK_KIND: Record<InboundDialect, string> = { openai_chat: 'chat', openai_embeddings: 'embeddings', anthropic_messages: 'messages' };
@@ -156,7 +156,18 @@ export function buildServer(d: HttpDeps): FastifyInstance {
       resolveAlias(d.config, ctx, body.model as string, now);
       const gone = new AbortController();
       sink.onAbort(() => gone.abort());
-      const admitted = d.admission ? await d.admission.admit(ctx.key!, (need) => ({ tokens: need ? estimateTokens(body).total : 0, cost: 0 }), gone.signal, now) : null;
+      const admitted = d.admission
+        ? await d.admission.admit(
+            ctx.key!,
+            (needTokens, needCost) => {
+              if (!needTokens && !needCost) return { tokens: 0, cost: 0 };
+              const t = estimateTokens(body);
+              return { tokens: t.total, cost: needCost ? estimateCost(d.config, ctx.alias!, ctx.key!.tokenGroupId, t, now) : 0 };
+            },
+            gone.signal,
+            now,
+          )
+        : null;
       if (admitted && 'deferred' in admitted) {
         // ASYNC mode and no room now: persist the request as a task and answer 202 at once.
         if (body.stream === true) throw new GatewayError('invalid_request', 'This key runs over-limit requests asynchronously (ASYNC mode), which cannot stream: retry without stream, or later.', { param: 'stream' });
@@ -191,7 +202,8 @@ export function buildServer(d: HttpDeps): FastifyInstance {
       if (lease) {
         // True up to what was produced: the upstream's usage, or nothing when no upstream answered.
         const used = ctx.usage ? ctx.usage.inputTokens + ctx.usage.outputTokens : 0;
-        await lease.settle(used, 0).catch((err: unknown) => d.log.warn({ err: safeErr(err), reqId: ctx.id }, 'quota settlement failed; the lease expires by TTL'));
+        const cost = actualCost(d.config, ctx.alias!.name, ctx.channel, ctx.key!.tokenGroupId, ctx.usage, ctx.startedAt);
+        await lease.settle(used, cost).catch((err: unknown) => d.log.warn({ err: safeErr(err), reqId: ctx.id }, 'quota settlement failed; the lease expires by TTL'));
       }
       d.metrics.request(ctx);
       logRequest(d.log, ctx);

@@ -103,10 +103,16 @@ export class Admission {
    * Admits or refuses. Returns null when no limit applies (no backend call at all). `signal` aborts a
    * wait (client gone). Throws the 429 for REJECT, or after a WAIT timed out.
    */
-  async admit(key: ApiKey, estimate: (needTokens: boolean) => { tokens: number; cost: number }, signal: AbortSignal, now?: number): Promise<Lease | Deferred | null> {
+  async admit(
+    key: ApiKey,
+    estimate: (needTokens: boolean, needCost: boolean) => { tokens: number; cost: number },
+    signal: AbortSignal,
+    now?: number,
+  ): Promise<Lease | Deferred | null> {
     const groups = this.limitsFor(key, now);
     if (groups.length === 0) return null;
-    const est = estimate(this.needsTokenEstimate(groups));
+    const needCost = groups.some((g) => g.scopes.some((s) => s.costPerDay > 0 || s.costPerMonth > 0));
+    const est = estimate(this.needsTokenEstimate(groups), needCost);
     const t0 = Date.now();
     const reservations: Reservation[] = [];
     const owners = new Map<Reservation, QuotaBackend>();

@@ -1,4 +1,5 @@
 import { countTokens } from 'gpt-tokenizer';
+import { priceOf } from '../config/price.js';
 
 /** What a request reserves when it names no max_tokens. */
 export const DEFAULT_OUTPUT_RESERVATION = 1024;
@@ -41,4 +42,31 @@ export function estimateTokens(body: Record<string, unknown>): { prompt: number;
   const maxOut = [body.max_completion_tokens, body.max_tokens].find((v) => Number.isInteger(v) && (v as number) > 0) as number | undefined;
   const output = body.input !== undefined && body.messages === undefined ? 0 : (maxOut ?? DEFAULT_OUTPUT_RESERVATION);
   return { prompt, total: prompt + output };
+}
+
+/** Anything that can price a request for an alias (the config cache). */
+export interface PriceSource {
+  price(alias: string, channel: string | null, at?: number): { sale: import('../config/price.js').UnitPrices } | undefined;
+  tokenGroup(id: string, at?: number): { priceMultiplierPpm: bigint } | undefined;
+}
+
+/**
+ * The sale price a request may reach, for cost budgets: its estimated prompt plus max output, at the
+ * alias's price (the alias-wide row, else the first channel's), times the key's token-group multiplier.
+ * No price configured: 0.
+ */
+export function estimateCost(prices: PriceSource, alias: { name: string; tiers: Array<Array<{ channel: string }>> }, tokenGroupId: string | null, tokens: { prompt: number; total: number }, at: number): number {
+  const p = prices.price(alias.name, null, at) ?? prices.price(alias.name, alias.tiers[0]?.[0]?.channel ?? null, at);
+  if (!p) return 0;
+  const mult = tokenGroupId ? (prices.tokenGroup(tokenGroupId, at)?.priceMultiplierPpm ?? 1_000_000n) : 1_000_000n;
+  return Number(priceOf(p.sale, { inputTokens: tokens.prompt, outputTokens: tokens.total - tokens.prompt, cachedTokens: 0, cacheWriteTokens: 0 }, {}, mult));
+}
+
+/** The sale price of what a request actually used (settlement of cost budgets). */
+export function actualCost(prices: PriceSource, alias: string, channel: string | null, tokenGroupId: string | null, usage: import('../core/usage.js').Usage | null, at: number): number {
+  if (!usage) return 0;
+  const p = prices.price(alias, channel, at);
+  if (!p) return 0;
+  const mult = tokenGroupId ? (prices.tokenGroup(tokenGroupId, at)?.priceMultiplierPpm ?? 1_000_000n) : 1_000_000n;
+  return Number(priceOf(p.sale, usage, {}, mult));
 }

@@ -115,6 +115,32 @@ const migrations: Record<string, Migration> = {
       await sql`CREATE INDEX task_app ON task (app_id, created_at)`.execute(db);
     },
   },
+  '0006_price': {
+    async up(db: Kysely<unknown>) {
+      // Integer micro-units of the account currency. channel NULL = any channel of the alias.
+      await sql`CREATE TABLE price (
+        id bigserial PRIMARY KEY,
+        alias text NOT NULL,
+        channel text,
+        cost_input_per_mtok bigint NOT NULL DEFAULT 0 CHECK (cost_input_per_mtok >= 0),
+        cost_output_per_mtok bigint NOT NULL DEFAULT 0 CHECK (cost_output_per_mtok >= 0),
+        cost_cached_per_mtok bigint NOT NULL DEFAULT 0 CHECK (cost_cached_per_mtok >= 0),
+        cost_per_request bigint NOT NULL DEFAULT 0 CHECK (cost_per_request >= 0),
+        cost_per_image bigint NOT NULL DEFAULT 0 CHECK (cost_per_image >= 0),
+        cost_per_video_second bigint NOT NULL DEFAULT 0 CHECK (cost_per_video_second >= 0),
+        cost_per_track bigint NOT NULL DEFAULT 0 CHECK (cost_per_track >= 0),
+        sale_input_per_mtok bigint NOT NULL DEFAULT 0 CHECK (sale_input_per_mtok >= 0),
+        sale_output_per_mtok bigint NOT NULL DEFAULT 0 CHECK (sale_output_per_mtok >= 0),
+        sale_cached_per_mtok bigint NOT NULL DEFAULT 0 CHECK (sale_cached_per_mtok >= 0),
+        sale_per_request bigint NOT NULL DEFAULT 0 CHECK (sale_per_request >= 0),
+        sale_per_image bigint NOT NULL DEFAULT 0 CHECK (sale_per_image >= 0),
+        sale_per_video_second bigint NOT NULL DEFAULT 0 CHECK (sale_per_video_second >= 0),
+        sale_per_track bigint NOT NULL DEFAULT 0 CHECK (sale_per_track >= 0),
+        ${versioned}
+      )`.execute(db);
+      await sql`CREATE INDEX price_alias ON price (alias, channel)`.execute(db);
+    },
+  },
   '0002_control_plane': {
     async up(db: Kysely<unknown>) {
       await sql`CREATE TABLE admin_token (

@@ -133,7 +133,28 @@ export interface TaskTable {
   completed_at: ColumnType<Date | null, Date | null | undefined, Date | null>;
 }
 
+export interface PriceTable extends Versioned {
+  id: Generated<string>;
+  alias: string;
+  channel: string | null;
+  cost_input_per_mtok: ColumnType<bigint, bigint | number | string | undefined, bigint | number | string>;
+  cost_output_per_mtok: ColumnType<bigint, bigint | number | string | undefined, bigint | number | string>;
+  cost_cached_per_mtok: ColumnType<bigint, bigint | number | string | undefined, bigint | number | string>;
+  cost_per_request: ColumnType<bigint, bigint | number | string | undefined, bigint | number | string>;
+  cost_per_image: ColumnType<bigint, bigint | number | string | undefined, bigint | number | string>;
+  cost_per_video_second: ColumnType<bigint, bigint | number | string | undefined, bigint | number | string>;
+  cost_per_track: ColumnType<bigint, bigint | number | string | undefined, bigint | number | string>;
+  sale_input_per_mtok: ColumnType<bigint, bigint | number | string | undefined, bigint | number | string>;
+  sale_output_per_mtok: ColumnType<bigint, bigint | number | string | undefined, bigint | number | string>;
+  sale_cached_per_mtok: ColumnType<bigint, bigint | number | string | undefined, bigint | number | string>;
+  sale_per_request: ColumnType<bigint, bigint | number | string | undefined, bigint | number | string>;
+  sale_per_image: ColumnType<bigint, bigint | number | string | undefined, bigint | number | string>;
+  sale_per_video_second: ColumnType<bigint, bigint | number | string | undefined, bigint | number | string>;
+  sale_per_track: ColumnType<bigint, bigint | number | string | undefined, bigint | number | string>;
+}
+
 export interface Database {
+  price: PriceTable;
   task: TaskTable;
   channel: ChannelTable;
   alias: AliasTable;

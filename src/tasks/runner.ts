@@ -3,7 +3,7 @@ import type { ConfigCache } from '../config/cache.js';
 import { isEffective } from '../config/model.js';
 import type { InboundDialect } from '../providers/types.js';
 import type { Admission } from '../quota/admission.js';
-import { estimateTokens } from '../quota/estimate.js';
+import { actualCost, estimateCost, estimateTokens } from '../quota/estimate.js';
 import { resolveAlias } from '../relay/auth.js';
 import { RequestContext } from '../relay/context.js';
 import { type ClientSink, type Relay, writeError } from '../relay/relay.js';
@@ -68,7 +68,16 @@ export function taskRunner(d: { config: ConfigCache; admission: Admission; relay
     }
     let lease;
     try {
-      lease = await d.admission.admit({ ...key, queueMode: 'REJECT' }, (need) => ({ tokens: need ? estimateTokens(body).total : 0, cost: 0 }), new AbortController().signal, now);
+      lease = await d.admission.admit(
+        { ...key, queueMode: 'REJECT' },
+        (needTokens, needCost) => {
+          if (!needTokens && !needCost) return { tokens: 0, cost: 0 };
+          const t = estimateTokens(body);
+          return { tokens: t.total, cost: needCost ? estimateCost(d.config, ctx.alias!, key.tokenGroupId, t, now) : 0 };
+        },
+        new AbortController().signal,
+        now,
+      );
     } catch (e) {
       if (e instanceof GatewayError && e.status === 429) {
         const ms = Number(e.headers['retry-after-ms'] ?? Number(e.headers['retry-after'] ?? 1) * 1000);
@@ -84,7 +93,10 @@ export function taskRunner(d: { config: ConfigCache; admission: Admission; relay
     try {
       await d.relay.serve(ctx, body, sink);
     } finally {
-      if (lease && !('deferred' in lease)) await lease.settle(ctx.usage ? ctx.usage.inputTokens + ctx.usage.outputTokens : 0, 0).catch(() => {});
+      if (lease && !('deferred' in lease)) {
+        const cost = actualCost(d.config, ctx.alias!.name, ctx.channel, key.tokenGroupId, ctx.usage, now);
+        await lease.settle(ctx.usage ? ctx.usage.inputTokens + ctx.usage.outputTokens : 0, cost).catch(() => {});
+      }
     }
     return { ok: true, status: sink.status, body: sink.body() };
   };

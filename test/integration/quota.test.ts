@@ -386,3 +386,34 @@ describe('ASYNC mode', () => {
     }
   }, 40_000);
 });
+
+describe('cost budgets (sale price of the alias)', () => {
+  it('a day budget in micro-units is not overshot by more than one request; after settlement it holds the actual cost', async () => {
+    await admin('POST', '/prices', { alias: 'main', sale_input_per_mtok: 2_000_000, sale_output_per_mtok: 4_000_000, cost_input_per_mtok: 1_000_000, cost_output_per_mtok: 2_000_000 });
+    await waitFor(() => !!A.config.price('main', null) && !!B.config.price('main', null), 2_000, 5);
+    const limit = 2_000;
+    const { sk, id } = await keyWith({ cost_per_day: limit });
+    const res = await Promise.all(Array.from({ length: 50 }, (_, i) => chat(i % 2 ? A : B, sk, { max_tokens: 30 })));
+    let spent = 0;
+    let maxOne = 0;
+    let refused = 0;
+    for (const r of res) {
+      if (r.status === 200) {
+        const u = ((await r.json()) as { usage: { prompt_tokens: number; completion_tokens: number } }).usage;
+        const c = Math.ceil((u.prompt_tokens * 2_000_000 + u.completion_tokens * 4_000_000) / 1_000_000);
+        spent += c;
+        maxOne = Math.max(maxOne, c);
+      } else {
+        refused++;
+        expect(((await r.json()) as { error: { code: string } }).error.code).toBe('budget_exceeded');
+      }
+    }
+    expect(refused).toBeGreaterThan(0);
+    expect(spent).toBeLessThanOrEqual(limit + maxOne);
+    const u = await A.quota.usage(appId, { ...scopeOf(id), costPerDay: limit });
+    console.log(`cost/day ${limit} micro-units: ${50 - refused} served for ${spent}; Redis holds ${u.costDay}`);
+    expect(u.costDay).toBe(spent);
+    const p = await admin('GET', '/prices?alias=main');
+    await admin('DELETE', `/prices/${p.data[0].id}?version_no=${p.data[0].version_no}`);
+  });
+});
