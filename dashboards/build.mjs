@@ -76,6 +76,7 @@ const dashboards = {
   ]),
   'anima-tasks': dashboard('anima-tasks', 'Anima / Async tasks', () => [
     panel('Task transitions by state', [['sum by (kind, state) (rate(anima_tasks_total[5m]))', '{{kind}} {{state}}']], { w: 24 }),
+    panel('Webhook deliveries by result', [['sum by (result) (rate(anima_webhook_deliveries_total[5m]))', '{{result}}']]),
     panel('Queued vs finished (1h)', [['sum by (state) (increase(anima_tasks_total[1h]))', '{{state}}']], { type: 'stat', w: 24 }),
   ]),
   'anima-control-plane': dashboard('anima-control-plane', 'Anima / Control plane and caches', () => [

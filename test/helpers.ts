@@ -88,6 +88,7 @@ export function testSettings(over: Partial<Settings> = {}): Settings {
     taskLeaseMs: 5_000,
     taskDeadlineMs: 60_000,
     drainMs: 2_000,
+    webhookBackoffMs: 100,
     secretKey: undefined,
     ...over,
   };

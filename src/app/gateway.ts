@@ -25,6 +25,7 @@ import { Admission } from '../quota/admission.js';
 import { taskRunner } from '../tasks/runner.js';
 import { TaskStore } from '../tasks/store.js';
 import { TaskWorker } from '../tasks/worker.js';
+import { WebhookDeliverer } from '../tasks/webhooks.js';
 import type { QuotaBackend } from '../quota/types.js';
 import { MemoryQuota } from '../quota/memory.js';
 import { RedisQuota } from '../quota/redis.js';
@@ -178,6 +179,14 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
   void quotaBackend.onWake(() => worker.wake());
   const unsubTasks = await coord.subscribe(TOPIC_TASKS, () => worker.wake());
   worker.start();
+  const webhooks = new WebhookDeliverer(
+    dbh.db,
+    (keyId) => config.keyById(keyId)?.webhookSecret ?? null,
+    log,
+    { pollMs: settings.taskPollMs, maxAttempts: 10, backoffMs: settings.webhookBackoffMs, timeoutMs: 5_000 },
+    (result) => metrics.webhooks.labels(result).inc(),
+  );
+  webhooks.start();
 
   /** Dependency health, probed every 5 s for metrics (a scrape never waits on it) and on readiness. */
   const probe = async () => {
@@ -265,6 +274,7 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
       clearInterval(idle);
       await stopWorker;
       await unsubTasks().catch(() => {});
+      webhooks.stop();
       clearInterval(syncTimer);
       clearInterval(probeTimer);
       clearInterval(refreshTokens);

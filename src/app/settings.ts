@@ -25,6 +25,8 @@ export interface Settings {
   taskDeadlineMs: number;
   /** SIGTERM: how long in-flight requests and streams may take to finish before connections are cut. */
   drainMs: number;
+  /** First webhook retry delay (doubles per attempt, capped at 5 min). */
+  webhookBackoffMs: number;
   /** Encrypts upstream credentials at rest (AES-256-GCM); unset = stored as given. */
   secretKey: string | undefined;
 }
@@ -56,6 +58,7 @@ export function settingsFromEnv(env: NodeJS.ProcessEnv = process.env): Settings 
     taskLeaseMs: int(env.ANIMA_TASK_LEASE_MS, 60_000, 'ANIMA_TASK_LEASE_MS'),
     taskDeadlineMs: int(env.ANIMA_TASK_DEADLINE_MS, 24 * 3_600_000, 'ANIMA_TASK_DEADLINE_MS'),
     drainMs: int(env.ANIMA_DRAIN_MS, 30_000, 'ANIMA_DRAIN_MS'),
+    webhookBackoffMs: int(env.ANIMA_WEBHOOK_BACKOFF_MS, 1_000, 'ANIMA_WEBHOOK_BACKOFF_MS'),
     secretKey: env.ANIMA_SECRET_KEY || undefined,
   };
 }

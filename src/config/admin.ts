@@ -89,6 +89,8 @@ export function toDto(entity: Entity, r: Row): Dto {
         wait_timeout_ms: r.wait_timeout_ms,
         max_queue: r.max_queue,
         token_group_id: r.token_group_id,
+        webhook_url: r.webhook_url ?? null,
+        webhook_secret_set: !!r.webhook_secret,
         ...common,
       };
     case 'quota':

@@ -95,6 +95,9 @@ export interface ApiKey {
   waitTimeoutMs: number;
   maxQueue: number;
   tokenGroupId: string | null;
+  /** Where ASYNC task results are delivered (signed with webhookSecret). */
+  webhookUrl: string | null;
+  webhookSecret: string | null;
   versionNo: number;
   effectiveFrom: number;
   effectiveTo: number | null;

@@ -80,6 +80,8 @@ type KeyRow = {
   wait_timeout_ms?: number;
   max_queue?: number;
   token_group_id?: string | null;
+  webhook_url?: string | null;
+  webhook_secret?: string | null;
   version_no: number;
   effective_from: Date;
   effective_to: Date | null;
@@ -98,6 +100,8 @@ export function toKey(r: KeyRow): ApiKey {
     waitTimeoutMs: r.wait_timeout_ms ?? 30_000,
     maxQueue: r.max_queue ?? 100,
     tokenGroupId: r.token_group_id ?? null,
+    webhookUrl: r.webhook_url ?? null,
+    webhookSecret: r.webhook_secret ? openSecret(r.webhook_secret) : null,
     versionNo: r.version_no,
     effectiveFrom: ms(r.effective_from)!,
     effectiveTo: ms(r.effective_to),

@@ -161,6 +161,13 @@ const FIELDS: Record<Entity, Record<string, (v: unknown) => [string, unknown]>> 
     wait_timeout_ms: (v) => ['wait_timeout_ms', int(v, 'wait_timeout_ms', 1, 3_600_000)],
     max_queue: (v) => ['max_queue', int(v, 'max_queue', 1, 1_000_000)],
     token_group_id: (v) => ['token_group_id', v === null ? null : str(v, 'token_group_id', { max: 64 })],
+    webhook_url: (v) => {
+      if (v === null) return ['webhook_url', null];
+      const s = str(v, 'webhook_url', { max: 2048 });
+      if (!/^https?:\/\//.test(s)) throw bad('webhook_url', 'must be an http(s) URL');
+      return ['webhook_url', s];
+    },
+    webhook_secret: (v) => ['webhook_secret', v === null ? null : sealSecret(str(v, 'webhook_secret', { max: 256 }))],
     effective_from: (v) => ['effective_from', date(v, 'effective_from') ?? new Date()],
     effective_to: (v) => ['effective_to', date(v, 'effective_to')],
   },

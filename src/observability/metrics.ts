@@ -127,6 +127,12 @@ export class Metrics {
   });
   /** Read at scrape time for anima_queue_waiting. */
   waitingSource: () => number = () => 0;
+  readonly webhooks = new client.Counter({
+    name: 'anima_webhook_deliveries_total',
+    help: 'Webhook delivery attempts by result (delivered, retry, failed)',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
   readonly waiting: client.Gauge = new client.Gauge({
     name: 'anima_queue_waiting',
     help: 'Requests waiting in a WAIT queue on this instance',

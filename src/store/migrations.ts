@@ -141,6 +141,26 @@ const migrations: Record<string, Migration> = {
       await sql`CREATE INDEX price_alias ON price (alias, channel)`.execute(db);
     },
   },
+  '0007_webhooks': {
+    async up(db: Kysely<unknown>) {
+      await sql`ALTER TABLE api_key ADD COLUMN webhook_url text, ADD COLUMN webhook_secret text`.execute(db);
+      await sql`CREATE TABLE webhook_delivery (
+        id text PRIMARY KEY,
+        task_id text NOT NULL REFERENCES task (id),
+        url text NOT NULL,
+        status text NOT NULL CHECK (status IN ('pending', 'delivered', 'failed')),
+        attempts integer NOT NULL DEFAULT 0,
+        last_status integer,
+        last_error text,
+        next_at timestamptz NOT NULL DEFAULT now(),
+        lease_until timestamptz,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        delivered_at timestamptz,
+        UNIQUE (task_id, url)
+      )`.execute(db);
+      await sql`CREATE INDEX webhook_due ON webhook_delivery (status, next_at) WHERE status = 'pending'`.execute(db);
+    },
+  },
   '0002_control_plane': {
     async up(db: Kysely<unknown>) {
       await sql`CREATE TABLE admin_token (

@@ -61,6 +61,8 @@ export interface ApiKeyTable extends Versioned {
   wait_timeout_ms: ColumnType<number, number | undefined, number>;
   max_queue: ColumnType<number, number | undefined, number>;
   token_group_id: ColumnType<string | null, string | null | undefined, string | null>;
+  webhook_url: ColumnType<string | null, string | null | undefined, string | null>;
+  webhook_secret: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 export interface TokenGroupTable extends Versioned {
@@ -153,7 +155,22 @@ export interface PriceTable extends Versioned {
   sale_per_track: ColumnType<bigint, bigint | number | string | undefined, bigint | number | string>;
 }
 
+export interface WebhookDeliveryTable {
+  id: string;
+  task_id: string;
+  url: string;
+  status: string;
+  attempts: ColumnType<number, number | undefined, number>;
+  last_status: number | null;
+  last_error: string | null;
+  next_at: ColumnType<Date, Date | undefined, Date>;
+  lease_until: ColumnType<Date | null, Date | null | undefined, Date | null>;
+  created_at: ColumnType<Date, Date | undefined, never>;
+  delivered_at: ColumnType<Date | null, Date | null | undefined, Date | null>;
+}
+
 export interface Database {
+  webhook_delivery: WebhookDeliveryTable;
   price: PriceTable;
   task: TaskTable;
   channel: ChannelTable;

@@ -64,7 +64,7 @@ export function taskRunner(d: { config: ConfigCache; admission: Admission; relay
       resolveAlias(d.config, ctx, String(body.model), now);
     } catch (e) {
       writeError(ctx, sink, e as GatewayError);
-      return { ok: false, status: sink.status, body: sink.body(), final: true };
+      return { ok: false, status: sink.status, body: sink.body(), final: true, webhook: key?.webhookUrl };
     }
     let lease;
     try {
@@ -84,7 +84,7 @@ export function taskRunner(d: { config: ConfigCache; admission: Admission; relay
         // A spent token/cost budget won't come back soon: that's a final answer, not a retry.
         if (e.code === 'tokens_limit_exceeded' || e.code === 'budget_exceeded') {
           writeError(ctx, sink, e);
-          return { ok: false, status: sink.status, body: sink.body(), final: true };
+          return { ok: false, status: sink.status, body: sink.body(), final: true, webhook: key.webhookUrl };
         }
         return { ok: false, retryAfterMs: ms };
       }
@@ -98,6 +98,6 @@ export function taskRunner(d: { config: ConfigCache; admission: Admission; relay
         await lease.settle(ctx.usage ? ctx.usage.inputTokens + ctx.usage.outputTokens : 0, cost).catch(() => {});
       }
     }
-    return { ok: true, status: sink.status, body: sink.body() };
+    return { ok: true, status: sink.status, body: sink.body(), webhook: key.webhookUrl };
   };
 }

@@ -115,8 +115,25 @@ export class TaskStore {
   }
 
   /** The one completion of a task: only the current lease holder of a running task can write it. */
-  async complete(id: string, owner: string, status: 'succeeded' | 'failed' | 'expired', result: { body?: unknown; status?: number; error?: unknown }): Promise<boolean> {
-    const r = await this.db
+  async complete(
+    id: string,
+    owner: string,
+    status: 'succeeded' | 'failed' | 'expired',
+    result: { body?: unknown; status?: number; error?: unknown },
+    webhookUrl?: string | null,
+  ): Promise<boolean> {
+    // The completion and its webhook delivery commit together: a crash can't leave one without the other.
+    return this.db.transaction().execute(async (trx) => {
+      const done = await this.completeIn(trx, id, owner, status, result);
+      if (done && webhookUrl) {
+        await trx.insertInto('webhook_delivery').values({ id: 'whd_' + randomId(16), task_id: id, url: webhookUrl, status: 'pending' }).onConflict((oc) => oc.columns(['task_id', 'url']).doNothing()).execute();
+      }
+      return done;
+    });
+  }
+
+  private async completeIn(db: Db, id: string, owner: string, status: string, result: { body?: unknown; status?: number; error?: unknown }): Promise<boolean> {
+    const r = await db
       .updateTable('task')
       .set({
         status,

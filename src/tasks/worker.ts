@@ -9,7 +9,10 @@ import { GatewayError } from '../core/errors.js';
 import { randomId } from '../core/ids.js';
 import type { TaskRow, TaskStore } from './store.js';
 
-export type RunOutcome = { ok: true; status: number; body: unknown } | { ok: false; retryAfterMs: number } | { ok: false; status: number; body: unknown; final: true };
+export type RunOutcome =
+  | { ok: true; status: number; body: unknown; webhook?: string | null }
+  | { ok: false; retryAfterMs: number }
+  | { ok: false; status: number; body: unknown; final: true; webhook?: string | null };
 
 export interface TaskWorkerOptions {
   pollMs: number;
@@ -80,7 +83,8 @@ export class TaskWorker {
         return;
       }
       const status = out.ok && out.status < 400 ? 'succeeded' : 'failed';
-      const done = await this.store.complete(t.id, this.owner, status, status === 'succeeded' ? { body: out.body, status: out.status } : { body: out.body, status: out.status, error: (out.body as { error?: unknown })?.error ?? out.body });
+      const result = status === 'succeeded' ? { body: out.body, status: out.status } : { body: out.body, status: out.status, error: (out.body as { error?: unknown })?.error ?? out.body };
+      const done = await this.store.complete(t.id, this.owner, status, result, out.webhook);
       if (done) this.onState(t.kind, status);
     } catch (err) {
       const e = err instanceof GatewayError ? { message: err.message, code: err.code } : { message: 'internal error', code: 'internal_error' };

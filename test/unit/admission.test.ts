@@ -12,7 +12,7 @@ import type { QuotaBackend } from '../../src/quota/types.js';
 
 const key: ApiKey = {
   id: 'key_1', appId: 'app_1', name: '', keyHash: 'h', keyPrefix: 'sk', enabled: true, allowedAliases: null,
-  queueMode: 'REJECT', waitTimeoutMs: 1000, maxQueue: 10, tokenGroupId: 'tg_1', versionNo: 1, effectiveFrom: 0, effectiveTo: null,
+  queueMode: 'REJECT', waitTimeoutMs: 1000, maxQueue: 10, tokenGroupId: 'tg_1', webhookUrl: null, webhookSecret: null, versionNo: 1, effectiveFrom: 0, effectiveTo: null,
 };
 const q = (scope: Quota['scope'], scopeId: string, over: Partial<Quota>): Quota => ({
   id: '1', scope, scopeId, maxConcurrency: 0, qps: 0, qpsBurst: 1, tokensPerMinute: 0, tokensPerDay: 0, costPerDay: 0, costPerMonth: 0, versionNo: 1, effectiveFrom: 0, effectiveTo: null, ...over,

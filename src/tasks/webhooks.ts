@@ -1,0 +1,109 @@
+/**
+ * Webhook deliveries of finished tasks: a row per (task, url), written in the same transaction as the
+ * task's completion, delivered by any instance (claimed with a lease), signed, retried with exponential
+ * backoff, and recorded. A receiver that is down never holds up a task: the task is already complete.
+ *
+ * Signature: `x-anima-signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>` with the
+ * key's webhook secret; receivers recompute it and reject stale timestamps.
+ */
+import { createHmac } from 'node:crypto';
+import type { Logger } from 'pino';
+import { sql } from 'kysely';
+import { request } from 'undici';
+import type { Db } from '../store/db.js';
+import { type TaskRow, taskView } from './store.js';
+
+export function signWebhook(secret: string, timestamp: number, body: string): string {
+  return `t=${timestamp},v1=${createHmac('sha256', secret).update(`${timestamp}.${body}`).digest('hex')}`;
+}
+
+export interface WebhookOptions {
+  pollMs: number;
+  maxAttempts: number;
+  /** First retry delay; doubles each attempt, capped at 5 minutes. */
+  backoffMs: number;
+  timeoutMs: number;
+}
+
+export class WebhookDeliverer {
+  private timer: NodeJS.Timeout | null = null;
+  private busy = false;
+
+  constructor(
+    private readonly db: Db,
+    /** The webhook secret of the key that queued a task (null: deliveries are unsigned). */
+    private readonly secretFor: (keyId: string) => string | null,
+    private readonly log: Logger,
+    private readonly opts: WebhookOptions = { pollMs: 1_000, maxAttempts: 10, backoffMs: 1_000, timeoutMs: 5_000 },
+    private readonly onResult: (result: 'delivered' | 'retry' | 'failed') => void = () => {},
+  ) {}
+
+  start(): void {
+    this.timer = setInterval(() => this.wake(), this.opts.pollMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+  }
+
+  wake(): void {
+    if (this.busy) return;
+    this.busy = true;
+    void this.tick()
+      .catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'webhook tick failed'))
+      .finally(() => (this.busy = false));
+  }
+
+  private async tick(): Promise<void> {
+    const due = await sql<{ id: string; task_id: string; url: string; attempts: number }>`
+      UPDATE webhook_delivery SET lease_until = now() + interval '30 seconds', attempts = attempts + 1
+      WHERE id IN (
+        SELECT id FROM webhook_delivery
+        WHERE status = 'pending' AND next_at <= now() AND (lease_until IS NULL OR lease_until < now())
+        ORDER BY next_at LIMIT 20 FOR UPDATE SKIP LOCKED)
+      RETURNING id, task_id, url, attempts`.execute(this.db);
+    await Promise.all(due.rows.map((d) => this.deliver(d)));
+  }
+
+  private async deliver(d: { id: string; task_id: string; url: string; attempts: number }): Promise<void> {
+    const task = (await this.db.selectFrom('task').selectAll().where('id', '=', d.task_id).executeTakeFirst()) as TaskRow | undefined;
+    if (!task) return;
+    const body = JSON.stringify({ type: `task.${task.status}`, delivery_id: d.id, task: taskView(task) });
+    const ts = Math.floor(Date.now() / 1000);
+    const secret = this.secretFor(task.key_id);
+    let status = 0;
+    let error: string | null = null;
+    try {
+      const res = await request(d.url, {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/json',
+          'x-anima-delivery': d.id,
+          'x-anima-timestamp': String(ts),
+          ...(secret ? { 'x-anima-signature': signWebhook(secret, ts, body) } : {}),
+        },
+        body,
+        headersTimeout: this.opts.timeoutMs,
+        bodyTimeout: this.opts.timeoutMs,
+      });
+      status = res.statusCode;
+      await res.body.dump();
+    } catch (e) {
+      error = (e as Error).message.slice(0, 500);
+    }
+    if (status >= 200 && status < 300) {
+      await this.db.updateTable('webhook_delivery').set({ status: 'delivered', last_status: status, last_error: null, delivered_at: new Date(), lease_until: null }).where('id', '=', d.id).execute();
+      this.onResult('delivered');
+      return;
+    }
+    const final = d.attempts >= this.opts.maxAttempts;
+    const delay = Math.min(300_000, this.opts.backoffMs * 2 ** (d.attempts - 1));
+    await this.db
+      .updateTable('webhook_delivery')
+      .set({ status: final ? 'failed' : 'pending', last_status: status || null, last_error: error ?? `receiver answered ${status}`, next_at: new Date(Date.now() + delay), lease_until: null })
+      .where('id', '=', d.id)
+      .execute();
+    this.onResult(final ? 'failed' : 'retry');
+  }
+}
