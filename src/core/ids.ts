@@ -10,6 +10,13 @@ export function randomId(len = 22): string {
   return out;
 }
 
+/**
+ * Request ids: a random per-process prefix plus a counter. Unique across instances (the prefix carries
+ * ~71 bits), cheap on the hot path (no crypto call per request), and not guessable across processes.
+ */
+const PROCESS_PREFIX = randomId(12);
+let seq = 0;
 export function requestId(): string {
-  return 'req_' + randomId(20);
+  seq = (seq + 1) % Number.MAX_SAFE_INTEGER;
+  return 'req_' + PROCESS_PREFIX + seq.toString(36);
 }
