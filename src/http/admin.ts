@@ -10,8 +10,12 @@ import type { AdminTokens } from '../config/admin-tokens.js';
 import type { ConfigCache, KillSwitch } from '../config/cache.js';
 import type { Entity } from '../config/validate.js';
 import type { ChannelHealth, SharedBreakerState } from '../coord/types.js';
+import { buildAdminOpenApi, renderAdminDocs } from './openapi.js';
 
 export const ADMIN_PREFIX = '/api/admin/v1';
+
+/** Every admin route as registered (method, full URL), for the test that holds the OpenAPI document to them. */
+export const registeredAdminRoutes: Array<{ method: string; url: string }> = [];
 
 /** What the admin API needs from the breaker registries (BreakerRegistry and ChannelHealthRegistry fit). */
 export interface CircuitControl {
@@ -80,6 +84,9 @@ export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
 
   void app.register(
     async (r) => {
+      r.addHook('onRoute', (route) => {
+        for (const m of [route.method].flat()) if (m !== 'HEAD') registeredAdminRoutes.push({ method: m, url: route.url });
+      });
       r.addHook('onRequest', async (req) => {
         if (req.url.startsWith(ADMIN_PREFIX + '/docs') || req.url.startsWith(ADMIN_PREFIX + '/openapi.json')) return;
         req.actor = d.tokens.authenticate(req.headers.authorization);
@@ -233,11 +240,10 @@ export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
         return reply.code(204).send();
       });
 
-      if (d.openapi) {
-        const { spec, html } = d.openapi;
-        r.get('/openapi.json', async () => spec);
-        r.get('/docs', async (_req: FastifyRequest, reply: FastifyReply) => reply.type('text/html; charset=utf-8').send(html()));
-      }
+      const spec = d.openapi?.spec ?? buildAdminOpenApi();
+      const html = d.openapi?.html ?? renderAdminDocs;
+      r.get('/openapi.json', async () => spec);
+      r.get('/docs', async (_req: FastifyRequest, reply: FastifyReply) => reply.type('text/html; charset=utf-8').send(html()));
     },
     { prefix: ADMIN_PREFIX },
   );

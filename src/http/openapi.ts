@@ -1,0 +1,166 @@
+/**
+ * The OpenAPI 3.1 description of the admin API, built from one route table (so the document and the
+ * routes are checked against each other by a test), and a self-contained HTML reference page.
+ */
+type Schema = Record<string, unknown>;
+
+const versioned: Schema = {
+  version_no: { type: 'integer', description: 'Optimistic lock: send it back in If-Match on PATCH/DELETE' },
+  effective_from: { type: 'string', format: 'date-time' },
+  effective_to: { type: ['string', 'null'], format: 'date-time' },
+  created_at: { type: 'string', format: 'date-time' },
+  updated_at: { type: 'string', format: 'date-time' },
+};
+const obj = (properties: Schema, required: string[] = []): Schema => ({ type: 'object', properties, ...(required.length ? { required } : {}) });
+const money = { type: 'string', pattern: '^\\d+$', description: 'integer micro-units' };
+const UNITS = ['input_per_mtok', 'output_per_mtok', 'cached_per_mtok', 'per_request', 'per_image', 'per_video_second', 'per_track'];
+
+const SCHEMAS: Record<string, Schema> = {
+  Error: obj({ error: obj({ message: { type: 'string' }, type: { type: 'string' }, param: { type: ['string', 'null'] }, code: { type: 'string' }, current: { type: 'object', description: 'on 409 version_conflict: the row as it is now' } }) }),
+  Channel: obj({
+    id: { type: 'string' },
+    code: { type: 'string' },
+    name: { type: 'string' },
+    provider: { enum: ['openai', 'anthropic'] },
+    base_url: { type: 'string', description: "what you'd give the provider's SDK as baseURL" },
+    credential_set: { type: 'boolean' },
+    credential_hint: { type: ['string', 'null'], description: 'last 4 characters; the credential itself is never returned' },
+    credential_encrypted: { type: 'boolean' },
+    enabled: { type: 'boolean' },
+    weight: { type: 'integer' },
+    settings: obj({ timeouts: { type: 'object' }, breaker: { type: 'object' }, headers: { type: 'object' }, maxConnections: { type: 'integer' } }),
+    ...versioned,
+  }),
+  ChannelWrite: obj({ code: { type: 'string' }, name: { type: 'string' }, provider: { enum: ['openai', 'anthropic'] }, base_url: { type: 'string' }, credential: { type: 'string', writeOnly: true }, enabled: { type: 'boolean' }, weight: { type: 'integer' }, settings: { type: 'object' }, effective_from: { type: 'string' }, effective_to: { type: ['string', 'null'] } }),
+  Alias: obj({ id: { type: 'string' }, name: { type: 'string' }, description: { type: 'string' }, enabled: { type: 'boolean' }, chain: { type: 'array', items: obj({ targets: { type: 'array', items: obj({ channel: { type: 'string' }, model: { type: 'string' }, weight: { type: 'integer' } }) } }) }, max_attempts: { type: 'integer' }, deadline_ms: { type: 'integer' }, ...versioned }),
+  App: obj({ id: { type: 'string' }, name: { type: 'string' }, enabled: { type: 'boolean' }, ...versioned }),
+  Key: obj({ id: { type: 'string' }, app_id: { type: 'string' }, name: { type: 'string' }, key_prefix: { type: 'string' }, enabled: { type: 'boolean' }, allowed_aliases: { type: ['array', 'null'], items: { type: 'string' } }, queue_mode: { enum: ['REJECT', 'WAIT', 'ASYNC'] }, wait_timeout_ms: { type: 'integer' }, max_queue: { type: 'integer' }, token_group_id: { type: ['string', 'null'] }, webhook_url: { type: ['string', 'null'] }, webhook_secret_set: { type: 'boolean' }, ...versioned }),
+  KeyWithSecret: obj({ key: { $ref: '#/components/schemas/Key' }, sk: { type: 'string', description: 'shown once, here only' } }),
+  Quota: obj({ id: { type: 'string' }, scope: { enum: ['key', 'app', 'token_group'] }, scope_id: { type: 'string' }, max_concurrency: { type: 'integer' }, qps: { type: 'number' }, qps_burst: { type: 'integer' }, tokens_per_minute: { type: 'integer' }, tokens_per_day: { type: 'integer' }, cost_per_day: money, cost_per_month: money, ...versioned }),
+  TokenGroup: obj({ id: { type: 'string' }, name: { type: 'string' }, price_multiplier_ppm: money, enabled: { type: 'boolean' }, ...versioned }),
+  Price: obj({ id: { type: 'string' }, alias: { type: 'string' }, channel: { type: ['string', 'null'] }, ...Object.fromEntries(['cost', 'sale'].flatMap((s) => UNITS.map((u) => [`${s}_${u}`, money]))), ...versioned }),
+  Circuit: obj({ channel: { type: 'string' }, enabled: { type: 'boolean' }, state: { enum: ['closed', 'open', 'half_open', 'forced_open'] }, gen: { type: 'integer' }, since: { type: ['string', 'null'] }, open_until: { type: ['string', 'null'] }, reason: { type: ['string', 'null'] }, window: obj({ calls: { type: 'integer' }, failures: { type: 'integer' }, slow: { type: 'integer' } }), health: obj({ cooldown_until: { type: ['string', 'null'] }, credential: { enum: ['ok', 'exhausted', 'invalid'] } }) }),
+  KillSwitch: obj({ enabled: { type: 'boolean' }, reason: { type: 'string' }, at: { type: 'string' }, by: { type: 'string' } }),
+  AuditEntry: obj({ id: { type: 'string' }, at: { type: 'string' }, actor: { type: 'string' }, action: { type: 'string' }, entity: { type: 'string' }, entity_key: { type: 'string' }, before: {}, after: {}, request_id: { type: ['string', 'null'] } }),
+  AdminToken: obj({ id: { type: 'string' }, name: { type: 'string' }, role: { enum: ['admin', 'viewer'] }, token_prefix: { type: 'string' }, enabled: { type: 'boolean' }, created_at: { type: 'string' } }),
+  List: obj({ data: { type: 'array', items: {} }, total: { type: 'integer' }, limit: { type: 'integer' }, offset: { type: 'integer' } }),
+};
+
+interface Route {
+  method: 'get' | 'post' | 'patch' | 'delete';
+  path: string;
+  summary: string;
+  tag: string;
+  body?: string;
+  ok: [number, string | null];
+  query?: string[];
+  ifMatch?: boolean;
+}
+
+function crud(tag: string, base: string, param: string, schema: string, write: string, query: string[], versions = false): Route[] {
+  const one = `${base}/{${param}}`;
+  return [
+    { method: 'get', path: base, summary: `List ${tag.toLowerCase()}`, tag, ok: [200, 'List'], query: [...query, 'limit', 'offset', 'include_deleted'] },
+    { method: 'post', path: base, summary: `Create`, tag, body: write, ok: [201, schema] },
+    { method: 'get', path: one, summary: `Get one (the version in force; ?version_id= for another)`, tag, ok: [200, schema], query: ['version_id'] },
+    ...(versions ? [{ method: 'get' as const, path: `${one}/versions`, summary: 'All versions (effective windows)', tag, ok: [200, 'List'] as [number, string] }] : []),
+    { method: 'patch', path: one, summary: 'Update (If-Match: the version_no you read)', tag, body: write, ok: [200, schema], ifMatch: true, query: ['version_id'] },
+    { method: 'delete', path: one, summary: 'Soft delete (If-Match or ?version_no=)', tag, ok: [204, null], ifMatch: true, query: ['version_no'] },
+  ];
+}
+
+export const ADMIN_ROUTES: Route[] = [
+  ...crud('Channels', '/channels', 'code', 'Channel', 'ChannelWrite', ['provider', 'enabled', 'code'], true),
+  { method: 'post', path: '/channels/{code}/health/reset', summary: 'Clear a 429 cooldown or a credential marked exhausted/invalid', tag: 'Channels', ok: [200, null] },
+  ...crud('Aliases', '/aliases', 'name', 'Alias', 'Alias', ['enabled', 'name'], true),
+  ...crud('Quotas', '/quotas', 'id', 'Quota', 'Quota', ['scope', 'scope_id']),
+  ...crud('Token groups', '/token-groups', 'id', 'TokenGroup', 'TokenGroup', ['enabled']),
+  ...crud('Prices', '/prices', 'id', 'Price', 'Price', ['alias', 'channel']),
+  ...crud('Apps', '/apps', 'id', 'App', 'App', ['enabled']).filter((r) => !r.path.endsWith('/versions')),
+  { method: 'get', path: '/apps/{id}/keys', summary: "An app's keys (never their secrets)", tag: 'Keys', ok: [200, 'List'], query: ['enabled', 'limit', 'offset'] },
+  { method: 'post', path: '/apps/{id}/keys', summary: 'Create a key: the sk is in this answer only', tag: 'Keys', body: 'Key', ok: [201, 'KeyWithSecret'] },
+  { method: 'get', path: '/apps/{id}/keys/{kid}', summary: 'Get a key', tag: 'Keys', ok: [200, 'Key'] },
+  { method: 'patch', path: '/apps/{id}/keys/{kid}', summary: 'Update a key (enabled=false bans it on every instance)', tag: 'Keys', body: 'Key', ok: [200, 'Key'], ifMatch: true },
+  { method: 'delete', path: '/apps/{id}/keys/{kid}', summary: 'Soft delete a key', tag: 'Keys', ok: [204, null], ifMatch: true, query: ['version_no'] },
+  { method: 'post', path: '/apps/{id}/keys/{kid}/rotate', summary: 'New secret for a key; the old one stops working at once', tag: 'Keys', ok: [200, 'KeyWithSecret'], ifMatch: true },
+  { method: 'get', path: '/keys', summary: 'Find keys by prefix across apps', tag: 'Keys', ok: [200, 'List'], query: ['prefix', 'limit', 'offset'] },
+  { method: 'get', path: '/circuits', summary: "Every channel's breaker: state, since, window counts, health", tag: 'Escape hatches', ok: [200, 'List'] },
+  { method: 'post', path: '/circuits/{channel}/open', summary: 'Force a breaker open until closed (body: {reason?})', tag: 'Escape hatches', ok: [200, 'Circuit'] },
+  { method: 'post', path: '/circuits/{channel}/close', summary: 'Close a breaker', tag: 'Escape hatches', ok: [200, 'Circuit'] },
+  { method: 'post', path: '/circuits/{channel}/reset', summary: 'Reset a breaker (closed, window forgotten)', tag: 'Escape hatches', ok: [200, 'Circuit'] },
+  { method: 'post', path: '/cache/invalidate', summary: 'Reload a config table (or all) on every instance (body: {table?, key?})', tag: 'Escape hatches', ok: [200, null] },
+  { method: 'get', path: '/kill-switch', summary: 'Is the data plane stopped?', tag: 'Escape hatches', ok: [200, 'KillSwitch'] },
+  { method: 'post', path: '/kill-switch', summary: 'Stop (enabled=true) or resume the whole data plane: 503 gateway_disabled meanwhile', tag: 'Escape hatches', body: 'KillSwitch', ok: [200, 'KillSwitch'] },
+  { method: 'get', path: '/audit', summary: 'Audit log: who changed what, before and after', tag: 'Audit', ok: [200, 'List'], query: ['entity', 'key', 'limit', 'offset'] },
+  { method: 'get', path: '/admin-tokens', summary: 'Admin tokens (never the secrets)', tag: 'Admin tokens', ok: [200, 'List'] },
+  { method: 'post', path: '/admin-tokens', summary: 'Create an admin or viewer token: shown once (body: {name, role})', tag: 'Admin tokens', ok: [201, 'AdminToken'] },
+  { method: 'delete', path: '/admin-tokens/{id}', summary: 'Revoke an admin token', tag: 'Admin tokens', ok: [204, null] },
+  { method: 'get', path: '/openapi.json', summary: 'This document', tag: 'Reference', ok: [200, null] },
+  { method: 'get', path: '/docs', summary: 'This reference as a page', tag: 'Reference', ok: [200, null] },
+];
+
+const ref = (n: string) => ({ $ref: `#/components/schemas/${n}` });
+const errors = {
+  '400': { description: 'invalid_request', content: { 'application/json': { schema: ref('Error') } } },
+  '401': { description: 'missing_admin_token / invalid_admin_token', content: { 'application/json': { schema: ref('Error') } } },
+  '403': { description: 'admin_forbidden (viewer token on a write)', content: { 'application/json': { schema: ref('Error') } } },
+  '404': { description: 'not_found', content: { 'application/json': { schema: ref('Error') } } },
+};
+
+export function buildAdminOpenApi(): Record<string, unknown> {
+  const paths: Record<string, Record<string, unknown>> = {};
+  for (const r of ADMIN_ROUTES) {
+    const params = [...r.path.matchAll(/\{(\w+)\}/g)].map((m) => ({ name: m[1], in: 'path', required: true, schema: { type: 'string' } }));
+    for (const q of r.query ?? []) params.push({ name: q, in: 'query', required: false, schema: { type: 'string' } });
+    if (r.ifMatch) params.push({ name: 'If-Match', in: 'header', required: false, schema: { type: 'string' } } as never);
+    const responses: Record<string, unknown> = {
+      [String(r.ok[0])]: r.ok[1] ? { description: 'OK', content: { 'application/json': { schema: ref(r.ok[1]) } } } : { description: 'OK' },
+      ...errors,
+    };
+    if (r.ifMatch) {
+      responses['409'] = { description: 'version_conflict (error.current holds the row as it is now) / window_overlap', content: { 'application/json': { schema: ref('Error') } } };
+      responses['428'] = { description: 'version_required: no If-Match / version_no', content: { 'application/json': { schema: ref('Error') } } };
+    }
+    (paths[r.path] ??= {})[r.method] = {
+      tags: [r.tag],
+      summary: r.summary,
+      operationId: `${r.method}${r.path.replace(/[{}]/g, '').replace(/[^a-zA-Z0-9]+(.)/g, (_, c: string) => c.toUpperCase())}`,
+      parameters: params,
+      ...(r.body ? { requestBody: { required: r.method === 'post', content: { 'application/json': { schema: ref(r.body) } } } } : {}),
+      responses,
+    };
+  }
+  return {
+    openapi: '3.1.0',
+    info: { title: 'Anima admin API', version: '1', description: 'Control plane of the Anima AI gateway. Bearer admin token; viewer tokens may only read.' },
+    servers: [{ url: '/api/admin/v1' }],
+    security: [{ bearer: [] }],
+    components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } }, schemas: SCHEMAS },
+    paths,
+  };
+}
+
+const esc = (s: string) => s.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c]!);
+
+/** A self-contained reference page (no external assets: gateways often run without internet). */
+export function renderAdminDocs(): string {
+  const tags = [...new Set(ADMIN_ROUTES.map((r) => r.tag))];
+  const section = (t: string) =>
+    `<h2 id="${esc(t)}">${esc(t)}</h2>` +
+    ADMIN_ROUTES.filter((r) => r.tag === t)
+      .map(
+        (r) =>
+          `<div class="op"><code class="m ${r.method}">${r.method.toUpperCase()}</code> <code>/api/admin/v1${esc(r.path)}</code><p>${esc(r.summary)}</p>` +
+          (r.query?.length ? `<p class="q">query: ${r.query.map((q) => `<code>${esc(q)}</code>`).join(', ')}</p>` : '') +
+          (r.body ? `<p class="q">body: <code>${esc(r.body)}</code></p>` : '') +
+          `<pre>curl -X ${r.method.toUpperCase()} "$ANIMA/api/admin/v1${esc(r.path)}" -H "Authorization: Bearer $ADMIN_TOKEN"${r.ifMatch ? ' -H \'If-Match: "3"\'' : ''}${r.body ? " -H 'content-type: application/json' -d '{…}'" : ''}</pre></div>`,
+      )
+      .join('');
+  return `<!doctype html><html><head><meta charset="utf-8"><title>Anima admin API</title><style>
+body{font:15px/1.5 system-ui,sans-serif;max-width:960px;margin:2em auto;padding:0 1em;color:#222}
+code{font:13px ui-monospace,monospace}.op{border-top:1px solid #ddd;padding:.6em 0}.m{padding:2px 6px;border-radius:4px;color:#fff}
+.get{background:#2a7}.post{background:#27c}.patch{background:#c80}.delete{background:#c33}pre{background:#f5f5f5;padding:.5em;overflow:auto}.q{margin:.2em 0;color:#555}
+</style></head><body><h1>Anima admin API</h1><p>Base <code>/api/admin/v1</code>. Every call needs <code>Authorization: Bearer &lt;admin token&gt;</code>; viewer tokens may only GET.
+Errors: <code>{"error":{"message","type","param","code"}}</code>. Writes to versioned rows need <code>If-Match: "&lt;version_no&gt;"</code> (428 without, 409 when stale).
+Machine-readable: <a href="openapi.json">openapi.json</a>.</p><ul>${tags.map((t) => `<li><a href="#${esc(t)}">${esc(t)}</a></li>`).join('')}</ul>${tags.map(section).join('')}</body></html>`;
+}
