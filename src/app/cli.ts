@@ -9,7 +9,10 @@ import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { sql } from 'kysely';
 import { newAdminToken } from '../config/admin-tokens.js';
-import { setSecretKey } from '../config/secrets.js';
+import { openSecret, setSecretKey } from '../config/secrets.js';
+import { ConfigAdmin } from '../config/admin.js';
+import { applyPlan, exportConfig, formatPlan, parseConfigDoc, planApply } from '../config/config-file.js';
+import { RedisCoordinator } from '../coord/redis.js';
 import { hashKey, insertAlias, insertApp, insertChannel, insertKey } from '../config/repo.js';
 import { openDatabase, type DbHandle } from '../store/db.js';
 import { startFakeAnthropic, startFakeOpenAI } from '../../fakes/index.js';
@@ -112,11 +115,65 @@ async function serve(args: string[]): Promise<void> {
   process.on('SIGTERM', () => void stop('SIGTERM'));
 }
 
+/** The admin write path against the database, publishing invalidations to running gateways (if Redis). */
+async function adminFromEnv() {
+  const settings = settingsFromEnv();
+  setSecretKey(settings.secretKey);
+  const dbh = await openDatabase({ databaseUrl: settings.databaseUrl, dataDir: settings.dataDir });
+  const coord = settings.redisUrl ? new RedisCoordinator({ url: settings.redisUrl, prefix: settings.redisPrefix }) : null;
+  const admin = new ConfigAdmin(dbh.db, async (inv) => {
+    if (coord) await coord.publish('config', JSON.stringify({ ...inv, at: Date.now() }));
+  });
+  const readCredential = async (code: string) => {
+    const r = await dbh.db.selectFrom('channel').select('credential').where('code', '=', code).where('deleted_at', 'is', null).orderBy('effective_from', 'desc').executeTakeFirst();
+    return r ? openSecret(r.credential) : null;
+  };
+  return { admin, readCredential, close: async () => (coord ? coord.close() : undefined, dbh.close()) };
+}
+
+function flag(args: string[], name: string): string | undefined {
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : undefined;
+}
+
+async function applyCommand(args: string[]): Promise<void> {
+  const file = flag(args, '-f') ?? flag(args, '--file');
+  if (!file) throw new Error('usage: anima apply -f anima.yaml [--dry-run]');
+  const doc = parseConfigDoc(readFileSync(file, 'utf8'));
+  const { admin, readCredential, close } = await adminFromEnv();
+  try {
+    const plan = await planApply(admin, doc, process.env, readCredential);
+    process.stdout.write(formatPlan(plan) + '\n');
+    if (!args.includes('--dry-run') && plan.length) {
+      await applyPlan(admin, { id: 'cli', name: process.env.USER ?? 'cli', role: 'admin' }, plan);
+      process.stdout.write(`applied ${plan.length} change(s)\n`);
+    }
+  } finally {
+    await close();
+  }
+}
+
+async function exportCommand(args: string[]): Promise<void> {
+  const { admin, close } = await adminFromEnv();
+  try {
+    const text = await exportConfig(admin);
+    const out = flag(args, '-o');
+    if (out) writeFileSync(out, text);
+    else process.stdout.write(text);
+  } finally {
+    await close();
+  }
+}
+
 async function main(): Promise<void> {
   const [cmd = 'serve', ...args] = process.argv.slice(2);
   switch (cmd) {
     case 'serve':
       return serve(args);
+    case 'apply':
+      return applyCommand(args);
+    case 'export':
+      return exportCommand(args);
     case 'migrate': {
       const s = settingsFromEnv();
       const dbh = await openDatabase({ databaseUrl: s.databaseUrl, dataDir: s.dataDir });
@@ -125,7 +182,7 @@ async function main(): Promise<void> {
       return;
     }
     default:
-      process.stderr.write(`unknown command '${cmd}'. Commands: serve [--demo], migrate\n`);
+      process.stderr.write(`unknown command '${cmd}'. Commands: serve [--demo], apply -f FILE [--dry-run], export [-o FILE], migrate\n`);
       process.exit(2);
   }
 }

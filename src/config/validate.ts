@@ -32,6 +32,13 @@ function int(v: unknown, param: string, min: number, max: number): number {
   return v as number;
 }
 
+/** Money and other large integers: a JSON integer or a digit string (for values past 2^53). */
+function bigint(v: unknown, param: string): string {
+  const ok = (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) || (typeof v === 'string' && /^\d{1,18}$/.test(v));
+  if (!ok) throw bad(param, 'must be a non-negative integer (a JSON integer or a digit string)');
+  return String(v);
+}
+
 function date(v: unknown, param: string): Date | null {
   if (v === null) return null;
   if (typeof v !== 'string' && typeof v !== 'number') throw bad(param, 'must be an ISO-8601 timestamp or null');
@@ -185,8 +192,8 @@ const FIELDS: Record<Entity, Record<string, (v: unknown) => [string, unknown]>> 
     qps_burst: (v) => ['qps_burst', int(v, 'qps_burst', 0, 1_000_000)],
     tokens_per_minute: (v) => ['tokens_per_minute', int(v, 'tokens_per_minute', 0, Number.MAX_SAFE_INTEGER)],
     tokens_per_day: (v) => ['tokens_per_day', int(v, 'tokens_per_day', 0, Number.MAX_SAFE_INTEGER)],
-    cost_per_day: (v) => ['cost_per_day', int(v, 'cost_per_day', 0, Number.MAX_SAFE_INTEGER)],
-    cost_per_month: (v) => ['cost_per_month', int(v, 'cost_per_month', 0, Number.MAX_SAFE_INTEGER)],
+    cost_per_day: (v) => ['cost_per_day', bigint(v, 'cost_per_day')],
+    cost_per_month: (v) => ['cost_per_month', bigint(v, 'cost_per_month')],
     effective_from: (v) => ['effective_from', date(v, 'effective_from') ?? new Date()],
     effective_to: (v) => ['effective_to', date(v, 'effective_to')],
   },
@@ -210,7 +217,7 @@ const FIELDS: Record<Entity, Record<string, (v: unknown) => [string, unknown]>> 
   token_group: {
     id: (v) => ['id', str(v, 'id', { max: 64, re: CODE_RE, reMsg: CODE_MSG })],
     name: (v) => ['name', str(v, 'name')],
-    price_multiplier_ppm: (v) => ['price_multiplier_ppm', int(v, 'price_multiplier_ppm', 0, 1_000_000_000)],
+    price_multiplier_ppm: (v) => ['price_multiplier_ppm', bigint(v, 'price_multiplier_ppm')],
     enabled: (v) => ['enabled', bool(v, 'enabled')],
     effective_from: (v) => ['effective_from', date(v, 'effective_from') ?? new Date()],
     effective_to: (v) => ['effective_to', date(v, 'effective_to')],

@@ -21,7 +21,7 @@ describe('admin OpenAPI', () => {
       const documented = new Set(ADMIN_ROUTES.map((r) => `${r.method.toUpperCase()} /api/admin/v1${r.path.replace(/\{(\w+)\}/g, ':$1')}`));
       expect([...documented].filter((x) => !served.has(x))).toEqual([]);
       expect([...served].filter((x) => !documented.has(x))).toEqual([]);
-      const spec = await (await fetch(gw.url + '/api/admin/v1/openapi.json')).json();
+      const spec = (await (await fetch(gw.url + '/api/admin/v1/openapi.json')).json()) as { openapi: string };
       expect(spec.openapi).toBe('3.1.0');
       const page = await (await fetch(gw.url + '/api/admin/v1/docs')).text();
       for (const r of ADMIN_ROUTES) expect(page).toContain(`/api/admin/v1${r.path}`);

@@ -1,0 +1,190 @@
+/**
+ * Declarative configuration: `anima apply -f anima.yaml [--dry-run]` and `anima export`.
+ *
+ * The file holds channels, aliases, apps, token groups, quotas and prices — never a secret: a channel's
+ * credential is named by `credential_env` (read from the environment at apply time), and API keys are not
+ * in the file at all (their secrets are shown once). Apply compares the file with the rows in force and
+ * writes only what differs, through the same versioned, audited path as the admin API, so applying the
+ * same file twice changes nothing and bumps no version. Rows absent from the file are left alone (no
+ * pruning). Quotas are matched by (scope, scope_id), prices by (alias, channel).
+ */
+import { parse, stringify } from 'yaml';
+import { GatewayError } from '../core/errors.js';
+import type { Actor, ConfigAdmin } from './admin.js';
+import { canonicalJson } from './admin.js';
+import { PRICE_COLUMNS } from './price.js';
+import type { Entity } from './validate.js';
+
+type Row = Record<string, unknown>;
+
+export interface ConfigDoc {
+  apiVersion: 'anima/v1';
+  channels?: Row[];
+  aliases?: Row[];
+  apps?: Row[];
+  token_groups?: Row[];
+  quotas?: Row[];
+  prices?: Row[];
+}
+
+const SECTIONS: Record<string, { entity: Entity; fields: string[]; match: (r: Row) => string }> = {
+  channels: { entity: 'channel', fields: ['code', 'name', 'provider', 'base_url', 'credential_env', 'enabled', 'weight', 'settings'], match: (r) => String(r.code) },
+  token_groups: { entity: 'token_group', fields: ['id', 'name', 'price_multiplier_ppm', 'enabled'], match: (r) => String(r.id) },
+  aliases: { entity: 'alias', fields: ['name', 'description', 'enabled', 'chain', 'max_attempts', 'deadline_ms'], match: (r) => String(r.name) },
+  apps: { entity: 'app', fields: ['id', 'name', 'enabled'], match: (r) => String(r.id) },
+  quotas: {
+    entity: 'quota',
+    fields: ['scope', 'scope_id', 'max_concurrency', 'qps', 'qps_burst', 'tokens_per_minute', 'tokens_per_day', 'cost_per_day', 'cost_per_month'],
+    match: (r) => `${r.scope}:${r.scope_id}`,
+  },
+  prices: { entity: 'price', fields: ['alias', 'channel', ...PRICE_COLUMNS], match: (r) => `${r.alias}:${r.channel ?? '*'}` },
+};
+/** Apply order: what others reference goes first. */
+const ORDER = ['channels', 'token_groups', 'aliases', 'apps', 'quotas', 'prices'];
+
+export function parseConfigDoc(text: string): ConfigDoc {
+  let doc: unknown;
+  try {
+    doc = parse(text);
+  } catch (e) {
+    throw new GatewayError('invalid_request', `not valid YAML/JSON: ${(e as Error).message}`);
+  }
+  if (!doc || typeof doc !== 'object' || Array.isArray(doc)) throw new GatewayError('invalid_request', 'the file must be a mapping');
+  const d = doc as Record<string, unknown>;
+  if (d.apiVersion !== 'anima/v1') throw new GatewayError('invalid_request', "apiVersion must be 'anima/v1'", { param: 'apiVersion' });
+  for (const [k, v] of Object.entries(d)) {
+    if (k === 'apiVersion') continue;
+    const sec = SECTIONS[k];
+    if (!sec) throw new GatewayError('invalid_request', `unknown section '${k}' (known: ${Object.keys(SECTIONS).join(', ')})`, { param: k });
+    if (!Array.isArray(v)) throw new GatewayError('invalid_request', `${k} must be a list`, { param: k });
+    v.forEach((row, i) => {
+      if (!row || typeof row !== 'object') throw new GatewayError('invalid_request', `${k}[${i}] must be a mapping`, { param: `${k}[${i}]` });
+      for (const f of Object.keys(row as Row)) {
+        if (f === 'credential' || f === 'sk' || f === 'webhook_secret') throw new GatewayError('invalid_request', `${k}[${i}].${f}: secrets never go in the file (use credential_env)`, { param: `${k}[${i}].${f}` });
+        if (!sec.fields.includes(f)) throw new GatewayError('invalid_request', `${k}[${i}].${f} is not a field of ${k}`, { param: `${k}[${i}].${f}` });
+      }
+    });
+  }
+  return d as unknown as ConfigDoc;
+}
+
+export interface Change {
+  op: 'create' | 'update';
+  section: string;
+  entity: Entity;
+  key: string;
+  id?: string;
+  versionNo?: number;
+  fields: Row;
+  diff: Array<{ field: string; from: unknown; to: unknown }>;
+}
+
+async function all(admin: ConfigAdmin, entity: Entity): Promise<Row[]> {
+  const out: Row[] = [];
+  for (let offset = 0; ; offset += 500) {
+    const page = await admin.list(entity, { limit: 500, offset });
+    out.push(...page.data);
+    if (page.data.length < 500) return out;
+  }
+}
+
+/** The rows in force now, one per match key (a scheduled future version is not "current"). */
+async function current(admin: ConfigAdmin, section: string): Promise<Map<string, Row>> {
+  const sec = SECTIONS[section]!;
+  const now = Date.now();
+  const m = new Map<string, Row>();
+  for (const r of await all(admin, sec.entity)) {
+    const from = new Date(String(r.effective_from)).getTime();
+    const to = r.effective_to ? new Date(String(r.effective_to)).getTime() : Infinity;
+    if (from <= now && now < to) m.set(sec.match(r), r);
+  }
+  return m;
+}
+
+const norm = (v: unknown) => (v !== null && typeof v === 'object' ? canonicalJson(v) : v === undefined ? undefined : String(v));
+
+export async function planApply(admin: ConfigAdmin, doc: ConfigDoc, env: NodeJS.ProcessEnv, readCredential: (code: string) => Promise<string | null>): Promise<Change[]> {
+  const changes: Change[] = [];
+  for (const section of ORDER) {
+    const rows = (doc as unknown as Record<string, Row[] | undefined>)[section];
+    if (!rows) continue;
+    const sec = SECTIONS[section]!;
+    const have = await current(admin, section);
+    for (const want of rows) {
+      const fields: Row = {};
+      for (const [f, v] of Object.entries(want)) {
+        if (f === 'credential_env') {
+          const val = env[String(v)];
+          if (val === undefined) throw new GatewayError('invalid_request', `channel ${want.code}: environment variable ${String(v)} is not set`);
+          fields.credential = val;
+        } else if (f === 'chain' && Array.isArray(v)) {
+          // as stored: every target carries its weight (default 1)
+          fields.chain = (v as Array<{ targets?: Row[] }>).map((t) => ({ targets: (t.targets ?? []).map((x) => ({ channel: x.channel, model: x.model, weight: x.weight ?? 1 })) }));
+        } else fields[f] = v;
+      }
+      const key = sec.match(want);
+      const cur = have.get(key);
+      if (!cur) {
+        changes.push({ op: 'create', section, entity: sec.entity, key, fields, diff: Object.keys(fields).map((f) => ({ field: f, from: null, to: f === 'credential' ? '(set)' : fields[f] })) });
+        continue;
+      }
+      const diff: Change['diff'] = [];
+      const changed: Row = {};
+      for (const [f, v] of Object.entries(fields)) {
+        if (f === 'credential') {
+          if ((await readCredential(String(want.code))) !== v) {
+            changed.credential = v;
+            diff.push({ field: 'credential', from: '(secret)', to: '(changed)' });
+          }
+          continue;
+        }
+        if (norm(cur[f]) !== norm(v)) {
+          changed[f] = v;
+          diff.push({ field: f, from: cur[f], to: v });
+        }
+      }
+      if (diff.length) changes.push({ op: 'update', section, entity: sec.entity, key, id: String(cur.id), versionNo: Number(cur.version_no), fields: changed, diff });
+    }
+  }
+  return changes;
+}
+
+export async function applyPlan(admin: ConfigAdmin, actor: Actor, plan: Change[]): Promise<void> {
+  for (const c of plan) {
+    if (c.op === 'create') await admin.create(actor, c.entity, c.fields);
+    else {
+      const target = c.entity === 'quota' || c.entity === 'price' ? c.id! : c.key;
+      await admin.update(actor, c.entity, target, c.versionNo, c.fields);
+    }
+  }
+}
+
+export function formatPlan(plan: Change[]): string {
+  if (plan.length === 0) return 'no changes';
+  return plan
+    .map((c) =>
+      c.op === 'create'
+        ? `+ ${c.entity} ${c.key} (create)`
+        : `~ ${c.entity} ${c.key}: ` + c.diff.map((d) => `${d.field} ${JSON.stringify(d.from)} -> ${JSON.stringify(d.to)}`).join(', '),
+    )
+    .join('\n');
+}
+
+/** The configuration in force, as a file `apply` accepts (credentials as environment variable names). */
+export async function exportConfig(admin: ConfigAdmin): Promise<string> {
+  const doc: Record<string, unknown> = { apiVersion: 'anima/v1' };
+  for (const section of ORDER) {
+    const sec = SECTIONS[section]!;
+    const rows = [...(await current(admin, section)).entries()].sort(([a], [b]) => (a < b ? -1 : 1)).map(([, r]) => r);
+    doc[section] = rows.map((r) => {
+      const out: Row = {};
+      for (const f of sec.fields) {
+        if (f === 'credential_env') {
+          if (r.credential_set) out.credential_env = `ANIMA_CHANNEL_${String(r.code).toUpperCase().replace(/[^A-Z0-9]/g, '_')}_CREDENTIAL`;
+        } else if (r[f] !== undefined) out[f] = r[f];
+      }
+      return out;
+    });
+  }
+  return stringify(doc);
+}
