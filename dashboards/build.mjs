@@ -60,6 +60,12 @@ const dashboards = {
     panel('Degraded mode', [['max(anima_degraded)', 'degraded']], { type: 'stat', w: 8 }),
     panel('Kill switch', [['max(anima_kill_switch)', 'kill switch']], { type: 'stat', w: 8 }),
   ]),
+  'anima-money': dashboard('anima-money', 'Anima / Money (priced usage)', () => [
+    panel('Sale vs upstream cost per hour (micro-units)', [['sum(increase(anima_sale_micros_total[1h]))', 'sale'], ['sum(increase(anima_cost_micros_total[1h]))', 'cost']]),
+    panel('Spread per hour by alias', [['sum by (alias) (increase(anima_sale_micros_total[1h])) - sum by (alias) (increase(anima_cost_micros_total[1h]))', '{{alias}}']]),
+    panel('Spread per hour by channel', [['sum by (channel) (increase(anima_sale_micros_total[1h])) - sum by (channel) (increase(anima_cost_micros_total[1h]))', '{{channel}}']]),
+    panel('Sale per hour by app', [['sum by (app) (increase(anima_sale_micros_total[1h]))', '{{app}}']]),
+  ]),
   'anima-channels': dashboard('anima-channels', 'Anima / Channels', () => [
     panel('Breaker state (0 closed, 1 half-open, 2 open, 3 forced open)', [['max by (channel) (anima_breaker_state)', '{{channel}}']], { w: 24 }),
     panel('Breaker transitions', [['sum by (channel, to) (increase(anima_breaker_transitions_total[5m]))', '{{channel}} → {{to}}']]),

@@ -13,7 +13,8 @@ import { RequestContext } from '../relay/context.js';
 import { type ClientSink, type Relay, writeError } from '../relay/relay.js';
 import { type AdminDeps, registerAdmin } from './admin.js';
 import { type Admission, type Lease, rateLimitHeaders } from '../quota/admission.js';
-import { actualCost, estimateCost, estimateTokens } from '../quota/estimate.js';
+import { estimateCost, estimateTokens } from '../quota/estimate.js';
+import { priceOf } from '../config/price.js';
 import { type TaskStore, taskView } from '../tasks/store.js';
 
 const TASK_KIND: Record<InboundDialect, string> = { openai_chat: 'chat', openai_embeddings: 'embeddings', anthropic_messages: 'messages' };
@@ -199,11 +200,11 @@ export function buildServer(d: HttpDeps): FastifyInstance {
       if (!sink.headersSent) writeError(ctx, sink, ge);
       else sink.end();
     } finally {
+      priceRequest(d.config, ctx);
       if (lease) {
         // True up to what was produced: the upstream's usage, or nothing when no upstream answered.
         const used = ctx.usage ? ctx.usage.inputTokens + ctx.usage.outputTokens : 0;
-        const cost = actualCost(d.config, ctx.alias!.name, ctx.channel, ctx.key!.tokenGroupId, ctx.usage, ctx.startedAt);
-        await lease.settle(used, cost).catch((err: unknown) => d.log.warn({ err: safeErr(err), reqId: ctx.id }, 'quota settlement failed; the lease expires by TTL'));
+        await lease.settle(used, ctx.saleMicros === null ? 0 : Number(ctx.saleMicros)).catch((err: unknown) => d.log.warn({ err: safeErr(err), reqId: ctx.id }, 'quota settlement failed; the lease expires by TTL'));
       }
       d.metrics.request(ctx);
       logRequest(d.log, ctx);
@@ -270,6 +271,20 @@ export function buildServer(d: HttpDeps): FastifyInstance {
 }
 
 /**
+ * Prices a served request at the price in force when it arrived: what it costs us upstream and what it
+ * sells for (with the key's token-group multiplier). Feeds cost budgets, metrics and the log line; the
+ * ledger that books it is the billing issue's.
+ */
+function priceRequest(config: ConfigCache, ctx: RequestContext): void {
+  if (!ctx.usage || !ctx.channel || !ctx.alias) return;
+  const p = config.price(ctx.alias.name, ctx.channel, ctx.startedAt);
+  if (!p) return;
+  const g = ctx.key?.tokenGroupId ? config.tokenGroup(ctx.key.tokenGroupId, ctx.startedAt) : undefined;
+  ctx.costMicros = priceOf(p.cost, ctx.usage);
+  ctx.saleMicros = priceOf(p.sale, ctx.usage, {}, g?.priceMultiplierPpm ?? 1_000_000n);
+}
+
+/**
  * What of an unexpected error may be logged: message, code and stack. Never the whole object: database
  * driver errors carry the query's parameters, which can hold credentials.
  */
@@ -303,6 +318,8 @@ function logRequest(log: Logger, ctx: RequestContext): void {
       upstreamMs: Math.round(ctx.upstreamMs * 10) / 10,
       tokensIn: ctx.usage?.inputTokens,
       tokensOut: ctx.usage?.outputTokens,
+      costMicros: ctx.costMicros === null ? undefined : String(ctx.costMicros),
+      saleMicros: ctx.saleMicros === null ? undefined : String(ctx.saleMicros),
       aborted: ctx.clientAborted || undefined,
     },
     'request',

@@ -127,6 +127,18 @@ export class Metrics {
   });
   /** Read at scrape time for anima_queue_waiting. */
   waitingSource: () => number = () => 0;
+  readonly sale = new client.Counter({
+    name: 'anima_sale_micros_total',
+    help: 'Sale price of served requests (micro-units), by alias, channel and app',
+    labelNames: ['alias', 'channel', 'app'] as const,
+    registers: [this.registry],
+  });
+  readonly cost = new client.Counter({
+    name: 'anima_cost_micros_total',
+    help: 'Upstream cost of served requests (micro-units), by alias, channel and app',
+    labelNames: ['alias', 'channel', 'app'] as const,
+    registers: [this.registry],
+  });
   readonly webhooks = new client.Counter({
     name: 'anima_webhook_deliveries_total',
     help: 'Webhook delivery attempts by result (delivered, retry, failed)',
@@ -178,5 +190,7 @@ export class Metrics {
       this.tokens.labels(alias, ctx.channel, 'in').inc(ctx.usage.inputTokens);
       this.tokens.labels(alias, ctx.channel, 'out').inc(ctx.usage.outputTokens);
     }
+    if (ctx.channel && ctx.saleMicros !== null) this.sale.labels(alias, ctx.channel, ctx.app?.id ?? '_none').inc(Number(ctx.saleMicros));
+    if (ctx.channel && ctx.costMicros !== null) this.cost.labels(alias, ctx.channel, ctx.app?.id ?? '_none').inc(Number(ctx.costMicros));
   }
 }

@@ -42,6 +42,9 @@ export class RequestContext {
   upstreamMs = 0;
   clientAborted = false;
   endedAt = 0;
+  /** What the served request costs us upstream and what it sells for (micro-units; null = no price set). */
+  costMicros: bigint | null = null;
+  saleMicros: bigint | null = null;
   /** Headers every answer carries (x-ratelimit-*), success or error. */
   extraHeaders: Record<string, string> = {};
 

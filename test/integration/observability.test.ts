@@ -56,7 +56,8 @@ beforeAll(async () => {
   const ak = await admin('POST', `/apps/${app.id}/keys`, { name: 'async', queue_mode: 'ASYNC' });
   asyncSk = ak.sk;
   await admin('POST', '/quotas', { scope: 'key', scope_id: ak.key.id, max_concurrency: 1 });
-  await waitFor(() => !!G.config.alias('flaky'), 2_000);
+  await admin('POST', '/prices', { alias: 'main', sale_input_per_mtok: 3_000_000, sale_output_per_mtok: 6_000_000, cost_input_per_mtok: 1_000_000, cost_output_per_mtok: 2_000_000 });
+  await waitFor(() => !!G.config.alias('flaky') && !!G.config.price('main', null), 2_000);
 }, 60_000);
 
 afterAll(async () => {
@@ -102,6 +103,12 @@ describe('metrics after a scripted mix of traffic', () => {
     expect(sum(m.get('anima_tasks_total'), { kind: 'chat', state: 'queued' })).toBe(1);
     expect(sum(m.get('anima_tasks_total'), { kind: 'chat', state: 'succeeded' })).toBe(1);
     expect(sum(m.get('anima_dependency_up'), { dependency: 'db' })).toBe(1);
+    const sale = sum(m.get('anima_sale_micros_total'), { alias: 'main' });
+    const cost = sum(m.get('anima_cost_micros_total'), { alias: 'main' });
+    expect(sale).toBeGreaterThan(0);
+    expect(sale).toBeGreaterThan(cost); // the spread is visible
+    const line = G.logs.records().find((l) => l.alias === 'main' && l.saleMicros);
+    expect(line).toMatchObject({ reqId: expect.any(String), app: expect.any(String), key: expect.any(String), channel: 'good', attempts: 1, status: 200 });
     expect(sum(m.get('anima_degraded'))).toBe(0);
     expect(sum(m.get('anima_config_invalidations_total'))).toBeGreaterThan(0);
     expect(m.has('process_cpu_user_seconds_total')).toBe(true); // default Node metrics keep their names
