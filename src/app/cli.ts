@@ -125,7 +125,12 @@ async function adminFromEnv() {
     if (coord) await coord.publish('config', JSON.stringify({ ...inv, at: Date.now() }));
   });
   const readCredential = async (code: string) => {
-    const r = await dbh.db.selectFrom('channel').select('credential').where('code', '=', code).where('deleted_at', 'is', null).orderBy('effective_from', 'desc').executeTakeFirst();
+    // the version apply compares against: in force now, else the next scheduled one
+    const rows = await dbh.db.selectFrom('channel').select(['credential', 'effective_from', 'effective_to']).where('code', '=', code).where('deleted_at', 'is', null).orderBy('effective_from').execute();
+    const now = Date.now();
+    const r =
+      rows.find((x) => new Date(x.effective_from).getTime() <= now && (!x.effective_to || now < new Date(x.effective_to).getTime())) ??
+      rows.find((x) => new Date(x.effective_from).getTime() > now);
     return r ? openSecret(r.credential) : null;
   };
   return { admin, readCredential, close: async () => (coord ? coord.close() : undefined, dbh.close()) };

@@ -59,6 +59,11 @@ export function parseConfigDoc(text: string): ConfigDoc {
     if (!Array.isArray(v)) throw new GatewayError('invalid_request', `${k} must be a list`, { param: k });
     v.forEach((row, i) => {
       if (!row || typeof row !== 'object') throw new GatewayError('invalid_request', `${k}[${i}] must be a mapping`, { param: `${k}[${i}]` });
+      const nested = findSecret(Object.fromEntries(Object.entries(row as Row).filter(([f]) => f !== 'credential_env')), `${k}[${i}]`);
+      if (nested) throw new GatewayError('invalid_request', `${nested}: secrets never go in the file (use credential_env)`, { param: nested });
+      if ((k === 'apps' || k === 'token_groups') && typeof (row as Row).id !== 'string') {
+        throw new GatewayError('invalid_request', `${k}[${i}].id is required: it is how apply finds the row again`, { param: `${k}[${i}].id` });
+      }
       for (const f of Object.keys(row as Row)) {
         if (f === 'credential' || f === 'sk' || f === 'webhook_secret') throw new GatewayError('invalid_request', `${k}[${i}].${f}: secrets never go in the file (use credential_env)`, { param: `${k}[${i}].${f}` });
         if (!sec.fields.includes(f)) throw new GatewayError('invalid_request', `${k}[${i}].${f} is not a field of ${k}`, { param: `${k}[${i}].${f}` });
@@ -88,17 +93,51 @@ async function all(admin: ConfigAdmin, entity: Entity): Promise<Row[]> {
   }
 }
 
-/** The rows in force now, one per match key (a scheduled future version is not "current"). */
-async function current(admin: ConfigAdmin, section: string): Promise<Map<string, Row>> {
+/**
+ * The row each match key resolves to, as the admin API resolves it: the version in force now, else the
+ * next scheduled one (so a channel that only has a future version is updated, not created twice).
+ */
+async function current(admin: ConfigAdmin, section: string, inForceOnly = false): Promise<Map<string, Row>> {
   const sec = SECTIONS[section]!;
   const now = Date.now();
   const m = new Map<string, Row>();
+  const next = new Map<string, Row>();
   for (const r of await all(admin, sec.entity)) {
     const from = new Date(String(r.effective_from)).getTime();
     const to = r.effective_to ? new Date(String(r.effective_to)).getTime() : Infinity;
-    if (from <= now && now < to) m.set(sec.match(r), r);
+    const k = sec.match(r);
+    if (from <= now && now < to) m.set(k, r);
+    else if (from > now) {
+      const n = next.get(k);
+      if (!n || from < new Date(String(n.effective_from)).getTime()) next.set(k, r);
+    }
   }
+  if (!inForceOnly) for (const [k, r] of next) if (!m.has(k)) m.set(k, r);
   return m;
+}
+
+/** A value as the admin API would store it, so comparing never shows a change that isn't one. */
+function storedForm(field: string, v: unknown): unknown {
+  if (field === 'base_url' && typeof v === 'string') return v.replace(/\/+$/, '');
+  return v;
+}
+
+const SECRET_VALUE = /^(sk-anima-|ak-anima-)/;
+function findSecret(v: unknown, path: string): string | null {
+  if (typeof v === 'string') return SECRET_VALUE.test(v) ? path : null;
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) {
+      const p = findSecret(v[i], `${path}[${i}]`);
+      if (p) return p;
+    }
+  } else if (v && typeof v === 'object') {
+    for (const [k, x] of Object.entries(v)) {
+      if (/secret|credential$|^sk$|password|token$/i.test(k)) return `${path}.${k}`;
+      const p = findSecret(x, `${path}.${k}`);
+      if (p) return p;
+    }
+  }
+  return null;
 }
 
 const norm = (v: unknown) => (v !== null && typeof v === 'object' ? canonicalJson(v) : v === undefined ? undefined : String(v));
@@ -120,7 +159,7 @@ export async function planApply(admin: ConfigAdmin, doc: ConfigDoc, env: NodeJS.
         } else if (f === 'chain' && Array.isArray(v)) {
           // as stored: every target carries its weight (default 1)
           fields.chain = (v as Array<{ targets?: Row[] }>).map((t) => ({ targets: (t.targets ?? []).map((x) => ({ channel: x.channel, model: x.model, weight: x.weight ?? 1 })) }));
-        } else fields[f] = v;
+        } else fields[f] = storedForm(f, v);
       }
       const key = sec.match(want);
       const cur = have.get(key);
@@ -175,7 +214,7 @@ export async function exportConfig(admin: ConfigAdmin): Promise<string> {
   const doc: Record<string, unknown> = { apiVersion: 'anima/v1' };
   for (const section of ORDER) {
     const sec = SECTIONS[section]!;
-    const rows = [...(await current(admin, section)).entries()].sort(([a], [b]) => (a < b ? -1 : 1)).map(([, r]) => r);
+    const rows = [...(await current(admin, section, true)).entries()].sort(([a], [b]) => (a < b ? -1 : 1)).map(([, r]) => r);
     doc[section] = rows.map((r) => {
       const out: Row = {};
       for (const f of sec.fields) {

@@ -88,6 +88,20 @@ describe('anima apply', () => {
     await expect(planApply(admin, parseConfigDoc(FILE), {}, readCredential)).rejects.toThrow(/OPENAI_KEY is not set/);
   });
 
+  it('no phantom diffs or duplicates: a trailing slash, an app without id, a channel that only has a scheduled version', async () => {
+    const slash = parseConfigDoc(FILE.replace('https://api.openai.com/v1', 'https://api.openai.com/v1/').replace('max_attempts: 2', 'max_attempts: 4'));
+    expect(formatPlan(await planApply(admin, slash, env, readCredential))).toBe('no changes');
+    expect(() => parseConfigDoc('apiVersion: anima/v1\napps:\n  - name: nameless\n')).toThrow(/id is required/);
+    expect(() => parseConfigDoc('apiVersion: anima/v1\nchannels:\n  - code: x\n    settings: { headers: { x-key: sk-anima-abc } }\n')).toThrow(/secrets never go in the file/);
+    const later = new Date(Date.now() + 3_600_000).toISOString();
+    await admin.create(actor, 'channel', { code: 'future', provider: 'openai', base_url: 'https://example.com/v1', effective_from: later });
+    const doc = parseConfigDoc('apiVersion: anima/v1\nchannels:\n  - code: future\n    provider: openai\n    base_url: https://example.com/v2\n');
+    const plan = await planApply(admin, doc, env, readCredential);
+    expect(formatPlan(plan)).toBe('~ channel future: base_url "https://example.com/v1" -> "https://example.com/v2"');
+    await applyPlan(admin, actor, plan);
+    expect((await admin.versions('channel', 'future')).length).toBe(1);
+  });
+
   it('export -> apply is a round trip with no changes, and holds no secret', async () => {
     const text = await exportConfig(admin);
     expect(text).not.toContain('sk-upstream');
