@@ -2,6 +2,7 @@
  * Test harness: real PostgreSQL (a fresh database per test file) and real Redis (a fresh key prefix per
  * gateway group), or the embedded default (PGlite in memory + in-process coordination).
  */
+import { type ChildProcess, spawn } from 'node:child_process';
 import { Writable } from 'node:stream';
 import pg from 'pg';
 import { Redis } from 'ioredis';
@@ -115,4 +116,34 @@ export async function waitFor(fn: () => unknown | Promise<unknown>, timeoutMs = 
     if (Date.now() - t0 > timeoutMs) throw new Error(`condition not met within ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, stepMs));
   }
+}
+
+/**
+ * Starts a real `anima serve` process (from the build) and resolves its URL once it listens.
+ * `child` is returned at once so a test can kill it whenever it likes.
+ */
+export function spawnGateway(env: Record<string, string | undefined>): { child: ChildProcess; url: Promise<string> } {
+  const child = spawn(process.execPath, ['dist/src/app/cli.js', 'serve'], {
+    env: { ...process.env, ANIMA_PORT: '0', ANIMA_LOG_LEVEL: 'warn', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const url = new Promise<string>((resolve, reject) => {
+    let out = '';
+    const t = setTimeout(() => reject(new Error('gateway process did not start: ' + out)), 30_000);
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = /listening on (http:\/\/[\d.:]+)/.exec(out);
+      if (m) {
+        clearTimeout(t);
+        resolve(m[1]!);
+      }
+    });
+    child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+    child.on('exit', (code) => {
+      clearTimeout(t);
+      reject(new Error(`gateway exited ${code}: ${out}`));
+    });
+  });
+  url.catch(() => {}); // a test that kills the child before it listens doesn't care
+  return { child, url };
 }

@@ -1,12 +1,12 @@
 /**
  * SIGTERM drains: the process stops taking requests, lets an in-flight stream finish, and exits 0.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FakeUpstream } from '../../fakes/common.js';
 import { startFakeOpenAI } from '../../fakes/index.js';
 import { insertAlias, insertApp, insertChannel, insertKey } from '../../src/config/repo.js';
-import { REDIS_URL, type TestDatabase, cleanupRedis, createTestDatabase, openTestDb, testRedisPrefix } from '../helpers.js';
+import { REDIS_URL, type TestDatabase, cleanupRedis, createTestDatabase, openTestDb, spawnGateway, testRedisPrefix } from '../helpers.js';
 
 let tdb: TestDatabase;
 let prefix: string;
@@ -24,19 +24,9 @@ beforeAll(async () => {
   await insertAlias(dbh.db, { name: 'main', tiers: [[{ channel: 'g', model: 'm' }]] });
   ({ sk } = await insertKey(dbh.db, await insertApp(dbh.db, 'g')));
   await dbh.close();
-  child = spawn(process.execPath, ['dist/src/app/cli.js', 'serve'], {
-    env: { ...process.env, DATABASE_URL: tdb.url, REDIS_URL, ANIMA_REDIS_PREFIX: prefix, ANIMA_PORT: '0', ANIMA_LOG_LEVEL: 'warn', ANIMA_DRAIN_MS: '10000' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  url = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = /listening on (http:\/\/[\d.:]+)/.exec(out);
-      if (m) resolve(m[1]!);
-    });
-    child.on('exit', () => reject(new Error(out)));
-  });
+  const g = spawnGateway({ DATABASE_URL: tdb.url, REDIS_URL, ANIMA_REDIS_PREFIX: prefix, ANIMA_DRAIN_MS: '10000' });
+  child = g.child;
+  url = await g.url;
 }, 60_000);
 
 afterAll(async () => {

@@ -1,7 +1,6 @@
 /**
  * Per-key quotas on real Redis (and PostgreSQL for config), two gateway instances sharing them.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FakeUpstream } from '../../fakes/common.js';
@@ -9,7 +8,7 @@ import { startFakeOpenAI } from '../../fakes/index.js';
 import { hashKey } from '../../src/config/repo.js';
 import { RedisQuota } from '../../src/quota/redis.js';
 import type { ScopeLimits } from '../../src/quota/types.js';
-import { ADMIN_TOKEN, REDIS_URL, type TestDatabase, cleanupRedis, createTestDatabase, startTestGateway, testRedisPrefix, waitFor } from '../helpers.js';
+import { ADMIN_TOKEN, REDIS_URL, type TestDatabase, cleanupRedis, createTestDatabase, spawnGateway, startTestGateway, testRedisPrefix, waitFor } from '../helpers.js';
 
 type TGateway = Awaited<ReturnType<typeof startTestGateway>>;
 let tdb: TestDatabase;
@@ -251,19 +250,9 @@ describe('rate-limit headers and leases', () => {
 
   it('kill -9 of an instance holding leases: the slots come back within the lease TTL', async () => {
     const { sk, id } = await keyWith({ max_concurrency: 2, tokens_per_day: 1_000_000 });
-    const child: ChildProcess = spawn(process.execPath, ['dist/src/app/cli.js', 'serve'], {
-      env: { ...process.env, DATABASE_URL: tdb.url, REDIS_URL, ANIMA_REDIS_PREFIX: prefix, ANIMA_PORT: '0', ANIMA_LOG_LEVEL: 'warn', ANIMA_LEASE_TTL_MS: '1500' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    const url = await new Promise<string>((resolve, reject) => {
-      let out = '';
-      child.stdout!.on('data', (d: Buffer) => {
-        out += d.toString();
-        const m = /listening on (http:\/\/[\d.:]+)/.exec(out);
-        if (m) resolve(m[1]!);
-      });
-      child.on('exit', () => reject(new Error(out)));
-    });
+    const g = spawnGateway({ DATABASE_URL: tdb.url, REDIS_URL, ANIMA_REDIS_PREFIX: prefix, ANIMA_LEASE_TTL_MS: '1500' });
+    const child = g.child;
+    const url = await g.url;
     up.setFault({ hang: true });
     for (let i = 0; i < 2; i++) void fetch(url + '/v1/chat/completions', { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${sk}` }, body: JSON.stringify({ model: 'main', messages: [{ role: 'user', content: 'x' }] }) }).catch(() => {});
     const scope = { ...scopeOf(id), maxConcurrency: 2, tokensPerDay: 1_000_000 };
@@ -343,20 +332,8 @@ describe('ASYNC mode', () => {
 
   it('kill -9 the gateway with tasks queued: after a restart every task completes exactly once', async () => {
     const { sk } = await keyWith({ max_concurrency: 1 }, { queue_mode: 'ASYNC' });
-    const env = { ...process.env, DATABASE_URL: tdb.url, REDIS_URL, ANIMA_REDIS_PREFIX: prefix, ANIMA_PORT: '0', ANIMA_LOG_LEVEL: 'warn', ANIMA_TASK_LEASE_MS: '1500', ANIMA_TASK_POLL_MS: '200', ANIMA_LEASE_TTL_MS: '1500' };
-    const start = () => {
-      const child = spawn(process.execPath, ['dist/src/app/cli.js', 'serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-      const url = new Promise<string>((resolve, reject) => {
-        let out = '';
-        child.stdout!.on('data', (d: Buffer) => {
-          out += d.toString();
-          const m = /listening on (http:\/\/[\d.:]+)/.exec(out);
-          if (m) resolve(m[1]!);
-        });
-        child.on('exit', () => reject(new Error(out)));
-      });
-      return { child, url };
-    };
+    const env = { DATABASE_URL: tdb.url, REDIS_URL, ANIMA_REDIS_PREFIX: prefix, ANIMA_TASK_LEASE_MS: '1500', ANIMA_TASK_POLL_MS: '200', ANIMA_LEASE_TTL_MS: '1500' };
+    const start = () => spawnGateway(env);
     const first = start();
     const url1 = await first.url;
     up.setFault({ latencyMs: 300 });

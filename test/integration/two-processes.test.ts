@@ -2,7 +2,7 @@
  * Production mode for real: two `anima serve` processes on one PostgreSQL and one Redis share state.
  * (Requires the build: `npm test` builds first.)
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -10,7 +10,7 @@ import { insertAlias, insertApp, insertChannel, insertKey, setKeyEnabled } from 
 import type { DbHandle } from '../../src/store/db.js';
 import { startFakeOpenAI } from '../../fakes/index.js';
 import type { FakeUpstream } from '../../fakes/common.js';
-import { REDIS_URL, type TestDatabase, cleanupRedis, createTestDatabase, openTestDb, testRedisPrefix, waitFor } from '../helpers.js';
+import { REDIS_URL, type TestDatabase, cleanupRedis, createTestDatabase, openTestDb, spawnGateway, testRedisPrefix, waitFor } from '../helpers.js';
 
 const CLI = 'dist/src/app/cli.js';
 let tdb: TestDatabase;
@@ -24,25 +24,9 @@ const procs: ChildProcess[] = [];
 const urls: string[] = [];
 
 function startProcess(): Promise<string> {
-  const p = spawn(process.execPath, [CLI, 'serve'], {
-    env: { ...process.env, DATABASE_URL: tdb.url, REDIS_URL, ANIMA_REDIS_PREFIX: prefix, ANIMA_PORT: '0', ANIMA_LOG_LEVEL: 'warn' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  procs.push(p);
-  return new Promise((resolve, reject) => {
-    let out = '';
-    const t = setTimeout(() => reject(new Error('gateway process did not start: ' + out)), 20_000);
-    p.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = /listening on (http:\/\/[\d.:]+)/.exec(out);
-      if (m) {
-        clearTimeout(t);
-        resolve(m[1]!);
-      }
-    });
-    p.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-    p.on('exit', (code) => reject(new Error(`gateway exited ${code}: ${out}`)));
-  });
+  const g = spawnGateway({ DATABASE_URL: tdb.url, REDIS_URL, ANIMA_REDIS_PREFIX: prefix });
+  procs.push(g.child);
+  return g.url;
 }
 
 const post = (url: string, model: string, key = sk) =>
