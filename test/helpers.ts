@@ -77,6 +77,7 @@ export function testSettings(over: Partial<Settings> = {}): Settings {
     dataDir: 'memory://',
     redisUrl: undefined,
     redisPrefix: testRedisPrefix(),
+    redisClusterNodes: undefined,
     logLevel: 'info',
     bodyLimit: 1024 * 1024,
     configRefreshMs: 60_000,

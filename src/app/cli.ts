@@ -83,7 +83,7 @@ async function serve(args: string[]): Promise<void> {
   const gw = await startGateway(settings, { dbh });
   stops.unshift(() => gw.close());
   stops.push(() => dbh.close());
-  const mode = `${settings.databaseUrl ? 'PostgreSQL' : `PGlite (${settings.dataDir})`} + ${settings.redisUrl ? 'Redis' : 'in-process coordination'}`;
+  const mode = `${settings.databaseUrl ? 'PostgreSQL' : `PGlite (${settings.dataDir})`} + ${settings.redisClusterNodes?.length ? 'Redis Cluster' : settings.redisUrl ? 'Redis' : 'in-process coordination'}`;
   process.stdout.write(`\nAnima gateway listening on ${gw.url}  [${mode}]\n`);
   if (demo) {
     process.stdout.write(

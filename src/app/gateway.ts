@@ -72,9 +72,10 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
   const clock = opts.clock ?? systemClock;
   const log = createLogger(settings.logLevel, opts.logDestination);
   const dbh = opts.dbh ?? (await openDatabase({ databaseUrl: settings.databaseUrl, dataDir: settings.dataDir, poolSize: settings.dbPoolSize }));
-  const coord: Coordinator = settings.redisUrl
-    ? new RedisCoordinator({ url: settings.redisUrl, prefix: settings.redisPrefix })
-    : new MemoryCoordinator(clock);
+  const coord: Coordinator =
+    settings.redisUrl || settings.redisClusterNodes?.length
+      ? new RedisCoordinator({ url: settings.redisUrl ?? '', prefix: settings.redisPrefix, clusterNodes: settings.redisClusterNodes })
+      : new MemoryCoordinator(clock);
   if (coord instanceof RedisCoordinator) await coord.ready();
   const metrics = new Metrics({ defaultMetrics: opts.defaultMetrics ?? true });
 

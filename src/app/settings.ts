@@ -8,6 +8,8 @@ export interface Settings {
   /** Redis URL; unset = in-process coordination (one instance only). */
   redisUrl: string | undefined;
   redisPrefix: string;
+  /** Redis Cluster seed nodes (REDIS_CLUSTER_NODES=host:port,host:port); takes precedence over redisUrl. */
+  redisClusterNodes: string[] | undefined;
   logLevel: string;
   bodyLimit: number;
   configRefreshMs: number;
@@ -46,6 +48,7 @@ export function settingsFromEnv(env: NodeJS.ProcessEnv = process.env): Settings 
     dataDir: env.ANIMA_DATA_DIR ?? '.anima-data/db',
     redisUrl: env.REDIS_URL || undefined,
     redisPrefix: env.ANIMA_REDIS_PREFIX ?? 'anima:',
+    redisClusterNodes: env.REDIS_CLUSTER_NODES ? env.REDIS_CLUSTER_NODES.split(',').map((x) => x.trim()).filter(Boolean) : undefined,
     logLevel: env.ANIMA_LOG_LEVEL ?? 'info',
     bodyLimit: int(env.ANIMA_BODY_LIMIT_BYTES, 20 * 1024 * 1024, 'ANIMA_BODY_LIMIT_BYTES'),
     configRefreshMs: int(env.ANIMA_CONFIG_REFRESH_MS, 30_000, 'ANIMA_CONFIG_REFRESH_MS'),

@@ -1,4 +1,4 @@
-import { Redis, type RedisOptions } from 'ioredis';
+import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import { type BreakerStore, type ChannelHealth, type Coordinator, type SharedBreakerState, type Unsubscribe, CLOSED_INITIAL } from './types.js';
 
 /**
@@ -66,8 +66,16 @@ class RedisBreakerStore implements BreakerStore {
   }
 }
 
+/** A second connection for subscriptions (Redis and Cluster name their duplicate() arguments differently). */
+export function subscriberOf(client: Redis): Redis {
+  const opts = { enableAutoPipelining: false, enableOfflineQueue: true };
+  return client instanceof Cluster ? ((client as unknown as Cluster).duplicate([], opts) as unknown as Redis) : client.duplicate(opts);
+}
+
 export interface RedisCoordinatorOptions {
   url: string;
+  /** Redis Cluster seed nodes (host:port); when set, `url` is ignored. */
+  clusterNodes?: string[];
   /** Prepended to every key and pub/sub channel, so several deployments (or test runs) can share a server. */
   prefix?: string;
 }
@@ -88,7 +96,18 @@ export class RedisCoordinator implements Coordinator {
       connectTimeout: 2_000,
       retryStrategy: (n) => Math.min(50 * 2 ** Math.min(n, 6), 2_000),
     };
-    this.cmd = new Redis(opts.url, base) as Redis & Cmds;
+    // Every multi-key script names keys of one hash tag ({brk}, {q:<app>}), so it runs unchanged on a Cluster.
+    this.cmd = (
+      opts.clusterNodes?.length
+        ? new Cluster(
+            opts.clusterNodes.map((n) => {
+              const [host, port] = n.split(':');
+              return { host: host!, port: Number(port) };
+            }),
+            { enableAutoPipelining: true, redisOptions: base, clusterRetryStrategy: (n) => Math.min(100 * 2 ** Math.min(n, 5), 2_000) },
+          )
+        : new Redis(opts.url, base)
+    ) as unknown as Redis & Cmds;
     this.cmd.on('error', () => {}); // reconnects on its own; health is read through ping()
     this.cmd.defineCommand('animaCas', { numberOfKeys: 1, lua: CAS_LUA });
     this.cmd.defineCommand('animaIncrTtl', { numberOfKeys: 1, lua: INCR_TTL_LUA });
@@ -119,7 +138,7 @@ export class RedisCoordinator implements Coordinator {
   async subscribe(topic: string, handler: (m: string) => void): Promise<Unsubscribe> {
     const channel = this.prefix + topic;
     if (!this.sub) {
-      this.sub = this.cmd.duplicate({ enableAutoPipelining: false, enableOfflineQueue: true });
+      this.sub = subscriberOf(this.cmd);
       this.sub.on('error', () => {});
       this.sub.on('message', (ch: string, msg: string) => {
         for (const h of this.handlers.get(ch) ?? []) h(msg);

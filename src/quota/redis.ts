@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+import { subscriberOf } from '../coord/redis.js';
 import type { AdmitRequest, AdmitResult, LimitKind, QuotaBackend, Remaining, Reservation, ScopeLimits } from './types.js';
 
 /**
@@ -297,7 +298,7 @@ export class RedisQuota implements QuotaBackend {
 
   async onWake(handler: (queue: string) => void) {
     if (!this.sub) {
-      this.sub = this.r.duplicate({ enableAutoPipelining: false, enableOfflineQueue: true });
+      this.sub = subscriberOf(this.r);
       this.sub.on('error', () => {});
       await this.sub.subscribe(this.wakeChannel);
     }

@@ -35,7 +35,7 @@ const ALLOWED: Record<string, string[]> = {
   observability: ['core', 'lib', 'coord', 'relay'],
   relay: ['core', 'lib', 'providers', 'breaker', 'config', 'coord'],
   http: ['core', 'lib', 'providers', 'relay', 'config', 'observability', 'coord', 'quota', 'tasks'],
-  quota: ['core', 'lib', 'config'],
+  quota: ['core', 'lib', 'config', 'coord'],
   tasks: ['core', 'lib', 'config', 'quota', 'relay', 'store', 'providers'],
   app: ['*'],
 };
