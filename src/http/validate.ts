@@ -37,8 +37,11 @@ export function validateBody(dialect: InboundDialect, body: unknown): Record<str
       break;
     case 'openai_embeddings': {
       const input = body.input;
-      const ok = typeof input === 'string' || (Array.isArray(input) && input.length > 0);
-      if (!ok) throw new GatewayError('invalid_request', "'input' must be a string or a non-empty array.", { param: 'input' });
+      const tokens = (a: unknown) => Array.isArray(a) && a.length > 0 && a.every((t) => Number.isInteger(t));
+      const ok =
+        typeof input === 'string' ||
+        (Array.isArray(input) && input.length > 0 && (input.every((x) => typeof x === 'string') || tokens(input) || input.every(tokens)));
+      if (!ok) throw new GatewayError('invalid_request', "'input' must be a string, an array of strings, an array of token ids, or an array of token-id arrays.", { param: 'input' });
       if (body.stream === true) throw new GatewayError('invalid_request', 'Embeddings do not stream.', { param: 'stream' });
       break;
     }

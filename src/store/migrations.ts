@@ -193,6 +193,103 @@ const migrations: Record<string, Migration> = {
       )`.execute(db);
     },
   },
+  '0008_ledger': {
+    // Double-entry ledger (src/billing/ledger.ts). Money is BIGINT micro-units. What the database itself
+    // guarantees: per-account balance flags (CHECK), every journal's entries balance (deferred constraint
+    // trigger), entries and journals are immutable except a pending hold's state (triggers), a hold is
+    // resolved at most once (unique index on pending_of).
+    async up(db: Kysely<unknown>) {
+      await sql`CREATE TABLE ledger_account (
+        id bigserial PRIMARY KEY,
+        code text NOT NULL UNIQUE,
+        kind text NOT NULL CHECK (kind IN ('wallet', 'revenue', 'expense', 'liability', 'hold', 'equity')),
+        app_id text,
+        channel_code text,
+        debits_must_not_exceed_credits boolean NOT NULL DEFAULT false,
+        credits_must_not_exceed_debits boolean NOT NULL DEFAULT false,
+        debits_pending bigint NOT NULL DEFAULT 0 CHECK (debits_pending >= 0),
+        debits_posted bigint NOT NULL DEFAULT 0 CHECK (debits_posted >= 0),
+        credits_pending bigint NOT NULL DEFAULT 0 CHECK (credits_pending >= 0),
+        credits_posted bigint NOT NULL DEFAULT 0 CHECK (credits_posted >= 0),
+        created_at timestamptz NOT NULL DEFAULT now(),
+        CONSTRAINT ledger_account_one_flag CHECK (NOT (debits_must_not_exceed_credits AND credits_must_not_exceed_debits)),
+        CONSTRAINT ledger_account_debits_within_credits
+          CHECK (NOT debits_must_not_exceed_credits OR debits_posted + debits_pending <= credits_posted),
+        CONSTRAINT ledger_account_credits_within_debits
+          CHECK (NOT credits_must_not_exceed_debits OR credits_posted + credits_pending <= debits_posted)
+      )`.execute(db);
+      await sql`CREATE TABLE ledger_journal (
+        id bigserial PRIMARY KEY,
+        idem_key text NOT NULL UNIQUE,
+        kind text NOT NULL CHECK (kind IN ('fund', 'hold', 'post', 'void', 'sale', 'cost', 'correction')),
+        request_id text,
+        task_id text,
+        app_id text,
+        alias text,
+        channel text,
+        usage jsonb,
+        memo text,
+        pending_of bigint REFERENCES ledger_journal (id),
+        state text NOT NULL DEFAULT 'posted',
+        created_at timestamptz NOT NULL DEFAULT now(),
+        CONSTRAINT ledger_journal_state CHECK (CASE WHEN kind = 'hold' THEN state IN ('pending', 'posted', 'voided') ELSE state = 'posted' END),
+        CONSTRAINT ledger_journal_resolution CHECK ((kind IN ('post', 'void')) = (pending_of IS NOT NULL))
+      )`.execute(db);
+      // A hold is resolved (posted or voided) by at most one journal, whatever the code does.
+      await sql`CREATE UNIQUE INDEX ledger_journal_resolves ON ledger_journal (pending_of)
+        WHERE pending_of IS NOT NULL`.execute(db);
+      await sql`CREATE INDEX ledger_journal_app ON ledger_journal (app_id, id)`.execute(db);
+      await sql`CREATE INDEX ledger_journal_request ON ledger_journal (request_id)`.execute(db);
+      await sql`CREATE TABLE ledger_entry (
+        id bigserial PRIMARY KEY,
+        journal_id bigint NOT NULL REFERENCES ledger_journal (id),
+        account_id bigint NOT NULL REFERENCES ledger_account (id),
+        debit bigint NOT NULL DEFAULT 0,
+        credit bigint NOT NULL DEFAULT 0,
+        pending boolean NOT NULL DEFAULT false,
+        CONSTRAINT ledger_entry_one_side CHECK ((debit > 0 AND credit = 0) OR (debit = 0 AND credit > 0))
+      )`.execute(db);
+      await sql`CREATE INDEX ledger_entry_journal ON ledger_entry (journal_id)`.execute(db);
+      await sql`CREATE INDEX ledger_entry_account ON ledger_entry (account_id)`.execute(db);
+      // Checked at COMMIT, once the journal's entries are all in: they balance, pending entries belong to
+      // holds only, and a void moves nothing.
+      await sql`CREATE FUNCTION ledger_entry_check_journal() RETURNS trigger LANGUAGE plpgsql AS $$
+        DECLARE d numeric; c numeric; k text;
+        BEGIN
+          SELECT kind INTO k FROM ledger_journal WHERE id = NEW.journal_id;
+          IF k = 'void' OR NEW.pending <> (k = 'hold') THEN
+            RAISE EXCEPTION 'ledger entry % does not fit its % journal %', NEW.id, k, NEW.journal_id
+              USING ERRCODE = '23514', CONSTRAINT = 'ledger_entry_fits_journal';
+          END IF;
+          SELECT coalesce(sum(debit), 0), coalesce(sum(credit), 0) INTO d, c FROM ledger_entry WHERE journal_id = NEW.journal_id;
+          IF d <> c THEN
+            RAISE EXCEPTION 'ledger journal % is unbalanced: debits % <> credits %', NEW.journal_id, d, c
+              USING ERRCODE = '23514', CONSTRAINT = 'ledger_journal_balanced';
+          END IF;
+          RETURN NULL;
+        END $$`.execute(db);
+      await sql`CREATE CONSTRAINT TRIGGER ledger_entry_balanced AFTER INSERT ON ledger_entry
+        DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION ledger_entry_check_journal()`.execute(db);
+      await sql`CREATE FUNCTION ledger_entry_immutable() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          RAISE EXCEPTION 'ledger_entry is append-only (% refused)', TG_OP USING ERRCODE = '55000';
+        END $$`.execute(db);
+      await sql`CREATE TRIGGER ledger_entry_immutable BEFORE UPDATE OR DELETE ON ledger_entry
+        FOR EACH ROW EXECUTE FUNCTION ledger_entry_immutable()`.execute(db);
+      await sql`CREATE FUNCTION ledger_journal_immutable() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          -- The one permitted change: a pending hold becomes posted or voided, nothing else on the row moves.
+          IF TG_OP = 'UPDATE' AND OLD.kind = 'hold' AND OLD.state = 'pending' AND NEW.state IN ('posted', 'voided')
+             AND (to_jsonb(NEW) - 'state') = (to_jsonb(OLD) - 'state') THEN
+            RETURN NEW;
+          END IF;
+          RAISE EXCEPTION 'ledger_journal is append-only: only a pending hold''s state may change, once (% refused)', TG_OP
+            USING ERRCODE = '55000';
+        END $$`.execute(db);
+      await sql`CREATE TRIGGER ledger_journal_immutable BEFORE UPDATE OR DELETE ON ledger_journal
+        FOR EACH ROW EXECUTE FUNCTION ledger_journal_immutable()`.execute(db);
+    },
+  },
 };
 
 class StaticProvider implements MigrationProvider {

@@ -169,7 +169,54 @@ export interface WebhookDeliveryTable {
   delivered_at: ColumnType<Date | null, Date | null | undefined, Date | null>;
 }
 
+/** BIGINT micro-units (or counters): read as bigint, written as bigint or its decimal string. */
+type Micros = ColumnType<bigint, bigint | string | undefined, bigint | string>;
+
+export interface LedgerAccountTable {
+  id: Generated<bigint>;
+  code: string;
+  kind: string;
+  app_id: string | null;
+  channel_code: string | null;
+  debits_must_not_exceed_credits: ColumnType<boolean, boolean | undefined, never>;
+  credits_must_not_exceed_debits: ColumnType<boolean, boolean | undefined, never>;
+  debits_pending: Micros;
+  debits_posted: Micros;
+  credits_pending: Micros;
+  credits_posted: Micros;
+  created_at: ColumnType<Date, Date | undefined, never>;
+}
+
+export interface LedgerJournalTable {
+  id: Generated<bigint>;
+  idem_key: string;
+  kind: string;
+  request_id: string | null;
+  task_id: string | null;
+  app_id: string | null;
+  alias: string | null;
+  channel: string | null;
+  usage: ColumnType<unknown, string | null | undefined, never>;
+  memo: string | null;
+  pending_of: ColumnType<bigint | null, bigint | string | null | undefined, never>;
+  /** holds: pending | posted | voided; every other kind: posted. The one column that ever changes. */
+  state: ColumnType<string, string | undefined, string>;
+  created_at: ColumnType<Date, Date | undefined, never>;
+}
+
+export interface LedgerEntryTable {
+  id: Generated<bigint>;
+  journal_id: ColumnType<bigint, bigint | string, never>;
+  account_id: ColumnType<bigint, bigint | string, never>;
+  debit: ColumnType<bigint, bigint | string | undefined, never>;
+  credit: ColumnType<bigint, bigint | string | undefined, never>;
+  pending: ColumnType<boolean, boolean | undefined, never>;
+}
+
 export interface Database {
+  ledger_account: LedgerAccountTable;
+  ledger_journal: LedgerJournalTable;
+  ledger_entry: LedgerEntryTable;
   webhook_delivery: WebhookDeliveryTable;
   price: PriceTable;
   task: TaskTable;

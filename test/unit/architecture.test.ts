@@ -36,6 +36,7 @@ const ALLOWED: Record<string, string[]> = {
   relay: ['core', 'lib', 'providers', 'breaker', 'config', 'coord'],
   http: ['core', 'lib', 'providers', 'relay', 'config', 'observability', 'coord', 'quota', 'tasks'],
   quota: ['core', 'lib', 'config', 'coord'],
+  billing: ['core', 'lib', 'store'],
   tasks: ['core', 'lib', 'config', 'quota', 'relay', 'store', 'providers'],
   app: ['*'],
 };
