@@ -92,6 +92,10 @@ export function testSettings(over: Partial<Settings> = {}): Settings {
     drainMs: 2_000,
     webhookBackoffMs: 100,
     secretKey: undefined,
+    billing: true,
+    billingBatch: 500,
+    billingStaleMs: 30_000,
+    billingHoldTtlMs: 600_000,
     ...over,
   };
 }

@@ -30,6 +30,13 @@ import type { QuotaBackend } from '../quota/types.js';
 import { MemoryQuota } from '../quota/memory.js';
 import { RedisQuota } from '../quota/redis.js';
 import { type DbHandle, openDatabase } from '../store/db.js';
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { Ledger } from '../billing/ledger.js';
+import { MemoryBilling } from '../billing/memory.js';
+import { RedisBilling } from '../billing/redis.js';
+import { Billing } from '../billing/service.js';
+import { JournalWriter } from '../billing/writer.js';
 import type { Settings } from './settings.js';
 
 export const TOPIC_CONFIG = 'config';
@@ -51,6 +58,7 @@ export interface Gateway {
   readonly quota: QuotaBackend;
   readonly server: FastifyInstance;
   readonly admin: ConfigAdmin;
+  readonly billing: Billing | null;
   /** Tells every instance (this one included) to reload a config table. Call after a direct DB write. */
   publishConfigChange(table?: string): Promise<void>;
   /** Test seam: drop incoming invalidation events, as if pub/sub delivery were lost. */
@@ -170,8 +178,37 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
     coord instanceof RedisCoordinator ? { backend: new MemoryQuota(clock), share: 1 / settings.instanceCount } : null,
   );
 
+  let billing: Billing | null = null;
+  if (settings.billing) {
+    const backend =
+      coord instanceof RedisCoordinator
+        ? new RedisBilling(coord.cmd, settings.redisPrefix, `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`, settings.billingStaleMs)
+        : new MemoryBilling(clock);
+    const ledger = new Ledger(dbh.db);
+    const writer = new JournalWriter(
+      backend,
+      ledger,
+      log,
+      { batch: settings.billingBatch, idleMs: 100, retryMs: 500 },
+      {
+        onCommitted: (n, ms) => {
+          metrics.billingJournals.inc(n);
+          metrics.billingCommit.observe(ms / 1000);
+        },
+        onFailed: () => metrics.billingCommitFailures.inc(),
+        onUncollected: (app, micros) => metrics.billingUncollected.labels(app).inc(Number(micros)),
+      },
+    );
+    billing = new Billing(backend, ledger, writer, dbh.db, log, { holdTtlMs: settings.billingHoldTtlMs }, {
+      onRefused: (reason) => metrics.billingRefused.labels(reason).inc(),
+      onUncollected: (app, micros) => metrics.billingUncollected.labels(app).inc(Number(micros)),
+      onSpilled: () => metrics.billingSpilled.inc(),
+    });
+    writer.start();
+  }
+
   const taskStore = new TaskStore(dbh.db);
-  const worker = new TaskWorker(taskStore, taskRunner({ config, admission, relay, now: () => clock.now() }), log, {
+  const worker = new TaskWorker(taskStore, taskRunner({ config, admission, relay, now: () => clock.now(), ...(billing ? { billing } : {}) }), log, {
     pollMs: settings.taskPollMs,
     leaseMs: settings.taskLeaseMs,
     concurrency: 8,
@@ -201,6 +238,10 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
     metrics.dependencyUp.labels('db').set(dbUp ? 1 : 0);
     metrics.dependencyUp.labels(coord.kind === 'redis' ? 'redis' : 'coordination').set(redisUp ? 1 : 0);
     metrics.degraded.set(dbUp && redisUp ? 0 : 1);
+    if (billing) {
+      const queued = await billing.backend.backlog().catch(() => 0);
+      metrics.billingBacklog.set(queued + billing.writer.spilledCount());
+    }
     return { dbUp, redisUp };
   };
   await probe();
@@ -217,7 +258,8 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
       onQueued: (kind: string) => metrics.tasks.labels(kind, 'queued').inc(),
     },
     admission,
-    admin: { admin, tokens, config, breakers, health, publish: publishInvalidation },
+    ...(billing ? { billing } : {}),
+    admin: { admin, tokens, config, breakers, health, publish: publishInvalidation, ...(billing ? { billing } : {}) },
     config,
     relay,
     clock,
@@ -254,6 +296,7 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
     quota: quotaBackend,
     server,
     admin,
+    billing,
     publishConfigChange: async (table = 'all') => publishInvalidation({ table: table as Invalidation['table'] }),
     pauseInvalidations: (paused: boolean) => {
       invalidationsPaused = paused;
@@ -274,6 +317,8 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
       clearTimeout(cut);
       clearInterval(idle);
       await stopWorker;
+      // Every settled request is in the queue; write what the database takes now (the rest stays queued).
+      await billing?.writer.stop();
       await unsubTasks().catch(() => {});
       webhooks.stop();
       clearInterval(syncTimer);

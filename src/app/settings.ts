@@ -31,6 +31,13 @@ export interface Settings {
   webhookBackoffMs: number;
   /** Encrypts upstream credentials at rest (AES-256-GCM); unset = stored as given. */
   secretKey: string | undefined;
+  /** Book every served request in the ledger (off only to measure what billing costs). */
+  billing: boolean;
+  /** Journal writer: records per transaction; a record another instance holds this long unwritten is taken over. */
+  billingBatch: number;
+  billingStaleMs: number;
+  /** A prepaid reservation of a request whose instance died is released after this. */
+  billingHoldTtlMs: number;
 }
 
 function int(v: string | undefined, dflt: number, name: string): number {
@@ -63,5 +70,9 @@ export function settingsFromEnv(env: NodeJS.ProcessEnv = process.env): Settings 
     drainMs: int(env.ANIMA_DRAIN_MS, 30_000, 'ANIMA_DRAIN_MS'),
     webhookBackoffMs: int(env.ANIMA_WEBHOOK_BACKOFF_MS, 1_000, 'ANIMA_WEBHOOK_BACKOFF_MS'),
     secretKey: env.ANIMA_SECRET_KEY || undefined,
+    billing: (env.ANIMA_BILLING ?? 'on') !== 'off',
+    billingBatch: int(env.ANIMA_BILLING_BATCH, 500, 'ANIMA_BILLING_BATCH'),
+    billingStaleMs: int(env.ANIMA_BILLING_STALE_MS, 30_000, 'ANIMA_BILLING_STALE_MS'),
+    billingHoldTtlMs: int(env.ANIMA_BILLING_HOLD_TTL_MS, 10 * 60_000, 'ANIMA_BILLING_HOLD_TTL_MS'),
   };
 }

@@ -386,6 +386,84 @@ export class Ledger {
     return { journalId: r.journalId, duplicate: r.duplicate, ...(await this.settled(r.journalId)) };
   }
 
+  /**
+   * Posts many journals in ONE transaction (multi-row inserts, one account update): the journal writer's
+   * path. Journals whose idemKey exists are skipped (reported as duplicates). All or nothing: a balance
+   * flag refusing any journal refuses the batch (LedgerError 'insufficient_funds'); the caller then posts
+   * them one by one to find it. `balancesOf` names accounts whose balances to read back inside the same
+   * transaction (what the batch left them at), with a version that only grows (debits + credits posted).
+   */
+  async postBatch(
+    journals: Array<JournalSpec & { occurredAt?: Date }>,
+    balancesOf: string[] = [],
+  ): Promise<{ written: string[]; duplicates: string[]; balances: Map<string, { available: bigint; version: bigint }> }> {
+    const seen = new Set<string>();
+    const prepared: Array<{ j: JournalSpec & { occurredAt?: Date }; legs: Leg[] }> = [];
+    for (const j of journals) {
+      if (!POSTED_KINDS.has(j.kind)) throw new TypeError(`postBatch writes fund | sale | cost | correction, not ${j.kind}`);
+      const k = checkIdemKey(j.idemKey);
+      if (seen.has(k)) continue;
+      seen.add(k);
+      prepared.push({ j, legs: await this.legs(checkEntries(j.entries)) });
+    }
+    const balances = new Map<string, { available: bigint; version: bigint }>();
+    if (prepared.length === 0) return { written: [], duplicates: [], balances };
+    try {
+      return await this.db.transaction().execute(async (trx) => {
+        const rows = await trx
+          .insertInto('ledger_journal')
+          .values(
+            prepared.map(({ j }) => ({
+              idem_key: j.idemKey,
+              kind: j.kind,
+              request_id: j.requestId ?? null,
+              task_id: j.taskId ?? null,
+              app_id: j.appId ?? null,
+              alias: j.alias ?? null,
+              channel: j.channel ?? null,
+              usage: j.usage === undefined ? null : toJson(j.usage),
+              memo: j.memo ?? null,
+              pending_of: null,
+              state: 'posted',
+              ...(j.occurredAt ? { occurred_at: j.occurredAt } : {}),
+            })),
+          )
+          .onConflict((oc) => oc.column('idem_key').doNothing())
+          .returning(['id', 'idem_key'])
+          .execute();
+        const idOf = new Map(rows.map((r) => [r.idem_key, r.id]));
+        const written: string[] = [];
+        const duplicates: string[] = [];
+        const entries: Array<{ journal_id: string; account_id: string; debit: string; credit: string; pending: boolean }> = [];
+        const deltas = new Map<bigint, Totals>();
+        for (const { j, legs } of prepared) {
+          const id = idOf.get(j.idemKey);
+          if (id === undefined) {
+            duplicates.push(j.idemKey);
+            continue;
+          }
+          written.push(j.idemKey);
+          for (const l of legs) entries.push({ journal_id: id.toString(), account_id: l.accountId.toString(), debit: l.debit.toString(), credit: l.credit.toString(), pending: false });
+          addLegs(deltas, legs, 'Posted', 1n);
+        }
+        for (let i = 0; i < entries.length; i += 2000) await trx.insertInto('ledger_entry').values(entries.slice(i, i + 2000)).execute();
+        await applyDeltas(trx, deltas);
+        if (balancesOf.length) {
+          const accts = await trx.selectFrom('ledger_account').selectAll().where('code', 'in', balancesOf).execute();
+          for (const r of accts) {
+            balances.set(r.code, {
+              available: r.credits_posted - r.debits_posted - r.debits_pending,
+              version: r.debits_posted + r.credits_posted,
+            });
+          }
+        }
+        return { written, duplicates, balances };
+      });
+    } catch (e) {
+      throw mapDbError(e);
+    }
+  }
+
   async balance(code: string): Promise<Balance> {
     const r = await this.db
       .selectFrom('ledger_account')
@@ -456,9 +534,11 @@ export class Ledger {
 
   /** Newest first, with entries. limit defaults to 100 (at most 1000). */
   async journals(
-    f: { appId?: string; requestId?: string; kind?: JournalKind; limit?: number; offset?: number } = {},
+    f: { appId?: string; requestId?: string; kind?: JournalKind; alias?: string; channel?: string; limit?: number; offset?: number } = {},
   ): Promise<JournalView[]> {
     let q = this.db.selectFrom('ledger_journal').selectAll();
+    if (f.alias !== undefined) q = q.where('alias', '=', f.alias);
+    if (f.channel !== undefined) q = q.where('channel', '=', f.channel);
     if (f.appId !== undefined) q = q.where('app_id', '=', f.appId);
     if (f.requestId !== undefined) q = q.where('request_id', '=', f.requestId);
     if (f.kind !== undefined) q = q.where('kind', '=', f.kind);

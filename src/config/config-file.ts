@@ -31,7 +31,7 @@ const SECTIONS: Record<string, { entity: Entity; fields: string[]; match: (r: Ro
   channels: { entity: 'channel', fields: ['code', 'name', 'provider', 'base_url', 'credential_env', 'enabled', 'weight', 'settings'], match: (r) => String(r.code) },
   token_groups: { entity: 'token_group', fields: ['id', 'name', 'price_multiplier_ppm', 'enabled'], match: (r) => String(r.id) },
   aliases: { entity: 'alias', fields: ['name', 'description', 'enabled', 'chain', 'max_attempts', 'deadline_ms'], match: (r) => String(r.name) },
-  apps: { entity: 'app', fields: ['id', 'name', 'enabled'], match: (r) => String(r.id) },
+  apps: { entity: 'app', fields: ['id', 'name', 'enabled', 'billing'], match: (r) => String(r.id) },
   quotas: {
     entity: 'quota',
     fields: ['scope', 'scope_id', 'max_concurrency', 'qps', 'qps_burst', 'tokens_per_minute', 'tokens_per_day', 'cost_per_day', 'cost_per_month'],

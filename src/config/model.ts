@@ -76,6 +76,7 @@ export interface App {
   id: string;
   name: string;
   enabled: boolean;
+  billing: 'prepaid' | 'postpaid';
   versionNo: number;
   effectiveFrom: number;
   effectiveTo: number | null;

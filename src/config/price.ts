@@ -2,17 +2,10 @@
  * Prices: what the upstream charges us (cost) and what we charge the app (sale), per alias and optionally
  * per channel, in integer micro-units. The price in force at the request's time is the one used.
  */
-import type { Usage } from '../core/usage.js';
+import type { UnitPrices } from '../core/pricing.js';
 
-export interface UnitPrices {
-  inputPerMTok: bigint;
-  outputPerMTok: bigint;
-  cachedPerMTok: bigint;
-  perRequest: bigint;
-  perImage: bigint;
-  perVideoSecond: bigint;
-  perTrack: bigint;
-}
+export type { UnitPrices } from '../core/pricing.js';
+
 
 export interface Price {
   id: string;
@@ -55,32 +48,3 @@ export function toPrice(r: any): Price {
 }
 
 export const PRICE_COLUMNS = (['cost', 'sale'] as const).flatMap((side) => UNITS.map((u) => `${side}_${u}`));
-
-const M = 1_000_000n;
-const ceilDiv = (a: bigint, b: bigint) => (a + b - 1n) / b;
-
-export interface Metered {
-  images?: number;
-  videoSeconds?: number;
-  tracks?: number;
-}
-
-/**
- * The price of one request's usage, in micro-units, integer arithmetic only. Cached prompt tokens are
- * billed at the cached rate, the rest of the prompt at the input rate. Per-million-token prices round
- * UP to the next micro-unit (never undercharge); a multiplier (parts per million, 1_000_000 = x1) applies
- * to the total, rounding up as well.
- */
-export function priceOf(p: UnitPrices, u: Usage, m: Metered = {}, multiplierPpm = 1_000_000n): bigint {
-  const cached = BigInt(Math.max(0, Math.min(u.cachedTokens, u.inputTokens)));
-  const input = BigInt(Math.max(0, u.inputTokens)) - cached;
-  const output = BigInt(Math.max(0, u.outputTokens));
-  const tokens = input * p.inputPerMTok + cached * p.cachedPerMTok + output * p.outputPerMTok;
-  const total =
-    ceilDiv(tokens, M) +
-    p.perRequest +
-    BigInt(m.images ?? 0) * p.perImage +
-    BigInt(Math.ceil(m.videoSeconds ?? 0)) * p.perVideoSecond +
-    BigInt(m.tracks ?? 0) * p.perTrack;
-  return multiplierPpm === 1_000_000n ? total : ceilDiv(total * multiplierPpm, M);
-}

@@ -171,6 +171,7 @@ export function toApp(r: any): App {
     id: r.id,
     name: r.name,
     enabled: r.enabled,
+    billing: r.billing === 'prepaid' ? 'prepaid' : 'postpaid',
     versionNo: r.version_no,
     effectiveFrom: ms(r.effective_from)!,
     effectiveTo: ms(r.effective_to),
@@ -281,8 +282,8 @@ export async function insertAlias(db: Db, a: AliasInput): Promise<void> {
     .execute();
 }
 
-export async function insertApp(db: Db, name: string, id = 'app_' + randomId(16)): Promise<string> {
-  await db.insertInto('app').values({ id, name }).execute();
+export async function insertApp(db: Db, name: string, id = 'app_' + randomId(16), billing: 'prepaid' | 'postpaid' = 'postpaid'): Promise<string> {
+  await db.insertInto('app').values({ id, name, billing }).execute();
   return id;
 }
 

@@ -151,6 +151,10 @@ const FIELDS: Record<Entity, Record<string, (v: unknown) => [string, unknown]>> 
     id: (v) => ['id', str(v, 'id', { max: 64, re: CODE_RE, reMsg: CODE_MSG })],
     name: (v) => ['name', str(v, 'name')],
     enabled: (v) => ['enabled', bool(v, 'enabled')],
+    billing: (v) => {
+      if (v !== 'prepaid' && v !== 'postpaid') throw bad('billing', "must be 'prepaid' or 'postpaid'");
+      return ['billing', v];
+    },
     effective_from: (v) => ['effective_from', date(v, 'effective_from') ?? new Date()],
     effective_to: (v) => ['effective_to', date(v, 'effective_to')],
   },

@@ -55,6 +55,7 @@ export const ERRORS = {
   concurrency_limit_exceeded: { status: 429, type: 'rate_limit_error', retryable: true },
   tokens_limit_exceeded: { status: 429, type: 'rate_limit_error', retryable: true },
   budget_exceeded: { status: 429, type: 'insufficient_quota', retryable: false },
+  insufficient_balance: { status: 402, type: 'insufficient_quota', retryable: false },
   queue_full: { status: 429, type: 'rate_limit_error', retryable: true },
   queue_timeout: { status: 429, type: 'rate_limit_error', retryable: true },
   client_closed: { status: 499, type: 'invalid_request_error', retryable: false },

@@ -10,6 +10,7 @@ import type { AdminTokens } from '../config/admin-tokens.js';
 import type { ConfigCache, KillSwitch } from '../config/cache.js';
 import type { Entity } from '../config/validate.js';
 import type { ChannelHealth, SharedBreakerState } from '../coord/types.js';
+import type { Billing } from '../billing/service.js';
 import { buildAdminOpenApi, renderAdminDocs } from './openapi.js';
 
 export const ADMIN_PREFIX = '/api/admin/v1';
@@ -36,6 +37,8 @@ export interface AdminDeps {
   breakers: CircuitControl;
   health: HealthControl;
   publish: (inv: Invalidation) => Promise<void>;
+  /** Billing (absent: the billing routes answer 404 not_found). */
+  billing?: Billing;
   /** Optional: the OpenAPI document and its rendered page. */
   openapi?: { spec: unknown; html: () => string };
 }
@@ -216,6 +219,67 @@ export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
         await d.admin.putSetting(actor(req), 'kill_switch', value, req.id);
         return value;
       });
+      // ---- billing ----
+      const billing = () => {
+        if (!d.billing) throw new GatewayError('not_found', 'Billing is off on this gateway.');
+        return d.billing;
+      };
+      const appParam = async (req: FastifyRequest) => {
+        const id = (req.params as { id: string }).id;
+        await d.admin.get('app', id); // 404 when there is no such app
+        return id;
+      };
+      r.post('/apps/:id/wallet/fund', async (req) => {
+        const id = await appParam(req);
+        const b = (req.body ?? {}) as { amount_micros?: unknown; idempotency_key?: unknown; memo?: unknown };
+        const raw = typeof b.amount_micros === 'number' && Number.isSafeInteger(b.amount_micros) ? String(b.amount_micros) : b.amount_micros;
+        if (typeof raw !== 'string' || !/^[1-9]\d{0,17}$/.test(raw)) throw new GatewayError('invalid_request', 'amount_micros must be a positive integer number of micro-units (a decimal string or a safe integer)', { param: 'amount_micros' });
+        if (b.idempotency_key !== undefined && (typeof b.idempotency_key !== 'string' || !b.idempotency_key || b.idempotency_key.length > 200)) throw new GatewayError('invalid_request', 'idempotency_key must be a string of 1..200 characters', { param: 'idempotency_key' });
+        const idem = `fund:${id}:${typeof b.idempotency_key === 'string' ? b.idempotency_key : req.id}`;
+        const r = await billing().fund(id, BigInt(raw), idem, typeof b.memo === 'string' ? b.memo.slice(0, 500) : undefined);
+        await d.admin.record(actor(req), 'wallet_fund', 'app', id, null, { amount_micros: raw, journal_id: String(r.journalId), duplicate: r.duplicate }, req.id);
+        return { ...(await billing().wallet(id)), journal_id: String(r.journalId), duplicate: r.duplicate };
+      });
+      r.get('/apps/:id/wallet', async (req) => billing().wallet(await appParam(req)));
+      r.get('/billing/journals', async (req) => {
+        const q = listQuery(req, []);
+        const f = req.query as Record<string, string>;
+        const kinds = ['fund', 'sale', 'cost', 'correction', 'hold', 'post', 'void'];
+        if (f.kind !== undefined && !kinds.includes(f.kind)) throw new GatewayError('invalid_request', `kind must be one of ${kinds.join(', ')}`, { param: 'kind' });
+        const rows = await billing().ledger.journals({ appId: f.app_id, requestId: f.request_id, kind: f.kind as never, alias: f.alias, channel: f.channel, limit: q.limit, offset: q.offset });
+        return { data: rows.map(journalView), limit: q.limit ?? 100, offset: q.offset ?? 0 };
+      });
+      r.get('/billing/report', async (req) => {
+        const f = req.query as Record<string, string>;
+        const date = (v: string | undefined, name: string) => {
+          if (v === undefined) return undefined;
+          const t = new Date(v);
+          if (Number.isNaN(t.getTime())) throw new GatewayError('invalid_request', `${name} must be an ISO date or date-time`, { param: name });
+          return t;
+        };
+        const dims = (f.group_by ?? 'app,alias,channel,day').split(',').map((x) => x.trim()).filter(Boolean);
+        for (const g of dims) if (!['app', 'alias', 'channel', 'day'].includes(g)) throw new GatewayError('invalid_request', 'group_by is a comma list of app, alias, channel, day', { param: 'group_by' });
+        const from = date(f.from, 'from');
+        const to = date(f.to, 'to');
+        return { data: await billing().report({ ...(from ? { from } : {}), ...(to ? { to } : {}), groupBy: dims as Array<'app' | 'alias' | 'channel' | 'day'> }) };
+      });
+      r.get('/billing/trial-balance', async () => {
+        const t = await billing().ledger.trialBalance();
+        return {
+          balanced: t.balanced && t.mismatches.length === 0,
+          debits_micros: t.debits.toString(),
+          credits_micros: t.credits.toString(),
+          pending_debits_micros: t.pendingDebits.toString(),
+          pending_credits_micros: t.pendingCredits.toString(),
+          mismatches: t.mismatches.map((m) => ({ account: m.code, field: m.field, stored: m.stored.toString(), from_entries: m.fromEntries.toString() })),
+          accounts: t.byAccount.map((a) => ({ code: a.code, kind: a.kind, debits_posted: a.stored.debitsPosted.toString(), credits_posted: a.stored.creditsPosted.toString(), debits_pending: a.stored.debitsPending.toString(), credits_pending: a.stored.creditsPending.toString() })),
+        };
+      });
+      r.get('/billing/status', async () => {
+        const b = billing();
+        return { backend: b.backend.kind, queued: await b.backend.backlog().catch(() => -1), spilled: b.writer.spilledCount(), written_by_this_instance: b.writer.written, blocked: b.blocked() };
+      });
+
       r.get('/audit', async (req) => {
         const q = req.query as Record<string, string>;
         return { data: await d.admin.auditLog({ entity: q.entity, key: q.key, limit: q.limit ? Number(q.limit) : undefined, offset: q.offset ? Number(q.offset) : undefined }) };
@@ -247,6 +311,24 @@ export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
     },
     { prefix: ADMIN_PREFIX },
   );
+}
+
+function journalView(j: import('../billing/ledger.js').JournalView) {
+  return {
+    id: String(j.id),
+    kind: j.kind,
+    state: j.state,
+    pending_of: j.pendingOf === null ? null : String(j.pendingOf),
+    request_id: j.requestId,
+    task_id: j.taskId,
+    app_id: j.appId,
+    alias: j.alias,
+    channel: j.channel,
+    usage: j.usage,
+    memo: j.memo,
+    created_at: j.createdAt.toISOString(),
+    entries: j.entries.map((e) => ({ account: e.account, debit_micros: e.debit.toString(), credit_micros: e.credit.toString(), pending: e.pending })),
+  };
 }
 
 function circuitView(d: AdminDeps, code: string) {

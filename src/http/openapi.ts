@@ -43,6 +43,10 @@ const SCHEMAS: Record<string, Schema> = {
   KillSwitch: obj({ enabled: { type: 'boolean' }, reason: { type: 'string' }, at: { type: 'string' }, by: { type: 'string' } }),
   AuditEntry: obj({ id: { type: 'string' }, at: { type: 'string' }, actor: { type: 'string' }, action: { type: 'string' }, entity: { type: 'string' }, entity_key: { type: 'string' }, before: {}, after: {}, request_id: { type: ['string', 'null'] } }),
   AdminToken: obj({ id: { type: 'string' }, name: { type: 'string' }, role: { enum: ['admin', 'viewer'] }, token_prefix: { type: 'string' }, enabled: { type: 'boolean' }, created_at: { type: 'string' } }),
+  Fund: obj({ amount_micros: money, idempotency_key: { type: 'string' }, memo: { type: 'string' } }, ['amount_micros']),
+  Wallet: obj({ app_id: { type: 'string' }, ledger_balance_micros: money, funded_micros: money, spent_micros: money, unwritten_micros: { type: ['string', 'null'] }, reserved_micros: { type: ['string', 'null'] }, spendable_micros: { type: 'string' }, journal_id: { type: 'string' }, duplicate: { type: 'boolean' } }),
+  TrialBalance: obj({ balanced: { type: 'boolean' }, debits_micros: money, credits_micros: money, pending_debits_micros: money, pending_credits_micros: money, mismatches: { type: 'array', items: {} }, accounts: { type: 'array', items: {} } }),
+  BillingStatus: obj({ backend: { enum: ['redis', 'memory'] }, queued: { type: 'integer' }, spilled: { type: 'integer' }, written_by_this_instance: { type: 'integer' }, blocked: { type: 'boolean' } }),
   List: obj({ data: { type: 'array', items: {} }, total: { type: 'integer' }, limit: { type: 'integer' }, offset: { type: 'integer' } }),
 };
 
@@ -91,6 +95,12 @@ export const ADMIN_ROUTES: Route[] = [
   { method: 'post', path: '/cache/invalidate', summary: 'Reload a config table (or all) on every instance (body: {table?, key?})', tag: 'Escape hatches', ok: [200, null] },
   { method: 'get', path: '/kill-switch', summary: 'Is the data plane stopped?', tag: 'Escape hatches', ok: [200, 'KillSwitch'] },
   { method: 'post', path: '/kill-switch', summary: 'Stop (enabled=true) or resume the whole data plane: 503 gateway_disabled meanwhile', tag: 'Escape hatches', body: 'KillSwitch', ok: [200, 'KillSwitch'] },
+  { method: 'post', path: '/apps/{id}/wallet/fund', summary: 'Top up a prepaid wallet (idempotent by idempotency_key)', tag: 'Billing', body: 'Fund', ok: [200, 'Wallet'] },
+  { method: 'get', path: '/apps/{id}/wallet', summary: "An app's wallet: ledger balance, charged but unwritten, reserved by requests in flight", tag: 'Billing', ok: [200, 'Wallet'] },
+  { method: 'get', path: '/billing/journals', summary: 'Ledger journals, newest first, with entries', tag: 'Billing', ok: [200, 'List'], query: ['app_id', 'request_id', 'kind', 'alias', 'channel', 'limit', 'offset'] },
+  { method: 'get', path: '/billing/report', summary: 'Revenue, cost and spread by app, alias, channel and day', tag: 'Billing', ok: [200, 'List'], query: ['from', 'to', 'group_by'] },
+  { method: 'get', path: '/billing/trial-balance', summary: 'Debits vs credits over the whole ledger, and any account whose totals disagree with its entries', tag: 'Billing', ok: [200, 'TrialBalance'] },
+  { method: 'get', path: '/billing/status', summary: 'Journal writer: records queued, spilled, written', tag: 'Billing', ok: [200, 'BillingStatus'] },
   { method: 'get', path: '/audit', summary: 'Audit log: who changed what, before and after', tag: 'Audit', ok: [200, 'List'], query: ['entity', 'key', 'limit', 'offset'] },
   { method: 'get', path: '/admin-tokens', summary: 'Admin tokens (never the secrets)', tag: 'Admin tokens', ok: [200, 'List'] },
   { method: 'post', path: '/admin-tokens', summary: 'Create an admin or viewer token: shown once (body: {name, role})', tag: 'Admin tokens', ok: [201, 'AdminToken'] },

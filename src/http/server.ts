@@ -14,7 +14,8 @@ import { type ClientSink, type Relay, writeError } from '../relay/relay.js';
 import { type AdminDeps, registerAdmin } from './admin.js';
 import { type Admission, type Lease, rateLimitHeaders } from '../quota/admission.js';
 import { estimateCost, estimateTokens } from '../quota/estimate.js';
-import { priceOf } from '../config/price.js';
+import type { Billing } from '../billing/service.js';
+import { priceRequest, reservationFor, settleRequest } from '../billing/request.js';
 import { type TaskStore, taskView } from '../tasks/store.js';
 
 const TASK_KIND: Record<InboundDialect, string> = { openai_chat: 'chat', openai_embeddings: 'embeddings', anthropic_messages: 'messages' };
@@ -32,6 +33,8 @@ export interface HttpDeps {
   tasks?: { store: TaskStore; wake: () => void; deadlineMs: number; onQueued?: (kind: string) => void };
   /** Quota admission (absent = no quotas). */
   admission?: Admission;
+  /** Billing (absent = requests are priced for metrics but not booked). */
+  billing?: Billing;
   /** The admin API (absent = not served). */
   admin?: AdminDeps;
   readiness: () => Promise<{ up: boolean; degraded?: boolean; components: Record<string, { status: string; details?: unknown }> }>;
@@ -103,6 +106,7 @@ function toGatewayError(err: unknown): GatewayError {
 }
 
 export function buildServer(d: HttpDeps): FastifyInstance {
+  const billing = d.billing;
   const app = Fastify({
     loggerInstance: d.log as unknown as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
@@ -148,27 +152,41 @@ export function buildServer(d: HttpDeps): FastifyInstance {
     reply.hijack();
     const sink = nodeSink(reply.raw);
     let lease: Lease | null = null;
+    let holdId: string | null = null;
+    let reqBody: Record<string, unknown> | null = null;
     try {
       const ks = d.config.killSwitch();
       if (ks) throw new GatewayError('gateway_disabled', `The gateway is disabled by an operator${ks.reason ? `: ${ks.reason}` : ''}.`);
       const body = validateBody(dialect, req.body);
+      reqBody = body;
       ctx.stream = body.stream === true;
       await authenticate(d.config, ctx, req.headers, now);
       resolveAlias(d.config, ctx, body.model as string, now);
       const gone = new AbortController();
       sink.onAbort(() => gone.abort());
-      const admitted = d.admission
-        ? await d.admission.admit(
-            ctx.key!,
-            (needTokens, needCost) => {
-              if (!needTokens && !needCost) return { tokens: 0, cost: 0 };
-              const t = estimateTokens(body);
-              return { tokens: t.total, cost: needCost ? estimateCost(d.config, ctx.alias!, ctx.key!.tokenGroupId, t, now) : 0 };
-            },
-            gone.signal,
-            now,
-          )
-        : null;
+      if (billing?.blocked()) throw new GatewayError('service_unavailable', 'Billing can reach neither Redis nor the database; requests are refused rather than served unbilled.');
+      // The quota admission and the wallet reservation go to Redis side by side: one round trip of latency.
+      const reserve = billing ? reservationFor(d.config, ctx, body) : 0n;
+      const [adm, res] = await Promise.allSettled([
+        d.admission
+          ? d.admission.admit(
+              ctx.key!,
+              (needTokens, needCost) => {
+                if (!needTokens && !needCost) return { tokens: 0, cost: 0 };
+                const t = estimateTokens(body);
+                return { tokens: t.total, cost: needCost ? estimateCost(d.config, ctx.alias!, ctx.key!.tokenGroupId, t, now) : 0 };
+              },
+              gone.signal,
+              now,
+            )
+          : Promise.resolve(null),
+        reserve > 0n ? billing!.reserve(ctx.app!.id, ctx.id, reserve) : Promise.resolve(),
+      ]);
+      if (res.status === 'fulfilled' && reserve > 0n) holdId = ctx.id;
+      if (adm.status === 'rejected') throw adm.reason;
+      const admitted = adm.value;
+      if (admitted && !('deferred' in admitted)) lease = admitted;
+      if (res.status === 'rejected') throw res.reason;
       if (admitted && 'deferred' in admitted) {
         // ASYNC mode and no room now: persist the request as a task and answer 202 at once.
         if (body.stream === true) throw new GatewayError('invalid_request', 'This key runs over-limit requests asynchronously (ASYNC mode), which cannot stream: retry without stream, or later.', { param: 'stream' });
@@ -189,8 +207,11 @@ export function buildServer(d: HttpDeps): FastifyInstance {
         sink.end(JSON.stringify({ ...taskView(task), task_id: task.id }));
         return;
       }
-      lease = admitted;
       if (lease) ctx.extraHeaders = rateLimitHeaders(lease.remaining);
+      if (billing) {
+        const hold = holdId;
+        ctx.beforeFinish = () => settleRequest(billing, d.config, ctx, body, { recordId: ctx.id, holdId: hold });
+      }
       const beta = req.headers['anthropic-beta'];
       await d.relay.serve(ctx, body, sink, typeof beta === 'string' ? { anthropicBeta: beta } : {});
     } catch (e) {
@@ -200,6 +221,10 @@ export function buildServer(d: HttpDeps): FastifyInstance {
       if (!sink.headersSent) writeError(ctx, sink, ge);
       else sink.end();
     } finally {
+      if (billing && !ctx.billed) {
+        if (ctx.app && reqBody) await settleRequest(billing, d.config, ctx, reqBody, { recordId: ctx.id, holdId });
+        else if (holdId && ctx.app) await billing.release(ctx.app.id, holdId);
+      }
       priceRequest(d.config, ctx);
       if (lease) {
         // True up to what was produced: the upstream's usage, or nothing when no upstream answered.
@@ -268,20 +293,6 @@ export function buildServer(d: HttpDeps): FastifyInstance {
   });
 
   return app;
-}
-
-/**
- * Prices a served request at the price in force when it arrived: what it costs us upstream and what it
- * sells for (with the key's token-group multiplier). Feeds cost budgets, metrics and the log line; the
- * ledger that books it is the billing issue's.
- */
-function priceRequest(config: ConfigCache, ctx: RequestContext): void {
-  if (!ctx.usage || !ctx.channel || !ctx.alias) return;
-  const p = config.price(ctx.alias.name, ctx.channel, ctx.startedAt);
-  if (!p) return;
-  const g = ctx.key?.tokenGroupId ? config.tokenGroup(ctx.key.tokenGroupId, ctx.startedAt) : undefined;
-  ctx.costMicros = priceOf(p.cost, ctx.usage);
-  ctx.saleMicros = priceOf(p.sale, ctx.usage, {}, g?.priceMultiplierPpm ?? 1_000_000n);
 }
 
 /**

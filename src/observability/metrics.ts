@@ -139,6 +139,44 @@ export class Metrics {
     labelNames: ['alias', 'channel', 'app'] as const,
     registers: [this.registry],
   });
+  readonly billingJournals = new client.Counter({
+    name: 'anima_billing_journals_written_total',
+    help: 'Journals the writer committed to the ledger',
+    registers: [this.registry],
+  });
+  readonly billingCommit = new client.Histogram({
+    name: 'anima_billing_commit_seconds',
+    help: 'One journal batch: build, insert and commit',
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [this.registry],
+  });
+  readonly billingCommitFailures = new client.Counter({
+    name: 'anima_billing_commit_failures_total',
+    help: 'Journal batches the database refused or could not take (records stay queued)',
+    registers: [this.registry],
+  });
+  readonly billingBacklog = new client.Gauge({
+    name: 'anima_billing_backlog',
+    help: 'Settled records not yet written to the ledger (queue + spilled), sampled every 5 s',
+    registers: [this.registry],
+  });
+  readonly billingRefused = new client.Counter({
+    name: 'anima_billing_refusals_total',
+    help: 'Requests refused by billing: insufficient_balance (402) or unavailable (503)',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+  readonly billingUncollected = new client.Counter({
+    name: 'anima_billing_uncollected_micros_total',
+    help: 'Sale amounts a prepaid wallet could not cover, booked as bad debt',
+    labelNames: ['app'] as const,
+    registers: [this.registry],
+  });
+  readonly billingSpilled = new client.Counter({
+    name: 'anima_billing_spilled_total',
+    help: 'Settlements that could not reach Redis and went to the database directly',
+    registers: [this.registry],
+  });
   readonly webhooks = new client.Counter({
     name: 'anima_webhook_deliveries_total',
     help: 'Webhook delivery attempts by result (delivered, retry, failed)',

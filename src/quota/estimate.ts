@@ -1,5 +1,5 @@
 import { countTokens } from 'gpt-tokenizer';
-import { priceOf } from '../config/price.js';
+import { priceOf } from '../core/pricing.js';
 
 /** What a request reserves when it names no max_tokens. */
 export const DEFAULT_OUTPUT_RESERVATION = 1024;
@@ -46,7 +46,7 @@ export function estimateTokens(body: Record<string, unknown>): { prompt: number;
 
 /** Anything that can price a request for an alias (the config cache). */
 export interface PriceSource {
-  price(alias: string, channel: string | null, at?: number): { sale: import('../config/price.js').UnitPrices } | undefined;
+  price(alias: string, channel: string | null, at?: number): { sale: import('../core/pricing.js').UnitPrices } | undefined;
   tokenGroup(id: string, at?: number): { priceMultiplierPpm: bigint } | undefined;
 }
 
@@ -59,7 +59,7 @@ export function estimateCost(prices: PriceSource, alias: { name: string; tiers: 
   const p = prices.price(alias.name, null, at) ?? prices.price(alias.name, alias.tiers[0]?.[0]?.channel ?? null, at);
   if (!p) return 0;
   const mult = tokenGroupId ? (prices.tokenGroup(tokenGroupId, at)?.priceMultiplierPpm ?? 1_000_000n) : 1_000_000n;
-  return Number(priceOf(p.sale, { inputTokens: tokens.prompt, outputTokens: tokens.total - tokens.prompt, cachedTokens: 0, cacheWriteTokens: 0 }, {}, mult));
+  return Number(priceOf(p.sale, { inputTokens: tokens.prompt, outputTokens: tokens.total - tokens.prompt, cachedTokens: 0 }, mult));
 }
 
 /** The sale price of what a request actually used (settlement of cost budgets). */
@@ -68,5 +68,5 @@ export function actualCost(prices: PriceSource, alias: string, channel: string |
   const p = prices.price(alias, channel, at);
   if (!p) return 0;
   const mult = tokenGroupId ? (prices.tokenGroup(tokenGroupId, at)?.priceMultiplierPpm ?? 1_000_000n) : 1_000_000n;
-  return Number(priceOf(p.sale, usage, {}, mult));
+  return Number(priceOf(p.sale, usage, mult));
 }

@@ -45,6 +45,16 @@ export class RequestContext {
   /** What the served request costs us upstream and what it sells for (micro-units; null = no price set). */
   costMicros: bigint | null = null;
   saleMicros: bigint | null = null;
+  /** Prepaid: what the wallet was actually charged (<= saleMicros). */
+  chargedMicros: bigint | null = null;
+  /** Billing settled (exactly once per request). */
+  billed = false;
+  /** The answer was complete (set just before its last bytes are written). */
+  served = false;
+  /** A stream's text sent to the client, kept when the upstream never reported usage (for an estimate). */
+  emittedText: string | null = null;
+  /** Runs once the answer is complete and before its last bytes go out: billing settles here, so no answer reaches a client unbilled. */
+  beforeFinish: (() => Promise<void>) | null = null;
   /** Headers every answer carries (x-ratelimit-*), success or error. */
   extraHeaders: Record<string, string> = {};
 

@@ -180,7 +180,7 @@ export class Relay {
         result = { ok: false, committed: false, failure: classifyHttp(ch.provider, up.status, up.headers, text) };
       } else if (!ex.call.stream) {
         const text = await up.text();
-        result = this.writeJson(ctx, sink, ch, upstreamModel, ex, text);
+        result = await this.writeJson(ctx, sink, ch, upstreamModel, ex, text);
       } else {
         result = await this.pipeStream(ctx, sink, ch, upstreamModel, ex, up, up.headers['content-type']);
       }
@@ -235,12 +235,14 @@ export class Relay {
     return h;
   }
 
-  private writeJson(ctx: RequestContext, sink: ClientSink, ch: Channel, upstreamModel: string, ex: Exchange, text: string): AttemptResult {
+  private async writeJson(ctx: RequestContext, sink: ClientSink, ch: Channel, upstreamModel: string, ex: Exchange, text: string): Promise<AttemptResult> {
     const { body, usage } = ex.decodeJson(text); // throws upstream_bad_response -> a failure, next channel
     ctx.usage = usage;
     ctx.status = 200;
     const payload = JSON.stringify(body);
-    sink.head(200, { ...this.successHeaders(ctx, ch, upstreamModel), 'content-type': 'application/json' });
+    const headers = { ...this.successHeaders(ctx, ch, upstreamModel), 'content-type': 'application/json' };
+    await this.finishing(ctx);
+    sink.head(200, headers);
     ctx.ttfbMs = ctx.elapsedMs();
     sink.end(payload);
     return { ok: true };
@@ -281,11 +283,18 @@ export class Relay {
         for (const ev of parser.push(chunk)) out += tr.onEvent(ev);
         if (out === '') continue;
         if (!sink.headersSent) commit();
+        if (tr.done && !ctx.served) {
+          // The chunk carrying the terminator: settle before the client sees the end of its answer.
+          ctx.usage = tr.usage();
+          if (!ctx.usage) ctx.emittedText = tr.emittedText;
+          await this.finishing(ctx);
+        }
         if (!sink.write(out)) await sink.drain();
         if (sink.closed) break;
       }
     } catch (e) {
       ctx.usage = tr.usage();
+      if (!ctx.usage && sink.headersSent) ctx.emittedText = tr.emittedText;
       if (e instanceof GatewayError && e.code === 'upstream_overloaded' && !sink.headersSent) {
         return { ok: false, committed: false, failure: failure('overloaded', e.message) };
       }
@@ -297,6 +306,7 @@ export class Relay {
       throw e;
     }
     ctx.usage = tr.usage();
+    if (!ctx.usage && sink.headersSent) ctx.emittedText = tr.emittedText;
     if (sink.closed) return { ok: false, committed: true, failure: failure('cancelled', 'client went away mid-stream') };
     if (!tr.done) {
       const f = failure('stream_reset', 'upstream stream ended without its terminator');
@@ -304,8 +314,16 @@ export class Relay {
       return { ok: false, committed: sink.headersSent, failure: f };
     }
     if (!sink.headersSent) commit();
+    await this.finishing(ctx);
     sink.end(tr.end());
     return { ok: true };
+  }
+
+  /** The answer is complete: mark it served and let the caller settle (billing) before the last bytes go out. */
+  private async finishing(ctx: RequestContext): Promise<void> {
+    if (ctx.served) return;
+    ctx.served = true;
+    if (ctx.beforeFinish) await ctx.beforeFinish();
   }
 
   /** A 4xx the upstream says is the request's fault: passed through in the client's dialect. */

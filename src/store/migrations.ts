@@ -290,6 +290,15 @@ const migrations: Record<string, Migration> = {
         FOR EACH ROW EXECUTE FUNCTION ledger_journal_immutable()`.execute(db);
     },
   },
+  '0009_billing': {
+    // Billing wired to requests: an app is prepaid (wallet must cover each request) or postpaid; a
+    // journal records when its request happened (report by day) besides when it was written.
+    async up(db: Kysely<unknown>) {
+      await sql`ALTER TABLE app ADD COLUMN billing text NOT NULL DEFAULT 'postpaid' CHECK (billing IN ('prepaid', 'postpaid'))`.execute(db);
+      await sql`ALTER TABLE ledger_journal ADD COLUMN occurred_at timestamptz NOT NULL DEFAULT now()`.execute(db);
+      await sql`CREATE INDEX ledger_journal_occurred ON ledger_journal (occurred_at)`.execute(db);
+    },
+  },
 };
 
 class StaticProvider implements MigrationProvider {

@@ -47,6 +47,8 @@ export interface AppTable extends Versioned {
   id: string;
   name: string;
   enabled: ColumnType<boolean, boolean | undefined, boolean>;
+  /** 'prepaid' (a wallet that must cover each request) | 'postpaid' (billed to a receivable). */
+  billing: ColumnType<string, string | undefined, string>;
 }
 
 export interface ApiKeyTable extends Versioned {
@@ -202,6 +204,8 @@ export interface LedgerJournalTable {
   /** holds: pending | posted | voided; every other kind: posted. The one column that ever changes. */
   state: ColumnType<string, string | undefined, string>;
   created_at: ColumnType<Date, Date | undefined, never>;
+  /** When the billed request happened (the report's day); created_at is when the journal was written. */
+  occurred_at: ColumnType<Date, Date | undefined, never>;
 }
 
 export interface LedgerEntryTable {

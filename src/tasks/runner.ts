@@ -4,6 +4,8 @@ import { isEffective } from '../config/model.js';
 import type { InboundDialect } from '../providers/types.js';
 import type { Admission } from '../quota/admission.js';
 import { actualCost, estimateCost, estimateTokens } from '../quota/estimate.js';
+import { reservationFor, settleRequest } from '../billing/request.js';
+import type { Billing } from '../billing/service.js';
 import { resolveAlias } from '../relay/auth.js';
 import { RequestContext } from '../relay/context.js';
 import { type ClientSink, type Relay, writeError } from '../relay/relay.js';
@@ -47,7 +49,7 @@ const DIALECT: Record<string, InboundDialect> = { chat: 'openai_chat', embedding
  * Runs one queued ASYNC request exactly as the synchronous path would (same key checks, alias, quota
  * admission, relay), except that admission never waits: no room yet means "try again later".
  */
-export function taskRunner(d: { config: ConfigCache; admission: Admission; relay: Relay; now: () => number }) {
+export function taskRunner(d: { config: ConfigCache; admission: Admission; relay: Relay; now: () => number; billing?: Billing }) {
   return async (t: TaskRow): Promise<RunOutcome> => {
     const now = d.now();
     const dialect = DIALECT[t.kind] ?? 'openai_chat';
@@ -90,9 +92,32 @@ export function taskRunner(d: { config: ConfigCache; admission: Admission; relay
       }
       throw e;
     }
+    // Billing: a task is booked once whatever happens to its runs (the record id is the task's).
+    const recordId = `task:${t.id}`;
+    let holdId: string | null = null;
+    if (d.billing) {
+      try {
+        if (d.billing.blocked()) throw new GatewayError('service_unavailable', 'Billing is unavailable.');
+        const amount = reservationFor(d.config, ctx, body);
+        if (amount > 0n) {
+          await d.billing.reserve(ctx.app!.id, ctx.id, amount);
+          holdId = ctx.id;
+        }
+      } catch (e) {
+        if (lease && !('deferred' in lease)) await lease.settle(0, 0).catch(() => {});
+        if (e instanceof GatewayError && e.code === 'insufficient_balance') {
+          writeError(ctx, sink, e);
+          return { ok: false, status: sink.status, body: sink.body(), final: true, webhook: key.webhookUrl };
+        }
+        return { ok: false, retryAfterMs: 1_000 };
+      }
+      const billing = d.billing;
+      ctx.beforeFinish = () => settleRequest(billing, d.config, ctx, body, { recordId, holdId, taskId: t.id });
+    }
     try {
       await d.relay.serve(ctx, body, sink);
     } finally {
+      if (d.billing && !ctx.billed) await settleRequest(d.billing, d.config, ctx, body, { recordId, holdId, taskId: t.id });
       if (lease && !('deferred' in lease)) {
         const cost = actualCost(d.config, ctx.alias!.name, ctx.channel, key.tokenGroupId, ctx.usage, now);
         await lease.settle(ctx.usage ? ctx.usage.inputTokens + ctx.usage.outputTokens : 0, cost).catch(() => {});

@@ -34,10 +34,10 @@ const ALLOWED: Record<string, string[]> = {
   config: ['core', 'lib', 'store'],
   observability: ['core', 'lib', 'coord', 'relay'],
   relay: ['core', 'lib', 'providers', 'breaker', 'config', 'coord'],
-  http: ['core', 'lib', 'providers', 'relay', 'config', 'observability', 'coord', 'quota', 'tasks'],
+  http: ['core', 'lib', 'providers', 'relay', 'config', 'observability', 'coord', 'quota', 'tasks', 'billing'],
   quota: ['core', 'lib', 'config', 'coord'],
-  billing: ['core', 'lib', 'store'],
-  tasks: ['core', 'lib', 'config', 'quota', 'relay', 'store', 'providers'],
+  billing: ['core', 'lib', 'store', 'config', 'relay', 'quota'],
+  tasks: ['core', 'lib', 'config', 'quota', 'relay', 'store', 'providers', 'billing'],
   app: ['*'],
 };
 

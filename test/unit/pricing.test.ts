@@ -1,7 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { type UnitPrices, priceUsage } from '../../src/billing/pricing.js';
-import { priceOf } from '../../src/config/price.js';
+import { type UnitPrices, priceOf as priceUsage } from '../../src/core/pricing.js';
 
 const zero: UnitPrices = {
   inputPerMTok: 0n,
@@ -132,18 +131,4 @@ describe('priceUsage (integer micro-units)', () => {
     );
   });
 
-  it('agrees with config/price.ts priceOf on whole-number usage (property)', () => {
-    fc.assert(
-      fc.property(prices, usage, ppm, (p, x, m) => {
-        const usage = {
-          inputTokens: x.inputTokens,
-          outputTokens: x.outputTokens,
-          cachedTokens: x.cachedTokens,
-          cacheWriteTokens: 0,
-        };
-        const metered = { images: x.images, videoSeconds: x.videoSeconds, tracks: x.tracks };
-        expect(priceUsage(p, x, m)).toBe(priceOf(p, usage, metered, m));
-      }),
-    );
-  });
 });

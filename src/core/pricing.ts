@@ -13,7 +13,6 @@
  * never falls when any figure grows, except that moving prompt tokens into the cache (same inputTokens,
  * more cachedTokens) costs less when the cached rate is lower — the discount a cache is for.
  *
- * Same rule as src/config/price.ts `priceOf` (the test checks they agree); this version validates its input.
  */
 
 export interface UnitPrices {
@@ -58,7 +57,7 @@ function rate(v: bigint, what: string): bigint {
 }
 
 /** The price of one request's usage, in micro-units (>= 0). */
-export function priceUsage(p: UnitPrices, u: MeteredUsage, multiplierPpm: bigint = ONE_MILLION): bigint {
+export function priceOf(p: UnitPrices, u: MeteredUsage, multiplierPpm: bigint = ONE_MILLION): bigint {
   const input = count(u.inputTokens, 'inputTokens');
   const cachedRaw = count(u.cachedTokens, 'cachedTokens');
   const cached = cachedRaw < input ? cachedRaw : input;

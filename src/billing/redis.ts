@@ -1,0 +1,291 @@
+import type { Redis } from 'ioredis';
+import {
+  type BillingBackend,
+  type BillingRecord,
+  type Drained,
+  type QueuedRecord,
+  type ReserveResult,
+  type SettleResult,
+  decodeRecord,
+  encodeRecord,
+} from './types.js';
+
+/**
+ * Billing's Redis side, every call ONE round trip (a Lua script on one Cluster slot).
+ *
+ * Records are spread over SHARDS streams by app; a shard's stream, its wallet mirrors and its
+ * exactly-once markers share the hash tag {b:<shard>}, so settle (release the hold, charge the wallet,
+ * append the record) is one atomic script. Money amounts travel as decimal strings; Lua does its
+ * arithmetic in doubles, exact up to 2^53 micro-units (9 billion currency units per wallet).
+ *
+ * Wallet mirror (hash): db = the ledger's available balance as last read, dbv = its version (debits +
+ * credits posted: only ever grows, so a stale read never overwrites a newer one), pend = charged by
+ * settlements the writer has not committed yet, held = sum of live reservations. Spendable =
+ * db - pend - held. Reservations live in a ZSET (score = expiry, Redis TIME) plus a HASH of amounts;
+ * expired ones (their instance died) are reaped by the next reserve on that wallet.
+ */
+export const SHARDS = 8;
+const GROUP = 'writers';
+const DONE_TTL_S = 7 * 86_400;
+
+const REAP = `
+local function reap(wk, hz, ha, now)
+  local dead = redis.call('ZRANGEBYSCORE', hz, '-inf', now, 'LIMIT', 0, 50)
+  for _, h in ipairs(dead) do
+    local a = tonumber(redis.call('HGET', ha, h) or '0')
+    redis.call('HINCRBY', wk, 'held', -a)
+    redis.call('HDEL', ha, h)
+    redis.call('ZREM', hz, h)
+  end
+end
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function fmt(x) return string.format('%.0f', x) end
+`;
+
+// KEYS: wallet, holds zset, hold amounts. ARGV: holdId, amount, ttlMs.
+// -> {1} | {0, available} | {-1} (not mirrored)
+const RESERVE = `${REAP}
+local wk, hz, ha = KEYS[1], KEYS[2], KEYS[3]
+if redis.call('HEXISTS', wk, 'db') == 0 then return {-1} end
+local now = now_ms()
+reap(wk, hz, ha, now)
+local amt = tonumber(ARGV[2])
+local w = redis.call('HMGET', wk, 'db', 'pend', 'held')
+local avail = tonumber(w[1]) - tonumber(w[2] or '0') - tonumber(w[3] or '0')
+if redis.call('HEXISTS', ha, ARGV[1]) == 1 then return {1} end
+if amt > avail then return {0, fmt(avail)} end
+redis.call('HINCRBY', wk, 'held', amt)
+redis.call('HSET', ha, ARGV[1], fmt(amt))
+redis.call('ZADD', hz, now + tonumber(ARGV[3]), ARGV[1])
+return {1}
+`;
+
+// KEYS: wallet, holds zset, hold amounts. ARGV: holdId.
+const RELEASE = `
+local a = redis.call('HGET', KEYS[3], ARGV[1])
+if a then
+  redis.call('HINCRBY', KEYS[1], 'held', -tonumber(a))
+  redis.call('HDEL', KEYS[3], ARGV[1])
+  redis.call('ZREM', KEYS[2], ARGV[1])
+end
+return 1
+`;
+
+// KEYS: done marker, stream, wallet, holds zset, hold amounts.
+// ARGV: holdId or '', record json, sale, prepaid '1'|'0', doneTtlS, appId
+// -> {1, charged} | {0, charged-unknown} (duplicate)
+const SETTLE = `${REAP}
+local done, stream, wk, hz, ha = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local hold, sale, prepaid = ARGV[1], tonumber(ARGV[3]), ARGV[4] == '1'
+if hold ~= '' then
+  local a = redis.call('HGET', ha, hold)
+  if a then
+    redis.call('HINCRBY', wk, 'held', -tonumber(a))
+    redis.call('HDEL', ha, hold)
+    redis.call('ZREM', hz, hold)
+  end
+end
+if redis.call('SET', done, '1', 'NX', 'EX', tonumber(ARGV[5])) == false then return {0, '0'} end
+local charged = sale
+if prepaid then
+  if redis.call('HEXISTS', wk, 'db') == 1 then
+    local w = redis.call('HMGET', wk, 'db', 'pend', 'held')
+    local avail = tonumber(w[1]) - tonumber(w[2] or '0') - tonumber(w[3] or '0')
+    if avail < 0 then avail = 0 end
+    if charged > avail then charged = avail end
+    redis.call('HINCRBY', wk, 'pend', charged)
+  end
+end
+redis.call('XADD', stream, '*', 'r', ARGV[2], 'c', fmt(charged))
+return {1, fmt(charged)}
+`;
+
+// KEYS: wallet. ARGV: available, version, force ('1' = refresh only if newer; '0' = init only if absent)
+const MIRROR = `
+local wk = KEYS[1]
+if ARGV[3] == '0' then
+  if redis.call('HEXISTS', wk, 'db') == 1 then return 0 end
+  redis.call('HSET', wk, 'db', ARGV[1], 'dbv', ARGV[2], 'pend', 0, 'held', redis.call('HGET', wk, 'held') or 0)
+  return 1
+end
+if redis.call('HEXISTS', wk, 'db') == 0 then return 0 end
+local v = tonumber(redis.call('HGET', wk, 'dbv') or '-1')
+if tonumber(ARGV[2]) > v then redis.call('HSET', wk, 'db', ARGV[1], 'dbv', ARGV[2]) end
+return 1
+`;
+
+// KEYS: stream, then one wallet key per app. ARGV: n handles, handles..., then per app: charged, available, version
+const ACK = `
+local stream = KEYS[1]
+local n = tonumber(ARGV[1])
+local ids = {}
+for i = 1, n do ids[i] = ARGV[1 + i] end
+if n > 0 then
+  redis.call('XACK', stream, '${GROUP}', unpack(ids))
+  redis.call('XDEL', stream, unpack(ids))
+end
+local j = 2 + n
+for k = 2, #KEYS do
+  local wk = KEYS[k]
+  if redis.call('HEXISTS', wk, 'db') == 1 then
+    redis.call('HINCRBY', wk, 'pend', -tonumber(ARGV[j]))
+    local v = tonumber(redis.call('HGET', wk, 'dbv') or '-1')
+    if tonumber(ARGV[j + 2]) > v then redis.call('HSET', wk, 'db', ARGV[j + 1], 'dbv', ARGV[j + 2]) end
+  end
+  j = j + 3
+end
+return 1
+`;
+
+interface Cmds {
+  animaBillReserve(k1: string, k2: string, k3: string, hold: string, amount: string, ttl: number): Promise<[number, string?]>;
+  animaBillRelease(k1: string, k2: string, k3: string, hold: string): Promise<number>;
+  animaBillSettle(k1: string, k2: string, k3: string, k4: string, k5: string, hold: string, rec: string, sale: string, prepaid: string, ttl: number, app: string): Promise<[number, string]>;
+  animaBillMirror(k1: string, avail: string, version: string, mode: string): Promise<number>;
+  animaBillAck(numKeys: number, ...args: string[]): Promise<number>;
+}
+
+/** FNV-1a: a stable shard per app, the same on every instance. */
+export function shardOf(appId: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < appId.length; i++) {
+    h ^= appId.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h % SHARDS;
+}
+
+export class RedisBilling implements BillingBackend {
+  readonly kind = 'redis' as const;
+  private readonly r: Redis & Cmds;
+  private readonly groupsReady = new Set<number>();
+  /** Streams to read next, round-robin, so one busy shard can't starve the rest. */
+  private next = 0;
+
+  constructor(
+    client: Redis,
+    private readonly prefix: string,
+    /** This instance's consumer name in the writers' group. */
+    private readonly consumer: string,
+    /** A record another consumer holds this long unacknowledged is taken over (its instance died). */
+    private readonly staleMs = 30_000,
+  ) {
+    this.r = client as Redis & Cmds;
+    if (!('animaBillSettle' in client)) {
+      client.defineCommand('animaBillReserve', { numberOfKeys: 3, lua: RESERVE });
+      client.defineCommand('animaBillRelease', { numberOfKeys: 3, lua: RELEASE });
+      client.defineCommand('animaBillSettle', { numberOfKeys: 5, lua: SETTLE });
+      client.defineCommand('animaBillMirror', { numberOfKeys: 1, lua: MIRROR });
+      client.defineCommand('animaBillAck', { lua: ACK });
+    }
+  }
+
+  private tag(shard: number): string {
+    return `${this.prefix}{b:${shard}}`;
+  }
+  private walletKeys(appId: string): [string, string, string] {
+    const t = this.tag(shardOf(appId));
+    return [`${t}:w:${appId}`, `${t}:wh:${appId}`, `${t}:wa:${appId}`];
+  }
+  private stream(shard: number): string {
+    return `${this.tag(shard)}:j`;
+  }
+
+  async reserve(appId: string, holdId: string, amount: bigint, ttlMs: number): Promise<ReserveResult> {
+    const [w, hz, ha] = this.walletKeys(appId);
+    const res = await this.r.animaBillReserve(w, hz, ha, holdId, amount.toString(), ttlMs);
+    if (res[0] === 1) return { ok: true };
+    if (res[0] === -1) return { ok: false, reason: 'unknown' };
+    return { ok: false, reason: 'insufficient', available: BigInt(res[1]!) };
+  }
+
+  async release(appId: string, holdId: string): Promise<void> {
+    const [w, hz, ha] = this.walletKeys(appId);
+    await this.r.animaBillRelease(w, hz, ha, holdId);
+  }
+
+  async settle(rec: BillingRecord, holdId: string | null): Promise<SettleResult> {
+    const shard = shardOf(rec.appId);
+    const [w, hz, ha] = this.walletKeys(rec.appId);
+    const done = `${this.tag(shard)}:done:${rec.id}`;
+    const res = await this.r.animaBillSettle(done, this.stream(shard), w, hz, ha, holdId ?? '', encodeRecord(rec), rec.sale.toString(), rec.prepaid ? '1' : '0', DONE_TTL_S, rec.appId);
+    return { duplicate: res[0] === 0, charged: BigInt(res[1]) };
+  }
+
+  async initWallet(appId: string, available: bigint, version: bigint): Promise<void> {
+    await this.r.animaBillMirror(this.walletKeys(appId)[0], available.toString(), version.toString(), '0');
+  }
+
+  async refreshWallet(appId: string, available: bigint, version: bigint): Promise<void> {
+    await this.r.animaBillMirror(this.walletKeys(appId)[0], available.toString(), version.toString(), '1');
+  }
+
+  async wallet(appId: string): Promise<{ ledger: bigint; unwritten: bigint; reserved: bigint } | null> {
+    const [db, pend, held] = await this.r.hmget(this.walletKeys(appId)[0], 'db', 'pend', 'held');
+    if (db === null || db === undefined) return null;
+    return { ledger: BigInt(db), unwritten: BigInt(pend ?? '0'), reserved: BigInt(held ?? '0') };
+  }
+
+  private async ensureGroup(shard: number): Promise<void> {
+    if (this.groupsReady.has(shard)) return;
+    try {
+      await this.r.xgroup('CREATE', this.stream(shard), GROUP, '0', 'MKSTREAM');
+    } catch (e) {
+      if (!String((e as Error).message).includes('BUSYGROUP')) throw e;
+    }
+    this.groupsReady.add(shard);
+  }
+
+  async read(count: number): Promise<QueuedRecord[]> {
+    const out: QueuedRecord[] = [];
+    for (let i = 0; i < SHARDS && out.length < count; i++) {
+      const shard = (this.next + i) % SHARDS;
+      await this.ensureGroup(shard);
+      const key = this.stream(shard);
+      const want = count - out.length;
+      // Our own unacknowledged records first (a failed commit is retried), then new ones, then stale ones.
+      let entries = parseEntries(await this.r.xreadgroup('GROUP', GROUP, this.consumer, 'COUNT', want, 'STREAMS', key, '0'));
+      if (entries.length === 0) entries = parseEntries(await this.r.xreadgroup('GROUP', GROUP, this.consumer, 'COUNT', want, 'STREAMS', key, '>'));
+      if (entries.length === 0) {
+        const claimed = (await this.r.xautoclaim(key, GROUP, this.consumer, this.staleMs, '0', 'COUNT', want)) as [string, Array<[string, string[]] | null>];
+        entries = (claimed[1] ?? []).filter((e): e is [string, string[]] => e !== null);
+      }
+      for (const [id, fields] of entries) {
+        const f = fieldsOf(fields);
+        if (f.r === undefined) continue;
+        out.push({ handle: id, shard, record: decodeRecord(f.r, f.c ?? undefined) });
+      }
+    }
+    this.next = (this.next + 1) % SHARDS;
+    return out;
+  }
+
+  async ack(d: Drained): Promise<void> {
+    const keys = [this.stream(d.shard), ...d.wallets.map((w) => this.walletKeys(w.appId)[0])];
+    const args = [String(d.handles.length), ...d.handles, ...d.wallets.flatMap((w) => [w.charged.toString(), w.available.toString(), w.version.toString()])];
+    await this.r.animaBillAck(keys.length, ...keys, ...args);
+  }
+
+  async backlog(): Promise<number> {
+    let n = 0;
+    for (let s = 0; s < SHARDS; s++) n += await this.r.xlen(this.stream(s));
+    return n;
+  }
+
+  close(): void {}
+}
+
+type RawEntries = Array<[string, Array<[string, string[]]>]> | null;
+function parseEntries(raw: unknown): Array<[string, string[]]> {
+  const r = raw as RawEntries;
+  if (!r || r.length === 0) return [];
+  return r[0]![1].filter((e) => Array.isArray(e[1]));
+}
+function fieldsOf(fields: string[]): Record<string, string | undefined> {
+  const o: Record<string, string | undefined> = {};
+  for (let i = 0; i + 1 < fields.length; i += 2) o[fields[i]!] = fields[i + 1]!;
+  return o;
+}

@@ -1,0 +1,98 @@
+import { countTokens } from 'gpt-tokenizer';
+import type { ConfigCache } from '../config/cache.js';
+import { priceOf } from '../core/pricing.js';
+import type { RequestContext } from '../relay/context.js';
+import { estimateCost, estimateTokens } from '../quota/estimate.js';
+import type { Billing } from './service.js';
+
+/**
+ * The request-side glue between the data plane and billing: what a request may cost (its prepaid
+ * reservation), what it did cost (priced at the price in force when it arrived), and its settlement.
+ */
+
+/** The sale price the request may reach (prompt + max output at the alias price): its wallet reservation. */
+export function reservationFor(config: ConfigCache, ctx: RequestContext, body: Record<string, unknown>): bigint {
+  if (ctx.app?.billing !== 'prepaid' || !ctx.alias) return 0n;
+  return BigInt(estimateCost(config, ctx.alias, ctx.key?.tokenGroupId ?? null, estimateTokens(body), ctx.startedAt));
+}
+
+/**
+ * Fills in what a request used when the upstream never said (a client that left mid-stream before the
+ * usage chunk): the prompt as counted locally plus a count of the text the client was sent. Never zero
+ * (the prompt was read), never max_tokens (only what was produced).
+ */
+export function ensureUsage(ctx: RequestContext, body: Record<string, unknown>): void {
+  if (ctx.usage || ctx.emittedText === null) return;
+  ctx.usage = { inputTokens: estimateTokens(body).prompt, outputTokens: countTokens(ctx.emittedText), cachedTokens: 0, cacheWriteTokens: 0 };
+  ctx.usageEstimated = true;
+}
+
+/** Prices a served request at the price in force when it arrived (cost, and sale with the token-group multiplier). */
+export function priceRequest(config: ConfigCache, ctx: RequestContext): void {
+  if (!ctx.usage || !ctx.channel || !ctx.alias || ctx.saleMicros !== null) return;
+  const p = config.price(ctx.alias.name, ctx.channel, ctx.startedAt);
+  if (!p) return;
+  const g = ctx.key?.tokenGroupId ? config.tokenGroup(ctx.key.tokenGroupId, ctx.startedAt) : undefined;
+  ctx.costMicros = priceOf(p.cost, ctx.usage);
+  ctx.saleMicros = priceOf(p.sale, ctx.usage, g?.priceMultiplierPpm ?? 1_000_000n);
+}
+
+/** Did this request produce something the app is billed for? Served, or cut by the client after output began. */
+export function billable(ctx: RequestContext): boolean {
+  return ctx.channel !== null && ctx.usage !== null && (ctx.outcome === 'ok' || ctx.outcome === 'fallback' || ctx.served || (ctx.clientAborted && ctx.status === 200));
+}
+
+/**
+ * Settles a request's billing once: books it when billable (releasing its reservation in the same step),
+ * else just releases the reservation. `recordId` is the exactly-once key (a task uses its task id, so a
+ * re-run after a crash can't bill twice).
+ */
+export async function settleRequest(
+  billing: Billing,
+  config: ConfigCache,
+  ctx: RequestContext,
+  body: Record<string, unknown>,
+  o: { recordId: string; holdId: string | null; taskId?: string },
+): Promise<void> {
+  if (ctx.billed) return;
+  ctx.billed = true;
+  ensureUsage(ctx, body);
+  priceRequest(config, ctx);
+  const app = ctx.app;
+  if (!app) return;
+  const sale = ctx.saleMicros ?? 0n;
+  const cost = ctx.costMicros ?? 0n;
+  if (!billable(ctx) || (sale === 0n && cost === 0n)) {
+    if (o.holdId) await billing.release(app.id, o.holdId);
+    return;
+  }
+  const failed = ctx.route.filter((n) => n.what === 'failed');
+  const { charged } = await billing.settle(
+    {
+      id: o.recordId,
+      requestId: ctx.id,
+      ...(o.taskId ? { taskId: o.taskId } : {}),
+      appId: app.id,
+      prepaid: app.billing === 'prepaid',
+      alias: ctx.alias!.name,
+      channel: ctx.channel!,
+      sale,
+      cost,
+      usage: {
+        input_tokens: ctx.usage!.inputTokens,
+        output_tokens: ctx.usage!.outputTokens,
+        cached_tokens: ctx.usage!.cachedTokens,
+        ...(ctx.usageEstimated ? { estimated: true } : {}),
+        ...(ctx.clientAborted ? { client_aborted: true } : {}),
+        key_id: ctx.key?.id,
+        upstream_model: ctx.upstreamModel,
+        attempts: ctx.attempts,
+        // Failed attempts are recorded for cost analysis; they post no sale.
+        ...(failed.length ? { failed_attempts: failed.map((n) => ({ channel: n.channel, reason: n.reason, status: n.status, ms: n.ms })) } : {}),
+      },
+      at: ctx.startedAt,
+    },
+    o.holdId,
+  );
+  ctx.chargedMicros = charged;
+}

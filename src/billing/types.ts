@@ -1,0 +1,107 @@
+/**
+ * What the hot path hands to billing, and the backend that takes it there in one Redis round trip.
+ *
+ * A served request becomes one BillingRecord: the sale price (what the app pays), the upstream cost (what
+ * the channel's provider is owed), and, for a prepaid app, what its wallet could actually be charged
+ * (`charged` <= sale; the rest is recorded as uncollectable, never dropped). The backend makes the record
+ * durable at once (a Redis stream, or the in-process queue of the embedded mode); the journal writer
+ * turns records into ledger journals in batches, off the request's path.
+ */
+
+export interface BillingRecord {
+  /** Request id, or `task:<id>` for a task; the journal's idempotency key derives from it. */
+  id: string;
+  requestId?: string;
+  taskId?: string;
+  appId: string;
+  prepaid: boolean;
+  alias: string;
+  channel: string;
+  /** Micro-units, >= 0. */
+  sale: bigint;
+  cost: bigint;
+  /** Prepaid: what the wallet was charged (<= sale). Postpaid: = sale. Filled in by the backend. */
+  charged?: bigint;
+  /** Usage figures, failed attempts, estimation flags: stored as the journal's usage (jsonb). */
+  usage: Record<string, unknown>;
+  /** When the request arrived (ms): the journal's occurred_at and the report's day. */
+  at: number;
+}
+
+/** A record read back from the durable queue, with the handle that acknowledges it. */
+export interface QueuedRecord {
+  handle: string;
+  /** The queue shard it came from (acknowledgements go back per shard). */
+  shard: number;
+  record: BillingRecord;
+}
+
+export type ReserveResult =
+  | { ok: true }
+  | { ok: false; reason: 'insufficient'; available: bigint }
+  /** The wallet's balance isn't mirrored yet: load it from the ledger, then `initWallet`, then retry. */
+  | { ok: false; reason: 'unknown' };
+
+export interface SettleResult {
+  /** The record was settled before (same id): nothing new was queued. */
+  duplicate: boolean;
+  charged: bigint;
+}
+
+/** After the writer commits records: per prepaid app, what was charged and the ledger's new balance. */
+export interface Drained {
+  shard: number;
+  handles: string[];
+  wallets: Array<{ appId: string; charged: bigint; available: bigint; version: bigint }>;
+}
+
+export interface BillingBackend {
+  readonly kind: 'redis' | 'memory';
+  /** Reserves `amount` of a prepaid app's wallet for a request, until settle/release or `ttlMs`. */
+  reserve(appId: string, holdId: string, amount: bigint, ttlMs: number): Promise<ReserveResult>;
+  /** Releases a reservation without charging (failure, refusal, cancellation). Idempotent. */
+  release(appId: string, holdId: string): Promise<void>;
+  /**
+   * Atomically: releases the reservation `holdId` (if any), charges the wallet min(sale, what it has),
+   * and appends the record to the durable queue. Exactly once per record id.
+   */
+  settle(rec: BillingRecord, holdId: string | null): Promise<SettleResult>;
+  /** Seeds a wallet's mirror from the ledger (no-op when present). */
+  initWallet(appId: string, available: bigint, version: bigint): Promise<void>;
+  /** Moves a wallet's mirror to a newer ledger balance (funding, corrections). Older versions are ignored. */
+  refreshWallet(appId: string, available: bigint, version: bigint): Promise<void>;
+  /** What the mirror says: ledger balance, charged but not yet written, reserved. null = not mirrored. */
+  wallet(appId: string): Promise<{ ledger: bigint; unwritten: bigint; reserved: bigint } | null>;
+  /** Up to `count` records not yet written: first those this consumer holds, then new ones, then stale ones of dead consumers. */
+  read(count: number): Promise<QueuedRecord[]>;
+  /** The records are in the ledger: acknowledge them and true the wallet mirrors up. */
+  ack(d: Drained): Promise<void>;
+  /** Records queued and not yet acknowledged. */
+  backlog(): Promise<number>;
+  close(): void;
+}
+
+export const toJson = (v: unknown): string => JSON.stringify(v, (_k, x: unknown) => (typeof x === 'bigint' ? x.toString() : x));
+
+export function encodeRecord(r: BillingRecord): string {
+  return toJson({ ...r, charged: undefined });
+}
+
+export function decodeRecord(s: string, charged: string | undefined): BillingRecord {
+  const o = JSON.parse(s) as Record<string, unknown>;
+  const sale = BigInt(String(o.sale));
+  return {
+    id: String(o.id),
+    ...(o.requestId ? { requestId: String(o.requestId) } : {}),
+    ...(o.taskId ? { taskId: String(o.taskId) } : {}),
+    appId: String(o.appId),
+    prepaid: o.prepaid === true,
+    alias: String(o.alias),
+    channel: String(o.channel),
+    sale,
+    cost: BigInt(String(o.cost)),
+    charged: charged === undefined ? sale : BigInt(charged),
+    usage: (o.usage ?? {}) as Record<string, unknown>,
+    at: Number(o.at),
+  };
+}

@@ -1,0 +1,203 @@
+import type { Logger } from 'pino';
+import { LedgerError, type Ledger } from './ledger.js';
+import { type SaleJournal, saleJournal, walletAccount } from './journal.js';
+import type { BillingBackend, BillingRecord, QueuedRecord } from './types.js';
+
+export interface WriterOptions {
+  /** Records per transaction. */
+  batch: number;
+  /** Pause when there is nothing to write. */
+  idleMs: number;
+  /** Pause after a failed commit (the database is down): records stay queued and are retried. */
+  retryMs: number;
+}
+
+export interface WriterHooks {
+  onCommitted?: (journals: number, ms: number) => void;
+  onFailed?: () => void;
+  onUncollected?: (appId: string, micros: bigint) => void;
+}
+
+/**
+ * Turns queued billing records into ledger journals, in batches, off every request's path. A batch is
+ * one database transaction; only after it commits are its records acknowledged in the queue, so a crash
+ * or a database outage between the two re-delivers them, and the journals' idempotency keys make the
+ * second write a no-op: each record becomes exactly one journal.
+ *
+ * `spill` takes records directly (the queue itself, Redis, was unreachable when they settled): they are
+ * written with the next batch and, while the database is also down, held in memory. While spilled
+ * records wait, `blocked()` is true and the gateway refuses new billable requests rather than serve
+ * them unbilled.
+ */
+export class JournalWriter {
+  private running = false;
+  private loop: Promise<void> | null = null;
+  private wakeUp: (() => void) | null = null;
+  private readonly spilled: BillingRecord[] = [];
+  private readonly ensured = new Set<string>();
+  private lastError: unknown = null;
+  written = 0;
+
+  constructor(
+    private readonly backend: BillingBackend,
+    private readonly ledger: Ledger,
+    private readonly log: Logger,
+    private readonly opts: WriterOptions,
+    private readonly hooks: WriterHooks = {},
+  ) {}
+
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    this.loop = this.run();
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    this.wakeUp?.();
+    await this.loop;
+    // One last pass: whatever settled during shutdown goes in now if the database takes it.
+    await this.drainOnce().catch(() => {});
+  }
+
+  wake(): void {
+    this.wakeUp?.();
+  }
+
+  spill(rec: BillingRecord): void {
+    this.spilled.push(rec);
+    this.wake();
+  }
+
+  blocked(): boolean {
+    return this.spilled.length > 0 && this.lastError !== null;
+  }
+
+  spilledCount(): number {
+    return this.spilled.length;
+  }
+
+  /** Writes until the queue is empty (tests, shutdown). Throws if the database refuses. */
+  async flush(timeoutMs = 30_000): Promise<void> {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      const n = await this.drainOnce();
+      if (n === 0 && (await this.backend.backlog()) === 0 && this.spilled.length === 0) return;
+      if (Date.now() > until) throw new Error('billing queue did not drain in time');
+      if (n === 0) await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  private async run(): Promise<void> {
+    while (this.running) {
+      let n = 0;
+      let failed = false;
+      try {
+        n = await this.drainOnce();
+        this.lastError = null;
+      } catch (e) {
+        failed = true;
+        if (this.lastError === null) this.log.error({ err: { message: String((e as Error)?.message ?? e) } }, 'journal writer: commit failed; records stay queued and will be retried');
+        this.lastError = e;
+        this.hooks.onFailed?.();
+      }
+      if (n > 0 && !failed) continue;
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, failed ? this.opts.retryMs : this.opts.idleMs);
+        this.wakeUp = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+      this.wakeUp = null;
+    }
+  }
+
+  /** One batch: spilled records first, then the queue. Returns how many records it wrote. */
+  async drainOnce(): Promise<number> {
+    let n = 0;
+    if (this.spilled.length) {
+      const batch = this.spilled.slice(0, this.opts.batch);
+      await this.commit(batch.map((record) => ({ handle: '', shard: -1, record })));
+      this.spilled.splice(0, batch.length);
+      n += batch.length;
+    }
+    let queued: QueuedRecord[];
+    try {
+      queued = await this.backend.read(this.opts.batch);
+    } catch (e) {
+      if (n > 0) return n; // the queue is unreachable; spilled records were still written
+      throw e;
+    }
+    if (queued.length === 0) return n;
+    const wallets = await this.commit(queued);
+    const shards = new Map<number, string[]>();
+    for (const q of queued) {
+      const a = shards.get(q.shard) ?? [];
+      a.push(q.handle);
+      shards.set(q.shard, a);
+    }
+    for (const [shard, handles] of shards) {
+      const inShard = new Set(queued.filter((q) => q.shard === shard).map((q) => q.record.appId));
+      await this.backend.ack({ shard, handles, wallets: wallets.filter((w) => inShard.has(w.appId)) });
+    }
+    return n + queued.length;
+  }
+
+  /** Writes the records' journals; returns, per prepaid app, what was charged and its balance now. */
+  private async commit(items: QueuedRecord[]): Promise<Array<{ appId: string; charged: bigint; available: bigint; version: bigint }>> {
+    const t0 = performance.now();
+    const journals: SaleJournal[] = [];
+    const charged = new Map<string, bigint>();
+    for (const { record } of items) {
+      if (record.prepaid) charged.set(record.appId, (charged.get(record.appId) ?? 0n) + (record.charged ?? record.sale));
+      const j = saleJournal(record);
+      if (j) journals.push(j);
+    }
+    for (const j of journals) {
+      for (const a of j.accounts) {
+        if (this.ensured.has(a.code)) continue;
+        await this.ledger.ensureAccount(a);
+        this.ensured.add(a.code);
+      }
+    }
+    const walletCodes = [...charged.keys()].map((id) => walletAccount(id).code);
+    let balances: Map<string, { available: bigint; version: bigint }>;
+    try {
+      balances = (await this.ledger.postBatch(journals.map((j) => j.spec), walletCodes)).balances;
+    } catch (e) {
+      if (!(e instanceof LedgerError && e.code === 'insufficient_funds')) throw e;
+      // A wallet can't cover a record (its mirror was behind the ledger): find it, one journal at a time.
+      balances = new Map();
+      for (const { record } of items) await this.postCapped(record, balances);
+    }
+    this.written += journals.length;
+    this.hooks.onCommitted?.(journals.length, performance.now() - t0);
+    return [...charged].map(([appId, c]) => {
+      const b = balances.get(walletAccount(appId).code) ?? { available: 0n, version: -1n };
+      return { appId, charged: c, ...b };
+    });
+  }
+
+  /** Posts one record; if its wallet can't cover it, charges what the wallet has and books the rest as bad debt. */
+  private async postCapped(record: BillingRecord, balances: Map<string, { available: bigint; version: bigint }>): Promise<void> {
+    const j = saleJournal(record);
+    if (!j) return;
+    const code = walletAccount(record.appId).code;
+    const codes = record.prepaid ? [code] : [];
+    try {
+      const r = await this.ledger.postBatch([j.spec], codes);
+      for (const [k, v] of r.balances) balances.set(k, v);
+      return;
+    } catch (e) {
+      if (!(e instanceof LedgerError && e.code === 'insufficient_funds') || !record.prepaid) throw e;
+    }
+    const have = (await this.ledger.balance(code)).available;
+    const charge = have <= 0n ? 0n : have < (record.charged ?? record.sale) ? have : (record.charged ?? record.sale);
+    const capped = saleJournal(record, charge)!;
+    const r = await this.ledger.postBatch([capped.spec], codes);
+    for (const [k, v] of r.balances) balances.set(k, v);
+    this.hooks.onUncollected?.(record.appId, record.sale - charge);
+    this.log.warn({ app: record.appId, record: record.id, sale: record.sale.toString(), charged: charge.toString() }, 'wallet could not cover a settled request; the rest is booked as bad debt');
+  }
+}
