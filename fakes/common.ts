@@ -20,6 +20,7 @@ export interface Fault {
   reset?: boolean; // destroy the socket immediately without any response
   chunks?: number; // number of content chunks in a stream (default 5)
   times?: number; // apply this fault to the next N requests only, then clear it (undefined = until changed)
+  rate?: number; // server-level only: apply to this fraction (0..1) of requests, at random
 }
 
 export interface FakeStats {
@@ -28,6 +29,8 @@ export interface FakeStats {
   maxInFlight: number;
   aborted: number;
   completed: number;
+  /** Completed with a 2xx status: answers the upstream "served" (and would bill). */
+  ok: number;
   byPath: Record<string, number>;
 }
 
@@ -313,7 +316,7 @@ function readBody(req: IncomingMessage): Promise<string | null> {
 /** Starts a fake provider server on 127.0.0.1. */
 export async function startFakeServer(spec: ProviderSpec, opts: FakeOptions = {}): Promise<FakeUpstream> {
   const name = opts.name ?? spec.defaultName;
-  const stats: FakeStats = { requests: 0, inFlight: 0, maxInFlight: 0, aborted: 0, completed: 0, byPath: {} };
+  const stats: FakeStats = { requests: 0, inFlight: 0, maxInFlight: 0, aborted: 0, completed: 0, ok: 0, byPath: {} };
   const requests: RecordedRequest[] = [];
   let serverFault: Fault | null = null;
   let reqSeq = 0;
@@ -323,13 +326,14 @@ export async function startFakeServer(spec: ProviderSpec, opts: FakeOptions = {}
     serverFault = f && (f.times === undefined || f.times > 0) ? { ...f } : null;
   };
   const resetStats = (): void => {
-    Object.assign(stats, { requests: 0, maxInFlight: stats.inFlight, aborted: 0, completed: 0 });
+    Object.assign(stats, { requests: 0, maxInFlight: stats.inFlight, aborted: 0, completed: 0, ok: 0 });
     for (const k of Object.keys(stats.byPath)) delete stats.byPath[k];
     requests.length = 0;
   };
   /** The server-level fault for one request; consumes one use of a `times`-limited fault. */
   const takeServerFault = (): Fault | null => {
     const f = serverFault;
+    if (f?.rate !== undefined && Math.random() >= f.rate) return null;
     if (f?.times !== undefined && --f.times <= 0) serverFault = null;
     return f;
   };
@@ -382,6 +386,7 @@ export async function startFakeServer(spec: ProviderSpec, opts: FakeOptions = {}
       done = true;
       stats.inFlight--;
       stats.completed++;
+      if (res.statusCode >= 200 && res.statusCode < 300) stats.ok++;
     });
     res.once('close', () => {
       if (!done) {

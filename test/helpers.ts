@@ -3,6 +3,7 @@
  * gateway group), or the embedded default (PGlite in memory + in-process coordination).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { type Server, type Socket, connect, createServer } from 'node:net';
 import { Writable } from 'node:stream';
 import pg from 'pg';
 import { Redis } from 'ioredis';
@@ -151,4 +152,78 @@ export function spawnGateway(env: Record<string, string | undefined>): { child: 
   });
   url.catch(() => {}); // a test that kills the child before it listens doesn't care
   return { child, url };
+}
+
+/** A spare TCP port on loopback. */
+export async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const p = (s.address() as { port: number }).port;
+  await new Promise((r) => s.close(r));
+  return p;
+}
+
+/** An admin API caller for a gateway URL: throws on any status >= 300, returns the parsed body. */
+export function adminApi(base: () => string, token = ADMIN_TOKEN) {
+  return async (method: string, path: string, body?: unknown, ifMatch?: number): Promise<any> => {
+    const r = await fetch(`${base()}/api/admin/v1${path}`, {
+      method,
+      headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}), ...(ifMatch ? { 'if-match': `"${ifMatch}"` } : {}) },
+      ...(body ? { body: JSON.stringify(body) } : {}),
+    });
+    const t = await r.text();
+    if (r.status >= 300) throw new Error(`${method} ${path}: ${r.status} ${t}`);
+    return t ? JSON.parse(t) : null;
+  };
+}
+
+/**
+ * A TCP proxy in front of a real server (PostgreSQL, Redis) that a test can cut: `down()` drops every
+ * connection and refuses new ones (as a stopped server would), `up()` lets them through again. Lets a
+ * test take "the database" away from one gateway without stopping the server the other suites share.
+ */
+export class TcpProxy {
+  private server: Server | null = null;
+  private readonly sockets = new Set<Socket>();
+  private cut = false;
+  port = 0;
+  constructor(private readonly target: { host: string; port: number }) {}
+
+  async start(): Promise<this> {
+    this.server = createServer((client) => {
+      if (this.cut) {
+        client.destroy();
+        return;
+      }
+      const upstream = connect(this.target.port, this.target.host);
+      this.sockets.add(client).add(upstream);
+      const drop = () => {
+        client.destroy();
+        upstream.destroy();
+        this.sockets.delete(client);
+        this.sockets.delete(upstream);
+      };
+      client.on('error', drop).on('close', drop);
+      upstream.on('error', drop).on('close', drop);
+      client.pipe(upstream).pipe(client);
+    });
+    await new Promise<void>((r) => this.server!.listen(0, '127.0.0.1', r));
+    this.port = (this.server.address() as { port: number }).port;
+    return this;
+  }
+
+  down(): void {
+    this.cut = true;
+    for (const s of this.sockets) s.destroy();
+    this.sockets.clear();
+  }
+
+  up(): void {
+    this.cut = false;
+  }
+
+  async close(): Promise<void> {
+    this.down();
+    await new Promise((r) => this.server?.close(r));
+  }
 }

@@ -93,11 +93,14 @@ export class MemoryBilling implements BillingBackend {
   }
 
   async ack(d: Drained): Promise<void> {
-    for (const h of d.handles) this.queue.delete(h);
+    for (const r of d.records) {
+      if (!this.queue.delete(r.handle)) continue;
+      const w = this.wallets.get(r.appId);
+      if (w && r.charged > 0n) w.pend -= r.charged;
+    }
     for (const x of d.wallets) {
       const w = this.wallets.get(x.appId);
       if (!w) continue;
-      w.pend -= x.charged;
       if (x.version > w.dbv) {
         w.db = x.available;
         w.dbv = x.version;

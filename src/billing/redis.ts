@@ -117,25 +117,27 @@ if tonumber(ARGV[2]) > v then redis.call('HSET', wk, 'db', ARGV[1], 'dbv', ARGV[
 return 1
 `;
 
-// KEYS: stream, then one wallet key per app. ARGV: n handles, handles..., then per app: charged, available, version
+// KEYS: stream, then one wallet key per prepaid app.
+// ARGV: n, then per record: handle, wallet index (2.. into KEYS, or 0 = none), charged; then per wallet: available, version
 const ACK = `
 local stream = KEYS[1]
 local n = tonumber(ARGV[1])
-local ids = {}
-for i = 1, n do ids[i] = ARGV[1 + i] end
-if n > 0 then
-  redis.call('XACK', stream, '${GROUP}', unpack(ids))
-  redis.call('XDEL', stream, unpack(ids))
+for i = 0, n - 1 do
+  local h, wi, c = ARGV[2 + 3 * i], tonumber(ARGV[3 + 3 * i]), tonumber(ARGV[4 + 3 * i])
+  -- XACK answers 1 only the first time: a record's charge leaves 'pend' exactly once.
+  if redis.call('XACK', stream, '${GROUP}', h) == 1 and wi > 0 and redis.call('HEXISTS', KEYS[wi], 'db') == 1 then
+    redis.call('HINCRBY', KEYS[wi], 'pend', -c)
+  end
+  redis.call('XDEL', stream, h)
 end
-local j = 2 + n
+local j = 2 + 3 * n
 for k = 2, #KEYS do
   local wk = KEYS[k]
   if redis.call('HEXISTS', wk, 'db') == 1 then
-    redis.call('HINCRBY', wk, 'pend', -tonumber(ARGV[j]))
     local v = tonumber(redis.call('HGET', wk, 'dbv') or '-1')
-    if tonumber(ARGV[j + 2]) > v then redis.call('HSET', wk, 'db', ARGV[j + 1], 'dbv', ARGV[j + 2]) end
+    if tonumber(ARGV[j + 1]) > v then redis.call('HSET', wk, 'db', ARGV[j], 'dbv', ARGV[j + 1]) end
   end
-  j = j + 3
+  j = j + 2
 end
 return 1
 `;
@@ -264,8 +266,13 @@ export class RedisBilling implements BillingBackend {
   }
 
   async ack(d: Drained): Promise<void> {
+    const index = new Map(d.wallets.map((w, i) => [w.appId, i + 2]));
     const keys = [this.stream(d.shard), ...d.wallets.map((w) => this.walletKeys(w.appId)[0])];
-    const args = [String(d.handles.length), ...d.handles, ...d.wallets.flatMap((w) => [w.charged.toString(), w.available.toString(), w.version.toString()])];
+    const args = [
+      String(d.records.length),
+      ...d.records.flatMap((r) => [r.handle, String(index.get(r.appId) ?? 0), r.charged.toString()]),
+      ...d.wallets.flatMap((w) => [w.available.toString(), w.version.toString()]),
+    ];
     await this.r.animaBillAck(keys.length, ...keys, ...args);
   }
 

@@ -48,11 +48,15 @@ export interface SettleResult {
   charged: bigint;
 }
 
-/** After the writer commits records: per prepaid app, what was charged and the ledger's new balance. */
+/**
+ * After the writer commits records: each record's handle with what it charged its (prepaid) wallet, and
+ * each prepaid wallet's balance as the commit left it. A record's charge leaves the mirror's "unwritten"
+ * sum only when its handle is acknowledged for the first time, so a redelivered record can't subtract twice.
+ */
 export interface Drained {
   shard: number;
-  handles: string[];
-  wallets: Array<{ appId: string; charged: bigint; available: bigint; version: bigint }>;
+  records: Array<{ handle: string; appId: string; charged: bigint }>;
+  wallets: Array<{ appId: string; available: bigint; version: bigint }>;
 }
 
 export interface BillingBackend {

@@ -36,6 +36,7 @@ export class JournalWriter {
   private readonly spilled: BillingRecord[] = [];
   private readonly ensured = new Set<string>();
   private lastError: unknown = null;
+  private draining: Promise<void> = Promise.resolve();
   written = 0;
 
   constructor(
@@ -113,8 +114,18 @@ export class JournalWriter {
     }
   }
 
-  /** One batch: spilled records first, then the queue. Returns how many records it wrote. */
+  /** One batch at a time per writer (the loop, a wake-up and flush() may all ask at once). */
   async drainOnce(): Promise<number> {
+    const run = this.draining.then(() => this.drainBatch());
+    this.draining = run.then(
+      () => {},
+      () => {},
+    );
+    return run;
+  }
+
+  /** One batch: spilled records first, then the queue. Returns how many records it wrote. */
+  private async drainBatch(): Promise<number> {
     let n = 0;
     if (this.spilled.length) {
       const batch = this.spilled.slice(0, this.opts.batch);
@@ -131,21 +142,21 @@ export class JournalWriter {
     }
     if (queued.length === 0) return n;
     const wallets = await this.commit(queued);
-    const shards = new Map<number, string[]>();
-    for (const q of queued) {
-      const a = shards.get(q.shard) ?? [];
-      a.push(q.handle);
-      shards.set(q.shard, a);
-    }
-    for (const [shard, handles] of shards) {
-      const inShard = new Set(queued.filter((q) => q.shard === shard).map((q) => q.record.appId));
-      await this.backend.ack({ shard, handles, wallets: wallets.filter((w) => inShard.has(w.appId)) });
+    const shards = new Map<number, QueuedRecord[]>();
+    for (const q of queued) shards.set(q.shard, [...(shards.get(q.shard) ?? []), q]);
+    for (const [shard, qs] of shards) {
+      const apps = new Set(qs.filter((q) => q.record.prepaid).map((q) => q.record.appId));
+      await this.backend.ack({
+        shard,
+        records: qs.map((q) => ({ handle: q.handle, appId: q.record.appId, charged: q.record.prepaid ? (q.record.charged ?? q.record.sale) : 0n })),
+        wallets: wallets.filter((w) => apps.has(w.appId)),
+      });
     }
     return n + queued.length;
   }
 
   /** Writes the records' journals; returns, per prepaid app, what was charged and its balance now. */
-  private async commit(items: QueuedRecord[]): Promise<Array<{ appId: string; charged: bigint; available: bigint; version: bigint }>> {
+  private async commit(items: QueuedRecord[]): Promise<Array<{ appId: string; available: bigint; version: bigint }>> {
     const t0 = performance.now();
     const journals: SaleJournal[] = [];
     const charged = new Map<string, bigint>();
@@ -173,10 +184,7 @@ export class JournalWriter {
     }
     this.written += journals.length;
     this.hooks.onCommitted?.(journals.length, performance.now() - t0);
-    return [...charged].map(([appId, c]) => {
-      const b = balances.get(walletAccount(appId).code) ?? { available: 0n, version: -1n };
-      return { appId, charged: c, ...b };
-    });
+    return [...charged.keys()].map((appId) => ({ appId, ...(balances.get(walletAccount(appId).code) ?? { available: 0n, version: -1n }) }));
   }
 
   /** Posts one record; if its wallet can't cover it, charges what the wallet has and books the rest as bad debt. */

@@ -1,0 +1,379 @@
+/**
+ * Billing end to end on real PostgreSQL and Redis: every served request becomes exactly one balanced
+ * journal (sale and upstream cost), prepaid wallets are reserved before the upstream is called, the
+ * journal writer survives a database outage, and the whole ledger balances after a storm of concurrent
+ * requests with upstream failures, fallbacks and client aborts.
+ */
+import OpenAI from 'openai';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { FakeUpstream } from '../../fakes/common.js';
+import { startFakeOpenAI } from '../../fakes/index.js';
+import { REDIS_URL, TcpProxy, type TestDatabase, adminApi, cleanupRedis, createTestDatabase, startTestGateway, testRedisPrefix, waitFor } from '../helpers.js';
+
+type TGateway = Awaited<ReturnType<typeof startTestGateway>>;
+let tdb: TestDatabase;
+let prefix: string;
+let A: TGateway;
+let B: TGateway;
+let up1: FakeUpstream;
+let up2: FakeUpstream;
+let postpaid: { app: string; sk: string };
+let prepaid: { app: string; sk: string };
+let db: pg.Pool;
+const admin = adminApi(() => A.url);
+
+// Prices in micro-units per million tokens: sale 2/4 micro per input/output token, cost 1/2.
+const PRICE = { sale_input_per_mtok: 2_000_000, sale_output_per_mtok: 4_000_000, cost_input_per_mtok: 1_000_000, cost_output_per_mtok: 2_000_000 };
+
+function chat(g: TGateway, sk: string, extra: Record<string, unknown> = {}, signal?: AbortSignal) {
+  return fetch(g.url + '/v1/chat/completions', {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${sk}` },
+    body: JSON.stringify({ model: 'main', messages: [{ role: 'user', content: 'hello billing' }], max_tokens: 50, ...extra }),
+    ...(signal ? { signal } : {}),
+  });
+}
+
+async function journalsOf(requestId: string) {
+  const r = await db.query(`SELECT j.*, (SELECT json_agg(json_build_object('a', a.code, 'd', e.debit::text, 'c', e.credit::text)) FROM ledger_entry e JOIN ledger_account a ON a.id = e.account_id WHERE e.journal_id = j.id) AS entries FROM ledger_journal j WHERE request_id = $1`, [requestId]);
+  return r.rows as Array<{ kind: string; app_id: string; alias: string; channel: string; usage: any; entries: Array<{ a: string; d: string; c: string }> }>;
+}
+const amount = (j: { entries: Array<{ a: string; d: string; c: string }> }, account: string) =>
+  j.entries.filter((e) => e.a === account).reduce((s, e) => s + BigInt(e.d) - BigInt(e.c), 0n);
+async function flush() {
+  await A.billing!.writer.flush();
+  await B.billing!.writer.flush();
+}
+async function trialBalance() {
+  return admin('GET', '/billing/trial-balance');
+}
+
+beforeAll(async () => {
+  tdb = await createTestDatabase();
+  prefix = testRedisPrefix();
+  up1 = await startFakeOpenAI({ name: 'bill1' });
+  up2 = await startFakeOpenAI({ name: 'bill2' });
+  const s = { databaseUrl: tdb.url, redisUrl: REDIS_URL, redisPrefix: prefix };
+  A = await startTestGateway(s);
+  B = await startTestGateway(s);
+  db = new pg.Pool({ connectionString: tdb.url, max: 2 });
+  await admin('POST', '/channels', { code: 'one', provider: 'openai', base_url: up1.url + '/v1', credential: 'k' });
+  await admin('POST', '/channels', { code: 'two', provider: 'openai', base_url: up2.url + '/v1', credential: 'k' });
+  await admin('POST', '/aliases', { name: 'main', chain: [{ targets: [{ channel: 'one', model: 'm1' }] }, { targets: [{ channel: 'two', model: 'm2' }] }] });
+  await admin('POST', '/prices', { alias: 'main', ...PRICE });
+  const mk = async (billing: string) => {
+    const app = (await admin('POST', '/apps', { name: billing, billing })).id as string;
+    const k = await admin('POST', `/apps/${app}/keys`, { name: 'k' });
+    return { app, sk: k.sk as string };
+  };
+  postpaid = await mk('postpaid');
+  prepaid = await mk('prepaid');
+  await waitFor(() => [A, B].every((g) => g.config.price('main', null) && g.config.app(prepaid.app) && g.config.channel('two')), 3_000, 5);
+}, 60_000);
+
+afterAll(async () => {
+  await A?.close();
+  await B?.close();
+  await db?.end();
+  await up1?.close();
+  await up2?.close();
+  await cleanupRedis(prefix);
+  await tdb?.drop();
+});
+
+describe('a served request books one balanced journal', () => {
+  it('JSON: the sale at the sale price, the cost at the upstream price, for the channel that served', async () => {
+    const r = await chat(A, postpaid.sk);
+    expect(r.status).toBe(200);
+    const body = (await r.json()) as { usage: { prompt_tokens: number; completion_tokens: number } };
+    const rid = r.headers.get('x-request-id')!;
+    // Settled before the answer's last byte: the record is already durable in the queue; the writer commits it.
+    await A.billing!.writer.flush();
+    const [j, ...more] = await journalsOf(rid);
+    expect(more).toHaveLength(0);
+    expect(j!.kind).toBe('sale');
+    expect(j!.channel).toBe('one');
+    expect(j!.alias).toBe('main');
+    const { prompt_tokens: i, completion_tokens: o } = body.usage;
+    const sale = BigInt(2 * i + 4 * o);
+    const cost = BigInt(i + 2 * o);
+    expect(amount(j!, `receivable:${postpaid.app}`)).toBe(sale);
+    expect(amount(j!, 'revenue')).toBe(-sale);
+    expect(amount(j!, 'cogs:one')).toBe(cost);
+    expect(amount(j!, 'payable:one')).toBe(-cost);
+    expect(j!.usage.input_tokens).toBe(i);
+    expect(j!.usage.output_tokens).toBe(o);
+  });
+
+  it('a stream is billed on the usage the upstream reported, through the official SDK', async () => {
+    const client = new OpenAI({ apiKey: postpaid.sk, baseURL: A.url + '/v1' });
+    const { data: stream, response } = await client.chat.completions.create({ model: 'main', messages: [{ role: 'user', content: 'stream and bill me' }], stream: true, stream_options: { include_usage: true } }).withResponse();
+    let usage: { prompt_tokens: number; completion_tokens: number } | undefined;
+    for await (const c of stream) if (c.usage) usage = c.usage;
+    expect(usage).toBeDefined();
+    await A.billing!.writer.flush();
+    const [j] = await journalsOf(response.headers.get('x-request-id')!);
+    expect(amount(j!, 'revenue')).toBe(-BigInt(2 * usage!.prompt_tokens + 4 * usage!.completion_tokens));
+  });
+
+  it('a fallback bills only the attempt that served; the failed one is recorded, with no sale', async () => {
+    up1.setFault({ status: 500, times: 1 });
+    const r = await chat(A, postpaid.sk);
+    expect(r.status).toBe(200);
+    expect(r.headers.get('x-anima-channel')).toBe('two');
+    await A.billing!.writer.flush();
+    const js = await journalsOf(r.headers.get('x-request-id')!);
+    expect(js).toHaveLength(1);
+    expect(js[0]!.channel).toBe('two');
+    expect(amount(js[0]!, 'cogs:one')).toBe(0n);
+    expect(amount(js[0]!, 'cogs:two')).toBeGreaterThan(0n);
+    expect(js[0]!.usage.failed_attempts).toEqual([expect.objectContaining({ channel: 'one', reason: 'server_error', status: 500 })]);
+  });
+
+  it('a request that fails everywhere books nothing', async () => {
+    up1.setFault({ status: 500 });
+    up2.setFault({ status: 500 });
+    try {
+      const r = await chat(A, postpaid.sk);
+      expect(r.status).toBe(502);
+      await A.billing!.writer.flush();
+      expect(await journalsOf(r.headers.get('x-request-id')!)).toHaveLength(0);
+    } finally {
+      up1.setFault(null);
+      up2.setFault(null);
+    }
+  });
+
+  it('a client that leaves mid-stream is billed for what was produced: never zero, never max_tokens', async () => {
+    up1.setFault({ chunkDelayMs: 150, chunks: 20 });
+    try {
+      const ac = new AbortController();
+      const r = await chat(A, postpaid.sk, { stream: true, max_tokens: 4000 }, ac.signal);
+      const rid = r.headers.get('x-request-id')!;
+      const reader = r.body!.getReader();
+      await reader.read(); // the first chunk arrived: output has begun
+      await reader.read();
+      ac.abort();
+      await waitFor(async () => {
+        await A.billing!.writer.flush();
+        return (await journalsOf(rid)).length === 1;
+      }, 5_000, 50);
+      const [j] = await journalsOf(rid);
+      expect(j!.usage.client_aborted).toBe(true);
+      expect(j!.usage.input_tokens).toBeGreaterThan(0);
+      expect(j!.usage.output_tokens).toBeGreaterThan(0);
+      expect(j!.usage.output_tokens).toBeLessThan(4000);
+      expect(amount(j!, 'revenue')).toBeLessThan(0n);
+    } finally {
+      up1.setFault(null);
+    }
+  });
+
+  it('settlement replayed for the same request id posts nothing new', async () => {
+    const rec = { id: 'replay-1', requestId: 'replay-1', appId: postpaid.app, prepaid: false, alias: 'main', channel: 'one', sale: 10n, cost: 4n, usage: {}, at: Date.now() };
+    const first = await A.billing!.settle(rec, null);
+    const again = await B.billing!.settle(rec, null);
+    expect(first.charged).toBe(10n);
+    expect(again.charged).toBe(0n);
+    await flush();
+    expect(await journalsOf('replay-1')).toHaveLength(1);
+    // Even a record that reached the queue twice (bypassing the marker) is written once: the journal's key is unique.
+    B.billing!.writer.spill({ ...rec, charged: 10n });
+    await flush();
+    expect(await journalsOf('replay-1')).toHaveLength(1);
+  });
+});
+
+describe('prepaid wallets', () => {
+  it('an unfunded wallet: 402 insufficient_balance before any upstream call', async () => {
+    const before = up1.stats.requests + up2.stats.requests;
+    const r = await chat(A, prepaid.sk);
+    expect(r.status).toBe(402);
+    const e = (await r.json()) as { error: { code: string; type: string; message: string } };
+    expect(e.error.code).toBe('insufficient_balance');
+    expect(e.error.message).toMatch(/prepaid balance/);
+    expect(up1.stats.requests + up2.stats.requests).toBe(before);
+  });
+
+  it('funding is idempotent; requests then draw the wallet down by their sale price, on both instances', async () => {
+    const f1 = await admin('POST', `/apps/${prepaid.app}/wallet/fund`, { amount_micros: '5000', idempotency_key: 'topup-1' });
+    const f2 = await admin('POST', `/apps/${prepaid.app}/wallet/fund`, { amount_micros: '5000', idempotency_key: 'topup-1' });
+    expect(f2.duplicate).toBe(true);
+    expect(f2.journal_id).toBe(f1.journal_id);
+    expect(f2.ledger_balance_micros).toBe('5000');
+    let sales = 0n;
+    for (const g of [A, B, A]) {
+      const r = await chat(g, prepaid.sk);
+      expect(r.status).toBe(200);
+      const u = ((await r.json()) as { usage: { prompt_tokens: number; completion_tokens: number } }).usage;
+      sales += BigInt(2 * u.prompt_tokens + 4 * u.completion_tokens);
+    }
+    await flush();
+    const w = await admin('GET', `/apps/${prepaid.app}/wallet`);
+    expect(BigInt(w.ledger_balance_micros)).toBe(5000n - sales);
+    expect(BigInt(w.spendable_micros)).toBe(5000n - sales);
+    expect(w.reserved_micros).toBe('0');
+    expect(w.unwritten_micros).toBe('0');
+  });
+
+  it('a reservation the wallet cannot cover is refused, though a smaller request still passes', async () => {
+    const w = await admin('GET', `/apps/${prepaid.app}/wallet`);
+    const spendable = BigInt(w.spendable_micros);
+    // max_tokens so large the reservation (4 micro per output token) exceeds the balance.
+    const big = await chat(A, prepaid.sk, { max_tokens: Number(spendable / 4n) + 100 });
+    expect(big.status).toBe(402);
+    const small = await chat(A, prepaid.sk, { max_tokens: 5 });
+    expect(small.status).toBe(200);
+  });
+
+  it('concurrent requests can never spend more than the wallet holds', async () => {
+    const app = (await admin('POST', '/apps', { name: 'race', billing: 'prepaid' })).id as string;
+    const k = await admin('POST', `/apps/${app}/keys`, { name: 'k' });
+    await admin('POST', `/apps/${app}/wallet/fund`, { amount_micros: '2000' });
+    await waitFor(() => [A, B].every((g) => g.config.keyById(k.key.id)), 3_000, 5);
+    // Each request reserves ~2*prompt + 4*50 = ~220 micro; 2000 covers at most 9 at once.
+    const rs = await Promise.all(Array.from({ length: 40 }, (_, i) => chat(i % 2 ? A : B, k.sk)));
+    const ok = rs.filter((r) => r.status === 200).length;
+    expect(ok).toBeGreaterThan(0);
+    expect(rs.filter((r) => r.status === 402).length).toBe(40 - ok);
+    await flush();
+    const w = await admin('GET', `/apps/${app}/wallet`);
+    expect(BigInt(w.ledger_balance_micros)).toBeGreaterThanOrEqual(0n);
+    expect(w.reserved_micros).toBe('0');
+  });
+});
+
+describe('prices in force at the request time', () => {
+  it('a price change at T bills requests before and after T at their own prices', async () => {
+    await admin('POST', '/aliases', { name: 'timed', chain: [{ targets: [{ channel: 'one', model: 'm1' }] }] });
+    const T = Date.now() + 2_000;
+    await admin('POST', '/prices', { alias: 'timed', sale_per_request: 100, cost_per_request: 10, effective_to: new Date(T).toISOString() });
+    await admin('POST', '/prices', { alias: 'timed', sale_per_request: 300, cost_per_request: 30, effective_from: new Date(T).toISOString() });
+    await waitFor(() => A.config.alias('timed') && A.config.price('timed', null), 3_000, 5);
+    const before = await chat(A, postpaid.sk, { model: 'timed' });
+    expect(before.status).toBe(200);
+    await new Promise((r) => setTimeout(r, Math.max(0, T - Date.now() + 50)));
+    const after = await chat(A, postpaid.sk, { model: 'timed' });
+    expect(after.status).toBe(200);
+    await A.billing!.writer.flush();
+    const [jb] = await journalsOf(before.headers.get('x-request-id')!);
+    const [ja] = await journalsOf(after.headers.get('x-request-id')!);
+    expect(amount(jb!, 'revenue')).toBe(-100n);
+    expect(amount(jb!, 'cogs:one')).toBe(10n);
+    expect(amount(ja!, 'revenue')).toBe(-300n);
+    expect(amount(ja!, 'cogs:one')).toBe(30n);
+  });
+});
+
+describe('the ledger under load', () => {
+  it('1,000 concurrent requests with upstream failures, fallbacks and client aborts: one journal per billable request, trial balance zero', async () => {
+    up1.setFault({ status: 500, rate: 0.3 });
+    up2.setFault({ status: 503, rate: 0.1 });
+    const outcomes: Array<{ rid: string | null; status: number; complete: boolean; aborted: boolean }> = [];
+    try {
+      const one = async (i: number) => {
+        const g = i % 2 ? A : B;
+        const stream = i % 3 === 0;
+        const abort = i % 10 === 7;
+        const ac = new AbortController();
+        if (abort) setTimeout(() => ac.abort(), 1 + (i % 5));
+        try {
+          const r = await chat(g, i % 4 === 0 ? prepaid.sk : postpaid.sk, stream ? { stream: true, stream_options: { include_usage: true } } : {}, ac.signal);
+          const text = await r.text();
+          outcomes.push({ rid: r.headers.get('x-request-id'), status: r.status, complete: r.status === 200 && (stream ? text.includes('[DONE]') : text.includes('"usage"')), aborted: false });
+        } catch {
+          outcomes.push({ rid: null, status: 0, complete: false, aborted: true });
+        }
+      };
+      await admin('POST', `/apps/${prepaid.app}/wallet/fund`, { amount_micros: '100000000' });
+      await Promise.all(Array.from({ length: 1000 }, (_, i) => one(i)));
+    } finally {
+      up1.setFault(null);
+      up2.setFault(null);
+    }
+    await flush();
+    const complete = outcomes.filter((o) => o.complete);
+    expect(complete.length).toBeGreaterThan(500);
+    const rids = outcomes.filter((o) => o.rid).map((o) => o.rid!);
+    const { rows } = await db.query(`SELECT request_id, count(*)::int AS n FROM ledger_journal WHERE kind = 'sale' AND request_id = ANY($1) GROUP BY request_id`, [rids]);
+    const billed = new Map(rows.map((r: { request_id: string; n: number }) => [r.request_id, r.n]));
+    // Every complete answer is billed exactly once; no error answer is billed; nothing is billed twice.
+    for (const o of complete) expect(billed.get(o.rid!)).toBe(1);
+    for (const o of outcomes.filter((x) => x.rid && x.status >= 400)) expect(billed.has(o.rid!)).toBe(false);
+    for (const n of billed.values()) expect(n).toBe(1);
+    const tb = await trialBalance();
+    expect(tb.mismatches).toEqual([]);
+    expect(tb.balanced).toBe(true);
+    expect(tb.debits_micros).toBe(tb.credits_micros);
+    // No reservation leaked.
+    const w = await admin('GET', `/apps/${prepaid.app}/wallet`);
+    expect(w.reserved_micros).toBe('0');
+    expect(w.unwritten_micros).toBe('0');
+    expect(BigInt(w.ledger_balance_micros)).toBe(BigInt(w.spendable_micros));
+  }, 120_000);
+
+  it('the report shows revenue, cost and spread by app, alias, channel and day', async () => {
+    const r = await admin('GET', '/billing/report?group_by=app,alias,channel,day');
+    const row = r.data.find((x: any) => x.app === postpaid.app && x.channel === 'one' && x.alias === 'main');
+    expect(row).toBeDefined();
+    expect(row.day).toBe(new Date().toISOString().slice(0, 10));
+    expect(BigInt(row.revenue_micros)).toBeGreaterThan(BigInt(row.cost_micros));
+    expect(BigInt(row.spread_micros)).toBe(BigInt(row.revenue_micros) - BigInt(row.cost_micros));
+    const total = await admin('GET', '/billing/report?group_by=');
+    const sum = r.data.reduce((s: bigint, x: any) => s + BigInt(x.revenue_micros), 0n);
+    expect(BigInt(total.data[0].revenue_micros)).toBe(sum);
+    await expect(admin('GET', '/billing/report?group_by=planet')).rejects.toThrow(/400/);
+    const js = await admin('GET', `/billing/journals?app_id=${postpaid.app}&kind=sale&limit=5`);
+    expect(js.data).toHaveLength(5);
+    expect(js.data[0].entries.length).toBeGreaterThanOrEqual(2);
+  });
+});
+
+describe('the database goes away for 10 s under load', () => {
+  it('requests keep being served, no journal is lost, and the backlog drains when it returns', async () => {
+    const proxy = await new TcpProxy({ host: '127.0.0.1', port: 5432 }).start();
+    const u = new URL(tdb.url);
+    u.port = String(proxy.port);
+    const C = await startTestGateway({ databaseUrl: u.toString(), redisUrl: REDIS_URL, redisPrefix: prefix });
+    try {
+      await waitFor(() => C.config.price('main', null), 3_000, 5);
+      const served: string[] = [];
+      const failures: string[] = [];
+      let running = true;
+      const load = (async () => {
+        while (running) {
+          await Promise.all(
+            Array.from({ length: 5 }, async () => {
+              const r = await chat(C, postpaid.sk);
+              const text = await r.text();
+              if (r.status === 200 && text.includes('"usage"')) served.push(r.headers.get('x-request-id')!);
+              else failures.push(`${r.status} ${text.slice(0, 200)}`);
+            }),
+          ).catch((e: unknown) => failures.push(String(e)));
+        }
+      })();
+      await new Promise((r) => setTimeout(r, 500));
+      proxy.down();
+      const servedAtDown = served.length;
+      await new Promise((r) => setTimeout(r, 10_000));
+      const servedWhileDown = served.length - servedAtDown;
+      const backlog = await C.billing!.backend.backlog();
+      proxy.up();
+      running = false;
+      await load;
+      expect(failures).toEqual([]);
+      expect(servedWhileDown).toBeGreaterThan(20); // the hot path never needed the database
+      expect(backlog).toBeGreaterThan(0); // records waited in Redis
+      await waitFor(async () => (await C.billing!.backend.backlog()) === 0, 20_000, 100);
+      await flush();
+      const { rows } = await db.query(`SELECT count(DISTINCT request_id)::int AS n, count(*)::int AS total FROM ledger_journal WHERE request_id = ANY($1)`, [served]);
+      expect(rows[0].n).toBe(served.length);
+      expect(rows[0].total).toBe(served.length);
+      expect((await trialBalance()).balanced).toBe(true);
+    } finally {
+      await C.close();
+      await proxy.close();
+    }
+  }, 60_000);
+});
