@@ -78,6 +78,8 @@ export interface RedisCoordinatorOptions {
   clusterNodes?: string[];
   /** Prepended to every key and pub/sub channel, so several deployments (or test runs) can share a server. */
   prefix?: string;
+  /** A command unanswered this long fails (default 5 s: far above any healthy Redis, well below a stuck request). */
+  commandTimeoutMs?: number;
 }
 
 export class RedisCoordinator implements Coordinator {
@@ -94,6 +96,11 @@ export class RedisCoordinator implements Coordinator {
       enableAutoPipelining: true,
       maxRetriesPerRequest: 2,
       connectTimeout: 2_000,
+      // A command in flight when the connection drops fails (the caller degrades) instead of waiting to be
+      // resent after a reconnect that may never come; a Redis that stops answering (no RST: a partition)
+      // fails a command after commandTimeoutMs instead of hanging the request that sent it.
+      autoResendUnfulfilledCommands: false,
+      commandTimeout: opts.commandTimeoutMs ?? 5_000,
       retryStrategy: (n) => Math.min(50 * 2 ** Math.min(n, 6), 2_000),
     };
     // Every multi-key script names keys of one hash tag ({brk}, {q:<app>}), so it runs unchanged on a Cluster.
@@ -104,7 +111,11 @@ export class RedisCoordinator implements Coordinator {
               const [host, port] = n.split(':');
               return { host: host!, port: Number(port) };
             }),
-            { enableAutoPipelining: true, redisOptions: base, clusterRetryStrategy: (n) => Math.min(100 * 2 ** Math.min(n, 5), 2_000) },
+            // No auto-pipelining on a Cluster: ioredis routes an auto-pipelined EVALSHA by its first
+            // argument (the script's sha, not a key), so scripts land in pipelines of the wrong slot group
+            // and fail with "All keys in the pipeline should belong to the same slots allocation group"
+            // (redis/ioredis#2109).
+            { enableAutoPipelining: false, redisOptions: { ...base, enableAutoPipelining: false }, clusterRetryStrategy: (n) => Math.min(100 * 2 ** Math.min(n, 5), 2_000) },
           )
         : new Redis(opts.url, base)
     ) as unknown as Redis & Cmds;

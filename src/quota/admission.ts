@@ -144,7 +144,11 @@ export class Admission {
           res = await backend.admit({ ...req, scopes: scaled });
         }
         if (!res.ok && !res.queued && key.queueMode === 'WAIT' && WAITABLE.has(res.limit) && backend === this.backend) {
-          res = await this.wait(key, req, signal);
+          res = await this.wait(key, req, signal).catch((err: unknown) => {
+            if (err instanceof GatewayError) throw err;
+            // The shared backend failed mid-wait: a retryable 503, not an internal error.
+            throw new GatewayError('service_unavailable', 'The quota backend stopped answering while this request waited; retry.', { cause: err, headers: { 'retry-after': '1' } });
+          });
         }
         if (!res.ok && !res.queued && key.queueMode === 'ASYNC' && WAITABLE.has(res.limit)) {
           await Promise.all(reservations.map((r) => owners.get(r)!.settle(r, 0, 0).catch(() => {})));

@@ -24,6 +24,10 @@ export async function openDatabase(opts: { databaseUrl?: string | undefined; dat
   if (opts.databaseUrl) {
     const pool = new pg.Pool({ connectionString: opts.databaseUrl, max: opts.poolSize ?? 10, connectionTimeoutMillis: 5000 });
     pool.on('error', () => {}); // idle-client errors surface on the next query instead of crashing the process
+    // A checked-out client has no pool listener: its connection dropping between two statements of a
+    // transaction would emit an unhandled 'error' and kill the process. The statement in flight (or the
+    // next one) fails instead, and the pool discards the client on release.
+    pool.on('connect', (client) => client.on('error', () => {}));
     const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
     handle = { db, kind: 'postgres', close: () => db.destroy() };
   } else {

@@ -377,3 +377,39 @@ describe('the database goes away for 10 s under load', () => {
     }
   }, 60_000);
 });
+
+describe('Redis and the database both gone', () => {
+  it('a settled record waits in memory; new requests get 503 service_unavailable rather than go unbilled; all drains when they return', async () => {
+    const pgProxy = await new TcpProxy({ host: '127.0.0.1', port: 5432 }).start();
+    const redisProxy = await new TcpProxy({ host: '127.0.0.1', port: Number(new URL(REDIS_URL).port || 6379) }).start();
+    const u = new URL(tdb.url);
+    u.port = String(pgProxy.port);
+    const C = await startTestGateway({ databaseUrl: u.toString(), redisUrl: `redis://127.0.0.1:${redisProxy.port}`, redisPrefix: prefix });
+    try {
+      await waitFor(() => C.config.price('main', null), 3_000, 5);
+      expect((await chat(C, postpaid.sk)).status).toBe(200);
+      pgProxy.down();
+      redisProxy.down();
+      // Redis alone gone: settlement goes straight to the database... which is gone too: held in memory.
+      const first = await chat(C, postpaid.sk);
+      expect(first.status).toBe(200);
+      const rid = first.headers.get('x-request-id')!;
+      await waitFor(() => C.billing!.blocked(), 5_000, 20);
+      const refused = await chat(C, postpaid.sk);
+      expect(refused.status).toBe(503);
+      expect(((await refused.json()) as { error: { code: string } }).error.code).toBe('service_unavailable');
+      // A prepaid wallet can't even be read: refused before any upstream call.
+      expect((await chat(C, prepaid.sk)).status).toBe(503);
+      pgProxy.up();
+      redisProxy.up();
+      await waitFor(() => !C.billing!.blocked(), 10_000, 50);
+      await waitFor(async () => (await journalsOf(rid)).length === 1, 10_000, 50);
+      await waitFor(async () => (await chat(C, postpaid.sk)).status === 200, 10_000, 100);
+      expect((await trialBalance()).balanced).toBe(true);
+    } finally {
+      await C.close();
+      await pgProxy.close();
+      await redisProxy.close();
+    }
+  }, 60_000);
+});

@@ -32,7 +32,7 @@ const ROUTES: Array<[string, string, 'sk' | 'admin']> = [
 
 function send(method: string, path: string, auth: string, body: Buffer, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {
   const u = new URL(G.url + path);
-  return new Promise((resolve, reject) => {
+  return new Promise<{ status: number; body: string }>((resolve, reject) => {
     const req = request({ host: u.hostname, port: u.port, path: u.pathname, method, headers: { 'content-type': 'application/json', authorization: `Bearer ${auth}`, 'content-length': body.length, ...headers } }, (res) => {
       const parts: Buffer[] = [];
       res.on('data', (c: Buffer) => parts.push(c));
@@ -40,6 +40,13 @@ function send(method: string, path: string, auth: string, body: Buffer, headers:
     });
     req.on('error', reject);
     req.end(body);
+  }).then(async (r) => {
+    // A fuzzed body can be a valid one ({"enabled": true}): switch the data plane back on, or every later
+    // data-plane case would (rightly) answer 503 gateway_disabled.
+    if (path.endsWith('/kill-switch') && r.status === 200) {
+      await fetch(G.url + path, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${auth}` }, body: '{"enabled":false}' });
+    }
+    return r;
   });
 }
 

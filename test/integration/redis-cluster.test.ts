@@ -95,7 +95,7 @@ describe('on a three-master Redis Cluster', () => {
     }
     up.setFault(null);
     console.log(`cluster: 36 requests over 3 apps, upstream max in flight per app ${inflightMax.join('/')} (limit 2)`);
-    expect(results.every((s) => s === 200)).toBe(true);
+    expect(results.filter((s) => s !== 200)).toEqual([]);
     expect(Math.max(...inflightMax)).toBeLessThanOrEqual(2);
   }, 60_000);
 
