@@ -103,18 +103,32 @@ async function main(): Promise<void> {
       .insertInto('quota')
       .values({ scope: 'key', scope_id: quotaKey.id, max_concurrency: 100_000, qps: 1_000_000, qps_burst: 1_000_000, tokens_per_minute: 1e12 })
       .execute();
+    // A price, so every served request is booked: the gateway below bills (the default), a second one
+    // with ANIMA_BILLING=off measures what billing costs.
+    await dbh.db.insertInto('price').values({ alias: 'bench', sale_input_per_mtok: 2_000_000, sale_output_per_mtok: 4_000_000, cost_input_per_mtok: 1_000_000, cost_output_per_mtok: 2_000_000 }).execute();
+    const journalCount = async () => {
+      const h = await openDatabase({ databaseUrl: dbUrl, dataDir: dataDir ?? 'memory://' });
+      try {
+        const r = await h.db.selectFrom('ledger_journal').select((eb) => eb.fn.countAll<string>().as('n')).where('kind', '=', 'sale').executeTakeFirstOrThrow();
+        return Number(r.n);
+      } finally {
+        await h.close();
+      }
+    };
     await dbh.close();
-    const g = await run(
-      ['dist/src/app/cli.js', 'serve'],
-      {
-        ANIMA_PORT: '0',
-        ANIMA_LOG_LEVEL: 'info',
-        ...(dbUrl ? { DATABASE_URL: dbUrl } : { DATABASE_URL: '', ANIMA_DATA_DIR: dataDir }),
-        ...(redisUrl ? { REDIS_URL: redisUrl, ANIMA_REDIS_PREFIX: `anima-bench:${randomId(6)}:` } : { REDIS_URL: '' }),
-      },
-      /listening on (http:\/\/[\d.:]+)/,
-    );
+    const gatewayEnv = (extra: NodeJS.ProcessEnv) => ({
+      ANIMA_PORT: '0',
+      ANIMA_LOG_LEVEL: 'info',
+      ...(dbUrl ? { DATABASE_URL: dbUrl } : { DATABASE_URL: '', ANIMA_DATA_DIR: dataDir }),
+      ...(redisUrl ? { REDIS_URL: redisUrl, ANIMA_REDIS_PREFIX: `anima-bench:${randomId(6)}:` } : { REDIS_URL: '' }),
+      ...extra,
+    });
+    const g = await run(['dist/src/app/cli.js', 'serve'], gatewayEnv({}), /listening on (http:\/\/[\d.:]+)/);
     const gateway = g[1]!;
+    // PGlite is one process's database: the billing-off comparison needs a shared one.
+    const off = dbUrl ? (await run(['dist/src/app/cli.js', 'serve'], gatewayEnv({ ANIMA_BILLING: 'off' }), /listening on (http:\/\/[\d.:]+)/))[1]! : null;
+    let billedSeconds = 0;
+    const journalsBefore = dbUrl ? await journalCount() : 0;
     const rp = await run(['dist/bench/raw-proxy.js', upstream, '0'], {}, /listening on (http:\/\/[\d.:]+)/);
     const raw = rp[1]!;
     const fault: Record<string, string> = LATENCY ? { 'x-fake-fault': JSON.stringify({ latencyMs: LATENCY }) } : {};
@@ -122,26 +136,44 @@ async function main(): Promise<void> {
       { name: 'json', body: { model: 'gpt-bench', messages: [{ role: 'user', content: 'Say something short about gateways.' }] } },
       { name: 'stream', body: { model: 'gpt-bench', stream: true, messages: [{ role: 'user', content: 'Stream twenty chunks.' }] } },
     ];
-    const rows: Array<{ scenario: string; direct: Sample; raw: Sample; gateway: Sample; quota: Sample }> = [];
+    const rows: Array<{ scenario: string; direct: Sample; raw: Sample; gateway: Sample; quota: Sample; off: Sample | null }> = [];
     for (const sc of scenarios) {
       const streamFault: Record<string, string> = sc.name === 'stream' ? { 'x-fake-fault': JSON.stringify({ chunks: 20, ...(LATENCY ? { latencyMs: LATENCY } : {}) }) } : fault;
       const d: Sample[] = [];
       const rws: Sample[] = [];
       const gws: Sample[] = [];
       const qws: Sample[] = [];
+      const ows: Sample[] = [];
       const upHeaders = { 'content-type': 'application/json', authorization: 'Bearer bench', ...streamFault };
       // warm both paths (JIT, pools) before measuring
       await cannon(upstream + '/v1/chat/completions', upHeaders, JSON.stringify(sc.body));
       await cannon(raw + '/v1/chat/completions', upHeaders, JSON.stringify(sc.body));
+      const w0 = performance.now();
       await cannon(gateway + '/v1/chat/completions', { 'content-type': 'application/json', authorization: `Bearer ${sk}`, ...streamFault }, JSON.stringify({ ...sc.body, model: 'bench' }));
+      billedSeconds += (performance.now() - w0) / 1000;
+      if (off) await cannon(off + '/v1/chat/completions', { 'content-type': 'application/json', authorization: `Bearer ${sk}`, ...streamFault }, JSON.stringify({ ...sc.body, model: 'bench' }));
       for (let i = 0; i < ROUNDS; i++) {
         d.push(await cannon(upstream + '/v1/chat/completions', upHeaders, JSON.stringify(sc.body)));
         rws.push(await cannon(raw + '/v1/chat/completions', upHeaders, JSON.stringify(sc.body)));
+        const t0 = performance.now();
         gws.push(await cannon(gateway + '/v1/chat/completions', { 'content-type': 'application/json', authorization: `Bearer ${sk}`, ...streamFault }, JSON.stringify({ ...sc.body, model: 'bench' })));
         qws.push(await cannon(gateway + '/v1/chat/completions', { 'content-type': 'application/json', authorization: `Bearer ${quotaKey.sk}`, ...streamFault }, JSON.stringify({ ...sc.body, model: 'bench' })));
+        billedSeconds += (performance.now() - t0) / 1000;
+        if (off) ows.push(await cannon(off + '/v1/chat/completions', { 'content-type': 'application/json', authorization: `Bearer ${sk}`, ...streamFault }, JSON.stringify({ ...sc.body, model: 'bench' })));
       }
       const med = (xs: Sample[]): Sample => ({ rps: median(xs.map((x) => x.rps)), p50: median(xs.map((x) => x.p50)), p99: median(xs.map((x) => x.p99)), errors: xs.reduce((a, x) => a + x.errors, 0) });
-      rows.push({ scenario: sc.name, direct: med(d), raw: med(rws), gateway: med(gws), quota: med(qws) });
+      rows.push({ scenario: sc.name, direct: med(d), raw: med(rws), gateway: med(gws), quota: med(qws), off: off ? med(ows) : null });
+    }
+    // Journals the writer committed for the billed runs (it finishes within a second or two of the load).
+    let journals = 0;
+    if (dbUrl) {
+      let last = -1;
+      for (let i = 0; i < 50; i++) {
+        journals = (await journalCount()) - journalsBefore;
+        if (journals === last) break;
+        last = journals;
+        await new Promise((r) => setTimeout(r, 300));
+      }
     }
     const mode = `${dbUrl ? 'PostgreSQL' : 'PGlite'} + ${redisUrl ? 'Redis' : 'in-process'}`;
     console.log(`\nAnima overhead (${mode}; ${CONNECTIONS} connections, ${DURATION}s x ${ROUNDS} rounds interleaved, medians; upstream latency ${LATENCY} ms)\n`);
@@ -159,6 +191,14 @@ async function main(): Promise<void> {
         `${r.scenario} | ${r.gateway.rps.toFixed(0)} | ${r.quota.rps.toFixed(0)} | ${r.gateway.p50}/${r.gateway.p99} | ${r.quota.p50}/${r.quota.p99} | ${r.quota.p50 - r.gateway.p50}/${r.quota.p99 - r.gateway.p99}`,
       );
     }
+    if (off) {
+      console.log('\nscenario | billing off rps | billing on rps | off p50/p99 ms | on p50/p99 ms | billing added p50/p99 ms');
+      console.log('---|---|---|---|---|---');
+      for (const r of rows) {
+        console.log(`${r.scenario} | ${r.off!.rps.toFixed(0)} | ${r.gateway.rps.toFixed(0)} | ${r.off!.p50}/${r.off!.p99} | ${r.gateway.p50}/${r.gateway.p99} | ${r.gateway.p50 - r.off!.p50}/${r.gateway.p99 - r.off!.p99}`);
+      }
+      console.log(`\njournals written: ${journals} in ${billedSeconds.toFixed(1)} s of billed load = ${(journals / billedSeconds).toFixed(0)} journals/s (4 entries each)`);
+    }
     const json = rows.find((r) => r.scenario === 'json')!;
     const stream = rows.find((r) => r.scenario === 'stream')!;
     console.log(
@@ -174,7 +214,16 @@ async function main(): Promise<void> {
         quota_json_rps: Math.round(json.quota.rps),
         quota_added_p50_ms: json.quota.p50 - json.gateway.p50,
         quota_added_p99_ms: json.quota.p99 - json.gateway.p99,
-        gateway_errors: json.gateway.errors + stream.gateway.errors + json.quota.errors + stream.quota.errors,
+        gateway_errors: json.gateway.errors + stream.gateway.errors + json.quota.errors + stream.quota.errors + (json.off?.errors ?? 0) + (stream.off?.errors ?? 0),
+        ...(json.off
+          ? {
+              billing_off_json_rps: Math.round(json.off.rps),
+              billing_added_p50_ms: json.gateway.p50 - json.off.p50,
+              billing_added_p99_ms: json.gateway.p99 - json.off.p99,
+              stream_billing_added_p50_ms: stream.gateway.p50 - stream.off!.p50,
+              journals_per_s: Math.round(journals / billedSeconds),
+            }
+          : {}),
         mode,
       }),
     );
