@@ -413,3 +413,27 @@ describe('Redis and the database both gone', () => {
     }
   }, 60_000);
 });
+
+describe('ASYNC tasks', () => {
+  it('a queued request is billed once, when its task runs, under the task id', async () => {
+    const k = await admin('POST', `/apps/${postpaid.app}/keys`, { name: 'async', queue_mode: 'ASYNC' });
+    await admin('POST', '/quotas', { scope: 'key', scope_id: k.key.id, max_concurrency: 1 });
+    await waitFor(() => A.config.quota('key', k.key.id), 3_000, 5);
+    up1.setFault({ latencyMs: 300 });
+    try {
+      const [first, second] = await Promise.all([chat(A, k.sk), new Promise((r) => setTimeout(r, 50)).then(() => chat(A, k.sk))]);
+      expect(first.status).toBe(200);
+      expect(second.status).toBe(202);
+      const task = (await second.json()) as { id: string };
+      await waitFor(async () => {
+        const t = (await (await fetch(`${A.url}/v1/tasks/${task.id}`, { headers: { authorization: `Bearer ${k.sk}` } })).json()) as { status: string };
+        return t.status === 'succeeded';
+      }, 15_000, 50);
+      await flush();
+      const { rows } = await db.query(`SELECT idem_key, task_id FROM ledger_journal WHERE task_id = $1`, [task.id]);
+      expect(rows).toEqual([{ idem_key: `sale:task:${task.id}`, task_id: task.id }]);
+    } finally {
+      up1.setFault(null);
+    }
+  }, 30_000);
+});
