@@ -2,3 +2,4 @@
 export * from './common.js';
 export { openaiErrorBody, fakeEmbedding, startFakeOpenAI } from './openai.js';
 export { anthropicErrorBody, startFakeAnthropic } from './anthropic.js';
+export { type FakeMediaUpstream, JobBook, type MediaSwitches, startFakeJobs } from './media.js';

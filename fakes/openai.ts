@@ -14,7 +14,6 @@ import {
   chunkText,
   type FakeContext,
   type FakeOptions,
-  type FakeUpstream,
   head,
   isObject,
   type ProviderSpec,
@@ -27,6 +26,7 @@ import {
   truncateWords,
   wordCount,
 } from './common.js';
+import { type FakeMediaUpstream, JobBook, openaiMediaRoute } from './media.js';
 
 const MODELS = [
   'gpt-4o',
@@ -319,7 +319,7 @@ const modelObject = (id: string) => ({
   owned_by: id.startsWith('text-') ? 'openai-internal' : 'system',
 });
 
-const spec: ProviderSpec = {
+const makeSpec = (book: JobBook): ProviderSpec => ({
   defaultName: 'fake-openai',
   requestIdHeader: 'x-request-id',
   errorBody: openaiErrorBody,
@@ -332,12 +332,16 @@ const spec: ProviderSpec = {
       sendJson(ctx, 200, { object: 'list', data: MODELS.map(modelObject) });
     else if (method === 'GET' && path.startsWith('/v1/models/'))
       sendJson(ctx, 200, modelObject(decodeURIComponent(path.slice('/v1/models/'.length))));
-    else return false;
+    else return openaiMediaRoute(ctx, s, book);
     return true;
   },
-};
+});
 
-/** Starts a fake OpenAI server on 127.0.0.1 (port 0 = random). */
-export async function startFakeOpenAI(opts: FakeOptions = {}): Promise<FakeUpstream> {
-  return startFakeServer(spec, opts);
+/** Starts a fake OpenAI server on 127.0.0.1 (port 0 = random), images and videos included. */
+export async function startFakeOpenAI(opts: FakeOptions = {}): Promise<FakeMediaUpstream> {
+  let url = '';
+  const book = new JobBook(() => url);
+  const up = await startFakeServer(makeSpec(book), opts);
+  url = up.url;
+  return Object.assign(up, { book });
 }

@@ -97,6 +97,10 @@ export function testSettings(over: Partial<Settings> = {}): Settings {
     billingBatch: 500,
     billingStaleMs: 30_000,
     billingHoldTtlMs: 600_000,
+    mediaPollMs: 40,
+    mediaPollCapMs: 200,
+    mediaDeadlineMs: { image: 60_000, video: 60_000, music: 60_000 },
+    mediaCallTimeoutMs: 5_000,
     ...over,
   };
 }

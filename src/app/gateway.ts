@@ -26,6 +26,7 @@ import { taskRunner } from '../tasks/runner.js';
 import { TaskStore } from '../tasks/store.js';
 import { TaskWorker } from '../tasks/worker.js';
 import { WebhookDeliverer } from '../tasks/webhooks.js';
+import { MediaRunner } from '../tasks/media.js';
 import type { QuotaBackend } from '../quota/types.js';
 import { MemoryQuota } from '../quota/memory.js';
 import { RedisQuota } from '../quota/redis.js';
@@ -208,11 +209,25 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
   }
 
   const taskStore = new TaskStore(dbh.db);
-  const worker = new TaskWorker(taskStore, taskRunner({ config, admission, relay, now: () => clock.now(), ...(billing ? { billing } : {}) }), log, {
-    pollMs: settings.taskPollMs,
-    leaseMs: settings.taskLeaseMs,
-    concurrency: 8,
-  }, (kind, state) => metrics.tasks.labels(kind, state).inc());
+  const onTaskState = (kind: string, state: string) => metrics.tasks.labels(kind, state).inc();
+  const media = new MediaRunner({
+    store: taskStore,
+    config,
+    breakers,
+    health,
+    billing,
+    log,
+    settings: { pollMs: settings.mediaPollMs, pollCapMs: settings.mediaPollCapMs, deadlineMs: settings.mediaDeadlineMs, callTimeoutMs: settings.mediaCallTimeoutMs },
+    onState: onTaskState,
+  });
+  const worker = new TaskWorker(
+    taskStore,
+    taskRunner({ config, admission, relay, now: () => clock.now(), ...(billing ? { billing } : {}) }),
+    log,
+    { pollMs: Math.min(settings.taskPollMs, Math.max(settings.mediaPollMs, 100)), leaseMs: settings.taskLeaseMs, concurrency: 16 },
+    onTaskState,
+    media,
+  );
   // Capacity freed anywhere, or a task queued anywhere: every worker looks for work.
   void quotaBackend.onWake(() => worker.wake());
   const unsubTasks = await coord.subscribe(TOPIC_TASKS, () => worker.wake());
@@ -259,6 +274,15 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
     },
     admission,
     ...(billing ? { billing } : {}),
+    media: {
+      config,
+      store: taskStore,
+      runner: media,
+      billing,
+      clock,
+      wake: () => void coord.publish(TOPIC_TASKS, '1').catch(() => worker.wake()),
+      onQueued: (kind: string) => metrics.tasks.labels(kind, 'queued').inc(),
+    },
     admin: { admin, tokens, config, breakers, health, publish: publishInvalidation, ...(billing ? { billing } : {}) },
     config,
     relay,

@@ -38,6 +38,11 @@ export interface Settings {
   billingStaleMs: number;
   /** A prepaid reservation of a request whose instance died is released after this. */
   billingHoldTtlMs: number;
+  /** Media tasks: first poll delay (doubling per poll up to the cap), per-kind deadlines, one upstream call's limit. */
+  mediaPollMs: number;
+  mediaPollCapMs: number;
+  mediaDeadlineMs: { image: number; video: number; music: number };
+  mediaCallTimeoutMs: number;
 }
 
 function int(v: string | undefined, dflt: number, name: string): number {
@@ -74,5 +79,13 @@ export function settingsFromEnv(env: NodeJS.ProcessEnv = process.env): Settings 
     billingBatch: int(env.ANIMA_BILLING_BATCH, 500, 'ANIMA_BILLING_BATCH'),
     billingStaleMs: int(env.ANIMA_BILLING_STALE_MS, 30_000, 'ANIMA_BILLING_STALE_MS'),
     billingHoldTtlMs: int(env.ANIMA_BILLING_HOLD_TTL_MS, 10 * 60_000, 'ANIMA_BILLING_HOLD_TTL_MS'),
+    mediaPollMs: int(env.ANIMA_MEDIA_POLL_MS, 1_000, 'ANIMA_MEDIA_POLL_MS'),
+    mediaPollCapMs: int(env.ANIMA_MEDIA_POLL_CAP_MS, 15_000, 'ANIMA_MEDIA_POLL_CAP_MS'),
+    mediaDeadlineMs: {
+      image: int(env.ANIMA_TASK_DEADLINE_IMAGE_MS, 10 * 60_000, 'ANIMA_TASK_DEADLINE_IMAGE_MS'),
+      video: int(env.ANIMA_TASK_DEADLINE_VIDEO_MS, 60 * 60_000, 'ANIMA_TASK_DEADLINE_VIDEO_MS'),
+      music: int(env.ANIMA_TASK_DEADLINE_MUSIC_MS, 30 * 60_000, 'ANIMA_TASK_DEADLINE_MUSIC_MS'),
+    },
+    mediaCallTimeoutMs: int(env.ANIMA_MEDIA_CALL_TIMEOUT_MS, 30_000, 'ANIMA_MEDIA_CALL_TIMEOUT_MS'),
   };
 }

@@ -40,15 +40,15 @@ export class Billing {
   }
 
   /** Reserves `amount` of a prepaid wallet: 402 insufficient_balance when it can't cover it. */
-  async reserve(appId: string, holdId: string, amount: bigint): Promise<void> {
+  async reserve(appId: string, holdId: string, amount: bigint, ttlMs = this.opts.holdTtlMs): Promise<void> {
     if (amount <= 0n) return;
     let r;
     try {
-      r = await this.backend.reserve(appId, holdId, amount, this.opts.holdTtlMs);
+      r = await this.backend.reserve(appId, holdId, amount, ttlMs);
       if (!r.ok && r.reason === 'unknown') {
         const b = await this.ledgerBalance(appId);
         await this.backend.initWallet(appId, b.available, b.version);
-        r = await this.backend.reserve(appId, holdId, amount, this.opts.holdTtlMs);
+        r = await this.backend.reserve(appId, holdId, amount, ttlMs);
       }
     } catch (e) {
       if (e instanceof GatewayError) throw e;

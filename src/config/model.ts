@@ -2,7 +2,7 @@
  * The gateway's runtime view of configuration: typed, defaulted, immutable objects built from DB rows.
  * The data plane reads only these (from the in-process snapshot), never the database.
  */
-export type ProviderKind = 'openai' | 'anthropic';
+export type ProviderKind = 'openai' | 'anthropic' | 'jobs';
 
 export interface Timeouts {
   connectMs: number;

@@ -113,7 +113,7 @@ const FIELDS: Record<Entity, Record<string, (v: unknown) => [string, unknown]>> 
     code: (v) => ['code', str(v, 'code', { max: 64, re: CODE_RE, reMsg: CODE_MSG })],
     name: (v) => ['name', str(v, 'name')],
     provider: (v) => {
-      if (v !== 'openai' && v !== 'anthropic') throw bad('provider', "must be 'openai' or 'anthropic'");
+      if (v !== 'openai' && v !== 'anthropic' && v !== 'jobs') throw bad('provider', "must be 'openai', 'anthropic' or 'jobs'");
       return ['provider', v];
     },
     base_url: (v) => {

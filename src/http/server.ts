@@ -12,6 +12,7 @@ import { authenticate, resolveAlias } from '../relay/auth.js';
 import { RequestContext } from '../relay/context.js';
 import { type ClientSink, type Relay, writeError } from '../relay/relay.js';
 import { type AdminDeps, registerAdmin } from './admin.js';
+import { type MediaHttpDeps, registerMedia } from './media.js';
 import { type Admission, type Lease, rateLimitHeaders } from '../quota/admission.js';
 import { estimateCost, estimateTokens } from '../quota/estimate.js';
 import type { Billing } from '../billing/service.js';
@@ -35,6 +36,8 @@ export interface HttpDeps {
   admission?: Admission;
   /** Billing (absent = requests are priced for metrics but not booked). */
   billing?: Billing;
+  /** Media generation routes (images, videos, music, new-api compatibility). */
+  media?: MediaHttpDeps;
   /** The admin API (absent = not served). */
   admin?: AdminDeps;
   readiness: () => Promise<{ up: boolean; degraded?: boolean; components: Record<string, { status: string; details?: unknown }> }>;
@@ -237,6 +240,7 @@ export function buildServer(d: HttpDeps): FastifyInstance {
   };
 
   if (d.admin) registerAdmin(app, d.admin);
+  if (d.media) registerMedia(app, d.media);
 
   app.post('/v1/chat/completions', dataPlane('openai_chat'));
   app.post('/v1/embeddings', dataPlane('openai_embeddings'));

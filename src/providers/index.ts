@@ -1,3 +1,4 @@
+import { GatewayError } from '../core/errors.js';
 import { anthropicExchange } from './anthropic/exchange.js';
 import { openaiExchange } from './openai/exchange.js';
 import type { Exchange, InboundDialect, ProviderKind, UpstreamEndpoint } from './types.js';
@@ -9,6 +10,9 @@ import type { Exchange, InboundDialect, ProviderKind, UpstreamEndpoint } from '.
 const REGISTRY: Record<ProviderKind, typeof openaiExchange> = {
   openai: openaiExchange,
   anthropic: anthropicExchange,
+  jobs: () => {
+    throw new GatewayError('unsupported_operation', 'a jobs channel serves media generation only');
+  },
 };
 
 export function createExchange(

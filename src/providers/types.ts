@@ -2,7 +2,8 @@ import type { GatewayError } from '../core/errors.js';
 import type { Usage } from '../core/usage.js';
 import type { SseEvent } from '../lib/sse.js';
 
-export type ProviderKind = 'openai' | 'anthropic';
+/** 'jobs': a submit/poll media vendor (images, video, music); it serves no chat dialect. */
+export type ProviderKind = 'openai' | 'anthropic' | 'jobs';
 
 /** The wire format a client spoke to Anima. Answers go back in the same one. */
 export type InboundDialect = 'openai_chat' | 'anthropic_messages' | 'openai_embeddings';
@@ -57,4 +58,5 @@ export interface Exchange {
 export const CAPABILITIES: Record<ProviderKind, ReadonlySet<InboundDialect>> = {
   openai: new Set<InboundDialect>(['openai_chat', 'anthropic_messages', 'openai_embeddings']),
   anthropic: new Set<InboundDialect>(['openai_chat', 'anthropic_messages']),
+  jobs: new Set<InboundDialect>(),
 };

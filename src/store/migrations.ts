@@ -299,6 +299,33 @@ const migrations: Record<string, Migration> = {
       await sql`CREATE INDEX ledger_journal_occurred ON ledger_journal (occurred_at)`.execute(db);
     },
   },
+  '0010_media_tasks': {
+    // Media generation tasks (image, video, music) share the task table with ASYNC chat tasks: the channel
+    // and upstream job they run on, progress, an idempotency key per app, a per-task webhook, a cancel
+    // request, every status change with its time, and the priced record billing settles from
+    // (billing_state 'pending' until the settlement is durable, so a crash in between is swept up).
+    async up(db: Kysely<unknown>) {
+      await sql`ALTER TABLE task
+        ADD COLUMN alias text,
+        ADD COLUMN channel text,
+        ADD COLUMN upstream_id text,
+        ADD COLUMN progress integer NOT NULL DEFAULT 0,
+        ADD COLUMN idempotency_key text,
+        ADD COLUMN webhook_url text,
+        ADD COLUMN cancel_requested_at timestamptz,
+        ADD COLUMN transitions jsonb NOT NULL DEFAULT '[]',
+        ADD COLUMN billing jsonb,
+        ADD COLUMN billing_state text NOT NULL DEFAULT 'none' CHECK (billing_state IN ('none', 'pending', 'done')),
+        ADD COLUMN polls integer NOT NULL DEFAULT 0`.execute(db);
+      await sql`CREATE UNIQUE INDEX task_idempotency ON task (app_id, idempotency_key) WHERE idempotency_key IS NOT NULL`.execute(db);
+      await sql`DROP INDEX task_claim`.execute(db);
+      await sql`CREATE INDEX task_claim ON task (not_before) WHERE status IN ('queued', 'submitted', 'running')`.execute(db);
+      await sql`CREATE INDEX task_billing ON task (completed_at) WHERE billing_state = 'pending'`.execute(db);
+      // 'jobs': the submit/poll media vendor provider.
+      await sql`ALTER TABLE channel DROP CONSTRAINT channel_provider_check`.execute(db);
+      await sql`ALTER TABLE channel ADD CONSTRAINT channel_provider_check CHECK (provider IN ('openai', 'anthropic', 'jobs'))`.execute(db);
+    },
+  },
 };
 
 class StaticProvider implements MigrationProvider {

@@ -135,6 +135,17 @@ export interface TaskTable {
   created_at: ColumnType<Date, Date | undefined, never>;
   updated_at: ColumnType<Date, Date | undefined, Date>;
   completed_at: ColumnType<Date | null, Date | null | undefined, Date | null>;
+  alias: ColumnType<string | null, string | null | undefined, string | null>;
+  channel: ColumnType<string | null, string | null | undefined, string | null>;
+  upstream_id: ColumnType<string | null, string | null | undefined, string | null>;
+  progress: ColumnType<number, number | undefined, number>;
+  idempotency_key: ColumnType<string | null, string | null | undefined, string | null>;
+  webhook_url: ColumnType<string | null, string | null | undefined, string | null>;
+  cancel_requested_at: ColumnType<Date | null, Date | null | undefined, Date | null>;
+  transitions: ColumnType<unknown, string | undefined, string>;
+  billing: ColumnType<unknown, string | null | undefined, string | null>;
+  billing_state: ColumnType<string, string | undefined, string>;
+  polls: ColumnType<number, number | undefined, number>;
 }
 
 export interface PriceTable extends Versioned {

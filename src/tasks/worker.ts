@@ -7,7 +7,7 @@
 import type { Logger } from 'pino';
 import { GatewayError } from '../core/errors.js';
 import { randomId } from '../core/ids.js';
-import type { TaskRow, TaskStore } from './store.js';
+import { type TaskRow, type TaskStore, isMediaKind } from './store.js';
 
 export type RunOutcome =
   | { ok: true; status: number; body: unknown; webhook?: string | null }
@@ -34,7 +34,11 @@ export class TaskWorker {
     private readonly log: Logger,
     private readonly opts: TaskWorkerOptions = { pollMs: 500, leaseMs: 60_000, concurrency: 8 },
     private readonly onState: (kind: string, status: string) => void = () => {},
+    /** Media tasks: one step per claim (submit, or one poll); and the sweep of unsettled successes. */
+    private readonly media: { step(t: TaskRow, owner: string): Promise<void>; sweep(): Promise<void> } | null = null,
   ) {}
+
+  private lastSweep = 0;
 
   start(): void {
     this.timer = setInterval(() => this.wake(), this.opts.pollMs);
@@ -50,6 +54,10 @@ export class TaskWorker {
   }
 
   private async tick(): Promise<void> {
+    if (this.media && Date.now() - this.lastSweep > 5_000) {
+      this.lastSweep = Date.now();
+      await this.media.sweep().catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'task billing sweep failed'));
+    }
     const room = this.opts.concurrency - this.running;
     if (room <= 0) return;
     let tasks: TaskRow[];
@@ -70,6 +78,18 @@ export class TaskWorker {
   }
 
   private async handle(t: TaskRow): Promise<void> {
+    if (this.media && isMediaKind(t.kind)) {
+      const renew = setInterval(() => void this.store.renew(t.id, this.owner, this.opts.leaseMs).catch(() => {}), Math.max(1_000, this.opts.leaseMs / 3));
+      renew.unref();
+      try {
+        await this.media.step(t, this.owner);
+      } finally {
+        clearInterval(renew);
+        // The next due task may already be waiting (a fast job's next poll): look again soon.
+        setTimeout(() => this.wake(), 5).unref();
+      }
+      return;
+    }
     if (new Date(t.deadline).getTime() <= Date.now()) {
       if (await this.store.complete(t.id, this.owner, 'expired', { error: { message: 'the task waited past its deadline', code: 'task_expired' } })) this.onState(t.kind, 'expired');
       return;

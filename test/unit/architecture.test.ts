@@ -37,7 +37,7 @@ const ALLOWED: Record<string, string[]> = {
   http: ['core', 'lib', 'providers', 'relay', 'config', 'observability', 'coord', 'quota', 'tasks', 'billing'],
   quota: ['core', 'lib', 'config', 'coord'],
   billing: ['core', 'lib', 'store', 'config', 'relay', 'quota'],
-  tasks: ['core', 'lib', 'config', 'quota', 'relay', 'store', 'providers', 'billing'],
+  tasks: ['core', 'lib', 'config', 'quota', 'relay', 'store', 'providers', 'billing', 'breaker'],
   app: ['*'],
 };
 

@@ -1,0 +1,339 @@
+/**
+ * Media generation routes. Every submission is a durable task (src/tasks/media.ts runs it); the routes
+ * differ only in their wire format:
+ *
+ *   OpenAI    POST /v1/images/generations (synchronous by default; `?async=true` or `x-anima-async: true`
+ *             answers 202 with the task), POST /v1/videos (multipart or JSON), GET /v1/videos, GET|DELETE
+ *             /v1/videos/{id}, GET /v1/videos/{id}/content
+ *   Music     POST /v1/music {model, prompt, duration?, style?, n?}, GET /v1/music/{id}
+ *   new-api   POST /suno/submit/music, POST /suno/fetch, GET /suno/fetch/{id};
+ *             POST /v1/video/generations, GET /v1/video/generations/{task_id}
+ *   Tasks     POST /v1/tasks/{id}/cancel, DELETE /v1/tasks/{id} (GET ones live in server.ts)
+ *
+ * `Idempotency-Key` makes a submission repeatable: the same key (per app) returns the same task. A task
+ * is visible only to its own app: another app gets 404 for it, as for a task that doesn't exist.
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Billing } from '../billing/service.js';
+import type { ConfigCache } from '../config/cache.js';
+import { GatewayError } from '../core/errors.js';
+import { toOpenAIError } from '../core/render.js';
+import type { Clock } from '../lib/clock.js';
+import type { MediaKind } from '../providers/media.js';
+import { authenticate, resolveAlias } from '../relay/auth.js';
+import { RequestContext } from '../relay/context.js';
+import type { MediaRunner, StoredMediaRequest } from '../tasks/media.js';
+import { type TaskRow, type TaskStore, ACTIVE, taskView } from '../tasks/store.js';
+
+export interface MediaHttpDeps {
+  config: ConfigCache;
+  store: TaskStore;
+  runner: MediaRunner;
+  billing: Billing | null;
+  clock: Clock;
+  /** Tell every instance's workers there is work. */
+  wake: () => void;
+  onQueued?: (kind: string) => void;
+}
+
+const sec = (d: Date | string | null) => (d ? Math.floor(new Date(d).getTime() / 1000) : null);
+const FINAL = new Set(['succeeded', 'failed', 'cancelled', 'expired']);
+
+interface Caller {
+  appId: string;
+  keyId: string;
+  webhookSecret: boolean;
+}
+
+async function caller(d: MediaHttpDeps, req: FastifyRequest): Promise<Caller & { ctx: RequestContext }> {
+  const now = d.clock.now();
+  const ctx = new RequestContext(req.id, 'openai_chat', now);
+  const ks = d.config.killSwitch();
+  if (ks) throw new GatewayError('gateway_disabled', `The gateway is disabled by an operator${ks.reason ? `: ${ks.reason}` : ''}.`);
+  await authenticate(d.config, ctx, req.headers, now);
+  return { ctx, appId: ctx.key!.appId, keyId: ctx.key!.id, webhookSecret: !!ctx.key!.webhookSecret };
+}
+
+function str(b: Record<string, unknown>, k: string, o: { required?: boolean; max?: number } = {}): string | undefined {
+  const v = b[k];
+  if (v === undefined || v === null || v === '') {
+    if (o.required) throw new GatewayError('invalid_request', `'${k}' is required.`, { param: k });
+    return undefined;
+  }
+  if (typeof v !== 'string') throw new GatewayError('invalid_request', `'${k}' must be a string.`, { param: k });
+  if (v.length > (o.max ?? 32_000)) throw new GatewayError('invalid_request', `'${k}' is longer than ${o.max ?? 32_000} characters.`, { param: k });
+  return v;
+}
+
+function num(b: Record<string, unknown>, k: string, min: number, max: number): number | undefined {
+  const v = b[k];
+  if (v === undefined || v === null || v === '') return undefined;
+  const n = typeof v === 'string' && /^\d+(\.\d+)?$/.test(v) ? Number(v) : v;
+  if (typeof n !== 'number' || !Number.isFinite(n) || n < min || n > max) throw new GatewayError('invalid_request', `'${k}' must be a number from ${min} to ${max}.`, { param: k });
+  return n;
+}
+
+function callbackUrl(b: Record<string, unknown>): string | null {
+  const v = b.callback_url ?? b.callBackUrl;
+  if (v === undefined || v === null || v === '') return null;
+  if (typeof v !== 'string' || v.length > 2000) throw new GatewayError('invalid_request', "'callback_url' must be an http(s) URL.", { param: 'callback_url' });
+  let u: URL;
+  try {
+    u = new URL(v);
+  } catch {
+    throw new GatewayError('invalid_request', "'callback_url' must be an http(s) URL.", { param: 'callback_url' });
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new GatewayError('invalid_request', "'callback_url' must be an http(s) URL.", { param: 'callback_url' });
+  return v;
+}
+
+function idempotencyKey(req: FastifyRequest): string | null {
+  const h = req.headers['idempotency-key'];
+  if (h === undefined) return null;
+  if (typeof h !== 'string' || !h || h.length > 200) throw new GatewayError('invalid_request', 'Idempotency-Key must be 1..200 characters.', { param: 'Idempotency-Key' });
+  return h;
+}
+
+/** Creates (or, with the same Idempotency-Key, finds) a media task and wakes the workers. */
+async function submit(d: MediaHttpDeps, req: FastifyRequest, kind: MediaKind, model: string | undefined, request: StoredMediaRequest, b: Record<string, unknown>): Promise<{ task: TaskRow; existing: boolean }> {
+  const c = await caller(d, req);
+  if (!model) throw new GatewayError('missing_model', "'model' is required: name a model alias.", { param: 'model' });
+  resolveAlias(d.config, c.ctx, model, d.clock.now());
+  if (d.billing?.blocked()) throw new GatewayError('service_unavailable', 'Billing can reach neither Redis nor the database; submissions are refused rather than run unbilled.');
+  const r = await d.store.createMedia({ kind, appId: c.appId, keyId: c.keyId, request, deadline: d.runner.deadlineFor(kind), alias: model, idempotencyKey: idempotencyKey(req), webhookUrl: callbackUrl(b) });
+  if (!r.existing) {
+    d.onQueued?.(kind);
+    d.wake();
+  }
+  return r;
+}
+
+async function owned(d: MediaHttpDeps, req: FastifyRequest, id: string, kinds?: MediaKind[]): Promise<{ task: TaskRow; c: Caller }> {
+  const c = await caller(d, req);
+  const t = await d.store.get(id, c.appId);
+  if (!t || (kinds && !kinds.includes(t.kind as MediaKind))) throw new GatewayError('not_found', `No task with id '${id.slice(0, 100)}'.`);
+  return { task: t, c };
+}
+
+async function cancel(d: MediaHttpDeps, req: FastifyRequest, id: string, kinds?: MediaKind[]): Promise<TaskRow> {
+  const { task, c } = await owned(d, req, id, kinds);
+  if (!ACTIVE.includes(task.status)) return task;
+  const r = await d.store.cancel(task.id, c.appId);
+  if (!r) throw new GatewayError('not_found', `No task with id '${id.slice(0, 100)}'.`);
+  if (r.cancelled) await d.runner.afterCancel(r.task);
+  else d.wake(); // a worker holds it: it cancels at the end of its step
+  return r.task;
+}
+
+/** OpenAI's Video object for a video task. */
+function videoView(t: TaskRow): Record<string, unknown> {
+  const r = t.request as StoredMediaRequest;
+  const status = t.status === 'succeeded' ? 'completed' : t.status === 'running' ? 'in_progress' : ACTIVE.includes(t.status) ? 'queued' : 'failed';
+  const err = t.error as { code?: string; message?: string } | null;
+  return {
+    id: t.id,
+    object: 'video',
+    model: t.alias,
+    status,
+    progress: t.status === 'succeeded' ? 100 : t.progress,
+    created_at: sec(t.created_at),
+    completed_at: t.status === 'succeeded' ? sec(t.completed_at) : null,
+    expires_at: null,
+    prompt: r.prompt ?? null,
+    remixed_from_video_id: null,
+    seconds: String(r.seconds ?? 4),
+    size: r.size ?? '720x1280',
+    error: status === 'failed' ? { code: err?.code ?? t.status, message: err?.message ?? `the task ${t.status}` } : null,
+  };
+}
+
+/** new-api's task status words. */
+function newApiStatus(t: TaskRow): string {
+  return { queued: 'QUEUED', submitted: 'SUBMITTED', running: 'IN_PROGRESS', succeeded: 'SUCCESS' }[t.status as string] ?? 'FAILURE';
+}
+
+function sunoTask(t: TaskRow): Record<string, unknown> {
+  const items = ((t.result as { items?: Array<{ url?: string; duration_s?: number }> } | null)?.items ?? []);
+  const err = t.error as { message?: string } | null;
+  const title = (t.request as StoredMediaRequest).extra?.title;
+  return {
+    task_id: t.id,
+    action: 'MUSIC',
+    status: newApiStatus(t),
+    fail_reason: FINAL.has(t.status) && t.status !== 'succeeded' ? (err?.message ?? t.status) : '',
+    submit_time: sec(t.created_at),
+    start_time: sec((t.transitions.find((x) => x.status === 'submitted')?.at ?? null) as string | null),
+    finish_time: sec(t.completed_at),
+    progress: `${t.status === 'succeeded' ? 100 : t.progress}%`,
+    data: items.map((it, i) => ({ id: `${t.id}-${i}`, audio_url: it.url ?? '', status: 'complete', title: typeof title === 'string' ? title : '', metadata: { duration: it.duration_s ?? null } })),
+  };
+}
+
+function newApiVideo(t: TaskRow): Record<string, unknown> {
+  const res = t.result as { items?: Array<{ url?: string; duration_s?: number }>; upstream_content?: boolean } | null;
+  const err = t.error as { code?: string; message?: string } | null;
+  const status = t.status === 'succeeded' ? 'succeeded' : t.status === 'running' ? 'processing' : ACTIVE.includes(t.status) ? 'queued' : 'failed';
+  return {
+    task_id: t.id,
+    status,
+    ...(t.status === 'succeeded' ? { url: res?.upstream_content ? `/v1/videos/${t.id}/content` : (res?.items?.[0]?.url ?? ''), format: 'mp4', metadata: { duration: res?.items?.[0]?.duration_s ?? null } } : {}),
+    ...(status === 'failed' ? { error: { code: 502, message: err?.message ?? `the task ${t.status}` } } : {}),
+  };
+}
+
+/** new-api answers in {code, message, data}; its errors too. */
+function newApiError(reply: FastifyReply, e: unknown): FastifyReply {
+  const ge = e instanceof GatewayError ? e : new GatewayError('internal_error', 'internal error');
+  return reply.code(ge.status).send({ code: ge.code, message: ge.message, data: null });
+}
+
+function body(req: FastifyRequest): Record<string, unknown> {
+  const b = req.body;
+  if (b === undefined || b === null || typeof b !== 'object' || Array.isArray(b)) throw new GatewayError('invalid_request', 'The request body must be a JSON object.');
+  return b as Record<string, unknown>;
+}
+
+export function registerMedia(app: FastifyInstance, d: MediaHttpDeps): void {
+  // Multipart bodies (OpenAI's videos.create): text fields become the body object; a file part is refused
+  // with a clear error (image-to-video references are not supported yet).
+  app.addContentTypeParser(/^multipart\/form-data/, { parseAs: 'buffer', bodyLimit: 20 * 1024 * 1024 }, (req, buf, done) => {
+    new Response(buf as Buffer, { headers: { 'content-type': String(req.headers['content-type']) } })
+      .formData()
+      .then((form) => {
+        const out: Record<string, unknown> = {};
+        for (const [k, v] of form.entries()) {
+          if (typeof v !== 'string') return done(new GatewayError('unsupported_parameter', `File uploads ('${k}') are not supported; send text fields.`, { param: k }) as unknown as Error, undefined);
+          out[k] = v;
+        }
+        done(null, out);
+      })
+      .catch(() => done(new GatewayError('invalid_request', 'The multipart body could not be parsed.') as unknown as Error, undefined));
+  });
+
+  // ---- images ----
+  app.post('/v1/images/generations', async (req, reply) => {
+    const b = body(req);
+    const n = num(b, 'n', 1, 10);
+    const rf = str(b, 'response_format');
+    if (rf !== undefined && rf !== 'url' && rf !== 'b64_json') throw new GatewayError('invalid_request', "'response_format' must be 'url' or 'b64_json'.", { param: 'response_format' });
+    const request: StoredMediaRequest = { prompt: str(b, 'prompt', { required: true })!, ...(n ? { n } : {}), ...(str(b, 'size') ? { size: str(b, 'size')! } : {}), ...(rf ? { response_format: rf as 'url' | 'b64_json' } : {}) };
+    const { task } = await submit(d, req, 'image', str(b, 'model'), request, b);
+    const async = (req.query as Record<string, string>).async === 'true' || req.headers['x-anima-async'] === 'true';
+    if (async) return reply.code(202).header('location', `/v1/tasks/${task.id}`).send({ ...taskView(task), task_id: task.id });
+    // Synchronous, as OpenAI's: wait for the task (any instance's worker runs it), then answer.
+    const gone = new AbortController();
+    req.raw.once('close', () => gone.abort());
+    const until = Math.min(new Date(task.deadline).getTime(), Date.now() + 300_000);
+    let t = task;
+    while (!FINAL.has(t.status) && Date.now() < until && !gone.signal.aborted) {
+      await new Promise((r) => setTimeout(r, 50));
+      t = (await d.store.byId(task.id)) ?? t;
+    }
+    void reply.header('x-anima-task-id', t.id);
+    if (t.status === 'succeeded') {
+      const res = t.result as { items: unknown[] };
+      return reply.send({ created: sec(t.completed_at), data: res.items });
+    }
+    if (!FINAL.has(t.status)) return reply.code(202).header('location', `/v1/tasks/${t.id}`).send({ ...taskView(t), task_id: t.id });
+    const err = t.error as { code?: string; message?: string } | null;
+    const ge = new GatewayError(err?.code === 'insufficient_balance' ? 'insufficient_balance' : 'upstream_error', err?.message ?? `the image task ${t.status}`);
+    return reply.code(t.result_status && t.result_status >= 400 ? t.result_status : ge.status).send({ error: { ...toOpenAIError(ge).error, code: err?.code ?? ge.code } });
+  });
+
+  // ---- videos (OpenAI) ----
+  const videoRequest = (b: Record<string, unknown>): StoredMediaRequest => {
+    const seconds = num(b, 'seconds', 1, 600) ?? num(b, 'duration', 1, 600);
+    return { prompt: str(b, 'prompt', { required: true })!, ...(seconds ? { seconds } : {}), ...(str(b, 'size') ? { size: str(b, 'size')! } : {}) };
+  };
+  app.post('/v1/videos', async (req) => {
+    const b = body(req);
+    const { task } = await submit(d, req, 'video', str(b, 'model'), videoRequest(b), b);
+    return videoView(task);
+  });
+  app.get('/v1/videos', async (req) => {
+    const c = await caller(d, req);
+    const rows = (await d.store.list(c.appId, { limit: 100 })).filter((t) => t.kind === 'video');
+    return { object: 'list', data: rows.map(videoView), first_id: rows[0]?.id ?? null, last_id: rows.at(-1)?.id ?? null, has_more: false };
+  });
+  app.get('/v1/videos/:id', async (req) => videoView((await owned(d, req, (req.params as { id: string }).id, ['video'])).task));
+  app.delete('/v1/videos/:id', async (req) => {
+    const t = await cancel(d, req, (req.params as { id: string }).id, ['video']);
+    return { id: t.id, object: 'video.deleted', deleted: true };
+  });
+  app.get('/v1/videos/:id/content', async (req, reply) => {
+    const { task } = await owned(d, req, (req.params as { id: string }).id, ['video']);
+    if (task.status !== 'succeeded') throw new GatewayError('not_found', `Video '${task.id}' has no content yet (status ${task.status}).`);
+    const res = task.result as { items: Array<{ url?: string }>; upstream_content?: boolean };
+    let up: Response;
+    if (res.upstream_content) up = await d.runner.content(task);
+    else {
+      const url = res.items[0]?.url;
+      if (!url) throw new GatewayError('not_found', 'This video has no content.');
+      up = await fetch(url, { signal: AbortSignal.timeout(120_000) });
+      if (!up.ok) throw new GatewayError('upstream_error', `the result URL answered ${up.status}`);
+    }
+    const buf = Buffer.from(await up.arrayBuffer());
+    return reply.header('content-type', up.headers.get('content-type') ?? 'video/mp4').send(buf);
+  });
+
+  // ---- music ----
+  app.post('/v1/music', async (req, reply) => {
+    const b = body(req);
+    const n = num(b, 'n', 1, 4);
+    const seconds = num(b, 'duration', 1, 600);
+    const style = str(b, 'style', { max: 1000 });
+    const request: StoredMediaRequest = { prompt: str(b, 'prompt', { required: true })!, ...(n ? { n } : {}), ...(seconds ? { seconds } : {}), ...(style ? { extra: { style } } : {}) };
+    const { task, existing } = await submit(d, req, 'music', str(b, 'model'), request, b);
+    return reply.code(existing ? 200 : 202).header('location', `/v1/music/${task.id}`).send(taskView(task));
+  });
+  app.get('/v1/music/:id', async (req) => taskView((await owned(d, req, (req.params as { id: string }).id, ['music'])).task));
+
+  // ---- generic task control ----
+  app.post('/v1/tasks/:id/cancel', async (req) => taskView(await cancel(d, req, (req.params as { id: string }).id)));
+  app.delete('/v1/tasks/:id', async (req) => taskView(await cancel(d, req, (req.params as { id: string }).id)));
+
+  // ---- new-api compatibility ----
+  app.post('/suno/submit/music', async (req, reply) => {
+    try {
+      const b = body(req);
+      const prompt = str(b, 'prompt') ?? str(b, 'gpt_description_prompt');
+      if (!prompt) throw new GatewayError('invalid_request', "'prompt' or 'gpt_description_prompt' is required.", { param: 'prompt' });
+      const extra: Record<string, unknown> = {};
+      for (const k of ['title', 'tags', 'make_instrumental', 'mv']) if (b[k] !== undefined) extra[k] = b[k];
+      const { task } = await submit(d, req, 'music', str(b, 'model') ?? str(b, 'mv'), { prompt, extra }, b);
+      return reply.send({ code: 'success', message: '', data: task.id });
+    } catch (e) {
+      return newApiError(reply, e);
+    }
+  });
+  app.post('/suno/fetch', async (req, reply) => {
+    try {
+      const b = body(req);
+      const ids = b.ids;
+      if (!Array.isArray(ids) || ids.length > 100 || !ids.every((x) => typeof x === 'string')) throw new GatewayError('invalid_request', "'ids' must be an array of at most 100 task ids.", { param: 'ids' });
+      const c = await caller(d, req);
+      const rows = (await Promise.all(ids.map((id) => d.store.get(id, c.appId)))).filter((t): t is TaskRow => !!t && t.kind === 'music');
+      return reply.send({ code: 'success', message: '', data: rows.map(sunoTask) });
+    } catch (e) {
+      return newApiError(reply, e);
+    }
+  });
+  app.get('/suno/fetch/:id', async (req, reply) => {
+    try {
+      const { task } = await owned(d, req, (req.params as { id: string }).id, ['music']);
+      return reply.send({ code: 'success', message: '', data: sunoTask(task) });
+    } catch (e) {
+      return newApiError(reply, e);
+    }
+  });
+  app.post('/v1/video/generations', async (req) => {
+    const b = body(req);
+    const extra: Record<string, unknown> = {};
+    for (const k of ['image', 'width', 'height', 'fps', 'seed', 'metadata']) if (b[k] !== undefined) extra[k] = b[k];
+    const size = typeof b.width === 'number' && typeof b.height === 'number' ? `${b.width}x${b.height}` : undefined;
+    const r = videoRequest(b);
+    const { task } = await submit(d, req, 'video', str(b, 'model'), { ...r, ...(size ? { size } : {}), ...(Object.keys(extra).length ? { extra } : {}) }, b);
+    return { task_id: task.id, status: 'queued' };
+  });
+  app.get('/v1/video/generations/:task_id', async (req) => newApiVideo((await owned(d, req, (req.params as { task_id: string }).task_id, ['video'])).task));
+}
