@@ -65,6 +65,12 @@ const dashboards = {
     panel('Spread per hour by alias', [['sum by (alias) (increase(anima_sale_micros_total[1h])) - sum by (alias) (increase(anima_cost_micros_total[1h]))', '{{alias}}']]),
     panel('Spread per hour by channel', [['sum by (channel) (increase(anima_sale_micros_total[1h])) - sum by (channel) (increase(anima_cost_micros_total[1h]))', '{{channel}}']]),
     panel('Sale per hour by app', [['sum by (app) (increase(anima_sale_micros_total[1h]))', '{{app}}']]),
+    panel('Journals written per second', [['sum(rate(anima_billing_journals_written_total[5m]))', 'journals/s']]),
+    panel('Unwritten billing records (backlog)', [['sum(anima_billing_backlog)', 'backlog']]),
+    panel('Journal batch commit p99', [[q(0.99, 'anima_billing_commit_seconds'), 'p99']], { unit: 's' }),
+    panel('Journal commit failures and direct writes (Redis down)', [['sum(increase(anima_billing_commit_failures_total[5m]))', 'commit failures'], ['sum(increase(anima_billing_spilled_total[5m]))', 'spilled']]),
+    panel('Billing refusals (402 / 503)', [['sum by (reason) (increase(anima_billing_refusals_total[5m]))', '{{reason}}']]),
+    panel('Uncollected (bad debt) per hour by app', [['sum by (app) (increase(anima_billing_uncollected_micros_total[1h]))', '{{app}}']]),
   ]),
   'anima-channels': dashboard('anima-channels', 'Anima / Channels', () => [
     panel('Breaker state (0 closed, 1 half-open, 2 open, 3 forced open)', [['max by (channel) (anima_breaker_state)', '{{channel}}']], { w: 24 }),
