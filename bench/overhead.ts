@@ -1,15 +1,23 @@
 /**
- * Gateway overhead: autocannon on loopback, straight to the fake upstream vs through the gateway, in the
- * same run, interleaved (direct, gateway, direct, gateway …) with medians, because a 2-core machine is
- * noisy. Each process (fake upstream, gateway) runs in its own child process; autocannon runs here.
+ * Gateway overhead: autocannon (saturated) and an open-loop fixed-rate generator (bench/rate.ts) on loopback against the fake upstream directly, a raw pass-through proxy
+ * (bench/raw-proxy.ts) and the gateway with everything on — key auth, quota admission (a key whose
+ * limits never bind), breaker, a fallback chain of two channels, billing journal, metrics, info logs —
+ * interleaved (A B C A B C …) with medians, because a 2-core machine is noisy. A second gateway with
+ * billing off measures what billing costs, in the same rounds.
  *
- *   node dist/bench/overhead.js [--duration S] [--rounds N] [--connections C] [--latency MS]
+ *   node dist/bench/overhead.js [--duration S] [--rounds N] [--connections C] [--rate RPS] [--workers N]
+ *
+ * Scenarios: (1) JSON chat, upstream 0 ms, saturated; (2) SSE, 20 chunks + usage, saturated; (3) upstream
+ * 50 ms at a fixed offered rate (default 1,000 rps); (4) as (3) with 20% of requests failing on the
+ * first channel (fallback and breaker at work). Upstream behaviour is set on the fake servers themselves
+ * (POST /_fake/fault), so every target gets exactly the same answers.
  *
  * Production mode (PostgreSQL + Redis) when DATABASE_URL / REDIS_URL point at servers (the bench creates
- * and drops its own database there), the embedded default otherwise. Prints a table, then one JSON line.
+ * and drops its own database there); the embedded default otherwise (no billing-off twin, no workers).
+ * Prints tables, then as its very last line one JSON object.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
@@ -17,18 +25,20 @@ import pg from 'pg';
 import { insertAlias, insertApp, insertChannel, insertKey } from '../src/config/repo.js';
 import { randomId } from '../src/core/ids.js';
 import { openDatabase } from '../src/store/db.js';
+import { fixedRate } from './rate.js';
 
 const arg = (name: string, dflt: number) => {
   const i = process.argv.indexOf(`--${name}`);
   return i > 0 ? Number(process.argv[i + 1]) : dflt;
 };
-const DURATION = arg('duration', 5);
+const DURATION = arg('duration', 3);
 const ROUNDS = arg('rounds', 3);
 const CONNECTIONS = arg('connections', 50);
-const LATENCY = arg('latency', 0);
+const RATE = arg('rate', 1000);
+const WORKERS = arg('workers', 1);
 
 const children: ChildProcess[] = [];
-function run(args: string[], env: NodeJS.ProcessEnv, ready: RegExp): Promise<RegExpExecArray> {
+function run(args: string[], env: NodeJS.ProcessEnv, ready: RegExp): Promise<{ m: RegExpExecArray; p: ChildProcess }> {
   const p = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(p);
   return new Promise((resolve, reject) => {
@@ -45,7 +55,7 @@ function run(args: string[], env: NodeJS.ProcessEnv, ready: RegExp): Promise<Reg
         p.stderr!.off('data', onErr);
         p.stdout!.resume();
         p.stderr!.resume();
-        resolve(m);
+        resolve({ m, p });
       }
     };
     p.stdout!.on('data', on);
@@ -59,10 +69,13 @@ interface Sample {
   p50: number;
   p99: number;
   errors: number;
+  /** CPU microseconds the target process spent per request served (direct: none measured). */
+  cpuUs?: number;
 }
 
-async function cannon(url: string, headers: Record<string, string>, body: string): Promise<Sample> {
-  const r = await autocannon({ url, method: 'POST', headers, body, connections: CONNECTIONS, duration: DURATION });
+async function cannon(url: string, headers: Record<string, string>, body: string, o: { duration?: number; rate?: number } = {}): Promise<Sample> {
+  if (o.rate) return fixedRate(url, headers, body, o.rate, o.duration ?? DURATION);
+  const r = await autocannon({ url, method: 'POST', headers, body, duration: o.duration ?? DURATION, connections: CONNECTIONS });
   return { rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors + r.non2xx + r.timeouts };
 }
 
@@ -70,10 +83,44 @@ const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 };
+const med = (xs: Sample[]): Sample => ({ rps: median(xs.map((x) => x.rps)), p50: median(xs.map((x) => x.p50)), p99: median(xs.map((x) => x.p99)), errors: xs.reduce((a, x) => a + x.errors, 0), ...(xs.every((x) => x.cpuUs !== undefined) ? { cpuUs: median(xs.map((x) => x.cpuUs!)) } : {}) });
+
+/** Resident set size of a process and its children (a --workers gateway), in MiB. */
+function rssMb(pid: number): number {
+  const read = (p: number): number => {
+    try {
+      const kb = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${p}/status`, 'utf8'))?.[1] ?? 0);
+      const kids = readFileSync(`/proc/${p}/task/${p}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+      return kb + kids.reduce((s, k) => s + read(k), 0);
+    } catch {
+      return 0;
+    }
+  };
+  return Math.round(read(pid) / 1024);
+}
+
+/** CPU time (user + system, ms) a process and its children have used so far, from /proc. */
+function cpuMs(pid: number): number {
+  const read = (p: number): number => {
+    try {
+      const f = readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      const kids = readFileSync(`/proc/${p}/task/${p}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+      return ((Number(f[11]) + Number(f[12])) * 1000) / 100 + kids.reduce((s, k) => s + read(k), 0);
+    } catch {
+      return 0;
+    }
+  };
+  return read(pid);
+}
+
+async function setFault(upstream: string, f: Record<string, unknown> | null): Promise<void> {
+  await fetch(upstream + '/_fake/fault', { method: 'POST', body: JSON.stringify(f) });
+}
 
 async function main(): Promise<void> {
   const databaseUrl = process.env.DATABASE_URL;
   const redisUrl = process.env.REDIS_URL;
+  const production = !!(databaseUrl && redisUrl);
   let dbName: string | null = null;
   let dbUrl: string | undefined;
   let dataDir: string | undefined;
@@ -90,27 +137,21 @@ async function main(): Promise<void> {
     dataDir = mkdtempSync(join(tmpdir(), 'anima-bench-'));
   }
   try {
-    const m = await run(['dist/fakes/cli.js', '--openai-port', '0', '--anthropic-port', '0'], {}, /"openai":"(http:\/\/[^"]+)"/);
-    const upstream = m[1]!;
+    const fake = () => run(['dist/fakes/cli.js', '--openai-port', '0', '--anthropic-port', '0'], {}, /"openai":"(http:\/\/[^"]+)"/).then((x) => x.m[1]!);
+    const [upA, upB] = await Promise.all([fake(), fake()]);
     const dbh = await openDatabase({ databaseUrl: dbUrl, dataDir: dataDir ?? 'memory://' });
-    await insertChannel(dbh.db, { code: 'bench', provider: 'openai', baseUrl: upstream + '/v1', credential: 'bench' });
-    await insertAlias(dbh.db, { name: 'bench', tiers: [[{ channel: 'bench', model: 'gpt-bench' }]] });
-    const app = await insertApp(dbh.db, 'bench');
-    const { sk } = await insertKey(dbh.db, app);
-    // A second key whose every request passes quota admission (limits high enough never to bind).
-    const quotaKey = await insertKey(dbh.db, app);
-    await dbh.db
-      .insertInto('quota')
-      .values({ scope: 'key', scope_id: quotaKey.id, max_concurrency: 100_000, qps: 1_000_000, qps_burst: 1_000_000, tokens_per_minute: 1e12 })
-      .execute();
-    // A price, so every served request is booked: the gateway below bills (the default), a second one
-    // with ANIMA_BILLING=off measures what billing costs.
+    await insertChannel(dbh.db, { code: 'one', provider: 'openai', baseUrl: upA + '/v1', credential: 'bench' });
+    await insertChannel(dbh.db, { code: 'two', provider: 'openai', baseUrl: upB + '/v1', credential: 'bench' });
+    await insertAlias(dbh.db, { name: 'bench', tiers: [[{ channel: 'one', model: 'gpt-bench' }], [{ channel: 'two', model: 'gpt-bench' }]] });
     await dbh.db.insertInto('price').values({ alias: 'bench', sale_input_per_mtok: 2_000_000, sale_output_per_mtok: 4_000_000, cost_input_per_mtok: 1_000_000, cost_output_per_mtok: 2_000_000 }).execute();
+    const app = await insertApp(dbh.db, 'bench');
+    // Every gateway request passes quota admission: a key with limits high enough never to bind.
+    const key = await insertKey(dbh.db, app);
+    await dbh.db.insertInto('quota').values({ scope: 'key', scope_id: key.id, max_concurrency: 100_000, qps: 1_000_000, qps_burst: 1_000_000, tokens_per_minute: 1e12 }).execute();
     const journalCount = async () => {
       const h = await openDatabase({ databaseUrl: dbUrl, dataDir: dataDir ?? 'memory://' });
       try {
-        const r = await h.db.selectFrom('ledger_journal').select((eb) => eb.fn.countAll<string>().as('n')).where('kind', '=', 'sale').executeTakeFirstOrThrow();
-        return Number(r.n);
+        return Number((await h.db.selectFrom('ledger_journal').select((eb) => eb.fn.countAll<string>().as('n')).where('kind', '=', 'sale').executeTakeFirstOrThrow()).n);
       } finally {
         await h.close();
       }
@@ -123,50 +164,62 @@ async function main(): Promise<void> {
       ...(redisUrl ? { REDIS_URL: redisUrl, ANIMA_REDIS_PREFIX: `anima-bench:${randomId(6)}:` } : { REDIS_URL: '' }),
       ...extra,
     });
-    const g = await run(['dist/src/app/cli.js', 'serve'], gatewayEnv({}), /listening on (http:\/\/[\d.:]+)/);
-    const gateway = g[1]!;
-    // PGlite is one process's database: the billing-off comparison needs a shared one.
-    const off = dbUrl ? (await run(['dist/src/app/cli.js', 'serve'], gatewayEnv({ ANIMA_BILLING: 'off' }), /listening on (http:\/\/[\d.:]+)/))[1]! : null;
-    let billedSeconds = 0;
-    const journalsBefore = dbUrl ? await journalCount() : 0;
-    const rp = await run(['dist/bench/raw-proxy.js', upstream, '0'], {}, /listening on (http:\/\/[\d.:]+)/);
-    const raw = rp[1]!;
-    const fault: Record<string, string> = LATENCY ? { 'x-fake-fault': JSON.stringify({ latencyMs: LATENCY }) } : {};
-    const scenarios = [
-      { name: 'json', body: { model: 'gpt-bench', messages: [{ role: 'user', content: 'Say something short about gateways.' }] } },
-      { name: 'stream', body: { model: 'gpt-bench', stream: true, messages: [{ role: 'user', content: 'Stream twenty chunks.' }] } },
+    const LISTEN = /listening on (http:\/\/[\d.:]+)/;
+    const serveArgs = ['dist/src/app/cli.js', 'serve', ...(production && WORKERS > 1 ? ['--workers', String(WORKERS)] : [])];
+    const gw = await run(serveArgs, gatewayEnv({}), LISTEN);
+    const gateway = gw.m[1]!;
+    // The billing-off twin shares the database, so only in production mode.
+    const offRun = production ? await run(serveArgs, gatewayEnv({ ANIMA_BILLING: 'off' }), LISTEN) : null;
+    const off = offRun ? offRun.m[1]! : null;
+    const rawP = await run(['dist/bench/raw-proxy.js', upA, '0'], {}, LISTEN);
+    const raw = rawP.m[1]!;
+    const pidOf: Record<string, number | undefined> = { raw: rawP.p.pid, gateway: gw.p.pid, off: offRun?.p.pid };
+
+    const chatBody = (stream: boolean, model: string) => JSON.stringify({ model, messages: [{ role: 'user', content: 'Say something short about gateways.' }], ...(stream ? { stream: true, stream_options: { include_usage: true } } : {}) });
+    const upHeaders = { 'content-type': 'application/json', authorization: 'Bearer bench' };
+    const gwHeaders = { 'content-type': 'application/json', authorization: `Bearer ${key.sk}` };
+    type Target = 'direct' | 'raw' | 'gateway' | 'off';
+    const hit = (t: Target, stream: boolean, o: { duration?: number; rate?: number } = {}) =>
+      t === 'direct'
+        ? cannon(upA + '/v1/chat/completions', upHeaders, chatBody(stream, 'gpt-bench'), o)
+        : t === 'raw'
+          ? cannon(raw + '/v1/chat/completions', upHeaders, chatBody(stream, 'gpt-bench'), o)
+          : cannon((t === 'off' ? off! : gateway) + '/v1/chat/completions', gwHeaders, chatBody(stream, 'bench'), o);
+
+    const scenarios: Array<{ name: string; stream: boolean; faultA: Record<string, unknown> | null; faultB: Record<string, unknown> | null; rate?: number; targets: Target[] }> = [
+      { name: 'json', stream: false, faultA: null, faultB: null, targets: ['direct', 'raw', 'gateway', ...(off ? ['off' as const] : [])] },
+      { name: 'stream', stream: true, faultA: { chunks: 20 }, faultB: { chunks: 20 }, targets: ['direct', 'raw', 'gateway', ...(off ? ['off' as const] : [])] },
+      { name: 'rate', stream: false, faultA: { latencyMs: 50 }, faultB: { latencyMs: 50 }, rate: RATE, targets: ['direct', 'raw', 'gateway'] },
+      { name: 'fallback', stream: false, faultA: { latencyMs: 50, status: 500, failRate: 0.2 }, faultB: { latencyMs: 50 }, rate: RATE, targets: ['gateway'] },
     ];
-    const rows: Array<{ scenario: string; direct: Sample; raw: Sample; gateway: Sample; quota: Sample; off: Sample | null }> = [];
+    const results: Record<string, Partial<Record<Target, Sample>>> = {};
+    const journalsBefore = production ? await journalCount() : 0;
+    let billedSeconds = 0;
     for (const sc of scenarios) {
-      const streamFault: Record<string, string> = sc.name === 'stream' ? { 'x-fake-fault': JSON.stringify({ chunks: 20, ...(LATENCY ? { latencyMs: LATENCY } : {}) }) } : fault;
-      const d: Sample[] = [];
-      const rws: Sample[] = [];
-      const gws: Sample[] = [];
-      const qws: Sample[] = [];
-      const ows: Sample[] = [];
-      const upHeaders = { 'content-type': 'application/json', authorization: 'Bearer bench', ...streamFault };
-      // warm both paths (JIT, pools) before measuring
-      await cannon(upstream + '/v1/chat/completions', upHeaders, JSON.stringify(sc.body));
-      await cannon(raw + '/v1/chat/completions', upHeaders, JSON.stringify(sc.body));
-      const w0 = performance.now();
-      await cannon(gateway + '/v1/chat/completions', { 'content-type': 'application/json', authorization: `Bearer ${sk}`, ...streamFault }, JSON.stringify({ ...sc.body, model: 'bench' }));
-      billedSeconds += (performance.now() - w0) / 1000;
-      if (off) await cannon(off + '/v1/chat/completions', { 'content-type': 'application/json', authorization: `Bearer ${sk}`, ...streamFault }, JSON.stringify({ ...sc.body, model: 'bench' }));
+      await setFault(upA, sc.faultA);
+      await setFault(upB, sc.faultB);
+      const o = sc.rate ? { rate: sc.rate } : {};
+      for (const t of sc.targets) await hit(t, sc.stream, { ...o, duration: 1 }); // warm JIT and pools
+      const samples: Partial<Record<Target, Sample[]>> = {};
       for (let i = 0; i < ROUNDS; i++) {
-        d.push(await cannon(upstream + '/v1/chat/completions', upHeaders, JSON.stringify(sc.body)));
-        rws.push(await cannon(raw + '/v1/chat/completions', upHeaders, JSON.stringify(sc.body)));
-        const t0 = performance.now();
-        gws.push(await cannon(gateway + '/v1/chat/completions', { 'content-type': 'application/json', authorization: `Bearer ${sk}`, ...streamFault }, JSON.stringify({ ...sc.body, model: 'bench' })));
-        qws.push(await cannon(gateway + '/v1/chat/completions', { 'content-type': 'application/json', authorization: `Bearer ${quotaKey.sk}`, ...streamFault }, JSON.stringify({ ...sc.body, model: 'bench' })));
-        billedSeconds += (performance.now() - t0) / 1000;
-        if (off) ows.push(await cannon(off + '/v1/chat/completions', { 'content-type': 'application/json', authorization: `Bearer ${sk}`, ...streamFault }, JSON.stringify({ ...sc.body, model: 'bench' })));
+        for (const t of sc.targets) {
+          const t0 = performance.now();
+          const pid = pidOf[t];
+          const c0 = pid ? cpuMs(pid) : 0;
+          const x = await hit(t, sc.stream, o);
+          if (pid) x.cpuUs = Math.round(((cpuMs(pid) - c0) * 1000) / Math.max(1, x.rps * DURATION));
+          (samples[t] ??= []).push(x);
+          if (t === 'gateway') billedSeconds += (performance.now() - t0) / 1000;
+        }
       }
-      const med = (xs: Sample[]): Sample => ({ rps: median(xs.map((x) => x.rps)), p50: median(xs.map((x) => x.p50)), p99: median(xs.map((x) => x.p99)), errors: xs.reduce((a, x) => a + x.errors, 0) });
-      rows.push({ scenario: sc.name, direct: med(d), raw: med(rws), gateway: med(gws), quota: med(qws), off: off ? med(ows) : null });
+      results[sc.name] = Object.fromEntries(Object.entries(samples).map(([k, v]) => [k, med(v!)]));
     }
-    // Journals the writer committed for the billed runs (it finishes within a second or two of the load).
+    await setFault(upA, null);
+    await setFault(upB, null);
+    const rss = rssMb(gw.p.pid!);
+    // Journals the writer committed for the billed gateway's runs (it catches up within a second or two).
     let journals = 0;
-    if (dbUrl) {
+    if (production) {
       let last = -1;
       for (let i = 0; i < 50; i++) {
         journals = (await journalCount()) - journalsBefore;
@@ -175,55 +228,46 @@ async function main(): Promise<void> {
         await new Promise((r) => setTimeout(r, 300));
       }
     }
-    const mode = `${dbUrl ? 'PostgreSQL' : 'PGlite'} + ${redisUrl ? 'Redis' : 'in-process'}`;
-    console.log(`\nAnima overhead (${mode}; ${CONNECTIONS} connections, ${DURATION}s x ${ROUNDS} rounds interleaved, medians; upstream latency ${LATENCY} ms)\n`);
-    console.log('scenario | direct rps | raw proxy rps | gateway rps | gateway/direct | gateway/raw proxy | direct p50/p99 ms | raw p50/p99 ms | gateway p50/p99 ms | added over direct p50/p99 ms | errors d/r/g');
-    console.log('---|---|---|---|---|---|---|---|---|---|---');
-    for (const r of rows) {
-      console.log(
-        `${r.scenario} | ${r.direct.rps.toFixed(0)} | ${r.raw.rps.toFixed(0)} | ${r.gateway.rps.toFixed(0)} | ${(r.gateway.rps / r.direct.rps).toFixed(3)} | ${(r.gateway.rps / r.raw.rps).toFixed(3)} | ${r.direct.p50}/${r.direct.p99} | ${r.raw.p50}/${r.raw.p99} | ${r.gateway.p50}/${r.gateway.p99} | ${r.gateway.p50 - r.direct.p50}/${r.gateway.p99 - r.direct.p99} | ${r.direct.errors}/${r.raw.errors}/${r.gateway.errors}`,
-      );
-    }
-    console.log('\nscenario | gateway rps | gateway + quota admission rps | gateway p50/p99 ms | + quota p50/p99 ms | quota added p50/p99 ms');
+
+    const mode = `${dbUrl ? 'PostgreSQL' : 'PGlite'} + ${redisUrl ? 'Redis' : 'in-process'}${WORKERS > 1 && production ? `, ${WORKERS} gateway workers` : ', one gateway process'}`;
+    const f = (s: Sample | undefined) => (s ? `${s.rps.toFixed(0)} rps, p50 ${s.p50} / p99 ${s.p99} ms${s.cpuUs !== undefined ? `, ${s.cpuUs} µs CPU/req` : ''}${s.errors ? `, ${s.errors} errors` : ''}` : '-');
+    console.log(`\nAnima overhead (${mode}; ${CONNECTIONS} connections saturated, ${RATE} rps fixed rate; ${DURATION}s x ${ROUNDS} rounds interleaved, medians)\n`);
+    console.log('scenario | direct | raw proxy | gateway (everything on) | gateway, billing off | gateway / raw proxy');
     console.log('---|---|---|---|---|---');
-    for (const r of rows) {
-      console.log(
-        `${r.scenario} | ${r.gateway.rps.toFixed(0)} | ${r.quota.rps.toFixed(0)} | ${r.gateway.p50}/${r.gateway.p99} | ${r.quota.p50}/${r.quota.p99} | ${r.quota.p50 - r.gateway.p50}/${r.quota.p99 - r.gateway.p99}`,
-      );
+    for (const [name, r] of Object.entries(results)) {
+      console.log(`${name} | ${f(r.direct)} | ${f(r.raw)} | ${f(r.gateway)} | ${f(r.off)} | ${r.raw && r.gateway ? (r.gateway.rps / r.raw.rps).toFixed(3) : '-'}`);
     }
-    if (off) {
-      console.log('\nscenario | billing off rps | billing on rps | off p50/p99 ms | on p50/p99 ms | billing added p50/p99 ms');
-      console.log('---|---|---|---|---|---');
-      for (const r of rows) {
-        console.log(`${r.scenario} | ${r.off!.rps.toFixed(0)} | ${r.gateway.rps.toFixed(0)} | ${r.off!.p50}/${r.off!.p99} | ${r.gateway.p50}/${r.gateway.p99} | ${r.gateway.p50 - r.off!.p50}/${r.gateway.p99 - r.off!.p99}`);
-      }
-      console.log(`\njournals written: ${journals} in ${billedSeconds.toFixed(1)} s of billed load = ${(journals / billedSeconds).toFixed(0)} journals/s (4 entries each)`);
-    }
-    const json = rows.find((r) => r.scenario === 'json')!;
-    const stream = rows.find((r) => r.scenario === 'stream')!;
+    const J = results.json!;
+    const S = results.stream!;
+    const R = results.rate!;
+    const F = results.fallback!;
+    console.log(`\nCPU per request, JSON: gateway ${J.gateway!.cpuUs} µs vs raw proxy ${J.raw!.cpuUs} µs${J.off ? ` (billing off ${J.off.cpuUs} µs)` : ''}; stream: gateway ${S.gateway!.cpuUs} µs vs raw ${S.raw!.cpuUs} µs`);
+    console.log(`at ${RATE} rps with a 50 ms upstream: gateway adds p50 ${(R.gateway!.p50 - R.direct!.p50).toFixed(1)} ms / p99 ${(R.gateway!.p99 - R.direct!.p99).toFixed(1)} ms over direct; with 20% first-channel failures p99 +${(F.gateway!.p99 - R.direct!.p99).toFixed(1)} ms`);
+    if (production) console.log(`journals written: ${journals} in ${billedSeconds.toFixed(1)} s of billed load = ${(journals / billedSeconds).toFixed(0)} journals/s; gateway RSS ${rss} MiB`);
+    const errors = Object.values(results).reduce((s, r) => s + (r.gateway?.errors ?? 0) + (r.off?.errors ?? 0), 0);
     console.log(
       JSON.stringify({
-        json_ratio_vs_direct: +(json.gateway.rps / json.direct.rps).toFixed(3),
-        stream_ratio_vs_direct: +(stream.gateway.rps / stream.direct.rps).toFixed(3),
-        json_ratio_vs_raw_proxy: +(json.gateway.rps / json.raw.rps).toFixed(3),
-        stream_ratio_vs_raw_proxy: +(stream.gateway.rps / stream.raw.rps).toFixed(3),
-        added_p50_ms: json.gateway.p50 - json.direct.p50,
-        added_p99_ms: json.gateway.p99 - json.direct.p99,
-        stream_added_p50_ms: stream.gateway.p50 - stream.direct.p50,
-        stream_added_p99_ms: stream.gateway.p99 - stream.direct.p99,
-        quota_json_rps: Math.round(json.quota.rps),
-        quota_added_p50_ms: json.quota.p50 - json.gateway.p50,
-        quota_added_p99_ms: json.quota.p99 - json.gateway.p99,
-        gateway_errors: json.gateway.errors + stream.gateway.errors + json.quota.errors + stream.quota.errors + (json.off?.errors ?? 0) + (stream.off?.errors ?? 0),
-        ...(json.off
+        json_ratio: +(J.gateway!.rps / J.raw!.rps).toFixed(3),
+        stream_ratio: +(S.gateway!.rps / S.raw!.rps).toFixed(3),
+        added_p50_ms: +(R.gateway!.p50 - R.direct!.p50).toFixed(1),
+        added_p99_ms: +(R.gateway!.p99 - R.direct!.p99).toFixed(1),
+        fallback_added_p99_ms: +(F.gateway!.p99 - R.direct!.p99).toFixed(1),
+        rss_mb: rss,
+        json_rps: Math.round(J.gateway!.rps),
+        json_cpu_us_per_req: J.gateway!.cpuUs,
+        raw_cpu_us_per_req: J.raw!.cpuUs,
+        stream_cpu_us_per_req: S.gateway!.cpuUs,
+        json_ratio_vs_direct: +(J.gateway!.rps / J.direct!.rps).toFixed(3),
+        ...(J.off
           ? {
-              billing_off_json_rps: Math.round(json.off.rps),
-              billing_added_p50_ms: json.gateway.p50 - json.off.p50,
-              billing_added_p99_ms: json.gateway.p99 - json.off.p99,
-              stream_billing_added_p50_ms: stream.gateway.p50 - stream.off!.p50,
+              billing_off_json_rps: Math.round(J.off.rps),
+              billing_added_p50_ms: J.gateway!.p50 - J.off.p50,
+              billing_added_p99_ms: J.gateway!.p99 - J.off.p99,
               journals_per_s: Math.round(journals / billedSeconds),
             }
           : {}),
+        workers: production ? WORKERS : 1,
+        gateway_errors: errors,
         mode,
       }),
     );

@@ -21,6 +21,7 @@ export interface Fault {
   chunks?: number; // number of content chunks in a stream (default 5)
   times?: number; // apply this fault to the next N requests only, then clear it (undefined = until changed)
   rate?: number; // server-level only: apply to this fraction (0..1) of requests, at random
+  failRate?: number; // `status` applies to this fraction (0..1) of requests; latency and the rest to all
 }
 
 export interface FakeStats {
@@ -451,7 +452,7 @@ export async function startFakeServer(spec: ProviderSpec, opts: FakeOptions = {}
       await wait(f.latencyMs, ctx);
       if (ctx.closed()) return;
     }
-    if (f?.status) {
+    if (f?.status && (f.failRate === undefined || Math.random() < f.failRate)) {
       const headers: Record<string, string> =
         f.retryAfter !== undefined ? { 'retry-after': String(f.retryAfter) } : {};
       return sendError(

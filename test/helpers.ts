@@ -81,6 +81,7 @@ export function testSettings(over: Partial<Settings> = {}): Settings {
     redisClusterNodes: undefined,
     logLevel: 'info',
     bodyLimit: 1024 * 1024,
+    requestTimeoutMs: 10_000,
     configRefreshMs: 60_000,
     breakerSyncMs: 1_000,
     dbPoolSize: 5,

@@ -57,7 +57,55 @@ async function seedDemo(dbh: DbHandle, openaiUrl: string, anthropicUrl: string, 
   return sk;
 }
 
+/**
+ * `serve --workers N`: N gateway processes (node:cluster) sharing one listening port, so all of a
+ * machine's cores serve. They share state the way separate instances do (PostgreSQL + Redis), so this
+ * needs DATABASE_URL and REDIS_URL. The primary only forks, restarts a worker that dies, and forwards
+ * SIGTERM/SIGINT; it prints one "listening on" line once every worker listens.
+ */
+async function serveCluster(n: number): Promise<void> {
+  const settings = settingsFromEnv();
+  if (!settings.databaseUrl || !(settings.redisUrl || settings.redisClusterNodes?.length)) {
+    throw new Error('--workers needs DATABASE_URL and REDIS_URL: the workers share state through them (the embedded mode is one process)');
+  }
+  // Migrate once, before any worker opens the database.
+  const dbh = await openDatabase({ databaseUrl: settings.databaseUrl, dataDir: settings.dataDir, poolSize: 1 });
+  await dbh.close();
+  const cluster = (await import('node:cluster')).default;
+  cluster.setupPrimary({ args: ['serve', '--worker'] });
+  let listening = 0;
+  let stopping = false;
+  const fork = () => {
+    const w = cluster.fork();
+    w.on('message', (m: { listening?: string }) => {
+      if (m?.listening && ++listening === n) process.stdout.write(`\nAnima gateway listening on ${m.listening}  [${n} workers]\n`);
+    });
+  };
+  for (let i = 0; i < n; i++) fork();
+  cluster.on('exit', (_w, code, signal) => {
+    if (stopping) return;
+    process.stderr.write(`worker exited (${signal ?? code}); starting another\n`);
+    fork();
+  });
+  const stop = () => {
+    if (stopping) return;
+    stopping = true;
+    for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGTERM');
+    const t = setTimeout(() => process.exit(0), settings.drainMs + 5_000);
+    t.unref();
+    cluster.on('exit', () => {
+      if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(0);
+    });
+  };
+  process.on('SIGINT', stop);
+  process.on('SIGTERM', stop);
+}
+
 async function serve(args: string[]): Promise<void> {
+  const wi = args.indexOf('--workers');
+  const workers = wi >= 0 ? Number(args[wi + 1]) : 1;
+  if (!Number.isInteger(workers) || workers < 1 || workers > 64) throw new Error('--workers takes a number from 1 to 64');
+  if (workers > 1) return serveCluster(workers);
   const settings = settingsFromEnv();
   const demo = args.includes('--demo');
   setSecretKey(settings.secretKey);
@@ -84,7 +132,8 @@ async function serve(args: string[]): Promise<void> {
   stops.unshift(() => gw.close());
   stops.push(() => dbh.close());
   const mode = `${settings.databaseUrl ? 'PostgreSQL' : `PGlite (${settings.dataDir})`} + ${settings.redisClusterNodes?.length ? 'Redis Cluster' : settings.redisUrl ? 'Redis' : 'in-process coordination'}`;
-  process.stdout.write(`\nAnima gateway listening on ${gw.url}  [${mode}]\n`);
+  if (args.includes('--worker') && process.send) process.send({ listening: gw.url });
+  else process.stdout.write(`\nAnima gateway listening on ${gw.url}  [${mode}]\n`);
   if (demo) {
     process.stdout.write(
       [

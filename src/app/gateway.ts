@@ -180,6 +180,9 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
   );
 
   let billing: Billing | null = null;
+  /** Last known database health (probe every 2 s; the journal writer's commits say it sooner). */
+  let dbKnownUp = true;
+  const redisLive = () => !(coord instanceof RedisCoordinator) || coord.isReady();
   if (settings.billing) {
     const backend =
       coord instanceof RedisCoordinator
@@ -193,10 +196,14 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
       { batch: settings.billingBatch, idleMs: 100, retryMs: 500 },
       {
         onCommitted: (n, ms) => {
+          dbKnownUp = true;
           metrics.billingJournals.inc(n);
           metrics.billingCommit.observe(ms / 1000);
         },
-        onFailed: () => metrics.billingCommitFailures.inc(),
+        onFailed: () => {
+          dbKnownUp = false;
+          metrics.billingCommitFailures.inc();
+        },
         onUncollected: (app, micros) => metrics.billingUncollected.labels(app).inc(Number(micros)),
       },
     );
@@ -241,7 +248,10 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
   );
   webhooks.start();
 
-  /** Dependency health, probed every 5 s for metrics (a scrape never waits on it) and on readiness. */
+  /**
+   * Dependency health, probed every 2 s for metrics (a scrape never waits on it), on readiness, and told
+   * at once by the journal writer when the database refuses a commit.
+   */
   const probe = async () => {
     let dbUp = true;
     try {
@@ -249,6 +259,7 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
     } catch {
       dbUp = false;
     }
+    dbKnownUp = dbUp;
     const redisUp = await coord.ping();
     metrics.dependencyUp.labels('db').set(dbUp ? 1 : 0);
     metrics.dependencyUp.labels(coord.kind === 'redis' ? 'redis' : 'coordination').set(redisUp ? 1 : 0);
@@ -260,7 +271,7 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
     return { dbUp, redisUp };
   };
   await probe();
-  const probeTimer = setInterval(() => void probe(), 5_000);
+  const probeTimer = setInterval(() => void probe(), 2_000);
   probeTimer.unref();
   metrics.waitingSource = () => admission.waitingNow;
   config.onKeyLookup = (layer, result) => metrics.cacheLookups.labels(layer, result).inc();
@@ -290,6 +301,8 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
     log,
     metrics,
     bodyLimit: settings.bodyLimit,
+    requestTimeoutMs: settings.requestTimeoutMs,
+    bothDown: () => !dbKnownUp && !redisLive(),
     readiness: async () => {
       const { dbUp, redisUp } = await probe();
       const components: Record<string, { status: string; details?: unknown }> = {

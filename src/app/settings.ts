@@ -12,6 +12,8 @@ export interface Settings {
   redisClusterNodes: string[] | undefined;
   logLevel: string;
   bodyLimit: number;
+  /** A client must send its whole request within this (slow-loris guard). */
+  requestTimeoutMs: number;
   configRefreshMs: number;
   breakerSyncMs: number;
   dbPoolSize: number;
@@ -63,6 +65,7 @@ export function settingsFromEnv(env: NodeJS.ProcessEnv = process.env): Settings 
     redisClusterNodes: env.REDIS_CLUSTER_NODES ? env.REDIS_CLUSTER_NODES.split(',').map((x) => x.trim()).filter(Boolean) : undefined,
     logLevel: env.ANIMA_LOG_LEVEL ?? 'info',
     bodyLimit: int(env.ANIMA_BODY_LIMIT_BYTES, 20 * 1024 * 1024, 'ANIMA_BODY_LIMIT_BYTES'),
+    requestTimeoutMs: int(env.ANIMA_REQUEST_TIMEOUT_MS, 30_000, 'ANIMA_REQUEST_TIMEOUT_MS'),
     configRefreshMs: int(env.ANIMA_CONFIG_REFRESH_MS, 30_000, 'ANIMA_CONFIG_REFRESH_MS'),
     breakerSyncMs: int(env.ANIMA_BREAKER_SYNC_MS, 1_000, 'ANIMA_BREAKER_SYNC_MS'),
     dbPoolSize: int(env.ANIMA_DB_POOL_SIZE, 10, 'ANIMA_DB_POOL_SIZE'),

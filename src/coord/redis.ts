@@ -142,6 +142,11 @@ export class RedisCoordinator implements Coordinator {
     this.cmd.options.enableOfflineQueue = false;
   }
 
+  /** The command connection is up right now (no round trip). */
+  isReady(): boolean {
+    return this.cmd.status === 'ready';
+  }
+
   async publish(topic: string, message: string) {
     await this.cmd.publish(this.prefix + topic, message);
   }

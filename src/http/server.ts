@@ -29,6 +29,10 @@ export interface HttpDeps {
   log: Logger;
   metrics: Metrics;
   bodyLimit: number;
+  /** A client must have sent its whole request within this (slow-loris guard); 0 = no limit. */
+  requestTimeoutMs?: number;
+  /** True while both shared dependencies (Redis and the database) are unreachable: data plane answers 503. */
+  bothDown?: () => boolean;
   /** Readiness: the gateway's dependencies, for /actuator/health/readiness. */
   /** The ASYNC task store (absent = no ASYNC mode). */
   tasks?: { store: TaskStore; wake: () => void; deadlineMs: number; onQueued?: (kind: string) => void };
@@ -114,6 +118,7 @@ export function buildServer(d: HttpDeps): FastifyInstance {
     loggerInstance: d.log as unknown as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: d.bodyLimit,
+    requestTimeout: d.requestTimeoutMs ?? 60_000,
     genReqId: () => requestId(),
     return503OnClosing: true,
     forceCloseConnections: 'idle',
@@ -160,6 +165,7 @@ export function buildServer(d: HttpDeps): FastifyInstance {
     try {
       const ks = d.config.killSwitch();
       if (ks) throw new GatewayError('gateway_disabled', `The gateway is disabled by an operator${ks.reason ? `: ${ks.reason}` : ''}.`);
+      if (d.bothDown?.()) throw new GatewayError('service_unavailable', 'Redis and the database are both unreachable: requests are refused until one returns (nothing is served unbilled).', { headers: { 'retry-after': '1' } });
       const body = validateBody(dialect, req.body);
       reqBody = body;
       ctx.stream = body.stream === true;

@@ -400,6 +400,12 @@ describe('Redis and the database both gone', () => {
       expect(((await refused.json()) as { error: { code: string } }).error.code).toBe('service_unavailable');
       // A prepaid wallet can't even be read: refused before any upstream call.
       expect((await chat(C, prepaid.sk)).status).toBe(503);
+      // Reads the gateway answers from its in-memory config still answer.
+      const models = await fetch(C.url + '/v1/models', { headers: { authorization: `Bearer ${postpaid.sk}` } });
+      expect(models.status).toBe(200);
+      expect(((await models.json()) as { data: Array<{ id: string }> }).data.map((m) => m.id)).toContain('main');
+      const ready = await fetch(C.url + '/actuator/health/readiness');
+      expect(ready.status).toBe(503);
       pgProxy.up();
       redisProxy.up();
       await waitFor(() => !C.billing!.blocked(), 10_000, 50);

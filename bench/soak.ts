@@ -1,0 +1,89 @@
+/**
+ * Soak: the gateway in production mode (PostgreSQL + Redis from DATABASE_URL / REDIS_URL, its own
+ * database) under a steady fixed rate for a while, its RSS sampled every 30 s. Not part of CI.
+ *
+ *   npm run soak -- [--minutes 10] [--rate 300]
+ *
+ * Prints each sample, then one JSON line: {rss_start_mb, rss_end_mb, rss_max_mb, growth_pct, requests, errors}.
+ * "Flat" = the end within 10% of the first sample taken after warm-up.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import pg from 'pg';
+import { insertAlias, insertApp, insertChannel, insertKey } from '../src/config/repo.js';
+import { randomId } from '../src/core/ids.js';
+import { openDatabase } from '../src/store/db.js';
+import { fixedRate } from './rate.js';
+
+const arg = (n: string, d: number) => (process.argv.includes(`--${n}`) ? Number(process.argv[process.argv.indexOf(`--${n}`) + 1]) : d);
+const MINUTES = arg('minutes', 10);
+const RATE = arg('rate', 300);
+const children: ChildProcess[] = [];
+const start = (args: string[], env: NodeJS.ProcessEnv, re: RegExp) =>
+  new Promise<{ url: string; pid: number }>((resolve, reject) => {
+    const p = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(p);
+    let out = '';
+    p.stdout!.on('data', (d: Buffer) => {
+      if (out.length < 10_000) out += d.toString();
+      const m = re.exec(out);
+      if (m) resolve({ url: m[1]!, pid: p.pid! });
+    });
+    p.stderr!.resume();
+    p.on('exit', (c) => reject(new Error(`${args[0]} exited ${c}: ${out}`)));
+  });
+const rss = (pid: number) => Math.round(Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024);
+
+async function main(): Promise<void> {
+  const base = process.env.DATABASE_URL;
+  const redis = process.env.REDIS_URL;
+  if (!base || !redis) throw new Error('soak needs DATABASE_URL and REDIS_URL');
+  const name = 'anima_soak_' + randomId(8).toLowerCase();
+  const c = new pg.Client({ connectionString: base });
+  await c.connect();
+  await c.query(`CREATE DATABASE ${name}`);
+  await c.end();
+  const u = new URL(base);
+  u.pathname = '/' + name;
+  try {
+    const up = (await start(['dist/fakes/cli.js', '--openai-port', '0', '--anthropic-port', '0'], {}, /"openai":"(http:\/\/[^"]+)"/)).url;
+    const dbh = await openDatabase({ databaseUrl: u.toString(), dataDir: 'memory://' });
+    await insertChannel(dbh.db, { code: 'soak', provider: 'openai', baseUrl: up + '/v1', credential: 'k' });
+    await insertAlias(dbh.db, { name: 'soak', tiers: [[{ channel: 'soak', model: 'm' }]] });
+    await dbh.db.insertInto('price').values({ alias: 'soak', sale_input_per_mtok: 2_000_000, sale_output_per_mtok: 4_000_000, cost_input_per_mtok: 1_000_000, cost_output_per_mtok: 2_000_000 }).execute();
+    const key = await insertKey(dbh.db, await insertApp(dbh.db, 'soak'));
+    await dbh.db.insertInto('quota').values({ scope: 'key', scope_id: key.id, max_concurrency: 100_000, qps: 1_000_000, qps_burst: 1_000_000 }).execute();
+    await dbh.close();
+    await fetch(up + '/_fake/fault', { method: 'POST', body: JSON.stringify({ latencyMs: 20 }) });
+    const gw = await start(['dist/src/app/cli.js', 'serve'], { ANIMA_PORT: '0', DATABASE_URL: u.toString(), REDIS_URL: redis, ANIMA_REDIS_PREFIX: `anima-soak:${randomId(6)}:` }, /listening on (http:\/\/[\d.:]+)/);
+    const body = JSON.stringify({ model: 'soak', messages: [{ role: 'user', content: 'soak' }] });
+    const h = { 'content-type': 'application/json', authorization: `Bearer ${key.sk}` };
+    const samples: number[] = [];
+    let requests = 0;
+    let errors = 0;
+    const end = Date.now() + MINUTES * 60_000;
+    while (Date.now() < end) {
+      const r = await fixedRate(gw.url + '/v1/chat/completions', h, body, RATE, Math.min(30, Math.max(1, (end - Date.now()) / 1000)));
+      requests += Math.round(r.rps * 30);
+      errors += r.errors;
+      samples.push(rss(gw.pid));
+      console.log(`t+${samples.length * 30}s rss ${samples.at(-1)} MiB, ${r.rps.toFixed(0)} rps, p50 ${r.p50} / p99 ${r.p99} ms, errors ${r.errors}`);
+    }
+    const first = samples[Math.min(1, samples.length - 1)]!; // after warm-up
+    const last = samples.at(-1)!;
+    console.log(JSON.stringify({ rss_start_mb: first, rss_end_mb: last, rss_max_mb: Math.max(...samples), growth_pct: +((100 * (last - first)) / first).toFixed(1), flat: Math.abs(last - first) <= first * 0.1, requests, errors, minutes: MINUTES, rate: RATE }));
+  } finally {
+    for (const ch of children) ch.kill('SIGTERM');
+    await new Promise((r) => setTimeout(r, 1000));
+    const c2 = new pg.Client({ connectionString: base });
+    await c2.connect();
+    await c2.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+    await c2.end();
+  }
+}
+
+main().catch((e: unknown) => {
+  console.error(e);
+  for (const ch of children) ch.kill('SIGKILL');
+  process.exit(1);
+});
