@@ -200,8 +200,8 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
           metrics.billingJournals.inc(n);
           metrics.billingCommit.observe(ms / 1000);
         },
-        onFailed: () => {
-          dbKnownUp = false;
+        onFailed: (where) => {
+          if (where === 'db') dbKnownUp = false;
           metrics.billingCommitFailures.inc();
         },
         onUncollected: (app, micros) => metrics.billingUncollected.labels(app).inc(Number(micros)),
@@ -314,7 +314,9 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
       return { up: dbUp || redisUp, degraded: !(dbUp && redisUp), components };
     },
   });
-  await server.listen({ host: settings.host, port: settings.port });
+  // A deep accept queue: a burst of thousands of new connections (clients queueing in WAIT mode) must
+  // not overflow it and get reset.
+  await server.listen({ host: settings.host, port: settings.port, backlog: 4096 });
   const port = (server.server.address() as AddressInfo).port;
   const host = settings.host === '0.0.0.0' || settings.host === '::' ? '127.0.0.1' : settings.host;
 

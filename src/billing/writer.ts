@@ -14,7 +14,8 @@ export interface WriterOptions {
 
 export interface WriterHooks {
   onCommitted?: (journals: number, ms: number) => void;
-  onFailed?: () => void;
+  /** 'db': the database refused a commit; 'queue': the queue (Redis) could not be read or acknowledged. */
+  onFailed?: (where: 'db' | 'queue') => void;
   onUncollected?: (appId: string, micros: bigint) => void;
 }
 
@@ -36,6 +37,10 @@ export class JournalWriter {
   private readonly spilled: BillingRecord[] = [];
   private readonly ensured = new Set<string>();
   private lastError: unknown = null;
+  /** The last write of spilled records failed (the database is down too). */
+  private spillFailing = false;
+  /** The last batch's database commit failed (as opposed to reading or acknowledging the queue). */
+  private commitFailed = false;
   private draining: Promise<void> = Promise.resolve();
   written = 0;
 
@@ -70,8 +75,14 @@ export class JournalWriter {
     this.wake();
   }
 
+  /** Writes spilled records now (the request path calls this when Redis refused a settlement). */
+  async writeSpilled(): Promise<void> {
+    await this.drainOnce().catch(() => {});
+  }
+
+  /** Spilled records are waiting and the database refused the last attempt to write them. */
   blocked(): boolean {
-    return this.spilled.length > 0 && this.lastError !== null;
+    return this.spilled.length > 0 && this.spillFailing;
   }
 
   spilledCount(): number {
@@ -100,7 +111,7 @@ export class JournalWriter {
         failed = true;
         if (this.lastError === null) this.log.error({ err: { message: String((e as Error)?.message ?? e) } }, 'journal writer: commit failed; records stay queued and will be retried');
         this.lastError = e;
-        this.hooks.onFailed?.();
+        this.hooks.onFailed?.(this.commitFailed ? 'db' : 'queue');
       }
       if (n > 0 && !failed) continue;
       await new Promise<void>((resolve) => {
@@ -129,7 +140,13 @@ export class JournalWriter {
     let n = 0;
     if (this.spilled.length) {
       const batch = this.spilled.slice(0, this.opts.batch);
-      await this.commit(batch.map((record) => ({ handle: '', shard: -1, record })));
+      try {
+        await this.commit(batch.map((record) => ({ handle: '', shard: -1, record })));
+        this.spillFailing = false;
+      } catch (e) {
+        this.spillFailing = true;
+        throw e;
+      }
       this.spilled.splice(0, batch.length);
       n += batch.length;
     }
@@ -158,6 +175,7 @@ export class JournalWriter {
   /** Writes the records' journals; returns, per prepaid app, what was charged and its balance now. */
   private async commit(items: QueuedRecord[]): Promise<Array<{ appId: string; available: bigint; version: bigint }>> {
     const t0 = performance.now();
+    this.commitFailed = true; // until the commit below succeeds: any failure from here on is the database's
     const journals: SaleJournal[] = [];
     const charged = new Map<string, bigint>();
     for (const { record } of items) {
@@ -182,6 +200,7 @@ export class JournalWriter {
       balances = new Map();
       for (const { record } of items) await this.postCapped(record, balances);
     }
+    this.commitFailed = false;
     this.written += journals.length;
     this.hooks.onCommitted?.(journals.length, performance.now() - t0);
     return [...charged.keys()].map((appId) => ({ appId, ...(balances.get(walletAccount(appId).code) ?? { available: 0n, version: -1n }) }));

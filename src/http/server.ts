@@ -1,4 +1,4 @@
-import type { ServerResponse } from 'node:http';
+import { type ServerResponse, createServer as createHttpServer } from 'node:http';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { GatewayError } from '../core/errors.js';
@@ -65,16 +65,20 @@ function nodeSink(res: ServerResponse): ClientSink {
     },
     head: (status, headers) => void res.writeHead(status, headers),
     write: (c) => res.write(c),
-    drain: () =>
-      new Promise<void>((resolve) => {
-        const done = () => {
-          res.off('drain', done);
-          res.off('close', done);
-          resolve();
+    drain: (timeoutMs) =>
+      new Promise<boolean>((resolve) => {
+        const done = (ok: boolean) => {
+          clearTimeout(t);
+          res.off('drain', onDrain);
+          res.off('close', onDrain);
+          resolve(ok);
         };
-        res.on('drain', done);
-        res.on('close', done);
+        const onDrain = () => done(true);
+        const t = setTimeout(() => done(false), timeoutMs);
+        res.on('drain', onDrain);
+        res.on('close', onDrain);
       }),
+    abort: () => void res.destroy(),
     end: (c) => void (c ? res.end(c) : res.end()),
     onAbort: (cb) => void cbs.push(cb),
   };
@@ -119,6 +123,10 @@ export function buildServer(d: HttpDeps): FastifyInstance {
     logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: d.bodyLimit,
     requestTimeout: d.requestTimeoutMs ?? 60_000,
+    // Node checks request and header timeouts every connectionsCheckingInterval (30 s by default): a
+    // slow-loris client would hold its socket that long past the limit. Check every second.
+    serverFactory: (handler) =>
+      createHttpServer({ connectionsCheckingInterval: 1_000, requestTimeout: d.requestTimeoutMs ?? 60_000, headersTimeout: Math.min(d.requestTimeoutMs ?? 60_000, 60_000) }, handler),
     genReqId: () => requestId(),
     return503OnClosing: true,
     forceCloseConnections: 'idle',

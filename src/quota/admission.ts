@@ -147,7 +147,8 @@ export class Admission {
           res = await this.wait(key, req, signal).catch((err: unknown) => {
             if (err instanceof GatewayError) throw err;
             // The shared backend failed mid-wait: a retryable 503, not an internal error.
-            throw new GatewayError('service_unavailable', 'The quota backend stopped answering while this request waited; retry.', { cause: err, headers: { 'retry-after': '1' } });
+            const why = String((err as Error)?.message ?? err).slice(0, 120);
+            throw new GatewayError('service_unavailable', `The quota backend failed while this request waited (${why}); retry.`, { cause: err, headers: { 'retry-after': '1' } });
           });
         }
         if (!res.ok && !res.queued && key.queueMode === 'ASYNC' && WAITABLE.has(res.limit)) {
@@ -197,8 +198,13 @@ export class Admission {
   }
 
   private async ensureWake(): Promise<void> {
+    // A freed slot wakes this instance's OLDEST waiter of the queue, not all of them: waking thousands
+    // of waiters per release would cost thousands of admission calls for one slot. A waiter that finds
+    // it is not the global head hands the wake to the next local one; one that is admitted wakes the
+    // next, so several free slots fill at once.
     this.wakeReady ??= this.backend.onWake((queue) => {
-      for (const w of this.waiters.get(queue) ?? []) w();
+      const first = this.waiters.get(queue)?.values().next().value;
+      first?.();
     });
     await this.wakeReady;
   }
@@ -218,7 +224,19 @@ export class Admission {
     let wake: () => void = () => {};
     const set = this.waiters.get(key.id) ?? new Set();
     this.waiters.set(key.id, set);
-    const nudge = () => wake();
+    let nudged = false;
+    const nudge = () => {
+      nudged = true;
+      wake();
+    };
+    /** Passes a wake on to the waiter queued after this one on this instance. */
+    const passOn = () => {
+      let seen = false;
+      for (const w of set) {
+        if (seen) return w();
+        if (w === nudge) seen = true;
+      }
+    };
     set.add(nudge);
     signal.addEventListener('abort', nudge);
     this.waitingNow++;
@@ -234,14 +252,21 @@ export class Admission {
           this.events.onWaited?.(Date.now() - t0, 'timeout');
           throw new GatewayError('queue_timeout', `Waited ${key.waitTimeoutMs} ms in the queue without a free slot.`, { headers: { 'retry-after': '1' } });
         }
+        const wasNudged = nudged;
+        nudged = false;
         const res = await this.backend.admit({ ...req, waiter: { queue: key.id, id } });
         if (res.ok) {
           this.events.onWaited?.(Date.now() - t0, 'admitted');
+          passOn();
           return res;
         }
         if (!res.queued && !WAITABLE.has(res.limit)) return res;
+        // Not the head: the head may be the next one here (an ordering inversion); one hop only, so a head
+        // on another instance doesn't send a wake through every local waiter.
+        if (res.queued && wasNudged && set.values().next().value === nudge) passOn();
         // Sleep until woken (a lease released), the limit's retry time, the poll fallback or the deadline.
-        next = !res.queued && res.limit === 'qps' ? res.retryAfterMs : (this.opts.pollMs ?? 250);
+        // Waiters behind the head poll slowly: they are woken when their turn comes.
+        next = !res.queued && res.limit === 'qps' ? res.retryAfterMs : res.queued ? 2_000 : (this.opts.pollMs ?? 250);
         await new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, Math.max(1, Math.min(next, deadline - Date.now())));
           wake = () => {

@@ -37,8 +37,10 @@ export interface ClientSink {
   readonly headersSent: boolean;
   head(status: number, headers: Record<string, string>): void;
   write(chunk: string): boolean;
-  /** Resolves when the socket drains or closes. */
-  drain(): Promise<void>;
+  /** Resolves true when the socket drains or closes, false if it did neither within `timeoutMs`. */
+  drain(timeoutMs: number): Promise<boolean>;
+  /** Drops the connection (a client that stopped reading). */
+  abort(): void;
   end(chunk?: string): void;
   /** Fires once if the client goes away before the answer is complete. */
   onAbort(cb: () => void): void;
@@ -289,7 +291,11 @@ export class Relay {
           if (!ctx.usage) ctx.emittedText = tr.emittedText;
           await this.finishing(ctx);
         }
-        if (!sink.write(out)) await sink.drain();
+        // A client that stops reading holds the stream (and its lease) no longer than the idle timeout.
+        if (!sink.write(out) && !(await sink.drain(ch.timeouts.idleMs))) {
+          sink.abort();
+          break;
+        }
         if (sink.closed) break;
       }
     } catch (e) {

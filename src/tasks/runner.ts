@@ -28,7 +28,10 @@ export class CaptureSink implements ClientSink {
     this.parts.push(c);
     return true;
   }
-  async drain(): Promise<void> {}
+  async drain(): Promise<boolean> {
+    return true;
+  }
+  abort(): void {}
   end(c?: string): void {
     if (c) this.parts.push(c);
   }
