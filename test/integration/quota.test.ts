@@ -83,6 +83,36 @@ describe('concurrency', () => {
     expect(await A.quota.queueLength(appId, id)).toBe(0);
   }, 30_000);
 
+  it('three instances hold one global limit: concurrency 4 and 20 QPS across A, B and C, as one instance would', async () => {
+    const C = await startTestGateway({ databaseUrl: tdb.url, redisUrl: REDIS_URL, redisPrefix: prefix });
+    try {
+      const { sk, id } = await keyWith({ max_concurrency: 4 }, { queue_mode: 'WAIT', wait_timeout_ms: 20_000 });
+      await waitFor(() => !!C.config.quota('key', id), 2_000, 5);
+      up.setFault({ latencyMs: 100 });
+      up.resetStats();
+      const gws = [A, B, C];
+      const res = await Promise.all(Array.from({ length: 60 }, (_, i) => chat(gws[i % 3]!, sk).then(async (r) => (await r.arrayBuffer(), r.status))));
+      up.setFault(null);
+      expect(res.filter((s) => s === 200)).toHaveLength(60);
+      expect(up.stats.maxInFlight).toBe(4);
+      const q = await keyWith({ qps: 20, qps_burst: 1 });
+      await waitFor(() => !!C.config.quota('key', q.id), 2_000, 5);
+      const t0 = Date.now();
+      let ok = 0;
+      while (Date.now() - t0 < 2_000) {
+        const rs = await Promise.all(gws.map((g) => chat(g, q.sk)));
+        ok += rs.filter((r) => r.status === 200).length;
+        await Promise.all(rs.map((r) => r.arrayBuffer()));
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      console.log(`three instances: concurrency 4 -> upstream max in flight ${up.stats.maxInFlight}; qps 20 for 2 s -> ${ok} admitted`);
+      expect(ok).toBeLessThanOrEqual(20 * 2 + 2);
+      expect(ok).toBeGreaterThan(20);
+    } finally {
+      await C.close();
+    }
+  }, 30_000);
+
   it('REJECT: beyond the limit, 429 concurrency_limit_exceeded at once', async () => {
     const { sk } = await keyWith({ max_concurrency: 2 });
     up.setFault({ latencyMs: 300 });
@@ -157,7 +187,10 @@ describe('tokens', () => {
   it('a day budget is not overshot by more than one request under 50 parallel; after settlement it holds actual usage', async () => {
     const limit = 1_000;
     const { sk, id } = await keyWith({ tokens_per_day: limit });
-    const res = await Promise.all(Array.from({ length: 50 }, (_, i) => chat(i % 2 ? A : B, sk, { max_tokens: 30 })));
+    // A slow upstream keeps all 50 in flight together, so their reservations (prompt + max_tokens) pile up
+    // before any settles: admission must refuse on reservations, not on settled usage alone.
+    up.setFault({ latencyMs: 200 });
+    const res = await Promise.all(Array.from({ length: 50 }, (_, i) => chat(i % 2 ? A : B, sk, { max_tokens: 30 }))).finally(() => up.setFault(null));
     let used = 0;
     let maxOne = 0;
     let refused = 0;
