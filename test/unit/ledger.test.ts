@@ -87,6 +87,39 @@ describe('ledger', () => {
     );
   });
 
+  it('postBatch: many journals in one transaction, duplicates skipped, balances read back, overdraft refuses the batch', async () => {
+    await wallet('batch');
+    await L.postJournal({ idemKey: 'fund-batch', kind: 'fund', entries: [{ account: 'funding', debit: 1_000n }, { account: 'wallet:batch', credit: 1_000n }] });
+    const sale = (i: number, amt: bigint) => ({
+      idemKey: `batch-sale-${i}`,
+      kind: 'sale' as const,
+      requestId: `r${i}`,
+      appId: 'batch',
+      alias: 'a',
+      channel: 'c1',
+      usage: { n: i, big: 12345678901234567890n },
+      occurredAt: new Date('2026-11-25T12:00:00Z'),
+      entries: [
+        { account: 'wallet:batch', debit: amt },
+        { account: 'revenue', credit: amt },
+      ],
+    });
+    const r = await L.postBatch([sale(1, 100n), sale(2, 200n), sale(1, 100n)], ['wallet:batch']);
+    expect(r.written).toEqual(['batch-sale-1', 'batch-sale-2']);
+    expect(r.balances.get('wallet:batch')).toEqual({ available: 700n, version: 1_300n });
+    const again = await L.postBatch([sale(2, 200n), sale(3, 50n)], ['wallet:batch']);
+    expect(again.written).toEqual(['batch-sale-3']);
+    expect(again.duplicates).toEqual(['batch-sale-2']);
+    const [j] = await L.journals({ requestId: 'r1' });
+    expect(j!.usage).toEqual({ n: 1, big: '12345678901234567890' });
+    await expect(L.postBatch([sale(4, 100n), sale(5, 10_000n)])).rejects.toMatchObject({ code: 'insufficient_funds' });
+    expect(await L.journals({ requestId: 'r4' })).toEqual([]); // all or nothing
+    expect((await L.balance('wallet:batch')).available).toBe(650n);
+    const tb = await L.trialBalance();
+    expect(tb.balanced).toBe(true);
+    expect(tb.mismatches).toEqual([]);
+  });
+
   it('posts a balanced journal across four accounts', async () => {
     await wallet('bal');
     const rev0 = await L.balance('revenue');
