@@ -230,7 +230,7 @@ export function buildServer(d: HttpDeps): FastifyInstance {
         ctx.beforeFinish = () => settleRequest(billing, d.config, ctx, body, { recordId: ctx.id, holdId: hold });
       }
       const beta = req.headers['anthropic-beta'];
-      await d.relay.serve(ctx, body, sink, typeof beta === 'string' ? { anthropicBeta: beta } : {});
+      await d.relay.serve(ctx, body, sink, typeof beta === 'string' ? { anthropicBeta: beta, abort: gone } : { abort: gone });
     } catch (e) {
       const ge = e instanceof GatewayError ? e : toGatewayError(e);
       if (ge.code === 'internal_error') d.log.error({ err: safeErr(e), reqId: ctx.id }, 'unhandled error');

@@ -34,9 +34,22 @@ export interface SendResult {
  */
 export class Transport {
   private readonly pools = new Map<string, { pool: Pool; key: string }>();
+  /** baseUrl -> origin and path prefix (parsing a URL per request is measurable on the hot path). */
+  private readonly bases = new Map<string, { origin: string; path: string }>();
+
+  private base(baseUrl: string): { origin: string; path: string } {
+    let b = this.bases.get(baseUrl);
+    if (!b) {
+      const u = new URL(baseUrl);
+      b = { origin: u.origin, path: u.pathname.replace(/\/+$/, '') };
+      if (this.bases.size > 10_000) this.bases.clear();
+      this.bases.set(baseUrl, b);
+    }
+    return b;
+  }
 
   private pool(channel: string, baseUrl: string, t: TransportTimeouts, connections: number): Pool {
-    const origin = new URL(baseUrl).origin;
+    const origin = this.base(baseUrl).origin;
     const key = `${origin}|${t.connectMs}|${connections}`;
     const cur = this.pools.get(channel);
     if (cur && cur.key === key) return cur.pool;
@@ -52,15 +65,14 @@ export class Transport {
     return pool;
   }
 
-  /** Sends one call. Rejects with undici's coded errors or a TransportTimeoutError. */
-  async send(channel: string, baseUrl: string, call: PreparedCall, t: TransportTimeouts, signal: AbortSignal, connections = 256): Promise<SendResult> {
-    const base = new URL(baseUrl);
-    const path = base.pathname.replace(/\/+$/, '') + call.path;
-    const ac = new AbortController();
+  /**
+   * Sends one call under the caller's controller `ac` (one per attempt): aborting it cancels the call,
+   * and the transport aborts it itself when a first-byte or idle timeout fires. Rejects with undici's
+   * coded errors or a TransportTimeoutError.
+   */
+  async send(channel: string, baseUrl: string, call: PreparedCall, t: TransportTimeouts, ac: AbortController, connections = 256): Promise<SendResult> {
+    const path = this.base(baseUrl).path + call.path;
     let timeout: TransportTimeoutError | null = null;
-    const onOuter = () => ac.abort(signal.reason);
-    if (signal.aborted) ac.abort(signal.reason);
-    else signal.addEventListener('abort', onOuter, { once: true });
     const timer = setTimeout(() => {
       timeout = new TransportTimeoutError('ANIMA_FIRST_BYTE_TIMEOUT');
       ac.abort(timeout);
@@ -78,7 +90,6 @@ export class Transport {
       });
     } catch (e) {
       clearTimeout(timer);
-      signal.removeEventListener('abort', onOuter);
       throw timeout ?? e;
     }
     // Headers are in: the same timer now guards the gap between body chunks.
@@ -105,7 +116,6 @@ export class Transport {
         throw timeout ?? e;
       } finally {
         if (idle) clearTimeout(idle);
-        signal.removeEventListener('abort', onOuter);
         if (!body.destroyed) body.destroy();
       }
     }

@@ -64,9 +64,10 @@ export class Relay {
   constructor(private readonly d: RelayDeps) {}
 
   /** Serves a request whose key is authenticated and whose alias is resolved. Never throws. */
-  async serve(ctx: RequestContext, body: Record<string, unknown>, sink: ClientSink, opts: { anthropicBeta?: string } = {}): Promise<void> {
+  async serve(ctx: RequestContext, body: Record<string, unknown>, sink: ClientSink, opts: { anthropicBeta?: string; abort?: AbortController } = {}): Promise<void> {
     const alias = ctx.alias!;
-    const abort = new AbortController();
+    // The caller's client-gone controller when it has one (one controller per request, not two).
+    const abort = opts.abort ?? new AbortController();
     sink.onAbort(() => {
       ctx.clientAborted = true;
       abort.abort();
@@ -90,7 +91,7 @@ export class Relay {
         }
         let ex: Exchange;
         try {
-          ex = createExchange(ctx.dialect, body, ch!, target.model, alias.name, opts);
+          ex = createExchange(ctx.dialect, body, ch!, target.model, alias.name, opts.anthropicBeta ? { anthropicBeta: opts.anthropicBeta } : {});
         } catch (e) {
           if (!(e instanceof GatewayError)) throw e;
           untranslatable ??= e;
@@ -168,7 +169,7 @@ export class Relay {
     let probeReported = false;
     try {
       const firstByteMs = permit.probe ? Math.min(ch.timeouts.firstByteMs, ch.breaker.probeTimeoutMs) : ch.timeouts.firstByteMs;
-      const up = await this.d.transport.send(ch.code, ch.baseUrl, ex.call, { ...ch.timeouts, firstByteMs }, ac.signal, ch.maxConnections);
+      const up = await this.d.transport.send(ch.code, ch.baseUrl, ex.call, { ...ch.timeouts, firstByteMs }, ac, ch.maxConnections);
       phase = 'body';
       ttfb = performance.now() - t0;
       if (permit.probe && up.status >= 200 && up.status < 300) {
