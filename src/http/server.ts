@@ -47,6 +47,9 @@ export interface HttpDeps {
   readiness: () => Promise<{ up: boolean; degraded?: boolean; components: Record<string, { status: string; details?: unknown }> }>;
 }
 
+/** How long, with both shared dependencies down, reads may still be answered from the in-memory config. */
+const L1_TTL_MS = 30_000;
+
 function nodeSink(res: ServerResponse): ClientSink {
   let aborted = false;
   const cbs: Array<() => void> = [];
@@ -260,9 +263,12 @@ export function buildServer(d: HttpDeps): FastifyInstance {
   app.post('/v1/embeddings', dataPlane('openai_embeddings'));
   app.post('/v1/messages', dataPlane('anthropic_messages'));
 
+  /** With Redis and the database both gone, reads answer from L1 only while it is fresher than 30 s. */
+  const l1Expired = () => !!d.bothDown?.() && d.clock.now() - d.config.loadedAt > L1_TTL_MS;
   app.get('/v1/models', async (req, reply) => {
     const now = d.clock.now();
     if (d.config.killSwitch()) throw new GatewayError('gateway_disabled', 'The gateway is disabled by an operator.');
+    if (l1Expired()) throw new GatewayError('service_unavailable', 'Redis and the database are both unreachable and the in-memory configuration is older than 30 s.', { headers: { 'retry-after': '1' } });
     const ctx = new RequestContext(req.id, 'openai_chat', now);
     await authenticate(d.config, ctx, req.headers, now);
     const allowed = ctx.key!.allowedAliases;
@@ -275,6 +281,7 @@ export function buildServer(d: HttpDeps): FastifyInstance {
 
   app.get('/v1/models/:model', async (req, reply) => {
     const now = d.clock.now();
+    if (l1Expired()) throw new GatewayError('service_unavailable', 'Redis and the database are both unreachable and the in-memory configuration is older than 30 s.', { headers: { 'retry-after': '1' } });
     const ctx = new RequestContext(req.id, 'openai_chat', now);
     await authenticate(d.config, ctx, req.headers, now);
     const id = (req.params as { model: string }).model;
