@@ -47,6 +47,26 @@ export interface HttpDeps {
   readiness: () => Promise<{ up: boolean; degraded?: boolean; components: Record<string, { status: string; details?: unknown }> }>;
 }
 
+const MAX_JSON_DEPTH = 128;
+
+/** The deepest nesting of objects and arrays in a JSON text (strings skipped), in one pass. */
+export function jsonDepth(text: string): number {
+  let depth = 0;
+  let max = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 92) i++; // backslash: skip the escaped character
+      else if (c === 34) inString = false;
+    } else if (c === 34) inString = true;
+    else if (c === 123 || c === 91) {
+      if (++depth > max) max = depth;
+    } else if (c === 125 || c === 93) depth--;
+  }
+  return max;
+}
+
 /** How long, with both shared dependencies down, reads may still be answered from the in-memory config. */
 const L1_TTL_MS = 30_000;
 
@@ -146,6 +166,7 @@ export function buildServer(d: HttpDeps): FastifyInstance {
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
     if (body === '') done(null, undefined);
+    else if (jsonDepth(body as string) > MAX_JSON_DEPTH) done(new GatewayError('invalid_request', `The JSON body is nested deeper than ${MAX_JSON_DEPTH} levels.`) as unknown as Error, undefined);
     else json(req, body as string, done);
   });
 
