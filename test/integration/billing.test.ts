@@ -9,6 +9,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FakeUpstream } from '../../fakes/common.js';
 import { startFakeOpenAI } from '../../fakes/index.js';
+import { ManualClock } from '../../src/lib/clock.js';
 import { REDIS_URL, TcpProxy, type TestDatabase, adminApi, cleanupRedis, createTestDatabase, startTestGateway, testRedisPrefix, waitFor } from '../helpers.js';
 
 type TGateway = Awaited<ReturnType<typeof startTestGateway>>;
@@ -418,6 +419,34 @@ describe('Redis and the database both gone', () => {
       await redisProxy.close();
     }
   }, 60_000);
+});
+
+describe('L1 when Redis and the database are both gone', () => {
+  it('/v1/models answers from L1 while it is under 30 s old, then 503', async () => {
+    const pgProxy = await new TcpProxy({ host: '127.0.0.1', port: 5432 }).start();
+    const redisProxy = await new TcpProxy({ host: '127.0.0.1', port: Number(new URL(REDIS_URL).port || 6379) }).start();
+    const u = new URL(tdb.url);
+    u.port = String(pgProxy.port);
+    const clock = new ManualClock(Date.now());
+    const C = await startTestGateway({ databaseUrl: u.toString(), redisUrl: `redis://127.0.0.1:${redisProxy.port}`, redisPrefix: prefix }, { clock });
+    const models = () => fetch(C.url + '/v1/models', { headers: { authorization: `Bearer ${postpaid.sk}` } }).then((r) => r.status);
+    try {
+      pgProxy.down();
+      redisProxy.down();
+      // Known down: Redis at once, the database at the next probe (every 2 s).
+      await waitFor(async () => (await chat(C, postpaid.sk)).status === 503, 6_000, 100);
+      expect(await models()).toBe(200);
+      clock.advance(31_000);
+      expect(await models()).toBe(503);
+      pgProxy.up();
+      redisProxy.up();
+      await waitFor(async () => (await models()) === 200, 10_000, 100); // a reload refreshes L1
+    } finally {
+      await C.close();
+      await pgProxy.close();
+      await redisProxy.close();
+    }
+  }, 30_000);
 });
 
 describe('ASYNC tasks', () => {
