@@ -162,6 +162,9 @@ async function serve(args: string[]): Promise<void> {
   };
   process.on('SIGINT', () => void stop('SIGINT'));
   process.on('SIGTERM', () => void stop('SIGTERM'));
+  // A stray rejection (a client library's own fire-and-forget command failing during a Redis or database
+  // flap) is logged, not fatal: the process serving every other request stays up.
+  process.on('unhandledRejection', (e) => gw.log.error({ err: { message: String((e as Error)?.message ?? e) } }, 'unhandled rejection'));
 }
 
 /** The admin write path against the database, publishing invalidations to running gateways (if Redis). */

@@ -68,7 +68,10 @@ class RedisBreakerStore implements BreakerStore {
 
 /** A second connection for subscriptions (Redis and Cluster name their duplicate() arguments differently). */
 export function subscriberOf(client: Redis): Redis {
-  const opts = { enableAutoPipelining: false, enableOfflineQueue: true };
+  // A subscriber re-subscribes by itself after a reconnect, with a SUBSCRIBE ioredis sends and never
+  // awaits: it must be resent if the connection drops again before the reply, or its rejection would be
+  // unhandled (the command connection's autoResendUnfulfilledCommands: false must not carry over).
+  const opts = { enableAutoPipelining: false, enableOfflineQueue: true, autoResendUnfulfilledCommands: true, maxRetriesPerRequest: null };
   return client instanceof Cluster ? ((client as unknown as Cluster).duplicate([], opts) as unknown as Redis) : client.duplicate(opts);
 }
 
