@@ -60,15 +60,30 @@ export interface FakeOptions {
   name?: string;
 }
 
+export interface AuthFailure {
+  status: number;
+  message: string;
+  code?: string;
+}
+
 /** Everything a provider route needs to answer one request. */
 export interface FakeContext {
   req: IncomingMessage;
   res: ServerResponse;
   method: string;
   path: string;
-  /** Parsed JSON body, or undefined when the body is empty or not JSON (see `bodyIsJson`). */
+  /** Query string of the request URL (Gemini's `?key=` and `?alt=sse`). */
+  query: URLSearchParams;
+  /**
+   * Parsed JSON body; for multipart/form-data, a summary object (see `multipartSummary`); otherwise the body as
+   * text (cut to 2,000 chars), or undefined when empty.
+   */
   body: unknown;
   bodyIsJson: boolean;
+  /** The body's bytes as received (needed for binary uploads). */
+  rawBody: Buffer;
+  /** The parsed multipart/form-data body, or null when the request was not multipart. */
+  form: MultipartForm | null;
   fault: Fault | null;
   /** Display name used in replies ("Hello from <name>: ..."). */
   name: string;
@@ -88,13 +103,20 @@ export interface ProviderSpec {
   requestIdHeader: string;
   /** Error body in the provider's format. `code` is Fault.errorCode when the error comes from a fault. */
   errorBody(status: number, message: string, code?: string): unknown;
-  /** Null when the credentials are acceptable, otherwise the 401 message. `expected` is opts.apiKey. */
-  checkAuth(req: IncomingMessage, expected: string | undefined): string | null;
+  /**
+   * Null when the credentials are acceptable, otherwise the 401 message (or the status, message and error code,
+   * for providers that answer a bad key with something else, e.g. Google's 400 API_KEY_INVALID). `expected` is
+   * opts.apiKey.
+   */
+  checkAuth(req: IncomingMessage, expected: string | undefined): string | AuthFailure | null;
+  /** Whether the request asks for a stream (decides the `malformed` garbage); default: body `stream: true`. */
+  isStream?(ctx: FakeContext): boolean;
   /** Answers one (authenticated, fault-free) request; returns false when no route matches. */
   route(ctx: FakeContext, spec: ProviderSpec): Promise<boolean> | boolean;
 }
 
 const MAX_BODY = 16 * 1024 * 1024;
+const EMPTY = Buffer.alloc(0);
 const MAX_RECORDED = 100;
 
 // ---------- small helpers shared by both providers ----------
@@ -226,20 +248,19 @@ function wait(ms: number, ctx: FakeContext): Promise<void> {
 }
 
 /**
- * SSE writer honouring chunkDelayMs / hangAfterChunks / cutAfterChunks. Every `send` is one SSE event and counts
- * as one chunk; `end` writes the terminator (`data: [DONE]` or Anthropic's `message_stop`). When a cut or hang
- * fault is set, the terminator is never sent, even if the stream is shorter than N.
+ * Streamed response writer honouring chunkDelayMs / hangAfterChunks / cutAfterChunks. Every `send` is one chunk
+ * (an SSE event, or a piece of a binary body sent with `Transfer-Encoding: chunked`); `end` writes the last
+ * piece (a terminator such as `data: [DONE]`, or nothing). When a cut or hang fault is set, `end` never
+ * completes the response, even if the stream is shorter than N.
  */
-export class SseWriter {
+export class ChunkWriter {
   private sent = 0;
   private corked: boolean;
-  constructor(private readonly ctx: FakeContext) {
-    ctx.res.writeHead(200, {
-      'content-type': 'text/event-stream; charset=utf-8',
-      'cache-control': 'no-cache',
-      connection: 'keep-alive',
-      [ctx.requestIdHeader[0]]: ctx.requestIdHeader[1],
-    });
+  constructor(
+    protected readonly ctx: FakeContext,
+    headers: Record<string, string>,
+  ) {
+    ctx.res.writeHead(200, { ...headers, [ctx.requestIdHeader[0]]: ctx.requestIdHeader[1] });
     // Without chunkDelayMs there is no timing to preserve: coalesce the whole stream into one socket write
     // (a benchmark baseline must not be slowed down by one syscall per event).
     this.corked = !ctx.fault?.chunkDelayMs;
@@ -253,17 +274,17 @@ export class SseWriter {
     }
   }
 
-  /** Writes one event; false once the stream must stop (client gone, cut, or stalled). */
-  async send(event: string): Promise<boolean> {
+  /** Writes one chunk; false once the stream must stop (client gone, cut, or stalled). */
+  async send(chunk: string | Buffer): Promise<boolean> {
     if (!(await this.gate(false))) return false;
-    this.ctx.res.write(event);
+    this.ctx.res.write(chunk);
     this.sent++;
     return true;
   }
 
-  async end(terminator: string): Promise<void> {
+  async end(last: string | Buffer = ''): Promise<void> {
     if (!(await this.gate(true))) return;
-    this.ctx.res.end(terminator);
+    this.ctx.res.end(last);
     this.uncork();
   }
 
@@ -296,12 +317,113 @@ export class SseWriter {
   }
 }
 
+/**
+ * SSE writer: a ChunkWriter with the event-stream headers. Every `send` is one SSE event; `end` writes the
+ * terminator (`data: [DONE]`, Anthropic's `message_stop`, or nothing for the Responses API and Gemini).
+ */
+export class SseWriter extends ChunkWriter {
+  constructor(ctx: FakeContext) {
+    super(ctx, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-cache',
+      connection: 'keep-alive',
+    });
+  }
+}
+
+// ---------- multipart/form-data ----------
+
+/** One file part of a multipart/form-data body. */
+export interface MultipartFile {
+  field: string;
+  filename: string;
+  contentType: string;
+  data: Buffer;
+}
+
+/** A parsed multipart/form-data body: the text fields in order (a name may repeat) and the file parts. */
+export class MultipartForm {
+  readonly fields: Array<[string, string]> = [];
+  readonly files: MultipartFile[] = [];
+
+  /** The first value of a text field. */
+  get(name: string): string | undefined {
+    return this.fields.find(([k]) => k === name)?.[1];
+  }
+
+  /** Every value of a text field sent as `name` or `name[]` (how the openai client sends arrays). */
+  getAll(name: string): string[] {
+    return this.fields.filter(([k]) => k === name || k === name + '[]').map(([, v]) => v);
+  }
+
+  /** Every file sent as `name` or `name[]`. */
+  filesOf(name: string): MultipartFile[] {
+    return this.files.filter((f) => f.field === name || f.field === name + '[]');
+  }
+}
+
+/** Parses a multipart/form-data body; null when the content type has no boundary or the body is not multipart. */
+export function parseMultipart(raw: Buffer, contentType: string | undefined): MultipartForm | null {
+  const m = /^multipart\/form-data\s*;.*?boundary=(?:"([^"]+)"|([^;\s]+))/i.exec(contentType ?? '');
+  const boundary = m?.[1] ?? m?.[2];
+  if (!boundary) return null;
+  const delim = Buffer.from('--' + boundary);
+  const next = Buffer.from('\r\n--' + boundary);
+  const form = new MultipartForm();
+  let at = raw.indexOf(delim);
+  if (at < 0) return null;
+  at += delim.length;
+  while (at < raw.length) {
+    if (raw[at] === 0x2d && raw[at + 1] === 0x2d) break; // "--": the closing delimiter
+    if (raw[at] === 0x0d && raw[at + 1] === 0x0a) at += 2;
+    const headEnd = raw.indexOf('\r\n\r\n', at);
+    if (headEnd < 0) return null;
+    const end = raw.indexOf(next, headEnd + 4);
+    if (end < 0) return null;
+    const head = raw.subarray(at, headEnd).toString('utf8');
+    const data = raw.subarray(headEnd + 4, end);
+    at = end + next.length;
+    const disp = /^content-disposition:(.*)$/im.exec(head)?.[1] ?? '';
+    const name = /\bname="([^"]*)"/i.exec(disp)?.[1];
+    if (name === undefined) continue;
+    const filename = /\bfilename="([^"]*)"/i.exec(disp)?.[1];
+    if (filename === undefined) form.fields.push([name, data.toString('utf8')]);
+    else
+      form.files.push({
+        field: name,
+        filename,
+        contentType: /^content-type:\s*(.*?)\s*$/im.exec(head)?.[1] ?? 'application/octet-stream',
+        data: Buffer.from(data),
+      });
+  }
+  return form;
+}
+
+/**
+ * What a multipart request looks like in `requests` and `ctx.body`: each text field by name, each file as
+ * {filename, contentType, size} (no bytes); a name sent more than once maps to an array.
+ */
+export function multipartSummary(form: MultipartForm): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  const add = (k: string, v: unknown): void => {
+    const prev = out[k];
+    if (prev === undefined) out[k] = v;
+    else if (Array.isArray(prev)) prev.push(v);
+    else out[k] = [prev, v];
+  };
+  for (const [k, v] of form.fields) add(k, v);
+  for (const f of form.files)
+    add(f.field, { filename: f.filename, contentType: f.contentType, size: f.data.length });
+  return out;
+}
+
 function parseFault(v: unknown): Fault | null | undefined {
   if (v === null) return null;
   return isObject(v) ? (v as Fault) : undefined;
 }
 
-function readBody(req: IncomingMessage): Promise<string | null> {
+/** The request body's bytes; null when it is larger than MAX_BODY. */
+function readBody(req: IncomingMessage): Promise<Buffer | null> {
   return new Promise((resolve) => {
     const parts: Buffer[] = [];
     let size = 0;
@@ -309,15 +431,23 @@ function readBody(req: IncomingMessage): Promise<string | null> {
       size += b.length;
       if (size <= MAX_BODY) parts.push(b);
     });
-    req.on('end', () => resolve(size > MAX_BODY ? null : Buffer.concat(parts).toString('utf8')));
-    req.on('error', () => resolve(''));
+    req.on('end', () => resolve(size > MAX_BODY ? null : Buffer.concat(parts)));
+    req.on('error', () => resolve(Buffer.alloc(0)));
   });
 }
 
 /** Starts a fake provider server on 127.0.0.1. */
 export async function startFakeServer(spec: ProviderSpec, opts: FakeOptions = {}): Promise<FakeUpstream> {
   const name = opts.name ?? spec.defaultName;
-  const stats: FakeStats = { requests: 0, inFlight: 0, maxInFlight: 0, aborted: 0, completed: 0, ok: 0, byPath: {} };
+  const stats: FakeStats = {
+    requests: 0,
+    inFlight: 0,
+    maxInFlight: 0,
+    aborted: 0,
+    completed: 0,
+    ok: 0,
+    byPath: {},
+  };
   const requests: RecordedRequest[] = [];
   let serverFault: Fault | null = null;
   let reqSeq = 0;
@@ -353,7 +483,7 @@ export async function startFakeServer(spec: ProviderSpec, opts: FakeOptions = {}
     if (req.method === 'POST' && path === '/_fake/fault') {
       let f: Fault | null | undefined;
       try {
-        f = parseFault(JSON.parse((await readBody(req)) || 'null'));
+        f = parseFault(JSON.parse((await readBody(req))?.toString('utf8') || 'null'));
       } catch {
         f = undefined;
       }
@@ -398,13 +528,23 @@ export async function startFakeServer(spec: ProviderSpec, opts: FakeOptions = {}
       resolveClosed();
     });
 
+    const recorded: RecordedRequest = {
+      method: req.method ?? 'GET',
+      path,
+      headers: req.headers,
+      body: undefined,
+      at: arrivedAt,
+    };
     const ctx: FakeContext = {
       req,
       res,
-      method: req.method ?? 'GET',
+      method: recorded.method,
       path,
+      query: new URLSearchParams(q < 0 ? '' : url.slice(q + 1)),
       body: undefined,
       bodyIsJson: false,
+      rawBody: EMPTY,
+      form: null,
       fault: null,
       name,
       closed: () => done || res.destroyed,
@@ -417,15 +557,23 @@ export async function startFakeServer(spec: ProviderSpec, opts: FakeOptions = {}
     };
 
     const raw = await readBody(req);
-    if (raw) {
-      try {
-        ctx.body = JSON.parse(raw);
-        ctx.bodyIsJson = true;
-      } catch {
-        ctx.body = raw.length > 2000 ? raw.slice(0, 2000) : raw;
+    if (raw?.length) {
+      ctx.rawBody = raw;
+      const contentType = req.headers['content-type'];
+      ctx.form = /^multipart\/form-data/i.test(contentType ?? '') ? parseMultipart(raw, contentType) : null;
+      if (ctx.form) ctx.body = multipartSummary(ctx.form);
+      else {
+        const text = raw.toString('utf8');
+        try {
+          ctx.body = JSON.parse(text);
+          ctx.bodyIsJson = true;
+        } catch {
+          ctx.body = text.length > 2000 ? text.slice(0, 2000) : text;
+        }
       }
     }
-    requests.push({ method: ctx.method, path, headers: req.headers, body: ctx.body, at: arrivedAt });
+    recorded.body = ctx.body;
+    requests.push(recorded);
     if (requests.length > MAX_RECORDED) requests.shift();
     if (raw === null) return sendError(ctx, spec, 413, 'request body too large');
 
@@ -465,7 +613,7 @@ export async function startFakeServer(spec: ProviderSpec, opts: FakeOptions = {}
       );
     }
     if (f?.malformed) {
-      const streaming = isObject(ctx.body) && ctx.body.stream === true;
+      const streaming = spec.isStream ? spec.isStream(ctx) : isObject(ctx.body) && ctx.body.stream === true;
       if (streaming) {
         res.writeHead(200, {
           'content-type': 'text/event-stream; charset=utf-8',
@@ -485,7 +633,8 @@ export async function startFakeServer(spec: ProviderSpec, opts: FakeOptions = {}
     }
 
     const authError = spec.checkAuth(req, opts.apiKey);
-    if (authError !== null) return sendError(ctx, spec, 401, authError);
+    if (typeof authError === 'string') return sendError(ctx, spec, 401, authError);
+    if (authError) return sendError(ctx, spec, authError.status, authError.message, authError.code);
     if (!(await spec.route(ctx, spec)))
       return sendError(ctx, spec, 404, `Invalid URL (${ctx.method} ${path})`);
   }

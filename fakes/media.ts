@@ -4,6 +4,9 @@
  *
  * OpenAI wire format (what the official `openai` client sends and expects):
  *   POST /v1/images/generations {prompt, model, n, size, response_format} -> {created, data: [{url | b64_json, revised_prompt}]}
+ *   POST /v1/images/edits (multipart/form-data: image or image[] (files), mask?, prompt, model, n, size, response_format)
+ *     -> {created, data: [...]} like generations; gpt-image-* models always answer b64_json and add usage,
+ *        background, output_format, quality and size; dall-e-2 (the default model) takes exactly one image
  *   POST /v1/videos (multipart/form-data or JSON: prompt, model, seconds, size) -> Video {id, object: 'video', status: 'queued', progress: 0, ...}
  *   GET  /v1/videos/{id} -> Video (status queued | in_progress | completed | failed, progress 0..100)
  *   GET  /v1/videos/{id}/content -> the bytes (video/mp4)
@@ -145,19 +148,6 @@ export class JobBook {
   }
 }
 
-/** Text fields of a multipart/form-data body (the fake only needs the text parts). */
-export function multipartFields(raw: string, contentType: string | undefined): Record<string, string> {
-  const m = /boundary=(?:"([^"]+)"|([^;]+))/i.exec(contentType ?? '');
-  const boundary = m?.[1] ?? m?.[2];
-  const out: Record<string, string> = {};
-  if (!boundary) return out;
-  for (const part of raw.split('--' + boundary)) {
-    const h = /content-disposition:[^\r\n]*name="([^"]+)"[^\r\n]*\r\n(?:[^\r\n]+\r\n)*\r\n([\s\S]*?)\r\n$/i.exec(part);
-    if (h && !/filename=/i.test(part.split('\r\n\r\n')[0]!)) out[h[1]!] = h[2]!;
-  }
-  return out;
-}
-
 function videoObject(book: JobBook, j: Job): Record<string, unknown> {
   const s = book.state(j);
   const status = s.status === 'succeeded' ? 'completed' : s.status === 'failed' || s.status === 'cancelled' ? 'failed' : s.status === 'pending' ? 'queued' : 'in_progress';
@@ -180,19 +170,69 @@ function videoObject(book: JobBook, j: Job): Record<string, unknown> {
 
 const FAKE_BYTES = Buffer.from('\x00\x00\x00\x18ftypmp42fake-media-content', 'binary');
 
+/** The `data` of an images answer: one URL (or the bytes in base64) per result, the prompt as revised_prompt. */
+function imageData(book: JobBook, j: Job, b64: boolean): Array<Record<string, string>> {
+  if (book.media.noContent) return [];
+  return book.results(j).map((r): Record<string, string> => (b64 ? { b64_json: FAKE_BYTES.toString('base64'), revised_prompt: j.prompt } : { url: r.url, revised_prompt: j.prompt }));
+}
+
+/** Fake token counts of gpt-image models: per input image, and per output image. */
+const IMAGE_IN_TOKENS = 323;
+const IMAGE_OUT_TOKENS = 272;
+
+/** POST /v1/images/edits: multipart with one or more images, an optional mask and a prompt. */
+function imageEdits(ctx: FakeContext, spec: ProviderSpec, book: JobBook): void {
+  const form = ctx.form;
+  if (!form) return sendError(ctx, spec, 400, 'Invalid Content-Type header (expected multipart/form-data)');
+  if (book.submitFails()) return sendError(ctx, spec, 500, 'fake image backend failed');
+  const images = form.filesOf('image');
+  if (!images.length) return sendError(ctx, spec, 400, "Missing required parameter: 'image'.");
+  const prompt = form.get('prompt');
+  if (!prompt) return sendError(ctx, spec, 400, "Missing required parameter: 'prompt'.");
+  const model = form.get('model') ?? 'dall-e-2';
+  const gptImage = model.startsWith('gpt-image');
+  if (!gptImage && images.length > 1) return sendError(ctx, spec, 400, `${model} takes exactly one image to edit, got ${images.length}`);
+  const n = Number(form.get('n') ?? 1);
+  if (!Number.isInteger(n) || n < 1 || n > 10) return sendError(ctx, spec, 400, "Invalid 'n': expected an integer between 1 and 10.");
+  const format = form.get('response_format');
+  if (format !== undefined && format !== 'url' && format !== 'b64_json') return sendError(ctx, spec, 400, `Invalid 'response_format': '${format}'. Supported values are: 'url' and 'b64_json'.`);
+  const size = form.get('size') ?? '1024x1024';
+  const j = book.create('image', { model, prompt, n, size });
+  const data = imageData(book, j, gptImage || format === 'b64_json');
+  if (!gptImage) return sendJson(ctx, 200, { created: Math.floor(Date.now() / 1000), data });
+  const textTokens = Math.ceil(prompt.length / 4);
+  const imageTokens = images.length * IMAGE_IN_TOKENS + (form.filesOf('mask').length ? IMAGE_IN_TOKENS : 0);
+  const out = data.length * IMAGE_OUT_TOKENS;
+  sendJson(ctx, 200, {
+    created: Math.floor(Date.now() / 1000),
+    background: 'opaque',
+    data,
+    output_format: 'png',
+    quality: 'medium',
+    size,
+    usage: {
+      input_tokens: textTokens + imageTokens,
+      input_tokens_details: { image_tokens: imageTokens, text_tokens: textTokens },
+      output_tokens: out,
+      output_tokens_details: { image_tokens: out, text_tokens: 0 },
+      total_tokens: textTokens + imageTokens + out,
+    },
+  });
+}
+
 /** The OpenAI images and videos routes; false when the path is not one of them. */
 export async function openaiMediaRoute(ctx: FakeContext, spec: ProviderSpec, book: JobBook): Promise<boolean> {
   const { method, path } = ctx;
-  const body = isObject(ctx.body) ? ctx.body : typeof ctx.body === 'string' ? multipartFields(ctx.body, ctx.req.headers['content-type']) : {};
+  // JSON, or the summary of a multipart body (text fields as strings; see multipartSummary).
+  const body = isObject(ctx.body) ? ctx.body : {};
   if (method === 'POST' && path === '/v1/images/generations') {
     if (book.submitFails()) return (sendError(ctx, spec, 500, 'fake image backend failed'), true);
     if (typeof body.prompt !== 'string' || !body.prompt) return (sendError(ctx, spec, 400, 'prompt is required'), true);
     const j = book.create('image', body);
-    const b64 = body.response_format === 'b64_json';
-    const data = book.media.noContent ? [] : book.results(j).map((r) => (b64 ? { b64_json: FAKE_BYTES.toString('base64'), revised_prompt: j.prompt } : { url: r.url, revised_prompt: j.prompt }));
-    sendJson(ctx, 200, { created: Math.floor(Date.now() / 1000), data });
+    sendJson(ctx, 200, { created: Math.floor(Date.now() / 1000), data: imageData(book, j, body.response_format === 'b64_json') });
     return true;
   }
+  if (method === 'POST' && path === '/v1/images/edits') return (imageEdits(ctx, spec, book), true);
   if (method === 'POST' && path === '/v1/videos') {
     if (book.submitFails()) return (sendError(ctx, spec, 500, 'fake video backend failed'), true);
     if (typeof body.prompt !== 'string' || !body.prompt) return (sendError(ctx, spec, 400, 'prompt is required'), true);

@@ -1,6 +1,8 @@
 /**
  * Fake OpenAI upstream: chat completions (JSON + SSE, tool calls), embeddings (float + base64) and models,
- * speaking the real wire format so the official `openai` client works against it unchanged.
+ * speaking the real wire format so the official `openai` client works against it unchanged. The Responses API
+ * (responses.ts), audio speech/transcriptions/translations (audio.ts) and images/videos (media.ts) are served by
+ * the same server.
  *
  * Deterministic behaviour:
  *  - text reply: "Hello from <name>: <first 40 chars of the last user message>";
@@ -26,7 +28,9 @@ import {
   truncateWords,
   wordCount,
 } from './common.js';
+import { openaiAudioRoute } from './audio.js';
 import { type FakeMediaUpstream, JobBook, openaiMediaRoute } from './media.js';
+import { openaiResponsesRoute, ResponseStore } from './responses.js';
 
 const MODELS = [
   'gpt-4o',
@@ -319,7 +323,7 @@ const modelObject = (id: string) => ({
   owned_by: id.startsWith('text-') ? 'openai-internal' : 'system',
 });
 
-const makeSpec = (book: JobBook): ProviderSpec => ({
+const makeSpec = (book: JobBook, responses: ResponseStore): ProviderSpec => ({
   defaultName: 'fake-openai',
   requestIdHeader: 'x-request-id',
   errorBody: openaiErrorBody,
@@ -332,16 +336,21 @@ const makeSpec = (book: JobBook): ProviderSpec => ({
       sendJson(ctx, 200, { object: 'list', data: MODELS.map(modelObject) });
     else if (method === 'GET' && path.startsWith('/v1/models/'))
       sendJson(ctx, 200, modelObject(decodeURIComponent(path.slice('/v1/models/'.length))));
-    else return openaiMediaRoute(ctx, s, book);
+    else
+      return (
+        (await openaiResponsesRoute(ctx, s, responses)) ||
+        (await openaiAudioRoute(ctx, s)) ||
+        openaiMediaRoute(ctx, s, book)
+      );
     return true;
   },
 });
 
-/** Starts a fake OpenAI server on 127.0.0.1 (port 0 = random), images and videos included. */
+/** Starts a fake OpenAI server on 127.0.0.1 (port 0 = random): responses, audio, images and videos included. */
 export async function startFakeOpenAI(opts: FakeOptions = {}): Promise<FakeMediaUpstream> {
   let url = '';
   const book = new JobBook(() => url);
-  const up = await startFakeServer(makeSpec(book), opts);
+  const up = await startFakeServer(makeSpec(book, new ResponseStore()), opts);
   url = up.url;
   return Object.assign(up, { book });
 }
