@@ -107,6 +107,80 @@ function errorFields(bodyText: string): { type?: string; code?: string; message?
   return {};
 }
 
+/**
+ * Gemini answers with Google's envelope `{error:{code,message,status,details}}`: `status` is a google.rpc.Code
+ * name, `details` may hold an ErrorInfo `reason` (API_KEY_INVALID) and a RetryInfo `retryDelay` ("38s").
+ */
+interface GoogleFields {
+  status?: string;
+  reasons: string[];
+  retryDelayMs?: number;
+}
+
+function googleFields(bodyText: string): GoogleFields {
+  const out: GoogleFields = { reasons: [] };
+  try {
+    let j = JSON.parse(bodyText) as unknown;
+    if (Array.isArray(j) && j.length === 1) j = j[0]; // streamGenerateContent without alt=sse wraps it in a list
+    const e = (j as { error?: { status?: unknown; details?: unknown } } | null)?.error;
+    if (!e || typeof e !== 'object') return out;
+    if (typeof e.status === 'string') out.status = e.status;
+    for (const d of Array.isArray(e.details) ? (e.details as Array<Record<string, unknown>>) : []) {
+      if (typeof d?.reason === 'string') out.reasons.push(d.reason);
+      const m = typeof d?.retryDelay === 'string' ? /^(\d+(?:\.\d+)?)s$/.exec(d.retryDelay) : null;
+      if (m) out.retryDelayMs = Math.min(MAX_COOLDOWN_MS, Math.round(Number(m[1]) * 1000));
+    }
+  } catch {
+    /* not JSON: classified by status alone */
+  }
+  return out;
+}
+
+/**
+ * What a Google status means for the channel. client_error statuses are left to the generic rules below
+ * (which also tell context-length and content-policy refusals apart), as is any status not listed.
+ */
+const GOOGLE_STATUS_KINDS: Record<string, FailureKind> = {
+  RESOURCE_EXHAUSTED: 'rate_limited',
+  UNAUTHENTICATED: 'auth_failed',
+  PERMISSION_DENIED: 'auth_failed',
+  UNAVAILABLE: 'server_error',
+  INTERNAL: 'server_error',
+  UNKNOWN: 'server_error',
+  DEADLINE_EXCEEDED: 'server_error',
+  INVALID_ARGUMENT: 'client_error',
+  NOT_FOUND: 'client_error',
+  FAILED_PRECONDITION: 'client_error',
+};
+
+/** A bad key comes back as 400 INVALID_ARGUMENT, told apart only by its reason or message. */
+const GOOGLE_BAD_KEY_RE = /API_KEY_INVALID|API key not valid|API key expired/i;
+const GOOGLE_CREDITS_RE = /prepayment credits are depleted|credits? (?:are|is) exhausted/i;
+const GOOGLE_CONTEXT_RE = /input token count.*exceeds the maximum/i;
+
+/** Gemini's failures; null when the generic rules decide. */
+function classifyGoogle(
+  status: number,
+  headers: Record<string, string | string[] | undefined>,
+  bodyText: string,
+  message: string,
+  extra: Partial<UpstreamFailure>,
+): UpstreamFailure | null {
+  const g = googleFields(bodyText);
+  if (g.reasons.some((r) => GOOGLE_BAD_KEY_RE.test(r)) || GOOGLE_BAD_KEY_RE.test(message)) {
+    return failure('auth_failed', message, { ...extra, credential: 'invalid' });
+  }
+  const kind = g.status ? GOOGLE_STATUS_KINDS[g.status] : undefined;
+  if (kind === 'rate_limited' || status === 429) {
+    if (GOOGLE_CREDITS_RE.test(message)) return failure('quota_exhausted', message, { ...extra, credential: 'exhausted' });
+    return failure('rate_limited', message, { ...extra, cooldownMs: parseRetryAfter(headers) ?? g.retryDelayMs ?? DEFAULT_COOLDOWN_MS });
+  }
+  if (kind === 'auth_failed') return failure('auth_failed', message, { ...extra, credential: 'invalid' });
+  if (kind === 'server_error') return failure('server_error', message, extra);
+  if (GOOGLE_CONTEXT_RE.test(message)) return failure('context_length', message, extra);
+  return null;
+}
+
 const CONTEXT_RE = /context[_ ]length|maximum context|too many tokens|prompt is too long|context window/i;
 const POLICY_RE = /content[_ ]policy|content[_ ]filter|safety system|flagged/i;
 
@@ -121,6 +195,10 @@ export function classifyHttp(
   const message = f.message ?? `upstream answered ${status}`;
   const extra = { status, body: bodyText, upstreamType: f.type, upstreamCode: f.code };
   const sig = `${f.type ?? ''} ${f.code ?? ''}`;
+  if (provider === 'gemini') {
+    const g = classifyGoogle(status, headers, bodyText, message, extra);
+    if (g) return g;
+  }
   if (status === 429 || (provider === 'anthropic' && f.type === 'rate_limit_error')) {
     if (/insufficient_quota|billing|credit/i.test(sig) || /insufficient_quota|credit balance/i.test(message)) {
       return failure('quota_exhausted', message, { ...extra, credential: 'exhausted' });
