@@ -1,6 +1,6 @@
 import { countTokens } from 'gpt-tokenizer';
 import type { ConfigCache } from '../config/cache.js';
-import { priceOf } from '../core/pricing.js';
+import { cacheHitPrice, priceOf } from '../core/pricing.js';
 import type { RequestContext } from '../relay/context.js';
 import { estimateCost, estimateTokens } from '../quota/estimate.js';
 import type { Billing } from './service.js';
@@ -13,7 +13,7 @@ import type { Billing } from './service.js';
 /** The sale price the request may reach (prompt + max output at the alias price): its wallet reservation. */
 export function reservationFor(config: ConfigCache, ctx: RequestContext, body: Record<string, unknown>): bigint {
   if (ctx.app?.billing !== 'prepaid' || !ctx.alias) return 0n;
-  return BigInt(estimateCost(config, ctx.alias, ctx.key?.tokenGroupId ?? null, estimateTokens(body), ctx.startedAt));
+  return BigInt(estimateCost(config, ctx.alias, ctx.key?.tokenGroupId ?? null, estimateTokens(body, ctx.dialect), ctx.startedAt));
 }
 
 /**
@@ -23,7 +23,7 @@ export function reservationFor(config: ConfigCache, ctx: RequestContext, body: R
  */
 export function ensureUsage(ctx: RequestContext, body: Record<string, unknown>): void {
   if (ctx.usage || ctx.emittedText === null) return;
-  ctx.usage = { inputTokens: estimateTokens(body).prompt, outputTokens: countTokens(ctx.emittedText), cachedTokens: 0, cacheWriteTokens: 0 };
+  ctx.usage = { inputTokens: estimateTokens(body, ctx.dialect).prompt, outputTokens: countTokens(ctx.emittedText), cachedTokens: 0, cacheWriteTokens: 0 };
   ctx.usageEstimated = true;
 }
 
@@ -33,6 +33,12 @@ export function priceRequest(config: ConfigCache, ctx: RequestContext): void {
   const p = config.price(ctx.alias.name, ctx.channel, ctx.startedAt);
   if (!p) return;
   const g = ctx.key?.tokenGroupId ? config.tokenGroup(ctx.key.tokenGroupId, ctx.startedAt) : undefined;
+  if (ctx.cacheHit) {
+    // No upstream call: the cache-hit rates alone (zero unless the price table sets them).
+    ctx.costMicros = cacheHitPrice(p.cost);
+    ctx.saleMicros = cacheHitPrice(p.sale, g?.priceMultiplierPpm ?? 1_000_000n);
+    return;
+  }
   ctx.costMicros = priceOf(p.cost, ctx.usage);
   ctx.saleMicros = priceOf(p.sale, ctx.usage, g?.priceMultiplierPpm ?? 1_000_000n);
 }

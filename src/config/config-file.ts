@@ -30,7 +30,7 @@ export interface ConfigDoc {
 const SECTIONS: Record<string, { entity: Entity; fields: string[]; match: (r: Row) => string }> = {
   channels: { entity: 'channel', fields: ['code', 'name', 'provider', 'base_url', 'credential_env', 'enabled', 'weight', 'settings'], match: (r) => String(r.code) },
   token_groups: { entity: 'token_group', fields: ['id', 'name', 'price_multiplier_ppm', 'enabled'], match: (r) => String(r.id) },
-  aliases: { entity: 'alias', fields: ['name', 'description', 'enabled', 'chain', 'max_attempts', 'deadline_ms'], match: (r) => String(r.name) },
+  aliases: { entity: 'alias', fields: ['name', 'description', 'enabled', 'chain', 'max_attempts', 'deadline_ms', 'cache_ttl_s'], match: (r) => String(r.name) },
   apps: { entity: 'app', fields: ['id', 'name', 'enabled', 'billing'], match: (r) => String(r.id) },
   quotas: {
     entity: 'quota',

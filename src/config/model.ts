@@ -2,7 +2,7 @@
  * The gateway's runtime view of configuration: typed, defaulted, immutable objects built from DB rows.
  * The data plane reads only these (from the in-process snapshot), never the database.
  */
-export type ProviderKind = 'openai' | 'anthropic' | 'jobs';
+export type ProviderKind = 'openai' | 'anthropic' | 'jobs' | 'gemini';
 
 export interface Timeouts {
   connectMs: number;
@@ -47,6 +47,8 @@ export interface Channel {
   breaker: BreakerSettings;
   headers: Record<string, string>;
   maxConnections: number;
+  /** OpenAI channels: serve /v1/responses with the upstream's own Responses API (else through chat). */
+  nativeResponses: boolean;
   versionNo: number;
   effectiveFrom: number;
   effectiveTo: number | null;
@@ -67,6 +69,8 @@ export interface Alias {
   tiers: ChainTarget[][];
   maxAttempts: number;
   deadlineMs: number;
+  /** Exact-match response cache: how long an answer is kept, in seconds (0 = off unless a request opts in). */
+  cacheTtlS: number;
   versionNo: number;
   effectiveFrom: number;
   effectiveTo: number | null;

@@ -19,7 +19,8 @@ export interface Price {
   effectiveTo: number | null;
 }
 
-const UNITS = ['input_per_mtok', 'output_per_mtok', 'cached_per_mtok', 'per_request', 'per_image', 'per_video_second', 'per_track'] as const;
+export const PRICE_UNITS = ['input_per_mtok', 'output_per_mtok', 'cached_per_mtok', 'per_request', 'per_image', 'per_video_second', 'per_track', 'per_mchar', 'per_audio_second', 'per_cache_hit'] as const;
+const UNITS = PRICE_UNITS;
 
 function units(r: Record<string, unknown>, side: 'cost' | 'sale'): UnitPrices {
   const b = (u: string) => BigInt(String(r[`${side}_${u}`] ?? 0));
@@ -31,6 +32,9 @@ function units(r: Record<string, unknown>, side: 'cost' | 'sale'): UnitPrices {
     perImage: b(UNITS[4]),
     perVideoSecond: b(UNITS[5]),
     perTrack: b(UNITS[6]),
+    perMChar: b(UNITS[7]),
+    perAudioSecond: b(UNITS[8]),
+    perCacheHit: b(UNITS[9]),
   };
 }
 

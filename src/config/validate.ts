@@ -83,6 +83,8 @@ function settings(v: unknown): Obj {
       out[k] = val;
     } else if (k === 'maxConnections') {
       out[k] = int(val, 'settings.maxConnections', 1, 10_000);
+    } else if (k === 'nativeResponses') {
+      out[k] = bool(val, 'settings.nativeResponses');
     } else throw bad(`settings.${k}`, 'is not a known setting');
   }
   return out;
@@ -113,7 +115,7 @@ const FIELDS: Record<Entity, Record<string, (v: unknown) => [string, unknown]>> 
     code: (v) => ['code', str(v, 'code', { max: 64, re: CODE_RE, reMsg: CODE_MSG })],
     name: (v) => ['name', str(v, 'name')],
     provider: (v) => {
-      if (v !== 'openai' && v !== 'anthropic' && v !== 'jobs') throw bad('provider', "must be 'openai', 'anthropic' or 'jobs'");
+      if (v !== 'openai' && v !== 'anthropic' && v !== 'jobs' && v !== 'gemini') throw bad('provider', "must be 'openai', 'anthropic', 'gemini' or 'jobs'");
       return ['provider', v];
     },
     base_url: (v) => {
@@ -144,6 +146,7 @@ const FIELDS: Record<Entity, Record<string, (v: unknown) => [string, unknown]>> 
     chain: (v) => ['chain', chain(v)],
     max_attempts: (v) => ['max_attempts', int(v, 'max_attempts', 1, 20)],
     deadline_ms: (v) => ['deadline_ms', int(v, 'deadline_ms', 100, 3_600_000)],
+    cache_ttl_s: (v) => ['cache_ttl_s', int(v, 'cache_ttl_s', 0, 2_592_000)],
     effective_from: (v) => ['effective_from', date(v, 'effective_from') ?? new Date()],
     effective_to: (v) => ['effective_to', date(v, 'effective_to')],
   },

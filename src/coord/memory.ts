@@ -74,6 +74,16 @@ export class MemoryCoordinator implements Coordinator {
     return e && e.exp > this.clock.now() ? e.v : null;
   }
   async setValue(key: string, v: string, ttlMs: number) {
+    // Bounded (the response cache writes here too): past the cap, drop expired entries, then the oldest.
+    if (this.kv.size >= 10_000 && !this.kv.has(key)) {
+      const now = this.clock.now();
+      for (const [k, e] of this.kv) if (e.exp <= now) this.kv.delete(k);
+      for (const k of this.kv.keys()) {
+        if (this.kv.size < 10_000) break;
+        this.kv.delete(k);
+      }
+    }
+    this.kv.delete(key);
     this.kv.set(key, { v, exp: this.clock.now() + ttlMs });
   }
   async delValue(key: string) {

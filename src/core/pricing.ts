@@ -23,6 +23,12 @@ export interface UnitPrices {
   perImage: bigint;
   perVideoSecond: bigint;
   perTrack: bigint;
+  /** Per million characters of input (text to speech). */
+  perMChar: bigint;
+  /** Per second of audio (transcription, translation). */
+  perAudioSecond: bigint;
+  /** Per answer served from the response cache (instead of everything else). */
+  perCacheHit: bigint;
 }
 
 export interface MeteredUsage {
@@ -34,6 +40,10 @@ export interface MeteredUsage {
   images?: number;
   videoSeconds?: number;
   tracks?: number;
+  /** Characters of input (speech). */
+  characters?: number;
+  /** Seconds of audio (transcription). */
+  audioSeconds?: number;
 }
 
 export const ONE_MILLION = 1_000_000n;
@@ -71,7 +81,16 @@ export function priceOf(p: UnitPrices, u: MeteredUsage, multiplierPpm: bigint = 
     rate(p.perRequest, 'perRequest') +
     count(u.images, 'images') * rate(p.perImage, 'perImage') +
     count(u.videoSeconds, 'videoSeconds') * rate(p.perVideoSecond, 'perVideoSecond') +
-    count(u.tracks, 'tracks') * rate(p.perTrack, 'perTrack');
+    count(u.tracks, 'tracks') * rate(p.perTrack, 'perTrack') +
+    ceilDiv(count(u.characters, 'characters') * rate(p.perMChar, 'perMChar'), ONE_MILLION) +
+    count(u.audioSeconds, 'audioSeconds') * rate(p.perAudioSecond, 'perAudioSecond');
+  const m = rate(multiplierPpm, 'multiplierPpm');
+  return m === ONE_MILLION ? total : ceilDiv(total * m, ONE_MILLION);
+}
+
+/** The price of an answer served from the response cache: the cache-hit rate alone, multiplier applied. */
+export function cacheHitPrice(p: UnitPrices, multiplierPpm: bigint = ONE_MILLION): bigint {
+  const total = rate(p.perCacheHit, 'perCacheHit');
   const m = rate(multiplierPpm, 'multiplierPpm');
   return m === ONE_MILLION ? total : ceilDiv(total * m, ONE_MILLION);
 }

@@ -33,6 +33,39 @@ export function toAnthropicError(e: GatewayError): AnthropicErrorBody {
   return { type: 'error', error: { type: ANTHROPIC_TYPES[e.type], message: e.message, code: e.code } };
 }
 
+const GOOGLE_STATUS: Record<number, string> = {
+  400: 'INVALID_ARGUMENT',
+  401: 'UNAUTHENTICATED',
+  402: 'FAILED_PRECONDITION',
+  403: 'PERMISSION_DENIED',
+  404: 'NOT_FOUND',
+  409: 'ABORTED',
+  413: 'INVALID_ARGUMENT',
+  415: 'INVALID_ARGUMENT',
+  429: 'RESOURCE_EXHAUSTED',
+  499: 'CANCELLED',
+  500: 'INTERNAL',
+  502: 'UNAVAILABLE',
+  503: 'UNAVAILABLE',
+  504: 'DEADLINE_EXCEEDED',
+};
+
+export interface GoogleErrorBody {
+  error: { code: number; message: string; status: string; details: Array<Record<string, unknown>> };
+}
+
+/** Google's error envelope (Gemini clients), with Anima's code as an ErrorInfo reason. */
+export function toGoogleError(e: GatewayError, status = e.status): GoogleErrorBody {
+  return {
+    error: {
+      code: status,
+      message: e.message,
+      status: GOOGLE_STATUS[status] ?? (status >= 500 ? 'INTERNAL' : 'INVALID_ARGUMENT'),
+      details: [{ '@type': 'type.googleapis.com/google.rpc.ErrorInfo', reason: e.code.toUpperCase(), domain: 'anima' }],
+    },
+  };
+}
+
 /** Anthropic clients know 529 as "overloaded"; OpenAI clients get 503 for the same condition. */
 export function anthropicStatus(e: GatewayError): number {
   return e.code === 'upstream_overloaded' ? 529 : e.status;

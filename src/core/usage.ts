@@ -7,6 +7,10 @@ export interface Usage {
   cachedTokens: number;
   /** Prompt tokens written to the provider's cache (Anthropic cache_creation_input_tokens; subset of inputTokens). */
   cacheWriteTokens: number;
+  /** Metered units besides tokens, for operations priced by them (speech, transcription, image edits). */
+  characters?: number;
+  audioSeconds?: number;
+  images?: number;
 }
 
 export function emptyUsage(): Usage {

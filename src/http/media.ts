@@ -13,6 +13,7 @@
  * `Idempotency-Key` makes a submission repeatable: the same key (per app) returns the same task. A task
  * is visible only to its own app: another app gets 404 for it, as for a task that doesn't exist.
  */
+import { uploadsOf } from '../lib/multipart.js';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Billing } from '../billing/service.js';
 import type { ConfigCache } from '../config/cache.js';
@@ -190,26 +191,14 @@ function newApiError(reply: FastifyReply, e: unknown): FastifyReply {
 function body(req: FastifyRequest): Record<string, unknown> {
   const b = req.body;
   if (b === undefined || b === null || typeof b !== 'object' || Array.isArray(b)) throw new GatewayError('invalid_request', 'The request body must be a JSON object.');
+  // Multipart (OpenAI's videos.create): the text fields are the body; a file (an image-to-video
+  // reference) is refused clearly rather than dropped.
+  const f = uploadsOf(b)[0];
+  if (f) throw new GatewayError('unsupported_parameter', `File uploads ('${f.field}') are not supported here; send text fields.`, { param: f.field });
   return b as Record<string, unknown>;
 }
 
 export function registerMedia(app: FastifyInstance, d: MediaHttpDeps): void {
-  // Multipart bodies (OpenAI's videos.create): text fields become the body object; a file part is refused
-  // with a clear error (image-to-video references are not supported yet).
-  app.addContentTypeParser(/^multipart\/form-data/, { parseAs: 'buffer', bodyLimit: 20 * 1024 * 1024 }, (req, buf, done) => {
-    new Response(buf as Buffer, { headers: { 'content-type': String(req.headers['content-type']) } })
-      .formData()
-      .then((form) => {
-        const out: Record<string, unknown> = {};
-        for (const [k, v] of form.entries()) {
-          if (typeof v !== 'string') return done(new GatewayError('unsupported_parameter', `File uploads ('${k}') are not supported; send text fields.`, { param: k }) as unknown as Error, undefined);
-          out[k] = v;
-        }
-        done(null, out);
-      })
-      .catch(() => done(new GatewayError('invalid_request', 'The multipart body could not be parsed.') as unknown as Error, undefined));
-  });
-
   // ---- images ----
   app.post('/v1/images/generations', async (req, reply) => {
     const b = body(req);

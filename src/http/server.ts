@@ -19,8 +19,25 @@ import type { Billing } from '../billing/service.js';
 import { priceRequest, reservationFor, settleRequest } from '../billing/request.js';
 import { type TaskStore, taskView } from '../tasks/store.js';
 
-const TASK_KIND: Record<InboundDialect, string> = { openai_chat: 'chat', openai_embeddings: 'embeddings', anthropic_messages: 'messages' };
-import { validateBody } from './validate.js';
+const TASK_KIND: Record<InboundDialect, string> = {
+  openai_chat: 'chat',
+  openai_embeddings: 'embeddings',
+  anthropic_messages: 'messages',
+  openai_responses: 'responses',
+  gemini: 'gemini',
+  openai_speech: 'speech',
+  openai_transcription: 'transcription',
+  openai_translation: 'translation',
+  openai_image_edit: 'image_edit',
+};
+/** Dialects an ASYNC-mode key may defer as a task (their answers are JSON the task can keep). */
+const DEFERRABLE: ReadonlySet<InboundDialect> = new Set(['openai_chat', 'openai_embeddings', 'anthropic_messages']);
+import { type Inbound, googleKey, inboundFor } from './validate.js';
+import { parseMultipart } from '../lib/multipart.js';
+import { type CachedAnswer, MAX_CACHED_BYTES, type ResponseCache, cacheKey, cacheTtlFor } from '../relay/response-cache.js';
+import { errorShape } from '../relay/relay.js';
+import { toGoogleError } from '../core/render.js';
+import { emptyUsage } from '../core/usage.js';
 
 export interface HttpDeps {
   config: ConfigCache;
@@ -44,6 +61,10 @@ export interface HttpDeps {
   media?: MediaHttpDeps;
   /** The admin API (absent = not served). */
   admin?: AdminDeps;
+  /** Exact-match response cache store (absent = no response cache). */
+  responseCache?: ResponseCache;
+  /** Largest multipart upload accepted (audio to transcribe, images to edit), bytes. */
+  uploadLimit?: number;
   readiness: () => Promise<{ up: boolean; degraded?: boolean; components: Record<string, { status: string; details?: unknown }> }>;
 }
 
@@ -107,10 +128,51 @@ function nodeSink(res: ServerResponse): ClientSink {
   };
 }
 
+/** A sink that also keeps what it was sent (for the response cache), handed over when the answer ends. */
+function capturing(inner: ClientSink, onDone: (a: { t: string; p: string }) => void): ClientSink {
+  let status = 0;
+  let type = '';
+  let parts: string[] | null = [];
+  let size = 0;
+  const keep = (c: string | Uint8Array) => {
+    if (!parts) return;
+    const s = typeof c === 'string' ? c : Buffer.from(c).toString('utf8');
+    size += s.length;
+    if (size > MAX_CACHED_BYTES) parts = null;
+    else parts.push(s);
+  };
+  return {
+    get closed() {
+      return inner.closed;
+    },
+    get headersSent() {
+      return inner.headersSent;
+    },
+    head(s, h) {
+      status = s;
+      type = h['content-type'] ?? '';
+      inner.head(s, h);
+    },
+    write(c) {
+      keep(c);
+      return inner.write(c);
+    },
+    drain: (ms) => inner.drain(ms),
+    abort: () => inner.abort(),
+    end(c) {
+      if (c) keep(c);
+      inner.end(c);
+      if (status === 200 && parts && !inner.closed) onDone({ t: type, p: parts.join('') });
+    },
+    onAbort: (cb) => inner.onAbort(cb),
+  };
+}
+
 const DIALECT_BY_URL: Array<[string, InboundDialect]> = [
   ['/v1/chat/completions', 'openai_chat'],
   ['/v1/embeddings', 'openai_embeddings'],
   ['/v1/messages', 'anthropic_messages'],
+  ['/v1beta/', 'gemini'],
 ];
 
 function dialectOf(url: string): InboundDialect {
@@ -173,12 +235,20 @@ export function buildServer(d: HttpDeps): FastifyInstance {
   app.setErrorHandler((err, req, reply) => {
     const ge = toGatewayError(err);
     if (ge.code === 'internal_error') d.log.error({ err: safeErr(err), reqId: req.id, url: req.url }, 'unhandled error');
-    const anthropic = dialectOf(req.url) === 'anthropic_messages';
+    const shape = errorShape(dialectOf(req.url));
     void reply
-      .code(anthropic && ge.code === 'upstream_overloaded' ? 529 : ge.status)
+      .code(shape === 'anthropic' && ge.code === 'upstream_overloaded' ? 529 : ge.status)
       .header('x-request-id', req.id)
       .headers(ge.headers)
-      .send(anthropic ? toAnthropicError(ge) : toOpenAIError(ge));
+      .send(shape === 'anthropic' ? toAnthropicError(ge) : shape === 'google' ? toGoogleError(ge) : toOpenAIError(ge));
+  });
+
+  // Uploads (audio to transcribe, images to edit, a video's reference): text fields become the body's
+  // properties, files ride along under a symbol (see lib/multipart.ts).
+  app.addContentTypeParser(/^multipart\/form-data/, { parseAs: 'buffer', bodyLimit: d.uploadLimit ?? 26 * 1024 * 1024 }, (req, buf, done) => {
+    parseMultipart(buf as Buffer, String(req.headers['content-type']))
+      .then((b) => done(null, b))
+      .catch(() => done(new GatewayError('invalid_request', 'The multipart body could not be parsed.') as unknown as Error, undefined));
   });
 
   app.setNotFoundHandler((req, reply) => {
@@ -186,11 +256,29 @@ export function buildServer(d: HttpDeps): FastifyInstance {
     void reply.code(404).header('x-request-id', req.id).send(toOpenAIError(ge));
   });
 
-  const dataPlane = (dialect: InboundDialect) => async (req: FastifyRequest, reply: FastifyReply) => {
+  /** A cache hit: the stored answer as it was sent (a stream replayed as a stream), settled at the cache price. */
+  const serveCached = async (ctx: RequestContext, sink: ClientSink, hit: CachedAnswer) => {
+    ctx.cacheHit = true;
+    ctx.channel = hit.c;
+    ctx.usage = emptyUsage();
+    ctx.status = 200;
+    ctx.outcome = 'ok';
+    if (ctx.beforeFinish) {
+      ctx.served = true;
+      await ctx.beforeFinish();
+    }
+    ctx.served = true;
+    sink.head(200, { ...ctx.extraHeaders, 'content-type': hit.t, 'x-request-id': ctx.id, 'x-anima-cache': 'hit', 'x-anima-cache-age': String(Math.max(0, Math.floor((Date.now() - hit.at) / 1000))) });
+    ctx.ttfbMs = ctx.elapsedMs();
+    sink.end(hit.p);
+    ctx.endedAt = d.clock.now();
+  };
+
+  const dataPlane = (dialect: InboundDialect, inbound: Inbound = inboundFor(dialect)) => async (req: FastifyRequest, reply: FastifyReply) => {
     const now = d.clock.now();
     const ctx = new RequestContext(req.id, dialect, now);
     reply.hijack();
-    const sink = nodeSink(reply.raw);
+    let sink = nodeSink(reply.raw);
     let lease: Lease | null = null;
     let holdId: string | null = null;
     let reqBody: Record<string, unknown> | null = null;
@@ -198,23 +286,25 @@ export function buildServer(d: HttpDeps): FastifyInstance {
       const ks = d.config.killSwitch();
       if (ks) throw new GatewayError('gateway_disabled', `The gateway is disabled by an operator${ks.reason ? `: ${ks.reason}` : ''}.`);
       if (d.bothDown?.()) throw new GatewayError('service_unavailable', 'Redis and the database are both unreachable: requests are refused until one returns (nothing is served unbilled).', { headers: { 'retry-after': '1' } });
-      const body = validateBody(dialect, req.body);
+      const { body, model, stream, key } = inbound(req);
       reqBody = body;
-      ctx.stream = body.stream === true;
-      await authenticate(d.config, ctx, req.headers, now);
-      resolveAlias(d.config, ctx, body.model as string, now);
+      ctx.stream = stream;
+      await authenticate(d.config, ctx, req.headers, now, key);
+      resolveAlias(d.config, ctx, model, now);
       const gone = new AbortController();
       sink.onAbort(() => gone.abort());
       if (billing?.blocked()) throw new GatewayError('service_unavailable', 'Billing can reach neither Redis nor the database; requests are refused rather than served unbilled.');
       // The quota admission and the wallet reservation go to Redis side by side: one round trip of latency.
       const reserve = billing ? reservationFor(d.config, ctx, body) : 0n;
+      const cacheTtl = d.responseCache ? cacheTtlFor(dialect, ctx.alias!.cacheTtlS, req.headers) : 0;
       const [adm, res] = await Promise.allSettled([
         d.admission
           ? d.admission.admit(
               ctx.key!,
               (needTokens, needCost) => {
                 if (!needTokens && !needCost) return { tokens: 0, cost: 0 };
-                const t = estimateTokens(body);
+                if (cacheTtl > 0) return { tokens: 0, cost: 0 }; // a cache hit uses no tokens; a miss is trued up at settlement
+                const t = estimateTokens(body, dialect);
                 return { tokens: t.total, cost: needCost ? estimateCost(d.config, ctx.alias!, ctx.key!.tokenGroupId, t, now) : 0 };
               },
               gone.signal,
@@ -230,7 +320,8 @@ export function buildServer(d: HttpDeps): FastifyInstance {
       if (res.status === 'rejected') throw res.reason;
       if (admitted && 'deferred' in admitted) {
         // ASYNC mode and no room now: persist the request as a task and answer 202 at once.
-        if (body.stream === true) throw new GatewayError('invalid_request', 'This key runs over-limit requests asynchronously (ASYNC mode), which cannot stream: retry without stream, or later.', { param: 'stream' });
+        if (stream) throw new GatewayError('invalid_request', 'This key runs over-limit requests asynchronously (ASYNC mode), which cannot stream: retry without stream, or later.', { param: 'stream' });
+        if (!DEFERRABLE.has(dialect)) throw new GatewayError('rate_limit_exceeded', 'This key is over its limits and this operation cannot be deferred as a task: retry later.', { headers: { 'retry-after': String(Math.max(1, Math.ceil(admitted.retryAfterMs / 1000))) } });
         if (!d.tasks) throw new GatewayError('service_unavailable', 'Asynchronous tasks are not available on this gateway.');
         const task = await d.tasks.store.create({
           kind: TASK_KIND[dialect],
@@ -252,6 +343,21 @@ export function buildServer(d: HttpDeps): FastifyInstance {
       if (billing) {
         const hold = holdId;
         ctx.beforeFinish = () => settleRequest(billing, d.config, ctx, body, { recordId: ctx.id, holdId: hold });
+      }
+      let ck: string | null = null;
+      if (cacheTtl > 0) {
+        ck = cacheKey(ctx.app!.id, dialect, ctx.aliasName!, body);
+        const hit = await d.responseCache!.get(ck).catch(() => null);
+        if (hit) {
+          await serveCached(ctx, sink, hit);
+          return;
+        }
+        sink = capturing(sink, (a) => {
+          if (ctx.served && !ctx.clientAborted && ctx.status === 200 && ctx.channel) {
+            void d.responseCache!.put(ck!, { ...a, c: ctx.channel, at: Date.now() }, cacheTtl).catch(() => {});
+          }
+        });
+        ctx.extraHeaders['x-anima-cache'] = 'miss';
       }
       const beta = req.headers['anthropic-beta'];
       await d.relay.serve(ctx, body, sink, typeof beta === 'string' ? { anthropicBeta: beta, abort: gone } : { abort: gone });
@@ -283,6 +389,27 @@ export function buildServer(d: HttpDeps): FastifyInstance {
   app.post('/v1/chat/completions', dataPlane('openai_chat'));
   app.post('/v1/embeddings', dataPlane('openai_embeddings'));
   app.post('/v1/messages', dataPlane('anthropic_messages'));
+  app.post('/v1/responses', dataPlane('openai_responses'));
+  app.post('/v1/audio/speech', dataPlane('openai_speech'));
+  app.post('/v1/audio/transcriptions', dataPlane('openai_transcription'));
+  app.post('/v1/audio/translations', dataPlane('openai_translation'));
+  app.post('/v1/images/edits', dataPlane('openai_image_edit'));
+  // Gemini: POST /v1beta/models/{model}:generateContent | :streamGenerateContent (the method rides in the
+  // last path segment after a colon, which the router can't split: one route, the inbound parser does).
+  app.post('/v1beta/models/*', dataPlane('gemini'));
+  app.post('/v1/models/*', dataPlane('gemini'));
+  app.get('/v1beta/models', async (req, reply) => {
+    const now = d.clock.now();
+    if (l1Expired()) throw new GatewayError('service_unavailable', 'Redis and the database are both unreachable and the in-memory configuration is older than 30 s.', { headers: { 'retry-after': '1' } });
+    const ctx = new RequestContext(req.id, 'gemini', now);
+    await authenticate(d.config, ctx, req.headers, now, googleKey(req));
+    const allowed = ctx.key!.allowedAliases;
+    const models = d.config
+      .aliasNames(now)
+      .filter((n) => !allowed || allowed.has(n))
+      .map((id) => ({ name: `models/${id}`, baseModelId: id, version: '1', displayName: id, description: d.config.alias(id, now)?.description ?? '', supportedGenerationMethods: ['generateContent', 'streamGenerateContent'] }));
+    void reply.header('x-request-id', req.id).send({ models });
+  });
 
   /** With Redis and the database both gone, reads answer from L1 only while it is fresher than 30 s. */
   const l1Expired = () => !!d.bothDown?.() && d.clock.now() - d.config.loadedAt > L1_TTL_MS;

@@ -1,5 +1,7 @@
 import { GatewayError } from '../core/errors.js';
+import type { FastifyRequest } from 'fastify';
 import type { InboundDialect } from '../providers/types.js';
+import { uploadsOf } from '../lib/multipart.js';
 
 const isObj = (v: unknown): v is Record<string, unknown> => !!v && typeof v === 'object' && !Array.isArray(v);
 
@@ -47,4 +49,128 @@ export function validateBody(dialect: InboundDialect, body: unknown): Record<str
     }
   }
   return body;
+}
+
+/** What the data plane needs from a request, whatever its dialect: the body to relay, alias, stream flag. */
+export interface InboundRequest {
+  body: Record<string, unknown>;
+  model: string;
+  stream: boolean;
+  /** An API key sent outside the usual headers (Gemini's `?key=`). */
+  key?: string;
+}
+
+export type Inbound = (req: FastifyRequest) => InboundRequest;
+
+const MAX_SPEECH_CHARS = 4096;
+const MAX_AUDIO_BYTES = 25 * 1024 * 1024;
+
+function modelOf(body: Record<string, unknown>): string {
+  const model = body.model;
+  if (model === undefined || model === null || model === '') throw new GatewayError('missing_model', 'You must provide a model parameter.', { param: 'model' });
+  if (typeof model !== 'string' || model.length > 256) throw new GatewayError('invalid_request', "'model' must be a string of at most 256 characters.", { param: 'model' });
+  return model;
+}
+
+/** The Gemini API key a client sent: `x-goog-api-key`, or `?key=` in the URL. */
+export function googleKey(req: FastifyRequest): string | undefined {
+  const h = req.headers['x-goog-api-key'];
+  if (typeof h === 'string' && h.trim()) return h.trim();
+  const q = (req.query as Record<string, unknown> | undefined)?.key;
+  return typeof q === 'string' && q ? q : undefined;
+}
+
+function checkUpload(body: Record<string, unknown>, fields: string[], required: boolean, max: number): void {
+  const files = uploadsOf(body).filter((f) => fields.includes(f.field));
+  if (required && files.length === 0) throw new GatewayError('invalid_request', `Upload a file in the '${fields[0]}' field (multipart/form-data).`, { param: fields[0]! });
+  for (const f of files) {
+    if (f.data.length === 0) throw new GatewayError('invalid_request', `The file in '${f.field}' is empty.`, { param: f.field });
+    if (f.data.length > max) throw new GatewayError('body_too_large', `The file in '${f.field}' is larger than ${Math.round(max / 1024 / 1024)} MB.`, { param: f.field });
+  }
+}
+
+function multipartBody(req: FastifyRequest): Record<string, unknown> {
+  const ct = String(req.headers['content-type'] ?? '');
+  if (!/^multipart\/form-data/i.test(ct)) throw new GatewayError('unsupported_media_type', 'Send this request as multipart/form-data.');
+  if (!isObj(req.body)) throw new GatewayError('invalid_request', 'The multipart body could not be parsed.');
+  return req.body;
+}
+
+const GEMINI_METHOD = /^(.+):(generateContent|streamGenerateContent)$/;
+
+/** Each dialect's inbound parser: validation of the shape Anima itself needs. */
+export function inboundFor(dialect: InboundDialect): Inbound {
+  switch (dialect) {
+    case 'openai_chat':
+    case 'anthropic_messages':
+    case 'openai_embeddings':
+      return (req) => {
+        const body = validateBody(dialect, req.body);
+        return { body, model: body.model as string, stream: body.stream === true };
+      };
+    case 'openai_responses':
+      return (req) => {
+        const body = req.body;
+        if (!isObj(body)) throw new GatewayError('invalid_request', 'The request body must be a JSON object.');
+        const model = modelOf(body);
+        if (body.stream !== undefined && body.stream !== null && typeof body.stream !== 'boolean') throw new GatewayError('invalid_request', "'stream' must be a boolean.", { param: 'stream' });
+        const input = body.input;
+        if (!(typeof input === 'string' && input !== '') && !(Array.isArray(input) && input.length > 0 && input.every(isObj))) {
+          throw new GatewayError('invalid_request', "'input' must be a non-empty string or a non-empty array of input items.", { param: 'input' });
+        }
+        if (body.max_output_tokens != null && (!Number.isInteger(body.max_output_tokens) || (body.max_output_tokens as number) < 1)) {
+          throw new GatewayError('invalid_request', "'max_output_tokens' must be a positive integer.", { param: 'max_output_tokens' });
+        }
+        if (body.background === true) throw new GatewayError('unsupported_parameter', "'background' responses need stored state, which Anima does not keep.", { param: 'background' });
+        return { body, model, stream: body.stream === true };
+      };
+    case 'gemini':
+      return (req) => {
+        const tail = decodeURIComponent((req.params as Record<string, string>)['*'] ?? '');
+        const m = GEMINI_METHOD.exec(tail);
+        if (!m) throw new GatewayError('not_found', `Unknown method: models/${tail.slice(0, 120)} (use :generateContent or :streamGenerateContent).`);
+        const stream = m[2] === 'streamGenerateContent';
+        if (stream && (req.query as Record<string, unknown>)?.alt !== 'sse') throw new GatewayError('invalid_request', 'streamGenerateContent is served as server-sent events: add ?alt=sse.', { param: 'alt' });
+        const body = req.body;
+        if (!isObj(body)) throw new GatewayError('invalid_request', 'The request body must be a JSON object.');
+        if (!Array.isArray(body.contents) || body.contents.length === 0 || !body.contents.every(isObj)) {
+          throw new GatewayError('invalid_request', "'contents' must be a non-empty array of content objects.", { param: 'contents' });
+        }
+        const model = m[1]!.replace(/^models\//, '');
+        return { body: { ...body, model, stream }, model, stream, key: googleKey(req) };
+      };
+    case 'openai_speech':
+      return (req) => {
+        const body = req.body;
+        if (!isObj(body)) throw new GatewayError('invalid_request', 'The request body must be a JSON object.');
+        const model = modelOf(body);
+        if (typeof body.input !== 'string' || body.input === '') throw new GatewayError('invalid_request', "'input' must be a non-empty string.", { param: 'input' });
+        if ([...body.input].length > MAX_SPEECH_CHARS) throw new GatewayError('invalid_request', `'input' must be at most ${MAX_SPEECH_CHARS} characters.`, { param: 'input' });
+        if (typeof body.voice !== 'string' && !isObj(body.voice)) throw new GatewayError('invalid_request', "'voice' is required.", { param: 'voice' });
+        if (body.speed !== undefined && (typeof body.speed !== 'number' || body.speed < 0.25 || body.speed > 4)) throw new GatewayError('invalid_request', "'speed' must be a number from 0.25 to 4.", { param: 'speed' });
+        return { body, model, stream: false };
+      };
+    case 'openai_transcription':
+    case 'openai_translation':
+      return (req) => {
+        const body = multipartBody(req);
+        const model = modelOf(body);
+        checkUpload(body, ['file'], true, MAX_AUDIO_BYTES);
+        const rf = body.response_format;
+        if (rf !== undefined && !['json', 'text', 'srt', 'verbose_json', 'vtt', 'diarized_json'].includes(rf as string)) {
+          throw new GatewayError('invalid_request', "'response_format' must be one of json, text, srt, verbose_json, vtt.", { param: 'response_format' });
+        }
+        return { body, model, stream: false };
+      };
+    case 'openai_image_edit':
+      return (req) => {
+        const body = multipartBody(req);
+        const model = modelOf(body);
+        checkUpload(body, ['image', 'image[]'], true, MAX_AUDIO_BYTES);
+        checkUpload(body, ['mask'], false, MAX_AUDIO_BYTES);
+        if (typeof body.prompt !== 'string' || body.prompt === '') throw new GatewayError('invalid_request', "'prompt' is required.", { param: 'prompt' });
+        if (body.n !== undefined && !/^(10|[1-9])$/.test(String(body.n))) throw new GatewayError('invalid_request', "'n' must be an integer from 1 to 10.", { param: 'n' });
+        return { body, model, stream: false };
+      };
+  }
 }

@@ -22,6 +22,8 @@ export interface SendResult {
   chunks(): AsyncGenerator<Buffer>;
   /** The whole body as text, at most `max` bytes (the rest is discarded). */
   text(max?: number): Promise<string>;
+  /** The whole body as bytes, at most `max`. */
+  bytes(max?: number): Promise<Buffer>;
 }
 
 /**
@@ -119,21 +121,23 @@ export class Transport {
         if (!body.destroyed) body.destroy();
       }
     }
+    const bytes = async (max = Number.MAX_SAFE_INTEGER): Promise<Buffer> => {
+      const parts: Buffer[] = [];
+      let n = 0;
+      for await (const c of chunks()) {
+        parts.push(c);
+        n += c.length;
+        if (n >= max) break;
+      }
+      const all = Buffer.concat(parts);
+      return all.length > max ? all.subarray(0, max) : all;
+    };
     return {
       status: res.statusCode,
       headers: res.headers,
       chunks,
-      async text(max = Number.MAX_SAFE_INTEGER) {
-        const parts: Buffer[] = [];
-        let n = 0;
-        for await (const c of chunks()) {
-          parts.push(c);
-          n += c.length;
-          if (n >= max) break;
-        }
-        const all = Buffer.concat(parts);
-        return all.subarray(0, Math.min(all.length, max)).toString('utf8');
-      },
+      bytes,
+      text: async (max = Number.MAX_SAFE_INTEGER) => (await bytes(max)).toString('utf8'),
     };
   }
 

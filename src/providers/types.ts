@@ -3,10 +3,22 @@ import type { Usage } from '../core/usage.js';
 import type { SseEvent } from '../lib/sse.js';
 
 /** 'jobs': a submit/poll media vendor (images, video, music); it serves no chat dialect. */
-export type ProviderKind = 'openai' | 'anthropic' | 'jobs';
+export type ProviderKind = 'openai' | 'anthropic' | 'jobs' | 'gemini';
 
 /** The wire format a client spoke to Anima. Answers go back in the same one. */
-export type InboundDialect = 'openai_chat' | 'anthropic_messages' | 'openai_embeddings';
+export type InboundDialect =
+  | 'openai_chat'
+  | 'anthropic_messages'
+  | 'openai_embeddings'
+  | 'openai_responses'
+  | 'gemini'
+  | 'openai_speech'
+  | 'openai_transcription'
+  | 'openai_translation'
+  | 'openai_image_edit';
+
+/** Dialects whose requests are chat-like: they translate to and from OpenAI chat (the pivot). */
+export const CHAT_LIKE: ReadonlySet<InboundDialect> = new Set(['openai_chat', 'anthropic_messages', 'openai_responses', 'gemini']);
 
 /** What a provider needs to address one channel (config's Channel satisfies it). */
 export interface UpstreamEndpoint {
@@ -15,18 +27,31 @@ export interface UpstreamEndpoint {
   baseUrl: string;
   credential: string;
   headers: Record<string, string>;
+  /** OpenAI channels: the upstream has its own Responses API (default true). */
+  nativeResponses?: boolean;
 }
 
 export interface PreparedCall {
   path: string;
   headers: Record<string, string>;
-  body: string;
+  /** JSON text, or raw bytes (a multipart upload). */
+  body: string | Uint8Array;
+  /** The answer is an event stream (SSE). */
   stream: boolean;
+  /** The answer is bytes relayed as they come (audio): neither JSON nor SSE. */
+  bytes?: boolean;
 }
 
 export interface JsonResult {
   /** The answer in the inbound dialect, model name already the alias's. */
   body: unknown;
+  usage: Usage | null;
+}
+
+/** A whole answer that is not (only) JSON: a transcript as text, srt or vtt. */
+export interface BodyResult {
+  payload: string;
+  contentType: string;
   usage: Usage | null;
 }
 
@@ -49,6 +74,10 @@ export interface StreamTranslator {
 export interface Exchange {
   readonly call: PreparedCall;
   decodeJson(text: string): JsonResult;
+  /** When present, decodes a whole answer of any content type (used instead of decodeJson). */
+  decodeBody?(text: string, contentType: string): BodyResult;
+  /** For a `bytes` call: what the answer is billed at (known from the request, e.g. characters spoken). */
+  bytesUsage?(): Usage;
   streamTranslator(): StreamTranslator;
   /** An SSE frame that ends the client's stream with an error, in the client's dialect. */
   errorFrame(err: GatewayError): string;
@@ -56,7 +85,18 @@ export interface Exchange {
 
 /** Which operations a provider kind can serve (the router refuses the rest up front with a 400). */
 export const CAPABILITIES: Record<ProviderKind, ReadonlySet<InboundDialect>> = {
-  openai: new Set<InboundDialect>(['openai_chat', 'anthropic_messages', 'openai_embeddings']),
-  anthropic: new Set<InboundDialect>(['openai_chat', 'anthropic_messages']),
+  openai: new Set<InboundDialect>([
+    'openai_chat',
+    'anthropic_messages',
+    'openai_embeddings',
+    'openai_responses',
+    'gemini',
+    'openai_speech',
+    'openai_transcription',
+    'openai_translation',
+    'openai_image_edit',
+  ]),
+  anthropic: new Set<InboundDialect>(['openai_chat', 'anthropic_messages', 'openai_responses', 'gemini']),
+  gemini: new Set<InboundDialect>(['openai_chat', 'anthropic_messages', 'openai_responses', 'gemini']),
   jobs: new Set<InboundDialect>(),
 };

@@ -23,10 +23,24 @@ function textOf(content: unknown, acc: string[], images: { n: number }): void {
  * (o200k) plus the output it may produce (max_tokens, else DEFAULT_OUTPUT_RESERVATION). Settlement trues
  * it up to the upstream's reported usage.
  */
-export function estimateTokens(body: Record<string, unknown>): { prompt: number; total: number } {
+/** `dialect` is the inbound wire format's name (providers' InboundDialect), when the caller knows it. */
+export function estimateTokens(body: Record<string, unknown>, dialect?: string): { prompt: number; total: number } {
   const parts: string[] = [];
   const images = { n: 0 };
   let messages = 0;
+  if (typeof body.instructions === 'string') parts.push(body.instructions);
+  if (Array.isArray(body.contents)) {
+    // Gemini: contents[].parts[].text (+ inline images), systemInstruction.parts
+    const sys = body.systemInstruction as { parts?: unknown } | undefined;
+    for (const c of [...(sys ? [sys] : []), ...(body.contents as Array<{ parts?: unknown }>)]) {
+      messages++;
+      for (const p of Array.isArray(c?.parts) ? (c.parts as Array<Record<string, unknown>>) : []) {
+        if (typeof p?.text === 'string') parts.push(p.text);
+        else if (p?.inlineData || p?.fileData) images.n++;
+        else if (p) parts.push(JSON.stringify(p));
+      }
+    }
+  }
   if (typeof body.system === 'string') parts.push(body.system);
   else textOf(body.system, parts, images);
   if (Array.isArray(body.messages)) {
@@ -39,8 +53,11 @@ export function estimateTokens(body: Record<string, unknown>): { prompt: number;
   if (body.input !== undefined) parts.push(typeof body.input === 'string' ? body.input : JSON.stringify(body.input));
   if (body.tools) parts.push(JSON.stringify(body.tools));
   const prompt = countTokens(parts.join('\n')) + messages * PER_MESSAGE_OVERHEAD + images.n * PER_IMAGE;
-  const maxOut = [body.max_completion_tokens, body.max_tokens].find((v) => Number.isInteger(v) && (v as number) > 0) as number | undefined;
-  const output = body.input !== undefined && body.messages === undefined ? 0 : (maxOut ?? DEFAULT_OUTPUT_RESERVATION);
+  const gc = body.generationConfig as { maxOutputTokens?: unknown } | undefined;
+  const maxOut = [body.max_completion_tokens, body.max_tokens, body.max_output_tokens, gc?.maxOutputTokens].find((v) => Number.isInteger(v) && (v as number) > 0) as number | undefined;
+  // Embeddings (and speech) produce no output tokens; everything else may produce up to its maximum.
+  const noOutput = dialect ? dialect === 'openai_embeddings' || dialect === 'openai_speech' : body.input !== undefined && body.messages === undefined;
+  const output = noOutput ? 0 : (maxOut ?? DEFAULT_OUTPUT_RESERVATION);
   return { prompt, total: prompt + output };
 }
 

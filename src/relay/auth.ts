@@ -19,9 +19,9 @@ export function extractKey(h: Headers): string | null {
  * Stage 1: who is calling. The sk is hashed and looked up in L1 (the lookup compares digests, so no
  * secret is ever compared byte by byte). Fills ctx.key and ctx.app or throws the right 401/403.
  */
-export async function authenticate(config: ConfigCache, ctx: RequestContext, h: Headers, now: number): Promise<void> {
-  const sk = extractKey(h);
-  if (!sk) throw new GatewayError('missing_api_key', 'No API key provided: send "Authorization: Bearer sk-..." (or x-api-key).');
+export async function authenticate(config: ConfigCache, ctx: RequestContext, h: Headers, now: number, otherKey?: string): Promise<void> {
+  const sk = extractKey(h) ?? otherKey ?? null;
+  if (!sk) throw new GatewayError('missing_api_key', 'No API key provided: send "Authorization: Bearer sk-..." (or x-api-key, or x-goog-api-key).');
   if (sk.length > 256) throw new GatewayError('invalid_api_key', 'Incorrect API key provided.');
   const found = config.keyByHash(hashKey(sk));
   const key = found instanceof Promise ? await found : found;

@@ -55,6 +55,8 @@ export class RequestContext {
   emittedText: string | null = null;
   /** Runs once the answer is complete and before its last bytes go out: billing settles here, so no answer reaches a client unbilled. */
   beforeFinish: (() => Promise<void>) | null = null;
+  /** Served from the exact-match response cache (no upstream call; billed at the cache-hit price). */
+  cacheHit = false;
   /** Headers every answer carries (x-ratelimit-*), success or error. */
   extraHeaders: Record<string, string> = {};
 

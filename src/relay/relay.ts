@@ -17,7 +17,7 @@
  * (rare) and half-open probe permits.
  */
 import { GatewayError } from '../core/errors.js';
-import { anthropicStatus, redactSecrets, toAnthropicError, toOpenAIError } from '../core/render.js';
+import { anthropicStatus, redactSecrets, toAnthropicError, toGoogleError, toOpenAIError } from '../core/render.js';
 import type { BreakerRegistry, BreakerPermit } from '../breaker/breaker.js';
 import type { ChannelHealthRegistry } from '../breaker/health.js';
 import type { ConfigCache } from '../config/cache.js';
@@ -27,7 +27,7 @@ import { SseParser } from '../lib/sse.js';
 import { createExchange } from '../providers/index.js';
 import { type UpstreamFailure, classifyHttp, classifyTransport, failure } from '../providers/classify.js';
 import type { SendResult, Transport } from '../providers/transport.js';
-import { CAPABILITIES, type Exchange } from '../providers/types.js';
+import { CAPABILITIES, type Exchange, type InboundDialect } from '../providers/types.js';
 import type { RequestContext } from './context.js';
 import { candidates } from './router.js';
 
@@ -36,7 +36,7 @@ export interface ClientSink {
   readonly closed: boolean;
   readonly headersSent: boolean;
   head(status: number, headers: Record<string, string>): void;
-  write(chunk: string): boolean;
+  write(chunk: string | Uint8Array): boolean;
   /** Resolves true when the socket drains or closes, false if it did neither within `timeoutMs`. */
   drain(timeoutMs: number): Promise<boolean>;
   /** Drops the connection (a client that stopped reading). */
@@ -181,9 +181,12 @@ export class Relay {
       if (up.status < 200 || up.status >= 300) {
         const text = await up.text(MAX_ERROR_BODY);
         result = { ok: false, committed: false, failure: classifyHttp(ch.provider, up.status, up.headers, text) };
+      } else if (ex.call.bytes) {
+        result = await this.pipeBytes(ctx, sink, ch, upstreamModel, ex, up);
       } else if (!ex.call.stream) {
         const text = await up.text();
-        result = await this.writeJson(ctx, sink, ch, upstreamModel, ex, text);
+        const ct = up.headers['content-type'];
+        result = await this.writeJson(ctx, sink, ch, upstreamModel, ex, text, typeof ct === 'string' ? ct : '');
       } else {
         result = await this.pipeStream(ctx, sink, ch, upstreamModel, ex, up, up.headers['content-type']);
       }
@@ -238,12 +241,22 @@ export class Relay {
     return h;
   }
 
-  private async writeJson(ctx: RequestContext, sink: ClientSink, ch: Channel, upstreamModel: string, ex: Exchange, text: string): Promise<AttemptResult> {
-    const { body, usage } = ex.decodeJson(text); // throws upstream_bad_response -> a failure, next channel
-    ctx.usage = usage;
+  private async writeJson(ctx: RequestContext, sink: ClientSink, ch: Channel, upstreamModel: string, ex: Exchange, text: string, contentType: string): Promise<AttemptResult> {
+    // Either decoder throws upstream_bad_response -> a failure, next channel.
+    let payload: string;
+    let type = 'application/json';
+    if (ex.decodeBody) {
+      const r = ex.decodeBody(text, contentType);
+      ctx.usage = r.usage;
+      payload = r.payload;
+      type = r.contentType;
+    } else {
+      const r = ex.decodeJson(text);
+      ctx.usage = r.usage;
+      payload = JSON.stringify(r.body);
+    }
     ctx.status = 200;
-    const payload = JSON.stringify(body);
-    const headers = { ...this.successHeaders(ctx, ch, upstreamModel), 'content-type': 'application/json' };
+    const headers = { ...this.successHeaders(ctx, ch, upstreamModel), 'content-type': type };
     await this.finishing(ctx);
     sink.head(200, headers);
     ctx.ttfbMs = ctx.elapsedMs();
@@ -326,6 +339,35 @@ export class Relay {
     return { ok: true };
   }
 
+  /**
+   * Relays an answer of raw bytes (audio) chunk by chunk. Committed at the first chunk; billed at what
+   * the request asked for (the exchange knows it), also when the client leaves midway.
+   */
+  private async pipeBytes(ctx: RequestContext, sink: ClientSink, ch: Channel, upstreamModel: string, ex: Exchange, up: SendResult): Promise<AttemptResult> {
+    const ct = up.headers['content-type'];
+    const type = typeof ct === 'string' && ct !== '' ? ct : 'application/octet-stream';
+    const commit = () => {
+      sink.head(200, { ...this.successHeaders(ctx, ch, upstreamModel), 'content-type': type });
+      ctx.status = 200;
+      ctx.ttfbMs = ctx.elapsedMs();
+      ctx.usage = ex.bytesUsage?.() ?? null;
+    };
+    for await (const chunk of up.chunks()) {
+      if (chunk.length === 0) continue;
+      if (!sink.headersSent) commit();
+      if (!sink.write(chunk) && !(await sink.drain(ch.timeouts.idleMs))) {
+        sink.abort();
+        break;
+      }
+      if (sink.closed) break;
+    }
+    if (sink.closed) return { ok: false, committed: true, failure: failure('cancelled', 'client went away mid-answer') };
+    if (!sink.headersSent) commit();
+    await this.finishing(ctx);
+    sink.end();
+    return { ok: true };
+  }
+
   /** The answer is complete: mark it served and let the caller settle (billing) before the last bytes go out. */
   private async finishing(ctx: RequestContext): Promise<void> {
     if (ctx.served) return;
@@ -339,16 +381,19 @@ export class Relay {
     ctx.status = status;
     ctx.outcome = 'failed';
     ctx.channel = ch.code;
-    const sameDialect = (ch.provider === 'anthropic') === (ctx.dialect === 'anthropic_messages');
+    const shape = errorShape(ctx.dialect);
+    const sameDialect = shape === (ch.provider === 'anthropic' ? 'anthropic' : ch.provider === 'gemini' ? 'google' : 'openai');
     let payload: string;
     if (sameDialect && f.body && isJson(f.body)) payload = f.body;
     else {
       const msg = redactSecrets(f.message);
       const code = f.upstreamCode ?? (f.kind === 'context_length' ? 'context_length_exceeded' : f.kind === 'content_policy' ? 'content_policy_violation' : 'invalid_request');
       payload =
-        ctx.dialect === 'anthropic_messages'
+        shape === 'anthropic'
           ? JSON.stringify({ type: 'error', error: { type: f.upstreamType ?? 'invalid_request_error', message: msg } })
-          : JSON.stringify({ error: { message: msg, type: 'invalid_request_error', param: null, code } });
+          : shape === 'google'
+            ? JSON.stringify(toGoogleError(new GatewayError('invalid_request', msg), status))
+            : JSON.stringify({ error: { message: msg, type: 'invalid_request_error', param: null, code } });
     }
     sink.head(status, { ...this.successHeaders(ctx, ch, ctx.upstreamModel ?? ''), 'content-type': 'application/json' });
     sink.end(payload);
@@ -392,7 +437,8 @@ export class Relay {
 /** Renders an error in the request's dialect. Shared with the HTTP layer's early refusals. */
 export function writeError(ctx: RequestContext, sink: ClientSink, err: GatewayError): void {
   if (sink.headersSent || sink.closed) return;
-  const anthropic = ctx.dialect === 'anthropic_messages';
+  const shape = errorShape(ctx.dialect);
+  const anthropic = shape === 'anthropic';
   const status = anthropic ? anthropicStatus(err) : err.status;
   ctx.status = status;
   ctx.error = err;
@@ -400,7 +446,12 @@ export function writeError(ctx: RequestContext, sink: ClientSink, err: GatewayEr
   if (ctx.route.length) headers['x-anima-route'] = ctx.routeHeader();
   if (ctx.attempts) headers['x-anima-attempts'] = String(ctx.attempts);
   sink.head(status, headers);
-  sink.end(JSON.stringify(anthropic ? toAnthropicError(err) : toOpenAIError(err)));
+  sink.end(JSON.stringify(anthropic ? toAnthropicError(err) : shape === 'google' ? toGoogleError(err) : toOpenAIError(err)));
+}
+
+/** Which error body a dialect's clients parse. */
+export function errorShape(d: InboundDialect): 'openai' | 'anthropic' | 'google' {
+  return d === 'anthropic_messages' ? 'anthropic' : d === 'gemini' ? 'google' : 'openai';
 }
 
 function isJson(s: string): boolean {

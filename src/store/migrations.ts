@@ -326,6 +326,27 @@ const migrations: Record<string, Migration> = {
       await sql`ALTER TABLE channel ADD CONSTRAINT channel_provider_check CHECK (provider IN ('openai', 'anthropic', 'jobs'))`.execute(db);
     },
   },
+  '0011_api_breadth': {
+    // Gemini channels; an opt-in exact-match response cache per alias (seconds to keep an answer, 0 = off);
+    // prices per million characters (speech), per second of audio (transcription) and per cache hit.
+    async up(db: Kysely<unknown>) {
+      await sql`ALTER TABLE channel DROP CONSTRAINT channel_provider_check`.execute(db);
+      await sql`ALTER TABLE channel ADD CONSTRAINT channel_provider_check CHECK (provider IN ('openai', 'anthropic', 'jobs', 'gemini'))`.execute(db);
+      await sql`ALTER TABLE alias ADD COLUMN cache_ttl_s integer NOT NULL DEFAULT 0 CHECK (cache_ttl_s >= 0 AND cache_ttl_s <= 2592000)`.execute(db);
+      for (const side of ['cost', 'sale']) {
+        for (const unit of ['per_mchar', 'per_audio_second', 'per_cache_hit']) {
+          const col = `${side}_${unit}`;
+          await sql`ALTER TABLE price ADD COLUMN ${sql.raw(col)} bigint NOT NULL DEFAULT 0 CHECK (${sql.raw(col)} >= 0)`.execute(db);
+        }
+      }
+    },
+  },
+  '0012_console_task_index': {
+    // The operator console lists tasks across apps, newest first.
+    async up(db: Kysely<unknown>) {
+      await sql`CREATE INDEX task_created ON task (created_at)`.execute(db);
+    },
+  },
 };
 
 class StaticProvider implements MigrationProvider {

@@ -41,6 +41,8 @@ export interface AliasTable extends Versioned {
   chain: Json<ChainTierRow[]>;
   max_attempts: ColumnType<number, number | undefined, number>;
   deadline_ms: ColumnType<number, number | undefined, number>;
+  /** Exact-match response cache: seconds an answer is kept (0 = off). */
+  cache_ttl_s: ColumnType<number, number | undefined, number>;
 }
 
 export interface AppTable extends Versioned {
@@ -159,6 +161,9 @@ export interface PriceTable extends Versioned {
   cost_per_image: ColumnType<bigint, bigint | number | string | undefined, bigint | number | string>;
   cost_per_video_second: ColumnType<bigint, bigint | number | string | undefined, bigint | number | string>;
   cost_per_track: ColumnType<bigint, bigint | number | string | undefined, bigint | number | string>;
+  cost_per_mchar: ColumnType<bigint, bigint | number | string | undefined, bigint | number | string>;
+  cost_per_audio_second: ColumnType<bigint, bigint | number | string | undefined, bigint | number | string>;
+  cost_per_cache_hit: ColumnType<bigint, bigint | number | string | undefined, bigint | number | string>;
   sale_input_per_mtok: ColumnType<bigint, bigint | number | string | undefined, bigint | number | string>;
   sale_output_per_mtok: ColumnType<bigint, bigint | number | string | undefined, bigint | number | string>;
   sale_cached_per_mtok: ColumnType<bigint, bigint | number | string | undefined, bigint | number | string>;
@@ -166,6 +171,9 @@ export interface PriceTable extends Versioned {
   sale_per_image: ColumnType<bigint, bigint | number | string | undefined, bigint | number | string>;
   sale_per_video_second: ColumnType<bigint, bigint | number | string | undefined, bigint | number | string>;
   sale_per_track: ColumnType<bigint, bigint | number | string | undefined, bigint | number | string>;
+  sale_per_mchar: ColumnType<bigint, bigint | number | string | undefined, bigint | number | string>;
+  sale_per_audio_second: ColumnType<bigint, bigint | number | string | undefined, bigint | number | string>;
+  sale_per_cache_hit: ColumnType<bigint, bigint | number | string | undefined, bigint | number | string>;
 }
 
 export interface WebhookDeliveryTable {

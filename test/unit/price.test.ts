@@ -5,7 +5,7 @@ import type { Usage } from '../../src/core/usage.js';
 
 const priceOf = (p: UnitPrices, u: Usage, m: { images?: number; videoSeconds?: number; tracks?: number } = {}, mult?: bigint) => priceOfCore(p, { ...u, ...m }, mult);
 
-const zero: UnitPrices = { inputPerMTok: 0n, outputPerMTok: 0n, cachedPerMTok: 0n, perRequest: 0n, perImage: 0n, perVideoSecond: 0n, perTrack: 0n };
+const zero: UnitPrices = { inputPerMTok: 0n, outputPerMTok: 0n, cachedPerMTok: 0n, perRequest: 0n, perImage: 0n, perVideoSecond: 0n, perTrack: 0n, perMChar: 0n, perAudioSecond: 0n, perCacheHit: 0n };
 const u = (inputTokens: number, outputTokens: number, cachedTokens = 0) => ({ inputTokens, outputTokens, cachedTokens, cacheWriteTokens: 0 });
 
 describe('priceOf (integer micro-units)', () => {

@@ -10,6 +10,9 @@ const zero: UnitPrices = {
   perImage: 0n,
   perVideoSecond: 0n,
   perTrack: 0n,
+  perMChar: 0n,
+  perAudioSecond: 0n,
+  perCacheHit: 0n,
 };
 const u = (inputTokens: number, outputTokens: number, cachedTokens = 0) => ({
   inputTokens,
@@ -26,6 +29,9 @@ const prices: fc.Arbitrary<UnitPrices> = fc.record({
   perImage: rate,
   perVideoSecond: rate,
   perTrack: rate,
+  perMChar: rate,
+  perAudioSecond: rate,
+  perCacheHit: rate,
 });
 const n = fc.nat(10_000_000);
 const usage = fc.record({
@@ -35,6 +41,8 @@ const usage = fc.record({
   images: fc.nat(100),
   videoSeconds: fc.double({ min: 0, max: 3600, noNaN: true }),
   tracks: fc.nat(100),
+  characters: fc.nat(1_000_000),
+  audioSeconds: fc.double({ min: 0, max: 3600, noNaN: true }),
 });
 const ppm = fc.bigInt({ min: 0n, max: 10_000_000n });
 
@@ -65,6 +73,10 @@ describe('priceUsage (integer micro-units)', () => {
         { ...u(0, 0), images: 2, videoSeconds: 2.1, tracks: 1 },
       ),
     ).toBe(80_000n + 3_000n + 5n);
+    // Speech per million characters (rounded up once), transcription per started second of audio.
+    expect(priceUsage({ ...zero, perMChar: 15_000_000n }, { ...u(0, 0), characters: 1 })).toBe(15n);
+    expect(priceUsage({ ...zero, perMChar: 1n }, { ...u(0, 0), characters: 3 })).toBe(1n);
+    expect(priceUsage({ ...zero, perAudioSecond: 100n }, { ...u(0, 0), audioSeconds: 2.01 })).toBe(300n);
   });
 
   it('refuses negative, NaN and infinite figures and negative prices', () => {

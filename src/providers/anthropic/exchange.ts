@@ -171,7 +171,7 @@ export function anthropicExchange(
       return new MessagesPassthrough(body, ep, upstreamModel, alias, beta);
     case 'openai_chat':
       return new ChatViaAnthropic(body, ep, upstreamModel, alias);
-    case 'openai_embeddings':
-      throw new GatewayError('unsupported_operation', 'Anthropic channels do not serve embeddings');
+    default:
+      throw new GatewayError('unsupported_operation', `Anthropic channels do not serve ${dialect} natively`);
   }
 }

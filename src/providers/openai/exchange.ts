@@ -16,6 +16,8 @@ import type { MessagesRequest } from '../anthropic/wire.js';
 import { anthropicErrorFrame, openaiErrorFrame, parseJsonObject, TextTally } from '../shared.js';
 import type { Exchange, InboundDialect, JsonResult, PreparedCall, StreamTranslator, UpstreamEndpoint } from '../types.js';
 import { type ChatCompletion, type ChatRequest, openaiUsage } from './wire.js';
+import { ImageEditExchange, SpeechExchange, TranscriptionExchange } from './audio.js';
+import { ResponsesPassthrough } from './responses.js';
 
 function headers(ep: UpstreamEndpoint): Record<string, string> {
   const h: Record<string, string> = { 'content-type': 'application/json', ...ep.headers };
@@ -194,6 +196,18 @@ export function openaiExchange(
       return new MessagesViaOpenAI(body, ep, upstreamModel, alias);
     case 'openai_embeddings':
       return new EmbeddingsPassthrough(body, ep, upstreamModel, alias);
+    case 'openai_responses':
+      return new ResponsesPassthrough(body, ep, upstreamModel, alias, headers(ep));
+    case 'openai_speech':
+      return new SpeechExchange(body, ep, upstreamModel);
+    case 'openai_transcription':
+      return new TranscriptionExchange('transcriptions', body, ep, upstreamModel);
+    case 'openai_translation':
+      return new TranscriptionExchange('translations', body, ep, upstreamModel);
+    case 'openai_image_edit':
+      return new ImageEditExchange(body, ep, upstreamModel);
+    case 'gemini':
+      throw new GatewayError('unsupported_operation', 'Gemini requests reach OpenAI channels through the chat pivot');
   }
 }
 
