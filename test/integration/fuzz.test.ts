@@ -19,6 +19,12 @@ const ROUTES: Array<[string, string, 'sk' | 'admin']> = [
   ['POST', '/v1/chat/completions', 'sk'],
   ['POST', '/v1/embeddings', 'sk'],
   ['POST', '/v1/messages', 'sk'],
+  ['POST', '/v1/responses', 'sk'],
+  ['POST', '/v1beta/models/main:generateContent', 'sk'],
+  ['POST', '/v1beta/models/main:streamGenerateContent?alt=sse', 'sk'],
+  ['POST', '/v1/audio/speech', 'sk'],
+  ['POST', '/v1/audio/transcriptions', 'sk'],
+  ['POST', '/v1/images/edits', 'sk'],
   ['POST', '/api/admin/v1/channels', 'admin'],
   ['PATCH', '/api/admin/v1/channels/c', 'admin'],
   ['POST', '/api/admin/v1/aliases', 'admin'],
@@ -33,7 +39,7 @@ const ROUTES: Array<[string, string, 'sk' | 'admin']> = [
 function send(method: string, path: string, auth: string, body: Buffer, headers: Record<string, string> = {}): Promise<{ status: number; body: string }> {
   const u = new URL(G.url + path);
   return new Promise<{ status: number; body: string }>((resolve, reject) => {
-    const req = request({ host: u.hostname, port: u.port, path: u.pathname, method, headers: { 'content-type': 'application/json', authorization: `Bearer ${auth}`, 'content-length': body.length, ...headers } }, (res) => {
+    const req = request({ host: u.hostname, port: u.port, path: u.pathname + u.search, method, headers: { 'content-type': 'application/json', authorization: `Bearer ${auth}`, 'content-length': body.length, ...headers } }, (res) => {
       const parts: Buffer[] = [];
       res.on('data', (c: Buffer) => parts.push(c));
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(parts).toString() }));
@@ -53,9 +59,13 @@ function send(method: string, path: string, auth: string, body: Buffer, headers:
 function check(r: { status: number; body: string }, what: string): void {
   expect(r.status, what).toBeLessThan(500);
   if (r.status >= 400) {
-    const j = JSON.parse(r.body) as { error?: { message?: unknown; type?: unknown; code?: unknown } };
+    const j = JSON.parse(r.body) as { error?: { message?: unknown; type?: unknown; code?: unknown; status?: unknown } };
     expect(typeof j.error?.message, what).toBe('string');
-    expect(typeof j.error?.code, what).toBe('string');
+    if (what.includes('/v1beta/')) {
+      // Gemini clients get Google's error shape: a numeric code and a status name.
+      expect(j.error?.code, what).toBe(r.status);
+      expect(typeof j.error?.status, what).toBe('string');
+    } else expect(typeof j.error?.code, what).toBe('string');
   }
 }
 
@@ -111,6 +121,17 @@ describe('hostile input', () => {
     ];
     for (const [method, path, who] of ROUTES) {
       for (const [name, b] of bodies) check(await send(method, path, who === 'sk' ? sk : ADMIN_TOKEN, b), `${method} ${path} ${name}`);
+    }
+    // Hostile multipart bodies on the upload routes.
+    const boundary = '----fuzz';
+    const multipart: Array<[string, Buffer]> = [
+      ['truncated', Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\nmain`)],
+      ['no parts', Buffer.from(`--${boundary}--\r\n`)],
+      ['proto field', Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="__proto__"\r\n\r\nx\r\n--${boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\nmain\r\n--${boundary}--\r\n`)],
+      ['garbage', Buffer.from([0, 1, 2, 255, 254, 10, 13, 0])],
+    ];
+    for (const path of ['/v1/audio/transcriptions', '/v1/audio/translations', '/v1/images/edits']) {
+      for (const [name, b] of multipart) check(await send('POST', path, sk, b, { 'content-type': `multipart/form-data; boundary=${boundary}` }), `POST ${path} multipart ${name}`);
     }
     expect(({} as Record<string, unknown>).admin).toBeUndefined();
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
