@@ -141,6 +141,7 @@ async function serve(args: string[]): Promise<void> {
         `Demo key:   ${sk}`,
         `Aliases:    demo (OpenAI-style upstream, falls back to Anthropic-style), demo-claude (the reverse)`,
         ...(demoAdmin ? [`Admin:      curl -s ${gw.url}/api/admin/v1/circuits -H "Authorization: Bearer ${demoAdmin}"`] : []),
+        `Console:    ${gw.url}/console/  (sign in with ${demoAdmin ? 'the admin token above' : 'your ANIMA_ADMIN_TOKEN'})`,
         '',
         'Try it:',
         `  curl -s ${gw.url}/v1/chat/completions -H "Authorization: Bearer ${sk}" -H "Content-Type: application/json" \\`,

@@ -212,6 +212,11 @@ export class ConfigCache {
     return k?.enabled ? k : null;
   }
 
+  /** Every key in the snapshot (the console's queue view walks the WAIT-mode ones). */
+  allKeys(): ApiKey[] {
+    return [...this.keysById.values()];
+  }
+
   keyById(id: string): ApiKey | undefined {
     return this.keysById.get(id);
   }

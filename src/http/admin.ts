@@ -12,6 +12,8 @@ import type { Entity } from '../config/validate.js';
 import type { ChannelHealth, SharedBreakerState } from '../coord/types.js';
 import type { Billing } from '../billing/service.js';
 import { buildAdminOpenApi, renderAdminDocs } from './openapi.js';
+import { type ConsoleDeps, registerConsoleRoutes } from './admin-console.js';
+import { registerConsole } from './console.js';
 
 export const ADMIN_PREFIX = '/api/admin/v1';
 
@@ -41,6 +43,8 @@ export interface AdminDeps {
   billing?: Billing;
   /** Optional: the OpenAPI document and its rendered page. */
   openapi?: { spec: unknown; html: () => string };
+  /** What the operator console reads besides config: traffic stats, queues, tasks across apps. */
+  console?: ConsoleDeps;
 }
 
 declare module 'fastify' {
@@ -84,6 +88,8 @@ function listQuery(req: FastifyRequest, filters: string[]) {
 
 export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
   app.decorateRequest('actor', null);
+  // The operator console (static pages at /console) is a client of this API: served wherever it is.
+  registerConsole(app);
 
   void app.register(
     async (r) => {
@@ -284,6 +290,9 @@ export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
         const q = req.query as Record<string, string>;
         return { data: await d.admin.auditLog({ entity: q.entity, key: q.key, limit: q.limit ? Number(q.limit) : undefined, offset: q.offset ? Number(q.offset) : undefined }) };
       });
+
+      // ---- the console's reads: whoami, traffic stats, queues, tasks across apps, live stream ----
+      registerConsoleRoutes(r, d, () => d.config.channelCodes().map((code) => circuitView(d, code)));
 
       // ---- admin tokens ----
       r.get('/admin-tokens', async () => ({ data: await d.tokens.list() }));

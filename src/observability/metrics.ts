@@ -1,6 +1,7 @@
 import client from 'prom-client';
 import type { SharedBreakerState } from '../coord/types.js';
 import type { RequestContext } from '../relay/context.js';
+import { TrafficStats } from './stats.js';
 
 const BREAKER_VALUE: Record<SharedBreakerState['state'], number> = { closed: 0, half_open: 1, open: 2, forced_open: 3 };
 
@@ -207,6 +208,9 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  /** The last hour of this instance's traffic in 10-second slots, for the console's overview charts. */
+  readonly stats = new TrafficStats();
+
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     if (opts.defaultMetrics !== false) client.collectDefaultMetrics({ register: this.registry });
   }
@@ -223,7 +227,9 @@ export class Metrics {
     this.requests.labels(ctx.dialect, alias, ctx.channel ?? '_none', ctx.app?.id ?? '_none', `${Math.floor(status / 100)}xx`, ctx.outcome).inc();
     this.duration.labels(ctx.dialect, alias, ctx.outcome).observe(totalS);
     if (ctx.ttfbMs !== null) this.ttfb.labels(ctx.dialect, alias).observe(ctx.ttfbMs / 1000);
-    if (ctx.attempts > 0) this.overhead.labels(ctx.dialect).observe(Math.max(0, totalS - ctx.upstreamMs / 1000));
+    const overheadS = ctx.attempts > 0 ? Math.max(0, totalS - ctx.upstreamMs / 1000) : -1;
+    if (overheadS >= 0) this.overhead.labels(ctx.dialect).observe(overheadS);
+    this.stats.record(Date.now(), status, totalS * 1000, overheadS < 0 ? -1 : overheadS * 1000, ctx.channel ? ctx.saleMicros : null, ctx.channel ? ctx.costMicros : null);
     if (ctx.usage && ctx.channel) {
       this.tokens.labels(alias, ctx.channel, 'in').inc(ctx.usage.inputTokens);
       this.tokens.labels(alias, ctx.channel, 'out').inc(ctx.usage.outputTokens);

@@ -247,6 +247,31 @@ export class TaskStore {
       .execute()) as TaskRow[];
   }
 
+  /** Operators (admin API): tasks across apps, newest first, filtered by status, app and kind. */
+  async listAll(q: { status?: string; appId?: string; kind?: string; limit?: number; offset?: number }): Promise<TaskRow[]> {
+    let s = this.db.selectFrom('task').selectAll();
+    if (q.status) s = s.where('status', '=', q.status);
+    if (q.appId) s = s.where('app_id', '=', q.appId);
+    if (q.kind) s = s.where('kind', '=', q.kind);
+    return (await s
+      .orderBy('created_at', 'desc')
+      .orderBy('id')
+      .limit(Math.min(q.limit ?? 50, 500))
+      .offset(q.offset ?? 0)
+      .execute()) as TaskRow[];
+  }
+
+  /** Active tasks (queued, submitted, running) counted by status and kind: the ASYNC and media queues. */
+  async activeCounts(): Promise<Array<{ status: TaskStatus; kind: string; n: number }>> {
+    const rows = await this.db
+      .selectFrom('task')
+      .select(['status', 'kind', (eb) => eb.fn.countAll<string>().as('n')])
+      .where('status', 'in', ACTIVE)
+      .groupBy(['status', 'kind'])
+      .execute();
+    return rows.map((r) => ({ status: r.status as TaskStatus, kind: r.kind, n: Number(r.n) }));
+  }
+
   /**
    * Claims up to `n` runnable tasks: active ones due now that nobody holds, or whose holder's lease ran
    * out. A relayed (chat) task becomes 'running' for its one run; a media task keeps its status (its

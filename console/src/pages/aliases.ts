@@ -1,0 +1,233 @@
+/**
+ * Aliases and their fallback chains: tiers in order (weighted inside a tier). Reorder tiers and targets,
+ * add or remove targets, enable / disable; saved with the version read (If-Match), conflicts shown.
+ * Each target shows its channel's breaker state, live.
+ */
+import { type Circuit, api, enc, get } from '../api.js';
+import { type Ctx, conflictBox, isConflict, pageHeader, pickCurrent, writeBtn } from '../ctx.js';
+import { BREAKER_KIND, badge, breakerLabel, busy, field, h, replace, toast } from '../dom.js';
+
+interface Target {
+  channel: string;
+  model: string;
+  weight: number;
+}
+interface Alias {
+  id: string;
+  name: string;
+  description: string | null;
+  enabled: boolean;
+  chain: Array<{ targets: Target[] }>;
+  max_attempts: number;
+  deadline_ms: number;
+  version_no: number;
+  effective_from: string | null;
+  effective_to: string | null;
+}
+
+const move = <T>(a: T[], i: number, d: number): T[] => {
+  const j = i + d;
+  if (j < 0 || j >= a.length) return a;
+  const b = [...a];
+  [b[i], b[j]] = [b[j]!, b[i]!];
+  return b;
+};
+
+export async function aliasesPage(root: HTMLElement, ctx: Ctx): Promise<void> {
+  const list = h('div', { class: 'cards' });
+  let circuits = new Map<string, Circuit>();
+  let channelCodes: string[] = [];
+  root.append(pageHeader('Aliases', writeBtn(ctx, 'New alias', () => openCreate(), { class: 'btn btn-primary' }), h('button', { type: 'button', class: 'btn', onclick: () => void load() }, 'Refresh')), list);
+  const createBox = h('section', { class: 'panel', hidden: true });
+  root.insertBefore(createBox, list);
+
+  const stateBadge = (channel: string) => {
+    const c = circuits.get(channel);
+    return c ? badge(breakerLabel(c.state), BREAKER_KIND[c.state] ?? 'neutral', { 'data-breaker-of': channel }) : badge('unknown channel', 'bad');
+  };
+
+  const card = (a: Alias & { versions: number }) => {
+    let draft = a.chain.map((t) => ({ targets: t.targets.map((x) => ({ ...x })) }));
+    const el = h('section', { class: 'card', 'data-alias': a.name });
+    const conflict = h('div');
+    const dirty = () => JSON.stringify(draft) !== JSON.stringify(a.chain);
+
+    const save = async (version: number, btn: HTMLButtonElement | null) => {
+      await busy(btn, async () => {
+        try {
+          const row = await api<Alias>('PATCH', `/aliases/${enc(a.name)}`, { chain: draft }, { ifMatch: version });
+          toast(`Saved ${a.name}'s chain (version ${row.version_no})`, 'ok');
+          await load();
+        } catch (e) {
+          if (!isConflict(e)) throw e;
+          replace(conflict, conflictBox(e, version, { chain: draft }, { reload: () => void load(), overwrite: (v) => void save(v, null) }));
+        }
+      });
+    };
+
+    const draw = () => {
+      const ro = !ctx.canWrite;
+      const tiers = h(
+        'ol',
+        { class: 'tiers' },
+        draft.map((tier, i) =>
+          h(
+            'li',
+            { 'data-tier': String(i) },
+            h(
+              'div',
+              { class: 'tier-head' },
+              h('span', { class: 'strong' }, `Tier ${i + 1}`),
+              h('span', { class: 'muted small' }, tier.targets.length > 1 ? ' weighted' : ''),
+              writeBtn(ctx, '↑', () => ((draft = move(draft, i, -1)), draw()), { title: 'Move this tier up', 'aria-label': `Move tier ${i + 1} up`, disabled: i === 0 }),
+              writeBtn(ctx, '↓', () => ((draft = move(draft, i, 1)), draw()), { title: 'Move this tier down', 'aria-label': `Move tier ${i + 1} down`, disabled: i === draft.length - 1 }),
+              writeBtn(ctx, '✕', () => ((draft = draft.filter((_, k) => k !== i)), draw()), { title: 'Remove this tier', 'aria-label': `Remove tier ${i + 1}`, disabled: draft.length === 1 }),
+            ),
+            h(
+              'ul',
+              { class: 'targets' },
+              tier.targets.map((t, j) =>
+                h(
+                  'li',
+                  { 'data-target': t.channel },
+                  h('span', { class: 'mono' }, t.channel),
+                  ' ',
+                  stateBadge(t.channel),
+                  h('span', { class: 'muted' }, ` → ${t.model}`),
+                  h('span', { class: 'muted small' }, ` · weight ${t.weight}`),
+                  writeBtn(ctx, '↑', () => ((tier.targets = move(tier.targets, j, -1)), draw()), { title: 'Move up in the tier', 'aria-label': `Move ${t.channel} up`, disabled: j === 0 }),
+                  writeBtn(ctx, '↓', () => ((tier.targets = move(tier.targets, j, 1)), draw()), { title: 'Move down in the tier', 'aria-label': `Move ${t.channel} down`, disabled: j === tier.targets.length - 1 }),
+                  writeBtn(
+                    ctx,
+                    '✕',
+                    () => {
+                      tier.targets = tier.targets.filter((_, k) => k !== j);
+                      if (tier.targets.length === 0) draft = draft.filter((x) => x !== tier);
+                      draw();
+                    },
+                    { title: 'Remove this target', 'aria-label': `Remove ${t.channel}`, disabled: draft.length === 1 && tier.targets.length === 1 },
+                  ),
+                ),
+              ),
+            ),
+          ),
+        ),
+      );
+      // Add a target: to an existing tier or as a new last tier.
+      const chSel = h('select', { name: 'channel' }, channelCodes.map((c) => h('option', { value: c }, c)));
+      const model = h('input', { name: 'model', placeholder: 'upstream model', required: true });
+      const weight = h('input', { name: 'weight', type: 'number', min: 0, value: '1', class: 'narrow' });
+      const tierSel = h('select', { name: 'tier' }, draft.map((_, i) => h('option', { value: String(i) }, `tier ${i + 1}`)), h('option', { value: 'new' }, 'new last tier'));
+      const add = ro
+        ? null
+        : h(
+            'form',
+            {
+              class: 'inline-form',
+              onsubmit: (e: Event) => {
+                e.preventDefault();
+                if (!model.value.trim()) return;
+                const t = { channel: chSel.value, model: model.value.trim(), weight: Number(weight.value) || 0 };
+                if (tierSel.value === 'new') draft.push({ targets: [t] });
+                else draft[Number(tierSel.value)]!.targets.push(t);
+                draw();
+              },
+            },
+            chSel,
+            model,
+            weight,
+            tierSel,
+            h('button', { type: 'submit', class: 'btn' }, 'Add target'),
+          );
+      replace(
+        el,
+        h(
+          'div',
+          { class: 'card-head' },
+          h('h3', null, a.name),
+          a.enabled ? badge('enabled', 'ok') : badge('disabled', 'bad'),
+          badge(`version ${a.version_no}`),
+          a.versions > 1 ? badge(`${a.versions} windows`) : null,
+          h('span', { class: 'muted small' }, ` max ${a.max_attempts} attempts · deadline ${a.deadline_ms} ms`),
+          h('span', { class: 'spacer' }),
+          writeBtn(ctx, a.enabled ? 'Disable' : 'Enable', (b) =>
+            busy(b, async () => {
+              try {
+                await api('PATCH', `/aliases/${enc(a.name)}`, { enabled: !a.enabled }, { ifMatch: a.version_no });
+              } catch (e) {
+                if (!isConflict(e)) throw e;
+                toast(`${a.name} changed meanwhile: reloaded.`, 'error');
+              }
+              await load();
+            }),
+          ),
+        ),
+        a.description ? h('p', { class: 'muted' }, a.description) : null,
+        tiers,
+        add,
+        conflict,
+        ro
+          ? null
+          : h(
+              'div',
+              { class: 'actions' },
+              h('button', { type: 'button', class: 'btn btn-primary', disabled: !dirty(), 'data-write': '', onclick: (e: Event) => void save(a.version_no, e.currentTarget as HTMLButtonElement) }, 'Save chain'),
+              h('button', { type: 'button', class: 'btn btn-plain', disabled: !dirty(), onclick: () => ((draft = a.chain.map((t) => ({ targets: t.targets.map((x) => ({ ...x })) }))), replace(conflict), draw()) }, 'Revert'),
+              dirty() ? h('span', { class: 'muted small' }, 'unsaved changes') : null,
+            ),
+      );
+    };
+    draw();
+    return { el, draw };
+  };
+
+  let cards: Array<{ el: HTMLElement; draw: () => void }> = [];
+  const load = async () => {
+    const [al, circ] = await Promise.all([get<{ data: Alias[] }>('/aliases?limit=500'), get<{ data: Circuit[] }>('/circuits')]);
+    if (!ctx.alive()) return;
+    circuits = new Map(circ.data.map((c) => [c.channel, c]));
+    channelCodes = circ.data.map((c) => c.channel);
+    cards = pickCurrent(al.data, (a) => a.name).map(card);
+    replace(list, cards.length ? cards.map((c) => c.el) : h('p', { class: 'empty' }, 'No aliases yet.'));
+  };
+
+  const openCreate = () => {
+    createBox.hidden = false;
+    const name = h('input', { name: 'name', required: true });
+    const channel = h('select', { name: 'channel' }, channelCodes.map((c) => h('option', { value: c }, c)));
+    const model = h('input', { name: 'model', required: true, placeholder: 'upstream model' });
+    const form = h(
+      'form',
+      {
+        class: 'editor',
+        onsubmit: async (e: Event) => {
+          e.preventDefault();
+          await busy(form.querySelector('button[type=submit]'), async () => {
+            await api('POST', '/aliases', { name: name.value.trim(), chain: [{ targets: [{ channel: channel.value, model: model.value.trim(), weight: 1 }] }] });
+            toast(`Created alias ${name.value.trim()}`, 'ok');
+            createBox.hidden = true;
+            replace(createBox);
+            await load();
+          });
+        },
+      },
+      h('h3', null, 'New alias'),
+      h('div', { class: 'form-grid' }, field('Name (what clients send as model)', name), field('First channel', channel), field('Upstream model', model)),
+      h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'btn btn-primary' }, 'Create'), h('button', { type: 'button', class: 'btn btn-plain', onclick: () => ((createBox.hidden = true), replace(createBox)) }, 'Cancel')),
+    );
+    replace(createBox, form);
+  };
+
+  await load();
+  ctx.onLeave(
+    ctx.live.subscribe((snap) => {
+      circuits = new Map(snap.circuits.map((c) => [c.channel, c]));
+      for (const b of list.querySelectorAll<HTMLElement>('[data-breaker-of]')) {
+        const c = circuits.get(b.dataset.breakerOf!);
+        if (!c) continue;
+        b.textContent = breakerLabel(c.state);
+        b.className = `badge badge-${BREAKER_KIND[c.state] ?? 'neutral'}`;
+      }
+    }),
+  );
+}

@@ -1,0 +1,336 @@
+/**
+ * The operator console in a real browser (Debian's headless Chromium driven by playwright-core) against a
+ * gateway on real PostgreSQL and Redis with two fake upstreams: sign in; open a breaker with its button
+ * and see traffic fail over to the next channel; create a key and use it; ban it and see it refused; a
+ * version conflict when two tabs edit one channel; reorder an alias chain; cancel a task; the kill switch
+ * behind its confirmation; a viewer token that sees everything and can change nothing. A screenshot of
+ * every page goes to test-artifacts/console/.
+ */
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { type BrowserContext, type Page, chromium } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { FakeUpstream } from '../../fakes/common.js';
+import { startFakeOpenAI } from '../../fakes/index.js';
+import { TaskStore } from '../../src/tasks/store.js';
+import { ADMIN_TOKEN, REDIS_URL, type TestDatabase, adminApi, cleanupRedis, createTestDatabase, startTestGateway, testRedisPrefix, waitFor } from '../helpers.js';
+
+const CHROMIUM = process.env.ANIMA_CHROMIUM ?? '/usr/bin/chromium';
+const ARTIFACTS = join('test-artifacts', 'console');
+const APP = 'console-e2e';
+
+type TGateway = Awaited<ReturnType<typeof startTestGateway>>;
+let tdb: TestDatabase;
+let prefix: string;
+let gw: TGateway;
+let pri: FakeUpstream;
+let sec: FakeUpstream;
+let browser: BrowserContext;
+let profile: string;
+let page: Page;
+let sk: string;
+let viewerToken: string;
+let taskId: string;
+const admin = adminApi(() => gw.url);
+
+const chat = (key = sk, model = 'main') =>
+  fetch(`${gw.url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+    body: JSON.stringify({ model, messages: [{ role: 'user', content: 'hello from the console test' }], max_tokens: 16 }),
+  });
+
+async function shot(p: Page, name: string): Promise<void> {
+  await p.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
+}
+
+/** A new tab, signed in with `token`, on `hash`. */
+async function signedIn(token: string, hash = '#/overview'): Promise<Page> {
+  const p = await browser.newPage();
+  p.on('pageerror', (e) => console.error('console page error:', e.message));
+  await p.goto(`${gw.url}/console/${hash}`);
+  await p.fill('#token', token);
+  await p.click('form.signin button[type=submit]');
+  await p.waitForSelector('nav.nav');
+  return p;
+}
+
+async function go(p: Page, hash: string): Promise<void> {
+  await p.evaluate((h) => ((globalThis as unknown as { location: { hash: string } }).location.hash = h), hash);
+  await p.waitForSelector(`.page[data-page="${hash.slice(2).split('?')[0]}"][data-ready]`);
+}
+
+/** Clicks the confirm button of the open confirmation dialog. */
+async function confirm(p: Page, fill: Record<string, string> = {}): Promise<void> {
+  const dlg = p.locator('.modal');
+  await dlg.waitFor();
+  for (const [name, value] of Object.entries(fill)) await dlg.locator(`input[name="${name}"]`).fill(value);
+  await dlg.locator('[data-confirm]').click();
+  await dlg.waitFor({ state: 'detached' });
+}
+
+beforeAll(async () => {
+  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} not found: install Debian's chromium (apt-get install chromium); .ci/run does it`);
+  // The console is served from its build (npm run build makes it); build it if this checkout hasn't.
+  if (!existsSync(join('dist', 'console', 'build.json'))) execFileSync(process.execPath, ['scripts/build-console.mjs'], { stdio: 'inherit' });
+  mkdirSync(ARTIFACTS, { recursive: true });
+  tdb = await createTestDatabase();
+  prefix = testRedisPrefix();
+  pri = await startFakeOpenAI({ name: 'primary' });
+  sec = await startFakeOpenAI({ name: 'secondary' });
+  gw = await startTestGateway({ databaseUrl: tdb.url, redisUrl: REDIS_URL, redisPrefix: prefix });
+
+  const fast = { timeouts: { connectMs: 500, firstByteMs: 2_000, idleMs: 2_000, totalMs: 5_000 } };
+  await admin('POST', '/channels', { code: 'pri', name: 'primary', provider: 'openai', base_url: pri.url + '/v1', credential: 'pri-secret-1234', settings: fast });
+  await admin('POST', '/channels', { code: 'sec', name: 'secondary', provider: 'openai', base_url: sec.url + '/v1', credential: 'sec-secret-5678', settings: fast });
+  await admin('POST', '/aliases', { name: 'main', chain: [{ targets: [{ channel: 'pri', model: 'gpt-p' }] }, { targets: [{ channel: 'sec', model: 'gpt-s' }] }] });
+  await admin('POST', '/prices', { alias: 'main', sale_input_per_mtok: '3000000', sale_output_per_mtok: '12000000', cost_input_per_mtok: '1000000', cost_output_per_mtok: '4000000', sale_per_request: '100' });
+  await admin('POST', '/apps', { id: APP, name: 'Console E2E', billing: 'prepaid' });
+  await admin('POST', `/apps/${APP}/wallet/fund`, { amount_micros: '50000000', idempotency_key: 'seed' });
+  const k = await admin('POST', `/apps/${APP}/keys`, { name: 'seed key' });
+  sk = k.sk;
+  await admin('POST', '/quotas', { scope: 'app', scope_id: APP, max_concurrency: 20, qps: 0, tokens_per_minute: 0 });
+  viewerToken = (await admin('POST', '/admin-tokens', { name: 'e2e viewer', role: 'viewer' })).token;
+  // A task nobody will run for an hour: something to inspect and cancel.
+  const task = await new TaskStore(gw.dbh.db).create({ kind: 'chat', appId: APP, keyId: k.key.id, request: { model: 'main', messages: [{ role: 'user', content: 'later' }] }, deadline: new Date(Date.now() + 86_400_000), notBefore: new Date(Date.now() + 3_600_000) });
+  taskId = task.id;
+  for (let i = 0; i < 6; i++) expect((await chat()).status).toBe(200);
+
+  profile = mkdtempSync(join(tmpdir(), 'anima-chromium-'));
+  // playwright-core refuses --user-data-dir in args: a persistent context is how it takes a fresh profile.
+  browser = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    viewport: { width: 1360, height: 900 },
+  });
+}, 60_000);
+
+afterAll(async () => {
+  await browser?.close().catch(() => {});
+  if (profile) rmSync(profile, { recursive: true, force: true });
+  await gw?.close();
+  await pri?.close();
+  await sec?.close();
+  if (prefix) await cleanupRedis(prefix);
+  await tdb?.drop();
+}, 30_000);
+
+describe('operator console (headless Chromium)', () => {
+  it('signs in with an admin token and shows the overview from the admin API', async () => {
+    page = await browser.newPage();
+    page.on('pageerror', (e) => console.error('console page error:', e.message));
+    const res = await page.goto(`${gw.url}/console`);
+    expect(res!.status()).toBe(200);
+    expect(res!.headers()['content-security-policy']).toContain("default-src 'self'");
+    await page.fill('#token', 'ak-not-a-real-token-000000');
+    await page.click('form.signin button[type=submit]');
+    await expect.poll(() => page.locator('form.signin .error').textContent()).toContain('not an admin or viewer token');
+    await shot(page, '00-sign-in');
+    await page.fill('#token', ADMIN_TOKEN);
+    await page.click('form.signin button[type=submit]');
+    await page.waitForSelector('nav.nav');
+    expect(await page.locator('#role').textContent()).toBe('admin');
+    await page.waitForSelector('#traffic-tiles [data-tile="requests"]');
+    await expect.poll(async () => Number((await page.locator('#traffic-tiles [data-tile="requests"] .tile-value').textContent())!.replace(/,/g, ''))).toBeGreaterThanOrEqual(6);
+    expect(await page.locator('figure.chart').count()).toBe(5);
+    await expect.poll(() => page.locator('#live').textContent(), { timeout: 5_000 }).toBe('live');
+    await expect.poll(() => page.locator('[data-tile="breakers"] .tile-value').textContent()).toBe('0 / 2');
+    // Money is shown from integer micro-units: 6 requests at least 100 micro-units each.
+    expect(await page.locator('[data-tile="money"] .tile-value').textContent()).toMatch(/^\d+\.\d{2,6} \/ \d+\.\d{2,6}$/);
+    await shot(page, '01-overview');
+  }, 30_000);
+
+  it('opens a breaker with its button: traffic fails over to the next channel, and back after reset', async () => {
+    let r = await chat();
+    expect(r.headers.get('x-anima-channel')).toBe('pri');
+    await go(page, '#/channels');
+    const row = page.locator('tr[data-channel="pri"]');
+    await row.locator('[data-breaker="closed"]').waitFor();
+    await row.getByRole('button', { name: 'Open', exact: true }).click();
+    await confirm(page, { reason: 'e2e: failover drill' });
+    await row.locator('[data-breaker="forced_open"]').waitFor();
+
+    const [priBefore, secBefore] = [pri.stats.requests, sec.stats.requests];
+    r = await chat();
+    expect(r.status).toBe(200);
+    expect(r.headers.get('x-anima-channel')).toBe('sec');
+    expect(r.headers.get('x-anima-route')).toContain('pri;skipped=breaker'); // breaker_forced_open
+    expect(((await r.json()) as { choices: Array<{ message: { content: string } }> }).choices[0]!.message.content).toContain('secondary');
+    expect(sec.stats.requests).toBe(secBefore + 1);
+    expect(pri.stats.requests).toBe(priBefore);
+    await shot(page, '02-channels-breaker-open');
+
+    await row.getByRole('button', { name: 'Reset', exact: true }).click();
+    await row.locator('[data-breaker="closed"]').waitFor();
+    r = await chat();
+    expect(r.headers.get('x-anima-channel')).toBe('pri');
+
+    // Live: a breaker opened elsewhere (the API, another operator) shows up without a reload.
+    await admin('POST', '/circuits/sec/open', { reason: 'opened by another operator' });
+    await page.locator('tr[data-channel="sec"] [data-breaker="forced_open"]').waitFor({ timeout: 5_000 });
+    await admin('POST', '/circuits/sec/reset');
+    await page.locator('tr[data-channel="sec"] [data-breaker="closed"]').waitFor({ timeout: 5_000 });
+  }, 30_000);
+
+  it('creates a key (the sk shown once) and uses it; bans it and sees it refused', async () => {
+    await go(page, `#/apps?app=${APP}`);
+    await page.waitForSelector(`#app-detail[data-app="${APP}"] #keys`);
+    await page.fill('#new-key input[name="key_name"]', 'made in the console');
+    await page.click('#new-key button[type=submit]');
+    const secret = page.locator('.modal [data-sk]');
+    await secret.waitFor();
+    const newSk = (await secret.textContent())!.trim();
+    expect(newSk).toMatch(/^sk-anima-/);
+    await shot(page, '03-apps-new-key');
+    await page.click('.modal [data-close-secret]');
+
+    const ok = await chat(newSk);
+    expect(ok.status).toBe(200);
+
+    const row = page.locator(`tr[data-prefix="${newSk.slice(0, 13)}"]`);
+    await row.getByRole('button', { name: 'Ban', exact: true }).click();
+    await confirm(page);
+    await row.locator('.badge', { hasText: 'banned' }).waitFor();
+    await waitFor(async () => (await chat(newSk)).status === 403, 3_000, 50);
+    const refused = await chat(newSk);
+    expect(refused.status).toBe(403);
+    expect(((await refused.json()) as { error: { code: string } }).error.code).toBe('key_disabled');
+    expect((await chat()).status).toBe(200); // the other key is untouched
+    await shot(page, '04-apps-key-banned');
+  }, 30_000);
+
+  it('shows a version conflict when two tabs edit the same channel', async () => {
+    const a = await signedIn(ADMIN_TOKEN, '#/channels');
+    const b = await signedIn(ADMIN_TOKEN, '#/channels');
+    try {
+      for (const p of [a, b]) {
+        await p.locator('tr[data-channel="sec"]').getByRole('button', { name: 'Edit', exact: true }).click();
+        await p.waitForSelector('form[data-editing="sec"]');
+      }
+      const v = Number(await a.locator('form[data-editing="sec"]').getAttribute('data-version'));
+      await b.fill('form[data-editing="sec"] input[name="name"]', 'secondary (edited in tab B)');
+      await b.click('form[data-editing="sec"] button[type=submit]');
+      await b.waitForSelector('[data-saved]');
+
+      await a.fill('form[data-editing="sec"] input[name="weight"]', '5');
+      await a.click('form[data-editing="sec"] button[type=submit]');
+      const box = a.locator('[data-conflict]');
+      await box.waitFor();
+      expect(await box.textContent()).toContain(`you edited version ${v}, it is now version ${v + 1}`);
+      await shot(a, '05-channels-version-conflict');
+      expect((await admin('GET', '/channels/sec')).weight).toBe(1); // tab A's edit was not applied
+
+      await box.getByRole('button', { name: 'Overwrite with mine' }).click();
+      await a.waitForSelector('[data-saved]');
+      const now = await admin('GET', '/channels/sec');
+      expect(now).toMatchObject({ name: 'secondary (edited in tab B)', weight: 5, version_no: v + 2 });
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  }, 30_000);
+
+  it('reorders an alias chain: the next request goes to the new first tier', async () => {
+    await go(page, '#/aliases');
+    const card = page.locator('section[data-alias="main"]');
+    await card.waitFor();
+    await card.getByRole('button', { name: 'Move tier 2 up' }).click();
+    expect(await card.locator('li[data-tier="0"] li[data-target]').getAttribute('data-target')).toBe('sec');
+    await card.getByRole('button', { name: 'Save chain' }).click();
+    await page.locator('section[data-alias="main"] .badge', { hasText: 'version 2' }).waitFor();
+    await waitFor(async () => (await chat()).headers.get('x-anima-channel') === 'sec', 3_000, 50);
+    await shot(page, '06-aliases');
+    // and back, through the same page
+    const card2 = page.locator('section[data-alias="main"]');
+    await card2.getByRole('button', { name: 'Move tier 2 up' }).click();
+    await card2.getByRole('button', { name: 'Save chain' }).click();
+    await page.locator('section[data-alias="main"] .badge', { hasText: 'version 3' }).waitFor();
+    await waitFor(async () => (await chat()).headers.get('x-anima-channel') === 'pri', 3_000, 50);
+  }, 30_000);
+
+  it('lists, filters, inspects and cancels a task', async () => {
+    await go(page, '#/tasks');
+    await page.locator('#queues [data-queue="queued"] .tile-value', { hasText: '1' }).waitFor();
+    await page.selectOption('#task-filter select[name="status"]', 'queued');
+    await page.fill('#task-filter input[name="app_id"]', APP);
+    await page.click('#task-filter button[type=submit]');
+    const row = page.locator(`tr[data-task="${taskId}"]`);
+    await row.getByRole('button', { name: 'Inspect' }).click();
+    await page.waitForSelector(`#task-detail[data-task="${taskId}"] [data-task-status="queued"]`);
+    expect(await page.locator('#task-detail pre.json').textContent()).toContain('later');
+    await page.locator('#task-detail').getByRole('button', { name: 'Cancel task' }).click();
+    await confirm(page);
+    await page.waitForSelector(`#task-detail [data-task-status="cancelled"]`);
+    expect((await admin('GET', `/tasks/${taskId}`)).status).toBe('cancelled');
+    await shot(page, '07-tasks');
+  }, 30_000);
+
+  it('stops all traffic with the kill switch only after the confirmation, and resumes it', async () => {
+    await go(page, '#/kill-switch');
+    await page.getByRole('button', { name: 'Stop all traffic…' }).click();
+    const dlg = page.locator('.modal');
+    await dlg.locator('[data-confirm]').click(); // STOP not typed: refused, the dialog stays
+    expect(await dlg.locator('input[name="confirm-text"]').getAttribute('class')).toContain('invalid');
+    expect((await chat()).status).toBe(200);
+    await confirm(page, { reason: 'e2e drill', 'confirm-text': 'STOP' });
+    await page.waitForSelector('[data-kill-switch="on"]');
+    await waitFor(async () => (await chat()).status === 503, 3_000, 50);
+    const stopped = await chat();
+    expect(((await stopped.json()) as { error: { code: string } }).error.code).toBe('gateway_disabled');
+    await page.locator('.ks-banner', { hasText: 'Kill switch ON' }).waitFor();
+    await shot(page, '08-kill-switch-on');
+    await page.getByRole('button', { name: 'Resume traffic…' }).click();
+    await confirm(page);
+    await page.waitForSelector('[data-kill-switch="off"]');
+    await waitFor(async () => (await chat()).status === 200, 3_000, 50);
+  }, 30_000);
+
+  it('screens the remaining pages: prices, ledger (balanced), audit log', async () => {
+    await go(page, '#/prices');
+    await page.waitForSelector('tr[data-price]');
+    expect(await page.locator('tr[data-price]').first().textContent()).toContain('in force');
+    await shot(page, '09-prices');
+    await go(page, '#/ledger');
+    await page.locator('[data-tile="trial-balance"] .tile-value', { hasText: 'balanced' }).waitFor();
+    await page.waitForSelector(`tr[data-account="wallet:${APP}"]`);
+    await page.waitForSelector('#journals tr[data-journal]');
+    await shot(page, '10-ledger');
+    await go(page, '#/audit');
+    await page.waitForSelector('#audit tr[data-audit]');
+    const text = await page.locator('#audit').textContent();
+    for (const action of ['circuit_open', 'circuit_reset', 'task_cancel', 'set', 'update']) expect(text).toContain(action);
+    await shot(page, '11-audit');
+  }, 30_000);
+
+  it('a viewer token sees every page and no write control; the server refuses its writes', async () => {
+    const v = await signedIn(viewerToken, '#/channels');
+    try {
+      expect(await v.locator('#role').textContent()).toBe('viewer');
+      await v.waitForSelector('tr[data-channel="pri"] [data-breaker]');
+      expect(await v.locator('[data-write]').count()).toBe(0);
+      expect(await v.getByRole('button', { name: 'Open', exact: true }).count()).toBe(0);
+      await v.locator('tr[data-channel="pri"]').getByRole('button', { name: 'View', exact: true }).click();
+      expect(await v.locator('form[data-editing="pri"] input[name="name"]').getAttribute('readonly')).not.toBeNull();
+      await shot(v, '12-viewer-channels');
+      for (const hash of ['#/overview', '#/aliases', `#/apps?app=${APP}`, '#/prices', '#/ledger', '#/tasks', '#/audit', '#/kill-switch']) {
+        await go(v, hash);
+        expect(await v.locator('.page .error').count(), hash).toBe(0);
+        expect(await v.locator('[data-write]').count(), hash).toBe(0);
+      }
+      expect(await v.locator('#new-key').count()).toBe(0);
+      // Even if a write were attempted, the server says no.
+      const status = await v.evaluate(async () => {
+        const token = (globalThis as unknown as { sessionStorage: { getItem(k: string): string | null } }).sessionStorage.getItem('anima.console.token');
+        const r = await fetch('/api/admin/v1/circuits/pri/open', { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+        return r.status;
+      });
+      expect(status).toBe(403);
+      await shot(v, '13-viewer-kill-switch');
+    } finally {
+      await v.close();
+    }
+  }, 30_000);
+});
