@@ -165,7 +165,9 @@ async function main(): Promise<void> {
       ...extra,
     });
     const LISTEN = /listening on (http:\/\/[\d.:]+)/;
-    const serveArgs = ['dist/src/app/cli.js', 'serve', ...(production && WORKERS > 1 ? ['--workers', String(WORKERS)] : [])];
+    // ANIMA_BENCH_PROFILE=<dir>: the gateway writes a V8 CPU profile there when it stops (node --cpu-prof).
+    const prof = process.env.ANIMA_BENCH_PROFILE ? ['--cpu-prof', '--cpu-prof-dir', process.env.ANIMA_BENCH_PROFILE] : [];
+    const serveArgs = [...prof, 'dist/src/app/cli.js', 'serve', ...(production && WORKERS > 1 ? ['--workers', String(WORKERS)] : [])];
     const gw = await run(serveArgs, gatewayEnv({}), LISTEN);
     const gateway = gw.m[1]!;
     // The billing-off twin shares the database, so only in production mode.

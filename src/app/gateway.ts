@@ -16,6 +16,7 @@ import { MemoryCoordinator } from '../coord/memory.js';
 import { RedisCoordinator } from '../coord/redis.js';
 import type { ChannelHealth, Coordinator, SharedBreakerState } from '../coord/types.js';
 import { buildServer } from '../http/server.js';
+import { ResponseCache } from '../relay/response-cache.js';
 import { type Clock, systemClock } from '../lib/clock.js';
 import { createLogger } from '../observability/log.js';
 import { Metrics } from '../observability/metrics.js';
@@ -314,6 +315,8 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
     log,
     metrics,
     bodyLimit: settings.bodyLimit,
+    uploadLimit: Math.max(settings.bodyLimit, 26 * 1024 * 1024),
+    responseCache: new ResponseCache(coord),
     requestTimeoutMs: settings.requestTimeoutMs,
     bothDown: () => !dbKnownUp && !redisLive(),
     readiness: async () => {

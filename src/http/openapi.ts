@@ -2,6 +2,8 @@
  * The OpenAPI 3.1 description of the admin API, built from one route table (so the document and the
  * routes are checked against each other by a test), and a self-contained HTML reference page.
  */
+import { PRICE_UNITS } from '../config/price.js';
+
 type Schema = Record<string, unknown>;
 
 const versioned: Schema = {
@@ -13,7 +15,7 @@ const versioned: Schema = {
 };
 const obj = (properties: Schema, required: string[] = []): Schema => ({ type: 'object', properties, ...(required.length ? { required } : {}) });
 const money = { type: 'string', pattern: '^\\d+$', description: 'integer micro-units' };
-const UNITS = ['input_per_mtok', 'output_per_mtok', 'cached_per_mtok', 'per_request', 'per_image', 'per_video_second', 'per_track'];
+const UNITS = PRICE_UNITS;
 
 const SCHEMAS: Record<string, Schema> = {
   Error: obj({ error: obj({ message: { type: 'string' }, type: { type: 'string' }, param: { type: ['string', 'null'] }, code: { type: 'string' }, current: { type: 'object', description: 'on 409 version_conflict: the row as it is now' } }) }),
@@ -21,7 +23,7 @@ const SCHEMAS: Record<string, Schema> = {
     id: { type: 'string' },
     code: { type: 'string' },
     name: { type: 'string' },
-    provider: { enum: ['openai', 'anthropic', 'jobs'] },
+    provider: { enum: ['openai', 'anthropic', 'jobs', 'gemini'] },
     base_url: { type: 'string', description: "what you'd give the provider's SDK as baseURL" },
     credential_set: { type: 'boolean' },
     credential_hint: { type: ['string', 'null'], description: 'last 4 characters; the credential itself is never returned' },
@@ -31,8 +33,8 @@ const SCHEMAS: Record<string, Schema> = {
     settings: obj({ timeouts: { type: 'object' }, breaker: { type: 'object' }, headers: { type: 'object' }, maxConnections: { type: 'integer' } }),
     ...versioned,
   }),
-  ChannelWrite: obj({ code: { type: 'string' }, name: { type: 'string' }, provider: { enum: ['openai', 'anthropic', 'jobs'] }, base_url: { type: 'string' }, credential: { type: 'string', writeOnly: true }, enabled: { type: 'boolean' }, weight: { type: 'integer' }, settings: { type: 'object' }, effective_from: { type: 'string' }, effective_to: { type: ['string', 'null'] } }),
-  Alias: obj({ id: { type: 'string' }, name: { type: 'string' }, description: { type: 'string' }, enabled: { type: 'boolean' }, chain: { type: 'array', items: obj({ targets: { type: 'array', items: obj({ channel: { type: 'string' }, model: { type: 'string' }, weight: { type: 'integer' } }) } }) }, max_attempts: { type: 'integer' }, deadline_ms: { type: 'integer' }, ...versioned }),
+  ChannelWrite: obj({ code: { type: 'string' }, name: { type: 'string' }, provider: { enum: ['openai', 'anthropic', 'jobs', 'gemini'] }, base_url: { type: 'string' }, credential: { type: 'string', writeOnly: true }, enabled: { type: 'boolean' }, weight: { type: 'integer' }, settings: { type: 'object' }, effective_from: { type: 'string' }, effective_to: { type: ['string', 'null'] } }),
+  Alias: obj({ id: { type: 'string' }, name: { type: 'string' }, description: { type: 'string' }, enabled: { type: 'boolean' }, chain: { type: 'array', items: obj({ targets: { type: 'array', items: obj({ channel: { type: 'string' }, model: { type: 'string' }, weight: { type: 'integer' } }) } }) }, max_attempts: { type: 'integer' }, deadline_ms: { type: 'integer' }, cache_ttl_s: { type: 'integer', description: 'exact-match response cache: seconds an answer is kept (0 = off)' }, ...versioned }),
   App: obj({ id: { type: 'string' }, name: { type: 'string' }, enabled: { type: 'boolean' }, ...versioned }),
   Key: obj({ id: { type: 'string' }, app_id: { type: 'string' }, name: { type: 'string' }, key_prefix: { type: 'string' }, enabled: { type: 'boolean' }, allowed_aliases: { type: ['array', 'null'], items: { type: 'string' } }, queue_mode: { enum: ['REJECT', 'WAIT', 'ASYNC'] }, wait_timeout_ms: { type: 'integer' }, max_queue: { type: 'integer' }, token_group_id: { type: ['string', 'null'] }, webhook_url: { type: ['string', 'null'] }, webhook_secret_set: { type: 'boolean' }, ...versioned }),
   KeyWithSecret: obj({ key: { $ref: '#/components/schemas/Key' }, sk: { type: 'string', description: 'shown once, here only' } }),
