@@ -24,6 +24,8 @@ export interface ConsoleDeps {
 /** How often the live stream sends a snapshot, and how many streams may be open at once per instance. */
 const LIVE_INTERVAL_MS = 1_000;
 const MAX_STREAMS = 64;
+/** A stream whose client stopped reading is dropped once this much is buffered for it. */
+const MAX_BUFFERED = 1 << 20;
 /** Task counts come from the database: read at most this often, whatever the number of viewers. */
 const TASK_COUNTS_TTL_MS = 2_000;
 /** Queue lengths read per snapshot at most (one ZCARD each on Redis). */
@@ -192,7 +194,8 @@ export function registerConsoleRoutes(r: FastifyInstance, d: AdminDeps, circuits
           res.end('event: signed_out\ndata: {}\n\n');
           continue;
         }
-        send(res, snap);
+        if (res.writableLength > MAX_BUFFERED) res.destroy();
+        else send(res, snap);
       }
     } finally {
       busy = false;

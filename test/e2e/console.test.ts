@@ -34,6 +34,14 @@ let sk: string;
 let viewerToken: string;
 let taskId: string;
 const admin = adminApi(() => gw.url);
+/** Script errors and console errors (a CSP violation is one) in any tab; failed API calls are expected noise. */
+const browserErrors: string[] = [];
+function watch(p: Page): void {
+  p.on('pageerror', (e) => browserErrors.push(`pageerror: ${e.message}`));
+  p.on('console', (m) => {
+    if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) browserErrors.push(`console: ${m.text()}`);
+  });
+}
 
 const chat = (key = sk, model = 'main') =>
   fetch(`${gw.url}/v1/chat/completions`, {
@@ -49,7 +57,7 @@ async function shot(p: Page, name: string): Promise<void> {
 /** A new tab, signed in with `token`, on `hash`. */
 async function signedIn(token: string, hash = '#/overview'): Promise<Page> {
   const p = await browser.newPage();
-  p.on('pageerror', (e) => console.error('console page error:', e.message));
+  watch(p);
   await p.goto(`${gw.url}/console/${hash}`);
   await p.fill('#token', token);
   await p.click('form.signin button[type=submit]');
@@ -121,7 +129,7 @@ afterAll(async () => {
 describe('operator console (headless Chromium)', () => {
   it('signs in with an admin token and shows the overview from the admin API', async () => {
     page = await browser.newPage();
-    page.on('pageerror', (e) => console.error('console page error:', e.message));
+    watch(page);
     const res = await page.goto(`${gw.url}/console`);
     expect(res!.status()).toBe(200);
     expect(res!.headers()['content-security-policy']).toContain("default-src 'self'");
@@ -333,4 +341,8 @@ describe('operator console (headless Chromium)', () => {
       await v.close();
     }
   }, 30_000);
+
+  it('raised no script error and no content-security-policy violation in any tab', () => {
+    expect(browserErrors).toEqual([]);
+  });
 });

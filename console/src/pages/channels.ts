@@ -80,6 +80,9 @@ export async function channelsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
       toast(`Breaker of ${code}: ${action === 'open' ? 'forced open' : action === 'close' ? 'closed' : 'reset'}`, 'ok');
       void ctx.live.refresh();
     });
+    // busy() re-enabled the button: the row's state decides which actions make sense now.
+    const c = circuits.get(code);
+    if (c) updateRow(c);
   };
 
   const setEnabled = async (ch: Channel, enabled: boolean, btn: HTMLButtonElement) => {
@@ -113,8 +116,8 @@ export async function channelsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
       h(
         'td',
         { class: 'actions' },
-        writeBtn(ctx, 'Open', (b) => actOnBreaker(ch.code, 'open', b), { title: 'Force the breaker open' }),
-        writeBtn(ctx, 'Close', (b) => actOnBreaker(ch.code, 'close', b), { title: 'Close the breaker' }),
+        writeBtn(ctx, 'Open', (b) => actOnBreaker(ch.code, 'open', b), { title: 'Force the breaker open (held until closed or reset)', 'data-action': 'open', disabled: c?.state === 'forced_open' }),
+        writeBtn(ctx, 'Close', (b) => actOnBreaker(ch.code, 'close', b), { title: 'Close the breaker', 'data-action': 'close', disabled: !c || c.state === 'closed' }),
         writeBtn(ctx, 'Reset', (b) => actOnBreaker(ch.code, 'reset', b), { title: 'Close and forget the window' }),
         writeBtn(ctx, ch.enabled ? 'Disable' : 'Enable', (b) => setEnabled(ch, !ch.enabled, b)),
         h('button', { type: 'button', class: 'btn', onclick: () => void openEdit(ch.code) }, ctx.canWrite ? 'Edit' : 'View'),
@@ -141,6 +144,10 @@ export async function channelsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
     replace(tr.querySelector('[data-col="breaker"]')!, breakerCell(c));
     replace(tr.querySelector('[data-col="window"]')!, windowCell(c));
     replace(tr.querySelector('[data-col="health"]')!, healthCell(c));
+    const open = tr.querySelector<HTMLButtonElement>('[data-action="open"]');
+    const close = tr.querySelector<HTMLButtonElement>('[data-action="close"]');
+    if (open) open.disabled = c.state === 'forced_open';
+    if (close) close.disabled = c.state === 'closed';
   };
 
   const load = async () => {
