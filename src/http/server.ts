@@ -256,6 +256,12 @@ export function buildServer(d: HttpDeps): FastifyInstance {
     void reply.code(404).header('x-request-id', req.id).send(toOpenAIError(ge));
   });
 
+  /** True up a lease to what was produced: the upstream's usage, or nothing when no upstream answered. */
+  const settleLease = (lease: Lease, ctx: RequestContext): Promise<void> => {
+    const used = ctx.usage ? ctx.usage.inputTokens + ctx.usage.outputTokens : 0;
+    return lease.settle(used, ctx.saleMicros === null ? 0 : Number(ctx.saleMicros)).catch((err: unknown) => d.log.warn({ err: safeErr(err), reqId: ctx.id }, 'quota settlement failed; the lease expires by TTL'));
+  };
+
   /** A cache hit: the stored answer as it was sent (a stream replayed as a stream), settled at the cache price. */
   const serveCached = async (ctx: RequestContext, sink: ClientSink, hit: CachedAnswer) => {
     ctx.cacheHit = true;
@@ -342,7 +348,13 @@ export function buildServer(d: HttpDeps): FastifyInstance {
       if (lease) ctx.extraHeaders = rateLimitHeaders(lease.remaining);
       if (billing) {
         const hold = holdId;
-        ctx.beforeFinish = () => settleRequest(billing, d.config, ctx, body, { recordId: ctx.id, holdId: hold });
+        const held = lease;
+        ctx.beforeFinish = () => {
+          // Billing and the quota true-up leave in the same tick, so Redis gets them in one pipelined
+          // write: settleRequest prices the request synchronously before its first await.
+          const b = settleRequest(billing, d.config, ctx, body, { recordId: ctx.id, holdId: hold });
+          return held ? Promise.all([b, settleLease(held, ctx)]).then(() => undefined) : b;
+        };
       }
       let ck: string | null = null;
       if (cacheTtl > 0) {
@@ -373,11 +385,7 @@ export function buildServer(d: HttpDeps): FastifyInstance {
         else if (holdId && ctx.app) await billing.release(ctx.app.id, holdId);
       }
       priceRequest(d.config, ctx);
-      if (lease) {
-        // True up to what was produced: the upstream's usage, or nothing when no upstream answered.
-        const used = ctx.usage ? ctx.usage.inputTokens + ctx.usage.outputTokens : 0;
-        await lease.settle(used, ctx.saleMicros === null ? 0 : Number(ctx.saleMicros)).catch((err: unknown) => d.log.warn({ err: safeErr(err), reqId: ctx.id }, 'quota settlement failed; the lease expires by TTL'));
-      }
+      if (lease) await settleLease(lease, ctx); // a no-op when beforeFinish already settled it
       d.metrics.request(ctx);
       logRequest(d.log, ctx);
     }

@@ -168,12 +168,29 @@ export class Admission {
     return this.lease(reservations, owners, remaining, Date.now() - t0);
   }
 
+  /** Live leases and their backends, renewed together by one timer (not one timer per request). */
+  private readonly live = new Map<Reservation, QuotaBackend>();
+  private renewTimer: NodeJS.Timeout | null = null;
+
+  private startRenewing(): void {
+    if (this.renewTimer) return;
+    this.renewTimer = setInterval(() => {
+      // Every ttl/3, each live lease older than ttl/3 is pushed forward: a lease admitted just after a
+      // tick is renewed at the next-but-one, still within 2/3 of its TTL.
+      const due = Date.now() - this.opts.leaseTtlMs / 3;
+      for (const [r, b] of this.live) if (r.at <= due) void b.renew(r, this.opts.leaseTtlMs).catch(() => {});
+      if (this.live.size === 0 && this.renewTimer) {
+        clearInterval(this.renewTimer);
+        this.renewTimer = null;
+      }
+    }, Math.max(1_000, Math.floor(this.opts.leaseTtlMs / 3)));
+    this.renewTimer.unref();
+  }
+
   private lease(reservations: Reservation[], owners: Map<Reservation, QuotaBackend>, remaining: Remaining | null, waitedMs: number): Lease {
     let settled = false;
-    const renew = setInterval(() => {
-      for (const r of reservations) void owners.get(r)!.renew(r, this.opts.leaseTtlMs).catch(() => {});
-    }, Math.max(1_000, Math.floor(this.opts.leaseTtlMs / 3)));
-    renew.unref();
+    for (const r of reservations) this.live.set(r, owners.get(r)!);
+    this.startRenewing();
     return {
       reservations,
       remaining,
@@ -181,7 +198,7 @@ export class Admission {
       settle: async (tokens, cost) => {
         if (settled) return;
         settled = true;
-        clearInterval(renew);
+        for (const r of reservations) this.live.delete(r);
         await Promise.all(reservations.map((r) => owners.get(r)!.settle(r, tokens, cost)));
       },
     };
