@@ -20,3 +20,9 @@ export function requestId(): string {
   seq = (seq + 1) % Number.MAX_SAFE_INTEGER;
   return 'req_' + PROCESS_PREFIX + seq.toString(36);
 }
+
+/** A unique id with a prefix, by the same scheme (for ids that need uniqueness, not secrecy: leases). */
+export function uniqueId(prefix: string): string {
+  seq = (seq + 1) % Number.MAX_SAFE_INTEGER;
+  return prefix + PROCESS_PREFIX + seq.toString(36);
+}

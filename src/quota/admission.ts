@@ -10,7 +10,7 @@
  * `finally` with the actual usage.
  */
 import { type ErrorCode, GatewayError } from '../core/errors.js';
-import { randomId } from '../core/ids.js';
+import { uniqueId } from '../core/ids.js';
 import type { ApiKey, Quota } from '../config/model.js';
 import type { AdmitResult, LimitKind, QuotaBackend, Remaining, Reservation, ScopeLimits } from './types.js';
 
@@ -119,7 +119,7 @@ export class Admission {
     let remaining: Remaining | null = null;
     try {
       for (const g of groups) {
-        const leaseId = 'l_' + randomId(16);
+        const leaseId = uniqueId('l_');
         const req = { tag: g.tag, scopes: g.scopes, leaseId, leaseTtlMs: this.opts.leaseTtlMs, tokens: est.tokens, cost: est.cost, queue: key.id };
         let backend = this.backend;
         let res: AdmitResult;
@@ -229,7 +229,7 @@ export class Admission {
   /** WAIT mode: join the key's queue and try again whenever woken, until admitted, timed out or gone. */
   private async wait(key: ApiKey, req: Parameters<QuotaBackend['admit']>[0], signal: AbortSignal): Promise<AdmitResult> {
     await this.ensureWake();
-    const id = 'w_' + randomId(12);
+    const id = uniqueId('w_');
     const deadline = Date.now() + key.waitTimeoutMs;
     const q = await this.backend.enqueue(req.tag, key.id, id, deadline, key.maxQueue);
     if (!q.ok) {
