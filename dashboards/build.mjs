@@ -56,6 +56,8 @@ const dashboards = {
     panel('Time to first byte p99', [[q(0.99, 'anima_request_ttfb_seconds', 'alias'), '{{alias}}']], { unit: 's' }),
     panel('Gateway overhead p50 / p99', [[q(0.5, 'anima_gateway_overhead_seconds'), 'p50'], [q(0.99, 'anima_gateway_overhead_seconds'), 'p99']], { unit: 's' }),
     panel('Tokens per second', [['sum by (direction) (rate(anima_tokens_total[5m]))', '{{direction}}']]),
+    panel('Requests by dialect', [['sum by (dialect) (rate(anima_requests_total[5m]))', '{{dialect}}']], { unit: 'reqps' }),
+    panel('Response cache hit ratio by alias', [['sum by (alias) (rate(anima_response_cache_total{result="hit"}[5m])) / sum by (alias) (rate(anima_response_cache_total[5m]))', '{{alias}}']], { unit: 'percentunit' }),
     panel('Dependencies up', [['anima_dependency_up', '{{dependency}}']], { type: 'stat', w: 8 }),
     panel('Degraded mode', [['max(anima_degraded)', 'degraded']], { type: 'stat', w: 8 }),
     panel('Kill switch', [['max(anima_kill_switch)', 'kill switch']], { type: 'stat', w: 8 }),

@@ -31,6 +31,12 @@ export class Metrics {
     buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
     registers: [this.registry],
   });
+  readonly responseCache = new client.Counter({
+    name: 'anima_response_cache_total',
+    help: 'Exact-match response cache lookups by result (hit: served without an upstream call; miss: went upstream)',
+    labelNames: ['alias', 'result'] as const,
+    registers: [this.registry],
+  });
   readonly overhead = new client.Histogram({
     name: 'anima_gateway_overhead_seconds',
     help: 'Time spent in the gateway itself: total minus time waiting on upstreams',
@@ -230,7 +236,9 @@ export class Metrics {
     const overheadS = ctx.attempts > 0 ? Math.max(0, totalS - ctx.upstreamMs / 1000) : -1;
     if (overheadS >= 0) this.overhead.labels(ctx.dialect).observe(overheadS);
     this.stats.record(Date.now(), status, totalS * 1000, overheadS < 0 ? -1 : overheadS * 1000, ctx.channel ? ctx.saleMicros : null, ctx.channel ? ctx.costMicros : null);
-    if (ctx.usage && ctx.channel) {
+    if (ctx.cacheHit) this.responseCache.labels(alias, 'hit').inc();
+    else if (ctx.extraHeaders['x-anima-cache'] === 'miss') this.responseCache.labels(alias, 'miss').inc();
+    if (ctx.usage && ctx.channel && !ctx.cacheHit) {
       this.tokens.labels(alias, ctx.channel, 'in').inc(ctx.usage.inputTokens);
       this.tokens.labels(alias, ctx.channel, 'out').inc(ctx.usage.outputTokens);
     }

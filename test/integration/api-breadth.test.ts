@@ -356,6 +356,10 @@ describe('exact-match response cache', () => {
     const r3 = await ask(appA.sk, { temperature: 0 });
     expect(r3.headers.get('x-anima-cache')).toBe('miss');
     expect(oa.stats.byPath['/v1/chat/completions']).toBe(4);
+    // The metrics count hits and misses per alias.
+    const scrape = await (await fetch(G.url + '/actuator/prometheus')).text();
+    expect(scrape).toMatch(/anima_response_cache_total\{alias="cached",result="hit"\} 1\b/);
+    expect(scrape).toMatch(/anima_response_cache_total\{alias="cached",result="miss"\} 3\b/);
   });
 
   it('a stream is replayed as the same stream', async () => {
