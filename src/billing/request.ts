@@ -16,6 +16,15 @@ export function reservationFor(config: ConfigCache, ctx: RequestContext, body: R
   return BigInt(estimateCost(config, ctx.alias, ctx.key?.tokenGroupId ?? null, estimateTokens(body, ctx.dialect), ctx.startedAt));
 }
 
+/** What an answer from the response cache may cost (the cache-hit price): its wallet reservation. */
+export function cacheHitReservation(config: ConfigCache, ctx: RequestContext, channel: string): bigint {
+  if (ctx.app?.billing !== 'prepaid' || !ctx.alias) return 0n;
+  const p = config.price(ctx.alias.name, channel, ctx.startedAt);
+  if (!p) return 0n;
+  const g = ctx.key?.tokenGroupId ? config.tokenGroup(ctx.key.tokenGroupId, ctx.startedAt) : undefined;
+  return cacheHitPrice(p.sale, g?.priceMultiplierPpm ?? 1_000_000n);
+}
+
 /**
  * Fills in what a request used when the upstream never said (a client that left mid-stream before the
  * usage chunk): the prompt as counted locally plus a count of the text the client was sent. Never zero

@@ -16,7 +16,7 @@ import { type MediaHttpDeps, registerMedia } from './media.js';
 import { type Admission, type Lease, rateLimitHeaders } from '../quota/admission.js';
 import { estimateCost, estimateTokens } from '../quota/estimate.js';
 import type { Billing } from '../billing/service.js';
-import { priceRequest, reservationFor, settleRequest } from '../billing/request.js';
+import { cacheHitReservation, priceRequest, reservationFor, settleRequest } from '../billing/request.js';
 import { type TaskStore, taskView } from '../tasks/store.js';
 
 const TASK_KIND: Record<InboundDialect, string> = {
@@ -300,16 +300,20 @@ export function buildServer(d: HttpDeps): FastifyInstance {
       const gone = new AbortController();
       sink.onAbort(() => gone.abort());
       if (billing?.blocked()) throw new GatewayError('service_unavailable', 'Billing can reach neither Redis nor the database; requests are refused rather than served unbilled.');
-      // The quota admission and the wallet reservation go to Redis side by side: one round trip of latency.
-      const reserve = billing ? reservationFor(d.config, ctx, body) : 0n;
+      // Response cache (opt-in): looked up first, so a hit is admitted for what it uses (no tokens) and
+      // reserves only its cache price; it still passes the key's rate and concurrency limits.
       const cacheTtl = d.responseCache ? cacheTtlFor(dialect, ctx.alias!.cacheTtlS, req.headers) : 0;
+      const ck = cacheTtl > 0 ? cacheKey(ctx.app!.id, dialect, ctx.aliasName!, body) : null;
+      const hit = ck ? await d.responseCache!.get(ck).catch(() => null) : null;
+      // The quota admission and the wallet reservation go to Redis side by side: one round trip of latency.
+      const reserve = billing ? (hit ? cacheHitReservation(d.config, ctx, hit.c) : reservationFor(d.config, ctx, body)) : 0n;
       const [adm, res] = await Promise.allSettled([
         d.admission
           ? d.admission.admit(
               ctx.key!,
               (needTokens, needCost) => {
                 if (!needTokens && !needCost) return { tokens: 0, cost: 0 };
-                if (cacheTtl > 0) return { tokens: 0, cost: 0 }; // a cache hit uses no tokens; a miss is trued up at settlement
+                if (hit) return { tokens: 0, cost: 0 };
                 const t = estimateTokens(body, dialect);
                 return { tokens: t.total, cost: needCost ? estimateCost(d.config, ctx.alias!, ctx.key!.tokenGroupId, t, now) : 0 };
               },
@@ -356,14 +360,11 @@ export function buildServer(d: HttpDeps): FastifyInstance {
           return held ? Promise.all([b, settleLease(held, ctx)]).then(() => undefined) : b;
         };
       }
-      let ck: string | null = null;
-      if (cacheTtl > 0) {
-        ck = cacheKey(ctx.app!.id, dialect, ctx.aliasName!, body);
-        const hit = await d.responseCache!.get(ck).catch(() => null);
-        if (hit) {
-          await serveCached(ctx, sink, hit);
-          return;
-        }
+      if (hit) {
+        await serveCached(ctx, sink, hit);
+        return;
+      }
+      if (ck) {
         sink = capturing(sink, (a) => {
           if (ctx.served && !ctx.clientAborted && ctx.status === 200 && ctx.channel) {
             void d.responseCache!.put(ck!, { ...a, c: ctx.channel, at: Date.now() }, cacheTtl).catch(() => {});
