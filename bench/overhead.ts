@@ -194,6 +194,9 @@ async function main(): Promise<void> {
       { name: 'rate', stream: false, faultA: { latencyMs: 50 }, faultB: { latencyMs: 50 }, rate: RATE, targets: ['direct', 'raw', 'gateway'] },
       { name: 'fallback', stream: false, faultA: { latencyMs: 50, status: 500, failRate: 0.2 }, faultB: { latencyMs: 50 }, rate: RATE, targets: ['gateway'] },
     ];
+    // --only json,stream: run just those scenarios (for profiling; the JSON summary then lacks the rest).
+    const only = process.argv.includes('--only') ? new Set(process.argv[process.argv.indexOf('--only') + 1]!.split(',')) : null;
+    if (only) scenarios.splice(0, scenarios.length, ...scenarios.filter((sc) => only.has(sc.name)));
     const results: Record<string, Partial<Record<Target, Sample>>> = {};
     const journalsBefore = production ? await journalCount() : 0;
     let billedSeconds = 0;
@@ -239,6 +242,7 @@ async function main(): Promise<void> {
     for (const [name, r] of Object.entries(results)) {
       console.log(`${name} | ${f(r.direct)} | ${f(r.raw)} | ${f(r.gateway)} | ${f(r.off)} | ${r.raw && r.gateway ? (r.gateway.rps / r.raw.rps).toFixed(3) : '-'}`);
     }
+    if (only) return; // a partial run (--only) prints its table and no summary
     const J = results.json!;
     const S = results.stream!;
     const R = results.rate!;
