@@ -20,6 +20,7 @@ interface Alias {
   chain: Array<{ targets: Target[] }>;
   max_attempts: number;
   deadline_ms: number;
+  cache_ttl_s?: number;
   version_no: number;
   effective_from: string | null;
   effective_to: string | null;
@@ -148,7 +149,7 @@ export async function aliasesPage(root: HTMLElement, ctx: Ctx): Promise<void> {
           a.enabled ? badge('enabled', 'ok') : badge('disabled', 'bad'),
           badge(`version ${a.version_no}`),
           a.versions > 1 ? badge(`${a.versions} windows`) : null,
-          h('span', { class: 'muted small' }, ` max ${a.max_attempts} attempts · deadline ${a.deadline_ms} ms`),
+          h('span', { class: 'muted small' }, ` max ${a.max_attempts} attempts · deadline ${a.deadline_ms} ms · response cache ${a.cache_ttl_s ? `${a.cache_ttl_s} s` : 'off'}`),
           h('span', { class: 'spacer' }),
           writeBtn(ctx, a.enabled ? 'Disable' : 'Enable', (b) =>
             busy(b, async () => {
