@@ -407,6 +407,14 @@ export function buildServer(d: HttpDeps): FastifyInstance {
   // last path segment after a colon, which the router can't split: one route, the inbound parser does).
   app.post('/v1beta/models/*', dataPlane('gemini'));
   app.post('/v1/models/*', dataPlane('gemini'));
+  const geminiModel = (id: string, now: number) => ({
+    name: `models/${id}`,
+    baseModelId: id,
+    version: '1',
+    displayName: id,
+    description: d.config.alias(id, now)?.description ?? '',
+    supportedGenerationMethods: ['generateContent', 'streamGenerateContent'],
+  });
   app.get('/v1beta/models', async (req, reply) => {
     const now = d.clock.now();
     if (l1Expired()) throw new GatewayError('service_unavailable', 'Redis and the database are both unreachable and the in-memory configuration is older than 30 s.', { headers: { 'retry-after': '1' } });
@@ -416,9 +424,30 @@ export function buildServer(d: HttpDeps): FastifyInstance {
     const models = d.config
       .aliasNames(now)
       .filter((n) => !allowed || allowed.has(n))
-      .map((id) => ({ name: `models/${id}`, baseModelId: id, version: '1', displayName: id, description: d.config.alias(id, now)?.description ?? '', supportedGenerationMethods: ['generateContent', 'streamGenerateContent'] }));
+      .map((id) => geminiModel(id, now));
     void reply.header('x-request-id', req.id).send({ models });
   });
+  app.get('/v1beta/models/:model', async (req, reply) => {
+    const now = d.clock.now();
+    if (l1Expired()) throw new GatewayError('service_unavailable', 'Redis and the database are both unreachable and the in-memory configuration is older than 30 s.', { headers: { 'retry-after': '1' } });
+    const ctx = new RequestContext(req.id, 'gemini', now);
+    await authenticate(d.config, ctx, req.headers, now, googleKey(req));
+    const id = (req.params as { model: string }).model.replace(/^models\//, '');
+    resolveAlias(d.config, ctx, id, now);
+    void reply.header('x-request-id', req.id).send(geminiModel(id, now));
+  });
+
+  // Responses are not stored (stateless): retrieval, deletion, cancellation and input-item listing say
+  // so plainly instead of a bare unknown-route 404.
+  const notStored = async (req: FastifyRequest) => {
+    const now = d.clock.now();
+    await authenticate(d.config, new RequestContext(req.id, 'openai_responses', now), req.headers, now);
+    throw new GatewayError('not_found', 'Anima does not store responses (requests are stateless, as with store: false): there is nothing to retrieve, cancel or list. Keep the response the create call returned.');
+  };
+  app.get('/v1/responses/:id', notStored);
+  app.delete('/v1/responses/:id', notStored);
+  app.post('/v1/responses/:id/cancel', notStored);
+  app.get('/v1/responses/:id/input_items', notStored);
 
   /** With Redis and the database both gone, reads answer from L1 only while it is fresher than 30 s. */
   const l1Expired = () => !!d.bothDown?.() && d.clock.now() - d.config.loadedAt > L1_TTL_MS;

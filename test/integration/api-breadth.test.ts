@@ -184,7 +184,32 @@ describe('Responses API', () => {
   });
 });
 
+describe('Responses are not stored', () => {
+  it('retrieve, delete and cancel say so with a 404 in the OpenAI shape', async () => {
+    for (const [method, path] of [
+      ['GET', '/v1/responses/resp_1'],
+      ['DELETE', '/v1/responses/resp_1'],
+      ['POST', '/v1/responses/resp_1/cancel'],
+      ['GET', '/v1/responses/resp_1/input_items'],
+    ] as const) {
+      const r = await fetch(G.url + path, { method, headers: { authorization: `Bearer ${appA.sk}` } });
+      expect(r.status, path).toBe(404);
+      expect(((await r.json()) as { error: { message: string } }).error.message).toMatch(/does not store responses/);
+    }
+    const anon = await fetch(G.url + '/v1/responses/resp_1');
+    expect(anon.status).toBe(401);
+  });
+});
+
 describe('Gemini', () => {
+  it('models.list and models.get through @google/genai name the aliases', async () => {
+    const m = await genai().models.get({ model: 'gem' });
+    expect(m.name).toBe('models/gem');
+    const names: string[] = [];
+    for await (const x of await genai().models.list()) names.push(x.name!);
+    expect(names).toContain('models/claude');
+  });
+
   it('@google/genai generateContent: native on a Gemini channel, translated on OpenAI and Anthropic channels', async () => {
     for (const [model, fake] of [
       ['gem', gm],
