@@ -167,7 +167,8 @@ async function main(): Promise<void> {
     const LISTEN = /listening on (http:\/\/[\d.:]+)/;
     // ANIMA_BENCH_PROFILE=<dir>: the gateway writes a V8 CPU profile there when it stops (node --cpu-prof).
     const prof = process.env.ANIMA_BENCH_PROFILE ? ['--cpu-prof', '--cpu-prof-dir', process.env.ANIMA_BENCH_PROFILE] : [];
-    const serveArgs = [...prof, 'dist/src/app/cli.js', 'serve', ...(production && WORKERS > 1 ? ['--workers', String(WORKERS)] : [])];
+    const nodeFlags = (process.env.ANIMA_BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean);
+    const serveArgs = [...nodeFlags, ...prof, 'dist/src/app/cli.js', 'serve', ...(production && WORKERS > 1 ? ['--workers', String(WORKERS)] : [])];
     const gw = await run(serveArgs, gatewayEnv({}), LISTEN);
     const gateway = gw.m[1]!;
     // The billing-off twin shares the database, so only in production mode.

@@ -10,6 +10,12 @@ export interface WriterOptions {
   idleMs: number;
   /** Pause after a failed commit (the database is down): records stay queued and are retried. */
   retryMs: number;
+  /**
+   * After a batch smaller than `batch`, or a wake-up from idle, wait this long for more records before
+   * the next transaction (0 = write at once). The records are durable in the queue meanwhile; at
+   * moderate load this turns many tiny transactions (each a queue read, a commit and an ack) into few.
+   */
+  lingerMs?: number;
 }
 
 export interface WriterHooks {
@@ -113,15 +119,23 @@ export class JournalWriter {
         this.lastError = e;
         this.hooks.onFailed?.(this.commitFailed ? 'db' : 'queue');
       }
-      if (n > 0 && !failed) continue;
+      if (n >= this.opts.batch && !failed) continue; // a backlog: the next batch at once
+      const linger = this.opts.lingerMs ?? 0;
+      if (n > 0 && !failed) {
+        if (linger > 0) await new Promise((r) => setTimeout(r, linger));
+        continue;
+      }
+      let woken = false;
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, failed ? this.opts.retryMs : this.opts.idleMs);
         this.wakeUp = () => {
+          woken = true;
           clearTimeout(t);
           resolve();
         };
       });
       this.wakeUp = null;
+      if (woken && !failed && linger > 0 && this.running) await new Promise((r) => setTimeout(r, linger));
     }
   }
 
