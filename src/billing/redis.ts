@@ -166,6 +166,10 @@ export class RedisBilling implements BillingBackend {
   private readonly groupsReady = new Set<number>();
   /** Streams to read next, round-robin, so one busy shard can't starve the rest. */
   private next = 0;
+  /** Shards where this consumer may hold delivered, unacknowledged records (all of them at start). */
+  private readonly ownPending = new Set<number>(Array.from({ length: SHARDS }, (_, i) => i));
+  /** When stale records of other (dead) consumers were last claimed. */
+  private lastClaim = 0;
 
   constructor(
     client: Redis,
@@ -241,27 +245,50 @@ export class RedisBilling implements BillingBackend {
     this.groupsReady.add(shard);
   }
 
+  /**
+   * Up to `count` queued records from every shard, the shards read side by side (one pipelined write,
+   * not one round trip per shard and step). Per shard: this consumer's own unacknowledged records first
+   * (a failed commit is retried; only asked where some may exist), then new ones, then — every few
+   * seconds, not on every read — records a dead consumer left pending past `staleMs`.
+   */
   async read(count: number): Promise<QueuedRecord[]> {
+    const claimNow = Date.now() - this.lastClaim >= Math.min(5_000, this.staleMs / 2);
+    if (claimNow) this.lastClaim = Date.now();
+    const order = Array.from({ length: SHARDS }, (_, i) => (this.next + i) % SHARDS);
+    this.next = (this.next + 1) % SHARDS;
+    const perShard = await Promise.all(
+      order.map(async (shard) => {
+        await this.ensureGroup(shard);
+        const key = this.stream(shard);
+        let entries: Array<[string, string[]]> = [];
+        if (this.ownPending.has(shard)) {
+          entries = parseEntries(await this.r.xreadgroup('GROUP', GROUP, this.consumer, 'COUNT', count, 'STREAMS', key, '0'));
+          if (entries.length === 0) this.ownPending.delete(shard);
+        }
+        if (entries.length === 0) entries = parseEntries(await this.r.xreadgroup('GROUP', GROUP, this.consumer, 'COUNT', count, 'STREAMS', key, '>'));
+        if (entries.length === 0 && claimNow) {
+          const claimed = (await this.r.xautoclaim(key, GROUP, this.consumer, this.staleMs, '0', 'COUNT', count)) as [string, Array<[string, string[]] | null>];
+          entries = (claimed[1] ?? []).filter((e): e is [string, string[]] => e !== null);
+        }
+        // Delivered to this consumer now: until a '0' read finds the shard clean, assume some may be left
+        // unacknowledged (a commit that fails, or records beyond this batch's count).
+        if (entries.length) this.ownPending.add(shard);
+        return { shard, entries };
+      }),
+    );
     const out: QueuedRecord[] = [];
-    for (let i = 0; i < SHARDS && out.length < count; i++) {
-      const shard = (this.next + i) % SHARDS;
-      await this.ensureGroup(shard);
-      const key = this.stream(shard);
-      const want = count - out.length;
-      // Our own unacknowledged records first (a failed commit is retried), then new ones, then stale ones.
-      let entries = parseEntries(await this.r.xreadgroup('GROUP', GROUP, this.consumer, 'COUNT', want, 'STREAMS', key, '0'));
-      if (entries.length === 0) entries = parseEntries(await this.r.xreadgroup('GROUP', GROUP, this.consumer, 'COUNT', want, 'STREAMS', key, '>'));
-      if (entries.length === 0) {
-        const claimed = (await this.r.xautoclaim(key, GROUP, this.consumer, this.staleMs, '0', 'COUNT', want)) as [string, Array<[string, string[]] | null>];
-        entries = (claimed[1] ?? []).filter((e): e is [string, string[]] => e !== null);
-      }
+    for (const { shard, entries } of perShard) {
       for (const [id, fields] of entries) {
+        if (out.length >= count) break; // the rest stay pending for this consumer: read first next time
         const f = fieldsOf(fields);
-        if (f.r === undefined) continue;
+        if (f.r === undefined) {
+          // Not a billing record (nothing Anima writes): acknowledged so it can't block the shard.
+          void this.r.xack(this.stream(shard), GROUP, id).catch(() => {});
+          continue;
+        }
         out.push({ handle: id, shard, record: decodeRecord(f.r, f.c ?? undefined) });
       }
     }
-    this.next = (this.next + 1) % SHARDS;
     return out;
   }
 
