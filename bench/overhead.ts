@@ -192,7 +192,7 @@ async function main(): Promise<void> {
     const scenarios: Array<{ name: string; stream: boolean; faultA: Record<string, unknown> | null; faultB: Record<string, unknown> | null; rate?: number; targets: Target[] }> = [
       { name: 'json', stream: false, faultA: null, faultB: null, targets: ['direct', 'raw', 'gateway', ...(off ? ['off' as const] : [])] },
       { name: 'stream', stream: true, faultA: { chunks: 20 }, faultB: { chunks: 20 }, targets: ['direct', 'raw', 'gateway', ...(off ? ['off' as const] : [])] },
-      { name: 'rate', stream: false, faultA: { latencyMs: 50 }, faultB: { latencyMs: 50 }, rate: RATE, targets: ['direct', 'raw', 'gateway'] },
+      { name: 'rate', stream: false, faultA: { latencyMs: 50 }, faultB: { latencyMs: 50 }, rate: RATE, targets: ['direct', 'raw', 'gateway', ...(off ? ['off' as const] : [])] },
       { name: 'fallback', stream: false, faultA: { latencyMs: 50, status: 500, failRate: 0.2 }, faultB: { latencyMs: 50 }, rate: RATE, targets: ['gateway'] },
     ];
     // --only json,stream: run just those scenarios (for profiling; the JSON summary then lacks the rest).
@@ -236,7 +236,7 @@ async function main(): Promise<void> {
     }
 
     const mode = `${dbUrl ? 'PostgreSQL' : 'PGlite'} + ${redisUrl ? 'Redis' : 'in-process'}${WORKERS > 1 && production ? `, ${WORKERS} gateway workers` : ', one gateway process'}`;
-    const f = (s: Sample | undefined) => (s ? `${s.rps.toFixed(0)} rps, p50 ${s.p50} / p99 ${s.p99} ms${s.cpuUs !== undefined ? `, ${s.cpuUs} µs CPU/req` : ''}${s.errors ? `, ${s.errors} errors` : ''}` : '-');
+    const f = (s: Sample | undefined) => (s ? `${s.rps.toFixed(0)} rps, p50 ${+s.p50.toFixed(1)} / p99 ${+s.p99.toFixed(1)} ms${s.cpuUs !== undefined ? `, ${s.cpuUs} µs CPU/req` : ''}${s.errors ? `, ${s.errors} errors` : ''}` : '-');
     console.log(`\nAnima overhead (${mode}; ${CONNECTIONS} connections saturated, ${RATE} rps fixed rate; ${DURATION}s x ${ROUNDS} rounds interleaved, medians)\n`);
     console.log('scenario | direct | raw proxy | gateway (everything on) | gateway, billing off | gateway / raw proxy');
     console.log('---|---|---|---|---|---');
@@ -270,6 +270,8 @@ async function main(): Promise<void> {
               billing_off_json_rps: Math.round(J.off.rps),
               billing_added_p50_ms: J.gateway!.p50 - J.off.p50,
               billing_added_p99_ms: J.gateway!.p99 - J.off.p99,
+              // The same at the fixed rate (not saturated): what billing adds to a request's latency.
+              ...(R.off ? { rate_billing_added_p50_ms: +(R.gateway!.p50 - R.off.p50).toFixed(1), rate_billing_added_p99_ms: +(R.gateway!.p99 - R.off.p99).toFixed(1) } : {}),
               journals_per_s: Math.round(journals / billedSeconds),
             }
           : {}),
