@@ -7,8 +7,7 @@ import { geminiPivot } from './gemini/translate.js';
 import { openaiExchange } from './openai/exchange.js';
 import { responsesPivot } from './openai/responses.js';
 import { type ChatPivot, PivotExchange, withUsage } from './pivot.js';
-import { anthropicErrorFrame, TextTally } from './shared.js';
-import { sseEvent } from '../lib/sse.js';
+import { anthropicErrorFrame, anthropicFrames, TextTally } from './shared.js';
 import type { Exchange, InboundDialect, ProviderKind, UpstreamEndpoint } from './types.js';
 
 /**
@@ -53,15 +52,7 @@ function anthropicPivot(body: Record<string, unknown>, alias: string): ChatPivot
     stream: () => {
       const t = new OpenAIToAnthropicStream({ model: alias });
       const tally = new TextTally();
-      const frames = (evs: Array<{ event: string; data: object }>) => {
-        let out = '';
-        for (const e of evs) {
-          const d = e.data as { delta?: { text?: unknown } };
-          if (e.event === 'content_block_delta' && typeof d.delta?.text === 'string') tally.add(d.delta.text);
-          out += sseEvent(e.event, JSON.stringify(e.data));
-        }
-        return out;
-      };
+      const frames = (evs: Array<{ event: string; data: object }>) => anthropicFrames(evs, tally);
       return {
         push: (chunk) => frames(t.push(chunk as unknown as Record<string, any>)),
         finish: () => frames(t.finish()),

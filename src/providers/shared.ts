@@ -22,6 +22,17 @@ export function anthropicErrorFrame(err: GatewayError): string {
   return sseEvent('error', JSON.stringify(toAnthropicError(err)));
 }
 
+/** Anthropic SSE frames for translated events, counting the text they carry into `tally`. */
+export function anthropicFrames(evs: Array<{ event: string; data: object }>, tally: TextTally): string {
+  let out = '';
+  for (const e of evs) {
+    const d = e.data as { delta?: { text?: unknown } };
+    if (e.event === 'content_block_delta' && typeof d.delta?.text === 'string') tally.add(d.delta.text);
+    out += sseEvent(e.event, JSON.stringify(e.data));
+  }
+  return out;
+}
+
 const MAX_TALLY = 1 << 20;
 
 /** The text a client has been sent, kept (up to 1 MiB) to estimate usage if the upstream never reports it. */

@@ -6,14 +6,14 @@
 import { GatewayError } from '../../core/errors.js';
 import { redactSecrets } from '../../core/render.js';
 import type { Usage } from '../../core/usage.js';
-import { type SseEvent, sseData, sseEvent } from '../../lib/sse.js';
+import { type SseEvent, sseData } from '../../lib/sse.js';
 import {
   OpenAIToAnthropicStream,
   anthropicToOpenAIRequest,
   openaiToAnthropicResponse,
 } from '../anthropic/translate.js';
 import type { MessagesRequest } from '../anthropic/wire.js';
-import { anthropicErrorFrame, openaiErrorFrame, parseJsonObject, TextTally } from '../shared.js';
+import { anthropicErrorFrame, anthropicFrames, openaiErrorFrame, parseJsonObject, TextTally } from '../shared.js';
 import type { Exchange, InboundDialect, JsonResult, PreparedCall, StreamTranslator, UpstreamEndpoint } from '../types.js';
 import { type ChatCompletion, type ChatRequest, openaiUsage } from './wire.js';
 import { ImageEditExchange, SpeechExchange, TranscriptionExchange } from './audio.js';
@@ -119,15 +119,7 @@ class MessagesViaOpenAI implements Exchange {
   streamTranslator(): StreamTranslator {
     const t = new OpenAIToAnthropicStream({ model: this.alias });
     const tally = new TextTally();
-    const frames = (evs: Array<{ event: string; data: object }>) => {
-      let out = '';
-      for (const e of evs) {
-        const d = e.data as { delta?: { text?: unknown } };
-        if (e.event === 'content_block_delta' && typeof d.delta?.text === 'string') tally.add(d.delta.text);
-        out += sseEvent(e.event, JSON.stringify(e.data));
-      }
-      return out;
-    };
+    const frames = (evs: Array<{ event: string; data: object }>) => anthropicFrames(evs, tally);
     let done = false;
     return {
       get done() {
