@@ -20,6 +20,7 @@ let G: TGateway;
 let oa: FakeUpstream;
 let an: FakeUpstream;
 let gm: FakeUpstream;
+let bad: FakeUpstream;
 let db: pg.Pool;
 let appA: { app: string; sk: string };
 let appB: { app: string; sk: string };
@@ -62,13 +63,15 @@ async function journalOf(requestId: string | null) {
 beforeAll(async () => {
   tdb = await createTestDatabase();
   prefix = testRedisPrefix();
-  [oa, an, gm] = await Promise.all([startFakeOpenAI({ name: 'oa' }), startFakeAnthropic({ name: 'an' }), startFakeGemini({ name: 'gm' })]);
+  [oa, an, gm, bad] = await Promise.all([startFakeOpenAI({ name: 'oa' }), startFakeAnthropic({ name: 'an' }), startFakeGemini({ name: 'gm' }), startFakeOpenAI({ name: 'bad' })]);
+  bad.setFault({ status: 503 });
   G = await startTestGateway({ databaseUrl: tdb.url, redisUrl: REDIS_URL, redisPrefix: prefix });
   db = new pg.Pool({ connectionString: tdb.url, max: 2 });
   await admin('POST', '/channels', { code: 'oa', provider: 'openai', base_url: oa.url + '/v1', credential: 'k' });
   await admin('POST', '/channels', { code: 'oa-chat', provider: 'openai', base_url: oa.url + '/v1', credential: 'k', settings: { nativeResponses: false } });
   await admin('POST', '/channels', { code: 'an', provider: 'anthropic', base_url: an.url, credential: 'k' });
   await admin('POST', '/channels', { code: 'gm', provider: 'gemini', base_url: gm.url + '/v1beta', credential: 'gk' });
+  await admin('POST', '/channels', { code: 'bad', provider: 'openai', base_url: bad.url + '/v1', credential: 'k' });
   const alias = (name: string, channel: string, model: string, extra: Record<string, unknown> = {}) =>
     admin('POST', '/aliases', { name, chain: [{ targets: [{ channel, model }] }], ...extra });
   await alias('gpt', 'oa', 'gpt-4o-mini');
@@ -79,6 +82,8 @@ beforeAll(async () => {
   await alias('whisper', 'oa', 'whisper-1');
   await alias('img', 'oa', 'gpt-image-1');
   await alias('cached', 'oa', 'gpt-4o-mini', { cache_ttl_s: 2 });
+  // A chain whose first channel answers 503: every operation must fall back to the second.
+  await admin('POST', '/aliases', { name: 'fb', chain: [{ targets: [{ channel: 'bad', model: 'x' }] }, { targets: [{ channel: 'oa', model: 'gpt-image-1' }] }] });
   for (const a of ['gpt', 'gpt-viachat', 'claude', 'gem']) await admin('POST', '/prices', { alias: a, ...TOKENS });
   await admin('POST', '/prices', { alias: 'tts', sale_per_mchar: 30_000_000, cost_per_mchar: 15_000_000 });
   await admin('POST', '/prices', { alias: 'whisper', sale_per_audio_second: 200, cost_per_audio_second: 100 });
@@ -100,7 +105,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await G?.close();
   await db?.end();
-  await Promise.all([oa?.close(), an?.close(), gm?.close()]);
+  await Promise.all([oa?.close(), an?.close(), gm?.close(), bad?.close()]);
   await cleanupRedis(prefix);
   await tdb?.drop();
 });
@@ -339,6 +344,28 @@ describe('audio and image edits', () => {
     expect(r.data).toHaveLength(2);
     const j = await journalOf(response.headers.get('x-request-id'));
     expect(revenue(j)).toBe(2n * 50_000n);
+  });
+});
+
+describe('the new operations fall back like chat', () => {
+  it('speech, transcription, image edit and Responses skip a failing first channel', async () => {
+    const c = openai();
+    const png = Buffer.from('89504e470d0a1a0a' + '00'.repeat(64), 'hex');
+    const calls: Array<() => Promise<Response>> = [
+      () => c.audio.speech.create({ model: 'fb', input: 'fall back', voice: 'alloy' }).asResponse(),
+      async () => c.audio.transcriptions.create({ model: 'fb', file: await toFile(Buffer.alloc(16_000, 1), 'a.wav') }).asResponse(),
+      async () => c.images.edit({ model: 'fb', prompt: 'hat', image: await toFile(png, 'a.png', { type: 'image/png' }) }).asResponse(),
+      () => c.responses.create({ model: 'fb', input: 'fall back' }).asResponse(),
+    ];
+    for (const call of calls) {
+      bad.resetStats();
+      const r = await call();
+      expect(r.status).toBe(200);
+      expect(r.headers.get('x-anima-channel')).toBe('oa');
+      expect(r.headers.get('x-anima-route')).toMatch(/bad;failed=server_error;status=503/);
+      expect(bad.stats.requests).toBe(1);
+      await r.arrayBuffer();
+    }
   });
 });
 
