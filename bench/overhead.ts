@@ -147,6 +147,9 @@ async function main(): Promise<void> {
     const app = await insertApp(dbh.db, 'bench');
     // Every gateway request passes quota admission: a key with limits high enough never to bind.
     const key = await insertKey(dbh.db, app);
+    // --decompose: a key with no quota at all, sent to the billing-off twin ("bare": auth, routing,
+    // breaker, metrics and logs only), to split the distance to the raw proxy into its parts.
+    const bareKey = await insertKey(dbh.db, app);
     await dbh.db.insertInto('quota').values({ scope: 'key', scope_id: key.id, max_concurrency: 100_000, qps: 1_000_000, qps_burst: 1_000_000, tokens_per_minute: 1e12 }).execute();
     const journalCount = async () => {
       const h = await openDatabase({ databaseUrl: dbUrl, dataDir: dataDir ?? 'memory://' });
@@ -176,21 +179,25 @@ async function main(): Promise<void> {
     const off = offRun ? offRun.m[1]! : null;
     const rawP = await run(['dist/bench/raw-proxy.js', upA, '0'], {}, LISTEN);
     const raw = rawP.m[1]!;
-    const pidOf: Record<string, number | undefined> = { raw: rawP.p.pid, gateway: gw.p.pid, off: offRun?.p.pid };
+    const pidOf: Record<string, number | undefined> = { raw: rawP.p.pid, gateway: gw.p.pid, off: offRun?.p.pid, bare: offRun?.p.pid };
 
     const chatBody = (stream: boolean, model: string) => JSON.stringify({ model, messages: [{ role: 'user', content: 'Say something short about gateways.' }], ...(stream ? { stream: true, stream_options: { include_usage: true } } : {}) });
     const upHeaders = { 'content-type': 'application/json', authorization: 'Bearer bench' };
     const gwHeaders = { 'content-type': 'application/json', authorization: `Bearer ${key.sk}` };
-    type Target = 'direct' | 'raw' | 'gateway' | 'off';
+    type Target = 'direct' | 'raw' | 'gateway' | 'off' | 'bare';
+    const bareHeaders = { 'content-type': 'application/json', authorization: `Bearer ${bareKey.sk}` };
     const hit = (t: Target, stream: boolean, o: { duration?: number; rate?: number } = {}) =>
       t === 'direct'
         ? cannon(upA + '/v1/chat/completions', upHeaders, chatBody(stream, 'gpt-bench'), o)
         : t === 'raw'
           ? cannon(raw + '/v1/chat/completions', upHeaders, chatBody(stream, 'gpt-bench'), o)
-          : cannon((t === 'off' ? off! : gateway) + '/v1/chat/completions', gwHeaders, chatBody(stream, 'bench'), o);
+          : t === 'bare'
+            ? cannon(off! + '/v1/chat/completions', bareHeaders, chatBody(stream, 'bench'), o)
+            : cannon((t === 'off' ? off! : gateway) + '/v1/chat/completions', gwHeaders, chatBody(stream, 'bench'), o);
+    const decompose = process.argv.includes('--decompose') && off !== null;
 
     const scenarios: Array<{ name: string; stream: boolean; faultA: Record<string, unknown> | null; faultB: Record<string, unknown> | null; rate?: number; targets: Target[] }> = [
-      { name: 'json', stream: false, faultA: null, faultB: null, targets: ['direct', 'raw', 'gateway', ...(off ? ['off' as const] : [])] },
+      { name: 'json', stream: false, faultA: null, faultB: null, targets: ['direct', 'raw', 'gateway', ...(off ? ['off' as const] : []), ...(decompose ? ['bare' as const] : [])] },
       { name: 'stream', stream: true, faultA: { chunks: 20 }, faultB: { chunks: 20 }, targets: ['direct', 'raw', 'gateway', ...(off ? ['off' as const] : [])] },
       { name: 'rate', stream: false, faultA: { latencyMs: 50 }, faultB: { latencyMs: 50 }, rate: RATE, targets: ['direct', 'raw', 'gateway', ...(off ? ['off' as const] : [])] },
       { name: 'fallback', stream: false, faultA: { latencyMs: 50, status: 500, failRate: 0.2 }, faultB: { latencyMs: 50 }, rate: RATE, targets: ['gateway'] },
@@ -238,11 +245,12 @@ async function main(): Promise<void> {
     const mode = `${dbUrl ? 'PostgreSQL' : 'PGlite'} + ${redisUrl ? 'Redis' : 'in-process'}${WORKERS > 1 && production ? `, ${WORKERS} gateway workers` : ', one gateway process'}`;
     const f = (s: Sample | undefined) => (s ? `${s.rps.toFixed(0)} rps, p50 ${+s.p50.toFixed(1)} / p99 ${+s.p99.toFixed(1)} ms${s.cpuUs !== undefined ? `, ${s.cpuUs} µs CPU/req` : ''}${s.errors ? `, ${s.errors} errors` : ''}` : '-');
     console.log(`\nAnima overhead (${mode}; ${CONNECTIONS} connections saturated, ${RATE} rps fixed rate; ${DURATION}s x ${ROUNDS} rounds interleaved, medians)\n`);
-    console.log('scenario | direct | raw proxy | gateway (everything on) | gateway, billing off | gateway / raw proxy');
-    console.log('---|---|---|---|---|---');
+    console.log(`scenario | direct | raw proxy | gateway (everything on) | gateway, billing off${decompose ? ' | bare (no quota, no billing)' : ''} | gateway / raw proxy`);
+    console.log(`---|---|---|---|---${decompose ? '|---' : ''}|---`);
     for (const [name, r] of Object.entries(results)) {
-      console.log(`${name} | ${f(r.direct)} | ${f(r.raw)} | ${f(r.gateway)} | ${f(r.off)} | ${r.raw && r.gateway ? (r.gateway.rps / r.raw.rps).toFixed(3) : '-'}`);
+      console.log(`${name} | ${f(r.direct)} | ${f(r.raw)} | ${f(r.gateway)} | ${f(r.off)}${decompose ? ` | ${f(r.bare)}` : ''} | ${r.raw && r.gateway ? (r.gateway.rps / r.raw.rps).toFixed(3) : '-'}`);
     }
+    if (decompose && results.json?.bare && results.json.raw) console.log(`\nbare gateway / raw proxy, JSON: ${(results.json.bare.rps / results.json.raw.rps).toFixed(3)}`);
     if (only) return; // a partial run (--only) prints its table and no summary
     const J = results.json!;
     const S = results.stream!;

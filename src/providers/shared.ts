@@ -14,6 +14,19 @@ export function parseJsonObject(text: string): Record<string, any> {
   return v as Record<string, any>;
 }
 
+/**
+ * A passthrough answer's text with its top-level `model` renamed, without re-serializing the whole body
+ * (an embeddings answer can be megabytes of floats). Only when `"model":"<upstream model>"` occurs
+ * exactly once, which then must be the top-level field the parse found; otherwise null (re-serialize).
+ */
+export function renameModel(text: string, upstreamModel: unknown, alias: string): string | null {
+  if (typeof upstreamModel !== 'string') return null;
+  const needle = '"model":' + JSON.stringify(upstreamModel);
+  const at = text.indexOf(needle);
+  if (at < 0 || text.indexOf(needle, at + needle.length) >= 0) return null;
+  return text.slice(0, at) + '"model":' + JSON.stringify(alias) + text.slice(at + needle.length);
+}
+
 export function openaiErrorFrame(err: GatewayError): string {
   return sseData(JSON.stringify(toOpenAIError(err)));
 }

@@ -46,6 +46,8 @@ export interface JsonResult {
   /** The answer in the inbound dialect, model name already the alias's. */
   body: unknown;
   usage: Usage | null;
+  /** The same answer as JSON text, when the exchange has it without re-serializing `body` (a passthrough). */
+  text?: string;
 }
 
 /** A whole answer that is not (only) JSON: a transcript as text, srt or vtt. */

@@ -253,7 +253,7 @@ export class Relay {
     } else {
       const r = ex.decodeJson(text);
       ctx.usage = r.usage;
-      payload = JSON.stringify(r.body);
+      payload = r.text ?? JSON.stringify(r.body);
     }
     ctx.status = 200;
     const headers = { ...this.successHeaders(ctx, ch, upstreamModel), 'content-type': type };

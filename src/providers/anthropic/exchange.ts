@@ -6,7 +6,7 @@ import { GatewayError } from '../../core/errors.js';
 import { redactSecrets } from '../../core/render.js';
 import type { Usage } from '../../core/usage.js';
 import { type SseEvent, sseData, sseEvent } from '../../lib/sse.js';
-import { anthropicErrorFrame, openaiErrorFrame, parseJsonObject, TextTally } from '../shared.js';
+import { anthropicErrorFrame, openaiErrorFrame, parseJsonObject, renameModel, TextTally } from '../shared.js';
 import type { Exchange, InboundDialect, JsonResult, PreparedCall, StreamTranslator, UpstreamEndpoint } from '../types.js';
 import type { ChatRequest } from '../openai/wire.js';
 import { AnthropicToOpenAIStream, anthropicToOpenAIResponse, openaiToAnthropicRequest } from './translate.js';
@@ -49,8 +49,9 @@ class MessagesPassthrough implements Exchange {
   decodeJson(text: string): JsonResult {
     const j = parseJsonObject(text);
     if (j.type !== 'message' || !Array.isArray(j.content)) throw new GatewayError('upstream_bad_response', 'upstream answer is not a message');
+    const renamed = renameModel(text, j.model, this.alias);
     j.model = this.alias;
-    return { body: j, usage: anthropicUsage(j.usage) };
+    return { body: j, usage: anthropicUsage(j.usage), ...(renamed !== null ? { text: renamed } : {}) };
   }
   streamTranslator(): StreamTranslator {
     const alias = this.alias;

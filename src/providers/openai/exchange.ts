@@ -13,7 +13,7 @@ import {
   openaiToAnthropicResponse,
 } from '../anthropic/translate.js';
 import type { MessagesRequest } from '../anthropic/wire.js';
-import { anthropicErrorFrame, anthropicFrames, openaiErrorFrame, parseJsonObject, TextTally } from '../shared.js';
+import { anthropicErrorFrame, anthropicFrames, openaiErrorFrame, parseJsonObject, renameModel, TextTally } from '../shared.js';
 import type { Exchange, InboundDialect, JsonResult, PreparedCall, StreamTranslator, UpstreamEndpoint } from '../types.js';
 import { type ChatCompletion, type ChatRequest, openaiUsage } from './wire.js';
 import { ImageEditExchange, SpeechExchange, TranscriptionExchange } from './audio.js';
@@ -45,8 +45,9 @@ class ChatPassthrough implements Exchange {
   decodeJson(text: string): JsonResult {
     const j = parseJsonObject(text) as Partial<ChatCompletion>;
     if (!Array.isArray(j.choices)) throw new GatewayError('upstream_bad_response', 'upstream answer has no choices');
+    const renamed = renameModel(text, j.model, this.alias);
     j.model = this.alias;
-    return { body: j, usage: openaiUsage(j.usage) };
+    return { body: j, usage: openaiUsage(j.usage), ...(renamed !== null ? { text: renamed } : {}) };
   }
   streamTranslator(): StreamTranslator {
     return new OpenAIStreamPassthrough(this.alias, this.clientWantsUsage);
@@ -163,8 +164,9 @@ class EmbeddingsPassthrough implements Exchange {
   decodeJson(text: string): JsonResult {
     const j = parseJsonObject(text);
     if (!Array.isArray(j.data)) throw new GatewayError('upstream_bad_response', 'upstream embeddings answer has no data');
+    const renamed = renameModel(text, j.model, this.alias);
     j.model = this.alias;
-    return { body: j, usage: openaiUsage(j.usage) };
+    return { body: j, usage: openaiUsage(j.usage), ...(renamed !== null ? { text: renamed } : {}) };
   }
   streamTranslator(): StreamTranslator {
     throw new GatewayError('unsupported_operation', 'embeddings do not stream');
