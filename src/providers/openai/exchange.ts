@@ -80,16 +80,31 @@ class OpenAIStreamPassthrough implements StreamTranslator {
     }
     const u = openaiUsage(chunk.usage);
     if (u) this.seen = u;
-    if (!this.clientWantsUsage) {
-      if (Array.isArray(chunk.choices) && chunk.choices.length === 0 && u) return '';
-      delete chunk.usage;
-    }
-    if ('model' in chunk) chunk.model = this.alias;
     if (Array.isArray(chunk.choices)) {
       for (const c of chunk.choices as Array<{ delta?: { content?: unknown } }>) {
         if (typeof c.delta?.content === 'string') this.tally.add(c.delta.content);
       }
     }
+    if (!this.clientWantsUsage) {
+      if (Array.isArray(chunk.choices) && chunk.choices.length === 0 && u) return '';
+      if (chunk.usage === null) {
+        // Every chunk of a stream with usage forced on carries "usage":null: cut it in place.
+        const at = ev.data.indexOf(',"usage":null');
+        if (at >= 0 && ev.data.indexOf(',"usage":null', at + 1) < 0) {
+          const text = renameModel(ev.data.slice(0, at) + ev.data.slice(at + 13), chunk.model, this.alias);
+          if (text !== null) return sseData(text);
+        }
+      }
+      if ('usage' in chunk) {
+        delete chunk.usage;
+        if ('model' in chunk) chunk.model = this.alias;
+        return sseData(JSON.stringify(chunk));
+      }
+    }
+    // The upstream's bytes with the model renamed in place (no re-serialization per chunk).
+    const text = renameModel(ev.data, chunk.model, this.alias);
+    if (text !== null) return sseData(text);
+    if ('model' in chunk) chunk.model = this.alias;
     return sseData(JSON.stringify(chunk));
   }
   end(): string {
