@@ -314,8 +314,10 @@ describe('audio and image edits', () => {
     expect(typeof text === 'string' ? text : JSON.stringify(text)).toContain('talk.wav');
     const srt = await c.audio.transcriptions.create({ model: 'whisper', file: await toFile(audio, 'talk.wav'), response_format: 'srt' });
     expect(String(srt)).toMatch(/^1\n00:00:00,000 --> /);
-    const tr = await c.audio.translations.create({ model: 'whisper', file: await toFile(audio, 'parle.wav') });
+    const { data: tr, response: trRes } = await c.audio.translations.create({ model: 'whisper', file: await toFile(audio, 'parle.wav') }).withResponse();
     expect(tr.text).toContain('parle.wav');
+    // Translations report no usage in json; the duration from verbose_json is what gets billed.
+    expect(revenue(await journalOf(trRes.headers.get('x-request-id')))).toBe(3n * 200n);
     // What reached the upstream: the file, and the upstream model name.
     const up = oa.requests.filter((r) => r.path === '/v1/audio/transcriptions').at(-1)!;
     expect(JSON.stringify(up.body)).toContain('whisper-1');

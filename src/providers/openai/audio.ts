@@ -5,9 +5,11 @@
  *
  * Metering: speech by the characters of `input`; transcription by seconds of audio (the upstream's
  * `usage.seconds` or `duration`, or its token usage for token-billed models); image edits by images
- * returned plus any token usage. For `text`, `srt` and `vtt` answers, which carry no figures, a whisper
- * model is asked for `verbose_json` and the format is rendered here from its segments, so every
- * transcript can be billed by its duration; other models get `json` for `text` (their usage is in it).
+ * returned plus any token usage. A whisper model is always asked for `verbose_json` (the one format
+ * that carries the audio's duration for transcriptions and translations alike) and the client's format
+ * (`json`, `text`, `srt`, `vtt`, `verbose_json`) is rendered here from it, so every transcript is billed
+ * by its duration; other models get `json` for `text` (their token usage is in it). An answer with no
+ * figures at all is still billed (the per-request price): nothing served goes unbilled.
  */
 import { GatewayError } from '../../core/errors.js';
 import type { Usage } from '../../core/usage.js';
@@ -112,14 +114,7 @@ export class TranscriptionExchange implements Exchange {
   constructor(kind: 'transcriptions' | 'translations', body: Obj, ep: UpstreamEndpoint, upstreamModel: string) {
     this.clientFormat = typeof body.response_format === 'string' ? body.response_format : 'json';
     const whisper = /whisper/i.test(upstreamModel);
-    this.upstreamFormat =
-      this.clientFormat === 'text' || this.clientFormat === 'srt' || this.clientFormat === 'vtt'
-        ? whisper
-          ? 'verbose_json'
-          : this.clientFormat === 'text'
-            ? 'json'
-            : this.clientFormat
-        : this.clientFormat;
+    this.upstreamFormat = whisper ? 'verbose_json' : this.clientFormat === 'text' ? 'json' : this.clientFormat;
     if (body.stream === 'true') throw new GatewayError('unsupported_parameter', 'Streamed transcription is not supported; send stream=false.', { param: 'stream' });
     const files: Upload[] = uploadsOf(body).filter((f) => f.field === 'file');
     const mp = encodeMultipart(fieldsExcept(body, upstreamModel, { response_format: this.upstreamFormat }), files);
@@ -134,11 +129,11 @@ export class TranscriptionExchange implements Exchange {
     if (!isJson) {
       // A format the upstream rendered itself (srt/vtt from a non-whisper model): relayed as it is.
       if (this.upstreamFormat === 'json' || this.upstreamFormat === 'verbose_json') throw new GatewayError('upstream_bad_response', `upstream answered ${contentType || 'no content type'} where JSON was asked for`);
-      return { payload: text, contentType: contentType || 'text/plain; charset=utf-8', usage: null };
+      return { payload: text, contentType: contentType || 'text/plain; charset=utf-8', usage: usageOf({}) };
     }
     const j = parseJsonObject(text);
     if (typeof j.text !== 'string') throw new GatewayError('upstream_bad_response', 'upstream transcription has no text');
-    const usage = transcriptionUsage(j);
+    const usage = transcriptionUsage(j) ?? usageOf({});
     switch (this.clientFormat) {
       case 'text':
         return { payload: j.text + '\n', contentType: 'text/plain; charset=utf-8', usage };
@@ -147,6 +142,13 @@ export class TranscriptionExchange implements Exchange {
         const segs = Array.isArray(j.segments) ? j.segments : [{ start: 0, end: Number(j.duration) || 0, text: j.text }];
         return { payload: renderSubtitles(segs, this.clientFormat), contentType: this.clientFormat === 'vtt' ? 'text/vtt; charset=utf-8' : 'application/x-subrip; charset=utf-8', usage };
       }
+      case 'json':
+        if (this.upstreamFormat === 'verbose_json') {
+          // What OpenAI's json format holds: the text, and the duration billed.
+          const seconds = typeof j.duration === 'number' ? Math.ceil(j.duration) : undefined;
+          return { payload: JSON.stringify({ text: j.text, ...(seconds !== undefined ? { usage: { type: 'duration', seconds } } : {}) }), contentType: 'application/json', usage };
+        }
+        return { payload: text, contentType: 'application/json', usage };
       default:
         return { payload: text, contentType: 'application/json', usage };
     }
