@@ -31,7 +31,7 @@ const TASK_KIND: Record<InboundDialect, string> = {
   openai_image_edit: 'image_edit',
 };
 /** Dialects an ASYNC-mode key may defer as a task (their answers are JSON the task can keep). */
-const DEFERRABLE: ReadonlySet<InboundDialect> = new Set(['openai_chat', 'openai_embeddings', 'anthropic_messages']);
+const DEFERRABLE: ReadonlySet<InboundDialect> = new Set(['openai_chat', 'openai_embeddings', 'anthropic_messages', 'openai_responses', 'gemini']);
 import { type Inbound, googleKey, inboundFor } from './validate.js';
 import { parseMultipart } from '../lib/multipart.js';
 import { type CachedAnswer, MAX_CACHED_BYTES, type ResponseCache, cacheKey, cacheTtlFor } from '../relay/response-cache.js';

@@ -46,7 +46,7 @@ export class CaptureSink implements ClientSink {
   }
 }
 
-const DIALECT: Record<string, InboundDialect> = { chat: 'openai_chat', embeddings: 'openai_embeddings', messages: 'anthropic_messages' };
+const DIALECT: Record<string, InboundDialect> = { chat: 'openai_chat', embeddings: 'openai_embeddings', messages: 'anthropic_messages', responses: 'openai_responses', gemini: 'gemini' };
 
 /**
  * Runs one queued ASYNC request exactly as the synchronous path would (same key checks, alias, quota
@@ -77,7 +77,7 @@ export function taskRunner(d: { config: ConfigCache; admission: Admission; relay
         { ...key, queueMode: 'REJECT' },
         (needTokens, needCost) => {
           if (!needTokens && !needCost) return { tokens: 0, cost: 0 };
-          const t = estimateTokens(body);
+          const t = estimateTokens(body, dialect);
           return { tokens: t.total, cost: needCost ? estimateCost(d.config, ctx.alias!, key.tokenGroupId, t, now) : 0 };
         },
         new AbortController().signal,

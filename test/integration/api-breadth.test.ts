@@ -349,6 +349,46 @@ describe('audio and image edits', () => {
   });
 });
 
+describe('ASYNC mode', () => {
+  it('a Responses and a Gemini request over the key\'s limit become tasks that complete in their own format', async () => {
+    const slow = await startFakeOpenAI({ name: 'slow' });
+    try {
+      slow.setFault({ latencyMs: 600 });
+      await admin('POST', '/channels', { code: 'slow', provider: 'openai', base_url: slow.url + '/v1', credential: 'k' });
+      await admin('POST', '/aliases', { name: 'slowgpt', chain: [{ targets: [{ channel: 'slow', model: 'm' }] }] });
+      const k = await admin('POST', `/apps/${appA.app}/keys`, { name: 'async', queue_mode: 'ASYNC' });
+      await admin('POST', '/quotas', { scope: 'key', scope_id: k.key.id, max_concurrency: 1 });
+      await waitFor(() => G.config.alias('slowgpt') && G.config.quota('key', k.key.id), 3_000, 5);
+      const hdr = { 'content-type': 'application/json', authorization: `Bearer ${k.sk}` };
+      // One request holds the key's only slot; the next two are deferred.
+      const first = fetch(G.url + '/v1/responses', { method: 'POST', headers: hdr, body: JSON.stringify({ model: 'slowgpt', input: 'first' }) });
+      await waitFor(() => slow.stats.inFlight === 1, 3_000, 5);
+      const deferred = [
+        await fetch(G.url + '/v1/responses', { method: 'POST', headers: hdr, body: JSON.stringify({ model: 'slowgpt', input: 'later, please' }) }),
+        await fetch(G.url + '/v1beta/models/slowgpt:generateContent', { method: 'POST', headers: { 'content-type': 'application/json', 'x-goog-api-key': k.sk }, body: JSON.stringify({ contents: [{ role: 'user', parts: [{ text: 'gemini later' }] }] }) }),
+      ];
+      expect((await first).status).toBe(200);
+      const results: Array<Record<string, any>> = [];
+      for (const r of deferred) {
+        expect(r.status).toBe(202);
+        const id = ((await r.json()) as { task_id: string }).task_id;
+        let t: Record<string, any> = {};
+        await waitFor(async () => {
+          t = (await (await fetch(G.url + `/v1/tasks/${id}`, { headers: hdr })).json()) as Record<string, any>;
+          return t.status === 'succeeded' || t.status === 'failed';
+        }, 15_000, 100);
+        expect(t.status).toBe('succeeded');
+        results.push(t.result);
+      }
+      expect(results[0]!.object).toBe('response');
+      expect(JSON.stringify(results[0]!.output)).toContain('later, please');
+      expect(results[1]!.candidates[0].content.parts[0].text).toContain('gemini later');
+    } finally {
+      await slow.close();
+    }
+  }, 30_000);
+});
+
 describe('the new operations fall back like chat', () => {
   it('speech, transcription, image edit and Responses skip a failing first channel', async () => {
     const c = openai();
