@@ -6,6 +6,8 @@
  *   POST /v1beta/models/{model}:streamGenerateContent -> with ?alt=sse: `data: <GenerateContentResponse>\r\n\r\n`
  *        events (no terminator); without it, one JSON array of them, streamed
  *   POST /v1beta/models/{model}:countTokens           -> {totalTokens, promptTokensDetails}
+ *   POST /v1beta/models/{model}:embedContent          -> {embedding: {values}} (768 dims, or outputDimensionality)
+ *   POST /v1beta/models/{model}:batchEmbedContents    -> {embeddings: [{values}]}
  *   GET  /v1beta/models (pageSize, pageToken)          -> {models: [Model], nextPageToken?}
  *   GET  /v1beta/models/{model}                        -> Model
  *
@@ -46,6 +48,7 @@ import {
   truncateWords,
   wordCount,
 } from './common.js';
+import { fakeEmbedding } from './openai.js';
 
 const MODELS = [
   'gemini-2.5-pro',
@@ -314,6 +317,49 @@ function countTokens(ctx: FakeContext, spec: ProviderSpec): void {
   sendJson(ctx, 200, { totalTokens: promptTokens(p), promptTokensDetails: promptDetails(p) });
 }
 
+// ---- embeddings ----
+
+/** Text of an embedContent request's `content` (its text parts), or an error message. */
+function embedText(c: unknown): string | null {
+  if (!isObject(c) || !Array.isArray(c.parts) || c.parts.length === 0) return null;
+  let s = '';
+  for (const p of c.parts) {
+    if (!isObject(p) || typeof p.text !== 'string') return null;
+    s += p.text;
+  }
+  return s;
+}
+
+const EMBED_DIMS = 768;
+
+function embedOne(req: Record<string, unknown>): { values: number[] } | string {
+  const text = embedText(req.content);
+  if (text === null) return '* content: must have parts with text.';
+  const dims = req.outputDimensionality === undefined ? EMBED_DIMS : Number(req.outputDimensionality);
+  if (!Number.isInteger(dims) || dims < 1 || dims > 3072) return '* outputDimensionality: must be an integer in [1, 3072].';
+  return { values: Array.from(fakeEmbedding(text, dims)) };
+}
+
+/** POST models/{m}:embedContent -> {embedding:{values}}; :batchEmbedContents -> {embeddings:[{values}]}. */
+function embed(ctx: FakeContext, spec: ProviderSpec, model: string, batch: boolean): void {
+  const b = ctx.body;
+  if (!ctx.bodyIsJson || !isObject(b)) return sendError(ctx, spec, 400, 'Invalid JSON payload received. Unexpected token.');
+  if (!batch) {
+    const e = embedOne(b);
+    return typeof e === 'string' ? sendError(ctx, spec, 400, e) : sendJson(ctx, 200, { embedding: e });
+  }
+  if (!Array.isArray(b.requests) || b.requests.length === 0) return sendError(ctx, spec, 400, '* requests: must be a non-empty array.');
+  const out: Array<{ values: number[] }> = [];
+  for (const r of b.requests) {
+    if (!isObject(r)) return sendError(ctx, spec, 400, '* requests[]: must be objects.');
+    if (typeof r.model === 'string' && r.model !== `models/${model}`) return sendError(ctx, spec, 400, `* BatchEmbedContentsRequest.requests: model must be models/${model}.`);
+    const e = embedOne(r);
+    if (typeof e === 'string') return sendError(ctx, spec, 400, e);
+    out.push(e);
+  }
+  sendJson(ctx, 200, { embeddings: out });
+}
+
 // ---- models ----
 
 function modelObject(id: string) {
@@ -354,7 +400,7 @@ function listModels(ctx: FakeContext, spec: ProviderSpec): void {
   });
 }
 
-const METHOD_RE = /^\/v1(?:beta)?\/models\/([^/:]+):(generateContent|streamGenerateContent|countTokens)$/;
+const METHOD_RE = /^\/v1(?:beta)?\/models\/([^/:]+):(generateContent|streamGenerateContent|countTokens|embedContent|batchEmbedContents)$/;
 const MODEL_RE = /^\/v1(?:beta)?\/models\/([^/:]+)$/;
 
 const geminiSpec: ProviderSpec = {
@@ -376,6 +422,7 @@ const geminiSpec: ProviderSpec = {
     if (m && method === 'POST') {
       const [, model, verb] = m as unknown as [string, string, string];
       if (verb === 'countTokens') countTokens(ctx, s);
+      else if (verb === 'embedContent' || verb === 'batchEmbedContents') embed(ctx, s, model, verb === 'batchEmbedContents');
       else if (verb === 'generateContent') await generate(ctx, s, model, 'json');
       else await generate(ctx, s, model, ctx.query.get('alt') === 'sse' ? 'sse' : 'array');
       return true;

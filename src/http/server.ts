@@ -25,13 +25,14 @@ const TASK_KIND: Record<InboundDialect, string> = {
   anthropic_messages: 'messages',
   openai_responses: 'responses',
   gemini: 'gemini',
+  gemini_embed: 'gemini_embed',
   openai_speech: 'speech',
   openai_transcription: 'transcription',
   openai_translation: 'translation',
   openai_image_edit: 'image_edit',
 };
 /** Dialects an ASYNC-mode key may defer as a task (their answers are JSON the task can keep). */
-const DEFERRABLE: ReadonlySet<InboundDialect> = new Set(['openai_chat', 'openai_embeddings', 'anthropic_messages', 'openai_responses', 'gemini']);
+const DEFERRABLE: ReadonlySet<InboundDialect> = new Set(['openai_chat', 'openai_embeddings', 'anthropic_messages', 'openai_responses', 'gemini', 'gemini_embed']);
 import { type Inbound, googleKey, inboundFor } from './validate.js';
 import { parseMultipart } from '../lib/multipart.js';
 import { type CachedAnswer, MAX_CACHED_BYTES, type ResponseCache, cacheKey, cacheTtlFor } from '../relay/response-cache.js';
@@ -405,8 +406,12 @@ export function buildServer(d: HttpDeps): FastifyInstance {
   app.post('/v1/images/edits', dataPlane('openai_image_edit'));
   // Gemini: POST /v1beta/models/{model}:generateContent | :streamGenerateContent (the method rides in the
   // last path segment after a colon, which the router can't split: one route, the inbound parser does).
-  app.post('/v1beta/models/*', dataPlane('gemini'));
-  app.post('/v1/models/*', dataPlane('gemini'));
+  const geminiGenerate = dataPlane('gemini');
+  const geminiEmbed = dataPlane('gemini_embed');
+  const geminiRoute = (req: FastifyRequest, reply: FastifyReply) =>
+    /:(embedContent|batchEmbedContents)$/.test((req.params as Record<string, string>)['*'] ?? '') ? geminiEmbed(req, reply) : geminiGenerate(req, reply);
+  app.post('/v1beta/models/*', geminiRoute);
+  app.post('/v1/models/*', geminiRoute);
   const geminiModel = (id: string, now: number) => ({
     name: `models/${id}`,
     baseModelId: id,

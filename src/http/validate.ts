@@ -139,6 +139,21 @@ export function inboundFor(dialect: InboundDialect): Inbound {
         const model = m[1]!.replace(/^models\//, '');
         return { body: { ...body, model, stream }, model, stream, key: googleKey(req) };
       };
+    case 'gemini_embed':
+      return (req) => {
+        const tail = decodeURIComponent((req.params as Record<string, string>)['*'] ?? '');
+        const m = /^(.+):(embedContent|batchEmbedContents)$/.exec(tail);
+        if (!m) throw new GatewayError('not_found', `Unknown method: models/${tail.slice(0, 120)}.`);
+        const body = req.body;
+        if (!isObj(body)) throw new GatewayError('invalid_request', 'The request body must be a JSON object.');
+        const batch = m[2] === 'batchEmbedContents';
+        if (batch && (!Array.isArray(body.requests) || body.requests.length === 0 || !body.requests.every(isObj))) {
+          throw new GatewayError('invalid_request', "'requests' must be a non-empty array of embed requests.", { param: 'requests' });
+        }
+        if (!batch && !isObj(body.content)) throw new GatewayError('invalid_request', "'content' is required.", { param: 'content' });
+        const model = m[1]!.replace(/^models\//, '');
+        return { body: { ...body, model, stream: false }, model, stream: false, key: googleKey(req) };
+      };
     case 'openai_speech':
       return (req) => {
         const body = req.body;

@@ -2,6 +2,7 @@ import { GatewayError } from '../core/errors.js';
 import { anthropicExchange } from './anthropic/exchange.js';
 import { openaiToAnthropicResponse, OpenAIToAnthropicStream, anthropicToOpenAIRequest } from './anthropic/translate.js';
 import type { MessagesRequest } from './anthropic/wire.js';
+import { GeminiEmbedPassthrough, GeminiEmbedViaOpenAI } from './gemini/embed.js';
 import { geminiExchange } from './gemini/exchange.js';
 import { geminiPivot } from './gemini/translate.js';
 import { openaiExchange } from './openai/exchange.js';
@@ -86,6 +87,12 @@ export function createExchange(
   alias: string,
   opts: { anthropicBeta?: string } = {},
 ): Exchange {
+  if (dialect === 'gemini_embed') {
+    // Embeddings don't pivot through chat: a Gemini channel embeds natively, an OpenAI one via /embeddings.
+    if (ep.provider === 'gemini') return new GeminiEmbedPassthrough(body, ep, upstreamModel);
+    if (ep.provider === 'openai') return new GeminiEmbedViaOpenAI(body, ep, upstreamModel);
+    throw new GatewayError('unsupported_operation', `a ${ep.provider} channel does not serve embeddings`);
+  }
   const native = NATIVE[ep.provider].has(dialect) && !(dialect === 'openai_responses' && ep.nativeResponses === false);
   if (native) return nativeExchange(dialect, body, ep, upstreamModel, alias, opts);
   const pivot = pivotFor(dialect, body, alias);

@@ -12,6 +12,7 @@ export type InboundDialect =
   | 'openai_embeddings'
   | 'openai_responses'
   | 'gemini'
+  | 'gemini_embed'
   | 'openai_speech'
   | 'openai_transcription'
   | 'openai_translation'
@@ -97,8 +98,9 @@ export const CAPABILITIES: Record<ProviderKind, ReadonlySet<InboundDialect>> = {
     'openai_transcription',
     'openai_translation',
     'openai_image_edit',
+    'gemini_embed',
   ]),
   anthropic: new Set<InboundDialect>(['openai_chat', 'anthropic_messages', 'openai_responses', 'gemini']),
-  gemini: new Set<InboundDialect>(['openai_chat', 'anthropic_messages', 'openai_responses', 'gemini']),
+  gemini: new Set<InboundDialect>(['openai_chat', 'anthropic_messages', 'openai_responses', 'gemini', 'gemini_embed']),
   jobs: new Set<InboundDialect>(),
 };

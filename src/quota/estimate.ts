@@ -29,6 +29,11 @@ export function estimateTokens(body: Record<string, unknown>, dialect?: string):
   const images = { n: 0 };
   let messages = 0;
   if (typeof body.instructions === 'string') parts.push(body.instructions);
+  // Gemini embeddings: content.parts[].text, or each of requests[].content.parts[].text
+  for (const r of Array.isArray(body.requests) ? (body.requests as Array<Record<string, unknown>>) : body.content ? [body] : []) {
+    const c = r?.content as { parts?: unknown } | undefined;
+    for (const p of Array.isArray(c?.parts) ? (c.parts as Array<Record<string, unknown>>) : []) if (typeof p?.text === 'string') parts.push(p.text);
+  }
   if (Array.isArray(body.contents)) {
     // Gemini: contents[].parts[].text (+ inline images), systemInstruction.parts
     const sys = body.systemInstruction as { parts?: unknown } | undefined;
@@ -56,7 +61,7 @@ export function estimateTokens(body: Record<string, unknown>, dialect?: string):
   const gc = body.generationConfig as { maxOutputTokens?: unknown } | undefined;
   const maxOut = [body.max_completion_tokens, body.max_tokens, body.max_output_tokens, gc?.maxOutputTokens].find((v) => Number.isInteger(v) && (v as number) > 0) as number | undefined;
   // Embeddings (and speech) produce no output tokens; everything else may produce up to its maximum.
-  const noOutput = dialect ? dialect === 'openai_embeddings' || dialect === 'openai_speech' : body.input !== undefined && body.messages === undefined;
+  const noOutput = dialect ? dialect === 'openai_embeddings' || dialect === 'gemini_embed' || dialect === 'openai_speech' : body.input !== undefined && body.messages === undefined;
   const output = noOutput ? 0 : (maxOut ?? DEFAULT_OUTPUT_RESERVATION);
   return { prompt, total: prompt + output };
 }

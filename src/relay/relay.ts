@@ -451,7 +451,7 @@ export function writeError(ctx: RequestContext, sink: ClientSink, err: GatewayEr
 
 /** Which error body a dialect's clients parse. */
 export function errorShape(d: InboundDialect): 'openai' | 'anthropic' | 'google' {
-  return d === 'anthropic_messages' ? 'anthropic' : d === 'gemini' ? 'google' : 'openai';
+  return d === 'anthropic_messages' ? 'anthropic' : d === 'gemini' || d === 'gemini_embed' ? 'google' : 'openai';
 }
 
 function isJson(s: string): boolean {

@@ -28,7 +28,7 @@ export interface CachedAnswer {
 }
 
 /** The dialects whose answers are text and deterministic enough in shape to replay. */
-const CACHEABLE: ReadonlySet<InboundDialect> = new Set(['openai_chat', 'anthropic_messages', 'openai_embeddings', 'openai_responses', 'gemini']);
+const CACHEABLE: ReadonlySet<InboundDialect> = new Set(['openai_chat', 'anthropic_messages', 'openai_embeddings', 'openai_responses', 'gemini', 'gemini_embed']);
 
 /** At most this much of an answer is stored (larger ones are served, not cached). */
 export const MAX_CACHED_BYTES = 4 * 1024 * 1024;

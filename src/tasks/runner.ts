@@ -46,7 +46,7 @@ export class CaptureSink implements ClientSink {
   }
 }
 
-const DIALECT: Record<string, InboundDialect> = { chat: 'openai_chat', embeddings: 'openai_embeddings', messages: 'anthropic_messages', responses: 'openai_responses', gemini: 'gemini' };
+const DIALECT: Record<string, InboundDialect> = { chat: 'openai_chat', embeddings: 'openai_embeddings', messages: 'anthropic_messages', responses: 'openai_responses', gemini: 'gemini', gemini_embed: 'gemini_embed' };
 
 /**
  * Runs one queued ASYNC request exactly as the synchronous path would (same key checks, alias, quota

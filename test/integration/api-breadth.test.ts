@@ -82,9 +82,11 @@ beforeAll(async () => {
   await alias('whisper', 'oa', 'whisper-1');
   await alias('img', 'oa', 'gpt-image-1');
   await alias('cached', 'oa', 'gpt-4o-mini', { cache_ttl_s: 2 });
+  await alias('gem-embed', 'gm', 'gemini-embedding-001');
+  await alias('oa-embed', 'oa', 'text-embedding-3-small');
   // A chain whose first channel answers 503: every operation must fall back to the second.
   await admin('POST', '/aliases', { name: 'fb', chain: [{ targets: [{ channel: 'bad', model: 'x' }] }, { targets: [{ channel: 'oa', model: 'gpt-image-1' }] }] });
-  for (const a of ['gpt', 'gpt-viachat', 'claude', 'gem']) await admin('POST', '/prices', { alias: a, ...TOKENS });
+  for (const a of ['gpt', 'gpt-viachat', 'claude', 'gem', 'gem-embed', 'oa-embed']) await admin('POST', '/prices', { alias: a, ...TOKENS });
   await admin('POST', '/prices', { alias: 'tts', sale_per_mchar: 30_000_000, cost_per_mchar: 15_000_000 });
   await admin('POST', '/prices', { alias: 'whisper', sale_per_audio_second: 200, cost_per_audio_second: 100 });
   await admin('POST', '/prices', { alias: 'img', sale_per_image: 50_000, cost_per_image: 40_000 });
@@ -256,6 +258,29 @@ describe('Gemini', () => {
     });
     expect(r.functionCalls?.[0]?.name).toBe('lookup');
     expect(r.functionCalls?.[0]?.args).toEqual({ query: 'find gemini' });
+  });
+
+  it('@google/genai embedContent: native on a Gemini channel, through /embeddings on an OpenAI channel, billed', async () => {
+    for (const [model, fake, dims] of [
+      ['gem-embed', gm, 768],
+      ['oa-embed', oa, 16],
+    ] as const) {
+      fake.resetStats();
+      const r = await genai().models.embedContent({ model, contents: ['embed me', 'and me'], config: model === 'oa-embed' ? { outputDimensionality: 16 } : {} });
+      expect(r.embeddings, model).toHaveLength(2);
+      expect(r.embeddings![0]!.values).toHaveLength(dims);
+      expect(r.embeddings![0]!.values).not.toEqual(r.embeddings![1]!.values);
+      expect(fake.stats.requests).toBe(1);
+    }
+    // One request through plain HTTP (embedContent, single), and its balanced journal with the tokens counted.
+    const one = await fetch(G.url + '/v1beta/models/oa-embed:embedContent', { method: 'POST', headers: { 'content-type': 'application/json', 'x-goog-api-key': appA.sk }, body: JSON.stringify({ content: { parts: [{ text: 'just one' }] } }) });
+    expect(one.status).toBe(200);
+    expect(((await one.json()) as { embedding: { values: number[] } }).embedding.values.length).toBeGreaterThan(0);
+    const j = await journalOf(one.headers.get('x-request-id'));
+    expect(j.usage.input_tokens).toBeGreaterThan(0);
+    const nat = await fetch(G.url + '/v1beta/models/gem-embed:embedContent', { method: 'POST', headers: { 'content-type': 'application/json', 'x-goog-api-key': appA.sk }, body: JSON.stringify({ content: { parts: [{ text: 'counted locally' }] } }) });
+    expect(nat.status).toBe(200);
+    expect((await journalOf(nat.headers.get('x-request-id'))).usage.input_tokens).toBeGreaterThan(0);
   });
 
   it('an OpenAI client is served by a Gemini channel (JSON and stream), billed from its usage', async () => {

@@ -22,6 +22,8 @@ const ROUTES: Array<[string, string, 'sk' | 'admin']> = [
   ['POST', '/v1/responses', 'sk'],
   ['POST', '/v1beta/models/main:generateContent', 'sk'],
   ['POST', '/v1beta/models/main:streamGenerateContent?alt=sse', 'sk'],
+  ['POST', '/v1beta/models/main:embedContent', 'sk'],
+  ['POST', '/v1beta/models/main:batchEmbedContents', 'sk'],
   ['POST', '/v1/audio/speech', 'sk'],
   ['POST', '/v1/audio/transcriptions', 'sk'],
   ['POST', '/v1/images/edits', 'sk'],

@@ -216,7 +216,8 @@ export function openaiExchange(
     case 'openai_image_edit':
       return new ImageEditExchange(body, ep, upstreamModel);
     case 'gemini':
-      throw new GatewayError('unsupported_operation', 'Gemini requests reach OpenAI channels through the chat pivot');
+    case 'gemini_embed':
+      throw new GatewayError('unsupported_operation', 'Gemini requests reach OpenAI channels through the chat pivot or the embeddings translation');
   }
 }
 
