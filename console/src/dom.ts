@@ -172,6 +172,42 @@ export function modal(title: string, body: Child, actions: ModalAction[]): { clo
   return { close, el: dlg };
 }
 
+/**
+ * Shows a new secret (an API key's sk, an admin token) once, with a copy button: the gateway keeps only
+ * its hash, so it is never shown again.
+ */
+export function showSecret(title: string, secret: string, what = 'key'): void {
+  const code = h('code', { class: 'secret', 'data-sk': '' }, secret);
+  modal(
+    title,
+    [
+      h('p', null, h('strong', null, `Copy this ${what} now: it is shown only once.`), ' Anima stores only its hash.'),
+      code,
+      h(
+        'button',
+        {
+          type: 'button',
+          class: 'btn',
+          onclick: async () => {
+            try {
+              await navigator.clipboard.writeText(secret);
+              toast('Copied', 'ok');
+            } catch {
+              const r = document.createRange();
+              r.selectNodeContents(code);
+              getSelection()?.removeAllRanges();
+              getSelection()?.addRange(r);
+              toast('Select and copy it (the clipboard is not available here)');
+            }
+          },
+        },
+        'Copy',
+      ),
+    ],
+    [{ label: 'I have copied it', kind: 'primary', attrs: { 'data-close-secret': '' } }],
+  );
+}
+
 /** A confirmation; with `typeToConfirm`, the confirm button works only once that word is typed. */
 export function confirmDialog(opts: { title: string; message: Child; confirm: string; danger?: boolean; typeToConfirm?: string; reason?: boolean }): Promise<{ ok: boolean; reason: string }> {
   return new Promise((resolve) => {

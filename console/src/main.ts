@@ -6,6 +6,7 @@ import { ApiError, type Me, get, session, whenSignedOut } from './api.js';
 import type { Ctx, Page } from './ctx.js';
 import { badge, clearToasts, errorText, h, replace } from './dom.js';
 import { LiveFeed } from './live.js';
+import { adminTokensPage } from './pages/admintokens.js';
 import { aliasesPage } from './pages/aliases.js';
 import { appsPage } from './pages/apps.js';
 import { auditPage } from './pages/audit.js';
@@ -15,16 +16,19 @@ import { ledgerPage } from './pages/ledger.js';
 import { overviewPage } from './pages/overview.js';
 import { pricesPage } from './pages/prices.js';
 import { tasksPage } from './pages/tasks.js';
+import { tokenGroupsPage } from './pages/tokengroups.js';
 
 const PAGES: Array<{ id: string; title: string; page: Page }> = [
   { id: 'overview', title: 'Overview', page: overviewPage },
   { id: 'channels', title: 'Channels', page: channelsPage },
   { id: 'aliases', title: 'Aliases', page: aliasesPage },
   { id: 'apps', title: 'Apps & keys', page: appsPage },
+  { id: 'token-groups', title: 'Token groups', page: tokenGroupsPage },
   { id: 'prices', title: 'Prices', page: pricesPage },
   { id: 'ledger', title: 'Ledger', page: ledgerPage },
   { id: 'tasks', title: 'Tasks & queues', page: tasksPage },
   { id: 'audit', title: 'Audit log', page: auditPage },
+  { id: 'admin-tokens', title: 'Admin tokens', page: adminTokensPage },
   { id: 'kill-switch', title: 'Kill switch', page: killSwitchPage },
 ];
 

@@ -50,3 +50,29 @@ export function percent(part: bigint, whole: bigint): string {
   const bp = (p * 10_000n + w / 2n) / w; // basis points, rounded
   return `${neg ? '−' : ''}${bp / 100n}.${(bp % 100n).toString().padStart(2, '0')}%`;
 }
+
+/**
+ * A multiplier in integer parts per million, shown as a factor: "1250000" -> "×1.25" (1,000,000 ppm = ×1).
+ * Same fixed-point arithmetic as money (6 decimals), never a float.
+ */
+export function formatFactor(ppm: string | bigint | number | null | undefined): string {
+  const f = formatMicros(ppm, 2);
+  return f === '—' ? f : `×${f}`;
+}
+
+/** "1.25", "×1.25" or "x1.25" -> 1250000n (parts per million). Up to 6 decimals; throws on anything else. */
+export function parseFactor(text: string): bigint {
+  const t = text.trim().replace(/^[×xX]\s*/, '');
+  if (!/^\d{1,12}(?:\.\d{0,6})?$/.test(t.replace(/,/g, ''))) throw new Error(`'${text}' is not a multiplier (like 1.25: digits, at most 6 decimals)`);
+  return parseMoney(t);
+}
+
+/** "1250000" -> "1,250,000 ppm" (bigint, any size). */
+export function formatPpm(ppm: string | bigint | null | undefined): string {
+  if (ppm === null || ppm === undefined || ppm === '') return '—';
+  try {
+    return `${group(BigInt(ppm).toString())} ppm`;
+  } catch {
+    return String(ppm);
+  }
+}

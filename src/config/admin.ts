@@ -73,6 +73,7 @@ export function toDto(entity: Entity, r: Row): Dto {
         chain: r.chain,
         max_attempts: r.max_attempts,
         deadline_ms: r.deadline_ms,
+        cache_ttl_s: r.cache_ttl_s ?? 0,
         ...common,
       };
     case 'app':

@@ -2,9 +2,10 @@
  * The operator console in a real browser (Debian's headless Chromium driven by playwright-core) against a
  * gateway on real PostgreSQL and Redis with two fake upstreams: sign in; open a breaker with its button
  * and see traffic fail over to the next channel; create a key and use it; ban it and see it refused; a
- * version conflict when two tabs edit one channel; reorder an alias chain; cancel a task; the kill switch
- * behind its confirmation; a viewer token that sees everything and can change nothing. A screenshot of
- * every page goes to test-artifacts/console/.
+ * version conflict when two tabs edit one channel; reorder an alias chain and set its response-cache TTL;
+ * cancel a task; the kill switch behind its confirmation; a token group made and re-priced (with a version
+ * conflict); a viewer admin token made in the console, used and revoked; a viewer token that sees
+ * everything and can change nothing. A screenshot of every page goes to test-artifacts/console/.
  */
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -259,6 +260,38 @@ describe('operator console (headless Chromium)', () => {
     await waitFor(async () => (await chat()).headers.get('x-anima-channel') === 'pri', 3_000, 50);
   }, 30_000);
 
+  it("sets an alias's response-cache TTL (and its other settings) through the settings form", async () => {
+    await go(page, '#/aliases');
+    const before = await admin('GET', '/aliases/main');
+    expect(before.cache_ttl_s).toBe(0);
+    const card = page.locator('section[data-alias="main"]');
+    await card.getByRole('button', { name: 'Edit settings' }).click();
+    const form = card.locator('form[data-settings="main"]');
+    expect(await form.locator('input[name="max_attempts"]').inputValue()).toBe(String(before.max_attempts));
+    await form.locator('input[name="cache_ttl_s"]').fill('120');
+    await form.getByRole('button', { name: 'Save settings' }).click();
+    await page.locator('section[data-alias="main"] .badge', { hasText: `version ${before.version_no + 1}` }).waitFor();
+    expect(await page.locator('section[data-alias="main"] .card-head').textContent()).toContain('response cache 120 s');
+    const after = await admin('GET', '/aliases/main');
+    expect(after).toMatchObject({ cache_ttl_s: 120, max_attempts: before.max_attempts, deadline_ms: before.deadline_ms, version_no: before.version_no + 1 });
+
+    // A stale form: someone saves meanwhile; the save shows the conflict and writes nothing.
+    await page.locator('section[data-alias="main"]').getByRole('button', { name: 'Edit settings' }).click();
+    await admin('PATCH', '/aliases/main', { description: 'changed by another operator' }, after.version_no);
+    const stale = page.locator('form[data-settings="main"]');
+    await stale.locator('input[name="cache_ttl_s"]').fill('0');
+    await stale.getByRole('button', { name: 'Save settings' }).click();
+    const box = stale.locator('[data-conflict]');
+    await box.waitFor();
+    expect(await box.textContent()).toContain(`you edited version ${after.version_no}, it is now version ${after.version_no + 1}`);
+    expect((await admin('GET', '/aliases/main')).cache_ttl_s).toBe(120);
+    await shot(page, '06-aliases-settings-conflict');
+    // Overwrite: the cache goes off again (later tests count upstream calls and need every answer fresh).
+    await box.getByRole('button', { name: 'Overwrite with mine' }).click();
+    await page.locator('section[data-alias="main"] .badge', { hasText: `version ${after.version_no + 2}` }).waitFor();
+    expect(await admin('GET', '/aliases/main')).toMatchObject({ cache_ttl_s: 0, description: 'changed by another operator' });
+  }, 30_000);
+
   it('lists, filters, inspects and cancels a task', async () => {
     await go(page, '#/tasks');
     await page.locator('#queues [data-queue="queued"] .tile-value', { hasText: '1' }).waitFor();
@@ -313,6 +346,74 @@ describe('operator console (headless Chromium)', () => {
     await shot(page, '11-audit');
   }, 30_000);
 
+  it('creates a token group with its multiplier as a factor (sent as integer ppm), and re-prices it through a version conflict', async () => {
+    await go(page, '#/token-groups');
+    await page.getByRole('button', { name: 'New token group' }).click();
+    const form = page.locator('#new-token-group');
+    await form.locator('input[name="id"]').fill('gold');
+    await form.locator('input[name="name"]').fill('Gold customers');
+    await form.locator('input[name="multiplier"]').fill('1.25');
+    expect(await form.locator('[data-ppm]').textContent()).toBe('×1.25 = 1,250,000 ppm');
+    await form.getByRole('button', { name: 'Create token group' }).click();
+    const row = page.locator('tr[data-token-group="gold"]');
+    await row.waitFor();
+    expect(await row.locator('[data-col="multiplier"]').textContent()).toContain('×1.25');
+    expect(await row.textContent()).toContain('in force');
+    expect(await admin('GET', '/token-groups/gold')).toMatchObject({ name: 'Gold customers', price_multiplier_ppm: '1250000', enabled: true, version_no: 1 });
+
+    // Edit with version 1 while someone else renames it (version 2): the conflict, then overwrite.
+    await row.getByRole('button', { name: 'Edit', exact: true }).click();
+    const ed = page.locator('form[data-editing="gold"]');
+    await ed.waitFor();
+    await admin('PATCH', '/token-groups/gold', { name: 'Gold (renamed elsewhere)' }, 1);
+    await ed.locator('input[name="multiplier"]').fill('1.5');
+    await ed.getByRole('button', { name: 'Save' }).click();
+    const box = page.locator('#token-group-editor [data-conflict]');
+    await box.waitFor();
+    expect(await box.textContent()).toContain('you edited version 1, it is now version 2');
+    expect((await admin('GET', '/token-groups/gold')).price_multiplier_ppm).toBe('1250000');
+    await box.getByRole('button', { name: 'Overwrite with mine' }).click();
+    await page.waitForSelector('#token-group-editor [data-saved]');
+    expect(await admin('GET', '/token-groups/gold')).toMatchObject({ name: 'Gold (renamed elsewhere)', price_multiplier_ppm: '1500000', version_no: 3 });
+    await page.locator('tr[data-token-group="gold"] [data-col="multiplier"]', { hasText: '×1.50' }).waitFor();
+    await shot(page, '14-token-groups');
+  }, 30_000);
+
+  it('creates a viewer admin token (shown once) that reads and may not write; revoked, it is refused', async () => {
+    await go(page, '#/admin-tokens');
+    expect(await page.locator('[data-self]').count()).toBe(1); // the token this tab signed in with
+    await page.fill('#new-admin-token input[name="token_name"]', 'made in the console');
+    await page.selectOption('#new-admin-token select[name="role"]', 'viewer');
+    await page.click('#new-admin-token button[type=submit]');
+    const secret = page.locator('.modal [data-sk]');
+    await secret.waitFor();
+    const token = (await secret.textContent())!.trim();
+    expect(token).toMatch(/^ak-anima-/);
+    await page.click('.modal [data-close-secret]');
+    const row = page.locator('tr[data-name="made in the console"]');
+    await row.locator('[data-role="viewer"]').waitFor();
+    expect(await page.locator('.page').textContent()).not.toContain(token); // shown once: only its prefix stays
+    expect(await row.textContent()).toContain(token.slice(0, 12));
+    await shot(page, '15-admin-tokens');
+
+    const call = (method: string, path: string, body?: unknown) =>
+      fetch(`${gw.url}/api/admin/v1${path}`, { method, headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) }, ...(body ? { body: JSON.stringify(body) } : {}) });
+    const me = await call('GET', '/whoami');
+    expect(me.status).toBe(200);
+    expect(await me.json()).toMatchObject({ name: 'made in the console', role: 'viewer' });
+    expect((await call('GET', '/token-groups')).status).toBe(200);
+    const write = await call('POST', '/token-groups', { id: 'viewer-made', name: 'never' });
+    expect(write.status).toBe(403);
+    expect(((await write.json()) as { error: { code: string } }).error.code).toBe('admin_forbidden');
+
+    await row.getByRole('button', { name: 'Revoke…' }).click();
+    await confirm(page);
+    await row.waitFor({ state: 'detached' });
+    await waitFor(async () => (await call('GET', '/whoami')).status === 401, 3_000, 50);
+    expect((await call('GET', '/token-groups')).status).toBe(401);
+    expect((await admin('GET', '/admin-tokens')).data.some((t: { name: string }) => t.name === 'made in the console')).toBe(false);
+  }, 30_000);
+
   it('a viewer token sees every page and no write control; the server refuses its writes', async () => {
     const v = await signedIn(viewerToken, '#/channels');
     try {
@@ -323,12 +424,18 @@ describe('operator console (headless Chromium)', () => {
       await v.locator('tr[data-channel="pri"]').getByRole('button', { name: 'View', exact: true }).click();
       expect(await v.locator('form[data-editing="pri"] input[name="name"]').getAttribute('readonly')).not.toBeNull();
       await shot(v, '12-viewer-channels');
-      for (const hash of ['#/overview', '#/aliases', `#/apps?app=${APP}`, '#/prices', '#/ledger', '#/tasks', '#/audit', '#/kill-switch']) {
+      for (const hash of ['#/overview', '#/aliases', `#/apps?app=${APP}`, '#/token-groups', '#/prices', '#/ledger', '#/tasks', '#/audit', '#/admin-tokens', '#/kill-switch']) {
         await go(v, hash);
         expect(await v.locator('.page .error').count(), hash).toBe(0);
         expect(await v.locator('[data-write]').count(), hash).toBe(0);
       }
       expect(await v.locator('#new-key').count()).toBe(0);
+      expect(await v.locator('#new-admin-token').count()).toBe(0);
+      expect(await v.getByRole('button', { name: 'Revoke…' }).count()).toBe(0);
+      await go(v, '#/token-groups');
+      await v.locator('tr[data-token-group="gold"]').getByRole('button', { name: 'View', exact: true }).click();
+      expect(await v.locator('form[data-editing="gold"] input[name="multiplier"]').getAttribute('readonly')).not.toBeNull();
+      expect(await v.locator('form[data-editing="gold"] button[type=submit]').count()).toBe(0);
       // Even if a write were attempted, the server says no.
       const status = await v.evaluate(async () => {
         const token = (globalThis as unknown as { sessionStorage: { getItem(k: string): string | null } }).sessionStorage.getItem('anima.console.token');

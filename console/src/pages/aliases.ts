@@ -1,11 +1,12 @@
 /**
  * Aliases and their fallback chains: tiers in order (weighted inside a tier). Reorder tiers and targets,
- * add or remove targets, enable / disable; saved with the version read (If-Match), conflicts shown.
- * Each target shows its channel's breaker state, live.
+ * add or remove targets, enable / disable, edit the settings (attempts, deadline, response-cache TTL);
+ * saved with the version read (If-Match), conflicts shown. Each target shows its channel's breaker state,
+ * live.
  */
 import { type Circuit, api, enc, get } from '../api.js';
 import { type Ctx, conflictBox, isConflict, pageHeader, pickCurrent, writeBtn } from '../ctx.js';
-import { BREAKER_KIND, badge, breakerLabel, busy, field, h, replace, toast } from '../dom.js';
+import { BREAKER_KIND, badge, breakerLabel, busy, field, fmtInt, h, replace, toast } from '../dom.js';
 
 interface Target {
   channel: string;
@@ -20,11 +21,19 @@ interface Alias {
   chain: Array<{ targets: Target[] }>;
   max_attempts: number;
   deadline_ms: number;
-  cache_ttl_s?: number;
+  /** Exact-match response cache: seconds an answer is kept (0 = off). */
+  cache_ttl_s: number;
   version_no: number;
   effective_from: string | null;
   effective_to: string | null;
 }
+
+/** The alias settings the form edits: [field, label, min, max, hint]. */
+const SETTINGS: Array<['max_attempts' | 'deadline_ms' | 'cache_ttl_s', string, number, number, string]> = [
+  ['max_attempts', 'Max attempts', 1, 20, 'upstream calls per request, across the whole chain (1–20)'],
+  ['deadline_ms', 'Deadline (ms)', 100, 3_600_000, 'time for the whole request from its arrival, retries included (100–3,600,000)'],
+  ['cache_ttl_s', 'Response cache TTL (s)', 0, 2_592_000, 'exact-match answers kept this many seconds; 0 = off (at most 30 days)'],
+];
 
 const move = <T>(a: T[], i: number, d: number): T[] => {
   const j = i + d;
@@ -52,6 +61,79 @@ export async function aliasesPage(root: HTMLElement, ctx: Ctx): Promise<void> {
     const el = h('section', { class: 'card', 'data-alias': a.name });
     const conflict = h('div');
     const dirty = () => JSON.stringify(draft) !== JSON.stringify(a.chain);
+    // The settings form lives in its own box, kept across redraws of the card (chain edits redraw it).
+    const settingsBox = h('div');
+
+    const openSettings = () => {
+      const inputs = new Map<string, HTMLInputElement>();
+      const settingsConflict = h('div');
+      const values = (): Record<string, number> | null => {
+        const out: Record<string, number> = {};
+        for (const [k, label, min, max] of SETTINGS) {
+          const inp = inputs.get(k)!;
+          const t = inp.value.trim();
+          const n = Number(t);
+          if (!/^\d+$/.test(t) || n < min || n > max) {
+            inp.classList.add('invalid');
+            inp.focus();
+            toast(`${label}: a whole number from ${fmtInt(min)} to ${fmtInt(max)}`, 'error');
+            return null;
+          }
+          inp.classList.remove('invalid');
+          if (n !== a[k]) out[k] = n;
+        }
+        return out;
+      };
+      const saveSettings = async (version: number, body: Record<string, number>, btn: HTMLButtonElement | null) => {
+        await busy(btn, async () => {
+          try {
+            const row = await api<Alias>('PATCH', `/aliases/${enc(a.name)}`, body, { ifMatch: version });
+            toast(`Saved ${a.name}'s settings (version ${row.version_no})`, 'ok');
+            await load();
+          } catch (e) {
+            if (!isConflict(e)) throw e;
+            replace(settingsConflict, conflictBox(e, version, body, { reload: () => void load(), overwrite: (v) => void saveSettings(v, body, null) }));
+          }
+        });
+      };
+      const form = h(
+        'form',
+        {
+          class: 'editor',
+          'data-settings': a.name,
+          'data-version': String(a.version_no),
+          onsubmit: (e: Event) => {
+            e.preventDefault();
+            const body = values();
+            if (!body) return;
+            if (Object.keys(body).length === 0) {
+              toast('Nothing changed.');
+              return;
+            }
+            void saveSettings(a.version_no, body, form.querySelector<HTMLButtonElement>('button[type=submit]'));
+          },
+        },
+        h('h4', null, `Settings of ${a.name}`, ' ', badge(`version ${a.version_no}`)),
+        h(
+          'div',
+          { class: 'form-grid' },
+          SETTINGS.map(([k, label, min, max, hint]) => {
+            const inp = h('input', { name: k, type: 'number', min, max, step: 1, required: true, value: String(a[k]), inputmode: 'numeric' });
+            inputs.set(k, inp);
+            return field(label, inp, hint);
+          }),
+        ),
+        settingsConflict,
+        h(
+          'div',
+          { class: 'actions' },
+          h('button', { type: 'submit', class: 'btn btn-primary', 'data-write': '' }, 'Save settings'),
+          h('button', { type: 'button', class: 'btn btn-plain', onclick: () => replace(settingsBox) }, 'Cancel'),
+        ),
+      );
+      replace(settingsBox, form);
+      inputs.get('max_attempts')!.focus();
+    };
 
     const save = async (version: number, btn: HTMLButtonElement | null) => {
       await busy(btn, async () => {
@@ -151,6 +233,7 @@ export async function aliasesPage(root: HTMLElement, ctx: Ctx): Promise<void> {
           a.versions > 1 ? badge(`${a.versions} windows`) : null,
           h('span', { class: 'muted small' }, ` max ${a.max_attempts} attempts · deadline ${a.deadline_ms} ms · response cache ${a.cache_ttl_s ? `${a.cache_ttl_s} s` : 'off'}`),
           h('span', { class: 'spacer' }),
+          writeBtn(ctx, 'Edit settings', () => (settingsBox.firstChild ? replace(settingsBox) : openSettings()), { title: 'Max attempts, deadline and response-cache TTL', 'data-edit-settings': a.name }),
           writeBtn(ctx, a.enabled ? 'Disable' : 'Enable', (b) =>
             busy(b, async () => {
               try {
@@ -164,6 +247,7 @@ export async function aliasesPage(root: HTMLElement, ctx: Ctx): Promise<void> {
           ),
         ),
         a.description ? h('p', { class: 'muted' }, a.description) : null,
+        settingsBox,
         tiers,
         add,
         conflict,

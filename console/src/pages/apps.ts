@@ -4,7 +4,7 @@
  */
 import { ApiError, api, enc, get, qs } from '../api.js';
 import { type Ctx, conflictBox, isConflict, pageHeader, pickCurrent, writeBtn } from '../ctx.js';
-import { badge, busy, confirmDialog, field, fmtTime, h, modal, replace, table, toast } from '../dom.js';
+import { badge, busy, confirmDialog, field, fmtTime, h, replace, showSecret, table, toast } from '../dom.js';
 import { formatMicros, parseMoney } from '../money.js';
 
 interface App {
@@ -47,39 +47,6 @@ interface Quota {
 }
 
 const QUEUE_MODES = ['REJECT', 'WAIT', 'ASYNC'] as const;
-
-/** Shows the new secret once, with a copy button; it is never shown again. */
-function showSecret(title: string, sk: string): void {
-  const code = h('code', { class: 'secret', 'data-sk': '' }, sk);
-  modal(
-    title,
-    [
-      h('p', null, h('strong', null, 'Copy this key now: it is shown only once.'), ' Anima stores only its hash.'),
-      code,
-      h(
-        'button',
-        {
-          type: 'button',
-          class: 'btn',
-          onclick: async () => {
-            try {
-              await navigator.clipboard.writeText(sk);
-              toast('Copied', 'ok');
-            } catch {
-              const r = document.createRange();
-              r.selectNodeContents(code);
-              getSelection()?.removeAllRanges();
-              getSelection()?.addRange(r);
-              toast('Select and copy it (the clipboard is not available here)');
-            }
-          },
-        },
-        'Copy',
-      ),
-    ],
-    [{ label: 'I have copied it', kind: 'primary', attrs: { 'data-close-secret': '' } }],
-  );
-}
 
 /** The limits of one scope (app or key): create, edit (If-Match), remove. 0 = no limit. */
 async function quotaEditor(ctx: Ctx, scope: 'app' | 'key', scopeId: string, title: string): Promise<HTMLElement> {
