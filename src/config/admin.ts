@@ -77,7 +77,7 @@ export function toDto(entity: Entity, r: Row): Dto {
         ...common,
       };
     case 'app':
-      return { id: r.id, name: r.name, enabled: r.enabled, ...common };
+      return { id: r.id, name: r.name, enabled: r.enabled, billing: r.billing ?? 'postpaid', ...common };
     case 'api_key':
       return {
         id: r.id,

@@ -83,6 +83,13 @@ afterAll(async () => {
   await tdb?.drop();
 });
 
+describe('the admin API shows how an app is billed', () => {
+  it('GET /apps/{id} carries billing (so config export and plan round-trip it)', async () => {
+    expect((await admin('GET', `/apps/${prepaid.app}`)).billing).toBe('prepaid');
+    expect((await admin('GET', `/apps/${postpaid.app}`)).billing).toBe('postpaid');
+  });
+});
+
 describe('a served request books one balanced journal', () => {
   it('JSON: the sale at the sale price, the cost at the upstream price, for the channel that served', async () => {
     const r = await chat(A, postpaid.sk);
