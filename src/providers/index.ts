@@ -2,27 +2,20 @@ import { GatewayError } from '../core/errors.js';
 import { anthropicExchange } from './anthropic/exchange.js';
 import { openaiToAnthropicResponse, OpenAIToAnthropicStream, anthropicToOpenAIRequest } from './anthropic/translate.js';
 import type { MessagesRequest } from './anthropic/wire.js';
-import { GeminiEmbedPassthrough, GeminiEmbedViaOpenAI } from './gemini/embed.js';
 import { geminiExchange } from './gemini/exchange.js';
 import { geminiPivot } from './gemini/translate.js';
 import { openaiExchange } from './openai/exchange.js';
 import { responsesPivot } from './openai/responses.js';
 import { type ChatPivot, PivotExchange, withUsage } from './pivot.js';
 import { anthropicErrorFrame, anthropicFrames, TextTally } from './shared.js';
-import type { Exchange, InboundDialect, ProviderKind, UpstreamEndpoint } from './types.js';
+import { type Exchange, type InboundDialect, NATIVE, type UpstreamEndpoint } from './types.js';
 
 /**
- * The provider registry. Each provider kind serves some dialects natively (NATIVE); a chat-like dialect it
- * doesn't speak is translated through OpenAI chat (the pivot, see pivot.ts), which every chat provider
- * speaks. Adding an OpenAI-compatible vendor is a base URL on an 'openai' channel; a new wire format is
+ * The provider registry. Each provider kind serves some dialects natively (NATIVE, in types.ts); a
+ * chat-like dialect it doesn't speak is translated through OpenAI chat (the pivot, see pivot.ts), which
+ * every chat provider speaks. Adding an OpenAI-compatible vendor is a base URL on an 'openai' channel; a new wire format is
  * one native exchange here plus, for a new client dialect, one pivot.
  */
-const NATIVE: Record<ProviderKind, ReadonlySet<InboundDialect>> = {
-  openai: new Set(['openai_chat', 'anthropic_messages', 'openai_embeddings', 'openai_responses', 'openai_speech', 'openai_transcription', 'openai_translation', 'openai_image_edit']),
-  anthropic: new Set(['openai_chat', 'anthropic_messages']),
-  gemini: new Set(['openai_chat', 'gemini']),
-  jobs: new Set(),
-};
 
 function nativeExchange(
   dialect: InboundDialect,
@@ -87,12 +80,6 @@ export function createExchange(
   alias: string,
   opts: { anthropicBeta?: string } = {},
 ): Exchange {
-  if (dialect === 'gemini_embed') {
-    // Embeddings don't pivot through chat: a Gemini channel embeds natively, an OpenAI one via /embeddings.
-    if (ep.provider === 'gemini') return new GeminiEmbedPassthrough(body, ep, upstreamModel);
-    if (ep.provider === 'openai') return new GeminiEmbedViaOpenAI(body, ep, upstreamModel);
-    throw new GatewayError('unsupported_operation', `a ${ep.provider} channel does not serve embeddings`);
-  }
   const native = NATIVE[ep.provider].has(dialect) && !(dialect === 'openai_responses' && ep.nativeResponses === false);
   if (native) return nativeExchange(dialect, body, ep, upstreamModel, alias, opts);
   const pivot = pivotFor(dialect, body, alias);

@@ -1,6 +1,7 @@
 import { GatewayError } from '../core/errors.js';
 import { toAnthropicError, toOpenAIError } from '../core/render.js';
 import { sseData, sseEvent } from '../lib/sse.js';
+import type { UpstreamEndpoint } from './types.js';
 
 /** Parses an upstream JSON object; anything else is a bad upstream response (counts against the channel). */
 export function parseJsonObject(text: string): Record<string, any> {
@@ -12,6 +13,13 @@ export function parseJsonObject(text: string): Record<string, any> {
   }
   if (!v || typeof v !== 'object' || Array.isArray(v)) throw new GatewayError('upstream_bad_response', 'upstream sent JSON that is not an object');
   return v as Record<string, any>;
+}
+
+/** Request headers for an OpenAI-style upstream: the content type, the channel's own headers, its bearer key. */
+export function bearerHeaders(ep: UpstreamEndpoint, contentType = 'application/json'): Record<string, string> {
+  const h: Record<string, string> = { 'content-type': contentType, ...ep.headers };
+  if (ep.credential) h.authorization = `Bearer ${ep.credential}`;
+  return h;
 }
 
 /**

@@ -86,21 +86,28 @@ export interface Exchange {
   errorFrame(err: GatewayError): string;
 }
 
-/** Which operations a provider kind can serve (the router refuses the rest up front with a 400). */
-export const CAPABILITIES: Record<ProviderKind, ReadonlySet<InboundDialect>> = {
+/** The dialects each provider kind serves with an exchange of its own (passthrough or direct translation). */
+export const NATIVE: Record<ProviderKind, ReadonlySet<InboundDialect>> = {
   openai: new Set<InboundDialect>([
     'openai_chat',
     'anthropic_messages',
     'openai_embeddings',
     'openai_responses',
-    'gemini',
+    'gemini_embed',
     'openai_speech',
     'openai_transcription',
     'openai_translation',
     'openai_image_edit',
-    'gemini_embed',
   ]),
-  anthropic: new Set<InboundDialect>(['openai_chat', 'anthropic_messages', 'openai_responses', 'gemini']),
-  gemini: new Set<InboundDialect>(['openai_chat', 'anthropic_messages', 'openai_responses', 'gemini', 'gemini_embed']),
+  anthropic: new Set<InboundDialect>(['openai_chat', 'anthropic_messages']),
+  gemini: new Set<InboundDialect>(['openai_chat', 'gemini', 'gemini_embed']),
   jobs: new Set<InboundDialect>(),
 };
+
+/** Client dialects that reach a chat provider through the chat pivot when it doesn't speak them (see pivot.ts). */
+export const PIVOTED: ReadonlySet<InboundDialect> = new Set(['anthropic_messages', 'openai_responses', 'gemini']);
+
+/** Which operations a provider kind can serve (the router refuses the rest up front with a 400). */
+export const CAPABILITIES: Record<ProviderKind, ReadonlySet<InboundDialect>> = Object.fromEntries(
+  Object.entries(NATIVE).map(([kind, native]) => [kind, native.has('openai_chat') ? new Set([...native, ...PIVOTED]) : native]),
+) as Record<ProviderKind, ReadonlySet<InboundDialect>>;

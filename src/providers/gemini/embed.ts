@@ -10,9 +10,10 @@ import { countTokens } from 'gpt-tokenizer';
 import { GatewayError } from '../../core/errors.js';
 import type { Usage } from '../../core/usage.js';
 import { openaiUsage } from '../openai/wire.js';
-import { parseJsonObject } from '../shared.js';
+import { bearerHeaders, parseJsonObject } from '../shared.js';
 import type { Exchange, JsonResult, PreparedCall, StreamTranslator, UpstreamEndpoint } from '../types.js';
 import { geminiErrorFrame } from './translate.js';
+import { geminiHeaders } from './wire.js';
 
 type Obj = Record<string, any>;
 const isObj = (v: unknown): v is Obj => !!v && typeof v === 'object' && !Array.isArray(v);
@@ -69,9 +70,7 @@ export class GeminiEmbedPassthrough implements Exchange {
     const model = upstreamModel.replace(/^models\//, '');
     const { model: _m, stream: _s, ...rest } = body;
     const out = this.batch ? { ...rest, requests: (rest.requests as Obj[]).map((r) => ({ ...r, model: `models/${model}` })) } : rest;
-    const headers: Record<string, string> = { 'content-type': 'application/json', ...ep.headers };
-    if (ep.credential) headers['x-goog-api-key'] = ep.credential;
-    this.call = { path: `/models/${encodeURIComponent(model)}:${this.batch ? 'batchEmbedContents' : 'embedContent'}`, headers, body: JSON.stringify(out), stream: false };
+    this.call = { path: `/models/${encodeURIComponent(model)}:${this.batch ? 'batchEmbedContents' : 'embedContent'}`, headers: geminiHeaders(ep), body: JSON.stringify(out), stream: false };
   }
   decodeJson(text: string): JsonResult {
     const j = parseJsonObject(text);
@@ -95,9 +94,7 @@ export class GeminiEmbedViaOpenAI implements Exchange {
     this.batch = Array.isArray(body.requests);
     this.count = texts.length;
     const dims = dimensionsOf(body);
-    const headers: Record<string, string> = { 'content-type': 'application/json', ...ep.headers };
-    if (ep.credential) headers.authorization = `Bearer ${ep.credential}`;
-    this.call = { path: '/embeddings', headers, body: JSON.stringify({ model: upstreamModel, input: texts, encoding_format: 'float', ...(dims ? { dimensions: dims } : {}) }), stream: false };
+    this.call = { path: '/embeddings', headers: bearerHeaders(ep), body: JSON.stringify({ model: upstreamModel, input: texts, encoding_format: 'float', ...(dims ? { dimensions: dims } : {}) }), stream: false };
   }
   decodeJson(text: string): JsonResult {
     const j = parseJsonObject(text);

@@ -12,13 +12,9 @@ import type { ChatRequest } from '../openai/wire.js';
 import { openaiErrorFrame, parseJsonObject, TextTally } from '../shared.js';
 import type { Exchange, InboundDialect, JsonResult, PreparedCall, StreamTranslator, UpstreamEndpoint } from '../types.js';
 import { GeminiToChatStream, chatToGeminiRequest, geminiErrorFrame, geminiFrame, geminiToChatCompletion } from './translate.js';
-import { type GenerateContentResponse, geminiUsage } from './wire.js';
+import { type GenerateContentResponse, geminiHeaders, geminiUsage } from './wire.js';
+import { GeminiEmbedPassthrough } from './embed.js';
 
-function headers(ep: UpstreamEndpoint): Record<string, string> {
-  const h: Record<string, string> = { 'content-type': 'application/json', ...ep.headers };
-  if (ep.credential) h['x-goog-api-key'] = ep.credential;
-  return h;
-}
 
 /** The call's path: `models/` is accepted on the configured model name and not doubled. */
 export function geminiPath(upstreamModel: string, stream: boolean): string {
@@ -70,7 +66,7 @@ class ChatViaGemini implements Exchange {
     const stream = body.stream === true;
     this.includeUsage = (body.stream_options as { include_usage?: unknown } | undefined)?.include_usage === true;
     this.candidates = candidateCount(body.n);
-    this.call = { path: geminiPath(upstreamModel, stream), headers: headers(ep), body: JSON.stringify(req), stream };
+    this.call = { path: geminiPath(upstreamModel, stream), headers: geminiHeaders(ep), body: JSON.stringify(req), stream };
   }
   decodeJson(text: string): JsonResult {
     const j = answer(text);
@@ -127,7 +123,7 @@ class GeminiPassthrough implements Exchange {
     const { model: _model, stream: _stream, ...rest } = body;
     const gc = (rest.generationConfig ?? rest.generation_config) as { candidateCount?: unknown; candidate_count?: unknown } | undefined;
     this.candidates = candidateCount(gc?.candidateCount ?? gc?.candidate_count);
-    this.call = { path: geminiPath(upstreamModel, stream), headers: headers(ep), body: JSON.stringify(rest), stream };
+    this.call = { path: geminiPath(upstreamModel, stream), headers: geminiHeaders(ep), body: JSON.stringify(rest), stream };
   }
   decodeJson(text: string): JsonResult {
     const j = answer(text);
@@ -186,6 +182,8 @@ export function geminiExchange(
       return new ChatViaGemini(body, ep, upstreamModel, alias);
     case 'gemini':
       return new GeminiPassthrough(body, ep, upstreamModel, alias);
+    case 'gemini_embed':
+      return new GeminiEmbedPassthrough(body, ep, upstreamModel);
     default:
       // Anthropic Messages and OpenAI Responses arrive here through the chat pivot, as openai_chat.
       throw new GatewayError('unsupported_operation', `Gemini channels do not serve ${dialect} requests`);

@@ -8,6 +8,7 @@
  * untouched); index signatures keep fields Anima does not model.
  */
 import type { Usage } from '../../core/usage.js';
+import type { UpstreamEndpoint } from '../types.js';
 
 // ---------------------------------------------------------------- content
 
@@ -219,4 +220,11 @@ export function toGeminiUsage(u: Usage, thoughtsTokens = 0): UsageMetadata {
   if (thoughts > 0) out.thoughtsTokenCount = thoughts;
   if (u.cachedTokens > 0) out.cachedContentTokenCount = u.cachedTokens;
   return out;
+}
+
+/** Request headers for a Gemini channel: the channel's own, and its key as `x-goog-api-key`. */
+export function geminiHeaders(ep: UpstreamEndpoint): Record<string, string> {
+  const h: Record<string, string> = { 'content-type': 'application/json', ...ep.headers };
+  if (ep.credential) h['x-goog-api-key'] = ep.credential;
+  return h;
 }

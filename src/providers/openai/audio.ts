@@ -15,17 +15,11 @@ import { GatewayError } from '../../core/errors.js';
 import type { Usage } from '../../core/usage.js';
 import { encodeMultipart, type Upload, uploadsOf } from '../../lib/multipart.js';
 import { sseData } from '../../lib/sse.js';
-import { openaiErrorFrame, parseJsonObject } from '../shared.js';
+import { bearerHeaders, openaiErrorFrame, parseJsonObject } from '../shared.js';
 import type { BodyResult, Exchange, JsonResult, PreparedCall, StreamTranslator, UpstreamEndpoint } from '../types.js';
 import { openaiUsage } from './wire.js';
 
 type Obj = Record<string, any>;
-
-function authHeaders(ep: UpstreamEndpoint, contentType: string): Record<string, string> {
-  const h: Record<string, string> = { 'content-type': contentType, ...ep.headers };
-  if (ep.credential) h.authorization = `Bearer ${ep.credential}`;
-  return h;
-}
 
 const usageOf = (extra: Partial<Usage>): Usage => ({ inputTokens: 0, outputTokens: 0, cachedTokens: 0, cacheWriteTokens: 0, ...extra });
 
@@ -49,7 +43,7 @@ export class SpeechExchange implements Exchange {
   constructor(body: Obj, ep: UpstreamEndpoint, upstreamModel: string) {
     if (body.stream_format === 'sse') throw new GatewayError('unsupported_parameter', "stream_format 'sse' is not supported; audio bytes stream as they are produced.", { param: 'stream_format' });
     this.chars = characters(String(body.input ?? ''));
-    this.call = { path: '/audio/speech', headers: authHeaders(ep, 'application/json'), body: JSON.stringify({ ...body, model: upstreamModel }), stream: false, bytes: true };
+    this.call = { path: '/audio/speech', headers: bearerHeaders(ep, 'application/json'), body: JSON.stringify({ ...body, model: upstreamModel }), stream: false, bytes: true };
   }
   /** The content type to answer with when the upstream names none. */
   static contentType(format: unknown): string {
@@ -118,7 +112,7 @@ export class TranscriptionExchange implements Exchange {
     if (body.stream === 'true') throw new GatewayError('unsupported_parameter', 'Streamed transcription is not supported; send stream=false.', { param: 'stream' });
     const files: Upload[] = uploadsOf(body).filter((f) => f.field === 'file');
     const mp = encodeMultipart(fieldsExcept(body, upstreamModel, { response_format: this.upstreamFormat }), files);
-    this.call = { path: `/audio/${kind}`, headers: authHeaders(ep, mp.contentType), body: mp.body, stream: false };
+    this.call = { path: `/audio/${kind}`, headers: bearerHeaders(ep, mp.contentType), body: mp.body, stream: false };
   }
   decodeJson(text: string): JsonResult {
     const j = parseJsonObject(text);
@@ -166,7 +160,7 @@ export class ImageEditExchange implements Exchange {
     if (body.stream === 'true') throw new GatewayError('unsupported_parameter', 'Streamed image edits are not supported; send stream=false.', { param: 'stream' });
     const files = uploadsOf(body).filter((f) => f.field === 'image' || f.field === 'image[]' || f.field === 'mask');
     const mp = encodeMultipart(fieldsExcept(body, upstreamModel), files);
-    this.call = { path: '/images/edits', headers: authHeaders(ep, mp.contentType), body: mp.body, stream: false };
+    this.call = { path: '/images/edits', headers: bearerHeaders(ep, mp.contentType), body: mp.body, stream: false };
   }
   decodeJson(text: string): JsonResult {
     const j = parseJsonObject(text);

@@ -13,17 +13,14 @@ import {
   openaiToAnthropicResponse,
 } from '../anthropic/translate.js';
 import type { MessagesRequest } from '../anthropic/wire.js';
-import { anthropicErrorFrame, anthropicFrames, openaiErrorFrame, parseJsonObject, renameModel, TextTally } from '../shared.js';
+import { anthropicErrorFrame, anthropicFrames, bearerHeaders, openaiErrorFrame, parseJsonObject, renameModel, TextTally } from '../shared.js';
 import type { Exchange, InboundDialect, JsonResult, PreparedCall, StreamTranslator, UpstreamEndpoint } from '../types.js';
 import { type ChatCompletion, type ChatRequest, openaiUsage } from './wire.js';
 import { ImageEditExchange, SpeechExchange, TranscriptionExchange } from './audio.js';
 import { ResponsesPassthrough } from './responses.js';
+import { GeminiEmbedViaOpenAI } from '../gemini/embed.js';
 
-function headers(ep: UpstreamEndpoint): Record<string, string> {
-  const h: Record<string, string> = { 'content-type': 'application/json', ...ep.headers };
-  if (ep.credential) h.authorization = `Bearer ${ep.credential}`;
-  return h;
-}
+const headers = (ep: UpstreamEndpoint) => bearerHeaders(ep);
 
 /** OpenAI chat in, OpenAI chat out. */
 class ChatPassthrough implements Exchange {
@@ -206,7 +203,7 @@ export function openaiExchange(
     case 'openai_embeddings':
       return new EmbeddingsPassthrough(body, ep, upstreamModel, alias);
     case 'openai_responses':
-      return new ResponsesPassthrough(body, ep, upstreamModel, alias, headers(ep));
+      return new ResponsesPassthrough(body, upstreamModel, alias, headers(ep));
     case 'openai_speech':
       return new SpeechExchange(body, ep, upstreamModel);
     case 'openai_transcription':
@@ -215,9 +212,10 @@ export function openaiExchange(
       return new TranscriptionExchange('translations', body, ep, upstreamModel);
     case 'openai_image_edit':
       return new ImageEditExchange(body, ep, upstreamModel);
-    case 'gemini':
     case 'gemini_embed':
-      throw new GatewayError('unsupported_operation', 'Gemini requests reach OpenAI channels through the chat pivot or the embeddings translation');
+      return new GeminiEmbedViaOpenAI(body, ep, upstreamModel);
+    case 'gemini':
+      throw new GatewayError('unsupported_operation', 'Gemini requests reach OpenAI channels through the chat pivot');
   }
 }
 

@@ -20,7 +20,7 @@ import { type SseEvent, sseEvent } from '../../lib/sse.js';
 import type { ChatPivot, PivotStream } from '../pivot.js';
 import { withUsage } from '../pivot.js';
 import { parseJsonObject, TextTally } from '../shared.js';
-import type { Exchange, JsonResult, PreparedCall, StreamTranslator, UpstreamEndpoint } from '../types.js';
+import type { Exchange, JsonResult, PreparedCall, StreamTranslator } from '../types.js';
 import type { ChatCompletion, ChatCompletionChunk, ChatMessage, FinishReason } from './wire.js';
 
 type Obj = Record<string, any>;
@@ -372,12 +372,10 @@ export class ResponsesPassthrough implements Exchange {
   readonly call: PreparedCall;
   constructor(
     body: Obj,
-    ep: UpstreamEndpoint,
     upstreamModel: string,
     private readonly alias: string,
     headers: Record<string, string>,
   ) {
-    void ep;
     this.call = { path: '/responses', headers, body: JSON.stringify({ ...body, model: upstreamModel }), stream: body.stream === true };
   }
   decodeJson(text: string): JsonResult {
