@@ -3,7 +3,7 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, t
 import type { Logger } from 'pino';
 import { GatewayError } from '../core/errors.js';
 import { requestId } from '../core/ids.js';
-import { redactSecrets, toAnthropicError, toOpenAIError } from '../core/render.js';
+import { redactSecrets, toOpenAIError } from '../core/render.js';
 import type { ConfigCache } from '../config/cache.js';
 import type { Clock } from '../lib/clock.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -33,11 +33,10 @@ const TASK_KIND: Record<InboundDialect, string> = {
 };
 /** Dialects an ASYNC-mode key may defer as a task (their answers are JSON the task can keep). */
 const DEFERRABLE: ReadonlySet<InboundDialect> = new Set(['openai_chat', 'openai_embeddings', 'anthropic_messages', 'openai_responses', 'gemini', 'gemini_embed']);
-import { type Inbound, googleKey, inboundFor } from './validate.js';
+import { type Inbound, googleKey, inboundFor, isGeminiEmbed } from './validate.js';
 import { parseMultipart } from '../lib/multipart.js';
 import { type CachedAnswer, MAX_CACHED_BYTES, type ResponseCache, cacheKey, cacheTtlFor } from '../relay/response-cache.js';
-import { errorShape } from '../relay/relay.js';
-import { toGoogleError } from '../core/render.js';
+import { renderError } from '../relay/relay.js';
 import { emptyUsage } from '../core/usage.js';
 
 export interface HttpDeps {
@@ -236,12 +235,8 @@ export function buildServer(d: HttpDeps): FastifyInstance {
   app.setErrorHandler((err, req, reply) => {
     const ge = toGatewayError(err);
     if (ge.code === 'internal_error') d.log.error({ err: safeErr(err), reqId: req.id, url: req.url }, 'unhandled error');
-    const shape = errorShape(dialectOf(req.url));
-    void reply
-      .code(shape === 'anthropic' && ge.code === 'upstream_overloaded' ? 529 : ge.status)
-      .header('x-request-id', req.id)
-      .headers(ge.headers)
-      .send(shape === 'anthropic' ? toAnthropicError(ge) : shape === 'google' ? toGoogleError(ge) : toOpenAIError(ge));
+    const { status, body } = renderError(dialectOf(req.url), ge);
+    void reply.code(status).header('x-request-id', req.id).headers(ge.headers).send(body);
   });
 
   // Uploads (audio to transcribe, images to edit, a video's reference): text fields become the body's
@@ -270,11 +265,8 @@ export function buildServer(d: HttpDeps): FastifyInstance {
     ctx.usage = emptyUsage();
     ctx.status = 200;
     ctx.outcome = 'ok';
-    if (ctx.beforeFinish) {
-      ctx.served = true;
-      await ctx.beforeFinish();
-    }
     ctx.served = true;
+    if (ctx.beforeFinish) await ctx.beforeFinish();
     sink.head(200, { ...ctx.extraHeaders, 'content-type': hit.t, 'x-request-id': ctx.id, 'x-anima-cache': 'hit', 'x-anima-cache-age': String(Math.max(0, Math.floor((Date.now() - hit.at) / 1000))) });
     ctx.ttfbMs = ctx.elapsedMs();
     sink.end(hit.p);
@@ -404,14 +396,19 @@ export function buildServer(d: HttpDeps): FastifyInstance {
   app.post('/v1/audio/transcriptions', dataPlane('openai_transcription'));
   app.post('/v1/audio/translations', dataPlane('openai_translation'));
   app.post('/v1/images/edits', dataPlane('openai_image_edit'));
-  // Gemini: POST /v1beta/models/{model}:generateContent | :streamGenerateContent (the method rides in the
-  // last path segment after a colon, which the router can't split: one route, the inbound parser does).
+  // Gemini: POST /v1beta/models/{model}:{method} (the method rides in the last path segment after a colon,
+  // which the router can't split: one route, dispatched by method to the generation or embedding dialect).
   const geminiGenerate = dataPlane('gemini');
   const geminiEmbed = dataPlane('gemini_embed');
-  const geminiRoute = (req: FastifyRequest, reply: FastifyReply) =>
-    /:(embedContent|batchEmbedContents)$/.test((req.params as Record<string, string>)['*'] ?? '') ? geminiEmbed(req, reply) : geminiGenerate(req, reply);
+  const geminiRoute = (req: FastifyRequest, reply: FastifyReply) => (isGeminiEmbed(req) ? geminiEmbed(req, reply) : geminiGenerate(req, reply));
   app.post('/v1beta/models/*', geminiRoute);
   app.post('/v1/models/*', geminiRoute);
+  /** With Redis and the database both gone, reads answer from L1 only while it is fresher than 30 s. */
+  const refuseIfL1Expired = () => {
+    if (d.bothDown?.() && d.clock.now() - d.config.loadedAt > L1_TTL_MS) {
+      throw new GatewayError('service_unavailable', 'Redis and the database are both unreachable and the in-memory configuration is older than 30 s.', { headers: { 'retry-after': '1' } });
+    }
+  };
   const geminiModel = (id: string, now: number) => ({
     name: `models/${id}`,
     baseModelId: id,
@@ -422,7 +419,7 @@ export function buildServer(d: HttpDeps): FastifyInstance {
   });
   app.get('/v1beta/models', async (req, reply) => {
     const now = d.clock.now();
-    if (l1Expired()) throw new GatewayError('service_unavailable', 'Redis and the database are both unreachable and the in-memory configuration is older than 30 s.', { headers: { 'retry-after': '1' } });
+    refuseIfL1Expired();
     const ctx = new RequestContext(req.id, 'gemini', now);
     await authenticate(d.config, ctx, req.headers, now, googleKey(req));
     const allowed = ctx.key!.allowedAliases;
@@ -434,7 +431,7 @@ export function buildServer(d: HttpDeps): FastifyInstance {
   });
   app.get('/v1beta/models/:model', async (req, reply) => {
     const now = d.clock.now();
-    if (l1Expired()) throw new GatewayError('service_unavailable', 'Redis and the database are both unreachable and the in-memory configuration is older than 30 s.', { headers: { 'retry-after': '1' } });
+    refuseIfL1Expired();
     const ctx = new RequestContext(req.id, 'gemini', now);
     await authenticate(d.config, ctx, req.headers, now, googleKey(req));
     const id = (req.params as { model: string }).model.replace(/^models\//, '');
@@ -454,12 +451,10 @@ export function buildServer(d: HttpDeps): FastifyInstance {
   app.post('/v1/responses/:id/cancel', notStored);
   app.get('/v1/responses/:id/input_items', notStored);
 
-  /** With Redis and the database both gone, reads answer from L1 only while it is fresher than 30 s. */
-  const l1Expired = () => !!d.bothDown?.() && d.clock.now() - d.config.loadedAt > L1_TTL_MS;
   app.get('/v1/models', async (req, reply) => {
     const now = d.clock.now();
     if (d.config.killSwitch()) throw new GatewayError('gateway_disabled', 'The gateway is disabled by an operator.');
-    if (l1Expired()) throw new GatewayError('service_unavailable', 'Redis and the database are both unreachable and the in-memory configuration is older than 30 s.', { headers: { 'retry-after': '1' } });
+    refuseIfL1Expired();
     const ctx = new RequestContext(req.id, 'openai_chat', now);
     await authenticate(d.config, ctx, req.headers, now);
     const allowed = ctx.key!.allowedAliases;
@@ -472,7 +467,7 @@ export function buildServer(d: HttpDeps): FastifyInstance {
 
   app.get('/v1/models/:model', async (req, reply) => {
     const now = d.clock.now();
-    if (l1Expired()) throw new GatewayError('service_unavailable', 'Redis and the database are both unreachable and the in-memory configuration is older than 30 s.', { headers: { 'retry-after': '1' } });
+    refuseIfL1Expired();
     const ctx = new RequestContext(req.id, 'openai_chat', now);
     await authenticate(d.config, ctx, req.headers, now);
     const id = (req.params as { model: string }).model;

@@ -11,14 +11,8 @@ const isObj = (v: unknown): v is Record<string, unknown> => !!v && typeof v === 
  */
 export function validateBody(dialect: InboundDialect, body: unknown): Record<string, unknown> {
   if (!isObj(body)) throw new GatewayError('invalid_request', 'The request body must be a JSON object.');
-  const model = body.model;
-  if (model === undefined || model === null || model === '') {
-    throw new GatewayError('missing_model', 'You must provide a model parameter.', { param: 'model' });
-  }
-  if (typeof model !== 'string' || model.length > 256) throw new GatewayError('invalid_request', "'model' must be a string of at most 256 characters.", { param: 'model' });
-  if (body.stream !== undefined && body.stream !== null && typeof body.stream !== 'boolean') {
-    throw new GatewayError('invalid_request', "'stream' must be a boolean.", { param: 'stream' });
-  }
+  modelOf(body);
+  streamOf(body);
   switch (dialect) {
     case 'openai_chat':
       if (!Array.isArray(body.messages) || body.messages.length === 0) {
@@ -72,6 +66,44 @@ function modelOf(body: Record<string, unknown>): string {
   return model;
 }
 
+function streamOf(body: Record<string, unknown>): boolean {
+  if (body.stream !== undefined && body.stream !== null && typeof body.stream !== 'boolean') throw new GatewayError('invalid_request', "'stream' must be a boolean.", { param: 'stream' });
+  return body.stream === true;
+}
+
+function jsonBody(req: FastifyRequest): Record<string, unknown> {
+  if (!isObj(req.body)) throw new GatewayError('invalid_request', 'The request body must be a JSON object.');
+  return req.body;
+}
+
+/**
+ * A Gemini route's model and method: `models/{model}:{method}` rides in the path's last segment, which
+ * the router can't split. Null when there is no method (or the path doesn't decode).
+ */
+export function geminiMethod(req: FastifyRequest): { model: string; method: string } | null {
+  let tail: string;
+  try {
+    tail = decodeURIComponent((req.params as Record<string, string>)['*'] ?? '');
+  } catch {
+    return null;
+  }
+  const i = tail.lastIndexOf(':');
+  return i > 0 ? { model: tail.slice(0, i).replace(/^models\//, ''), method: tail.slice(i + 1) } : null;
+}
+
+const EMBED_METHODS = new Set(['embedContent', 'batchEmbedContents']);
+/** Gemini embedding methods go to the gemini_embed dialect, the rest to gemini. */
+export const isGeminiEmbed = (req: FastifyRequest): boolean => EMBED_METHODS.has(geminiMethod(req)?.method ?? '');
+
+function geminiTarget(req: FastifyRequest, methods: string[]): { model: string; method: string } {
+  const m = geminiMethod(req);
+  if (!m || !methods.includes(m.method)) {
+    const tail = String((req.params as Record<string, string>)['*'] ?? '').slice(0, 120);
+    throw new GatewayError('not_found', `Unknown method: models/${tail} (use :${methods.join(' or :')}).`);
+  }
+  return m;
+}
+
 /** The Gemini API key a client sent: `x-goog-api-key`, or `?key=` in the URL. */
 export function googleKey(req: FastifyRequest): string | undefined {
   const h = req.headers['x-goog-api-key'];
@@ -96,8 +128,6 @@ function multipartBody(req: FastifyRequest): Record<string, unknown> {
   return req.body;
 }
 
-const GEMINI_METHOD = /^(.+):(generateContent|streamGenerateContent)$/;
-
 /** Each dialect's inbound parser: validation of the shape Anima itself needs. */
 export function inboundFor(dialect: InboundDialect): Inbound {
   switch (dialect) {
@@ -110,10 +140,9 @@ export function inboundFor(dialect: InboundDialect): Inbound {
       };
     case 'openai_responses':
       return (req) => {
-        const body = req.body;
-        if (!isObj(body)) throw new GatewayError('invalid_request', 'The request body must be a JSON object.');
+        const body = jsonBody(req);
         const model = modelOf(body);
-        if (body.stream !== undefined && body.stream !== null && typeof body.stream !== 'boolean') throw new GatewayError('invalid_request', "'stream' must be a boolean.", { param: 'stream' });
+        const stream = streamOf(body);
         const input = body.input;
         if (!(typeof input === 'string' && input !== '') && !(Array.isArray(input) && input.length > 0 && input.every(isObj))) {
           throw new GatewayError('invalid_request', "'input' must be a non-empty string or a non-empty array of input items.", { param: 'input' });
@@ -122,42 +151,33 @@ export function inboundFor(dialect: InboundDialect): Inbound {
           throw new GatewayError('invalid_request', "'max_output_tokens' must be a positive integer.", { param: 'max_output_tokens' });
         }
         if (body.background === true) throw new GatewayError('unsupported_parameter', "'background' responses need stored state, which Anima does not keep.", { param: 'background' });
-        return { body, model, stream: body.stream === true };
+        return { body, model, stream };
       };
     case 'gemini':
       return (req) => {
-        const tail = decodeURIComponent((req.params as Record<string, string>)['*'] ?? '');
-        const m = GEMINI_METHOD.exec(tail);
-        if (!m) throw new GatewayError('not_found', `Unknown method: models/${tail.slice(0, 120)} (use :generateContent or :streamGenerateContent).`);
-        const stream = m[2] === 'streamGenerateContent';
+        const { model, method } = geminiTarget(req, ['generateContent', 'streamGenerateContent']);
+        const stream = method === 'streamGenerateContent';
         if (stream && (req.query as Record<string, unknown>)?.alt !== 'sse') throw new GatewayError('invalid_request', 'streamGenerateContent is served as server-sent events: add ?alt=sse.', { param: 'alt' });
-        const body = req.body;
-        if (!isObj(body)) throw new GatewayError('invalid_request', 'The request body must be a JSON object.');
+        const body = jsonBody(req);
         if (!Array.isArray(body.contents) || body.contents.length === 0 || !body.contents.every(isObj)) {
           throw new GatewayError('invalid_request', "'contents' must be a non-empty array of content objects.", { param: 'contents' });
         }
-        const model = m[1]!.replace(/^models\//, '');
         return { body: { ...body, model, stream }, model, stream, key: googleKey(req) };
       };
     case 'gemini_embed':
       return (req) => {
-        const tail = decodeURIComponent((req.params as Record<string, string>)['*'] ?? '');
-        const m = /^(.+):(embedContent|batchEmbedContents)$/.exec(tail);
-        if (!m) throw new GatewayError('not_found', `Unknown method: models/${tail.slice(0, 120)}.`);
-        const body = req.body;
-        if (!isObj(body)) throw new GatewayError('invalid_request', 'The request body must be a JSON object.');
-        const batch = m[2] === 'batchEmbedContents';
+        const { model, method } = geminiTarget(req, [...EMBED_METHODS]);
+        const body = jsonBody(req);
+        const batch = method === 'batchEmbedContents';
         if (batch && (!Array.isArray(body.requests) || body.requests.length === 0 || !body.requests.every(isObj))) {
           throw new GatewayError('invalid_request', "'requests' must be a non-empty array of embed requests.", { param: 'requests' });
         }
         if (!batch && !isObj(body.content)) throw new GatewayError('invalid_request', "'content' is required.", { param: 'content' });
-        const model = m[1]!.replace(/^models\//, '');
         return { body: { ...body, model, stream: false }, model, stream: false, key: googleKey(req) };
       };
     case 'openai_speech':
       return (req) => {
-        const body = req.body;
-        if (!isObj(body)) throw new GatewayError('invalid_request', 'The request body must be a JSON object.');
+        const body = jsonBody(req);
         const model = modelOf(body);
         if (typeof body.input !== 'string' || body.input === '') throw new GatewayError('invalid_request', "'input' must be a non-empty string.", { param: 'input' });
         if ([...body.input].length > MAX_SPEECH_CHARS) throw new GatewayError('invalid_request', `'input' must be at most ${MAX_SPEECH_CHARS} characters.`, { param: 'input' });

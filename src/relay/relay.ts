@@ -437,16 +437,26 @@ export class Relay {
 /** Renders an error in the request's dialect. Shared with the HTTP layer's early refusals. */
 export function writeError(ctx: RequestContext, sink: ClientSink, err: GatewayError): void {
   if (sink.headersSent || sink.closed) return;
-  const shape = errorShape(ctx.dialect);
-  const anthropic = shape === 'anthropic';
-  const status = anthropic ? anthropicStatus(err) : err.status;
+  const { status, body } = renderError(ctx.dialect, err);
   ctx.status = status;
   ctx.error = err;
   const headers: Record<string, string> = { ...ctx.extraHeaders, 'content-type': 'application/json', 'x-request-id': ctx.id, ...err.headers };
   if (ctx.route.length) headers['x-anima-route'] = ctx.routeHeader();
   if (ctx.attempts) headers['x-anima-attempts'] = String(ctx.attempts);
   sink.head(status, headers);
-  sink.end(JSON.stringify(anthropic ? toAnthropicError(err) : shape === 'google' ? toGoogleError(err) : toOpenAIError(err)));
+  sink.end(JSON.stringify(body));
+}
+
+/** An error as the dialect's clients expect it: status (Anthropic's 529 for overload) and body shape. */
+export function renderError(d: InboundDialect, err: GatewayError): { status: number; body: unknown } {
+  switch (errorShape(d)) {
+    case 'anthropic':
+      return { status: anthropicStatus(err), body: toAnthropicError(err) };
+    case 'google':
+      return { status: err.status, body: toGoogleError(err) };
+    default:
+      return { status: err.status, body: toOpenAIError(err) };
+  }
 }
 
 /** Which error body a dialect's clients parse. */
