@@ -214,6 +214,13 @@ export function buildServer(d: HttpDeps): FastifyInstance {
       createHttpServer({ connectionsCheckingInterval: 1_000, requestTimeout: d.requestTimeoutMs ?? 60_000, headersTimeout: Math.min(d.requestTimeoutMs ?? 60_000, 60_000) }, handler),
     genReqId: () => requestId(),
     return503OnClosing: true,
+    // A path Fastify can't decode (a malformed %-escape in a route parameter) gets the dialect's error
+    // shape like any bad input, not Fastify's own body.
+    frameworkErrors: (err, req, reply) => {
+      const ge = new GatewayError('invalid_request', err.code === 'FST_ERR_BAD_URL' ? 'The request path is not a valid URL (a malformed %-escape).' : 'The request could not be routed.');
+      const { status, body } = renderError(dialectOf(req.url), ge);
+      void (reply as FastifyReply).code(status).header('x-request-id', req.id).send(body);
+    },
     forceCloseConnections: 'idle',
     keepAliveTimeout: 65_000,
     onProtoPoisoning: 'remove',

@@ -135,6 +135,9 @@ describe('hostile input', () => {
     for (const path of ['/v1/audio/transcriptions', '/v1/audio/translations', '/v1/images/edits']) {
       for (const [name, b] of multipart) check(await send('POST', path, sk, b, { 'content-type': `multipart/form-data; boundary=${boundary}` }), `POST ${path} multipart ${name}`);
     }
+    // A path that doesn't decode: the dialect's error shape, not Fastify's.
+    check(await send('POST', '/v1beta/models/%ZZ:generateContent', sk, Buffer.from('{}')), 'POST /v1beta/ bad %-escape');
+    check(await send('GET', '/api/admin/v1/channels/%ZZ', ADMIN_TOKEN, Buffer.from('')), 'GET admin bad %-escape');
     expect(({} as Record<string, unknown>).admin).toBeUndefined();
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
     // the gateway is still alive and serving
