@@ -16,13 +16,17 @@ export function reservationFor(config: ConfigCache, ctx: RequestContext, body: R
   return BigInt(estimateCost(config, ctx.alias, ctx.key?.tokenGroupId ?? null, estimateTokens(body, ctx.dialect), ctx.startedAt));
 }
 
+/** The key's token-group price multiplier at the request's time (parts per million; x1 without a group). */
+function multiplierOf(config: ConfigCache, ctx: RequestContext): bigint {
+  const g = ctx.key?.tokenGroupId ? config.tokenGroup(ctx.key.tokenGroupId, ctx.startedAt) : undefined;
+  return g?.priceMultiplierPpm ?? 1_000_000n;
+}
+
 /** What an answer from the response cache may cost (the cache-hit price): its wallet reservation. */
 export function cacheHitReservation(config: ConfigCache, ctx: RequestContext, channel: string): bigint {
   if (ctx.app?.billing !== 'prepaid' || !ctx.alias) return 0n;
   const p = config.price(ctx.alias.name, channel, ctx.startedAt);
-  if (!p) return 0n;
-  const g = ctx.key?.tokenGroupId ? config.tokenGroup(ctx.key.tokenGroupId, ctx.startedAt) : undefined;
-  return cacheHitPrice(p.sale, g?.priceMultiplierPpm ?? 1_000_000n);
+  return p ? cacheHitPrice(p.sale, multiplierOf(config, ctx)) : 0n;
 }
 
 /**
@@ -41,15 +45,15 @@ export function priceRequest(config: ConfigCache, ctx: RequestContext): void {
   if (!ctx.usage || !ctx.channel || !ctx.alias || ctx.saleMicros !== null) return;
   const p = config.price(ctx.alias.name, ctx.channel, ctx.startedAt);
   if (!p) return;
-  const g = ctx.key?.tokenGroupId ? config.tokenGroup(ctx.key.tokenGroupId, ctx.startedAt) : undefined;
+  const m = multiplierOf(config, ctx);
   if (ctx.cacheHit) {
     // No upstream call: the cache-hit rates alone (zero unless the price table sets them).
     ctx.costMicros = cacheHitPrice(p.cost);
-    ctx.saleMicros = cacheHitPrice(p.sale, g?.priceMultiplierPpm ?? 1_000_000n);
+    ctx.saleMicros = cacheHitPrice(p.sale, m);
     return;
   }
   ctx.costMicros = priceOf(p.cost, ctx.usage);
-  ctx.saleMicros = priceOf(p.sale, ctx.usage, g?.priceMultiplierPpm ?? 1_000_000n);
+  ctx.saleMicros = priceOf(p.sale, ctx.usage, m);
 }
 
 /** Did this request produce something the app is billed for? Served, or cut by the client after output began. */

@@ -17,8 +17,7 @@ export function randomId(len = 22): string {
 const PROCESS_PREFIX = randomId(12);
 let seq = 0;
 export function requestId(): string {
-  seq = (seq + 1) % Number.MAX_SAFE_INTEGER;
-  return 'req_' + PROCESS_PREFIX + seq.toString(36);
+  return uniqueId('req_');
 }
 
 /** A unique id with a prefix, by the same scheme (for ids that need uniqueness, not secrecy: leases). */
