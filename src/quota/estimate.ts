@@ -23,27 +23,30 @@ function textOf(content: unknown, acc: string[], images: { n: number }): void {
  * (o200k) plus the output it may produce (max_tokens, else DEFAULT_OUTPUT_RESERVATION). Settlement trues
  * it up to the upstream's reported usage.
  */
+/** A Gemini content's parts: text counted as text, inline or file data as an image, anything else as its JSON. */
+function geminiParts(c: unknown, parts: string[], images: { n: number }): void {
+  const ps = (c as { parts?: unknown } | null | undefined)?.parts;
+  for (const p of Array.isArray(ps) ? (ps as Array<Record<string, unknown>>) : []) {
+    if (typeof p?.text === 'string') parts.push(p.text);
+    else if (p?.inlineData || p?.fileData) images.n++;
+    else if (p) parts.push(JSON.stringify(p));
+  }
+}
+
 /** `dialect` is the inbound wire format's name (providers' InboundDialect), when the caller knows it. */
 export function estimateTokens(body: Record<string, unknown>, dialect?: string): { prompt: number; total: number } {
   const parts: string[] = [];
   const images = { n: 0 };
   let messages = 0;
   if (typeof body.instructions === 'string') parts.push(body.instructions);
-  // Gemini embeddings: content.parts[].text, or each of requests[].content.parts[].text
-  for (const r of Array.isArray(body.requests) ? (body.requests as Array<Record<string, unknown>>) : body.content ? [body] : []) {
-    const c = r?.content as { parts?: unknown } | undefined;
-    for (const p of Array.isArray(c?.parts) ? (c.parts as Array<Record<string, unknown>>) : []) if (typeof p?.text === 'string') parts.push(p.text);
-  }
+  // Gemini embeddings: content.parts, or each of requests[].content.parts
+  for (const r of Array.isArray(body.requests) ? (body.requests as Array<Record<string, unknown>>) : body.content ? [body] : []) geminiParts(r?.content, parts, images);
   if (Array.isArray(body.contents)) {
-    // Gemini: contents[].parts[].text (+ inline images), systemInstruction.parts
-    const sys = body.systemInstruction as { parts?: unknown } | undefined;
-    for (const c of [...(sys ? [sys] : []), ...(body.contents as Array<{ parts?: unknown }>)]) {
+    // Gemini: systemInstruction.parts and contents[].parts
+    const sys = body.systemInstruction;
+    for (const c of [...(sys ? [sys] : []), ...(body.contents as unknown[])]) {
       messages++;
-      for (const p of Array.isArray(c?.parts) ? (c.parts as Array<Record<string, unknown>>) : []) {
-        if (typeof p?.text === 'string') parts.push(p.text);
-        else if (p?.inlineData || p?.fileData) images.n++;
-        else if (p) parts.push(JSON.stringify(p));
-      }
+      geminiParts(c, parts, images);
     }
   }
   if (typeof body.system === 'string') parts.push(body.system);
