@@ -94,6 +94,8 @@ export class MemoryBilling implements BillingBackend {
 
   async ack(d: Drained): Promise<void> {
     for (const r of d.records) {
+      // The journal is written and its key now refuses a replay: the marker need not outlive it.
+      this.done.delete(r.id);
       if (!this.queue.delete(r.handle)) continue;
       const w = this.wallets.get(r.appId);
       if (w && r.charged > 0n) w.pend -= r.charged;

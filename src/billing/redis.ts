@@ -26,6 +26,7 @@ import {
  */
 export const SHARDS = 8;
 const GROUP = 'writers';
+/** A marker is dropped when its record's journal is written; the TTL only bounds one whose record never is. */
 const DONE_TTL_S = 7 * 86_400;
 
 const REAP = `
@@ -117,11 +118,12 @@ if tonumber(ARGV[2]) > v then redis.call('HSET', wk, 'db', ARGV[1], 'dbv', ARGV[
 return 1
 `;
 
-// KEYS: stream, then one wallet key per prepaid app.
+// KEYS: stream, then one wallet key per prepaid app, then one exactly-once marker per record.
 // ARGV: n, then per record: handle, wallet index (2.. into KEYS, or 0 = none), charged; then per wallet: available, version
 const ACK = `
 local stream = KEYS[1]
 local n = tonumber(ARGV[1])
+local wallets = #KEYS - n
 for i = 0, n - 1 do
   local h, wi, c = ARGV[2 + 3 * i], tonumber(ARGV[3 + 3 * i]), tonumber(ARGV[4 + 3 * i])
   -- XACK answers 1 only the first time: a record's charge leaves 'pend' exactly once.
@@ -129,9 +131,12 @@ for i = 0, n - 1 do
     redis.call('HINCRBY', KEYS[wi], 'pend', -c)
   end
   redis.call('XDEL', stream, h)
+  -- The journal is written: its unique key refuses a replay from now on, so the marker goes (markers
+  -- live as long as the backlog, not for days: one per request would grow Redis without bound).
+  redis.call('DEL', KEYS[wallets + 1 + i])
 end
 local j = 2 + 3 * n
-for k = 2, #KEYS do
+for k = 2, wallets do
   local wk = KEYS[k]
   if redis.call('HEXISTS', wk, 'db') == 1 then
     local v = tonumber(redis.call('HGET', wk, 'dbv') or '-1')
@@ -196,6 +201,10 @@ export class RedisBilling implements BillingBackend {
     const t = this.tag(shardOf(appId));
     return [`${t}:w:${appId}`, `${t}:wh:${appId}`, `${t}:wa:${appId}`];
   }
+  /** A record's exactly-once marker: set by its settlement, dropped when its journal is written. */
+  private doneKey(shard: number, id: string): string {
+    return `${this.tag(shard)}:done:${id}`;
+  }
   private stream(shard: number): string {
     return `${this.tag(shard)}:j`;
   }
@@ -216,7 +225,7 @@ export class RedisBilling implements BillingBackend {
   async settle(rec: BillingRecord, holdId: string | null): Promise<SettleResult> {
     const shard = shardOf(rec.appId);
     const [w, hz, ha] = this.walletKeys(rec.appId);
-    const done = `${this.tag(shard)}:done:${rec.id}`;
+    const done = this.doneKey(shard, rec.id);
     const res = await this.r.animaBillSettle(done, this.stream(shard), w, hz, ha, holdId ?? '', encodeRecord(rec), rec.sale.toString(), rec.prepaid ? '1' : '0', DONE_TTL_S, rec.appId);
     return { duplicate: res[0] === 0, charged: BigInt(res[1]) };
   }
@@ -294,7 +303,7 @@ export class RedisBilling implements BillingBackend {
 
   async ack(d: Drained): Promise<void> {
     const index = new Map(d.wallets.map((w, i) => [w.appId, i + 2]));
-    const keys = [this.stream(d.shard), ...d.wallets.map((w) => this.walletKeys(w.appId)[0])];
+    const keys = [this.stream(d.shard), ...d.wallets.map((w) => this.walletKeys(w.appId)[0]), ...d.records.map((r) => this.doneKey(d.shard, r.id))];
     const args = [
       String(d.records.length),
       ...d.records.flatMap((r) => [r.handle, String(index.get(r.appId) ?? 0), r.charged.toString()]),

@@ -55,7 +55,8 @@ export interface SettleResult {
  */
 export interface Drained {
   shard: number;
-  records: Array<{ handle: string; appId: string; charged: bigint }>;
+  /** `id`: the record's id, whose exactly-once marker the acknowledgement drops (the journal's key guards it from then on). */
+  records: Array<{ handle: string; id: string; appId: string; charged: bigint }>;
   wallets: Array<{ appId: string; available: bigint; version: bigint }>;
 }
 
@@ -67,7 +68,8 @@ export interface BillingBackend {
   release(appId: string, holdId: string): Promise<void>;
   /**
    * Atomically: releases the reservation `holdId` (if any), charges the wallet min(sale, what it has),
-   * and appends the record to the durable queue. Exactly once per record id.
+   * and appends the record to the durable queue. Exactly once per record id: a replay is refused here while
+   * the record is queued, and by its journal's unique key once written.
    */
   settle(rec: BillingRecord, holdId: string | null): Promise<SettleResult>;
   /** Seeds a wallet's mirror from the ledger (no-op when present). */

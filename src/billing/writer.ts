@@ -179,7 +179,7 @@ export class JournalWriter {
       const apps = new Set(qs.filter((q) => q.record.prepaid).map((q) => q.record.appId));
       await this.backend.ack({
         shard,
-        records: qs.map((q) => ({ handle: q.handle, appId: q.record.appId, charged: q.record.prepaid ? (q.record.charged ?? q.record.sale) : 0n })),
+        records: qs.map((q) => ({ handle: q.handle, id: q.record.id, appId: q.record.appId, charged: q.record.prepaid ? (q.record.charged ?? q.record.sale) : 0n })),
         wallets: wallets.filter((w) => apps.has(w.appId)),
       });
     }

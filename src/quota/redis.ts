@@ -158,26 +158,28 @@ end
 return {1, now, minute, day, month, rl, rleft, rreset, tl, tleft, treset}
 `;
 
-// KEYS: per scope lease zset + state hash, then queue zset, the done-marker, reservations hash + expiry zset.
-// ARGV: n, lease, dTokens, dCost, minute, day, month, wakeMsg, wakeChannel
+// KEYS: per scope lease zset + state hash, then queue zset, reservations hash + expiry zset.
+// ARGV: n, lease, dTokens, dCost, minute, day, month, wakeMsg, wakeChannel, reservedTokens, reservedCost
+// No per-lease marker (one key per request, kept an hour, grew Redis with the request rate): a lease
+// that reserved tokens or cost is trued up only while its reservation record is live, so a replay, or a
+// settlement after the reaper already gave a dead lease's reservation back, changes nothing.
 const SETTLE_LUA = `
 local n = tonumber(ARGV[1])
-if redis.call('SET', KEYS[2 * n + 2], '1', 'NX', 'PX', 3600000) == false then return 0 end
 local lease, dt, dcost = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local minute, day, month = ARGV[5], ARGV[6], ARGV[7]
+local rt, rc = tonumber(ARGV[10]), tonumber(ARGV[11])
+if (rt > 0 or rc > 0) and redis.call('HDEL', KEYS[2 * n + 2], lease) == 0 then dt, dcost = 0, 0 end
+redis.call('ZREM', KEYS[2 * n + 3], lease)
 for i = 1, n do
   local ck, sk = KEYS[2 * i - 1], KEYS[2 * i]
   redis.call('ZREM', ck, lease)
-  local st = redis.call('HMGET', sk, 'm', 'd', 'mo')
-  if st[1] == minute then redis.call('HSET', sk, 'mu', math.max(0, tonumber(redis.call('HGET', sk, 'mu')) + dt)) end
-  if st[2] == day then
-    redis.call('HSET', sk, 'du', math.max(0, tonumber(redis.call('HGET', sk, 'du')) + dt))
-    redis.call('HSET', sk, 'dc', math.max(0, tonumber(redis.call('HGET', sk, 'dc')) + dcost))
+  if dt ~= 0 or dcost ~= 0 then
+    local st = redis.call('HMGET', sk, 'm', 'd', 'mo', 'mu', 'du', 'dc', 'mc')
+    if st[1] == minute and dt ~= 0 then redis.call('HSET', sk, 'mu', math.max(0, tonumber(st[4]) + dt)) end
+    if st[2] == day then redis.call('HSET', sk, 'du', math.max(0, tonumber(st[5]) + dt), 'dc', math.max(0, tonumber(st[6]) + dcost)) end
+    if st[3] == month and dcost ~= 0 then redis.call('HSET', sk, 'mc', math.max(0, tonumber(st[7]) + dcost)) end
   end
-  if st[3] == month then redis.call('HSET', sk, 'mc', math.max(0, tonumber(redis.call('HGET', sk, 'mc')) + dcost)) end
 end
-redis.call('HDEL', KEYS[2 * n + 3], lease)
-redis.call('ZREM', KEYS[2 * n + 4], lease)
 if redis.call('ZCARD', KEYS[2 * n + 1]) > 0 then redis.call('PUBLISH', ARGV[9], ARGV[8]) end
 return 1
 `;
@@ -272,8 +274,8 @@ export class RedisQuota implements QuotaBackend {
 
   async settle(r: Reservation, actualTokens: number, actualCost: number): Promise<void> {
     const keys = r.scopes.flatMap((s) => this.scopeKeys(r.tag, s));
-    keys.push(this.k(r.tag, `w:${r.queue}`), this.k(r.tag, `done:${r.leaseId}`), this.k(r.tag, 'res'), this.k(r.tag, 'resx'));
-    await this.r.animaSettle(keys.length, ...keys, r.scopes.length, r.leaseId, actualTokens - r.tokens, actualCost - r.cost, r.minute, r.day, r.month, r.queue, this.wakeChannel);
+    keys.push(this.k(r.tag, `w:${r.queue}`), this.k(r.tag, 'res'), this.k(r.tag, 'resx'));
+    await this.r.animaSettle(keys.length, ...keys, r.scopes.length, r.leaseId, actualTokens - r.tokens, actualCost - r.cost, r.minute, r.day, r.month, r.queue, this.wakeChannel, r.tokens, r.cost);
   }
 
   async renew(r: Reservation, ttlMs: number): Promise<void> {

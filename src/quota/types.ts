@@ -69,7 +69,10 @@ export interface Remaining {
 
 export interface QuotaBackend {
   admit(req: AdmitRequest): Promise<AdmitResult>;
-  /** Releases the lease and trues up tokens/cost by (actual - reserved). Idempotent per lease. */
+  /**
+   * Releases the lease and trues up tokens/cost by (actual - reserved). A replay changes nothing when the
+   * lease reserved tokens or cost; otherwise its caller settles once (Admission's lease does).
+   */
   settle(r: Reservation, actualTokens: number, actualCost: number): Promise<void>;
   /** Extends a live lease (long streams). */
   renew(r: Reservation, ttlMs: number): Promise<void>;

@@ -5,6 +5,7 @@
  * requests with upstream failures, fallbacks and client aborts.
  */
 import OpenAI from 'openai';
+import { Redis } from 'ioredis';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FakeUpstream } from '../../fakes/common.js';
@@ -320,6 +321,36 @@ describe('the ledger under load', () => {
     expect(w.unwritten_micros).toBe('0');
     expect(BigInt(w.ledger_balance_micros)).toBe(BigInt(w.spendable_micros));
   }, 120_000);
+
+  it('nothing per request outlives its settlement in Redis: exactly-once markers go when the journal is written, leases leave no marker', async () => {
+    const k = await admin('POST', `/apps/${postpaid.app}/keys`, { name: 'markers' });
+    await admin('POST', '/quotas', { scope: 'key', scope_id: k.key.id, max_concurrency: 50, tokens_per_minute: 10_000_000 });
+    await waitFor(() => [A, B].every((g) => g.config.quota('key', k.key.id)), 3_000, 5);
+    const rs = await Promise.all(Array.from({ length: 60 }, (_, i) => chat(i % 2 ? A : B, k.sk as string)));
+    expect(rs.map((r) => r.status)).toEqual(rs.map(() => 200));
+    await Promise.all(rs.map((r) => r.text()));
+    await flush();
+    const r = new Redis(REDIS_URL);
+    try {
+      const keys: string[] = [];
+      let cursor = '0';
+      do {
+        const [next, batch] = await r.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+        cursor = next;
+        keys.push(...batch);
+      } while (cursor !== '0');
+      expect(keys.filter((x) => x.includes(':done:'))).toEqual([]);
+      const tag = `${prefix}{q:${postpaid.app}}`;
+      expect(await r.hlen(`${tag}:res`)).toBe(0);
+      expect(await r.zcard(`${tag}:c:key:${k.key.id}`)).toBe(0);
+      // The 60 requests were counted once each in the key's day window of tokens (reserved, then trued up).
+      const [du] = await r.hmget(`${tag}:s:key:${k.key.id}`, 'du');
+      const journals = await db.query(`SELECT sum((usage->>'input_tokens')::int + (usage->>'output_tokens')::int)::int AS t FROM ledger_journal WHERE usage->>'key_id' = $1`, [k.key.id]);
+      expect(Number(du)).toBe(journals.rows[0].t);
+    } finally {
+      r.disconnect();
+    }
+  });
 
   it('the report shows revenue, cost and spread by app, alias, channel and day', async () => {
     const r = await admin('GET', '/billing/report?group_by=app,alias,channel,day');
