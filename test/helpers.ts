@@ -192,6 +192,10 @@ export class TcpProxy {
   private readonly sockets = new Set<Socket>();
   private cut = false;
   port = 0;
+  /** Holds every reply (target to client) this long before passing it on, in order. */
+  replyDelayMs = 0;
+  /** When set, every chunk a client sends is recorded with the time it passed. */
+  sent: Array<{ at: number; data: Buffer }> | null = null;
   constructor(private readonly target: { host: string; port: number }) {}
 
   async start(): Promise<this> {
@@ -210,7 +214,14 @@ export class TcpProxy {
       };
       client.on('error', drop).on('close', drop);
       upstream.on('error', drop).on('close', drop);
-      client.pipe(upstream).pipe(client);
+      client.on('data', (d: Buffer) => {
+        this.sent?.push({ at: Date.now(), data: d });
+        upstream.write(d);
+      });
+      upstream.on('data', (d: Buffer) => {
+        if (this.replyDelayMs > 0) setTimeout(() => client.writable && client.write(d), this.replyDelayMs);
+        else client.write(d);
+      });
     });
     await new Promise<void>((r) => this.server!.listen(0, '127.0.0.1', r));
     this.port = (this.server.address() as { port: number }).port;

@@ -166,7 +166,7 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
     },
   });
 
-  const quotaBackend = coord instanceof RedisCoordinator ? new RedisQuota(coord.cmd, settings.redisPrefix) : new MemoryQuota(clock);
+  const quotaBackend = coord instanceof RedisCoordinator ? new RedisQuota(coord.cmd, settings.redisPrefix, coord.tick) : new MemoryQuota(clock);
   const admission = new Admission(
     quotaBackend,
     config,
@@ -187,7 +187,7 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
   if (settings.billing) {
     const backend =
       coord instanceof RedisCoordinator
-        ? new RedisBilling(coord.cmd, settings.redisPrefix, `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`, settings.billingStaleMs)
+        ? new RedisBilling(coord.cmd, settings.redisPrefix, `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`, settings.billingStaleMs, coord.tick)
         : new MemoryBilling(clock);
     const ledger = new Ledger(dbh.db);
     const writer = new JournalWriter(
@@ -277,7 +277,9 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
   metrics.waitingSource = () => admission.waitingNow;
   config.onKeyLookup = (layer, result) => metrics.cacheLookups.labels(layer, result).inc();
 
+  const settlements = new Set<Promise<void>>();
   const server = buildServer({
+    settlements,
     tasks: {
       store: taskStore,
       wake: () => void coord.publish(TOPIC_TASKS, '1').catch(() => worker.wake()),
@@ -371,6 +373,9 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
       await server.close();
       clearTimeout(cut);
       clearInterval(idle);
+      // Answers already sent whose settlements Redis hasn't confirmed yet: their records are in Redis or,
+      // on a failure, spilled to the writer, before the writer stops.
+      await Promise.allSettled([...settlements]);
       await stopWorker;
       // Every settled request is in the queue; write what the database takes now (the rest stays queued).
       await billing?.writer.stop();

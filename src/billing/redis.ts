@@ -1,4 +1,5 @@
 import type { Redis } from 'ioredis';
+import { TickPipeline } from '../coord/tick-pipeline.js';
 import {
   type BillingBackend,
   type BillingRecord,
@@ -183,6 +184,8 @@ export class RedisBilling implements BillingBackend {
     private readonly consumer: string,
     /** A record another consumer holds this long unacknowledged is taken over (its instance died). */
     private readonly staleMs = 30_000,
+    /** Settlements go out at the end of their turn, not behind a batch in flight (see TickPipeline). */
+    private readonly tick: TickPipeline = new TickPipeline(client),
   ) {
     this.r = client as Redis & Cmds;
     if (!('animaBillSettle' in client)) {
@@ -226,7 +229,7 @@ export class RedisBilling implements BillingBackend {
     const shard = shardOf(rec.appId);
     const [w, hz, ha] = this.walletKeys(rec.appId);
     const done = this.doneKey(shard, rec.id);
-    const res = await this.r.animaBillSettle(done, this.stream(shard), w, hz, ha, holdId ?? '', encodeRecord(rec), rec.sale.toString(), rec.prepaid ? '1' : '0', DONE_TTL_S, rec.appId);
+    const res = await this.tick.call<[number, string]>('animaBillSettle', [done, this.stream(shard), w, hz, ha, holdId ?? '', encodeRecord(rec), rec.sale.toString(), rec.prepaid ? '1' : '0', DONE_TTL_S, rec.appId]);
     return { duplicate: res[0] === 0, charged: BigInt(res[1]) };
   }
 

@@ -1,4 +1,5 @@
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
+import { TickPipeline } from './tick-pipeline.js';
 import { type BreakerStore, type ChannelHealth, type Coordinator, type SharedBreakerState, type Unsubscribe, CLOSED_INITIAL } from './types.js';
 
 /**
@@ -89,6 +90,8 @@ export class RedisCoordinator implements Coordinator {
   readonly kind = 'redis' as const;
   readonly breakers: BreakerStore;
   readonly cmd: Redis & Cmds;
+  /** Commands written at the end of the current turn, past auto-pipelining's one batch in flight (settlements). */
+  readonly tick: TickPipeline;
   private sub: Redis | null = null;
   private readonly handlers = new Map<string, Set<(m: string) => void>>();
   private readonly prefix: string;
@@ -126,6 +129,7 @@ export class RedisCoordinator implements Coordinator {
     this.cmd.defineCommand('animaCas', { numberOfKeys: 1, lua: CAS_LUA });
     this.cmd.defineCommand('animaIncrTtl', { numberOfKeys: 1, lua: INCR_TTL_LUA });
     this.breakers = new RedisBreakerStore(this.cmd, this.prefix);
+    this.tick = new TickPipeline(this.cmd);
   }
 
   /**

@@ -16,6 +16,7 @@ import { type MediaHttpDeps, registerMedia } from './media.js';
 import { type Admission, type Lease, rateLimitHeaders } from '../quota/admission.js';
 import { estimateCost, estimateTokens } from '../quota/estimate.js';
 import type { Billing } from '../billing/service.js';
+import { written } from '../coord/tick-pipeline.js';
 import { cacheHitReservation, priceRequest, reservationFor, settleRequest } from '../billing/request.js';
 import { type TaskStore, taskView } from '../tasks/store.js';
 
@@ -65,6 +66,8 @@ export interface HttpDeps {
   responseCache?: ResponseCache;
   /** Largest multipart upload accepted (audio to transcribe, images to edit), bytes. */
   uploadLimit?: number;
+  /** Settlements whose answer has gone out and whose Redis reply hasn't come back: a graceful stop waits for them. */
+  settlements?: Set<Promise<void>>;
   readiness: () => Promise<{ up: boolean; degraded?: boolean; components: Record<string, { status: string; details?: unknown }> }>;
 }
 
@@ -355,9 +358,16 @@ export function buildServer(d: HttpDeps): FastifyInstance {
         const held = lease;
         ctx.beforeFinish = () => {
           // Billing and the quota true-up leave in the same tick, so Redis gets them in one pipelined
-          // write: settleRequest prices the request synchronously before its first await.
+          // write: settleRequest prices the request synchronously before its first await. The answer's
+          // last bytes wait for that write, not for Redis's reply (a round trip off the latency path):
+          // the bill is on its way before the answer is. A reply that reports a failure spills the record
+          // to the journal writer, as an unreachable Redis always did.
           const b = settleRequest(billing, d.config, ctx, body, { recordId: ctx.id, holdId: hold });
-          return held ? Promise.all([b, settleLease(held, ctx)]).then(() => undefined) : b;
+          const p = held ? Promise.all([b, settleLease(held, ctx)]).then(() => undefined) : b;
+          ctx.settling = p;
+          d.settlements?.add(p);
+          void p.finally(() => d.settlements?.delete(p));
+          return written();
         };
       }
       if (hit) {
@@ -381,6 +391,7 @@ export function buildServer(d: HttpDeps): FastifyInstance {
       if (!sink.headersSent) writeError(ctx, sink, ge);
       else sink.end();
     } finally {
+      if (ctx.settling) await ctx.settling;
       if (billing && !ctx.billed) {
         if (ctx.app && reqBody) await settleRequest(billing, d.config, ctx, reqBody, { recordId: ctx.id, holdId });
         else if (holdId && ctx.app) await billing.release(ctx.app.id, holdId);

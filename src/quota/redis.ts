@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
 import { subscriberOf } from '../coord/redis.js';
+import { TickPipeline } from '../coord/tick-pipeline.js';
 import type { AdmitRequest, AdmitResult, LimitKind, QuotaBackend, Remaining, Reservation, ScopeLimits } from './types.js';
 
 /**
@@ -219,7 +220,12 @@ export class RedisQuota implements QuotaBackend {
   private sub: Redis | null = null;
   private readonly wakeChannel: string;
 
-  constructor(redis: Redis, private readonly prefix: string) {
+  constructor(
+    redis: Redis,
+    private readonly prefix: string,
+    /** Settlements go out at the end of their turn, not behind a batch in flight (see TickPipeline). */
+    private readonly tick: TickPipeline = new TickPipeline(redis),
+  ) {
     this.r = redis as Redis & Cmds;
     this.r.defineCommand('animaAdmit', { lua: ADMIT_LUA });
     this.r.defineCommand('animaSettle', { lua: SETTLE_LUA });
@@ -275,7 +281,7 @@ export class RedisQuota implements QuotaBackend {
   async settle(r: Reservation, actualTokens: number, actualCost: number): Promise<void> {
     const keys = r.scopes.flatMap((s) => this.scopeKeys(r.tag, s));
     keys.push(this.k(r.tag, `w:${r.queue}`), this.k(r.tag, 'res'), this.k(r.tag, 'resx'));
-    await this.r.animaSettle(keys.length, ...keys, r.scopes.length, r.leaseId, actualTokens - r.tokens, actualCost - r.cost, r.minute, r.day, r.month, r.queue, this.wakeChannel, r.tokens, r.cost);
+    await this.tick.call('animaSettle', [keys.length, ...keys, r.scopes.length, r.leaseId, actualTokens - r.tokens, actualCost - r.cost, r.minute, r.day, r.month, r.queue, this.wakeChannel, r.tokens, r.cost]);
   }
 
   async renew(r: Reservation, ttlMs: number): Promise<void> {

@@ -417,6 +417,39 @@ describe('the database goes away for 10 s under load', () => {
   }, 60_000);
 });
 
+describe('settlement off the latency path', () => {
+  it("the answer doesn't wait for Redis to confirm its settlement, but the settlement is sent before the answer", async () => {
+    const redisProxy = await new TcpProxy({ host: '127.0.0.1', port: Number(new URL(REDIS_URL).port || 6379) }).start();
+    const C = await startTestGateway({ databaseUrl: tdb.url, redisUrl: `redis://127.0.0.1:${redisProxy.port}`, redisPrefix: prefix });
+    try {
+      await waitFor(() => C.config.price('main', null), 3_000, 5);
+      expect((await chat(C, postpaid.sk)).status).toBe(200);
+      // Every Redis reply now takes 400 ms. A postpaid key without quotas has no Redis call before the
+      // upstream, and the settlement's reply is awaited only after the answer is out.
+      redisProxy.replyDelayMs = 400;
+      redisProxy.sent = [];
+      const t0 = Date.now();
+      const r = await chat(C, postpaid.sk);
+      const body = await r.text();
+      const answeredAt = Date.now();
+      expect(r.status).toBe(200);
+      expect(JSON.parse(body).choices[0].message.content.length).toBeGreaterThan(0);
+      expect(answeredAt - t0).toBeLessThan(300);
+      const rid = r.headers.get('x-request-id')!;
+      // The record (it carries the request id) had reached the Redis connection before the client had its answer.
+      const sentAt = redisProxy.sent.find((c) => c.data.includes(rid))?.at;
+      expect(sentAt).toBeDefined();
+      expect(sentAt!).toBeLessThanOrEqual(answeredAt);
+      await C.billing!.writer.flush();
+      await waitFor(async () => (await journalsOf(rid)).length === 1, 10_000, 50);
+    } finally {
+      redisProxy.replyDelayMs = 0;
+      await C.close();
+      await redisProxy.close();
+    }
+  }, 30_000);
+});
+
 describe('Redis and the database both gone', () => {
   it('a settled record waits in memory; new requests get 503 service_unavailable rather than go unbilled; all drains when they return', async () => {
     const pgProxy = await new TcpProxy({ host: '127.0.0.1', port: 5432 }).start();
@@ -433,7 +466,9 @@ describe('Redis and the database both gone', () => {
       const first = await chat(C, postpaid.sk);
       expect(first.status).toBe(200);
       const rid = first.headers.get('x-request-id')!;
-      await waitFor(() => C.billing!.blocked(), 5_000, 20);
+      // The answer went out with its settlement handed to Redis; the settlement fails when the command
+      // times out (5 s: the proxy drops, it doesn't refuse), spills to the writer, which can't write either.
+      await waitFor(() => C.billing!.blocked(), 12_000, 20);
       const refused = await chat(C, postpaid.sk);
       expect(refused.status).toBe(503);
       expect(((await refused.json()) as { error: { code: string } }).error.code).toBe('service_unavailable');

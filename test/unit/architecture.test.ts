@@ -36,7 +36,7 @@ const ALLOWED: Record<string, string[]> = {
   relay: ['core', 'lib', 'providers', 'breaker', 'config', 'coord'],
   http: ['core', 'lib', 'providers', 'relay', 'config', 'observability', 'coord', 'quota', 'tasks', 'billing'],
   quota: ['core', 'lib', 'config', 'coord'],
-  billing: ['core', 'lib', 'store', 'config', 'relay', 'quota'],
+  billing: ['core', 'lib', 'store', 'config', 'relay', 'quota', 'coord'],
   tasks: ['core', 'lib', 'config', 'quota', 'relay', 'store', 'providers', 'billing', 'breaker'],
   app: ['*'],
 };
