@@ -143,6 +143,12 @@ async function main(): Promise<void> {
     await insertChannel(dbh.db, { code: 'one', provider: 'openai', baseUrl: upA + '/v1', credential: 'bench' });
     await insertChannel(dbh.db, { code: 'two', provider: 'openai', baseUrl: upB + '/v1', credential: 'bench' });
     await insertAlias(dbh.db, { name: 'bench', tiers: [[{ channel: 'one', model: 'gpt-bench' }], [{ channel: 'two', model: 'gpt-bench' }]] });
+    // The same upstream as 'one' behind a breaker that opens at a 10% failure rate (the default is 50%,
+    // which a channel failing 20% of calls never reaches): scenario 4 again, with the breaker taking the
+    // failing channel out of rotation instead of every fifth request paying for a failed attempt.
+    await insertChannel(dbh.db, { code: 'one-strict', provider: 'openai', baseUrl: upA + '/v1', credential: 'bench', settings: { breaker: { failureRate: 0.1, minCalls: 20 } } });
+    await insertAlias(dbh.db, { name: 'bench-strict', tiers: [[{ channel: 'one-strict', model: 'gpt-bench' }], [{ channel: 'two', model: 'gpt-bench' }]] });
+    await dbh.db.insertInto('price').values({ alias: 'bench-strict', sale_input_per_mtok: 2_000_000, sale_output_per_mtok: 4_000_000, cost_input_per_mtok: 1_000_000, cost_output_per_mtok: 2_000_000 }).execute();
     await dbh.db.insertInto('price').values({ alias: 'bench', sale_input_per_mtok: 2_000_000, sale_output_per_mtok: 4_000_000, cost_input_per_mtok: 1_000_000, cost_output_per_mtok: 2_000_000 }).execute();
     const app = await insertApp(dbh.db, 'bench');
     // Every gateway request passes quota admission: a key with limits high enough never to bind.
@@ -179,12 +185,12 @@ async function main(): Promise<void> {
     const off = offRun ? offRun.m[1]! : null;
     const rawP = await run(['dist/bench/raw-proxy.js', upA, '0'], {}, LISTEN);
     const raw = rawP.m[1]!;
-    const pidOf: Record<string, number | undefined> = { raw: rawP.p.pid, gateway: gw.p.pid, off: offRun?.p.pid, bare: offRun?.p.pid };
+    const pidOf: Record<string, number | undefined> = { raw: rawP.p.pid, gateway: gw.p.pid, off: offRun?.p.pid, bare: offRun?.p.pid, strict: gw.p.pid };
 
     const chatBody = (stream: boolean, model: string) => JSON.stringify({ model, messages: [{ role: 'user', content: 'Say something short about gateways.' }], ...(stream ? { stream: true, stream_options: { include_usage: true } } : {}) });
     const upHeaders = { 'content-type': 'application/json', authorization: 'Bearer bench' };
     const gwHeaders = { 'content-type': 'application/json', authorization: `Bearer ${key.sk}` };
-    type Target = 'direct' | 'raw' | 'gateway' | 'off' | 'bare';
+    type Target = 'direct' | 'raw' | 'gateway' | 'off' | 'bare' | 'strict';
     const bareHeaders = { 'content-type': 'application/json', authorization: `Bearer ${bareKey.sk}` };
     const hit = (t: Target, stream: boolean, o: { duration?: number; rate?: number } = {}) =>
       t === 'direct'
@@ -193,14 +199,16 @@ async function main(): Promise<void> {
           ? cannon(raw + '/v1/chat/completions', upHeaders, chatBody(stream, 'gpt-bench'), o)
           : t === 'bare'
             ? cannon(off! + '/v1/chat/completions', bareHeaders, chatBody(stream, 'bench'), o)
-            : cannon((t === 'off' ? off! : gateway) + '/v1/chat/completions', gwHeaders, chatBody(stream, 'bench'), o);
+            : t === 'strict'
+              ? cannon(gateway + '/v1/chat/completions', gwHeaders, chatBody(stream, 'bench-strict'), o)
+              : cannon((t === 'off' ? off! : gateway) + '/v1/chat/completions', gwHeaders, chatBody(stream, 'bench'), o);
     const decompose = process.argv.includes('--decompose') && off !== null;
 
     const scenarios: Array<{ name: string; stream: boolean; faultA: Record<string, unknown> | null; faultB: Record<string, unknown> | null; rate?: number; targets: Target[] }> = [
       { name: 'json', stream: false, faultA: null, faultB: null, targets: ['direct', 'raw', 'gateway', ...(off ? ['off' as const] : []), ...(decompose ? ['bare' as const] : [])] },
       { name: 'stream', stream: true, faultA: { chunks: 20 }, faultB: { chunks: 20 }, targets: ['direct', 'raw', 'gateway', ...(off ? ['off' as const] : [])] },
       { name: 'rate', stream: false, faultA: { latencyMs: 50 }, faultB: { latencyMs: 50 }, rate: RATE, targets: ['direct', 'raw', 'gateway', ...(off ? ['off' as const] : [])] },
-      { name: 'fallback', stream: false, faultA: { latencyMs: 50, status: 500, failRate: 0.2 }, faultB: { latencyMs: 50 }, rate: RATE, targets: ['gateway'] },
+      { name: 'fallback', stream: false, faultA: { latencyMs: 50, status: 500, failRate: 0.2 }, faultB: { latencyMs: 50 }, rate: RATE, targets: ['gateway', 'strict'] },
     ];
     // --only json,stream: run just those scenarios (for profiling; the JSON summary then lacks the rest).
     const only = process.argv.includes('--only') ? new Set(process.argv[process.argv.indexOf('--only') + 1]!.split(',')) : null;
@@ -250,6 +258,7 @@ async function main(): Promise<void> {
     for (const [name, r] of Object.entries(results)) {
       console.log(`${name} | ${f(r.direct)} | ${f(r.raw)} | ${f(r.gateway)} | ${f(r.off)}${decompose ? ` | ${f(r.bare)}` : ''} | ${r.raw && r.gateway ? (r.gateway.rps / r.raw.rps).toFixed(3) : '-'}`);
     }
+    if (results.fallback?.strict) console.log(`fallback, breaker opening at 10% failures (default 50%) | - | - | ${f(results.fallback.strict)} | - | -`);
     if (decompose && results.json?.bare && results.json.raw) console.log(`\nbare gateway / raw proxy, JSON: ${(results.json.bare.rps / results.json.raw.rps).toFixed(3)}`);
     if (only) return; // a partial run (--only) prints its table and no summary
     const J = results.json!;
@@ -257,7 +266,7 @@ async function main(): Promise<void> {
     const R = results.rate!;
     const F = results.fallback!;
     console.log(`\nCPU per request, JSON: gateway ${J.gateway!.cpuUs} µs vs raw proxy ${J.raw!.cpuUs} µs${J.off ? ` (billing off ${J.off.cpuUs} µs)` : ''}; stream: gateway ${S.gateway!.cpuUs} µs vs raw ${S.raw!.cpuUs} µs`);
-    console.log(`at ${RATE} rps with a 50 ms upstream: gateway adds p50 ${(R.gateway!.p50 - R.direct!.p50).toFixed(1)} ms / p99 ${(R.gateway!.p99 - R.direct!.p99).toFixed(1)} ms over direct; with 20% first-channel failures p99 +${(F.gateway!.p99 - R.direct!.p99).toFixed(1)} ms`);
+    console.log(`at ${RATE} rps with a 50 ms upstream: gateway adds p50 ${(R.gateway!.p50 - R.direct!.p50).toFixed(1)} ms / p99 ${(R.gateway!.p99 - R.direct!.p99).toFixed(1)} ms over direct; with 20% first-channel failures p99 +${(F.gateway!.p99 - R.direct!.p99).toFixed(1)} ms (+${(F.strict!.p99 - R.direct!.p99).toFixed(1)} ms when the channel's breaker opens at 10%)`);
     if (production) console.log(`journals written: ${journals} in ${billedSeconds.toFixed(1)} s of billed load = ${(journals / billedSeconds).toFixed(0)} journals/s; gateway RSS ${rss} MiB`);
     const errors = Object.values(results).reduce((s, r) => s + (r.gateway?.errors ?? 0) + (r.off?.errors ?? 0), 0);
     console.log(
@@ -267,6 +276,7 @@ async function main(): Promise<void> {
         added_p50_ms: +(R.gateway!.p50 - R.direct!.p50).toFixed(1),
         added_p99_ms: +(R.gateway!.p99 - R.direct!.p99).toFixed(1),
         fallback_added_p99_ms: +(F.gateway!.p99 - R.direct!.p99).toFixed(1),
+        fallback_breaker_10pct_added_p99_ms: +(F.strict!.p99 - R.direct!.p99).toFixed(1),
         rss_mb: rss,
         json_rps: Math.round(J.gateway!.rps),
         json_cpu_us_per_req: J.gateway!.cpuUs,

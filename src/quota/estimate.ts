@@ -33,6 +33,34 @@ function geminiParts(c: unknown, parts: string[], images: { n: number }): void {
   }
 }
 
+/**
+ * Token counts of recently seen texts. A conversation resends its whole history (and its system prompt)
+ * every turn, so most of a prompt was counted before: BPE was the single largest cost of admitting a
+ * request with a token limit. Bounded: the oldest entries go first; long texts aren't kept.
+ */
+const COUNTED = new Map<string, number>();
+/** Characters held as keys, at most (~16 MB of strings). */
+const COUNTED_MAX_CHARS = 8_000_000;
+const COUNTED_MAX_TEXT = 32_768;
+let countedChars = 0;
+
+function tokensOf(text: string): number {
+  if (text.length === 0) return 0;
+  if (text.length > COUNTED_MAX_TEXT) return countTokens(text);
+  let n = COUNTED.get(text);
+  if (n === undefined) {
+    n = countTokens(text);
+    countedChars += text.length;
+    while (countedChars > COUNTED_MAX_CHARS) {
+      const oldest = COUNTED.keys().next().value!;
+      COUNTED.delete(oldest);
+      countedChars -= oldest.length;
+    }
+    COUNTED.set(text, n);
+  }
+  return n;
+}
+
 /** `dialect` is the inbound wire format's name (providers' InboundDialect), when the caller knows it. */
 export function estimateTokens(body: Record<string, unknown>, dialect?: string): { prompt: number; total: number } {
   const parts: string[] = [];
@@ -60,7 +88,9 @@ export function estimateTokens(body: Record<string, unknown>, dialect?: string):
   }
   if (body.input !== undefined) parts.push(typeof body.input === 'string' ? body.input : JSON.stringify(body.input));
   if (body.tools) parts.push(JSON.stringify(body.tools));
-  const prompt = countTokens(parts.join('\n')) + messages * PER_MESSAGE_OVERHEAD + images.n * PER_IMAGE;
+  let text = parts.length ? parts.length - 1 : 0; // the separators a joined text would have
+  for (const p of parts) text += tokensOf(p);
+  const prompt = text + messages * PER_MESSAGE_OVERHEAD + images.n * PER_IMAGE;
   const gc = body.generationConfig as { maxOutputTokens?: unknown } | undefined;
   const maxOut = [body.max_completion_tokens, body.max_tokens, body.max_output_tokens, gc?.maxOutputTokens].find((v) => Number.isInteger(v) && (v as number) > 0) as number | undefined;
   // Embeddings (and speech) produce no output tokens; everything else may produce up to its maximum.
