@@ -192,6 +192,9 @@ async function main(): Promise<void> {
     const gwHeaders = { 'content-type': 'application/json', authorization: `Bearer ${key.sk}` };
     type Target = 'direct' | 'raw' | 'gateway' | 'off' | 'bare' | 'strict';
     const bareHeaders = { 'content-type': 'application/json', authorization: `Bearer ${bareKey.sk}` };
+    // --twin-bare: the twin's "billing off" runs use the key without quota, so the twin is the bare gateway
+    // alone (for a profile to set against the full gateway's: bench/profile-diff.ts).
+    const twinHeaders = process.argv.includes('--twin-bare') ? bareHeaders : gwHeaders;
     const hit = (t: Target, stream: boolean, o: { duration?: number; rate?: number } = {}) =>
       t === 'direct'
         ? cannon(upA + '/v1/chat/completions', upHeaders, chatBody(stream, 'gpt-bench'), o)
@@ -201,7 +204,7 @@ async function main(): Promise<void> {
             ? cannon(off! + '/v1/chat/completions', bareHeaders, chatBody(stream, 'bench'), o)
             : t === 'strict'
               ? cannon(gateway + '/v1/chat/completions', gwHeaders, chatBody(stream, 'bench-strict'), o)
-              : cannon((t === 'off' ? off! : gateway) + '/v1/chat/completions', gwHeaders, chatBody(stream, 'bench'), o);
+              : cannon((t === 'off' ? off! : gateway) + '/v1/chat/completions', t === 'off' ? twinHeaders : gwHeaders, chatBody(stream, 'bench'), o);
     const decompose = process.argv.includes('--decompose') && off !== null;
 
     const scenarios: Array<{ name: string; stream: boolean; faultA: Record<string, unknown> | null; faultB: Record<string, unknown> | null; rate?: number; targets: Target[] }> = [
