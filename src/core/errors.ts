@@ -40,6 +40,7 @@ export const ERRORS = {
   key_disabled: { status: 403, type: 'permission_error', retryable: false },
   key_expired: { status: 403, type: 'permission_error', retryable: false },
   app_disabled: { status: 403, type: 'permission_error', retryable: false },
+  token_group_disabled: { status: 403, type: 'permission_error', retryable: false },
   model_not_allowed: { status: 403, type: 'permission_error', retryable: false },
   // --- upstream, after the chain is exhausted ---
   upstream_error: { status: 502, type: 'api_error', retryable: true },

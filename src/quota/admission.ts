@@ -120,7 +120,7 @@ export class Admission {
     try {
       for (const g of groups) {
         const leaseId = uniqueId('l_');
-        const req = { tag: g.tag, scopes: g.scopes, leaseId, leaseTtlMs: this.opts.leaseTtlMs, tokens: est.tokens, cost: est.cost, queue: key.id };
+        const req = { tag: g.tag, scopes: g.scopes, leaseId, leaseTtlMs: this.opts.leaseTtlMs, tokens: est.tokens, cost: est.cost, queue: key.id, mayQueue: key.queueMode === 'WAIT' };
         let backend = this.backend;
         let res: AdmitResult;
         try {

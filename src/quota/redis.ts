@@ -37,15 +37,22 @@ end
 
 // KEYS: per scope i: [2i-1] lease zset, [2i] state hash; then queue zset, queue deadlines hash,
 //       reservations hash, reservation expiry zset.
-// ARGV: n, leaseId, ttl, tokens, cost, waiterId|'' then 7 numbers per scope:
+// ARGV: n, leaseId, ttl, tokens, cost, waiterId|'', mayQueue '1'|'0', then 7 numbers per scope:
 //       maxConcurrency, qps, burst, tokensPerMinute, tokensPerDay, costPerDay, costPerMonth
 // Returns {1, now, minute, day, month, reqLimit, reqLeft, reqReset, tokLimit, tokLeft, tokReset}
 //      or {0, now, limitName, scopeIndex, retryAfterMs} or {2, now} (queued: not the head).
+//
+// Every redis.call costs a script far more than the command itself, so the common case makes 8 of them
+// (TIME, the reaper's look, and per scope HMGET, ZCOUNT, ZADD, HSET, plus the reservation's HSET and
+// ZADD). Housekeeping — dropping expired leases, refreshing key expiries — runs on a scope's first
+// admission in each minute (its stored minute differs): expired leases are never counted meanwhile
+// (ZCOUNT from now), and every expiry is days or a multiple of the lease TTL.
 const ADMIT_LUA =
   MONTH_LUA +
   `
 local n = tonumber(ARGV[1])
 local lease, ttl, tokens, cost, waiter = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local may_queue = ARGV[7] == '1'
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -72,8 +79,9 @@ for _, id in ipairs(dead) do
   redis.call('ZREM', rx, id)
 end
 if waiter == '' then
-  -- Others are already waiting for this key: no jumping the queue; join its tail.
-  if redis.call('ZCARD', qk) > 0 then return {0, now, 'concurrency', 1, 1000} end
+  -- Others are already waiting for this key: no jumping the queue; join its tail. Only a WAIT key has a
+  -- queue (one left over from a mode change drains by its waiters' timeouts).
+  if may_queue and redis.call('ZCARD', qk) > 0 then return {0, now, 'concurrency', 1, 1000} end
 else
   while true do
     local head = redis.call('ZRANGE', qk, 0, 0)[1]
@@ -89,17 +97,20 @@ else
     end
   end
 end
-local tats, wins = {}, {}
+local tats, wins, fresh = {}, {}, {}
+local housekeep = false
 for i = 1, n do
-  local b = 6 + (i - 1) * 7
+  local b = 7 + (i - 1) * 7
   local maxc, qps, burst = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
   local tpm, tpd, cpd, cpm = tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6]), tonumber(ARGV[b + 7])
   local ck, sk = KEYS[2 * i - 1], KEYS[2 * i]
-  if maxc > 0 then
-    redis.call('ZREMRANGEBYSCORE', ck, '-inf', now)
-    if redis.call('ZCARD', ck) >= maxc then return {0, now, 'concurrency', i, 1000} end
-  end
   local st = redis.call('HMGET', sk, 'tat', 'm', 'mu', 'd', 'du', 'dc', 'mo', 'mc')
+  fresh[i] = tonumber(st[2] or '-1') ~= minute
+  if fresh[i] then housekeep = true end
+  if maxc > 0 then
+    if fresh[i] then redis.call('ZREMRANGEBYSCORE', ck, '-inf', now) end
+    if redis.call('ZCOUNT', ck, '(' .. now, '+inf') >= maxc then return {0, now, 'concurrency', i, 1000} end
+  end
   local tat = tonumber(st[1] or '0')
   if qps > 0 then
     -- microseconds: at thousands of requests per second a millisecond clock would admit one per ms
@@ -109,7 +120,7 @@ for i = 1, n do
     if tat - now_us > tau then return {0, now, 'qps', i, math.ceil((tat - now_us - tau) / 1000)} end
     tat = tat + T
   end
-  local mu = (tonumber(st[2] or '-1') == minute) and tonumber(st[3]) or 0
+  local mu = fresh[i] and 0 or tonumber(st[3])
   local du = (tonumber(st[4] or '-1') == day) and tonumber(st[5]) or 0
   local dc = (tonumber(st[4] or '-1') == day) and tonumber(st[6]) or 0
   local mc = (tonumber(st[7] or '-1') == month) and tonumber(st[8]) or 0
@@ -122,16 +133,16 @@ for i = 1, n do
 end
 local rl, rleft, rreset, tl, tleft, treset = -1, -1, 0, -1, -1, 0
 for i = 1, n do
-  local b = 6 + (i - 1) * 7
+  local b = 7 + (i - 1) * 7
   local maxc, qps, burst, tpm = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
   local ck, sk = KEYS[2 * i - 1], KEYS[2 * i]
   if maxc > 0 then
     redis.call('ZADD', ck, now + ttl, lease)
-    redis.call('PEXPIRE', ck, ttl * 2)
+    if fresh[i] then redis.call('PEXPIRE', ck, math.max(ttl * 2, 120000)) end
   end
   local w = wins[i]
   redis.call('HSET', sk, 'tat', string.format('%.0f', tats[i]), 'm', minute, 'mu', w[1] + tokens, 'd', day, 'du', w[2] + tokens, 'dc', w[3] + cost, 'mo', month, 'mc', w[4] + cost)
-  redis.call('PEXPIRE', sk, 32 * 86400000)
+  if fresh[i] then redis.call('PEXPIRE', sk, 32 * 86400000) end
   if qps > 0 then
     local T = 1000000 / qps
     local lim = math.max(0, burst) + 1
@@ -148,8 +159,10 @@ if tokens > 0 or cost > 0 then
   for i = 1, n do sks[i] = KEYS[2 * i] end
   redis.call('HSET', rk, lease, cjson.encode({t = tokens, c = cost, m = minute, d = day, mo = month, s = sks}))
   redis.call('ZADD', rx, now + ttl, lease)
-  redis.call('PEXPIRE', rk, 32 * 86400000)
-  redis.call('PEXPIRE', rx, 32 * 86400000)
+  if housekeep then
+    redis.call('PEXPIRE', rk, 32 * 86400000)
+    redis.call('PEXPIRE', rx, 32 * 86400000)
+  end
 end
 if waiter ~= '' then
   redis.call('ZREM', qk, waiter)
@@ -245,7 +258,7 @@ export class RedisQuota implements QuotaBackend {
     const keys = req.scopes.flatMap((s) => this.scopeKeys(req.tag, s));
     const queue = req.waiter?.queue ?? req.queue;
     keys.push(this.k(req.tag, `w:${queue}`), this.k(req.tag, `wd:${queue}`), this.k(req.tag, 'res'), this.k(req.tag, 'resx'));
-    const argv: Array<string | number> = [n, req.leaseId, req.leaseTtlMs, req.tokens, req.cost, req.waiter?.id ?? ''];
+    const argv: Array<string | number> = [n, req.leaseId, req.leaseTtlMs, req.tokens, req.cost, req.waiter?.id ?? '', req.mayQueue === false ? '0' : '1'];
     for (const s of req.scopes) argv.push(s.maxConcurrency, s.qps, s.qpsBurst, s.tokensPerMinute, s.tokensPerDay, s.costPerDay, s.costPerMonth);
     argv.push(queue, this.wakeChannel);
     const res = await this.r.animaAdmit(keys.length, ...keys, ...argv);
@@ -288,7 +301,13 @@ export class RedisQuota implements QuotaBackend {
     const t = await this.r.time();
     const now = Number(t[0]) * 1000 + Math.floor(Number(t[1]) / 1000);
     await Promise.all([
-      ...r.scopes.filter((s) => s.maxConcurrency > 0).map((s) => this.r.zadd(this.scopeKeys(r.tag, s)[0], 'XX', now + ttlMs, r.leaseId)),
+      ...r.scopes
+        .filter((s) => s.maxConcurrency > 0)
+        .flatMap((s) => {
+          const ck = this.scopeKeys(r.tag, s)[0];
+          // A long answer keeps its scope's lease set alive even with no admission to refresh it.
+          return [this.r.zadd(ck, 'XX', now + ttlMs, r.leaseId), this.r.pexpire(ck, Math.max(ttlMs * 2, 120_000))];
+        }),
       this.r.zadd(this.k(r.tag, 'resx'), 'XX', now + ttlMs, r.leaseId),
     ]);
   }

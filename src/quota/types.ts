@@ -35,6 +35,8 @@ export interface AdmitRequest {
   queue: string;
   /** WAIT mode: admit only if this waiter is at the head of `queue` (else 'queued'). */
   waiter?: { queue: string; id: string };
+  /** false: the key isn't in WAIT mode, so nobody can be queued ahead (saves the check). Default true. */
+  mayQueue?: boolean;
 }
 
 export interface Reservation {

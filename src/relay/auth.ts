@@ -30,8 +30,19 @@ export async function authenticate(config: ConfigCache, ctx: RequestContext, h: 
   if (!isEffective(key, now)) throw new GatewayError('key_expired', 'This API key is not valid at this time (outside its effective window).');
   const app = config.app(key.appId, now);
   if (!app || !app.enabled) throw new GatewayError('app_disabled', "This API key's app is disabled.");
+  refuseDisabledGroup(config, key.tokenGroupId, now);
   ctx.key = key;
   ctx.app = app;
+}
+
+/**
+ * A key in a disabled token group is refused, as a key of a disabled app is: `enabled` on a grouping of
+ * keys switches its members off. (A group outside its effective window is no group: x1 price, no group limits.)
+ */
+export function refuseDisabledGroup(config: ConfigCache, tokenGroupId: string | null, now: number): void {
+  if (tokenGroupId && config.tokenGroup(tokenGroupId, now)?.enabled === false) {
+    throw new GatewayError('token_group_disabled', "This API key's token group is disabled.");
+  }
 }
 
 /** Stage 2: which alias. Unknown, disabled and not-granted aliases all answer 404 (no existence leak). */

@@ -19,10 +19,16 @@ pg.types.setTypeParser(20, (v: string) => BigInt(v));
  * Opens the database: PostgreSQL when `databaseUrl` is given, otherwise an embedded PGlite data folder
  * (`dataDir`, or in memory when it is 'memory://'). Runs migrations before returning.
  */
-export async function openDatabase(opts: { databaseUrl?: string | undefined; dataDir: string; poolSize?: number }): Promise<DbHandle> {
+export async function openDatabase(opts: {
+  databaseUrl?: string | undefined;
+  dataDir: string;
+  poolSize?: number;
+  /** How long a query waits for a pooled connection before failing (default 5 s). */
+  connectTimeoutMs?: number;
+}): Promise<DbHandle> {
   let handle: DbHandle;
   if (opts.databaseUrl) {
-    const pool = new pg.Pool({ connectionString: opts.databaseUrl, max: opts.poolSize ?? 10, connectionTimeoutMillis: 5000 });
+    const pool = new pg.Pool({ connectionString: opts.databaseUrl, max: opts.poolSize ?? 10, connectionTimeoutMillis: opts.connectTimeoutMs ?? 5000 });
     pool.on('error', () => {}); // idle-client errors surface on the next query instead of crashing the process
     // A checked-out client has no pool listener: its connection dropping between two statements of a
     // transaction would emit an unhandled 'error' and kill the process. The statement in flight (or the

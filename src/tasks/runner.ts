@@ -6,7 +6,7 @@ import type { Admission } from '../quota/admission.js';
 import { actualCost, estimateCost, estimateTokens } from '../quota/estimate.js';
 import { reservationFor, settleRequest } from '../billing/request.js';
 import type { Billing } from '../billing/service.js';
-import { resolveAlias } from '../relay/auth.js';
+import { refuseDisabledGroup, resolveAlias } from '../relay/auth.js';
 import { RequestContext } from '../relay/context.js';
 import { type ClientSink, type Relay, writeError } from '../relay/relay.js';
 import type { TaskRow } from './store.js';
@@ -64,6 +64,7 @@ export function taskRunner(d: { config: ConfigCache; admission: Admission; relay
       if (!key || !key.enabled || !isEffective(key, now)) throw new GatewayError('key_disabled', 'The key that queued this task is disabled or gone.');
       const app = d.config.app(key.appId, now);
       if (!app?.enabled) throw new GatewayError('app_disabled', "The key's app is disabled.");
+      refuseDisabledGroup(d.config, key.tokenGroupId, now);
       ctx.key = key;
       ctx.app = app;
       resolveAlias(d.config, ctx, String(body.model), now);

@@ -253,6 +253,38 @@ describe('prepaid wallets', () => {
   });
 });
 
+describe('token groups', () => {
+  it("a key in a group is billed at the group's multiplier and held to the group's limits; disabling the group refuses its keys", async () => {
+    const g = await admin('POST', '/token-groups', { id: 'double', name: 'double', price_multiplier_ppm: 2_000_000 });
+    const k = await admin('POST', `/apps/${postpaid.app}/keys`, { name: 'grouped', token_group_id: g.id });
+    await admin('POST', '/quotas', { scope: 'token_group', scope_id: g.id, qps: 0.01, qps_burst: 0 });
+    await waitFor(() => [A, B].every((x) => x.config.tokenGroup(g.id) && x.config.quota('token_group', g.id) && x.config.keyById(k.key.id)), 3_000, 5);
+    const r = await chat(A, k.sk);
+    expect(r.status).toBe(200);
+    const rid = r.headers.get('x-request-id')!;
+    // The group's QPS (one request per 100 s, no burst) holds across both instances.
+    const over = await chat(B, k.sk);
+    expect(over.status).toBe(429);
+    expect(((await over.json()) as { error: { code: string } }).error.code).toBe('rate_limit_exceeded');
+    await flush();
+    const [j] = await journalsOf(rid);
+    const u = j!.usage as { input_tokens: number; output_tokens: number };
+    // Sale at twice the alias price (2 / 4 micro per input / output token); cost at the upstream's, unchanged.
+    expect(-amount(j!, 'revenue')).toBe(2n * BigInt(u.input_tokens * 2 + u.output_tokens * 4));
+    const cur = await admin('GET', `/token-groups/${g.id}`);
+    await admin('PATCH', `/token-groups/${g.id}`, { enabled: false, version_no: cur.version_no });
+    await waitFor(() => [A, B].every((x) => x.config.tokenGroup(g.id)?.enabled === false), 3_000, 5);
+    for (const x of [A, B]) {
+      const refused = await chat(x, k.sk);
+      expect(refused.status).toBe(403);
+      const e = (await refused.json()) as { error: { code: string; type: string } };
+      expect(e.error).toMatchObject({ code: 'token_group_disabled', type: 'permission_error' });
+    }
+    // Keys outside the group are untouched.
+    expect((await chat(A, postpaid.sk)).status).toBe(200);
+  });
+});
+
 describe('prices in force at the request time', () => {
   it('a price change at T bills requests before and after T at their own prices', async () => {
     await admin('POST', '/aliases', { name: 'timed', chain: [{ targets: [{ channel: 'one', model: 'm1' }] }] });
