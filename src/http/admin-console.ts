@@ -9,6 +9,7 @@ import type { ServerResponse } from 'node:http';
 import { GatewayError } from '../core/errors.js';
 import type { TrafficStats } from '../observability/stats.js';
 import type { QuotaBackend } from '../quota/types.js';
+import { cancelTask } from '../tasks/media.js';
 import { ACTIVE, type TaskRow, type TaskStore, taskView } from '../tasks/store.js';
 import type { AdminDeps } from './admin.js';
 
@@ -167,12 +168,10 @@ export function registerConsoleRoutes(r: FastifyInstance, d: AdminDeps, circuits
     const t = await ts.store.byId(id);
     if (!t) throw new GatewayError('not_found', 'No such task.');
     if (!ACTIVE.includes(t.status)) return adminTaskView(t, true);
-    const res = await ts.store.cancel(t.id, t.app_id);
+    const res = await cancelTask(ts.store, t.id, t.app_id, ts);
     if (!res) throw new GatewayError('not_found', 'No such task.');
-    if (res.cancelled) await ts.afterCancel(res.task);
-    else ts.wake(); // a worker holds it: it cancels at the end of its step
-    await d.admin.record(req.actor!, 'task_cancel', 'task', t.id, { status: t.status }, { status: res.task.status, cancel_requested: true }, req.id);
-    return adminTaskView(res.task, true);
+    await d.admin.record(req.actor!, 'task_cancel', 'task', t.id, { status: t.status }, { status: res.status, cancel_requested: true }, req.id);
+    return adminTaskView(res, true);
   });
 
   // ---- live stream: one snapshot per second shared by every open stream ----

@@ -23,7 +23,7 @@ import type { Clock } from '../lib/clock.js';
 import type { MediaKind } from '../providers/media.js';
 import { authenticate, resolveAlias } from '../relay/auth.js';
 import { RequestContext } from '../relay/context.js';
-import type { MediaRunner, StoredMediaRequest } from '../tasks/media.js';
+import { type MediaRunner, type StoredMediaRequest, cancelTask } from '../tasks/media.js';
 import { type TaskRow, type TaskStore, ACTIVE, taskView } from '../tasks/store.js';
 
 export interface MediaHttpDeps {
@@ -119,11 +119,9 @@ async function owned(d: MediaHttpDeps, req: FastifyRequest, id: string, kinds?: 
 async function cancel(d: MediaHttpDeps, req: FastifyRequest, id: string, kinds?: MediaKind[]): Promise<TaskRow> {
   const { task, c } = await owned(d, req, id, kinds);
   if (!ACTIVE.includes(task.status)) return task;
-  const r = await d.store.cancel(task.id, c.appId);
+  const r = await cancelTask(d.store, task.id, c.appId, { afterCancel: (t) => d.runner.afterCancel(t), wake: d.wake });
   if (!r) throw new GatewayError('not_found', `No task with id '${id.slice(0, 100)}'.`);
-  if (r.cancelled) await d.runner.afterCancel(r.task);
-  else d.wake(); // a worker holds it: it cancels at the end of its step
-  return r.task;
+  return r;
 }
 
 /** OpenAI's Video object for a video task. */

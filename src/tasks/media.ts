@@ -76,6 +76,19 @@ function meteredEstimate(kind: MediaKind, r: StoredMediaRequest): MediaResult['m
   return { tracks: r.n ?? 2 };
 }
 
+/**
+ * Cancels a task of an app: at once when no worker holds it (then `afterCancel`: upstream cancel, hold
+ * released, webhook), else marked, and its worker woken to honour it at the end of its step. null: the
+ * app has no such task.
+ */
+export async function cancelTask(store: TaskStore, id: string, appId: string, then: { afterCancel(t: TaskRow): Promise<void>; wake(): void }): Promise<TaskRow | null> {
+  const r = await store.cancel(id, appId);
+  if (!r) return null;
+  if (r.cancelled) await then.afterCancel(r.task);
+  else then.wake();
+  return r.task;
+}
+
 export class MediaRunner {
   constructor(private readonly d: MediaDeps) {}
 
