@@ -377,6 +377,18 @@ describe('operator console (headless Chromium)', () => {
     expect(await admin('GET', '/token-groups/gold')).toMatchObject({ name: 'Gold (renamed elsewhere)', price_multiplier_ppm: '1500000', version_no: 3 });
     await page.locator('tr[data-token-group="gold"] [data-col="multiplier"]', { hasText: '×1.50' }).waitFor();
     await shot(page, '14-token-groups');
+
+    // Put a key into the group from the app's keys table; the key then works at the group's terms.
+    const k = await admin('POST', `/apps/${APP}/keys`, { name: 'for gold' });
+    await go(page, `#/apps?app=${APP}`);
+    const keyRow = page.locator(`tr[data-key="${k.key.id}"]`);
+    await keyRow.waitFor();
+    await keyRow.locator('select[name="token_group"]').selectOption('gold');
+    await waitFor(async () => (await admin('GET', `/apps/${APP}/keys/${k.key.id}`)).token_group_id === 'gold', 5_000, 50);
+    await page.locator(`tr[data-key="${k.key.id}"] select[name="token_group"]`).waitFor();
+    expect(await page.locator(`tr[data-key="${k.key.id}"] select[name="token_group"]`).inputValue()).toBe('gold');
+    await waitFor(async () => (await chat(k.sk)).status === 200, 3_000, 50);
+    await shot(page, '15-apps-key-token-group');
   }, 30_000);
 
   it('creates a viewer admin token (shown once) that reads and may not write; revoked, it is refused', async () => {

@@ -198,8 +198,14 @@ export async function appsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
     selected = appId;
     history.replaceState(null, '', `#/apps?app=${enc(appId)}`);
     for (const tr of appsBox.querySelectorAll<HTMLElement>('tr[data-app]')) tr.classList.toggle('selected', tr.dataset.app === appId);
-    const [app, keysList] = await Promise.all([get<App>(`/apps/${enc(appId)}`), get<{ data: Key[] }>(`/apps/${enc(appId)}/keys?limit=500`)]);
+    const [app, keysList, groupList] = await Promise.all([
+      get<App>(`/apps/${enc(appId)}`),
+      get<{ data: Key[] }>(`/apps/${enc(appId)}/keys?limit=500`),
+      get<{ data: Array<{ id: string; name: string; enabled: boolean }> }>('/token-groups?limit=500').catch(() => ({ data: [] })),
+    ]);
     if (!ctx.alive()) return;
+    // A group's versions share its id: one option per id.
+    const groups = [...new Map(groupList.data.map((g) => [g.id, g])).values()].sort((a, b) => a.id.localeCompare(b.id));
     const keys = pickCurrent(keysList.data, (k) => k.id).sort((a, b) => (a.created_at ?? '').localeCompare(b.created_at ?? ''));
     const keyLimits = h('div');
     detail.hidden = false;
@@ -295,6 +301,29 @@ export async function appsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
         k.queue_mode === 'WAIT' ? h('div', { class: 'muted small' }, `wait ≤ ${k.wait_timeout_ms} ms · queue ≤ ${k.max_queue}`) : null,
       ),
       h('td', { class: 'small' }, k.allowed_aliases ? k.allowed_aliases.join(', ') : h('span', { class: 'muted' }, 'all aliases')),
+      h(
+        'td',
+        { class: 'small' },
+        ctx.canWrite
+          ? h(
+              'select',
+              {
+                name: 'token_group',
+                'aria-label': 'token group',
+                onchange: (e: Event) => {
+                  const v = (e.target as HTMLSelectElement).value;
+                  void busy(null, () => patchKey(k, { token_group_id: v || null }, v ? `token group ${v}` : 'no token group'));
+                },
+              },
+              [
+                h('option', { value: '', selected: !k.token_group_id }, '(none)'),
+                // A key may name a group this list doesn't hold (deleted, or past the 500 listed): keep it visible.
+                ...(k.token_group_id && !groups.some((g) => g.id === k.token_group_id) ? [h('option', { value: k.token_group_id, selected: true }, k.token_group_id)] : []),
+                ...groups.map((g) => h('option', { value: g.id, selected: g.id === k.token_group_id }, g.enabled ? g.id : `${g.id} (disabled)`)),
+              ],
+            )
+          : (k.token_group_id ?? h('span', { class: 'muted' }, 'none')),
+      ),
       h('td', { class: 'num' }, `v${k.version_no}`),
       h(
         'td',
@@ -389,8 +418,8 @@ export async function appsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
       h(
         'table',
         { class: 'grid', id: 'keys' },
-        h('thead', null, h('tr', null, ['Key', 'Status', 'Queue mode', 'Aliases', 'Version', ''].map((t) => h('th', null, t)))),
-        h('tbody', null, keys.length ? keys.map((k) => h('tr', { 'data-key': k.id, 'data-prefix': k.key_prefix }, keyRow(k))) : h('tr', null, h('td', { colspan: 6, class: 'empty' }, 'No keys yet.'))),
+        h('thead', null, h('tr', null, ['Key', 'Status', 'Queue mode', 'Aliases', 'Token group', 'Version', ''].map((t) => h('th', null, t)))),
+        h('tbody', null, keys.length ? keys.map((k) => h('tr', { 'data-key': k.id, 'data-prefix': k.key_prefix }, keyRow(k))) : h('tr', null, h('td', { colspan: 7, class: 'empty' }, 'No keys yet.'))),
       ),
       newKey,
       keyLimits,
