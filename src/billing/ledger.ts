@@ -18,6 +18,7 @@
  */
 import { type Kysely, type Transaction, sql } from 'kysely';
 import type { Database } from '../store/schema.js';
+import { toJson } from './types.js';
 
 export type AccountKind = 'wallet' | 'revenue' | 'expense' | 'liability' | 'hold' | 'equity';
 /** Journal kinds `postJournal` writes; 'hold' | 'post' | 'void' belong to the two-phase methods. */
@@ -149,8 +150,6 @@ interface Leg {
 
 type Tx = Transaction<Database>;
 const zero = (): Totals => ({ debitsPending: 0n, debitsPosted: 0n, creditsPending: 0n, creditsPosted: 0n });
-const toJson = (v: unknown) =>
-  JSON.stringify(v, (_k, x: unknown) => (typeof x === 'bigint' ? x.toString() : x));
 const min = (a: bigint, b: bigint) => (a < b ? a : b);
 
 function amountOf(v: unknown, what: string): bigint {

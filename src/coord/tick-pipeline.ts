@@ -7,8 +7,8 @@ import { Cluster, type ChainableCommander, type Redis } from 'ioredis';
  * Why not ioredis's auto-pipelining for these: it keeps one batch in flight per connection, so a command
  * issued while a batch awaits its replies is written only when they are back. For a settlement whose
  * answer goes out without waiting for Redis (the bill must have left before the answer), "written" has
- * to be a point the caller can wait for: `written()` resolves once every command issued before it is on
- * the socket. The commands share the connection with everything else, so their order against a later
+ * to be a point the caller can wait for: `written()` (below) resolves once every command issued before it
+ * is on the socket. The commands share the connection with everything else, so their order against a later
  * command holds (a client's next request is admitted after its previous request released its lease).
  *
  * On a Cluster (no auto-pipelining there) each command is sent at once on its slot's connection.
@@ -24,11 +24,6 @@ export class TickPipeline {
     const b = (this.batch ??= this.open());
     (b.p as unknown as Record<string, (...a: unknown[]) => unknown>)[name]!(...args);
     return new Promise<T>((resolve, reject) => b.done.push([resolve as (v: unknown) => void, reject]));
-  }
-
-  /** Resolves once every command queued before this call has been written to its socket. */
-  written(): Promise<void> {
-    return written();
   }
 
   private open() {

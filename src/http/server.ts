@@ -366,7 +366,7 @@ export function buildServer(d: HttpDeps): FastifyInstance {
           const p = held ? Promise.all([b, settleLease(held, ctx)]).then(() => undefined) : b;
           ctx.settling = p;
           d.settlements?.add(p);
-          void p.finally(() => d.settlements?.delete(p));
+          void p.finally(() => d.settlements?.delete(p)).catch(() => {}); // a failure surfaces where the handler awaits ctx.settling
           return written();
         };
       }
