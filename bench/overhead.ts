@@ -181,7 +181,14 @@ async function main(): Promise<void> {
     const gw = await run(serveArgs, gatewayEnv({}), LISTEN);
     const gateway = gw.m[1]!;
     // The billing-off twin shares the database, so only in production mode.
-    const offRun = production ? await run(serveArgs, gatewayEnv({ ANIMA_BILLING: 'off' }), LISTEN) : null;
+    // --twin-build DIR: the twin is another build (DIR/dist) with everything on, for an A/B of two builds
+    // measured in the same rounds (its column is then that build, not "billing off").
+    const twinBuild = process.argv.includes('--twin-build') ? process.argv[process.argv.indexOf('--twin-build') + 1]! : null;
+    const offRun = production
+      ? twinBuild
+        ? await run(serveArgs.map((a) => (a === 'dist/src/app/cli.js' ? `${twinBuild}/dist/src/app/cli.js` : a)), gatewayEnv({}), LISTEN)
+        : await run(serveArgs, gatewayEnv({ ANIMA_BILLING: 'off' }), LISTEN)
+      : null;
     const off = offRun ? offRun.m[1]! : null;
     const rawP = await run(['dist/bench/raw-proxy.js', upA, '0'], {}, LISTEN);
     const raw = rawP.m[1]!;
@@ -256,7 +263,7 @@ async function main(): Promise<void> {
     const mode = `${dbUrl ? 'PostgreSQL' : 'PGlite'} + ${redisUrl ? 'Redis' : 'in-process'}${WORKERS > 1 && production ? `, ${WORKERS} gateway workers` : ', one gateway process'}`;
     const f = (s: Sample | undefined) => (s ? `${s.rps.toFixed(0)} rps, p50 ${+s.p50.toFixed(1)} / p99 ${+s.p99.toFixed(1)} ms${s.cpuUs !== undefined ? `, ${s.cpuUs} µs CPU/req` : ''}${s.errors ? `, ${s.errors} errors` : ''}` : '-');
     console.log(`\nAnima overhead (${mode}; ${CONNECTIONS} connections saturated, ${RATE} rps fixed rate; ${DURATION}s x ${ROUNDS} rounds interleaved, medians)\n`);
-    console.log(`scenario | direct | raw proxy | gateway (everything on) | gateway, billing off${decompose ? ' | bare (no quota, no billing)' : ''} | gateway / raw proxy`);
+    console.log(`scenario | direct | raw proxy | gateway (everything on) | ${twinBuild ? `twin build ${twinBuild}` : 'gateway, billing off'}${decompose ? ' | bare (no quota, no billing)' : ''} | gateway / raw proxy`);
     console.log(`---|---|---|---|---${decompose ? '|---' : ''}|---`);
     for (const [name, r] of Object.entries(results)) {
       console.log(`${name} | ${f(r.direct)} | ${f(r.raw)} | ${f(r.gateway)} | ${f(r.off)}${decompose ? ` | ${f(r.bare)}` : ''} | ${r.raw && r.gateway ? (r.gateway.rps / r.raw.rps).toFixed(3) : '-'}`);

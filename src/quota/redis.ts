@@ -261,7 +261,10 @@ export class RedisQuota implements QuotaBackend {
     const argv: Array<string | number> = [n, req.leaseId, req.leaseTtlMs, req.tokens, req.cost, req.waiter?.id ?? '', req.mayQueue === false ? '0' : '1'];
     for (const s of req.scopes) argv.push(s.maxConcurrency, s.qps, s.qpsBurst, s.tokensPerMinute, s.tokensPerDay, s.costPerDay, s.costPerMonth);
     argv.push(queue, this.wakeChannel);
-    const res = await this.r.animaAdmit(keys.length, ...keys, ...argv);
+    // Through the turn's pipeline, like settlements: every admission and settlement issued in one turn of
+    // the event loop leaves in one socket write (auto-pipelining flushes per callback, about one write per
+    // request under load).
+    const res = await this.tick.call<Array<number | string>>('animaAdmit', [keys.length, ...keys, ...argv]);
     const now = Number(res[1]);
     if (res[0] === 2) return { ok: false, queued: true, now };
     if (res[0] === 0) {
