@@ -191,10 +191,11 @@ export class RedisBilling implements BillingBackend {
     if (!('animaBillSettle' in client)) {
       client.defineCommand('animaBillReserve', { numberOfKeys: 3, lua: RESERVE });
       client.defineCommand('animaBillRelease', { numberOfKeys: 3, lua: RELEASE });
-      client.defineCommand('animaBillSettle', { numberOfKeys: 5, lua: SETTLE });
+
       client.defineCommand('animaBillMirror', { numberOfKeys: 1, lua: MIRROR });
       client.defineCommand('animaBillAck', { lua: ACK });
     }
+    tick.define('animaBillSettle', SETTLE, 5);
   }
 
   private tag(shard: number): string {

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { sql } from 'kysely';
 import { randomId } from '../core/ids.js';
 import { openSecret, sealSecret } from './secrets.js';
@@ -20,7 +20,8 @@ import {
 
 /** Keys are stored as sha256(sk) in hex; the sk itself is shown once, at creation. */
 export function hashKey(sk: string): string {
-  return createHash('sha256').update(sk).digest('hex');
+  // One-shot crypto.hash: runs on every request, and a Hash object per call costs ~4x as much.
+  return hash('sha256', sk, 'hex');
 }
 
 export function newSecretKey(): string {

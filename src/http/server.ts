@@ -1,6 +1,7 @@
 import { type ServerResponse, createServer as createHttpServer } from 'node:http';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
+import { accessLogger } from '../observability/log.js';
 import { GatewayError } from '../core/errors.js';
 import { requestId } from '../core/ids.js';
 import { redactSecrets, toOpenAIError } from '../core/render.js';
@@ -538,7 +539,7 @@ function safeErr(e: unknown): { message: string; code?: string; stack?: string }
 }
 
 function logRequest(log: Logger, ctx: RequestContext): void {
-  log.info(
+  accessLogger(log).info(
     {
       reqId: ctx.id,
       dialect: ctx.dialect,

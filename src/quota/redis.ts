@@ -240,8 +240,8 @@ export class RedisQuota implements QuotaBackend {
     private readonly tick: TickPipeline = new TickPipeline(redis),
   ) {
     this.r = redis as Redis & Cmds;
-    this.r.defineCommand('animaAdmit', { lua: ADMIT_LUA });
-    this.r.defineCommand('animaSettle', { lua: SETTLE_LUA });
+    tick.define('animaAdmit', ADMIT_LUA);
+    tick.define('animaSettle', SETTLE_LUA);
     this.r.defineCommand('animaEnqueue', { numberOfKeys: 2, lua: ENQUEUE_LUA });
     this.wakeChannel = prefix + 'quota:wake';
   }

@@ -356,7 +356,7 @@ describe('the ledger under load', () => {
 
   it('nothing per request outlives its settlement in Redis: exactly-once markers go when the journal is written, leases leave no marker', async () => {
     const k = await admin('POST', `/apps/${postpaid.app}/keys`, { name: 'markers' });
-    await admin('POST', '/quotas', { scope: 'key', scope_id: k.key.id, max_concurrency: 50, tokens_per_minute: 10_000_000 });
+    await admin('POST', '/quotas', { scope: 'key', scope_id: k.key.id, max_concurrency: 100, tokens_per_minute: 10_000_000 });
     await waitFor(() => [A, B].every((g) => g.config.quota('key', k.key.id)), 3_000, 5);
     const rs = await Promise.all(Array.from({ length: 60 }, (_, i) => chat(i % 2 ? A : B, k.sk as string)));
     expect(rs.map((r) => r.status)).toEqual(rs.map(() => 200));

@@ -1,0 +1,101 @@
+/**
+ * TickPipeline on the real Redis: a turn's script calls leave as one EVALSHA that runs them all in order,
+ * each with its own result or error; a lone call is the script itself; written() comes after the write.
+ */
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TickPipeline, written } from '../../src/coord/tick-pipeline.js';
+import { REDIS_URL, cleanupRedis, testRedisPrefix } from '../helpers.js';
+
+let r: Redis;
+let mon: Redis;
+const prefix = testRedisPrefix();
+const seen: string[][] = [];
+
+beforeAll(async () => {
+  r = new Redis(REDIS_URL, { enableAutoPipelining: true });
+  await r.ping();
+  const port = String((r as unknown as { stream: { localPort: number } }).stream.localPort);
+  mon = await new Redis(REDIS_URL).monitor();
+  mon.on('monitor', (_t: string, args: string[], source: string) => {
+    if (source.endsWith(':' + port)) seen.push(args);
+  });
+});
+
+afterAll(async () => {
+  mon.disconnect();
+  await cleanupRedis(prefix);
+  r.disconnect();
+});
+
+// KEYS: counter. ARGV: by. -> the new value
+const INCR = `return redis.call('INCRBY', KEYS[1], tonumber(ARGV[1]))`;
+// KEYS: a, b. ARGV: x -> {a's value, b's value, x, #KEYS, #ARGV}; nil when x is 'nil'
+const ECHO = `
+if ARGV[1] == 'nil' then return nil end
+return {redis.call('GET', KEYS[1]) or '', redis.call('GET', KEYS[2]) or '', ARGV[1], #KEYS, #ARGV}
+`;
+// Raises (INCR on a hash).
+const BAD = `redis.call('HSET', KEYS[1], 'f', '1'); return redis.call('INCR', KEYS[1])`;
+
+describe('TickPipeline', () => {
+  it('runs one turn of calls as one script execution, in order, each with its own result', async () => {
+    const t = new TickPipeline(r);
+    t.define('tpIncr', INCR, 1);
+    t.define('tpEcho', ECHO); // key count as the first argument
+    t.define('tpBad', BAD, 1);
+    const c = `${prefix}c`;
+    await r.set(`${prefix}a`, 'A');
+    await new Promise((res) => setTimeout(res, 100));
+    seen.length = 0;
+    const calls = [
+      t.call<number>('tpIncr', [c, 5]),
+      t.call<unknown>('tpEcho', [2, `${prefix}a`, c, 'x', 'y']),
+      t.call<number>('tpBad', [`${prefix}h`]),
+      t.call<number>('tpIncr', [c, -2]),
+      t.call<unknown>('tpEcho', [2, `${prefix}a`, c, 'nil']),
+    ];
+    const res = await Promise.allSettled(calls);
+    // In order: the echo saw the first increment, not the second.
+    expect(res[0]).toEqual({ status: 'fulfilled', value: 5 });
+    expect(res[1]).toEqual({ status: 'fulfilled', value: ['A', '5', 'x', 2, 2] });
+    // The failing call fails alone, with Redis's message; the calls after it still ran.
+    expect(res[2]!.status).toBe('rejected');
+    expect(String((res[2] as PromiseRejectedResult).reason)).toMatch(/WRONGTYPE/);
+    expect(res[3]).toEqual({ status: 'fulfilled', value: 3 });
+    expect(res[4]).toEqual({ status: 'fulfilled', value: null });
+    expect(await r.get(c)).toBe('3');
+    await new Promise((res) => setTimeout(res, 100));
+    const scripts = seen.filter((a) => /^(evalsha|eval)$/i.test(a[0]!));
+    expect(scripts.length).toBe(1); // one execution for the five calls
+  });
+
+  it('splits a turn of many calls into executions of at most 64, still in order', async () => {
+    const t = new TickPipeline(r);
+    t.define('tpIncr', INCR, 1);
+    seen.length = 0;
+    const res = await Promise.all(Array.from({ length: 150 }, () => t.call<number>('tpIncr', [`${prefix}e`, 1])));
+    expect(res).toEqual(Array.from({ length: 150 }, (_, i) => i + 1));
+    await new Promise((res) => setTimeout(res, 100));
+    expect(seen.filter((a) => /^(evalsha|eval)$/i.test(a[0]!)).length).toBe(3); // 64 + 64 + 22
+  });
+
+  it('sends a lone call as its own script, and written() resolves after the write', async () => {
+    const t = new TickPipeline(r);
+    t.define('tpIncr', INCR, 1);
+    seen.length = 0;
+    const p = t.call<number>('tpIncr', [`${prefix}d`, 7]);
+    await written();
+    // On the socket by now; the reply may still be on its way.
+    expect(await p).toBe(7);
+    await new Promise((res) => setTimeout(res, 100));
+    const scripts = seen.filter((a) => /^(evalsha|eval)$/i.test(a[0]!));
+    expect(scripts.length).toBe(1);
+    expect(scripts[0]!.slice(2)).toEqual(['1', `${prefix}d`, '7']);
+  });
+
+  it('refuses a script it does not know', async () => {
+    const t = new TickPipeline(r);
+    await expect(t.call('tpNope', [])).rejects.toThrow(/not defined/);
+  });
+});
