@@ -158,8 +158,7 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
     transport,
     clock,
     onAttempt: (ctx, ch, result, ms) => {
-      metrics.attempts.labels(ch.code, result === 'ok' ? 'ok' : result.kind).inc();
-      metrics.upstreamTime.labels(ch.code).observe(ms / 1000);
+      metrics.attempt(ch.code, result === 'ok' ? 'ok' : result.kind, ms);
       if (result !== 'ok' && result.credential) {
         log.error({ alert: true, channel: ch.code, kind: result.kind, status: result.status, reqId: ctx.id }, 'channel credential taken out of rotation');
       }
