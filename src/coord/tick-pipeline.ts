@@ -68,14 +68,25 @@ export class TickPipeline {
         p[g[0]!.name]!(...g[0]!.args); // one call: the script itself (the batch wrapper would only add work)
         continue;
       }
+      // Each distinct key once: a turn's calls mostly name the same few keys (one app's, one key's), and
+      // keys are most of a call's bytes. A call names its keys by their position in KEYS.
       const keys: Array<string | number> = [];
+      const at = new Map<string | number, number>();
       const argv: Array<string | number> = [g.length];
       for (const c of g) {
         const s = this.scripts.get(c.name)!;
         const nk = s.numberOfKeys ?? Number(c.args[0]);
         const from = s.numberOfKeys === null ? 1 : 0;
-        for (let i = from; i < from + nk; i++) keys.push(c.args[i]!);
         argv.push(s.index, nk, c.args.length - from - nk);
+        for (let i = from; i < from + nk; i++) {
+          const key = c.args[i]!;
+          let n = at.get(key);
+          if (n === undefined) {
+            n = keys.push(key);
+            at.set(key, n);
+          }
+          argv.push(n);
+        }
         for (let i = from + nk; i < c.args.length; i++) argv.push(c.args[i]!);
       }
       p[batch]!(keys.length, ...keys, ...argv);
@@ -116,9 +127,9 @@ export class TickPipeline {
 }
 
 /**
- * One script running several script calls in order. KEYS holds every call's keys, one after another; ARGV
- * is: the number of calls, then per call its script's index, its key count, its argument count and its
- * arguments. Each script body becomes a function of (KEYS, ARGV), so it reads its own slices under the
+ * One script running several script calls in order. KEYS holds the distinct keys the calls name; ARGV
+ * is: the number of calls, then per call its script's index, its key count, its argument count, the
+ * positions in KEYS of its keys, and its arguments. Each script body becomes a function of (KEYS, ARGV), so it reads its own slices under the
  * names it was written with. Each call's result comes back as {1, result} or, when it raised an error,
  * {0, message} (pcall), so one failing call fails alone, as it would on its own.
  */
@@ -127,14 +138,15 @@ export function batchLua(bodies: string[]): string {
   return `local fns = {}
 ${fns}
 local out = {}
-local ai, ki = 2, 0
+local ai = 2
 for c = 1, tonumber(ARGV[1]) do
   local f, nk, na = tonumber(ARGV[ai]), tonumber(ARGV[ai + 1]), tonumber(ARGV[ai + 2])
   ai = ai + 3
   local k, a = {}, {}
-  for i = 1, nk do k[i] = KEYS[ki + i] end
+  for i = 1, nk do k[i] = KEYS[tonumber(ARGV[ai + i - 1])] end
+  ai = ai + nk
   for i = 1, na do a[i] = ARGV[ai + i - 1] end
-  ki, ai = ki + nk, ai + na
+  ai = ai + na
   local ok, r = pcall(fns[f], k, a)
   if ok then out[c] = {1, r} else out[c] = {0, type(r) == 'table' and (r.err or 'script error') or tostring(r)} end
 end
