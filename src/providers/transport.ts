@@ -81,10 +81,14 @@ export class Transport {
     const pool = this.pool(channel, baseUrl, t, connections);
     return new Promise<SendResult>((resolve, reject) => {
       const h = new UpstreamCall(t, ac, resolve, reject);
-      pool.dispatch(
-        { method: 'POST', path, headers: call.headers, body: call.body, headersTimeout: t.firstByteMs + 1_000, bodyTimeout: t.idleMs + 1_000 },
-        h,
-      );
+      try {
+        pool.dispatch(
+          { method: 'POST', path, headers: call.headers, body: call.body, headersTimeout: t.firstByteMs + 1_000, bodyTimeout: t.idleMs + 1_000 },
+          h,
+        );
+      } catch (e) {
+        h.onError(e as Error); // invalid options or a closed pool: settle, and drop the timers
+      }
     });
   }
 
@@ -116,7 +120,8 @@ class UpstreamCall {
   private error: unknown = null;
   /** The consumer waiting for the next chunk, the end or an error. */
   private wake: (() => void) | null = null;
-  private consuming = false;
+  /** bytes() reads the whole body (up to its max): no pausing. */
+  private collecting = false;
   private readonly onAbort = () => this.abortFn?.(asError(this.ac.signal.reason));
 
   constructor(
@@ -162,10 +167,10 @@ class UpstreamCall {
     this.queue.push(chunk);
     this.queued += chunk.length;
     this.notify();
-    if (this.consuming && this.queued > HIGH_WATER) {
-      // Paused: the silence that follows is the consumer's, not the upstream's.
+    if (!this.collecting && this.queued > HIGH_WATER) {
+      // Paused until the consumer takes what is queued. The idle timer keeps running: a consumer that
+      // takes nothing for the idle timeout (or never reads the body at all) ends the call, as before.
       this.paused = true;
-      this.clearIdle();
       return false;
     }
     return true;
@@ -218,6 +223,13 @@ class UpstreamCall {
     this.idle = null;
   }
 
+  private resume(): void {
+    if (this.paused) {
+      this.paused = false;
+      this.resumeFn?.();
+    }
+  }
+
   private next(): Promise<void> {
     return new Promise<void>((r) => (this.wake = r));
   }
@@ -232,7 +244,6 @@ class UpstreamCall {
   }
 
   private async *chunks(): AsyncGenerator<Buffer> {
-    this.consuming = true;
     try {
       for (;;) {
         if (this.queue.length > 0) {
@@ -241,11 +252,8 @@ class UpstreamCall {
           const c = this.queue.length === 1 ? this.queue[0]! : Buffer.concat(this.queue);
           this.queue.length = 0;
           this.queued = 0;
-          if (this.paused && this.queued <= HIGH_WATER / 2) {
-            this.paused = false;
-            this.armIdle();
-            this.resumeFn?.();
-          }
+          this.armIdle(); // the consumer's pace counts as activity, as the upstream's does
+          this.resume();
           yield c;
           continue;
         }
@@ -259,6 +267,8 @@ class UpstreamCall {
   }
 
   private async bytes(max = Number.MAX_SAFE_INTEGER): Promise<Buffer> {
+    this.collecting = true;
+    this.resume();
     try {
       while (!this.ended && !this.error && this.queued < max) await this.next();
       if (this.error && this.queued < max) throw this.error;
