@@ -15,17 +15,20 @@ export class SseParser {
 
   /** Feed a chunk; returns the events completed by it. */
   push(chunk: Uint8Array | string): SseEvent[] {
-    this.buf += typeof chunk === 'string' ? chunk : this.decoder.decode(chunk, { stream: true });
+    const buf = (this.buf += typeof chunk === 'string' ? chunk : this.decoder.decode(chunk, { stream: true }));
     const out: SseEvent[] = [];
     let start = 0;
+    // Almost every stream ends its lines with LF alone: then the native indexOf finds them (a per-character
+    // scan in JavaScript was a tenth of a streamed request's cost).
+    const lfOnly = buf.indexOf('\r') < 0;
     for (;;) {
-      const nl = this.findLineEnd(start);
+      const nl = lfOnly ? buf.indexOf('\n', start) : this.findLineEnd(start);
       if (nl < 0) break;
-      const line = this.buf.slice(start, nl);
-      start = nl + (this.buf[nl] === '\r' && this.buf[nl + 1] === '\n' ? 2 : 1);
+      const line = buf.slice(start, nl);
+      start = nl + (buf.charCodeAt(nl) === 13 && buf.charCodeAt(nl + 1) === 10 ? 2 : 1);
       this.line(line, out);
     }
-    this.buf = this.buf.slice(start);
+    if (start > 0) this.buf = buf.slice(start);
     return out;
   }
 

@@ -22,6 +22,10 @@ export function bearerHeaders(ep: UpstreamEndpoint, contentType = 'application/j
   return h;
 }
 
+/** The last model renameModel looked for, and its needle. */
+let lastModel = '';
+let lastNeedle = '"model":""';
+
 /**
  * A passthrough answer's text with its top-level `model` renamed, without re-serializing the whole body
  * (an embeddings answer can be megabytes of floats). Only when `"model":"<upstream model>"` occurs
@@ -29,7 +33,12 @@ export function bearerHeaders(ep: UpstreamEndpoint, contentType = 'application/j
  */
 export function renameModel(text: string, upstreamModel: unknown, alias: string): string | null {
   if (typeof upstreamModel !== 'string') return null;
-  const needle = '"model":' + JSON.stringify(upstreamModel);
+  // A stream's chunks all name the same model: its needle is built once, not per chunk.
+  if (upstreamModel !== lastModel) {
+    lastModel = upstreamModel;
+    lastNeedle = '"model":' + JSON.stringify(upstreamModel);
+  }
+  const needle = lastNeedle;
   const at = text.indexOf(needle);
   if (at < 0 || text.indexOf(needle, at + needle.length) >= 0) return null;
   return text.slice(0, at) + '"model":' + JSON.stringify(alias) + text.slice(at + needle.length);

@@ -40,4 +40,24 @@ describe('SSE parser', () => {
     expect(whole).toHaveLength(3);
     expect(whole[2]).toEqual({ event: "", data: "3\n4" });
   });
+
+  it('an LF-only stream (the fast path) parses as the same stream with CRLF, however split (property)', () => {
+    const lf = 'event: a\ndata: {"x":"héllo"}\n\n: c\ndata: 1\ndata: 2\n\ndata: [DONE]\n\n';
+    const reference = new SseParser().push(lf.replace(/\n/g, '\r\n'));
+    expect(reference).toHaveLength(3);
+    const bytes = Buffer.from(lf, 'utf8');
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: 1, max: bytes.length - 1 }), { maxLength: 8 }), (cuts) => {
+        const p = new SseParser();
+        const got = [];
+        let prev = 0;
+        for (const c of [...[...new Set(cuts)].sort((a, b) => a - b), bytes.length]) {
+          got.push(...p.push(bytes.subarray(prev, c)));
+          prev = c;
+        }
+        expect(got).toEqual(reference);
+        expect(p.pending).toBe(false);
+      }),
+    );
+  });
 });
