@@ -184,14 +184,13 @@ export class RedisBilling implements BillingBackend {
     private readonly consumer: string,
     /** A record another consumer holds this long unacknowledged is taken over (its instance died). */
     private readonly staleMs = 30_000,
-    /** Settlements go out at the end of their turn, not behind a batch in flight (see TickPipeline). */
+    /** Settlements go out with their turn's batch, not behind a batch in flight (see TickPipeline). */
     private readonly tick: TickPipeline = new TickPipeline(client),
   ) {
     this.r = client as Redis & Cmds;
     if (!('animaBillSettle' in client)) {
       client.defineCommand('animaBillReserve', { numberOfKeys: 3, lua: RESERVE });
       client.defineCommand('animaBillRelease', { numberOfKeys: 3, lua: RELEASE });
-
       client.defineCommand('animaBillMirror', { numberOfKeys: 1, lua: MIRROR });
       client.defineCommand('animaBillAck', { lua: ACK });
     }

@@ -90,7 +90,7 @@ export class RedisCoordinator implements Coordinator {
   readonly kind = 'redis' as const;
   readonly breakers: BreakerStore;
   readonly cmd: Redis & Cmds;
-  /** Commands written at the end of the current turn, past auto-pipelining's one batch in flight (settlements). */
+  /** Quota admissions and settlements and billing settlements, batched per event-loop turn (see TickPipeline). */
   readonly tick: TickPipeline;
   private sub: Redis | null = null;
   private readonly handlers = new Map<string, Set<(m: string) => void>>();

@@ -1,6 +1,9 @@
 import { createHash } from 'node:crypto';
 import { Cluster, type Redis } from 'ioredis';
 
+/** Calls per script execution (see flush). */
+const MAX_BATCH = 64;
+
 /**
  * Script calls issued during one turn of the event loop, sent to Redis together at the end of that turn:
  * one socket write and, when there are several, ONE script execution that runs them all in order.
@@ -20,9 +23,6 @@ import { Cluster, type Redis } from 'ioredis';
  *
  * On a Cluster each call is sent at once on its slot's connection (a batch would span slots).
  */
-/** Calls per script execution (see flush). */
-const MAX_BATCH = 64;
-
 export class TickPipeline {
   private batch: Array<{ name: string; args: Array<string | number>; resolve: (v: unknown) => void; reject: (e: unknown) => void }> | null = null;
   private readonly scripts = new Map<string, { index: number; lua: string; numberOfKeys: number | null }>();
@@ -129,9 +129,10 @@ export class TickPipeline {
 /**
  * One script running several script calls in order. KEYS holds the distinct keys the calls name; ARGV
  * is: the number of calls, then per call its script's index, its key count, its argument count, the
- * positions in KEYS of its keys, and its arguments. Each script body becomes a function of (KEYS, ARGV), so it reads its own slices under the
- * names it was written with. Each call's result comes back as {1, result} or, when it raised an error,
- * {0, message} (pcall), so one failing call fails alone, as it would on its own.
+ * positions in KEYS of its keys, and its arguments. Each script body becomes a function of (KEYS, ARGV), so
+ * it reads its own slices under the names it was written with. Each call's result comes back as
+ * {1, result} or, when it raised an error, {0, message} (pcall), so one failing call fails alone, as it
+ * would on its own.
  */
 export function batchLua(bodies: string[]): string {
   const fns = bodies.map((body, i) => `fns[${i + 1}] = function(KEYS, ARGV)\n${body}\nend`).join('\n');

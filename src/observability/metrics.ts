@@ -230,7 +230,6 @@ export class Metrics {
     if (ctx.channel && ctx.saleMicros !== null) b.sale.inc(Number(ctx.saleMicros));
     if (ctx.channel && ctx.costMicros !== null) b.cost.inc(Number(ctx.costMicros));
   }
-
 }
 
 interface RequestSeries {

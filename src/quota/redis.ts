@@ -236,7 +236,7 @@ export class RedisQuota implements QuotaBackend {
   constructor(
     redis: Redis,
     private readonly prefix: string,
-    /** Settlements go out at the end of their turn, not behind a batch in flight (see TickPipeline). */
+    /** Admissions and settlements go out with their turn's batch, not behind a batch in flight (see TickPipeline). */
     private readonly tick: TickPipeline = new TickPipeline(redis),
   ) {
     this.r = redis as Redis & Cmds;
