@@ -1,11 +1,11 @@
 /**
  * TickPipeline on the real Redis: a turn's script calls leave as one EVALSHA that runs them all in order,
- * each with its own result or error; a lone call is the script itself; written() comes after the write.
+ * each with its own result or error; a lone call is the script itself; written() resolves once the calls are on the socket.
  */
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TickPipeline, written } from '../../src/coord/tick-pipeline.js';
-import { REDIS_URL, cleanupRedis, testRedisPrefix } from '../helpers.js';
+import { REDIS_URL, TcpProxy, cleanupRedis, testRedisPrefix } from '../helpers.js';
 
 let r: Redis;
 let mon: Redis;
@@ -80,18 +80,40 @@ describe('TickPipeline', () => {
     expect(seen.filter((a) => /^(evalsha|eval)$/i.test(a[0]!)).length).toBe(3); // 64 + 64 + 22
   });
 
-  it('sends a lone call as its own script, and written() resolves after the write', async () => {
+  it('sends a lone call as its own script', async () => {
     const t = new TickPipeline(r);
     t.define('tpIncr', INCR, 1);
     seen.length = 0;
-    const p = t.call<number>('tpIncr', [`${prefix}d`, 7]);
-    await written();
-    // On the socket by now; the reply may still be on its way.
-    expect(await p).toBe(7);
+    expect(await t.call<number>('tpIncr', [`${prefix}d`, 7])).toBe(7);
     await new Promise((res) => setTimeout(res, 100));
     const scripts = seen.filter((a) => /^(evalsha|eval)$/i.test(a[0]!));
     expect(scripts.length).toBe(1);
     expect(scripts[0]!.slice(2)).toEqual(['1', `${prefix}d`, '7']);
+  });
+
+  it("written() resolves once the turn's calls are on the socket, before Redis has answered", async () => {
+    // Replies held 300 ms on the way back: the call is written long before it can be answered.
+    const proxy = await new TcpProxy({ host: '127.0.0.1', port: Number(new URL(REDIS_URL).port || 6379) }).start();
+    proxy.replyDelayMs = 300;
+    const c = new Redis(`redis://127.0.0.1:${proxy.port}`);
+    try {
+      await c.ping();
+      const t = new TickPipeline(c);
+      t.define('tpIncr', INCR, 1);
+      await c.script('LOAD', INCR); // so the call goes out as one EVALSHA, not after a NOSCRIPT round trip
+      const sock = (c as unknown as { stream: { bytesWritten: number } }).stream;
+      const before = sock.bytesWritten;
+      let answered = false;
+      const p = t.call<number>('tpIncr', [`${prefix}w`, 3]).then((v) => ((answered = true), v));
+      expect(sock.bytesWritten).toBe(before); // queued for the end of the turn
+      await written();
+      expect(sock.bytesWritten).toBeGreaterThan(before);
+      expect(answered).toBe(false);
+      expect(await p).toBe(3);
+    } finally {
+      c.disconnect();
+      await proxy.close();
+    }
   });
 
   it('refuses a script it does not know', async () => {
