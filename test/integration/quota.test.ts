@@ -404,7 +404,11 @@ describe('cost budgets (sale price of the alias)', () => {
     await waitFor(() => !!A.config.price('main', null) && !!B.config.price('main', null), 2_000, 5);
     const limit = 2_000;
     const { sk, id } = await keyWith({ cost_per_day: limit });
-    const res = await Promise.all(Array.from({ length: 50 }, (_, i) => chat(i % 2 ? A : B, sk, { max_tokens: 30 })));
+    // As in the tokens test: a slow upstream keeps all 50 in flight together, so their reservations (prompt +
+    // max_tokens at the sale price) pile up before any settles. 50 answers cost less than the budget, so
+    // without the overlap nothing would be refused and the reservation path would go untested.
+    up.setFault({ latencyMs: 200 });
+    const res = await Promise.all(Array.from({ length: 50 }, (_, i) => chat(i % 2 ? A : B, sk, { max_tokens: 30 }))).finally(() => up.setFault(null));
     let spent = 0;
     let maxOne = 0;
     let refused = 0;
