@@ -96,6 +96,7 @@ export function testSettings(over: Partial<Settings> = {}): Settings {
     secretKey: undefined,
     billing: true,
     billingBatch: 500,
+    billingLingerMs: 20,
     billingStaleMs: 30_000,
     billingHoldTtlMs: 600_000,
     mediaPollMs: 40,

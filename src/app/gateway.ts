@@ -193,7 +193,7 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
       backend,
       ledger,
       log,
-      { batch: settings.billingBatch, idleMs: 100, retryMs: 500, lingerMs: 20 },
+      { batch: settings.billingBatch, idleMs: 100, retryMs: 500, lingerMs: settings.billingLingerMs },
       {
         onCommitted: (n, ms) => {
           dbKnownUp = true;

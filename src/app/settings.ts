@@ -37,6 +37,13 @@ export interface Settings {
   billing: boolean;
   /** Journal writer: records per transaction; a record another instance holds this long unwritten is taken over. */
   billingBatch: number;
+  /**
+   * Journal writer: after a batch, wait this long for more records before the next transaction. Records
+   * are durable in the queue meanwhile; a longer wait makes fewer, larger transactions (per journal, a
+   * batch of 200 costs the database about half what a batch of 25 does), at the price of journals
+   * showing up in the ledger that much later.
+   */
+  billingLingerMs: number;
   billingStaleMs: number;
   /** A prepaid reservation of a request whose instance died is released after this. */
   billingHoldTtlMs: number;
@@ -80,6 +87,7 @@ export function settingsFromEnv(env: NodeJS.ProcessEnv = process.env): Settings 
     secretKey: env.ANIMA_SECRET_KEY || undefined,
     billing: (env.ANIMA_BILLING ?? 'on') !== 'off',
     billingBatch: int(env.ANIMA_BILLING_BATCH, 500, 'ANIMA_BILLING_BATCH'),
+    billingLingerMs: int(env.ANIMA_BILLING_LINGER_MS, 20, 'ANIMA_BILLING_LINGER_MS'),
     billingStaleMs: int(env.ANIMA_BILLING_STALE_MS, 30_000, 'ANIMA_BILLING_STALE_MS'),
     billingHoldTtlMs: int(env.ANIMA_BILLING_HOLD_TTL_MS, 10 * 60_000, 'ANIMA_BILLING_HOLD_TTL_MS'),
     mediaPollMs: int(env.ANIMA_MEDIA_POLL_MS, 1_000, 'ANIMA_MEDIA_POLL_MS'),

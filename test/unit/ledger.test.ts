@@ -374,6 +374,33 @@ describe('ledger', () => {
       }),
       /unbalanced/,
     );
+    // The entry checks run per statement: each of these is one INSERT, and each is refused whole (the
+    // balanced entries beside the bad one don't go in either).
+    const raw = async (idemKey: string, kind: string, entries: string) =>
+      db.transaction().execute(async (trx) => {
+        const { rows } = await sql<{ id: bigint }>`INSERT INTO ledger_journal (idem_key, kind) VALUES (${idemKey}, ${kind}) RETURNING id`.execute(trx);
+        await sql`INSERT INTO ledger_entry (journal_id, account_id, debit, credit, pending)
+          SELECT ${rows[0]!.id.toString()}::bigint, a, d, c, p FROM (VALUES ${sql.raw(entries)}) AS v (a, d, c, p)`.execute(trx);
+        // Rolled back even when accepted: raw entries move no account totals, and the trial balance at
+        // the end would (rightly) find them.
+        throw new Error('accepted');
+      });
+    const accounts = await sql<{ id: bigint }>`SELECT id FROM ledger_account ORDER BY id LIMIT 2`.execute(db);
+    const [a1, a2] = accounts.rows.map((r) => r.id.toString());
+    await fails(raw('raw:balanced', 'fund', `(${a1}, 5, 0, false), (${a2}, 0, 5, false)`), /^accepted$/); // the control
+    await fails(raw('raw:no-account', 'fund', `(${a1}, 5, 0, false), (999999, 0, 5, false)`), /account 999999, which does not exist/);
+    await fails(raw('raw:pending-fund', 'fund', `(${a1}, 5, 0, true), (${a2}, 0, 5, true)`), /does not fit its fund journal/);
+    await fails(raw('raw:lopsided', 'fund', `(${a1}, 5, 0, false), (${a2}, 0, 4, false)`), /unbalanced: debits 5 <> credits 4/);
+    await fails(
+      sql`INSERT INTO ledger_entry (journal_id, account_id, debit) VALUES (999999, ${a1}::bigint, 5)`.execute(db),
+      /journal 999999, which does not exist/,
+    );
+    // What entries refer to can't go away.
+    await fails(sql`DELETE FROM ledger_account WHERE code = 'cogs'`.execute(db), /accounts are permanent/);
+    await fails(sql`UPDATE ledger_account SET id = id + 1000 WHERE code = 'cogs'`.execute(db), /accounts are permanent/);
+    for (const t of ['ledger_entry', 'ledger_journal', 'ledger_account']) {
+      await fails(sql`TRUNCATE ${sql.raw(t)} CASCADE`.execute(db), /append-only \(TRUNCATE refused\)/);
+    }
     const hold = (await L.journals({ requestId: 'dbl:hold', kind: 'hold' }))[0]!;
     await fails(
       sql`INSERT INTO ledger_journal (idem_key, kind, pending_of) VALUES ('raw:post-again', 'void', ${hold.id.toString()}::bigint)`.execute(
