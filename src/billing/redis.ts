@@ -176,6 +176,9 @@ export class RedisBilling implements BillingBackend {
   private readonly ownPending = new Set<number>(Array.from({ length: SHARDS }, (_, i) => i));
   /** When stale records of other (dead) consumers were last claimed. */
   private lastClaim = 0;
+  private readonly tick: TickPipeline;
+  /** The pipeline (and its connection) was made here, so close() closes it. */
+  private readonly ownTick: boolean;
 
   constructor(
     client: Redis,
@@ -185,16 +188,18 @@ export class RedisBilling implements BillingBackend {
     /** A record another consumer holds this long unacknowledged is taken over (its instance died). */
     private readonly staleMs = 30_000,
     /** Settlements go out with their turn's batch, not behind a batch in flight (see TickPipeline). */
-    private readonly tick: TickPipeline = new TickPipeline(client),
+    tick?: TickPipeline,
   ) {
     this.r = client as Redis & Cmds;
+    this.ownTick = !tick;
+    this.tick = tick ?? new TickPipeline(client);
     if (!('animaBillSettle' in client)) {
       client.defineCommand('animaBillReserve', { numberOfKeys: 3, lua: RESERVE });
       client.defineCommand('animaBillRelease', { numberOfKeys: 3, lua: RELEASE });
       client.defineCommand('animaBillMirror', { numberOfKeys: 1, lua: MIRROR });
       client.defineCommand('animaBillAck', { lua: ACK });
     }
-    tick.define('animaBillSettle', SETTLE, 5);
+    this.tick.define('animaBillSettle', SETTLE, 5);
   }
 
   private tag(shard: number): string {
@@ -321,7 +326,9 @@ export class RedisBilling implements BillingBackend {
     return n;
   }
 
-  close(): void {}
+  close(): void {
+    if (this.ownTick) this.tick.close();
+  }
 }
 
 type RawEntries = Array<[string, Array<[string, string[]]>]> | null;

@@ -146,6 +146,7 @@ export class RedisCoordinator implements Coordinator {
         });
       });
     }
+    await this.tick.ready();
     this.cmd.options.enableOfflineQueue = false;
   }
 
@@ -207,6 +208,7 @@ export class RedisCoordinator implements Coordinator {
 
   async close() {
     this.sub?.disconnect();
+    this.tick.close();
     this.cmd.disconnect();
   }
 }

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { Cluster, type Redis } from 'ioredis';
+import { type Reply, type ReplyCallback, type RespOptions, RespConnection, ReplyError, encodeCommand } from './resp.js';
 
 /** Calls per script execution (see flush). */
 const MAX_BATCH = 64;
@@ -12,8 +13,10 @@ const MAX_BATCH = 64;
  * while a batch awaits its replies is written only when they are back. For a settlement whose answer goes
  * out without waiting for Redis (the bill must have left before the answer), "written" has to be a point
  * the caller can wait for: `written()` (below) resolves once every call issued before it is on the socket.
- * The calls share the connection with everything else, so their order against a later command holds (a
- * client's next request is admitted after its previous request released its lease).
+ * The calls go out on the pipeline's own lean connection (RespConnection: the whole turn is encoded as one
+ * RESP string, with no per-command objects). Admissions and settlements share it, so their order holds
+ * (a client's next request is admitted after its previous request released its lease); a command on
+ * another connection, like any other instance's, may be run before a settlement written just before it.
  *
  * Why one script for the turn: under load a turn carries several requests' admissions and settlements.
  * Each script call costs Redis far more than its own commands (the call's setup and its KEYS/ARGV tables)
@@ -25,25 +28,46 @@ const MAX_BATCH = 64;
  */
 export class TickPipeline {
   private batch: Array<{ name: string; args: Array<string | number>; resolve: (v: unknown) => void; reject: (e: unknown) => void }> | null = null;
-  private readonly scripts = new Map<string, { index: number; lua: string; numberOfKeys: number | null }>();
-  private batchCommand: string | null = null;
+  private readonly scripts = new Map<string, { index: number; lua: string; sha: string; numberOfKeys: number | null }>();
+  private batchScript: { lua: string; sha: string } | null = null;
+  /** Its own connection (see RespConnection); null on a Cluster. */
+  private readonly conn: RespConnection | null;
+  /** Scripts loaded on the connection, by sha, for the connection generation they were loaded on. */
+  private readonly loaded = new Map<string, number>();
 
-  constructor(private readonly client: Redis) {}
+  constructor(private readonly client: Redis) {
+    this.conn = client instanceof Cluster ? null : new RespConnection(respOptionsOf(client));
+  }
 
   /**
-   * Defines a Lua script under `name` on the client (as ioredis's defineCommand: with `numberOfKeys`
-   * null, a call's first argument is its key count) and makes it batchable. Idempotent per name.
+   * Defines a Lua script under `name` (as ioredis's defineCommand: with `numberOfKeys` null, a call's
+   * first argument is its key count) and makes it batchable. Idempotent per name.
    */
   define(name: string, lua: string, numberOfKeys: number | null = null): void {
     if (this.scripts.has(name)) return;
-    if (!(name in this.client)) this.client.defineCommand(name, numberOfKeys === null ? { lua } : { numberOfKeys, lua });
-    this.scripts.set(name, { index: this.scripts.size + 1, lua, numberOfKeys });
-    this.batchCommand = null; // the batch script is generated again with this one in it
+    // On a Cluster the calls go through ioredis, one slot each.
+    if (!this.conn && !(name in this.client)) this.client.defineCommand(name, numberOfKeys === null ? { lua } : { numberOfKeys, lua });
+    this.scripts.set(name, { index: this.scripts.size + 1, lua, sha: sha1(lua), numberOfKeys });
+    this.batchScript = null; // the batch script is generated again with this one in it
+  }
+
+  /** Resolves once the pipeline's connection is up. */
+  ready(): Promise<void> {
+    return this.conn ? this.conn.whenReady() : Promise.resolve();
+  }
+
+  /** The local port of the pipeline's own connection (tests pick its commands out of MONITOR). */
+  localPort(): number | undefined {
+    return this.conn?.localPort();
+  }
+
+  close(): void {
+    this.conn?.close();
   }
 
   /** Queues a call of a script defined here into this turn's batch. */
   call<T>(name: string, args: Array<string | number>): Promise<T> {
-    if (this.client instanceof Cluster) return (this.client as unknown as Record<string, (...a: unknown[]) => Promise<T>>)[name]!(...args);
+    if (!this.conn) return (this.client as unknown as Record<string, (...a: unknown[]) => Promise<T>>)[name]!(...args);
     if (!this.scripts.has(name)) return Promise.reject(new Error(`TickPipeline: script ${name} is not defined`));
     let b = this.batch;
     if (!b) {
@@ -56,16 +80,35 @@ export class TickPipeline {
   private flush(): void {
     const b = this.batch!;
     this.batch = null;
-    // Defined before the pipeline is made: a pipeline has the commands its client had when it was made.
-    const batch = b.length > 1 ? this.batchName() : '';
-    const p = this.client.pipeline() as unknown as Record<string, (...a: unknown[]) => unknown> & { exec(): Promise<Array<[Error | null, unknown]> | null> };
+    const conn = this.conn!;
+    const out: string[] = [];
+    const callbacks: ReplyCallback[] = [];
+    // The script is loaded on this connection before its first EVALSHA, in the same write (Redis runs a
+    // connection's commands in order), so a call never needs a second trip for NOSCRIPT.
+    const evalsha = (lua: string, sha: string, args: Array<string | number>) => {
+      if (this.loaded.get(sha) !== conn.generation) {
+        encodeCommand(['SCRIPT', 'LOAD', lua], out);
+        callbacks.push(() => {});
+        this.loaded.set(sha, conn.generation);
+      }
+      encodeCommand(['EVALSHA', sha, ...args], out);
+    };
     // At most MAX_BATCH calls per script execution: one execution holds Redis for as long as it runs, and a
     // turn can carry thousands of calls (every admission of a burst).
-    const groups: Array<typeof b> = [];
-    for (let i = 0; i < b.length; i += MAX_BATCH) groups.push(b.slice(i, i + MAX_BATCH));
-    for (const g of groups) {
+    for (let i = 0; i < b.length; i += MAX_BATCH) {
+      const g = b.slice(i, i + MAX_BATCH);
       if (g.length === 1) {
-        p[g[0]!.name]!(...g[0]!.args); // one call: the script itself (the batch wrapper would only add work)
+        // One call: the script itself (the batch wrapper would only add work).
+        const c = g[0]!;
+        const s = this.scripts.get(c.name)!;
+        evalsha(s.lua, s.sha, s.numberOfKeys === null ? c.args : [s.numberOfKeys, ...c.args]);
+        callbacks.push((err, v) => {
+          if (err) c.reject(err);
+          else if (v instanceof ReplyError) {
+            if (v.message.startsWith('NOSCRIPT')) this.loaded.delete(s.sha);
+            c.reject(v);
+          } else c.resolve(v);
+        });
         continue;
       }
       // Each distinct key once: a turn's calls mostly name the same few keys (one app's, one key's), and
@@ -89,41 +132,51 @@ export class TickPipeline {
         }
         for (let i = from + nk; i < c.args.length; i++) argv.push(c.args[i]!);
       }
-      p[batch]!(keys.length, ...keys, ...argv);
+      const bs = this.batchLuaScript();
+      evalsha(bs.lua, bs.sha, [keys.length, ...keys, ...argv]);
+      callbacks.push((err, v) => {
+        if (err || v instanceof ReplyError || !Array.isArray(v)) {
+          if (v instanceof ReplyError && v.message.startsWith('NOSCRIPT')) this.loaded.delete(bs.sha);
+          const e = err ?? (v instanceof ReplyError ? v : new Error('Redis batch returned no result'));
+          for (const c of g) c.reject(e);
+          return;
+        }
+        for (let i = 0; i < g.length; i++) {
+          const o = v[i] as Reply[] | undefined;
+          if (!Array.isArray(o)) g[i]!.reject(new Error('Redis batch returned no result for a call'));
+          else if (o[0] === 1) g[i]!.resolve(o.length > 1 ? o[1] : null);
+          else g[i]!.reject(new ReplyError(String(o[1])));
+        }
+      });
     }
-    p.exec().then(
-      (res) => {
-        groups.forEach((g, gi) => {
-          const r = res?.[gi];
-          if (!r || r[0]) {
-            const err = r?.[0] ?? new Error('Redis pipeline returned no result');
-            for (const c of g) c.reject(err);
-          } else if (g.length === 1) g[0]!.resolve(r[1]);
-          else {
-            const out = r[1] as Array<[number, unknown?]>;
-            for (let i = 0; i < g.length; i++) {
-              const o = out[i];
-              if (!o) g[i]!.reject(new Error('Redis batch returned no result for a call'));
-              else if (o[0] === 1) g[i]!.resolve(o.length > 1 ? o[1] : null);
-              else g[i]!.reject(new Error(String(o[1])));
-            }
-          }
-        });
-      },
-      (err: unknown) => {
-        for (const c of b) c.reject(err);
-      },
-    );
+    conn.write(out.join(''), callbacks);
   }
 
-  /** The batch script's command name (defined on first use and whenever a script was added since). */
-  private batchName(): string {
-    if (this.batchCommand) return this.batchCommand;
+  /** The batch script (generated on first use and whenever a script was added since). */
+  private batchLuaScript(): { lua: string; sha: string } {
+    if (this.batchScript) return this.batchScript;
     const lua = batchLua([...this.scripts.values()].map((s) => s.lua));
-    const name = 'animaBatch' + createHash('sha1').update(lua).digest('hex').slice(0, 12);
-    if (!(name in this.client)) this.client.defineCommand(name, { lua });
-    return (this.batchCommand = name);
+    return (this.batchScript = { lua, sha: sha1(lua) });
   }
+}
+
+function sha1(s: string): string {
+  return createHash('sha1').update(s).digest('hex');
+}
+
+/** The pipeline's connection goes where the ioredis client's does, with the same credentials and limits. */
+function respOptionsOf(client: Redis): RespOptions {
+  const o = client.options;
+  return {
+    host: o.host ?? '127.0.0.1',
+    port: o.port ?? 6379,
+    username: o.username,
+    password: o.password,
+    db: o.db,
+    tls: o.tls,
+    connectTimeoutMs: o.connectTimeout ?? 2_000,
+    commandTimeoutMs: o.commandTimeout ?? 5_000,
+  };
 }
 
 /**

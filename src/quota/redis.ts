@@ -232,16 +232,21 @@ export class RedisQuota implements QuotaBackend {
   private readonly r: Redis & Cmds;
   private sub: Redis | null = null;
   private readonly wakeChannel: string;
+  private readonly tick: TickPipeline;
+  /** The pipeline (and its connection) was made here, so close() closes it. */
+  private readonly ownTick: boolean;
 
   constructor(
     redis: Redis,
     private readonly prefix: string,
     /** Admissions and settlements go out with their turn's batch, not behind a batch in flight (see TickPipeline). */
-    private readonly tick: TickPipeline = new TickPipeline(redis),
+    tick?: TickPipeline,
   ) {
     this.r = redis as Redis & Cmds;
-    tick.define('animaAdmit', ADMIT_LUA);
-    tick.define('animaSettle', SETTLE_LUA);
+    this.ownTick = !tick;
+    this.tick = tick ?? new TickPipeline(redis);
+    this.tick.define('animaAdmit', ADMIT_LUA);
+    this.tick.define('animaSettle', SETTLE_LUA);
     this.r.defineCommand('animaEnqueue', { numberOfKeys: 2, lua: ENQUEUE_LUA });
     this.wakeChannel = prefix + 'quota:wake';
   }
@@ -365,5 +370,6 @@ export class RedisQuota implements QuotaBackend {
 
   close(): void {
     this.sub?.disconnect();
+    if (this.ownTick) this.tick.close();
   }
 }

@@ -173,6 +173,7 @@ describe('QPS (GCRA on Redis time)', () => {
         }
       }),
     );
+    q.close();
     r.disconnect();
     const allowed = Math.floor(((last - first + 1) * 6_000) / 1000) + 2; // + burst 1
     console.log(`gcra 6000/s: ${ok} admitted of ${N} over ${last - first} ms of Redis time (ceiling ${allowed})`);

@@ -10,19 +10,31 @@ import { REDIS_URL, TcpProxy, cleanupRedis, testRedisPrefix } from '../helpers.j
 let r: Redis;
 let mon: Redis;
 const prefix = testRedisPrefix();
-const seen: string[][] = [];
+/** What each client port sent (a pipeline has its own connection: its commands are looked up by its port). */
+const seenBy = new Map<string, string[][]>();
+const scriptsSent = (t: TickPipeline) => (seenBy.get(String(t.localPort())) ?? []).filter((a) => /^(evalsha|eval)$/i.test(a[0]!));
+const open: TickPipeline[] = [];
+const pipeline = async (client: Redis = r) => {
+  const t = new TickPipeline(client);
+  open.push(t);
+  await t.ready();
+  return t;
+};
 
 beforeAll(async () => {
   r = new Redis(REDIS_URL, { enableAutoPipelining: true });
   await r.ping();
-  const port = String((r as unknown as { stream: { localPort: number } }).stream.localPort);
   mon = await new Redis(REDIS_URL).monitor();
   mon.on('monitor', (_t: string, args: string[], source: string) => {
-    if (source.endsWith(':' + port)) seen.push(args);
+    const port = source.slice(source.lastIndexOf(':') + 1);
+    let l = seenBy.get(port);
+    if (!l) seenBy.set(port, (l = []));
+    l.push(args);
   });
 });
 
 afterAll(async () => {
+  for (const t of open) t.close();
   mon.disconnect();
   await cleanupRedis(prefix);
   r.disconnect();
@@ -40,14 +52,13 @@ const BAD = `redis.call('HSET', KEYS[1], 'f', '1'); return redis.call('INCR', KE
 
 describe('TickPipeline', () => {
   it('runs one turn of calls as one script execution, in order, each with its own result', async () => {
-    const t = new TickPipeline(r);
+    const t = await pipeline();
     t.define('tpIncr', INCR, 1);
     t.define('tpEcho', ECHO); // key count as the first argument
     t.define('tpBad', BAD, 1);
     const c = `${prefix}c`;
     await r.set(`${prefix}a`, 'A');
     await new Promise((res) => setTimeout(res, 100));
-    seen.length = 0;
     const calls = [
       t.call<number>('tpIncr', [c, 5]),
       t.call<unknown>('tpEcho', [2, `${prefix}a`, c, 'x', 'y']),
@@ -66,27 +77,24 @@ describe('TickPipeline', () => {
     expect(res[4]).toEqual({ status: 'fulfilled', value: null });
     expect(await r.get(c)).toBe('3');
     await new Promise((res) => setTimeout(res, 100));
-    const scripts = seen.filter((a) => /^(evalsha|eval)$/i.test(a[0]!));
-    expect(scripts.length).toBe(1); // one execution for the five calls
+    expect(scriptsSent(t).length).toBe(1); // one execution for the five calls
   });
 
   it('splits a turn of many calls into executions of at most 64, still in order', async () => {
-    const t = new TickPipeline(r);
+    const t = await pipeline();
     t.define('tpIncr', INCR, 1);
-    seen.length = 0;
     const res = await Promise.all(Array.from({ length: 150 }, () => t.call<number>('tpIncr', [`${prefix}e`, 1])));
     expect(res).toEqual(Array.from({ length: 150 }, (_, i) => i + 1));
     await new Promise((res) => setTimeout(res, 100));
-    expect(seen.filter((a) => /^(evalsha|eval)$/i.test(a[0]!)).length).toBe(3); // 64 + 64 + 22
+    expect(scriptsSent(t).length).toBe(3); // 64 + 64 + 22
   });
 
   it('sends a lone call as its own script', async () => {
-    const t = new TickPipeline(r);
+    const t = await pipeline();
     t.define('tpIncr', INCR, 1);
-    seen.length = 0;
     expect(await t.call<number>('tpIncr', [`${prefix}d`, 7])).toBe(7);
     await new Promise((res) => setTimeout(res, 100));
-    const scripts = seen.filter((a) => /^(evalsha|eval)$/i.test(a[0]!));
+    const scripts = scriptsSent(t);
     expect(scripts.length).toBe(1);
     expect(scripts[0]!.slice(2)).toEqual(['1', `${prefix}d`, '7']);
   });
@@ -98,10 +106,9 @@ describe('TickPipeline', () => {
     const c = new Redis(`redis://127.0.0.1:${proxy.port}`);
     try {
       await c.ping();
-      const t = new TickPipeline(c);
+      const t = await pipeline(c);
       t.define('tpIncr', INCR, 1);
-      await c.script('LOAD', INCR); // so the call goes out as one EVALSHA, not after a NOSCRIPT round trip
-      const sock = (c as unknown as { stream: { bytesWritten: number } }).stream;
+      const sock = (t as unknown as { conn: { sock: { bytesWritten: number } } }).conn.sock;
       const before = sock.bytesWritten;
       let answered = false;
       const p = t.call<number>('tpIncr', [`${prefix}w`, 3]).then((v) => ((answered = true), v));
@@ -116,8 +123,47 @@ describe('TickPipeline', () => {
     }
   });
 
+  it('fails calls at once while its connection is down, and works again once Redis is back', async () => {
+    const proxy = await new TcpProxy({ host: '127.0.0.1', port: Number(new URL(REDIS_URL).port || 6379) }).start();
+    const c = new Redis(`redis://127.0.0.1:${proxy.port}`, { lazyConnect: true });
+    try {
+      const t = await pipeline(c);
+      t.define('tpIncr', INCR, 1);
+      expect(await t.call<number>('tpIncr', [`${prefix}f`, 1])).toBe(1);
+      proxy.down(); // cuts the connection and refuses new ones
+      await new Promise((res) => setTimeout(res, 100));
+      const t0 = Date.now();
+      await expect(t.call('tpIncr', [`${prefix}f`, 1])).rejects.toThrow(/down/);
+      expect(Date.now() - t0).toBeLessThan(100); // at once, not after a timeout
+      proxy.up();
+      await t.ready();
+      // Reconnected: the script is loaded again on the new connection before its call.
+      expect(await t.call<number>('tpIncr', [`${prefix}f`, 1])).toBe(2);
+    } finally {
+      c.disconnect();
+      await proxy.close();
+    }
+  });
+
+  it('fails what is in flight when Redis stops answering, after the command timeout', async () => {
+    const proxy = await new TcpProxy({ host: '127.0.0.1', port: Number(new URL(REDIS_URL).port || 6379) }).start();
+    proxy.replyDelayMs = 5_000; // a partition: the call arrives, no reply comes back
+    const c = new Redis(`redis://127.0.0.1:${proxy.port}`, { lazyConnect: true, commandTimeout: 300 });
+    try {
+      const t = await pipeline(c);
+      t.define('tpIncr', INCR, 1);
+      const t0 = Date.now();
+      await expect(t.call('tpIncr', [`${prefix}g`, 1])).rejects.toThrow(/did not answer within 300 ms/);
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(290);
+      expect(Date.now() - t0).toBeLessThan(2_000);
+    } finally {
+      c.disconnect();
+      await proxy.close();
+    }
+  });
+
   it('refuses a script it does not know', async () => {
-    const t = new TickPipeline(r);
+    const t = await pipeline();
     await expect(t.call('tpNope', [])).rejects.toThrow(/not defined/);
   });
 });
