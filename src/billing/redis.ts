@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
 import { TickPipeline } from '../coord/tick-pipeline.js';
+import { NameCache } from '../lib/name-cache.js';
 import {
   type BillingBackend,
   type BillingRecord,
@@ -179,6 +180,9 @@ export class RedisBilling implements BillingBackend {
   private readonly tick: TickPipeline;
   /** The pipeline (and its connection) was made here, so close() closes it. */
   private readonly ownTick: boolean;
+  /** Key names built once (see NameCache). */
+  private readonly names = new NameCache<[string, string, string]>();
+  private readonly streams: string[] = [];
 
   constructor(
     client: Redis,
@@ -206,15 +210,17 @@ export class RedisBilling implements BillingBackend {
     return `${this.prefix}{b:${shard}}`;
   }
   private walletKeys(appId: string): [string, string, string] {
-    const t = this.tag(shardOf(appId));
-    return [`${t}:w:${appId}`, `${t}:wh:${appId}`, `${t}:wa:${appId}`];
+    return this.names.get(appId, '', '', () => {
+      const t = this.tag(shardOf(appId));
+      return [`${t}:w:${appId}`, `${t}:wh:${appId}`, `${t}:wa:${appId}`];
+    });
   }
   /** A record's exactly-once marker: set by its settlement, dropped when its journal is written. */
   private doneKey(shard: number, id: string): string {
     return `${this.tag(shard)}:done:${id}`;
   }
   private stream(shard: number): string {
-    return `${this.tag(shard)}:j`;
+    return (this.streams[shard] ??= `${this.tag(shard)}:j`);
   }
 
   async reserve(appId: string, holdId: string, amount: bigint, ttlMs: number): Promise<ReserveResult> {

@@ -185,7 +185,8 @@ function respOptionsOf(client: Redis): RespOptions {
  * positions in KEYS of its keys, and its arguments. Each script body becomes a function of (KEYS, ARGV), so
  * it reads its own slices under the names it was written with. Each call's result comes back as
  * {1, result} or, when it raised an error, {0, message} (pcall), so one failing call fails alone, as it
- * would on its own.
+ * would on its own. (Each call still reads Redis's clock itself: with one reading per batch, a rate limit
+ * admits only burst + 1 of a batch's calls, and a busy key got a third of its rate in the GCRA test.)
  */
 export function batchLua(bodies: string[]): string {
   const fns = bodies.map((body, i) => `fns[${i + 1}] = function(KEYS, ARGV)\n${body}\nend`).join('\n');

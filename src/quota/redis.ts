@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import { subscriberOf } from '../coord/redis.js';
 import { TickPipeline } from '../coord/tick-pipeline.js';
+import { NameCache } from '../lib/name-cache.js';
 import type { AdmitRequest, AdmitResult, LimitKind, QuotaBackend, Remaining, Reservation, ScopeLimits } from './types.js';
 
 /**
@@ -173,7 +174,8 @@ return {1, now, minute, day, month, rl, rleft, rreset, tl, tleft, treset}
 `;
 
 // KEYS: per scope lease zset + state hash, then queue zset, reservations hash + expiry zset.
-// ARGV: n, lease, dTokens, dCost, minute, day, month, wakeMsg, wakeChannel, reservedTokens, reservedCost
+// ARGV: n, lease, dTokens, dCost, minute, day, month, wakeMsg, wakeChannel, reservedTokens, reservedCost,
+//       wakes '1'|'0' (admitted under WAIT: only then can waiters be queued behind it)
 // No per-lease marker (one key per request, kept an hour, grew Redis with the request rate): a lease
 // that reserved tokens or cost is trued up only while its reservation record is live, so a replay, or a
 // settlement after the reaper already gave a dead lease's reservation back, changes nothing.
@@ -194,7 +196,7 @@ for i = 1, n do
     if st[3] == month and dcost ~= 0 then redis.call('HSET', sk, 'mc', math.max(0, tonumber(st[7]) + dcost)) end
   end
 end
-if redis.call('ZCARD', KEYS[2 * n + 1]) > 0 then redis.call('PUBLISH', ARGV[9], ARGV[8]) end
+if ARGV[12] ~= '0' and redis.call('ZCARD', KEYS[2 * n + 1]) > 0 then redis.call('PUBLISH', ARGV[9], ARGV[8]) end
 return 1
 `;
 
@@ -235,6 +237,8 @@ export class RedisQuota implements QuotaBackend {
   private readonly tick: TickPipeline;
   /** The pipeline (and its connection) was made here, so close() closes it. */
   private readonly ownTick: boolean;
+  private readonly names = new NameCache<[string, string]>();
+  private readonly queueNames = new NameCache<[string, string, string, string]>();
 
   constructor(
     redis: Redis,
@@ -255,14 +259,19 @@ export class RedisQuota implements QuotaBackend {
     return `${this.prefix}{q:${tag}}:${rest}`;
   }
   private scopeKeys(tag: string, s: ScopeLimits): [string, string] {
-    return [this.k(tag, `c:${s.scope}:${s.id}`), this.k(tag, `s:${s.scope}:${s.id}`)];
+    return this.names.get(tag, s.scope, s.id, () => [this.k(tag, `c:${s.scope}:${s.id}`), this.k(tag, `s:${s.scope}:${s.id}`)]);
+  }
+  /** A key's queue, its deadlines, and the tag's reservation records and their expiries. */
+  private tagKeys(tag: string, queue: string): [string, string, string, string] {
+    return this.queueNames.get(tag, queue, '', () => [this.k(tag, `w:${queue}`), this.k(tag, `wd:${queue}`), this.k(tag, 'res'), this.k(tag, 'resx')]);
   }
 
   async admit(req: AdmitRequest): Promise<AdmitResult> {
     const n = req.scopes.length;
-    const keys = req.scopes.flatMap((s) => this.scopeKeys(req.tag, s));
     const queue = req.waiter?.queue ?? req.queue;
-    keys.push(this.k(req.tag, `w:${queue}`), this.k(req.tag, `wd:${queue}`), this.k(req.tag, 'res'), this.k(req.tag, 'resx'));
+    const keys: string[] = [];
+    for (const s of req.scopes) keys.push(...this.scopeKeys(req.tag, s));
+    keys.push(...this.tagKeys(req.tag, queue));
     const argv: Array<string | number> = [n, req.leaseId, req.leaseTtlMs, req.tokens, req.cost, req.waiter?.id ?? '', req.mayQueue === false ? '0' : '1'];
     for (const s of req.scopes) argv.push(s.maxConcurrency, s.qps, s.qpsBurst, s.tokensPerMinute, s.tokensPerDay, s.costPerDay, s.costPerMonth);
     argv.push(queue, this.wakeChannel);
@@ -294,15 +303,17 @@ export class RedisQuota implements QuotaBackend {
     };
     return {
       ok: true,
-      reservation: { leaseId: req.leaseId, tag: req.tag, queue: req.queue, scopes: req.scopes, tokens: req.tokens, cost: req.cost, minute: minute!, day: day!, month: month!, at: now },
+      reservation: { leaseId: req.leaseId, tag: req.tag, queue: req.queue, scopes: req.scopes, tokens: req.tokens, cost: req.cost, minute: minute!, day: day!, month: month!, at: now, wakes: req.mayQueue !== false },
       remaining,
     };
   }
 
   async settle(r: Reservation, actualTokens: number, actualCost: number): Promise<void> {
-    const keys = r.scopes.flatMap((s) => this.scopeKeys(r.tag, s));
-    keys.push(this.k(r.tag, `w:${r.queue}`), this.k(r.tag, 'res'), this.k(r.tag, 'resx'));
-    await this.tick.call('animaSettle', [keys.length, ...keys, r.scopes.length, r.leaseId, actualTokens - r.tokens, actualCost - r.cost, r.minute, r.day, r.month, r.queue, this.wakeChannel, r.tokens, r.cost]);
+    const keys: string[] = [];
+    for (const s of r.scopes) keys.push(...this.scopeKeys(r.tag, s));
+    const [w, , res, resx] = this.tagKeys(r.tag, r.queue);
+    keys.push(w, res, resx);
+    await this.tick.call('animaSettle', [keys.length, ...keys, r.scopes.length, r.leaseId, actualTokens - r.tokens, actualCost - r.cost, r.minute, r.day, r.month, r.queue, this.wakeChannel, r.tokens, r.cost, r.wakes === false ? '0' : '1']);
   }
 
   async renew(r: Reservation, ttlMs: number): Promise<void> {

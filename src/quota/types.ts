@@ -52,6 +52,12 @@ export interface Reservation {
   month: number;
   /** Redis time at admission. */
   at: number;
+  /**
+   * Admitted under WAIT (mayQueue): its settlement wakes the key's waiters. Not under REJECT or ASYNC, so
+   * their settlements skip the queue check (a key switched to WAIT meanwhile: its waiters' poll finds
+   * the freed slot).
+   */
+  wakes?: boolean;
 }
 
 export type AdmitResult =
