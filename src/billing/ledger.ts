@@ -411,7 +411,9 @@ export class Ledger {
       return await this.db.transaction().execute(async (trx) => {
         // One statement per table with array parameters (UNNEST): the cost doesn't grow with a query
         // builder's per-row nodes, and PostgreSQL parses one small statement instead of a huge VALUES list.
-        const col = <T>(f: (j: JournalSpec & { occurredAt?: Date }) => T) => prepared.map(({ j }) => f(j));
+        // Each column goes as one array literal built here (pgArray): node-postgres would serialize the
+        // arrays element by element with two regex passes each, ~10 us per journal of the gateway's CPU.
+        const col = (f: (j: JournalSpec & { occurredAt?: Date }) => string | null) => pgArray(prepared.map(({ j }) => f(j)));
         const { rows } = await sql<{ id: bigint; idem_key: string }>`
           INSERT INTO ledger_journal (idem_key, kind, request_id, task_id, app_id, alias, channel, usage, memo, state, occurred_at)
           SELECT k, kind, rid, tid, app, alias, ch, u::jsonb, memo, 'posted', coalesce(at, now())
@@ -444,7 +446,7 @@ export class Ledger {
         }
         if (entries.journal.length) {
           await sql`INSERT INTO ledger_entry (journal_id, account_id, debit, credit, pending)
-            SELECT j, a, d, c, false FROM unnest(${entries.journal}::bigint[], ${entries.account}::bigint[], ${entries.debit}::bigint[], ${entries.credit}::bigint[]) AS t (j, a, d, c)`.execute(trx);
+            SELECT j, a, d, c, false FROM unnest(${pgArray(entries.journal)}::bigint[], ${pgArray(entries.account)}::bigint[], ${pgArray(entries.debit)}::bigint[], ${pgArray(entries.credit)}::bigint[]) AS t (j, a, d, c)`.execute(trx);
         }
         await applyDeltas(trx, deltas);
         if (balancesOf.length) {
@@ -810,4 +812,20 @@ async function insertEntries(trx: Tx, journalId: bigint, legs: Leg[], pending: b
       })),
     )
     .execute();
+}
+
+/**
+ * A PostgreSQL array literal of text elements (cast in SQL to the column's array type): each element
+ * double-quoted, with backslash and double quote escaped; null is NULL.
+ */
+export function pgArray(values: ReadonlyArray<string | null>): string {
+  let out = '{';
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (i > 0) out += ',';
+    if (v === null || v === undefined) out += 'NULL';
+    else if (v.indexOf('"') < 0 && v.indexOf('\\') < 0) out += '"' + v + '"';
+    else out += '"' + v.replace(/[\\"]/g, '\\$&') + '"';
+  }
+  return out + '}';
 }

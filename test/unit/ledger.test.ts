@@ -5,7 +5,7 @@
 import fc from 'fast-check';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Ledger, LedgerError } from '../../src/billing/ledger.js';
+import { Ledger, LedgerError, pgArray } from '../../src/billing/ledger.js';
 import { type DbHandle, openDatabase } from '../../src/store/db.js';
 
 let h: DbHandle;
@@ -421,6 +421,19 @@ describe('ledger', () => {
     expect(
       (await L.journals({ appId: 'cap', kind: 'hold' })).every((j) => j.entries.every((e) => e.pending)),
     ).toBe(true);
+  });
+});
+
+describe('pgArray', () => {
+  it('PostgreSQL reads back exactly the strings and nulls it was given (property)', async () => {
+    const tricky = fc.constantFrom('', 'NULL', 'null', '"', '\\', '\\"', '{a,b}', 'a,b', ' lead', 'trail ', 'é€𝄞', "it's");
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.option(fc.oneof(fc.string(), fc.string({ unit: 'grapheme' }), tricky), { nil: null }), { maxLength: 20 }), async (values) => {
+        const { rows } = await sql<{ a: Array<string | null> }>`SELECT ${pgArray(values)}::text[] AS a`.execute(h.db);
+        expect(rows[0]!.a).toEqual(values);
+      }),
+      { numRuns: 200 },
+    );
   });
 });
 
