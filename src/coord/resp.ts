@@ -34,44 +34,145 @@ export class ReplyError extends Error {
 
 const INCOMPLETE = Symbol('incomplete');
 
-/** One RESP2 reply from `buf` at `pos`: [value, next position], or INCOMPLETE when more bytes are needed. */
-function parseReply(buf: Buffer, pos: number): [Reply, number] | typeof INCOMPLETE {
+/** The parser's cursor into the buffer being parsed (parsing is synchronous: one buffer at a time). */
+let at = 0;
+
+/** A decimal integer from bytes (RESP lengths and integer replies), without making a string of it. */
+function intAt(buf: Buffer, from: number, to: number): number {
+  let i = from;
+  const neg = buf[i] === 45; // '-'
+  if (neg) i++;
+  let v = 0;
+  for (; i < to; i++) v = v * 10 + (buf[i]! - 48);
+  return neg ? -v : v;
+}
+
+/** One RESP2 reply from `buf` at the cursor, advancing it; INCOMPLETE (cursor unspecified) when more bytes are needed. */
+function parseOne(buf: Buffer): Reply | typeof INCOMPLETE {
+  const pos = at;
   if (pos >= buf.length) return INCOMPLETE;
   const eol = buf.indexOf(13, pos + 1); // '\r'
   if (eol < 0 || eol + 1 >= buf.length) return INCOMPLETE;
-  const type = buf[pos];
-  const line = buf.toString('latin1', pos + 1, eol);
   const next = eol + 2;
-  switch (type) {
+  switch (buf[pos]) {
     case 43: // '+'
-      return [line, next];
+      at = next;
+      return buf.toString('latin1', pos + 1, eol);
     case 45: // '-'
-      return [new ReplyError(buf.toString('utf8', pos + 1, eol)), next];
+      at = next;
+      return new ReplyError(buf.toString('utf8', pos + 1, eol));
     case 58: // ':'
-      return [Number(line), next];
+      at = next;
+      return intAt(buf, pos + 1, eol);
     case 36: {
       // '$'
-      const len = Number(line);
-      if (len < 0) return [null, next];
+      const len = intAt(buf, pos + 1, eol);
+      if (len < 0) {
+        at = next;
+        return null;
+      }
       if (next + len + 2 > buf.length) return INCOMPLETE;
-      return [buf.toString('utf8', next, next + len), next + len + 2];
+      at = next + len + 2;
+      return buf.toString('utf8', next, next + len);
     }
     case 42: {
       // '*'
-      const n = Number(line);
-      if (n < 0) return [null, next];
+      const n = intAt(buf, pos + 1, eol);
+      at = next;
+      if (n < 0) return null;
       const out: Reply[] = new Array(n);
-      let p = next;
       for (let i = 0; i < n; i++) {
-        const r = parseReply(buf, p);
+        const r = parseOne(buf);
         if (r === INCOMPLETE) return INCOMPLETE;
-        out[i] = r[0];
-        p = r[1];
+        out[i] = r;
       }
-      return [out, p];
+      return out;
     }
     default:
-      throw new Error(`Redis protocol error: unexpected byte ${type} in a reply`);
+      throw new Error(`Redis protocol error: unexpected byte ${buf[pos]} in a reply`);
+  }
+}
+
+function digitCount(v: number): number {
+  let n = 1;
+  while (v >= 10) {
+    v = Math.floor(v / 10);
+    n++;
+  }
+  return n;
+}
+
+/**
+ * Encodes commands straight into bytes: no string per argument or length, no joined string to convert
+ * again on the socket write. One writer is reused; `take()` copies out what was written.
+ */
+export class RespWriter {
+  private buf = Buffer.allocUnsafe(16_384);
+  private len = 0;
+
+  private ensure(n: number): void {
+    if (this.len + n <= this.buf.length) return;
+    const b = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.len + n));
+    this.buf.copy(b, 0, 0, this.len);
+    this.buf = b;
+  }
+
+  /** A non-negative integer's digits (it has room: callers ensure 20 bytes). */
+  private digits(v: number): void {
+    if (v < 10) {
+      this.buf[this.len++] = 48 + v;
+      return;
+    }
+    const n = digitCount(v);
+    for (let i = this.len + n - 1; i >= this.len; i--) {
+      this.buf[i] = 48 + (v % 10);
+      v = Math.floor(v / 10);
+    }
+    this.len += n;
+  }
+
+  private crlf(): void {
+    this.buf[this.len++] = 13;
+    this.buf[this.len++] = 10;
+  }
+
+  /** The header of a command of `n` arguments. */
+  command(n: number): this {
+    this.ensure(24);
+    this.buf[this.len++] = 42; // '*'
+    this.digits(n);
+    this.crlf();
+    return this;
+  }
+
+  /** One argument. Numbers are sent as their decimal text. */
+  arg(a: string | number): this {
+    if (typeof a === 'number' && Number.isSafeInteger(a) && a >= 0) {
+      this.ensure(48);
+      this.buf[this.len++] = 36; // '$'
+      this.digits(digitCount(a));
+      this.crlf();
+      this.digits(a);
+      this.crlf();
+      return this;
+    }
+    const s = typeof a === 'string' ? a : String(a);
+    const n = Buffer.byteLength(s);
+    this.ensure(n + 24);
+    this.buf[this.len++] = 36; // '$'
+    this.digits(n);
+    this.crlf();
+    this.len += this.buf.write(s, this.len, n === s.length ? 'latin1' : 'utf8');
+    this.crlf();
+    return this;
+  }
+
+  /** What was written since the last take(), as its own buffer; the writer starts empty again. */
+  take(): Buffer {
+    const out = Buffer.allocUnsafe(this.len);
+    this.buf.copy(out, 0, 0, this.len);
+    this.len = 0;
+    return out;
   }
 }
 
@@ -96,7 +197,7 @@ export class RespConnection {
   private readonly pending: ReplyCallback[] = [];
   private pendingHead = 0;
   /** Writes issued before the first connection was ready (after that, a write while down fails). */
-  private readonly early: Array<{ payload: string; callbacks: ReplyCallback[] }> = [];
+  private readonly early: Array<{ payload: string | Buffer; callbacks: ReplyCallback[] }> = [];
   private readonly readyWaiters: Array<() => void> = [];
   private timer: NodeJS.Timeout | null = null;
   /** Why this side dropped the connection (a timeout, a protocol error): what the commands in flight fail with. */
@@ -128,7 +229,7 @@ export class RespConnection {
    * Writes `payload` (RESP, one or more commands) and calls each of `callbacks`, in order, with the
    * replies. Fails every callback at once when the connection is down.
    */
-  write(payload: string, callbacks: ReplyCallback[]): void {
+  write(payload: string | Buffer, callbacks: ReplyCallback[]): void {
     if (this.closed) {
       fail(callbacks, new Error('Redis connection is closed'));
       return;
@@ -149,7 +250,7 @@ export class RespConnection {
     for (const e of this.early.splice(0)) fail(e.callbacks, err);
   }
 
-  private send(payload: string, callbacks: ReplyCallback[]): void {
+  private send(payload: string | Buffer, callbacks: ReplyCallback[]): void {
     for (const cb of callbacks) this.pending.push(cb);
     this.sock!.write(payload);
     if (!this.timer) this.timer = setTimeout(() => this.timedOut(), this.opts.commandTimeoutMs ?? 5_000);
@@ -217,15 +318,16 @@ export class RespConnection {
     const buf = this.rest ? Buffer.concat([this.rest, chunk]) : chunk;
     let pos = 0;
     for (;;) {
-      let r: ReturnType<typeof parseReply>;
+      let r: Reply | typeof INCOMPLETE;
+      at = pos;
       try {
-        r = parseReply(buf, pos);
+        r = parseOne(buf);
       } catch (e) {
         this.drop(e as Error);
         return;
       }
       if (r === INCOMPLETE) break;
-      pos = r[1];
+      pos = at;
       const cb = this.pending[this.pendingHead];
       if (cb === undefined) {
         this.drop(new Error('Redis sent a reply nobody asked for'));
@@ -236,7 +338,7 @@ export class RespConnection {
         this.pending.splice(0, this.pendingHead);
         this.pendingHead = 0;
       }
-      cb(null, r[0]);
+      cb(null, r);
     }
     this.rest = pos < buf.length ? buf.subarray(pos) : null;
     if (this.timer) {

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { Cluster, type Redis } from 'ioredis';
-import { type Reply, type ReplyCallback, type RespOptions, RespConnection, ReplyError, encodeCommand } from './resp.js';
+import { type Reply, type ReplyCallback, type RespOptions, RespConnection, ReplyError, RespWriter } from './resp.js';
 
 /** Calls per script execution (see flush). */
 const MAX_BATCH = 64;
@@ -32,6 +32,8 @@ export class TickPipeline {
   private batchScript: { lua: string; sha: string } | null = null;
   /** Its own connection (see RespConnection); null on a Cluster. */
   private readonly conn: RespConnection | null;
+  /** Encodes each turn's commands (reused). */
+  private readonly writer = new RespWriter();
   /** Scripts loaded on the connection, by sha, for the connection generation they were loaded on. */
   private readonly loaded = new Map<string, number>();
 
@@ -81,17 +83,15 @@ export class TickPipeline {
     const b = this.batch!;
     this.batch = null;
     const conn = this.conn!;
-    const out: string[] = [];
+    const w = this.writer;
     const callbacks: ReplyCallback[] = [];
     // The script is loaded on this connection before its first EVALSHA, in the same write (Redis runs a
     // connection's commands in order), so a call never needs a second trip for NOSCRIPT.
-    const evalsha = (lua: string, sha: string, args: Array<string | number>) => {
-      if (this.loaded.get(sha) !== conn.generation) {
-        encodeCommand(['SCRIPT', 'LOAD', lua], out);
-        callbacks.push(() => {});
-        this.loaded.set(sha, conn.generation);
-      }
-      encodeCommand(['EVALSHA', sha, ...args], out);
+    const load = (lua: string, sha: string) => {
+      if (this.loaded.get(sha) === conn.generation) return;
+      w.command(3).arg('SCRIPT').arg('LOAD').arg(lua);
+      callbacks.push(() => {});
+      this.loaded.set(sha, conn.generation);
     };
     // At most MAX_BATCH calls per script execution: one execution holds Redis for as long as it runs, and a
     // turn can carry thousands of calls (every admission of a burst).
@@ -101,7 +101,10 @@ export class TickPipeline {
         // One call: the script itself (the batch wrapper would only add work).
         const c = g[0]!;
         const s = this.scripts.get(c.name)!;
-        evalsha(s.lua, s.sha, s.numberOfKeys === null ? c.args : [s.numberOfKeys, ...c.args]);
+        load(s.lua, s.sha);
+        w.command(2 + (s.numberOfKeys === null ? 0 : 1) + c.args.length).arg('EVALSHA').arg(s.sha);
+        if (s.numberOfKeys !== null) w.arg(s.numberOfKeys);
+        for (const a of c.args) w.arg(a);
         callbacks.push((err, v) => {
           if (err) c.reject(err);
           else if (v instanceof ReplyError) {
@@ -112,28 +115,49 @@ export class TickPipeline {
         continue;
       }
       // Each distinct key once: a turn's calls mostly name the same few keys (one app's, one key's), and
-      // keys are most of a call's bytes. A call names its keys by their position in KEYS.
+      // keys are most of a call's bytes. A call names its keys by their position in KEYS. A short list is
+      // searched in place (names are built once, so equal keys are mostly the same string); a long one
+      // through a Map.
       const keys: Array<string | number> = [];
-      const at = new Map<string | number, number>();
-      const argv: Array<string | number> = [g.length];
+      let index: Map<string | number, number> | null = null;
+      const positions: number[] = [];
+      let argc = 1;
       for (const c of g) {
         const s = this.scripts.get(c.name)!;
         const nk = s.numberOfKeys ?? Number(c.args[0]);
         const from = s.numberOfKeys === null ? 1 : 0;
-        argv.push(s.index, nk, c.args.length - from - nk);
-        for (let i = from; i < from + nk; i++) {
-          const key = c.args[i]!;
-          let n = at.get(key);
-          if (n === undefined) {
-            n = keys.push(key);
-            at.set(key, n);
+        argc += 3 + c.args.length - from;
+        for (let k = from; k < from + nk; k++) {
+          const key = c.args[k]!;
+          let n: number;
+          if (index) n = index.get(key) ?? 0;
+          else {
+            n = keys.indexOf(key) + 1;
+            if (n === 0 && keys.length >= 16) {
+              index = new Map(keys.map((x, j) => [x, j + 1]));
+            }
           }
-          argv.push(n);
+          if (n === 0) {
+            n = keys.push(key);
+            index?.set(key, n);
+          }
+          positions.push(n);
         }
-        for (let i = from + nk; i < c.args.length; i++) argv.push(c.args[i]!);
       }
       const bs = this.batchLuaScript();
-      evalsha(bs.lua, bs.sha, [keys.length, ...keys, ...argv]);
+      load(bs.lua, bs.sha);
+      w.command(3 + keys.length + argc).arg('EVALSHA').arg(bs.sha).arg(keys.length);
+      for (const k of keys) w.arg(k);
+      w.arg(g.length);
+      let p = 0;
+      for (const c of g) {
+        const s = this.scripts.get(c.name)!;
+        const nk = s.numberOfKeys ?? Number(c.args[0]);
+        const from = s.numberOfKeys === null ? 1 : 0;
+        w.arg(s.index).arg(nk).arg(c.args.length - from - nk);
+        for (let k = 0; k < nk; k++) w.arg(positions[p++]!);
+        for (let k = from + nk; k < c.args.length; k++) w.arg(c.args[k]!);
+      }
       callbacks.push((err, v) => {
         if (err || v instanceof ReplyError || !Array.isArray(v)) {
           if (v instanceof ReplyError && v.message.startsWith('NOSCRIPT')) this.loaded.delete(bs.sha);
@@ -141,15 +165,15 @@ export class TickPipeline {
           for (const c of g) c.reject(e);
           return;
         }
-        for (let i = 0; i < g.length; i++) {
-          const o = v[i] as Reply[] | undefined;
-          if (!Array.isArray(o)) g[i]!.reject(new Error('Redis batch returned no result for a call'));
-          else if (o[0] === 1) g[i]!.resolve(o.length > 1 ? o[1] : null);
-          else g[i]!.reject(new ReplyError(String(o[1])));
+        for (let k = 0; k < g.length; k++) {
+          const o = v[k] as Reply[] | undefined;
+          if (!Array.isArray(o)) g[k]!.reject(new Error('Redis batch returned no result for a call'));
+          else if (o[0] === 1) g[k]!.resolve(o.length > 1 ? o[1] : null);
+          else g[k]!.reject(new ReplyError(String(o[1])));
         }
       });
     }
-    conn.write(out.join(''), callbacks);
+    conn.write(w.take(), callbacks);
   }
 
   /** The batch script (generated on first use and whenever a script was added since). */

@@ -5,7 +5,7 @@
 import net from 'node:net';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RespConnection, ReplyError, encodeCommand, type Reply } from '../../src/coord/resp.js';
+import { RespConnection, ReplyError, RespWriter, encodeCommand, type Reply } from '../../src/coord/resp.js';
 
 const REPLIES = Buffer.from(
   [
@@ -73,6 +73,22 @@ async function roundTrip(): Promise<Reply[]> {
 describe('RespConnection', () => {
   it('encodes commands as RESP arrays of bulk strings, lengths in UTF-8 bytes', () => {
     expect(encodeCommand(['SET', 'k', 'é', 5]).join('')).toBe('*4\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\né\r\n$1\r\n5\r\n');
+  });
+
+  it('RespWriter writes the same bytes as the string encoding, for any arguments (property)', () => {
+    const w = new RespWriter();
+    const arg = fc.oneof(fc.string(), fc.string({ unit: 'grapheme' }), fc.nat(), fc.integer(), fc.maxSafeNat(), fc.double({ noNaN: true }), fc.string({ minLength: 5_000, maxLength: 40_000 }));
+    fc.assert(
+      fc.property(fc.array(fc.array(arg, { minLength: 1, maxLength: 30 }), { minLength: 1, maxLength: 5 }), (commands) => {
+        for (const c of commands) {
+          w.command(c.length);
+          for (const a of c) w.arg(a);
+        }
+        const expected = commands.map((c) => encodeCommand(c).join('')).join('');
+        expect(w.take().toString('utf8')).toBe(expected);
+      }),
+      { numRuns: 300 },
+    );
   });
 
   it('parses every reply type, in one piece', async () => {
