@@ -228,15 +228,20 @@ export class Relay {
     }
   }
 
-  private successHeaders(ctx: RequestContext, ch: Channel, upstreamModel: string): Record<string, string> {
+  /**
+   * An answer's headers, built as one object (the per-request spreads of the rate-limit headers into
+   * literals cost ~12 us per governed request in a profile). The gateway's own headers win over extras.
+   */
+  private successHeaders(ctx: RequestContext, ch: Channel, upstreamModel: string, contentType: string): Record<string, string> {
     ctx.channel = ch.code;
     ctx.upstreamModel = upstreamModel;
-    const h: Record<string, string> = {
-      ...ctx.extraHeaders,
-      'x-request-id': ctx.id,
-      'x-anima-channel': ch.code,
-      'x-anima-attempts': String(ctx.attempts),
-    };
+    const h: Record<string, string> = {};
+    const extra = ctx.extraHeaders;
+    for (const k in extra) h[k] = extra[k]!;
+    h['content-type'] = contentType;
+    h['x-request-id'] = ctx.id;
+    h['x-anima-channel'] = ch.code;
+    h['x-anima-attempts'] = String(ctx.attempts);
     if (ctx.route.length) h['x-anima-route'] = ctx.routeHeader();
     return h;
   }
@@ -256,7 +261,7 @@ export class Relay {
       payload = r.text ?? JSON.stringify(r.body);
     }
     ctx.status = 200;
-    const headers = { ...this.successHeaders(ctx, ch, upstreamModel), 'content-type': type };
+    const headers = this.successHeaders(ctx, ch, upstreamModel, type);
     await this.finishing(ctx);
     sink.head(200, headers);
     ctx.ttfbMs = ctx.elapsedMs();
@@ -284,12 +289,10 @@ export class Relay {
     const parser = new SseParser();
     const tr = ex.streamTranslator();
     const commit = () => {
-      sink.head(200, {
-        ...this.successHeaders(ctx, ch, upstreamModel),
-        'content-type': 'text/event-stream; charset=utf-8',
-        'cache-control': 'no-cache',
-        'x-accel-buffering': 'no',
-      });
+      const h = this.successHeaders(ctx, ch, upstreamModel, 'text/event-stream; charset=utf-8');
+      h['cache-control'] = 'no-cache';
+      h['x-accel-buffering'] = 'no';
+      sink.head(200, h);
       ctx.status = 200;
       ctx.ttfbMs = ctx.elapsedMs();
     };
@@ -347,7 +350,7 @@ export class Relay {
     const ct = up.headers['content-type'];
     const type = typeof ct === 'string' && ct !== '' ? ct : 'application/octet-stream';
     const commit = () => {
-      sink.head(200, { ...this.successHeaders(ctx, ch, upstreamModel), 'content-type': type });
+      sink.head(200, this.successHeaders(ctx, ch, upstreamModel, type));
       ctx.status = 200;
       ctx.ttfbMs = ctx.elapsedMs();
       ctx.usage = ex.bytesUsage?.() ?? null;
@@ -395,7 +398,7 @@ export class Relay {
             ? JSON.stringify(toGoogleError(new GatewayError('invalid_request', msg), status))
             : JSON.stringify({ error: { message: msg, type: 'invalid_request_error', param: null, code } });
     }
-    sink.head(status, { ...this.successHeaders(ctx, ch, ctx.upstreamModel ?? ''), 'content-type': 'application/json' });
+    sink.head(status, this.successHeaders(ctx, ch, ctx.upstreamModel ?? '', 'application/json'));
     sink.end(payload);
   }
 
