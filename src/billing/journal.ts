@@ -54,20 +54,14 @@ export function saleJournal(rec: BillingRecord, charged: bigint = rec.charged ??
     accounts.push(cogs, pay);
   }
   if (entries.length === 0) return null;
-  const usage = rec.sale > charged ? { ...rec.usage, uncollected_micros: (rec.sale - charged).toString() } : rec.usage;
-  return {
-    spec: {
-      idemKey: saleIdemKey(rec.id),
-      kind: 'sale',
-      entries,
-      ...(rec.requestId ? { requestId: rec.requestId } : {}),
-      ...(rec.taskId ? { taskId: rec.taskId } : {}),
-      appId: rec.appId,
-      alias: rec.alias,
-      channel: rec.channel,
-      usage: { ...usage, sale_micros: rec.sale.toString(), cost_micros: rec.cost.toString() },
-      occurredAt: new Date(rec.at),
-    },
-    accounts,
-  };
+  // Copied field by field (a spread of the usage object was most of this function's cost).
+  const usage: Record<string, unknown> = {};
+  for (const k in rec.usage) usage[k] = rec.usage[k];
+  if (rec.sale > charged) usage.uncollected_micros = (rec.sale - charged).toString();
+  usage.sale_micros = rec.sale.toString();
+  usage.cost_micros = rec.cost.toString();
+  const spec: SaleJournal['spec'] = { idemKey: saleIdemKey(rec.id), kind: 'sale', entries, appId: rec.appId, alias: rec.alias, channel: rec.channel, usage, occurredAt: new Date(rec.at) };
+  if (rec.requestId) spec.requestId = rec.requestId;
+  if (rec.taskId) spec.taskId = rec.taskId;
+  return { spec, accounts };
 }

@@ -4,6 +4,7 @@ import { cacheHitPrice, priceOf } from '../core/pricing.js';
 import type { RequestContext } from '../relay/context.js';
 import { estimateCost, estimateTokens } from '../quota/estimate.js';
 import type { Billing } from './service.js';
+import type { BillingRecord } from './types.js';
 
 /**
  * The request-side glue between the data plane and billing: what a request may cost (its prepaid
@@ -85,33 +86,18 @@ export async function settleRequest(
     if (o.holdId) await billing.release(app.id, o.holdId);
     return;
   }
+  // Built by assignment, not conditional spreads (those were most of this function's cost).
+  const usage: Record<string, unknown> = { input_tokens: ctx.usage!.inputTokens, output_tokens: ctx.usage!.outputTokens, cached_tokens: ctx.usage!.cachedTokens };
+  if (ctx.usageEstimated) usage.estimated = true;
+  if (ctx.clientAborted) usage.client_aborted = true;
+  usage.key_id = ctx.key?.id;
+  usage.upstream_model = ctx.upstreamModel;
+  usage.attempts = ctx.attempts;
+  // Failed attempts are recorded for cost analysis; they post no sale.
   const failed = ctx.route.filter((n) => n.what === 'failed');
-  const { charged } = await billing.settle(
-    {
-      id: o.recordId,
-      requestId: ctx.id,
-      ...(o.taskId ? { taskId: o.taskId } : {}),
-      appId: app.id,
-      prepaid: app.billing === 'prepaid',
-      alias: ctx.alias!.name,
-      channel: ctx.channel!,
-      sale,
-      cost,
-      usage: {
-        input_tokens: ctx.usage!.inputTokens,
-        output_tokens: ctx.usage!.outputTokens,
-        cached_tokens: ctx.usage!.cachedTokens,
-        ...(ctx.usageEstimated ? { estimated: true } : {}),
-        ...(ctx.clientAborted ? { client_aborted: true } : {}),
-        key_id: ctx.key?.id,
-        upstream_model: ctx.upstreamModel,
-        attempts: ctx.attempts,
-        // Failed attempts are recorded for cost analysis; they post no sale.
-        ...(failed.length ? { failed_attempts: failed.map((n) => ({ channel: n.channel, reason: n.reason, status: n.status, ms: n.ms })) } : {}),
-      },
-      at: ctx.startedAt,
-    },
-    o.holdId,
-  );
+  if (failed.length) usage.failed_attempts = failed.map((n) => ({ channel: n.channel, reason: n.reason, status: n.status, ms: n.ms }));
+  const rec: BillingRecord = { id: o.recordId, requestId: ctx.id, appId: app.id, prepaid: app.billing === 'prepaid', alias: ctx.alias!.name, channel: ctx.channel!, sale, cost, usage, at: ctx.startedAt };
+  if (o.taskId) rec.taskId = o.taskId;
+  const { charged } = await billing.settle(rec, o.holdId);
   ctx.chargedMicros = charged;
 }
