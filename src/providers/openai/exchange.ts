@@ -44,7 +44,9 @@ class ChatPassthrough implements Exchange {
     if (!Array.isArray(j.choices)) throw new GatewayError('upstream_bad_response', 'upstream answer has no choices');
     const renamed = renameModel(text, j.model, this.alias);
     j.model = this.alias;
-    return { body: j, usage: openaiUsage(j.usage), ...(renamed !== null ? { text: renamed } : {}) };
+    const r: JsonResult = { body: j, usage: openaiUsage(j.usage) };
+    if (renamed !== null) r.text = renamed;
+    return r;
   }
   streamTranslator(): StreamTranslator {
     return new OpenAIStreamPassthrough(this.alias, this.clientWantsUsage);
@@ -178,7 +180,9 @@ class EmbeddingsPassthrough implements Exchange {
     if (!Array.isArray(j.data)) throw new GatewayError('upstream_bad_response', 'upstream embeddings answer has no data');
     const renamed = renameModel(text, j.model, this.alias);
     j.model = this.alias;
-    return { body: j, usage: openaiUsage(j.usage), ...(renamed !== null ? { text: renamed } : {}) };
+    const r: JsonResult = { body: j, usage: openaiUsage(j.usage) };
+    if (renamed !== null) r.text = renamed;
+    return r;
   }
   streamTranslator(): StreamTranslator {
     throw new GatewayError('unsupported_operation', 'embeddings do not stream');
