@@ -191,9 +191,15 @@ for i = 1, n do
   redis.call('ZREM', ck, lease)
   if dt ~= 0 or dcost ~= 0 then
     local st = redis.call('HMGET', sk, 'm', 'd', 'mo', 'mu', 'du', 'dc', 'mc')
-    if st[1] == minute and dt ~= 0 then redis.call('HSET', sk, 'mu', math.max(0, tonumber(st[4]) + dt)) end
-    if st[2] == day then redis.call('HSET', sk, 'du', math.max(0, tonumber(st[5]) + dt), 'dc', math.max(0, tonumber(st[6]) + dcost)) end
-    if st[3] == month and dcost ~= 0 then redis.call('HSET', sk, 'mc', math.max(0, tonumber(st[7]) + dcost)) end
+    -- One HSET for whichever windows are still the reservation's (each redis.call costs the script more than its command).
+    local set = {}
+    if st[1] == minute and dt ~= 0 then set[#set + 1] = 'mu'; set[#set + 1] = math.max(0, tonumber(st[4]) + dt) end
+    if st[2] == day then
+      set[#set + 1] = 'du'; set[#set + 1] = math.max(0, tonumber(st[5]) + dt)
+      set[#set + 1] = 'dc'; set[#set + 1] = math.max(0, tonumber(st[6]) + dcost)
+    end
+    if st[3] == month and dcost ~= 0 then set[#set + 1] = 'mc'; set[#set + 1] = math.max(0, tonumber(st[7]) + dcost) end
+    if #set > 0 then redis.call('HSET', sk, unpack(set)) end
   end
 end
 if ARGV[12] ~= '0' and redis.call('ZCARD', KEYS[2 * n + 1]) > 0 then redis.call('PUBLISH', ARGV[9], ARGV[8]) end
