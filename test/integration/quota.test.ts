@@ -214,6 +214,36 @@ describe('tokens', () => {
   });
 });
 
+describe('reservations of a dead instance', () => {
+  it('a reservation never settled gives its tokens and cost back once its lease expires; its late settlement changes nothing', async () => {
+    const r = new Redis(REDIS_URL);
+    const q = new RedisQuota(r, prefix);
+    try {
+      const scope: ScopeLimits = { ...scopeOf('reap'), maxConcurrency: 0, tokensPerMinute: 1_000, tokensPerDay: 1_000, costPerDay: 5_000 };
+      const admit = (leaseId: string, tokens: number, cost: number, leaseTtlMs = 30_000) => q.admit({ tag: 'reap', scopes: [scope], leaseId, leaseTtlMs, tokens, cost, queue: 'reap' });
+      // Admitted and never settled: its instance "dies" holding 600 tokens and 3,000 micro-units.
+      const dead = await admit('dead', 600, 3_000, 300);
+      if (!dead.ok) throw new Error('the first admission was refused');
+      // While its lease lives, the reservation counts.
+      expect((await admit('early', 600, 0)).ok).toBe(false);
+      // Past the lease (300 ms), the next admission finds it dead and gives it back: this one fits.
+      await new Promise((res) => setTimeout(res, 1_600));
+      const next = await admit('next', 600, 3_000);
+      expect(next.ok).toBe(true);
+      expect(await q.usage('reap', scope)).toMatchObject({ tokensDay: 600, costDay: 3_000 });
+      // The dead instance's settlement, arriving late after all, finds its reservation gone: no change.
+      await q.settle(dead.reservation, 10, 10);
+      expect(await q.usage('reap', scope)).toMatchObject({ tokensDay: 600, costDay: 3_000 });
+      // A live one trues up as usual.
+      if (next.ok) await q.settle(next.reservation, 100, 500);
+      expect(await q.usage('reap', scope)).toMatchObject({ tokensDay: 100, costDay: 500 });
+    } finally {
+      q.close();
+      r.disconnect();
+    }
+  });
+});
+
 describe('WAIT queue', () => {
   it('waiters complete in FIFO order as slots free', async () => {
     const { sk } = await keyWith({ max_concurrency: 1 }, { queue_mode: 'WAIT', wait_timeout_ms: 10_000 });
