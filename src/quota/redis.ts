@@ -9,11 +9,11 @@ import type { AdmitRequest, AdmitResult, LimitKind, QuotaBackend, Remaining, Res
  * script touches one Redis Cluster slot. Time is Redis's (TIME), never an instance's clock.
  *
  * Token and cost reservations are recorded per tag with the same expiry; a reservation never settled
- * (its instance died) is refunded by the next admission on that tag, so a crash leaks neither slots
- * nor budget for longer than the lease TTL.
+ * (its instance died) is refunded by an admission on that tag within a second of its expiry, so a crash
+ * leaks neither slots nor budget for longer than the lease TTL (+ 1 s for budget).
  *
- * Per scope: a ZSET of concurrency leases (member = lease id, score = expiry; expired members are
- * reaped on every admission, so a dead instance's leases return within their TTL) and a HASH holding the
+ * Per scope: a ZSET of concurrency leases (member = lease id, score = expiry; expired members are not
+ * counted, so a dead instance's leases return within their TTL, and are removed once a minute) and a HASH holding the
  * GCRA theoretical arrival time and the minute / day / month windows of tokens and cost.
  *
  * GCRA: emission interval T = 1000/qps ms, tolerance tau = T*burst. A request at `now` passes when
@@ -43,9 +43,9 @@ end
 // Returns {1, now, minute, day, month, reqLimit, reqLeft, reqReset, tokLimit, tokLeft, tokReset}
 //      or {0, now, limitName, scopeIndex, retryAfterMs} or {2, now} (queued: not the head).
 //
-// Every redis.call costs a script far more than the command itself, so the common case makes 8 of them
-// (TIME, the reaper's look, and per scope HMGET, ZCOUNT, ZADD, HSET, plus the reservation's HSET and
-// ZADD). Housekeeping — dropping expired leases, refreshing key expiries — runs on a scope's first
+// Every redis.call costs a script far more than the command itself, so the common case makes 7 of them
+// (TIME, and per scope HMGET, ZCOUNT, ZADD, HSET, plus the reservation's HSET and ZADD; the reaper's look
+// once a second). Housekeeping — dropping expired leases, refreshing key expiries — runs on a scope's first
 // admission in each minute (its stored minute differs): expired leases are never counted meanwhile
 // (ZCOUNT from now), and every expiry is days or a multiple of the lease TTL.
 const ADMIT_LUA =
@@ -64,21 +64,26 @@ local qk, dk = KEYS[2 * n + 1], KEYS[2 * n + 2]
 local rk, rx = KEYS[2 * n + 3], KEYS[2 * n + 4]
 -- Reaper: reservations whose lease ran out unsettled (their instance died) give their tokens and cost
 -- back to the windows they were taken from. The state keys named in a record share this call's tag.
-local dead = redis.call('ZRANGEBYSCORE', rx, '-inf', now, 'LIMIT', 0, 20)
-for _, id in ipairs(dead) do
-  local rec = redis.call('HGET', rk, id)
-  if rec then
-    local r = cjson.decode(rec)
-    for _, sk in ipairs(r.s) do
-      local st = redis.call('HMGET', sk, 'm', 'd', 'mo', 'mu', 'du', 'dc', 'mc')
-      if tonumber(st[1]) == r.m then redis.call('HSET', sk, 'mu', math.max(0, tonumber(st[4]) - r.t)) end
-      if tonumber(st[2]) == r.d then redis.call('HSET', sk, 'du', math.max(0, tonumber(st[5]) - r.t), 'dc', math.max(0, tonumber(st[6]) - r.c)) end
-      if tonumber(st[3]) == r.mo then redis.call('HSET', sk, 'mc', math.max(0, tonumber(st[7]) - r.c)) end
+-- It runs at most once a second per first scope (its state hash keeps the next time, 'nr'), not on every
+-- admission: a dead reservation comes back within its lease TTL + 1 s.
+local function reap()
+  local dead = redis.call('ZRANGEBYSCORE', rx, '-inf', now, 'LIMIT', 0, 20)
+  for _, id in ipairs(dead) do
+    local rec = redis.call('HGET', rk, id)
+    if rec then
+      local r = cjson.decode(rec)
+      for _, sk in ipairs(r.s) do
+        local st = redis.call('HMGET', sk, 'm', 'd', 'mo', 'mu', 'du', 'dc', 'mc')
+        if tonumber(st[1]) == r.m then redis.call('HSET', sk, 'mu', math.max(0, tonumber(st[4]) - r.t)) end
+        if tonumber(st[2]) == r.d then redis.call('HSET', sk, 'du', math.max(0, tonumber(st[5]) - r.t), 'dc', math.max(0, tonumber(st[6]) - r.c)) end
+        if tonumber(st[3]) == r.mo then redis.call('HSET', sk, 'mc', math.max(0, tonumber(st[7]) - r.c)) end
+      end
+      redis.call('HDEL', rk, id)
     end
-    redis.call('HDEL', rk, id)
+    redis.call('ZREM', rx, id)
   end
-  redis.call('ZREM', rx, id)
 end
+local next_reap
 if waiter == '' then
   -- Others are already waiting for this key: no jumping the queue; join its tail. Only a WAIT key has a
   -- queue (one left over from a mode change drains by its waiters' timeouts).
@@ -105,7 +110,15 @@ for i = 1, n do
   local maxc, qps, burst = tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
   local tpm, tpd, cpd, cpm = tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6]), tonumber(ARGV[b + 7])
   local ck, sk = KEYS[2 * i - 1], KEYS[2 * i]
-  local st = redis.call('HMGET', sk, 'tat', 'm', 'mu', 'd', 'du', 'dc', 'mo', 'mc')
+  local st = redis.call('HMGET', sk, 'tat', 'm', 'mu', 'd', 'du', 'dc', 'mo', 'mc', 'nr')
+  if i == 1 then
+    next_reap = tonumber(st[9] or '0')
+    if now >= next_reap then
+      reap()
+      next_reap = now + 1000
+      st = redis.call('HMGET', sk, 'tat', 'm', 'mu', 'd', 'du', 'dc', 'mo', 'mc') -- the reaper may have given some back
+    end
+  end
   fresh[i] = tonumber(st[2] or '-1') ~= minute
   if fresh[i] then housekeep = true end
   if maxc > 0 then
@@ -142,7 +155,11 @@ for i = 1, n do
     if fresh[i] then redis.call('PEXPIRE', ck, math.max(ttl * 2, 120000)) end
   end
   local w = wins[i]
-  redis.call('HSET', sk, 'tat', string.format('%.0f', tats[i]), 'm', minute, 'mu', w[1] + tokens, 'd', day, 'du', w[2] + tokens, 'dc', w[3] + cost, 'mo', month, 'mc', w[4] + cost)
+  if i == 1 then
+    redis.call('HSET', sk, 'tat', string.format('%.0f', tats[i]), 'm', minute, 'mu', w[1] + tokens, 'd', day, 'du', w[2] + tokens, 'dc', w[3] + cost, 'mo', month, 'mc', w[4] + cost, 'nr', next_reap)
+  else
+    redis.call('HSET', sk, 'tat', string.format('%.0f', tats[i]), 'm', minute, 'mu', w[1] + tokens, 'd', day, 'du', w[2] + tokens, 'dc', w[3] + cost, 'mo', month, 'mc', w[4] + cost)
+  end
   if fresh[i] then redis.call('PEXPIRE', sk, 32 * 86400000) end
   if qps > 0 then
     local T = 1000000 / qps
