@@ -137,6 +137,7 @@ export class RedisCoordinator implements Coordinator {
    * call fails at once (and the caller takes its degraded path) instead of hanging in a retry queue.
    */
   async ready(timeoutMs = 10_000): Promise<void> {
+    const until = Date.now() + timeoutMs;
     if (this.cmd.status !== 'ready') {
       await new Promise<void>((resolve, reject) => {
         const t = setTimeout(() => reject(new Error(`Redis not reachable at start within ${timeoutMs} ms`)), timeoutMs);
@@ -146,7 +147,14 @@ export class RedisCoordinator implements Coordinator {
         });
       });
     }
-    await this.tick.ready();
+    // The tick pipeline's own connection, within the same deadline.
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.tick.ready(),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`Redis not reachable at start within ${timeoutMs} ms (hot-path connection)`)), Math.max(0, until - Date.now()));
+      }),
+    ]).finally(() => clearTimeout(timer));
     this.cmd.options.enableOfflineQueue = false;
   }
 
