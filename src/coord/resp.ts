@@ -200,6 +200,7 @@ export class RespConnection {
   private readonly early: Array<{ payload: string | Buffer; callbacks: ReplyCallback[] }> = [];
   private readonly readyWaiters: Array<() => void> = [];
   private timer: NodeJS.Timeout | null = null;
+  private connectTimer: NodeJS.Timeout | null = null;
   /** Why this side dropped the connection (a timeout, a protocol error): what the commands in flight fail with. */
   private dropReason: Error | null = null;
   private reconnectTimer: NodeJS.Timeout | null = null;
@@ -271,11 +272,10 @@ export class RespConnection {
     const sock = o.tls ? tls.connect({ host: o.host, port: o.port, ...o.tls }) : net.connect({ host: o.host, port: o.port });
     this.sock = sock;
     sock.setNoDelay(true);
+    // Covers the handshake too: connected means Redis answered.
     const connectTimer = setTimeout(() => this.drop(new Error('Redis connect timed out')), o.connectTimeoutMs ?? 2_000);
-    sock.once(o.tls ? 'secureConnect' : 'connect', () => {
-      clearTimeout(connectTimer);
-      this.handshake();
-    });
+    this.connectTimer = connectTimer;
+    sock.once(o.tls ? 'secureConnect' : 'connect', () => this.handshake());
     sock.on('data', (chunk: Buffer) => this.onData(chunk));
     sock.on('error', () => {}); // 'close' follows; its handler fails what was in flight
     sock.on('close', () => {
@@ -284,13 +284,16 @@ export class RespConnection {
     });
   }
 
-  /** AUTH and SELECT as the first commands, then ready. */
+  /**
+   * AUTH and SELECT when configured, then PING: ready only once Redis has answered, not when a TCP
+   * connection opens (a proxy or a server going away may accept and then drop it at once).
+   */
   private handshake(): void {
     const o = this.opts;
     const cmds: Array<Array<string | number>> = [];
     if (o.password) cmds.push(o.username ? ['AUTH', o.username, o.password] : ['AUTH', o.password]);
     if (o.db) cmds.push(['SELECT', o.db]);
-    if (cmds.length === 0) return this.onReady();
+    cmds.push(['PING']);
     let left = cmds.length;
     const out: string[] = [];
     for (const c of cmds) encodeCommand(c, out);
@@ -306,6 +309,7 @@ export class RespConnection {
   }
 
   private onReady(): void {
+    if (this.connectTimer) clearTimeout(this.connectTimer);
     this.ready = true;
     this.everReady = true;
     this.attempt = 0;

@@ -32,8 +32,16 @@ let port = 0;
 beforeAll(async () => {
   server = net.createServer((s) => {
     s.setNoDelay(true);
+    let greeted = false;
     let sent = false;
     s.on('data', async (d) => {
+      if (!greeted) {
+        // The connection's handshake: ready once the server answers its PING.
+        greeted = true;
+        expect(d.toString('utf8')).toBe('*1\r\n$4\r\nPING\r\n');
+        s.write('+PONG\r\n');
+        return;
+      }
       received += d.toString('utf8');
       if (sent) return;
       sent = true;
@@ -106,6 +114,29 @@ describe('RespConnection', () => {
       }),
       { numRuns: 40 },
     );
+  });
+
+  it('is not ready until Redis answers: a server that accepts and says nothing gets no writes', async () => {
+    const accepted: net.Socket[] = [];
+    let bytes = 0;
+    const mute = net.createServer((s) => {
+      accepted.push(s);
+      s.on('data', (d) => (bytes += d.length));
+    });
+    await new Promise<void>((r) => mute.listen(0, '127.0.0.1', r));
+    const c = new RespConnection({ host: '127.0.0.1', port: (mute.address() as net.AddressInfo).port, connectTimeoutMs: 300 });
+    try {
+      const failed = new Promise<string>((resolve) => c.write(encodeCommand(['PING']).join(''), [(err) => resolve(String(err?.message))]));
+      await new Promise((r) => setTimeout(r, 200));
+      expect(c.isReady()).toBe(false);
+      expect(bytes).toBe(14); // the handshake's PING, not the write
+      // The connect timeout covers the handshake: unanswered, the attempts fail and so does the write.
+      expect(await failed).toBe('Redis is not reachable');
+    } finally {
+      c.close();
+      for (const s of accepted) s.destroy();
+      await new Promise<void>((r) => mute.close(() => r()));
+    }
   });
 
   it('with nothing listening, a first write waits through a few connect attempts, then fails once', async () => {
