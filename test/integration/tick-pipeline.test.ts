@@ -147,11 +147,11 @@ describe('TickPipeline', () => {
 
   it('fails what is in flight when Redis stops answering, after the command timeout', async () => {
     const proxy = await new TcpProxy({ host: '127.0.0.1', port: Number(new URL(REDIS_URL).port || 6379) }).start();
-    proxy.replyDelayMs = 5_000; // a partition: the call arrives, no reply comes back
     const c = new Redis(`redis://127.0.0.1:${proxy.port}`, { lazyConnect: true, commandTimeout: 300 });
     try {
       const t = await pipeline(c);
       t.define('tpIncr', INCR, 1);
+      proxy.replyDelayMs = 5_000; // now a partition: the call arrives, no reply comes back
       const t0 = Date.now();
       await expect(t.call('tpIncr', [`${prefix}g`, 1])).rejects.toThrow(/did not answer within 300 ms/);
       expect(Date.now() - t0).toBeGreaterThanOrEqual(290);
