@@ -28,9 +28,9 @@ const ROUTES: Array<[string, string, 'sk' | 'admin']> = [
   ['POST', '/v1/audio/transcriptions', 'sk'],
   ['POST', '/v1/images/edits', 'sk'],
   ['POST', '/api/admin/v1/channels', 'admin'],
-  ['PATCH', '/api/admin/v1/channels/c', 'admin'],
+  ['PATCH', '/api/admin/v1/channels/fz-target', 'admin'],
   ['POST', '/api/admin/v1/aliases', 'admin'],
-  ['PATCH', '/api/admin/v1/aliases/main', 'admin'],
+  ['PATCH', '/api/admin/v1/aliases/fz-target', 'admin'],
   ['POST', '/api/admin/v1/apps', 'admin'],
   ['POST', '/api/admin/v1/quotas', 'admin'],
   ['POST', '/api/admin/v1/kill-switch', 'admin'],
@@ -76,6 +76,11 @@ beforeAll(async () => {
   const dbh = await openTestDb(undefined);
   await insertChannel(dbh.db, { code: 'c', provider: 'openai', baseUrl: up.url + '/v1', credential: 'k' });
   await insertAlias(dbh.db, { name: 'main', tiers: [[{ channel: 'c', model: 'm' }]] });
+  // What the fuzzed PATCHes hit: real rows, but not the ones the data plane serves with. A fuzzed body
+  // can be a valid edit ({"enabled": false} with the right If-Match), and the liveness check at the end
+  // failed with 404 when one landed on alias 'main'.
+  await insertChannel(dbh.db, { code: 'fz-target', provider: 'openai', baseUrl: up.url + '/v1', credential: 'k' });
+  await insertAlias(dbh.db, { name: 'fz-target', tiers: [[{ channel: 'fz-target', model: 'm' }]] });
   ({ sk } = await insertKey(dbh.db, await insertApp(dbh.db, 'fz')));
   G = await startTestGateway({ bodyLimit: 256 * 1024 }, { dbh });
 }, 60_000);
