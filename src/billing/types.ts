@@ -89,9 +89,11 @@ export interface BillingBackend {
 
 export const toJson = (v: unknown): string => JSON.stringify(v, (_k, x: unknown) => (typeof x === 'bigint' ? x.toString() : x));
 
-/** The record as queued (its charge travels beside it). Amounts as decimal strings, set directly: a replacer function slows JSON.stringify several-fold. */
-// Both built field by field, not by spreading the record: object spreads of a dozen fields were most of
-// their cost (the wire text is the same but for key order, which nothing reads).
+/**
+ * The record as queued (its charge travels beside it). Amounts as decimal strings, set directly: a replacer
+ * function slows JSON.stringify several-fold. Encoded and decoded field by field, not by spreading the
+ * record: spreads of a dozen fields were most of the cost.
+ */
 export function encodeRecord(r: BillingRecord): string {
   return JSON.stringify({
     id: r.id,

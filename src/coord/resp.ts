@@ -272,16 +272,12 @@ export class RespConnection {
     const sock = o.tls ? tls.connect({ host: o.host, port: o.port, ...o.tls }) : net.connect({ host: o.host, port: o.port });
     this.sock = sock;
     sock.setNoDelay(true);
-    // Covers the handshake too: connected means Redis answered.
-    const connectTimer = setTimeout(() => this.drop(new Error('Redis connect timed out')), o.connectTimeoutMs ?? 2_000);
-    this.connectTimer = connectTimer;
+    // Covers the handshake too: connected means Redis answered (cleared by onReady or onClose).
+    this.connectTimer = setTimeout(() => this.drop(new Error('Redis connect timed out')), o.connectTimeoutMs ?? 2_000);
     sock.once(o.tls ? 'secureConnect' : 'connect', () => this.handshake());
     sock.on('data', (chunk: Buffer) => this.onData(chunk));
     sock.on('error', () => {}); // 'close' follows; its handler fails what was in flight
-    sock.on('close', () => {
-      clearTimeout(connectTimer);
-      this.onClose();
-    });
+    sock.on('close', () => this.onClose());
   }
 
   /**
@@ -355,6 +351,7 @@ export class RespConnection {
   }
 
   private onClose(): void {
+    if (this.connectTimer) clearTimeout(this.connectTimer);
     const wasReady = this.ready;
     this.ready = false;
     this.rest = null;

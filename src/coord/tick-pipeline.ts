@@ -13,8 +13,8 @@ const MAX_BATCH = 64;
  * while a batch awaits its replies is written only when they are back. For a settlement whose answer goes
  * out without waiting for Redis (the bill must have left before the answer), "written" has to be a point
  * the caller can wait for: `written()` (below) resolves once every call issued before it is on the socket.
- * The calls go out on the pipeline's own lean connection (RespConnection: the whole turn is encoded as one
- * RESP string, with no per-command objects). Admissions and settlements share it, so their order holds
+ * The calls go out on the pipeline's own lean connection (RespConnection; RespWriter encodes the whole turn
+ * into one buffer, with no per-command objects). Admissions and settlements share it, so their order holds
  * (a client's next request is admitted after its previous request released its lease); a command on
  * another connection, like any other instance's, may be run before a settlement written just before it.
  *

@@ -91,7 +91,6 @@ local function reap()
     redis.call('ZREM', rx, id)
   end
 end
-local next_reap
 if waiter == '' then
   -- Others are already waiting for this key: no jumping the queue; join its tail. Only a WAIT key has a
   -- queue (one left over from a mode change drains by its waiters' timeouts).
@@ -111,7 +110,8 @@ else
     end
   end
 end
-local tats, wins, fresh = {}, {}, {}
+-- Per scope: its GCRA arrival time, its windows, whether its minute is new, its next reaper time ('nr').
+local tats, wins, fresh, reaps = {}, {}, {}, {}
 local housekeep = false
 for i = 1, n do
   local b = 7 + (i - 1) * 7
@@ -119,13 +119,11 @@ for i = 1, n do
   local tpm, tpd, cpd, cpm = tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6]), tonumber(ARGV[b + 7])
   local ck, sk = KEYS[2 * i - 1], KEYS[2 * i]
   local st = redis.call('HMGET', sk, 'tat', 'm', 'mu', 'd', 'du', 'dc', 'mo', 'mc', 'nr')
-  if i == 1 then
-    next_reap = tonumber(st[9] or '0')
-    if now >= next_reap then
-      reap()
-      next_reap = now + 1000
-      st = redis.call('HMGET', sk, 'tat', 'm', 'mu', 'd', 'du', 'dc', 'mo', 'mc') -- the reaper may have given some back
-    end
+  reaps[i] = tonumber(st[9] or '0')
+  if i == 1 and now >= reaps[1] then
+    reap()
+    reaps[1] = now + 1000
+    st = redis.call('HMGET', sk, 'tat', 'm', 'mu', 'd', 'du', 'dc', 'mo', 'mc') -- the reaper may have given some back
   end
   fresh[i] = tonumber(st[2] or '-1') ~= minute
   if fresh[i] then housekeep = true end
@@ -163,11 +161,7 @@ for i = 1, n do
     if fresh[i] then redis.call('PEXPIRE', ck, math.max(ttl * 2, 120000)) end
   end
   local w = wins[i]
-  if i == 1 then
-    redis.call('HSET', sk, 'tat', d(tats[i]), 'm', d(minute), 'mu', d(w[1] + tokens), 'd', d(day), 'du', d(w[2] + tokens), 'dc', d(w[3] + cost), 'mo', d(month), 'mc', d(w[4] + cost), 'nr', d(next_reap))
-  else
-    redis.call('HSET', sk, 'tat', d(tats[i]), 'm', d(minute), 'mu', d(w[1] + tokens), 'd', d(day), 'du', d(w[2] + tokens), 'dc', d(w[3] + cost), 'mo', d(month), 'mc', d(w[4] + cost))
-  end
+  redis.call('HSET', sk, 'tat', d(tats[i]), 'm', d(minute), 'mu', d(w[1] + tokens), 'd', d(day), 'du', d(w[2] + tokens), 'dc', d(w[3] + cost), 'mo', d(month), 'mc', d(w[4] + cost), 'nr', d(reaps[i]))
   if fresh[i] then redis.call('PEXPIRE', sk, 32 * 86400000) end
   if qps > 0 then
     local T = 1000000 / qps
