@@ -476,7 +476,11 @@ describe('exact-match response cache', () => {
     expect(r3.headers.get('x-anima-cache')).toBe('miss');
     expect(oa.stats.byPath['/v1/chat/completions']).toBe(4);
     // The metrics count hits and misses per alias.
-    const scrape = await (await fetch(G.url + '/actuator/prometheus')).text();
+    // A request's metrics are recorded once it has settled, just after its answer went out: the scrape
+    // waits for r3's to land (a fresh-clone CI run scraped first and saw 2 misses), then checks exactly.
+    let scrape = '';
+    const misses = /anima_response_cache_total\{alias="cached",result="miss"\} 3\b/;
+    await waitFor(async () => misses.test((scrape = await (await fetch(G.url + '/actuator/prometheus')).text())), 3_000).catch(() => {});
     expect(scrape).toMatch(/anima_response_cache_total\{alias="cached",result="hit"\} 1\b/);
     expect(scrape).toMatch(/anima_response_cache_total\{alias="cached",result="miss"\} 3\b/);
   });
