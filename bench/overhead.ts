@@ -223,6 +223,9 @@ async function main(): Promise<void> {
     // --only json,stream: run just those scenarios (for profiling; the JSON summary then lacks the rest).
     const only = process.argv.includes('--only') ? new Set(process.argv[process.argv.indexOf('--only') + 1]!.split(',')) : null;
     if (only) scenarios.splice(0, scenarios.length, ...scenarios.filter((sc) => only.has(sc.name)));
+    // --targets raw,gateway: run just those targets in each scenario (to watch one with other tools).
+    const pick = process.argv.includes('--targets') ? new Set(process.argv[process.argv.indexOf('--targets') + 1]!.split(',')) : null;
+    if (pick) for (const sc of scenarios) sc.targets = sc.targets.filter((t) => pick.has(t));
     const results: Record<string, Partial<Record<Target, Sample>>> = {};
     const journalsBefore = production ? await journalCount() : 0;
     let billedSeconds = 0;

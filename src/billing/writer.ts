@@ -174,7 +174,11 @@ export class JournalWriter {
     if (queued.length === 0) return n;
     const wallets = await this.commit(queued);
     const shards = new Map<number, QueuedRecord[]>();
-    for (const q of queued) shards.set(q.shard, [...(shards.get(q.shard) ?? []), q]);
+    for (const q of queued) {
+      const list = shards.get(q.shard);
+      if (list) list.push(q);
+      else shards.set(q.shard, [q]);
+    }
     for (const [shard, qs] of shards) {
       const apps = new Set(qs.filter((q) => q.record.prepaid).map((q) => q.record.appId));
       await this.backend.ack({

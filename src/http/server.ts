@@ -1,7 +1,7 @@
 import { type ServerResponse, createServer as createHttpServer } from 'node:http';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
-import { accessLogger } from '../observability/log.js';
+import { lazyChildLogger, logAccess } from '../observability/log.js';
 import { GatewayError } from '../core/errors.js';
 import { requestId } from '../core/ids.js';
 import { redactSecrets, toOpenAIError } from '../core/render.js';
@@ -210,6 +210,8 @@ export function buildServer(d: HttpDeps): FastifyInstance {
   const app = Fastify({
     loggerInstance: d.log as unknown as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
+    // Each request's child logger (req.log, unused by Anima's handlers) is made only if something logs with it.
+    childLoggerFactory: lazyChildLogger as never,
     bodyLimit: d.bodyLimit,
     requestTimeout: d.requestTimeoutMs ?? 60_000,
     // Node checks request and header timeouts every connectionsCheckingInterval (30 s by default): a
@@ -539,30 +541,27 @@ function safeErr(e: unknown): { message: string; code?: string; stack?: string }
 }
 
 function logRequest(log: Logger, ctx: RequestContext): void {
-  accessLogger(log).info(
-    {
-      reqId: ctx.id,
-      dialect: ctx.dialect,
-      app: ctx.app?.id,
-      key: ctx.key?.id,
-      alias: ctx.aliasName,
-      channel: ctx.channel,
-      upstreamModel: ctx.upstreamModel,
-      stream: ctx.stream,
-      attempts: ctx.attempts,
-      route: ctx.route.length ? ctx.route : undefined,
-      status: ctx.status,
-      outcome: ctx.outcome,
-      code: ctx.error?.code,
-      ms: Math.round(ctx.elapsedMs() * 10) / 10,
-      ttfbMs: ctx.ttfbMs === null ? undefined : Math.round(ctx.ttfbMs * 10) / 10,
-      upstreamMs: Math.round(ctx.upstreamMs * 10) / 10,
-      tokensIn: ctx.usage?.inputTokens,
-      tokensOut: ctx.usage?.outputTokens,
-      costMicros: ctx.costMicros === null ? undefined : String(ctx.costMicros),
-      saleMicros: ctx.saleMicros === null ? undefined : String(ctx.saleMicros),
-      aborted: ctx.clientAborted || undefined,
-    },
-    'request',
-  );
+  logAccess(log, {
+    reqId: ctx.id,
+    dialect: ctx.dialect,
+    app: ctx.app?.id,
+    key: ctx.key?.id,
+    alias: ctx.aliasName,
+    channel: ctx.channel,
+    upstreamModel: ctx.upstreamModel,
+    stream: ctx.stream,
+    attempts: ctx.attempts,
+    route: ctx.route.length ? ctx.route : undefined,
+    status: ctx.status,
+    outcome: ctx.outcome,
+    code: ctx.error?.code,
+    ms: Math.round(ctx.elapsedMs() * 10) / 10,
+    ttfbMs: ctx.ttfbMs === null ? undefined : Math.round(ctx.ttfbMs * 10) / 10,
+    upstreamMs: Math.round(ctx.upstreamMs * 10) / 10,
+    tokensIn: ctx.usage?.inputTokens,
+    tokensOut: ctx.usage?.outputTokens,
+    costMicros: ctx.costMicros === null ? undefined : String(ctx.costMicros),
+    saleMicros: ctx.saleMicros === null ? undefined : String(ctx.saleMicros),
+    aborted: ctx.clientAborted || undefined,
+  });
 }
