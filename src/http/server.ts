@@ -40,6 +40,7 @@ import { parseMultipart } from '../lib/multipart.js';
 import { type CachedAnswer, MAX_CACHED_BYTES, type ResponseCache, cacheKey, cacheTtlFor } from '../relay/response-cache.js';
 import { renderError } from '../relay/relay.js';
 import { emptyUsage } from '../core/usage.js';
+import { Abort } from '../lib/abort.js';
 
 export interface HttpDeps {
   config: ConfigCache;
@@ -303,7 +304,7 @@ export function buildServer(d: HttpDeps): FastifyInstance {
       ctx.stream = stream;
       await authenticate(d.config, ctx, req.headers, now, key);
       resolveAlias(d.config, ctx, model, now);
-      const gone = new AbortController();
+      const gone = new Abort();
       sink.onAbort(() => gone.abort());
       if (billing?.blocked()) throw new GatewayError('service_unavailable', 'Billing can reach neither Redis nor the database; requests are refused rather than served unbilled.');
       // Response cache (opt-in): looked up first, so a hit is admitted for what it uses (no tokens) and
@@ -323,7 +324,7 @@ export function buildServer(d: HttpDeps): FastifyInstance {
                 const t = estimateTokens(body, dialect);
                 return { tokens: t.total, cost: needCost ? estimateCost(d.config, ctx.alias!, ctx.key!.tokenGroupId, t, now) : 0 };
               },
-              gone.signal,
+              gone,
               now,
             )
           : Promise.resolve(null),

@@ -1,5 +1,6 @@
 import { Pool } from 'undici';
 import type { PreparedCall } from './types.js';
+import type { Abort } from '../lib/abort.js';
 
 export interface TransportTimeouts {
   connectMs: number;
@@ -68,15 +69,15 @@ export class Transport {
   }
 
   /**
-   * Sends one call under the caller's controller `ac` (one per attempt): aborting it cancels the call,
+   * Sends one call under the caller's `ac` (one per attempt): aborting it cancels the call,
    * and the transport aborts it itself when a first-byte or idle timeout fires. Rejects with undici's
    * coded errors or a TransportTimeoutError.
    *
    * Through undici's dispatch API rather than `request`: no Readable body stream, no AbortSignal wiring
-   * inside undici, no async iterator per chunk for a JSON answer (the body is collected in the handler).
+   * inside undici (cancellation is an Abort, src/lib/abort.ts), no async iterator per chunk for a JSON answer (the body is collected in the handler).
    * On the hot path that is a measurable share of a proxy's per-request work (bench/README.md).
    */
-  send(channel: string, baseUrl: string, call: PreparedCall, t: TransportTimeouts, ac: AbortController, connections = 256): Promise<SendResult> {
+  send(channel: string, baseUrl: string, call: PreparedCall, t: TransportTimeouts, ac: Abort, connections = 256): Promise<SendResult> {
     const path = this.base(baseUrl).path + call.path;
     const pool = this.pool(channel, baseUrl, t, connections);
     return new Promise<SendResult>((resolve, reject) => {
@@ -122,11 +123,11 @@ class UpstreamCall {
   private wake: (() => void) | null = null;
   /** bytes() reads the whole body (up to its max): no pausing. */
   private collecting = false;
-  private readonly onAbort = () => this.abortFn?.(asError(this.ac.signal.reason));
+  private readonly onAbort = () => this.abortFn?.(asError(this.ac.reason));
 
   constructor(
     private readonly t: TransportTimeouts,
-    private readonly ac: AbortController,
+    private readonly ac: Abort,
     private readonly resolve: (r: SendResult) => void,
     private readonly reject: (e: unknown) => void,
   ) {
@@ -134,12 +135,12 @@ class UpstreamCall {
       this.timeout = new TransportTimeoutError('ANIMA_FIRST_BYTE_TIMEOUT');
       ac.abort(this.timeout);
     }, t.firstByteMs);
-    ac.signal.addEventListener('abort', this.onAbort, { once: true });
+    ac.on(this.onAbort);
   }
 
   onConnect(abort: (reason?: Error) => void): void {
     this.abortFn = abort;
-    if (this.ac.signal.aborted) abort(asError(this.ac.signal.reason));
+    if (this.ac.aborted) abort(asError(this.ac.reason));
   }
 
   onHeaders(status: number, raw: Buffer[], resume: () => void): boolean {
@@ -196,7 +197,7 @@ class UpstreamCall {
     if (this.firstByte) clearTimeout(this.firstByte);
     this.firstByte = null;
     this.clearIdle();
-    this.ac.signal.removeEventListener('abort', this.onAbort);
+    this.ac.off(this.onAbort);
     this.notify();
   }
 

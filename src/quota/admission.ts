@@ -13,6 +13,7 @@ import { type ErrorCode, GatewayError } from '../core/errors.js';
 import { uniqueId } from '../core/ids.js';
 import type { ApiKey, Quota } from '../config/model.js';
 import type { AdmitResult, LimitKind, QuotaBackend, Remaining, Reservation, ScopeLimits } from './types.js';
+import type { Abort } from '../lib/abort.js';
 
 export interface QuotaSource {
   quota(scope: Quota['scope'], id: string, now?: number): Quota | undefined;
@@ -106,7 +107,7 @@ export class Admission {
   async admit(
     key: ApiKey,
     estimate: (needTokens: boolean, needCost: boolean) => { tokens: number; cost: number },
-    signal: AbortSignal,
+    signal: Abort,
     now?: number,
   ): Promise<Lease | Deferred | null> {
     const groups = this.limitsFor(key, now);
@@ -227,7 +228,7 @@ export class Admission {
   }
 
   /** WAIT mode: join the key's queue and try again whenever woken, until admitted, timed out or gone. */
-  private async wait(key: ApiKey, req: Parameters<QuotaBackend['admit']>[0], signal: AbortSignal): Promise<AdmitResult> {
+  private async wait(key: ApiKey, req: Parameters<QuotaBackend['admit']>[0], signal: Abort): Promise<AdmitResult> {
     await this.ensureWake();
     const id = uniqueId('w_');
     const deadline = Date.now() + key.waitTimeoutMs;
@@ -255,7 +256,7 @@ export class Admission {
       }
     };
     set.add(nudge);
-    signal.addEventListener('abort', nudge);
+    signal.on(nudge);
     this.waitingNow++;
     try {
       let next = 0;
@@ -296,7 +297,7 @@ export class Admission {
       this.waitingNow--;
       set.delete(nudge);
       if (set.size === 0) this.waiters.delete(key.id);
-      signal.removeEventListener('abort', nudge);
+      signal.off(nudge);
       // Leaving is a no-op when admission already removed us.
       await this.backend.leave(req.tag, key.id, id).catch(() => {});
     }

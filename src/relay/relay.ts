@@ -30,6 +30,7 @@ import type { SendResult, Transport } from '../providers/transport.js';
 import { CAPABILITIES, type Exchange, type InboundDialect } from '../providers/types.js';
 import type { RequestContext } from './context.js';
 import { candidates } from './router.js';
+import { Abort } from '../lib/abort.js';
 
 /** Where the answer goes (the HTTP layer adapts node's ServerResponse). */
 export interface ClientSink {
@@ -64,10 +65,10 @@ export class Relay {
   constructor(private readonly d: RelayDeps) {}
 
   /** Serves a request whose key is authenticated and whose alias is resolved. Never throws. */
-  async serve(ctx: RequestContext, body: Record<string, unknown>, sink: ClientSink, opts: { anthropicBeta?: string; abort?: AbortController } = {}): Promise<void> {
+  async serve(ctx: RequestContext, body: Record<string, unknown>, sink: ClientSink, opts: { anthropicBeta?: string; abort?: Abort } = {}): Promise<void> {
     const alias = ctx.alias!;
     // The caller's client-gone controller when it has one (one controller per request, not two).
-    const abort = opts.abort ?? new AbortController();
+    const abort = opts.abort ?? new Abort();
     sink.onAbort(() => {
       ctx.clientAborted = true;
       abort.abort();
@@ -78,7 +79,7 @@ export class Relay {
     let served = false;
     try {
       for (const { target } of candidates(alias, (t) => t.weight * (this.d.config.channel(t.channel)?.weight ?? 1))) {
-        if (ctx.attempts >= alias.maxAttempts || abort.signal.aborted) break;
+        if (ctx.attempts >= alias.maxAttempts || abort.aborted) break;
         if (this.d.clock.now() >= deadline) {
           last = failure('total_timeout', 'the request deadline passed');
           break;
@@ -110,7 +111,7 @@ export class Relay {
           continue;
         }
         ctx.attempts++;
-        const res = await this.attempt(ctx, ch!, target.model, ex, acq.permit, sink, abort.signal, deadline);
+        const res = await this.attempt(ctx, ch!, target.model, ex, acq.permit, sink, abort, deadline);
         if (res.ok) {
           served = true;
           ctx.outcome = ctx.attempts > 1 || ctx.route.length > 0 ? 'fallback' : 'ok';
@@ -150,20 +151,20 @@ export class Relay {
     ex: Exchange,
     permit: BreakerPermit,
     sink: ClientSink,
-    clientSignal: AbortSignal,
+    clientAbort: Abort,
     deadline: number,
   ): Promise<AttemptResult> {
     const t0 = performance.now();
     let ttfb = 0;
     const budget = Math.max(1, Math.min(ch.timeouts.totalMs, deadline - this.d.clock.now()));
-    const ac = new AbortController();
+    const ac = new Abort();
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
       ac.abort();
     }, budget);
     const onClientAbort = () => ac.abort();
-    clientSignal.addEventListener('abort', onClientAbort, { once: true });
+    clientAbort.on(onClientAbort);
     let result: AttemptResult;
     let phase: 'connect' | 'headers' | 'body' = 'connect';
     let probeReported = false;
@@ -193,7 +194,7 @@ export class Relay {
     } catch (e) {
       let f: UpstreamFailure;
       if (e instanceof GatewayError) f = failure('bad_response', e.message);
-      else if (clientSignal.aborted) f = failure('cancelled', 'client went away');
+      else if (clientAbort.aborted) f = failure('cancelled', 'client went away');
       else if (timedOut) f = failure('total_timeout', 'attempt exceeded its time budget');
       else f = classifyTransport(e, phase);
       result = { ok: false, committed: sink.headersSent, failure: f };
@@ -203,7 +204,7 @@ export class Relay {
       }
     } finally {
       clearTimeout(timer);
-      clientSignal.removeEventListener('abort', onClientAbort);
+      clientAbort.off(onClientAbort);
     }
     const ms = performance.now() - t0;
     ctx.upstreamMs += ms;

@@ -11,6 +11,7 @@ import { RequestContext } from '../relay/context.js';
 import { type ClientSink, type Relay, writeError } from '../relay/relay.js';
 import type { TaskRow } from './store.js';
 import type { RunOutcome } from './worker.js';
+import { Abort } from '../lib/abort.js';
 
 /** A sink that keeps the whole answer in memory (ASYNC results are JSON, never streams). */
 export class CaptureSink implements ClientSink {
@@ -81,7 +82,7 @@ export function taskRunner(d: { config: ConfigCache; admission: Admission; relay
           const t = estimateTokens(body, dialect);
           return { tokens: t.total, cost: needCost ? estimateCost(d.config, ctx.alias!, key.tokenGroupId, t, now) : 0 };
         },
-        new AbortController().signal,
+        new Abort(),
         now,
       );
     } catch (e) {

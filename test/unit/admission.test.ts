@@ -9,6 +9,7 @@ import { ManualClock } from '../../src/lib/clock.js';
 import { Admission } from '../../src/quota/admission.js';
 import { MemoryQuota } from '../../src/quota/memory.js';
 import type { QuotaBackend } from '../../src/quota/types.js';
+import { Abort } from '../../src/lib/abort.js';
 
 const key: ApiKey = {
   id: 'key_1', appId: 'app_1', name: '', keyHash: 'h', keyPrefix: 'sk', enabled: true, allowedAliases: null,
@@ -22,7 +23,7 @@ function source(quotas: Quota[]) {
   return { quota: (scope: Quota['scope'], id: string) => quotas.find((x) => x.scope === scope && x.scopeId === id) };
 }
 const est = () => ({ tokens: 10, cost: 0 });
-const signal = new AbortController().signal;
+const signal = new Abort();
 
 describe('admission', () => {
   it('no quota configured: no backend call at all', async () => {

@@ -5,6 +5,7 @@
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Transport, type TransportTimeouts } from '../../src/providers/transport.js';
+import { Abort } from '../../src/lib/abort.js';
 
 let server: Server;
 let base: string;
@@ -63,7 +64,7 @@ describe('Transport', () => {
   afterAll(() => tr.close());
 
   it('reads a whole 1 MiB body; repeated headers come as a list', async () => {
-    const up = await tr.send('t', base, call('/json'), T, new AbortController());
+    const up = await tr.send('t', base, call('/json'), T, new Abort());
     expect(up.status).toBe(200);
     expect(up.headers['content-type']).toBe('application/json');
     expect(up.headers['set-cookie']).toEqual(['a=1', 'b=2']);
@@ -72,18 +73,18 @@ describe('Transport', () => {
 
   it('a capped read stops at its cap and ends the call', async () => {
     closed.length = 0;
-    const up = await tr.send('t', base, call('/json'), T, new AbortController());
+    const up = await tr.send('t', base, call('/json'), T, new Abort());
     expect(await up.text(100)).toBe('a'.repeat(100));
   });
 
   it('no headers within the first-byte timeout: ANIMA_FIRST_BYTE_TIMEOUT', async () => {
     const t0 = Date.now();
-    await expect(tr.send('t', base, call('/slow-headers'), T, new AbortController())).rejects.toMatchObject({ code: 'ANIMA_FIRST_BYTE_TIMEOUT' });
+    await expect(tr.send('t', base, call('/slow-headers'), T, new Abort())).rejects.toMatchObject({ code: 'ANIMA_FIRST_BYTE_TIMEOUT' });
     expect(Date.now() - t0).toBeLessThan(900);
   });
 
   it('a body that goes silent: ANIMA_IDLE_TIMEOUT from the chunk reader', async () => {
-    const up = await tr.send('t', base, call('/hang-mid-body'), T, new AbortController());
+    const up = await tr.send('t', base, call('/hang-mid-body'), T, new Abort());
     const got: string[] = [];
     await expect(
       (async () => {
@@ -95,7 +96,7 @@ describe('Transport', () => {
 
   it('a slow reader holds the upstream back (backpressure), and still gets every byte', async () => {
     firehoseSent = 0;
-    const up = await tr.send('t', base, call('/firehose-big'), { ...T, idleMs: 2_000 }, new AbortController());
+    const up = await tr.send('t', base, call('/firehose-big'), { ...T, idleMs: 2_000 }, new Abort());
     const it = up.chunks()[Symbol.asyncIterator]();
     let got = (await it.next()).value!.length;
     await new Promise((r) => setTimeout(r, 300)); // not reading
@@ -109,7 +110,7 @@ describe('Transport', () => {
   it('a body nobody reads is ended by the idle timeout, not held forever', async () => {
     closed.length = 0;
     firehoseSent = 0;
-    const up = await tr.send('t', base, call('/firehose'), T, new AbortController());
+    const up = await tr.send('t', base, call('/firehose'), T, new Abort());
     expect(up.status).toBe(200);
     const t0 = Date.now();
     while (!closed.includes('/firehose') && Date.now() - t0 < 3_000) await new Promise((r) => setTimeout(r, 20));
@@ -118,7 +119,7 @@ describe('Transport', () => {
   });
 
   it("the caller's abort ends a call in flight", async () => {
-    const ac = new AbortController();
+    const ac = new Abort();
     const p = tr.send('t', base, call('/slow-headers'), { ...T, firstByteMs: 5_000 }, ac);
     setTimeout(() => ac.abort(), 50);
     await expect(p).rejects.toBeDefined();
