@@ -22,6 +22,7 @@ export interface Fault {
   times?: number; // apply this fault to the next N requests only, then clear it (undefined = until changed)
   rate?: number; // server-level only: apply to this fraction (0..1) of requests, at random
   failRate?: number; // `status` applies to this fraction (0..1) of requests; latency and the rest to all
+  failFast?: boolean; // with failRate: the failing requests get their status at once, without the latency
 }
 
 export interface FakeStats {
@@ -596,18 +597,19 @@ export async function startFakeServer(spec: ProviderSpec, opts: FakeOptions = {}
 
     if (f?.reset) return ctx.destroy();
     if (f?.hang) return whenClosed;
-    if (f?.latencyMs) {
+    const failStatus = f?.status && (f.failRate === undefined || Math.random() < f.failRate) ? f.status : 0;
+    if (f?.latencyMs && !(failStatus && f.failFast)) {
       await wait(f.latencyMs, ctx);
       if (ctx.closed()) return;
     }
-    if (f?.status && (f.failRate === undefined || Math.random() < f.failRate)) {
+    if (f && failStatus) {
       const headers: Record<string, string> =
         f.retryAfter !== undefined ? { 'retry-after': String(f.retryAfter) } : {};
       return sendError(
         ctx,
         spec,
-        f.status,
-        f.errorMessage ?? `fake upstream error (HTTP ${f.status})`,
+        failStatus,
+        f.errorMessage ?? `fake upstream error (HTTP ${failStatus})`,
         f.errorCode,
         headers,
       );

@@ -21,7 +21,7 @@ describe('bench/overhead smoke', () => {
       expect(typeof j[k], k).toBe('number');
       expect(j[k] as number, k).toBeGreaterThan(0);
     }
-    for (const k of ['added_p50_ms', 'added_p99_ms', 'fallback_added_p99_ms']) expect(typeof j[k], k).toBe('number');
+    for (const k of ['added_p50_ms', 'added_p99_ms', 'fallback_added_p99_ms', 'fallback_fast_fail_added_p99_ms']) expect(typeof j[k], k).toBe('number');
     expect(j.gateway_errors).toBe(0);
     expect(j.mode).toBe('PostgreSQL + Redis, one gateway process');
   }, 120_000);

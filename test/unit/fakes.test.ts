@@ -547,4 +547,24 @@ describe('faults', () => {
     await Promise.all(rs.map((r) => r.text()));
     expect(fo.stats).toMatchObject({ requests: 5, maxInFlight: 5, completed: 5, aborted: 0 });
   });
+
+  it('failRate fails that share of requests; with failFast their status comes at once, the rest after the latency', async () => {
+    for (const failFast of [false, true]) {
+      fo.setFault({ latencyMs: 150, status: 500, failRate: 0.5, failFast });
+      const timed = await Promise.all(
+        Array.from({ length: 40 }, async () => {
+          const t0 = performance.now();
+          const r = await post('/v1/chat/completions', chatBody());
+          await r.text();
+          return { status: r.status, ms: performance.now() - t0 };
+        }),
+      );
+      const failed = timed.filter((t) => t.status === 500);
+      const ok = timed.filter((t) => t.status === 200);
+      expect(failed.length).toBeGreaterThan(0);
+      expect(ok.length).toBeGreaterThan(0);
+      for (const t of ok) expect(t.ms).toBeGreaterThanOrEqual(140);
+      for (const t of failed) failFast ? expect(t.ms).toBeLessThan(100) : expect(t.ms).toBeGreaterThanOrEqual(140);
+    }
+  });
 });
