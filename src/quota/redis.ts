@@ -296,16 +296,20 @@ export class RedisQuota implements QuotaBackend {
   async admit(req: AdmitRequest): Promise<AdmitResult> {
     const n = req.scopes.length;
     const queue = req.waiter?.queue ?? req.queue;
-    const keys: string[] = [];
-    for (const s of req.scopes) keys.push(...this.scopeKeys(req.tag, s));
-    keys.push(...this.tagKeys(req.tag, queue));
-    const argv: Array<string | number> = [n, req.leaseId, req.leaseTtlMs, req.tokens, req.cost, req.waiter?.id ?? '', req.mayQueue === false ? '0' : '1'];
-    for (const s of req.scopes) argv.push(s.maxConcurrency, s.qps, s.qpsBurst, s.tokensPerMinute, s.tokensPerDay, s.costPerDay, s.costPerMonth);
-    argv.push(queue, this.wakeChannel);
+    // The call's arguments built in one array: key count, keys, then ARGV (no intermediate arrays).
+    const args: Array<string | number> = [2 * n + 4];
+    for (const s of req.scopes) {
+      const [ck, sk] = this.scopeKeys(req.tag, s);
+      args.push(ck, sk);
+    }
+    const [qk, dk, rk, rx] = this.tagKeys(req.tag, queue);
+    args.push(qk, dk, rk, rx, n, req.leaseId, req.leaseTtlMs, req.tokens, req.cost, req.waiter?.id ?? '', req.mayQueue === false ? '0' : '1');
+    for (const s of req.scopes) args.push(s.maxConcurrency, s.qps, s.qpsBurst, s.tokensPerMinute, s.tokensPerDay, s.costPerDay, s.costPerMonth);
+    args.push(queue, this.wakeChannel);
     // Through the turn's pipeline, like settlements: every admission and settlement issued in one turn of
     // the event loop leaves in one socket write (auto-pipelining flushes per callback, about one write per
     // request under load).
-    const res = await this.tick.call<Array<number | string>>('animaAdmit', [keys.length, ...keys, ...argv]);
+    const res = await this.tick.call<Array<number | string>>('animaAdmit', args);
     const now = Number(res[1]);
     if (res[0] === 2) return { ok: false, queued: true, now };
     if (res[0] === 0) {
@@ -319,28 +323,30 @@ export class RedisQuota implements QuotaBackend {
         remaining: { requestsLimit: -1, requestsRemaining: 0, requestsResetMs: Number(res[4]), tokensLimit: -1, tokensRemaining: -1, tokensResetMs: 0 },
       };
     }
-    const [, , minute, day, month, rl, rleft, rreset, tl, tleft, treset] = res.map(Number) as number[];
     const remaining: Remaining = {
-      requestsLimit: rl!,
-      requestsRemaining: rleft!,
-      requestsResetMs: rreset!,
-      tokensLimit: tl!,
-      tokensRemaining: tleft!,
-      tokensResetMs: treset!,
+      requestsLimit: Number(res[5]),
+      requestsRemaining: Number(res[6]),
+      requestsResetMs: Number(res[7]),
+      tokensLimit: Number(res[8]),
+      tokensRemaining: Number(res[9]),
+      tokensResetMs: Number(res[10]),
     };
     return {
       ok: true,
-      reservation: { leaseId: req.leaseId, tag: req.tag, queue: req.queue, scopes: req.scopes, tokens: req.tokens, cost: req.cost, minute: minute!, day: day!, month: month!, at: now, wakes: req.mayQueue !== false },
+      reservation: { leaseId: req.leaseId, tag: req.tag, queue: req.queue, scopes: req.scopes, tokens: req.tokens, cost: req.cost, minute: Number(res[2]), day: Number(res[3]), month: Number(res[4]), at: now, wakes: req.mayQueue !== false },
       remaining,
     };
   }
 
   async settle(r: Reservation, actualTokens: number, actualCost: number): Promise<void> {
-    const keys: string[] = [];
-    for (const s of r.scopes) keys.push(...this.scopeKeys(r.tag, s));
+    const args: Array<string | number> = [2 * r.scopes.length + 3];
+    for (const s of r.scopes) {
+      const [ck, sk] = this.scopeKeys(r.tag, s);
+      args.push(ck, sk);
+    }
     const [w, , res, resx] = this.tagKeys(r.tag, r.queue);
-    keys.push(w, res, resx);
-    await this.tick.call('animaSettle', [keys.length, ...keys, r.scopes.length, r.leaseId, actualTokens - r.tokens, actualCost - r.cost, r.minute, r.day, r.month, r.queue, this.wakeChannel, r.tokens, r.cost, r.wakes === false ? '0' : '1']);
+    args.push(w, res, resx, r.scopes.length, r.leaseId, actualTokens - r.tokens, actualCost - r.cost, r.minute, r.day, r.month, r.queue, this.wakeChannel, r.tokens, r.cost, r.wakes === false ? '0' : '1');
+    await this.tick.call('animaSettle', args);
   }
 
   async renew(r: Reservation, ttlMs: number): Promise<void> {
