@@ -43,6 +43,17 @@ export async function createTestDatabase(): Promise<TestDatabase> {
   };
 }
 
+/**
+ * A test's own pool on its database. pg.Pool.end() resolves before its clients' connections have closed,
+ * and the DROP DATABASE ... WITH (FORCE) that follows terminates them: an idle client then reports the
+ * server's 57P01 through the pool's 'error' event, which without a listener is an uncaught exception.
+ */
+export function testPool(url: string, max: number): pg.Pool {
+  const pool = new pg.Pool({ connectionString: url, max });
+  pool.on('error', () => {});
+  return pool;
+}
+
 export function testRedisPrefix(): string {
   return `anima-test:${randomId(8)}:`;
 }

@@ -18,7 +18,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFakeOpenAI } from '../../fakes/index.js';
 import type { FakeMediaUpstream } from '../../fakes/index.js';
-import { TcpProxy, type TestDatabase, adminApi, createTestDatabase, freePort, spawnGateway, startTestGateway, testRedisPrefix, waitFor } from '../helpers.js';
+import { TcpProxy, type TestDatabase, adminApi, createTestDatabase, freePort, spawnGateway, startTestGateway, testRedisPrefix, waitFor, testPool } from '../helpers.js';
 
 type TGateway = Awaited<ReturnType<typeof startTestGateway>>;
 let tdb: TestDatabase;
@@ -161,7 +161,7 @@ beforeAll(async () => {
   const s = { databaseUrl: u.toString(), redisUrl: `redis://127.0.0.1:${redisPort}`, redisPrefix: prefix, leaseTtlMs: LEASE_TTL, instanceCount: 2, billingStaleMs: 2_000 };
   A = await startTestGateway(s);
   B = await startTestGateway(s);
-  db = new pg.Pool({ connectionString: tdb.url, max: 2 });
+  db = testPool(tdb.url, 2);
   await admin('POST', '/channels', { code: 'one', provider: 'openai', base_url: one.url + '/v1', credential: 'k', settings: { breaker: { minCalls: 5, failureRate: 0.5, openMs: 500, windowMs: 5_000 }, timeouts: { firstByteMs: 1_000, idleMs: 1_000, totalMs: 5_000 } } });
   await admin('POST', '/channels', { code: 'two', provider: 'openai', base_url: two.url + '/v1', credential: 'k', settings: { timeouts: { idleMs: 2_000 } } });
   await admin('POST', '/aliases', { name: 'main', chain: [{ targets: [{ channel: 'one', model: 'm' }] }, { targets: [{ channel: 'two', model: 'm' }] }] });

@@ -11,7 +11,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FakeUpstream } from '../../fakes/common.js';
 import { startFakeAnthropic, startFakeGemini, startFakeOpenAI } from '../../fakes/index.js';
-import { REDIS_URL, type TestDatabase, adminApi, cleanupRedis, createTestDatabase, startTestGateway, testRedisPrefix, waitFor } from '../helpers.js';
+import { REDIS_URL, type TestDatabase, adminApi, cleanupRedis, createTestDatabase, startTestGateway, testRedisPrefix, waitFor, testPool } from '../helpers.js';
 
 type TGateway = Awaited<ReturnType<typeof startTestGateway>>;
 let tdb: TestDatabase;
@@ -66,7 +66,7 @@ beforeAll(async () => {
   [oa, an, gm, bad] = await Promise.all([startFakeOpenAI({ name: 'oa' }), startFakeAnthropic({ name: 'an' }), startFakeGemini({ name: 'gm' }), startFakeOpenAI({ name: 'bad' })]);
   bad.setFault({ status: 503 });
   G = await startTestGateway({ databaseUrl: tdb.url, redisUrl: REDIS_URL, redisPrefix: prefix });
-  db = new pg.Pool({ connectionString: tdb.url, max: 2 });
+  db = testPool(tdb.url, 2);
   await admin('POST', '/channels', { code: 'oa', provider: 'openai', base_url: oa.url + '/v1', credential: 'k' });
   await admin('POST', '/channels', { code: 'oa-chat', provider: 'openai', base_url: oa.url + '/v1', credential: 'k', settings: { nativeResponses: false } });
   await admin('POST', '/channels', { code: 'an', provider: 'anthropic', base_url: an.url, credential: 'k' });

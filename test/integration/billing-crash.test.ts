@@ -4,11 +4,10 @@
  * settles) and writes them. Every answer a client received in full is billed exactly once; nothing is
  * billed twice; nothing is billed that the upstream did not serve; the ledger balances.
  */
-import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import type { FakeUpstream } from '../../fakes/common.js';
 import { startFakeOpenAI } from '../../fakes/index.js';
-import { REDIS_URL, type TestDatabase, adminApi, cleanupRedis, createTestDatabase, spawnGateway, startTestGateway, testRedisPrefix, waitFor } from '../helpers.js';
+import { REDIS_URL, type TestDatabase, adminApi, cleanupRedis, createTestDatabase, spawnGateway, startTestGateway, testRedisPrefix, waitFor, testPool } from '../helpers.js';
 
 let tdb: TestDatabase;
 let prefix: string;
@@ -74,7 +73,7 @@ it('kill -9 mid-load: after takeover and drain, journals match what was served, 
   await waitFor(async () => (await A.billing!.backend.backlog()) === 0, 20_000, 100);
   await A.billing!.writer.flush();
 
-  const db = new pg.Pool({ connectionString: tdb.url, max: 1 });
+  const db = testPool(tdb.url, 1);
   try {
     const { rows } = await db.query<{ request_id: string; n: number }>(`SELECT request_id, count(*)::int AS n FROM ledger_journal WHERE kind = 'sale' GROUP BY request_id`);
     const billed = new Map(rows.map((r) => [r.request_id, r.n]));

@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FakeUpstream } from '../../fakes/common.js';
 import { startFakeOpenAI } from '../../fakes/index.js';
 import { ManualClock } from '../../src/lib/clock.js';
-import { REDIS_URL, TcpProxy, type TestDatabase, adminApi, cleanupRedis, createTestDatabase, startTestGateway, testRedisPrefix, waitFor } from '../helpers.js';
+import { REDIS_URL, TcpProxy, type TestDatabase, adminApi, cleanupRedis, createTestDatabase, startTestGateway, testRedisPrefix, waitFor, testPool } from '../helpers.js';
 
 type TGateway = Awaited<ReturnType<typeof startTestGateway>>;
 let tdb: TestDatabase;
@@ -59,7 +59,7 @@ beforeAll(async () => {
   const s = { databaseUrl: tdb.url, redisUrl: REDIS_URL, redisPrefix: prefix };
   A = await startTestGateway(s);
   B = await startTestGateway(s);
-  db = new pg.Pool({ connectionString: tdb.url, max: 2 });
+  db = testPool(tdb.url, 2);
   await admin('POST', '/channels', { code: 'one', provider: 'openai', base_url: up1.url + '/v1', credential: 'k' });
   await admin('POST', '/channels', { code: 'two', provider: 'openai', base_url: up2.url + '/v1', credential: 'k' });
   await admin('POST', '/aliases', { name: 'main', chain: [{ targets: [{ channel: 'one', model: 'm1' }] }, { targets: [{ channel: 'two', model: 'm2' }] }] });

@@ -3,10 +3,9 @@
  * instance takes them over when their (short) leases lapse. Every task reaches one final state exactly
  * once, each succeeded task is billed exactly once, nothing else is billed, and the ledger balances.
  */
-import pg from 'pg';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { type FakeMediaUpstream, startFakeJobs } from '../../fakes/index.js';
-import { REDIS_URL, type TestDatabase, adminApi, cleanupRedis, createTestDatabase, spawnGateway, startTestGateway, testRedisPrefix, waitFor } from '../helpers.js';
+import { REDIS_URL, type TestDatabase, adminApi, cleanupRedis, createTestDatabase, spawnGateway, startTestGateway, testRedisPrefix, waitFor, testPool } from '../helpers.js';
 
 let tdb: TestDatabase;
 let prefix: string;
@@ -55,7 +54,7 @@ it('kill -9 with 20 tasks in flight: after restart each reaches a final state on
   const submitsAtKill = jobs.book.mediaStats.submits;
 
   const B = await startTestGateway({ databaseUrl: tdb.url, redisUrl: REDIS_URL, redisPrefix: prefix, taskLeaseMs: 1_500 });
-  const db = new pg.Pool({ connectionString: tdb.url, max: 1 });
+  const db = testPool(tdb.url, 1);
   try {
     await waitFor(async () => {
       const { rows } = await db.query(`SELECT count(*)::int AS n FROM task WHERE id = ANY($1) AND status IN ('succeeded', 'failed', 'cancelled', 'expired')`, [ids]);

@@ -10,7 +10,7 @@ import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type FakeMediaUpstream, startFakeJobs, startFakeOpenAI } from '../../fakes/index.js';
 import { signWebhook } from '../../src/tasks/webhooks.js';
-import { REDIS_URL, type TestDatabase, adminApi, cleanupRedis, createTestDatabase, startTestGateway, testRedisPrefix, waitFor } from '../helpers.js';
+import { REDIS_URL, type TestDatabase, adminApi, cleanupRedis, createTestDatabase, startTestGateway, testRedisPrefix, waitFor, testPool } from '../helpers.js';
 
 type TGateway = Awaited<ReturnType<typeof startTestGateway>>;
 let tdb: TestDatabase;
@@ -55,7 +55,7 @@ beforeAll(async () => {
   const s = { databaseUrl: tdb.url, redisUrl: REDIS_URL, redisPrefix: prefix };
   A = await startTestGateway(s);
   B = await startTestGateway(s);
-  db = new pg.Pool({ connectionString: tdb.url, max: 2 });
+  db = testPool(tdb.url, 2);
   await admin('POST', '/channels', { code: 'oai', provider: 'openai', base_url: oai.url + '/v1', credential: 'k' });
   await admin('POST', '/channels', { code: 'jobs', provider: 'jobs', base_url: jobs.url + '/v1', credential: 'k' });
   await admin('POST', '/channels', { code: 'jobs2', provider: 'jobs', base_url: jobs2.url + '/v1', credential: 'k' });
