@@ -78,7 +78,7 @@ export class LogSink {
       this.retry = null;
       this.writeAllSync(buf, off);
     }
-    if (this.parts.length) this.writeAllSync(this.take(), 0);
+    while (this.parts.length) this.writeAllSync(this.take(), 0);
   }
 
   private writeAllSync(buf: Buffer, off: number): void {
@@ -107,10 +107,20 @@ export class LogSink {
     for (const f of w) f(err);
   }
 
+  /**
+   * The next write: whole lines, together at most PIPE_BUF characters (a longer line goes alone). POSIX
+   * keeps a pipe write of at most PIPE_BUF bytes in one piece, so processes sharing one pipe (the workers
+   * of `serve --workers N` inherit the primary's stdout) never split each other's lines. (A batch of
+   * multi-byte text can pass PIPE_BUF bytes in fewer characters; log lines are ASCII but for user text.)
+   */
   private take(): Buffer {
-    const s = this.parts.length === 1 ? this.parts[0]! : this.parts.join('');
-    this.parts = [];
-    this.chars = 0;
+    const parts = this.parts;
+    let n = 1;
+    let chars = parts[0]!.length;
+    while (n < parts.length && chars + parts[n]!.length <= PIPE_BUF) chars += parts[n++]!.length;
+    const s = n === 1 ? parts[0]! : parts.slice(0, n).join('');
+    this.parts = n === parts.length ? [] : parts.slice(n);
+    this.chars -= chars;
     return Buffer.from(s, 'utf8');
   }
 
@@ -155,6 +165,8 @@ export class LogSink {
   }
 }
 
+/** PIPE_BUF on Linux (POSIX asks for at least 512). */
+const PIPE_BUF = 4096;
 const SINKS = new Set<LogSink>();
 let exitHooked = false;
 function flushAllAtExit(): void {

@@ -86,6 +86,32 @@ describe('LogSink', () => {
     expect(got).toEqual(Array.from({ length: 3000 }, (_, i) => i));
   });
 
+  it("processes writing into one pipe (workers sharing stdout) never split each other's lines", async () => {
+    // Three children log 10,000 lines of ~1,000 characters each, as fast as they can, into the same pipe,
+    // which a fourth process drains. Every line read back must be one whole line of one writer.
+    const reader = spawn('cat', [], { stdio: ['pipe', 'pipe', 'inherit'] });
+    let out = '';
+    reader.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+    const code = (w: string) => `
+      const { createLogger } = await import(${JSON.stringify(new URL('../../dist/src/observability/log.js', import.meta.url).pathname)});
+      const log = createLogger('info');
+      const pad = 'x'.repeat(950);
+      for (let i = 0; i < 10000; i++) log.info({ w: '${w}', i, pad }, 'line');
+      setImmediate(() => process.exit(0));`;
+    const writers = ['a', 'b', 'c'].map((w) => spawn(process.execPath, ['--input-type=module', '-e', code(w)], { stdio: ['ignore', reader.stdin, 'inherit'] }));
+    await Promise.all(writers.map((c) => new Promise((r) => c.on('close', r))));
+    reader.stdin.end();
+    await new Promise((r) => reader.on('close', r));
+    const lines = out.trim().split('\n');
+    expect(lines).toHaveLength(30_000);
+    const seen = { a: [] as number[], b: [] as number[], c: [] as number[] };
+    for (const l of lines) {
+      const j = JSON.parse(l) as { w: 'a' | 'b' | 'c'; i: number };
+      seen[j.w].push(j.i);
+    }
+    for (const w of ['a', 'b', 'c'] as const) expect(seen[w]).toEqual(Array.from({ length: 10000 }, (_, i) => i));
+  }, 30_000);
+
   it("takes pino's lines as a destination stream", () => {
     const { sink, read } = fileSink(1 << 20, 10_000);
     const log = pino({ base: null, timestamp: false }, sink);
