@@ -1,4 +1,4 @@
-import { write as fsWrite, writeSync } from 'node:fs';
+import { fstatSync, write as fsWrite, writeSync } from 'node:fs';
 
 /**
  * Where log lines go (stdout by default): lines are kept as they come and leave in one write once 4 KiB
@@ -16,7 +16,11 @@ import { write as fsWrite, writeSync } from 'node:fs';
  * refuses for good (EPIPE, EBADF) stops the sink. Whatever is left is written synchronously at exit.
  */
 export class LogSink {
+  /** Lines not yet written: parts[head..]. (An index, not shift() or slice(): a reader falling behind lets thousands gather.) */
   private parts: string[] = [];
+  private head = 0;
+  /** Characters per write: PIPE_BUF into a pipe or socket (see take), else up to 1 MiB. */
+  private readonly maxWrite: number;
   private chars = 0;
   private writing = false;
   private timer: NodeJS.Timeout | null = null;
@@ -33,6 +37,7 @@ export class LogSink {
     private readonly maxDelayMs = 100,
     private readonly maxBuffered = 16 * 1024 * 1024,
   ) {
+    this.maxWrite = pipeLike(fd) ? PIPE_BUF : 1 << 20;
     SINKS.add(this);
     if (!exitHooked) {
       exitHooked = true;
@@ -57,10 +62,10 @@ export class LogSink {
    */
   flush(done?: (err?: Error) => void): void {
     if (done) {
-      if (!this.writing && this.parts.length === 0) return done();
+      if (!this.writing && this.held() === 0) return done();
       this.waiters.push(done);
     }
-    if (this.writing || this.parts.length === 0 || this.broken) return;
+    if (this.writing || this.held() === 0 || this.broken) return;
     if (this.timer !== null) {
       clearTimeout(this.timer);
       this.timer = null;
@@ -78,7 +83,7 @@ export class LogSink {
       this.retry = null;
       this.writeAllSync(buf, off);
     }
-    while (this.parts.length) this.writeAllSync(this.take(), 0);
+    while (this.held()) this.writeAllSync(this.take(), 0);
   }
 
   private writeAllSync(buf: Buffer, off: number): void {
@@ -108,20 +113,36 @@ export class LogSink {
   }
 
   /**
-   * The next write: whole lines, together at most PIPE_BUF characters (a longer line goes alone). POSIX
-   * keeps a pipe write of at most PIPE_BUF bytes in one piece, so processes sharing one pipe (the workers
-   * of `serve --workers N` inherit the primary's stdout) never split each other's lines. (A batch of
-   * multi-byte text can pass PIPE_BUF bytes in fewer characters; log lines are ASCII but for user text.)
+   * The next write: whole lines, together at most maxWrite characters (a longer line goes alone). Into a
+   * pipe that is PIPE_BUF: POSIX keeps a pipe write of at most PIPE_BUF bytes in one piece, so processes
+   * sharing one pipe (the workers of `serve --workers N` inherit the primary's stdout) never split each
+   * other's lines. (Multi-byte text can pass PIPE_BUF bytes in fewer characters; log lines are ASCII but
+   * for user-given names.) A file takes a whole batch per write: the kernel doesn't interleave writes to
+   * one open file.
    */
   private take(): Buffer {
     const parts = this.parts;
-    let n = 1;
-    let chars = parts[0]!.length;
-    while (n < parts.length && chars + parts[n]!.length <= PIPE_BUF) chars += parts[n++]!.length;
-    const s = n === 1 ? parts[0]! : parts.slice(0, n).join('');
-    this.parts = n === parts.length ? [] : parts.slice(n);
+    const from = this.head;
+    let n = from + 1;
+    let chars = parts[from]!.length;
+    while (n < parts.length && chars + parts[n]!.length <= this.maxWrite) chars += parts[n++]!.length;
+    const s = n === from + 1 ? parts[from]! : parts.slice(from, n).join('');
+    if (n === parts.length) {
+      this.parts = [];
+      this.head = 0;
+    } else {
+      this.head = n;
+      if (n > 1024 && n > parts.length / 2) {
+        this.parts = parts.slice(n);
+        this.head = 0;
+      }
+    }
     this.chars -= chars;
     return Buffer.from(s, 'utf8');
+  }
+
+  private held(): number {
+    return this.parts.length - this.head;
   }
 
   private send(buf: Buffer, off: number): void {
@@ -139,8 +160,9 @@ export class LogSink {
         // The descriptor is gone (the reader closed the pipe): nothing more can be written.
         this.broken = true;
         this.writing = false;
-        this.dropped += this.parts.length;
+        this.dropped += this.held();
         this.parts = [];
+        this.head = 0;
         this.chars = 0;
         this.settleWaiters(err);
         return;
@@ -153,9 +175,9 @@ export class LogSink {
 
   /** With no write under way: write now if a batch has gathered (or someone waits), else make sure a timer will. */
   private next(): void {
-    if (this.parts.length === 0) this.settleWaiters();
+    if (this.held() === 0) this.settleWaiters();
     else if (this.chars >= this.minLength || this.waiters.length) this.flush();
-    else if (this.parts.length && this.timer === null) {
+    else if (this.timer === null) {
       this.timer = setTimeout(() => {
         this.timer = null;
         this.flush();
@@ -167,6 +189,15 @@ export class LogSink {
 
 /** PIPE_BUF on Linux (POSIX asks for at least 512). */
 const PIPE_BUF = 4096;
+function pipeLike(fd: number): boolean {
+  try {
+    const st = fstatSync(fd);
+    return st.isFIFO() || st.isSocket();
+  } catch {
+    return true;
+  }
+}
+
 const SINKS = new Set<LogSink>();
 let exitHooked = false;
 function flushAllAtExit(): void {
