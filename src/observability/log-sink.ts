@@ -62,6 +62,7 @@ export class LogSink {
    */
   flush(done?: (err?: Error) => void): void {
     if (done) {
+      if (this.broken) return done(new Error('the log sink can no longer write'));
       if (!this.writing && this.held() === 0) return done();
       this.waiters.push(done);
     }

@@ -74,8 +74,9 @@ export class Transport {
    * coded errors or a TransportTimeoutError.
    *
    * Through undici's dispatch API rather than `request`: no Readable body stream, no AbortSignal wiring
-   * inside undici (cancellation is an Abort, src/lib/abort.ts), no async iterator per chunk for a JSON answer (the body is collected in the handler).
-   * On the hot path that is a measurable share of a proxy's per-request work (bench/README.md).
+   * inside undici (cancellation is an Abort, src/lib/abort.ts), no async iterator per chunk for a JSON
+   * answer (the body is collected in the handler). On the hot path that is a measurable share of a
+   * proxy's per-request work (bench/README.md).
    */
   send(channel: string, baseUrl: string, call: PreparedCall, t: TransportTimeouts, ac: Abort, connections = 256): Promise<SendResult> {
     const path = this.base(baseUrl).path + call.path;

@@ -288,6 +288,13 @@ export class RedisQuota implements QuotaBackend {
   private scopeKeys(tag: string, s: ScopeLimits): [string, string] {
     return this.names.get(tag, s.scope, s.id, () => [this.k(tag, `c:${s.scope}:${s.id}`), this.k(tag, `s:${s.scope}:${s.id}`)]);
   }
+  /** Each scope's two keys (lease set, state hash), in order, onto a script call's arguments. */
+  private pushScopeKeys(args: Array<string | number>, tag: string, scopes: readonly ScopeLimits[]): void {
+    for (const s of scopes) {
+      const [ck, sk] = this.scopeKeys(tag, s);
+      args.push(ck, sk);
+    }
+  }
   /** A key's queue, its deadlines, and the tag's reservation records and their expiries. */
   private tagKeys(tag: string, queue: string): [string, string, string, string] {
     return this.queueNames.get(tag, queue, '', () => [this.k(tag, `w:${queue}`), this.k(tag, `wd:${queue}`), this.k(tag, 'res'), this.k(tag, 'resx')]);
@@ -298,10 +305,7 @@ export class RedisQuota implements QuotaBackend {
     const queue = req.waiter?.queue ?? req.queue;
     // The call's arguments built in one array: key count, keys, then ARGV (no intermediate arrays).
     const args: Array<string | number> = [2 * n + 4];
-    for (const s of req.scopes) {
-      const [ck, sk] = this.scopeKeys(req.tag, s);
-      args.push(ck, sk);
-    }
+    this.pushScopeKeys(args, req.tag, req.scopes);
     const [qk, dk, rk, rx] = this.tagKeys(req.tag, queue);
     args.push(qk, dk, rk, rx, n, req.leaseId, req.leaseTtlMs, req.tokens, req.cost, req.waiter?.id ?? '', req.mayQueue === false ? '0' : '1');
     for (const s of req.scopes) args.push(s.maxConcurrency, s.qps, s.qpsBurst, s.tokensPerMinute, s.tokensPerDay, s.costPerDay, s.costPerMonth);
@@ -340,10 +344,7 @@ export class RedisQuota implements QuotaBackend {
 
   async settle(r: Reservation, actualTokens: number, actualCost: number): Promise<void> {
     const args: Array<string | number> = [2 * r.scopes.length + 3];
-    for (const s of r.scopes) {
-      const [ck, sk] = this.scopeKeys(r.tag, s);
-      args.push(ck, sk);
-    }
+    this.pushScopeKeys(args, r.tag, r.scopes);
     const [w, , res, resx] = this.tagKeys(r.tag, r.queue);
     args.push(w, res, resx, r.scopes.length, r.leaseId, actualTokens - r.tokens, actualCost - r.cost, r.minute, r.day, r.month, r.queue, this.wakeChannel, r.tokens, r.cost, r.wakes === false ? '0' : '1');
     await this.tick.call('animaSettle', args);

@@ -55,6 +55,7 @@ describe('LogSink', () => {
     expect(() => sink.write('a line longer than ten\n')).not.toThrow();
     await expect(flushed(sink)).rejects.toThrow();
     expect(sink.write('later\n')).toBe(false);
+    await expect(flushed(sink)).rejects.toThrow(); // a flush on the stopped sink answers at once
     expect(sink.dropped).toBeGreaterThanOrEqual(1);
   });
 
