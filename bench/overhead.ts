@@ -185,9 +185,12 @@ async function main(): Promise<void> {
     // --twin-build DIR: the twin is another build (DIR/dist) with everything on, for an A/B of two builds
     // measured in the same rounds (its column is then that build, not "billing off").
     const twinBuild = process.argv.includes('--twin-build') ? process.argv[process.argv.indexOf('--twin-build') + 1]! : null;
+    // ANIMA_BENCH_TWIN_NODE_FLAGS: the twin's node flags instead (an A/B of runtime flags on one build).
+    const twinFlags = process.env.ANIMA_BENCH_TWIN_NODE_FLAGS;
+    const twinArgs = twinFlags === undefined ? serveArgs : [...twinFlags.split(' ').filter(Boolean), ...serveArgs.slice(nodeFlags.length)];
     const offRun = production
       ? twinBuild
-        ? await run(serveArgs.map((a) => (a === 'dist/src/app/cli.js' ? `${twinBuild}/dist/src/app/cli.js` : a)), gatewayEnv({}), LISTEN)
+        ? await run(twinArgs.map((a) => (a === 'dist/src/app/cli.js' ? `${twinBuild}/dist/src/app/cli.js` : a)), gatewayEnv({}), LISTEN)
         : await run(serveArgs, gatewayEnv({ ANIMA_BILLING: 'off' }), LISTEN)
       : null;
     const off = offRun ? offRun.m[1]! : null;
