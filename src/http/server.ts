@@ -1,3 +1,4 @@
+import { MAX_JSON_DEPTH, parseJsonBody } from './json-body.js';
 import { type ServerResponse, createServer as createHttpServer } from 'node:http';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
@@ -71,26 +72,6 @@ export interface HttpDeps {
   /** Settlements whose answer has gone out and whose Redis reply hasn't come back: a graceful stop waits for them. */
   settlements?: Set<Promise<void>>;
   readiness: () => Promise<{ up: boolean; degraded?: boolean; components: Record<string, { status: string; details?: unknown }> }>;
-}
-
-const MAX_JSON_DEPTH = 128;
-
-/** The deepest nesting of objects and arrays in a JSON text (strings skipped), in one pass. */
-export function jsonDepth(text: string): number {
-  let depth = 0;
-  let max = 0;
-  let inString = false;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (inString) {
-      if (c === 92) i++; // backslash: skip the escaped character
-      else if (c === 34) inString = false;
-    } else if (c === 34) inString = true;
-    else if (c === 123 || c === 91) {
-      if (++depth > max) max = depth;
-    } else if (c === 125 || c === 93) depth--;
-  }
-  return max;
 }
 
 /** How long, with both shared dependencies down, reads may still be answered from the in-memory config. */
@@ -241,9 +222,11 @@ export function buildServer(d: HttpDeps): FastifyInstance {
   const json = app.getDefaultJsonParser('remove', 'remove');
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
-    if (body === '') done(null, undefined);
-    else if (jsonDepth(body as string) > MAX_JSON_DEPTH) done(new GatewayError('invalid_request', `The JSON body is nested deeper than ${MAX_JSON_DEPTH} levels.`) as unknown as Error, undefined);
-    else json(req, body as string, done);
+    if (body === '') return done(null, undefined);
+    const r = parseJsonBody(body as string);
+    if (r.ok) done(null, r.value);
+    else if (r.why === 'too_deep') done(new GatewayError('invalid_request', `The JSON body is nested deeper than ${MAX_JSON_DEPTH} levels.`) as unknown as Error, undefined);
+    else json(req, body as string, done); // not JSON: Fastify's parser fails it with its own error, as before
   });
 
   app.setErrorHandler((err, req, reply) => {

@@ -6,6 +6,7 @@
 import { GatewayError } from '../../core/errors.js';
 import { redactSecrets } from '../../core/render.js';
 import type { Usage } from '../../core/usage.js';
+import { withModel } from '../../lib/json-text.js';
 import { type SseEvent, sseData } from '../../lib/sse.js';
 import {
   OpenAIToAnthropicStream,
@@ -35,9 +36,16 @@ class ChatPassthrough implements Exchange {
     const stream = body.stream === true;
     const so = body.stream_options as Record<string, unknown> | undefined;
     this.clientWantsUsage = so?.include_usage === true;
-    const out: Record<string, unknown> = { ...body, model: upstreamModel };
-    if (stream) out.stream_options = { ...(so ?? {}), include_usage: true };
-    this.call = { path: '/chat/completions', headers: headers(ep), body: JSON.stringify(out), stream };
+    // The client's own text with the model swapped in (and include_usage added) when that is exact;
+    // otherwise the body serialized again.
+    const addUsage = stream && so?.include_usage !== true;
+    let text = addUsage && so !== undefined ? null : withModel(body, upstreamModel, addUsage);
+    if (text === null) {
+      const out: Record<string, unknown> = { ...body, model: upstreamModel };
+      if (stream) out.stream_options = { ...(so ?? {}), include_usage: true };
+      text = JSON.stringify(out);
+    }
+    this.call = { path: '/chat/completions', headers: headers(ep), body: text, stream };
   }
   decodeJson(text: string): JsonResult {
     const j = parseJsonObject(text) as Partial<ChatCompletion>;
@@ -173,7 +181,7 @@ class EmbeddingsPassthrough implements Exchange {
     upstreamModel: string,
     private readonly alias: string,
   ) {
-    this.call = { path: '/embeddings', headers: headers(ep), body: JSON.stringify({ ...body, model: upstreamModel }), stream: false };
+    this.call = { path: '/embeddings', headers: headers(ep), body: withModel(body, upstreamModel, false) ?? JSON.stringify({ ...body, model: upstreamModel }), stream: false };
   }
   decodeJson(text: string): JsonResult {
     const j = parseJsonObject(text);
