@@ -30,4 +30,25 @@ describe('estimateTokens', () => {
     const b = estimateTokens(longer, 'openai_chat');
     expect(b.prompt - a.prompt).toBe(countTokens('one two three four five six seven eight') + 1 + 4);
   });
+
+  it('long texts that share their sampled head, middle and tail are still counted each as itself', () => {
+    // Same length, same first 48, middle 32 and last 48 characters; different words between them.
+    const L = 2_000;
+    const mid = L >> 1;
+    const make = (word: string) =>
+      Array.from({ length: L }, (_, i) => (i < 48 || i >= L - 48 ? 'x' : i >= mid && i < mid + 32 ? 'm' : word[i % word.length])).join('');
+    const a = make('alpha ');
+    const b = make('gamma ');
+    expect(a.length).toBe(b.length);
+    expect(a.slice(0, 48) + a.slice(mid, mid + 32) + a.slice(-48)).toBe(b.slice(0, 48) + b.slice(mid, mid + 32) + b.slice(-48));
+    expect(a.slice(mid, mid + 32)).toBe(b.slice(mid, mid + 32));
+    const count = (t: string) => estimateTokens({ model: 'm', messages: [{ role: 'user', content: t }] }, 'openai_chat').prompt - 4;
+    for (let i = 0; i < 3; i++) {
+      expect(count(a)).toBe(countTokens(a));
+      expect(count(b)).toBe(countTokens(b));
+    }
+    expect(countTokens(a)).not.toBe(countTokens(b)); // the test would prove nothing if they counted the same
+    // A copy of a text (a new string, as every request's are) is a hit and counts the same.
+    expect(count((' ' + a).slice(1))).toBe(countTokens(a));
+  });
 });
