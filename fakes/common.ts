@@ -41,6 +41,8 @@ export interface RecordedRequest {
   path: string;
   headers: Record<string, string | string[] | undefined>;
   body: unknown;
+  /** A JSON body's text as it arrived (up to 64 KiB; longer ones are not kept), for byte-level checks. */
+  text?: string;
   /** Arrival time (ms since epoch), when the request line reached the fake. */
   at: number;
 }
@@ -568,6 +570,7 @@ export async function startFakeServer(spec: ProviderSpec, opts: FakeOptions = {}
         try {
           ctx.body = JSON.parse(text);
           ctx.bodyIsJson = true;
+          if (text.length <= 65_536) recorded.text = text;
         } catch {
           ctx.body = text.length > 2000 ? text.slice(0, 2000) : text;
         }

@@ -576,3 +576,35 @@ describe('every new route: wrong key refused, quotas enforced, journals balanced
     expect(BigInt(tb.debits_micros)).toBeGreaterThan(0n);
   });
 });
+
+describe("passthroughs forward the client's own bytes with only the model changed", () => {
+  const send = (path: string, text: string, extra: Record<string, string> = {}) =>
+    fetch(G.url + path, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${appA.sk}`, ...extra }, body: text });
+
+  it("OpenAI chat, written as Python's json.dumps writes it: the upstream gets that text, model swapped, include_usage added", async () => {
+    const text = '{"model": "gpt", "messages": [{"role": "user", "content": "bytes, please"}], "stream": true}';
+    const r = await send('/v1/chat/completions', text);
+    expect(r.status).toBe(200);
+    const sse = await r.text();
+    expect(sse).toContain('data: [DONE]');
+    expect(sse).not.toContain('"usage":{'); // the client didn't ask for the usage chunk: withheld
+    expect(oa.requests.at(-1)!.text).toBe('{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "bytes, please"}], "stream": true,"stream_options":{"include_usage":true}}');
+  });
+
+  it('a duplicate model key is not spliced (the upstream would read the last one): the body is serialized anew', async () => {
+    const r = await send('/v1/chat/completions', '{"model":"gpt","messages":[{"role":"user","content":"dup"}],"model":"gpt"}');
+    expect(r.status).toBe(200);
+    await r.text();
+    const sent = oa.requests.at(-1)!.text!;
+    expect(sent.match(/"model"/g)).toHaveLength(1);
+    expect(JSON.parse(sent)).toEqual({ model: 'gpt-4o-mini', messages: [{ role: 'user', content: 'dup' }] });
+  });
+
+  it('Anthropic messages to an Anthropic channel: the same', async () => {
+    const text = '{"model": "claude", "max_tokens": 50, "messages": [{"role": "user", "content": "bytes"}]}';
+    const r = await send('/v1/messages', text, { 'anthropic-version': '2023-06-01' });
+    expect(r.status).toBe(200);
+    expect(((await r.json()) as { model: string }).model).toBe('claude');
+    expect(an.requests.at(-1)!.text).toBe('{"model": "claude-sonnet-4", "max_tokens": 50, "messages": [{"role": "user", "content": "bytes"}]}');
+  });
+});

@@ -11,6 +11,7 @@ import type { Exchange, InboundDialect, JsonResult, PreparedCall, StreamTranslat
 import type { ChatRequest } from '../openai/wire.js';
 import { AnthropicToOpenAIStream, anthropicToOpenAIResponse, openaiToAnthropicRequest } from './translate.js';
 import { type Message, anthropicUsage } from './wire.js';
+import { withModel } from '../../lib/json-text.js';
 
 export const ANTHROPIC_VERSION = '2023-06-01';
 /** Anthropic requires max_tokens; an OpenAI request that names none gets this. */
@@ -42,7 +43,8 @@ class MessagesPassthrough implements Exchange {
     this.call = {
       path: '/v1/messages',
       headers: headers(ep, beta),
-      body: JSON.stringify({ ...body, model: upstreamModel }),
+      // The client's own text with the model swapped in, when exact (lib/json-text.ts).
+      body: withModel(body, upstreamModel, false) ?? JSON.stringify({ ...body, model: upstreamModel }),
       stream: body.stream === true,
     };
   }
