@@ -14,7 +14,8 @@
  * is an own `constructor` whose value is an object with an own `prototype`.
  */
 
-import { rememberJsonText } from '../lib/json-text.js';
+import { isUtf8 } from 'node:buffer';
+import { rememberJsonBytes } from '../lib/json-text.js';
 
 export const MAX_JSON_DEPTH = 128;
 
@@ -25,20 +26,24 @@ let removed = false;
 /** Why a body was refused. `invalid`: not JSON (the caller answers as for any malformed body). */
 export type BodyRefusal = 'invalid' | 'too_deep';
 
-/** The parsed body, or why it was refused. A leading byte order mark is ignored, as Fastify did. */
-export function parseJsonBody(text: string): { ok: true; value: unknown } | { ok: false; why: BodyRefusal } {
-  const json = text.charCodeAt(0) === 0xfeff ? text.slice(1) : text;
+/**
+ * The parsed body, or why it was refused. A leading byte order mark is ignored, as Fastify did. Bytes
+ * that aren't UTF-8 parse as Fastify's decoding reads them (U+FFFD for what can't be read), and their
+ * bytes aren't remembered: forwarding them would send the upstream what the gateway didn't read.
+ */
+export function parseJsonBody(bytes: Buffer): { ok: true; value: unknown } | { ok: false; why: BodyRefusal } {
+  const b = bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf ? bytes.subarray(3) : bytes;
   let value: unknown;
   try {
-    value = JSON.parse(json);
+    value = JSON.parse(b.toString('utf8'));
   } catch {
     return { ok: false, why: 'invalid' };
   }
   if (value !== null && typeof value === 'object') {
     removed = false;
     if (!checked(value as object, 1)) return { ok: false, why: 'too_deep' };
-    // The text is what a passthrough may forward (lib/json-text.ts), unless the walk changed the value.
-    if (!removed) rememberJsonText(value as object, json);
+    // The bytes are what a passthrough may forward (lib/json-text.ts), unless the walk changed the value.
+    if (!removed && isUtf8(b)) rememberJsonBytes(value as object, b);
   }
   return { ok: true, value };
 }

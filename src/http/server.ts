@@ -221,12 +221,13 @@ export function buildServer(d: HttpDeps): FastifyInstance {
   // the data plane still refuses it because it needs an object.
   const json = app.getDefaultJsonParser('remove', 'remove');
   app.removeContentTypeParser('application/json');
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
-    if (body === '') return done(null, undefined);
-    const r = parseJsonBody(body as string);
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (req, body, done) => {
+    const bytes = body as Buffer;
+    if (bytes.length === 0) return done(null, undefined);
+    const r = parseJsonBody(bytes);
     if (r.ok) done(null, r.value);
     else if (r.why === 'too_deep') done(new GatewayError('invalid_request', `The JSON body is nested deeper than ${MAX_JSON_DEPTH} levels.`) as unknown as Error, undefined);
-    else json(req, body as string, done); // not JSON: Fastify's parser fails it with its own error, as before
+    else json(req, bytes.toString('utf8'), done); // not JSON: Fastify's parser fails it with its own error, as before
   });
 
   app.setErrorHandler((err, req, reply) => {

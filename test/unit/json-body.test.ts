@@ -1,9 +1,14 @@
 import secureJson from 'secure-json-parse';
 import { describe, expect, it } from 'vitest';
-import { MAX_JSON_DEPTH, parseJsonBody } from '../../src/http/json-body.js';
-import { jsonTextOf, withModel } from '../../src/lib/json-text.js';
+import { MAX_JSON_DEPTH, parseJsonBody as parseBytes } from '../../src/http/json-body.js';
+import { jsonBytesOf, withModel as withModelBytes } from '../../src/lib/json-text.js';
 
-const parsed = (text: string) => {
+/** The tests read the spliced bytes as text. */
+const withModel = (body: Record<string, unknown>, model: string, add: boolean) => withModelBytes(body, model, add)?.toString('utf8') ?? null;
+const jsonTextOf = (v: object) => jsonBytesOf(v)?.toString('utf8');
+const parseJsonBody = (text: string | Buffer) => parseBytes(typeof text === 'string' ? Buffer.from(text) : text);
+
+const parsed = (text: string | Buffer) => {
   const r = parseJsonBody(text);
   if (!r.ok) throw new Error(`refused: ${r.why}`);
   return r.value as Record<string, unknown>;
@@ -54,6 +59,16 @@ describe('parseJsonBody', () => {
       expect(Object.getPrototypeOf(mine)).toBe(Array.isArray(mine) ? Array.prototype : Object.prototype);
       expect(({} as Record<string, unknown>).admin).toBeUndefined();
     }
+  });
+
+  it("bytes that aren't UTF-8 parse as before (U+FFFD) but are not kept to forward; UTF-8 text is", () => {
+    const bad = Buffer.concat([Buffer.from('{"model":"m","messages":[{"role":"user","content":"a'), Buffer.from([0xff, 0xfe]), Buffer.from('"}]}')]);
+    const v = parsed(bad);
+    expect((v.messages as Array<{ content: string }>)[0]!.content).toBe('a\ufffd\ufffd');
+    expect(jsonTextOf(v)).toBeUndefined();
+    expect(withModel(v, 'up', false)).toBeNull();
+    const cjk = '{"model":"m","messages":[{"role":"user","content":"请用一句话解释 🙂"}]}';
+    expect(withModel(parsed(cjk), '模型-up', true)).toBe(JSON.stringify({ ...JSON.parse(cjk), model: '模型-up', stream_options: { include_usage: true } }));
   });
 
   it('remembers the text of an object body, but not when it removed a key (the text would say otherwise)', () => {

@@ -39,13 +39,13 @@ class ChatPassthrough implements Exchange {
     // The client's own text with the model swapped in (and include_usage added) when that is exact;
     // otherwise the body serialized again.
     const addUsage = stream && so?.include_usage !== true;
-    let text = addUsage && so !== undefined ? null : withModel(body, upstreamModel, addUsage);
-    if (text === null) {
+    let sent: string | Buffer | null = addUsage && so !== undefined ? null : withModel(body, upstreamModel, addUsage);
+    if (sent === null) {
       const out: Record<string, unknown> = { ...body, model: upstreamModel };
       if (stream) out.stream_options = { ...(so ?? {}), include_usage: true };
-      text = JSON.stringify(out);
+      sent = JSON.stringify(out);
     }
-    this.call = { path: '/chat/completions', headers: headers(ep), body: text, stream };
+    this.call = { path: '/chat/completions', headers: headers(ep), body: sent, stream };
   }
   decodeJson(text: string): JsonResult {
     const j = parseJsonObject(text) as Partial<ChatCompletion>;
