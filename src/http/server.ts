@@ -1,4 +1,3 @@
-import { MAX_JSON_DEPTH, parseJsonBody } from './json-body.js';
 import { type ServerResponse, createServer as createHttpServer } from 'node:http';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
@@ -42,6 +41,7 @@ import { type CachedAnswer, MAX_CACHED_BYTES, type ResponseCache, cacheKey, cach
 import { renderError } from '../relay/relay.js';
 import { emptyUsage } from '../core/usage.js';
 import { Abort } from '../lib/abort.js';
+import { MAX_JSON_DEPTH, parseJsonBody } from './json-body.js';
 
 export interface HttpDeps {
   config: ConfigCache;

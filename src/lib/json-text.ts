@@ -55,6 +55,11 @@ export function withModel(body: Record<string, unknown>, model: string, addUsage
   return Buffer.concat(parts);
 }
 
+/** The body to send with `model` as its model: the client's bytes spliced when exact (withModel), else serialized. */
+export function bodyWithModel(body: Record<string, unknown>, model: string): Buffer | string {
+  return withModel(body, model, false) ?? JSON.stringify({ ...body, model });
+}
+
 function skipSpace(b: Buffer, i: number): number {
   for (;;) {
     const c = b[i];

@@ -5,13 +5,13 @@
 import { GatewayError } from '../../core/errors.js';
 import { redactSecrets } from '../../core/render.js';
 import type { Usage } from '../../core/usage.js';
+import { bodyWithModel } from '../../lib/json-text.js';
 import { type SseEvent, sseData, sseEvent } from '../../lib/sse.js';
 import { anthropicErrorFrame, openaiErrorFrame, parseJsonObject, renameModel, TextTally } from '../shared.js';
 import type { Exchange, InboundDialect, JsonResult, PreparedCall, StreamTranslator, UpstreamEndpoint } from '../types.js';
 import type { ChatRequest } from '../openai/wire.js';
 import { AnthropicToOpenAIStream, anthropicToOpenAIResponse, openaiToAnthropicRequest } from './translate.js';
 import { type Message, anthropicUsage } from './wire.js';
-import { withModel } from '../../lib/json-text.js';
 
 export const ANTHROPIC_VERSION = '2023-06-01';
 /** Anthropic requires max_tokens; an OpenAI request that names none gets this. */
@@ -43,8 +43,7 @@ class MessagesPassthrough implements Exchange {
     this.call = {
       path: '/v1/messages',
       headers: headers(ep, beta),
-      // The client's own text with the model swapped in, when exact (lib/json-text.ts).
-      body: withModel(body, upstreamModel, false) ?? JSON.stringify({ ...body, model: upstreamModel }),
+      body: bodyWithModel(body, upstreamModel),
       stream: body.stream === true,
     };
   }

@@ -13,6 +13,7 @@
  */
 import { GatewayError } from '../../core/errors.js';
 import type { Usage } from '../../core/usage.js';
+import { bodyWithModel } from '../../lib/json-text.js';
 import { encodeMultipart, type Upload, uploadsOf } from '../../lib/multipart.js';
 import { sseData } from '../../lib/sse.js';
 import { bearerHeaders, openaiErrorFrame, parseJsonObject } from '../shared.js';
@@ -43,7 +44,7 @@ export class SpeechExchange implements Exchange {
   constructor(body: Obj, ep: UpstreamEndpoint, upstreamModel: string) {
     if (body.stream_format === 'sse') throw new GatewayError('unsupported_parameter', "stream_format 'sse' is not supported; audio bytes stream as they are produced.", { param: 'stream_format' });
     this.chars = characters(String(body.input ?? ''));
-    this.call = { path: '/audio/speech', headers: bearerHeaders(ep, 'application/json'), body: JSON.stringify({ ...body, model: upstreamModel }), stream: false, bytes: true };
+    this.call = { path: '/audio/speech', headers: bearerHeaders(ep, 'application/json'), body: bodyWithModel(body, upstreamModel), stream: false, bytes: true };
   }
   /** The content type to answer with when the upstream names none. */
   static contentType(format: unknown): string {

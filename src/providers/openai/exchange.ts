@@ -6,7 +6,7 @@
 import { GatewayError } from '../../core/errors.js';
 import { redactSecrets } from '../../core/render.js';
 import type { Usage } from '../../core/usage.js';
-import { withModel } from '../../lib/json-text.js';
+import { bodyWithModel, withModel } from '../../lib/json-text.js';
 import { type SseEvent, sseData } from '../../lib/sse.js';
 import {
   OpenAIToAnthropicStream,
@@ -39,7 +39,7 @@ class ChatPassthrough implements Exchange {
     // The client's own text with the model swapped in (and include_usage added) when that is exact;
     // otherwise the body serialized again.
     const addUsage = stream && so?.include_usage !== true;
-    let sent: string | Buffer | null = addUsage && so !== undefined ? null : withModel(body, upstreamModel, addUsage);
+    let sent: string | Buffer | null = withModel(body, upstreamModel, addUsage);
     if (sent === null) {
       const out: Record<string, unknown> = { ...body, model: upstreamModel };
       if (stream) out.stream_options = { ...(so ?? {}), include_usage: true };
@@ -181,7 +181,7 @@ class EmbeddingsPassthrough implements Exchange {
     upstreamModel: string,
     private readonly alias: string,
   ) {
-    this.call = { path: '/embeddings', headers: headers(ep), body: withModel(body, upstreamModel, false) ?? JSON.stringify({ ...body, model: upstreamModel }), stream: false };
+    this.call = { path: '/embeddings', headers: headers(ep), body: bodyWithModel(body, upstreamModel), stream: false };
   }
   decodeJson(text: string): JsonResult {
     const j = parseJsonObject(text);

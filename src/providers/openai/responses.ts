@@ -12,11 +12,11 @@
  * What has no stateless translation is refused with a 400: `previous_response_id`, `conversation`,
  * `item_reference` inputs, and built-in tools (web search, file search, computer use, …).
  */
-import { withModel } from '../../lib/json-text.js';
 import { GatewayError } from '../../core/errors.js';
 import { redactSecrets, toOpenAIError } from '../../core/render.js';
 import { randomId } from '../../core/ids.js';
 import type { Usage } from '../../core/usage.js';
+import { bodyWithModel } from '../../lib/json-text.js';
 import { type SseEvent, sseEvent } from '../../lib/sse.js';
 import type { ChatPivot, PivotStream } from '../pivot.js';
 import { withUsage } from '../pivot.js';
@@ -377,7 +377,7 @@ export class ResponsesPassthrough implements Exchange {
     private readonly alias: string,
     headers: Record<string, string>,
   ) {
-    this.call = { path: '/responses', headers, body: withModel(body, upstreamModel, false) ?? JSON.stringify({ ...body, model: upstreamModel }), stream: body.stream === true };
+    this.call = { path: '/responses', headers, body: bodyWithModel(body, upstreamModel), stream: body.stream === true };
   }
   decodeJson(text: string): JsonResult {
     const j = parseJsonObject(text);
