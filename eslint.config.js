@@ -5,7 +5,10 @@ export default tseslint.config(
   { ignores: ['dist/**', 'node_modules/**', 'test-results/**', '.anima-data/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
-  { files: ['scripts/**/*.mjs', 'dashboards/**/*.mjs'], languageOptions: { globals: { process: 'readonly', console: 'readonly', URL: 'readonly' } } },
+  {
+    files: ['scripts/**/*.mjs', 'dashboards/**/*.mjs'],
+    languageOptions: { globals: { process: 'readonly', console: 'readonly', URL: 'readonly' } },
+  },
   {
     rules: {
       '@typescript-eslint/no-explicit-any': 'off',

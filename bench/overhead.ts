@@ -39,8 +39,15 @@ const RATE = arg('rate', 1000);
 const WORKERS = arg('workers', 1);
 
 const children: ChildProcess[] = [];
-function run(args: string[], env: NodeJS.ProcessEnv, ready: RegExp): Promise<{ m: RegExpExecArray; p: ChildProcess }> {
-  const p = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+function run(
+  args: string[],
+  env: NodeJS.ProcessEnv,
+  ready: RegExp,
+): Promise<{ m: RegExpExecArray; p: ChildProcess }> {
+  const p = spawn(process.execPath, args, {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   children.push(p);
   return new Promise((resolve, reject) => {
     let out = '';
@@ -74,24 +81,51 @@ interface Sample {
   cpuUs?: number;
 }
 
-async function cannon(url: string, headers: Record<string, string>, body: string, o: { duration?: number; rate?: number } = {}): Promise<Sample> {
+async function cannon(
+  url: string,
+  headers: Record<string, string>,
+  body: string,
+  o: { duration?: number; rate?: number } = {},
+): Promise<Sample> {
   if (o.rate) return fixedRate(url, headers, body, o.rate, o.duration ?? DURATION);
-  const r = await autocannon({ url, method: 'POST', headers, body, duration: o.duration ?? DURATION, connections: CONNECTIONS });
-  return { rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors + r.non2xx + r.timeouts };
+  const r = await autocannon({
+    url,
+    method: 'POST',
+    headers,
+    body,
+    duration: o.duration ?? DURATION,
+    connections: CONNECTIONS,
+  });
+  return {
+    rps: r.requests.average,
+    p50: r.latency.p50,
+    p99: r.latency.p99,
+    errors: r.errors + r.non2xx + r.timeouts,
+  };
 }
 
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 };
-const med = (xs: Sample[]): Sample => ({ rps: median(xs.map((x) => x.rps)), p50: median(xs.map((x) => x.p50)), p99: median(xs.map((x) => x.p99)), errors: xs.reduce((a, x) => a + x.errors, 0), ...(xs.every((x) => x.cpuUs !== undefined) ? { cpuUs: median(xs.map((x) => x.cpuUs!)) } : {}) });
+const med = (xs: Sample[]): Sample => ({
+  rps: median(xs.map((x) => x.rps)),
+  p50: median(xs.map((x) => x.p50)),
+  p99: median(xs.map((x) => x.p99)),
+  errors: xs.reduce((a, x) => a + x.errors, 0),
+  ...(xs.every((x) => x.cpuUs !== undefined) ? { cpuUs: median(xs.map((x) => x.cpuUs!)) } : {}),
+});
 
 /** Resident set size of a process and its children (a --workers gateway), in MiB. */
 function rssMb(pid: number): number {
   const read = (p: number): number => {
     try {
       const kb = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${p}/status`, 'utf8'))?.[1] ?? 0);
-      const kids = readFileSync(`/proc/${p}/task/${p}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+      const kids = readFileSync(`/proc/${p}/task/${p}/children`, 'utf8')
+        .trim()
+        .split(/\s+/)
+        .filter(Boolean)
+        .map(Number);
       return kb + kids.reduce((s, k) => s + read(k), 0);
     } catch {
       return 0;
@@ -105,7 +139,11 @@ function cpuMs(pid: number): number {
   const read = (p: number): number => {
     try {
       const f = readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]!.split(' ');
-      const kids = readFileSync(`/proc/${p}/task/${p}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+      const kids = readFileSync(`/proc/${p}/task/${p}/children`, 'utf8')
+        .trim()
+        .split(/\s+/)
+        .filter(Boolean)
+        .map(Number);
       return ((Number(f[11]) + Number(f[12])) * 1000) / 100 + kids.reduce((s, k) => s + read(k), 0);
     } catch {
       return 0;
@@ -138,30 +176,93 @@ async function main(): Promise<void> {
     dataDir = mkdtempSync(join(tmpdir(), 'anima-bench-'));
   }
   try {
-    const fake = () => run(['dist/fakes/cli.js', '--openai-port', '0', '--anthropic-port', '0'], {}, /"openai":"(http:\/\/[^"]+)"/).then((x) => x.m[1]!);
+    const fake = () =>
+      run(
+        ['dist/fakes/cli.js', '--openai-port', '0', '--anthropic-port', '0'],
+        {},
+        /"openai":"(http:\/\/[^"]+)"/,
+      ).then((x) => x.m[1]!);
     const [upA, upB] = await Promise.all([fake(), fake()]);
     const dbh = await openDatabase({ databaseUrl: dbUrl, dataDir: dataDir ?? 'memory://' });
-    await insertChannel(dbh.db, { code: 'one', provider: 'openai', baseUrl: upA + '/v1', credential: 'bench' });
-    await insertChannel(dbh.db, { code: 'two', provider: 'openai', baseUrl: upB + '/v1', credential: 'bench' });
-    await insertAlias(dbh.db, { name: 'bench', tiers: [[{ channel: 'one', model: 'gpt-bench' }], [{ channel: 'two', model: 'gpt-bench' }]] });
+    await insertChannel(dbh.db, {
+      code: 'one',
+      provider: 'openai',
+      baseUrl: upA + '/v1',
+      credential: 'bench',
+    });
+    await insertChannel(dbh.db, {
+      code: 'two',
+      provider: 'openai',
+      baseUrl: upB + '/v1',
+      credential: 'bench',
+    });
+    await insertAlias(dbh.db, {
+      name: 'bench',
+      tiers: [[{ channel: 'one', model: 'gpt-bench' }], [{ channel: 'two', model: 'gpt-bench' }]],
+    });
     // The same upstream as 'one' behind a breaker that opens at a 10% failure rate (the default is 50%,
     // which a channel failing 20% of calls never reaches): scenario 4 again, with the breaker taking the
     // failing channel out of rotation instead of every fifth request paying for a failed attempt.
-    await insertChannel(dbh.db, { code: 'one-strict', provider: 'openai', baseUrl: upA + '/v1', credential: 'bench', settings: { breaker: { failureRate: 0.1, minCalls: 20 } } });
-    await insertAlias(dbh.db, { name: 'bench-strict', tiers: [[{ channel: 'one-strict', model: 'gpt-bench' }], [{ channel: 'two', model: 'gpt-bench' }]] });
-    await dbh.db.insertInto('price').values({ alias: 'bench-strict', sale_input_per_mtok: 2_000_000, sale_output_per_mtok: 4_000_000, cost_input_per_mtok: 1_000_000, cost_output_per_mtok: 2_000_000 }).execute();
-    await dbh.db.insertInto('price').values({ alias: 'bench', sale_input_per_mtok: 2_000_000, sale_output_per_mtok: 4_000_000, cost_input_per_mtok: 1_000_000, cost_output_per_mtok: 2_000_000 }).execute();
+    await insertChannel(dbh.db, {
+      code: 'one-strict',
+      provider: 'openai',
+      baseUrl: upA + '/v1',
+      credential: 'bench',
+      settings: { breaker: { failureRate: 0.1, minCalls: 20 } },
+    });
+    await insertAlias(dbh.db, {
+      name: 'bench-strict',
+      tiers: [[{ channel: 'one-strict', model: 'gpt-bench' }], [{ channel: 'two', model: 'gpt-bench' }]],
+    });
+    await dbh.db
+      .insertInto('price')
+      .values({
+        alias: 'bench-strict',
+        sale_input_per_mtok: 2_000_000,
+        sale_output_per_mtok: 4_000_000,
+        cost_input_per_mtok: 1_000_000,
+        cost_output_per_mtok: 2_000_000,
+      })
+      .execute();
+    await dbh.db
+      .insertInto('price')
+      .values({
+        alias: 'bench',
+        sale_input_per_mtok: 2_000_000,
+        sale_output_per_mtok: 4_000_000,
+        cost_input_per_mtok: 1_000_000,
+        cost_output_per_mtok: 2_000_000,
+      })
+      .execute();
     const app = await insertApp(dbh.db, 'bench');
     // Every gateway request passes quota admission: a key with limits high enough never to bind.
     const key = await insertKey(dbh.db, app);
     // --decompose: a key with no quota at all, sent to the billing-off twin ("bare": auth, routing,
     // breaker, metrics and logs only), to split the distance to the raw proxy into its parts.
     const bareKey = await insertKey(dbh.db, app);
-    await dbh.db.insertInto('quota').values({ scope: 'key', scope_id: key.id, max_concurrency: 100_000, qps: 1_000_000, qps_burst: 1_000_000, tokens_per_minute: 1e12 }).execute();
+    await dbh.db
+      .insertInto('quota')
+      .values({
+        scope: 'key',
+        scope_id: key.id,
+        max_concurrency: 100_000,
+        qps: 1_000_000,
+        qps_burst: 1_000_000,
+        tokens_per_minute: 1e12,
+      })
+      .execute();
     const journalCount = async () => {
       const h = await openDatabase({ databaseUrl: dbUrl, dataDir: dataDir ?? 'memory://' });
       try {
-        return Number((await h.db.selectFrom('ledger_journal').select((eb) => eb.fn.countAll<string>().as('n')).where('kind', '=', 'sale').executeTakeFirstOrThrow()).n);
+        return Number(
+          (
+            await h.db
+              .selectFrom('ledger_journal')
+              .select((eb) => eb.fn.countAll<string>().as('n'))
+              .where('kind', '=', 'sale')
+              .executeTakeFirstOrThrow()
+          ).n,
+        );
       } finally {
         await h.close();
       }
@@ -171,39 +272,74 @@ async function main(): Promise<void> {
       ANIMA_PORT: '0',
       ANIMA_LOG_LEVEL: 'info',
       ...(dbUrl ? { DATABASE_URL: dbUrl } : { DATABASE_URL: '', ANIMA_DATA_DIR: dataDir }),
-      ...(redisUrl ? { REDIS_URL: redisUrl, ANIMA_REDIS_PREFIX: `anima-bench:${randomId(6)}:` } : { REDIS_URL: '' }),
+      ...(redisUrl
+        ? { REDIS_URL: redisUrl, ANIMA_REDIS_PREFIX: `anima-bench:${randomId(6)}:` }
+        : { REDIS_URL: '' }),
       ...extra,
     });
     const LISTEN = /listening on (http:\/\/[\d.:]+)/;
     // ANIMA_BENCH_PROFILE=<dir>: the gateway writes a V8 CPU profile there when it stops (node --cpu-prof).
-    const prof = process.env.ANIMA_BENCH_PROFILE ? ['--cpu-prof', '--cpu-prof-dir', process.env.ANIMA_BENCH_PROFILE] : [];
+    const prof = process.env.ANIMA_BENCH_PROFILE
+      ? ['--cpu-prof', '--cpu-prof-dir', process.env.ANIMA_BENCH_PROFILE]
+      : [];
     const nodeFlags = (process.env.ANIMA_BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean);
-    const serveArgs = [...nodeFlags, ...prof, 'dist/src/app/cli.js', 'serve', ...(production && WORKERS > 1 ? ['--workers', String(WORKERS)] : [])];
+    const serveArgs = [
+      ...nodeFlags,
+      ...prof,
+      'dist/src/app/cli.js',
+      'serve',
+      ...(production && WORKERS > 1 ? ['--workers', String(WORKERS)] : []),
+    ];
     const gw = await run(serveArgs, gatewayEnv({}), LISTEN);
     const gateway = gw.m[1]!;
     // The billing-off twin shares the database, so only in production mode.
     // --twin-build DIR: the twin is another build (DIR/dist) with everything on, for an A/B of two builds
     // measured in the same rounds (its column is then that build, not "billing off").
-    const twinBuild = process.argv.includes('--twin-build') ? process.argv[process.argv.indexOf('--twin-build') + 1]! : null;
+    const twinBuild = process.argv.includes('--twin-build')
+      ? process.argv[process.argv.indexOf('--twin-build') + 1]!
+      : null;
     // ANIMA_BENCH_TWIN_NODE_FLAGS: the twin's node flags instead (an A/B of runtime flags on one build).
     const twinFlags = process.env.ANIMA_BENCH_TWIN_NODE_FLAGS;
-    const twinArgs = twinFlags === undefined ? serveArgs : [...twinFlags.split(' ').filter(Boolean), ...serveArgs.slice(nodeFlags.length)];
+    const twinArgs =
+      twinFlags === undefined
+        ? serveArgs
+        : [...twinFlags.split(' ').filter(Boolean), ...serveArgs.slice(nodeFlags.length)];
     const offRun = production
       ? twinBuild
-        ? await run(twinArgs.map((a) => (a === 'dist/src/app/cli.js' ? `${twinBuild}/dist/src/app/cli.js` : a)), gatewayEnv({}), LISTEN)
+        ? await run(
+            twinArgs.map((a) => (a === 'dist/src/app/cli.js' ? `${twinBuild}/dist/src/app/cli.js` : a)),
+            gatewayEnv({}),
+            LISTEN,
+          )
         : await run(serveArgs, gatewayEnv({ ANIMA_BILLING: 'off' }), LISTEN)
       : null;
     const off = offRun ? offRun.m[1]! : null;
     const rawP = await run(['dist/bench/raw-proxy.js', upA, '0'], {}, LISTEN);
     const raw = rawP.m[1]!;
-    const pidOf: Record<string, number | undefined> = { raw: rawP.p.pid, gateway: gw.p.pid, off: offRun?.p.pid, bare: offRun?.p.pid, strict: gw.p.pid };
+    const pidOf: Record<string, number | undefined> = {
+      raw: rawP.p.pid,
+      gateway: gw.p.pid,
+      off: offRun?.p.pid,
+      bare: offRun?.p.pid,
+      strict: gw.p.pid,
+    };
 
     // A conversation of ~16 KB (8 turns of ~2 KB): what a chat client resends every turn. Costs that grow
     // with the body (parsing it, checking it, forwarding it) are invisible with the one-line prompt.
-    const turn = 'A gateway sits between applications and many upstream providers; it authenticates, admits, routes, streams and bills. '.repeat(18);
-    const conversation = Array.from({ length: 8 }, (_, i) => ({ role: i % 2 ? 'assistant' : 'user', content: `${i}: ${turn}` }));
+    const turn =
+      'A gateway sits between applications and many upstream providers; it authenticates, admits, routes, streams and bills. '.repeat(
+        18,
+      );
+    const conversation = Array.from({ length: 8 }, (_, i) => ({
+      role: i % 2 ? 'assistant' : 'user',
+      content: `${i}: ${turn}`,
+    }));
     const chatBody = (stream: boolean, model: string, large = false) =>
-      JSON.stringify({ model, messages: large ? conversation : [{ role: 'user', content: 'Say something short about gateways.' }], ...(stream ? { stream: true, stream_options: { include_usage: true } } : {}) });
+      JSON.stringify({
+        model,
+        messages: large ? conversation : [{ role: 'user', content: 'Say something short about gateways.' }],
+        ...(stream ? { stream: true, stream_options: { include_usage: true } } : {}),
+      });
     const upHeaders = { 'content-type': 'application/json', authorization: 'Bearer bench' };
     const gwHeaders = { 'content-type': 'application/json', authorization: `Bearer ${key.sk}` };
     type Target = 'direct' | 'raw' | 'gateway' | 'off' | 'bare' | 'strict';
@@ -219,26 +355,100 @@ async function main(): Promise<void> {
           : t === 'bare'
             ? cannon(off! + '/v1/chat/completions', bareHeaders, chatBody(stream, 'bench', large), o)
             : t === 'strict'
-              ? cannon(gateway + '/v1/chat/completions', gwHeaders, chatBody(stream, 'bench-strict', large), o)
-              : cannon((t === 'off' ? off! : gateway) + '/v1/chat/completions', t === 'off' ? twinHeaders : gwHeaders, chatBody(stream, 'bench', large), o);
+              ? cannon(
+                  gateway + '/v1/chat/completions',
+                  gwHeaders,
+                  chatBody(stream, 'bench-strict', large),
+                  o,
+                )
+              : cannon(
+                  (t === 'off' ? off! : gateway) + '/v1/chat/completions',
+                  t === 'off' ? twinHeaders : gwHeaders,
+                  chatBody(stream, 'bench', large),
+                  o,
+                );
     const decompose = process.argv.includes('--decompose') && off !== null;
 
-    const scenarios: Array<{ name: string; stream: boolean; large?: boolean; optIn?: boolean; faultA: Record<string, unknown> | null; faultB: Record<string, unknown> | null; rate?: number; targets: Target[] }> = [
-      { name: 'json', stream: false, faultA: null, faultB: null, targets: ['direct', 'raw', 'gateway', ...(off ? ['off' as const] : []), ...(decompose ? ['bare' as const] : [])] },
-      { name: 'json-large', stream: false, large: true, optIn: true, faultA: null, faultB: null, targets: ['direct', 'raw', 'gateway', ...(off ? ['off' as const] : [])] },
-      { name: 'stream', stream: true, faultA: { chunks: 20 }, faultB: { chunks: 20 }, targets: ['direct', 'raw', 'gateway', ...(off ? ['off' as const] : [])] },
-      { name: 'rate', stream: false, faultA: { latencyMs: 50 }, faultB: { latencyMs: 50 }, rate: RATE, targets: ['direct', 'raw', 'gateway', ...(off ? ['off' as const] : [])] },
-      { name: 'fallback', stream: false, faultA: { latencyMs: 50, status: 500, failRate: 0.2 }, faultB: { latencyMs: 50 }, rate: RATE, targets: ['gateway', 'strict'] },
+    const scenarios: Array<{
+      name: string;
+      stream: boolean;
+      large?: boolean;
+      optIn?: boolean;
+      faultA: Record<string, unknown> | null;
+      faultB: Record<string, unknown> | null;
+      rate?: number;
+      targets: Target[];
+    }> = [
+      {
+        name: 'json',
+        stream: false,
+        faultA: null,
+        faultB: null,
+        targets: [
+          'direct',
+          'raw',
+          'gateway',
+          ...(off ? ['off' as const] : []),
+          ...(decompose ? ['bare' as const] : []),
+        ],
+      },
+      {
+        name: 'json-large',
+        stream: false,
+        large: true,
+        optIn: true,
+        faultA: null,
+        faultB: null,
+        targets: ['direct', 'raw', 'gateway', ...(off ? ['off' as const] : [])],
+      },
+      {
+        name: 'stream',
+        stream: true,
+        faultA: { chunks: 20 },
+        faultB: { chunks: 20 },
+        targets: ['direct', 'raw', 'gateway', ...(off ? ['off' as const] : [])],
+      },
+      {
+        name: 'rate',
+        stream: false,
+        faultA: { latencyMs: 50 },
+        faultB: { latencyMs: 50 },
+        rate: RATE,
+        targets: ['direct', 'raw', 'gateway', ...(off ? ['off' as const] : [])],
+      },
+      {
+        name: 'fallback',
+        stream: false,
+        faultA: { latencyMs: 50, status: 500, failRate: 0.2 },
+        faultB: { latencyMs: 50 },
+        rate: RATE,
+        targets: ['gateway', 'strict'],
+      },
       // As 'fallback', but the failing fifth get their 500 at once (an overloaded or erroring upstream
       // often answers straight away): what the fallback itself adds, without the failed call's 50 ms.
-      { name: 'fallback-fast', stream: false, faultA: { latencyMs: 50, status: 500, failRate: 0.2, failFast: true }, faultB: { latencyMs: 50 }, rate: RATE, targets: ['gateway'] },
+      {
+        name: 'fallback-fast',
+        stream: false,
+        faultA: { latencyMs: 50, status: 500, failRate: 0.2, failFast: true },
+        faultB: { latencyMs: 50 },
+        rate: RATE,
+        targets: ['gateway'],
+      },
     ];
     // --only json,stream: run just those scenarios (for profiling; the JSON summary then lacks the rest).
     // Opt-in scenarios (json-large) run only when named there: the default run stays under 3 minutes.
-    const only = process.argv.includes('--only') ? new Set(process.argv[process.argv.indexOf('--only') + 1]!.split(',')) : null;
-    scenarios.splice(0, scenarios.length, ...scenarios.filter((sc) => (only ? only.has(sc.name) : !sc.optIn)));
+    const only = process.argv.includes('--only')
+      ? new Set(process.argv[process.argv.indexOf('--only') + 1]!.split(','))
+      : null;
+    scenarios.splice(
+      0,
+      scenarios.length,
+      ...scenarios.filter((sc) => (only ? only.has(sc.name) : !sc.optIn)),
+    );
     // --targets raw,gateway: run just those targets in each scenario (to watch one with other tools).
-    const pick = process.argv.includes('--targets') ? new Set(process.argv[process.argv.indexOf('--targets') + 1]!.split(',')) : null;
+    const pick = process.argv.includes('--targets')
+      ? new Set(process.argv[process.argv.indexOf('--targets') + 1]!.split(','))
+      : null;
     if (pick) for (const sc of scenarios) sc.targets = sc.targets.filter((t) => pick.has(t));
     const results: Record<string, Partial<Record<Target, Sample>>> = {};
     const journalsBefore = production ? await journalCount() : 0;
@@ -278,25 +488,50 @@ async function main(): Promise<void> {
     }
 
     const mode = `${dbUrl ? 'PostgreSQL' : 'PGlite'} + ${redisUrl ? 'Redis' : 'in-process'}${WORKERS > 1 && production ? `, ${WORKERS} gateway workers` : ', one gateway process'}`;
-    const f = (s: Sample | undefined) => (s ? `${s.rps.toFixed(0)} rps, p50 ${+s.p50.toFixed(1)} / p99 ${+s.p99.toFixed(1)} ms${s.cpuUs !== undefined ? `, ${s.cpuUs} µs CPU/req` : ''}${s.errors ? `, ${s.errors} errors` : ''}` : '-');
-    console.log(`\nAnima overhead (${mode}; ${CONNECTIONS} connections saturated, ${RATE} rps fixed rate; ${DURATION}s x ${ROUNDS} rounds interleaved, medians)\n`);
-    console.log(`scenario | direct | raw proxy | gateway (everything on) | ${twinBuild ? `twin build ${twinBuild}` : 'gateway, billing off'}${decompose ? ' | bare (no quota, no billing)' : ''} | gateway / raw proxy`);
+    const f = (s: Sample | undefined) =>
+      s
+        ? `${s.rps.toFixed(0)} rps, p50 ${+s.p50.toFixed(1)} / p99 ${+s.p99.toFixed(1)} ms${s.cpuUs !== undefined ? `, ${s.cpuUs} µs CPU/req` : ''}${s.errors ? `, ${s.errors} errors` : ''}`
+        : '-';
+    console.log(
+      `\nAnima overhead (${mode}; ${CONNECTIONS} connections saturated, ${RATE} rps fixed rate; ${DURATION}s x ${ROUNDS} rounds interleaved, medians)\n`,
+    );
+    console.log(
+      `scenario | direct | raw proxy | gateway (everything on) | ${twinBuild ? `twin build ${twinBuild}` : 'gateway, billing off'}${decompose ? ' | bare (no quota, no billing)' : ''} | gateway / raw proxy`,
+    );
     console.log(`---|---|---|---|---${decompose ? '|---' : ''}|---`);
     for (const [name, r] of Object.entries(results)) {
-      console.log(`${name} | ${f(r.direct)} | ${f(r.raw)} | ${f(r.gateway)} | ${f(r.off)}${decompose ? ` | ${f(r.bare)}` : ''} | ${r.raw && r.gateway ? (r.gateway.rps / r.raw.rps).toFixed(3) : '-'}`);
+      console.log(
+        `${name} | ${f(r.direct)} | ${f(r.raw)} | ${f(r.gateway)} | ${f(r.off)}${decompose ? ` | ${f(r.bare)}` : ''} | ${r.raw && r.gateway ? (r.gateway.rps / r.raw.rps).toFixed(3) : '-'}`,
+      );
     }
-    if (results.fallback?.strict) console.log(`fallback, breaker opening at 10% failures (default 50%) | - | - | ${f(results.fallback.strict)} | - | -`);
-    if (decompose && results.json?.bare && results.json.raw) console.log(`\nbare gateway / raw proxy, JSON: ${(results.json.bare.rps / results.json.raw.rps).toFixed(3)}`);
+    if (results.fallback?.strict)
+      console.log(
+        `fallback, breaker opening at 10% failures (default 50%) | - | - | ${f(results.fallback.strict)} | - | -`,
+      );
+    if (decompose && results.json?.bare && results.json.raw)
+      console.log(
+        `\nbare gateway / raw proxy, JSON: ${(results.json.bare.rps / results.json.raw.rps).toFixed(3)}`,
+      );
     if (only) return; // a partial run (--only) prints its table and no summary
     const J = results.json!;
     const S = results.stream!;
     const R = results.rate!;
     const F = results.fallback!;
     const FF = results['fallback-fast']!;
-    console.log(`\nCPU per request, JSON: gateway ${J.gateway!.cpuUs} µs vs raw proxy ${J.raw!.cpuUs} µs${J.off ? ` (billing off ${J.off.cpuUs} µs)` : ''}; stream: gateway ${S.gateway!.cpuUs} µs vs raw ${S.raw!.cpuUs} µs`);
-    console.log(`at ${RATE} rps with a 50 ms upstream: gateway adds p50 ${(R.gateway!.p50 - R.direct!.p50).toFixed(1)} ms / p99 ${(R.gateway!.p99 - R.direct!.p99).toFixed(1)} ms over direct; with 20% first-channel failures p99 +${(F.gateway!.p99 - R.direct!.p99).toFixed(1)} ms (+${(F.strict!.p99 - R.direct!.p99).toFixed(1)} ms when the channel's breaker opens at 10%; +${(FF.gateway!.p99 - R.direct!.p99).toFixed(1)} ms when the failures come at once instead of after the 50 ms)`);
-    if (production) console.log(`journals written: ${journals} in ${billedSeconds.toFixed(1)} s of billed load = ${(journals / billedSeconds).toFixed(0)} journals/s; gateway RSS ${rss} MiB`);
-    const errors = Object.values(results).reduce((s, r) => s + (r.gateway?.errors ?? 0) + (r.off?.errors ?? 0), 0);
+    console.log(
+      `\nCPU per request, JSON: gateway ${J.gateway!.cpuUs} µs vs raw proxy ${J.raw!.cpuUs} µs${J.off ? ` (billing off ${J.off.cpuUs} µs)` : ''}; stream: gateway ${S.gateway!.cpuUs} µs vs raw ${S.raw!.cpuUs} µs`,
+    );
+    console.log(
+      `at ${RATE} rps with a 50 ms upstream: gateway adds p50 ${(R.gateway!.p50 - R.direct!.p50).toFixed(1)} ms / p99 ${(R.gateway!.p99 - R.direct!.p99).toFixed(1)} ms over direct; with 20% first-channel failures p99 +${(F.gateway!.p99 - R.direct!.p99).toFixed(1)} ms (+${(F.strict!.p99 - R.direct!.p99).toFixed(1)} ms when the channel's breaker opens at 10%; +${(FF.gateway!.p99 - R.direct!.p99).toFixed(1)} ms when the failures come at once instead of after the 50 ms)`,
+    );
+    if (production)
+      console.log(
+        `journals written: ${journals} in ${billedSeconds.toFixed(1)} s of billed load = ${(journals / billedSeconds).toFixed(0)} journals/s; gateway RSS ${rss} MiB`,
+      );
+    const errors = Object.values(results).reduce(
+      (s, r) => s + (r.gateway?.errors ?? 0) + (r.off?.errors ?? 0),
+      0,
+    );
     console.log(
       JSON.stringify({
         json_ratio: +(J.gateway!.rps / J.raw!.rps).toFixed(3),
@@ -318,7 +553,12 @@ async function main(): Promise<void> {
               billing_added_p50_ms: J.gateway!.p50 - J.off.p50,
               billing_added_p99_ms: J.gateway!.p99 - J.off.p99,
               // The same at the fixed rate (not saturated): what billing adds to a request's latency.
-              ...(R.off ? { rate_billing_added_p50_ms: +(R.gateway!.p50 - R.off.p50).toFixed(1), rate_billing_added_p99_ms: +(R.gateway!.p99 - R.off.p99).toFixed(1) } : {}),
+              ...(R.off
+                ? {
+                    rate_billing_added_p50_ms: +(R.gateway!.p50 - R.off.p50).toFixed(1),
+                    rate_billing_added_p99_ms: +(R.gateway!.p99 - R.off.p99).toFixed(1),
+                  }
+                : {}),
               journals_per_s: Math.round(journals / billedSeconds),
             }
           : {}),
@@ -329,7 +569,9 @@ async function main(): Promise<void> {
     );
   } finally {
     for (const c of children) c.kill('SIGTERM');
-    await Promise.all(children.map((c) => new Promise((r) => (c.exitCode !== null ? r(null) : c.on('exit', r)))));
+    await Promise.all(
+      children.map((c) => new Promise((r) => (c.exitCode !== null ? r(null) : c.on('exit', r)))),
+    );
     if (dbName && databaseUrl) {
       const c = new pg.Client({ connectionString: databaseUrl });
       await c.connect();

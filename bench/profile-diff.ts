@@ -50,12 +50,22 @@ if (!fa || !na || !fb || !nb) {
 }
 const A = load(fa);
 const B = load(fb);
-for (const [title, a, b, rows] of [['module', A.byModule, B.byModule, 25], ['function', A.byFunction, B.byFunction, 40]] as const) {
+for (const [title, a, b, rows] of [
+  ['module', A.byModule, B.byModule, 25],
+  ['function', A.byFunction, B.byFunction, 40],
+] as const) {
   const keys = new Set([...a.keys(), ...b.keys()]);
-  const per = [...keys].map((k) => ({ k, a: (a.get(k) ?? 0) / Number(na), b: (b.get(k) ?? 0) / Number(nb) })).sort((x, y) => y.a - y.b - (x.a - x.b));
+  const per = [...keys]
+    .map((k) => ({ k, a: (a.get(k) ?? 0) / Number(na), b: (b.get(k) ?? 0) / Number(nb) }))
+    .sort((x, y) => y.a - y.b - (x.a - x.b));
   const ta = per.reduce((s, r) => s + r.a, 0);
   const tb = per.reduce((s, r) => s + r.b, 0);
-  console.log(`\nby ${title}: µs per request, A ${ta.toFixed(0)} / B ${tb.toFixed(0)} (A - B = ${(ta - tb).toFixed(0)})`);
+  console.log(
+    `\nby ${title}: µs per request, A ${ta.toFixed(0)} / B ${tb.toFixed(0)} (A - B = ${(ta - tb).toFixed(0)})`,
+  );
   console.log('      A       B   A - B');
-  for (const r of per.slice(0, rows)) console.log(`${r.a.toFixed(1).padStart(7)} ${r.b.toFixed(1).padStart(7)} ${(r.a - r.b).toFixed(1).padStart(7)}  ${r.k}`);
+  for (const r of per.slice(0, rows))
+    console.log(
+      `${r.a.toFixed(1).padStart(7)} ${r.b.toFixed(1).padStart(7)} ${(r.a - r.b).toFixed(1).padStart(7)}  ${r.k}`,
+    );
 }

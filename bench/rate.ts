@@ -13,7 +13,13 @@ export interface RateSample {
   errors: number;
 }
 
-export async function fixedRate(url: string, headers: Record<string, string>, body: string, rps: number, durationS: number): Promise<RateSample> {
+export async function fixedRate(
+  url: string,
+  headers: Record<string, string>,
+  body: string,
+  rps: number,
+  durationS: number,
+): Promise<RateSample> {
   const u = new URL(url);
   const pool = new Pool(u.origin, { connections: Math.max(64, Math.ceil(rps / 5)), pipelining: 1 });
   const lat: number[] = [];
@@ -46,6 +52,7 @@ export async function fixedRate(url: string, headers: Record<string, string>, bo
   const elapsed = (performance.now() - t0) / 1000;
   await pool.close();
   lat.sort((a, b) => a - b);
-  const pct = (p: number) => (lat.length ? Math.round(lat[Math.min(lat.length - 1, Math.floor(p * lat.length))]! * 10) / 10 : 0);
+  const pct = (p: number) =>
+    lat.length ? Math.round(lat[Math.min(lat.length - 1, Math.floor(p * lat.length))]! * 10) / 10 : 0;
   return { rps: lat.length / elapsed, p50: pct(0.5), p99: pct(0.99), errors };
 }

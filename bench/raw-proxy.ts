@@ -14,10 +14,15 @@ const server = createServer(async (req, res) => {
     const up = await pool.request({
       method: req.method as 'POST',
       path: req.url!,
-      headers: { 'content-type': req.headers['content-type'] ?? 'application/json', authorization: req.headers.authorization ?? '' },
+      headers: {
+        'content-type': req.headers['content-type'] ?? 'application/json',
+        authorization: req.headers.authorization ?? '',
+      },
       body: req,
     });
-    res.writeHead(up.statusCode, { 'content-type': String(up.headers['content-type'] ?? 'application/json') });
+    res.writeHead(up.statusCode, {
+      'content-type': String(up.headers['content-type'] ?? 'application/json'),
+    });
     await pipeline(up.body, res);
   } catch {
     if (!res.headersSent) res.writeHead(502);

@@ -19,13 +19,17 @@ import { randomId } from '../src/core/ids.js';
 import { openDatabase } from '../src/store/db.js';
 import { fixedRate } from './rate.js';
 
-const arg = (n: string, d: number) => (process.argv.includes(`--${n}`) ? Number(process.argv[process.argv.indexOf(`--${n}`) + 1]) : d);
+const arg = (n: string, d: number) =>
+  process.argv.includes(`--${n}`) ? Number(process.argv[process.argv.indexOf(`--${n}`) + 1]) : d;
 const MINUTES = arg('minutes', 10);
 const RATE = arg('rate', 300);
 const children: ChildProcess[] = [];
 const start = (args: string[], env: NodeJS.ProcessEnv, re: RegExp) =>
   new Promise<{ url: string; pid: number }>((resolve, reject) => {
-    const p = spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(process.execPath, args, {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     children.push(p);
     let out = '';
     p.stdout!.on('data', (d: Buffer) => {
@@ -36,7 +40,8 @@ const start = (args: string[], env: NodeJS.ProcessEnv, re: RegExp) =>
     p.stderr!.resume();
     p.on('exit', (c) => reject(new Error(`${args[0]} exited ${c}: ${out}`)));
   });
-const rss = (pid: number) => Math.round(Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024);
+const rss = (pid: number) =>
+  Math.round(Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) / 1024);
 
 async function main(): Promise<void> {
   const base = process.env.DATABASE_URL;
@@ -50,16 +55,49 @@ async function main(): Promise<void> {
   const u = new URL(base);
   u.pathname = '/' + name;
   try {
-    const up = (await start(['dist/fakes/cli.js', '--openai-port', '0', '--anthropic-port', '0'], {}, /"openai":"(http:\/\/[^"]+)"/)).url;
+    const up = (
+      await start(
+        ['dist/fakes/cli.js', '--openai-port', '0', '--anthropic-port', '0'],
+        {},
+        /"openai":"(http:\/\/[^"]+)"/,
+      )
+    ).url;
     const dbh = await openDatabase({ databaseUrl: u.toString(), dataDir: 'memory://' });
     await insertChannel(dbh.db, { code: 'soak', provider: 'openai', baseUrl: up + '/v1', credential: 'k' });
     await insertAlias(dbh.db, { name: 'soak', tiers: [[{ channel: 'soak', model: 'm' }]] });
-    await dbh.db.insertInto('price').values({ alias: 'soak', sale_input_per_mtok: 2_000_000, sale_output_per_mtok: 4_000_000, cost_input_per_mtok: 1_000_000, cost_output_per_mtok: 2_000_000 }).execute();
+    await dbh.db
+      .insertInto('price')
+      .values({
+        alias: 'soak',
+        sale_input_per_mtok: 2_000_000,
+        sale_output_per_mtok: 4_000_000,
+        cost_input_per_mtok: 1_000_000,
+        cost_output_per_mtok: 2_000_000,
+      })
+      .execute();
     const key = await insertKey(dbh.db, await insertApp(dbh.db, 'soak'));
-    await dbh.db.insertInto('quota').values({ scope: 'key', scope_id: key.id, max_concurrency: 100_000, qps: 1_000_000, qps_burst: 1_000_000 }).execute();
+    await dbh.db
+      .insertInto('quota')
+      .values({
+        scope: 'key',
+        scope_id: key.id,
+        max_concurrency: 100_000,
+        qps: 1_000_000,
+        qps_burst: 1_000_000,
+      })
+      .execute();
     await dbh.close();
     await fetch(up + '/_fake/fault', { method: 'POST', body: JSON.stringify({ latencyMs: 20 }) });
-    const gw = await start(['dist/src/app/cli.js', 'serve'], { ANIMA_PORT: '0', DATABASE_URL: u.toString(), REDIS_URL: redis, ANIMA_REDIS_PREFIX: `anima-soak:${randomId(6)}:` }, /listening on (http:\/\/[\d.:]+)/);
+    const gw = await start(
+      ['dist/src/app/cli.js', 'serve'],
+      {
+        ANIMA_PORT: '0',
+        DATABASE_URL: u.toString(),
+        REDIS_URL: redis,
+        ANIMA_REDIS_PREFIX: `anima-soak:${randomId(6)}:`,
+      },
+      /listening on (http:\/\/[\d.:]+)/,
+    );
     const body = JSON.stringify({ model: 'soak', messages: [{ role: 'user', content: 'soak' }] });
     const h = { 'content-type': 'application/json', authorization: `Bearer ${key.sk}` };
     const samples: number[] = [];
@@ -67,11 +105,19 @@ async function main(): Promise<void> {
     let errors = 0;
     const end = Date.now() + MINUTES * 60_000;
     while (Date.now() < end) {
-      const r = await fixedRate(gw.url + '/v1/chat/completions', h, body, RATE, Math.min(30, Math.max(1, (end - Date.now()) / 1000)));
+      const r = await fixedRate(
+        gw.url + '/v1/chat/completions',
+        h,
+        body,
+        RATE,
+        Math.min(30, Math.max(1, (end - Date.now()) / 1000)),
+      );
       requests += Math.round(r.rps * 30);
       errors += r.errors;
       samples.push(rss(gw.pid));
-      console.log(`t+${samples.length * 30}s rss ${samples.at(-1)} MiB, ${r.rps.toFixed(0)} rps, p50 ${r.p50} / p99 ${r.p99} ms, errors ${r.errors}`);
+      console.log(
+        `t+${samples.length * 30}s rss ${samples.at(-1)} MiB, ${r.rps.toFixed(0)} rps, p50 ${r.p50} / p99 ${r.p99} ms, errors ${r.errors}`,
+      );
     }
     const warm = Math.max(1, Math.floor(samples.length / 5));
     const first = samples[Math.min(warm, samples.length - 1)]!; // after warm-up

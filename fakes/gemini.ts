@@ -336,23 +336,32 @@ function embedOne(req: Record<string, unknown>): { values: number[] } | string {
   const text = embedText(req.content);
   if (text === null) return '* content: must have parts with text.';
   const dims = req.outputDimensionality === undefined ? EMBED_DIMS : Number(req.outputDimensionality);
-  if (!Number.isInteger(dims) || dims < 1 || dims > 3072) return '* outputDimensionality: must be an integer in [1, 3072].';
+  if (!Number.isInteger(dims) || dims < 1 || dims > 3072)
+    return '* outputDimensionality: must be an integer in [1, 3072].';
   return { values: Array.from(fakeEmbedding(text, dims)) };
 }
 
 /** POST models/{m}:embedContent -> {embedding:{values}}; :batchEmbedContents -> {embeddings:[{values}]}. */
 function embed(ctx: FakeContext, spec: ProviderSpec, model: string, batch: boolean): void {
   const b = ctx.body;
-  if (!ctx.bodyIsJson || !isObject(b)) return sendError(ctx, spec, 400, 'Invalid JSON payload received. Unexpected token.');
+  if (!ctx.bodyIsJson || !isObject(b))
+    return sendError(ctx, spec, 400, 'Invalid JSON payload received. Unexpected token.');
   if (!batch) {
     const e = embedOne(b);
     return typeof e === 'string' ? sendError(ctx, spec, 400, e) : sendJson(ctx, 200, { embedding: e });
   }
-  if (!Array.isArray(b.requests) || b.requests.length === 0) return sendError(ctx, spec, 400, '* requests: must be a non-empty array.');
+  if (!Array.isArray(b.requests) || b.requests.length === 0)
+    return sendError(ctx, spec, 400, '* requests: must be a non-empty array.');
   const out: Array<{ values: number[] }> = [];
   for (const r of b.requests) {
     if (!isObject(r)) return sendError(ctx, spec, 400, '* requests[]: must be objects.');
-    if (typeof r.model === 'string' && r.model !== `models/${model}`) return sendError(ctx, spec, 400, `* BatchEmbedContentsRequest.requests: model must be models/${model}.`);
+    if (typeof r.model === 'string' && r.model !== `models/${model}`)
+      return sendError(
+        ctx,
+        spec,
+        400,
+        `* BatchEmbedContentsRequest.requests: model must be models/${model}.`,
+      );
     const e = embedOne(r);
     if (typeof e === 'string') return sendError(ctx, spec, 400, e);
     out.push(e);
@@ -400,7 +409,8 @@ function listModels(ctx: FakeContext, spec: ProviderSpec): void {
   });
 }
 
-const METHOD_RE = /^\/v1(?:beta)?\/models\/([^/:]+):(generateContent|streamGenerateContent|countTokens|embedContent|batchEmbedContents)$/;
+const METHOD_RE =
+  /^\/v1(?:beta)?\/models\/([^/:]+):(generateContent|streamGenerateContent|countTokens|embedContent|batchEmbedContents)$/;
 const MODEL_RE = /^\/v1(?:beta)?\/models\/([^/:]+)$/;
 
 const geminiSpec: ProviderSpec = {
@@ -422,7 +432,8 @@ const geminiSpec: ProviderSpec = {
     if (m && method === 'POST') {
       const [, model, verb] = m as unknown as [string, string, string];
       if (verb === 'countTokens') countTokens(ctx, s);
-      else if (verb === 'embedContent' || verb === 'batchEmbedContents') embed(ctx, s, model, verb === 'batchEmbedContents');
+      else if (verb === 'embedContent' || verb === 'batchEmbedContents')
+        embed(ctx, s, model, verb === 'batchEmbedContents');
       else if (verb === 'generateContent') await generate(ctx, s, model, 'json');
       else await generate(ctx, s, model, ctx.query.get('alt') === 'sse' ? 'sse' : 'array');
       return true;

@@ -66,7 +66,14 @@ interface Job {
 }
 
 export class JobBook {
-  readonly media: MediaSwitches = { jobMs: 300, failSubmit: 0, failMidway: false, neverFinish: false, noContent: false, pollLatencyMs: 0 };
+  readonly media: MediaSwitches = {
+    jobMs: 300,
+    failSubmit: 0,
+    failMidway: false,
+    neverFinish: false,
+    noContent: false,
+    pollLatencyMs: 0,
+  };
   readonly mediaStats: MediaStats = { submits: 0, polls: 0, cancels: 0, maxConcurrentPolls: 0 };
   private readonly jobs = new Map<string, Job>();
 
@@ -77,7 +84,14 @@ export class JobBook {
   }
 
   resetMedia(): void {
-    Object.assign(this.media, { jobMs: 300, failSubmit: 0, failMidway: false, neverFinish: false, noContent: false, pollLatencyMs: 0 });
+    Object.assign(this.media, {
+      jobMs: 300,
+      failSubmit: 0,
+      failMidway: false,
+      neverFinish: false,
+      noContent: false,
+      pollLatencyMs: 0,
+    });
     Object.assign(this.mediaStats, { submits: 0, polls: 0, cancels: 0, maxConcurrentPolls: 0 });
   }
 
@@ -144,13 +158,23 @@ export class JobBook {
   results(j: Job): Array<{ url: string; duration_s?: number }> {
     if (this.media.noContent) return [];
     const n = j.kind === 'music' ? 2 : j.n;
-    return Array.from({ length: n }, (_, i) => ({ url: `${this.baseUrl()}/files/${j.id}-${i}`, ...(j.kind === 'image' ? {} : { duration_s: j.seconds }) }));
+    return Array.from({ length: n }, (_, i) => ({
+      url: `${this.baseUrl()}/files/${j.id}-${i}`,
+      ...(j.kind === 'image' ? {} : { duration_s: j.seconds }),
+    }));
   }
 }
 
 function videoObject(book: JobBook, j: Job): Record<string, unknown> {
   const s = book.state(j);
-  const status = s.status === 'succeeded' ? 'completed' : s.status === 'failed' || s.status === 'cancelled' ? 'failed' : s.status === 'pending' ? 'queued' : 'in_progress';
+  const status =
+    s.status === 'succeeded'
+      ? 'completed'
+      : s.status === 'failed' || s.status === 'cancelled'
+        ? 'failed'
+        : s.status === 'pending'
+          ? 'queued'
+          : 'in_progress';
   return {
     id: j.id,
     object: 'video',
@@ -164,7 +188,13 @@ function videoObject(book: JobBook, j: Job): Record<string, unknown> {
     remixed_from_video_id: null,
     seconds: String(j.seconds),
     size: j.size,
-    error: status === 'failed' ? { code: s.status === 'cancelled' ? 'cancelled' : 'generation_failed', message: 'the fake job failed midway' } : null,
+    error:
+      status === 'failed'
+        ? {
+            code: s.status === 'cancelled' ? 'cancelled' : 'generation_failed',
+            message: 'the fake job failed midway',
+          }
+        : null,
   };
 }
 
@@ -173,7 +203,13 @@ const FAKE_BYTES = Buffer.from('\x00\x00\x00\x18ftypmp42fake-media-content', 'bi
 /** The `data` of an images answer: one URL (or the bytes in base64) per result, the prompt as revised_prompt. */
 function imageData(book: JobBook, j: Job, b64: boolean): Array<Record<string, string>> {
   if (book.media.noContent) return [];
-  return book.results(j).map((r): Record<string, string> => (b64 ? { b64_json: FAKE_BYTES.toString('base64'), revised_prompt: j.prompt } : { url: r.url, revised_prompt: j.prompt }));
+  return book
+    .results(j)
+    .map((r): Record<string, string> =>
+      b64
+        ? { b64_json: FAKE_BYTES.toString('base64'), revised_prompt: j.prompt }
+        : { url: r.url, revised_prompt: j.prompt },
+    );
 }
 
 /** Fake token counts of gpt-image models: per input image, and per output image. */
@@ -191,11 +227,19 @@ function imageEdits(ctx: FakeContext, spec: ProviderSpec, book: JobBook): void {
   if (!prompt) return sendError(ctx, spec, 400, "Missing required parameter: 'prompt'.");
   const model = form.get('model') ?? 'dall-e-2';
   const gptImage = model.startsWith('gpt-image');
-  if (!gptImage && images.length > 1) return sendError(ctx, spec, 400, `${model} takes exactly one image to edit, got ${images.length}`);
+  if (!gptImage && images.length > 1)
+    return sendError(ctx, spec, 400, `${model} takes exactly one image to edit, got ${images.length}`);
   const n = Number(form.get('n') ?? 1);
-  if (!Number.isInteger(n) || n < 1 || n > 10) return sendError(ctx, spec, 400, "Invalid 'n': expected an integer between 1 and 10.");
+  if (!Number.isInteger(n) || n < 1 || n > 10)
+    return sendError(ctx, spec, 400, "Invalid 'n': expected an integer between 1 and 10.");
   const format = form.get('response_format');
-  if (format !== undefined && format !== 'url' && format !== 'b64_json') return sendError(ctx, spec, 400, `Invalid 'response_format': '${format}'. Supported values are: 'url' and 'b64_json'.`);
+  if (format !== undefined && format !== 'url' && format !== 'b64_json')
+    return sendError(
+      ctx,
+      spec,
+      400,
+      `Invalid 'response_format': '${format}'. Supported values are: 'url' and 'b64_json'.`,
+    );
   const size = form.get('size') ?? '1024x1024';
   const j = book.create('image', { model, prompt, n, size });
   const data = imageData(book, j, gptImage || format === 'b64_json');
@@ -221,21 +265,30 @@ function imageEdits(ctx: FakeContext, spec: ProviderSpec, book: JobBook): void {
 }
 
 /** The OpenAI images and videos routes; false when the path is not one of them. */
-export async function openaiMediaRoute(ctx: FakeContext, spec: ProviderSpec, book: JobBook): Promise<boolean> {
+export async function openaiMediaRoute(
+  ctx: FakeContext,
+  spec: ProviderSpec,
+  book: JobBook,
+): Promise<boolean> {
   const { method, path } = ctx;
   // JSON, or the summary of a multipart body (text fields as strings; see multipartSummary).
   const body = isObject(ctx.body) ? ctx.body : {};
   if (method === 'POST' && path === '/v1/images/generations') {
     if (book.submitFails()) return (sendError(ctx, spec, 500, 'fake image backend failed'), true);
-    if (typeof body.prompt !== 'string' || !body.prompt) return (sendError(ctx, spec, 400, 'prompt is required'), true);
+    if (typeof body.prompt !== 'string' || !body.prompt)
+      return (sendError(ctx, spec, 400, 'prompt is required'), true);
     const j = book.create('image', body);
-    sendJson(ctx, 200, { created: Math.floor(Date.now() / 1000), data: imageData(book, j, body.response_format === 'b64_json') });
+    sendJson(ctx, 200, {
+      created: Math.floor(Date.now() / 1000),
+      data: imageData(book, j, body.response_format === 'b64_json'),
+    });
     return true;
   }
   if (method === 'POST' && path === '/v1/images/edits') return (imageEdits(ctx, spec, book), true);
   if (method === 'POST' && path === '/v1/videos') {
     if (book.submitFails()) return (sendError(ctx, spec, 500, 'fake video backend failed'), true);
-    if (typeof body.prompt !== 'string' || !body.prompt) return (sendError(ctx, spec, 400, 'prompt is required'), true);
+    if (typeof body.prompt !== 'string' || !body.prompt)
+      return (sendError(ctx, spec, 400, 'prompt is required'), true);
     sendJson(ctx, 200, videoObject(book, book.create('video', body)));
     return true;
   }
@@ -249,7 +302,8 @@ export async function openaiMediaRoute(ctx: FakeContext, spec: ProviderSpec, boo
     }
     if (method === 'GET' && m[2]) {
       const s = book.state(j);
-      if (s.status !== 'succeeded' || book.media.noContent) return (sendError(ctx, spec, 404, 'Video is not ready or has no content'), true);
+      if (s.status !== 'succeeded' || book.media.noContent)
+        return (sendError(ctx, spec, 404, 'Video is not ready or has no content'), true);
       ctx.res.writeHead(200, { 'content-type': 'video/mp4', 'content-length': FAKE_BYTES.length });
       ctx.res.end(FAKE_BYTES);
       return true;
@@ -262,7 +316,10 @@ export async function openaiMediaRoute(ctx: FakeContext, spec: ProviderSpec, boo
     }
   }
   if (method === 'GET' && path.startsWith('/files/')) {
-    ctx.res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': FAKE_BYTES.length });
+    ctx.res.writeHead(200, {
+      'content-type': 'application/octet-stream',
+      'content-length': FAKE_BYTES.length,
+    });
     ctx.res.end(FAKE_BYTES);
     return true;
   }
@@ -278,14 +335,18 @@ function jobsSpec(book: JobBook): ProviderSpec {
     defaultName: 'fake-jobs',
     requestIdHeader: 'x-request-id',
     errorBody: jobsErrorBody,
-    checkAuth: (req, key) => (key && req.headers.authorization !== `Bearer ${key}` ? 'invalid api key' : null),
+    checkAuth: (req, key) =>
+      key && req.headers.authorization !== `Bearer ${key}` ? 'invalid api key' : null,
     async route(ctx, spec) {
       const { method, path } = ctx;
       const b = isObject(ctx.body) ? ctx.body : {};
       if (method === 'POST' && path === '/v1/jobs') {
-        if (book.submitFails()) return (sendError(ctx, spec, 500, 'fake vendor failed to accept the job'), true);
-        if (b.kind !== 'image' && b.kind !== 'video' && b.kind !== 'music') return (sendError(ctx, spec, 400, 'kind must be image, video or music'), true);
-        if (typeof b.prompt !== 'string' || !b.prompt) return (sendError(ctx, spec, 400, 'prompt is required'), true);
+        if (book.submitFails())
+          return (sendError(ctx, spec, 500, 'fake vendor failed to accept the job'), true);
+        if (b.kind !== 'image' && b.kind !== 'video' && b.kind !== 'music')
+          return (sendError(ctx, spec, 400, 'kind must be image, video or music'), true);
+        if (typeof b.prompt !== 'string' || !b.prompt)
+          return (sendError(ctx, spec, 400, 'prompt is required'), true);
         const j = book.create(b.kind, b);
         sendJson(ctx, 201, { job_id: j.id, status: 'pending' });
         return true;
@@ -302,7 +363,9 @@ function jobsSpec(book: JobBook): ProviderSpec {
               status: s.status,
               progress: s.progress,
               results: s.status === 'succeeded' ? book.results(j) : [],
-              ...(s.status === 'failed' ? { error: { code: 'generation_failed', message: 'the fake job failed midway' } } : {}),
+              ...(s.status === 'failed'
+                ? { error: { code: 'generation_failed', message: 'the fake job failed midway' } }
+                : {}),
             };
           });
           sendJson(ctx, 200, out);
@@ -315,7 +378,10 @@ function jobsSpec(book: JobBook): ProviderSpec {
         }
       }
       if (method === 'GET' && path.startsWith('/files/')) {
-        ctx.res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': FAKE_BYTES.length });
+        ctx.res.writeHead(200, {
+          'content-type': 'application/octet-stream',
+          'content-length': FAKE_BYTES.length,
+        });
         ctx.res.end(FAKE_BYTES);
         return true;
       }

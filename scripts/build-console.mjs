@@ -22,5 +22,8 @@ for (const f of readdirSync(src)) {
     files.push(f);
   }
 }
-writeFileSync(join(out, 'build.json'), JSON.stringify({ built_at: new Date().toISOString(), static: files }, null, 2) + '\n');
+writeFileSync(
+  join(out, 'build.json'),
+  JSON.stringify({ built_at: new Date().toISOString(), static: files }, null, 2) + '\n',
+);
 console.log(`console built into ${out}`);

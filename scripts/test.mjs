@@ -7,7 +7,14 @@ import { mkdirSync, readFileSync, existsSync, rmSync } from 'node:fs';
 mkdirSync('test-results', { recursive: true });
 const out = 'test-results/vitest.json';
 if (existsSync(out)) rmSync(out);
-const args = ['vitest', 'run', '--reporter=default', '--reporter=json', `--outputFile.json=${out}`, ...process.argv.slice(2)];
+const args = [
+  'vitest',
+  'run',
+  '--reporter=default',
+  '--reporter=json',
+  `--outputFile.json=${out}`,
+  ...process.argv.slice(2),
+];
 const r = spawnSync('npx', args, { stdio: 'inherit', env: process.env });
 let passed = 0;
 let failed = 0;

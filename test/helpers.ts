@@ -132,7 +132,11 @@ export async function openTestDb(url: string | undefined): Promise<DbHandle> {
 }
 
 /** Polls until `fn` returns a truthy value or the time runs out; returns the elapsed ms. */
-export async function waitFor(fn: () => unknown | Promise<unknown>, timeoutMs = 5_000, stepMs = 10): Promise<number> {
+export async function waitFor(
+  fn: () => unknown | Promise<unknown>,
+  timeoutMs = 5_000,
+  stepMs = 10,
+): Promise<number> {
   const t0 = Date.now();
   for (;;) {
     if (await fn()) return Date.now() - t0;
@@ -145,7 +149,10 @@ export async function waitFor(fn: () => unknown | Promise<unknown>, timeoutMs = 
  * Starts a real `anima serve` process (from the build) and resolves its URL once it listens.
  * `child` is returned at once so a test can kill it whenever it likes.
  */
-export function spawnGateway(env: Record<string, string | undefined>): { child: ChildProcess; url: Promise<string> } {
+export function spawnGateway(env: Record<string, string | undefined>): {
+  child: ChildProcess;
+  url: Promise<string>;
+} {
   const child = spawn(process.execPath, ['dist/src/app/cli.js', 'serve'], {
     env: { ...process.env, ANIMA_PORT: '0', ANIMA_LOG_LEVEL: 'warn', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -185,7 +192,11 @@ export function adminApi(base: () => string, token = ADMIN_TOKEN) {
   return async (method: string, path: string, body?: unknown, ifMatch?: number): Promise<any> => {
     const r = await fetch(`${base()}/api/admin/v1${path}`, {
       method,
-      headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}), ...(ifMatch ? { 'if-match': `"${ifMatch}"` } : {}) },
+      headers: {
+        authorization: `Bearer ${token}`,
+        ...(body ? { 'content-type': 'application/json' } : {}),
+        ...(ifMatch ? { 'if-match': `"${ifMatch}"` } : {}),
+      },
       ...(body ? { body: JSON.stringify(body) } : {}),
     });
     const t = await r.text();

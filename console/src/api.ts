@@ -43,11 +43,21 @@ export function authHeaders(): Record<string, string> {
   return t ? { authorization: `Bearer ${t}` } : {};
 }
 
-export async function api<T = any>(method: string, path: string, body?: unknown, opts: { ifMatch?: number; signal?: AbortSignal } = {}): Promise<T> {
+export async function api<T = any>(
+  method: string,
+  path: string,
+  body?: unknown,
+  opts: { ifMatch?: number; signal?: AbortSignal } = {},
+): Promise<T> {
   const headers: Record<string, string> = { ...authHeaders(), accept: 'application/json' };
   if (body !== undefined) headers['content-type'] = 'application/json';
   if (opts.ifMatch !== undefined) headers['if-match'] = `"${opts.ifMatch}"`;
-  const r = await fetch(API + path, { method, headers, ...(body !== undefined ? { body: JSON.stringify(body) } : {}), ...(opts.signal ? { signal: opts.signal } : {}) });
+  const r = await fetch(API + path, {
+    method,
+    headers,
+    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+    ...(opts.signal ? { signal: opts.signal } : {}),
+  });
   const text = r.status === 204 ? '' : await r.text();
   let data: unknown = null;
   if (text) {
@@ -60,17 +70,24 @@ export async function api<T = any>(method: string, path: string, body?: unknown,
   if (!r.ok) {
     const e = (data as { error?: { code?: string; message?: string } } | null)?.error;
     if (r.status === 401) onSignedOut?.();
-    throw new ApiError(r.status, e?.code ?? `http_${r.status}`, e?.message ?? `${method} ${path}: HTTP ${r.status}`, data);
+    throw new ApiError(
+      r.status,
+      e?.code ?? `http_${r.status}`,
+      e?.message ?? `${method} ${path}: HTTP ${r.status}`,
+      data,
+    );
   }
   return data as T;
 }
 
-export const get = <T = any>(path: string, signal?: AbortSignal) => api<T>('GET', path, undefined, signal ? { signal } : {});
+export const get = <T = any>(path: string, signal?: AbortSignal) =>
+  api<T>('GET', path, undefined, signal ? { signal } : {});
 
 /** ?a=1&b=2 from the defined, non-empty values. */
 export function qs(params: Record<string, string | number | boolean | null | undefined>): string {
   const u = new URLSearchParams();
-  for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null && v !== '') u.set(k, String(v));
+  for (const [k, v] of Object.entries(params))
+    if (v !== undefined && v !== null && v !== '') u.set(k, String(v));
   const s = u.toString();
   return s ? `?${s}` : '';
 }

@@ -47,7 +47,11 @@ export function chart(o: ChartOptions): HTMLElement {
   const bw = pw / n;
   let max = 0;
   for (let i = 0; i < n; i++) {
-    if (o.kind === 'bars') max = Math.max(max, o.series.reduce((a, se) => a + (se.values[i] ?? 0), 0));
+    if (o.kind === 'bars')
+      max = Math.max(
+        max,
+        o.series.reduce((a, se) => a + (se.values[i] ?? 0), 0),
+      );
     else for (const se of o.series) max = Math.max(max, se.values[i] ?? 0);
   }
   const top = niceCeil(max);
@@ -64,7 +68,13 @@ export function chart(o: ChartOptions): HTMLElement {
     const i = Math.round((k * (n - 1)) / Math.max(1, labels - 1));
     const t = o.times[i];
     if (t === undefined) continue;
-    parts.push(s('text', { class: 'tick', x: M.l + (i + 0.5) * bw, y: H - 8, 'text-anchor': 'middle' }, clock(t, o.stepS < 60)));
+    parts.push(
+      s(
+        'text',
+        { class: 'tick', x: M.l + (i + 0.5) * bw, y: H - 8, 'text-anchor': 'middle' },
+        clock(t, o.stepS < 60),
+      ),
+    );
   }
 
   if (o.kind === 'bars') {
@@ -73,7 +83,15 @@ export function chart(o: ChartOptions): HTMLElement {
       for (const se of o.series) {
         const v = se.values[i] ?? 0;
         if (v <= 0) continue;
-        parts.push(s('rect', { class: `bar ${se.cls}`, x: M.l + i * bw + bw * 0.12, width: Math.max(1, bw * 0.76), y: y(base + v), height: Math.max(0.5, y(base) - y(base + v)) }));
+        parts.push(
+          s('rect', {
+            class: `bar ${se.cls}`,
+            x: M.l + i * bw + bw * 0.12,
+            width: Math.max(1, bw * 0.76),
+            y: y(base + v),
+            height: Math.max(0.5, y(base) - y(base + v)),
+          }),
+        );
         base += v;
       }
     }
@@ -94,7 +112,8 @@ export function chart(o: ChartOptions): HTMLElement {
       // Lone points (a gap on each side) would be invisible as a path: mark every point.
       for (let i = 0; i < n; i++) {
         const v = se.values[i];
-        if (v !== null && v !== undefined && n <= 120) parts.push(s('circle', { class: `dot ${se.cls}`, cx: M.l + (i + 0.5) * bw, cy: y(v), r: 2 }));
+        if (v !== null && v !== undefined && n <= 120)
+          parts.push(s('circle', { class: `dot ${se.cls}`, cx: M.l + (i + 0.5) * bw, cy: y(v), r: 2 }));
       }
     }
   }
@@ -102,14 +121,35 @@ export function chart(o: ChartOptions): HTMLElement {
   // Hover targets: one transparent column per point, titled with every series' value.
   for (let i = 0; i < n; i++) {
     const t = o.times[i];
-    const text = [t === undefined ? '' : clock(t, true), ...o.series.map((se) => `${se.name}: ${se.values[i] === null || se.values[i] === undefined ? '—' : o.fmt(se.values[i]!)}`)].join('\n');
-    parts.push(s('rect', { class: 'hover', x: M.l + i * bw, y: M.t, width: bw, height: ph }, s('title', {}, text)));
+    const text = [
+      t === undefined ? '' : clock(t, true),
+      ...o.series.map(
+        (se) =>
+          `${se.name}: ${se.values[i] === null || se.values[i] === undefined ? '—' : o.fmt(se.values[i]!)}`,
+      ),
+    ].join('\n');
+    parts.push(
+      s('rect', { class: 'hover', x: M.l + i * bw, y: M.t, width: bw, height: ph }, s('title', {}, text)),
+    );
   }
   // No data: every value missing (a line), or every bar zero.
-  const empty = o.series.every((se) => se.values.every((v) => v === null || v === undefined || (o.kind === 'bars' && v === 0)));
-  if (empty) parts.push(s('text', { class: 'empty-chart', x: M.l + pw / 2, y: M.t + ph / 2, 'text-anchor': 'middle' }, 'no data in this period'));
+  const empty = o.series.every((se) =>
+    se.values.every((v) => v === null || v === undefined || (o.kind === 'bars' && v === 0)),
+  );
+  if (empty)
+    parts.push(
+      s(
+        'text',
+        { class: 'empty-chart', x: M.l + pw / 2, y: M.t + ph / 2, 'text-anchor': 'middle' },
+        'no data in this period',
+      ),
+    );
 
-  const svg = s('svg', { viewBox: `0 0 ${W} ${H}`, class: 'chart-svg', role: 'img', 'aria-label': o.title }, ...parts);
+  const svg = s(
+    'svg',
+    { viewBox: `0 0 ${W} ${H}`, class: 'chart-svg', role: 'img', 'aria-label': o.title },
+    ...parts,
+  );
   return h(
     'figure',
     { class: 'chart' },
@@ -118,7 +158,9 @@ export function chart(o: ChartOptions): HTMLElement {
     h(
       'div',
       { class: 'legend' },
-      o.series.map((se) => h('span', { class: 'legend-item' }, h('span', { class: `swatch ${se.cls}` }), se.name)),
+      o.series.map((se) =>
+        h('span', { class: 'legend-item' }, h('span', { class: `swatch ${se.cls}` }), se.name),
+      ),
       o.note ? h('span', { class: 'legend-note' }, o.note) : null,
     ),
   );

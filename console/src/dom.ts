@@ -5,7 +5,16 @@
 export type Child = Node | string | number | boolean | null | undefined | Child[];
 export type Attrs = Record<string, unknown>;
 
-const PROPS = new Set(['value', 'checked', 'disabled', 'selected', 'hidden', 'readOnly', 'required', 'multiple']);
+const PROPS = new Set([
+  'value',
+  'checked',
+  'disabled',
+  'selected',
+  'hidden',
+  'readOnly',
+  'required',
+  'multiple',
+]);
 
 function append(el: Node, c: Child): void {
   if (c === null || c === undefined || c === false || c === true) return;
@@ -14,12 +23,17 @@ function append(el: Node, c: Child): void {
   else el.appendChild(document.createTextNode(String(c)));
 }
 
-export function h<K extends keyof HTMLElementTagNameMap>(tag: K, attrs: Attrs | null = null, ...children: Child[]): HTMLElementTagNameMap[K] {
+export function h<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  attrs: Attrs | null = null,
+  ...children: Child[]
+): HTMLElementTagNameMap[K] {
   const el = document.createElement(tag);
   if (attrs) {
     for (const [k, v] of Object.entries(attrs)) {
       if (v === undefined || v === null || v === false) continue;
-      if (k.startsWith('on') && typeof v === 'function') el.addEventListener(k.slice(2).toLowerCase(), v as EventListener);
+      if (k.startsWith('on') && typeof v === 'function')
+        el.addEventListener(k.slice(2).toLowerCase(), v as EventListener);
       else if (PROPS.has(k)) (el as unknown as Record<string, unknown>)[k] = v;
       else if (k === 'class') el.className = String(v);
       else el.setAttribute(k, v === true ? '' : String(v));
@@ -30,9 +44,14 @@ export function h<K extends keyof HTMLElementTagNameMap>(tag: K, attrs: Attrs | 
 }
 
 const SVG_NS = 'http://www.w3.org/2000/svg';
-export function s<K extends keyof SVGElementTagNameMap>(tag: K, attrs: Record<string, string | number | null | undefined> = {}, ...children: Child[]): SVGElementTagNameMap[K] {
+export function s<K extends keyof SVGElementTagNameMap>(
+  tag: K,
+  attrs: Record<string, string | number | null | undefined> = {},
+  ...children: Child[]
+): SVGElementTagNameMap[K] {
   const el = document.createElementNS(SVG_NS, tag);
-  for (const [k, v] of Object.entries(attrs)) if (v !== null && v !== undefined) el.setAttribute(k, String(v));
+  for (const [k, v] of Object.entries(attrs))
+    if (v !== null && v !== undefined) el.setAttribute(k, String(v));
   append(el, children);
   return el;
 }
@@ -56,7 +75,14 @@ export function fmtAgo(v: string | null | undefined): string {
   if (Number.isNaN(ms)) return '—';
   const a = Math.abs(ms);
   if (a < 2_000) return 'just now';
-  const t = a < 60_000 ? `${Math.round(a / 1000)} s` : a < 3_600_000 ? `${Math.round(a / 60_000)} min` : a < 86_400_000 ? `${Math.round(a / 3_600_000)} h` : `${Math.round(a / 86_400_000)} d`;
+  const t =
+    a < 60_000
+      ? `${Math.round(a / 1000)} s`
+      : a < 3_600_000
+        ? `${Math.round(a / 60_000)} min`
+        : a < 86_400_000
+          ? `${Math.round(a / 3_600_000)} h`
+          : `${Math.round(a / 86_400_000)} d`;
   return ms >= 0 ? `${t} ago` : `in ${t}`;
 }
 
@@ -76,7 +102,12 @@ export function badge(text: string, kind = 'neutral', attrs: Attrs = {}): HTMLSp
   return h('span', { ...attrs, class: `badge badge-${kind}` }, text);
 }
 
-export const BREAKER_KIND: Record<string, string> = { closed: 'ok', half_open: 'warn', open: 'bad', forced_open: 'bad' };
+export const BREAKER_KIND: Record<string, string> = {
+  closed: 'ok',
+  half_open: 'warn',
+  open: 'bad',
+  forced_open: 'bad',
+};
 export const breakerLabel = (s: string) => s.replace('_', ' ');
 
 export interface Column<T> {
@@ -85,22 +116,52 @@ export interface Column<T> {
   class?: string;
 }
 
-export function table<T>(columns: Column<T>[], rows: T[], opts: { empty?: string; rowAttrs?: (row: T) => Attrs; caption?: string } = {}): HTMLTableElement {
+export function table<T>(
+  columns: Column<T>[],
+  rows: T[],
+  opts: { empty?: string; rowAttrs?: (row: T) => Attrs; caption?: string } = {},
+): HTMLTableElement {
   return h(
     'table',
     { class: 'grid' },
     opts.caption ? h('caption', null, opts.caption) : null,
-    h('thead', null, h('tr', null, columns.map((c) => h('th', { class: c.class }, c.title)))),
+    h(
+      'thead',
+      null,
+      h(
+        'tr',
+        null,
+        columns.map((c) => h('th', { class: c.class }, c.title)),
+      ),
+    ),
     h(
       'tbody',
       null,
-      rows.length === 0 ? h('tr', null, h('td', { class: 'empty', colspan: columns.length }, opts.empty ?? 'Nothing here yet.')) : rows.map((r) => h('tr', opts.rowAttrs?.(r) ?? null, columns.map((c) => h('td', { class: c.class }, c.render(r))))),
+      rows.length === 0
+        ? h(
+            'tr',
+            null,
+            h('td', { class: 'empty', colspan: columns.length }, opts.empty ?? 'Nothing here yet.'),
+          )
+        : rows.map((r) =>
+            h(
+              'tr',
+              opts.rowAttrs?.(r) ?? null,
+              columns.map((c) => h('td', { class: c.class }, c.render(r))),
+            ),
+          ),
     ),
   );
 }
 
 export function field(label: string, input: HTMLElement, hint?: string): HTMLLabelElement {
-  return h('label', { class: 'field' }, h('span', { class: 'field-label' }, label), input, hint ? h('span', { class: 'hint' }, hint) : null);
+  return h(
+    'label',
+    { class: 'field' },
+    h('span', { class: 'field-label' }, label),
+    input,
+    hint ? h('span', { class: 'hint' }, hint) : null,
+  );
 }
 
 export function json(v: unknown): HTMLPreElement {
@@ -130,7 +191,11 @@ export interface ModalAction {
   attrs?: Attrs;
 }
 
-export function modal(title: string, body: Child, actions: ModalAction[]): { close: () => void; el: HTMLElement } {
+export function modal(
+  title: string,
+  body: Child,
+  actions: ModalAction[],
+): { close: () => void; el: HTMLElement } {
   const prev = document.activeElement as HTMLElement | null;
   const close = () => {
     back.remove();
@@ -181,7 +246,12 @@ export function showSecret(title: string, secret: string, what = 'key'): void {
   modal(
     title,
     [
-      h('p', null, h('strong', null, `Copy this ${what} now: it is shown only once.`), ' Anima stores only its hash.'),
+      h(
+        'p',
+        null,
+        h('strong', null, `Copy this ${what} now: it is shown only once.`),
+        ' Anima stores only its hash.',
+      ),
       code,
       h(
         'button',
@@ -209,15 +279,36 @@ export function showSecret(title: string, secret: string, what = 'key'): void {
 }
 
 /** A confirmation; with `typeToConfirm`, the confirm button works only once that word is typed. */
-export function confirmDialog(opts: { title: string; message: Child; confirm: string; danger?: boolean; typeToConfirm?: string; reason?: boolean }): Promise<{ ok: boolean; reason: string }> {
+export function confirmDialog(opts: {
+  title: string;
+  message: Child;
+  confirm: string;
+  danger?: boolean;
+  typeToConfirm?: string;
+  reason?: boolean;
+}): Promise<{ ok: boolean; reason: string }> {
   return new Promise((resolve) => {
     let done = false;
     const finish = (ok: boolean) => {
       if (!done) resolve({ ok, reason: reasonInput?.value.trim() ?? '' });
       done = true;
     };
-    const typed = opts.typeToConfirm ? h('input', { type: 'text', name: 'confirm-text', autocomplete: 'off', placeholder: opts.typeToConfirm }) : null;
-    const reasonInput = opts.reason ? h('input', { type: 'text', name: 'reason', maxlength: 500, placeholder: 'why (recorded in the audit log)' }) : null;
+    const typed = opts.typeToConfirm
+      ? h('input', {
+          type: 'text',
+          name: 'confirm-text',
+          autocomplete: 'off',
+          placeholder: opts.typeToConfirm,
+        })
+      : null;
+    const reasonInput = opts.reason
+      ? h('input', {
+          type: 'text',
+          name: 'reason',
+          maxlength: 500,
+          placeholder: 'why (recorded in the audit log)',
+        })
+      : null;
     const m = modal(
       opts.title,
       [

@@ -89,7 +89,11 @@ export class LiveFeed {
   private async stream(): Promise<void> {
     const ac = new AbortController();
     this.abort = ac;
-    const r = await fetch(`${API}/events`, { headers: { ...authHeaders(), accept: 'text/event-stream' }, signal: ac.signal, cache: 'no-store' });
+    const r = await fetch(`${API}/events`, {
+      headers: { ...authHeaders(), accept: 'text/event-stream' },
+      signal: ac.signal,
+      cache: 'no-store',
+    });
     if (!r.ok || !r.body) throw new Error(`events: HTTP ${r.status}`);
     const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
     let buf = '';

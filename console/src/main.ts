@@ -39,7 +39,14 @@ function signIn(message?: string): void {
   live?.stop();
   live = null;
   document.body.className = 'signed-out';
-  const token = h('input', { type: 'password', id: 'token', name: 'token', autocomplete: 'current-password', required: true, placeholder: 'admin or viewer token' });
+  const token = h('input', {
+    type: 'password',
+    id: 'token',
+    name: 'token',
+    autocomplete: 'current-password',
+    required: true,
+    placeholder: 'admin or viewer token',
+  });
   const err = h('p', { class: 'error', role: 'alert' }, message ?? '');
   const form = h(
     'form',
@@ -56,14 +63,21 @@ function signIn(message?: string): void {
           await start();
         } catch (x) {
           session.clear();
-          err.textContent = x instanceof ApiError && x.status === 401 ? 'This token is not an admin or viewer token of this gateway.' : errorText(x);
+          err.textContent =
+            x instanceof ApiError && x.status === 401
+              ? 'This token is not an admin or viewer token of this gateway.'
+              : errorText(x);
         } finally {
           btn.disabled = false;
         }
       },
     },
     h('h1', null, 'Anima console'),
-    h('p', { class: 'muted' }, 'Sign in with an admin token (ANIMA_ADMIN_TOKEN, or one made with POST /api/admin/v1/admin-tokens). Viewer tokens see everything and change nothing.'),
+    h(
+      'p',
+      { class: 'muted' },
+      'Sign in with an admin token (ANIMA_ADMIN_TOKEN, or one made with POST /api/admin/v1/admin-tokens). Viewer tokens see everything and change nothing.',
+    ),
     h('label', { class: 'field' }, h('span', { class: 'field-label' }, 'Token'), token),
     h('button', { type: 'submit', class: 'btn btn-primary' }, 'Sign in'),
     err,
@@ -88,7 +102,11 @@ function shell(me: Me): void {
     { class: 'nav' },
     PAGES.map((p) => h('a', { href: `#/${p.id}`, 'data-page': p.id }, p.title)),
   );
-  const liveDot = h('span', { class: 'live live-connecting', id: 'live', title: 'live updates' }, 'connecting');
+  const liveDot = h(
+    'span',
+    { class: 'live live-connecting', id: 'live', title: 'live updates' },
+    'connecting',
+  );
   const ksBanner = h('div', { class: 'ks-banner', hidden: true, role: 'alert' });
   const main = h('main', { id: 'view' });
   replace(
@@ -97,7 +115,14 @@ function shell(me: Me): void {
       'header',
       { class: 'top' },
       h('a', { class: 'brand', href: '#/overview' }, 'Anima', h('span', null, ' console')),
-      h('div', { class: 'top-right' }, liveDot, badge(me.role, me.role === 'admin' ? 'ok' : 'neutral', { id: 'role' }), h('span', { class: 'muted' }, me.name), h('button', { type: 'button', class: 'btn btn-plain', onclick: signOut }, 'Sign out')),
+      h(
+        'div',
+        { class: 'top-right' },
+        liveDot,
+        badge(me.role, me.role === 'admin' ? 'ok' : 'neutral', { id: 'role' }),
+        h('span', { class: 'muted' }, me.name),
+        h('button', { type: 'button', class: 'btn btn-plain', onclick: signOut }, 'Sign out'),
+      ),
     ),
     ksBanner,
     h('div', { class: 'layout' }, nav, main),
@@ -109,7 +134,9 @@ function shell(me: Me): void {
   feed.subscribe((snap) => {
     const ks = snap.kill_switch;
     ksBanner.hidden = !ks.enabled;
-    ksBanner.textContent = ks.enabled ? `Kill switch ON: the data plane answers 503 gateway_disabled${ks.reason ? ` (${ks.reason})` : ''}${ks.by ? `, set by ${ks.by}` : ''}.` : '';
+    ksBanner.textContent = ks.enabled
+      ? `Kill switch ON: the data plane answers 503 gateway_disabled${ks.reason ? ` (${ks.reason})` : ''}${ks.by ? `, set by ${ks.by}` : ''}.`
+      : '';
   });
   feed.start();
 
@@ -126,7 +153,13 @@ function shell(me: Me): void {
     document.title = `${p.title} · Anima console`;
     const view = h('div', { class: 'page', 'data-page': p.id });
     replace(main, view);
-    const ctx: Ctx = { me, canWrite, live: feed, onLeave: (f) => leave.push(f), alive: () => gen === generation };
+    const ctx: Ctx = {
+      me,
+      canWrite,
+      live: feed,
+      onLeave: (f) => leave.push(f),
+      alive: () => gen === generation,
+    };
     try {
       await p.page(view, ctx);
     } catch (e) {

@@ -63,7 +63,8 @@ export function formatFactor(ppm: string | bigint | number | null | undefined): 
 /** "1.25", "×1.25" or "x1.25" -> 1250000n (parts per million). Up to 6 decimals; throws on anything else. */
 export function parseFactor(text: string): bigint {
   const t = text.trim().replace(/^[×xX]\s*/, '');
-  if (!/^\d{1,12}(?:\.\d{0,6})?$/.test(t.replace(/,/g, ''))) throw new Error(`'${text}' is not a multiplier (like 1.25: digits, at most 6 decimals)`);
+  if (!/^\d{1,12}(?:\.\d{0,6})?$/.test(t.replace(/,/g, '')))
+    throw new Error(`'${text}' is not a multiplier (like 1.25: digits, at most 6 decimals)`);
   return parseMoney(t);
 }
 

@@ -21,7 +21,12 @@ import { settingsFromEnv } from './settings.js';
 
 const DEMO_APP = 'app_demo';
 
-async function seedDemo(dbh: DbHandle, openaiUrl: string, anthropicUrl: string, skFile: string): Promise<string> {
+async function seedDemo(
+  dbh: DbHandle,
+  openaiUrl: string,
+  anthropicUrl: string,
+  skFile: string,
+): Promise<string> {
   const db = dbh.db;
   if (!(await db.selectFrom('app').select('id').where('id', '=', DEMO_APP).executeTakeFirst())) {
     await insertApp(db, 'Demo app', DEMO_APP);
@@ -31,16 +36,37 @@ async function seedDemo(dbh: DbHandle, openaiUrl: string, anthropicUrl: string, 
     ['demo-openai', 'openai', openaiUrl + '/v1'],
     ['demo-anthropic', 'anthropic', anthropicUrl],
   ] as const) {
-    const row = await db.selectFrom('channel').select('id').where('code', '=', code).where('deleted_at', 'is', null).executeTakeFirst();
+    const row = await db
+      .selectFrom('channel')
+      .select('id')
+      .where('code', '=', code)
+      .where('deleted_at', 'is', null)
+      .executeTakeFirst();
     if (row) {
-      await db.updateTable('channel').set({ base_url: url, version_no: sql`version_no + 1`, updated_at: new Date() }).where('id', '=', row.id).execute();
+      await db
+        .updateTable('channel')
+        .set({ base_url: url, version_no: sql`version_no + 1`, updated_at: new Date() })
+        .where('id', '=', row.id)
+        .execute();
     } else {
       await insertChannel(db, { code, provider, baseUrl: url, credential: 'demo-upstream-key' });
     }
   }
   for (const [name, tiers] of [
-    ['demo', [[{ channel: 'demo-openai', model: 'gpt-4o-mini' }], [{ channel: 'demo-anthropic', model: 'claude-3-5-haiku' }]]],
-    ['demo-claude', [[{ channel: 'demo-anthropic', model: 'claude-3-5-haiku' }], [{ channel: 'demo-openai', model: 'gpt-4o-mini' }]]],
+    [
+      'demo',
+      [
+        [{ channel: 'demo-openai', model: 'gpt-4o-mini' }],
+        [{ channel: 'demo-anthropic', model: 'claude-3-5-haiku' }],
+      ],
+    ],
+    [
+      'demo-claude',
+      [
+        [{ channel: 'demo-anthropic', model: 'claude-3-5-haiku' }],
+        [{ channel: 'demo-openai', model: 'gpt-4o-mini' }],
+      ],
+    ],
   ] as const) {
     if (!(await db.selectFrom('alias').select('id').where('name', '=', name).executeTakeFirst())) {
       await insertAlias(db, { name, tiers: tiers.map((t) => [...t]) });
@@ -49,7 +75,8 @@ async function seedDemo(dbh: DbHandle, openaiUrl: string, anthropicUrl: string, 
   // The demo key lives in a file beside the data folder (demo only: real keys are shown once, never stored).
   if (existsSync(skFile)) {
     const sk = readFileSync(skFile, 'utf8').trim();
-    if (await db.selectFrom('api_key').select('id').where('key_hash', '=', hashKey(sk)).executeTakeFirst()) return sk;
+    if (await db.selectFrom('api_key').select('id').where('key_hash', '=', hashKey(sk)).executeTakeFirst())
+      return sk;
   }
   const { sk } = await insertKey(db, DEMO_APP, { name: 'demo' });
   mkdirSync(dirname(skFile), { recursive: true });
@@ -66,10 +93,16 @@ async function seedDemo(dbh: DbHandle, openaiUrl: string, anthropicUrl: string, 
 async function serveCluster(n: number): Promise<void> {
   const settings = settingsFromEnv();
   if (!settings.databaseUrl || !(settings.redisUrl || settings.redisClusterNodes?.length)) {
-    throw new Error('--workers needs DATABASE_URL and REDIS_URL: the workers share state through them (the embedded mode is one process)');
+    throw new Error(
+      '--workers needs DATABASE_URL and REDIS_URL: the workers share state through them (the embedded mode is one process)',
+    );
   }
   // Migrate once, before any worker opens the database.
-  const dbh = await openDatabase({ databaseUrl: settings.databaseUrl, dataDir: settings.dataDir, poolSize: 1 });
+  const dbh = await openDatabase({
+    databaseUrl: settings.databaseUrl,
+    dataDir: settings.dataDir,
+    poolSize: 1,
+  });
   await dbh.close();
   const cluster = (await import('node:cluster')).default;
   cluster.setupPrimary({ args: ['serve', '--worker'] });
@@ -78,7 +111,8 @@ async function serveCluster(n: number): Promise<void> {
   const fork = () => {
     const w = cluster.fork();
     w.on('message', (m: { listening?: string }) => {
-      if (m?.listening && ++listening === n) process.stdout.write(`\nAnima gateway listening on ${m.listening}  [${n} workers]\n`);
+      if (m?.listening && ++listening === n)
+        process.stdout.write(`\nAnima gateway listening on ${m.listening}  [${n} workers]\n`);
     });
   };
   for (let i = 0; i < n; i++) fork();
@@ -104,25 +138,42 @@ async function serveCluster(n: number): Promise<void> {
 async function serve(args: string[]): Promise<void> {
   const wi = args.indexOf('--workers');
   const workers = wi >= 0 ? Number(args[wi + 1]) : 1;
-  if (!Number.isInteger(workers) || workers < 1 || workers > 64) throw new Error('--workers takes a number from 1 to 64');
+  if (!Number.isInteger(workers) || workers < 1 || workers > 64)
+    throw new Error('--workers takes a number from 1 to 64');
   if (workers > 1) return serveCluster(workers);
   const settings = settingsFromEnv();
   const demo = args.includes('--demo');
   setSecretKey(settings.secretKey);
-  if (!settings.databaseUrl && settings.dataDir !== 'memory://') mkdirSync(settings.dataDir, { recursive: true });
-  const dbh = await openDatabase({ databaseUrl: settings.databaseUrl, dataDir: settings.dataDir, poolSize: settings.dbPoolSize });
+  if (!settings.databaseUrl && settings.dataDir !== 'memory://')
+    mkdirSync(settings.dataDir, { recursive: true });
+  const dbh = await openDatabase({
+    databaseUrl: settings.databaseUrl,
+    dataDir: settings.dataDir,
+    poolSize: settings.dbPoolSize,
+  });
   const stops: Array<() => Promise<void>> = [];
   let sk = '';
   if (demo) {
     const fo = await startFakeOpenAI({ name: 'demo-openai' });
     const fa = await startFakeAnthropic({ name: 'demo-anthropic' });
-    stops.push(() => fo.close(), () => fa.close());
-    sk = await seedDemo(dbh, fo.url, fa.url, join(settings.dataDir === 'memory://' ? '.anima-data' : dirname(settings.dataDir), 'demo-sk.txt'));
+    stops.push(
+      () => fo.close(),
+      () => fa.close(),
+    );
+    sk = await seedDemo(
+      dbh,
+      fo.url,
+      fa.url,
+      join(settings.dataDir === 'memory://' ? '.anima-data' : dirname(settings.dataDir), 'demo-sk.txt'),
+    );
   }
   let demoAdmin = '';
   if (demo && !settings.adminToken) {
     // Demo only: an admin token kept beside the data folder so the admin API can be tried at once.
-    const f = join(settings.dataDir === 'memory://' ? '.anima-data' : dirname(settings.dataDir), 'demo-admin-token.txt');
+    const f = join(
+      settings.dataDir === 'memory://' ? '.anima-data' : dirname(settings.dataDir),
+      'demo-admin-token.txt',
+    );
     demoAdmin = existsSync(f) ? readFileSync(f, 'utf8').trim() : newAdminToken();
     mkdirSync(dirname(f), { recursive: true });
     writeFileSync(f, demoAdmin + '\n', { mode: 0o600 });
@@ -140,7 +191,9 @@ async function serve(args: string[]): Promise<void> {
         '',
         `Demo key:   ${sk}`,
         `Aliases:    demo (OpenAI-style upstream, falls back to Anthropic-style), demo-claude (the reverse)`,
-        ...(demoAdmin ? [`Admin:      curl -s ${gw.url}/api/admin/v1/circuits -H "Authorization: Bearer ${demoAdmin}"`] : []),
+        ...(demoAdmin
+          ? [`Admin:      curl -s ${gw.url}/api/admin/v1/circuits -H "Authorization: Bearer ${demoAdmin}"`]
+          : []),
         `Console:    ${gw.url}/console/  (sign in with ${demoAdmin ? 'the admin token above' : 'your ANIMA_ADMIN_TOKEN'})`,
         '',
         'Try it:',
@@ -165,7 +218,9 @@ async function serve(args: string[]): Promise<void> {
   process.on('SIGTERM', () => void stop('SIGTERM'));
   // A stray rejection (a client library's own fire-and-forget command failing during a Redis or database
   // flap) is logged, not fatal: the process serving every other request stays up.
-  process.on('unhandledRejection', (e) => gw.log.error({ err: { message: String((e as Error)?.message ?? e) } }, 'unhandled rejection'));
+  process.on('unhandledRejection', (e) =>
+    gw.log.error({ err: { message: String((e as Error)?.message ?? e) } }, 'unhandled rejection'),
+  );
 }
 
 /** The admin write path against the database, publishing invalidations to running gateways (if Redis). */
@@ -173,17 +228,28 @@ async function adminFromEnv() {
   const settings = settingsFromEnv();
   setSecretKey(settings.secretKey);
   const dbh = await openDatabase({ databaseUrl: settings.databaseUrl, dataDir: settings.dataDir });
-  const coord = settings.redisUrl ? new RedisCoordinator({ url: settings.redisUrl, prefix: settings.redisPrefix }) : null;
+  const coord = settings.redisUrl
+    ? new RedisCoordinator({ url: settings.redisUrl, prefix: settings.redisPrefix })
+    : null;
   const admin = new ConfigAdmin(dbh.db, async (inv) => {
     if (coord) await coord.publish('config', JSON.stringify({ ...inv, at: Date.now() }));
   });
   const readCredential = async (code: string) => {
     // the version apply compares against: in force now, else the next scheduled one
-    const rows = await dbh.db.selectFrom('channel').select(['credential', 'effective_from', 'effective_to']).where('code', '=', code).where('deleted_at', 'is', null).orderBy('effective_from').execute();
+    const rows = await dbh.db
+      .selectFrom('channel')
+      .select(['credential', 'effective_from', 'effective_to'])
+      .where('code', '=', code)
+      .where('deleted_at', 'is', null)
+      .orderBy('effective_from')
+      .execute();
     const now = Date.now();
     const r =
-      rows.find((x) => new Date(x.effective_from).getTime() <= now && (!x.effective_to || now < new Date(x.effective_to).getTime())) ??
-      rows.find((x) => new Date(x.effective_from).getTime() > now);
+      rows.find(
+        (x) =>
+          new Date(x.effective_from).getTime() <= now &&
+          (!x.effective_to || now < new Date(x.effective_to).getTime()),
+      ) ?? rows.find((x) => new Date(x.effective_from).getTime() > now);
     return r ? openSecret(r.credential) : null;
   };
   return { admin, readCredential, close: async () => (coord ? coord.close() : undefined, dbh.close()) };
@@ -240,7 +306,9 @@ async function main(): Promise<void> {
       return;
     }
     default:
-      process.stderr.write(`unknown command '${cmd}'. Commands: serve [--demo], apply -f FILE [--dry-run], export [-o FILE], migrate\n`);
+      process.stderr.write(
+        `unknown command '${cmd}'. Commands: serve [--demo], apply -f FILE [--dry-run], export [-o FILE], migrate\n`,
+      );
       process.exit(2);
   }
 }

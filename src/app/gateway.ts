@@ -81,10 +81,20 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
   setSecretKey(settings.secretKey);
   const clock = opts.clock ?? systemClock;
   const log = createLogger(settings.logLevel, opts.logDestination);
-  const dbh = opts.dbh ?? (await openDatabase({ databaseUrl: settings.databaseUrl, dataDir: settings.dataDir, poolSize: settings.dbPoolSize }));
+  const dbh =
+    opts.dbh ??
+    (await openDatabase({
+      databaseUrl: settings.databaseUrl,
+      dataDir: settings.dataDir,
+      poolSize: settings.dbPoolSize,
+    }));
   const coord: Coordinator =
     settings.redisUrl || settings.redisClusterNodes?.length
-      ? new RedisCoordinator({ url: settings.redisUrl ?? '', prefix: settings.redisPrefix, clusterNodes: settings.redisClusterNodes })
+      ? new RedisCoordinator({
+          url: settings.redisUrl ?? '',
+          prefix: settings.redisPrefix,
+          clusterNodes: settings.redisClusterNodes,
+        })
       : new MemoryCoordinator(clock);
   if (coord instanceof RedisCoordinator) await coord.ready();
   const metrics = new Metrics({ defaultMetrics: opts.defaultMetrics ?? true });
@@ -115,14 +125,20 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
     metrics.invalidations.labels(table).inc();
     if (table === 'admin_token' || table === 'all') await tokens.load().catch(() => {});
     if (table !== 'admin_token') await config.reload(table);
-    if (typeof inv.at === 'number') metrics.invalidationDelay.labels(table).observe(Math.max(0, Date.now() - inv.at) / 1000);
+    if (typeof inv.at === 'number')
+      metrics.invalidationDelay.labels(table).observe(Math.max(0, Date.now() - inv.at) / 1000);
   };
   const refreshTokens = setInterval(() => void tokens.load().catch(() => {}), settings.configRefreshMs);
   refreshTokens.unref();
 
-  const publish = (topic: string, msg: unknown) => void coord.publish(topic, JSON.stringify(msg)).catch(() => {});
-  const breakers = new BreakerRegistry(coord.breakers, clock, (channel, state) => publish(TOPIC_BREAKER, { channel, state }));
-  const health = new ChannelHealthRegistry(coord.breakers, clock, (channel, h) => publish(TOPIC_HEALTH, { channel, h }));
+  const publish = (topic: string, msg: unknown) =>
+    void coord.publish(topic, JSON.stringify(msg)).catch(() => {});
+  const breakers = new BreakerRegistry(coord.breakers, clock, (channel, state) =>
+    publish(TOPIC_BREAKER, { channel, state }),
+  );
+  const health = new ChannelHealthRegistry(coord.breakers, clock, (channel, h) =>
+    publish(TOPIC_HEALTH, { channel, h }),
+  );
   breakers.onTransition((channel, from, to) => {
     metrics.breaker(channel, to);
     log.warn({ channel, from, to: to.state, reason: to.reason, gen: to.gen }, 'breaker transition');
@@ -160,12 +176,18 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
     onAttempt: (ctx, ch, result, ms) => {
       metrics.attempt(ch.code, result === 'ok' ? 'ok' : result.kind, ms);
       if (result !== 'ok' && result.credential) {
-        log.error({ alert: true, channel: ch.code, kind: result.kind, status: result.status, reqId: ctx.id }, 'channel credential taken out of rotation');
+        log.error(
+          { alert: true, channel: ch.code, kind: result.kind, status: result.status, reqId: ctx.id },
+          'channel credential taken out of rotation',
+        );
       }
     },
   });
 
-  const quotaBackend = coord instanceof RedisCoordinator ? new RedisQuota(coord.cmd, settings.redisPrefix, coord.tick) : new MemoryQuota(clock);
+  const quotaBackend =
+    coord instanceof RedisCoordinator
+      ? new RedisQuota(coord.cmd, settings.redisPrefix, coord.tick)
+      : new MemoryQuota(clock);
   const admission = new Admission(
     quotaBackend,
     config,
@@ -176,7 +198,9 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
       onWaited: (ms, outcome) => metrics.queueWait.labels(outcome).observe(ms / 1000),
       onDegraded: () => metrics.degradedAdmissions.inc(),
     },
-    coord instanceof RedisCoordinator ? { backend: new MemoryQuota(clock), share: 1 / settings.instanceCount } : null,
+    coord instanceof RedisCoordinator
+      ? { backend: new MemoryQuota(clock), share: 1 / settings.instanceCount }
+      : null,
   );
 
   let billing: Billing | null = null;
@@ -186,7 +210,13 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
   if (settings.billing) {
     const backend =
       coord instanceof RedisCoordinator
-        ? new RedisBilling(coord.cmd, settings.redisPrefix, `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`, settings.billingStaleMs, coord.tick)
+        ? new RedisBilling(
+            coord.cmd,
+            settings.redisPrefix,
+            `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`,
+            settings.billingStaleMs,
+            coord.tick,
+          )
         : new MemoryBilling(clock);
     const ledger = new Ledger(dbh.db);
     const writer = new JournalWriter(
@@ -207,11 +237,19 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
         onUncollected: (app, micros) => metrics.billingUncollected.labels(app).inc(Number(micros)),
       },
     );
-    billing = new Billing(backend, ledger, writer, dbh.db, log, { holdTtlMs: settings.billingHoldTtlMs }, {
-      onRefused: (reason) => metrics.billingRefused.labels(reason).inc(),
-      onUncollected: (app, micros) => metrics.billingUncollected.labels(app).inc(Number(micros)),
-      onSpilled: () => metrics.billingSpilled.inc(),
-    });
+    billing = new Billing(
+      backend,
+      ledger,
+      writer,
+      dbh.db,
+      log,
+      { holdTtlMs: settings.billingHoldTtlMs },
+      {
+        onRefused: (reason) => metrics.billingRefused.labels(reason).inc(),
+        onUncollected: (app, micros) => metrics.billingUncollected.labels(app).inc(Number(micros)),
+        onSpilled: () => metrics.billingSpilled.inc(),
+      },
+    );
     writer.start();
   }
 
@@ -224,14 +262,23 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
     health,
     billing,
     log,
-    settings: { pollMs: settings.mediaPollMs, pollCapMs: settings.mediaPollCapMs, deadlineMs: settings.mediaDeadlineMs, callTimeoutMs: settings.mediaCallTimeoutMs },
+    settings: {
+      pollMs: settings.mediaPollMs,
+      pollCapMs: settings.mediaPollCapMs,
+      deadlineMs: settings.mediaDeadlineMs,
+      callTimeoutMs: settings.mediaCallTimeoutMs,
+    },
     onState: onTaskState,
   });
   const worker = new TaskWorker(
     taskStore,
     taskRunner({ config, admission, relay, now: () => clock.now(), ...(billing ? { billing } : {}) }),
     log,
-    { pollMs: Math.min(settings.taskPollMs, Math.max(settings.mediaPollMs, 100)), leaseMs: settings.taskLeaseMs, concurrency: 16 },
+    {
+      pollMs: Math.min(settings.taskPollMs, Math.max(settings.mediaPollMs, 100)),
+      leaseMs: settings.taskLeaseMs,
+      concurrency: 16,
+    },
     onTaskState,
     media,
   );
@@ -306,7 +353,11 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
       ...(billing ? { billing } : {}),
       console: {
         stats: metrics.stats,
-        tasks: { store: taskStore, afterCancel: (t) => media.afterCancel(t), wake: () => void coord.publish(TOPIC_TASKS, '1').catch(() => worker.wake()) },
+        tasks: {
+          store: taskStore,
+          afterCancel: (t) => media.afterCancel(t),
+          wake: () => void coord.publish(TOPIC_TASKS, '1').catch(() => worker.wake()),
+        },
         queues: { backend: quotaBackend, waitingHere: () => admission.waitingNow },
       },
     },
@@ -353,7 +404,8 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
     server,
     admin,
     billing,
-    publishConfigChange: async (table = 'all') => publishInvalidation({ table: table as Invalidation['table'] }),
+    publishConfigChange: async (table = 'all') =>
+      publishInvalidation({ table: table as Invalidation['table'] }),
     pauseInvalidations: (paused: boolean) => {
       invalidationsPaused = paused;
     },

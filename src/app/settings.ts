@@ -69,7 +69,11 @@ export function settingsFromEnv(env: NodeJS.ProcessEnv = process.env): Settings 
     dataDir: env.ANIMA_DATA_DIR ?? '.anima-data/db',
     redisUrl: env.REDIS_URL || undefined,
     redisPrefix: env.ANIMA_REDIS_PREFIX ?? 'anima:',
-    redisClusterNodes: env.REDIS_CLUSTER_NODES ? env.REDIS_CLUSTER_NODES.split(',').map((x) => x.trim()).filter(Boolean) : undefined,
+    redisClusterNodes: env.REDIS_CLUSTER_NODES
+      ? env.REDIS_CLUSTER_NODES.split(',')
+          .map((x) => x.trim())
+          .filter(Boolean)
+      : undefined,
     logLevel: env.ANIMA_LOG_LEVEL ?? 'info',
     bodyLimit: int(env.ANIMA_BODY_LIMIT_BYTES, 20 * 1024 * 1024, 'ANIMA_BODY_LIMIT_BYTES'),
     requestTimeoutMs: int(env.ANIMA_REQUEST_TIMEOUT_MS, 30_000, 'ANIMA_REQUEST_TIMEOUT_MS'),

@@ -23,10 +23,27 @@ export const REVENUE: AccountSpec = { code: 'revenue', kind: 'revenue' };
 export const BAD_DEBT: AccountSpec = { code: 'bad_debt', kind: 'expense' };
 export const FUNDING: AccountSpec = { code: 'funding', kind: 'equity' };
 
-export const walletAccount = (appId: string): AccountSpec => ({ code: `wallet:${appId}`, kind: 'wallet', appId, debitsMustNotExceedCredits: true });
-export const receivableAccount = (appId: string): AccountSpec => ({ code: `receivable:${appId}`, kind: 'wallet', appId });
-export const cogsAccount = (channel: string): AccountSpec => ({ code: `cogs:${channel}`, kind: 'expense', channelCode: channel });
-export const payableAccount = (channel: string): AccountSpec => ({ code: `payable:${channel}`, kind: 'liability', channelCode: channel });
+export const walletAccount = (appId: string): AccountSpec => ({
+  code: `wallet:${appId}`,
+  kind: 'wallet',
+  appId,
+  debitsMustNotExceedCredits: true,
+});
+export const receivableAccount = (appId: string): AccountSpec => ({
+  code: `receivable:${appId}`,
+  kind: 'wallet',
+  appId,
+});
+export const cogsAccount = (channel: string): AccountSpec => ({
+  code: `cogs:${channel}`,
+  kind: 'expense',
+  channelCode: channel,
+});
+export const payableAccount = (channel: string): AccountSpec => ({
+  code: `payable:${channel}`,
+  kind: 'liability',
+  channelCode: channel,
+});
 
 export const saleIdemKey = (recordId: string) => `sale:${recordId}`;
 
@@ -36,7 +53,10 @@ export interface SaleJournal {
 }
 
 /** The journal for a settled record, or null when it moves no money (no price set). */
-export function saleJournal(rec: BillingRecord, charged: bigint = rec.charged ?? rec.sale): SaleJournal | null {
+export function saleJournal(
+  rec: BillingRecord,
+  charged: bigint = rec.charged ?? rec.sale,
+): SaleJournal | null {
   if (charged < 0n || charged > rec.sale) throw new RangeError(`charged ${charged} outside 0..${rec.sale}`);
   const payer = rec.prepaid ? walletAccount(rec.appId) : receivableAccount(rec.appId);
   const entries: EntrySpec[] = [];
@@ -60,7 +80,16 @@ export function saleJournal(rec: BillingRecord, charged: bigint = rec.charged ??
   if (rec.sale > charged) usage.uncollected_micros = (rec.sale - charged).toString();
   usage.sale_micros = rec.sale.toString();
   usage.cost_micros = rec.cost.toString();
-  const spec: SaleJournal['spec'] = { idemKey: saleIdemKey(rec.id), kind: 'sale', entries, appId: rec.appId, alias: rec.alias, channel: rec.channel, usage, occurredAt: new Date(rec.at) };
+  const spec: SaleJournal['spec'] = {
+    idemKey: saleIdemKey(rec.id),
+    kind: 'sale',
+    entries,
+    appId: rec.appId,
+    alias: rec.alias,
+    channel: rec.channel,
+    usage,
+    occurredAt: new Date(rec.at),
+  };
   if (rec.requestId) spec.requestId = rec.requestId;
   if (rec.taskId) spec.taskId = rec.taskId;
   return { spec, accounts };

@@ -395,11 +395,16 @@ export class Ledger {
   async postBatch(
     journals: Array<JournalSpec & { occurredAt?: Date }>,
     balancesOf: string[] = [],
-  ): Promise<{ written: string[]; duplicates: string[]; balances: Map<string, { available: bigint; version: bigint }> }> {
+  ): Promise<{
+    written: string[];
+    duplicates: string[];
+    balances: Map<string, { available: bigint; version: bigint }>;
+  }> {
     const seen = new Set<string>();
     const prepared: Array<{ j: JournalSpec & { occurredAt?: Date }; legs: Leg[] }> = [];
     for (const j of journals) {
-      if (!POSTED_KINDS.has(j.kind)) throw new TypeError(`postBatch writes fund | sale | cost | correction, not ${j.kind}`);
+      if (!POSTED_KINDS.has(j.kind))
+        throw new TypeError(`postBatch writes fund | sale | cost | correction, not ${j.kind}`);
       const k = checkIdemKey(j.idemKey);
       if (seen.has(k)) continue;
       seen.add(k);
@@ -413,7 +418,8 @@ export class Ledger {
         // builder's per-row nodes, and PostgreSQL parses one small statement instead of a huge VALUES list.
         // Each column goes as one array literal built here (pgArray): node-postgres would serialize the
         // arrays element by element with two regex passes each, ~10 us per journal of the gateway's CPU.
-        const col = (f: (j: JournalSpec & { occurredAt?: Date }) => string | null) => pgArray(prepared.map(({ j }) => f(j)));
+        const col = (f: (j: JournalSpec & { occurredAt?: Date }) => string | null) =>
+          pgArray(prepared.map(({ j }) => f(j)));
         const { rows } = await sql<{ id: bigint; idem_key: string }>`
           INSERT INTO ledger_journal (idem_key, kind, request_id, task_id, app_id, alias, channel, usage, memo, state, occurred_at)
           SELECT k, kind, rid, tid, app, alias, ch, u::jsonb, memo, 'posted', coalesce(at, now())
@@ -427,7 +433,12 @@ export class Ledger {
         const idOf = new Map(rows.map((r) => [r.idem_key, r.id]));
         const written: string[] = [];
         const duplicates: string[] = [];
-        const entries = { journal: [] as string[], account: [] as string[], debit: [] as string[], credit: [] as string[] };
+        const entries = {
+          journal: [] as string[],
+          account: [] as string[],
+          debit: [] as string[],
+          credit: [] as string[],
+        };
         const deltas = new Map<bigint, Totals>();
         for (const { j, legs } of prepared) {
           const id = idOf.get(j.idemKey);
@@ -446,11 +457,17 @@ export class Ledger {
         }
         if (entries.journal.length) {
           await sql`INSERT INTO ledger_entry (journal_id, account_id, debit, credit, pending)
-            SELECT j, a, d, c, false FROM unnest(${pgArray(entries.journal)}::bigint[], ${pgArray(entries.account)}::bigint[], ${pgArray(entries.debit)}::bigint[], ${pgArray(entries.credit)}::bigint[]) AS t (j, a, d, c)`.execute(trx);
+            SELECT j, a, d, c, false FROM unnest(${pgArray(entries.journal)}::bigint[], ${pgArray(entries.account)}::bigint[], ${pgArray(entries.debit)}::bigint[], ${pgArray(entries.credit)}::bigint[]) AS t (j, a, d, c)`.execute(
+            trx,
+          );
         }
         await applyDeltas(trx, deltas);
         if (balancesOf.length) {
-          const accts = await trx.selectFrom('ledger_account').selectAll().where('code', 'in', balancesOf).execute();
+          const accts = await trx
+            .selectFrom('ledger_account')
+            .selectAll()
+            .where('code', 'in', balancesOf)
+            .execute();
           for (const r of accts) {
             balances.set(r.code, {
               available: r.credits_posted - r.debits_posted - r.debits_pending,
@@ -535,7 +552,15 @@ export class Ledger {
 
   /** Newest first, with entries. limit defaults to 100 (at most 1000). */
   async journals(
-    f: { appId?: string; requestId?: string; kind?: JournalKind; alias?: string; channel?: string; limit?: number; offset?: number } = {},
+    f: {
+      appId?: string;
+      requestId?: string;
+      kind?: JournalKind;
+      alias?: string;
+      channel?: string;
+      limit?: number;
+      offset?: number;
+    } = {},
   ): Promise<JournalView[]> {
     let q = this.db.selectFrom('ledger_journal').selectAll();
     if (f.alias !== undefined) q = q.where('alias', '=', f.alias);

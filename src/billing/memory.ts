@@ -1,5 +1,12 @@
 import type { Clock } from '../lib/clock.js';
-import type { BillingBackend, BillingRecord, Drained, QueuedRecord, ReserveResult, SettleResult } from './types.js';
+import type {
+  BillingBackend,
+  BillingRecord,
+  Drained,
+  QueuedRecord,
+  ReserveResult,
+  SettleResult,
+} from './types.js';
 
 interface Wallet {
   db: bigint;
@@ -72,7 +79,8 @@ export class MemoryBilling implements BillingBackend {
   }
 
   async initWallet(appId: string, available: bigint, version: bigint): Promise<void> {
-    if (!this.wallets.has(appId)) this.wallets.set(appId, { db: available, dbv: version, pend: 0n, held: 0n, holds: new Map() });
+    if (!this.wallets.has(appId))
+      this.wallets.set(appId, { db: available, dbv: version, pend: 0n, held: 0n, holds: new Map() });
   }
 
   async refreshWallet(appId: string, available: bigint, version: bigint): Promise<void> {

@@ -150,9 +150,28 @@ return 1
 `;
 
 interface Cmds {
-  animaBillReserve(k1: string, k2: string, k3: string, hold: string, amount: string, ttl: number): Promise<[number, string?]>;
+  animaBillReserve(
+    k1: string,
+    k2: string,
+    k3: string,
+    hold: string,
+    amount: string,
+    ttl: number,
+  ): Promise<[number, string?]>;
   animaBillRelease(k1: string, k2: string, k3: string, hold: string): Promise<number>;
-  animaBillSettle(k1: string, k2: string, k3: string, k4: string, k5: string, hold: string, rec: string, sale: string, prepaid: string, ttl: number, app: string): Promise<[number, string]>;
+  animaBillSettle(
+    k1: string,
+    k2: string,
+    k3: string,
+    k4: string,
+    k5: string,
+    hold: string,
+    rec: string,
+    sale: string,
+    prepaid: string,
+    ttl: number,
+    app: string,
+  ): Promise<[number, string]>;
   animaBillMirror(k1: string, avail: string, version: string, mode: string): Promise<number>;
   animaBillAck(numKeys: number, ...args: string[]): Promise<number>;
 }
@@ -240,7 +259,19 @@ export class RedisBilling implements BillingBackend {
     const shard = shardOf(rec.appId);
     const [w, hz, ha] = this.walletKeys(rec.appId);
     const done = this.doneKey(shard, rec.id);
-    const res = await this.tick.call<[number, string]>('animaBillSettle', [done, this.stream(shard), w, hz, ha, holdId ?? '', encodeRecord(rec), rec.sale.toString(), rec.prepaid ? '1' : '0', DONE_TTL_S, rec.appId]);
+    const res = await this.tick.call<[number, string]>('animaBillSettle', [
+      done,
+      this.stream(shard),
+      w,
+      hz,
+      ha,
+      holdId ?? '',
+      encodeRecord(rec),
+      rec.sale.toString(),
+      rec.prepaid ? '1' : '0',
+      DONE_TTL_S,
+      rec.appId,
+    ]);
     return { duplicate: res[0] === 0, charged: BigInt(res[1]) };
   }
 
@@ -285,12 +316,25 @@ export class RedisBilling implements BillingBackend {
         const key = this.stream(shard);
         let entries: Array<[string, string[]]> = [];
         if (this.ownPending.has(shard)) {
-          entries = parseEntries(await this.r.xreadgroup('GROUP', GROUP, this.consumer, 'COUNT', count, 'STREAMS', key, '0'));
+          entries = parseEntries(
+            await this.r.xreadgroup('GROUP', GROUP, this.consumer, 'COUNT', count, 'STREAMS', key, '0'),
+          );
           if (entries.length === 0) this.ownPending.delete(shard);
         }
-        if (entries.length === 0) entries = parseEntries(await this.r.xreadgroup('GROUP', GROUP, this.consumer, 'COUNT', count, 'STREAMS', key, '>'));
+        if (entries.length === 0)
+          entries = parseEntries(
+            await this.r.xreadgroup('GROUP', GROUP, this.consumer, 'COUNT', count, 'STREAMS', key, '>'),
+          );
         if (entries.length === 0 && claimNow) {
-          const claimed = (await this.r.xautoclaim(key, GROUP, this.consumer, this.staleMs, '0', 'COUNT', count)) as [string, Array<[string, string[]] | null>];
+          const claimed = (await this.r.xautoclaim(
+            key,
+            GROUP,
+            this.consumer,
+            this.staleMs,
+            '0',
+            'COUNT',
+            count,
+          )) as [string, Array<[string, string[]] | null>];
           entries = (claimed[1] ?? []).filter((e): e is [string, string[]] => e !== null);
         }
         // Delivered to this consumer now: until a '0' read finds the shard clean, assume some may be left
@@ -317,7 +361,11 @@ export class RedisBilling implements BillingBackend {
 
   async ack(d: Drained): Promise<void> {
     const index = new Map(d.wallets.map((w, i) => [w.appId, i + 2]));
-    const keys = [this.stream(d.shard), ...d.wallets.map((w) => this.walletKeys(w.appId)[0]), ...d.records.map((r) => this.doneKey(d.shard, r.id))];
+    const keys = [
+      this.stream(d.shard),
+      ...d.wallets.map((w) => this.walletKeys(w.appId)[0]),
+      ...d.records.map((r) => this.doneKey(d.shard, r.id)),
+    ];
     const args = [
       String(d.records.length),
       ...d.records.flatMap((r) => [r.handle, String(index.get(r.appId) ?? 0), r.charged.toString()]),

@@ -12,9 +12,21 @@ import type { BillingRecord } from './types.js';
  */
 
 /** The sale price the request may reach (prompt + max output at the alias price): its wallet reservation. */
-export function reservationFor(config: ConfigCache, ctx: RequestContext, body: Record<string, unknown>): bigint {
+export function reservationFor(
+  config: ConfigCache,
+  ctx: RequestContext,
+  body: Record<string, unknown>,
+): bigint {
   if (ctx.app?.billing !== 'prepaid' || !ctx.alias) return 0n;
-  return BigInt(estimateCost(config, ctx.alias, ctx.key?.tokenGroupId ?? null, estimateTokens(body, ctx.dialect), ctx.startedAt));
+  return BigInt(
+    estimateCost(
+      config,
+      ctx.alias,
+      ctx.key?.tokenGroupId ?? null,
+      estimateTokens(body, ctx.dialect),
+      ctx.startedAt,
+    ),
+  );
 }
 
 /** The key's token-group price multiplier at the request's time (parts per million; x1 without a group). */
@@ -37,7 +49,12 @@ export function cacheHitReservation(config: ConfigCache, ctx: RequestContext, ch
  */
 export function ensureUsage(ctx: RequestContext, body: Record<string, unknown>): void {
   if (ctx.usage || ctx.emittedText === null) return;
-  ctx.usage = { inputTokens: estimateTokens(body, ctx.dialect).prompt, outputTokens: countTokens(ctx.emittedText), cachedTokens: 0, cacheWriteTokens: 0 };
+  ctx.usage = {
+    inputTokens: estimateTokens(body, ctx.dialect).prompt,
+    outputTokens: countTokens(ctx.emittedText),
+    cachedTokens: 0,
+    cacheWriteTokens: 0,
+  };
   ctx.usageEstimated = true;
 }
 
@@ -59,7 +76,14 @@ export function priceRequest(config: ConfigCache, ctx: RequestContext): void {
 
 /** Did this request produce something the app is billed for? Served, or cut by the client after output began. */
 export function billable(ctx: RequestContext): boolean {
-  return ctx.channel !== null && ctx.usage !== null && (ctx.outcome === 'ok' || ctx.outcome === 'fallback' || ctx.served || (ctx.clientAborted && ctx.status === 200));
+  return (
+    ctx.channel !== null &&
+    ctx.usage !== null &&
+    (ctx.outcome === 'ok' ||
+      ctx.outcome === 'fallback' ||
+      ctx.served ||
+      (ctx.clientAborted && ctx.status === 200))
+  );
 }
 
 /**
@@ -87,7 +111,11 @@ export async function settleRequest(
     return;
   }
   // Built by assignment, not conditional spreads (those were most of this function's cost).
-  const usage: Record<string, unknown> = { input_tokens: ctx.usage!.inputTokens, output_tokens: ctx.usage!.outputTokens, cached_tokens: ctx.usage!.cachedTokens };
+  const usage: Record<string, unknown> = {
+    input_tokens: ctx.usage!.inputTokens,
+    output_tokens: ctx.usage!.outputTokens,
+    cached_tokens: ctx.usage!.cachedTokens,
+  };
   if (ctx.usageEstimated) usage.estimated = true;
   if (ctx.clientAborted) usage.client_aborted = true;
   usage.key_id = ctx.key?.id;
@@ -95,8 +123,25 @@ export async function settleRequest(
   usage.attempts = ctx.attempts;
   // Failed attempts are recorded for cost analysis; they post no sale.
   const failed = ctx.route.filter((n) => n.what === 'failed');
-  if (failed.length) usage.failed_attempts = failed.map((n) => ({ channel: n.channel, reason: n.reason, status: n.status, ms: n.ms }));
-  const rec: BillingRecord = { id: o.recordId, requestId: ctx.id, appId: app.id, prepaid: app.billing === 'prepaid', alias: ctx.alias!.name, channel: ctx.channel!, sale, cost, usage, at: ctx.startedAt };
+  if (failed.length)
+    usage.failed_attempts = failed.map((n) => ({
+      channel: n.channel,
+      reason: n.reason,
+      status: n.status,
+      ms: n.ms,
+    }));
+  const rec: BillingRecord = {
+    id: o.recordId,
+    requestId: ctx.id,
+    appId: app.id,
+    prepaid: app.billing === 'prepaid',
+    alias: ctx.alias!.name,
+    channel: ctx.channel!,
+    sale,
+    cost,
+    usage,
+    at: ctx.startedAt,
+  };
   if (o.taskId) rec.taskId = o.taskId;
   const { charged } = await billing.settle(rec, o.holdId);
   ctx.chargedMicros = charged;

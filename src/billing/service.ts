@@ -57,7 +57,10 @@ export class Billing {
     if (r.ok) return;
     if (r.reason === 'insufficient') {
       this.hooks.onRefused?.('insufficient_balance');
-      throw new GatewayError('insufficient_balance', `The app's prepaid balance (${r.available} micro-units available) cannot cover this request (up to ${amount} micro-units). Top up the wallet or lower max_tokens.`);
+      throw new GatewayError(
+        'insufficient_balance',
+        `The app's prepaid balance (${r.available} micro-units available) cannot cover this request (up to ${amount} micro-units). Top up the wallet or lower max_tokens.`,
+      );
     }
     throw new GatewayError('service_unavailable', 'The wallet balance could not be read.');
   }
@@ -68,14 +71,20 @@ export class Billing {
       b = await this.ledgerBalance(appId);
     } catch {
       this.hooks.onRefused?.('unavailable');
-      throw new GatewayError('service_unavailable', 'Billing is unavailable (neither Redis nor the database answers); the request was not served.');
+      throw new GatewayError(
+        'service_unavailable',
+        'Billing is unavailable (neither Redis nor the database answers); the request was not served.',
+      );
     }
     const mine = this.localHolds.get(appId) ?? new Map<string, bigint>();
     let held = 0n;
     for (const v of mine.values()) held += v;
     if (amount > b.available - held) {
       this.hooks.onRefused?.('insufficient_balance');
-      throw new GatewayError('insufficient_balance', `The app's prepaid balance (${b.available - held} micro-units available) cannot cover this request (up to ${amount} micro-units).`);
+      throw new GatewayError(
+        'insufficient_balance',
+        `The app's prepaid balance (${b.available - held} micro-units available) cannot cover this request (up to ${amount} micro-units).`,
+      );
     }
     mine.set(holdId, amount);
     this.localHolds.set(appId, mine);
@@ -83,7 +92,14 @@ export class Billing {
 
   async release(appId: string, holdId: string): Promise<void> {
     if (this.localHolds.get(appId)?.delete(holdId)) return;
-    await this.backend.release(appId, holdId).catch((e: unknown) => this.log.warn({ err: { message: String((e as Error)?.message) }, app: appId }, 'billing: releasing a reservation failed; it expires by TTL'));
+    await this.backend
+      .release(appId, holdId)
+      .catch((e: unknown) =>
+        this.log.warn(
+          { err: { message: String((e as Error)?.message) }, app: appId },
+          'billing: releasing a reservation failed; it expires by TTL',
+        ),
+      );
   }
 
   /**
@@ -98,7 +114,10 @@ export class Billing {
       if (!r.duplicate) this.writer.wake();
       return { charged: r.charged };
     } catch (e) {
-      this.log.warn({ err: { message: String((e as Error)?.message) }, record: rec.id }, 'billing: queue unreachable; writing the journal directly');
+      this.log.warn(
+        { err: { message: String((e as Error)?.message) }, record: rec.id },
+        'billing: queue unreachable; writing the journal directly',
+      );
       this.hooks.onSpilled?.();
       this.writer.spill({ ...rec, charged: rec.sale });
       return { charged: rec.sale };
@@ -114,7 +133,12 @@ export class Billing {
   }
 
   /** Tops a wallet up (idempotent by key) and moves the mirror to the new balance. */
-  async fund(appId: string, amount: bigint, idemKey: string, memo?: string): Promise<{ journalId: bigint; duplicate: boolean; available: bigint }> {
+  async fund(
+    appId: string,
+    amount: bigint,
+    idemKey: string,
+    memo?: string,
+  ): Promise<{ journalId: bigint; duplicate: boolean; available: bigint }> {
     await this.ledger.ensureAccount(FUNDING);
     await this.ledger.ensureAccount(walletAccount(appId));
     const r = await this.ledger.postJournal({
@@ -156,7 +180,11 @@ export class Billing {
    * Revenue, cost and spread from the posted entries, grouped by any of app / alias / channel / day
    * (the day the request happened, UTC), for journals that occurred in [from, to).
    */
-  async report(f: { from?: Date; to?: Date; groupBy: Array<'app' | 'alias' | 'channel' | 'day'> }): Promise<Array<Record<string, string | number | null>>> {
+  async report(f: {
+    from?: Date;
+    to?: Date;
+    groupBy: Array<'app' | 'alias' | 'channel' | 'day'>;
+  }): Promise<Array<Record<string, string | number | null>>> {
     const cols: Record<string, ReturnType<typeof sql>> = {
       app: sql`j.app_id`,
       alias: sql`j.alias`,
@@ -168,12 +196,17 @@ export class Billing {
     const where = [sql`j.kind IN ('sale', 'correction', 'post')`];
     if (f.from) where.push(sql`j.occurred_at >= ${f.from}`);
     if (f.to) where.push(sql`j.occurred_at < ${f.to}`);
-    const groupBy = dims.length ? sql`GROUP BY ${sql.join(dims.map((d) => cols[d]!))} ORDER BY ${sql.join(dims.map((d) => cols[d]!))}` : sql``;
+    const groupBy = dims.length
+      ? sql`GROUP BY ${sql.join(dims.map((d) => cols[d]!))} ORDER BY ${sql.join(dims.map((d) => cols[d]!))}`
+      : sql``;
     const { rows } = await sql<Record<string, string | null>>`
-      SELECT ${sql.join([...select, sql`count(DISTINCT j.id) AS journals`,
+      SELECT ${sql.join([
+        ...select,
+        sql`count(DISTINCT j.id) AS journals`,
         sql`coalesce(sum(e.credit - e.debit) FILTER (WHERE a.kind = 'revenue'), 0)::text AS revenue_micros`,
         sql`coalesce(sum(e.debit - e.credit) FILTER (WHERE a.kind = 'expense' AND a.code LIKE 'cogs:%'), 0)::text AS cost_micros`,
-        sql`coalesce(sum(e.debit - e.credit) FILTER (WHERE a.code = 'bad_debt'), 0)::text AS uncollected_micros`])}
+        sql`coalesce(sum(e.debit - e.credit) FILTER (WHERE a.code = 'bad_debt'), 0)::text AS uncollected_micros`,
+      ])}
       FROM ledger_journal j JOIN ledger_entry e ON e.journal_id = j.id JOIN ledger_account a ON a.id = e.account_id
       WHERE ${sql.join(where, sql` AND `)}
       ${groupBy}`.execute(this.db);

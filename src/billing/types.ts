@@ -87,7 +87,8 @@ export interface BillingBackend {
   close(): void;
 }
 
-export const toJson = (v: unknown): string => JSON.stringify(v, (_k, x: unknown) => (typeof x === 'bigint' ? x.toString() : x));
+export const toJson = (v: unknown): string =>
+  JSON.stringify(v, (_k, x: unknown) => (typeof x === 'bigint' ? x.toString() : x));
 
 /**
  * The record as queued (its charge travels beside it). Amounts as decimal strings, set directly: a replacer

@@ -115,7 +115,11 @@ export class JournalWriter {
         this.lastError = null;
       } catch (e) {
         failed = true;
-        if (this.lastError === null) this.log.error({ err: { message: String((e as Error)?.message ?? e) } }, 'journal writer: commit failed; records stay queued and will be retried');
+        if (this.lastError === null)
+          this.log.error(
+            { err: { message: String((e as Error)?.message ?? e) } },
+            'journal writer: commit failed; records stay queued and will be retried',
+          );
         this.lastError = e;
         this.hooks.onFailed?.(this.commitFailed ? 'db' : 'queue');
       }
@@ -183,7 +187,12 @@ export class JournalWriter {
       const apps = new Set(qs.filter((q) => q.record.prepaid).map((q) => q.record.appId));
       await this.backend.ack({
         shard,
-        records: qs.map((q) => ({ handle: q.handle, id: q.record.id, appId: q.record.appId, charged: q.record.prepaid ? (q.record.charged ?? q.record.sale) : 0n })),
+        records: qs.map((q) => ({
+          handle: q.handle,
+          id: q.record.id,
+          appId: q.record.appId,
+          charged: q.record.prepaid ? (q.record.charged ?? q.record.sale) : 0n,
+        })),
         wallets: wallets.filter((w) => apps.has(w.appId)),
       });
     }
@@ -191,13 +200,16 @@ export class JournalWriter {
   }
 
   /** Writes the records' journals; returns, per prepaid app, what was charged and its balance now. */
-  private async commit(items: QueuedRecord[]): Promise<Array<{ appId: string; available: bigint; version: bigint }>> {
+  private async commit(
+    items: QueuedRecord[],
+  ): Promise<Array<{ appId: string; available: bigint; version: bigint }>> {
     const t0 = performance.now();
     this.commitFailed = true; // until the commit below succeeds: any failure from here on is the database's
     const journals: SaleJournal[] = [];
     const charged = new Map<string, bigint>();
     for (const { record } of items) {
-      if (record.prepaid) charged.set(record.appId, (charged.get(record.appId) ?? 0n) + (record.charged ?? record.sale));
+      if (record.prepaid)
+        charged.set(record.appId, (charged.get(record.appId) ?? 0n) + (record.charged ?? record.sale));
       const j = saleJournal(record);
       if (j) journals.push(j);
     }
@@ -211,7 +223,12 @@ export class JournalWriter {
     const walletCodes = [...charged.keys()].map((id) => walletAccount(id).code);
     let balances: Map<string, { available: bigint; version: bigint }>;
     try {
-      balances = (await this.ledger.postBatch(journals.map((j) => j.spec), walletCodes)).balances;
+      balances = (
+        await this.ledger.postBatch(
+          journals.map((j) => j.spec),
+          walletCodes,
+        )
+      ).balances;
     } catch (e) {
       if (!(e instanceof LedgerError && e.code === 'insufficient_funds')) throw e;
       // A wallet can't cover a record (its mirror was behind the ledger): find it, one journal at a time.
@@ -221,11 +238,17 @@ export class JournalWriter {
     this.commitFailed = false;
     this.written += journals.length;
     this.hooks.onCommitted?.(journals.length, performance.now() - t0);
-    return [...charged.keys()].map((appId) => ({ appId, ...(balances.get(walletAccount(appId).code) ?? { available: 0n, version: -1n }) }));
+    return [...charged.keys()].map((appId) => ({
+      appId,
+      ...(balances.get(walletAccount(appId).code) ?? { available: 0n, version: -1n }),
+    }));
   }
 
   /** Posts one record; if its wallet can't cover it, charges what the wallet has and books the rest as bad debt. */
-  private async postCapped(record: BillingRecord, balances: Map<string, { available: bigint; version: bigint }>): Promise<void> {
+  private async postCapped(
+    record: BillingRecord,
+    balances: Map<string, { available: bigint; version: bigint }>,
+  ): Promise<void> {
     const j = saleJournal(record);
     if (!j) return;
     const code = walletAccount(record.appId).code;
@@ -238,11 +261,15 @@ export class JournalWriter {
       if (!(e instanceof LedgerError && e.code === 'insufficient_funds') || !record.prepaid) throw e;
     }
     const have = (await this.ledger.balance(code)).available;
-    const charge = have <= 0n ? 0n : have < (record.charged ?? record.sale) ? have : (record.charged ?? record.sale);
+    const charge =
+      have <= 0n ? 0n : have < (record.charged ?? record.sale) ? have : (record.charged ?? record.sale);
     const capped = saleJournal(record, charge)!;
     const r = await this.ledger.postBatch([capped.spec], codes);
     for (const [k, v] of r.balances) balances.set(k, v);
     this.hooks.onUncollected?.(record.appId, record.sale - charge);
-    this.log.warn({ app: record.appId, record: record.id, sale: record.sale.toString(), charged: charge.toString() }, 'wallet could not cover a settled request; the rest is booked as bad debt');
+    this.log.warn(
+      { app: record.appId, record: record.id, sale: record.sale.toString(), charged: charge.toString() },
+      'wallet could not cover a settled request; the rest is booked as bad debt',
+    );
   }
 }

@@ -15,7 +15,12 @@
  */
 import type { BreakerSettings } from '../config/model.js';
 import type { Clock } from '../lib/clock.js';
-import { type BreakerStore, type SharedBreakerState, type BreakerStateName, CLOSED_INITIAL } from '../coord/types.js';
+import {
+  type BreakerStore,
+  type SharedBreakerState,
+  type BreakerStateName,
+  CLOSED_INITIAL,
+} from '../coord/types.js';
 
 export interface BreakerPermit {
   channel: string;
@@ -44,7 +49,12 @@ class SlidingWindow {
   private readonly calls = new Uint32Array(BUCKETS);
   private readonly fails = new Uint32Array(BUCKETS);
   private readonly slows = new Uint32Array(BUCKETS);
-  record(now: number, windowMs: number, failed: boolean, slow: boolean): { calls: number; fails: number; slows: number } {
+  record(
+    now: number,
+    windowMs: number,
+    failed: boolean,
+    slow: boolean,
+  ): { calls: number; fails: number; slows: number } {
     const width = Math.max(1, windowMs / BUCKETS);
     const slot = Math.floor(now / width);
     const i = slot % BUCKETS;
@@ -138,15 +148,22 @@ export class BreakerRegistry {
     const now = this.clock.now();
     if (s.state === 'open') {
       if (now < s.openUntil) return { ok: false, reason: 'breaker_open' };
-      s = await this.transition(channel, s, { state: 'half_open', openUntil: 0, reason: 'open wait elapsed' });
+      s = await this.transition(channel, s, {
+        state: 'half_open',
+        openUntil: 0,
+        reason: 'open wait elapsed',
+      });
     } else if (s.state === 'half_open' && now - s.since > cfg.probeTimeoutMs * 2) {
       // Probes of this generation never reported (their instance died): start a fresh round of probes.
       s = await this.transition(channel, s, { state: 'half_open', openUntil: 0, reason: 'stale half-open' });
     }
     if (s.state === 'closed') return { ok: true, permit: { channel, gen: s.gen, probe: false } };
-    if (s.state !== 'half_open') return { ok: false, reason: s.state === 'forced_open' ? 'breaker_forced_open' : 'breaker_open' };
+    if (s.state !== 'half_open')
+      return { ok: false, reason: s.state === 'forced_open' ? 'breaker_forced_open' : 'breaker_open' };
     const granted = await this.store.acquireProbe(channel, s.gen, cfg.halfOpenProbes, cfg.probeTimeoutMs * 4);
-    return granted ? { ok: true, permit: { channel, gen: s.gen, probe: true } } : { ok: false, reason: 'breaker_half_open' };
+    return granted
+      ? { ok: true, permit: { channel, gen: s.gen, probe: true } }
+      : { ok: false, reason: 'breaker_half_open' };
   }
 
   async onResult(permit: BreakerPermit, cfg: BreakerSettings, outcome: CallOutcome): Promise<void> {
@@ -156,11 +173,20 @@ export class BreakerRegistry {
     if (permit.probe) {
       if (s.state !== 'half_open' || outcome.neutral) return;
       if (outcome.failure) {
-        await this.transition(permit.channel, s, { state: 'open', openUntil: now + cfg.openMs, reason: 'probe failed' });
+        await this.transition(permit.channel, s, {
+          state: 'open',
+          openUntil: now + cfg.openMs,
+          reason: 'probe failed',
+        });
         return;
       }
       const n = await this.store.probeSucceeded(permit.channel, s.gen, cfg.probeTimeoutMs * 4);
-      if (n >= cfg.halfOpenProbes) await this.transition(permit.channel, s, { state: 'closed', openUntil: 0, reason: 'probes succeeded' });
+      if (n >= cfg.halfOpenProbes)
+        await this.transition(permit.channel, s, {
+          state: 'closed',
+          openUntil: 0,
+          reason: 'probes succeeded',
+        });
       return;
     }
     if (s.state !== 'closed' || outcome.neutral) return;
@@ -211,10 +237,17 @@ export class BreakerRegistry {
     for (const [ch, st] of all) this.applyRemote(ch, st);
   }
 
-  private async force(channel: string, next: Omit<SharedBreakerState, 'gen' | 'since'>): Promise<SharedBreakerState> {
+  private async force(
+    channel: string,
+    next: Omit<SharedBreakerState, 'gen' | 'since'>,
+  ): Promise<SharedBreakerState> {
     for (let i = 0; i < 20; i++) {
       const cur = this.state(channel);
-      const res = await this.store.cas(channel, cur.gen, { ...next, gen: cur.gen + 1, since: this.clock.now() });
+      const res = await this.store.cas(channel, cur.gen, {
+        ...next,
+        gen: cur.gen + 1,
+        since: this.clock.now(),
+      });
       this.adopt(channel, cur, res.current, res.ok);
       if (res.ok) return res.current;
     }
@@ -222,8 +255,16 @@ export class BreakerRegistry {
   }
 
   /** CAS from `from` to `next`; whoever loses adopts the winner's state. Returns the state now in force. */
-  private async transition(channel: string, from: SharedBreakerState, next: Omit<SharedBreakerState, 'gen' | 'since'>): Promise<SharedBreakerState> {
-    const res = await this.store.cas(channel, from.gen, { ...next, gen: from.gen + 1, since: this.clock.now() });
+  private async transition(
+    channel: string,
+    from: SharedBreakerState,
+    next: Omit<SharedBreakerState, 'gen' | 'since'>,
+  ): Promise<SharedBreakerState> {
+    const res = await this.store.cas(channel, from.gen, {
+      ...next,
+      gen: from.gen + 1,
+      since: this.clock.now(),
+    });
     this.adopt(channel, from, res.current, res.ok);
     return this.state(channel);
   }

@@ -21,8 +21,15 @@ export class AdminTokens {
   constructor(private readonly db: Db) {}
 
   async load(): Promise<void> {
-    const rows = await this.db.selectFrom('admin_token').selectAll().where('deleted_at', 'is', null).where('enabled', '=', true).execute();
-    this.byHash = new Map(rows.map((r) => [r.token_hash, { id: r.id, name: r.name, role: r.role as Actor['role'] }]));
+    const rows = await this.db
+      .selectFrom('admin_token')
+      .selectAll()
+      .where('deleted_at', 'is', null)
+      .where('enabled', '=', true)
+      .execute();
+    this.byHash = new Map(
+      rows.map((r) => [r.token_hash, { id: r.id, name: r.name, role: r.role as Actor['role'] }]),
+    );
   }
 
   /** Stores the environment's bootstrap token (hashed) if it isn't there yet. */
@@ -30,11 +37,21 @@ export class AdminTokens {
     if (!token) return;
     if (token.length < 16) throw new Error('ANIMA_ADMIN_TOKEN must be at least 16 characters');
     const h = hash(token);
-    const existing = await this.db.selectFrom('admin_token').select('id').where('token_hash', '=', h).executeTakeFirst();
+    const existing = await this.db
+      .selectFrom('admin_token')
+      .select('id')
+      .where('token_hash', '=', h)
+      .executeTakeFirst();
     if (!existing) {
       await this.db
         .insertInto('admin_token')
-        .values({ id: 'adm_' + randomId(12), name: 'bootstrap (ANIMA_ADMIN_TOKEN)', role: 'admin', token_hash: h, token_prefix: token.slice(0, 12) })
+        .values({
+          id: 'adm_' + randomId(12),
+          name: 'bootstrap (ANIMA_ADMIN_TOKEN)',
+          role: 'admin',
+          token_hash: h,
+          token_prefix: token.slice(0, 12),
+        })
         .onConflict((oc) => oc.column('token_hash').doNothing())
         .execute();
     }
@@ -50,19 +67,32 @@ export class AdminTokens {
   }
 
   async list(): Promise<Array<Record<string, unknown>>> {
-    const rows = await this.db.selectFrom('admin_token').select(['id', 'name', 'role', 'token_prefix', 'enabled', 'created_at']).where('deleted_at', 'is', null).orderBy('created_at').execute();
+    const rows = await this.db
+      .selectFrom('admin_token')
+      .select(['id', 'name', 'role', 'token_prefix', 'enabled', 'created_at'])
+      .where('deleted_at', 'is', null)
+      .orderBy('created_at')
+      .execute();
     return rows.map((r) => ({ ...r, created_at: new Date(r.created_at).toISOString() }));
   }
 
   async create(name: string, role: Actor['role']): Promise<{ id: string; token: string }> {
     const token = newAdminToken();
     const id = 'adm_' + randomId(12);
-    await this.db.insertInto('admin_token').values({ id, name, role, token_hash: hash(token), token_prefix: token.slice(0, 12) }).execute();
+    await this.db
+      .insertInto('admin_token')
+      .values({ id, name, role, token_hash: hash(token), token_prefix: token.slice(0, 12) })
+      .execute();
     return { id, token };
   }
 
   async remove(id: string): Promise<boolean> {
-    const r = await this.db.updateTable('admin_token').set({ deleted_at: new Date() }).where('id', '=', id).where('deleted_at', 'is', null).executeTakeFirst();
+    const r = await this.db
+      .updateTable('admin_token')
+      .set({ deleted_at: new Date() })
+      .where('id', '=', id)
+      .where('deleted_at', 'is', null)
+      .executeTakeFirst();
     return Number(r.numUpdatedRows) > 0;
   }
 }

@@ -1,9 +1,28 @@
 import type { Logger } from 'pino';
 import type { Clock } from '../lib/clock.js';
 import type { Db } from '../store/db.js';
-import { type Alias, type ApiKey, type App, type Channel, type Quota, type TokenGroup, pickEffective } from './model.js';
+import {
+  type Alias,
+  type ApiKey,
+  type App,
+  type Channel,
+  type Quota,
+  type TokenGroup,
+  pickEffective,
+} from './model.js';
 import { type Price, toPrice } from './price.js';
-import { CONFIG_TABLES, type ConfigTable, fetchRows, loadKeyByHash, toAlias, toApp, toChannel, toKey, toQuota, toTokenGroup } from './repo.js';
+import {
+  CONFIG_TABLES,
+  type ConfigTable,
+  fetchRows,
+  loadKeyByHash,
+  toAlias,
+  toApp,
+  toChannel,
+  toKey,
+  toQuota,
+  toTokenGroup,
+} from './repo.js';
 
 function group<T>(rows: T[], key: (t: T) => string): Map<string, T[]> {
   const m = new Map<string, T[]>();
@@ -65,7 +84,9 @@ export class ConfigCache {
     private readonly db: Db,
     private readonly clock: Clock,
     private readonly log: Logger,
-    private readonly opts: { refreshMs: number; missTtlMs?: number; l2?: SharedCache | null } = { refreshMs: 30_000 },
+    private readonly opts: { refreshMs: number; missTtlMs?: number; l2?: SharedCache | null } = {
+      refreshMs: 30_000,
+    },
   ) {}
 
   /** Oldest table load time: how stale the snapshot may be. */
@@ -92,7 +113,10 @@ export class ConfigCache {
         this.apps = group(rows.map(toApp), (a) => a.id);
         break;
       case 'api_key':
-        this.keys = group(rows.map((r) => toKey(r as never)), (k) => k.keyHash);
+        this.keys = group(
+          rows.map((r) => toKey(r as never)),
+          (k) => k.keyHash,
+        );
         this.keysById = new Map([...this.keys.values()].flat().map((k) => [k.id, k]));
         this.extraKeys.clear();
         break;
@@ -125,11 +149,17 @@ export class ConfigCache {
       if (cached) {
         this.apply(table, JSON.parse(cached) as Array<Record<string, unknown>>);
         this.onReload?.(table, 'l2');
-        this.log.warn({ table, err: (err as Error).message }, 'config: database unreadable, table loaded from L2');
+        this.log.warn(
+          { table, err: (err as Error).message },
+          'config: database unreadable, table loaded from L2',
+        );
         return;
       }
       if (strict) throw err;
-      this.log.warn({ table, err: (err as Error).message }, 'config reload failed; serving the previous L1 copy');
+      this.log.warn(
+        { table, err: (err as Error).message },
+        'config reload failed; serving the previous L1 copy',
+      );
     }
   }
 
@@ -196,7 +226,10 @@ export class ConfigCache {
 
   /** The price in force at `at` for this alias on this channel (a channel-specific row wins over the alias-wide one). */
   price(alias: string, channel: string | null, at = this.clock.now()): Price | undefined {
-    return (channel ? pickEffective(this.prices.get(`${alias}\0${channel}`), at) : undefined) ?? pickEffective(this.prices.get(`${alias}\0`), at);
+    return (
+      (channel ? pickEffective(this.prices.get(`${alias}\0${channel}`), at) : undefined) ??
+      pickEffective(this.prices.get(`${alias}\0`), at)
+    );
   }
 
   tokenGroup(id: string, now = this.clock.now()): TokenGroup | undefined {

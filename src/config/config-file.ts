@@ -28,16 +28,42 @@ export interface ConfigDoc {
 }
 
 const SECTIONS: Record<string, { entity: Entity; fields: string[]; match: (r: Row) => string }> = {
-  channels: { entity: 'channel', fields: ['code', 'name', 'provider', 'base_url', 'credential_env', 'enabled', 'weight', 'settings'], match: (r) => String(r.code) },
-  token_groups: { entity: 'token_group', fields: ['id', 'name', 'price_multiplier_ppm', 'enabled'], match: (r) => String(r.id) },
-  aliases: { entity: 'alias', fields: ['name', 'description', 'enabled', 'chain', 'max_attempts', 'deadline_ms', 'cache_ttl_s'], match: (r) => String(r.name) },
+  channels: {
+    entity: 'channel',
+    fields: ['code', 'name', 'provider', 'base_url', 'credential_env', 'enabled', 'weight', 'settings'],
+    match: (r) => String(r.code),
+  },
+  token_groups: {
+    entity: 'token_group',
+    fields: ['id', 'name', 'price_multiplier_ppm', 'enabled'],
+    match: (r) => String(r.id),
+  },
+  aliases: {
+    entity: 'alias',
+    fields: ['name', 'description', 'enabled', 'chain', 'max_attempts', 'deadline_ms', 'cache_ttl_s'],
+    match: (r) => String(r.name),
+  },
   apps: { entity: 'app', fields: ['id', 'name', 'enabled', 'billing'], match: (r) => String(r.id) },
   quotas: {
     entity: 'quota',
-    fields: ['scope', 'scope_id', 'max_concurrency', 'qps', 'qps_burst', 'tokens_per_minute', 'tokens_per_day', 'cost_per_day', 'cost_per_month'],
+    fields: [
+      'scope',
+      'scope_id',
+      'max_concurrency',
+      'qps',
+      'qps_burst',
+      'tokens_per_minute',
+      'tokens_per_day',
+      'cost_per_day',
+      'cost_per_month',
+    ],
     match: (r) => `${r.scope}:${r.scope_id}`,
   },
-  prices: { entity: 'price', fields: ['alias', 'channel', ...PRICE_COLUMNS], match: (r) => `${r.alias}:${r.channel ?? '*'}` },
+  prices: {
+    entity: 'price',
+    fields: ['alias', 'channel', ...PRICE_COLUMNS],
+    match: (r) => `${r.alias}:${r.channel ?? '*'}`,
+  },
 };
 /** Apply order: what others reference goes first. */
 const ORDER = ['channels', 'token_groups', 'aliases', 'apps', 'quotas', 'prices'];
@@ -49,24 +75,52 @@ export function parseConfigDoc(text: string): ConfigDoc {
   } catch (e) {
     throw new GatewayError('invalid_request', `not valid YAML/JSON: ${(e as Error).message}`);
   }
-  if (!doc || typeof doc !== 'object' || Array.isArray(doc)) throw new GatewayError('invalid_request', 'the file must be a mapping');
+  if (!doc || typeof doc !== 'object' || Array.isArray(doc))
+    throw new GatewayError('invalid_request', 'the file must be a mapping');
   const d = doc as Record<string, unknown>;
-  if (d.apiVersion !== 'anima/v1') throw new GatewayError('invalid_request', "apiVersion must be 'anima/v1'", { param: 'apiVersion' });
+  if (d.apiVersion !== 'anima/v1')
+    throw new GatewayError('invalid_request', "apiVersion must be 'anima/v1'", { param: 'apiVersion' });
   for (const [k, v] of Object.entries(d)) {
     if (k === 'apiVersion') continue;
     const sec = SECTIONS[k];
-    if (!sec) throw new GatewayError('invalid_request', `unknown section '${k}' (known: ${Object.keys(SECTIONS).join(', ')})`, { param: k });
+    if (!sec)
+      throw new GatewayError(
+        'invalid_request',
+        `unknown section '${k}' (known: ${Object.keys(SECTIONS).join(', ')})`,
+        { param: k },
+      );
     if (!Array.isArray(v)) throw new GatewayError('invalid_request', `${k} must be a list`, { param: k });
     v.forEach((row, i) => {
-      if (!row || typeof row !== 'object') throw new GatewayError('invalid_request', `${k}[${i}] must be a mapping`, { param: `${k}[${i}]` });
-      const nested = findSecret(Object.fromEntries(Object.entries(row as Row).filter(([f]) => f !== 'credential_env')), `${k}[${i}]`);
-      if (nested) throw new GatewayError('invalid_request', `${nested}: secrets never go in the file (use credential_env)`, { param: nested });
+      if (!row || typeof row !== 'object')
+        throw new GatewayError('invalid_request', `${k}[${i}] must be a mapping`, { param: `${k}[${i}]` });
+      const nested = findSecret(
+        Object.fromEntries(Object.entries(row as Row).filter(([f]) => f !== 'credential_env')),
+        `${k}[${i}]`,
+      );
+      if (nested)
+        throw new GatewayError(
+          'invalid_request',
+          `${nested}: secrets never go in the file (use credential_env)`,
+          { param: nested },
+        );
       if ((k === 'apps' || k === 'token_groups') && typeof (row as Row).id !== 'string') {
-        throw new GatewayError('invalid_request', `${k}[${i}].id is required: it is how apply finds the row again`, { param: `${k}[${i}].id` });
+        throw new GatewayError(
+          'invalid_request',
+          `${k}[${i}].id is required: it is how apply finds the row again`,
+          { param: `${k}[${i}].id` },
+        );
       }
       for (const f of Object.keys(row as Row)) {
-        if (f === 'credential' || f === 'sk' || f === 'webhook_secret') throw new GatewayError('invalid_request', `${k}[${i}].${f}: secrets never go in the file (use credential_env)`, { param: `${k}[${i}].${f}` });
-        if (!sec.fields.includes(f)) throw new GatewayError('invalid_request', `${k}[${i}].${f} is not a field of ${k}`, { param: `${k}[${i}].${f}` });
+        if (f === 'credential' || f === 'sk' || f === 'webhook_secret')
+          throw new GatewayError(
+            'invalid_request',
+            `${k}[${i}].${f}: secrets never go in the file (use credential_env)`,
+            { param: `${k}[${i}].${f}` },
+          );
+        if (!sec.fields.includes(f))
+          throw new GatewayError('invalid_request', `${k}[${i}].${f} is not a field of ${k}`, {
+            param: `${k}[${i}].${f}`,
+          });
       }
     });
   }
@@ -140,9 +194,15 @@ function findSecret(v: unknown, path: string): string | null {
   return null;
 }
 
-const norm = (v: unknown) => (v !== null && typeof v === 'object' ? canonicalJson(v) : v === undefined ? undefined : String(v));
+const norm = (v: unknown) =>
+  v !== null && typeof v === 'object' ? canonicalJson(v) : v === undefined ? undefined : String(v);
 
-export async function planApply(admin: ConfigAdmin, doc: ConfigDoc, env: NodeJS.ProcessEnv, readCredential: (code: string) => Promise<string | null>): Promise<Change[]> {
+export async function planApply(
+  admin: ConfigAdmin,
+  doc: ConfigDoc,
+  env: NodeJS.ProcessEnv,
+  readCredential: (code: string) => Promise<string | null>,
+): Promise<Change[]> {
   const changes: Change[] = [];
   for (const section of ORDER) {
     const rows = (doc as unknown as Record<string, Row[] | undefined>)[section];
@@ -154,17 +214,38 @@ export async function planApply(admin: ConfigAdmin, doc: ConfigDoc, env: NodeJS.
       for (const [f, v] of Object.entries(want)) {
         if (f === 'credential_env') {
           const val = env[String(v)];
-          if (val === undefined) throw new GatewayError('invalid_request', `channel ${want.code}: environment variable ${String(v)} is not set`);
+          if (val === undefined)
+            throw new GatewayError(
+              'invalid_request',
+              `channel ${want.code}: environment variable ${String(v)} is not set`,
+            );
           fields.credential = val;
         } else if (f === 'chain' && Array.isArray(v)) {
           // as stored: every target carries its weight (default 1)
-          fields.chain = (v as Array<{ targets?: Row[] }>).map((t) => ({ targets: (t.targets ?? []).map((x) => ({ channel: x.channel, model: x.model, weight: x.weight ?? 1 })) }));
+          fields.chain = (v as Array<{ targets?: Row[] }>).map((t) => ({
+            targets: (t.targets ?? []).map((x) => ({
+              channel: x.channel,
+              model: x.model,
+              weight: x.weight ?? 1,
+            })),
+          }));
         } else fields[f] = storedForm(f, v);
       }
       const key = sec.match(want);
       const cur = have.get(key);
       if (!cur) {
-        changes.push({ op: 'create', section, entity: sec.entity, key, fields, diff: Object.keys(fields).map((f) => ({ field: f, from: null, to: f === 'credential' ? '(set)' : fields[f] })) });
+        changes.push({
+          op: 'create',
+          section,
+          entity: sec.entity,
+          key,
+          fields,
+          diff: Object.keys(fields).map((f) => ({
+            field: f,
+            from: null,
+            to: f === 'credential' ? '(set)' : fields[f],
+          })),
+        });
         continue;
       }
       const diff: Change['diff'] = [];
@@ -182,7 +263,17 @@ export async function planApply(admin: ConfigAdmin, doc: ConfigDoc, env: NodeJS.
           diff.push({ field: f, from: cur[f], to: v });
         }
       }
-      if (diff.length) changes.push({ op: 'update', section, entity: sec.entity, key, id: String(cur.id), versionNo: Number(cur.version_no), fields: changed, diff });
+      if (diff.length)
+        changes.push({
+          op: 'update',
+          section,
+          entity: sec.entity,
+          key,
+          id: String(cur.id),
+          versionNo: Number(cur.version_no),
+          fields: changed,
+          diff,
+        });
     }
   }
   return changes;
@@ -204,7 +295,8 @@ export function formatPlan(plan: Change[]): string {
     .map((c) =>
       c.op === 'create'
         ? `+ ${c.entity} ${c.key} (create)`
-        : `~ ${c.entity} ${c.key}: ` + c.diff.map((d) => `${d.field} ${JSON.stringify(d.from)} -> ${JSON.stringify(d.to)}`).join(', '),
+        : `~ ${c.entity} ${c.key}: ` +
+          c.diff.map((d) => `${d.field} ${JSON.stringify(d.from)} -> ${JSON.stringify(d.to)}`).join(', '),
     )
     .join('\n');
 }
@@ -214,12 +306,17 @@ export async function exportConfig(admin: ConfigAdmin): Promise<string> {
   const doc: Record<string, unknown> = { apiVersion: 'anima/v1' };
   for (const section of ORDER) {
     const sec = SECTIONS[section]!;
-    const rows = [...(await current(admin, section, true)).entries()].sort(([a], [b]) => (a < b ? -1 : 1)).map(([, r]) => r);
+    const rows = [...(await current(admin, section, true)).entries()]
+      .sort(([a], [b]) => (a < b ? -1 : 1))
+      .map(([, r]) => r);
     doc[section] = rows.map((r) => {
       const out: Row = {};
       for (const f of sec.fields) {
         if (f === 'credential_env') {
-          if (r.credential_set) out.credential_env = `ANIMA_CHANNEL_${String(r.code).toUpperCase().replace(/[^A-Z0-9]/g, '_')}_CREDENTIAL`;
+          if (r.credential_set)
+            out.credential_env = `ANIMA_CHANNEL_${String(r.code)
+              .toUpperCase()
+              .replace(/[^A-Z0-9]/g, '_')}_CREDENTIAL`;
         } else if (r[f] !== undefined) out[f] = r[f];
       }
       return out;

@@ -134,7 +134,12 @@ export interface TokenGroup {
   effectiveTo: number | null;
 }
 
-export const DEFAULT_TIMEOUTS: Timeouts = { connectMs: 5_000, firstByteMs: 60_000, idleMs: 30_000, totalMs: 600_000 };
+export const DEFAULT_TIMEOUTS: Timeouts = {
+  connectMs: 5_000,
+  firstByteMs: 60_000,
+  idleMs: 30_000,
+  totalMs: 600_000,
+};
 
 export const DEFAULT_BREAKER: BreakerSettings = {
   windowMs: 30_000,
@@ -148,7 +153,10 @@ export const DEFAULT_BREAKER: BreakerSettings = {
 };
 
 /** A row applies at `now` when effective_from <= now < effective_to. */
-export function isEffective(row: { effectiveFrom: number; effectiveTo: number | null }, now: number): boolean {
+export function isEffective(
+  row: { effectiveFrom: number; effectiveTo: number | null },
+  now: number,
+): boolean {
   return row.effectiveFrom <= now && (row.effectiveTo === null || now < row.effectiveTo);
 }
 

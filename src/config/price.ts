@@ -6,7 +6,6 @@ import type { UnitPrices } from '../core/pricing.js';
 
 export type { UnitPrices } from '../core/pricing.js';
 
-
 export interface Price {
   id: string;
   alias: string;
@@ -19,7 +18,18 @@ export interface Price {
   effectiveTo: number | null;
 }
 
-export const PRICE_UNITS = ['input_per_mtok', 'output_per_mtok', 'cached_per_mtok', 'per_request', 'per_image', 'per_video_second', 'per_track', 'per_mchar', 'per_audio_second', 'per_cache_hit'] as const;
+export const PRICE_UNITS = [
+  'input_per_mtok',
+  'output_per_mtok',
+  'cached_per_mtok',
+  'per_request',
+  'per_image',
+  'per_video_second',
+  'per_track',
+  'per_mchar',
+  'per_audio_second',
+  'per_cache_hit',
+] as const;
 const UNITS = PRICE_UNITS;
 
 function units(r: Record<string, unknown>, side: 'cost' | 'sale'): UnitPrices {

@@ -113,8 +113,18 @@ export function toKey(r: KeyRow): ApiKey {
  * Loads every live (not deleted, not yet expired) config row. Future rows are included so that a change
  * scheduled with effective_from takes effect by itself at that time, without another load.
  */
-export type ConfigTable = 'channel' | 'alias' | 'app' | 'api_key' | 'quota' | 'token_group' | 'price' | 'setting';
-export const CONFIG_TABLES: ConfigTable[] = ['channel', 'alias', 'app', 'api_key', 'quota', 'token_group', 'price', 'setting'];
+export type ConfigTable =
+  'channel' | 'alias' | 'app' | 'api_key' | 'quota' | 'token_group' | 'price' | 'setting';
+export const CONFIG_TABLES: ConfigTable[] = [
+  'channel',
+  'alias',
+  'app',
+  'api_key',
+  'quota',
+  'token_group',
+  'price',
+  'setting',
+];
 
 export interface SettingRow {
   key: string;
@@ -212,8 +222,15 @@ export function toTokenGroup(r: any): TokenGroup {
 }
 
 export async function loadConfig(db: Db): Promise<ConfigRows> {
-  const [channels, aliases, apps, keys] = await Promise.all((['channel', 'alias', 'app', 'api_key'] as const).map((t) => fetchRows(db, t)));
-  return { channels: channels!.map(toChannel), aliases: aliases!.map(toAlias), apps: apps!.map(toApp), keys: keys!.map((r) => toKey(r as KeyRow)) };
+  const [channels, aliases, apps, keys] = await Promise.all(
+    (['channel', 'alias', 'app', 'api_key'] as const).map((t) => fetchRows(db, t)),
+  );
+  return {
+    channels: channels!.map(toChannel),
+    aliases: aliases!.map(toAlias),
+    apps: apps!.map(toApp),
+    keys: keys!.map((r) => toKey(r as KeyRow)),
+  };
 }
 
 /** One key by hash, for a key created after the last snapshot load. */
@@ -237,7 +254,12 @@ export interface ChannelInput {
   credential?: string;
   enabled?: boolean;
   weight?: number;
-  settings?: { timeouts?: Partial<Timeouts>; breaker?: Partial<BreakerSettings>; headers?: Record<string, string>; maxConnections?: number };
+  settings?: {
+    timeouts?: Partial<Timeouts>;
+    breaker?: Partial<BreakerSettings>;
+    headers?: Record<string, string>;
+    maxConnections?: number;
+  };
   effectiveFrom?: Date;
   effectiveTo?: Date | null;
 }
@@ -285,7 +307,12 @@ export async function insertAlias(db: Db, a: AliasInput): Promise<void> {
     .execute();
 }
 
-export async function insertApp(db: Db, name: string, id = 'app_' + randomId(16), billing: 'prepaid' | 'postpaid' = 'postpaid'): Promise<string> {
+export async function insertApp(
+  db: Db,
+  name: string,
+  id = 'app_' + randomId(16),
+  billing: 'prepaid' | 'postpaid' = 'postpaid',
+): Promise<string> {
   await db.insertInto('app').values({ id, name, billing }).execute();
   return id;
 }

@@ -28,20 +28,24 @@ function bool(v: unknown, param: string): boolean {
 }
 
 function int(v: unknown, param: string, min: number, max: number): number {
-  if (!Number.isInteger(v) || (v as number) < min || (v as number) > max) throw bad(param, `must be an integer in [${min}, ${max}]`);
+  if (!Number.isInteger(v) || (v as number) < min || (v as number) > max)
+    throw bad(param, `must be an integer in [${min}, ${max}]`);
   return v as number;
 }
 
 /** Money and other large integers: a JSON integer or a digit string (for values past 2^53). */
 function bigint(v: unknown, param: string): string {
-  const ok = (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) || (typeof v === 'string' && /^\d{1,18}$/.test(v));
+  const ok =
+    (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) ||
+    (typeof v === 'string' && /^\d{1,18}$/.test(v));
   if (!ok) throw bad(param, 'must be a non-negative integer (a JSON integer or a digit string)');
   return String(v);
 }
 
 function date(v: unknown, param: string): Date | null {
   if (v === null) return null;
-  if (typeof v !== 'string' && typeof v !== 'number') throw bad(param, 'must be an ISO-8601 timestamp or null');
+  if (typeof v !== 'string' && typeof v !== 'number')
+    throw bad(param, 'must be an ISO-8601 timestamp or null');
   const d = new Date(v);
   if (Number.isNaN(d.getTime())) throw bad(param, 'must be an ISO-8601 timestamp or null');
   return d;
@@ -51,7 +55,12 @@ const CODE_RE = /^[a-zA-Z0-9][a-zA-Z0-9._:-]{0,63}$/;
 const CODE_MSG = 'letters, digits, . _ : - (1-64 characters, starting with a letter or digit)';
 
 const NUMERIC_SETTINGS: Record<string, Record<string, [number, number]>> = {
-  timeouts: { connectMs: [1, 600_000], firstByteMs: [1, 3_600_000], idleMs: [1, 3_600_000], totalMs: [1, 86_400_000] },
+  timeouts: {
+    connectMs: [1, 600_000],
+    firstByteMs: [1, 3_600_000],
+    idleMs: [1, 3_600_000],
+    totalMs: [1, 86_400_000],
+  },
   breaker: {
     windowMs: [100, 86_400_000],
     minCalls: [1, 1_000_000],
@@ -74,12 +83,14 @@ function settings(v: unknown): Obj {
       for (const [f, n] of Object.entries(val)) {
         const range = NUMERIC_SETTINGS[k]![f];
         if (!range) throw bad(`settings.${k}.${f}`, 'is not a known setting');
-        if (typeof n !== 'number' || !Number.isFinite(n) || n < range[0] || n > range[1]) throw bad(`settings.${k}.${f}`, `must be a number in [${range[0]}, ${range[1]}]`);
+        if (typeof n !== 'number' || !Number.isFinite(n) || n < range[0] || n > range[1])
+          throw bad(`settings.${k}.${f}`, `must be a number in [${range[0]}, ${range[1]}]`);
         o[f] = n;
       }
       out[k] = o;
     } else if (k === 'headers') {
-      if (!isObj(val) || !Object.values(val).every((h) => typeof h === 'string')) throw bad('settings.headers', 'must map header names to strings');
+      if (!isObj(val) || !Object.values(val).every((h) => typeof h === 'string'))
+        throw bad('settings.headers', 'must map header names to strings');
       out[k] = val;
     } else if (k === 'maxConnections') {
       out[k] = int(val, 'settings.maxConnections', 1, 10_000);
@@ -94,14 +105,16 @@ function chain(v: unknown, param = 'chain'): string {
   if (!Array.isArray(v) || v.length === 0) throw bad(param, 'must be a non-empty array of tiers');
   const tiers = v.map((tier, i) => {
     const targets = isObj(tier) ? tier.targets : tier;
-    if (!Array.isArray(targets) || targets.length === 0) throw bad(`${param}[${i}].targets`, 'must be a non-empty array');
+    if (!Array.isArray(targets) || targets.length === 0)
+      throw bad(`${param}[${i}].targets`, 'must be a non-empty array');
     return {
       targets: targets.map((t, j) => {
         if (!isObj(t)) throw bad(`${param}[${i}].targets[${j}]`, 'must be an object');
         return {
           channel: str(t.channel, `${param}[${i}].targets[${j}].channel`, { max: 64 }),
           model: str(t.model, `${param}[${i}].targets[${j}].model`),
-          weight: t.weight === undefined ? 1 : int(t.weight, `${param}[${i}].targets[${j}].weight`, 0, 1_000_000),
+          weight:
+            t.weight === undefined ? 1 : int(t.weight, `${param}[${i}].targets[${j}].weight`, 0, 1_000_000),
         };
       }),
     };
@@ -115,7 +128,8 @@ const FIELDS: Record<Entity, Record<string, (v: unknown) => [string, unknown]>> 
     code: (v) => ['code', str(v, 'code', { max: 64, re: CODE_RE, reMsg: CODE_MSG })],
     name: (v) => ['name', str(v, 'name')],
     provider: (v) => {
-      if (v !== 'openai' && v !== 'anthropic' && v !== 'jobs' && v !== 'gemini') throw bad('provider', "must be 'openai', 'anthropic', 'gemini' or 'jobs'");
+      if (v !== 'openai' && v !== 'anthropic' && v !== 'jobs' && v !== 'gemini')
+        throw bad('provider', "must be 'openai', 'anthropic', 'gemini' or 'jobs'");
       return ['provider', v];
     },
     base_url: (v) => {
@@ -126,7 +140,8 @@ const FIELDS: Record<Entity, Record<string, (v: unknown) => [string, unknown]>> 
       } catch {
         throw bad('base_url', 'must be an absolute http(s) URL');
       }
-      if (u.protocol !== 'http:' && u.protocol !== 'https:') throw bad('base_url', 'must be an absolute http(s) URL');
+      if (u.protocol !== 'http:' && u.protocol !== 'https:')
+        throw bad('base_url', 'must be an absolute http(s) URL');
       return ['base_url', s.replace(/\/+$/, '')];
     },
     credential: (v) => {
@@ -141,7 +156,14 @@ const FIELDS: Record<Entity, Record<string, (v: unknown) => [string, unknown]>> 
   },
   alias: {
     name: (v) => ['name', str(v, 'name', { max: 128, re: /^[^\s]+$/, reMsg: 'must not contain whitespace' })],
-    description: (v) => ['description', typeof v === 'string' ? v.slice(0, 1000) : (() => { throw bad('description', 'must be a string'); })()],
+    description: (v) => [
+      'description',
+      typeof v === 'string'
+        ? v.slice(0, 1000)
+        : (() => {
+            throw bad('description', 'must be a string');
+          })(),
+    ],
     enabled: (v) => ['enabled', bool(v, 'enabled')],
     chain: (v) => ['chain', chain(v)],
     max_attempts: (v) => ['max_attempts', int(v, 'max_attempts', 1, 20)],
@@ -162,14 +184,23 @@ const FIELDS: Record<Entity, Record<string, (v: unknown) => [string, unknown]>> 
     effective_to: (v) => ['effective_to', date(v, 'effective_to')],
   },
   api_key: {
-    name: (v) => ['name', typeof v === 'string' && v.length <= 256 ? v : (() => { throw bad('name', 'must be a string of at most 256 characters'); })()],
+    name: (v) => [
+      'name',
+      typeof v === 'string' && v.length <= 256
+        ? v
+        : (() => {
+            throw bad('name', 'must be a string of at most 256 characters');
+          })(),
+    ],
     enabled: (v) => ['enabled', bool(v, 'enabled')],
     allowed_aliases: (v) => {
-      if (v !== null && (!Array.isArray(v) || !v.every((a) => typeof a === 'string'))) throw bad('allowed_aliases', 'must be an array of alias names or null');
+      if (v !== null && (!Array.isArray(v) || !v.every((a) => typeof a === 'string')))
+        throw bad('allowed_aliases', 'must be an array of alias names or null');
       return ['allowed_aliases', JSON.stringify(v)];
     },
     queue_mode: (v) => {
-      if (v !== 'REJECT' && v !== 'WAIT' && v !== 'ASYNC') throw bad('queue_mode', "must be 'REJECT', 'WAIT' or 'ASYNC'");
+      if (v !== 'REJECT' && v !== 'WAIT' && v !== 'ASYNC')
+        throw bad('queue_mode', "must be 'REJECT', 'WAIT' or 'ASYNC'");
       return ['queue_mode', v];
     },
     wait_timeout_ms: (v) => ['wait_timeout_ms', int(v, 'wait_timeout_ms', 1, 3_600_000)],
@@ -181,19 +212,24 @@ const FIELDS: Record<Entity, Record<string, (v: unknown) => [string, unknown]>> 
       if (!/^https?:\/\//.test(s)) throw bad('webhook_url', 'must be an http(s) URL');
       return ['webhook_url', s];
     },
-    webhook_secret: (v) => ['webhook_secret', v === null ? null : sealSecret(str(v, 'webhook_secret', { max: 256 }))],
+    webhook_secret: (v) => [
+      'webhook_secret',
+      v === null ? null : sealSecret(str(v, 'webhook_secret', { max: 256 })),
+    ],
     effective_from: (v) => ['effective_from', date(v, 'effective_from') ?? new Date()],
     effective_to: (v) => ['effective_to', date(v, 'effective_to')],
   },
   quota: {
     scope: (v) => {
-      if (v !== 'key' && v !== 'app' && v !== 'token_group') throw bad('scope', "must be 'key', 'app' or 'token_group'");
+      if (v !== 'key' && v !== 'app' && v !== 'token_group')
+        throw bad('scope', "must be 'key', 'app' or 'token_group'");
       return ['scope', v];
     },
     scope_id: (v) => ['scope_id', str(v, 'scope_id', { max: 64 })],
     max_concurrency: (v) => ['max_concurrency', int(v, 'max_concurrency', 0, 1_000_000)],
     qps: (v) => {
-      if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || v > 1_000_000) throw bad('qps', 'must be a number in [0, 1000000]');
+      if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || v > 1_000_000)
+        throw bad('qps', 'must be a number in [0, 1000000]');
       return ['qps', v];
     },
     qps_burst: (v) => ['qps_burst', int(v, 'qps_burst', 0, 1_000_000)],
@@ -212,8 +248,14 @@ const FIELDS: Record<Entity, Record<string, (v: unknown) => [string, unknown]>> 
         c,
         (v: unknown): [string, unknown] => {
           // money: integer micro-units, as a JSON integer or a decimal string (for amounts past 2^53)
-          const ok = (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) || (typeof v === 'string' && /^\d{1,18}$/.test(v));
-          if (!ok) throw bad(c, 'must be a non-negative integer number of micro-units (a JSON integer or a digit string)');
+          const ok =
+            (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) ||
+            (typeof v === 'string' && /^\d{1,18}$/.test(v));
+          if (!ok)
+            throw bad(
+              c,
+              'must be a non-negative integer number of micro-units (a JSON integer or a digit string)',
+            );
           return [c, String(v)];
         },
       ]),
@@ -243,19 +285,32 @@ const REQUIRED: Record<Entity, string[]> = {
 };
 
 /** Keys that name the row and can't be changed by PATCH. */
-const IMMUTABLE: Record<Entity, string[]> = { channel: ['code'], alias: ['name'], app: ['id'], api_key: [], quota: ['scope', 'scope_id'], token_group: ['id'], price: ['alias', 'channel'] };
+const IMMUTABLE: Record<Entity, string[]> = {
+  channel: ['code'],
+  alias: ['name'],
+  app: ['id'],
+  api_key: [],
+  quota: ['scope', 'scope_id'],
+  token_group: ['id'],
+  price: ['alias', 'channel'],
+};
 
 /** Fields the API accepts but that are not columns (handled by the caller). */
 const META = new Set(['version_no', 'id_version']);
 
-export function validateWrite(entity: Entity, body: unknown, mode: 'create' | 'patch'): Record<string, unknown> {
+export function validateWrite(
+  entity: Entity,
+  body: unknown,
+  mode: 'create' | 'patch',
+): Record<string, unknown> {
   if (!isObj(body)) throw new GatewayError('invalid_request', 'The request body must be a JSON object.');
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(body)) {
     if (META.has(k)) continue;
     const f = FIELDS[entity][k];
     if (!f) throw bad(k, `is not a field of ${entity}`);
-    if (mode === 'patch' && IMMUTABLE[entity].includes(k)) throw bad(k, 'cannot be changed; create a new row instead');
+    if (mode === 'patch' && IMMUTABLE[entity].includes(k))
+      throw bad(k, 'cannot be changed; create a new row instead');
     const [col, val] = f(v);
     out[col] = val;
   }

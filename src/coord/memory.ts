@@ -1,7 +1,14 @@
 import { EventEmitter } from 'node:events';
 import type { Clock } from '../lib/clock.js';
 import { systemClock } from '../lib/clock.js';
-import { type BreakerStore, type ChannelHealth, type Coordinator, type SharedBreakerState, type Unsubscribe, CLOSED_INITIAL } from './types.js';
+import {
+  type BreakerStore,
+  type ChannelHealth,
+  type Coordinator,
+  type SharedBreakerState,
+  type Unsubscribe,
+  CLOSED_INITIAL,
+} from './types.js';
 
 /** Per-generation counters with an expiry, like the Redis keys they stand in for. */
 class ExpiringCounters {

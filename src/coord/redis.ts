@@ -1,6 +1,13 @@
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import { TickPipeline } from './tick-pipeline.js';
-import { type BreakerStore, type ChannelHealth, type Coordinator, type SharedBreakerState, type Unsubscribe, CLOSED_INITIAL } from './types.js';
+import {
+  type BreakerStore,
+  type ChannelHealth,
+  type Coordinator,
+  type SharedBreakerState,
+  type Unsubscribe,
+  CLOSED_INITIAL,
+} from './types.js';
 
 /**
  * Breaker keys share one hash tag ({...brk}) so each script touches a single slot on Redis Cluster.
@@ -72,8 +79,15 @@ export function subscriberOf(client: Redis): Redis {
   // A subscriber re-subscribes by itself after a reconnect, with a SUBSCRIBE ioredis sends and never
   // awaits: it must be resent if the connection drops again before the reply, or its rejection would be
   // unhandled (the command connection's autoResendUnfulfilledCommands: false must not carry over).
-  const opts = { enableAutoPipelining: false, enableOfflineQueue: true, autoResendUnfulfilledCommands: true, maxRetriesPerRequest: null };
-  return client instanceof Cluster ? ((client as unknown as Cluster).duplicate([], opts) as unknown as Redis) : client.duplicate(opts);
+  const opts = {
+    enableAutoPipelining: false,
+    enableOfflineQueue: true,
+    autoResendUnfulfilledCommands: true,
+    maxRetriesPerRequest: null,
+  };
+  return client instanceof Cluster
+    ? ((client as unknown as Cluster).duplicate([], opts) as unknown as Redis)
+    : client.duplicate(opts);
 }
 
 export interface RedisCoordinatorOptions {
@@ -110,21 +124,23 @@ export class RedisCoordinator implements Coordinator {
       retryStrategy: (n) => Math.min(50 * 2 ** Math.min(n, 6), 2_000),
     };
     // Every multi-key script names keys of one hash tag ({brk}, {q:<app>}), so it runs unchanged on a Cluster.
-    this.cmd = (
-      opts.clusterNodes?.length
-        ? new Cluster(
-            opts.clusterNodes.map((n) => {
-              const [host, port] = n.split(':');
-              return { host: host!, port: Number(port) };
-            }),
-            // No auto-pipelining on a Cluster: ioredis routes an auto-pipelined EVALSHA by its first
-            // argument (the script's sha, not a key), so scripts land in pipelines of the wrong slot group
-            // and fail with "All keys in the pipeline should belong to the same slots allocation group"
-            // (redis/ioredis#2109).
-            { enableAutoPipelining: false, redisOptions: { ...base, enableAutoPipelining: false }, clusterRetryStrategy: (n) => Math.min(100 * 2 ** Math.min(n, 5), 2_000) },
-          )
-        : new Redis(opts.url, base)
-    ) as unknown as Redis & Cmds;
+    this.cmd = (opts.clusterNodes?.length
+      ? new Cluster(
+          opts.clusterNodes.map((n) => {
+            const [host, port] = n.split(':');
+            return { host: host!, port: Number(port) };
+          }),
+          // No auto-pipelining on a Cluster: ioredis routes an auto-pipelined EVALSHA by its first
+          // argument (the script's sha, not a key), so scripts land in pipelines of the wrong slot group
+          // and fail with "All keys in the pipeline should belong to the same slots allocation group"
+          // (redis/ioredis#2109).
+          {
+            enableAutoPipelining: false,
+            redisOptions: { ...base, enableAutoPipelining: false },
+            clusterRetryStrategy: (n) => Math.min(100 * 2 ** Math.min(n, 5), 2_000),
+          },
+        )
+      : new Redis(opts.url, base)) as unknown as Redis & Cmds;
     this.cmd.on('error', () => {}); // reconnects on its own; health is read through ping()
     this.cmd.defineCommand('animaCas', { numberOfKeys: 1, lua: CAS_LUA });
     this.cmd.defineCommand('animaIncrTtl', { numberOfKeys: 1, lua: INCR_TTL_LUA });
@@ -140,7 +156,10 @@ export class RedisCoordinator implements Coordinator {
     const until = Date.now() + timeoutMs;
     if (this.cmd.status !== 'ready') {
       await new Promise<void>((resolve, reject) => {
-        const t = setTimeout(() => reject(new Error(`Redis not reachable at start within ${timeoutMs} ms`)), timeoutMs);
+        const t = setTimeout(
+          () => reject(new Error(`Redis not reachable at start within ${timeoutMs} ms`)),
+          timeoutMs,
+        );
         this.cmd.once('ready', () => {
           clearTimeout(t);
           resolve();
@@ -152,7 +171,11 @@ export class RedisCoordinator implements Coordinator {
     await Promise.race([
       this.tick.ready(),
       new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`Redis not reachable at start within ${timeoutMs} ms (hot-path connection)`)), Math.max(0, until - Date.now()));
+        timer = setTimeout(
+          () =>
+            reject(new Error(`Redis not reachable at start within ${timeoutMs} ms (hot-path connection)`)),
+          Math.max(0, until - Date.now()),
+        );
       }),
     ]).finally(() => clearTimeout(timer));
     this.cmd.options.enableOfflineQueue = false;

@@ -259,7 +259,8 @@ export class RespConnection {
 
   private timedOut(): void {
     this.timer = null;
-    if (this.pendingHead < this.pending.length) this.drop(new Error(`Redis did not answer within ${this.opts.commandTimeoutMs ?? 5_000} ms`));
+    if (this.pendingHead < this.pending.length)
+      this.drop(new Error(`Redis did not answer within ${this.opts.commandTimeoutMs ?? 5_000} ms`));
   }
 
   private drop(reason: Error): void {
@@ -269,11 +270,16 @@ export class RespConnection {
 
   private connect(): void {
     const o = this.opts;
-    const sock = o.tls ? tls.connect({ host: o.host, port: o.port, ...o.tls }) : net.connect({ host: o.host, port: o.port });
+    const sock = o.tls
+      ? tls.connect({ host: o.host, port: o.port, ...o.tls })
+      : net.connect({ host: o.host, port: o.port });
     this.sock = sock;
     sock.setNoDelay(true);
     // Covers the handshake too: connected means Redis answered (cleared by onReady or onClose).
-    this.connectTimer = setTimeout(() => this.drop(new Error('Redis connect timed out')), o.connectTimeoutMs ?? 2_000);
+    this.connectTimer = setTimeout(
+      () => this.drop(new Error('Redis connect timed out')),
+      o.connectTimeoutMs ?? 2_000,
+    );
     sock.once(o.tls ? 'secureConnect' : 'connect', () => this.handshake());
     sock.on('data', (chunk: Buffer) => this.onData(chunk));
     sock.on('error', () => {}); // 'close' follows; its handler fails what was in flight
@@ -362,10 +368,17 @@ export class RespConnection {
     const inFlight = this.pending.splice(this.pendingHead);
     this.pending.length = 0;
     this.pendingHead = 0;
-    fail(inFlight, this.dropReason ?? new Error(wasReady ? 'Redis connection lost; the command may or may not have run' : 'Redis connection failed'));
+    fail(
+      inFlight,
+      this.dropReason ??
+        new Error(
+          wasReady ? 'Redis connection lost; the command may or may not have run' : 'Redis connection failed',
+        ),
+    );
     this.dropReason = null;
     // Before the first connection, writes wait for it, but not through endless failed attempts.
-    if (!this.everReady && this.attempt >= 2) for (const e of this.early.splice(0)) fail(e.callbacks, new Error('Redis is not reachable'));
+    if (!this.everReady && this.attempt >= 2)
+      for (const e of this.early.splice(0)) fail(e.callbacks, new Error('Redis is not reachable'));
     if (this.closed) return;
     const delay = Math.min(50 * 2 ** Math.min(this.attempt++, 6), 2_000);
     this.reconnectTimer = setTimeout(() => {

@@ -1,6 +1,13 @@
 import { createHash } from 'node:crypto';
 import { Cluster, type Redis } from 'ioredis';
-import { type Reply, type ReplyCallback, type RespOptions, RespConnection, ReplyError, RespWriter } from './resp.js';
+import {
+  type Reply,
+  type ReplyCallback,
+  type RespOptions,
+  RespConnection,
+  ReplyError,
+  RespWriter,
+} from './resp.js';
 
 /** Calls per script execution (see flush). */
 const MAX_BATCH = 64;
@@ -27,8 +34,16 @@ const MAX_BATCH = 64;
  * On a Cluster each call is sent at once on its slot's connection (a batch would span slots).
  */
 export class TickPipeline {
-  private batch: Array<{ name: string; args: Array<string | number>; resolve: (v: unknown) => void; reject: (e: unknown) => void }> | null = null;
-  private readonly scripts = new Map<string, { index: number; lua: string; sha: string; numberOfKeys: number | null }>();
+  private batch: Array<{
+    name: string;
+    args: Array<string | number>;
+    resolve: (v: unknown) => void;
+    reject: (e: unknown) => void;
+  }> | null = null;
+  private readonly scripts = new Map<
+    string,
+    { index: number; lua: string; sha: string; numberOfKeys: number | null }
+  >();
   private batchScript: { lua: string; sha: string } | null = null;
   /** Its own connection (see RespConnection); null on a Cluster. */
   private readonly conn: RespConnection | null;
@@ -48,7 +63,8 @@ export class TickPipeline {
   define(name: string, lua: string, numberOfKeys: number | null = null): void {
     if (this.scripts.has(name)) return;
     // On a Cluster the calls go through ioredis, one slot each.
-    if (!this.conn && !(name in this.client)) this.client.defineCommand(name, numberOfKeys === null ? { lua } : { numberOfKeys, lua });
+    if (!this.conn && !(name in this.client))
+      this.client.defineCommand(name, numberOfKeys === null ? { lua } : { numberOfKeys, lua });
     this.scripts.set(name, { index: this.scripts.size + 1, lua, sha: sha1(lua), numberOfKeys });
     this.batchScript = null; // the batch script is generated again with this one in it
   }
@@ -69,14 +85,18 @@ export class TickPipeline {
 
   /** Queues a call of a script defined here into this turn's batch. */
   call<T>(name: string, args: Array<string | number>): Promise<T> {
-    if (!this.conn) return (this.client as unknown as Record<string, (...a: unknown[]) => Promise<T>>)[name]!(...args);
-    if (!this.scripts.has(name)) return Promise.reject(new Error(`TickPipeline: script ${name} is not defined`));
+    if (!this.conn)
+      return (this.client as unknown as Record<string, (...a: unknown[]) => Promise<T>>)[name]!(...args);
+    if (!this.scripts.has(name))
+      return Promise.reject(new Error(`TickPipeline: script ${name} is not defined`));
     let b = this.batch;
     if (!b) {
       b = this.batch = [];
       setImmediate(() => this.flush());
     }
-    return new Promise<T>((resolve, reject) => b.push({ name, args, resolve: resolve as (v: unknown) => void, reject }));
+    return new Promise<T>((resolve, reject) =>
+      b.push({ name, args, resolve: resolve as (v: unknown) => void, reject }),
+    );
   }
 
   private flush(): void {
@@ -102,7 +122,9 @@ export class TickPipeline {
         const c = g[0]!;
         const s = this.scripts.get(c.name)!;
         load(s.lua, s.sha);
-        w.command(2 + (s.numberOfKeys === null ? 0 : 1) + c.args.length).arg('EVALSHA').arg(s.sha);
+        w.command(2 + (s.numberOfKeys === null ? 0 : 1) + c.args.length)
+          .arg('EVALSHA')
+          .arg(s.sha);
         if (s.numberOfKeys !== null) w.arg(s.numberOfKeys);
         for (const a of c.args) w.arg(a);
         callbacks.push((err, v) => {
@@ -146,7 +168,10 @@ export class TickPipeline {
       }
       const bs = this.batchLuaScript();
       load(bs.lua, bs.sha);
-      w.command(3 + keys.length + argc).arg('EVALSHA').arg(bs.sha).arg(keys.length);
+      w.command(3 + keys.length + argc)
+        .arg('EVALSHA')
+        .arg(bs.sha)
+        .arg(keys.length);
       for (const k of keys) w.arg(k);
       w.arg(g.length);
       let p = 0;
@@ -154,7 +179,9 @@ export class TickPipeline {
         const s = this.scripts.get(c.name)!;
         const nk = s.numberOfKeys ?? Number(c.args[0]);
         const from = s.numberOfKeys === null ? 1 : 0;
-        w.arg(s.index).arg(nk).arg(c.args.length - from - nk);
+        w.arg(s.index)
+          .arg(nk)
+          .arg(c.args.length - from - nk);
         for (let k = 0; k < nk; k++) w.arg(positions[p++]!);
         for (let k = from + nk; k < c.args.length; k++) w.arg(c.args[k]!);
       }

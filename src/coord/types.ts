@@ -16,7 +16,13 @@ export interface SharedBreakerState {
   reason: string;
 }
 
-export const CLOSED_INITIAL: SharedBreakerState = { state: 'closed', gen: 0, since: 0, openUntil: 0, reason: '' };
+export const CLOSED_INITIAL: SharedBreakerState = {
+  state: 'closed',
+  gen: 0,
+  since: 0,
+  openUntil: 0,
+  reason: '',
+};
 
 export interface ChannelHealth {
   /** Out of rotation until then (an upstream 429 with Retry-After). */
@@ -28,7 +34,12 @@ export interface ChannelHealth {
   updatedAt: number;
 }
 
-export const HEALTHY: ChannelHealth = { cooldownUntil: 0, credential: 'ok', credentialSince: 0, updatedAt: 0 };
+export const HEALTHY: ChannelHealth = {
+  cooldownUntil: 0,
+  credential: 'ok',
+  credentialSince: 0,
+  updatedAt: 0,
+};
 
 export interface BreakerStore {
   /** Every channel's shared breaker state (channels never written are absent: closed). */
@@ -37,7 +48,11 @@ export interface BreakerStore {
    * Writes `next` (whose gen must be expectedGen + 1) if the stored gen is expectedGen.
    * Returns the state stored afterwards: `next` on success, the newer one otherwise.
    */
-  cas(channel: string, expectedGen: number, next: SharedBreakerState): Promise<{ ok: boolean; current: SharedBreakerState }>;
+  cas(
+    channel: string,
+    expectedGen: number,
+    next: SharedBreakerState,
+  ): Promise<{ ok: boolean; current: SharedBreakerState }>;
   /** Takes one of `max` probe permits of generation `gen`; false once they are gone. */
   acquireProbe(channel: string, gen: number, max: number, ttlMs: number): Promise<boolean>;
   /** Counts a successful probe of generation `gen`; returns the count so far. */

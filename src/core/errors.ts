@@ -91,7 +91,13 @@ export class GatewayError extends Error {
   constructor(
     code: ErrorCode,
     message: string,
-    opts: { param?: string | null; status?: number; headers?: Record<string, string>; cause?: unknown; details?: Record<string, unknown> } = {},
+    opts: {
+      param?: string | null;
+      status?: number;
+      headers?: Record<string, string>;
+      cause?: unknown;
+      details?: Record<string, unknown>;
+    } = {},
   ) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     const spec: ErrorSpec = ERRORS[code];

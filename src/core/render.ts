@@ -61,7 +61,13 @@ export function toGoogleError(e: GatewayError, status = e.status): GoogleErrorBo
       code: status,
       message: e.message,
       status: GOOGLE_STATUS[status] ?? (status >= 500 ? 'INTERNAL' : 'INVALID_ARGUMENT'),
-      details: [{ '@type': 'type.googleapis.com/google.rpc.ErrorInfo', reason: e.code.toUpperCase(), domain: 'anima' }],
+      details: [
+        {
+          '@type': 'type.googleapis.com/google.rpc.ErrorInfo',
+          reason: e.code.toUpperCase(),
+          domain: 'anima',
+        },
+      ],
     },
   };
 }
@@ -71,7 +77,8 @@ export function anthropicStatus(e: GatewayError): number {
   return e.code === 'upstream_overloaded' ? 529 : e.status;
 }
 
-const SECRET_RE = /\b(sk-[A-Za-z0-9_-]{8,}|sk-ant-[A-Za-z0-9_-]{8,}|Bearer\s+[A-Za-z0-9._-]{8,}|AIza[0-9A-Za-z_-]{20,})/g;
+const SECRET_RE =
+  /\b(sk-[A-Za-z0-9_-]{8,}|sk-ant-[A-Za-z0-9_-]{8,}|Bearer\s+[A-Za-z0-9._-]{8,}|AIza[0-9A-Za-z_-]{20,})/g;
 
 /** Masks anything that looks like a key in text that came from outside (upstream error messages). */
 export function redactSecrets(s: string): string {

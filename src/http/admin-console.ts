@@ -54,7 +54,9 @@ export function adminTaskView(t: TaskRow, withRequest = false): Record<string, u
     cancel_requested_at: iso(t.cancel_requested_at),
     billing_state: t.billing_state,
     transitions: t.transitions,
-    ...(withRequest ? { request: t.request, webhook_url: t.webhook_url, idempotency_key: t.idempotency_key, polls: t.polls } : {}),
+    ...(withRequest
+      ? { request: t.request, webhook_url: t.webhook_url, idempotency_key: t.idempotency_key, polls: t.polls }
+      : {}),
   };
 }
 
@@ -80,13 +82,24 @@ export function registerConsoleRoutes(r: FastifyInstance, d: AdminDeps, circuits
     const q = req.query as Record<string, string>;
     const minutes = q.minutes === undefined ? 60 : Number(q.minutes);
     const step = q.step === undefined ? 60 : Number(q.step);
-    if (!Number.isInteger(minutes) || minutes < 1 || minutes > 60) throw new GatewayError('invalid_request', 'minutes must be an integer in [1, 60]', { param: 'minutes' });
-    if (!Number.isInteger(step) || step < 10 || step > 600 || step % 10 !== 0) throw new GatewayError('invalid_request', 'step must be a multiple of 10 seconds in [10, 600]', { param: 'step' });
+    if (!Number.isInteger(minutes) || minutes < 1 || minutes > 60)
+      throw new GatewayError('invalid_request', 'minutes must be an integer in [1, 60]', {
+        param: 'minutes',
+      });
+    if (!Number.isInteger(step) || step < 10 || step > 600 || step % 10 !== 0)
+      throw new GatewayError('invalid_request', 'step must be a multiple of 10 seconds in [10, 600]', {
+        param: 'step',
+      });
     return { instance: true, ...c.stats.series(Date.now(), minutes, step) };
   });
 
   // ---- queues: WAIT queues (shared) and active tasks (database), cached briefly ----
-  let taskCounts: { at: number; by: Record<string, number> | null; byKind: Record<string, number> | null; p: Promise<void> | null } = { at: 0, by: null, byKind: null, p: null };
+  let taskCounts: {
+    at: number;
+    by: Record<string, number> | null;
+    byKind: Record<string, number> | null;
+    p: Promise<void> | null;
+  } = { at: 0, by: null, byKind: null, p: null };
   const readTaskCounts = async () => {
     if (!c.tasks) return;
     if (Date.now() - taskCounts.at < TASK_COUNTS_TTL_MS) return;
@@ -112,7 +125,14 @@ export function registerConsoleRoutes(r: FastifyInstance, d: AdminDeps, circuits
     const keys: QueueSnapshot['keys'] = [];
     const waitKeys = d.config
       .allKeys()
-      .filter((k) => k.queueMode === 'WAIT' && k.enabled && (d.config.quota('key', k.id, now) || d.config.quota('app', k.appId, now) || (k.tokenGroupId && d.config.quota('token_group', k.tokenGroupId, now))));
+      .filter(
+        (k) =>
+          k.queueMode === 'WAIT' &&
+          k.enabled &&
+          (d.config.quota('key', k.id, now) ||
+            d.config.quota('app', k.appId, now) ||
+            (k.tokenGroupId && d.config.quota('token_group', k.tokenGroupId, now))),
+      );
     const shown = waitKeys.slice(0, MAX_QUEUES);
     const backend = c.queues?.backend;
     await Promise.all([
@@ -122,7 +142,10 @@ export function registerConsoleRoutes(r: FastifyInstance, d: AdminDeps, circuits
         if (backend) {
           try {
             // A key waits in its app's queue, or in its token group's when that limit was the one hit.
-            const [a, g] = await Promise.all([backend.queueLength(k.appId, k.id), k.tokenGroupId ? backend.queueLength('tg:' + k.tokenGroupId, k.id) : Promise.resolve(0)]);
+            const [a, g] = await Promise.all([
+              backend.queueLength(k.appId, k.id),
+              k.tokenGroupId ? backend.queueLength('tg:' + k.tokenGroupId, k.id) : Promise.resolve(0),
+            ]);
             waiting = a + g;
           } catch {
             waiting = null;
@@ -150,11 +173,22 @@ export function registerConsoleRoutes(r: FastifyInstance, d: AdminDeps, circuits
   };
   r.get('/tasks', async (req) => {
     const q = req.query as Record<string, string>;
-    if (q.status !== undefined && !TASK_STATUSES.includes(q.status)) throw new GatewayError('invalid_request', `status must be one of ${TASK_STATUSES.join(', ')}`, { param: 'status' });
-    for (const p of ['limit', 'offset']) if (q[p] !== undefined && !/^\d{1,6}$/.test(q[p])) throw new GatewayError('invalid_request', `${p} must be a non-negative integer`, { param: p });
+    if (q.status !== undefined && !TASK_STATUSES.includes(q.status))
+      throw new GatewayError('invalid_request', `status must be one of ${TASK_STATUSES.join(', ')}`, {
+        param: 'status',
+      });
+    for (const p of ['limit', 'offset'])
+      if (q[p] !== undefined && !/^\d{1,6}$/.test(q[p]))
+        throw new GatewayError('invalid_request', `${p} must be a non-negative integer`, { param: p });
     const limit = Math.min(Math.max(q.limit ? Number(q.limit) : 50, 1), 500);
     const offset = q.offset ? Number(q.offset) : 0;
-    const rows = await taskStore().store.listAll({ status: q.status, appId: q.app_id || undefined, kind: q.kind || undefined, limit, offset });
+    const rows = await taskStore().store.listAll({
+      status: q.status,
+      appId: q.app_id || undefined,
+      kind: q.kind || undefined,
+      limit,
+      offset,
+    });
     return { data: rows.map((t) => adminTaskView(t)), limit, offset };
   });
   r.get('/tasks/:id', async (req) => {
@@ -170,7 +204,15 @@ export function registerConsoleRoutes(r: FastifyInstance, d: AdminDeps, circuits
     if (!ACTIVE.includes(t.status)) return adminTaskView(t, true);
     const res = await cancelTask(ts.store, t.id, t.app_id, ts);
     if (!res) throw new GatewayError('not_found', 'No such task.');
-    await d.admin.record(req.actor!, 'task_cancel', 'task', t.id, { status: t.status }, { status: res.status, cancel_requested: true }, req.id);
+    await d.admin.record(
+      req.actor!,
+      'task_cancel',
+      'task',
+      t.id,
+      { status: t.status },
+      { status: res.status, cancel_requested: true },
+      req.id,
+    );
     return adminTaskView(res, true);
   });
 
@@ -178,8 +220,14 @@ export function registerConsoleRoutes(r: FastifyInstance, d: AdminDeps, circuits
   const streams = new Map<ServerResponse, string | undefined>();
   let timer: NodeJS.Timeout | null = null;
   let busy = false;
-  const snapshot = async () => ({ at: new Date().toISOString(), circuits: circuits(), queues: await queues(), kill_switch: d.config.killSwitch() ?? { enabled: false } });
-  const send = (res: ServerResponse, data: unknown) => res.write(`event: snapshot\ndata: ${JSON.stringify(data)}\n\n`);
+  const snapshot = async () => ({
+    at: new Date().toISOString(),
+    circuits: circuits(),
+    queues: await queues(),
+    kill_switch: d.config.killSwitch() ?? { enabled: false },
+  });
+  const send = (res: ServerResponse, data: unknown) =>
+    res.write(`event: snapshot\ndata: ${JSON.stringify(data)}\n\n`);
   const tick = async () => {
     if (busy) return; // the previous snapshot is still being read: skip rather than pile up
     busy = true;
@@ -201,11 +249,21 @@ export function registerConsoleRoutes(r: FastifyInstance, d: AdminDeps, circuits
     }
   };
   r.get('/events', async (req: FastifyRequest, reply) => {
-    if (streams.size >= MAX_STREAMS) throw new GatewayError('service_unavailable', `At most ${MAX_STREAMS} live streams per instance; poll /circuits and /queues instead.`, { headers: { 'retry-after': '5' } });
+    if (streams.size >= MAX_STREAMS)
+      throw new GatewayError(
+        'service_unavailable',
+        `At most ${MAX_STREAMS} live streams per instance; poll /circuits and /queues instead.`,
+        { headers: { 'retry-after': '5' } },
+      );
     const first = await snapshot();
     reply.hijack();
     const res = reply.raw;
-    res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', 'x-accel-buffering': 'no', 'x-request-id': req.id });
+    res.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-store',
+      'x-accel-buffering': 'no',
+      'x-request-id': req.id,
+    });
     res.write(`retry: 2000\n\n`);
     send(res, first);
     streams.set(res, req.headers.authorization);

@@ -58,17 +58,22 @@ function versionOf(req: FastifyRequest): number | undefined {
   const h = req.headers['if-match'];
   if (typeof h === 'string' && h.trim()) {
     const m = /^(?:W\/)?"?(\d+)"?$/.exec(h.trim());
-    if (!m) throw new GatewayError('invalid_request', 'If-Match must carry the version_no, e.g. If-Match: "3"', { param: 'If-Match' });
+    if (!m)
+      throw new GatewayError('invalid_request', 'If-Match must carry the version_no, e.g. If-Match: "3"', {
+        param: 'If-Match',
+      });
     return Number(m[1]);
   }
   const b = req.body as Record<string, unknown> | undefined;
   if (b && b.version_no !== undefined) {
-    if (!Number.isInteger(b.version_no)) throw new GatewayError('invalid_request', 'version_no must be an integer', { param: 'version_no' });
+    if (!Number.isInteger(b.version_no))
+      throw new GatewayError('invalid_request', 'version_no must be an integer', { param: 'version_no' });
     return b.version_no as number;
   }
   const q = (req.query as Record<string, string>).version_no;
   if (q !== undefined) {
-    if (!/^\d+$/.test(q)) throw new GatewayError('invalid_request', 'version_no must be an integer', { param: 'version_no' });
+    if (!/^\d+$/.test(q))
+      throw new GatewayError('invalid_request', 'version_no must be an integer', { param: 'version_no' });
     return Number(q);
   }
   return undefined;
@@ -77,13 +82,20 @@ function versionOf(req: FastifyRequest): number | undefined {
 function listQuery(req: FastifyRequest, filters: string[]) {
   const q = req.query as Record<string, string>;
   const where: Record<string, string | boolean> = {};
-  for (const f of filters) if (q[f] !== undefined) where[f] = q[f] === 'true' ? true : q[f] === 'false' ? false : q[f];
+  for (const f of filters)
+    if (q[f] !== undefined) where[f] = q[f] === 'true' ? true : q[f] === 'false' ? false : q[f];
   const int = (v: string | undefined, name: string) => {
     if (v === undefined) return undefined;
-    if (!/^\d+$/.test(v)) throw new GatewayError('invalid_request', `${name} must be a non-negative integer`, { param: name });
+    if (!/^\d+$/.test(v))
+      throw new GatewayError('invalid_request', `${name} must be a non-negative integer`, { param: name });
     return Number(v);
   };
-  return { limit: int(q.limit, 'limit'), offset: int(q.offset, 'offset'), includeDeleted: q.include_deleted === 'true', where };
+  return {
+    limit: int(q.limit, 'limit'),
+    offset: int(q.offset, 'offset'),
+    includeDeleted: q.include_deleted === 'true',
+    where,
+  };
 }
 
 export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
@@ -94,10 +106,12 @@ export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
   void app.register(
     async (r) => {
       r.addHook('onRoute', (route) => {
-        for (const m of [route.method].flat()) if (m !== 'HEAD') registeredAdminRoutes.push({ method: m, url: route.url });
+        for (const m of [route.method].flat())
+          if (m !== 'HEAD') registeredAdminRoutes.push({ method: m, url: route.url });
       });
       r.addHook('onRequest', async (req) => {
-        if (req.url.startsWith(ADMIN_PREFIX + '/docs') || req.url.startsWith(ADMIN_PREFIX + '/openapi.json')) return;
+        if (req.url.startsWith(ADMIN_PREFIX + '/docs') || req.url.startsWith(ADMIN_PREFIX + '/openapi.json'))
+          return;
         req.actor = d.tokens.authenticate(req.headers.authorization);
         if (req.method !== 'GET' && req.method !== 'HEAD' && req.actor.role !== 'admin') {
           throw new GatewayError('admin_forbidden', `Admin API: the '${req.actor.role}' role may only read.`);
@@ -118,16 +132,33 @@ export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
           return reply.code(201).header('etag', `"${row.version_no}"`).send(row);
         });
         r.get(`/${path}/:${param}`, async (req, reply) => {
-          const row = await d.admin.get(entity, (req.params as Record<string, string>)[param]!, { rowId: vid(req) });
+          const row = await d.admin.get(entity, (req.params as Record<string, string>)[param]!, {
+            rowId: vid(req),
+          });
           return reply.header('etag', `"${row.version_no}"`).send(row);
         });
-        r.get(`/${path}/:${param}/versions`, async (req) => ({ data: await d.admin.versions(entity, (req.params as Record<string, string>)[param]!) }));
+        r.get(`/${path}/:${param}/versions`, async (req) => ({
+          data: await d.admin.versions(entity, (req.params as Record<string, string>)[param]!),
+        }));
         r.patch(`/${path}/:${param}`, async (req, reply) => {
-          const row = await d.admin.update(actor(req), entity, (req.params as Record<string, string>)[param]!, versionOf(req), req.body, { rowId: vid(req), requestId: req.id });
+          const row = await d.admin.update(
+            actor(req),
+            entity,
+            (req.params as Record<string, string>)[param]!,
+            versionOf(req),
+            req.body,
+            { rowId: vid(req), requestId: req.id },
+          );
           return reply.header('etag', `"${row.version_no}"`).send(row);
         });
         r.delete(`/${path}/:${param}`, async (req, reply) => {
-          await d.admin.remove(actor(req), entity, (req.params as Record<string, string>)[param]!, versionOf(req), { rowId: vid(req), requestId: req.id });
+          await d.admin.remove(
+            actor(req),
+            entity,
+            (req.params as Record<string, string>)[param]!,
+            versionOf(req),
+            { rowId: vid(req), requestId: req.id },
+          );
           return reply.code(204).send();
         });
       }
@@ -146,43 +177,81 @@ export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
         ['price', 'prices', ['alias', 'channel']],
       ] as Array<[Entity, string, string[]]>) {
         r.get(`/${path}`, async (req) => d.admin.list(entity, listQuery(req, filters)));
-        r.post(`/${path}`, async (req, reply) => reply.code(201).send((await d.admin.create(actor(req), entity, req.body, { requestId: req.id })).row));
+        r.post(`/${path}`, async (req, reply) =>
+          reply
+            .code(201)
+            .send((await d.admin.create(actor(req), entity, req.body, { requestId: req.id })).row),
+        );
         r.get(`/${path}/:id`, async (req) => d.admin.get(entity, (req.params as { id: string }).id));
-        r.patch(`/${path}/:id`, async (req) => d.admin.update(actor(req), entity, (req.params as { id: string }).id, versionOf(req), req.body, { requestId: req.id }));
+        r.patch(`/${path}/:id`, async (req) =>
+          d.admin.update(actor(req), entity, (req.params as { id: string }).id, versionOf(req), req.body, {
+            requestId: req.id,
+          }),
+        );
         r.delete(`/${path}/:id`, async (req, reply) => {
-          await d.admin.remove(actor(req), entity, (req.params as { id: string }).id, versionOf(req), { requestId: req.id });
+          await d.admin.remove(actor(req), entity, (req.params as { id: string }).id, versionOf(req), {
+            requestId: req.id,
+          });
           return reply.code(204).send();
         });
       }
 
       // ---- apps and their keys ----
       r.get('/apps', async (req) => d.admin.list('app', listQuery(req, ['enabled'])));
-      r.post('/apps', async (req, reply) => reply.code(201).send((await d.admin.create(actor(req), 'app', req.body, { requestId: req.id })).row));
+      r.post('/apps', async (req, reply) =>
+        reply.code(201).send((await d.admin.create(actor(req), 'app', req.body, { requestId: req.id })).row),
+      );
       r.get('/apps/:id', async (req) => d.admin.get('app', (req.params as { id: string }).id));
-      r.patch('/apps/:id', async (req) => d.admin.update(actor(req), 'app', (req.params as { id: string }).id, versionOf(req), req.body, { requestId: req.id }));
+      r.patch('/apps/:id', async (req) =>
+        d.admin.update(actor(req), 'app', (req.params as { id: string }).id, versionOf(req), req.body, {
+          requestId: req.id,
+        }),
+      );
       r.delete('/apps/:id', async (req, reply) => {
-        await d.admin.remove(actor(req), 'app', (req.params as { id: string }).id, versionOf(req), { requestId: req.id });
+        await d.admin.remove(actor(req), 'app', (req.params as { id: string }).id, versionOf(req), {
+          requestId: req.id,
+        });
         return reply.code(204).send();
       });
       r.get('/apps/:id/keys', async (req) => {
         const q = listQuery(req, ['enabled']);
-        return d.admin.list('api_key', { ...q, where: { ...q.where, app_id: (req.params as { id: string }).id } });
+        return d.admin.list('api_key', {
+          ...q,
+          where: { ...q.where, app_id: (req.params as { id: string }).id },
+        });
       });
       r.post('/apps/:id/keys', async (req, reply) => {
-        const { row, sk } = await d.admin.create(actor(req), 'api_key', req.body ?? {}, { appId: (req.params as { id: string }).id, requestId: req.id });
+        const { row, sk } = await d.admin.create(actor(req), 'api_key', req.body ?? {}, {
+          appId: (req.params as { id: string }).id,
+          requestId: req.id,
+        });
         return reply.code(201).send({ key: row, sk });
       });
       const keyTarget = (req: FastifyRequest) => req.params as { id: string; kid: string };
-      r.get('/apps/:id/keys/:kid', async (req) => d.admin.get('api_key', keyTarget(req).kid, { appId: keyTarget(req).id }));
+      r.get('/apps/:id/keys/:kid', async (req) =>
+        d.admin.get('api_key', keyTarget(req).kid, { appId: keyTarget(req).id }),
+      );
       r.patch('/apps/:id/keys/:kid', async (req) =>
-        d.admin.update(actor(req), 'api_key', keyTarget(req).kid, versionOf(req), req.body, { appId: keyTarget(req).id, requestId: req.id }),
+        d.admin.update(actor(req), 'api_key', keyTarget(req).kid, versionOf(req), req.body, {
+          appId: keyTarget(req).id,
+          requestId: req.id,
+        }),
       );
       r.delete('/apps/:id/keys/:kid', async (req, reply) => {
-        await d.admin.remove(actor(req), 'api_key', keyTarget(req).kid, versionOf(req), { appId: keyTarget(req).id, requestId: req.id });
+        await d.admin.remove(actor(req), 'api_key', keyTarget(req).kid, versionOf(req), {
+          appId: keyTarget(req).id,
+          requestId: req.id,
+        });
         return reply.code(204).send();
       });
       r.post('/apps/:id/keys/:kid/rotate', async (req) => {
-        const { row, sk } = await d.admin.rotateKey(actor(req), keyTarget(req).id, keyTarget(req).kid, versionOf(req), req.id);
+        const { row, sk } = await d.admin.rotateKey(
+          actor(req),
+          keyTarget(req).id,
+          keyTarget(req).kid,
+          versionOf(req),
+          req.id,
+        );
         return { key: row, sk };
       });
       r.get('/keys', async (req) => {
@@ -201,27 +270,59 @@ export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
           const ch = (req.params as { channel: string }).channel;
           if (!d.config.channel(ch)) throw new GatewayError('not_found', `channel '${ch}' not found`);
           const before = d.breakers.state(ch);
-          const reason = typeof (req.body as { reason?: unknown } | undefined)?.reason === 'string' ? (req.body as { reason: string }).reason : undefined;
-          const after = action === 'open' ? await d.breakers.forceOpen(ch, reason ?? `forced open by ${actor(req).name}`) : await d.breakers.reset(ch, reason ?? `${action} by ${actor(req).name}`);
+          const reason =
+            typeof (req.body as { reason?: unknown } | undefined)?.reason === 'string'
+              ? (req.body as { reason: string }).reason
+              : undefined;
+          const after =
+            action === 'open'
+              ? await d.breakers.forceOpen(ch, reason ?? `forced open by ${actor(req).name}`)
+              : await d.breakers.reset(ch, reason ?? `${action} by ${actor(req).name}`);
           await d.admin.record(actor(req), `circuit_${action}`, 'circuit', ch, before, after, req.id);
           return circuitView(d, ch);
         });
       }
       r.post('/cache/invalidate', async (req) => {
         const b = (req.body ?? {}) as { table?: unknown; key?: unknown };
-        const tables = ['channel', 'alias', 'app', 'api_key', 'quota', 'token_group', 'price', 'admin_token', 'setting', 'all'];
+        const tables = [
+          'channel',
+          'alias',
+          'app',
+          'api_key',
+          'quota',
+          'token_group',
+          'price',
+          'admin_token',
+          'setting',
+          'all',
+        ];
         const table = b.table === undefined ? 'all' : b.table;
-        if (typeof table !== 'string' || !tables.includes(table)) throw new GatewayError('invalid_request', `table must be one of ${tables.join(', ')}`, { param: 'table' });
-        const inv: Invalidation = { table: table as Invalidation['table'], ...(typeof b.key === 'string' ? { key: b.key } : {}) };
+        if (typeof table !== 'string' || !tables.includes(table))
+          throw new GatewayError('invalid_request', `table must be one of ${tables.join(', ')}`, {
+            param: 'table',
+          });
+        const inv: Invalidation = {
+          table: table as Invalidation['table'],
+          ...(typeof b.key === 'string' ? { key: b.key } : {}),
+        };
         await d.publish(inv);
         await d.admin.record(actor(req), 'cache_invalidate', 'cache', table, null, inv, req.id);
         return { invalidated: inv };
       });
-      r.get('/kill-switch', async () => (await d.admin.getSetting<KillSwitch>('kill_switch'))?.value ?? { enabled: false });
+      r.get(
+        '/kill-switch',
+        async () => (await d.admin.getSetting<KillSwitch>('kill_switch'))?.value ?? { enabled: false },
+      );
       r.post('/kill-switch', async (req) => {
         const b = (req.body ?? {}) as { enabled?: unknown; reason?: unknown };
-        if (typeof b.enabled !== 'boolean') throw new GatewayError('invalid_request', 'enabled must be a boolean', { param: 'enabled' });
-        const value: KillSwitch = { enabled: b.enabled, at: new Date().toISOString(), by: actor(req).name, ...(typeof b.reason === 'string' ? { reason: b.reason.slice(0, 500) } : {}) };
+        if (typeof b.enabled !== 'boolean')
+          throw new GatewayError('invalid_request', 'enabled must be a boolean', { param: 'enabled' });
+        const value: KillSwitch = {
+          enabled: b.enabled,
+          at: new Date().toISOString(),
+          by: actor(req).name,
+          ...(typeof b.reason === 'string' ? { reason: b.reason.slice(0, 500) } : {}),
+        };
         await d.admin.putSetting(actor(req), 'kill_switch', value, req.id);
         return value;
       });
@@ -238,12 +339,39 @@ export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
       r.post('/apps/:id/wallet/fund', async (req) => {
         const id = await appParam(req);
         const b = (req.body ?? {}) as { amount_micros?: unknown; idempotency_key?: unknown; memo?: unknown };
-        const raw = typeof b.amount_micros === 'number' && Number.isSafeInteger(b.amount_micros) ? String(b.amount_micros) : b.amount_micros;
-        if (typeof raw !== 'string' || !/^[1-9]\d{0,17}$/.test(raw)) throw new GatewayError('invalid_request', 'amount_micros must be a positive integer number of micro-units (a decimal string or a safe integer)', { param: 'amount_micros' });
-        if (b.idempotency_key !== undefined && (typeof b.idempotency_key !== 'string' || !b.idempotency_key || b.idempotency_key.length > 200)) throw new GatewayError('invalid_request', 'idempotency_key must be a string of 1..200 characters', { param: 'idempotency_key' });
+        const raw =
+          typeof b.amount_micros === 'number' && Number.isSafeInteger(b.amount_micros)
+            ? String(b.amount_micros)
+            : b.amount_micros;
+        if (typeof raw !== 'string' || !/^[1-9]\d{0,17}$/.test(raw))
+          throw new GatewayError(
+            'invalid_request',
+            'amount_micros must be a positive integer number of micro-units (a decimal string or a safe integer)',
+            { param: 'amount_micros' },
+          );
+        if (
+          b.idempotency_key !== undefined &&
+          (typeof b.idempotency_key !== 'string' || !b.idempotency_key || b.idempotency_key.length > 200)
+        )
+          throw new GatewayError('invalid_request', 'idempotency_key must be a string of 1..200 characters', {
+            param: 'idempotency_key',
+          });
         const idem = `fund:${id}:${typeof b.idempotency_key === 'string' ? b.idempotency_key : req.id}`;
-        const r = await billing().fund(id, BigInt(raw), idem, typeof b.memo === 'string' ? b.memo.slice(0, 500) : undefined);
-        await d.admin.record(actor(req), 'wallet_fund', 'app', id, null, { amount_micros: raw, journal_id: String(r.journalId), duplicate: r.duplicate }, req.id);
+        const r = await billing().fund(
+          id,
+          BigInt(raw),
+          idem,
+          typeof b.memo === 'string' ? b.memo.slice(0, 500) : undefined,
+        );
+        await d.admin.record(
+          actor(req),
+          'wallet_fund',
+          'app',
+          id,
+          null,
+          { amount_micros: raw, journal_id: String(r.journalId), duplicate: r.duplicate },
+          req.id,
+        );
         return { ...(await billing().wallet(id)), journal_id: String(r.journalId), duplicate: r.duplicate };
       });
       r.get('/apps/:id/wallet', async (req) => billing().wallet(await appParam(req)));
@@ -251,8 +379,19 @@ export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
         const q = listQuery(req, []);
         const f = req.query as Record<string, string>;
         const kinds = ['fund', 'sale', 'cost', 'correction', 'hold', 'post', 'void'];
-        if (f.kind !== undefined && !kinds.includes(f.kind)) throw new GatewayError('invalid_request', `kind must be one of ${kinds.join(', ')}`, { param: 'kind' });
-        const rows = await billing().ledger.journals({ appId: f.app_id, requestId: f.request_id, kind: f.kind as never, alias: f.alias, channel: f.channel, limit: q.limit, offset: q.offset });
+        if (f.kind !== undefined && !kinds.includes(f.kind))
+          throw new GatewayError('invalid_request', `kind must be one of ${kinds.join(', ')}`, {
+            param: 'kind',
+          });
+        const rows = await billing().ledger.journals({
+          appId: f.app_id,
+          requestId: f.request_id,
+          kind: f.kind as never,
+          alias: f.alias,
+          channel: f.channel,
+          limit: q.limit,
+          offset: q.offset,
+        });
         return { data: rows.map(journalView), limit: q.limit ?? 100, offset: q.offset ?? 0 };
       });
       r.get('/billing/report', async (req) => {
@@ -260,14 +399,32 @@ export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
         const date = (v: string | undefined, name: string) => {
           if (v === undefined) return undefined;
           const t = new Date(v);
-          if (Number.isNaN(t.getTime())) throw new GatewayError('invalid_request', `${name} must be an ISO date or date-time`, { param: name });
+          if (Number.isNaN(t.getTime()))
+            throw new GatewayError('invalid_request', `${name} must be an ISO date or date-time`, {
+              param: name,
+            });
           return t;
         };
-        const dims = (f.group_by ?? 'app,alias,channel,day').split(',').map((x) => x.trim()).filter(Boolean);
-        for (const g of dims) if (!['app', 'alias', 'channel', 'day'].includes(g)) throw new GatewayError('invalid_request', 'group_by is a comma list of app, alias, channel, day', { param: 'group_by' });
+        const dims = (f.group_by ?? 'app,alias,channel,day')
+          .split(',')
+          .map((x) => x.trim())
+          .filter(Boolean);
+        for (const g of dims)
+          if (!['app', 'alias', 'channel', 'day'].includes(g))
+            throw new GatewayError(
+              'invalid_request',
+              'group_by is a comma list of app, alias, channel, day',
+              { param: 'group_by' },
+            );
         const from = date(f.from, 'from');
         const to = date(f.to, 'to');
-        return { data: await billing().report({ ...(from ? { from } : {}), ...(to ? { to } : {}), groupBy: dims as Array<'app' | 'alias' | 'channel' | 'day'> }) };
+        return {
+          data: await billing().report({
+            ...(from ? { from } : {}),
+            ...(to ? { to } : {}),
+            groupBy: dims as Array<'app' | 'alias' | 'channel' | 'day'>,
+          }),
+        };
       });
       r.get('/billing/trial-balance', async () => {
         const t = await billing().ledger.trialBalance();
@@ -277,18 +434,43 @@ export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
           credits_micros: t.credits.toString(),
           pending_debits_micros: t.pendingDebits.toString(),
           pending_credits_micros: t.pendingCredits.toString(),
-          mismatches: t.mismatches.map((m) => ({ account: m.code, field: m.field, stored: m.stored.toString(), from_entries: m.fromEntries.toString() })),
-          accounts: t.byAccount.map((a) => ({ code: a.code, kind: a.kind, debits_posted: a.stored.debitsPosted.toString(), credits_posted: a.stored.creditsPosted.toString(), debits_pending: a.stored.debitsPending.toString(), credits_pending: a.stored.creditsPending.toString() })),
+          mismatches: t.mismatches.map((m) => ({
+            account: m.code,
+            field: m.field,
+            stored: m.stored.toString(),
+            from_entries: m.fromEntries.toString(),
+          })),
+          accounts: t.byAccount.map((a) => ({
+            code: a.code,
+            kind: a.kind,
+            debits_posted: a.stored.debitsPosted.toString(),
+            credits_posted: a.stored.creditsPosted.toString(),
+            debits_pending: a.stored.debitsPending.toString(),
+            credits_pending: a.stored.creditsPending.toString(),
+          })),
         };
       });
       r.get('/billing/status', async () => {
         const b = billing();
-        return { backend: b.backend.kind, queued: await b.backend.backlog().catch(() => -1), spilled: b.writer.spilledCount(), written_by_this_instance: b.writer.written, blocked: b.blocked() };
+        return {
+          backend: b.backend.kind,
+          queued: await b.backend.backlog().catch(() => -1),
+          spilled: b.writer.spilledCount(),
+          written_by_this_instance: b.writer.written,
+          blocked: b.blocked(),
+        };
       });
 
       r.get('/audit', async (req) => {
         const q = req.query as Record<string, string>;
-        return { data: await d.admin.auditLog({ entity: q.entity, key: q.key, limit: q.limit ? Number(q.limit) : undefined, offset: q.offset ? Number(q.offset) : undefined }) };
+        return {
+          data: await d.admin.auditLog({
+            entity: q.entity,
+            key: q.key,
+            limit: q.limit ? Number(q.limit) : undefined,
+            offset: q.offset ? Number(q.offset) : undefined,
+          }),
+        };
       });
 
       // ---- the console's reads: whoami, traffic stats, queues, tasks across apps, live stream ----
@@ -298,16 +480,27 @@ export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
       r.get('/admin-tokens', async () => ({ data: await d.tokens.list() }));
       r.post('/admin-tokens', async (req, reply) => {
         const b = (req.body ?? {}) as { name?: unknown; role?: unknown };
-        if (typeof b.name !== 'string' || !b.name) throw new GatewayError('invalid_request', 'name is required', { param: 'name' });
-        if (b.role !== 'admin' && b.role !== 'viewer') throw new GatewayError('invalid_request', "role must be 'admin' or 'viewer'", { param: 'role' });
+        if (typeof b.name !== 'string' || !b.name)
+          throw new GatewayError('invalid_request', 'name is required', { param: 'name' });
+        if (b.role !== 'admin' && b.role !== 'viewer')
+          throw new GatewayError('invalid_request', "role must be 'admin' or 'viewer'", { param: 'role' });
         const created = await d.tokens.create(b.name, b.role);
-        await d.admin.record(actor(req), 'create', 'admin_token', created.id, null, { id: created.id, name: b.name, role: b.role }, req.id);
+        await d.admin.record(
+          actor(req),
+          'create',
+          'admin_token',
+          created.id,
+          null,
+          { id: created.id, name: b.name, role: b.role },
+          req.id,
+        );
         await d.publish({ table: 'admin_token' });
         return reply.code(201).send({ id: created.id, name: b.name, role: b.role, token: created.token });
       });
       r.delete('/admin-tokens/:id', async (req, reply) => {
         const id = (req.params as { id: string }).id;
-        if (!(await d.tokens.remove(id))) throw new GatewayError('not_found', `admin token '${id}' not found`);
+        if (!(await d.tokens.remove(id)))
+          throw new GatewayError('not_found', `admin token '${id}' not found`);
         await d.admin.record(actor(req), 'delete', 'admin_token', id, { id }, null, req.id);
         await d.publish({ table: 'admin_token' });
         return reply.code(204).send();
@@ -316,7 +509,9 @@ export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
       const spec = d.openapi?.spec ?? buildAdminOpenApi();
       const html = d.openapi?.html ?? renderAdminDocs;
       r.get('/openapi.json', async () => spec);
-      r.get('/docs', async (_req: FastifyRequest, reply: FastifyReply) => reply.type('text/html; charset=utf-8').send(html()));
+      r.get('/docs', async (_req: FastifyRequest, reply: FastifyReply) =>
+        reply.type('text/html; charset=utf-8').send(html()),
+      );
     },
     { prefix: ADMIN_PREFIX },
   );
@@ -336,7 +531,12 @@ function journalView(j: import('../billing/ledger.js').JournalView) {
     usage: j.usage,
     memo: j.memo,
     created_at: j.createdAt.toISOString(),
-    entries: j.entries.map((e) => ({ account: e.account, debit_micros: e.debit.toString(), credit_micros: e.credit.toString(), pending: e.pending })),
+    entries: j.entries.map((e) => ({
+      account: e.account,
+      debit_micros: e.debit.toString(),
+      credit_micros: e.credit.toString(),
+      pending: e.pending,
+    })),
   };
 }
 

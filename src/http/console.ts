@@ -26,7 +26,8 @@ const TYPES: Record<string, string> = {
 };
 
 const SECURITY_HEADERS = {
-  'content-security-policy': "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+  'content-security-policy':
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
   'x-content-type-options': 'nosniff',
   'referrer-policy': 'no-referrer',
   'x-frame-options': 'DENY',
@@ -60,7 +61,11 @@ function load(dir: string): Map<string, Asset> {
         const type = TYPES[extname(f)];
         if (!type) continue; // only known kinds of file are served
         const body = readFileSync(p);
-        out.set(relative(dir, p).split(sep).join('/'), { body, type, etag: `"${createHash('sha1').update(body).digest('base64url').slice(0, 20)}"` });
+        out.set(relative(dir, p).split(sep).join('/'), {
+          body,
+          type,
+          etag: `"${createHash('sha1').update(body).digest('base64url').slice(0, 20)}"`,
+        });
       }
     }
   };
@@ -87,7 +92,9 @@ export function registerConsole(app: FastifyInstance, opts: { dir?: string } = {
         .code(503)
         .type('text/plain; charset=utf-8')
         .header('cache-control', 'no-store')
-        .send('The operator console is not built: run `npm run build` (it builds the console into dist/console).');
+        .send(
+          'The operator console is not built: run `npm run build` (it builds the console into dist/console).',
+        );
     }
     const a = all.get(name);
     if (!a) throw new GatewayError('not_found', `No console file '${name.slice(0, 100)}'.`);

@@ -62,7 +62,8 @@ function checked(v: object, depth: number): boolean {
   if (hasOwn.call(o, '__proto__')) removed = Reflect.deleteProperty(o, '__proto__');
   if (hasOwn.call(o, 'constructor')) {
     const c = o.constructor;
-    if (c !== null && typeof c === 'object' && hasOwn.call(c, 'prototype')) removed = Reflect.deleteProperty(o, 'constructor');
+    if (c !== null && typeof c === 'object' && hasOwn.call(c, 'prototype'))
+      removed = Reflect.deleteProperty(o, 'constructor');
   }
   for (const k in o) {
     const x = o[k];

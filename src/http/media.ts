@@ -50,19 +50,31 @@ async function caller(d: MediaHttpDeps, req: FastifyRequest): Promise<Caller & {
   const now = d.clock.now();
   const ctx = new RequestContext(req.id, 'openai_chat', now);
   const ks = d.config.killSwitch();
-  if (ks) throw new GatewayError('gateway_disabled', `The gateway is disabled by an operator${ks.reason ? `: ${ks.reason}` : ''}.`);
+  if (ks)
+    throw new GatewayError(
+      'gateway_disabled',
+      `The gateway is disabled by an operator${ks.reason ? `: ${ks.reason}` : ''}.`,
+    );
   await authenticate(d.config, ctx, req.headers, now);
   return { ctx, appId: ctx.key!.appId, keyId: ctx.key!.id, webhookSecret: !!ctx.key!.webhookSecret };
 }
 
-function str(b: Record<string, unknown>, k: string, o: { required?: boolean; max?: number } = {}): string | undefined {
+function str(
+  b: Record<string, unknown>,
+  k: string,
+  o: { required?: boolean; max?: number } = {},
+): string | undefined {
   const v = b[k];
   if (v === undefined || v === null || v === '') {
     if (o.required) throw new GatewayError('invalid_request', `'${k}' is required.`, { param: k });
     return undefined;
   }
-  if (typeof v !== 'string') throw new GatewayError('invalid_request', `'${k}' must be a string.`, { param: k });
-  if (v.length > (o.max ?? 32_000)) throw new GatewayError('invalid_request', `'${k}' is longer than ${o.max ?? 32_000} characters.`, { param: k });
+  if (typeof v !== 'string')
+    throw new GatewayError('invalid_request', `'${k}' must be a string.`, { param: k });
+  if (v.length > (o.max ?? 32_000))
+    throw new GatewayError('invalid_request', `'${k}' is longer than ${o.max ?? 32_000} characters.`, {
+      param: k,
+    });
   return v;
 }
 
@@ -70,38 +82,71 @@ function num(b: Record<string, unknown>, k: string, min: number, max: number): n
   const v = b[k];
   if (v === undefined || v === null || v === '') return undefined;
   const n = typeof v === 'string' && /^\d+(\.\d+)?$/.test(v) ? Number(v) : v;
-  if (typeof n !== 'number' || !Number.isFinite(n) || n < min || n > max) throw new GatewayError('invalid_request', `'${k}' must be a number from ${min} to ${max}.`, { param: k });
+  if (typeof n !== 'number' || !Number.isFinite(n) || n < min || n > max)
+    throw new GatewayError('invalid_request', `'${k}' must be a number from ${min} to ${max}.`, { param: k });
   return n;
 }
 
 function callbackUrl(b: Record<string, unknown>): string | null {
   const v = b.callback_url ?? b.callBackUrl;
   if (v === undefined || v === null || v === '') return null;
-  if (typeof v !== 'string' || v.length > 2000) throw new GatewayError('invalid_request', "'callback_url' must be an http(s) URL.", { param: 'callback_url' });
+  if (typeof v !== 'string' || v.length > 2000)
+    throw new GatewayError('invalid_request', "'callback_url' must be an http(s) URL.", {
+      param: 'callback_url',
+    });
   let u: URL;
   try {
     u = new URL(v);
   } catch {
-    throw new GatewayError('invalid_request', "'callback_url' must be an http(s) URL.", { param: 'callback_url' });
+    throw new GatewayError('invalid_request', "'callback_url' must be an http(s) URL.", {
+      param: 'callback_url',
+    });
   }
-  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new GatewayError('invalid_request', "'callback_url' must be an http(s) URL.", { param: 'callback_url' });
+  if (u.protocol !== 'http:' && u.protocol !== 'https:')
+    throw new GatewayError('invalid_request', "'callback_url' must be an http(s) URL.", {
+      param: 'callback_url',
+    });
   return v;
 }
 
 function idempotencyKey(req: FastifyRequest): string | null {
   const h = req.headers['idempotency-key'];
   if (h === undefined) return null;
-  if (typeof h !== 'string' || !h || h.length > 200) throw new GatewayError('invalid_request', 'Idempotency-Key must be 1..200 characters.', { param: 'Idempotency-Key' });
+  if (typeof h !== 'string' || !h || h.length > 200)
+    throw new GatewayError('invalid_request', 'Idempotency-Key must be 1..200 characters.', {
+      param: 'Idempotency-Key',
+    });
   return h;
 }
 
 /** Creates (or, with the same Idempotency-Key, finds) a media task and wakes the workers. */
-async function submit(d: MediaHttpDeps, req: FastifyRequest, kind: MediaKind, model: string | undefined, request: StoredMediaRequest, b: Record<string, unknown>): Promise<{ task: TaskRow; existing: boolean }> {
+async function submit(
+  d: MediaHttpDeps,
+  req: FastifyRequest,
+  kind: MediaKind,
+  model: string | undefined,
+  request: StoredMediaRequest,
+  b: Record<string, unknown>,
+): Promise<{ task: TaskRow; existing: boolean }> {
   const c = await caller(d, req);
-  if (!model) throw new GatewayError('missing_model', "'model' is required: name a model alias.", { param: 'model' });
+  if (!model)
+    throw new GatewayError('missing_model', "'model' is required: name a model alias.", { param: 'model' });
   resolveAlias(d.config, c.ctx, model, d.clock.now());
-  if (d.billing?.blocked()) throw new GatewayError('service_unavailable', 'Billing can reach neither Redis nor the database; submissions are refused rather than run unbilled.');
-  const r = await d.store.createMedia({ kind, appId: c.appId, keyId: c.keyId, request, deadline: d.runner.deadlineFor(kind), alias: model, idempotencyKey: idempotencyKey(req), webhookUrl: callbackUrl(b) });
+  if (d.billing?.blocked())
+    throw new GatewayError(
+      'service_unavailable',
+      'Billing can reach neither Redis nor the database; submissions are refused rather than run unbilled.',
+    );
+  const r = await d.store.createMedia({
+    kind,
+    appId: c.appId,
+    keyId: c.keyId,
+    request,
+    deadline: d.runner.deadlineFor(kind),
+    alias: model,
+    idempotencyKey: idempotencyKey(req),
+    webhookUrl: callbackUrl(b),
+  });
   if (!r.existing) {
     d.onQueued?.(kind);
     d.wake();
@@ -109,17 +154,31 @@ async function submit(d: MediaHttpDeps, req: FastifyRequest, kind: MediaKind, mo
   return r;
 }
 
-async function owned(d: MediaHttpDeps, req: FastifyRequest, id: string, kinds?: MediaKind[]): Promise<{ task: TaskRow; c: Caller }> {
+async function owned(
+  d: MediaHttpDeps,
+  req: FastifyRequest,
+  id: string,
+  kinds?: MediaKind[],
+): Promise<{ task: TaskRow; c: Caller }> {
   const c = await caller(d, req);
   const t = await d.store.get(id, c.appId);
-  if (!t || (kinds && !kinds.includes(t.kind as MediaKind))) throw new GatewayError('not_found', `No task with id '${id.slice(0, 100)}'.`);
+  if (!t || (kinds && !kinds.includes(t.kind as MediaKind)))
+    throw new GatewayError('not_found', `No task with id '${id.slice(0, 100)}'.`);
   return { task: t, c };
 }
 
-async function cancel(d: MediaHttpDeps, req: FastifyRequest, id: string, kinds?: MediaKind[]): Promise<TaskRow> {
+async function cancel(
+  d: MediaHttpDeps,
+  req: FastifyRequest,
+  id: string,
+  kinds?: MediaKind[],
+): Promise<TaskRow> {
   const { task, c } = await owned(d, req, id, kinds);
   if (!ACTIVE.includes(task.status)) return task;
-  const r = await cancelTask(d.store, task.id, c.appId, { afterCancel: (t) => d.runner.afterCancel(t), wake: d.wake });
+  const r = await cancelTask(d.store, task.id, c.appId, {
+    afterCancel: (t) => d.runner.afterCancel(t),
+    wake: d.wake,
+  });
   if (!r) throw new GatewayError('not_found', `No task with id '${id.slice(0, 100)}'.`);
   return r;
 }
@@ -127,7 +186,14 @@ async function cancel(d: MediaHttpDeps, req: FastifyRequest, id: string, kinds?:
 /** OpenAI's Video object for a video task. */
 function videoView(t: TaskRow): Record<string, unknown> {
   const r = t.request as StoredMediaRequest;
-  const status = t.status === 'succeeded' ? 'completed' : t.status === 'running' ? 'in_progress' : ACTIVE.includes(t.status) ? 'queued' : 'failed';
+  const status =
+    t.status === 'succeeded'
+      ? 'completed'
+      : t.status === 'running'
+        ? 'in_progress'
+        : ACTIVE.includes(t.status)
+          ? 'queued'
+          : 'failed';
   const err = t.error as { code?: string; message?: string } | null;
   return {
     id: t.id,
@@ -142,17 +208,24 @@ function videoView(t: TaskRow): Record<string, unknown> {
     remixed_from_video_id: null,
     seconds: String(r.seconds ?? 4),
     size: r.size ?? '720x1280',
-    error: status === 'failed' ? { code: err?.code ?? t.status, message: err?.message ?? `the task ${t.status}` } : null,
+    error:
+      status === 'failed'
+        ? { code: err?.code ?? t.status, message: err?.message ?? `the task ${t.status}` }
+        : null,
   };
 }
 
 /** new-api's task status words. */
 function newApiStatus(t: TaskRow): string {
-  return { queued: 'QUEUED', submitted: 'SUBMITTED', running: 'IN_PROGRESS', succeeded: 'SUCCESS' }[t.status as string] ?? 'FAILURE';
+  return (
+    { queued: 'QUEUED', submitted: 'SUBMITTED', running: 'IN_PROGRESS', succeeded: 'SUCCESS' }[
+      t.status as string
+    ] ?? 'FAILURE'
+  );
 }
 
 function sunoTask(t: TaskRow): Record<string, unknown> {
-  const items = ((t.result as { items?: Array<{ url?: string; duration_s?: number }> } | null)?.items ?? []);
+  const items = (t.result as { items?: Array<{ url?: string; duration_s?: number }> } | null)?.items ?? [];
   const err = t.error as { message?: string } | null;
   const title = (t.request as StoredMediaRequest).extra?.title;
   return {
@@ -164,18 +237,40 @@ function sunoTask(t: TaskRow): Record<string, unknown> {
     start_time: sec((t.transitions.find((x) => x.status === 'submitted')?.at ?? null) as string | null),
     finish_time: sec(t.completed_at),
     progress: `${t.status === 'succeeded' ? 100 : t.progress}%`,
-    data: items.map((it, i) => ({ id: `${t.id}-${i}`, audio_url: it.url ?? '', status: 'complete', title: typeof title === 'string' ? title : '', metadata: { duration: it.duration_s ?? null } })),
+    data: items.map((it, i) => ({
+      id: `${t.id}-${i}`,
+      audio_url: it.url ?? '',
+      status: 'complete',
+      title: typeof title === 'string' ? title : '',
+      metadata: { duration: it.duration_s ?? null },
+    })),
   };
 }
 
 function newApiVideo(t: TaskRow): Record<string, unknown> {
-  const res = t.result as { items?: Array<{ url?: string; duration_s?: number }>; upstream_content?: boolean } | null;
+  const res = t.result as {
+    items?: Array<{ url?: string; duration_s?: number }>;
+    upstream_content?: boolean;
+  } | null;
   const err = t.error as { code?: string; message?: string } | null;
-  const status = t.status === 'succeeded' ? 'succeeded' : t.status === 'running' ? 'processing' : ACTIVE.includes(t.status) ? 'queued' : 'failed';
+  const status =
+    t.status === 'succeeded'
+      ? 'succeeded'
+      : t.status === 'running'
+        ? 'processing'
+        : ACTIVE.includes(t.status)
+          ? 'queued'
+          : 'failed';
   return {
     task_id: t.id,
     status,
-    ...(t.status === 'succeeded' ? { url: res?.upstream_content ? `/v1/videos/${t.id}/content` : (res?.items?.[0]?.url ?? ''), format: 'mp4', metadata: { duration: res?.items?.[0]?.duration_s ?? null } } : {}),
+    ...(t.status === 'succeeded'
+      ? {
+          url: res?.upstream_content ? `/v1/videos/${t.id}/content` : (res?.items?.[0]?.url ?? ''),
+          format: 'mp4',
+          metadata: { duration: res?.items?.[0]?.duration_s ?? null },
+        }
+      : {}),
     ...(status === 'failed' ? { error: { code: 502, message: err?.message ?? `the task ${t.status}` } } : {}),
   };
 }
@@ -188,11 +283,17 @@ function newApiError(reply: FastifyReply, e: unknown): FastifyReply {
 
 function body(req: FastifyRequest): Record<string, unknown> {
   const b = req.body;
-  if (b === undefined || b === null || typeof b !== 'object' || Array.isArray(b)) throw new GatewayError('invalid_request', 'The request body must be a JSON object.');
+  if (b === undefined || b === null || typeof b !== 'object' || Array.isArray(b))
+    throw new GatewayError('invalid_request', 'The request body must be a JSON object.');
   // Multipart (OpenAI's videos.create): the text fields are the body; a file (an image-to-video
   // reference) is refused clearly rather than dropped.
   const f = uploadsOf(b)[0];
-  if (f) throw new GatewayError('unsupported_parameter', `File uploads ('${f.field}') are not supported here; send text fields.`, { param: f.field });
+  if (f)
+    throw new GatewayError(
+      'unsupported_parameter',
+      `File uploads ('${f.field}') are not supported here; send text fields.`,
+      { param: f.field },
+    );
   return b as Record<string, unknown>;
 }
 
@@ -202,11 +303,24 @@ export function registerMedia(app: FastifyInstance, d: MediaHttpDeps): void {
     const b = body(req);
     const n = num(b, 'n', 1, 10);
     const rf = str(b, 'response_format');
-    if (rf !== undefined && rf !== 'url' && rf !== 'b64_json') throw new GatewayError('invalid_request', "'response_format' must be 'url' or 'b64_json'.", { param: 'response_format' });
-    const request: StoredMediaRequest = { prompt: str(b, 'prompt', { required: true })!, ...(n ? { n } : {}), ...(str(b, 'size') ? { size: str(b, 'size')! } : {}), ...(rf ? { response_format: rf as 'url' | 'b64_json' } : {}) };
+    if (rf !== undefined && rf !== 'url' && rf !== 'b64_json')
+      throw new GatewayError('invalid_request', "'response_format' must be 'url' or 'b64_json'.", {
+        param: 'response_format',
+      });
+    const request: StoredMediaRequest = {
+      prompt: str(b, 'prompt', { required: true })!,
+      ...(n ? { n } : {}),
+      ...(str(b, 'size') ? { size: str(b, 'size')! } : {}),
+      ...(rf ? { response_format: rf as 'url' | 'b64_json' } : {}),
+    };
     const { task } = await submit(d, req, 'image', str(b, 'model'), request, b);
-    const async = (req.query as Record<string, string>).async === 'true' || req.headers['x-anima-async'] === 'true';
-    if (async) return reply.code(202).header('location', `/v1/tasks/${task.id}`).send({ ...taskView(task), task_id: task.id });
+    const async =
+      (req.query as Record<string, string>).async === 'true' || req.headers['x-anima-async'] === 'true';
+    if (async)
+      return reply
+        .code(202)
+        .header('location', `/v1/tasks/${task.id}`)
+        .send({ ...taskView(task), task_id: task.id });
     // Synchronous, as OpenAI's: wait for the task (any instance's worker runs it), then answer.
     const gone = new AbortController();
     req.raw.once('close', () => gone.abort());
@@ -221,16 +335,29 @@ export function registerMedia(app: FastifyInstance, d: MediaHttpDeps): void {
       const res = t.result as { items: unknown[] };
       return reply.send({ created: sec(t.completed_at), data: res.items });
     }
-    if (!FINAL.has(t.status)) return reply.code(202).header('location', `/v1/tasks/${t.id}`).send({ ...taskView(t), task_id: t.id });
+    if (!FINAL.has(t.status))
+      return reply
+        .code(202)
+        .header('location', `/v1/tasks/${t.id}`)
+        .send({ ...taskView(t), task_id: t.id });
     const err = t.error as { code?: string; message?: string } | null;
-    const ge = new GatewayError(err?.code === 'insufficient_balance' ? 'insufficient_balance' : 'upstream_error', err?.message ?? `the image task ${t.status}`);
-    return reply.code(t.result_status && t.result_status >= 400 ? t.result_status : ge.status).send({ error: { ...toOpenAIError(ge).error, code: err?.code ?? ge.code } });
+    const ge = new GatewayError(
+      err?.code === 'insufficient_balance' ? 'insufficient_balance' : 'upstream_error',
+      err?.message ?? `the image task ${t.status}`,
+    );
+    return reply
+      .code(t.result_status && t.result_status >= 400 ? t.result_status : ge.status)
+      .send({ error: { ...toOpenAIError(ge).error, code: err?.code ?? ge.code } });
   });
 
   // ---- videos (OpenAI) ----
   const videoRequest = (b: Record<string, unknown>): StoredMediaRequest => {
     const seconds = num(b, 'seconds', 1, 600) ?? num(b, 'duration', 1, 600);
-    return { prompt: str(b, 'prompt', { required: true })!, ...(seconds ? { seconds } : {}), ...(str(b, 'size') ? { size: str(b, 'size')! } : {}) };
+    return {
+      prompt: str(b, 'prompt', { required: true })!,
+      ...(seconds ? { seconds } : {}),
+      ...(str(b, 'size') ? { size: str(b, 'size')! } : {}),
+    };
   };
   app.post('/v1/videos', async (req) => {
     const b = body(req);
@@ -240,16 +367,25 @@ export function registerMedia(app: FastifyInstance, d: MediaHttpDeps): void {
   app.get('/v1/videos', async (req) => {
     const c = await caller(d, req);
     const rows = (await d.store.list(c.appId, { limit: 100 })).filter((t) => t.kind === 'video');
-    return { object: 'list', data: rows.map(videoView), first_id: rows[0]?.id ?? null, last_id: rows.at(-1)?.id ?? null, has_more: false };
+    return {
+      object: 'list',
+      data: rows.map(videoView),
+      first_id: rows[0]?.id ?? null,
+      last_id: rows.at(-1)?.id ?? null,
+      has_more: false,
+    };
   });
-  app.get('/v1/videos/:id', async (req) => videoView((await owned(d, req, (req.params as { id: string }).id, ['video'])).task));
+  app.get('/v1/videos/:id', async (req) =>
+    videoView((await owned(d, req, (req.params as { id: string }).id, ['video'])).task),
+  );
   app.delete('/v1/videos/:id', async (req) => {
     const t = await cancel(d, req, (req.params as { id: string }).id, ['video']);
     return { id: t.id, object: 'video.deleted', deleted: true };
   });
   app.get('/v1/videos/:id/content', async (req, reply) => {
     const { task } = await owned(d, req, (req.params as { id: string }).id, ['video']);
-    if (task.status !== 'succeeded') throw new GatewayError('not_found', `Video '${task.id}' has no content yet (status ${task.status}).`);
+    if (task.status !== 'succeeded')
+      throw new GatewayError('not_found', `Video '${task.id}' has no content yet (status ${task.status}).`);
     const res = task.result as { items: Array<{ url?: string }>; upstream_content?: boolean };
     let up: Response;
     if (res.upstream_content) up = await d.runner.content(task);
@@ -269,22 +405,39 @@ export function registerMedia(app: FastifyInstance, d: MediaHttpDeps): void {
     const n = num(b, 'n', 1, 4);
     const seconds = num(b, 'duration', 1, 600);
     const style = str(b, 'style', { max: 1000 });
-    const request: StoredMediaRequest = { prompt: str(b, 'prompt', { required: true })!, ...(n ? { n } : {}), ...(seconds ? { seconds } : {}), ...(style ? { extra: { style } } : {}) };
+    const request: StoredMediaRequest = {
+      prompt: str(b, 'prompt', { required: true })!,
+      ...(n ? { n } : {}),
+      ...(seconds ? { seconds } : {}),
+      ...(style ? { extra: { style } } : {}),
+    };
     const { task, existing } = await submit(d, req, 'music', str(b, 'model'), request, b);
-    return reply.code(existing ? 200 : 202).header('location', `/v1/music/${task.id}`).send(taskView(task));
+    return reply
+      .code(existing ? 200 : 202)
+      .header('location', `/v1/music/${task.id}`)
+      .send(taskView(task));
   });
-  app.get('/v1/music/:id', async (req) => taskView((await owned(d, req, (req.params as { id: string }).id, ['music'])).task));
+  app.get('/v1/music/:id', async (req) =>
+    taskView((await owned(d, req, (req.params as { id: string }).id, ['music'])).task),
+  );
 
   // ---- generic task control ----
-  app.post('/v1/tasks/:id/cancel', async (req) => taskView(await cancel(d, req, (req.params as { id: string }).id)));
-  app.delete('/v1/tasks/:id', async (req) => taskView(await cancel(d, req, (req.params as { id: string }).id)));
+  app.post('/v1/tasks/:id/cancel', async (req) =>
+    taskView(await cancel(d, req, (req.params as { id: string }).id)),
+  );
+  app.delete('/v1/tasks/:id', async (req) =>
+    taskView(await cancel(d, req, (req.params as { id: string }).id)),
+  );
 
   // ---- new-api compatibility ----
   app.post('/suno/submit/music', async (req, reply) => {
     try {
       const b = body(req);
       const prompt = str(b, 'prompt') ?? str(b, 'gpt_description_prompt');
-      if (!prompt) throw new GatewayError('invalid_request', "'prompt' or 'gpt_description_prompt' is required.", { param: 'prompt' });
+      if (!prompt)
+        throw new GatewayError('invalid_request', "'prompt' or 'gpt_description_prompt' is required.", {
+          param: 'prompt',
+        });
       const extra: Record<string, unknown> = {};
       for (const k of ['title', 'tags', 'make_instrumental', 'mv']) if (b[k] !== undefined) extra[k] = b[k];
       const { task } = await submit(d, req, 'music', str(b, 'model') ?? str(b, 'mv'), { prompt, extra }, b);
@@ -297,9 +450,14 @@ export function registerMedia(app: FastifyInstance, d: MediaHttpDeps): void {
     try {
       const b = body(req);
       const ids = b.ids;
-      if (!Array.isArray(ids) || ids.length > 100 || !ids.every((x) => typeof x === 'string')) throw new GatewayError('invalid_request', "'ids' must be an array of at most 100 task ids.", { param: 'ids' });
+      if (!Array.isArray(ids) || ids.length > 100 || !ids.every((x) => typeof x === 'string'))
+        throw new GatewayError('invalid_request', "'ids' must be an array of at most 100 task ids.", {
+          param: 'ids',
+        });
       const c = await caller(d, req);
-      const rows = (await Promise.all(ids.map((id) => d.store.get(id, c.appId)))).filter((t): t is TaskRow => !!t && t.kind === 'music');
+      const rows = (await Promise.all(ids.map((id) => d.store.get(id, c.appId)))).filter(
+        (t): t is TaskRow => !!t && t.kind === 'music',
+      );
       return reply.send({ code: 'success', message: '', data: rows.map(sunoTask) });
     } catch (e) {
       return newApiError(reply, e);
@@ -316,11 +474,22 @@ export function registerMedia(app: FastifyInstance, d: MediaHttpDeps): void {
   app.post('/v1/video/generations', async (req) => {
     const b = body(req);
     const extra: Record<string, unknown> = {};
-    for (const k of ['image', 'width', 'height', 'fps', 'seed', 'metadata']) if (b[k] !== undefined) extra[k] = b[k];
-    const size = typeof b.width === 'number' && typeof b.height === 'number' ? `${b.width}x${b.height}` : undefined;
+    for (const k of ['image', 'width', 'height', 'fps', 'seed', 'metadata'])
+      if (b[k] !== undefined) extra[k] = b[k];
+    const size =
+      typeof b.width === 'number' && typeof b.height === 'number' ? `${b.width}x${b.height}` : undefined;
     const r = videoRequest(b);
-    const { task } = await submit(d, req, 'video', str(b, 'model'), { ...r, ...(size ? { size } : {}), ...(Object.keys(extra).length ? { extra } : {}) }, b);
+    const { task } = await submit(
+      d,
+      req,
+      'video',
+      str(b, 'model'),
+      { ...r, ...(size ? { size } : {}), ...(Object.keys(extra).length ? { extra } : {}) },
+      b,
+    );
     return { task_id: task.id, status: 'queued' };
   });
-  app.get('/v1/video/generations/:task_id', async (req) => newApiVideo((await owned(d, req, (req.params as { task_id: string }).task_id, ['video'])).task));
+  app.get('/v1/video/generations/:task_id', async (req) =>
+    newApiVideo((await owned(d, req, (req.params as { task_id: string }).task_id, ['video'])).task),
+  );
 }

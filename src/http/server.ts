@@ -1,5 +1,11 @@
 import { type ServerResponse, createServer as createHttpServer } from 'node:http';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, {
+  LogController,
+  type FastifyBaseLogger,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+} from 'fastify';
 import type { Logger } from 'pino';
 import { lazyChildLogger, logAccess } from '../observability/log.js';
 import { GatewayError } from '../core/errors.js';
@@ -34,10 +40,23 @@ const TASK_KIND: Record<InboundDialect, string> = {
   openai_image_edit: 'image_edit',
 };
 /** Dialects an ASYNC-mode key may defer as a task (their answers are JSON the task can keep). */
-const DEFERRABLE: ReadonlySet<InboundDialect> = new Set(['openai_chat', 'openai_embeddings', 'anthropic_messages', 'openai_responses', 'gemini', 'gemini_embed']);
+const DEFERRABLE: ReadonlySet<InboundDialect> = new Set([
+  'openai_chat',
+  'openai_embeddings',
+  'anthropic_messages',
+  'openai_responses',
+  'gemini',
+  'gemini_embed',
+]);
 import { type Inbound, googleKey, inboundFor, isGeminiEmbed } from './validate.js';
 import { parseMultipart } from '../lib/multipart.js';
-import { type CachedAnswer, MAX_CACHED_BYTES, type ResponseCache, cacheKey, cacheTtlFor } from '../relay/response-cache.js';
+import {
+  type CachedAnswer,
+  MAX_CACHED_BYTES,
+  type ResponseCache,
+  cacheKey,
+  cacheTtlFor,
+} from '../relay/response-cache.js';
 import { renderError } from '../relay/relay.js';
 import { emptyUsage } from '../core/usage.js';
 import { Abort } from '../lib/abort.js';
@@ -71,7 +90,11 @@ export interface HttpDeps {
   uploadLimit?: number;
   /** Settlements whose answer has gone out and whose Redis reply hasn't come back: a graceful stop waits for them. */
   settlements?: Set<Promise<void>>;
-  readiness: () => Promise<{ up: boolean; degraded?: boolean; components: Record<string, { status: string; details?: unknown }> }>;
+  readiness: () => Promise<{
+    up: boolean;
+    degraded?: boolean;
+    components: Record<string, { status: string; details?: unknown }>;
+  }>;
 }
 
 /** How long, with both shared dependencies down, reads may still be answered from the in-memory config. */
@@ -181,9 +204,12 @@ function toGatewayError(err: unknown): GatewayError {
     case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
       return new GatewayError('invalid_request', 'Content-Length does not match the body.');
   }
-  if (err instanceof SyntaxError || e.statusCode === 400) return new GatewayError('invalid_json', 'We could not parse the JSON body of your request.');
-  if (e.statusCode === 413) return new GatewayError('body_too_large', 'Request body is larger than the gateway accepts.');
-  if (e.statusCode === 415) return new GatewayError('unsupported_media_type', 'Send the request body as application/json.');
+  if (err instanceof SyntaxError || e.statusCode === 400)
+    return new GatewayError('invalid_json', 'We could not parse the JSON body of your request.');
+  if (e.statusCode === 413)
+    return new GatewayError('body_too_large', 'Request body is larger than the gateway accepts.');
+  if (e.statusCode === 415)
+    return new GatewayError('unsupported_media_type', 'Send the request body as application/json.');
   return new GatewayError('internal_error', 'internal error', { cause: err });
 }
 
@@ -199,13 +225,25 @@ export function buildServer(d: HttpDeps): FastifyInstance {
     // Node checks request and header timeouts every connectionsCheckingInterval (30 s by default): a
     // slow-loris client would hold its socket that long past the limit. Check every second.
     serverFactory: (handler) =>
-      createHttpServer({ connectionsCheckingInterval: 1_000, requestTimeout: d.requestTimeoutMs ?? 60_000, headersTimeout: Math.min(d.requestTimeoutMs ?? 60_000, 60_000) }, handler),
+      createHttpServer(
+        {
+          connectionsCheckingInterval: 1_000,
+          requestTimeout: d.requestTimeoutMs ?? 60_000,
+          headersTimeout: Math.min(d.requestTimeoutMs ?? 60_000, 60_000),
+        },
+        handler,
+      ),
     genReqId: () => requestId(),
     return503OnClosing: true,
     // A path Fastify can't decode (a malformed %-escape in a route parameter) gets the dialect's error
     // shape like any bad input, not Fastify's own body.
     frameworkErrors: (err, req, reply) => {
-      const ge = new GatewayError('invalid_request', err.code === 'FST_ERR_BAD_URL' ? 'The request path is not a valid URL (a malformed %-escape).' : 'The request could not be routed.');
+      const ge = new GatewayError(
+        'invalid_request',
+        err.code === 'FST_ERR_BAD_URL'
+          ? 'The request path is not a valid URL (a malformed %-escape).'
+          : 'The request could not be routed.',
+      );
       const { status, body } = renderError(dialectOf(req.url), ge);
       void (reply as FastifyReply).code(status).header('x-request-id', req.id).send(body);
     },
@@ -226,34 +264,61 @@ export function buildServer(d: HttpDeps): FastifyInstance {
     if (bytes.length === 0) return done(null, undefined);
     const r = parseJsonBody(bytes);
     if (r.ok) done(null, r.value);
-    else if (r.why === 'too_deep') done(new GatewayError('invalid_request', `The JSON body is nested deeper than ${MAX_JSON_DEPTH} levels.`) as unknown as Error, undefined);
+    else if (r.why === 'too_deep')
+      done(
+        new GatewayError(
+          'invalid_request',
+          `The JSON body is nested deeper than ${MAX_JSON_DEPTH} levels.`,
+        ) as unknown as Error,
+        undefined,
+      );
     else json(req, bytes.toString('utf8'), done); // not JSON: Fastify's parser fails it with its own error, as before
   });
 
   app.setErrorHandler((err, req, reply) => {
     const ge = toGatewayError(err);
-    if (ge.code === 'internal_error') d.log.error({ err: safeErr(err), reqId: req.id, url: req.url }, 'unhandled error');
+    if (ge.code === 'internal_error')
+      d.log.error({ err: safeErr(err), reqId: req.id, url: req.url }, 'unhandled error');
     const { status, body } = renderError(dialectOf(req.url), ge);
     void reply.code(status).header('x-request-id', req.id).headers(ge.headers).send(body);
   });
 
   // Uploads (audio to transcribe, images to edit, a video's reference): text fields become the body's
   // properties, files ride along under a symbol (see lib/multipart.ts).
-  app.addContentTypeParser(/^multipart\/form-data/, { parseAs: 'buffer', bodyLimit: d.uploadLimit ?? 26 * 1024 * 1024 }, (req, buf, done) => {
-    parseMultipart(buf as Buffer, String(req.headers['content-type']))
-      .then((b) => done(null, b))
-      .catch(() => done(new GatewayError('invalid_request', 'The multipart body could not be parsed.') as unknown as Error, undefined));
-  });
+  app.addContentTypeParser(
+    /^multipart\/form-data/,
+    { parseAs: 'buffer', bodyLimit: d.uploadLimit ?? 26 * 1024 * 1024 },
+    (req, buf, done) => {
+      parseMultipart(buf as Buffer, String(req.headers['content-type']))
+        .then((b) => done(null, b))
+        .catch(() =>
+          done(
+            new GatewayError(
+              'invalid_request',
+              'The multipart body could not be parsed.',
+            ) as unknown as Error,
+            undefined,
+          ),
+        );
+    },
+  );
 
   app.setNotFoundHandler((req, reply) => {
-    const ge = new GatewayError('not_found', `Unknown route: ${req.method} ${req.url.split('?')[0]!.slice(0, 200)}`);
+    const ge = new GatewayError(
+      'not_found',
+      `Unknown route: ${req.method} ${req.url.split('?')[0]!.slice(0, 200)}`,
+    );
     void reply.code(404).header('x-request-id', req.id).send(toOpenAIError(ge));
   });
 
   /** True up a lease to what was produced: the upstream's usage, or nothing when no upstream answered. */
   const settleLease = (lease: Lease, ctx: RequestContext): Promise<void> => {
     const used = ctx.usage ? ctx.usage.inputTokens + ctx.usage.outputTokens : 0;
-    return lease.settle(used, ctx.saleMicros === null ? 0 : Number(ctx.saleMicros)).catch((err: unknown) => d.log.warn({ err: safeErr(err), reqId: ctx.id }, 'quota settlement failed; the lease expires by TTL'));
+    return lease
+      .settle(used, ctx.saleMicros === null ? 0 : Number(ctx.saleMicros))
+      .catch((err: unknown) =>
+        d.log.warn({ err: safeErr(err), reqId: ctx.id }, 'quota settlement failed; the lease expires by TTL'),
+      );
   };
 
   /** A cache hit: the stored answer as it was sent (a stream replayed as a stream), settled at the cache price. */
@@ -265,131 +330,185 @@ export function buildServer(d: HttpDeps): FastifyInstance {
     ctx.outcome = 'ok';
     ctx.served = true;
     if (ctx.beforeFinish) await ctx.beforeFinish();
-    sink.head(200, { ...ctx.extraHeaders, 'content-type': hit.t, 'x-request-id': ctx.id, 'x-anima-cache': 'hit', 'x-anima-cache-age': String(Math.max(0, Math.floor((Date.now() - hit.at) / 1000))) });
+    sink.head(200, {
+      ...ctx.extraHeaders,
+      'content-type': hit.t,
+      'x-request-id': ctx.id,
+      'x-anima-cache': 'hit',
+      'x-anima-cache-age': String(Math.max(0, Math.floor((Date.now() - hit.at) / 1000))),
+    });
     ctx.ttfbMs = ctx.elapsedMs();
     sink.end(hit.p);
     ctx.endedAt = d.clock.now();
   };
 
-  const dataPlane = (dialect: InboundDialect, inbound: Inbound = inboundFor(dialect)) => async (req: FastifyRequest, reply: FastifyReply) => {
-    const now = d.clock.now();
-    const ctx = new RequestContext(req.id, dialect, now);
-    reply.hijack();
-    let sink = nodeSink(reply.raw);
-    let lease: Lease | null = null;
-    let holdId: string | null = null;
-    let reqBody: Record<string, unknown> | null = null;
-    try {
-      const ks = d.config.killSwitch();
-      if (ks) throw new GatewayError('gateway_disabled', `The gateway is disabled by an operator${ks.reason ? `: ${ks.reason}` : ''}.`);
-      if (d.bothDown?.()) throw new GatewayError('service_unavailable', 'Redis and the database are both unreachable: requests are refused until one returns (nothing is served unbilled).', { headers: { 'retry-after': '1' } });
-      const { body, model, stream, key } = inbound(req);
-      reqBody = body;
-      ctx.stream = stream;
-      await authenticate(d.config, ctx, req.headers, now, key);
-      resolveAlias(d.config, ctx, model, now);
-      const gone = new Abort();
-      sink.onAbort(() => gone.abort());
-      if (billing?.blocked()) throw new GatewayError('service_unavailable', 'Billing can reach neither Redis nor the database; requests are refused rather than served unbilled.');
-      // Response cache (opt-in): looked up first, so a hit is admitted for what it uses (no tokens) and
-      // reserves only its cache price; it still passes the key's rate and concurrency limits.
-      const cacheTtl = d.responseCache ? cacheTtlFor(dialect, ctx.alias!.cacheTtlS, req.headers) : 0;
-      const ck = cacheTtl > 0 ? cacheKey(ctx.app!.id, dialect, ctx.aliasName!, body) : null;
-      const hit = ck ? await d.responseCache!.get(ck).catch(() => null) : null;
-      // The quota admission and the wallet reservation go to Redis side by side: one round trip of latency.
-      const reserve = billing ? (hit ? cacheHitReservation(d.config, ctx, hit.c) : reservationFor(d.config, ctx, body)) : 0n;
-      const [adm, res] = await Promise.allSettled([
-        d.admission
-          ? d.admission.admit(
-              ctx.key!,
-              (needTokens, needCost) => {
-                if (!needTokens && !needCost) return { tokens: 0, cost: 0 };
-                if (hit) return { tokens: 0, cost: 0 };
-                const t = estimateTokens(body, dialect);
-                return { tokens: t.total, cost: needCost ? estimateCost(d.config, ctx.alias!, ctx.key!.tokenGroupId, t, now) : 0 };
-              },
-              gone,
-              now,
-            )
-          : Promise.resolve(null),
-        reserve > 0n ? billing!.reserve(ctx.app!.id, ctx.id, reserve) : Promise.resolve(),
-      ]);
-      if (res.status === 'fulfilled' && reserve > 0n) holdId = ctx.id;
-      if (adm.status === 'rejected') throw adm.reason;
-      const admitted = adm.value;
-      if (admitted && !('deferred' in admitted)) lease = admitted;
-      if (res.status === 'rejected') throw res.reason;
-      if (admitted && 'deferred' in admitted) {
-        // ASYNC mode and no room now: persist the request as a task and answer 202 at once.
-        if (stream) throw new GatewayError('invalid_request', 'This key runs over-limit requests asynchronously (ASYNC mode), which cannot stream: retry without stream, or later.', { param: 'stream' });
-        if (!DEFERRABLE.has(dialect)) throw new GatewayError('rate_limit_exceeded', 'This key is over its limits and this operation cannot be deferred as a task: retry later.', { headers: { 'retry-after': String(Math.max(1, Math.ceil(admitted.retryAfterMs / 1000))) } });
-        if (!d.tasks) throw new GatewayError('service_unavailable', 'Asynchronous tasks are not available on this gateway.');
-        const task = await d.tasks.store.create({
-          kind: TASK_KIND[dialect],
-          appId: ctx.key!.appId,
-          keyId: ctx.key!.id,
-          request: body,
-          deadline: new Date(Date.now() + d.tasks.deadlineMs),
-          notBefore: new Date(Date.now() + Math.min(admitted.retryAfterMs, 1_000)),
-        });
-        d.tasks.wake();
-        d.tasks.onQueued?.(task.kind);
-        ctx.status = 202;
-        ctx.outcome = 'queued';
-        sink.head(202, { 'content-type': 'application/json', 'x-request-id': ctx.id, location: `/v1/tasks/${task.id}` });
-        sink.end(JSON.stringify({ ...taskView(task), task_id: task.id }));
-        return;
+  const dataPlane =
+    (dialect: InboundDialect, inbound: Inbound = inboundFor(dialect)) =>
+    async (req: FastifyRequest, reply: FastifyReply) => {
+      const now = d.clock.now();
+      const ctx = new RequestContext(req.id, dialect, now);
+      reply.hijack();
+      let sink = nodeSink(reply.raw);
+      let lease: Lease | null = null;
+      let holdId: string | null = null;
+      let reqBody: Record<string, unknown> | null = null;
+      try {
+        const ks = d.config.killSwitch();
+        if (ks)
+          throw new GatewayError(
+            'gateway_disabled',
+            `The gateway is disabled by an operator${ks.reason ? `: ${ks.reason}` : ''}.`,
+          );
+        if (d.bothDown?.())
+          throw new GatewayError(
+            'service_unavailable',
+            'Redis and the database are both unreachable: requests are refused until one returns (nothing is served unbilled).',
+            { headers: { 'retry-after': '1' } },
+          );
+        const { body, model, stream, key } = inbound(req);
+        reqBody = body;
+        ctx.stream = stream;
+        await authenticate(d.config, ctx, req.headers, now, key);
+        resolveAlias(d.config, ctx, model, now);
+        const gone = new Abort();
+        sink.onAbort(() => gone.abort());
+        if (billing?.blocked())
+          throw new GatewayError(
+            'service_unavailable',
+            'Billing can reach neither Redis nor the database; requests are refused rather than served unbilled.',
+          );
+        // Response cache (opt-in): looked up first, so a hit is admitted for what it uses (no tokens) and
+        // reserves only its cache price; it still passes the key's rate and concurrency limits.
+        const cacheTtl = d.responseCache ? cacheTtlFor(dialect, ctx.alias!.cacheTtlS, req.headers) : 0;
+        const ck = cacheTtl > 0 ? cacheKey(ctx.app!.id, dialect, ctx.aliasName!, body) : null;
+        const hit = ck ? await d.responseCache!.get(ck).catch(() => null) : null;
+        // The quota admission and the wallet reservation go to Redis side by side: one round trip of latency.
+        const reserve = billing
+          ? hit
+            ? cacheHitReservation(d.config, ctx, hit.c)
+            : reservationFor(d.config, ctx, body)
+          : 0n;
+        const [adm, res] = await Promise.allSettled([
+          d.admission
+            ? d.admission.admit(
+                ctx.key!,
+                (needTokens, needCost) => {
+                  if (!needTokens && !needCost) return { tokens: 0, cost: 0 };
+                  if (hit) return { tokens: 0, cost: 0 };
+                  const t = estimateTokens(body, dialect);
+                  return {
+                    tokens: t.total,
+                    cost: needCost ? estimateCost(d.config, ctx.alias!, ctx.key!.tokenGroupId, t, now) : 0,
+                  };
+                },
+                gone,
+                now,
+              )
+            : Promise.resolve(null),
+          reserve > 0n ? billing!.reserve(ctx.app!.id, ctx.id, reserve) : Promise.resolve(),
+        ]);
+        if (res.status === 'fulfilled' && reserve > 0n) holdId = ctx.id;
+        if (adm.status === 'rejected') throw adm.reason;
+        const admitted = adm.value;
+        if (admitted && !('deferred' in admitted)) lease = admitted;
+        if (res.status === 'rejected') throw res.reason;
+        if (admitted && 'deferred' in admitted) {
+          // ASYNC mode and no room now: persist the request as a task and answer 202 at once.
+          if (stream)
+            throw new GatewayError(
+              'invalid_request',
+              'This key runs over-limit requests asynchronously (ASYNC mode), which cannot stream: retry without stream, or later.',
+              { param: 'stream' },
+            );
+          if (!DEFERRABLE.has(dialect))
+            throw new GatewayError(
+              'rate_limit_exceeded',
+              'This key is over its limits and this operation cannot be deferred as a task: retry later.',
+              { headers: { 'retry-after': String(Math.max(1, Math.ceil(admitted.retryAfterMs / 1000))) } },
+            );
+          if (!d.tasks)
+            throw new GatewayError(
+              'service_unavailable',
+              'Asynchronous tasks are not available on this gateway.',
+            );
+          const task = await d.tasks.store.create({
+            kind: TASK_KIND[dialect],
+            appId: ctx.key!.appId,
+            keyId: ctx.key!.id,
+            request: body,
+            deadline: new Date(Date.now() + d.tasks.deadlineMs),
+            notBefore: new Date(Date.now() + Math.min(admitted.retryAfterMs, 1_000)),
+          });
+          d.tasks.wake();
+          d.tasks.onQueued?.(task.kind);
+          ctx.status = 202;
+          ctx.outcome = 'queued';
+          sink.head(202, {
+            'content-type': 'application/json',
+            'x-request-id': ctx.id,
+            location: `/v1/tasks/${task.id}`,
+          });
+          sink.end(JSON.stringify({ ...taskView(task), task_id: task.id }));
+          return;
+        }
+        if (lease) ctx.extraHeaders = rateLimitHeaders(lease.remaining);
+        if (billing) {
+          const hold = holdId;
+          const held = lease;
+          ctx.beforeFinish = () => {
+            // Billing and the quota true-up leave in the same tick, so Redis gets them in one pipelined
+            // write: settleRequest prices the request synchronously before its first await. The answer's
+            // last bytes wait for that write, not for Redis's reply (a round trip off the latency path):
+            // the bill is on its way before the answer is. A reply that reports a failure spills the record
+            // to the journal writer, as an unreachable Redis always did.
+            const b = settleRequest(billing, d.config, ctx, body, { recordId: ctx.id, holdId: hold });
+            const p = held ? Promise.all([b, settleLease(held, ctx)]).then(() => undefined) : b;
+            ctx.settling = p;
+            d.settlements?.add(p);
+            void p.finally(() => d.settlements?.delete(p)).catch(() => {}); // a failure surfaces where the handler awaits ctx.settling
+            return written();
+          };
+        }
+        if (hit) {
+          await serveCached(ctx, sink, hit);
+          return;
+        }
+        if (ck) {
+          sink = capturing(sink, (a) => {
+            if (ctx.served && !ctx.clientAborted && ctx.status === 200 && ctx.channel) {
+              void d
+                .responseCache!.put(ck!, { ...a, c: ctx.channel, at: Date.now() }, cacheTtl)
+                .catch(() => {});
+            }
+          });
+          ctx.extraHeaders['x-anima-cache'] = 'miss';
+        }
+        const beta = req.headers['anthropic-beta'];
+        await d.relay.serve(
+          ctx,
+          body,
+          sink,
+          typeof beta === 'string' ? { anthropicBeta: beta, abort: gone } : { abort: gone },
+        );
+      } catch (e) {
+        const ge = e instanceof GatewayError ? e : toGatewayError(e);
+        if (ge.code === 'internal_error') d.log.error({ err: safeErr(e), reqId: ctx.id }, 'unhandled error');
+        ctx.outcome = ctx.attempts > 0 ? 'failed' : 'rejected'; // rejected: refused before any upstream call
+        if (!sink.headersSent) writeError(ctx, sink, ge);
+        else sink.end();
+      } finally {
+        if (ctx.settling) await ctx.settling;
+        if (billing && !ctx.billed) {
+          if (ctx.app && reqBody)
+            await settleRequest(billing, d.config, ctx, reqBody, { recordId: ctx.id, holdId });
+          else if (holdId && ctx.app) await billing.release(ctx.app.id, holdId);
+        }
+        priceRequest(d.config, ctx);
+        if (lease) await settleLease(lease, ctx); // a no-op when beforeFinish already settled it
+        d.metrics.request(ctx);
+        logRequest(d.log, ctx);
       }
-      if (lease) ctx.extraHeaders = rateLimitHeaders(lease.remaining);
-      if (billing) {
-        const hold = holdId;
-        const held = lease;
-        ctx.beforeFinish = () => {
-          // Billing and the quota true-up leave in the same tick, so Redis gets them in one pipelined
-          // write: settleRequest prices the request synchronously before its first await. The answer's
-          // last bytes wait for that write, not for Redis's reply (a round trip off the latency path):
-          // the bill is on its way before the answer is. A reply that reports a failure spills the record
-          // to the journal writer, as an unreachable Redis always did.
-          const b = settleRequest(billing, d.config, ctx, body, { recordId: ctx.id, holdId: hold });
-          const p = held ? Promise.all([b, settleLease(held, ctx)]).then(() => undefined) : b;
-          ctx.settling = p;
-          d.settlements?.add(p);
-          void p.finally(() => d.settlements?.delete(p)).catch(() => {}); // a failure surfaces where the handler awaits ctx.settling
-          return written();
-        };
-      }
-      if (hit) {
-        await serveCached(ctx, sink, hit);
-        return;
-      }
-      if (ck) {
-        sink = capturing(sink, (a) => {
-          if (ctx.served && !ctx.clientAborted && ctx.status === 200 && ctx.channel) {
-            void d.responseCache!.put(ck!, { ...a, c: ctx.channel, at: Date.now() }, cacheTtl).catch(() => {});
-          }
-        });
-        ctx.extraHeaders['x-anima-cache'] = 'miss';
-      }
-      const beta = req.headers['anthropic-beta'];
-      await d.relay.serve(ctx, body, sink, typeof beta === 'string' ? { anthropicBeta: beta, abort: gone } : { abort: gone });
-    } catch (e) {
-      const ge = e instanceof GatewayError ? e : toGatewayError(e);
-      if (ge.code === 'internal_error') d.log.error({ err: safeErr(e), reqId: ctx.id }, 'unhandled error');
-      ctx.outcome = ctx.attempts > 0 ? 'failed' : 'rejected'; // rejected: refused before any upstream call
-      if (!sink.headersSent) writeError(ctx, sink, ge);
-      else sink.end();
-    } finally {
-      if (ctx.settling) await ctx.settling;
-      if (billing && !ctx.billed) {
-        if (ctx.app && reqBody) await settleRequest(billing, d.config, ctx, reqBody, { recordId: ctx.id, holdId });
-        else if (holdId && ctx.app) await billing.release(ctx.app.id, holdId);
-      }
-      priceRequest(d.config, ctx);
-      if (lease) await settleLease(lease, ctx); // a no-op when beforeFinish already settled it
-      d.metrics.request(ctx);
-      logRequest(d.log, ctx);
-    }
-  };
+    };
 
   if (d.admin) registerAdmin(app, d.admin);
   if (d.media) registerMedia(app, d.media);
@@ -406,13 +525,18 @@ export function buildServer(d: HttpDeps): FastifyInstance {
   // which the router can't split: one route, dispatched by method to the generation or embedding dialect).
   const geminiGenerate = dataPlane('gemini');
   const geminiEmbed = dataPlane('gemini_embed');
-  const geminiRoute = (req: FastifyRequest, reply: FastifyReply) => (isGeminiEmbed(req) ? geminiEmbed(req, reply) : geminiGenerate(req, reply));
+  const geminiRoute = (req: FastifyRequest, reply: FastifyReply) =>
+    isGeminiEmbed(req) ? geminiEmbed(req, reply) : geminiGenerate(req, reply);
   app.post('/v1beta/models/*', geminiRoute);
   app.post('/v1/models/*', geminiRoute);
   /** With Redis and the database both gone, reads answer from L1 only while it is fresher than 30 s. */
   const refuseIfL1Expired = () => {
     if (d.bothDown?.() && d.clock.now() - d.config.loadedAt > L1_TTL_MS) {
-      throw new GatewayError('service_unavailable', 'Redis and the database are both unreachable and the in-memory configuration is older than 30 s.', { headers: { 'retry-after': '1' } });
+      throw new GatewayError(
+        'service_unavailable',
+        'Redis and the database are both unreachable and the in-memory configuration is older than 30 s.',
+        { headers: { 'retry-after': '1' } },
+      );
     }
   };
   const geminiModel = (id: string, now: number) => ({
@@ -450,7 +574,10 @@ export function buildServer(d: HttpDeps): FastifyInstance {
   const notStored = async (req: FastifyRequest) => {
     const now = d.clock.now();
     await authenticate(d.config, new RequestContext(req.id, 'openai_responses', now), req.headers, now);
-    throw new GatewayError('not_found', 'Anima does not store responses (requests are stateless, as with store: false): there is nothing to retrieve, cancel or list. Keep the response the create call returned.');
+    throw new GatewayError(
+      'not_found',
+      'Anima does not store responses (requests are stateless, as with store: false): there is nothing to retrieve, cancel or list. Keep the response the create call returned.',
+    );
   };
   app.get('/v1/responses/:id', notStored);
   app.delete('/v1/responses/:id', notStored);
@@ -459,7 +586,8 @@ export function buildServer(d: HttpDeps): FastifyInstance {
 
   app.get('/v1/models', async (req, reply) => {
     const now = d.clock.now();
-    if (d.config.killSwitch()) throw new GatewayError('gateway_disabled', 'The gateway is disabled by an operator.');
+    if (d.config.killSwitch())
+      throw new GatewayError('gateway_disabled', 'The gateway is disabled by an operator.');
     refuseIfL1Expired();
     const ctx = new RequestContext(req.id, 'openai_chat', now);
     await authenticate(d.config, ctx, req.headers, now);
@@ -467,7 +595,12 @@ export function buildServer(d: HttpDeps): FastifyInstance {
     const data = d.config
       .aliasNames(now)
       .filter((n) => !allowed || allowed.has(n))
-      .map((id) => ({ id, object: 'model', created: Math.floor((d.config.alias(id, now)?.effectiveFrom ?? now) / 1000), owned_by: 'anima' }));
+      .map((id) => ({
+        id,
+        object: 'model',
+        created: Math.floor((d.config.alias(id, now)?.effectiveFrom ?? now) / 1000),
+        owned_by: 'anima',
+      }));
     void reply.header('x-request-id', req.id).send({ object: 'list', data });
   });
 
@@ -478,14 +611,21 @@ export function buildServer(d: HttpDeps): FastifyInstance {
     await authenticate(d.config, ctx, req.headers, now);
     const id = (req.params as { model: string }).model;
     resolveAlias(d.config, ctx, id, now);
-    void reply.send({ id, object: 'model', created: Math.floor(ctx.alias!.effectiveFrom / 1000), owned_by: 'anima' });
+    void reply.send({
+      id,
+      object: 'model',
+      created: Math.floor(ctx.alias!.effectiveFrom / 1000),
+      owned_by: 'anima',
+    });
   });
 
   app.get('/v1/tasks/:id', async (req, reply) => {
     const now = d.clock.now();
     const ctx = new RequestContext(req.id, 'openai_chat', now);
     await authenticate(d.config, ctx, req.headers, now);
-    const t = d.tasks ? await d.tasks.store.get((req.params as { id: string }).id, ctx.key!.appId) : undefined;
+    const t = d.tasks
+      ? await d.tasks.store.get((req.params as { id: string }).id, ctx.key!.appId)
+      : undefined;
     if (!t) throw new GatewayError('not_found', 'No such task.');
     void reply.header('x-request-id', req.id).send(taskView(t));
   });
@@ -494,7 +634,12 @@ export function buildServer(d: HttpDeps): FastifyInstance {
     const ctx = new RequestContext(req.id, 'openai_chat', now);
     await authenticate(d.config, ctx, req.headers, now);
     const q = req.query as Record<string, string>;
-    const rows = d.tasks ? await d.tasks.store.list(ctx.key!.appId, { status: q.status, limit: q.limit ? Number(q.limit) : undefined }) : [];
+    const rows = d.tasks
+      ? await d.tasks.store.list(ctx.key!.appId, {
+          status: q.status,
+          limit: q.limit ? Number(q.limit) : undefined,
+        })
+      : [];
     void reply.header('x-request-id', req.id).send({ object: 'list', data: rows.map(taskView) });
   });
 
@@ -502,7 +647,9 @@ export function buildServer(d: HttpDeps): FastifyInstance {
   app.get('/actuator/health/liveness', async () => ({ status: 'UP' }));
   app.get('/actuator/health/readiness', async (_req, reply) => {
     const r = await d.readiness();
-    void reply.code(r.up ? 200 : 503).send({ status: r.up ? (r.degraded ? 'DEGRADED' : 'UP') : 'DOWN', components: r.components });
+    void reply
+      .code(r.up ? 200 : 503)
+      .send({ status: r.up ? (r.degraded ? 'DEGRADED' : 'UP') : 'DOWN', components: r.components });
   });
   app.get('/actuator/prometheus', async (_req, reply) => {
     const text = await d.metrics.registry.metrics();

@@ -16,19 +16,30 @@ export function validateBody(dialect: InboundDialect, body: unknown): Record<str
   switch (dialect) {
     case 'openai_chat':
       if (!Array.isArray(body.messages) || body.messages.length === 0) {
-        throw new GatewayError('invalid_request', "'messages' must be a non-empty array.", { param: 'messages' });
+        throw new GatewayError('invalid_request', "'messages' must be a non-empty array.", {
+          param: 'messages',
+        });
       }
-      if (!body.messages.every(isObj)) throw new GatewayError('invalid_request', "Each entry of 'messages' must be an object.", { param: 'messages' });
+      if (!body.messages.every(isObj))
+        throw new GatewayError('invalid_request', "Each entry of 'messages' must be an object.", {
+          param: 'messages',
+        });
       if (body.stream_options !== undefined && body.stream_options !== null && !isObj(body.stream_options)) {
-        throw new GatewayError('invalid_request', "'stream_options' must be an object.", { param: 'stream_options' });
+        throw new GatewayError('invalid_request', "'stream_options' must be an object.", {
+          param: 'stream_options',
+        });
       }
       break;
     case 'anthropic_messages':
       if (!Array.isArray(body.messages) || body.messages.length === 0) {
-        throw new GatewayError('invalid_request', 'messages: must be a non-empty array', { param: 'messages' });
+        throw new GatewayError('invalid_request', 'messages: must be a non-empty array', {
+          param: 'messages',
+        });
       }
       if (!Number.isInteger(body.max_tokens) || (body.max_tokens as number) < 1) {
-        throw new GatewayError('invalid_request', 'max_tokens: a positive integer is required', { param: 'max_tokens' });
+        throw new GatewayError('invalid_request', 'max_tokens: a positive integer is required', {
+          param: 'max_tokens',
+        });
       }
       break;
     case 'openai_embeddings': {
@@ -36,9 +47,17 @@ export function validateBody(dialect: InboundDialect, body: unknown): Record<str
       const tokens = (a: unknown) => Array.isArray(a) && a.length > 0 && a.every((t) => Number.isInteger(t));
       const ok =
         typeof input === 'string' ||
-        (Array.isArray(input) && input.length > 0 && (input.every((x) => typeof x === 'string') || tokens(input) || input.every(tokens)));
-      if (!ok) throw new GatewayError('invalid_request', "'input' must be a string, an array of strings, an array of token ids, or an array of token-id arrays.", { param: 'input' });
-      if (body.stream === true) throw new GatewayError('invalid_request', 'Embeddings do not stream.', { param: 'stream' });
+        (Array.isArray(input) &&
+          input.length > 0 &&
+          (input.every((x) => typeof x === 'string') || tokens(input) || input.every(tokens)));
+      if (!ok)
+        throw new GatewayError(
+          'invalid_request',
+          "'input' must be a string, an array of strings, an array of token ids, or an array of token-id arrays.",
+          { param: 'input' },
+        );
+      if (body.stream === true)
+        throw new GatewayError('invalid_request', 'Embeddings do not stream.', { param: 'stream' });
       break;
     }
   }
@@ -61,13 +80,18 @@ const MAX_AUDIO_BYTES = 25 * 1024 * 1024;
 
 function modelOf(body: Record<string, unknown>): string {
   const model = body.model;
-  if (model === undefined || model === null || model === '') throw new GatewayError('missing_model', 'You must provide a model parameter.', { param: 'model' });
-  if (typeof model !== 'string' || model.length > 256) throw new GatewayError('invalid_request', "'model' must be a string of at most 256 characters.", { param: 'model' });
+  if (model === undefined || model === null || model === '')
+    throw new GatewayError('missing_model', 'You must provide a model parameter.', { param: 'model' });
+  if (typeof model !== 'string' || model.length > 256)
+    throw new GatewayError('invalid_request', "'model' must be a string of at most 256 characters.", {
+      param: 'model',
+    });
   return model;
 }
 
 function streamOf(body: Record<string, unknown>): boolean {
-  if (body.stream !== undefined && body.stream !== null && typeof body.stream !== 'boolean') throw new GatewayError('invalid_request', "'stream' must be a boolean.", { param: 'stream' });
+  if (body.stream !== undefined && body.stream !== null && typeof body.stream !== 'boolean')
+    throw new GatewayError('invalid_request', "'stream' must be a boolean.", { param: 'stream' });
   return body.stream === true;
 }
 
@@ -93,7 +117,8 @@ export function geminiMethod(req: FastifyRequest): { model: string; method: stri
 
 const EMBED_METHODS = new Set(['embedContent', 'batchEmbedContents']);
 /** Gemini embedding methods go to the gemini_embed dialect, the rest to gemini. */
-export const isGeminiEmbed = (req: FastifyRequest): boolean => EMBED_METHODS.has(geminiMethod(req)?.method ?? '');
+export const isGeminiEmbed = (req: FastifyRequest): boolean =>
+  EMBED_METHODS.has(geminiMethod(req)?.method ?? '');
 
 function geminiTarget(req: FastifyRequest, methods: string[]): { model: string; method: string } {
   const m = geminiMethod(req);
@@ -114,16 +139,28 @@ export function googleKey(req: FastifyRequest): string | undefined {
 
 function checkUpload(body: Record<string, unknown>, fields: string[], required: boolean, max: number): void {
   const files = uploadsOf(body).filter((f) => fields.includes(f.field));
-  if (required && files.length === 0) throw new GatewayError('invalid_request', `Upload a file in the '${fields[0]}' field (multipart/form-data).`, { param: fields[0]! });
+  if (required && files.length === 0)
+    throw new GatewayError(
+      'invalid_request',
+      `Upload a file in the '${fields[0]}' field (multipart/form-data).`,
+      { param: fields[0]! },
+    );
   for (const f of files) {
-    if (f.data.length === 0) throw new GatewayError('invalid_request', `The file in '${f.field}' is empty.`, { param: f.field });
-    if (f.data.length > max) throw new GatewayError('body_too_large', `The file in '${f.field}' is larger than ${Math.round(max / 1024 / 1024)} MB.`, { param: f.field });
+    if (f.data.length === 0)
+      throw new GatewayError('invalid_request', `The file in '${f.field}' is empty.`, { param: f.field });
+    if (f.data.length > max)
+      throw new GatewayError(
+        'body_too_large',
+        `The file in '${f.field}' is larger than ${Math.round(max / 1024 / 1024)} MB.`,
+        { param: f.field },
+      );
   }
 }
 
 function multipartBody(req: FastifyRequest): Record<string, unknown> {
   const ct = String(req.headers['content-type'] ?? '');
-  if (!/^multipart\/form-data/i.test(ct)) throw new GatewayError('unsupported_media_type', 'Send this request as multipart/form-data.');
+  if (!/^multipart\/form-data/i.test(ct))
+    throw new GatewayError('unsupported_media_type', 'Send this request as multipart/form-data.');
   if (!isObj(req.body)) throw new GatewayError('invalid_request', 'The multipart body could not be parsed.');
   return req.body;
 }
@@ -144,23 +181,49 @@ export function inboundFor(dialect: InboundDialect): Inbound {
         const model = modelOf(body);
         const stream = streamOf(body);
         const input = body.input;
-        if (!(typeof input === 'string' && input !== '') && !(Array.isArray(input) && input.length > 0 && input.every(isObj))) {
-          throw new GatewayError('invalid_request', "'input' must be a non-empty string or a non-empty array of input items.", { param: 'input' });
+        if (
+          !(typeof input === 'string' && input !== '') &&
+          !(Array.isArray(input) && input.length > 0 && input.every(isObj))
+        ) {
+          throw new GatewayError(
+            'invalid_request',
+            "'input' must be a non-empty string or a non-empty array of input items.",
+            { param: 'input' },
+          );
         }
-        if (body.max_output_tokens != null && (!Number.isInteger(body.max_output_tokens) || (body.max_output_tokens as number) < 1)) {
-          throw new GatewayError('invalid_request', "'max_output_tokens' must be a positive integer.", { param: 'max_output_tokens' });
+        if (
+          body.max_output_tokens != null &&
+          (!Number.isInteger(body.max_output_tokens) || (body.max_output_tokens as number) < 1)
+        ) {
+          throw new GatewayError('invalid_request', "'max_output_tokens' must be a positive integer.", {
+            param: 'max_output_tokens',
+          });
         }
-        if (body.background === true) throw new GatewayError('unsupported_parameter', "'background' responses need stored state, which Anima does not keep.", { param: 'background' });
+        if (body.background === true)
+          throw new GatewayError(
+            'unsupported_parameter',
+            "'background' responses need stored state, which Anima does not keep.",
+            { param: 'background' },
+          );
         return { body, model, stream };
       };
     case 'gemini':
       return (req) => {
         const { model, method } = geminiTarget(req, ['generateContent', 'streamGenerateContent']);
         const stream = method === 'streamGenerateContent';
-        if (stream && (req.query as Record<string, unknown>)?.alt !== 'sse') throw new GatewayError('invalid_request', 'streamGenerateContent is served as server-sent events: add ?alt=sse.', { param: 'alt' });
+        if (stream && (req.query as Record<string, unknown>)?.alt !== 'sse')
+          throw new GatewayError(
+            'invalid_request',
+            'streamGenerateContent is served as server-sent events: add ?alt=sse.',
+            { param: 'alt' },
+          );
         const body = jsonBody(req);
         if (!Array.isArray(body.contents) || body.contents.length === 0 || !body.contents.every(isObj)) {
-          throw new GatewayError('invalid_request', "'contents' must be a non-empty array of content objects.", { param: 'contents' });
+          throw new GatewayError(
+            'invalid_request',
+            "'contents' must be a non-empty array of content objects.",
+            { param: 'contents' },
+          );
         }
         return { body: { ...body, model, stream }, model, stream, key: googleKey(req) };
       };
@@ -169,20 +232,43 @@ export function inboundFor(dialect: InboundDialect): Inbound {
         const { model, method } = geminiTarget(req, [...EMBED_METHODS]);
         const body = jsonBody(req);
         const batch = method === 'batchEmbedContents';
-        if (batch && (!Array.isArray(body.requests) || body.requests.length === 0 || !body.requests.every(isObj))) {
-          throw new GatewayError('invalid_request', "'requests' must be a non-empty array of embed requests.", { param: 'requests' });
+        if (
+          batch &&
+          (!Array.isArray(body.requests) || body.requests.length === 0 || !body.requests.every(isObj))
+        ) {
+          throw new GatewayError(
+            'invalid_request',
+            "'requests' must be a non-empty array of embed requests.",
+            { param: 'requests' },
+          );
         }
-        if (!batch && !isObj(body.content)) throw new GatewayError('invalid_request', "'content' is required.", { param: 'content' });
+        if (!batch && !isObj(body.content))
+          throw new GatewayError('invalid_request', "'content' is required.", { param: 'content' });
         return { body: { ...body, model, stream: false }, model, stream: false, key: googleKey(req) };
       };
     case 'openai_speech':
       return (req) => {
         const body = jsonBody(req);
         const model = modelOf(body);
-        if (typeof body.input !== 'string' || body.input === '') throw new GatewayError('invalid_request', "'input' must be a non-empty string.", { param: 'input' });
-        if ([...body.input].length > MAX_SPEECH_CHARS) throw new GatewayError('invalid_request', `'input' must be at most ${MAX_SPEECH_CHARS} characters.`, { param: 'input' });
-        if (typeof body.voice !== 'string' && !isObj(body.voice)) throw new GatewayError('invalid_request', "'voice' is required.", { param: 'voice' });
-        if (body.speed !== undefined && (typeof body.speed !== 'number' || body.speed < 0.25 || body.speed > 4)) throw new GatewayError('invalid_request', "'speed' must be a number from 0.25 to 4.", { param: 'speed' });
+        if (typeof body.input !== 'string' || body.input === '')
+          throw new GatewayError('invalid_request', "'input' must be a non-empty string.", {
+            param: 'input',
+          });
+        if ([...body.input].length > MAX_SPEECH_CHARS)
+          throw new GatewayError(
+            'invalid_request',
+            `'input' must be at most ${MAX_SPEECH_CHARS} characters.`,
+            { param: 'input' },
+          );
+        if (typeof body.voice !== 'string' && !isObj(body.voice))
+          throw new GatewayError('invalid_request', "'voice' is required.", { param: 'voice' });
+        if (
+          body.speed !== undefined &&
+          (typeof body.speed !== 'number' || body.speed < 0.25 || body.speed > 4)
+        )
+          throw new GatewayError('invalid_request', "'speed' must be a number from 0.25 to 4.", {
+            param: 'speed',
+          });
         return { body, model, stream: false };
       };
     case 'openai_transcription':
@@ -192,8 +278,15 @@ export function inboundFor(dialect: InboundDialect): Inbound {
         const model = modelOf(body);
         checkUpload(body, ['file'], true, MAX_AUDIO_BYTES);
         const rf = body.response_format;
-        if (rf !== undefined && !['json', 'text', 'srt', 'verbose_json', 'vtt', 'diarized_json'].includes(rf as string)) {
-          throw new GatewayError('invalid_request', "'response_format' must be one of json, text, srt, verbose_json, vtt.", { param: 'response_format' });
+        if (
+          rf !== undefined &&
+          !['json', 'text', 'srt', 'verbose_json', 'vtt', 'diarized_json'].includes(rf as string)
+        ) {
+          throw new GatewayError(
+            'invalid_request',
+            "'response_format' must be one of json, text, srt, verbose_json, vtt.",
+            { param: 'response_format' },
+          );
         }
         return { body, model, stream: false };
       };
@@ -203,8 +296,10 @@ export function inboundFor(dialect: InboundDialect): Inbound {
         const model = modelOf(body);
         checkUpload(body, ['image', 'image[]'], true, MAX_AUDIO_BYTES);
         checkUpload(body, ['mask'], false, MAX_AUDIO_BYTES);
-        if (typeof body.prompt !== 'string' || body.prompt === '') throw new GatewayError('invalid_request', "'prompt' is required.", { param: 'prompt' });
-        if (body.n !== undefined && !/^(10|[1-9])$/.test(String(body.n))) throw new GatewayError('invalid_request', "'n' must be an integer from 1 to 10.", { param: 'n' });
+        if (typeof body.prompt !== 'string' || body.prompt === '')
+          throw new GatewayError('invalid_request', "'prompt' is required.", { param: 'prompt' });
+        if (body.n !== undefined && !/^(10|[1-9])$/.test(String(body.n)))
+          throw new GatewayError('invalid_request', "'n' must be an integer from 1 to 10.", { param: 'n' });
         return { body, model, stream: false };
       };
   }

@@ -33,7 +33,11 @@ const USAGE_OPTION = Buffer.from(',"stream_options":{"include_usage":true}');
  * Its value must then read exactly as JSON.stringify writes the parsed one. (UTF-8 keeps every byte of a
  * multi-byte character >= 0x80, so none of these ASCII searches can match inside one.)
  */
-export function withModel(body: Record<string, unknown>, model: string, addUsageOption: boolean): Buffer | null {
+export function withModel(
+  body: Record<string, unknown>,
+  model: string,
+  addUsageOption: boolean,
+): Buffer | null {
   const b = bytesOf.get(body);
   if (b === undefined || typeof body.model !== 'string') return null;
   if (addUsageOption && body.stream_options !== undefined) return null;

@@ -31,7 +31,12 @@ export async function parseMultipart(buf: Buffer, contentType: string): Promise<
       if (k === '__proto__' || k === 'constructor' || k === 'prototype') continue;
       out[k] = v;
     } else {
-      files.push({ field: k, filename: v.name || 'file', contentType: v.type || 'application/octet-stream', data: Buffer.from(await v.arrayBuffer()) });
+      files.push({
+        field: k,
+        filename: v.name || 'file',
+        contentType: v.type || 'application/octet-stream',
+        data: Buffer.from(await v.arrayBuffer()),
+      });
     }
   }
   Object.defineProperty(out, UPLOADS, { value: files, enumerable: false });
@@ -41,15 +46,26 @@ export async function parseMultipart(buf: Buffer, contentType: string): Promise<
 const quote = (s: string) => s.replace(/["\r\n\\]/g, (c) => (c === '"' ? '%22' : c === '\\' ? '\\\\' : ' '));
 
 /** Encodes fields and files as multipart/form-data. */
-export function encodeMultipart(fields: Array<[string, string]>, files: Upload[]): { body: Buffer; contentType: string } {
+export function encodeMultipart(
+  fields: Array<[string, string]>,
+  files: Upload[],
+): { body: Buffer; contentType: string } {
   const boundary = `----anima${randomBytes(12).toString('hex')}`;
   const parts: Buffer[] = [];
   for (const [k, v] of fields) {
-    parts.push(Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="${quote(k)}"\r\n\r\n${v}\r\n`, 'utf8'));
+    parts.push(
+      Buffer.from(
+        `--${boundary}\r\nContent-Disposition: form-data; name="${quote(k)}"\r\n\r\n${v}\r\n`,
+        'utf8',
+      ),
+    );
   }
   for (const f of files) {
     parts.push(
-      Buffer.from(`--${boundary}\r\nContent-Disposition: form-data; name="${quote(f.field)}"; filename="${quote(f.filename)}"\r\nContent-Type: ${f.contentType.replace(/[\r\n]/g, '')}\r\n\r\n`, 'utf8'),
+      Buffer.from(
+        `--${boundary}\r\nContent-Disposition: form-data; name="${quote(f.field)}"; filename="${quote(f.filename)}"\r\nContent-Type: ${f.contentType.replace(/[\r\n]/g, '')}\r\n\r\n`,
+        'utf8',
+      ),
       f.data,
       Buffer.from('\r\n'),
     );

@@ -15,7 +15,8 @@ export class SseParser {
 
   /** Feed a chunk; returns the events completed by it. */
   push(chunk: Uint8Array | string): SseEvent[] {
-    const buf = (this.buf += typeof chunk === 'string' ? chunk : this.decoder.decode(chunk, { stream: true }));
+    const buf = (this.buf +=
+      typeof chunk === 'string' ? chunk : this.decoder.decode(chunk, { stream: true }));
     const out: SseEvent[] = [];
     let start = 0;
     // Almost every stream ends its lines with LF alone: then the native indexOf finds them (a per-character

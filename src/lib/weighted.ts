@@ -2,7 +2,11 @@
  * Weighted random pick. Items with weight <= 0 are never picked unless every candidate has weight <= 0,
  * in which case the pick is uniform. Returns the index into `items`, or -1 when `items` is empty.
  */
-export function weightedPickIndex<T>(items: readonly T[], weight: (t: T) => number, rnd: () => number = Math.random): number {
+export function weightedPickIndex<T>(
+  items: readonly T[],
+  weight: (t: T) => number,
+  rnd: () => number = Math.random,
+): number {
   if (items.length === 0) return -1;
   if (items.length === 1) return 0;
   let total = 0;

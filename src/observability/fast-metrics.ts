@@ -39,7 +39,13 @@ abstract class FastMetric<S> {
   abstract readonly type: 'counter' | 'histogram';
 
   /** What the registry calls at scrape time. */
-  get(): Promise<{ name: string; help: string; type: string; aggregator: 'sum'; values: MetricValue<string>[] }> {
+  get(): Promise<{
+    name: string;
+    help: string;
+    type: string;
+    aggregator: 'sum';
+    values: MetricValue<string>[];
+  }> {
     const values: MetricValue<string>[] = [];
     for (const { labels, s } of this.series.values()) values.push(...this.values(labels, s));
     return Promise.resolve({ name: this.name, help: this.help, type: this.type, aggregator: 'sum', values });
@@ -91,7 +97,13 @@ export class HistogramSeries {
 
 export class FastHistogram extends FastMetric<HistogramSeries> {
   readonly type = 'histogram' as const;
-  constructor(name: string, help: string, labelNames: readonly string[], private readonly bounds: readonly number[], registers: Registry[]) {
+  constructor(
+    name: string,
+    help: string,
+    labelNames: readonly string[],
+    private readonly bounds: readonly number[],
+    registers: Registry[],
+  ) {
     super(name, help, labelNames, registers);
   }
   protected create(): HistogramSeries {
@@ -102,10 +114,18 @@ export class FastHistogram extends FastMetric<HistogramSeries> {
     let acc = 0;
     this.bounds.forEach((b, i) => {
       acc += s.counts[i]!;
-      out.push({ value: acc, labels: { le: b as unknown as string, ...labels }, metricName: `${this.name}_bucket` } as MetricValue<string>);
+      out.push({
+        value: acc,
+        labels: { le: b as unknown as string, ...labels },
+        metricName: `${this.name}_bucket`,
+      } as MetricValue<string>);
     });
     acc += s.counts[this.bounds.length]!;
-    out.push({ value: acc, labels: { le: '+Inf', ...labels }, metricName: `${this.name}_bucket` } as MetricValue<string>);
+    out.push({
+      value: acc,
+      labels: { le: '+Inf', ...labels },
+      metricName: `${this.name}_bucket`,
+    } as MetricValue<string>);
     out.push({ value: s.sum, labels, metricName: `${this.name}_sum` } as MetricValue<string>);
     out.push({ value: s.count, labels, metricName: `${this.name}_count` } as MetricValue<string>);
     return out;

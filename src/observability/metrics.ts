@@ -4,7 +4,12 @@ import type { RequestContext } from '../relay/context.js';
 import { TrafficStats } from './stats.js';
 import { type CounterSeries, FastCounter, FastHistogram, type HistogramSeries } from './fast-metrics.js';
 
-const BREAKER_VALUE: Record<SharedBreakerState['state'], number> = { closed: 0, half_open: 1, open: 2, forced_open: 3 };
+const BREAKER_VALUE: Record<SharedBreakerState['state'], number> = {
+  closed: 0,
+  half_open: 1,
+  open: 2,
+  forced_open: 3,
+};
 
 /**
  * Every Anima metric is prefixed `anima_`. Labels are bounded: alias only when it is a configured alias,
@@ -12,19 +17,58 @@ const BREAKER_VALUE: Record<SharedBreakerState['state'], number> = { closed: 0, 
  */
 export class Metrics {
   readonly registry = new client.Registry();
-  readonly requests = new FastCounter('anima_requests_total', 'Data-plane requests by outcome', ['dialect', 'alias', 'channel', 'app', 'status_class', 'outcome'], [this.registry]);
-  readonly duration = new FastHistogram('anima_request_duration_seconds', 'Request latency, receipt to last byte', ['dialect', 'alias', 'outcome'], [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120], [this.registry]);
-  readonly ttfb = new FastHistogram('anima_request_ttfb_seconds', 'Receipt to first byte written to the client', ['dialect', 'alias'], [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], [this.registry]);
+  readonly requests = new FastCounter(
+    'anima_requests_total',
+    'Data-plane requests by outcome',
+    ['dialect', 'alias', 'channel', 'app', 'status_class', 'outcome'],
+    [this.registry],
+  );
+  readonly duration = new FastHistogram(
+    'anima_request_duration_seconds',
+    'Request latency, receipt to last byte',
+    ['dialect', 'alias', 'outcome'],
+    [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
+    [this.registry],
+  );
+  readonly ttfb = new FastHistogram(
+    'anima_request_ttfb_seconds',
+    'Receipt to first byte written to the client',
+    ['dialect', 'alias'],
+    [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    [this.registry],
+  );
   readonly responseCache = new client.Counter({
     name: 'anima_response_cache_total',
     help: 'Exact-match response cache lookups by result (hit: served without an upstream call; miss: went upstream)',
     labelNames: ['alias', 'result'] as const,
     registers: [this.registry],
   });
-  readonly overhead = new FastHistogram('anima_gateway_overhead_seconds', 'Time spent in the gateway itself: total minus time waiting on upstreams', ['dialect'], [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1], [this.registry]);
-  readonly attempts = new FastCounter('anima_upstream_attempts_total', 'Upstream attempts by channel and result (ok or a failure kind)', ['channel', 'result'], [this.registry]);
-  readonly upstreamTime = new FastHistogram('anima_upstream_duration_seconds', 'One upstream attempt, start to end', ['channel'], [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120], [this.registry]);
-  readonly tokens = new FastCounter('anima_tokens_total', 'Tokens by direction', ['alias', 'channel', 'direction'], [this.registry]);
+  readonly overhead = new FastHistogram(
+    'anima_gateway_overhead_seconds',
+    'Time spent in the gateway itself: total minus time waiting on upstreams',
+    ['dialect'],
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1],
+    [this.registry],
+  );
+  readonly attempts = new FastCounter(
+    'anima_upstream_attempts_total',
+    'Upstream attempts by channel and result (ok or a failure kind)',
+    ['channel', 'result'],
+    [this.registry],
+  );
+  readonly upstreamTime = new FastHistogram(
+    'anima_upstream_duration_seconds',
+    'One upstream attempt, start to end',
+    ['channel'],
+    [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
+    [this.registry],
+  );
+  readonly tokens = new FastCounter(
+    'anima_tokens_total',
+    'Tokens by direction',
+    ['alias', 'channel', 'direction'],
+    [this.registry],
+  );
   readonly breakerState = new client.Gauge({
     name: 'anima_breaker_state',
     help: 'Circuit breaker state per channel: 0 closed, 1 half-open, 2 open, 3 forced open',
@@ -84,7 +128,7 @@ export class Metrics {
   });
   readonly degradedAdmissions = new client.Counter({
     name: 'anima_quota_degraded_admissions_total',
-    help: 'Requests admitted on this instance\'s local share because the shared quota backend was unreachable',
+    help: "Requests admitted on this instance's local share because the shared quota backend was unreachable",
     registers: [this.registry],
   });
 
@@ -96,8 +140,18 @@ export class Metrics {
   });
   /** Read at scrape time for anima_queue_waiting. */
   waitingSource: () => number = () => 0;
-  readonly sale = new FastCounter('anima_sale_micros_total', 'Sale price of served requests (micro-units), by alias, channel and app', ['alias', 'channel', 'app'], [this.registry]);
-  readonly cost = new FastCounter('anima_cost_micros_total', 'Upstream cost of served requests (micro-units), by alias, channel and app', ['alias', 'channel', 'app'], [this.registry]);
+  readonly sale = new FastCounter(
+    'anima_sale_micros_total',
+    'Sale price of served requests (micro-units), by alias, channel and app',
+    ['alias', 'channel', 'app'],
+    [this.registry],
+  );
+  readonly cost = new FastCounter(
+    'anima_cost_micros_total',
+    'Upstream cost of served requests (micro-units), by alias, channel and app',
+    ['alias', 'channel', 'app'],
+    [this.registry],
+  );
   readonly billingJournals = new client.Counter({
     name: 'anima_billing_journals_written_total',
     help: 'Journals the writer committed to the ledger',
@@ -182,7 +236,14 @@ export class Metrics {
   private readonly bundles = new Map<string, RequestSeries>();
   private readonly attemptSeries = new Map<string, { n: CounterSeries; t: HistogramSeries }>();
 
-  private bundle(dialect: string, alias: string, channel: string, app: string, status: string, outcome: string): RequestSeries {
+  private bundle(
+    dialect: string,
+    alias: string,
+    channel: string,
+    app: string,
+    status: string,
+    outcome: string,
+  ): RequestSeries {
     const k = `${dialect}\u0000${alias}\u0000${channel}\u0000${app}\u0000${status}\u0000${outcome}`;
     let b = this.bundles.get(k);
     if (!b) {
@@ -205,7 +266,11 @@ export class Metrics {
   attempt(channel: string, result: string, ms: number): void {
     const k = `${channel}\u0000${result}`;
     let a = this.attemptSeries.get(k);
-    if (!a) this.attemptSeries.set(k, (a = { n: this.attempts.with(channel, result), t: this.upstreamTime.with(channel) }));
+    if (!a)
+      this.attemptSeries.set(
+        k,
+        (a = { n: this.attempts.with(channel, result), t: this.upstreamTime.with(channel) }),
+      );
     a.n.inc();
     a.t.observe(ms / 1000);
   }
@@ -214,13 +279,27 @@ export class Metrics {
     const alias = ctx.alias?.name ?? '_none';
     const totalS = ctx.elapsedMs() / 1000;
     const status = ctx.status || 499;
-    const b = this.bundle(ctx.dialect, alias, ctx.channel ?? '_none', ctx.app?.id ?? '_none', `${Math.floor(status / 100)}xx`, ctx.outcome);
+    const b = this.bundle(
+      ctx.dialect,
+      alias,
+      ctx.channel ?? '_none',
+      ctx.app?.id ?? '_none',
+      `${Math.floor(status / 100)}xx`,
+      ctx.outcome,
+    );
     b.requests.inc();
     b.duration.observe(totalS);
     if (ctx.ttfbMs !== null) b.ttfb.observe(ctx.ttfbMs / 1000);
     const overheadS = ctx.attempts > 0 ? Math.max(0, totalS - ctx.upstreamMs / 1000) : -1;
     if (overheadS >= 0) b.overhead.observe(overheadS);
-    this.stats.record(Date.now(), status, totalS * 1000, overheadS < 0 ? -1 : overheadS * 1000, ctx.channel ? ctx.saleMicros : null, ctx.channel ? ctx.costMicros : null);
+    this.stats.record(
+      Date.now(),
+      status,
+      totalS * 1000,
+      overheadS < 0 ? -1 : overheadS * 1000,
+      ctx.channel ? ctx.saleMicros : null,
+      ctx.channel ? ctx.costMicros : null,
+    );
     if (ctx.cacheHit) this.responseCache.labels(alias, 'hit').inc();
     else if (ctx.extraHeaders['x-anima-cache'] === 'miss') this.responseCache.labels(alias, 'miss').inc();
     if (ctx.usage && ctx.channel && !ctx.cacheHit) {

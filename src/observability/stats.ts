@@ -104,7 +104,14 @@ export class TrafficStats {
    * One finished request. `overheadMs` < 0 when no upstream was called (nothing to subtract from);
    * `saleMicros`/`costMicros` null when the request was not priced.
    */
-  record(now: number, status: number, totalMs: number, overheadMs: number, saleMicros: bigint | null, costMicros: bigint | null): void {
+  record(
+    now: number,
+    status: number,
+    totalMs: number,
+    overheadMs: number,
+    saleMicros: bigint | null,
+    costMicros: bigint | null,
+  ): void {
     const s = this.slot(now);
     const c = s * COLS;
     this.counts[c + C_REQ]!++;
@@ -135,7 +142,13 @@ export class TrafficStats {
     const lastStart = lastPeriod - (lastPeriod % per);
     const firstStart = lastStart - (n - 1) * per;
     const points: StatsPoint[] = [];
-    const all = { c: new Float64Array(COLS), sale: 0, cost: 0, lat: new Uint32Array(BUCKETS), ovh: new Uint32Array(BUCKETS) };
+    const all = {
+      c: new Float64Array(COLS),
+      sale: 0,
+      cost: 0,
+      lat: new Uint32Array(BUCKETS),
+      ovh: new Uint32Array(BUCKETS),
+    };
     for (let k = 0; k < n; k++) {
       const start = firstStart + k * per;
       const c = new Float64Array(COLS);
@@ -175,7 +188,13 @@ export class TrafficStats {
   }
 }
 
-function view(c: Float64Array, lat: Uint32Array, ovh: Uint32Array, sale: number, cost: number): Omit<StatsPoint, 't'> {
+function view(
+  c: Float64Array,
+  lat: Uint32Array,
+  ovh: Uint32Array,
+  sale: number,
+  cost: number,
+): Omit<StatsPoint, 't'> {
   const req = c[C_REQ]!;
   return {
     requests: req,

@@ -71,7 +71,11 @@ export const FAILURE_RULES: Record<FailureKind, Rule> = {
   cancelled: { countsAsFailure: false, tryNext: false },
 };
 
-export function failure(kind: FailureKind, message: string, extra: Partial<UpstreamFailure> = {}): UpstreamFailure {
+export function failure(
+  kind: FailureKind,
+  message: string,
+  extra: Partial<UpstreamFailure> = {},
+): UpstreamFailure {
   return { kind, status: null, ...FAILURE_RULES[kind], message, ...extra };
 }
 
@@ -80,7 +84,10 @@ export const DEFAULT_COOLDOWN_MS = 1_000;
 const MAX_COOLDOWN_MS = 10 * 60_000;
 
 /** Retry-After: delta-seconds or an HTTP date. Also OpenAI's retry-after-ms. */
-export function parseRetryAfter(headers: Record<string, string | string[] | undefined>, now = Date.now()): number | null {
+export function parseRetryAfter(
+  headers: Record<string, string | string[] | undefined>,
+  now = Date.now(),
+): number | null {
   const msH = headers['retry-after-ms'];
   if (typeof msH === 'string' && /^\d+(\.\d+)?$/.test(msH)) return Math.min(MAX_COOLDOWN_MS, Number(msH));
   const h = headers['retry-after'];
@@ -172,8 +179,12 @@ function classifyGoogle(
   }
   const kind = g.status ? GOOGLE_STATUS_KINDS[g.status] : undefined;
   if (kind === 'rate_limited' || status === 429) {
-    if (GOOGLE_CREDITS_RE.test(message)) return failure('quota_exhausted', message, { ...extra, credential: 'exhausted' });
-    return failure('rate_limited', message, { ...extra, cooldownMs: parseRetryAfter(headers) ?? g.retryDelayMs ?? DEFAULT_COOLDOWN_MS });
+    if (GOOGLE_CREDITS_RE.test(message))
+      return failure('quota_exhausted', message, { ...extra, credential: 'exhausted' });
+    return failure('rate_limited', message, {
+      ...extra,
+      cooldownMs: parseRetryAfter(headers) ?? g.retryDelayMs ?? DEFAULT_COOLDOWN_MS,
+    });
   }
   if (kind === 'auth_failed') return failure('auth_failed', message, { ...extra, credential: 'invalid' });
   if (kind === 'server_error') return failure('server_error', message, extra);
@@ -200,12 +211,19 @@ export function classifyHttp(
     if (g) return g;
   }
   if (status === 429 || (provider === 'anthropic' && f.type === 'rate_limit_error')) {
-    if (/insufficient_quota|billing|credit/i.test(sig) || /insufficient_quota|credit balance/i.test(message)) {
+    if (
+      /insufficient_quota|billing|credit/i.test(sig) ||
+      /insufficient_quota|credit balance/i.test(message)
+    ) {
       return failure('quota_exhausted', message, { ...extra, credential: 'exhausted' });
     }
-    return failure('rate_limited', message, { ...extra, cooldownMs: parseRetryAfter(headers) ?? DEFAULT_COOLDOWN_MS });
+    return failure('rate_limited', message, {
+      ...extra,
+      cooldownMs: parseRetryAfter(headers) ?? DEFAULT_COOLDOWN_MS,
+    });
   }
-  if (status === 401 || status === 403) return failure('auth_failed', message, { ...extra, credential: 'invalid' });
+  if (status === 401 || status === 403)
+    return failure('auth_failed', message, { ...extra, credential: 'invalid' });
   if (status === 402) return failure('quota_exhausted', message, { ...extra, credential: 'exhausted' });
   if (status === 408) return failure('request_timeout', message, extra);
   if (status === 529 || f.type === 'overloaded_error') return failure('overloaded', message, extra);
@@ -244,8 +262,10 @@ export function classifyTransport(err: unknown, phase: 'connect' | 'headers' | '
     default:
       break;
   }
-  if (/^(ERR_TLS|ERR_SSL|CERT_|DEPTH_ZERO|UNABLE_TO_VERIFY|SELF_SIGNED)/.test(code)) return failure('tls_error', `TLS failure (${code})`);
-  if (e?.name === 'AbortError' || code === 'UND_ERR_ABORTED' || code === 'ABORT_ERR') return failure('cancelled', 'aborted');
+  if (/^(ERR_TLS|ERR_SSL|CERT_|DEPTH_ZERO|UNABLE_TO_VERIFY|SELF_SIGNED)/.test(code))
+    return failure('tls_error', `TLS failure (${code})`);
+  if (e?.name === 'AbortError' || code === 'UND_ERR_ABORTED' || code === 'ABORT_ERR')
+    return failure('cancelled', 'aborted');
   if (e?.name === 'TimeoutError') return failure('total_timeout', 'attempt exceeded the total timeout');
   return failure(phase === 'body' ? 'stream_reset' : 'connection_reset', msg);
 }

@@ -1,6 +1,10 @@
 import { GatewayError } from '../core/errors.js';
 import { anthropicExchange } from './anthropic/exchange.js';
-import { openaiToAnthropicResponse, OpenAIToAnthropicStream, anthropicToOpenAIRequest } from './anthropic/translate.js';
+import {
+  openaiToAnthropicResponse,
+  OpenAIToAnthropicStream,
+  anthropicToOpenAIRequest,
+} from './anthropic/translate.js';
 import type { MessagesRequest } from './anthropic/wire.js';
 import { geminiExchange } from './gemini/exchange.js';
 import { geminiPivot } from './gemini/translate.js';
@@ -39,7 +43,10 @@ function nativeExchange(
 
 /** Anthropic Messages as a pivot (for channels that speak neither Anthropic nor OpenAI natively). */
 function anthropicPivot(body: Record<string, unknown>, alias: string): ChatPivot {
-  const chat = anthropicToOpenAIRequest(body as unknown as MessagesRequest, String(body.model)) as unknown as Record<string, unknown>;
+  const chat = anthropicToOpenAIRequest(
+    body as unknown as MessagesRequest,
+    String(body.model),
+  ) as unknown as Record<string, unknown>;
   return {
     chat: withUsage(chat),
     fromChat: (c) => openaiToAnthropicResponse(c, alias),
@@ -80,10 +87,12 @@ export function createExchange(
   alias: string,
   opts: { anthropicBeta?: string } = {},
 ): Exchange {
-  const native = NATIVE[ep.provider].has(dialect) && !(dialect === 'openai_responses' && ep.nativeResponses === false);
+  const native =
+    NATIVE[ep.provider].has(dialect) && !(dialect === 'openai_responses' && ep.nativeResponses === false);
   if (native) return nativeExchange(dialect, body, ep, upstreamModel, alias, opts);
   const pivot = pivotFor(dialect, body, alias);
-  if (!pivot || !NATIVE[ep.provider].has('openai_chat')) throw new GatewayError('unsupported_operation', `a ${ep.provider} channel cannot serve this operation`);
+  if (!pivot || !NATIVE[ep.provider].has('openai_chat'))
+    throw new GatewayError('unsupported_operation', `a ${ep.provider} channel cannot serve this operation`);
   return new PivotExchange(pivot, nativeExchange('openai_chat', pivot.chat, ep, upstreamModel, alias, opts));
 }
 

@@ -70,14 +70,28 @@ export interface MediaAdapter {
 }
 
 const base = (ep: UpstreamEndpoint) => ep.baseUrl.replace(/\/+$/, '');
-const auth = (ep: UpstreamEndpoint): Record<string, string> => ({ ...ep.headers, ...(ep.credential ? { authorization: `Bearer ${ep.credential}` } : {}) });
+const auth = (ep: UpstreamEndpoint): Record<string, string> => ({
+  ...ep.headers,
+  ...(ep.credential ? { authorization: `Bearer ${ep.credential}` } : {}),
+});
 
-async function call(ep: UpstreamEndpoint, url: string, init: RequestInit, signal: AbortSignal): Promise<unknown> {
+async function call(
+  ep: UpstreamEndpoint,
+  url: string,
+  init: RequestInit,
+  signal: AbortSignal,
+): Promise<unknown> {
   let res: Response;
   try {
-    res = await fetch(url, { ...init, headers: { ...auth(ep), ...(init.headers as Record<string, string>) }, signal });
+    res = await fetch(url, {
+      ...init,
+      headers: { ...auth(ep), ...(init.headers as Record<string, string>) },
+      signal,
+    });
   } catch (e) {
-    throw new MediaCallError(signal.aborted ? failure('total_timeout', 'media call timed out') : classifyTransport(e, 'connect'));
+    throw new MediaCallError(
+      signal.aborted ? failure('total_timeout', 'media call timed out') : classifyTransport(e, 'connect'),
+    );
   }
   const text = await res.text().catch(() => '');
   if (res.status < 200 || res.status >= 300) {
@@ -86,11 +100,17 @@ async function call(ep: UpstreamEndpoint, url: string, init: RequestInit, signal
   try {
     return JSON.parse(text) as unknown;
   } catch {
-    throw new MediaCallError(failure('bad_response', `upstream answered ${res.status} with a body that is not JSON: ${redactSecrets(text.slice(0, 120))}`));
+    throw new MediaCallError(
+      failure(
+        'bad_response',
+        `upstream answered ${res.status} with a body that is not JSON: ${redactSecrets(text.slice(0, 120))}`,
+      ),
+    );
   }
 }
 
-const obj = (v: unknown): Record<string, unknown> => (v && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : {});
+const obj = (v: unknown): Record<string, unknown> =>
+  v && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
 const bad = (msg: string) => new MediaCallError(failure('bad_response', msg));
 
 export const openaiMedia: MediaAdapter = {
@@ -100,18 +120,34 @@ export const openaiMedia: MediaAdapter = {
       const b = await call(
         ep,
         `${base(ep)}/images/generations`,
-        { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ...req.extra, prompt: req.prompt, model: req.model, ...(req.n ? { n: req.n } : {}), ...(req.size ? { size: req.size } : {}), ...(req.responseFormat ? { response_format: req.responseFormat } : {}) }) },
+        {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({
+            ...req.extra,
+            prompt: req.prompt,
+            model: req.model,
+            ...(req.n ? { n: req.n } : {}),
+            ...(req.size ? { size: req.size } : {}),
+            ...(req.responseFormat ? { response_format: req.responseFormat } : {}),
+          }),
+        },
         signal,
       );
       const data = obj(b).data;
       if (!Array.isArray(data)) throw bad('images answer has no data array');
       const items = data.map((d) => {
         const o = obj(d);
-        return { ...(typeof o.url === 'string' ? { url: o.url } : {}), ...(typeof o.b64_json === 'string' ? { b64_json: o.b64_json } : {}), ...(typeof o.revised_prompt === 'string' ? { revised_prompt: o.revised_prompt } : {}) };
+        return {
+          ...(typeof o.url === 'string' ? { url: o.url } : {}),
+          ...(typeof o.b64_json === 'string' ? { b64_json: o.b64_json } : {}),
+          ...(typeof o.revised_prompt === 'string' ? { revised_prompt: o.revised_prompt } : {}),
+        };
       });
       return { done: true, result: { items, metered: { images: items.length } } };
     }
-    if (req.kind !== 'video') throw new GatewayError('unsupported_operation', `OpenAI channels do not generate ${req.kind}`);
+    if (req.kind !== 'video')
+      throw new GatewayError('unsupported_operation', `OpenAI channels do not generate ${req.kind}`);
     const form = new FormData();
     form.set('prompt', req.prompt);
     form.set('model', req.model);
@@ -131,11 +167,26 @@ export const openaiMedia: MediaAdapter = {
         return { state: 'running', progress };
       case 'completed': {
         const seconds = Number(v.seconds ?? 0);
-        return { state: 'succeeded', result: { items: [{ duration_s: seconds }], metered: { videoSeconds: seconds }, upstreamContent: true } };
+        return {
+          state: 'succeeded',
+          result: {
+            items: [{ duration_s: seconds }],
+            metered: { videoSeconds: seconds },
+            upstreamContent: true,
+          },
+        };
       }
       case 'failed': {
         const e = obj(v.error);
-        return { state: 'failed', error: { code: typeof e.code === 'string' ? e.code : 'generation_failed', message: redactSecrets(typeof e.message === 'string' ? e.message : 'the upstream video job failed') } };
+        return {
+          state: 'failed',
+          error: {
+            code: typeof e.code === 'string' ? e.code : 'generation_failed',
+            message: redactSecrets(
+              typeof e.message === 'string' ? e.message : 'the upstream video job failed',
+            ),
+          },
+        };
       }
       default:
         throw bad(`unknown video status ${JSON.stringify(v.status)}`);
@@ -145,8 +196,14 @@ export const openaiMedia: MediaAdapter = {
     await call(ep, `${base(ep)}/videos/${encodeURIComponent(id)}`, { method: 'DELETE' }, signal);
   },
   async content(ep, id, signal) {
-    const res = await fetch(`${base(ep)}/videos/${encodeURIComponent(id)}/content`, { headers: auth(ep), signal });
-    if (!res.ok) throw new MediaCallError(classifyHttp('openai', res.status, Object.fromEntries(res.headers), await res.text().catch(() => '')));
+    const res = await fetch(`${base(ep)}/videos/${encodeURIComponent(id)}/content`, {
+      headers: auth(ep),
+      signal,
+    });
+    if (!res.ok)
+      throw new MediaCallError(
+        classifyHttp('openai', res.status, Object.fromEntries(res.headers), await res.text().catch(() => '')),
+      );
     return res;
   },
 };
@@ -158,7 +215,19 @@ export const jobsMedia: MediaAdapter = {
       await call(
         ep,
         `${base(ep)}/jobs`,
-        { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ ...req.extra, kind: req.kind, model: req.model, prompt: req.prompt, ...(req.seconds ? { duration: req.seconds } : {}), ...(req.n ? { n: req.n } : {}), ...(req.size ? { size: req.size } : {}) }) },
+        {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({
+            ...req.extra,
+            kind: req.kind,
+            model: req.model,
+            prompt: req.prompt,
+            ...(req.seconds ? { duration: req.seconds } : {}),
+            ...(req.n ? { n: req.n } : {}),
+            ...(req.size ? { size: req.size } : {}),
+          }),
+        },
         signal,
       ),
     );
@@ -173,15 +242,33 @@ export const jobsMedia: MediaAdapter = {
       case 'running':
         return { state: b.status, progress };
       case 'succeeded': {
-        const items = (Array.isArray(b.results) ? b.results : []).map(obj).map((r) => ({ ...(typeof r.url === 'string' ? { url: r.url } : {}), ...(typeof r.duration_s === 'number' ? { duration_s: r.duration_s } : {}) }));
+        const items = (Array.isArray(b.results) ? b.results : [])
+          .map(obj)
+          .map((r) => ({
+            ...(typeof r.url === 'string' ? { url: r.url } : {}),
+            ...(typeof r.duration_s === 'number' ? { duration_s: r.duration_s } : {}),
+          }));
         const seconds = items.reduce((s, i) => s + (i.duration_s ?? 0), 0);
-        const metered = kind === 'image' ? { images: items.length } : kind === 'video' ? { videoSeconds: seconds } : { tracks: items.length };
+        const metered =
+          kind === 'image'
+            ? { images: items.length }
+            : kind === 'video'
+              ? { videoSeconds: seconds }
+              : { tracks: items.length };
         return { state: 'succeeded', result: { items, metered } };
       }
       case 'failed':
       case 'cancelled': {
         const e = obj(b.error);
-        return { state: b.status, error: { code: typeof e.code === 'string' ? e.code : String(b.status), message: redactSecrets(typeof e.message === 'string' ? e.message : `the upstream job ${b.status}`) } };
+        return {
+          state: b.status,
+          error: {
+            code: typeof e.code === 'string' ? e.code : String(b.status),
+            message: redactSecrets(
+              typeof e.message === 'string' ? e.message : `the upstream job ${b.status}`,
+            ),
+          },
+        };
       }
       default:
         throw bad(`unknown job status ${JSON.stringify(b.status)}`);

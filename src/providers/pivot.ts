@@ -71,7 +71,11 @@ export class PivotExchange implements Exchange {
       } catch {
         throw new GatewayError('upstream_bad_response', 'upstream stream carried a malformed chunk');
       }
-      if (chunk.error) throw new GatewayError('upstream_stream_interrupted', String(chunk.error.message ?? 'upstream stream error'));
+      if (chunk.error)
+        throw new GatewayError(
+          'upstream_stream_interrupted',
+          String(chunk.error.message ?? 'upstream stream error'),
+        );
       return out.push(chunk);
     };
     return {

@@ -11,12 +11,16 @@ export function parseJsonObject(text: string): Record<string, any> {
   } catch {
     throw new GatewayError('upstream_bad_response', 'upstream sent a body that is not JSON');
   }
-  if (!v || typeof v !== 'object' || Array.isArray(v)) throw new GatewayError('upstream_bad_response', 'upstream sent JSON that is not an object');
+  if (!v || typeof v !== 'object' || Array.isArray(v))
+    throw new GatewayError('upstream_bad_response', 'upstream sent JSON that is not an object');
   return v as Record<string, any>;
 }
 
 /** Request headers for an OpenAI-style upstream: the content type, the channel's own headers, its bearer key. */
-export function bearerHeaders(ep: UpstreamEndpoint, contentType = 'application/json'): Record<string, string> {
+export function bearerHeaders(
+  ep: UpstreamEndpoint,
+  contentType = 'application/json',
+): Record<string, string> {
   const h: Record<string, string> = { 'content-type': contentType };
   for (const k in ep.headers) h[k] = ep.headers[k]!; // not a spread: one per attempt, and spreads are slow
   if (ep.credential) h.authorization = `Bearer ${ep.credential}`;

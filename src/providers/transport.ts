@@ -11,7 +11,11 @@ export interface TransportTimeouts {
 /** A transport error with a stable code (classified by classifyTransport). */
 export class TransportTimeoutError extends Error {
   constructor(readonly code: 'ANIMA_FIRST_BYTE_TIMEOUT' | 'ANIMA_IDLE_TIMEOUT') {
-    super(code === 'ANIMA_FIRST_BYTE_TIMEOUT' ? 'no response headers within the first-byte timeout' : 'upstream went silent past the idle timeout');
+    super(
+      code === 'ANIMA_FIRST_BYTE_TIMEOUT'
+        ? 'no response headers within the first-byte timeout'
+        : 'upstream went silent past the idle timeout',
+    );
     this.name = 'TransportTimeoutError';
   }
 }
@@ -78,14 +82,28 @@ export class Transport {
    * answer (the body is collected in the handler). On the hot path that is a measurable share of a
    * proxy's per-request work (bench/README.md).
    */
-  send(channel: string, baseUrl: string, call: PreparedCall, t: TransportTimeouts, ac: Abort, connections = 256): Promise<SendResult> {
+  send(
+    channel: string,
+    baseUrl: string,
+    call: PreparedCall,
+    t: TransportTimeouts,
+    ac: Abort,
+    connections = 256,
+  ): Promise<SendResult> {
     const path = this.base(baseUrl).path + call.path;
     const pool = this.pool(channel, baseUrl, t, connections);
     return new Promise<SendResult>((resolve, reject) => {
       const h = new UpstreamCall(t, ac, resolve, reject);
       try {
         pool.dispatch(
-          { method: 'POST', path, headers: call.headers, body: call.body, headersTimeout: t.firstByteMs + 1_000, bodyTimeout: t.idleMs + 1_000 },
+          {
+            method: 'POST',
+            path,
+            headers: call.headers,
+            body: call.body,
+            headersTimeout: t.firstByteMs + 1_000,
+            bodyTimeout: t.idleMs + 1_000,
+          },
           h,
         );
       } catch (e) {
@@ -160,7 +178,13 @@ class UpstreamCall {
       else if (Array.isArray(cur)) cur.push(v);
       else headers[k] = [cur, v];
     }
-    this.resolve({ status, headers, chunks: () => this.chunks(), bytes: (max) => this.bytes(max), text: async (max) => (await this.bytes(max)).toString('utf8') });
+    this.resolve({
+      status,
+      headers,
+      chunks: () => this.chunks(),
+      bytes: (max) => this.bytes(max),
+      text: async (max) => (await this.bytes(max)).toString('utf8'),
+    });
     return true;
   }
 

@@ -19,7 +19,12 @@ export type InboundDialect =
   | 'openai_image_edit';
 
 /** Dialects whose requests are chat-like: they translate to and from OpenAI chat (the pivot). */
-export const CHAT_LIKE: ReadonlySet<InboundDialect> = new Set(['openai_chat', 'anthropic_messages', 'openai_responses', 'gemini']);
+export const CHAT_LIKE: ReadonlySet<InboundDialect> = new Set([
+  'openai_chat',
+  'anthropic_messages',
+  'openai_responses',
+  'gemini',
+]);
 
 /** What a provider needs to address one channel (config's Channel satisfies it). */
 export interface UpstreamEndpoint {
@@ -105,9 +110,16 @@ export const NATIVE: Record<ProviderKind, ReadonlySet<InboundDialect>> = {
 };
 
 /** Client dialects that reach a chat provider through the chat pivot when it doesn't speak them (see pivot.ts). */
-export const PIVOTED: ReadonlySet<InboundDialect> = new Set(['anthropic_messages', 'openai_responses', 'gemini']);
+export const PIVOTED: ReadonlySet<InboundDialect> = new Set([
+  'anthropic_messages',
+  'openai_responses',
+  'gemini',
+]);
 
 /** Which operations a provider kind can serve (the router refuses the rest up front with a 400). */
 export const CAPABILITIES: Record<ProviderKind, ReadonlySet<InboundDialect>> = Object.fromEntries(
-  Object.entries(NATIVE).map(([kind, native]) => [kind, native.has('openai_chat') ? new Set([...native, ...PIVOTED]) : native]),
+  Object.entries(NATIVE).map(([kind, native]) => [
+    kind,
+    native.has('openai_chat') ? new Set([...native, ...PIVOTED]) : native,
+  ]),
 ) as Record<ProviderKind, ReadonlySet<InboundDialect>>;

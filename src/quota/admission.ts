@@ -121,7 +121,16 @@ export class Admission {
     try {
       for (const g of groups) {
         const leaseId = uniqueId('l_');
-        const req = { tag: g.tag, scopes: g.scopes, leaseId, leaseTtlMs: this.opts.leaseTtlMs, tokens: est.tokens, cost: est.cost, queue: key.id, mayQueue: key.queueMode === 'WAIT' };
+        const req = {
+          tag: g.tag,
+          scopes: g.scopes,
+          leaseId,
+          leaseTtlMs: this.opts.leaseTtlMs,
+          tokens: est.tokens,
+          cost: est.cost,
+          queue: key.id,
+          mayQueue: key.queueMode === 'WAIT',
+        };
         let backend = this.backend;
         let res: AdmitResult;
         try {
@@ -130,7 +139,11 @@ export class Admission {
           // The shared backend is unreachable: protective limits fall back to this instance's share;
           // money limits can't be checked, so they fail closed.
           if (!this.fallback || g.scopes.some((s) => s.costPerDay > 0 || s.costPerMonth > 0)) {
-            throw new GatewayError('service_unavailable', 'Quota backend unreachable; this key has a cost budget that cannot be checked.', { cause: err });
+            throw new GatewayError(
+              'service_unavailable',
+              'Quota backend unreachable; this key has a cost budget that cannot be checked.',
+              { cause: err },
+            );
           }
           backend = this.fallback.backend;
           this.events.onDegraded?.();
@@ -144,16 +157,33 @@ export class Admission {
           }));
           res = await backend.admit({ ...req, scopes: scaled });
         }
-        if (!res.ok && !res.queued && key.queueMode === 'WAIT' && WAITABLE.has(res.limit) && backend === this.backend) {
+        if (
+          !res.ok &&
+          !res.queued &&
+          key.queueMode === 'WAIT' &&
+          WAITABLE.has(res.limit) &&
+          backend === this.backend
+        ) {
           res = await this.wait(key, req, signal).catch((err: unknown) => {
             if (err instanceof GatewayError) throw err;
             // The shared backend failed mid-wait: a retryable 503, not an internal error.
             const why = String((err as Error)?.message ?? err).slice(0, 120);
-            throw new GatewayError('service_unavailable', `The quota backend failed while this request waited (${why}); retry.`, { cause: err, headers: { 'retry-after': '1' } });
+            throw new GatewayError(
+              'service_unavailable',
+              `The quota backend failed while this request waited (${why}); retry.`,
+              { cause: err, headers: { 'retry-after': '1' } },
+            );
           });
         }
         if (!res.ok && !res.queued && key.queueMode === 'ASYNC' && WAITABLE.has(res.limit)) {
-          await Promise.all(reservations.map((r) => owners.get(r)!.settle(r, 0, 0).catch(() => {})));
+          await Promise.all(
+            reservations.map((r) =>
+              owners
+                .get(r)!
+                .settle(r, 0, 0)
+                .catch(() => {}),
+            ),
+          );
           this.events.onQueued?.('ASYNC');
           return { deferred: true, retryAfterMs: res.retryAfterMs, limit: res.limit };
         }
@@ -163,7 +193,14 @@ export class Admission {
         remaining ??= res.remaining;
       }
     } catch (e) {
-      await Promise.all(reservations.map((r) => owners.get(r)!.settle(r, 0, 0).catch(() => {})));
+      await Promise.all(
+        reservations.map((r) =>
+          owners
+            .get(r)!
+            .settle(r, 0, 0)
+            .catch(() => {}),
+        ),
+      );
       throw e;
     }
     return this.lease(reservations, owners, remaining, Date.now() - t0);
@@ -175,20 +212,29 @@ export class Admission {
 
   private startRenewing(): void {
     if (this.renewTimer) return;
-    this.renewTimer = setInterval(() => {
-      // Every ttl/3, each live lease older than ttl/3 is pushed forward: a lease admitted just after a
-      // tick is renewed at the next-but-one, still within 2/3 of its TTL.
-      const due = Date.now() - this.opts.leaseTtlMs / 3;
-      for (const [r, b] of this.live) if (r.at <= due) void b.renew(r, this.opts.leaseTtlMs).catch(() => {});
-      if (this.live.size === 0 && this.renewTimer) {
-        clearInterval(this.renewTimer);
-        this.renewTimer = null;
-      }
-    }, Math.max(1_000, Math.floor(this.opts.leaseTtlMs / 3)));
+    this.renewTimer = setInterval(
+      () => {
+        // Every ttl/3, each live lease older than ttl/3 is pushed forward: a lease admitted just after a
+        // tick is renewed at the next-but-one, still within 2/3 of its TTL.
+        const due = Date.now() - this.opts.leaseTtlMs / 3;
+        for (const [r, b] of this.live)
+          if (r.at <= due) void b.renew(r, this.opts.leaseTtlMs).catch(() => {});
+        if (this.live.size === 0 && this.renewTimer) {
+          clearInterval(this.renewTimer);
+          this.renewTimer = null;
+        }
+      },
+      Math.max(1_000, Math.floor(this.opts.leaseTtlMs / 3)),
+    );
     this.renewTimer.unref();
   }
 
-  private lease(reservations: Reservation[], owners: Map<Reservation, QuotaBackend>, remaining: Remaining | null, waitedMs: number): Lease {
+  private lease(
+    reservations: Reservation[],
+    owners: Map<Reservation, QuotaBackend>,
+    remaining: Remaining | null,
+    waitedMs: number,
+  ): Lease {
     let settled = false;
     for (const r of reservations) this.live.set(r, owners.get(r)!);
     this.startRenewing();
@@ -209,10 +255,14 @@ export class Admission {
     if (res.queued) return new GatewayError('queue_timeout', 'still queued');
     this.events.onRejected?.(res.limit, mode);
     const secs = Math.max(1, Math.ceil(res.retryAfterMs / 1000));
-    return new GatewayError(CODES[res.limit], `Quota exceeded: ${res.limit.replace('_', ' ')} limit of ${res.scope} reached. Retry after ${secs} s.`, {
-      headers: { 'retry-after': String(secs), 'retry-after-ms': String(res.retryAfterMs) },
-      details: { limit: res.limit, scope: res.scope },
-    });
+    return new GatewayError(
+      CODES[res.limit],
+      `Quota exceeded: ${res.limit.replace('_', ' ')} limit of ${res.scope} reached. Retry after ${secs} s.`,
+      {
+        headers: { 'retry-after': String(secs), 'retry-after-ms': String(res.retryAfterMs) },
+        details: { limit: res.limit, scope: res.scope },
+      },
+    );
   }
 
   private async ensureWake(): Promise<void> {
@@ -228,14 +278,20 @@ export class Admission {
   }
 
   /** WAIT mode: join the key's queue and try again whenever woken, until admitted, timed out or gone. */
-  private async wait(key: ApiKey, req: Parameters<QuotaBackend['admit']>[0], signal: Abort): Promise<AdmitResult> {
+  private async wait(
+    key: ApiKey,
+    req: Parameters<QuotaBackend['admit']>[0],
+    signal: Abort,
+  ): Promise<AdmitResult> {
     await this.ensureWake();
     const id = uniqueId('w_');
     const deadline = Date.now() + key.waitTimeoutMs;
     const q = await this.backend.enqueue(req.tag, key.id, id, deadline, key.maxQueue);
     if (!q.ok) {
       this.events.onRejected?.('queue_full', 'WAIT');
-      throw new GatewayError('queue_full', `The wait queue of this key is full (${key.maxQueue}).`, { headers: { 'retry-after': '1' } });
+      throw new GatewayError('queue_full', `The wait queue of this key is full (${key.maxQueue}).`, {
+        headers: { 'retry-after': '1' },
+      });
     }
     this.events.onQueued?.('WAIT');
     const t0 = Date.now();
@@ -268,7 +324,11 @@ export class Admission {
         const left = deadline - Date.now();
         if (left <= 0) {
           this.events.onWaited?.(Date.now() - t0, 'timeout');
-          throw new GatewayError('queue_timeout', `Waited ${key.waitTimeoutMs} ms in the queue without a free slot.`, { headers: { 'retry-after': '1' } });
+          throw new GatewayError(
+            'queue_timeout',
+            `Waited ${key.waitTimeoutMs} ms in the queue without a free slot.`,
+            { headers: { 'retry-after': '1' } },
+          );
         }
         const wasNudged = nudged;
         nudged = false;
@@ -284,7 +344,12 @@ export class Admission {
         if (res.queued && wasNudged && set.values().next().value === nudge) passOn();
         // Sleep until woken (a lease released), the limit's retry time, the poll fallback or the deadline.
         // Waiters behind the head poll slowly: they are woken when their turn comes.
-        next = !res.queued && res.limit === 'qps' ? res.retryAfterMs : res.queued ? 2_000 : (this.opts.pollMs ?? 250);
+        next =
+          !res.queued && res.limit === 'qps'
+            ? res.retryAfterMs
+            : res.queued
+              ? 2_000
+              : (this.opts.pollMs ?? 250);
         await new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, Math.max(1, Math.min(next, deadline - Date.now())));
           wake = () => {

@@ -13,7 +13,8 @@ function textOf(content: unknown, acc: string[], images: { n: number }): void {
       if (!p || typeof p !== 'object') continue;
       if (typeof p.text === 'string') acc.push(p.text);
       else if (p.type === 'image_url' || p.type === 'image') images.n++;
-      else if (p.type === 'tool_result' || p.type === 'tool_use') acc.push(JSON.stringify(p.content ?? p.input ?? ''));
+      else if (p.type === 'tool_result' || p.type === 'tool_use')
+        acc.push(JSON.stringify(p.content ?? p.input ?? ''));
     }
   }
 }
@@ -81,13 +82,21 @@ function tokensOf(text: string): number {
 }
 
 /** `dialect` is the inbound wire format's name (providers' InboundDialect), when the caller knows it. */
-export function estimateTokens(body: Record<string, unknown>, dialect?: string): { prompt: number; total: number } {
+export function estimateTokens(
+  body: Record<string, unknown>,
+  dialect?: string,
+): { prompt: number; total: number } {
   const parts: string[] = [];
   const images = { n: 0 };
   let messages = 0;
   if (typeof body.instructions === 'string') parts.push(body.instructions);
   // Gemini embeddings: content.parts, or each of requests[].content.parts
-  for (const r of Array.isArray(body.requests) ? (body.requests as Array<Record<string, unknown>>) : body.content ? [body] : []) geminiParts(r?.content, parts, images);
+  for (const r of Array.isArray(body.requests)
+    ? (body.requests as Array<Record<string, unknown>>)
+    : body.content
+      ? [body]
+      : [])
+    geminiParts(r?.content, parts, images);
   if (Array.isArray(body.contents)) {
     // Gemini: systemInstruction.parts and contents[].parts
     const sys = body.systemInstruction;
@@ -105,22 +114,34 @@ export function estimateTokens(body: Record<string, unknown>, dialect?: string):
       if (m?.tool_calls) parts.push(JSON.stringify(m.tool_calls));
     }
   }
-  if (body.input !== undefined) parts.push(typeof body.input === 'string' ? body.input : JSON.stringify(body.input));
+  if (body.input !== undefined)
+    parts.push(typeof body.input === 'string' ? body.input : JSON.stringify(body.input));
   if (body.tools) parts.push(JSON.stringify(body.tools));
   let text = parts.length ? parts.length - 1 : 0; // the separators a joined text would have
   for (const p of parts) text += tokensOf(p);
   const prompt = text + messages * PER_MESSAGE_OVERHEAD + images.n * PER_IMAGE;
   const gc = body.generationConfig as { maxOutputTokens?: unknown } | undefined;
-  const maxOut = [body.max_completion_tokens, body.max_tokens, body.max_output_tokens, gc?.maxOutputTokens].find((v) => Number.isInteger(v) && (v as number) > 0) as number | undefined;
+  const maxOut = [
+    body.max_completion_tokens,
+    body.max_tokens,
+    body.max_output_tokens,
+    gc?.maxOutputTokens,
+  ].find((v) => Number.isInteger(v) && (v as number) > 0) as number | undefined;
   // Embeddings (and speech) produce no output tokens; everything else may produce up to its maximum.
-  const noOutput = dialect ? dialect === 'openai_embeddings' || dialect === 'gemini_embed' || dialect === 'openai_speech' : body.input !== undefined && body.messages === undefined;
+  const noOutput = dialect
+    ? dialect === 'openai_embeddings' || dialect === 'gemini_embed' || dialect === 'openai_speech'
+    : body.input !== undefined && body.messages === undefined;
   const output = noOutput ? 0 : (maxOut ?? DEFAULT_OUTPUT_RESERVATION);
   return { prompt, total: prompt + output };
 }
 
 /** Anything that can price a request for an alias (the config cache). */
 export interface PriceSource {
-  price(alias: string, channel: string | null, at?: number): { sale: import('../core/pricing.js').UnitPrices } | undefined;
+  price(
+    alias: string,
+    channel: string | null,
+    at?: number,
+  ): { sale: import('../core/pricing.js').UnitPrices } | undefined;
   tokenGroup(id: string, at?: number): { priceMultiplierPpm: bigint } | undefined;
 }
 
@@ -129,18 +150,42 @@ export interface PriceSource {
  * alias's price (the alias-wide row, else the first channel's), times the key's token-group multiplier.
  * No price configured: 0.
  */
-export function estimateCost(prices: PriceSource, alias: { name: string; tiers: Array<Array<{ channel: string }>> }, tokenGroupId: string | null, tokens: { prompt: number; total: number }, at: number): number {
-  const p = prices.price(alias.name, null, at) ?? prices.price(alias.name, alias.tiers[0]?.[0]?.channel ?? null, at);
+export function estimateCost(
+  prices: PriceSource,
+  alias: { name: string; tiers: Array<Array<{ channel: string }>> },
+  tokenGroupId: string | null,
+  tokens: { prompt: number; total: number },
+  at: number,
+): number {
+  const p =
+    prices.price(alias.name, null, at) ?? prices.price(alias.name, alias.tiers[0]?.[0]?.channel ?? null, at);
   if (!p) return 0;
-  const mult = tokenGroupId ? (prices.tokenGroup(tokenGroupId, at)?.priceMultiplierPpm ?? 1_000_000n) : 1_000_000n;
-  return Number(priceOf(p.sale, { inputTokens: tokens.prompt, outputTokens: tokens.total - tokens.prompt, cachedTokens: 0 }, mult));
+  const mult = tokenGroupId
+    ? (prices.tokenGroup(tokenGroupId, at)?.priceMultiplierPpm ?? 1_000_000n)
+    : 1_000_000n;
+  return Number(
+    priceOf(
+      p.sale,
+      { inputTokens: tokens.prompt, outputTokens: tokens.total - tokens.prompt, cachedTokens: 0 },
+      mult,
+    ),
+  );
 }
 
 /** The sale price of what a request actually used (settlement of cost budgets). */
-export function actualCost(prices: PriceSource, alias: string, channel: string | null, tokenGroupId: string | null, usage: import('../core/usage.js').Usage | null, at: number): number {
+export function actualCost(
+  prices: PriceSource,
+  alias: string,
+  channel: string | null,
+  tokenGroupId: string | null,
+  usage: import('../core/usage.js').Usage | null,
+  at: number,
+): number {
   if (!usage) return 0;
   const p = prices.price(alias, channel, at);
   if (!p) return 0;
-  const mult = tokenGroupId ? (prices.tokenGroup(tokenGroupId, at)?.priceMultiplierPpm ?? 1_000_000n) : 1_000_000n;
+  const mult = tokenGroupId
+    ? (prices.tokenGroup(tokenGroupId, at)?.priceMultiplierPpm ?? 1_000_000n)
+    : 1_000_000n;
   return Number(priceOf(p.sale, usage, mult));
 }

@@ -1,7 +1,16 @@
 import { EventEmitter } from 'node:events';
 import type { Clock } from '../lib/clock.js';
 import { systemClock } from '../lib/clock.js';
-import { type LimitKind, type AdmitRequest, type AdmitResult, type QuotaBackend, type Remaining, type Reservation, type ScopeLimits, monthIndex } from './types.js';
+import {
+  type LimitKind,
+  type AdmitRequest,
+  type AdmitResult,
+  type QuotaBackend,
+  type Remaining,
+  type Reservation,
+  type ScopeLimits,
+  monthIndex,
+} from './types.js';
 
 interface ScopeState {
   leases: Map<string, number>; // leaseId -> expiry
@@ -64,10 +73,24 @@ export class MemoryQuota implements QuotaBackend {
       this.open.delete(id);
       this.refund(o.r, o.r.tokens, o.r.cost);
     }
-    const rem0: Remaining = { requestsLimit: -1, requestsRemaining: 0, requestsResetMs: 0, tokensLimit: -1, tokensRemaining: -1, tokensResetMs: 0 };
+    const rem0: Remaining = {
+      requestsLimit: -1,
+      requestsRemaining: 0,
+      requestsResetMs: 0,
+      tokensLimit: -1,
+      tokensRemaining: -1,
+      tokensResetMs: 0,
+    };
     if (!req.waiter && this.queueOf(req.tag, req.queue).size > 0) {
       // Others are already waiting for this key: no jumping the queue.
-      return { ok: false, limit: 'concurrency', scope: `${req.scopes[0]!.scope}:${req.scopes[0]!.id}`, retryAfterMs: 1000, now, remaining: rem0 };
+      return {
+        ok: false,
+        limit: 'concurrency',
+        scope: `${req.scopes[0]!.scope}:${req.scopes[0]!.id}`,
+        retryAfterMs: 1000,
+        now,
+        remaining: rem0,
+      };
     }
     if (req.waiter) {
       const q = this.queueOf(req.tag, req.waiter.queue);
@@ -82,7 +105,14 @@ export class MemoryQuota implements QuotaBackend {
         break;
       }
     }
-    const rem: Remaining = { requestsLimit: -1, requestsRemaining: -1, requestsResetMs: 0, tokensLimit: -1, tokensRemaining: -1, tokensResetMs: 0 };
+    const rem: Remaining = {
+      requestsLimit: -1,
+      requestsRemaining: -1,
+      requestsResetMs: 0,
+      tokensLimit: -1,
+      tokensRemaining: -1,
+      tokensResetMs: 0,
+    };
     const deny = (limit: LimitKind, scope: ScopeLimits, retryAfterMs: number): AdmitResult => ({
       ok: false,
       limit,
@@ -107,10 +137,14 @@ export class MemoryQuota implements QuotaBackend {
       }
       tats.push(tat);
       const w = st.win;
-      if (s.tokensPerMinute > 0 && w.mu + req.tokens > s.tokensPerMinute) return deny('tokens_minute', s, (minute + 1) * 60_000 - now);
-      if (s.tokensPerDay > 0 && w.du + req.tokens > s.tokensPerDay) return deny('tokens_day', s, (day + 1) * 86_400_000 - now);
-      if (s.costPerDay > 0 && w.cdu + req.cost > s.costPerDay) return deny('cost_day', s, (day + 1) * 86_400_000 - now);
-      if (s.costPerMonth > 0 && w.cmu + req.cost > s.costPerMonth) return deny('cost_month', s, (day + 1) * 86_400_000 - now);
+      if (s.tokensPerMinute > 0 && w.mu + req.tokens > s.tokensPerMinute)
+        return deny('tokens_minute', s, (minute + 1) * 60_000 - now);
+      if (s.tokensPerDay > 0 && w.du + req.tokens > s.tokensPerDay)
+        return deny('tokens_day', s, (day + 1) * 86_400_000 - now);
+      if (s.costPerDay > 0 && w.cdu + req.cost > s.costPerDay)
+        return deny('cost_day', s, (day + 1) * 86_400_000 - now);
+      if (s.costPerMonth > 0 && w.cmu + req.cost > s.costPerMonth)
+        return deny('cost_month', s, (day + 1) * 86_400_000 - now);
     }
     req.scopes.forEach((s, i) => {
       const st = this.state(req.tag, s);
@@ -123,11 +157,21 @@ export class MemoryQuota implements QuotaBackend {
       const reqLimit = s.qps > 0 ? Math.max(0, s.qpsBurst) + 1 : -1;
       if (reqLimit > 0) {
         const left = Math.max(0, Math.floor((reqLimit * (1000 / s.qps) - (st.tat - now)) / (1000 / s.qps)));
-        if (rem.requestsLimit < 0 || left < rem.requestsRemaining) Object.assign(rem, { requestsLimit: reqLimit, requestsRemaining: left, requestsResetMs: Math.max(0, st.tat - now) });
+        if (rem.requestsLimit < 0 || left < rem.requestsRemaining)
+          Object.assign(rem, {
+            requestsLimit: reqLimit,
+            requestsRemaining: left,
+            requestsResetMs: Math.max(0, st.tat - now),
+          });
       }
       if (s.tokensPerMinute > 0) {
         const left = Math.max(0, s.tokensPerMinute - st.win.mu);
-        if (rem.tokensLimit < 0 || left < rem.tokensRemaining) Object.assign(rem, { tokensLimit: s.tokensPerMinute, tokensRemaining: left, tokensResetMs: (minute + 1) * 60_000 - now });
+        if (rem.tokensLimit < 0 || left < rem.tokensRemaining)
+          Object.assign(rem, {
+            tokensLimit: s.tokensPerMinute,
+            tokensRemaining: left,
+            tokensResetMs: (minute + 1) * 60_000 - now,
+          });
       }
     });
     if (req.waiter) {
@@ -135,8 +179,20 @@ export class MemoryQuota implements QuotaBackend {
       q.delete(req.waiter.id);
       if (q.size > 0) setImmediate(() => this.bus.emit('wake', req.waiter!.queue));
     }
-    const reservation: Reservation = { leaseId: req.leaseId, tag: req.tag, queue: req.queue, scopes: req.scopes, tokens: req.tokens, cost: req.cost, minute, day, month, at: now };
-    if (req.tokens > 0 || req.cost > 0) this.open.set(req.leaseId, { r: reservation, exp: now + req.leaseTtlMs });
+    const reservation: Reservation = {
+      leaseId: req.leaseId,
+      tag: req.tag,
+      queue: req.queue,
+      scopes: req.scopes,
+      tokens: req.tokens,
+      cost: req.cost,
+      minute,
+      day,
+      month,
+      at: now,
+    };
+    if (req.tokens > 0 || req.cost > 0)
+      this.open.set(req.leaseId, { r: reservation, exp: now + req.leaseTtlMs });
     return { ok: true, reservation, remaining: rem };
   }
 

@@ -2,7 +2,15 @@ import type { Redis } from 'ioredis';
 import { subscriberOf } from '../coord/redis.js';
 import { TickPipeline } from '../coord/tick-pipeline.js';
 import { NameCache } from '../lib/name-cache.js';
-import type { AdmitRequest, AdmitResult, LimitKind, QuotaBackend, Remaining, Reservation, ScopeLimits } from './types.js';
+import type {
+  AdmitRequest,
+  AdmitResult,
+  LimitKind,
+  QuotaBackend,
+  Remaining,
+  Reservation,
+  ScopeLimits,
+} from './types.js';
 
 /**
  * Admission in ONE Redis round trip. Every key of a call carries the app's hash tag ({q:<app>}), so the
@@ -286,7 +294,10 @@ export class RedisQuota implements QuotaBackend {
     return `${this.prefix}{q:${tag}}:${rest}`;
   }
   private scopeKeys(tag: string, s: ScopeLimits): [string, string] {
-    return this.names.get(tag, s.scope, s.id, () => [this.k(tag, `c:${s.scope}:${s.id}`), this.k(tag, `s:${s.scope}:${s.id}`)]);
+    return this.names.get(tag, s.scope, s.id, () => [
+      this.k(tag, `c:${s.scope}:${s.id}`),
+      this.k(tag, `s:${s.scope}:${s.id}`),
+    ]);
   }
   /** Each scope's two keys (lease set, state hash), in order, onto a script call's arguments. */
   private pushScopeKeys(args: Array<string | number>, tag: string, scopes: readonly ScopeLimits[]): void {
@@ -297,7 +308,12 @@ export class RedisQuota implements QuotaBackend {
   }
   /** A key's queue, its deadlines, and the tag's reservation records and their expiries. */
   private tagKeys(tag: string, queue: string): [string, string, string, string] {
-    return this.queueNames.get(tag, queue, '', () => [this.k(tag, `w:${queue}`), this.k(tag, `wd:${queue}`), this.k(tag, 'res'), this.k(tag, 'resx')]);
+    return this.queueNames.get(tag, queue, '', () => [
+      this.k(tag, `w:${queue}`),
+      this.k(tag, `wd:${queue}`),
+      this.k(tag, 'res'),
+      this.k(tag, 'resx'),
+    ]);
   }
 
   async admit(req: AdmitRequest): Promise<AdmitResult> {
@@ -307,8 +323,29 @@ export class RedisQuota implements QuotaBackend {
     const args: Array<string | number> = [2 * n + 4];
     this.pushScopeKeys(args, req.tag, req.scopes);
     const [qk, dk, rk, rx] = this.tagKeys(req.tag, queue);
-    args.push(qk, dk, rk, rx, n, req.leaseId, req.leaseTtlMs, req.tokens, req.cost, req.waiter?.id ?? '', req.mayQueue === false ? '0' : '1');
-    for (const s of req.scopes) args.push(s.maxConcurrency, s.qps, s.qpsBurst, s.tokensPerMinute, s.tokensPerDay, s.costPerDay, s.costPerMonth);
+    args.push(
+      qk,
+      dk,
+      rk,
+      rx,
+      n,
+      req.leaseId,
+      req.leaseTtlMs,
+      req.tokens,
+      req.cost,
+      req.waiter?.id ?? '',
+      req.mayQueue === false ? '0' : '1',
+    );
+    for (const s of req.scopes)
+      args.push(
+        s.maxConcurrency,
+        s.qps,
+        s.qpsBurst,
+        s.tokensPerMinute,
+        s.tokensPerDay,
+        s.costPerDay,
+        s.costPerMonth,
+      );
     args.push(queue, this.wakeChannel);
     // Through the turn's pipeline, like settlements: every admission and settlement issued in one turn of
     // the event loop leaves in one socket write (auto-pipelining flushes per callback, about one write per
@@ -324,7 +361,14 @@ export class RedisQuota implements QuotaBackend {
         scope: `${s.scope}:${s.id}`,
         retryAfterMs: Math.max(1, Number(res[4])),
         now,
-        remaining: { requestsLimit: -1, requestsRemaining: 0, requestsResetMs: Number(res[4]), tokensLimit: -1, tokensRemaining: -1, tokensResetMs: 0 },
+        remaining: {
+          requestsLimit: -1,
+          requestsRemaining: 0,
+          requestsResetMs: Number(res[4]),
+          tokensLimit: -1,
+          tokensRemaining: -1,
+          tokensResetMs: 0,
+        },
       };
     }
     const remaining: Remaining = {
@@ -337,7 +381,19 @@ export class RedisQuota implements QuotaBackend {
     };
     return {
       ok: true,
-      reservation: { leaseId: req.leaseId, tag: req.tag, queue: req.queue, scopes: req.scopes, tokens: req.tokens, cost: req.cost, minute: Number(res[2]), day: Number(res[3]), month: Number(res[4]), at: now, wakes: req.mayQueue !== false },
+      reservation: {
+        leaseId: req.leaseId,
+        tag: req.tag,
+        queue: req.queue,
+        scopes: req.scopes,
+        tokens: req.tokens,
+        cost: req.cost,
+        minute: Number(res[2]),
+        day: Number(res[3]),
+        month: Number(res[4]),
+        at: now,
+        wakes: req.mayQueue !== false,
+      },
       remaining,
     };
   }
@@ -346,7 +402,23 @@ export class RedisQuota implements QuotaBackend {
     const args: Array<string | number> = [2 * r.scopes.length + 3];
     this.pushScopeKeys(args, r.tag, r.scopes);
     const [w, , res, resx] = this.tagKeys(r.tag, r.queue);
-    args.push(w, res, resx, r.scopes.length, r.leaseId, actualTokens - r.tokens, actualCost - r.cost, r.minute, r.day, r.month, r.queue, this.wakeChannel, r.tokens, r.cost, r.wakes === false ? '0' : '1');
+    args.push(
+      w,
+      res,
+      resx,
+      r.scopes.length,
+      r.leaseId,
+      actualTokens - r.tokens,
+      actualCost - r.cost,
+      r.minute,
+      r.day,
+      r.month,
+      r.queue,
+      this.wakeChannel,
+      r.tokens,
+      r.cost,
+      r.wakes === false ? '0' : '1',
+    );
     await this.tick.call('animaSettle', args);
   }
 
@@ -359,14 +431,23 @@ export class RedisQuota implements QuotaBackend {
         .flatMap((s) => {
           const ck = this.scopeKeys(r.tag, s)[0];
           // A long answer keeps its scope's lease set alive even with no admission to refresh it.
-          return [this.r.zadd(ck, 'XX', now + ttlMs, r.leaseId), this.r.pexpire(ck, Math.max(ttlMs * 2, 120_000))];
+          return [
+            this.r.zadd(ck, 'XX', now + ttlMs, r.leaseId),
+            this.r.pexpire(ck, Math.max(ttlMs * 2, 120_000)),
+          ];
         }),
       this.r.zadd(this.k(r.tag, 'resx'), 'XX', now + ttlMs, r.leaseId),
     ]);
   }
 
   async enqueue(tag: string, queue: string, id: string, deadlineMs: number, maxLen: number) {
-    const [ok, len] = await this.r.animaEnqueue(this.k(tag, `w:${queue}`), this.k(tag, `wd:${queue}`), id, deadlineMs, maxLen);
+    const [ok, len] = await this.r.animaEnqueue(
+      this.k(tag, `w:${queue}`),
+      this.k(tag, `wd:${queue}`),
+      id,
+      deadlineMs,
+      maxLen,
+    );
     return { ok: ok === 1, position: Number(len) };
   }
 
@@ -396,7 +477,16 @@ export class RedisQuota implements QuotaBackend {
   }
 
   async usage(tag: string, scope: ScopeLimits) {
-    const [m, mu, d, du, dc, mo, mc] = await this.r.hmget(this.scopeKeys(tag, scope)[1], 'm', 'mu', 'd', 'du', 'dc', 'mo', 'mc');
+    const [m, mu, d, du, dc, mo, mc] = await this.r.hmget(
+      this.scopeKeys(tag, scope)[1],
+      'm',
+      'mu',
+      'd',
+      'du',
+      'dc',
+      'mo',
+      'mc',
+    );
     const t = await this.r.time();
     const now = Number(t[0]) * 1000;
     const minute = Math.floor(now / 60_000);

@@ -6,7 +6,8 @@
  * each scope's minute/day/month windows. Settlement releases the lease and trues the reservation up to
  * actual usage in the windows it was taken from.
  */
-export type LimitKind = 'concurrency' | 'qps' | 'tokens_minute' | 'tokens_day' | 'cost_day' | 'cost_month' | 'queue_full';
+export type LimitKind =
+  'concurrency' | 'qps' | 'tokens_minute' | 'tokens_day' | 'cost_day' | 'cost_month' | 'queue_full';
 
 export interface ScopeLimits {
   scope: 'key' | 'app' | 'token_group';
@@ -62,7 +63,15 @@ export interface Reservation {
 
 export type AdmitResult =
   | { ok: true; reservation: Reservation; remaining: Remaining }
-  | { ok: false; queued?: false; limit: LimitKind; scope: string; retryAfterMs: number; now: number; remaining: Remaining }
+  | {
+      ok: false;
+      queued?: false;
+      limit: LimitKind;
+      scope: string;
+      retryAfterMs: number;
+      now: number;
+      remaining: Remaining;
+    }
   | { ok: false; queued: true; now: number };
 
 /** For the x-ratelimit-* headers: the tightest figures across scopes (-1 = unlimited). */
@@ -85,14 +94,23 @@ export interface QuotaBackend {
   /** Extends a live lease (long streams). */
   renew(r: Reservation, ttlMs: number): Promise<void>;
   /** WAIT queue: enqueue (false when the queue is full), leave. Score = shared time + counter: FIFO. */
-  enqueue(tag: string, queue: string, id: string, deadlineMs: number, maxLen: number): Promise<{ ok: boolean; position: number }>;
+  enqueue(
+    tag: string,
+    queue: string,
+    id: string,
+    deadlineMs: number,
+    maxLen: number,
+  ): Promise<{ ok: boolean; position: number }>;
   leave(tag: string, queue: string, id: string): Promise<void>;
   /** Wake-ups: called with the queue name whenever a slot frees for it. */
   onWake(handler: (queue: string) => void): Promise<void>;
   /** Outstanding leases in a scope (tests, metrics); expired leases are not counted. */
   inFlight(tag: string, scope: ScopeLimits): Promise<number>;
   /** Tokens and cost used in the current windows of a scope. */
-  usage(tag: string, scope: ScopeLimits): Promise<{ tokensMinute: number; tokensDay: number; costDay: number; costMonth: number }>;
+  usage(
+    tag: string,
+    scope: ScopeLimits,
+  ): Promise<{ tokensMinute: number; tokensDay: number; costDay: number; costMonth: number }>;
   queueLength(tag: string, queue: string): Promise<number>;
 }
 
@@ -101,7 +119,9 @@ export function monthIndex(day: number): number {
   const z = day + 719468;
   const era = Math.floor(z / 146097);
   const doe = z - era * 146097;
-  const yoe = Math.floor((doe - Math.floor(doe / 1460) + Math.floor(doe / 36524) - Math.floor(doe / 146096)) / 365);
+  const yoe = Math.floor(
+    (doe - Math.floor(doe / 1460) + Math.floor(doe / 36524) - Math.floor(doe / 146096)) / 365,
+  );
   const y = yoe + era * 400;
   const doy = doe - (365 * yoe + Math.floor(yoe / 4) - Math.floor(yoe / 100));
   const mp = Math.floor((5 * doy + 2) / 153);

@@ -9,7 +9,8 @@ type Headers = Record<string, string | string[] | undefined>;
 /** The sk from `Authorization: Bearer` (OpenAI) or `x-api-key` (Anthropic). */
 export function extractKey(h: Headers): string | null {
   const auth = h.authorization;
-  if (typeof auth === 'string' && auth.length > 7 && auth.slice(0, 7).toLowerCase() === 'bearer ') return auth.slice(7).trim() || null;
+  if (typeof auth === 'string' && auth.length > 7 && auth.slice(0, 7).toLowerCase() === 'bearer ')
+    return auth.slice(7).trim() || null;
   const x = h['x-api-key'];
   if (typeof x === 'string' && x.trim()) return x.trim();
   return null;
@@ -19,15 +20,29 @@ export function extractKey(h: Headers): string | null {
  * Stage 1: who is calling. The sk is hashed and looked up in L1 (the lookup compares digests, so no
  * secret is ever compared byte by byte). Fills ctx.key and ctx.app or throws the right 401/403.
  */
-export async function authenticate(config: ConfigCache, ctx: RequestContext, h: Headers, now: number, otherKey?: string): Promise<void> {
+export async function authenticate(
+  config: ConfigCache,
+  ctx: RequestContext,
+  h: Headers,
+  now: number,
+  otherKey?: string,
+): Promise<void> {
   const sk = extractKey(h) ?? otherKey ?? null;
-  if (!sk) throw new GatewayError('missing_api_key', 'No API key provided: send "Authorization: Bearer sk-..." (or x-api-key, or x-goog-api-key).');
+  if (!sk)
+    throw new GatewayError(
+      'missing_api_key',
+      'No API key provided: send "Authorization: Bearer sk-..." (or x-api-key, or x-goog-api-key).',
+    );
   if (sk.length > 256) throw new GatewayError('invalid_api_key', 'Incorrect API key provided.');
   const found = config.keyByHash(hashKey(sk));
   const key = found instanceof Promise ? await found : found;
   if (!key) throw new GatewayError('invalid_api_key', `Incorrect API key provided: ${sk.slice(0, 8)}…`);
   if (!key.enabled) throw new GatewayError('key_disabled', 'This API key is disabled.');
-  if (!isEffective(key, now)) throw new GatewayError('key_expired', 'This API key is not valid at this time (outside its effective window).');
+  if (!isEffective(key, now))
+    throw new GatewayError(
+      'key_expired',
+      'This API key is not valid at this time (outside its effective window).',
+    );
   const app = config.app(key.appId, now);
   if (!app || !app.enabled) throw new GatewayError('app_disabled', "This API key's app is disabled.");
   refuseDisabledGroup(config, key.tokenGroupId, now);
@@ -51,7 +66,11 @@ export function resolveAlias(config: ConfigCache, ctx: RequestContext, model: st
   const alias = config.alias(model, now);
   const granted = !ctx.key?.allowedAliases || ctx.key.allowedAliases.has(model);
   if (!alias || !alias.enabled || !granted) {
-    throw new GatewayError('model_not_found', `The model '${model.slice(0, 100)}' does not exist or you do not have access to it.`, { param: 'model' });
+    throw new GatewayError(
+      'model_not_found',
+      `The model '${model.slice(0, 100)}' does not exist or you do not have access to it.`,
+      { param: 'model' },
+    );
   }
   ctx.alias = alias;
 }

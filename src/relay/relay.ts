@@ -17,7 +17,13 @@
  * (rare) and half-open probe permits.
  */
 import { GatewayError } from '../core/errors.js';
-import { anthropicStatus, redactSecrets, toAnthropicError, toGoogleError, toOpenAIError } from '../core/render.js';
+import {
+  anthropicStatus,
+  redactSecrets,
+  toAnthropicError,
+  toGoogleError,
+  toOpenAIError,
+} from '../core/render.js';
 import type { BreakerRegistry, BreakerPermit } from '../breaker/breaker.js';
 import type { ChannelHealthRegistry } from '../breaker/health.js';
 import type { ConfigCache } from '../config/cache.js';
@@ -65,7 +71,12 @@ export class Relay {
   constructor(private readonly d: RelayDeps) {}
 
   /** Serves a request whose key is authenticated and whose alias is resolved. Never throws. */
-  async serve(ctx: RequestContext, body: Record<string, unknown>, sink: ClientSink, opts: { anthropicBeta?: string; abort?: Abort } = {}): Promise<void> {
+  async serve(
+    ctx: RequestContext,
+    body: Record<string, unknown>,
+    sink: ClientSink,
+    opts: { anthropicBeta?: string; abort?: Abort } = {},
+  ): Promise<void> {
     const alias = ctx.alias!;
     // The caller's client-gone controller when it has one (one controller per request, not two).
     const abort = opts.abort ?? new Abort();
@@ -78,7 +89,10 @@ export class Relay {
     let untranslatable: GatewayError | null = null;
     let served = false;
     try {
-      for (const { target } of candidates(alias, (t) => t.weight * (this.d.config.channel(t.channel)?.weight ?? 1))) {
+      for (const { target } of candidates(
+        alias,
+        (t) => t.weight * (this.d.config.channel(t.channel)?.weight ?? 1),
+      )) {
         if (ctx.attempts >= alias.maxAttempts || abort.aborted) break;
         if (this.d.clock.now() >= deadline) {
           last = failure('total_timeout', 'the request deadline passed');
@@ -92,7 +106,14 @@ export class Relay {
         }
         let ex: Exchange;
         try {
-          ex = createExchange(ctx.dialect, body, ch!, target.model, alias.name, opts.anthropicBeta ? { anthropicBeta: opts.anthropicBeta } : {});
+          ex = createExchange(
+            ctx.dialect,
+            body,
+            ch!,
+            target.model,
+            alias.name,
+            opts.anthropicBeta ? { anthropicBeta: opts.anthropicBeta } : {},
+          );
         } catch (e) {
           if (!(e instanceof GatewayError)) throw e;
           untranslatable ??= e;
@@ -104,7 +125,10 @@ export class Relay {
           const refusal = this.d.breakers.refusesNow(ch!.code);
           return refusal
             ? ({ ok: false, reason: refusal } as const)
-            : ({ ok: true, permit: { channel: ch!.code, gen: this.d.breakers.state(ch!.code).gen, probe: false } } as const);
+            : ({
+                ok: true,
+                permit: { channel: ch!.code, gen: this.d.breakers.state(ch!.code).gen, probe: false },
+              } as const);
         });
         if (!acq.ok) {
           ctx.route.push({ channel: ch!.code, what: 'skipped', reason: acq.reason });
@@ -127,7 +151,8 @@ export class Relay {
       if (ctx.clientAborted) return;
       this.fail(ctx, sink, this.exhausted(last, untranslatable, ctx, this.d.clock.now() >= deadline));
     } catch (e) {
-      const err = e instanceof GatewayError ? e : new GatewayError('internal_error', 'internal error', { cause: e });
+      const err =
+        e instanceof GatewayError ? e : new GatewayError('internal_error', 'internal error', { cause: e });
       if (!sink.headersSent) this.fail(ctx, sink, err);
       else sink.end();
     } finally {
@@ -169,25 +194,48 @@ export class Relay {
     let phase: 'connect' | 'headers' | 'body' = 'connect';
     let probeReported = false;
     try {
-      const firstByteMs = permit.probe ? Math.min(ch.timeouts.firstByteMs, ch.breaker.probeTimeoutMs) : ch.timeouts.firstByteMs;
-      const up = await this.d.transport.send(ch.code, ch.baseUrl, ex.call, { ...ch.timeouts, firstByteMs }, ac, ch.maxConnections);
+      const firstByteMs = permit.probe
+        ? Math.min(ch.timeouts.firstByteMs, ch.breaker.probeTimeoutMs)
+        : ch.timeouts.firstByteMs;
+      const up = await this.d.transport.send(
+        ch.code,
+        ch.baseUrl,
+        ex.call,
+        { ...ch.timeouts, firstByteMs },
+        ac,
+        ch.maxConnections,
+      );
       phase = 'body';
       ttfb = performance.now() - t0;
       if (permit.probe && up.status >= 200 && up.status < 300) {
         // A probe is judged at its first byte: the channel answered in time. Waiting for a long stream's
         // end would keep every other caller off the channel for as long as it streams.
         probeReported = true;
-        await this.d.breakers.onResult(permit, ch.breaker, { failure: false, durationMs: ttfb }).catch(() => {});
+        await this.d.breakers
+          .onResult(permit, ch.breaker, { failure: false, durationMs: ttfb })
+          .catch(() => {});
       }
       if (up.status < 200 || up.status >= 300) {
         const text = await up.text(MAX_ERROR_BODY);
-        result = { ok: false, committed: false, failure: classifyHttp(ch.provider, up.status, up.headers, text) };
+        result = {
+          ok: false,
+          committed: false,
+          failure: classifyHttp(ch.provider, up.status, up.headers, text),
+        };
       } else if (ex.call.bytes) {
         result = await this.pipeBytes(ctx, sink, ch, upstreamModel, ex, up);
       } else if (!ex.call.stream) {
         const text = await up.text();
         const ct = up.headers['content-type'];
-        result = await this.writeJson(ctx, sink, ch, upstreamModel, ex, text, typeof ct === 'string' ? ct : '');
+        result = await this.writeJson(
+          ctx,
+          sink,
+          ch,
+          upstreamModel,
+          ex,
+          text,
+          typeof ct === 'string' ? ct : '',
+        );
       } else {
         result = await this.pipeStream(ctx, sink, ch, upstreamModel, ex, up, up.headers['content-type']);
       }
@@ -199,7 +247,10 @@ export class Relay {
       else f = classifyTransport(e, phase);
       result = { ok: false, committed: sink.headersSent, failure: f };
       if (sink.headersSent && !sink.closed) {
-        const code = f.kind === 'idle_timeout' || f.kind === 'total_timeout' ? 'upstream_timeout' : 'upstream_stream_interrupted';
+        const code =
+          f.kind === 'idle_timeout' || f.kind === 'total_timeout'
+            ? 'upstream_timeout'
+            : 'upstream_stream_interrupted';
         sink.end(ex.errorFrame(new GatewayError(code, `upstream stream failed: ${f.message}`)));
       }
     } finally {
@@ -212,9 +263,23 @@ export class Relay {
     return result;
   }
 
-  private async report(ctx: RequestContext, ch: Channel, permit: BreakerPermit, r: AttemptResult, ttfbMs: number, ms: number): Promise<void> {
+  private async report(
+    ctx: RequestContext,
+    ch: Channel,
+    permit: BreakerPermit,
+    r: AttemptResult,
+    ttfbMs: number,
+    ms: number,
+  ): Promise<void> {
     const f = r.ok ? null : r.failure;
-    if (f) ctx.route.push({ channel: ch.code, what: 'failed', reason: f.kind, ...(f.status ? { status: f.status } : {}), ms: Math.round(ms) });
+    if (f)
+      ctx.route.push({
+        channel: ch.code,
+        what: 'failed',
+        reason: f.kind,
+        ...(f.status ? { status: f.status } : {}),
+        ms: Math.round(ms),
+      });
     this.d.onAttempt?.(ctx, ch, f ?? 'ok', ms);
     try {
       await this.d.breakers.onResult(permit, ch.breaker, {
@@ -233,7 +298,12 @@ export class Relay {
    * An answer's headers, built as one object (the per-request spreads of the rate-limit headers into
    * literals cost ~12 us per governed request in a profile). The gateway's own headers win over extras.
    */
-  private successHeaders(ctx: RequestContext, ch: Channel, upstreamModel: string, contentType: string): Record<string, string> {
+  private successHeaders(
+    ctx: RequestContext,
+    ch: Channel,
+    upstreamModel: string,
+    contentType: string,
+  ): Record<string, string> {
     ctx.channel = ch.code;
     ctx.upstreamModel = upstreamModel;
     const h: Record<string, string> = {};
@@ -247,7 +317,15 @@ export class Relay {
     return h;
   }
 
-  private async writeJson(ctx: RequestContext, sink: ClientSink, ch: Channel, upstreamModel: string, ex: Exchange, text: string, contentType: string): Promise<AttemptResult> {
+  private async writeJson(
+    ctx: RequestContext,
+    sink: ClientSink,
+    ch: Channel,
+    upstreamModel: string,
+    ex: Exchange,
+    text: string,
+    contentType: string,
+  ): Promise<AttemptResult> {
     // Either decoder throws upstream_bad_response -> a failure, next channel.
     let payload: string;
     let type = 'application/json';
@@ -285,7 +363,14 @@ export class Relay {
   ): Promise<AttemptResult> {
     if (typeof contentType === 'string' && !contentType.includes('text/event-stream')) {
       const text = await up.text(MAX_ERROR_BODY);
-      return { ok: false, committed: false, failure: failure('bad_response', `expected an event stream, got ${contentType}: ${redactSecrets(text.slice(0, 200))}`) };
+      return {
+        ok: false,
+        committed: false,
+        failure: failure(
+          'bad_response',
+          `expected an event stream, got ${contentType}: ${redactSecrets(text.slice(0, 200))}`,
+        ),
+      };
     }
     const parser = new SseParser();
     const tr = ex.streamTranslator();
@@ -325,16 +410,26 @@ export class Relay {
       if (e instanceof GatewayError) {
         // The upstream sent an error event or garbage mid-stream.
         if (sink.headersSent) sink.end(ex.errorFrame(e));
-        return { ok: false, committed: sink.headersSent, failure: failure(e.code === 'upstream_bad_response' ? 'bad_response' : 'stream_reset', e.message) };
+        return {
+          ok: false,
+          committed: sink.headersSent,
+          failure: failure(e.code === 'upstream_bad_response' ? 'bad_response' : 'stream_reset', e.message),
+        };
       }
       throw e;
     }
     ctx.usage = tr.usage();
     if (!ctx.usage && sink.headersSent) ctx.emittedText = tr.emittedText;
-    if (sink.closed) return { ok: false, committed: true, failure: failure('cancelled', 'client went away mid-stream') };
+    if (sink.closed)
+      return { ok: false, committed: true, failure: failure('cancelled', 'client went away mid-stream') };
     if (!tr.done) {
       const f = failure('stream_reset', 'upstream stream ended without its terminator');
-      if (sink.headersSent) sink.end(ex.errorFrame(new GatewayError('upstream_stream_interrupted', 'upstream stream ended before completion')));
+      if (sink.headersSent)
+        sink.end(
+          ex.errorFrame(
+            new GatewayError('upstream_stream_interrupted', 'upstream stream ended before completion'),
+          ),
+        );
       return { ok: false, committed: sink.headersSent, failure: f };
     }
     if (!sink.headersSent) commit();
@@ -347,7 +442,14 @@ export class Relay {
    * Relays an answer of raw bytes (audio) chunk by chunk. Committed at the first chunk; billed at what
    * the request asked for (the exchange knows it), also when the client leaves midway.
    */
-  private async pipeBytes(ctx: RequestContext, sink: ClientSink, ch: Channel, upstreamModel: string, ex: Exchange, up: SendResult): Promise<AttemptResult> {
+  private async pipeBytes(
+    ctx: RequestContext,
+    sink: ClientSink,
+    ch: Channel,
+    upstreamModel: string,
+    ex: Exchange,
+    up: SendResult,
+  ): Promise<AttemptResult> {
     const ct = up.headers['content-type'];
     const type = typeof ct === 'string' && ct !== '' ? ct : 'application/octet-stream';
     const commit = () => {
@@ -365,7 +467,8 @@ export class Relay {
       }
       if (sink.closed) break;
     }
-    if (sink.closed) return { ok: false, committed: true, failure: failure('cancelled', 'client went away mid-answer') };
+    if (sink.closed)
+      return { ok: false, committed: true, failure: failure('cancelled', 'client went away mid-answer') };
     if (!sink.headersSent) commit();
     await this.finishing(ctx);
     sink.end();
@@ -380,21 +483,36 @@ export class Relay {
   }
 
   /** A 4xx the upstream says is the request's fault: passed through in the client's dialect. */
-  private writeUpstreamClientError(ctx: RequestContext, sink: ClientSink, f: UpstreamFailure, ch: Channel): void {
+  private writeUpstreamClientError(
+    ctx: RequestContext,
+    sink: ClientSink,
+    f: UpstreamFailure,
+    ch: Channel,
+  ): void {
     const status = f.status ?? 400;
     ctx.status = status;
     ctx.outcome = 'failed';
     ctx.channel = ch.code;
     const shape = errorShape(ctx.dialect);
-    const sameDialect = shape === (ch.provider === 'anthropic' ? 'anthropic' : ch.provider === 'gemini' ? 'google' : 'openai');
+    const sameDialect =
+      shape === (ch.provider === 'anthropic' ? 'anthropic' : ch.provider === 'gemini' ? 'google' : 'openai');
     let payload: string;
     if (sameDialect && f.body && isJson(f.body)) payload = f.body;
     else {
       const msg = redactSecrets(f.message);
-      const code = f.upstreamCode ?? (f.kind === 'context_length' ? 'context_length_exceeded' : f.kind === 'content_policy' ? 'content_policy_violation' : 'invalid_request');
+      const code =
+        f.upstreamCode ??
+        (f.kind === 'context_length'
+          ? 'context_length_exceeded'
+          : f.kind === 'content_policy'
+            ? 'content_policy_violation'
+            : 'invalid_request');
       payload =
         shape === 'anthropic'
-          ? JSON.stringify({ type: 'error', error: { type: f.upstreamType ?? 'invalid_request_error', message: msg } })
+          ? JSON.stringify({
+              type: 'error',
+              error: { type: f.upstreamType ?? 'invalid_request_error', message: msg },
+            })
           : shape === 'google'
             ? JSON.stringify(toGoogleError(new GatewayError('invalid_request', msg), status))
             : JSON.stringify({ error: { message: msg, type: 'invalid_request_error', param: null, code } });
@@ -403,15 +521,26 @@ export class Relay {
     sink.end(payload);
   }
 
-  private exhausted(last: UpstreamFailure | null, untranslatable: GatewayError | null, ctx: RequestContext, pastDeadline: boolean): GatewayError {
+  private exhausted(
+    last: UpstreamFailure | null,
+    untranslatable: GatewayError | null,
+    ctx: RequestContext,
+    pastDeadline: boolean,
+  ): GatewayError {
     const route = ctx.routeHeader();
     const suffix = route ? ` (${route})` : '';
     if (!last) {
       if (untranslatable) return untranslatable;
       if (ctx.route.length > 0 && ctx.route.every((n) => n.reason === 'unsupported_operation')) {
-        return new GatewayError('unsupported_operation', `no channel of alias '${ctx.aliasName}' supports this operation`);
+        return new GatewayError(
+          'unsupported_operation',
+          `no channel of alias '${ctx.aliasName}' supports this operation`,
+        );
       }
-      return new GatewayError('no_available_channel', `no channel of alias '${ctx.aliasName}' is available${suffix}`);
+      return new GatewayError(
+        'no_available_channel',
+        `no channel of alias '${ctx.aliasName}' is available${suffix}`,
+      );
     }
     switch (last.kind) {
       case 'connect_timeout':
@@ -419,7 +548,10 @@ export class Relay {
       case 'idle_timeout':
       case 'total_timeout':
       case 'request_timeout':
-        return new GatewayError(pastDeadline ? 'deadline_exceeded' : 'upstream_timeout', `upstream timed out: ${last.message}${suffix}`);
+        return new GatewayError(
+          pastDeadline ? 'deadline_exceeded' : 'upstream_timeout',
+          `upstream timed out: ${last.message}${suffix}`,
+        );
       case 'rate_limited':
         return new GatewayError('upstream_rate_limited', `every channel is rate limited${suffix}`, {
           headers: last.cooldownMs ? { 'retry-after': String(Math.ceil(last.cooldownMs / 1000)) } : {},
@@ -427,7 +559,10 @@ export class Relay {
       case 'overloaded':
         return new GatewayError('upstream_overloaded', `upstream overloaded${suffix}`);
       default:
-        return new GatewayError('upstream_error', `every channel of alias '${ctx.aliasName}' failed; last: ${redactSecrets(last.message)}${suffix}`);
+        return new GatewayError(
+          'upstream_error',
+          `every channel of alias '${ctx.aliasName}' failed; last: ${redactSecrets(last.message)}${suffix}`,
+        );
     }
   }
 
@@ -444,7 +579,12 @@ export function writeError(ctx: RequestContext, sink: ClientSink, err: GatewayEr
   const { status, body } = renderError(ctx.dialect, err);
   ctx.status = status;
   ctx.error = err;
-  const headers: Record<string, string> = { ...ctx.extraHeaders, 'content-type': 'application/json', 'x-request-id': ctx.id, ...err.headers };
+  const headers: Record<string, string> = {
+    ...ctx.extraHeaders,
+    'content-type': 'application/json',
+    'x-request-id': ctx.id,
+    ...err.headers,
+  };
   if (ctx.route.length) headers['x-anima-route'] = ctx.routeHeader();
   if (ctx.attempts) headers['x-anima-attempts'] = String(ctx.attempts);
   sink.head(status, headers);
@@ -465,7 +605,11 @@ export function renderError(d: InboundDialect, err: GatewayError): { status: num
 
 /** Which error body a dialect's clients parse. */
 export function errorShape(d: InboundDialect): 'openai' | 'anthropic' | 'google' {
-  return d === 'anthropic_messages' ? 'anthropic' : d === 'gemini' || d === 'gemini_embed' ? 'google' : 'openai';
+  return d === 'anthropic_messages'
+    ? 'anthropic'
+    : d === 'gemini' || d === 'gemini_embed'
+      ? 'google'
+      : 'openai';
 }
 
 function isJson(s: string): boolean {

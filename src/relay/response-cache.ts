@@ -28,7 +28,14 @@ export interface CachedAnswer {
 }
 
 /** The dialects whose answers are text and deterministic enough in shape to replay. */
-const CACHEABLE: ReadonlySet<InboundDialect> = new Set(['openai_chat', 'anthropic_messages', 'openai_embeddings', 'openai_responses', 'gemini', 'gemini_embed']);
+const CACHEABLE: ReadonlySet<InboundDialect> = new Set([
+  'openai_chat',
+  'anthropic_messages',
+  'openai_embeddings',
+  'openai_responses',
+  'gemini',
+  'gemini_embed',
+]);
 
 /** At most this much of an answer is stored (larger ones are served, not cached). */
 export const MAX_CACHED_BYTES = 4 * 1024 * 1024;
@@ -66,8 +73,21 @@ function canonical(v: unknown): string {
   );
 }
 
-export function cacheKey(appId: string, dialect: InboundDialect, alias: string, body: Record<string, unknown>): string {
-  const h = createHash('sha256').update(appId).update('\0').update(dialect).update('\0').update(alias).update('\0').update(canonical(body)).digest('hex');
+export function cacheKey(
+  appId: string,
+  dialect: InboundDialect,
+  alias: string,
+  body: Record<string, unknown>,
+): string {
+  const h = createHash('sha256')
+    .update(appId)
+    .update('\0')
+    .update(dialect)
+    .update('\0')
+    .update(alias)
+    .update('\0')
+    .update(canonical(body))
+    .digest('hex');
   return `rc:${appId}:${h}`;
 }
 

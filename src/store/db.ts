@@ -28,7 +28,11 @@ export async function openDatabase(opts: {
 }): Promise<DbHandle> {
   let handle: DbHandle;
   if (opts.databaseUrl) {
-    const pool = new pg.Pool({ connectionString: opts.databaseUrl, max: opts.poolSize ?? 10, connectionTimeoutMillis: opts.connectTimeoutMs ?? 5000 });
+    const pool = new pg.Pool({
+      connectionString: opts.databaseUrl,
+      max: opts.poolSize ?? 10,
+      connectionTimeoutMillis: opts.connectTimeoutMs ?? 5000,
+    });
     pool.on('error', () => {}); // idle-client errors surface on the next query instead of crashing the process
     // A checked-out client has no pool listener: its connection dropping between two statements of a
     // transaction would emit an unhandled 'error' and kill the process. The statement in flight (or the
@@ -39,7 +43,8 @@ export async function openDatabase(opts: {
   } else {
     const { PGlite } = await import('@electric-sql/pglite');
     const parsers = { 20: (v: string) => BigInt(v) };
-    const lite = opts.dataDir === 'memory://' ? new PGlite({ parsers }) : new PGlite(opts.dataDir, { parsers });
+    const lite =
+      opts.dataDir === 'memory://' ? new PGlite({ parsers }) : new PGlite(opts.dataDir, { parsers });
     await lite.waitReady;
     const db = new Kysely<Database>({ dialect: pgliteDialect(lite) });
     handle = { db, kind: 'pglite', close: () => db.destroy() };

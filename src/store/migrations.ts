@@ -29,7 +29,9 @@ const migrations: Record<string, Migration> = {
         settings jsonb NOT NULL DEFAULT '{}'::jsonb,
         ${versioned}
       )`.execute(db);
-      await sql`CREATE UNIQUE INDEX channel_code_from ON channel (code, effective_from) WHERE deleted_at IS NULL`.execute(db);
+      await sql`CREATE UNIQUE INDEX channel_code_from ON channel (code, effective_from) WHERE deleted_at IS NULL`.execute(
+        db,
+      );
       await sql`CREATE TABLE alias (
         id bigserial PRIMARY KEY,
         name text NOT NULL,
@@ -40,7 +42,9 @@ const migrations: Record<string, Migration> = {
         deadline_ms integer NOT NULL DEFAULT 300000,
         ${versioned}
       )`.execute(db);
-      await sql`CREATE UNIQUE INDEX alias_name_from ON alias (name, effective_from) WHERE deleted_at IS NULL`.execute(db);
+      await sql`CREATE UNIQUE INDEX alias_name_from ON alias (name, effective_from) WHERE deleted_at IS NULL`.execute(
+        db,
+      );
       await sql`CREATE TABLE app (
         id text PRIMARY KEY,
         name text NOT NULL,
@@ -82,7 +86,9 @@ const migrations: Record<string, Migration> = {
         cost_per_month bigint NOT NULL DEFAULT 0 CHECK (cost_per_month >= 0),
         ${versioned}
       )`.execute(db);
-      await sql`CREATE UNIQUE INDEX quota_scope_from ON quota (scope, scope_id, effective_from) WHERE deleted_at IS NULL`.execute(db);
+      await sql`CREATE UNIQUE INDEX quota_scope_from ON quota (scope, scope_id, effective_from) WHERE deleted_at IS NULL`.execute(
+        db,
+      );
       await sql`ALTER TABLE api_key
         ADD COLUMN queue_mode text NOT NULL DEFAULT 'REJECT' CHECK (queue_mode IN ('REJECT', 'WAIT', 'ASYNC')),
         ADD COLUMN wait_timeout_ms integer NOT NULL DEFAULT 30000 CHECK (wait_timeout_ms > 0),
@@ -111,7 +117,9 @@ const migrations: Record<string, Migration> = {
         updated_at timestamptz NOT NULL DEFAULT now(),
         completed_at timestamptz
       )`.execute(db);
-      await sql`CREATE INDEX task_claim ON task (status, not_before) WHERE status IN ('queued', 'running')`.execute(db);
+      await sql`CREATE INDEX task_claim ON task (status, not_before) WHERE status IN ('queued', 'running')`.execute(
+        db,
+      );
       await sql`CREATE INDEX task_app ON task (app_id, created_at)`.execute(db);
     },
   },
@@ -158,7 +166,9 @@ const migrations: Record<string, Migration> = {
         delivered_at timestamptz,
         UNIQUE (task_id, url)
       )`.execute(db);
-      await sql`CREATE INDEX webhook_due ON webhook_delivery (status, next_at) WHERE status = 'pending'`.execute(db);
+      await sql`CREATE INDEX webhook_due ON webhook_delivery (status, next_at) WHERE status = 'pending'`.execute(
+        db,
+      );
     },
   },
   '0002_control_plane': {
@@ -294,8 +304,12 @@ const migrations: Record<string, Migration> = {
     // Billing wired to requests: an app is prepaid (wallet must cover each request) or postpaid; a
     // journal records when its request happened (report by day) besides when it was written.
     async up(db: Kysely<unknown>) {
-      await sql`ALTER TABLE app ADD COLUMN billing text NOT NULL DEFAULT 'postpaid' CHECK (billing IN ('prepaid', 'postpaid'))`.execute(db);
-      await sql`ALTER TABLE ledger_journal ADD COLUMN occurred_at timestamptz NOT NULL DEFAULT now()`.execute(db);
+      await sql`ALTER TABLE app ADD COLUMN billing text NOT NULL DEFAULT 'postpaid' CHECK (billing IN ('prepaid', 'postpaid'))`.execute(
+        db,
+      );
+      await sql`ALTER TABLE ledger_journal ADD COLUMN occurred_at timestamptz NOT NULL DEFAULT now()`.execute(
+        db,
+      );
       await sql`CREATE INDEX ledger_journal_occurred ON ledger_journal (occurred_at)`.execute(db);
     },
   },
@@ -317,13 +331,19 @@ const migrations: Record<string, Migration> = {
         ADD COLUMN billing jsonb,
         ADD COLUMN billing_state text NOT NULL DEFAULT 'none' CHECK (billing_state IN ('none', 'pending', 'done')),
         ADD COLUMN polls integer NOT NULL DEFAULT 0`.execute(db);
-      await sql`CREATE UNIQUE INDEX task_idempotency ON task (app_id, idempotency_key) WHERE idempotency_key IS NOT NULL`.execute(db);
+      await sql`CREATE UNIQUE INDEX task_idempotency ON task (app_id, idempotency_key) WHERE idempotency_key IS NOT NULL`.execute(
+        db,
+      );
       await sql`DROP INDEX task_claim`.execute(db);
-      await sql`CREATE INDEX task_claim ON task (not_before) WHERE status IN ('queued', 'submitted', 'running')`.execute(db);
+      await sql`CREATE INDEX task_claim ON task (not_before) WHERE status IN ('queued', 'submitted', 'running')`.execute(
+        db,
+      );
       await sql`CREATE INDEX task_billing ON task (completed_at) WHERE billing_state = 'pending'`.execute(db);
       // 'jobs': the submit/poll media vendor provider.
       await sql`ALTER TABLE channel DROP CONSTRAINT channel_provider_check`.execute(db);
-      await sql`ALTER TABLE channel ADD CONSTRAINT channel_provider_check CHECK (provider IN ('openai', 'anthropic', 'jobs'))`.execute(db);
+      await sql`ALTER TABLE channel ADD CONSTRAINT channel_provider_check CHECK (provider IN ('openai', 'anthropic', 'jobs'))`.execute(
+        db,
+      );
     },
   },
   '0011_api_breadth': {
@@ -331,12 +351,18 @@ const migrations: Record<string, Migration> = {
     // prices per million characters (speech), per second of audio (transcription) and per cache hit.
     async up(db: Kysely<unknown>) {
       await sql`ALTER TABLE channel DROP CONSTRAINT channel_provider_check`.execute(db);
-      await sql`ALTER TABLE channel ADD CONSTRAINT channel_provider_check CHECK (provider IN ('openai', 'anthropic', 'jobs', 'gemini'))`.execute(db);
-      await sql`ALTER TABLE alias ADD COLUMN cache_ttl_s integer NOT NULL DEFAULT 0 CHECK (cache_ttl_s >= 0 AND cache_ttl_s <= 2592000)`.execute(db);
+      await sql`ALTER TABLE channel ADD CONSTRAINT channel_provider_check CHECK (provider IN ('openai', 'anthropic', 'jobs', 'gemini'))`.execute(
+        db,
+      );
+      await sql`ALTER TABLE alias ADD COLUMN cache_ttl_s integer NOT NULL DEFAULT 0 CHECK (cache_ttl_s >= 0 AND cache_ttl_s <= 2592000)`.execute(
+        db,
+      );
       for (const side of ['cost', 'sale']) {
         for (const unit of ['per_mchar', 'per_audio_second', 'per_cache_hit']) {
           const col = `${side}_${unit}`;
-          await sql`ALTER TABLE price ADD COLUMN ${sql.raw(col)} bigint NOT NULL DEFAULT 0 CHECK (${sql.raw(col)} >= 0)`.execute(db);
+          await sql`ALTER TABLE price ADD COLUMN ${sql.raw(col)} bigint NOT NULL DEFAULT 0 CHECK (${sql.raw(col)} >= 0)`.execute(
+            db,
+          );
         }
       }
     },
@@ -362,7 +388,9 @@ const migrations: Record<string, Migration> = {
     async up(db: Kysely<unknown>) {
       await sql`DROP TRIGGER ledger_entry_balanced ON ledger_entry`.execute(db);
       await sql`DROP FUNCTION ledger_entry_check_journal()`.execute(db);
-      await sql`ALTER TABLE ledger_entry DROP CONSTRAINT ledger_entry_journal_id_fkey, DROP CONSTRAINT ledger_entry_account_id_fkey`.execute(db);
+      await sql`ALTER TABLE ledger_entry DROP CONSTRAINT ledger_entry_journal_id_fkey, DROP CONSTRAINT ledger_entry_account_id_fkey`.execute(
+        db,
+      );
       await sql`CREATE FUNCTION ledger_entry_check_statement() RETURNS trigger LANGUAGE plpgsql AS $$
         DECLARE r record;
         BEGIN
@@ -425,7 +453,12 @@ class StaticProvider implements MigrationProvider {
 }
 
 export async function migrateToLatest(db: Kysely<any>): Promise<string[]> {
-  const migrator = new Migrator({ db, provider: new StaticProvider(), migrationTableName: 'anima_migration', migrationLockTableName: 'anima_migration_lock' });
+  const migrator = new Migrator({
+    db,
+    provider: new StaticProvider(),
+    migrationTableName: 'anima_migration',
+    migrationLockTableName: 'anima_migration_lock',
+  });
   const { error, results } = await migrator.migrateToLatest();
   if (error) throw error instanceof Error ? error : new Error(String(error));
   return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);

@@ -23,7 +23,14 @@ import type { ConfigCache } from '../config/cache.js';
 import { isEffective } from '../config/model.js';
 import { GatewayError } from '../core/errors.js';
 import { priceOf } from '../core/pricing.js';
-import { type MediaKind, type MediaRequest, type MediaResult, type PollResult, MediaCallError, mediaAdapter } from '../providers/media.js';
+import {
+  type MediaKind,
+  type MediaRequest,
+  type MediaResult,
+  type PollResult,
+  MediaCallError,
+  mediaAdapter,
+} from '../providers/media.js';
 import type { UpstreamFailure } from '../providers/classify.js';
 import { candidates } from '../relay/router.js';
 import type { TaskRow, TaskStore } from './store.js';
@@ -60,11 +67,18 @@ export interface StoredMediaRequest {
 }
 
 /** What a media task sells for and costs: the price in force at its creation, times the key's multiplier. */
-function priceMedia(config: ConfigCache, t: TaskRow, channel: string | null, metered: MediaResult['metered']): { sale: bigint; cost: bigint } {
+function priceMedia(
+  config: ConfigCache,
+  t: TaskRow,
+  channel: string | null,
+  metered: MediaResult['metered'],
+): { sale: bigint; cost: bigint } {
   const p = config.price(t.alias!, channel, new Date(t.created_at).getTime());
   if (!p) return { sale: 0n, cost: 0n };
   const key = config.keyById(t.key_id);
-  const g = key?.tokenGroupId ? config.tokenGroup(key.tokenGroupId, new Date(t.created_at).getTime()) : undefined;
+  const g = key?.tokenGroupId
+    ? config.tokenGroup(key.tokenGroupId, new Date(t.created_at).getTime())
+    : undefined;
   const u = { inputTokens: 0, outputTokens: 0, cachedTokens: 0, ...metered };
   return { cost: priceOf(p.cost, u), sale: priceOf(p.sale, u, g?.priceMultiplierPpm ?? 1_000_000n) };
 }
@@ -81,7 +95,12 @@ function meteredEstimate(kind: MediaKind, r: StoredMediaRequest): MediaResult['m
  * released, webhook), else marked, and its worker woken to honour it at the end of its step. null: the
  * app has no such task.
  */
-export async function cancelTask(store: TaskStore, id: string, appId: string, then: { afterCancel(t: TaskRow): Promise<void>; wake(): void }): Promise<TaskRow | null> {
+export async function cancelTask(
+  store: TaskStore,
+  id: string,
+  appId: string,
+  then: { afterCancel(t: TaskRow): Promise<void>; wake(): void },
+): Promise<TaskRow | null> {
   const r = await store.cancel(id, appId);
   if (!r) return null;
   if (r.cancelled) await then.afterCancel(r.task);
@@ -126,51 +145,120 @@ export class MediaRunner {
     const key = this.d.config.keyById(t.key_id);
     const app = key ? this.d.config.app(key.appId, now) : undefined;
     const alias = this.d.config.alias(t.alias!, now);
-    if (!key || !key.enabled || !isEffective(key, now) || !app?.enabled) return this.fail(t, owner, 403, { code: 'key_disabled', message: 'The key that submitted this task is disabled or gone.' });
-    if (!alias) return this.fail(t, owner, 404, { code: 'model_not_found', message: `The model '${t.alias}' does not exist.` });
+    if (!key || !key.enabled || !isEffective(key, now) || !app?.enabled)
+      return this.fail(t, owner, 403, {
+        code: 'key_disabled',
+        message: 'The key that submitted this task is disabled or gone.',
+      });
+    if (!alias)
+      return this.fail(t, owner, 404, {
+        code: 'model_not_found',
+        message: `The model '${t.alias}' does not exist.`,
+      });
     if (this.d.billing && app.billing === 'prepaid') {
       const est = priceMedia(this.d.config, t, null, meteredEstimate(kind, r)).sale;
       try {
-        await this.d.billing.reserve(app.id, this.holdId(t), est, Math.max(60_000, new Date(t.deadline).getTime() - now + 60_000));
+        await this.d.billing.reserve(
+          app.id,
+          this.holdId(t),
+          est,
+          Math.max(60_000, new Date(t.deadline).getTime() - now + 60_000),
+        );
       } catch (e) {
-        if (e instanceof GatewayError && e.code === 'insufficient_balance') return this.fail(t, owner, 402, { code: e.code, message: e.message });
+        if (e instanceof GatewayError && e.code === 'insufficient_balance')
+          return this.fail(t, owner, 402, { code: e.code, message: e.message });
         await this.d.store.step(t.id, owner, { notBefore: this.nextPoll(t.polls) });
         return;
       }
     }
     let last: UpstreamFailure | null = null;
     const tried: string[] = [];
-    for (const { target } of candidates(alias, (x) => x.weight * (this.d.config.channel(x.channel)?.weight ?? 1))) {
+    for (const { target } of candidates(
+      alias,
+      (x) => x.weight * (this.d.config.channel(x.channel)?.weight ?? 1),
+    )) {
       const ch = this.d.config.channel(target.channel);
       const adapter = ch ? mediaAdapter(ch.provider) : null;
-      if (!ch || !ch.enabled || !adapter?.supports(kind) || this.d.breakers.refusesNow(ch.code) || this.d.health.refusesNow(ch.code)) continue;
-      const acq = await this.d.breakers.acquire(ch.code, ch.breaker).catch(() => ({ ok: true as const, permit: { channel: ch.code, gen: this.d.breakers.state(ch.code).gen, probe: false } }));
+      if (
+        !ch ||
+        !ch.enabled ||
+        !adapter?.supports(kind) ||
+        this.d.breakers.refusesNow(ch.code) ||
+        this.d.health.refusesNow(ch.code)
+      )
+        continue;
+      const acq = await this.d.breakers
+        .acquire(ch.code, ch.breaker)
+        .catch(() => ({
+          ok: true as const,
+          permit: { channel: ch.code, gen: this.d.breakers.state(ch.code).gen, probe: false },
+        }));
       if (!acq.ok) continue;
       tried.push(ch.code);
-      const req: MediaRequest = { kind, model: target.model, prompt: r.prompt, ...(r.n ? { n: r.n } : {}), ...(r.seconds ? { seconds: r.seconds } : {}), ...(r.size ? { size: r.size } : {}), ...(r.response_format ? { responseFormat: r.response_format } : {}), ...(r.extra ? { extra: r.extra } : {}) };
+      const req: MediaRequest = {
+        kind,
+        model: target.model,
+        prompt: r.prompt,
+        ...(r.n ? { n: r.n } : {}),
+        ...(r.seconds ? { seconds: r.seconds } : {}),
+        ...(r.size ? { size: r.size } : {}),
+        ...(r.response_format ? { responseFormat: r.response_format } : {}),
+        ...(r.extra ? { extra: r.extra } : {}),
+      };
       const t0 = performance.now();
       try {
         const out = await adapter.submit(ch, req, this.signal());
-        await this.d.breakers.onResult(acq.permit, ch.breaker, { failure: false, durationMs: performance.now() - t0 }).catch(() => {});
+        await this.d.breakers
+          .onResult(acq.permit, ch.breaker, { failure: false, durationMs: performance.now() - t0 })
+          .catch(() => {});
         if (out.done) return this.succeed(t, owner, ch.code, out.result);
-        if (await this.d.store.step(t.id, owner, { status: 'submitted', upstreamId: out.upstreamId, channel: ch.code, progress: 0, notBefore: this.nextPoll(0) })) this.d.onState(t.kind, 'submitted');
+        if (
+          await this.d.store.step(t.id, owner, {
+            status: 'submitted',
+            upstreamId: out.upstreamId,
+            channel: ch.code,
+            progress: 0,
+            notBefore: this.nextPoll(0),
+          })
+        )
+          this.d.onState(t.kind, 'submitted');
         else await this.afterLostStep(t, owner, ch.code, out.upstreamId);
         return;
       } catch (e) {
         const f = e instanceof MediaCallError ? e.failure : null;
-        await this.d.breakers.onResult(acq.permit, ch.breaker, { failure: f?.countsAsFailure ?? true, neutral: f ? !f.countsAsFailure : false, durationMs: performance.now() - t0 }).catch(() => {});
+        await this.d.breakers
+          .onResult(acq.permit, ch.breaker, {
+            failure: f?.countsAsFailure ?? true,
+            neutral: f ? !f.countsAsFailure : false,
+            durationMs: performance.now() - t0,
+          })
+          .catch(() => {});
         if (!f) throw e;
         last = f;
         if (!f.tryNext) break; // the request's own fault (400 class): another channel would say the same
       }
     }
-    if (last && !last.tryNext) return this.fail(t, owner, last.status ?? 400, { code: last.upstreamCode ?? 'invalid_request', message: last.message });
+    if (last && !last.tryNext)
+      return this.fail(t, owner, last.status ?? 400, {
+        code: last.upstreamCode ?? 'invalid_request',
+        message: last.message,
+      });
     // Every channel failed (or none could serve): retry the submit a few times, then give up.
     if (t.attempts < 3 && tried.length > 0) {
       await this.d.store.step(t.id, owner, { notBefore: this.nextPoll(t.attempts + 2) });
       return;
     }
-    return this.fail(t, owner, tried.length ? 502 : 503, tried.length ? { code: 'upstream_error', message: `every channel failed to accept the job; last: ${last?.message ?? 'unknown'}` } : { code: 'no_available_channel', message: `no channel of '${t.alias}' can generate ${kind}` });
+    return this.fail(
+      t,
+      owner,
+      tried.length ? 502 : 503,
+      tried.length
+        ? {
+            code: 'upstream_error',
+            message: `every channel failed to accept the job; last: ${last?.message ?? 'unknown'}`,
+          }
+        : { code: 'no_available_channel', message: `no channel of '${t.alias}' can generate ${kind}` },
+    );
   }
 
   /** The step's CAS failed after an upstream job was created: the app cancelled meanwhile. Cancel upstream too. */
@@ -182,7 +270,11 @@ export class MediaRunner {
   private async poll(t: TaskRow, owner: string): Promise<void> {
     const ch = this.d.config.channel(t.channel!);
     const adapter = ch ? mediaAdapter(ch.provider) : null;
-    if (!ch || !adapter) return this.fail(t, owner, 502, { code: 'upstream_error', message: `the task's channel '${t.channel}' is gone` });
+    if (!ch || !adapter)
+      return this.fail(t, owner, 502, {
+        code: 'upstream_error',
+        message: `the task's channel '${t.channel}' is gone`,
+      });
     let r: PollResult;
     try {
       r = await adapter.poll(ch, t.upstream_id!, t.kind as MediaKind, this.signal());
@@ -197,7 +289,11 @@ export class MediaRunner {
       case 'pending':
       case 'running': {
         const status = r.state === 'running' ? 'running' : 'submitted';
-        const saved = await this.d.store.step(t.id, owner, { status, progress: r.progress, notBefore: this.nextPoll(t.polls) });
+        const saved = await this.d.store.step(t.id, owner, {
+          status,
+          progress: r.progress,
+          notBefore: this.nextPoll(t.polls),
+        });
         if (!saved) await this.afterLostStep(t, owner, t.channel!, t.upstream_id!);
         else if (status !== t.status) this.d.onState(t.kind, status);
         return;
@@ -210,13 +306,36 @@ export class MediaRunner {
   }
 
   private async succeed(t: TaskRow, owner: string, channel: string, result: MediaResult): Promise<void> {
-    if (result.items.length === 0) return this.fail(t, owner, 502, { code: 'no_content', message: 'the upstream finished the job without any result' });
+    if (result.items.length === 0)
+      return this.fail(t, owner, 502, {
+        code: 'no_content',
+        message: 'the upstream finished the job without any result',
+      });
     const key = this.d.config.keyById(t.key_id);
     const app = key ? this.d.config.app(key.appId) : undefined;
     const { sale, cost } = priceMedia(this.d.config, t, channel, result.metered);
-    const billing = this.d.billing && (sale > 0n || cost > 0n) ? { sale: sale.toString(), cost: cost.toString(), prepaid: app?.billing === 'prepaid', metered: result.metered, channel } : undefined;
-    const body = { items: result.items, metered: result.metered, ...(result.upstreamContent ? { upstream_content: true } : {}) };
-    const done = await this.d.store.complete(t.id, owner, 'succeeded', { body, status: 200, progress: 100, ...(billing ? { billing } : {}) }, t.webhook_url ?? key?.webhookUrl);
+    const billing =
+      this.d.billing && (sale > 0n || cost > 0n)
+        ? {
+            sale: sale.toString(),
+            cost: cost.toString(),
+            prepaid: app?.billing === 'prepaid',
+            metered: result.metered,
+            channel,
+          }
+        : undefined;
+    const body = {
+      items: result.items,
+      metered: result.metered,
+      ...(result.upstreamContent ? { upstream_content: true } : {}),
+    };
+    const done = await this.d.store.complete(
+      t.id,
+      owner,
+      'succeeded',
+      { body, status: 200, progress: 100, ...(billing ? { billing } : {}) },
+      t.webhook_url ?? key?.webhookUrl,
+    );
     if (!done) {
       // The app cancelled while the job finished: it gets nothing and pays nothing.
       return this.afterLostStep(t, owner, channel, t.upstream_id ?? '');
@@ -229,7 +348,13 @@ export class MediaRunner {
 
   /** Books a succeeded task exactly once (the record id is the task's), then marks it billed. */
   async settle(t: TaskRow): Promise<void> {
-    const b = t.billing as { sale: string; cost: string; prepaid: boolean; metered: Record<string, number>; channel: string } | null;
+    const b = t.billing as {
+      sale: string;
+      cost: string;
+      prepaid: boolean;
+      metered: Record<string, number>;
+      channel: string;
+    } | null;
     if (!this.d.billing || !b || t.billing_state !== 'pending') return;
     await this.d.billing.settle(
       {
@@ -254,9 +379,20 @@ export class MediaRunner {
     for (const t of await this.d.store.pendingBilling(5_000)) await this.settle(t);
   }
 
-  private async fail(t: TaskRow, owner: string, status: number, error: { code: string; message: string }): Promise<void> {
+  private async fail(
+    t: TaskRow,
+    owner: string,
+    status: number,
+    error: { code: string; message: string },
+  ): Promise<void> {
     const key = this.d.config.keyById(t.key_id);
-    const done = await this.d.store.complete(t.id, owner, 'failed', { status, error, body: { error } }, t.webhook_url ?? key?.webhookUrl);
+    const done = await this.d.store.complete(
+      t.id,
+      owner,
+      'failed',
+      { status, error, body: { error } },
+      t.webhook_url ?? key?.webhookUrl,
+    );
     if (done) this.d.onState(t.kind, 'failed');
     else await this.afterLostStep(t, owner, t.channel ?? '', t.upstream_id ?? '');
     await this.d.billing?.release(t.app_id, this.holdId(t));
@@ -265,7 +401,16 @@ export class MediaRunner {
   private async expire(t: TaskRow, owner: string): Promise<void> {
     const key = this.d.config.keyById(t.key_id);
     await this.cancelUpstream(t);
-    if (await this.d.store.complete(t.id, owner, 'expired', { status: 504, error: { code: 'task_expired', message: 'the task passed its deadline' } }, t.webhook_url ?? key?.webhookUrl)) this.d.onState(t.kind, 'expired');
+    if (
+      await this.d.store.complete(
+        t.id,
+        owner,
+        'expired',
+        { status: 504, error: { code: 'task_expired', message: 'the task passed its deadline' } },
+        t.webhook_url ?? key?.webhookUrl,
+      )
+    )
+      this.d.onState(t.kind, 'expired');
     await this.d.billing?.release(t.app_id, this.holdId(t));
   }
 
@@ -287,7 +432,11 @@ export class MediaRunner {
     const ch = this.d.config.channel(t.channel);
     const adapter = ch ? mediaAdapter(ch.provider) : null;
     if (!ch || !adapter) return;
-    await adapter.cancel(ch, t.upstream_id, this.signal()).catch((e: unknown) => this.d.log.warn({ task: t.id, err: (e as Error).message }, 'upstream cancel failed'));
+    await adapter
+      .cancel(ch, t.upstream_id, this.signal())
+      .catch((e: unknown) =>
+        this.d.log.warn({ task: t.id, err: (e as Error).message }, 'upstream cancel failed'),
+      );
   }
 
   /** After the HTTP layer cancelled an unleased task: cancel upstream, release the hold. */
@@ -304,11 +453,20 @@ export class MediaRunner {
   async content(t: TaskRow): Promise<Response> {
     const ch = t.channel ? this.d.config.channel(t.channel) : undefined;
     const adapter = ch ? mediaAdapter(ch.provider) : null;
-    if (!ch || !adapter?.content || !t.upstream_id) throw new GatewayError('not_found', 'This task has no downloadable content.');
+    if (!ch || !adapter?.content || !t.upstream_id)
+      throw new GatewayError('not_found', 'This task has no downloadable content.');
     try {
-      return await adapter.content(ch, t.upstream_id, AbortSignal.timeout(Math.max(this.d.settings.callTimeoutMs, 120_000)));
+      return await adapter.content(
+        ch,
+        t.upstream_id,
+        AbortSignal.timeout(Math.max(this.d.settings.callTimeoutMs, 120_000)),
+      );
     } catch (e) {
-      if (e instanceof MediaCallError) throw new GatewayError(e.failure.status === 404 ? 'not_found' : 'upstream_error', `content unavailable: ${e.failure.message}`);
+      if (e instanceof MediaCallError)
+        throw new GatewayError(
+          e.failure.status === 404 ? 'not_found' : 'upstream_error',
+          `content unavailable: ${e.failure.message}`,
+        );
       throw e;
     }
   }

@@ -47,13 +47,26 @@ export class CaptureSink implements ClientSink {
   }
 }
 
-const DIALECT: Record<string, InboundDialect> = { chat: 'openai_chat', embeddings: 'openai_embeddings', messages: 'anthropic_messages', responses: 'openai_responses', gemini: 'gemini', gemini_embed: 'gemini_embed' };
+const DIALECT: Record<string, InboundDialect> = {
+  chat: 'openai_chat',
+  embeddings: 'openai_embeddings',
+  messages: 'anthropic_messages',
+  responses: 'openai_responses',
+  gemini: 'gemini',
+  gemini_embed: 'gemini_embed',
+};
 
 /**
  * Runs one queued ASYNC request exactly as the synchronous path would (same key checks, alias, quota
  * admission, relay), except that admission never waits: no room yet means "try again later".
  */
-export function taskRunner(d: { config: ConfigCache; admission: Admission; relay: Relay; now: () => number; billing?: Billing }) {
+export function taskRunner(d: {
+  config: ConfigCache;
+  admission: Admission;
+  relay: Relay;
+  now: () => number;
+  billing?: Billing;
+}) {
   return async (t: TaskRow): Promise<RunOutcome> => {
     const now = d.now();
     const dialect = DIALECT[t.kind] ?? 'openai_chat';
@@ -62,7 +75,8 @@ export function taskRunner(d: { config: ConfigCache; admission: Admission; relay
     const body = t.request as Record<string, unknown>;
     const key = d.config.keyById(t.key_id);
     try {
-      if (!key || !key.enabled || !isEffective(key, now)) throw new GatewayError('key_disabled', 'The key that queued this task is disabled or gone.');
+      if (!key || !key.enabled || !isEffective(key, now))
+        throw new GatewayError('key_disabled', 'The key that queued this task is disabled or gone.');
       const app = d.config.app(key.appId, now);
       if (!app?.enabled) throw new GatewayError('app_disabled', "The key's app is disabled.");
       refuseDisabledGroup(d.config, key.tokenGroupId, now);
@@ -80,7 +94,10 @@ export function taskRunner(d: { config: ConfigCache; admission: Admission; relay
         (needTokens, needCost) => {
           if (!needTokens && !needCost) return { tokens: 0, cost: 0 };
           const t = estimateTokens(body, dialect);
-          return { tokens: t.total, cost: needCost ? estimateCost(d.config, ctx.alias!, key.tokenGroupId, t, now) : 0 };
+          return {
+            tokens: t.total,
+            cost: needCost ? estimateCost(d.config, ctx.alias!, key.tokenGroupId, t, now) : 0,
+          };
         },
         new Abort(),
         now,
@@ -117,15 +134,19 @@ export function taskRunner(d: { config: ConfigCache; admission: Admission; relay
         return { ok: false, retryAfterMs: 1_000 };
       }
       const billing = d.billing;
-      ctx.beforeFinish = () => settleRequest(billing, d.config, ctx, body, { recordId, holdId, taskId: t.id });
+      ctx.beforeFinish = () =>
+        settleRequest(billing, d.config, ctx, body, { recordId, holdId, taskId: t.id });
     }
     try {
       await d.relay.serve(ctx, body, sink);
     } finally {
-      if (d.billing && !ctx.billed) await settleRequest(d.billing, d.config, ctx, body, { recordId, holdId, taskId: t.id });
+      if (d.billing && !ctx.billed)
+        await settleRequest(d.billing, d.config, ctx, body, { recordId, holdId, taskId: t.id });
       if (lease && !('deferred' in lease)) {
         const cost = actualCost(d.config, ctx.alias!.name, ctx.channel, key.tokenGroupId, ctx.usage, now);
-        await lease.settle(ctx.usage ? ctx.usage.inputTokens + ctx.usage.outputTokens : 0, cost).catch(() => {});
+        await lease
+          .settle(ctx.usage ? ctx.usage.inputTokens + ctx.usage.outputTokens : 0, cost)
+          .catch(() => {});
       }
     }
     return { ok: true, status: sink.status, body: sink.body(), webhook: key.webhookUrl };

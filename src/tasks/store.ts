@@ -8,7 +8,8 @@ import { sql } from 'kysely';
 import { randomId } from '../core/ids.js';
 import type { Db } from '../store/db.js';
 
-export type TaskStatus = 'queued' | 'submitted' | 'running' | 'succeeded' | 'failed' | 'cancelled' | 'expired';
+export type TaskStatus =
+  'queued' | 'submitted' | 'running' | 'succeeded' | 'failed' | 'cancelled' | 'expired';
 
 export interface TaskRow {
   id: string;
@@ -69,13 +70,16 @@ export function taskView(t: TaskRow): Record<string, unknown> {
     ...(isMediaKind(t.kind) ? { progress: t.progress, model: t.alias, transitions: t.transitions } : {}),
     created_at: iso(t.created_at),
     completed_at: iso(t.completed_at),
-    ...(t.result !== null && t.result !== undefined ? { result: t.result, result_status: t.result_status } : {}),
+    ...(t.result !== null && t.result !== undefined
+      ? { result: t.result, result_status: t.result_status }
+      : {}),
     ...(t.error ? { error: t.error } : {}),
   };
 }
 
 /** Appends a status change, with its time, to the task's transitions. */
-const transition = (status: string) => sql<string>`transitions || jsonb_build_array(jsonb_build_object('status', ${status}::text, 'at', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')))`;
+const transition = (status: string) =>
+  sql<string>`transitions || jsonb_build_array(jsonb_build_object('status', ${status}::text, 'at', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')))`;
 
 export class TaskStore {
   constructor(private readonly db: Db) {}
@@ -84,7 +88,16 @@ export class TaskStore {
    * A media task. With an idempotency key, a second submit with the same key (same app) returns the first
    * task instead of creating another: `existing` says which happened.
    */
-  async createMedia(t: { kind: MediaKind; appId: string; keyId: string; request: unknown; deadline: Date; alias: string; idempotencyKey?: string | null; webhookUrl?: string | null }): Promise<{ task: TaskRow; existing: boolean }> {
+  async createMedia(t: {
+    kind: MediaKind;
+    appId: string;
+    keyId: string;
+    request: unknown;
+    deadline: Date;
+    alias: string;
+    idempotencyKey?: string | null;
+    webhookUrl?: string | null;
+  }): Promise<{ task: TaskRow; existing: boolean }> {
     const row = await this.db
       .insertInto('task')
       .values({
@@ -100,11 +113,18 @@ export class TaskStore {
         webhook_url: t.webhookUrl ?? null,
         transitions: JSON.stringify([{ status: 'queued', at: new Date().toISOString() }]),
       })
-      .onConflict((oc) => oc.columns(['app_id', 'idempotency_key']).where('idempotency_key', 'is not', null).doNothing())
+      .onConflict((oc) =>
+        oc.columns(['app_id', 'idempotency_key']).where('idempotency_key', 'is not', null).doNothing(),
+      )
       .returningAll()
       .executeTakeFirst();
     if (row) return { task: row as TaskRow, existing: false };
-    const prior = await this.db.selectFrom('task').selectAll().where('app_id', '=', t.appId).where('idempotency_key', '=', t.idempotencyKey!).executeTakeFirstOrThrow();
+    const prior = await this.db
+      .selectFrom('task')
+      .selectAll()
+      .where('app_id', '=', t.appId)
+      .where('idempotency_key', '=', t.idempotencyKey!)
+      .executeTakeFirstOrThrow();
     return { task: prior as TaskRow, existing: true };
   }
 
@@ -116,7 +136,13 @@ export class TaskStore {
     const r = await this.db
       .updateTable('task')
       .set({
-        ...(p.status ? { status: p.status, transitions: sql`CASE WHEN status = ${p.status} THEN transitions ELSE ${transition(p.status)} END` as never } : {}),
+        ...(p.status
+          ? {
+              status: p.status,
+              transitions:
+                sql`CASE WHEN status = ${p.status} THEN transitions ELSE ${transition(p.status)} END` as never,
+            }
+          : {}),
         ...(p.progress !== undefined ? { progress: p.progress } : {}),
         ...(p.upstreamId !== undefined ? { upstream_id: p.upstreamId } : {}),
         ...(p.channel !== undefined ? { channel: p.channel } : {}),
@@ -161,7 +187,10 @@ export class TaskStore {
     if (now) return { task: now as TaskRow, cancelled: true };
     const later = await this.db
       .updateTable('task')
-      .set({ cancel_requested_at: sql`coalesce(cancel_requested_at, now())` as never, updated_at: new Date() })
+      .set({
+        cancel_requested_at: sql`coalesce(cancel_requested_at, now())` as never,
+        updated_at: new Date(),
+      })
       .where('id', '=', id)
       .where('app_id', '=', appId)
       .where('status', 'in', ACTIVE)
@@ -193,7 +222,8 @@ export class TaskStore {
   }
 
   async byId(id: string): Promise<TaskRow | undefined> {
-    return (await this.db.selectFrom('task').selectAll().where('id', '=', id).executeTakeFirst()) as TaskRow | undefined;
+    return (await this.db.selectFrom('task').selectAll().where('id', '=', id).executeTakeFirst()) as
+      TaskRow | undefined;
   }
 
   /** Succeeded tasks whose settlement may not have reached billing (their instance died in between). */
@@ -209,14 +239,30 @@ export class TaskStore {
 
   /** A webhook delivery for a task that ended outside `complete` (cancelled). */
   async enqueueWebhook(id: string, url: string): Promise<void> {
-    await this.db.insertInto('webhook_delivery').values({ id: 'whd_' + randomId(16), task_id: id, url, status: 'pending' }).onConflict((oc) => oc.columns(['task_id', 'url']).doNothing()).execute();
+    await this.db
+      .insertInto('webhook_delivery')
+      .values({ id: 'whd_' + randomId(16), task_id: id, url, status: 'pending' })
+      .onConflict((oc) => oc.columns(['task_id', 'url']).doNothing())
+      .execute();
   }
 
   async markBilled(id: string): Promise<void> {
-    await this.db.updateTable('task').set({ billing_state: 'done' }).where('id', '=', id).where('billing_state', '=', 'pending').execute();
+    await this.db
+      .updateTable('task')
+      .set({ billing_state: 'done' })
+      .where('id', '=', id)
+      .where('billing_state', '=', 'pending')
+      .execute();
   }
 
-  async create(t: { kind: string; appId: string; keyId: string; request: unknown; deadline: Date; notBefore?: Date }): Promise<TaskRow> {
+  async create(t: {
+    kind: string;
+    appId: string;
+    keyId: string;
+    request: unknown;
+    deadline: Date;
+    notBefore?: Date;
+  }): Promise<TaskRow> {
     return (await this.db
       .insertInto('task')
       .values({
@@ -234,7 +280,12 @@ export class TaskStore {
   }
 
   async get(id: string, appId: string): Promise<TaskRow | undefined> {
-    return (await this.db.selectFrom('task').selectAll().where('id', '=', id).where('app_id', '=', appId).executeTakeFirst()) as TaskRow | undefined;
+    return (await this.db
+      .selectFrom('task')
+      .selectAll()
+      .where('id', '=', id)
+      .where('app_id', '=', appId)
+      .executeTakeFirst()) as TaskRow | undefined;
   }
 
   async list(appId: string, q: { status?: string; limit?: number; offset?: number }): Promise<TaskRow[]> {
@@ -248,7 +299,13 @@ export class TaskStore {
   }
 
   /** Operators (admin API): tasks across apps, newest first, filtered by status, app and kind. */
-  async listAll(q: { status?: string; appId?: string; kind?: string; limit?: number; offset?: number }): Promise<TaskRow[]> {
+  async listAll(q: {
+    status?: string;
+    appId?: string;
+    kind?: string;
+    limit?: number;
+    offset?: number;
+  }): Promise<TaskRow[]> {
     let s = this.db.selectFrom('task').selectAll();
     if (q.status) s = s.where('status', '=', q.status);
     if (q.appId) s = s.where('app_id', '=', q.appId);
@@ -297,7 +354,9 @@ export class TaskStore {
 
   async renew(id: string, owner: string, leaseMs: number): Promise<boolean> {
     const r = await sql`UPDATE task SET lease_until = now() + ${leaseMs} * interval '1 millisecond'
-      WHERE id = ${id} AND lease_owner = ${owner} AND status IN ('queued', 'submitted', 'running')`.execute(this.db);
+      WHERE id = ${id} AND lease_owner = ${owner} AND status IN ('queued', 'submitted', 'running')`.execute(
+      this.db,
+    );
     return Number(r.numAffectedRows ?? 0) > 0;
   }
 
@@ -305,7 +364,14 @@ export class TaskStore {
   async requeue(id: string, owner: string, notBefore: Date): Promise<boolean> {
     const r = await this.db
       .updateTable('task')
-      .set({ status: 'queued', lease_owner: null, lease_until: null, not_before: notBefore, updated_at: new Date(), transitions: transition('queued') as never })
+      .set({
+        status: 'queued',
+        lease_owner: null,
+        lease_until: null,
+        not_before: notBefore,
+        updated_at: new Date(),
+        transitions: transition('queued') as never,
+      })
       .where('id', '=', id)
       .where('lease_owner', '=', owner)
       .where('status', '=', 'running')
@@ -325,13 +391,23 @@ export class TaskStore {
     return this.db.transaction().execute(async (trx) => {
       const done = await this.completeIn(trx, id, owner, status, result);
       if (done && webhookUrl) {
-        await trx.insertInto('webhook_delivery').values({ id: 'whd_' + randomId(16), task_id: id, url: webhookUrl, status: 'pending' }).onConflict((oc) => oc.columns(['task_id', 'url']).doNothing()).execute();
+        await trx
+          .insertInto('webhook_delivery')
+          .values({ id: 'whd_' + randomId(16), task_id: id, url: webhookUrl, status: 'pending' })
+          .onConflict((oc) => oc.columns(['task_id', 'url']).doNothing())
+          .execute();
       }
       return done;
     });
   }
 
-  private async completeIn(db: Db, id: string, owner: string, status: string, result: { body?: unknown; status?: number; error?: unknown; progress?: number; billing?: unknown }): Promise<boolean> {
+  private async completeIn(
+    db: Db,
+    id: string,
+    owner: string,
+    status: string,
+    result: { body?: unknown; status?: number; error?: unknown; progress?: number; billing?: unknown },
+  ): Promise<boolean> {
     const r = await db
       .updateTable('task')
       .set({
@@ -339,7 +415,9 @@ export class TaskStore {
         transitions: transition(status) as never,
         ...(result.progress !== undefined ? { progress: result.progress } : {}),
         // A priced success is settled right after this commit; 'pending' until then, so a crash in between is swept up.
-        ...(result.billing !== undefined ? { billing: JSON.stringify(result.billing), billing_state: 'pending' } : {}),
+        ...(result.billing !== undefined
+          ? { billing: JSON.stringify(result.billing), billing_state: 'pending' }
+          : {}),
         result: result.body === undefined ? null : JSON.stringify(result.body),
         result_status: result.status ?? null,
         error: result.error === undefined ? null : JSON.stringify(result.error),

@@ -34,7 +34,12 @@ export class WebhookDeliverer {
     /** The webhook secret of the key that queued a task (null: deliveries are unsigned). */
     private readonly secretFor: (keyId: string) => string | null,
     private readonly log: Logger,
-    private readonly opts: WebhookOptions = { pollMs: 1_000, maxAttempts: 10, backoffMs: 1_000, timeoutMs: 5_000 },
+    private readonly opts: WebhookOptions = {
+      pollMs: 1_000,
+      maxAttempts: 10,
+      backoffMs: 1_000,
+      timeoutMs: 5_000,
+    },
     private readonly onResult: (result: 'delivered' | 'retry' | 'failed') => void = () => {},
   ) {}
 
@@ -67,7 +72,11 @@ export class WebhookDeliverer {
   }
 
   private async deliver(d: { id: string; task_id: string; url: string; attempts: number }): Promise<void> {
-    const task = (await this.db.selectFrom('task').selectAll().where('id', '=', d.task_id).executeTakeFirst()) as TaskRow | undefined;
+    const task = (await this.db
+      .selectFrom('task')
+      .selectAll()
+      .where('id', '=', d.task_id)
+      .executeTakeFirst()) as TaskRow | undefined;
     if (!task) return;
     const body = JSON.stringify({ type: `task.${task.status}`, delivery_id: d.id, task: taskView(task) });
     const ts = Math.floor(Date.now() / 1000);
@@ -93,7 +102,17 @@ export class WebhookDeliverer {
       error = (e as Error).message.slice(0, 500);
     }
     if (status >= 200 && status < 300) {
-      await this.db.updateTable('webhook_delivery').set({ status: 'delivered', last_status: status, last_error: null, delivered_at: new Date(), lease_until: null }).where('id', '=', d.id).execute();
+      await this.db
+        .updateTable('webhook_delivery')
+        .set({
+          status: 'delivered',
+          last_status: status,
+          last_error: null,
+          delivered_at: new Date(),
+          lease_until: null,
+        })
+        .where('id', '=', d.id)
+        .execute();
       this.onResult('delivered');
       return;
     }
@@ -101,7 +120,13 @@ export class WebhookDeliverer {
     const delay = Math.min(300_000, this.opts.backoffMs * 2 ** (d.attempts - 1));
     await this.db
       .updateTable('webhook_delivery')
-      .set({ status: final ? 'failed' : 'pending', last_status: status || null, last_error: error ?? `receiver answered ${status}`, next_at: new Date(Date.now() + delay), lease_until: null })
+      .set({
+        status: final ? 'failed' : 'pending',
+        last_status: status || null,
+        last_error: error ?? `receiver answered ${status}`,
+        next_at: new Date(Date.now() + delay),
+        lease_until: null,
+      })
       .where('id', '=', d.id)
       .execute();
     this.onResult(final ? 'failed' : 'retry');

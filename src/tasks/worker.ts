@@ -35,7 +35,10 @@ export class TaskWorker {
     private readonly opts: TaskWorkerOptions = { pollMs: 500, leaseMs: 60_000, concurrency: 8 },
     private readonly onState: (kind: string, status: string) => void = () => {},
     /** Media tasks: one step per claim (submit, or one poll); and the sweep of unsettled successes. */
-    private readonly media: { step(t: TaskRow, owner: string): Promise<void>; sweep(): Promise<void> } | null = null,
+    private readonly media: {
+      step(t: TaskRow, owner: string): Promise<void>;
+      sweep(): Promise<void>;
+    } | null = null,
   ) {}
 
   private lastSweep = 0;
@@ -56,7 +59,9 @@ export class TaskWorker {
   private async tick(): Promise<void> {
     if (this.media && Date.now() - this.lastSweep > 5_000) {
       this.lastSweep = Date.now();
-      await this.media.sweep().catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'task billing sweep failed'));
+      await this.media
+        .sweep()
+        .catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'task billing sweep failed'));
     }
     const room = this.opts.concurrency - this.running;
     if (room <= 0) return;
@@ -79,7 +84,10 @@ export class TaskWorker {
 
   private async handle(t: TaskRow): Promise<void> {
     if (this.media && isMediaKind(t.kind)) {
-      const renew = setInterval(() => void this.store.renew(t.id, this.owner, this.opts.leaseMs).catch(() => {}), Math.max(1_000, this.opts.leaseMs / 3));
+      const renew = setInterval(
+        () => void this.store.renew(t.id, this.owner, this.opts.leaseMs).catch(() => {}),
+        Math.max(1_000, this.opts.leaseMs / 3),
+      );
       renew.unref();
       try {
         await this.media.step(t, this.owner);
@@ -91,10 +99,18 @@ export class TaskWorker {
       return;
     }
     if (new Date(t.deadline).getTime() <= Date.now()) {
-      if (await this.store.complete(t.id, this.owner, 'expired', { error: { message: 'the task waited past its deadline', code: 'task_expired' } })) this.onState(t.kind, 'expired');
+      if (
+        await this.store.complete(t.id, this.owner, 'expired', {
+          error: { message: 'the task waited past its deadline', code: 'task_expired' },
+        })
+      )
+        this.onState(t.kind, 'expired');
       return;
     }
-    const renew = setInterval(() => void this.store.renew(t.id, this.owner, this.opts.leaseMs).catch(() => {}), Math.max(1_000, this.opts.leaseMs / 3));
+    const renew = setInterval(
+      () => void this.store.renew(t.id, this.owner, this.opts.leaseMs).catch(() => {}),
+      Math.max(1_000, this.opts.leaseMs / 3),
+    );
     renew.unref();
     try {
       const out = await this.run(t);
@@ -103,13 +119,29 @@ export class TaskWorker {
         return;
       }
       const status = out.ok && out.status < 400 ? 'succeeded' : 'failed';
-      const result = status === 'succeeded' ? { body: out.body, status: out.status } : { body: out.body, status: out.status, error: (out.body as { error?: unknown })?.error ?? out.body };
+      const result =
+        status === 'succeeded'
+          ? { body: out.body, status: out.status }
+          : {
+              body: out.body,
+              status: out.status,
+              error: (out.body as { error?: unknown })?.error ?? out.body,
+            };
       const done = await this.store.complete(t.id, this.owner, status, result, out.webhook);
       if (done) this.onState(t.kind, status);
     } catch (err) {
-      const e = err instanceof GatewayError ? { message: err.message, code: err.code } : { message: 'internal error', code: 'internal_error' };
+      const e =
+        err instanceof GatewayError
+          ? { message: err.message, code: err.code }
+          : { message: 'internal error', code: 'internal_error' };
       this.log.error({ task: t.id, err: (err as Error).message }, 'task run failed');
-      if (await this.store.complete(t.id, this.owner, 'failed', { error: e, status: err instanceof GatewayError ? err.status : 500 })) this.onState(t.kind, 'failed');
+      if (
+        await this.store.complete(t.id, this.owner, 'failed', {
+          error: e,
+          status: err instanceof GatewayError ? err.status : 500,
+        })
+      )
+        this.onState(t.kind, 'failed');
     } finally {
       clearInterval(renew);
     }

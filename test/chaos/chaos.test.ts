@@ -18,7 +18,18 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startFakeOpenAI } from '../../fakes/index.js';
 import type { FakeMediaUpstream } from '../../fakes/index.js';
-import { TcpProxy, type TestDatabase, adminApi, createTestDatabase, freePort, spawnGateway, startTestGateway, testRedisPrefix, waitFor, testPool } from '../helpers.js';
+import {
+  TcpProxy,
+  type TestDatabase,
+  adminApi,
+  createTestDatabase,
+  freePort,
+  spawnGateway,
+  startTestGateway,
+  testRedisPrefix,
+  waitFor,
+  testPool,
+} from '../helpers.js';
 
 type TGateway = Awaited<ReturnType<typeof startTestGateway>>;
 let tdb: TestDatabase;
@@ -38,7 +49,24 @@ const admin = adminApi(() => A.url);
 const LEASE_TTL = 2_000;
 
 async function startRedis(): Promise<void> {
-  redis = spawn('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--dir', redisDir, '--appendonly', 'yes', '--appendfsync', 'everysec', '--save', ''], { stdio: 'ignore' });
+  redis = spawn(
+    'redis-server',
+    [
+      '--port',
+      String(redisPort),
+      '--bind',
+      '127.0.0.1',
+      '--dir',
+      redisDir,
+      '--appendonly',
+      'yes',
+      '--appendfsync',
+      'everysec',
+      '--save',
+      '',
+    ],
+    { stdio: 'ignore' },
+  );
   await waitFor(
     () =>
       new Promise((res) => {
@@ -57,7 +85,9 @@ async function killRedis(): Promise<void> {
   redis = null;
   if (!r) return;
   r.kill('SIGKILL');
-  await new Promise((res) => (r.exitCode !== null || r.signalCode !== null ? res(null) : r.once('exit', res)));
+  await new Promise((res) =>
+    r.exitCode !== null || r.signalCode !== null ? res(null) : r.once('exit', res),
+  );
 }
 
 /** The first answer body seen for each refusal code (printed when a scenario goes wrong). */
@@ -71,7 +101,12 @@ interface Figures {
 }
 
 /** A steady load: `rps` requests per second for `ms`, spread over A and B, recording every outcome. */
-async function load(rps: number, ms: number, body: Record<string, unknown> = {}, gateways: Array<() => string> = [() => A.url, () => B.url]): Promise<Figures> {
+async function load(
+  rps: number,
+  ms: number,
+  body: Record<string, unknown> = {},
+  gateways: Array<() => string> = [() => A.url, () => B.url],
+): Promise<Figures> {
   const f: Figures = { sent: 0, served: 0, refused: {}, rids: [] };
   const inflight: Array<Promise<void>> = [];
   const t0 = Date.now();
@@ -86,7 +121,11 @@ async function load(rps: number, ms: number, body: Record<string, unknown> = {},
             const r = await fetch(url + '/v1/chat/completions', {
               method: 'POST',
               headers: { 'content-type': 'application/json', authorization: `Bearer ${sk}` },
-              body: JSON.stringify({ model: 'main', messages: [{ role: 'user', content: 'chaos' }], ...body }),
+              body: JSON.stringify({
+                model: 'main',
+                messages: [{ role: 'user', content: 'chaos' }],
+                ...body,
+              }),
               signal: AbortSignal.timeout(15_000),
             });
             const text = await r.text();
@@ -118,10 +157,20 @@ async function load(rps: number, ms: number, body: Record<string, unknown> = {},
 
 /** Waits for every journal to be written, then checks and prints the invariants. */
 async function invariants(name: string, f: Figures): Promise<void> {
-  await waitFor(async () => (await A.billing!.backend.backlog().catch(() => 1)) === 0 && A.billing!.writer.spilledCount() === 0 && B.billing!.writer.spilledCount() === 0, 30_000, 100);
+  await waitFor(
+    async () =>
+      (await A.billing!.backend.backlog().catch(() => 1)) === 0 &&
+      A.billing!.writer.spilledCount() === 0 &&
+      B.billing!.writer.spilledCount() === 0,
+    30_000,
+    100,
+  );
   await A.billing!.writer.flush();
   await B.billing!.writer.flush();
-  const { rows } = await db.query<{ n: number; d: number }>(`SELECT count(*)::int AS n, count(DISTINCT request_id)::int AS d FROM ledger_journal WHERE request_id = ANY($1)`, [f.rids]);
+  const { rows } = await db.query<{ n: number; d: number }>(
+    `SELECT count(*)::int AS n, count(DISTINCT request_id)::int AS d FROM ledger_journal WHERE request_id = ANY($1)`,
+    [f.rids],
+  );
   const tb = await admin('GET', '/billing/trial-balance');
   // Leases: every concurrency lease of the app's scopes is gone once their TTL has passed.
   await new Promise((r) => setTimeout(r, LEASE_TTL + 200));
@@ -140,7 +189,9 @@ async function invariants(name: string, f: Figures): Promise<void> {
   } while (cursor !== '0');
   r.disconnect();
   const imbalance = BigInt(tb.debits_micros) - BigInt(tb.credits_micros);
-  console.log(`[chaos] ${name}: sent ${f.sent}, served ${f.served}, refused ${JSON.stringify(f.refused)}, journals ${rows[0]!.n} for ${f.rids.length} served, trial-balance imbalance ${imbalance}, leases left after TTL ${leaked}`);
+  console.log(
+    `[chaos] ${name}: sent ${f.sent}, served ${f.served}, refused ${JSON.stringify(f.refused)}, journals ${rows[0]!.n} for ${f.rids.length} served, trial-balance imbalance ${imbalance}, leases left after TTL ${leaked}`,
+  );
   expect(rows[0]!.n).toBe(f.served); // every served answer billed, none twice
   expect(rows[0]!.d).toBe(f.served);
   expect(imbalance).toBe(0n);
@@ -155,22 +206,69 @@ beforeAll(async () => {
   redisDir = mkdtempSync(join(tmpdir(), 'anima-chaos-redis-'));
   await startRedis();
   prefix = testRedisPrefix();
-  [one, two] = await Promise.all([startFakeOpenAI({ name: 'chaos-one' }), startFakeOpenAI({ name: 'chaos-two' })]);
+  [one, two] = await Promise.all([
+    startFakeOpenAI({ name: 'chaos-one' }),
+    startFakeOpenAI({ name: 'chaos-two' }),
+  ]);
   const u = new URL(tdb.url);
   u.port = String(pgProxy.port);
-  const s = { databaseUrl: u.toString(), redisUrl: `redis://127.0.0.1:${redisPort}`, redisPrefix: prefix, leaseTtlMs: LEASE_TTL, instanceCount: 2, billingStaleMs: 2_000 };
+  const s = {
+    databaseUrl: u.toString(),
+    redisUrl: `redis://127.0.0.1:${redisPort}`,
+    redisPrefix: prefix,
+    leaseTtlMs: LEASE_TTL,
+    instanceCount: 2,
+    billingStaleMs: 2_000,
+  };
   A = await startTestGateway(s);
   B = await startTestGateway(s);
   db = testPool(tdb.url, 2);
-  await admin('POST', '/channels', { code: 'one', provider: 'openai', base_url: one.url + '/v1', credential: 'k', settings: { breaker: { minCalls: 5, failureRate: 0.5, openMs: 500, windowMs: 5_000 }, timeouts: { firstByteMs: 1_000, idleMs: 1_000, totalMs: 5_000 } } });
-  await admin('POST', '/channels', { code: 'two', provider: 'openai', base_url: two.url + '/v1', credential: 'k', settings: { timeouts: { idleMs: 2_000 } } });
-  await admin('POST', '/aliases', { name: 'main', chain: [{ targets: [{ channel: 'one', model: 'm' }] }, { targets: [{ channel: 'two', model: 'm' }] }] });
-  await admin('POST', '/prices', { alias: 'main', sale_input_per_mtok: 2_000_000, sale_output_per_mtok: 4_000_000, cost_input_per_mtok: 1_000_000, cost_output_per_mtok: 2_000_000 });
+  await admin('POST', '/channels', {
+    code: 'one',
+    provider: 'openai',
+    base_url: one.url + '/v1',
+    credential: 'k',
+    settings: {
+      breaker: { minCalls: 5, failureRate: 0.5, openMs: 500, windowMs: 5_000 },
+      timeouts: { firstByteMs: 1_000, idleMs: 1_000, totalMs: 5_000 },
+    },
+  });
+  await admin('POST', '/channels', {
+    code: 'two',
+    provider: 'openai',
+    base_url: two.url + '/v1',
+    credential: 'k',
+    settings: { timeouts: { idleMs: 2_000 } },
+  });
+  await admin('POST', '/aliases', {
+    name: 'main',
+    chain: [{ targets: [{ channel: 'one', model: 'm' }] }, { targets: [{ channel: 'two', model: 'm' }] }],
+  });
+  await admin('POST', '/prices', {
+    alias: 'main',
+    sale_input_per_mtok: 2_000_000,
+    sale_output_per_mtok: 4_000_000,
+    cost_input_per_mtok: 1_000_000,
+    cost_output_per_mtok: 2_000_000,
+  });
   appId = (await admin('POST', '/apps', { name: 'chaos' })).id;
   const k = await admin('POST', `/apps/${appId}/keys`, { name: 'chaos' });
-  await admin('POST', '/quotas', { scope: 'app', scope_id: appId, max_concurrency: 200, qps: 2_000, qps_burst: 200 });
+  await admin('POST', '/quotas', {
+    scope: 'app',
+    scope_id: appId,
+    max_concurrency: 200,
+    qps: 2_000,
+    qps_burst: 200,
+  });
   sk = k.sk;
-  await waitFor(() => [A, B].every((g) => g.config.quota('app', appId) && g.config.price('main', null) && g.config.keyById(k.key.id)), 5_000, 10);
+  await waitFor(
+    () =>
+      [A, B].every(
+        (g) => g.config.quota('app', appId) && g.config.price('main', null) && g.config.keyById(k.key.id),
+      ),
+    5_000,
+    10,
+  );
 }, 60_000);
 
 afterAll(async () => {
@@ -193,8 +291,16 @@ describe('chaos', () => {
     await new Promise((r) => setTimeout(r, 2_000));
     await startRedis();
     const f = await run;
-    await waitFor(() => (A.coord as { isReady?: () => boolean }).isReady?.() && (B.coord as { isReady?: () => boolean }).isReady?.(), 10_000, 50);
-    console.log(`[chaos] redis killed: ${JSON.stringify({ sent: f.sent, served: f.served, refused: f.refused, messages })}`);
+    await waitFor(
+      () =>
+        (A.coord as { isReady?: () => boolean }).isReady?.() &&
+        (B.coord as { isReady?: () => boolean }).isReady?.(),
+      10_000,
+      50,
+    );
+    console.log(
+      `[chaos] redis killed: ${JSON.stringify({ sent: f.sent, served: f.served, refused: f.refused, messages })}`,
+    );
     expect(f.served).toBeGreaterThan(f.sent * 0.9);
     await invariants('redis killed', f);
   }, 60_000);
@@ -232,7 +338,9 @@ describe('chaos', () => {
     clearInterval(flap);
     one.setFault(null);
     const scrape = await (await fetch(A.url + '/actuator/prometheus')).text();
-    const opened = [...scrape.matchAll(/anima_breaker_transitions_total\{[^}]*channel="one"[^}]*to="open"[^}]*\} (\d+)/g)].reduce((s, m) => s + Number(m[1]), 0);
+    const opened = [
+      ...scrape.matchAll(/anima_breaker_transitions_total\{[^}]*channel="one"[^}]*to="open"[^}]*\} (\d+)/g),
+    ].reduce((s, m) => s + Number(m[1]), 0);
     console.log(`[chaos] flapping upstream: breaker of 'one' opened ${opened} times on A`);
     expect(opened).toBeGreaterThan(0);
     // The second channel is healthy: fallback serves everything.
@@ -241,7 +349,17 @@ describe('chaos', () => {
   }, 60_000);
 
   it('(6) a slow-loris client is cut off; a client that never reads its stream is dropped and its lease returns', async () => {
-    const C = await startTestGateway({ databaseUrl: (() => { const u = new URL(tdb.url); u.port = String(pgProxy.port); return u.toString(); })(), redisUrl: `redis://127.0.0.1:${redisPort}`, redisPrefix: prefix, leaseTtlMs: LEASE_TTL, requestTimeoutMs: 1_500 });
+    const C = await startTestGateway({
+      databaseUrl: (() => {
+        const u = new URL(tdb.url);
+        u.port = String(pgProxy.port);
+        return u.toString();
+      })(),
+      redisUrl: `redis://127.0.0.1:${redisPort}`,
+      redisPrefix: prefix,
+      leaseTtlMs: LEASE_TTL,
+      requestTimeoutMs: 1_500,
+    });
     try {
       // Slow loris: headers trickle in one byte at a time.
       const port = Number(new URL(C.url).port);
@@ -268,12 +386,22 @@ describe('chaos', () => {
       // when it gives the stream up.
       const t0 = Date.now();
       const s = connect(port, '127.0.0.1', () => {
-        const b = JSON.stringify({ model: 'main', stream: true, messages: [{ role: 'user', content: 'never read' }] });
-        s.write(`POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${sk}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(b)}\r\n\r\n${b}`);
+        const b = JSON.stringify({
+          model: 'main',
+          stream: true,
+          messages: [{ role: 'user', content: 'never read' }],
+        });
+        s.write(
+          `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${sk}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(b)}\r\n\r\n${b}`,
+        );
         s.pause(); // never read
       });
       s.on('error', () => {});
-      await waitFor(() => C.logs.records().some((r) => r.msg === 'request' && r.stream === true && r.aborted === true), 15_000, 50);
+      await waitFor(
+        () => C.logs.records().some((r) => r.msg === 'request' && r.stream === true && r.aborted === true),
+        15_000,
+        50,
+      );
       const stuck = Date.now() - t0;
       s.destroy();
       console.log(`[chaos] never-reading client dropped after ${stuck} ms`);
@@ -287,19 +415,36 @@ describe('chaos', () => {
   }, 60_000);
 
   it('(7) 10,000 requests waiting in WAIT mode all complete; the queue and leases empty afterwards', async () => {
-    const k = await admin('POST', `/apps/${appId}/keys`, { name: 'wait', queue_mode: 'WAIT', wait_timeout_ms: 150_000, max_queue: 20_000 });
+    const k = await admin('POST', `/apps/${appId}/keys`, {
+      name: 'wait',
+      queue_mode: 'WAIT',
+      wait_timeout_ms: 150_000,
+      max_queue: 20_000,
+    });
     await admin('POST', '/quotas', { scope: 'key', scope_id: k.key.id, max_concurrency: 100 });
     // Two gateway processes of their own, so the 10,000 clients here don't share an event loop with them.
     const u = new URL(tdb.url);
     u.port = String(pgProxy.port);
-    const env = { DATABASE_URL: u.toString(), REDIS_URL: `redis://127.0.0.1:${redisPort}`, ANIMA_REDIS_PREFIX: prefix, ANIMA_LEASE_TTL_MS: String(LEASE_TTL), ANIMA_INSTANCE_COUNT: '2' };
+    const env = {
+      DATABASE_URL: u.toString(),
+      REDIS_URL: `redis://127.0.0.1:${redisPort}`,
+      ANIMA_REDIS_PREFIX: prefix,
+      ANIMA_LEASE_TTL_MS: String(LEASE_TTL),
+      ANIMA_INSTANCE_COUNT: '2',
+    };
     const g1 = spawnGateway(env);
     const g2 = spawnGateway(env);
     const urls = await Promise.all([g1.url, g2.url]);
     one.setFault({ latencyMs: 20 });
     one.resetStats();
     const { Agent } = await import('undici');
-    const agent = new Agent({ connections: 6_000, pipelining: 1, bodyTimeout: 170_000, headersTimeout: 170_000, connect: { timeout: 30_000 } });
+    const agent = new Agent({
+      connections: 6_000,
+      pipelining: 1,
+      bodyTimeout: 170_000,
+      headersTimeout: 170_000,
+      connect: { timeout: 30_000 },
+    });
     const N = 10_000;
     const samples: string[] = [];
     const t0 = Date.now();
@@ -314,10 +459,17 @@ describe('chaos', () => {
         if (i % 500 === 0 && i) await new Promise((r) => setTimeout(r, 50));
         pending.push(
           agent
-            .request({ origin: urls[i % 2]!, path: '/v1/chat/completions', method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${k.sk}` }, body: JSON.stringify({ model: 'main', messages: [{ role: 'user', content: 'wait' }] }) })
+            .request({
+              origin: urls[i % 2]!,
+              path: '/v1/chat/completions',
+              method: 'POST',
+              headers: { 'content-type': 'application/json', authorization: `Bearer ${k.sk}` },
+              body: JSON.stringify({ model: 'main', messages: [{ role: 'user', content: 'wait' }] }),
+            })
             .then(async (r) => {
               const t = await r.body.text();
-              if (r.statusCode !== 200 && samples.length < 6) samples.push(`${r.statusCode} ${t.slice(0, 200)}`);
+              if (r.statusCode !== 200 && samples.length < 6)
+                samples.push(`${r.statusCode} ${t.slice(0, 200)}`);
               return r.statusCode;
             })
             .catch((e: unknown) => {
@@ -329,7 +481,9 @@ describe('chaos', () => {
       const statuses = await Promise.all(pending);
       const counts = statuses.reduce<Record<number, number>>((m, s) => ((m[s] = (m[s] ?? 0) + 1), m), {});
       const scrape = await (await fetch(urls[0] + '/actuator/prometheus')).text();
-      console.log(`[chaos] 10,000 WAIT requests in ${Date.now() - t0} ms: ${JSON.stringify(counts)}; upstream max in flight ${one.stats.maxInFlight} (limit 100); ${/anima_queue_wait_seconds_count\{[^}]*\} (\d+)/.exec(scrape)?.[1] ?? '?'} waits on one instance`);
+      console.log(
+        `[chaos] 10,000 WAIT requests in ${Date.now() - t0} ms: ${JSON.stringify(counts)}; upstream max in flight ${one.stats.maxInFlight} (limit 100); ${/anima_queue_wait_seconds_count\{[^}]*\} (\d+)/.exec(scrape)?.[1] ?? '?'} waits on one instance`,
+      );
       if (samples.length) console.log('[chaos] 10k WAIT samples:', samples);
       expect(counts[200]).toBe(N);
       expect(one.stats.maxInFlight).toBeLessThanOrEqual(100);
@@ -339,7 +493,11 @@ describe('chaos', () => {
       await agent.close();
       g1.child.kill('SIGTERM');
       g2.child.kill('SIGTERM');
-      await Promise.all([g1, g2].map((g) => new Promise((r) => (g.child.exitCode !== null ? r(null) : g.child.once('exit', r)))));
+      await Promise.all(
+        [g1, g2].map(
+          (g) => new Promise((r) => (g.child.exitCode !== null ? r(null) : g.child.once('exit', r))),
+        ),
+      );
     }
     await invariants('10k waiting', { sent: 0, served: 0, refused: {}, rids: [] });
   }, 180_000);
@@ -349,10 +507,19 @@ describe('chaos: a gateway process killed mid-stream', () => {
   it('(4) kill -9 one instance while it streams: the other serves on; every complete answer billed once; its leases return', async () => {
     const u = new URL(tdb.url);
     u.port = String(pgProxy.port);
-    const { child, url: urlP } = spawnGateway({ DATABASE_URL: u.toString(), REDIS_URL: `redis://127.0.0.1:${redisPort}`, ANIMA_REDIS_PREFIX: prefix, ANIMA_LEASE_TTL_MS: String(LEASE_TTL), ANIMA_BILLING_STALE_MS: '2000' });
+    const { child, url: urlP } = spawnGateway({
+      DATABASE_URL: u.toString(),
+      REDIS_URL: `redis://127.0.0.1:${redisPort}`,
+      ANIMA_REDIS_PREFIX: prefix,
+      ANIMA_LEASE_TTL_MS: String(LEASE_TTL),
+      ANIMA_BILLING_STALE_MS: '2000',
+    });
     const url = await urlP;
     one.setFault({ chunks: 20, chunkDelayMs: 30 });
-    const run = load(60, 5_000, { stream: true, stream_options: { include_usage: true } }, [() => A.url, () => url]);
+    const run = load(60, 5_000, { stream: true, stream_options: { include_usage: true } }, [
+      () => A.url,
+      () => url,
+    ]);
     await new Promise((r) => setTimeout(r, 2_000));
     child.kill('SIGKILL');
     const f = await run;

@@ -16,7 +16,17 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FakeUpstream } from '../../fakes/common.js';
 import { startFakeOpenAI } from '../../fakes/index.js';
 import { TaskStore } from '../../src/tasks/store.js';
-import { ADMIN_TOKEN, REDIS_URL, type TestDatabase, adminApi, cleanupRedis, createTestDatabase, startTestGateway, testRedisPrefix, waitFor } from '../helpers.js';
+import {
+  ADMIN_TOKEN,
+  REDIS_URL,
+  type TestDatabase,
+  adminApi,
+  cleanupRedis,
+  createTestDatabase,
+  startTestGateway,
+  testRedisPrefix,
+  waitFor,
+} from '../helpers.js';
 
 const CHROMIUM = process.env.ANIMA_CHROMIUM ?? '/usr/bin/chromium';
 const ARTIFACTS = join('test-artifacts', 'console');
@@ -40,7 +50,8 @@ const browserErrors: string[] = [];
 function watch(p: Page): void {
   p.on('pageerror', (e) => browserErrors.push(`pageerror: ${e.message}`));
   p.on('console', (m) => {
-    if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) browserErrors.push(`console: ${m.text()}`);
+    if (m.type() === 'error' && !m.text().startsWith('Failed to load resource'))
+      browserErrors.push(`console: ${m.text()}`);
   });
 }
 
@@ -48,7 +59,11 @@ const chat = (key = sk, model = 'main') =>
   fetch(`${gw.url}/v1/chat/completions`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
-    body: JSON.stringify({ model, messages: [{ role: 'user', content: 'hello from the console test' }], max_tokens: 16 }),
+    body: JSON.stringify({
+      model,
+      messages: [{ role: 'user', content: 'hello from the console test' }],
+      max_tokens: 16,
+    }),
   });
 
 async function shot(p: Page, name: string): Promise<void> {
@@ -67,7 +82,10 @@ async function signedIn(token: string, hash = '#/overview'): Promise<Page> {
 }
 
 async function go(p: Page, hash: string): Promise<void> {
-  await p.evaluate((h) => ((globalThis as unknown as { location: { hash: string } }).location.hash = h), hash);
+  await p.evaluate(
+    (h) => ((globalThis as unknown as { location: { hash: string } }).location.hash = h),
+    hash,
+  );
   await p.waitForSelector(`.page[data-page="${hash.slice(2).split('?')[0]}"][data-ready]`);
 }
 
@@ -81,9 +99,13 @@ async function confirm(p: Page, fill: Record<string, string> = {}): Promise<void
 }
 
 beforeAll(async () => {
-  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} not found: install Debian's chromium (apt-get install chromium); .ci/run does it`);
+  if (!existsSync(CHROMIUM))
+    throw new Error(
+      `${CHROMIUM} not found: install Debian's chromium (apt-get install chromium); .ci/run does it`,
+    );
   // The console is served from its build (npm run build makes it); build it if this checkout hasn't.
-  if (!existsSync(join('dist', 'console', 'build.json'))) execFileSync(process.execPath, ['scripts/build-console.mjs'], { stdio: 'inherit' });
+  if (!existsSync(join('dist', 'console', 'build.json')))
+    execFileSync(process.execPath, ['scripts/build-console.mjs'], { stdio: 'inherit' });
   mkdirSync(ARTIFACTS, { recursive: true });
   tdb = await createTestDatabase();
   prefix = testRedisPrefix();
@@ -92,18 +114,58 @@ beforeAll(async () => {
   gw = await startTestGateway({ databaseUrl: tdb.url, redisUrl: REDIS_URL, redisPrefix: prefix });
 
   const fast = { timeouts: { connectMs: 500, firstByteMs: 2_000, idleMs: 2_000, totalMs: 5_000 } };
-  await admin('POST', '/channels', { code: 'pri', name: 'primary', provider: 'openai', base_url: pri.url + '/v1', credential: 'pri-secret-1234', settings: fast });
-  await admin('POST', '/channels', { code: 'sec', name: 'secondary', provider: 'openai', base_url: sec.url + '/v1', credential: 'sec-secret-5678', settings: fast });
-  await admin('POST', '/aliases', { name: 'main', chain: [{ targets: [{ channel: 'pri', model: 'gpt-p' }] }, { targets: [{ channel: 'sec', model: 'gpt-s' }] }] });
-  await admin('POST', '/prices', { alias: 'main', sale_input_per_mtok: '3000000', sale_output_per_mtok: '12000000', cost_input_per_mtok: '1000000', cost_output_per_mtok: '4000000', sale_per_request: '100' });
+  await admin('POST', '/channels', {
+    code: 'pri',
+    name: 'primary',
+    provider: 'openai',
+    base_url: pri.url + '/v1',
+    credential: 'pri-secret-1234',
+    settings: fast,
+  });
+  await admin('POST', '/channels', {
+    code: 'sec',
+    name: 'secondary',
+    provider: 'openai',
+    base_url: sec.url + '/v1',
+    credential: 'sec-secret-5678',
+    settings: fast,
+  });
+  await admin('POST', '/aliases', {
+    name: 'main',
+    chain: [
+      { targets: [{ channel: 'pri', model: 'gpt-p' }] },
+      { targets: [{ channel: 'sec', model: 'gpt-s' }] },
+    ],
+  });
+  await admin('POST', '/prices', {
+    alias: 'main',
+    sale_input_per_mtok: '3000000',
+    sale_output_per_mtok: '12000000',
+    cost_input_per_mtok: '1000000',
+    cost_output_per_mtok: '4000000',
+    sale_per_request: '100',
+  });
   await admin('POST', '/apps', { id: APP, name: 'Console E2E', billing: 'prepaid' });
   await admin('POST', `/apps/${APP}/wallet/fund`, { amount_micros: '50000000', idempotency_key: 'seed' });
   const k = await admin('POST', `/apps/${APP}/keys`, { name: 'seed key' });
   sk = k.sk;
-  await admin('POST', '/quotas', { scope: 'app', scope_id: APP, max_concurrency: 20, qps: 0, tokens_per_minute: 0 });
+  await admin('POST', '/quotas', {
+    scope: 'app',
+    scope_id: APP,
+    max_concurrency: 20,
+    qps: 0,
+    tokens_per_minute: 0,
+  });
   viewerToken = (await admin('POST', '/admin-tokens', { name: 'e2e viewer', role: 'viewer' })).token;
   // A task nobody will run for an hour: something to inspect and cancel.
-  const task = await new TaskStore(gw.dbh.db).create({ kind: 'chat', appId: APP, keyId: k.key.id, request: { model: 'main', messages: [{ role: 'user', content: 'later' }] }, deadline: new Date(Date.now() + 86_400_000), notBefore: new Date(Date.now() + 3_600_000) });
+  const task = await new TaskStore(gw.dbh.db).create({
+    kind: 'chat',
+    appId: APP,
+    keyId: k.key.id,
+    request: { model: 'main', messages: [{ role: 'user', content: 'later' }] },
+    deadline: new Date(Date.now() + 86_400_000),
+    notBefore: new Date(Date.now() + 3_600_000),
+  });
   taskId = task.id;
   for (let i = 0; i < 6; i++) expect((await chat()).status).toBe(200);
 
@@ -112,7 +174,16 @@ beforeAll(async () => {
   browser = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
     headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
     viewport: { width: 1360, height: 900 },
   });
 }, 60_000);
@@ -136,19 +207,32 @@ describe('operator console (headless Chromium)', () => {
     expect(res!.headers()['content-security-policy']).toContain("default-src 'self'");
     await page.fill('#token', 'ak-not-a-real-token-000000');
     await page.click('form.signin button[type=submit]');
-    await expect.poll(() => page.locator('form.signin .error').textContent()).toContain('not an admin or viewer token');
+    await expect
+      .poll(() => page.locator('form.signin .error').textContent())
+      .toContain('not an admin or viewer token');
     await shot(page, '00-sign-in');
     await page.fill('#token', ADMIN_TOKEN);
     await page.click('form.signin button[type=submit]');
     await page.waitForSelector('nav.nav');
     expect(await page.locator('#role').textContent()).toBe('admin');
     await page.waitForSelector('#traffic-tiles [data-tile="requests"]');
-    await expect.poll(async () => Number((await page.locator('#traffic-tiles [data-tile="requests"] .tile-value').textContent())!.replace(/,/g, ''))).toBeGreaterThanOrEqual(6);
+    await expect
+      .poll(async () =>
+        Number(
+          (await page.locator('#traffic-tiles [data-tile="requests"] .tile-value').textContent())!.replace(
+            /,/g,
+            '',
+          ),
+        ),
+      )
+      .toBeGreaterThanOrEqual(6);
     expect(await page.locator('figure.chart').count()).toBe(5);
     await expect.poll(() => page.locator('#live').textContent(), { timeout: 5_000 }).toBe('live');
     await expect.poll(() => page.locator('[data-tile="breakers"] .tile-value').textContent()).toBe('0 / 2');
     // Money is shown from integer micro-units: 6 requests at least 100 micro-units each.
-    expect(await page.locator('[data-tile="money"] .tile-value').textContent()).toMatch(/^\d+\.\d{2,6} \/ \d+\.\d{2,6}$/);
+    expect(await page.locator('[data-tile="money"] .tile-value').textContent()).toMatch(
+      /^\d+\.\d{2,6} \/ \d+\.\d{2,6}$/,
+    );
     await shot(page, '01-overview');
   }, 30_000);
 
@@ -167,7 +251,9 @@ describe('operator console (headless Chromium)', () => {
     expect(r.status).toBe(200);
     expect(r.headers.get('x-anima-channel')).toBe('sec');
     expect(r.headers.get('x-anima-route')).toContain('pri;skipped=breaker'); // breaker_forced_open
-    expect(((await r.json()) as { choices: Array<{ message: { content: string } }> }).choices[0]!.message.content).toContain('secondary');
+    expect(
+      ((await r.json()) as { choices: Array<{ message: { content: string } }> }).choices[0]!.message.content,
+    ).toContain('secondary');
     expect(sec.stats.requests).toBe(secBefore + 1);
     expect(pri.stats.requests).toBe(priBefore);
     await shot(page, '02-channels-breaker-open');
@@ -270,10 +356,19 @@ describe('operator console (headless Chromium)', () => {
     expect(await form.locator('input[name="max_attempts"]').inputValue()).toBe(String(before.max_attempts));
     await form.locator('input[name="cache_ttl_s"]').fill('120');
     await form.getByRole('button', { name: 'Save settings' }).click();
-    await page.locator('section[data-alias="main"] .badge', { hasText: `version ${before.version_no + 1}` }).waitFor();
-    expect(await page.locator('section[data-alias="main"] .card-head').textContent()).toContain('response cache 120 s');
+    await page
+      .locator('section[data-alias="main"] .badge', { hasText: `version ${before.version_no + 1}` })
+      .waitFor();
+    expect(await page.locator('section[data-alias="main"] .card-head').textContent()).toContain(
+      'response cache 120 s',
+    );
     const after = await admin('GET', '/aliases/main');
-    expect(after).toMatchObject({ cache_ttl_s: 120, max_attempts: before.max_attempts, deadline_ms: before.deadline_ms, version_no: before.version_no + 1 });
+    expect(after).toMatchObject({
+      cache_ttl_s: 120,
+      max_attempts: before.max_attempts,
+      deadline_ms: before.deadline_ms,
+      version_no: before.version_no + 1,
+    });
 
     // A stale form: someone saves meanwhile; the save shows the conflict and writes nothing.
     await page.locator('section[data-alias="main"]').getByRole('button', { name: 'Edit settings' }).click();
@@ -283,13 +378,20 @@ describe('operator console (headless Chromium)', () => {
     await stale.getByRole('button', { name: 'Save settings' }).click();
     const box = stale.locator('[data-conflict]');
     await box.waitFor();
-    expect(await box.textContent()).toContain(`you edited version ${after.version_no}, it is now version ${after.version_no + 1}`);
+    expect(await box.textContent()).toContain(
+      `you edited version ${after.version_no}, it is now version ${after.version_no + 1}`,
+    );
     expect((await admin('GET', '/aliases/main')).cache_ttl_s).toBe(120);
     await shot(page, '06-aliases-settings-conflict');
     // Overwrite: the cache goes off again (later tests count upstream calls and need every answer fresh).
     await box.getByRole('button', { name: 'Overwrite with mine' }).click();
-    await page.locator('section[data-alias="main"] .badge', { hasText: `version ${after.version_no + 2}` }).waitFor();
-    expect(await admin('GET', '/aliases/main')).toMatchObject({ cache_ttl_s: 0, description: 'changed by another operator' });
+    await page
+      .locator('section[data-alias="main"] .badge', { hasText: `version ${after.version_no + 2}` })
+      .waitFor();
+    expect(await admin('GET', '/aliases/main')).toMatchObject({
+      cache_ttl_s: 0,
+      description: 'changed by another operator',
+    });
   }, 30_000);
 
   it('lists, filters, inspects and cancels a task', async () => {
@@ -342,7 +444,8 @@ describe('operator console (headless Chromium)', () => {
     await go(page, '#/audit');
     await page.waitForSelector('#audit tr[data-audit]');
     const text = await page.locator('#audit').textContent();
-    for (const action of ['circuit_open', 'circuit_reset', 'task_cancel', 'set', 'update']) expect(text).toContain(action);
+    for (const action of ['circuit_open', 'circuit_reset', 'task_cancel', 'set', 'update'])
+      expect(text).toContain(action);
     await shot(page, '11-audit');
   }, 30_000);
 
@@ -359,7 +462,12 @@ describe('operator console (headless Chromium)', () => {
     await row.waitFor();
     expect(await row.locator('[data-col="multiplier"]').textContent()).toContain('×1.25');
     expect(await row.textContent()).toContain('in force');
-    expect(await admin('GET', '/token-groups/gold')).toMatchObject({ name: 'Gold customers', price_multiplier_ppm: '1250000', enabled: true, version_no: 1 });
+    expect(await admin('GET', '/token-groups/gold')).toMatchObject({
+      name: 'Gold customers',
+      price_multiplier_ppm: '1250000',
+      enabled: true,
+      version_no: 1,
+    });
 
     // Edit with version 1 while someone else renames it (version 2): the conflict, then overwrite.
     await row.getByRole('button', { name: 'Edit', exact: true }).click();
@@ -374,7 +482,11 @@ describe('operator console (headless Chromium)', () => {
     expect((await admin('GET', '/token-groups/gold')).price_multiplier_ppm).toBe('1250000');
     await box.getByRole('button', { name: 'Overwrite with mine' }).click();
     await page.waitForSelector('#token-group-editor [data-saved]');
-    expect(await admin('GET', '/token-groups/gold')).toMatchObject({ name: 'Gold (renamed elsewhere)', price_multiplier_ppm: '1500000', version_no: 3 });
+    expect(await admin('GET', '/token-groups/gold')).toMatchObject({
+      name: 'Gold (renamed elsewhere)',
+      price_multiplier_ppm: '1500000',
+      version_no: 3,
+    });
     await page.locator('tr[data-token-group="gold"] [data-col="multiplier"]', { hasText: '×1.50' }).waitFor();
     await shot(page, '14-token-groups');
 
@@ -384,9 +496,15 @@ describe('operator console (headless Chromium)', () => {
     const keyRow = page.locator(`tr[data-key="${k.key.id}"]`);
     await keyRow.waitFor();
     await keyRow.locator('select[name="token_group"]').selectOption('gold');
-    await waitFor(async () => (await admin('GET', `/apps/${APP}/keys/${k.key.id}`)).token_group_id === 'gold', 5_000, 50);
+    await waitFor(
+      async () => (await admin('GET', `/apps/${APP}/keys/${k.key.id}`)).token_group_id === 'gold',
+      5_000,
+      50,
+    );
     await page.locator(`tr[data-key="${k.key.id}"] select[name="token_group"]`).waitFor();
-    expect(await page.locator(`tr[data-key="${k.key.id}"] select[name="token_group"]`).inputValue()).toBe('gold');
+    expect(await page.locator(`tr[data-key="${k.key.id}"] select[name="token_group"]`).inputValue()).toBe(
+      'gold',
+    );
     await waitFor(async () => (await chat(k.sk)).status === 200, 3_000, 50);
     await shot(page, '15-apps-key-token-group');
   }, 30_000);
@@ -409,7 +527,14 @@ describe('operator console (headless Chromium)', () => {
     await shot(page, '15-admin-tokens');
 
     const call = (method: string, path: string, body?: unknown) =>
-      fetch(`${gw.url}/api/admin/v1${path}`, { method, headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) }, ...(body ? { body: JSON.stringify(body) } : {}) });
+      fetch(`${gw.url}/api/admin/v1${path}`, {
+        method,
+        headers: {
+          authorization: `Bearer ${token}`,
+          ...(body ? { 'content-type': 'application/json' } : {}),
+        },
+        ...(body ? { body: JSON.stringify(body) } : {}),
+      });
     const me = await call('GET', '/whoami');
     expect(me.status).toBe(200);
     expect(await me.json()).toMatchObject({ name: 'made in the console', role: 'viewer' });
@@ -423,7 +548,11 @@ describe('operator console (headless Chromium)', () => {
     await row.waitFor({ state: 'detached' });
     await waitFor(async () => (await call('GET', '/whoami')).status === 401, 3_000, 50);
     expect((await call('GET', '/token-groups')).status).toBe(401);
-    expect((await admin('GET', '/admin-tokens')).data.some((t: { name: string }) => t.name === 'made in the console')).toBe(false);
+    expect(
+      (await admin('GET', '/admin-tokens')).data.some(
+        (t: { name: string }) => t.name === 'made in the console',
+      ),
+    ).toBe(false);
   }, 30_000);
 
   it('a viewer token sees every page and no write control; the server refuses its writes', async () => {
@@ -434,9 +563,22 @@ describe('operator console (headless Chromium)', () => {
       expect(await v.locator('[data-write]').count()).toBe(0);
       expect(await v.getByRole('button', { name: 'Open', exact: true }).count()).toBe(0);
       await v.locator('tr[data-channel="pri"]').getByRole('button', { name: 'View', exact: true }).click();
-      expect(await v.locator('form[data-editing="pri"] input[name="name"]').getAttribute('readonly')).not.toBeNull();
+      expect(
+        await v.locator('form[data-editing="pri"] input[name="name"]').getAttribute('readonly'),
+      ).not.toBeNull();
       await shot(v, '12-viewer-channels');
-      for (const hash of ['#/overview', '#/aliases', `#/apps?app=${APP}`, '#/token-groups', '#/prices', '#/ledger', '#/tasks', '#/audit', '#/admin-tokens', '#/kill-switch']) {
+      for (const hash of [
+        '#/overview',
+        '#/aliases',
+        `#/apps?app=${APP}`,
+        '#/token-groups',
+        '#/prices',
+        '#/ledger',
+        '#/tasks',
+        '#/audit',
+        '#/admin-tokens',
+        '#/kill-switch',
+      ]) {
         await go(v, hash);
         expect(await v.locator('.page .error').count(), hash).toBe(0);
         expect(await v.locator('[data-write]').count(), hash).toBe(0);
@@ -445,13 +587,23 @@ describe('operator console (headless Chromium)', () => {
       expect(await v.locator('#new-admin-token').count()).toBe(0);
       expect(await v.getByRole('button', { name: 'Revoke…' }).count()).toBe(0);
       await go(v, '#/token-groups');
-      await v.locator('tr[data-token-group="gold"]').getByRole('button', { name: 'View', exact: true }).click();
-      expect(await v.locator('form[data-editing="gold"] input[name="multiplier"]').getAttribute('readonly')).not.toBeNull();
+      await v
+        .locator('tr[data-token-group="gold"]')
+        .getByRole('button', { name: 'View', exact: true })
+        .click();
+      expect(
+        await v.locator('form[data-editing="gold"] input[name="multiplier"]').getAttribute('readonly'),
+      ).not.toBeNull();
       expect(await v.locator('form[data-editing="gold"] button[type=submit]').count()).toBe(0);
       // Even if a write were attempted, the server says no.
       const status = await v.evaluate(async () => {
-        const token = (globalThis as unknown as { sessionStorage: { getItem(k: string): string | null } }).sessionStorage.getItem('anima.console.token');
-        const r = await fetch('/api/admin/v1/circuits/pri/open', { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+        const token = (
+          globalThis as unknown as { sessionStorage: { getItem(k: string): string | null } }
+        ).sessionStorage.getItem('anima.console.token');
+        const r = await fetch('/api/admin/v1/circuits/pri/open', {
+          method: 'POST',
+          headers: { authorization: `Bearer ${token}` },
+        });
         return r.status;
       });
       expect(status).toBe(403);

@@ -16,7 +16,14 @@ let dir: string;
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'anima-demo-'));
   child = spawn(process.execPath, ['dist/src/app/cli.js', 'serve', '--demo'], {
-    env: { ...process.env, DATABASE_URL: '', REDIS_URL: '', ANIMA_ADMIN_TOKEN: '', ANIMA_PORT: '0', ANIMA_DATA_DIR: join(dir, 'db') },
+    env: {
+      ...process.env,
+      DATABASE_URL: '',
+      REDIS_URL: '',
+      ANIMA_ADMIN_TOKEN: '',
+      ANIMA_PORT: '0',
+      ANIMA_DATA_DIR: join(dir, 'db'),
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   await new Promise<void>((resolve, reject) => {
@@ -45,15 +52,24 @@ describe('npm start (demo)', () => {
     const sk = /Demo key:\s+(sk-anima-\S+)/.exec(out)![1]!;
     expect(out).toContain(`curl -s ${url}/v1/chat/completions`);
     const client = new OpenAI({ apiKey: sk, baseURL: url + '/v1', maxRetries: 0 });
-    const r = await client.chat.completions.create({ model: 'demo', messages: [{ role: 'user', content: 'Hello, Anima!' }] });
+    const r = await client.chat.completions.create({
+      model: 'demo',
+      messages: [{ role: 'user', content: 'Hello, Anima!' }],
+    });
     expect(r.choices[0]!.message.content).toContain('Hello, Anima!');
     let text = '';
-    for await (const c of await client.chat.completions.create({ model: 'demo-claude', messages: [{ role: 'user', content: 'Stream it' }], stream: true })) {
+    for await (const c of await client.chat.completions.create({
+      model: 'demo-claude',
+      messages: [{ role: 'user', content: 'Stream it' }],
+      stream: true,
+    })) {
       text += c.choices[0]?.delta?.content ?? '';
     }
     expect(text).toContain('Stream it');
     const admin = /Bearer (ak-anima-\S+)"/.exec(out)![1]!;
-    const circuits = await fetch(url + '/api/admin/v1/circuits', { headers: { authorization: `Bearer ${admin}` } });
+    const circuits = await fetch(url + '/api/admin/v1/circuits', {
+      headers: { authorization: `Bearer ${admin}` },
+    });
     expect(circuits.status).toBe(200);
   });
 });

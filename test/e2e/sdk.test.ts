@@ -19,15 +19,29 @@ let anthropic: Anthropic;
 
 const weatherTool = {
   type: 'function' as const,
-  function: { name: 'get_weather', description: 'Weather for a city', parameters: { type: 'object', properties: { query: { type: 'string' } }, required: ['query'] } },
+  function: {
+    name: 'get_weather',
+    description: 'Weather for a city',
+    parameters: { type: 'object', properties: { query: { type: 'string' } }, required: ['query'] },
+  },
 };
 
 beforeAll(async () => {
   fo = await startFakeOpenAI({ name: 'fake-openai', apiKey: 'up-openai-secret' });
   fa = await startFakeAnthropic({ name: 'fake-anthropic', apiKey: 'up-anthropic-secret' });
   const dbh = await openTestDb(undefined);
-  await insertChannel(dbh.db, { code: 'oai', provider: 'openai', baseUrl: fo.url + '/v1', credential: 'up-openai-secret' });
-  await insertChannel(dbh.db, { code: 'ant', provider: 'anthropic', baseUrl: fa.url, credential: 'up-anthropic-secret' });
+  await insertChannel(dbh.db, {
+    code: 'oai',
+    provider: 'openai',
+    baseUrl: fo.url + '/v1',
+    credential: 'up-openai-secret',
+  });
+  await insertChannel(dbh.db, {
+    code: 'ant',
+    provider: 'anthropic',
+    baseUrl: fa.url,
+    credential: 'up-anthropic-secret',
+  });
   await insertAlias(dbh.db, { name: 'gpt', tiers: [[{ channel: 'oai', model: 'gpt-4o-mini' }]] });
   await insertAlias(dbh.db, { name: 'claude', tiers: [[{ channel: 'ant', model: 'claude-3-5-haiku' }]] });
   await insertAlias(dbh.db, { name: 'emb', tiers: [[{ channel: 'oai', model: 'text-embedding-3-small' }]] });
@@ -80,11 +94,17 @@ describe('openai client', () => {
   });
 
   it('streams without usage chunks when the client did not ask, yet the upstream was asked for usage', async () => {
-    const stream = await openai.chat.completions.create({ model: 'gpt', messages: [{ role: 'user', content: 'x' }], stream: true });
+    const stream = await openai.chat.completions.create({
+      model: 'gpt',
+      messages: [{ role: 'user', content: 'x' }],
+      stream: true,
+    });
     const chunks = [];
     for await (const c of stream) chunks.push(c);
     expect(chunks.every((c) => c.usage === undefined)).toBe(true);
-    expect((fo.requests.at(-1)!.body as { stream_options: unknown }).stream_options).toEqual({ include_usage: true });
+    expect((fo.requests.at(-1)!.body as { stream_options: unknown }).stream_options).toEqual({
+      include_usage: true,
+    });
   });
 
   it('passes every field through unchanged to an OpenAI-compatible channel (wire fidelity)', async () => {
@@ -92,12 +112,21 @@ describe('openai client', () => {
       model: 'gpt',
       messages: [
         { role: 'system' as const, content: 'be brief' },
-        { role: 'user' as const, content: [{ type: 'text' as const, text: 'look' }, { type: 'image_url' as const, image_url: { url: 'data:image/png;base64,AAAA' } }] },
+        {
+          role: 'user' as const,
+          content: [
+            { type: 'text' as const, text: 'look' },
+            { type: 'image_url' as const, image_url: { url: 'data:image/png;base64,AAAA' } },
+          ],
+        },
       ],
       tools: [weatherTool],
       tool_choice: 'none' as const,
       parallel_tool_calls: false,
-      response_format: { type: 'json_schema' as const, json_schema: { name: 'x', schema: { type: 'object' }, strict: true } },
+      response_format: {
+        type: 'json_schema' as const,
+        json_schema: { name: 'x', schema: { type: 'object' }, strict: true },
+      },
       n: 2,
       logprobs: true,
       top_logprobs: 2,
@@ -115,13 +144,23 @@ describe('openai client', () => {
   });
 
   it('tool calling through an OpenAI channel, JSON and streamed', async () => {
-    const r = await openai.chat.completions.create({ model: 'gpt', messages: [{ role: 'user', content: 'Paris?' }], tools: [weatherTool] });
+    const r = await openai.chat.completions.create({
+      model: 'gpt',
+      messages: [{ role: 'user', content: 'Paris?' }],
+      tools: [weatherTool],
+    });
     const call = r.choices[0]!.message.tool_calls![0]!;
     expect(r.choices[0]!.finish_reason).toBe('tool_calls');
     expect(call.type === 'function' && call.function.name).toBe('get_weather');
-    expect(JSON.parse(call.type === 'function' ? call.function.arguments : '{}')).toEqual({ query: 'Paris?' });
+    expect(JSON.parse(call.type === 'function' ? call.function.arguments : '{}')).toEqual({
+      query: 'Paris?',
+    });
 
-    const runner = openai.chat.completions.stream({ model: 'gpt', messages: [{ role: 'user', content: 'Rome?' }], tools: [weatherTool] });
+    const runner = openai.chat.completions.stream({
+      model: 'gpt',
+      messages: [{ role: 'user', content: 'Rome?' }],
+      tools: [weatherTool],
+    });
     const final = await runner.finalChatCompletion();
     const sc = final.choices[0]!.message.tool_calls![0]!;
     expect(sc.type === 'function' && JSON.parse(sc.function.arguments)).toEqual({ query: 'Rome?' });
@@ -163,12 +202,18 @@ describe('openai client', () => {
     expect(usage!.prompt_tokens).toBeGreaterThan(0);
     expect(usage!.completion_tokens).toBeGreaterThan(0);
 
-    const tr = await openai.chat.completions.create({ model: 'claude', messages: [{ role: 'user', content: 'Oslo?' }], tools: [weatherTool] });
+    const tr = await openai.chat.completions.create({
+      model: 'claude',
+      messages: [{ role: 'user', content: 'Oslo?' }],
+      tools: [weatherTool],
+    });
     const tc = tr.choices[0]!.message.tool_calls![0]!;
     expect(tr.choices[0]!.finish_reason).toBe('tool_calls');
     expect(tc.type === 'function' && JSON.parse(tc.function.arguments)).toEqual({ query: 'Oslo?' });
 
-    const sr = await openai.chat.completions.stream({ model: 'claude', messages: [{ role: 'user', content: 'Lima?' }], tools: [weatherTool] }).finalChatCompletion();
+    const sr = await openai.chat.completions
+      .stream({ model: 'claude', messages: [{ role: 'user', content: 'Lima?' }], tools: [weatherTool] })
+      .finalChatCompletion();
     const stc = sr.choices[0]!.message.tool_calls![0]!;
     expect(stc.type === 'function' && stc.function.name).toBe('get_weather');
     expect(stc.type === 'function' && JSON.parse(stc.function.arguments)).toEqual({ query: 'Lima?' });
@@ -178,7 +223,13 @@ describe('openai client', () => {
       model: 'claude',
       messages: [
         { role: 'user', content: 'Oslo?' },
-        { role: 'assistant', content: null, tool_calls: [{ id: tc.id, type: 'function', function: { name: 'get_weather', arguments: '{"query":"Oslo"}' } }] },
+        {
+          role: 'assistant',
+          content: null,
+          tool_calls: [
+            { id: tc.id, type: 'function', function: { name: 'get_weather', arguments: '{"query":"Oslo"}' } },
+          ],
+        },
         { role: 'tool', tool_call_id: tc.id, content: 'sunny' },
       ],
       tools: [weatherTool],
@@ -187,7 +238,9 @@ describe('openai client', () => {
   });
 
   it('refuses what cannot be translated to Anthropic with a clear 400', async () => {
-    const err = await openai.chat.completions.create({ model: 'claude', messages: [{ role: 'user', content: 'x' }], n: 2 }).catch((e: unknown) => e);
+    const err = await openai.chat.completions
+      .create({ model: 'claude', messages: [{ role: 'user', content: 'x' }], n: 2 })
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(OpenAI.BadRequestError);
     expect((err as InstanceType<typeof OpenAI.BadRequestError>).code).toBe('unsupported_parameter');
     expect((err as InstanceType<typeof OpenAI.BadRequestError>).param).toBe('n');
@@ -212,19 +265,29 @@ describe('openai client', () => {
     const ids = [];
     for await (const m of openai.models.list()) ids.push(m.id);
     expect(ids.sort()).toEqual(['claude', 'emb', 'gpt']);
-    const hidden = await openai.chat.completions.create({ model: 'hidden', messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+    const hidden = await openai.chat.completions
+      .create({ model: 'hidden', messages: [{ role: 'user', content: 'x' }] })
+      .catch((e: unknown) => e);
     expect(hidden).toBeInstanceOf(OpenAI.NotFoundError);
   });
 });
 
 describe('anthropic client on /v1/messages', () => {
   it('messages JSON and streamed through an Anthropic channel (passthrough)', async () => {
-    const m = await anthropic.messages.create({ model: 'claude', max_tokens: 64, messages: [{ role: 'user', content: 'Hey' }] });
+    const m = await anthropic.messages.create({
+      model: 'claude',
+      max_tokens: 64,
+      messages: [{ role: 'user', content: 'Hey' }],
+    });
     expect(m.model).toBe('claude');
     expect(m.content[0]).toMatchObject({ type: 'text', text: 'Hello from fake-anthropic: Hey' });
     expect(m.usage.input_tokens).toBeGreaterThan(0);
 
-    const s = anthropic.messages.stream({ model: 'claude', max_tokens: 64, messages: [{ role: 'user', content: 'Stream hey' }] });
+    const s = anthropic.messages.stream({
+      model: 'claude',
+      max_tokens: 64,
+      messages: [{ role: 'user', content: 'Stream hey' }],
+    });
     const texts: string[] = [];
     s.on('text', (t) => texts.push(t));
     const fin = await s.finalMessage();
@@ -234,30 +297,62 @@ describe('anthropic client on /v1/messages', () => {
   });
 
   it('messages served by an OpenAI channel (translated), JSON, streamed and tools', async () => {
-    const m = await anthropic.messages.create({ model: 'gpt', max_tokens: 64, system: 'sys', messages: [{ role: 'user', content: 'Hola' }] });
+    const m = await anthropic.messages.create({
+      model: 'gpt',
+      max_tokens: 64,
+      system: 'sys',
+      messages: [{ role: 'user', content: 'Hola' }],
+    });
     expect(m.content[0]).toMatchObject({ type: 'text', text: 'Hello from fake-openai: Hola' });
     expect(m.stop_reason).toBe('end_turn');
     const sent = fo.requests.at(-1)!.body as { messages: Array<{ role: string }>; model: string };
     expect(sent.model).toBe('gpt-4o-mini');
     expect(sent.messages[0]!.role).toBe('system');
 
-    const s = anthropic.messages.stream({ model: 'gpt', max_tokens: 64, messages: [{ role: 'user', content: 'Stream hola' }] });
+    const s = anthropic.messages.stream({
+      model: 'gpt',
+      max_tokens: 64,
+      messages: [{ role: 'user', content: 'Stream hola' }],
+    });
     const fin = await s.finalMessage();
     expect(fin.content[0]).toMatchObject({ type: 'text', text: 'Hello from fake-openai: Stream hola' });
     expect(fin.usage.output_tokens).toBeGreaterThan(0);
 
-    const tools = [{ name: 'get_weather', description: 'w', input_schema: { type: 'object' as const, properties: { query: { type: 'string' } } } }];
-    const t = await anthropic.messages.create({ model: 'gpt', max_tokens: 64, tools, messages: [{ role: 'user', content: 'Kyiv?' }] });
+    const tools = [
+      {
+        name: 'get_weather',
+        description: 'w',
+        input_schema: { type: 'object' as const, properties: { query: { type: 'string' } } },
+      },
+    ];
+    const t = await anthropic.messages.create({
+      model: 'gpt',
+      max_tokens: 64,
+      tools,
+      messages: [{ role: 'user', content: 'Kyiv?' }],
+    });
     expect(t.stop_reason).toBe('tool_use');
-    expect(t.content.find((b) => b.type === 'tool_use')).toMatchObject({ name: 'get_weather', input: { query: 'Kyiv?' } });
-    const st = await anthropic.messages.stream({ model: 'gpt', max_tokens: 64, tools, messages: [{ role: 'user', content: 'Baku?' }] }).finalMessage();
-    expect(st.content.find((b) => b.type === 'tool_use')).toMatchObject({ name: 'get_weather', input: { query: 'Baku?' } });
+    expect(t.content.find((b) => b.type === 'tool_use')).toMatchObject({
+      name: 'get_weather',
+      input: { query: 'Kyiv?' },
+    });
+    const st = await anthropic.messages
+      .stream({ model: 'gpt', max_tokens: 64, tools, messages: [{ role: 'user', content: 'Baku?' }] })
+      .finalMessage();
+    expect(st.content.find((b) => b.type === 'tool_use')).toMatchObject({
+      name: 'get_weather',
+      input: { query: 'Baku?' },
+    });
   });
 
   it('errors come back in Anthropic shape', async () => {
-    const err = await anthropic.messages.create({ model: 'nope', max_tokens: 5, messages: [{ role: 'user', content: 'x' }] }).catch((e: unknown) => e);
+    const err = await anthropic.messages
+      .create({ model: 'nope', max_tokens: 5, messages: [{ role: 'user', content: 'x' }] })
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(Anthropic.NotFoundError);
-    expect((err as { error: { type: string; error: { type: string } } }).error.error.type).toBe('not_found_error');
+    expect((err as { error: { type: string; error: { type: string } } }).error.error.type).toBe(
+      'not_found_error',
+    );
   });
 });
 

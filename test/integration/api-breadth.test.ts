@@ -11,7 +11,17 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FakeUpstream } from '../../fakes/common.js';
 import { startFakeAnthropic, startFakeGemini, startFakeOpenAI } from '../../fakes/index.js';
-import { REDIS_URL, type TestDatabase, adminApi, cleanupRedis, createTestDatabase, startTestGateway, testRedisPrefix, waitFor, testPool } from '../helpers.js';
+import {
+  REDIS_URL,
+  type TestDatabase,
+  adminApi,
+  cleanupRedis,
+  createTestDatabase,
+  startTestGateway,
+  testRedisPrefix,
+  waitFor,
+  testPool,
+} from '../helpers.js';
 
 type TGateway = Awaited<ReturnType<typeof startTestGateway>>;
 let tdb: TestDatabase;
@@ -27,7 +37,12 @@ let appB: { app: string; sk: string };
 let limited: { app: string; sk: string };
 const admin = adminApi(() => G.url);
 
-const TOKENS = { sale_input_per_mtok: 2_000_000, sale_output_per_mtok: 4_000_000, cost_input_per_mtok: 1_000_000, cost_output_per_mtok: 2_000_000 };
+const TOKENS = {
+  sale_input_per_mtok: 2_000_000,
+  sale_output_per_mtok: 4_000_000,
+  cost_input_per_mtok: 1_000_000,
+  cost_output_per_mtok: 2_000_000,
+};
 
 const openai = (sk = appA.sk) => new OpenAI({ baseURL: G.url + '/v1', apiKey: sk, maxRetries: 0 });
 const genai = (sk = appA.sk) => new GoogleGenAI({ apiKey: sk, httpOptions: { baseUrl: G.url } });
@@ -39,19 +54,30 @@ async function journals(where: string, args: unknown[] = []) {
      FROM ledger_journal j WHERE j.kind = 'sale' AND ${where} ORDER BY j.occurred_at`,
     args,
   );
-  return r.rows as Array<{ request_id: string; alias: string; channel: string; usage: any; entries: Array<{ a: string; d: string; c: string }> }>;
+  return r.rows as Array<{
+    request_id: string;
+    alias: string;
+    channel: string;
+    usage: any;
+    entries: Array<{ a: string; d: string; c: string }>;
+  }>;
 }
-const revenue = (j: { entries: Array<{ a: string; d: string; c: string }> }) => j.entries.filter((e) => e.a === 'revenue').reduce((s, e) => s + BigInt(e.c) - BigInt(e.d), 0n);
+const revenue = (j: { entries: Array<{ a: string; d: string; c: string }> }) =>
+  j.entries.filter((e) => e.a === 'revenue').reduce((s, e) => s + BigInt(e.c) - BigInt(e.d), 0n);
 
 async function journalOf(requestId: string | null) {
   expect(requestId).toBeTruthy();
   await G.billing!.writer.flush();
   let rows: Awaited<ReturnType<typeof journals>> = [];
-  await waitFor(async () => {
-    await G.billing!.writer.flush();
-    rows = await journals('j.request_id = $1', [requestId]);
-    return rows.length > 0;
-  }, 5_000, 50);
+  await waitFor(
+    async () => {
+      await G.billing!.writer.flush();
+      rows = await journals('j.request_id = $1', [requestId]);
+      return rows.length > 0;
+    },
+    5_000,
+    50,
+  );
   expect(rows).toHaveLength(1);
   const j = rows[0]!;
   const debit = j.entries.reduce((s, e) => s + BigInt(e.d), 0n);
@@ -63,15 +89,41 @@ async function journalOf(requestId: string | null) {
 beforeAll(async () => {
   tdb = await createTestDatabase();
   prefix = testRedisPrefix();
-  [oa, an, gm, bad] = await Promise.all([startFakeOpenAI({ name: 'oa' }), startFakeAnthropic({ name: 'an' }), startFakeGemini({ name: 'gm' }), startFakeOpenAI({ name: 'bad' })]);
+  [oa, an, gm, bad] = await Promise.all([
+    startFakeOpenAI({ name: 'oa' }),
+    startFakeAnthropic({ name: 'an' }),
+    startFakeGemini({ name: 'gm' }),
+    startFakeOpenAI({ name: 'bad' }),
+  ]);
   bad.setFault({ status: 503 });
   G = await startTestGateway({ databaseUrl: tdb.url, redisUrl: REDIS_URL, redisPrefix: prefix });
   db = testPool(tdb.url, 2);
-  await admin('POST', '/channels', { code: 'oa', provider: 'openai', base_url: oa.url + '/v1', credential: 'k' });
-  await admin('POST', '/channels', { code: 'oa-chat', provider: 'openai', base_url: oa.url + '/v1', credential: 'k', settings: { nativeResponses: false } });
+  await admin('POST', '/channels', {
+    code: 'oa',
+    provider: 'openai',
+    base_url: oa.url + '/v1',
+    credential: 'k',
+  });
+  await admin('POST', '/channels', {
+    code: 'oa-chat',
+    provider: 'openai',
+    base_url: oa.url + '/v1',
+    credential: 'k',
+    settings: { nativeResponses: false },
+  });
   await admin('POST', '/channels', { code: 'an', provider: 'anthropic', base_url: an.url, credential: 'k' });
-  await admin('POST', '/channels', { code: 'gm', provider: 'gemini', base_url: gm.url + '/v1beta', credential: 'gk' });
-  await admin('POST', '/channels', { code: 'bad', provider: 'openai', base_url: bad.url + '/v1', credential: 'k' });
+  await admin('POST', '/channels', {
+    code: 'gm',
+    provider: 'gemini',
+    base_url: gm.url + '/v1beta',
+    credential: 'gk',
+  });
+  await admin('POST', '/channels', {
+    code: 'bad',
+    provider: 'openai',
+    base_url: bad.url + '/v1',
+    credential: 'k',
+  });
   const alias = (name: string, channel: string, model: string, extra: Record<string, unknown> = {}) =>
     admin('POST', '/aliases', { name, chain: [{ targets: [{ channel, model }] }], ...extra });
   await alias('gpt', 'oa', 'gpt-4o-mini');
@@ -85,10 +137,21 @@ beforeAll(async () => {
   await alias('gem-embed', 'gm', 'gemini-embedding-001');
   await alias('oa-embed', 'oa', 'text-embedding-3-small');
   // A chain whose first channel answers 503: every operation must fall back to the second.
-  await admin('POST', '/aliases', { name: 'fb', chain: [{ targets: [{ channel: 'bad', model: 'x' }] }, { targets: [{ channel: 'oa', model: 'gpt-image-1' }] }] });
-  for (const a of ['gpt', 'gpt-viachat', 'claude', 'gem', 'gem-embed', 'oa-embed']) await admin('POST', '/prices', { alias: a, ...TOKENS });
+  await admin('POST', '/aliases', {
+    name: 'fb',
+    chain: [
+      { targets: [{ channel: 'bad', model: 'x' }] },
+      { targets: [{ channel: 'oa', model: 'gpt-image-1' }] },
+    ],
+  });
+  for (const a of ['gpt', 'gpt-viachat', 'claude', 'gem', 'gem-embed', 'oa-embed'])
+    await admin('POST', '/prices', { alias: a, ...TOKENS });
   await admin('POST', '/prices', { alias: 'tts', sale_per_mchar: 30_000_000, cost_per_mchar: 15_000_000 });
-  await admin('POST', '/prices', { alias: 'whisper', sale_per_audio_second: 200, cost_per_audio_second: 100 });
+  await admin('POST', '/prices', {
+    alias: 'whisper',
+    sale_per_audio_second: 200,
+    cost_per_audio_second: 100,
+  });
   await admin('POST', '/prices', { alias: 'img', sale_per_image: 50_000, cost_per_image: 40_000 });
   await admin('POST', '/prices', { alias: 'cached', ...TOKENS, sale_per_cache_hit: 100 });
   const mk = async (name: string) => {
@@ -101,7 +164,16 @@ beforeAll(async () => {
   const l = await mk('limited');
   await admin('POST', '/quotas', { scope: 'key', scope_id: l.keyId, qps: 0.01, qps_burst: 1 });
   limited = l;
-  await waitFor(() => G.config.alias('cached') && G.config.price('img', null) && G.config.channel('gm') && G.config.app(l.app) && G.config.quota('key', l.keyId), 3_000, 5);
+  await waitFor(
+    () =>
+      G.config.alias('cached') &&
+      G.config.price('img', null) &&
+      G.config.channel('gm') &&
+      G.config.app(l.app) &&
+      G.config.quota('key', l.keyId),
+    3_000,
+    5,
+  );
 }, 60_000);
 
 afterAll(async () => {
@@ -121,7 +193,14 @@ describe('Responses API', () => {
     ];
     for (const [model, fake, path] of cases) {
       fake.resetStats();
-      const { data: r, response } = await openai().responses.create({ model, input: 'Tell me about gateways', instructions: 'Be brief.', max_output_tokens: 64 }).withResponse();
+      const { data: r, response } = await openai()
+        .responses.create({
+          model,
+          input: 'Tell me about gateways',
+          instructions: 'Be brief.',
+          max_output_tokens: 64,
+        })
+        .withResponse();
       expect(fake.stats.byPath[path], model).toBe(1);
       expect(r.object).toBe('response');
       expect(r.status).toBe('completed');
@@ -137,7 +216,11 @@ describe('Responses API', () => {
 
   it('streams typed events on every channel kind, ending in response.completed with usage', async () => {
     for (const model of ['gpt', 'gpt-viachat', 'claude', 'gem']) {
-      const stream = await openai().responses.create({ model, input: [{ role: 'user', content: 'stream this please' }], stream: true });
+      const stream = await openai().responses.create({
+        model,
+        input: [{ role: 'user', content: 'stream this please' }],
+        stream: true,
+      });
       const types: string[] = [];
       let text = '';
       let final: OpenAI.Responses.Response | null = null;
@@ -157,10 +240,19 @@ describe('Responses API', () => {
   });
 
   it('function tools translate both ways through the pivot', async () => {
-    const tools: OpenAI.Responses.Tool[] = [{ type: 'function', name: 'lookup', description: 'look it up', parameters: { type: 'object', properties: { query: { type: 'string' } } }, strict: false }];
+    const tools: OpenAI.Responses.Tool[] = [
+      {
+        type: 'function',
+        name: 'lookup',
+        description: 'look it up',
+        parameters: { type: 'object', properties: { query: { type: 'string' } } },
+        strict: false,
+      },
+    ];
     for (const model of ['claude', 'gem', 'gpt-viachat']) {
       const r = await openai().responses.create({ model, input: 'find anima', tools });
-      const call = r.output.find((o) => o.type === 'function_call') as OpenAI.Responses.ResponseFunctionToolCall | undefined;
+      const call = r.output.find((o) => o.type === 'function_call') as
+        OpenAI.Responses.ResponseFunctionToolCall | undefined;
       expect(call, model).toBeDefined();
       expect(call!.name).toBe('lookup');
       expect(JSON.parse(call!.arguments)).toEqual({ query: 'find anima' });
@@ -185,9 +277,15 @@ describe('Responses API', () => {
     expect(err).toBeInstanceOf(OpenAI.BadRequestError);
     expect((err as InstanceType<typeof OpenAI.APIError>).message).toMatch(/previous_response_id/);
     oa.resetStats();
-    const ok = await openai().responses.create({ model: 'gpt', input: 'again', previous_response_id: 'resp_123' });
+    const ok = await openai().responses.create({
+      model: 'gpt',
+      input: 'again',
+      previous_response_id: 'resp_123',
+    });
     expect(ok.status).toBe('completed');
-    expect((oa.requests.at(-1)!.body as { previous_response_id?: string }).previous_response_id).toBe('resp_123');
+    expect((oa.requests.at(-1)!.body as { previous_response_id?: string }).previous_response_id).toBe(
+      'resp_123',
+    );
   });
 });
 
@@ -201,7 +299,9 @@ describe('Responses are not stored', () => {
     ] as const) {
       const r = await fetch(G.url + path, { method, headers: { authorization: `Bearer ${appA.sk}` } });
       expect(r.status, path).toBe(404);
-      expect(((await r.json()) as { error: { message: string } }).error.message).toMatch(/does not store responses/);
+      expect(((await r.json()) as { error: { message: string } }).error.message).toMatch(
+        /does not store responses/,
+      );
     }
     const anon = await fetch(G.url + '/v1/responses/resp_1');
     expect(anon.status).toBe(401);
@@ -224,7 +324,11 @@ describe('Gemini', () => {
       ['claude', an],
     ] as const) {
       fake.resetStats();
-      const r = await genai().models.generateContent({ model, contents: 'Hello Gemini route', config: { systemInstruction: 'be terse', maxOutputTokens: 64 } });
+      const r = await genai().models.generateContent({
+        model,
+        contents: 'Hello Gemini route',
+        config: { systemInstruction: 'be terse', maxOutputTokens: 64 },
+      });
       expect(fake.stats.requests, model).toBe(1);
       expect(r.text).toContain('Hello Gemini route');
       expect(r.usageMetadata!.promptTokenCount).toBeGreaterThan(0);
@@ -254,7 +358,19 @@ describe('Gemini', () => {
     const r = await genai().models.generateContent({
       model: 'gpt',
       contents: 'find gemini',
-      config: { tools: [{ functionDeclarations: [{ name: 'lookup', description: 'look up', parametersJsonSchema: { type: 'object', properties: { query: { type: 'string' } } } }] }] },
+      config: {
+        tools: [
+          {
+            functionDeclarations: [
+              {
+                name: 'lookup',
+                description: 'look up',
+                parametersJsonSchema: { type: 'object', properties: { query: { type: 'string' } } },
+              },
+            ],
+          },
+        ],
+      },
     });
     expect(r.functionCalls?.[0]?.name).toBe('lookup');
     expect(r.functionCalls?.[0]?.args).toEqual({ query: 'find gemini' });
@@ -266,31 +382,52 @@ describe('Gemini', () => {
       ['oa-embed', oa, 16],
     ] as const) {
       fake.resetStats();
-      const r = await genai().models.embedContent({ model, contents: ['embed me', 'and me'], config: model === 'oa-embed' ? { outputDimensionality: 16 } : {} });
+      const r = await genai().models.embedContent({
+        model,
+        contents: ['embed me', 'and me'],
+        config: model === 'oa-embed' ? { outputDimensionality: 16 } : {},
+      });
       expect(r.embeddings, model).toHaveLength(2);
       expect(r.embeddings![0]!.values).toHaveLength(dims);
       expect(r.embeddings![0]!.values).not.toEqual(r.embeddings![1]!.values);
       expect(fake.stats.requests).toBe(1);
     }
     // One request through plain HTTP (embedContent, single), and its balanced journal with the tokens counted.
-    const one = await fetch(G.url + '/v1beta/models/oa-embed:embedContent', { method: 'POST', headers: { 'content-type': 'application/json', 'x-goog-api-key': appA.sk }, body: JSON.stringify({ content: { parts: [{ text: 'just one' }] } }) });
+    const one = await fetch(G.url + '/v1beta/models/oa-embed:embedContent', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-goog-api-key': appA.sk },
+      body: JSON.stringify({ content: { parts: [{ text: 'just one' }] } }),
+    });
     expect(one.status).toBe(200);
-    expect(((await one.json()) as { embedding: { values: number[] } }).embedding.values.length).toBeGreaterThan(0);
+    expect(
+      ((await one.json()) as { embedding: { values: number[] } }).embedding.values.length,
+    ).toBeGreaterThan(0);
     const j = await journalOf(one.headers.get('x-request-id'));
     expect(j.usage.input_tokens).toBeGreaterThan(0);
-    const nat = await fetch(G.url + '/v1beta/models/gem-embed:embedContent', { method: 'POST', headers: { 'content-type': 'application/json', 'x-goog-api-key': appA.sk }, body: JSON.stringify({ content: { parts: [{ text: 'counted locally' }] } }) });
+    const nat = await fetch(G.url + '/v1beta/models/gem-embed:embedContent', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-goog-api-key': appA.sk },
+      body: JSON.stringify({ content: { parts: [{ text: 'counted locally' }] } }),
+    });
     expect(nat.status).toBe(200);
     expect((await journalOf(nat.headers.get('x-request-id'))).usage.input_tokens).toBeGreaterThan(0);
   });
 
   it('an OpenAI client is served by a Gemini channel (JSON and stream), billed from its usage', async () => {
     gm.resetStats();
-    const { data: c, response } = await openai().chat.completions.create({ model: 'gem', messages: [{ role: 'user', content: 'openai to gemini' }] }).withResponse();
+    const { data: c, response } = await openai()
+      .chat.completions.create({ model: 'gem', messages: [{ role: 'user', content: 'openai to gemini' }] })
+      .withResponse();
     expect(c.choices[0]!.message.content).toContain('openai to gemini');
     expect(c.usage!.completion_tokens).toBeGreaterThan(0);
     const j = await journalOf(response.headers.get('x-request-id'));
     expect(j.channel).toBe('gm');
-    const s = await openai().chat.completions.create({ model: 'gem', messages: [{ role: 'user', content: 'stream to gemini' }], stream: true, stream_options: { include_usage: true } });
+    const s = await openai().chat.completions.create({
+      model: 'gem',
+      messages: [{ role: 'user', content: 'stream to gemini' }],
+      stream: true,
+      stream_options: { include_usage: true },
+    });
     let text = '';
     let usage: OpenAI.CompletionUsage | null | undefined = null;
     for await (const ch of s) {
@@ -305,12 +442,20 @@ describe('Gemini', () => {
   });
 
   it('Gemini clients get Gemini-shaped errors: wrong key, unknown model', async () => {
-    const bad = await fetch(G.url + '/v1beta/models/gem:generateContent?key=sk-wrong-key-000000', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ contents: [{ parts: [{ text: 'x' }] }] }) });
+    const bad = await fetch(G.url + '/v1beta/models/gem:generateContent?key=sk-wrong-key-000000', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ contents: [{ parts: [{ text: 'x' }] }] }),
+    });
     expect(bad.status).toBe(401);
     const e = (await bad.json()) as { error: { code: number; status: string; message: string } };
     expect(e.error.code).toBe(401);
     expect(e.error.status).toBe('UNAUTHENTICATED');
-    const nf = await fetch(G.url + '/v1beta/models/nope:generateContent', { method: 'POST', headers: { 'content-type': 'application/json', 'x-goog-api-key': appA.sk }, body: JSON.stringify({ contents: [{ parts: [{ text: 'x' }] }] }) });
+    const nf = await fetch(G.url + '/v1beta/models/nope:generateContent', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-goog-api-key': appA.sk },
+      body: JSON.stringify({ contents: [{ parts: [{ text: 'x' }] }] }),
+    });
     expect(nf.status).toBe(404);
     expect(((await nf.json()) as { error: { status: string } }).error.status).toBe('NOT_FOUND');
   });
@@ -319,7 +464,12 @@ describe('Gemini', () => {
 describe('audio and image edits', () => {
   it('speech: bytes streamed back, billed per character', async () => {
     const input = 'Hello from Anima, spoken aloud.';
-    const res = await openai().audio.speech.create({ model: 'tts', input, voice: 'alloy', response_format: 'wav' });
+    const res = await openai().audio.speech.create({
+      model: 'tts',
+      input,
+      voice: 'alloy',
+      response_format: 'wav',
+    });
     const bytes = Buffer.from(await res.arrayBuffer());
     expect(res.headers.get('content-type')).toMatch(/audio\/wav/);
     expect(bytes.subarray(0, 4).toString('latin1')).toBe('RIFF');
@@ -331,15 +481,27 @@ describe('audio and image edits', () => {
   it('transcription and translation: multipart upload, JSON, text and srt, billed per second of audio', async () => {
     const audio = Buffer.alloc(48_000, 7); // the fake hears 16 kB per second: 3 seconds
     const c = openai();
-    const { data: t, response } = await c.audio.transcriptions.create({ model: 'whisper', file: await toFile(audio, 'talk.wav', { type: 'audio/wav' }) }).withResponse();
+    const { data: t, response } = await c.audio.transcriptions
+      .create({ model: 'whisper', file: await toFile(audio, 'talk.wav', { type: 'audio/wav' }) })
+      .withResponse();
     expect(t.text).toContain('talk.wav');
     const j = await journalOf(response.headers.get('x-request-id'));
     expect(revenue(j)).toBe(3n * 200n);
-    const text = await c.audio.transcriptions.create({ model: 'whisper', file: await toFile(audio, 'talk.wav'), response_format: 'text' });
+    const text = await c.audio.transcriptions.create({
+      model: 'whisper',
+      file: await toFile(audio, 'talk.wav'),
+      response_format: 'text',
+    });
     expect(typeof text === 'string' ? text : JSON.stringify(text)).toContain('talk.wav');
-    const srt = await c.audio.transcriptions.create({ model: 'whisper', file: await toFile(audio, 'talk.wav'), response_format: 'srt' });
+    const srt = await c.audio.transcriptions.create({
+      model: 'whisper',
+      file: await toFile(audio, 'talk.wav'),
+      response_format: 'srt',
+    });
     expect(String(srt)).toMatch(/^1\n00:00:00,000 --> /);
-    const { data: tr, response: trRes } = await c.audio.translations.create({ model: 'whisper', file: await toFile(audio, 'parle.wav') }).withResponse();
+    const { data: tr, response: trRes } = await c.audio.translations
+      .create({ model: 'whisper', file: await toFile(audio, 'parle.wav') })
+      .withResponse();
     expect(tr.text).toContain('parle.wav');
     // Translations report no usage in json; the duration from verbose_json is what gets billed.
     expect(revenue(await journalOf(trRes.headers.get('x-request-id')))).toBe(3n * 200n);
@@ -352,13 +514,21 @@ describe('audio and image edits', () => {
     oa.resetStats();
     const form = new FormData();
     form.set('model', 'whisper');
-    const r = await fetch(G.url + '/v1/audio/transcriptions', { method: 'POST', headers: { authorization: `Bearer ${appA.sk}` }, body: form });
+    const r = await fetch(G.url + '/v1/audio/transcriptions', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${appA.sk}` },
+      body: form,
+    });
     expect(r.status).toBe(400);
     expect(((await r.json()) as { error: { param: string } }).error.param).toBe('file');
     const big = new FormData();
     big.set('model', 'whisper');
     big.set('file', new Blob([Buffer.alloc(27 * 1024 * 1024)]), 'big.wav');
-    const r2 = await fetch(G.url + '/v1/audio/transcriptions', { method: 'POST', headers: { authorization: `Bearer ${appA.sk}` }, body: big });
+    const r2 = await fetch(G.url + '/v1/audio/transcriptions', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${appA.sk}` },
+      body: big,
+    });
     expect(r2.status).toBe(413);
     expect(oa.stats.requests).toBe(0);
   });
@@ -366,7 +536,16 @@ describe('audio and image edits', () => {
   it('image edits: images and mask uploaded, billed per image', async () => {
     const png = Buffer.from('89504e470d0a1a0a' + '00'.repeat(64), 'hex');
     const { data: r, response } = await openai()
-      .images.edit({ model: 'img', prompt: 'add a hat', image: [await toFile(png, 'a.png', { type: 'image/png' }), await toFile(png, 'b.png', { type: 'image/png' })], mask: await toFile(png, 'm.png', { type: 'image/png' }), n: 2 })
+      .images.edit({
+        model: 'img',
+        prompt: 'add a hat',
+        image: [
+          await toFile(png, 'a.png', { type: 'image/png' }),
+          await toFile(png, 'b.png', { type: 'image/png' }),
+        ],
+        mask: await toFile(png, 'm.png', { type: 'image/png' }),
+        n: 2,
+      })
       .withResponse();
     expect(r.data).toHaveLength(2);
     const j = await journalOf(response.headers.get('x-request-id'));
@@ -375,22 +554,42 @@ describe('audio and image edits', () => {
 });
 
 describe('ASYNC mode', () => {
-  it('a Responses and a Gemini request over the key\'s limit become tasks that complete in their own format', async () => {
+  it("a Responses and a Gemini request over the key's limit become tasks that complete in their own format", async () => {
     const slow = await startFakeOpenAI({ name: 'slow' });
     try {
       slow.setFault({ latencyMs: 600 });
-      await admin('POST', '/channels', { code: 'slow', provider: 'openai', base_url: slow.url + '/v1', credential: 'k' });
-      await admin('POST', '/aliases', { name: 'slowgpt', chain: [{ targets: [{ channel: 'slow', model: 'm' }] }] });
+      await admin('POST', '/channels', {
+        code: 'slow',
+        provider: 'openai',
+        base_url: slow.url + '/v1',
+        credential: 'k',
+      });
+      await admin('POST', '/aliases', {
+        name: 'slowgpt',
+        chain: [{ targets: [{ channel: 'slow', model: 'm' }] }],
+      });
       const k = await admin('POST', `/apps/${appA.app}/keys`, { name: 'async', queue_mode: 'ASYNC' });
       await admin('POST', '/quotas', { scope: 'key', scope_id: k.key.id, max_concurrency: 1 });
       await waitFor(() => G.config.alias('slowgpt') && G.config.quota('key', k.key.id), 3_000, 5);
       const hdr = { 'content-type': 'application/json', authorization: `Bearer ${k.sk}` };
       // One request holds the key's only slot; the next two are deferred.
-      const first = fetch(G.url + '/v1/responses', { method: 'POST', headers: hdr, body: JSON.stringify({ model: 'slowgpt', input: 'first' }) });
+      const first = fetch(G.url + '/v1/responses', {
+        method: 'POST',
+        headers: hdr,
+        body: JSON.stringify({ model: 'slowgpt', input: 'first' }),
+      });
       await waitFor(() => slow.stats.inFlight === 1, 3_000, 5);
       const deferred = [
-        await fetch(G.url + '/v1/responses', { method: 'POST', headers: hdr, body: JSON.stringify({ model: 'slowgpt', input: 'later, please' }) }),
-        await fetch(G.url + '/v1beta/models/slowgpt:generateContent', { method: 'POST', headers: { 'content-type': 'application/json', 'x-goog-api-key': k.sk }, body: JSON.stringify({ contents: [{ role: 'user', parts: [{ text: 'gemini later' }] }] }) }),
+        await fetch(G.url + '/v1/responses', {
+          method: 'POST',
+          headers: hdr,
+          body: JSON.stringify({ model: 'slowgpt', input: 'later, please' }),
+        }),
+        await fetch(G.url + '/v1beta/models/slowgpt:generateContent', {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', 'x-goog-api-key': k.sk },
+          body: JSON.stringify({ contents: [{ role: 'user', parts: [{ text: 'gemini later' }] }] }),
+        }),
       ];
       expect((await first).status).toBe(200);
       const results: Array<Record<string, any>> = [];
@@ -398,10 +597,17 @@ describe('ASYNC mode', () => {
         expect(r.status).toBe(202);
         const id = ((await r.json()) as { task_id: string }).task_id;
         let t: Record<string, any> = {};
-        await waitFor(async () => {
-          t = (await (await fetch(G.url + `/v1/tasks/${id}`, { headers: hdr })).json()) as Record<string, any>;
-          return t.status === 'succeeded' || t.status === 'failed';
-        }, 15_000, 100);
+        await waitFor(
+          async () => {
+            t = (await (await fetch(G.url + `/v1/tasks/${id}`, { headers: hdr })).json()) as Record<
+              string,
+              any
+            >;
+            return t.status === 'succeeded' || t.status === 'failed';
+          },
+          15_000,
+          100,
+        );
         expect(t.status).toBe('succeeded');
         results.push(t.result);
       }
@@ -420,8 +626,14 @@ describe('the new operations fall back like chat', () => {
     const png = Buffer.from('89504e470d0a1a0a' + '00'.repeat(64), 'hex');
     const calls: Array<() => Promise<Response>> = [
       () => c.audio.speech.create({ model: 'fb', input: 'fall back', voice: 'alloy' }).asResponse(),
-      async () => c.audio.transcriptions.create({ model: 'fb', file: await toFile(Buffer.alloc(16_000, 1), 'a.wav') }).asResponse(),
-      async () => c.images.edit({ model: 'fb', prompt: 'hat', image: await toFile(png, 'a.png', { type: 'image/png' }) }).asResponse(),
+      async () =>
+        c.audio.transcriptions
+          .create({ model: 'fb', file: await toFile(Buffer.alloc(16_000, 1), 'a.wav') })
+          .asResponse(),
+      async () =>
+        c.images
+          .edit({ model: 'fb', prompt: 'hat', image: await toFile(png, 'a.png', { type: 'image/png' }) })
+          .asResponse(),
       () => c.responses.create({ model: 'fb', input: 'fall back' }).asResponse(),
     ];
     for (const call of calls) {
@@ -441,7 +653,11 @@ describe('exact-match response cache', () => {
     fetch(G.url + '/v1/chat/completions', {
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: `Bearer ${sk}`, ...headers },
-      body: JSON.stringify({ model: 'cached', messages: [{ role: 'user', content: 'cache me if you can' }], ...extra }),
+      body: JSON.stringify({
+        model: 'cached',
+        messages: [{ role: 'user', content: 'cache me if you can' }],
+        ...extra,
+      }),
     });
 
   it('second identical request is served from the cache; another app misses; no-cache skips; TTL expires', async () => {
@@ -453,7 +669,11 @@ describe('exact-match response cache', () => {
     const r2 = await fetch(G.url + '/v1/chat/completions', {
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: `Bearer ${appA.sk}` },
-      body: JSON.stringify({ temperature: 0, messages: [{ content: 'cache me if you can', role: 'user' }], model: 'cached' }),
+      body: JSON.stringify({
+        temperature: 0,
+        messages: [{ content: 'cache me if you can', role: 'user' }],
+        model: 'cached',
+      }),
     });
     expect(r2.headers.get('x-anima-cache')).toBe('hit');
     expect(await r2.text()).toBe(b1);
@@ -480,7 +700,10 @@ describe('exact-match response cache', () => {
     // waits for r3's to land (a fresh-clone CI run scraped first and saw 2 misses), then checks exactly.
     let scrape = '';
     const misses = /anima_response_cache_total\{alias="cached",result="miss"\} 3\b/;
-    await waitFor(async () => misses.test((scrape = await (await fetch(G.url + '/actuator/prometheus')).text())), 3_000).catch(() => {});
+    await waitFor(
+      async () => misses.test((scrape = await (await fetch(G.url + '/actuator/prometheus')).text())),
+      3_000,
+    ).catch(() => {});
     expect(scrape).toMatch(/anima_response_cache_total\{alias="cached",result="hit"\} 1\b/);
     expect(scrape).toMatch(/anima_response_cache_total\{alias="cached",result="miss"\} 3\b/);
   });
@@ -497,7 +720,12 @@ describe('exact-match response cache', () => {
     expect(t2).toContain('data: [DONE]');
     expect(oa.stats.byPath['/v1/chat/completions']).toBe(1);
     // The official client reads the replay like any stream.
-    const s = await openai().chat.completions.create({ model: 'cached', messages: [{ role: 'user', content: 'cache me if you can' }], stream: true, seed: 7 });
+    const s = await openai().chat.completions.create({
+      model: 'cached',
+      messages: [{ role: 'user', content: 'cache me if you can' }],
+      stream: true,
+      seed: 7,
+    });
     let text = '';
     for await (const c of s) text += c.choices[0]?.delta?.content ?? '';
     expect(text).toContain('cache me if you can');
@@ -507,11 +735,27 @@ describe('exact-match response cache', () => {
   it('opt-in per request on an alias without a cache', async () => {
     oa.resetStats();
     const body = { model: 'gpt', messages: [{ role: 'user', content: 'opt in' }] };
-    const h = { 'content-type': 'application/json', authorization: `Bearer ${appA.sk}`, 'x-anima-cache': '60' };
-    const a = await fetch(G.url + '/v1/chat/completions', { method: 'POST', headers: h, body: JSON.stringify(body) });
-    const b = await fetch(G.url + '/v1/chat/completions', { method: 'POST', headers: h, body: JSON.stringify(body) });
+    const h = {
+      'content-type': 'application/json',
+      authorization: `Bearer ${appA.sk}`,
+      'x-anima-cache': '60',
+    };
+    const a = await fetch(G.url + '/v1/chat/completions', {
+      method: 'POST',
+      headers: h,
+      body: JSON.stringify(body),
+    });
+    const b = await fetch(G.url + '/v1/chat/completions', {
+      method: 'POST',
+      headers: h,
+      body: JSON.stringify(body),
+    });
     expect([a.headers.get('x-anima-cache'), b.headers.get('x-anima-cache')]).toEqual(['miss', 'hit']);
-    const plain = await fetch(G.url + '/v1/chat/completions', { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${appA.sk}` }, body: JSON.stringify(body) });
+    const plain = await fetch(G.url + '/v1/chat/completions', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${appA.sk}` },
+      body: JSON.stringify(body),
+    });
     expect(plain.headers.get('x-anima-cache')).toBeNull();
     expect(oa.stats.byPath['/v1/chat/completions']).toBe(2);
   });
@@ -520,16 +764,44 @@ describe('exact-match response cache', () => {
 describe('every new route: wrong key refused, quotas enforced, journals balanced', () => {
   const png = Buffer.from('89504e470d0a1a0a' + '00'.repeat(64), 'hex');
   const routes: Array<{ name: string; send: (sk: string) => Promise<Response> }> = [
-    { name: 'responses', send: (sk) => fetch(G.url + '/v1/responses', { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${sk}` }, body: JSON.stringify({ model: 'gpt', input: 'hi' }) }) },
-    { name: 'gemini', send: (sk) => fetch(G.url + '/v1beta/models/gem:generateContent', { method: 'POST', headers: { 'content-type': 'application/json', 'x-goog-api-key': sk }, body: JSON.stringify({ contents: [{ role: 'user', parts: [{ text: 'hi' }] }] }) }) },
-    { name: 'speech', send: (sk) => fetch(G.url + '/v1/audio/speech', { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${sk}` }, body: JSON.stringify({ model: 'tts', input: 'hi', voice: 'alloy' }) }) },
+    {
+      name: 'responses',
+      send: (sk) =>
+        fetch(G.url + '/v1/responses', {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', authorization: `Bearer ${sk}` },
+          body: JSON.stringify({ model: 'gpt', input: 'hi' }),
+        }),
+    },
+    {
+      name: 'gemini',
+      send: (sk) =>
+        fetch(G.url + '/v1beta/models/gem:generateContent', {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', 'x-goog-api-key': sk },
+          body: JSON.stringify({ contents: [{ role: 'user', parts: [{ text: 'hi' }] }] }),
+        }),
+    },
+    {
+      name: 'speech',
+      send: (sk) =>
+        fetch(G.url + '/v1/audio/speech', {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', authorization: `Bearer ${sk}` },
+          body: JSON.stringify({ model: 'tts', input: 'hi', voice: 'alloy' }),
+        }),
+    },
     {
       name: 'transcription',
       send: (sk) => {
         const f = new FormData();
         f.set('model', 'whisper');
         f.set('file', new Blob([Buffer.alloc(16_000, 1)]), 'a.wav');
-        return fetch(G.url + '/v1/audio/transcriptions', { method: 'POST', headers: { authorization: `Bearer ${sk}` }, body: f });
+        return fetch(G.url + '/v1/audio/transcriptions', {
+          method: 'POST',
+          headers: { authorization: `Bearer ${sk}` },
+          body: f,
+        });
       },
     },
     {
@@ -539,7 +811,11 @@ describe('every new route: wrong key refused, quotas enforced, journals balanced
         f.set('model', 'img');
         f.set('prompt', 'hat');
         f.set('image', new Blob([png], { type: 'image/png' }), 'a.png');
-        return fetch(G.url + '/v1/images/edits', { method: 'POST', headers: { authorization: `Bearer ${sk}` }, body: f });
+        return fetch(G.url + '/v1/images/edits', {
+          method: 'POST',
+          headers: { authorization: `Bearer ${sk}` },
+          body: f,
+        });
       },
     },
   ];
@@ -564,7 +840,11 @@ describe('every new route: wrong key refused, quotas enforced, journals balanced
     // Let the limited key's one-per-100-s window pass for the next route: a new key each time instead.
     const k = await admin('POST', `/apps/${limited.app}/keys`, { name: `k-${name}` });
     await admin('POST', '/quotas', { scope: 'key', scope_id: k.key.id, qps: 0.01, qps_burst: 1 });
-    await waitFor(() => G.config.quota('key', k.key.id) !== undefined && G.config.keyByHash !== undefined, 3_000, 5);
+    await waitFor(
+      () => G.config.quota('key', k.key.id) !== undefined && G.config.keyByHash !== undefined,
+      3_000,
+      5,
+    );
     limited = { app: limited.app, sk: k.sk };
   });
 
@@ -579,20 +859,30 @@ describe('every new route: wrong key refused, quotas enforced, journals balanced
 
 describe("passthroughs forward the client's own bytes with only the model changed", () => {
   const send = (path: string, text: string, extra: Record<string, string> = {}) =>
-    fetch(G.url + path, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${appA.sk}`, ...extra }, body: text });
+    fetch(G.url + path, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${appA.sk}`, ...extra },
+      body: text,
+    });
 
   it("OpenAI chat, written as Python's json.dumps writes it: the upstream gets that text, model swapped, include_usage added", async () => {
-    const text = '{"model": "gpt", "messages": [{"role": "user", "content": "bytes, please"}], "stream": true}';
+    const text =
+      '{"model": "gpt", "messages": [{"role": "user", "content": "bytes, please"}], "stream": true}';
     const r = await send('/v1/chat/completions', text);
     expect(r.status).toBe(200);
     const sse = await r.text();
     expect(sse).toContain('data: [DONE]');
     expect(sse).not.toContain('"usage":{'); // the client didn't ask for the usage chunk: withheld
-    expect(oa.requests.at(-1)!.text).toBe('{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "bytes, please"}], "stream": true,"stream_options":{"include_usage":true}}');
+    expect(oa.requests.at(-1)!.text).toBe(
+      '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "bytes, please"}], "stream": true,"stream_options":{"include_usage":true}}',
+    );
   });
 
   it('a duplicate model key is not spliced (the upstream would read the last one): the body is serialized anew', async () => {
-    const r = await send('/v1/chat/completions', '{"model":"gpt","messages":[{"role":"user","content":"dup"}],"model":"gpt"}');
+    const r = await send(
+      '/v1/chat/completions',
+      '{"model":"gpt","messages":[{"role":"user","content":"dup"}],"model":"gpt"}',
+    );
     expect(r.status).toBe(200);
     await r.text();
     const sent = oa.requests.at(-1)!.text!;
@@ -605,6 +895,8 @@ describe("passthroughs forward the client's own bytes with only the model change
     const r = await send('/v1/messages', text, { 'anthropic-version': '2023-06-01' });
     expect(r.status).toBe(200);
     expect(((await r.json()) as { model: string }).model).toBe('claude');
-    expect(an.requests.at(-1)!.text).toBe('{"model": "claude-sonnet-4", "max_tokens": 50, "messages": [{"role": "user", "content": "bytes"}]}');
+    expect(an.requests.at(-1)!.text).toBe(
+      '{"model": "claude-sonnet-4", "max_tokens": 50, "messages": [{"role": "user", "content": "bytes"}]}',
+    );
   });
 });

@@ -11,7 +11,18 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FakeUpstream } from '../../fakes/common.js';
 import { startFakeOpenAI } from '../../fakes/index.js';
 import { ManualClock } from '../../src/lib/clock.js';
-import { REDIS_URL, TcpProxy, type TestDatabase, adminApi, cleanupRedis, createTestDatabase, startTestGateway, testRedisPrefix, waitFor, testPool } from '../helpers.js';
+import {
+  REDIS_URL,
+  TcpProxy,
+  type TestDatabase,
+  adminApi,
+  cleanupRedis,
+  createTestDatabase,
+  startTestGateway,
+  testRedisPrefix,
+  waitFor,
+  testPool,
+} from '../helpers.js';
 
 type TGateway = Awaited<ReturnType<typeof startTestGateway>>;
 let tdb: TestDatabase;
@@ -26,20 +37,40 @@ let db: pg.Pool;
 const admin = adminApi(() => A.url);
 
 // Prices in micro-units per million tokens: sale 2/4 micro per input/output token, cost 1/2.
-const PRICE = { sale_input_per_mtok: 2_000_000, sale_output_per_mtok: 4_000_000, cost_input_per_mtok: 1_000_000, cost_output_per_mtok: 2_000_000 };
+const PRICE = {
+  sale_input_per_mtok: 2_000_000,
+  sale_output_per_mtok: 4_000_000,
+  cost_input_per_mtok: 1_000_000,
+  cost_output_per_mtok: 2_000_000,
+};
 
 function chat(g: TGateway, sk: string, extra: Record<string, unknown> = {}, signal?: AbortSignal) {
   return fetch(g.url + '/v1/chat/completions', {
     method: 'POST',
     headers: { 'content-type': 'application/json', authorization: `Bearer ${sk}` },
-    body: JSON.stringify({ model: 'main', messages: [{ role: 'user', content: 'hello billing' }], max_tokens: 50, ...extra }),
+    body: JSON.stringify({
+      model: 'main',
+      messages: [{ role: 'user', content: 'hello billing' }],
+      max_tokens: 50,
+      ...extra,
+    }),
     ...(signal ? { signal } : {}),
   });
 }
 
 async function journalsOf(requestId: string) {
-  const r = await db.query(`SELECT j.*, (SELECT json_agg(json_build_object('a', a.code, 'd', e.debit::text, 'c', e.credit::text)) FROM ledger_entry e JOIN ledger_account a ON a.id = e.account_id WHERE e.journal_id = j.id) AS entries FROM ledger_journal j WHERE request_id = $1`, [requestId]);
-  return r.rows as Array<{ kind: string; app_id: string; alias: string; channel: string; usage: any; entries: Array<{ a: string; d: string; c: string }> }>;
+  const r = await db.query(
+    `SELECT j.*, (SELECT json_agg(json_build_object('a', a.code, 'd', e.debit::text, 'c', e.credit::text)) FROM ledger_entry e JOIN ledger_account a ON a.id = e.account_id WHERE e.journal_id = j.id) AS entries FROM ledger_journal j WHERE request_id = $1`,
+    [requestId],
+  );
+  return r.rows as Array<{
+    kind: string;
+    app_id: string;
+    alias: string;
+    channel: string;
+    usage: any;
+    entries: Array<{ a: string; d: string; c: string }>;
+  }>;
 }
 const amount = (j: { entries: Array<{ a: string; d: string; c: string }> }, account: string) =>
   j.entries.filter((e) => e.a === account).reduce((s, e) => s + BigInt(e.d) - BigInt(e.c), 0n);
@@ -60,9 +91,22 @@ beforeAll(async () => {
   A = await startTestGateway(s);
   B = await startTestGateway(s);
   db = testPool(tdb.url, 2);
-  await admin('POST', '/channels', { code: 'one', provider: 'openai', base_url: up1.url + '/v1', credential: 'k' });
-  await admin('POST', '/channels', { code: 'two', provider: 'openai', base_url: up2.url + '/v1', credential: 'k' });
-  await admin('POST', '/aliases', { name: 'main', chain: [{ targets: [{ channel: 'one', model: 'm1' }] }, { targets: [{ channel: 'two', model: 'm2' }] }] });
+  await admin('POST', '/channels', {
+    code: 'one',
+    provider: 'openai',
+    base_url: up1.url + '/v1',
+    credential: 'k',
+  });
+  await admin('POST', '/channels', {
+    code: 'two',
+    provider: 'openai',
+    base_url: up2.url + '/v1',
+    credential: 'k',
+  });
+  await admin('POST', '/aliases', {
+    name: 'main',
+    chain: [{ targets: [{ channel: 'one', model: 'm1' }] }, { targets: [{ channel: 'two', model: 'm2' }] }],
+  });
   await admin('POST', '/prices', { alias: 'main', ...PRICE });
   const mk = async (billing: string) => {
     const app = (await admin('POST', '/apps', { name: billing, billing })).id as string;
@@ -71,7 +115,14 @@ beforeAll(async () => {
   };
   postpaid = await mk('postpaid');
   prepaid = await mk('prepaid');
-  await waitFor(() => [A, B].every((g) => g.config.price('main', null) && g.config.app(prepaid.app) && g.config.channel('two')), 3_000, 5);
+  await waitFor(
+    () =>
+      [A, B].every(
+        (g) => g.config.price('main', null) && g.config.app(prepaid.app) && g.config.channel('two'),
+      ),
+    3_000,
+    5,
+  );
 }, 60_000);
 
 afterAll(async () => {
@@ -117,7 +168,14 @@ describe('a served request books one balanced journal', () => {
 
   it('a stream is billed on the usage the upstream reported, through the official SDK', async () => {
     const client = new OpenAI({ apiKey: postpaid.sk, baseURL: A.url + '/v1' });
-    const { data: stream, response } = await client.chat.completions.create({ model: 'main', messages: [{ role: 'user', content: 'stream and bill me' }], stream: true, stream_options: { include_usage: true } }).withResponse();
+    const { data: stream, response } = await client.chat.completions
+      .create({
+        model: 'main',
+        messages: [{ role: 'user', content: 'stream and bill me' }],
+        stream: true,
+        stream_options: { include_usage: true },
+      })
+      .withResponse();
     let usage: { prompt_tokens: number; completion_tokens: number } | undefined;
     for await (const c of stream) if (c.usage) usage = c.usage;
     expect(usage).toBeDefined();
@@ -137,7 +195,9 @@ describe('a served request books one balanced journal', () => {
     expect(js[0]!.channel).toBe('two');
     expect(amount(js[0]!, 'cogs:one')).toBe(0n);
     expect(amount(js[0]!, 'cogs:two')).toBeGreaterThan(0n);
-    expect(js[0]!.usage.failed_attempts).toEqual([expect.objectContaining({ channel: 'one', reason: 'server_error', status: 500 })]);
+    expect(js[0]!.usage.failed_attempts).toEqual([
+      expect.objectContaining({ channel: 'one', reason: 'server_error', status: 500 }),
+    ]);
   });
 
   it('a request that fails everywhere books nothing', async () => {
@@ -164,10 +224,14 @@ describe('a served request books one balanced journal', () => {
       await reader.read(); // the first chunk arrived: output has begun
       await reader.read();
       ac.abort();
-      await waitFor(async () => {
-        await A.billing!.writer.flush();
-        return (await journalsOf(rid)).length === 1;
-      }, 5_000, 50);
+      await waitFor(
+        async () => {
+          await A.billing!.writer.flush();
+          return (await journalsOf(rid)).length === 1;
+        },
+        5_000,
+        50,
+      );
       const [j] = await journalsOf(rid);
       expect(j!.usage.client_aborted).toBe(true);
       expect(j!.usage.input_tokens).toBeGreaterThan(0);
@@ -180,7 +244,18 @@ describe('a served request books one balanced journal', () => {
   });
 
   it('settlement replayed for the same request id posts nothing new', async () => {
-    const rec = { id: 'replay-1', requestId: 'replay-1', appId: postpaid.app, prepaid: false, alias: 'main', channel: 'one', sale: 10n, cost: 4n, usage: {}, at: Date.now() };
+    const rec = {
+      id: 'replay-1',
+      requestId: 'replay-1',
+      appId: postpaid.app,
+      prepaid: false,
+      alias: 'main',
+      channel: 'one',
+      sale: 10n,
+      cost: 4n,
+      usage: {},
+      at: Date.now(),
+    };
     const first = await A.billing!.settle(rec, null);
     const again = await B.billing!.settle(rec, null);
     expect(first.charged).toBe(10n);
@@ -206,8 +281,14 @@ describe('prepaid wallets', () => {
   });
 
   it('funding is idempotent; requests then draw the wallet down by their sale price, on both instances', async () => {
-    const f1 = await admin('POST', `/apps/${prepaid.app}/wallet/fund`, { amount_micros: '5000', idempotency_key: 'topup-1' });
-    const f2 = await admin('POST', `/apps/${prepaid.app}/wallet/fund`, { amount_micros: '5000', idempotency_key: 'topup-1' });
+    const f1 = await admin('POST', `/apps/${prepaid.app}/wallet/fund`, {
+      amount_micros: '5000',
+      idempotency_key: 'topup-1',
+    });
+    const f2 = await admin('POST', `/apps/${prepaid.app}/wallet/fund`, {
+      amount_micros: '5000',
+      idempotency_key: 'topup-1',
+    });
     expect(f2.duplicate).toBe(true);
     expect(f2.journal_id).toBe(f1.journal_id);
     expect(f2.ledger_balance_micros).toBe('5000');
@@ -255,10 +336,22 @@ describe('prepaid wallets', () => {
 
 describe('token groups', () => {
   it("a key in a group is billed at the group's multiplier and held to the group's limits; disabling the group refuses its keys", async () => {
-    const g = await admin('POST', '/token-groups', { id: 'double', name: 'double', price_multiplier_ppm: 2_000_000 });
+    const g = await admin('POST', '/token-groups', {
+      id: 'double',
+      name: 'double',
+      price_multiplier_ppm: 2_000_000,
+    });
     const k = await admin('POST', `/apps/${postpaid.app}/keys`, { name: 'grouped', token_group_id: g.id });
     await admin('POST', '/quotas', { scope: 'token_group', scope_id: g.id, qps: 0.01, qps_burst: 0 });
-    await waitFor(() => [A, B].every((x) => x.config.tokenGroup(g.id) && x.config.quota('token_group', g.id) && x.config.keyById(k.key.id)), 3_000, 5);
+    await waitFor(
+      () =>
+        [A, B].every(
+          (x) =>
+            x.config.tokenGroup(g.id) && x.config.quota('token_group', g.id) && x.config.keyById(k.key.id),
+        ),
+      3_000,
+      5,
+    );
     const r = await chat(A, k.sk);
     expect(r.status).toBe(200);
     const rid = r.headers.get('x-request-id')!;
@@ -287,10 +380,23 @@ describe('token groups', () => {
 
 describe('prices in force at the request time', () => {
   it('a price change at T bills requests before and after T at their own prices', async () => {
-    await admin('POST', '/aliases', { name: 'timed', chain: [{ targets: [{ channel: 'one', model: 'm1' }] }] });
+    await admin('POST', '/aliases', {
+      name: 'timed',
+      chain: [{ targets: [{ channel: 'one', model: 'm1' }] }],
+    });
     const T = Date.now() + 2_000;
-    await admin('POST', '/prices', { alias: 'timed', sale_per_request: 100, cost_per_request: 10, effective_to: new Date(T).toISOString() });
-    await admin('POST', '/prices', { alias: 'timed', sale_per_request: 300, cost_per_request: 30, effective_from: new Date(T).toISOString() });
+    await admin('POST', '/prices', {
+      alias: 'timed',
+      sale_per_request: 100,
+      cost_per_request: 10,
+      effective_to: new Date(T).toISOString(),
+    });
+    await admin('POST', '/prices', {
+      alias: 'timed',
+      sale_per_request: 300,
+      cost_per_request: 30,
+      effective_from: new Date(T).toISOString(),
+    });
     await waitFor(() => A.config.alias('timed') && A.config.price('timed', null), 3_000, 5);
     const before = await chat(A, postpaid.sk, { model: 'timed' });
     expect(before.status).toBe(200);
@@ -320,9 +426,19 @@ describe('the ledger under load', () => {
         const ac = new AbortController();
         if (abort) setTimeout(() => ac.abort(), 1 + (i % 5));
         try {
-          const r = await chat(g, i % 4 === 0 ? prepaid.sk : postpaid.sk, stream ? { stream: true, stream_options: { include_usage: true } } : {}, ac.signal);
+          const r = await chat(
+            g,
+            i % 4 === 0 ? prepaid.sk : postpaid.sk,
+            stream ? { stream: true, stream_options: { include_usage: true } } : {},
+            ac.signal,
+          );
           const text = await r.text();
-          outcomes.push({ rid: r.headers.get('x-request-id'), status: r.status, complete: r.status === 200 && (stream ? text.includes('[DONE]') : text.includes('"usage"')), aborted: false });
+          outcomes.push({
+            rid: r.headers.get('x-request-id'),
+            status: r.status,
+            complete: r.status === 200 && (stream ? text.includes('[DONE]') : text.includes('"usage"')),
+            aborted: false,
+          });
         } catch {
           outcomes.push({ rid: null, status: 0, complete: false, aborted: true });
         }
@@ -337,7 +453,10 @@ describe('the ledger under load', () => {
     const complete = outcomes.filter((o) => o.complete);
     expect(complete.length).toBeGreaterThan(500);
     const rids = outcomes.filter((o) => o.rid).map((o) => o.rid!);
-    const { rows } = await db.query(`SELECT request_id, count(*)::int AS n FROM ledger_journal WHERE kind = 'sale' AND request_id = ANY($1) GROUP BY request_id`, [rids]);
+    const { rows } = await db.query(
+      `SELECT request_id, count(*)::int AS n FROM ledger_journal WHERE kind = 'sale' AND request_id = ANY($1) GROUP BY request_id`,
+      [rids],
+    );
     const billed = new Map(rows.map((r: { request_id: string; n: number }) => [r.request_id, r.n]));
     // Every complete answer is billed exactly once; no error answer is billed; nothing is billed twice.
     for (const o of complete) expect(billed.get(o.rid!)).toBe(1);
@@ -356,7 +475,12 @@ describe('the ledger under load', () => {
 
   it('nothing per request outlives its settlement in Redis: exactly-once markers go when the journal is written, leases leave no marker', async () => {
     const k = await admin('POST', `/apps/${postpaid.app}/keys`, { name: 'markers' });
-    await admin('POST', '/quotas', { scope: 'key', scope_id: k.key.id, max_concurrency: 100, tokens_per_minute: 10_000_000 });
+    await admin('POST', '/quotas', {
+      scope: 'key',
+      scope_id: k.key.id,
+      max_concurrency: 100,
+      tokens_per_minute: 10_000_000,
+    });
     await waitFor(() => [A, B].every((g) => g.config.quota('key', k.key.id)), 3_000, 5);
     const rs = await Promise.all(Array.from({ length: 60 }, (_, i) => chat(i % 2 ? A : B, k.sk as string)));
     expect(rs.map((r) => r.status)).toEqual(rs.map(() => 200));
@@ -377,7 +501,10 @@ describe('the ledger under load', () => {
       expect(await r.zcard(`${tag}:c:key:${k.key.id}`)).toBe(0);
       // The 60 requests were counted once each in the key's day window of tokens (reserved, then trued up).
       const [du] = await r.hmget(`${tag}:s:key:${k.key.id}`, 'du');
-      const journals = await db.query(`SELECT sum((usage->>'input_tokens')::int + (usage->>'output_tokens')::int)::int AS t FROM ledger_journal WHERE usage->>'key_id' = $1`, [k.key.id]);
+      const journals = await db.query(
+        `SELECT sum((usage->>'input_tokens')::int + (usage->>'output_tokens')::int)::int AS t FROM ledger_journal WHERE usage->>'key_id' = $1`,
+        [k.key.id],
+      );
       expect(Number(du)).toBe(journals.rows[0].t);
     } finally {
       r.disconnect();
@@ -438,7 +565,10 @@ describe('the database goes away for 10 s under load', () => {
       expect(backlog).toBeGreaterThan(0); // records waited in Redis
       await waitFor(async () => (await C.billing!.backend.backlog()) === 0, 20_000, 100);
       await flush();
-      const { rows } = await db.query(`SELECT count(DISTINCT request_id)::int AS n, count(*)::int AS total FROM ledger_journal WHERE request_id = ANY($1)`, [served]);
+      const { rows } = await db.query(
+        `SELECT count(DISTINCT request_id)::int AS n, count(*)::int AS total FROM ledger_journal WHERE request_id = ANY($1)`,
+        [served],
+      );
       expect(rows[0].n).toBe(served.length);
       expect(rows[0].total).toBe(served.length);
       expect((await trialBalance()).balanced).toBe(true);
@@ -451,8 +581,15 @@ describe('the database goes away for 10 s under load', () => {
 
 describe('settlement off the latency path', () => {
   it("the answer doesn't wait for Redis to confirm its settlement, but the settlement is sent before the answer", async () => {
-    const redisProxy = await new TcpProxy({ host: '127.0.0.1', port: Number(new URL(REDIS_URL).port || 6379) }).start();
-    const C = await startTestGateway({ databaseUrl: tdb.url, redisUrl: `redis://127.0.0.1:${redisProxy.port}`, redisPrefix: prefix });
+    const redisProxy = await new TcpProxy({
+      host: '127.0.0.1',
+      port: Number(new URL(REDIS_URL).port || 6379),
+    }).start();
+    const C = await startTestGateway({
+      databaseUrl: tdb.url,
+      redisUrl: `redis://127.0.0.1:${redisProxy.port}`,
+      redisPrefix: prefix,
+    });
     try {
       await waitFor(() => C.config.price('main', null), 3_000, 5);
       expect((await chat(C, postpaid.sk)).status).toBe(200);
@@ -485,10 +622,17 @@ describe('settlement off the latency path', () => {
 describe('Redis and the database both gone', () => {
   it('a settled record waits in memory; new requests get 503 service_unavailable rather than go unbilled; all drains when they return', async () => {
     const pgProxy = await new TcpProxy({ host: '127.0.0.1', port: 5432 }).start();
-    const redisProxy = await new TcpProxy({ host: '127.0.0.1', port: Number(new URL(REDIS_URL).port || 6379) }).start();
+    const redisProxy = await new TcpProxy({
+      host: '127.0.0.1',
+      port: Number(new URL(REDIS_URL).port || 6379),
+    }).start();
     const u = new URL(tdb.url);
     u.port = String(pgProxy.port);
-    const C = await startTestGateway({ databaseUrl: u.toString(), redisUrl: `redis://127.0.0.1:${redisProxy.port}`, redisPrefix: prefix });
+    const C = await startTestGateway({
+      databaseUrl: u.toString(),
+      redisUrl: `redis://127.0.0.1:${redisProxy.port}`,
+      redisPrefix: prefix,
+    });
     try {
       await waitFor(() => C.config.price('main', null), 3_000, 5);
       expect((await chat(C, postpaid.sk)).status).toBe(200);
@@ -507,9 +651,13 @@ describe('Redis and the database both gone', () => {
       // A prepaid wallet can't even be read: refused before any upstream call.
       expect((await chat(C, prepaid.sk)).status).toBe(503);
       // Reads the gateway answers from its in-memory config still answer.
-      const models = await fetch(C.url + '/v1/models', { headers: { authorization: `Bearer ${postpaid.sk}` } });
+      const models = await fetch(C.url + '/v1/models', {
+        headers: { authorization: `Bearer ${postpaid.sk}` },
+      });
       expect(models.status).toBe(200);
-      expect(((await models.json()) as { data: Array<{ id: string }> }).data.map((m) => m.id)).toContain('main');
+      expect(((await models.json()) as { data: Array<{ id: string }> }).data.map((m) => m.id)).toContain(
+        'main',
+      );
       const ready = await fetch(C.url + '/actuator/health/readiness');
       expect(ready.status).toBe(503);
       pgProxy.up();
@@ -529,12 +677,21 @@ describe('Redis and the database both gone', () => {
 describe('L1 when Redis and the database are both gone', () => {
   it('/v1/models answers from L1 while it is under 30 s old, then 503', async () => {
     const pgProxy = await new TcpProxy({ host: '127.0.0.1', port: 5432 }).start();
-    const redisProxy = await new TcpProxy({ host: '127.0.0.1', port: Number(new URL(REDIS_URL).port || 6379) }).start();
+    const redisProxy = await new TcpProxy({
+      host: '127.0.0.1',
+      port: Number(new URL(REDIS_URL).port || 6379),
+    }).start();
     const u = new URL(tdb.url);
     u.port = String(pgProxy.port);
     const clock = new ManualClock(Date.now());
-    const C = await startTestGateway({ databaseUrl: u.toString(), redisUrl: `redis://127.0.0.1:${redisProxy.port}`, redisPrefix: prefix }, { clock });
-    const models = () => fetch(C.url + '/v1/models', { headers: { authorization: `Bearer ${postpaid.sk}` } }).then((r) => r.status);
+    const C = await startTestGateway(
+      { databaseUrl: u.toString(), redisUrl: `redis://127.0.0.1:${redisProxy.port}`, redisPrefix: prefix },
+      { clock },
+    );
+    const models = () =>
+      fetch(C.url + '/v1/models', { headers: { authorization: `Bearer ${postpaid.sk}` } }).then(
+        (r) => r.status,
+      );
     try {
       pgProxy.down();
       redisProxy.down();
@@ -561,16 +718,27 @@ describe('ASYNC tasks', () => {
     await waitFor(() => A.config.quota('key', k.key.id), 3_000, 5);
     up1.setFault({ latencyMs: 300 });
     try {
-      const [first, second] = await Promise.all([chat(A, k.sk), new Promise((r) => setTimeout(r, 50)).then(() => chat(A, k.sk))]);
+      const [first, second] = await Promise.all([
+        chat(A, k.sk),
+        new Promise((r) => setTimeout(r, 50)).then(() => chat(A, k.sk)),
+      ]);
       expect(first.status).toBe(200);
       expect(second.status).toBe(202);
       const task = (await second.json()) as { id: string };
-      await waitFor(async () => {
-        const t = (await (await fetch(`${A.url}/v1/tasks/${task.id}`, { headers: { authorization: `Bearer ${k.sk}` } })).json()) as { status: string };
-        return t.status === 'succeeded';
-      }, 15_000, 50);
+      await waitFor(
+        async () => {
+          const t = (await (
+            await fetch(`${A.url}/v1/tasks/${task.id}`, { headers: { authorization: `Bearer ${k.sk}` } })
+          ).json()) as { status: string };
+          return t.status === 'succeeded';
+        },
+        15_000,
+        50,
+      );
       await flush();
-      const { rows } = await db.query(`SELECT idem_key, task_id FROM ledger_journal WHERE task_id = $1`, [task.id]);
+      const { rows } = await db.query(`SELECT idem_key, task_id FROM ledger_journal WHERE task_id = $1`, [
+        task.id,
+      ]);
       expect(rows).toEqual([{ idem_key: `sale:task:${task.id}`, task_id: task.id }]);
     } finally {
       up1.setFault(null);

@@ -6,7 +6,16 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FakeUpstream } from '../../fakes/common.js';
 import { startFakeOpenAI } from '../../fakes/index.js';
-import { ADMIN_TOKEN, REDIS_URL, type TestDatabase, cleanupRedis, createTestDatabase, startTestGateway, testRedisPrefix, waitFor } from '../helpers.js';
+import {
+  ADMIN_TOKEN,
+  REDIS_URL,
+  type TestDatabase,
+  cleanupRedis,
+  createTestDatabase,
+  startTestGateway,
+  testRedisPrefix,
+  waitFor,
+} from '../helpers.js';
 
 type TGateway = Awaited<ReturnType<typeof startTestGateway>>;
 let tdb: TestDatabase;
@@ -20,7 +29,13 @@ let keyId: string;
 let sk: string;
 let viewerToken: string;
 
-async function admin(g: TGateway, method: string, path: string, body?: unknown, opts: { token?: string | null; ifMatch?: number } = {}) {
+async function admin(
+  g: TGateway,
+  method: string,
+  path: string,
+  body?: unknown,
+  opts: { token?: string | null; ifMatch?: number } = {},
+) {
   const token = opts.token === undefined ? ADMIN_TOKEN : opts.token;
   const r = await fetch(`${g.url}/api/admin/v1${path}`, {
     method,
@@ -58,10 +73,36 @@ beforeAll(async () => {
   const s = { databaseUrl: tdb.url, redisUrl: REDIS_URL, redisPrefix: prefix };
   A = await startTestGateway(s);
   B = await startTestGateway({ ...s, configRefreshMs: 1_500 }); // B's L1 TTL, for the lost-invalidation test
-  expect((await admin(A, 'POST', '/channels', { code: 'one', provider: 'openai', base_url: f1.url + '/v1', credential: 'cred-one-secret' })).status).toBe(201);
-  expect((await admin(A, 'POST', '/channels', { code: 'two', provider: 'openai', base_url: f2.url + '/v1', credential: 'cred-two-secret' })).status).toBe(201);
   expect(
-    (await admin(A, 'POST', '/aliases', { name: 'main', chain: [{ targets: [{ channel: 'one', model: 'm1' }] }, { targets: [{ channel: 'two', model: 'm2' }] }] })).status,
+    (
+      await admin(A, 'POST', '/channels', {
+        code: 'one',
+        provider: 'openai',
+        base_url: f1.url + '/v1',
+        credential: 'cred-one-secret',
+      })
+    ).status,
+  ).toBe(201);
+  expect(
+    (
+      await admin(A, 'POST', '/channels', {
+        code: 'two',
+        provider: 'openai',
+        base_url: f2.url + '/v1',
+        credential: 'cred-two-secret',
+      })
+    ).status,
+  ).toBe(201);
+  expect(
+    (
+      await admin(A, 'POST', '/aliases', {
+        name: 'main',
+        chain: [
+          { targets: [{ channel: 'one', model: 'm1' }] },
+          { targets: [{ channel: 'two', model: 'm2' }] },
+        ],
+      })
+    ).status,
   ).toBe(201);
   const app = await admin(A, 'POST', '/apps', { name: 'Acme' });
   appId = app.body.id;
@@ -89,12 +130,23 @@ describe('escape hatches: done on A, in force on B within 1 s', () => {
     const r = await admin(A, 'POST', '/circuits/one/open', { reason: 'incident 42' });
     expect(r.status).toBe(200);
     expect(r.body.state).toBe('forced_open');
-    const ms = await propagation('circuit open', t0, async () => (await chat(B)).headers.get('x-anima-channel') === 'two');
+    const ms = await propagation(
+      'circuit open',
+      t0,
+      async () => (await chat(B)).headers.get('x-anima-channel') === 'two',
+    );
     expect(ms).toBeLessThan(1_000);
     const list = await admin(B, 'GET', '/circuits', undefined, { token: viewerToken });
-    expect(list.body.data.find((c: { channel: string }) => c.channel === 'one')).toMatchObject({ state: 'forced_open', reason: 'incident 42' });
+    expect(list.body.data.find((c: { channel: string }) => c.channel === 'one')).toMatchObject({
+      state: 'forced_open',
+      reason: 'incident 42',
+    });
     await admin(A, 'POST', '/circuits/one/close');
-    await propagation('circuit close', Date.now(), async () => (await chat(B)).headers.get('x-anima-channel') === 'one');
+    await propagation(
+      'circuit close',
+      Date.now(),
+      async () => (await chat(B)).headers.get('x-anima-channel') === 'one',
+    );
   });
 
   it('PATCH /channels/{code} enabled=false takes it out of every chain', async () => {
@@ -105,7 +157,10 @@ describe('escape hatches: done on A, in force on B within 1 s', () => {
     expect(r.body.version_no).toBe(cur.body.version_no + 1);
     const ms = await propagation('channel disabled', t0, async () => {
       const res = await chat(B);
-      return res.headers.get('x-anima-channel') === 'two' && (res.headers.get('x-anima-route') ?? '').includes('one;skipped=disabled');
+      return (
+        res.headers.get('x-anima-channel') === 'two' &&
+        (res.headers.get('x-anima-route') ?? '').includes('one;skipped=disabled')
+      );
     });
     expect(ms).toBeLessThan(1_000);
     await admin(A, 'PATCH', '/channels/one', { enabled: true, version_no: r.body.version_no });
@@ -115,13 +170,29 @@ describe('escape hatches: done on A, in force on B within 1 s', () => {
   it('PATCH /apps/{id}/keys/{kid} enabled=false: the next request is 403', async () => {
     const cur = await admin(A, 'GET', `/apps/${appId}/keys/${keyId}`);
     const t0 = Date.now();
-    expect((await admin(A, 'PATCH', `/apps/${appId}/keys/${keyId}`, { enabled: false }, { ifMatch: cur.body.version_no })).status).toBe(200);
+    expect(
+      (
+        await admin(
+          A,
+          'PATCH',
+          `/apps/${appId}/keys/${keyId}`,
+          { enabled: false },
+          { ifMatch: cur.body.version_no },
+        )
+      ).status,
+    ).toBe(200);
     const ms = await propagation('key banned', t0, async () => (await chat(B)).status === 403);
     expect(ms).toBeLessThan(1_000);
     const r = await chat(B);
     expect(((await r.json()) as { error: { code: string } }).error.code).toBe('key_disabled');
     const again = await admin(A, 'GET', `/apps/${appId}/keys/${keyId}`);
-    await admin(A, 'PATCH', `/apps/${appId}/keys/${keyId}`, { enabled: true }, { ifMatch: again.body.version_no });
+    await admin(
+      A,
+      'PATCH',
+      `/apps/${appId}/keys/${keyId}`,
+      { enabled: true },
+      { ifMatch: again.body.version_no },
+    );
     await waitFor(async () => (await chat(B)).status === 200, 1_000, 5);
   });
 
@@ -195,10 +266,30 @@ describe('optimistic locking and effective windows', () => {
   it('a channel version effective 2 s from now takes over by itself, with no further write', async () => {
     const T = new Date(Date.now() + 2_000);
     const cur = await admin(A, 'GET', '/channels/one');
-    expect((await admin(A, 'PATCH', '/channels/one', { effective_to: T.toISOString() }, { ifMatch: cur.body.version_no })).status).toBe(200);
-    const next = await admin(A, 'POST', '/channels', { code: 'one', provider: 'openai', base_url: f2.url + '/v1', credential: 'cred-one-next', effective_from: T.toISOString() });
+    expect(
+      (
+        await admin(
+          A,
+          'PATCH',
+          '/channels/one',
+          { effective_to: T.toISOString() },
+          { ifMatch: cur.body.version_no },
+        )
+      ).status,
+    ).toBe(200);
+    const next = await admin(A, 'POST', '/channels', {
+      code: 'one',
+      provider: 'openai',
+      base_url: f2.url + '/v1',
+      credential: 'cred-one-next',
+      effective_from: T.toISOString(),
+    });
     expect(next.status).toBe(201);
-    const overlap = await admin(A, 'POST', '/channels', { code: 'one', provider: 'openai', base_url: f2.url + '/v1' });
+    const overlap = await admin(A, 'POST', '/channels', {
+      code: 'one',
+      provider: 'openai',
+      base_url: f2.url + '/v1',
+    });
     expect(overlap.status).toBe(409);
     expect(overlap.body.error.code).toBe('window_overlap');
     f1.resetStats();
@@ -244,8 +335,13 @@ describe('authorization', () => {
   it('every admin route refuses no token, a wrong token and a data-plane sk (401), and a viewer on writes (403)', async () => {
     for (const [method, path] of ROUTES) {
       const body = method === 'GET' || method === 'DELETE' ? undefined : {};
-      expect((await admin(A, method, path, body, { token: null })).status, `${method} ${path} no token`).toBe(401);
-      expect((await admin(A, method, path, body, { token: 'ak-anima-wrong-token-xxxxxxxx' })).status, `${method} ${path} wrong`).toBe(401);
+      expect((await admin(A, method, path, body, { token: null })).status, `${method} ${path} no token`).toBe(
+        401,
+      );
+      expect(
+        (await admin(A, method, path, body, { token: 'ak-anima-wrong-token-xxxxxxxx' })).status,
+        `${method} ${path} wrong`,
+      ).toBe(401);
       expect((await admin(A, method, path, body, { token: sk })).status, `${method} ${path} sk`).toBe(401);
       const v = await admin(A, method, path, body, { token: viewerToken });
       if (method === 'GET') expect(v.status, `${method} ${path} viewer`).not.toBe(403);
@@ -262,9 +358,18 @@ describe('audit and keys', () => {
     const app = await admin(A, 'POST', '/apps', { name: 'Audited' });
     const id = app.body.id;
     const p = await admin(A, 'PATCH', `/apps/${id}`, { name: 'Audited 2' }, { ifMatch: app.body.version_no });
-    expect((await admin(A, 'PATCH', `/apps/${id}`, { name: 'Audited 2' }, { ifMatch: p.body.version_no })).status).toBe(200); // no-op: no write
-    expect((await admin(A, 'DELETE', `/apps/${id}`, undefined, { ifMatch: p.body.version_no })).status).toBe(204);
-    const log = (await admin(A, 'GET', `/audit?entity=app&key=${id}`)).body.data as Array<{ action: string; before: any; after: any; actor: string }>;
+    expect(
+      (await admin(A, 'PATCH', `/apps/${id}`, { name: 'Audited 2' }, { ifMatch: p.body.version_no })).status,
+    ).toBe(200); // no-op: no write
+    expect((await admin(A, 'DELETE', `/apps/${id}`, undefined, { ifMatch: p.body.version_no })).status).toBe(
+      204,
+    );
+    const log = (await admin(A, 'GET', `/audit?entity=app&key=${id}`)).body.data as Array<{
+      action: string;
+      before: any;
+      after: any;
+      actor: string;
+    }>;
     expect(log.map((l) => l.action)).toEqual(['delete', 'update', 'create']);
     expect(log[1]!.before.name).toBe('Audited');
     expect(log[1]!.after.name).toBe('Audited 2');
@@ -277,7 +382,9 @@ describe('audit and keys', () => {
     const k = await admin(A, 'POST', `/apps/${appId}/keys`, { name: 'rotating' });
     const oldSk = k.body.sk as string;
     await waitFor(async () => (await chat(B, 'main', oldSk)).status === 200, 1_000, 10);
-    const rot = await admin(A, 'POST', `/apps/${appId}/keys/${k.body.key.id}/rotate`, undefined, { ifMatch: k.body.key.version_no });
+    const rot = await admin(A, 'POST', `/apps/${appId}/keys/${k.body.key.id}/rotate`, undefined, {
+      ifMatch: k.body.key.version_no,
+    });
     expect(rot.status).toBe(200);
     expect(rot.body.sk).not.toBe(oldSk);
     await waitFor(async () => (await chat(B, 'main', oldSk)).status === 401, 1_000, 10);

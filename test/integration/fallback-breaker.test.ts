@@ -9,7 +9,16 @@ import { insertAlias, insertApp, insertChannel, insertKey, setKeyEnabled } from 
 import type { DbHandle } from '../../src/store/db.js';
 import { startFakeOpenAI } from '../../fakes/index.js';
 import type { FakeUpstream } from '../../fakes/common.js';
-import { REDIS_URL, type TestDatabase, cleanupRedis, createTestDatabase, openTestDb, startTestGateway, testRedisPrefix, waitFor } from '../helpers.js';
+import {
+  REDIS_URL,
+  type TestDatabase,
+  cleanupRedis,
+  createTestDatabase,
+  openTestDb,
+  startTestGateway,
+  testRedisPrefix,
+  waitFor,
+} from '../helpers.js';
 
 type TGateway = Awaited<ReturnType<typeof startTestGateway>>;
 let tdb: TestDatabase;
@@ -23,7 +32,14 @@ let sk: string;
 let disabledSk: string;
 let deadPort: number;
 
-const BREAKER = { minCalls: 3, failureRate: 0.5, openMs: 1_000, halfOpenProbes: 1, probeTimeoutMs: 400, windowMs: 10_000 };
+const BREAKER = {
+  minCalls: 3,
+  failureRate: 0.5,
+  openMs: 1_000,
+  halfOpenProbes: 1,
+  probeTimeoutMs: 400,
+  windowMs: 10_000,
+};
 
 async function closedPort(): Promise<number> {
   const s = createServer();
@@ -33,15 +49,29 @@ async function closedPort(): Promise<number> {
   return port;
 }
 
-function post(g: TGateway, path: string, body: unknown, key: string | null = sk, extra: Record<string, string> = {}) {
+function post(
+  g: TGateway,
+  path: string,
+  body: unknown,
+  key: string | null = sk,
+  extra: Record<string, string> = {},
+) {
   return fetch(g.url + path, {
     method: 'POST',
-    headers: { 'content-type': 'application/json', ...(key ? { authorization: `Bearer ${key}` } : {}), ...extra },
+    headers: {
+      'content-type': 'application/json',
+      ...(key ? { authorization: `Bearer ${key}` } : {}),
+      ...extra,
+    },
     body: typeof body === 'string' ? body : JSON.stringify(body),
   });
 }
 
-const chat = (model: string, extra: Record<string, unknown> = {}) => ({ model, messages: [{ role: 'user', content: 'hi' }], ...extra });
+const chat = (model: string, extra: Record<string, unknown> = {}) => ({
+  model,
+  messages: [{ role: 'user', content: 'hi' }],
+  ...extra,
+});
 
 beforeAll(async () => {
   tdb = await createTestDatabase();
@@ -50,19 +80,52 @@ beforeAll(async () => {
   sec = await startFakeOpenAI({ name: 'secondary' });
   deadPort = await closedPort();
   dbh = await openTestDb(tdb.url);
-  const fast = { timeouts: { connectMs: 500, firstByteMs: 600, idleMs: 600, totalMs: 5_000 }, breaker: BREAKER };
-  await insertChannel(dbh.db, { code: 'dead', provider: 'openai', baseUrl: `http://127.0.0.1:${deadPort}/v1`, credential: 'dead-secret', settings: fast });
-  await insertChannel(dbh.db, { code: 'pri', provider: 'openai', baseUrl: pri.url + '/v1', credential: 'pri-secret', settings: fast });
-  await insertChannel(dbh.db, { code: 'sec', provider: 'openai', baseUrl: sec.url + '/v1', credential: 'sec-secret', settings: fast });
-  await insertAlias(dbh.db, { name: 'refused', tiers: [[{ channel: 'dead', model: 'm' }], [{ channel: 'sec', model: 'm' }]] });
-  await insertAlias(dbh.db, { name: 'main', tiers: [[{ channel: 'pri', model: 'm' }], [{ channel: 'sec', model: 'm' }]] });
+  const fast = {
+    timeouts: { connectMs: 500, firstByteMs: 600, idleMs: 600, totalMs: 5_000 },
+    breaker: BREAKER,
+  };
+  await insertChannel(dbh.db, {
+    code: 'dead',
+    provider: 'openai',
+    baseUrl: `http://127.0.0.1:${deadPort}/v1`,
+    credential: 'dead-secret',
+    settings: fast,
+  });
+  await insertChannel(dbh.db, {
+    code: 'pri',
+    provider: 'openai',
+    baseUrl: pri.url + '/v1',
+    credential: 'pri-secret',
+    settings: fast,
+  });
+  await insertChannel(dbh.db, {
+    code: 'sec',
+    provider: 'openai',
+    baseUrl: sec.url + '/v1',
+    credential: 'sec-secret',
+    settings: fast,
+  });
+  await insertAlias(dbh.db, {
+    name: 'refused',
+    tiers: [[{ channel: 'dead', model: 'm' }], [{ channel: 'sec', model: 'm' }]],
+  });
+  await insertAlias(dbh.db, {
+    name: 'main',
+    tiers: [[{ channel: 'pri', model: 'm' }], [{ channel: 'sec', model: 'm' }]],
+  });
   await insertAlias(dbh.db, { name: 'solo', tiers: [[{ channel: 'pri', model: 'm' }]] });
   const app = await insertApp(dbh.db, 'fb');
   ({ sk } = await insertKey(dbh.db, app));
   const dis = await insertKey(dbh.db, app);
   disabledSk = dis.sk;
   await setKeyEnabled(dbh.db, dis.id, false);
-  const settings = { databaseUrl: tdb.url, redisUrl: REDIS_URL, redisPrefix: prefix, bodyLimit: 64 * 1024, breakerSyncMs: 500 };
+  const settings = {
+    databaseUrl: tdb.url,
+    redisUrl: REDIS_URL,
+    redisPrefix: prefix,
+    bodyLimit: 64 * 1024,
+    breakerSyncMs: 500,
+  };
   gw = await startTestGateway(settings);
   gw2 = await startTestGateway(settings);
 }, 60_000);
@@ -98,7 +161,9 @@ describe('fallback', () => {
     expect(r.headers.get('x-anima-route')).toContain('dead;failed=connect_refused');
     expect(((await r.json()) as { model: string }).model).toBe('refused');
     const line = gw.logs.records().find((l) => l.reqId === r.headers.get('x-request-id'));
-    expect(line?.route).toEqual([expect.objectContaining({ channel: 'dead', what: 'failed', reason: 'connect_refused' })]);
+    expect(line?.route).toEqual([
+      expect.objectContaining({ channel: 'dead', what: 'failed', reason: 'connect_refused' }),
+    ]);
   });
 
   it('500 on the first channel: the second answers', async () => {
@@ -194,8 +259,12 @@ describe('circuit breaker', () => {
     pri.setFault({ latencyMs: 300 });
     pri.resetStats();
     let closedAt = 0;
-    gw.breakers.onTransition((ch, _from, to) => void (ch === 'pri' && to.state === 'closed' && !closedAt && (closedAt = Date.now())));
-    gw2.breakers.onTransition((ch, _from, to) => void (ch === 'pri' && to.state === 'closed' && !closedAt && (closedAt = Date.now())));
+    gw.breakers.onTransition(
+      (ch, _from, to) => void (ch === 'pri' && to.state === 'closed' && !closedAt && (closedAt = Date.now())),
+    );
+    gw2.breakers.onTransition(
+      (ch, _from, to) => void (ch === 'pri' && to.state === 'closed' && !closedAt && (closedAt = Date.now())),
+    );
     await new Promise((r) => setTimeout(r, BREAKER.openMs + 50));
     const results = await Promise.all(
       Array.from({ length: 100 }, (_, i) =>
@@ -214,7 +283,9 @@ describe('circuit breaker', () => {
     const refused = results.filter((r) => r.status === 503 && r.route.includes('breaker_half_open'));
     expect(refused.length).toBeGreaterThan(0);
     expect(refused.length + pri.stats.requests).toBe(100);
-    console.log(`half-open: ${refused.length} of 100 concurrent requests refused while the probe was outstanding; ${pri.stats.requests - 1} arrived after it closed`);
+    console.log(
+      `half-open: ${refused.length} of 100 concurrent requests refused while the probe was outstanding; ${pri.stats.requests - 1} arrived after it closed`,
+    );
   });
 
   it('a hung probe times out and reopens the breaker instead of leaving it half-open', async () => {
@@ -265,7 +336,11 @@ describe('streaming failures', () => {
     pri.setFault({ cutAfterChunks: 3, chunks: 10 });
     const client = new OpenAI({ apiKey: sk, baseURL: gw.url + '/v1', maxRetries: 0 });
     const run = async () => {
-      const s = await client.chat.completions.create({ model: 'solo', messages: [{ role: 'user', content: 'x' }], stream: true });
+      const s = await client.chat.completions.create({
+        model: 'solo',
+        messages: [{ role: 'user', content: 'x' }],
+        stream: true,
+      });
       for await (const _ of s) void _;
     };
     await expect(run()).rejects.toThrow(/interrupted|upstream/i);
@@ -287,14 +362,39 @@ describe('streaming failures', () => {
 describe('bad input', () => {
   const cases: Array<[string, () => Promise<Response>, number, string]> = [
     ['malformed JSON', () => post(gw, '/v1/chat/completions', '{"model": "main", '), 400, 'invalid_json'],
-    ['missing model', () => post(gw, '/v1/chat/completions', { messages: [{ role: 'user', content: 'x' }] }), 400, 'missing_model'],
-    ['messages not an array', () => post(gw, '/v1/chat/completions', { model: 'main', messages: 'hi' }), 400, 'invalid_request'],
+    [
+      'missing model',
+      () => post(gw, '/v1/chat/completions', { messages: [{ role: 'user', content: 'x' }] }),
+      400,
+      'missing_model',
+    ],
+    [
+      'messages not an array',
+      () => post(gw, '/v1/chat/completions', { model: 'main', messages: 'hi' }),
+      400,
+      'invalid_request',
+    ],
     ['unknown alias', () => post(gw, '/v1/chat/completions', chat('no-such-alias')), 404, 'model_not_found'],
-    ['oversize body', () => post(gw, '/v1/chat/completions', chat('main', { pad: 'x'.repeat(70 * 1024) })), 413, 'body_too_large'],
-    ['wrong key', () => post(gw, '/v1/chat/completions', chat('main'), 'sk-anima-wrong'), 401, 'invalid_api_key'],
+    [
+      'oversize body',
+      () => post(gw, '/v1/chat/completions', chat('main', { pad: 'x'.repeat(70 * 1024) })),
+      413,
+      'body_too_large',
+    ],
+    [
+      'wrong key',
+      () => post(gw, '/v1/chat/completions', chat('main'), 'sk-anima-wrong'),
+      401,
+      'invalid_api_key',
+    ],
     ['no key', () => post(gw, '/v1/chat/completions', chat('main'), null), 401, 'missing_api_key'],
     ['disabled key', () => post(gw, '/v1/chat/completions', chat('main'), disabledSk), 403, 'key_disabled'],
-    ['wrong content type', () => post(gw, '/v1/chat/completions', 'hello', sk, { 'content-type': 'text/plain' }), 415, 'unsupported_media_type'],
+    [
+      'wrong content type',
+      () => post(gw, '/v1/chat/completions', 'hello', sk, { 'content-type': 'text/plain' }),
+      415,
+      'unsupported_media_type',
+    ],
   ];
   it.each(cases)('%s', async (_n, send, status, code) => {
     const r = await send();

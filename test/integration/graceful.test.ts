@@ -6,7 +6,15 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FakeUpstream } from '../../fakes/common.js';
 import { startFakeOpenAI } from '../../fakes/index.js';
 import { insertAlias, insertApp, insertChannel, insertKey } from '../../src/config/repo.js';
-import { REDIS_URL, type TestDatabase, cleanupRedis, createTestDatabase, openTestDb, spawnGateway, testRedisPrefix } from '../helpers.js';
+import {
+  REDIS_URL,
+  type TestDatabase,
+  cleanupRedis,
+  createTestDatabase,
+  openTestDb,
+  spawnGateway,
+  testRedisPrefix,
+} from '../helpers.js';
 
 let tdb: TestDatabase;
 let prefix: string;
@@ -24,7 +32,12 @@ beforeAll(async () => {
   await insertAlias(dbh.db, { name: 'main', tiers: [[{ channel: 'g', model: 'm' }]] });
   ({ sk } = await insertKey(dbh.db, await insertApp(dbh.db, 'g')));
   await dbh.close();
-  const g = spawnGateway({ DATABASE_URL: tdb.url, REDIS_URL, ANIMA_REDIS_PREFIX: prefix, ANIMA_DRAIN_MS: '10000' });
+  const g = spawnGateway({
+    DATABASE_URL: tdb.url,
+    REDIS_URL,
+    ANIMA_REDIS_PREFIX: prefix,
+    ANIMA_DRAIN_MS: '10000',
+  });
   child = g.child;
   url = await g.url;
 }, 60_000);
@@ -42,7 +55,11 @@ describe('SIGTERM', () => {
     const r = await fetch(url + '/v1/chat/completions', {
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: `Bearer ${sk}` },
-      body: JSON.stringify({ model: 'main', stream: true, messages: [{ role: 'user', content: 'long story' }] }),
+      body: JSON.stringify({
+        model: 'main',
+        stream: true,
+        messages: [{ role: 'user', content: 'long story' }],
+      }),
     });
     const reader = r.body!.getReader();
     await reader.read();
@@ -50,7 +67,10 @@ describe('SIGTERM', () => {
     const t0 = Date.now();
     child.kill('SIGTERM');
     await new Promise((res) => setTimeout(res, 200));
-    const late = await fetch(url + '/v1/models', { headers: { authorization: `Bearer ${sk}` } }).then((x) => x.status, () => 'refused');
+    const late = await fetch(url + '/v1/models', { headers: { authorization: `Bearer ${sk}` } }).then(
+      (x) => x.status,
+      () => 'refused',
+    );
     expect(['refused', 503]).toContain(late);
     let text = '';
     const dec = new TextDecoder();

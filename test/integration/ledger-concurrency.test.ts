@@ -22,7 +22,12 @@ beforeAll(async () => {
   tdb = await createTestDatabase();
   // 1,000 calls queue for 10 connections: on a slow machine the last wait longer than the default 5 s for
   // one. This test is about the ledger's invariants under concurrency, not about pool wait limits.
-  h = await openDatabase({ databaseUrl: tdb.url, dataDir: 'memory://', poolSize: 10, connectTimeoutMs: 60_000 });
+  h = await openDatabase({
+    databaseUrl: tdb.url,
+    dataDir: 'memory://',
+    poolSize: 10,
+    connectTimeoutMs: 60_000,
+  });
   L = new Ledger(h.db);
   await L.ensureAccount({ code: 'funding', kind: 'equity' });
   await L.ensureAccount({ code: 'revenue', kind: 'revenue' });

@@ -10,7 +10,17 @@ import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type FakeMediaUpstream, startFakeJobs, startFakeOpenAI } from '../../fakes/index.js';
 import { signWebhook } from '../../src/tasks/webhooks.js';
-import { REDIS_URL, type TestDatabase, adminApi, cleanupRedis, createTestDatabase, startTestGateway, testRedisPrefix, waitFor, testPool } from '../helpers.js';
+import {
+  REDIS_URL,
+  type TestDatabase,
+  adminApi,
+  cleanupRedis,
+  createTestDatabase,
+  startTestGateway,
+  testRedisPrefix,
+  waitFor,
+  testPool,
+} from '../helpers.js';
 
 type TGateway = Awaited<ReturnType<typeof startTestGateway>>;
 let tdb: TestDatabase;
@@ -26,46 +36,117 @@ let appB: { id: string; sk: string; keyId: string };
 let prepaid: { id: string; sk: string; keyId: string };
 const admin = adminApi(() => A.url);
 
-const http = (g: TGateway, sk: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}) =>
-  fetch(g.url + path, { method, headers: { authorization: `Bearer ${sk}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers }, ...(body !== undefined ? { body: JSON.stringify(body) } : {}) });
+const http = (
+  g: TGateway,
+  sk: string,
+  method: string,
+  path: string,
+  body?: unknown,
+  headers: Record<string, string> = {},
+) =>
+  fetch(g.url + path, {
+    method,
+    headers: {
+      authorization: `Bearer ${sk}`,
+      ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+      ...headers,
+    },
+    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+  });
 async function json(r: Response): Promise<any> {
   return r.json();
 }
-async function taskUntil(g: TGateway, sk: string, id: string, done: (t: any) => boolean, ms = 10_000): Promise<any> {
+async function taskUntil(
+  g: TGateway,
+  sk: string,
+  id: string,
+  done: (t: any) => boolean,
+  ms = 10_000,
+): Promise<any> {
   let t: any;
-  await waitFor(async () => {
-    t = await json(await http(g, sk, 'GET', `/v1/tasks/${id}`));
-    return done(t);
-  }, ms, 30);
+  await waitFor(
+    async () => {
+      t = await json(await http(g, sk, 'GET', `/v1/tasks/${id}`));
+      return done(t);
+    },
+    ms,
+    30,
+  );
   return t;
 }
 const final = (t: any) => ['succeeded', 'failed', 'cancelled', 'expired'].includes(t.status);
 async function journals(taskId: string) {
   await A.billing!.writer.flush();
   await B.billing!.writer.flush();
-  const r = await db.query(`SELECT j.idem_key, (SELECT json_agg(json_build_object('a', a.code, 'd', e.debit::text, 'c', e.credit::text)) FROM ledger_entry e JOIN ledger_account a ON a.id = e.account_id WHERE e.journal_id = j.id) AS entries FROM ledger_journal j WHERE task_id = $1`, [taskId]);
+  const r = await db.query(
+    `SELECT j.idem_key, (SELECT json_agg(json_build_object('a', a.code, 'd', e.debit::text, 'c', e.credit::text)) FROM ledger_entry e JOIN ledger_account a ON a.id = e.account_id WHERE e.journal_id = j.id) AS entries FROM ledger_journal j WHERE task_id = $1`,
+    [taskId],
+  );
   return r.rows as Array<{ idem_key: string; entries: Array<{ a: string; d: string; c: string }> }>;
 }
-const amount = (j: { entries: Array<{ a: string; d: string; c: string }> }, account: string) => j.entries.filter((e) => e.a === account).reduce((s, e) => s + BigInt(e.d) - BigInt(e.c), 0n);
+const amount = (j: { entries: Array<{ a: string; d: string; c: string }> }, account: string) =>
+  j.entries.filter((e) => e.a === account).reduce((s, e) => s + BigInt(e.d) - BigInt(e.c), 0n);
 
 beforeAll(async () => {
   tdb = await createTestDatabase();
   prefix = testRedisPrefix();
-  [oai, jobs, jobs2] = await Promise.all([startFakeOpenAI({ name: 'media-oai' }), startFakeJobs({ name: 'media-jobs' }), startFakeJobs({ name: 'media-jobs2' })]);
+  [oai, jobs, jobs2] = await Promise.all([
+    startFakeOpenAI({ name: 'media-oai' }),
+    startFakeJobs({ name: 'media-jobs' }),
+    startFakeJobs({ name: 'media-jobs2' }),
+  ]);
   const s = { databaseUrl: tdb.url, redisUrl: REDIS_URL, redisPrefix: prefix };
   A = await startTestGateway(s);
   B = await startTestGateway(s);
   db = testPool(tdb.url, 2);
-  await admin('POST', '/channels', { code: 'oai', provider: 'openai', base_url: oai.url + '/v1', credential: 'k' });
-  await admin('POST', '/channels', { code: 'jobs', provider: 'jobs', base_url: jobs.url + '/v1', credential: 'k' });
-  await admin('POST', '/channels', { code: 'jobs2', provider: 'jobs', base_url: jobs2.url + '/v1', credential: 'k' });
-  await admin('POST', '/aliases', { name: 'img', chain: [{ targets: [{ channel: 'oai', model: 'gpt-image-1' }] }] });
-  await admin('POST', '/aliases', { name: 'sora', chain: [{ targets: [{ channel: 'oai', model: 'sora-2' }] }] });
-  await admin('POST', '/aliases', { name: 'kling', chain: [{ targets: [{ channel: 'jobs', model: 'kling-v1' }] }, { targets: [{ channel: 'jobs2', model: 'kling-v1' }] }] });
-  await admin('POST', '/aliases', { name: 'suno', chain: [{ targets: [{ channel: 'jobs', model: 'chirp-v4' }] }] });
+  await admin('POST', '/channels', {
+    code: 'oai',
+    provider: 'openai',
+    base_url: oai.url + '/v1',
+    credential: 'k',
+  });
+  await admin('POST', '/channels', {
+    code: 'jobs',
+    provider: 'jobs',
+    base_url: jobs.url + '/v1',
+    credential: 'k',
+  });
+  await admin('POST', '/channels', {
+    code: 'jobs2',
+    provider: 'jobs',
+    base_url: jobs2.url + '/v1',
+    credential: 'k',
+  });
+  await admin('POST', '/aliases', {
+    name: 'img',
+    chain: [{ targets: [{ channel: 'oai', model: 'gpt-image-1' }] }],
+  });
+  await admin('POST', '/aliases', {
+    name: 'sora',
+    chain: [{ targets: [{ channel: 'oai', model: 'sora-2' }] }],
+  });
+  await admin('POST', '/aliases', {
+    name: 'kling',
+    chain: [
+      { targets: [{ channel: 'jobs', model: 'kling-v1' }] },
+      { targets: [{ channel: 'jobs2', model: 'kling-v1' }] },
+    ],
+  });
+  await admin('POST', '/aliases', {
+    name: 'suno',
+    chain: [{ targets: [{ channel: 'jobs', model: 'chirp-v4' }] }],
+  });
   await admin('POST', '/prices', { alias: 'img', sale_per_image: 40_000, cost_per_image: 20_000 });
-  await admin('POST', '/prices', { alias: 'sora', sale_per_video_second: 100_000, cost_per_video_second: 50_000 });
-  await admin('POST', '/prices', { alias: 'kling', sale_per_video_second: 70_000, cost_per_video_second: 30_000 });
+  await admin('POST', '/prices', {
+    alias: 'sora',
+    sale_per_video_second: 100_000,
+    cost_per_video_second: 50_000,
+  });
+  await admin('POST', '/prices', {
+    alias: 'kling',
+    sale_per_video_second: 70_000,
+    cost_per_video_second: 30_000,
+  });
   await admin('POST', '/prices', { alias: 'suno', sale_per_track: 30_000, cost_per_track: 10_000 });
   const mk = async (name: string, billing = 'postpaid') => {
     const id = (await admin('POST', '/apps', { name, billing })).id as string;
@@ -76,7 +157,14 @@ beforeAll(async () => {
   appB = await mk('media-b');
   prepaid = await mk('media-prepaid', 'prepaid');
   await admin('POST', `/apps/${prepaid.id}/wallet/fund`, { amount_micros: '10000000' });
-  await waitFor(() => [A, B].every((g) => g.config.price('suno', null) && g.config.keyById(prepaid.keyId) && g.config.channel('jobs2')), 3_000, 5);
+  await waitFor(
+    () =>
+      [A, B].every(
+        (g) => g.config.price('suno', null) && g.config.keyById(prepaid.keyId) && g.config.channel('jobs2'),
+      ),
+    3_000,
+    5,
+  );
 }, 60_000);
 
 afterEach(() => {
@@ -101,7 +189,9 @@ afterAll(async () => {
 describe('each kind end to end', () => {
   it('images, synchronously through the official client: the answer is the images; billed per image', async () => {
     const client = new OpenAI({ apiKey: appA.sk, baseURL: A.url + '/v1' });
-    const { data: res, response } = await client.images.generate({ model: 'img', prompt: 'a lighthouse at dusk', n: 2 }).withResponse();
+    const { data: res, response } = await client.images
+      .generate({ model: 'img', prompt: 'a lighthouse at dusk', n: 2 })
+      .withResponse();
     expect(res.data).toHaveLength(2);
     expect(res.data![0]!.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/files\//);
     const taskId = response.headers.get('x-anima-task-id')!;
@@ -113,7 +203,10 @@ describe('each kind end to end', () => {
   });
 
   it('images, asynchronously: 202 with a task, then the result on the task', async () => {
-    const r = await http(A, appA.sk, 'POST', '/v1/images/generations?async=true', { model: 'img', prompt: 'a fox' });
+    const r = await http(A, appA.sk, 'POST', '/v1/images/generations?async=true', {
+      model: 'img',
+      prompt: 'a fox',
+    });
     expect(r.status).toBe(202);
     const t = await taskUntil(B, appA.sk, (await json(r)).id, final);
     expect(t.status).toBe('succeeded');
@@ -129,11 +222,15 @@ describe('each kind end to end', () => {
     expect(v.object).toBe('video');
     const progress: number[] = [];
     let cur = v;
-    await waitFor(async () => {
-      cur = await client.videos.retrieve(v.id);
-      progress.push(cur.progress);
-      return cur.status === 'completed' || cur.status === 'failed';
-    }, 10_000, 30);
+    await waitFor(
+      async () => {
+        cur = await client.videos.retrieve(v.id);
+        progress.push(cur.progress);
+        return cur.status === 'completed' || cur.status === 'failed';
+      },
+      10_000,
+      30,
+    );
     expect(cur.status).toBe('completed');
     expect(cur.progress).toBe(100);
     expect(progress.some((p) => p > 0 && p < 100)).toBe(true);
@@ -147,28 +244,60 @@ describe('each kind end to end', () => {
   });
 
   it('music over plain HTTP: 202, polling, two tracks, billed per track', async () => {
-    const r = await http(B, appA.sk, 'POST', '/v1/music', { model: 'suno', prompt: 'a sea shanty', duration: 30, style: 'folk' });
+    const r = await http(B, appA.sk, 'POST', '/v1/music', {
+      model: 'suno',
+      prompt: 'a sea shanty',
+      duration: 30,
+      style: 'folk',
+    });
     expect(r.status).toBe(202);
     const id = (await json(r)).id;
-    await waitFor(async () => (await json(await http(A, appA.sk, 'GET', `/v1/music/${id}`))).status === 'succeeded', 10_000, 30);
+    await waitFor(
+      async () => (await json(await http(A, appA.sk, 'GET', `/v1/music/${id}`))).status === 'succeeded',
+      10_000,
+      30,
+    );
     const t = await json(await http(A, appA.sk, 'GET', `/v1/music/${id}`));
     expect(t.result.items).toHaveLength(2);
     expect(t.result.items[0]).toEqual({ url: expect.stringContaining('/files/'), duration_s: 30 });
-    expect(jobs.requests.find((x) => x.path === '/v1/jobs')!.body).toMatchObject({ kind: 'music', model: 'chirp-v4', prompt: 'a sea shanty', duration: 30, style: 'folk' });
+    expect(jobs.requests.find((x) => x.path === '/v1/jobs')!.body).toMatchObject({
+      kind: 'music',
+      model: 'chirp-v4',
+      prompt: 'a sea shanty',
+      duration: 30,
+      style: 'folk',
+    });
     const [j] = await journals(id);
     expect(amount(j!, 'revenue')).toBe(-60_000n);
   });
 
   it("new-api's Suno routes: submit, fetch by id, fetch a batch, in new-api's envelope", async () => {
-    const s = await json(await http(A, appA.sk, 'POST', '/suno/submit/music', { prompt: 'lyrics here', mv: 'suno', title: 'Song', tags: 'pop' }));
+    const s = await json(
+      await http(A, appA.sk, 'POST', '/suno/submit/music', {
+        prompt: 'lyrics here',
+        mv: 'suno',
+        title: 'Song',
+        tags: 'pop',
+      }),
+    );
     expect(s).toEqual({ code: 'success', message: '', data: expect.stringMatching(/^task_/) });
     let f: any;
-    await waitFor(async () => {
-      f = await json(await http(B, appA.sk, 'GET', `/suno/fetch/${s.data}`));
-      return f.data.status === 'SUCCESS' || f.data.status === 'FAILURE';
-    }, 10_000, 30);
+    await waitFor(
+      async () => {
+        f = await json(await http(B, appA.sk, 'GET', `/suno/fetch/${s.data}`));
+        return f.data.status === 'SUCCESS' || f.data.status === 'FAILURE';
+      },
+      10_000,
+      30,
+    );
     expect(f.code).toBe('success');
-    expect(f.data).toMatchObject({ task_id: s.data, action: 'MUSIC', status: 'SUCCESS', progress: '100%', fail_reason: '' });
+    expect(f.data).toMatchObject({
+      task_id: s.data,
+      action: 'MUSIC',
+      status: 'SUCCESS',
+      progress: '100%',
+      fail_reason: '',
+    });
     expect(f.data.data).toHaveLength(2);
     expect(f.data.data[0]).toMatchObject({ audio_url: expect.stringContaining('/files/'), title: 'Song' });
     const batch = await json(await http(A, appA.sk, 'POST', '/suno/fetch', { ids: [s.data, 'task_nope'] }));
@@ -179,22 +308,44 @@ describe('each kind end to end', () => {
   });
 
   it("new-api's video routes: submit and fetch, with the result URL", async () => {
-    const s = await json(await http(A, appA.sk, 'POST', '/v1/video/generations', { model: 'kling', prompt: 'a comet', duration: 5, width: 512, height: 512 }));
+    const s = await json(
+      await http(A, appA.sk, 'POST', '/v1/video/generations', {
+        model: 'kling',
+        prompt: 'a comet',
+        duration: 5,
+        width: 512,
+        height: 512,
+      }),
+    );
     expect(s).toEqual({ task_id: expect.stringMatching(/^task_/), status: 'queued' });
     let f: any;
-    await waitFor(async () => {
-      f = await json(await http(B, appA.sk, 'GET', `/v1/video/generations/${s.task_id}`));
-      return f.status === 'succeeded' || f.status === 'failed';
-    }, 10_000, 30);
-    expect(f).toMatchObject({ task_id: s.task_id, status: 'succeeded', format: 'mp4', url: expect.stringContaining('/files/'), metadata: { duration: 5 } });
-    expect(jobs.requests.find((x) => x.path === '/v1/jobs' && (x.body as any).kind === 'video')!.body).toMatchObject({ size: '512x512', duration: 5 });
+    await waitFor(
+      async () => {
+        f = await json(await http(B, appA.sk, 'GET', `/v1/video/generations/${s.task_id}`));
+        return f.status === 'succeeded' || f.status === 'failed';
+      },
+      10_000,
+      30,
+    );
+    expect(f).toMatchObject({
+      task_id: s.task_id,
+      status: 'succeeded',
+      format: 'mp4',
+      url: expect.stringContaining('/files/'),
+      metadata: { duration: 5 },
+    });
+    expect(
+      jobs.requests.find((x) => x.path === '/v1/jobs' && (x.body as any).kind === 'video')!.body,
+    ).toMatchObject({ size: '512x512', duration: 5 });
   });
 });
 
 describe('failure, cancel, expiry', () => {
   it('a failing submit falls back to the next channel of the chain', async () => {
     jobs.book.setMedia({ failSubmit: 1 });
-    const r = await json(await http(A, appA.sk, 'POST', '/v1/video/generations', { model: 'kling', prompt: 'fallback' }));
+    const r = await json(
+      await http(A, appA.sk, 'POST', '/v1/video/generations', { model: 'kling', prompt: 'fallback' }),
+    );
     const t = await taskUntil(A, appA.sk, r.task_id, final);
     expect(t.status).toBe('succeeded');
     const row = await db.query('SELECT channel FROM task WHERE id = $1', [r.task_id]);
@@ -215,7 +366,9 @@ describe('failure, cancel, expiry', () => {
 
   it('cancel: the job is cancelled upstream, nothing billed, the reservation released', async () => {
     jobs.book.setMedia({ neverFinish: true });
-    const r = await json(await http(A, prepaid.sk, 'POST', '/v1/music', { model: 'suno', prompt: 'never ends' }));
+    const r = await json(
+      await http(A, prepaid.sk, 'POST', '/v1/music', { model: 'suno', prompt: 'never ends' }),
+    );
     await taskUntil(A, prepaid.sk, r.id, (t) => t.status === 'running');
     const w1 = await admin('GET', `/apps/${prepaid.id}/wallet`);
     expect(BigInt(w1.reserved_micros)).toBe(60_000n); // two tracks reserved
@@ -225,7 +378,11 @@ describe('failure, cancel, expiry', () => {
     expect(t.status).toBe('cancelled');
     await waitFor(() => jobs.book.mediaStats.cancels === 1, 3_000, 20);
     expect(await journals(r.id)).toEqual([]);
-    await waitFor(async () => (await admin('GET', `/apps/${prepaid.id}/wallet`)).reserved_micros === '0', 3_000, 20);
+    await waitFor(
+      async () => (await admin('GET', `/apps/${prepaid.id}/wallet`)).reserved_micros === '0',
+      3_000,
+      20,
+    );
     // Cancelling a finished task changes nothing.
     expect((await json(await http(A, prepaid.sk, 'DELETE', `/v1/tasks/${r.id}`))).status).toBe('cancelled');
   });
@@ -242,17 +399,28 @@ describe('failure, cancel, expiry', () => {
   });
 
   it('a job that never finishes expires at the deadline: upstream cancelled, nothing billed, reservation released', async () => {
-    const C = await startTestGateway({ databaseUrl: tdb.url, redisUrl: REDIS_URL, redisPrefix: prefix, mediaDeadlineMs: { image: 800, video: 800, music: 800 } });
+    const C = await startTestGateway({
+      databaseUrl: tdb.url,
+      redisUrl: REDIS_URL,
+      redisPrefix: prefix,
+      mediaDeadlineMs: { image: 800, video: 800, music: 800 },
+    });
     try {
       jobs.book.setMedia({ neverFinish: true });
       await waitFor(() => C.config.keyById(prepaid.keyId), 3_000, 5);
-      const r = await json(await http(C, prepaid.sk, 'POST', '/v1/music', { model: 'suno', prompt: 'too long' }));
+      const r = await json(
+        await http(C, prepaid.sk, 'POST', '/v1/music', { model: 'suno', prompt: 'too long' }),
+      );
       const t = await taskUntil(C, prepaid.sk, r.id, final, 10_000);
       expect(t.status).toBe('expired');
       expect(t.error).toMatchObject({ code: 'task_expired' });
       await waitFor(() => jobs.book.mediaStats.cancels >= 1, 3_000, 20);
       expect(await journals(r.id)).toEqual([]);
-      await waitFor(async () => (await admin('GET', `/apps/${prepaid.id}/wallet`)).reserved_micros === '0', 3_000, 20);
+      await waitFor(
+        async () => (await admin('GET', `/apps/${prepaid.id}/wallet`)).reserved_micros === '0',
+        3_000,
+        20,
+      );
     } finally {
       await C.close();
     }
@@ -292,14 +460,22 @@ describe('submission semantics', () => {
     await taskUntil(A, appA.sk, t1.id, final);
     expect(jobs.book.mediaStats.submits).toBe(1);
     // Another app's same key is its own task.
-    const other = await json(await http(A, appB.sk, 'POST', '/v1/music', { model: 'suno', prompt: 'once' }, h));
+    const other = await json(
+      await http(A, appB.sk, 'POST', '/v1/music', { model: 'suno', prompt: 'once' }, h),
+    );
     expect(other.id).not.toBe(t1.id);
   });
 
   it("tenant isolation: app B can't read, cancel or list app A's tasks", async () => {
     jobs.book.setMedia({ neverFinish: true });
     const r = await json(await http(A, appA.sk, 'POST', '/v1/music', { model: 'suno', prompt: 'mine' }));
-    for (const [m, p] of [['GET', `/v1/tasks/${r.id}`], ['GET', `/v1/music/${r.id}`], ['POST', `/v1/tasks/${r.id}/cancel`], ['DELETE', `/v1/tasks/${r.id}`], ['GET', `/suno/fetch/${r.id}`]] as const) {
+    for (const [m, p] of [
+      ['GET', `/v1/tasks/${r.id}`],
+      ['GET', `/v1/music/${r.id}`],
+      ['POST', `/v1/tasks/${r.id}/cancel`],
+      ['DELETE', `/v1/tasks/${r.id}`],
+      ['GET', `/suno/fetch/${r.id}`],
+    ] as const) {
       const x = await http(B, appB.sk, m, p);
       expect(x.status, `${m} ${p}`).toBe(404);
     }
@@ -334,7 +510,13 @@ describe('submission semantics', () => {
 describe('two instances', () => {
   it('no job is ever polled by both at once', async () => {
     jobs.book.setMedia({ jobMs: 1_500, pollLatencyMs: 40 });
-    const ids = await Promise.all(Array.from({ length: 10 }, (_, i) => http(i % 2 ? A : B, appA.sk, 'POST', '/v1/music', { model: 'suno', prompt: `p${i}` }).then(json).then((t) => t.id as string)));
+    const ids = await Promise.all(
+      Array.from({ length: 10 }, (_, i) =>
+        http(i % 2 ? A : B, appA.sk, 'POST', '/v1/music', { model: 'suno', prompt: `p${i}` })
+          .then(json)
+          .then((t) => t.id as string),
+      ),
+    );
     for (const id of ids) expect((await taskUntil(A, appA.sk, id, final, 20_000)).status).toBe('succeeded');
     expect(jobs.book.mediaStats.polls).toBeGreaterThan(20);
     expect(jobs.book.mediaStats.maxConcurrentPolls).toBe(1);
@@ -344,8 +526,17 @@ describe('two instances', () => {
 describe('webhooks', () => {
   it('a per-task callback: signed, retried through 3 failures, exactly one success recorded', async () => {
     const secret = 'whsec-media-test';
-    await admin('PATCH', `/apps/${appA.id}/keys/${appA.keyId}`, { webhook_secret: secret }, (await admin('GET', `/apps/${appA.id}/keys/${appA.keyId}`)).version_no);
-    await waitFor(() => A.config.keyById(appA.keyId)?.webhookSecret && B.config.keyById(appA.keyId)?.webhookSecret, 3_000, 5);
+    await admin(
+      'PATCH',
+      `/apps/${appA.id}/keys/${appA.keyId}`,
+      { webhook_secret: secret },
+      (await admin('GET', `/apps/${appA.id}/keys/${appA.keyId}`)).version_no,
+    );
+    await waitFor(
+      () => A.config.keyById(appA.keyId)?.webhookSecret && B.config.keyById(appA.keyId)?.webhookSecret,
+      3_000,
+      5,
+    );
     let calls = 0;
     const good: Array<{ body: string; sig: string }> = [];
     const rx = createServer((req, res) => {
@@ -364,7 +555,13 @@ describe('webhooks', () => {
     await new Promise<void>((r) => rx.listen(0, '127.0.0.1', r));
     try {
       const port = (rx.address() as { port: number }).port;
-      const r = await json(await http(A, appA.sk, 'POST', '/v1/music', { model: 'suno', prompt: 'call me', callback_url: `http://127.0.0.1:${port}/hook` }));
+      const r = await json(
+        await http(A, appA.sk, 'POST', '/v1/music', {
+          model: 'suno',
+          prompt: 'call me',
+          callback_url: `http://127.0.0.1:${port}/hook`,
+        }),
+      );
       await taskUntil(A, appA.sk, r.id, final);
       await waitFor(() => good.length === 1, 15_000, 50);
       await new Promise((res) => setTimeout(res, 300));
@@ -382,7 +579,13 @@ describe('webhooks', () => {
   }, 30_000);
 
   it("an unreachable receiver doesn't hold up the task", async () => {
-    const r = await json(await http(A, appA.sk, 'POST', '/v1/music', { model: 'suno', prompt: 'nobody home', callback_url: 'http://127.0.0.1:9/nowhere' }));
+    const r = await json(
+      await http(A, appA.sk, 'POST', '/v1/music', {
+        model: 'suno',
+        prompt: 'nobody home',
+        callback_url: 'http://127.0.0.1:9/nowhere',
+      }),
+    );
     const t = await taskUntil(A, appA.sk, r.id, final);
     expect(t.status).toBe('succeeded');
   });

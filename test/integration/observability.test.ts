@@ -9,9 +9,27 @@ import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FakeUpstream } from '../../fakes/common.js';
 import { startFakeOpenAI } from '../../fakes/index.js';
-import { ADMIN_TOKEN, REDIS_URL, type TestDatabase, cleanupRedis, createTestDatabase, startTestGateway, testRedisPrefix, waitFor } from '../helpers.js';
+import {
+  ADMIN_TOKEN,
+  REDIS_URL,
+  type TestDatabase,
+  cleanupRedis,
+  createTestDatabase,
+  startTestGateway,
+  testRedisPrefix,
+  waitFor,
+} from '../helpers.js';
 
-type Family = { name: string; type: string; metrics: Array<{ labels?: Record<string, string>; value?: string; buckets?: Record<string, string>; count?: string }> };
+type Family = {
+  name: string;
+  type: string;
+  metrics: Array<{
+    labels?: Record<string, string>;
+    value?: string;
+    buckets?: Record<string, string>;
+    count?: string;
+  }>;
+};
 let tdb: TestDatabase;
 let prefix: string;
 let G: Awaited<ReturnType<typeof startTestGateway>>;
@@ -21,13 +39,21 @@ let sk: string;
 let asyncSk: string;
 
 async function admin(method: string, path: string, body?: unknown) {
-  const r = await fetch(`${G.url}/api/admin/v1${path}`, { method, headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' }, body: body ? JSON.stringify(body) : undefined });
+  const r = await fetch(`${G.url}/api/admin/v1${path}`, {
+    method,
+    headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
+    body: body ? JSON.stringify(body) : undefined,
+  });
   const t = await r.text();
   if (r.status >= 300) throw new Error(`${method} ${path}: ${r.status} ${t}`);
   return t ? (JSON.parse(t) as any) : null;
 }
 const chat = (key: string, model = 'main') =>
-  fetch(G.url + '/v1/chat/completions', { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` }, body: JSON.stringify({ model, messages: [{ role: 'user', content: 'metrics please' }] }) });
+  fetch(G.url + '/v1/chat/completions', {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+    body: JSON.stringify({ model, messages: [{ role: 'user', content: 'metrics please' }] }),
+  });
 
 async function scrape(): Promise<Map<string, Family>> {
   const text = await (await fetch(G.url + '/actuator/prometheus')).text();
@@ -35,7 +61,9 @@ async function scrape(): Promise<Map<string, Family>> {
   return new Map(fams.map((f) => [f.name, f]));
 }
 const sum = (f: Family | undefined, match: Record<string, string> = {}) =>
-  (f?.metrics ?? []).filter((m) => Object.entries(match).every(([k, v]) => m.labels?.[k] === v)).reduce((a, m) => a + Number(m.value ?? m.count ?? 0), 0);
+  (f?.metrics ?? [])
+    .filter((m) => Object.entries(match).every(([k, v]) => m.labels?.[k] === v))
+    .reduce((a, m) => a + Number(m.value ?? m.count ?? 0), 0);
 
 beforeAll(async () => {
   tdb = await createTestDatabase();
@@ -43,12 +71,29 @@ beforeAll(async () => {
   up = await startFakeOpenAI({ name: 'o' });
   broken = await startFakeOpenAI({ name: 'broken' });
   broken.setFault({ status: 500 });
-  G = await startTestGateway({ databaseUrl: tdb.url, redisUrl: REDIS_URL, redisPrefix: prefix }, { defaultMetrics: true });
+  G = await startTestGateway(
+    { databaseUrl: tdb.url, redisUrl: REDIS_URL, redisPrefix: prefix },
+    { defaultMetrics: true },
+  );
   const fast = { breaker: { minCalls: 2, failureRate: 0.5, openMs: 60_000 } };
-  await admin('POST', '/channels', { code: 'bad', provider: 'openai', base_url: broken.url + '/v1', credential: 'k', settings: fast });
-  await admin('POST', '/channels', { code: 'good', provider: 'openai', base_url: up.url + '/v1', credential: 'k' });
+  await admin('POST', '/channels', {
+    code: 'bad',
+    provider: 'openai',
+    base_url: broken.url + '/v1',
+    credential: 'k',
+    settings: fast,
+  });
+  await admin('POST', '/channels', {
+    code: 'good',
+    provider: 'openai',
+    base_url: up.url + '/v1',
+    credential: 'k',
+  });
   await admin('POST', '/aliases', { name: 'main', chain: [{ targets: [{ channel: 'good', model: 'm' }] }] });
-  await admin('POST', '/aliases', { name: 'flaky', chain: [{ targets: [{ channel: 'bad', model: 'fail' }] }, { targets: [{ channel: 'good', model: 'm' }] }] });
+  await admin('POST', '/aliases', {
+    name: 'flaky',
+    chain: [{ targets: [{ channel: 'bad', model: 'fail' }] }, { targets: [{ channel: 'good', model: 'm' }] }],
+  });
   const app = await admin('POST', '/apps', { name: 'obs' });
   const k = await admin('POST', `/apps/${app.id}/keys`, { name: 'k' });
   sk = k.sk;
@@ -56,7 +101,13 @@ beforeAll(async () => {
   const ak = await admin('POST', `/apps/${app.id}/keys`, { name: 'async', queue_mode: 'ASYNC' });
   asyncSk = ak.sk;
   await admin('POST', '/quotas', { scope: 'key', scope_id: ak.key.id, max_concurrency: 1 });
-  await admin('POST', '/prices', { alias: 'main', sale_input_per_mtok: 3_000_000, sale_output_per_mtok: 6_000_000, cost_input_per_mtok: 1_000_000, cost_output_per_mtok: 2_000_000 });
+  await admin('POST', '/prices', {
+    alias: 'main',
+    sale_input_per_mtok: 3_000_000,
+    sale_output_per_mtok: 6_000_000,
+    cost_input_per_mtok: 1_000_000,
+    cost_output_per_mtok: 2_000_000,
+  });
   await waitFor(() => !!G.config.alias('flaky') && !!G.config.price('main', null), 2_000);
 }, 60_000);
 
@@ -87,7 +138,16 @@ describe('metrics after a scripted mix of traffic', () => {
     expect(queued.status).toBe(202);
     const { task_id } = (await queued.json()) as { task_id: string };
     await (await holder).arrayBuffer();
-    await waitFor(async () => ((await (await fetch(`${G.url}/v1/tasks/${task_id}`, { headers: { authorization: `Bearer ${asyncSk}` } })).json()) as { status: string }).status === 'succeeded', 10_000, 50);
+    await waitFor(
+      async () =>
+        (
+          (await (
+            await fetch(`${G.url}/v1/tasks/${task_id}`, { headers: { authorization: `Bearer ${asyncSk}` } })
+          ).json()) as { status: string }
+        ).status === 'succeeded',
+      10_000,
+      50,
+    );
     up.setFault(null);
 
     const m = await scrape();
@@ -108,25 +168,46 @@ describe('metrics after a scripted mix of traffic', () => {
     expect(sale).toBeGreaterThan(0);
     expect(sale).toBeGreaterThan(cost); // the spread is visible
     const line = G.logs.records().find((l) => l.alias === 'main' && l.saleMicros);
-    expect(line).toMatchObject({ reqId: expect.any(String), app: expect.any(String), key: expect.any(String), channel: 'good', attempts: 1, status: 200 });
+    expect(line).toMatchObject({
+      reqId: expect.any(String),
+      app: expect.any(String),
+      key: expect.any(String),
+      channel: 'good',
+      attempts: 1,
+      status: 200,
+    });
     expect(sum(m.get('anima_degraded'))).toBe(0);
     expect(sum(m.get('anima_config_invalidations_total'))).toBeGreaterThan(0);
     expect(m.has('process_cpu_user_seconds_total')).toBe(true); // default Node metrics keep their names
-    for (const name of m.keys()) if (!name.startsWith('process_') && !name.startsWith('nodejs_')) expect(name.startsWith('anima_')).toBe(true);
+    for (const name of m.keys())
+      if (!name.startsWith('process_') && !name.startsWith('nodejs_'))
+        expect(name.startsWith('anima_')).toBe(true);
     const labels = JSON.stringify([...m.values()].flatMap((f) => f.metrics.map((x) => x.labels ?? {})));
     expect(labels).not.toContain('req_'); // no request ids
     expect(labels).not.toContain(sk);
 
     const ready = await (await fetch(G.url + '/actuator/health/readiness')).json();
-    expect(ready).toMatchObject({ status: 'UP', components: { db: { status: 'UP' }, coordination: { status: 'UP' }, migrations: { status: 'UP' } } });
+    expect(ready).toMatchObject({
+      status: 'UP',
+      components: { db: { status: 'UP' }, coordination: { status: 'UP' }, migrations: { status: 'UP' } },
+    });
   }, 30_000);
 
-  it('every metric in every dashboard exists in a scrape; each dashboard has Grafana\'s shape', async () => {
+  it("every metric in every dashboard exists in a scrape; each dashboard has Grafana's shape", async () => {
     const m = await scrape();
     const files = readdirSync('dashboards').filter((f) => f.endsWith('.json'));
     expect(files.length).toBeGreaterThanOrEqual(5);
     for (const f of files) {
-      const d = JSON.parse(readFileSync(`dashboards/${f}`, 'utf8')) as { uid: string; title: string; panels: Array<{ datasource: unknown; targets: Array<{ expr: string; refId: string }>; gridPos: unknown; type: string }> };
+      const d = JSON.parse(readFileSync(`dashboards/${f}`, 'utf8')) as {
+        uid: string;
+        title: string;
+        panels: Array<{
+          datasource: unknown;
+          targets: Array<{ expr: string; refId: string }>;
+          gridPos: unknown;
+          type: string;
+        }>;
+      };
       expect(typeof d.uid).toBe('string');
       expect(typeof d.title).toBe('string');
       expect(d.panels.length).toBeGreaterThan(0);
@@ -146,10 +227,49 @@ describe('metrics after a scripted mix of traffic', () => {
 
   it('a scrape with 200 channels, 1,000 keys and 100 aliases takes under 50 ms and stays under 2 MB', async () => {
     const db = G.dbh.db;
-    await db.insertInto('channel').values(Array.from({ length: 200 }, (_, i) => ({ code: `c${i}`, name: `c${i}`, provider: 'openai', base_url: up.url + '/v1', credential: 'k', settings: '{}' }))).execute();
-    await db.insertInto('alias').values(Array.from({ length: 100 }, (_, i) => ({ name: `a${i}`, chain: JSON.stringify([{ targets: [{ channel: `c${i}`, model: 'm' }, { channel: `c${i + 100}`, model: 'm' }] }]) }))).execute();
+    await db
+      .insertInto('channel')
+      .values(
+        Array.from({ length: 200 }, (_, i) => ({
+          code: `c${i}`,
+          name: `c${i}`,
+          provider: 'openai',
+          base_url: up.url + '/v1',
+          credential: 'k',
+          settings: '{}',
+        })),
+      )
+      .execute();
+    await db
+      .insertInto('alias')
+      .values(
+        Array.from({ length: 100 }, (_, i) => ({
+          name: `a${i}`,
+          chain: JSON.stringify([
+            {
+              targets: [
+                { channel: `c${i}`, model: 'm' },
+                { channel: `c${i + 100}`, model: 'm' },
+              ],
+            },
+          ]),
+        })),
+      )
+      .execute();
     const app = (await db.selectFrom('app').select('id').executeTakeFirstOrThrow()).id;
-    await db.insertInto('api_key').values(Array.from({ length: 1000 }, (_, i) => ({ id: `key_bulk_${i}`, name: '', app_id: app, key_hash: `h${i}`, key_prefix: 'sk-anima-xxxx', allowed_aliases: 'null' }))).execute();
+    await db
+      .insertInto('api_key')
+      .values(
+        Array.from({ length: 1000 }, (_, i) => ({
+          id: `key_bulk_${i}`,
+          name: '',
+          app_id: app,
+          key_hash: `h${i}`,
+          key_prefix: 'sk-anima-xxxx',
+          allowed_aliases: 'null',
+        })),
+      )
+      .execute();
     await admin('POST', '/cache/invalidate', { table: 'all' });
     await waitFor(() => !!G.config.channel('c199') && !!G.config.alias('a99'), 3_000);
     // Every channel gets a breaker state series: the worst case for the exposition size.
@@ -164,7 +284,9 @@ describe('metrics after a scripted mix of traffic', () => {
       size = Buffer.byteLength(text);
     }
     times.sort((a, b) => a - b);
-    console.log(`scrape with 200 channels / 1000 keys / 100 aliases: best ${times[0]!.toFixed(1)} ms, median ${times[2]!.toFixed(1)} ms, ${(size / 1024).toFixed(0)} KiB`);
+    console.log(
+      `scrape with 200 channels / 1000 keys / 100 aliases: best ${times[0]!.toFixed(1)} ms, median ${times[2]!.toFixed(1)} ms, ${(size / 1024).toFixed(0)} KiB`,
+    );
     // The best of five is the scrape's own cost; the median also carries CPU taken by suites running beside it.
     expect(times[0]!).toBeLessThan(50);
     expect(size).toBeLessThan(2 * 1024 * 1024);

@@ -8,7 +8,17 @@ import { startFakeOpenAI } from '../../fakes/index.js';
 import { hashKey } from '../../src/config/repo.js';
 import { RedisQuota } from '../../src/quota/redis.js';
 import type { ScopeLimits } from '../../src/quota/types.js';
-import { ADMIN_TOKEN, REDIS_URL, type TestDatabase, cleanupRedis, createTestDatabase, spawnGateway, startTestGateway, testRedisPrefix, waitFor } from '../helpers.js';
+import {
+  ADMIN_TOKEN,
+  REDIS_URL,
+  type TestDatabase,
+  cleanupRedis,
+  createTestDatabase,
+  spawnGateway,
+  startTestGateway,
+  testRedisPrefix,
+  waitFor,
+} from '../helpers.js';
 
 type TGateway = Awaited<ReturnType<typeof startTestGateway>>;
 let tdb: TestDatabase;
@@ -21,7 +31,11 @@ let appId: string;
 async function admin(method: string, path: string, body?: unknown, ifMatch?: number) {
   const r = await fetch(`${A.url}/api/admin/v1${path}`, {
     method,
-    headers: { authorization: `Bearer ${ADMIN_TOKEN}`, ...(body ? { 'content-type': 'application/json' } : {}), ...(ifMatch ? { 'if-match': `"${ifMatch}"` } : {}) },
+    headers: {
+      authorization: `Bearer ${ADMIN_TOKEN}`,
+      ...(body ? { 'content-type': 'application/json' } : {}),
+      ...(ifMatch ? { 'if-match': `"${ifMatch}"` } : {}),
+    },
     ...(body ? { body: JSON.stringify(body) } : {}),
   });
   const t = await r.text();
@@ -30,7 +44,10 @@ async function admin(method: string, path: string, body?: unknown, ifMatch?: num
 }
 
 /** A fresh key with its own quota, visible to both instances. */
-async function keyWith(quota: Record<string, unknown>, key: Record<string, unknown> = {}): Promise<{ sk: string; id: string }> {
+async function keyWith(
+  quota: Record<string, unknown>,
+  key: Record<string, unknown> = {},
+): Promise<{ sk: string; id: string }> {
   const k = await admin('POST', `/apps/${appId}/keys`, { name: 'q', ...key });
   await admin('POST', '/quotas', { scope: 'key', scope_id: k.key.id, ...quota });
   await waitFor(() => !!A.config.quota('key', k.key.id) && !!B.config.quota('key', k.key.id), 2_000, 5);
@@ -46,7 +63,17 @@ function chat(g: TGateway, sk: string, extra: Record<string, unknown> = {}, sign
   });
 }
 
-const scopeOf = (id: string): ScopeLimits => ({ scope: 'key', id, maxConcurrency: 1, qps: 0, qpsBurst: 0, tokensPerMinute: 0, tokensPerDay: 0, costPerDay: 0, costPerMonth: 0 });
+const scopeOf = (id: string): ScopeLimits => ({
+  scope: 'key',
+  id,
+  maxConcurrency: 1,
+  qps: 0,
+  qpsBurst: 0,
+  tokensPerMinute: 0,
+  tokensPerDay: 0,
+  costPerDay: 0,
+  costPerMonth: 0,
+});
 
 beforeAll(async () => {
   tdb = await createTestDatabase();
@@ -55,7 +82,12 @@ beforeAll(async () => {
   const s = { databaseUrl: tdb.url, redisUrl: REDIS_URL, redisPrefix: prefix };
   A = await startTestGateway(s);
   B = await startTestGateway(s);
-  await admin('POST', '/channels', { code: 'q', provider: 'openai', base_url: up.url + '/v1', credential: 'k' });
+  await admin('POST', '/channels', {
+    code: 'q',
+    provider: 'openai',
+    base_url: up.url + '/v1',
+    credential: 'k',
+  });
   await admin('POST', '/aliases', { name: 'main', chain: [{ targets: [{ channel: 'q', model: 'm' }] }] });
   appId = (await admin('POST', '/apps', { name: 'quota' })).id;
 }, 60_000);
@@ -73,7 +105,11 @@ describe('concurrency', () => {
     const { sk, id } = await keyWith({ max_concurrency: 3 }, { queue_mode: 'WAIT', wait_timeout_ms: 20_000 });
     up.setFault({ latencyMs: 150 });
     up.resetStats();
-    const res = await Promise.all(Array.from({ length: 50 }, (_, i) => chat(i % 2 ? A : B, sk).then(async (r) => (await r.arrayBuffer(), r.status))));
+    const res = await Promise.all(
+      Array.from({ length: 50 }, (_, i) =>
+        chat(i % 2 ? A : B, sk).then(async (r) => (await r.arrayBuffer(), r.status)),
+      ),
+    );
     up.setFault(null);
     expect(res.filter((s) => s === 200)).toHaveLength(50);
     expect(up.stats.maxInFlight).toBeLessThanOrEqual(3);
@@ -86,12 +122,19 @@ describe('concurrency', () => {
   it('three instances hold one global limit: concurrency 4 and 20 QPS across A, B and C, as one instance would', async () => {
     const C = await startTestGateway({ databaseUrl: tdb.url, redisUrl: REDIS_URL, redisPrefix: prefix });
     try {
-      const { sk, id } = await keyWith({ max_concurrency: 4 }, { queue_mode: 'WAIT', wait_timeout_ms: 20_000 });
+      const { sk, id } = await keyWith(
+        { max_concurrency: 4 },
+        { queue_mode: 'WAIT', wait_timeout_ms: 20_000 },
+      );
       await waitFor(() => !!C.config.quota('key', id), 2_000, 5);
       up.setFault({ latencyMs: 100 });
       up.resetStats();
       const gws = [A, B, C];
-      const res = await Promise.all(Array.from({ length: 60 }, (_, i) => chat(gws[i % 3]!, sk).then(async (r) => (await r.arrayBuffer(), r.status))));
+      const res = await Promise.all(
+        Array.from({ length: 60 }, (_, i) =>
+          chat(gws[i % 3]!, sk).then(async (r) => (await r.arrayBuffer(), r.status)),
+        ),
+      );
       up.setFault(null);
       expect(res.filter((s) => s === 200)).toHaveLength(60);
       expect(up.stats.maxInFlight).toBe(4);
@@ -105,7 +148,9 @@ describe('concurrency', () => {
         await Promise.all(rs.map((r) => r.arrayBuffer()));
         await new Promise((r) => setTimeout(r, 20));
       }
-      console.log(`three instances: concurrency 4 -> upstream max in flight ${up.stats.maxInFlight}; qps 20 for 2 s -> ${ok} admitted`);
+      console.log(
+        `three instances: concurrency 4 -> upstream max in flight ${up.stats.maxInFlight}; qps 20 for 2 s -> ${ok} admitted`,
+      );
       expect(ok).toBeLessThanOrEqual(20 * 2 + 2);
       expect(ok).toBeGreaterThan(20);
     } finally {
@@ -118,7 +163,11 @@ describe('concurrency', () => {
     up.setFault({ latencyMs: 300 });
     const res = await Promise.all(Array.from({ length: 6 }, () => chat(A, sk)));
     up.setFault(null);
-    const codes = await Promise.all(res.map(async (r) => (r.status === 200 ? 'ok' : ((await r.json()) as { error: { code: string } }).error.code)));
+    const codes = await Promise.all(
+      res.map(async (r) =>
+        r.status === 200 ? 'ok' : ((await r.json()) as { error: { code: string } }).error.code,
+      ),
+    );
     expect(codes.filter((c) => c === 'ok')).toHaveLength(2);
     expect(codes.filter((c) => c === 'concurrency_limit_exceeded')).toHaveLength(4);
     expect(res.find((r) => r.status === 429)!.headers.get('retry-after')).toBeTruthy();
@@ -165,7 +214,15 @@ describe('QPS (GCRA on Redis time)', () => {
     const N = 12_000;
     await Promise.all(
       Array.from({ length: N }, async (_, i) => {
-        const res = await q.admit({ tag: 'gcra', scopes: [scope], leaseId: 'l' + i, leaseTtlMs: 1000, tokens: 0, cost: 0, queue: 'x' });
+        const res = await q.admit({
+          tag: 'gcra',
+          scopes: [scope],
+          leaseId: 'l' + i,
+          leaseTtlMs: 1000,
+          tokens: 0,
+          cost: 0,
+          queue: 'x',
+        });
         if (res.ok) {
           ok++;
           first = Math.min(first, res.reservation.at);
@@ -176,7 +233,9 @@ describe('QPS (GCRA on Redis time)', () => {
     q.close();
     r.disconnect();
     const allowed = Math.floor(((last - first + 1) * 6_000) / 1000) + 2; // + burst 1
-    console.log(`gcra 6000/s: ${ok} admitted of ${N} over ${last - first} ms of Redis time (ceiling ${allowed})`);
+    console.log(
+      `gcra 6000/s: ${ok} admitted of ${N} over ${last - first} ms of Redis time (ceiling ${allowed})`,
+    );
     // Not far below either (a millisecond clock would admit ~1/ms, 17% of this rate); the rest of the
     // gap is the client's own batching leaving Redis idle for longer than the tolerance, which grows when
     // the machine is busy (seen: 41% of the ceiling with a headless browser test running beside it).
@@ -192,7 +251,9 @@ describe('tokens', () => {
     // A slow upstream keeps all 50 in flight together, so their reservations (prompt + max_tokens) pile up
     // before any settles: admission must refuse on reservations, not on settled usage alone.
     up.setFault({ latencyMs: 200 });
-    const res = await Promise.all(Array.from({ length: 50 }, (_, i) => chat(i % 2 ? A : B, sk, { max_tokens: 30 }))).finally(() => up.setFault(null));
+    const res = await Promise.all(
+      Array.from({ length: 50 }, (_, i) => chat(i % 2 ? A : B, sk, { max_tokens: 30 })),
+    ).finally(() => up.setFault(null));
     let used = 0;
     let maxOne = 0;
     let refused = 0;
@@ -209,8 +270,14 @@ describe('tokens', () => {
     expect(refused).toBeGreaterThan(0);
     expect(used).toBeLessThanOrEqual(limit + maxOne);
     // Settlement runs right after each answer is written: give the last ones a moment.
-    await waitFor(async () => (await A.quota.usage(appId, { ...scopeOf(id), tokensPerDay: limit })).tokensDay === used, 2_000, 10);
-    console.log(`tokens/day ${limit}: ${50 - refused} served using ${used} tokens; Redis holds the same after settlement`);
+    await waitFor(
+      async () => (await A.quota.usage(appId, { ...scopeOf(id), tokensPerDay: limit })).tokensDay === used,
+      2_000,
+      10,
+    );
+    console.log(
+      `tokens/day ${limit}: ${50 - refused} served using ${used} tokens; Redis holds the same after settlement`,
+    );
   });
 });
 
@@ -219,8 +286,15 @@ describe('reservations of a dead instance', () => {
     const r = new Redis(REDIS_URL);
     const q = new RedisQuota(r, prefix);
     try {
-      const scope: ScopeLimits = { ...scopeOf('reap'), maxConcurrency: 0, tokensPerMinute: 1_000, tokensPerDay: 1_000, costPerDay: 5_000 };
-      const admit = (leaseId: string, tokens: number, cost: number, leaseTtlMs = 30_000) => q.admit({ tag: 'reap', scopes: [scope], leaseId, leaseTtlMs, tokens, cost, queue: 'reap' });
+      const scope: ScopeLimits = {
+        ...scopeOf('reap'),
+        maxConcurrency: 0,
+        tokensPerMinute: 1_000,
+        tokensPerDay: 1_000,
+        costPerDay: 5_000,
+      };
+      const admit = (leaseId: string, tokens: number, cost: number, leaseTtlMs = 30_000) =>
+        q.admit({ tag: 'reap', scopes: [scope], leaseId, leaseTtlMs, tokens, cost, queue: 'reap' });
       // Admitted and never settled: its instance "dies" holding 600 tokens and 3,000 micro-units.
       const dead = await admit('dead', 600, 3_000, 300);
       if (!dead.ok) throw new Error('the first admission was refused');
@@ -292,7 +366,11 @@ describe('WAIT queue', () => {
     expect((await chat(B, sk)).status).toBe(429);
     const k = await admin('GET', `/apps/${appId}/keys/${id}`);
     await admin('PATCH', `/apps/${appId}/keys/${id}`, { queue_mode: 'WAIT' }, k.version_no);
-    const ms = await waitFor(async () => (await B.config.keyByHash(hashKey(sk)))?.queueMode === 'WAIT', 1_000, 5);
+    const ms = await waitFor(
+      async () => (await B.config.keyByHash(hashKey(sk)))?.queueMode === 'WAIT',
+      1_000,
+      5,
+    );
     console.log(`queue mode REJECT -> WAIT live on the other instance after ${ms} ms`);
     const waited = await chat(B, sk);
     expect(waited.status).toBe(200);
@@ -315,11 +393,21 @@ describe('rate-limit headers and leases', () => {
 
   it('kill -9 of an instance holding leases: the slots come back within the lease TTL', async () => {
     const { sk, id } = await keyWith({ max_concurrency: 2, tokens_per_day: 1_000_000 });
-    const g = spawnGateway({ DATABASE_URL: tdb.url, REDIS_URL, ANIMA_REDIS_PREFIX: prefix, ANIMA_LEASE_TTL_MS: '1500' });
+    const g = spawnGateway({
+      DATABASE_URL: tdb.url,
+      REDIS_URL,
+      ANIMA_REDIS_PREFIX: prefix,
+      ANIMA_LEASE_TTL_MS: '1500',
+    });
     const child = g.child;
     const url = await g.url;
     up.setFault({ hang: true });
-    for (let i = 0; i < 2; i++) void fetch(url + '/v1/chat/completions', { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${sk}` }, body: JSON.stringify({ model: 'main', messages: [{ role: 'user', content: 'x' }] }) }).catch(() => {});
+    for (let i = 0; i < 2; i++)
+      void fetch(url + '/v1/chat/completions', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${sk}` },
+        body: JSON.stringify({ model: 'main', messages: [{ role: 'user', content: 'x' }] }),
+      }).catch(() => {});
     const scope = { ...scopeOf(id), maxConcurrency: 2, tokensPerDay: 1_000_000 };
     await waitFor(async () => (await A.quota.inFlight(appId, scope)) === 2, 5_000, 10);
     const reserved = (await A.quota.usage(appId, scope)).tokensDay;
@@ -344,7 +432,9 @@ describe('ASYNC mode', () => {
     let last: any;
     await waitFor(
       async () => {
-        last = await (await fetch(`${g.url}/v1/tasks/${id}`, { headers: { authorization: `Bearer ${sk}` } })).json();
+        last = await (
+          await fetch(`${g.url}/v1/tasks/${id}`, { headers: { authorization: `Bearer ${sk}` } })
+        ).json();
         return ['succeeded', 'failed', 'expired'].includes(last.status);
       },
       ms,
@@ -377,9 +467,19 @@ describe('ASYNC mode', () => {
 
     const other = await admin('POST', '/apps', { name: 'other' });
     const ok = await admin('POST', `/apps/${other.id}/keys`, { name: 'o' });
-    await waitFor(async () => (await fetch(`${A.url}/v1/tasks`, { headers: { authorization: `Bearer ${ok.sk}` } })).status === 200, 2_000, 20);
-    expect((await fetch(`${A.url}/v1/tasks/${j.task_id}`, { headers: { authorization: `Bearer ${ok.sk}` } })).status).toBe(404);
-    const mine = (await (await fetch(`${A.url}/v1/tasks?status=succeeded`, { headers: { authorization: `Bearer ${sk}` } })).json()) as { data: Array<{ id: string }> };
+    await waitFor(
+      async () =>
+        (await fetch(`${A.url}/v1/tasks`, { headers: { authorization: `Bearer ${ok.sk}` } })).status === 200,
+      2_000,
+      20,
+    );
+    expect(
+      (await fetch(`${A.url}/v1/tasks/${j.task_id}`, { headers: { authorization: `Bearer ${ok.sk}` } }))
+        .status,
+    ).toBe(404);
+    const mine = (await (
+      await fetch(`${A.url}/v1/tasks?status=succeeded`, { headers: { authorization: `Bearer ${sk}` } })
+    ).json()) as { data: Array<{ id: string }> };
     expect(mine.data.map((x) => x.id)).toContain(j.task_id);
   });
 
@@ -397,31 +497,54 @@ describe('ASYNC mode', () => {
 
   it('kill -9 the gateway with tasks queued: after a restart every task completes exactly once', async () => {
     const { sk } = await keyWith({ max_concurrency: 1 }, { queue_mode: 'ASYNC' });
-    const env = { DATABASE_URL: tdb.url, REDIS_URL, ANIMA_REDIS_PREFIX: prefix, ANIMA_TASK_LEASE_MS: '1500', ANIMA_TASK_POLL_MS: '200', ANIMA_LEASE_TTL_MS: '1500' };
+    const env = {
+      DATABASE_URL: tdb.url,
+      REDIS_URL,
+      ANIMA_REDIS_PREFIX: prefix,
+      ANIMA_TASK_LEASE_MS: '1500',
+      ANIMA_TASK_POLL_MS: '200',
+      ANIMA_LEASE_TTL_MS: '1500',
+    };
     const start = () => spawnGateway(env);
     const first = start();
     const url1 = await first.url;
     up.setFault({ latencyMs: 300 });
     up.resetStats();
-    const post = () => fetch(url1 + '/v1/chat/completions', { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${sk}` }, body: JSON.stringify({ model: 'main', messages: [{ role: 'user', content: 'async job' }] }) });
+    const post = () =>
+      fetch(url1 + '/v1/chat/completions', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${sk}` },
+        body: JSON.stringify({ model: 'main', messages: [{ role: 'user', content: 'async job' }] }),
+      });
     const answers = await Promise.all(Array.from({ length: 10 }, post));
     const ids: string[] = [];
-    for (const a of answers) if (a.status === 202) ids.push(((await a.json()) as { task_id: string }).task_id);
+    for (const a of answers)
+      if (a.status === 202) ids.push(((await a.json()) as { task_id: string }).task_id);
     expect(ids.length).toBeGreaterThanOrEqual(8);
     await new Promise((r) => setTimeout(r, 400));
     first.child.kill('SIGKILL');
     const second = start();
     await second.url;
     try {
-      await waitFor(async () => {
-        const rows = await A.dbh.db.selectFrom('task').select(['id', 'status']).where('id', 'in', ids).execute();
-        return rows.every((r) => r.status === 'succeeded');
-      }, 20_000, 100);
+      await waitFor(
+        async () => {
+          const rows = await A.dbh.db
+            .selectFrom('task')
+            .select(['id', 'status'])
+            .where('id', 'in', ids)
+            .execute();
+          return rows.every((r) => r.status === 'succeeded');
+        },
+        20_000,
+        100,
+      );
       const rows = await A.dbh.db.selectFrom('task').selectAll().where('id', 'in', ids).execute();
       expect(rows).toHaveLength(ids.length);
       expect(rows.every((r) => r.completed_at !== null && r.result_status === 200)).toBe(true);
       const rerun = rows.filter((r) => r.attempts > 1).length;
-      console.log(`restart: ${ids.length} tasks, all succeeded exactly once; ${rerun} claimed more than once (requeued for capacity or re-claimed after the kill); upstream saw ${up.stats.requests} requests for ${answers.length} submitted`);
+      console.log(
+        `restart: ${ids.length} tasks, all succeeded exactly once; ${rerun} claimed more than once (requeued for capacity or re-claimed after the kill); upstream saw ${up.stats.requests} requests for ${answers.length} submitted`,
+      );
     } finally {
       up.setFault(null);
       second.child.kill('SIGTERM');
@@ -431,7 +554,13 @@ describe('ASYNC mode', () => {
 
 describe('cost budgets (sale price of the alias)', () => {
   it('a day budget in micro-units is not overshot by more than one request; after settlement it holds the actual cost', async () => {
-    await admin('POST', '/prices', { alias: 'main', sale_input_per_mtok: 2_000_000, sale_output_per_mtok: 4_000_000, cost_input_per_mtok: 1_000_000, cost_output_per_mtok: 2_000_000 });
+    await admin('POST', '/prices', {
+      alias: 'main',
+      sale_input_per_mtok: 2_000_000,
+      sale_output_per_mtok: 4_000_000,
+      cost_input_per_mtok: 1_000_000,
+      cost_output_per_mtok: 2_000_000,
+    });
     await waitFor(() => !!A.config.price('main', null) && !!B.config.price('main', null), 2_000, 5);
     const limit = 2_000;
     const { sk, id } = await keyWith({ cost_per_day: limit });
@@ -439,7 +568,9 @@ describe('cost budgets (sale price of the alias)', () => {
     // max_tokens at the sale price) pile up before any settles. 50 answers cost less than the budget, so
     // without the overlap nothing would be refused and the reservation path would go untested.
     up.setFault({ latencyMs: 200 });
-    const res = await Promise.all(Array.from({ length: 50 }, (_, i) => chat(i % 2 ? A : B, sk, { max_tokens: 30 }))).finally(() => up.setFault(null));
+    const res = await Promise.all(
+      Array.from({ length: 50 }, (_, i) => chat(i % 2 ? A : B, sk, { max_tokens: 30 })),
+    ).finally(() => up.setFault(null));
     let spent = 0;
     let maxOne = 0;
     let refused = 0;
@@ -456,8 +587,14 @@ describe('cost budgets (sale price of the alias)', () => {
     }
     expect(refused).toBeGreaterThan(0);
     expect(spent).toBeLessThanOrEqual(limit + maxOne);
-    await waitFor(async () => (await A.quota.usage(appId, { ...scopeOf(id), costPerDay: limit })).costDay === spent, 2_000, 10);
-    console.log(`cost/day ${limit} micro-units: ${50 - refused} served for ${spent}; Redis holds the same after settlement`);
+    await waitFor(
+      async () => (await A.quota.usage(appId, { ...scopeOf(id), costPerDay: limit })).costDay === spent,
+      2_000,
+      10,
+    );
+    console.log(
+      `cost/day ${limit} micro-units: ${50 - refused} served for ${spent}; Redis holds the same after settlement`,
+    );
     const p = await admin('GET', '/prices?alias=main');
     await admin('DELETE', `/prices/${p.data[0].id}?version_no=${p.data[0].version_no}`);
   });
@@ -478,14 +615,21 @@ describe('ASYNC results by webhook', () => {
           res.writeHead(503).end();
           return;
         }
-        got.push({ sig: String(req.headers['x-anima-signature']), ts: String(req.headers['x-anima-timestamp']), body: b });
+        got.push({
+          sig: String(req.headers['x-anima-signature']),
+          ts: String(req.headers['x-anima-timestamp']),
+          body: b,
+        });
         res.writeHead(200).end('ok');
       });
     });
     await new Promise<void>((r) => recv.listen(0, '127.0.0.1', r));
     const hook = `http://127.0.0.1:${(recv.address() as { port: number }).port}/hook`;
     const secret = 'whsec-test-0123456789';
-    const { sk, id } = await keyWith({ max_concurrency: 1 }, { queue_mode: 'ASYNC', webhook_url: hook, webhook_secret: secret });
+    const { sk, id } = await keyWith(
+      { max_concurrency: 1 },
+      { queue_mode: 'ASYNC', webhook_url: hook, webhook_secret: secret },
+    );
     up.setFault({ latencyMs: 150 });
     const holder = chat(A, sk);
     await new Promise((r) => setTimeout(r, 40));
@@ -502,15 +646,28 @@ describe('ASYNC results by webhook', () => {
     expect(got[0]!.sig).toBe(expected);
     const payload = JSON.parse(got[0]!.body) as { type: string; task: { id: string; status: string } };
     expect(payload).toMatchObject({ type: 'task.succeeded', task: { id: task_id, status: 'succeeded' } });
-    const rows = await A.dbh.db.selectFrom('webhook_delivery').selectAll().where('task_id', '=', task_id).execute();
+    const rows = await A.dbh.db
+      .selectFrom('webhook_delivery')
+      .selectAll()
+      .where('task_id', '=', task_id)
+      .execute();
     expect(rows).toHaveLength(1);
     expect(rows[0]).toMatchObject({ status: 'delivered', attempts: 4, last_status: 200 });
     recv.close();
 
     // An unreachable receiver: the task still completes; its delivery stays pending with the error recorded.
     const k = await admin('GET', `/apps/${appId}/keys/${id}`);
-    await admin('PATCH', `/apps/${appId}/keys/${id}`, { webhook_url: 'http://127.0.0.1:9/unreachable' }, k.version_no);
-    await waitFor(async () => (await B.config.keyByHash(hashKey(sk)))?.webhookUrl?.includes(':9/') === true, 2_000, 10);
+    await admin(
+      'PATCH',
+      `/apps/${appId}/keys/${id}`,
+      { webhook_url: 'http://127.0.0.1:9/unreachable' },
+      k.version_no,
+    );
+    await waitFor(
+      async () => (await B.config.keyByHash(hashKey(sk)))?.webhookUrl?.includes(':9/') === true,
+      2_000,
+      10,
+    );
     up.setFault({ latencyMs: 150 });
     const h2 = chat(A, sk);
     await new Promise((r) => setTimeout(r, 40));
@@ -518,9 +675,30 @@ describe('ASYNC results by webhook', () => {
     const t2 = ((await q2.json()) as { task_id: string }).task_id;
     await (await h2).arrayBuffer();
     up.setFault(null);
-    await waitFor(async () => (await A.dbh.db.selectFrom('task').select('status').where('id', '=', t2).executeTakeFirst())?.status === 'succeeded', 10_000, 50);
-    await waitFor(async () => !!(await A.dbh.db.selectFrom('webhook_delivery').select('last_error').where('task_id', '=', t2).executeTakeFirst())?.last_error, 5_000, 50);
-    const d2 = await A.dbh.db.selectFrom('webhook_delivery').selectAll().where('task_id', '=', t2).executeTakeFirstOrThrow();
+    await waitFor(
+      async () =>
+        (await A.dbh.db.selectFrom('task').select('status').where('id', '=', t2).executeTakeFirst())
+          ?.status === 'succeeded',
+      10_000,
+      50,
+    );
+    await waitFor(
+      async () =>
+        !!(
+          await A.dbh.db
+            .selectFrom('webhook_delivery')
+            .select('last_error')
+            .where('task_id', '=', t2)
+            .executeTakeFirst()
+        )?.last_error,
+      5_000,
+      50,
+    );
+    const d2 = await A.dbh.db
+      .selectFrom('webhook_delivery')
+      .selectAll()
+      .where('task_id', '=', t2)
+      .executeTakeFirstOrThrow();
     expect(d2.status).toBe('pending');
     expect(d2.last_error).toBeTruthy();
   }, 30_000);

@@ -32,7 +32,11 @@ async function freePort(): Promise<number> {
 async function admin(method: string, path: string, body?: unknown, ifMatch?: number) {
   const r = await fetch(`${A.url}/api/admin/v1${path}`, {
     method,
-    headers: { authorization: `Bearer ${ADMIN_TOKEN}`, ...(body ? { 'content-type': 'application/json' } : {}), ...(ifMatch ? { 'if-match': `"${ifMatch}"` } : {}) },
+    headers: {
+      authorization: `Bearer ${ADMIN_TOKEN}`,
+      ...(body ? { 'content-type': 'application/json' } : {}),
+      ...(ifMatch ? { 'if-match': `"${ifMatch}"` } : {}),
+    },
     ...(body ? { body: JSON.stringify(body) } : {}),
   });
   const t = await r.text();
@@ -40,7 +44,11 @@ async function admin(method: string, path: string, body?: unknown, ifMatch?: num
   return t ? (JSON.parse(t) as any) : null;
 }
 const chat = (g: typeof A, sk: string, model = 'main') =>
-  fetch(g.url + '/v1/chat/completions', { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${sk}` }, body: JSON.stringify({ model, messages: [{ role: 'user', content: 'hi' }] }) });
+  fetch(g.url + '/v1/chat/completions', {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${sk}` },
+    body: JSON.stringify({ model, messages: [{ role: 'user', content: 'hi' }] }),
+  });
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'anima-cluster-'));
@@ -50,22 +58,87 @@ beforeAll(async () => {
     const d = join(dir, String(port));
     spawnSync('mkdir', ['-p', d]);
     nodes.push(
-      spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--cluster-enabled', 'yes', '--cluster-config-file', join(d, 'nodes.conf'), '--dir', d, '--save', '', '--appendonly', 'no'], { stdio: 'ignore' }),
+      spawn(
+        'redis-server',
+        [
+          '--port',
+          String(port),
+          '--bind',
+          '127.0.0.1',
+          '--cluster-enabled',
+          'yes',
+          '--cluster-config-file',
+          join(d, 'nodes.conf'),
+          '--dir',
+          d,
+          '--save',
+          '',
+          '--appendonly',
+          'no',
+        ],
+        { stdio: 'ignore' },
+      ),
     );
   }
-  await waitFor(() => ports.every((p) => spawnSync('redis-cli', ['-p', String(p), 'ping'], { encoding: 'utf8' }).stdout.trim() === 'PONG'), 10_000, 100);
-  const create = spawnSync('redis-cli', ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', '0', '--cluster-yes'], { encoding: 'utf8', timeout: 30_000 });
+  await waitFor(
+    () =>
+      ports.every(
+        (p) =>
+          spawnSync('redis-cli', ['-p', String(p), 'ping'], { encoding: 'utf8' }).stdout.trim() === 'PONG',
+      ),
+    10_000,
+    100,
+  );
+  const create = spawnSync(
+    'redis-cli',
+    [
+      '--cluster',
+      'create',
+      ...ports.map((p) => `127.0.0.1:${p}`),
+      '--cluster-replicas',
+      '0',
+      '--cluster-yes',
+    ],
+    { encoding: 'utf8', timeout: 30_000 },
+  );
   if (create.status !== 0) throw new Error('cluster create failed: ' + create.stdout + create.stderr);
-  await waitFor(() => ports.every((p) => spawnSync('redis-cli', ['-p', String(p), 'cluster', 'info'], { encoding: 'utf8' }).stdout.includes('cluster_state:ok')), 15_000, 200);
+  await waitFor(
+    () =>
+      ports.every((p) =>
+        spawnSync('redis-cli', ['-p', String(p), 'cluster', 'info'], { encoding: 'utf8' }).stdout.includes(
+          'cluster_state:ok',
+        ),
+      ),
+    15_000,
+    200,
+  );
 
   tdb = await createTestDatabase();
   up = await startFakeOpenAI({ name: 'cl' });
-  const s = { databaseUrl: tdb.url, redisClusterNodes: ports.map((p) => `127.0.0.1:${p}`), redisPrefix: 'anima-cl:' };
+  const s = {
+    databaseUrl: tdb.url,
+    redisClusterNodes: ports.map((p) => `127.0.0.1:${p}`),
+    redisPrefix: 'anima-cl:',
+  };
   A = await startTestGateway(s);
   B = await startTestGateway(s);
-  await admin('POST', '/channels', { code: 'one', provider: 'openai', base_url: up.url + '/v1', credential: 'k', settings: { breaker: { minCalls: 2, openMs: 60_000 } } });
-  await admin('POST', '/channels', { code: 'two', provider: 'openai', base_url: up.url + '/v1', credential: 'k' });
-  await admin('POST', '/aliases', { name: 'main', chain: [{ targets: [{ channel: 'one', model: 'm' }] }, { targets: [{ channel: 'two', model: 'm' }] }] });
+  await admin('POST', '/channels', {
+    code: 'one',
+    provider: 'openai',
+    base_url: up.url + '/v1',
+    credential: 'k',
+    settings: { breaker: { minCalls: 2, openMs: 60_000 } },
+  });
+  await admin('POST', '/channels', {
+    code: 'two',
+    provider: 'openai',
+    base_url: up.url + '/v1',
+    credential: 'k',
+  });
+  await admin('POST', '/aliases', {
+    name: 'main',
+    chain: [{ targets: [{ channel: 'one', model: 'm' }] }, { targets: [{ channel: 'two', model: 'm' }] }],
+  });
 }, 90_000);
 
 afterAll(async () => {
@@ -85,16 +158,26 @@ describe('on a three-master Redis Cluster', () => {
     const inflightMax: number[] = [];
     for (const name of ['alpha', 'beta', 'gamma']) {
       const app = await admin('POST', '/apps', { name });
-      const k = await admin('POST', `/apps/${app.id}/keys`, { name, queue_mode: 'WAIT', wait_timeout_ms: 20_000 });
+      const k = await admin('POST', `/apps/${app.id}/keys`, {
+        name,
+        queue_mode: 'WAIT',
+        wait_timeout_ms: 20_000,
+      });
       await admin('POST', '/quotas', { scope: 'app', scope_id: app.id, max_concurrency: 2 });
       await waitFor(() => !!A.config.quota('app', app.id) && !!B.config.quota('app', app.id), 2_000, 5);
       up.resetStats();
-      const st = await Promise.all(Array.from({ length: 12 }, (_, i) => chat(i % 2 ? A : B, k.sk).then(async (r) => (await r.arrayBuffer(), r.status))));
+      const st = await Promise.all(
+        Array.from({ length: 12 }, (_, i) =>
+          chat(i % 2 ? A : B, k.sk).then(async (r) => (await r.arrayBuffer(), r.status)),
+        ),
+      );
       results.push(...st);
       inflightMax.push(up.stats.maxInFlight);
     }
     up.setFault(null);
-    console.log(`cluster: 36 requests over 3 apps, upstream max in flight per app ${inflightMax.join('/')} (limit 2)`);
+    console.log(
+      `cluster: 36 requests over 3 apps, upstream max in flight per app ${inflightMax.join('/')} (limit 2)`,
+    );
     expect(results.filter((s) => s !== 200)).toEqual([]);
     expect(Math.max(...inflightMax)).toBeLessThanOrEqual(2);
   }, 60_000);
@@ -104,7 +187,11 @@ describe('on a three-master Redis Cluster', () => {
     const k = await admin('POST', `/apps/${app.id}/keys`, { name: 'br' });
     await waitFor(async () => (await chat(B, k.sk)).status === 200, 2_000, 20);
     await admin('POST', '/circuits/one/open');
-    const ms = await waitFor(async () => (await chat(B, k.sk)).headers.get('x-anima-channel') === 'two', 1_000, 5);
+    const ms = await waitFor(
+      async () => (await chat(B, k.sk)).headers.get('x-anima-channel') === 'two',
+      1_000,
+      5,
+    );
     console.log(`cluster: breaker open reached B in ${ms} ms`);
     await admin('POST', '/kill-switch', { enabled: true });
     await waitFor(async () => (await chat(B, k.sk)).status === 503, 1_000, 5);

@@ -27,7 +27,11 @@ async function freePort(): Promise<number> {
   return p;
 }
 async function startRedis(): Promise<void> {
-  redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  redis = spawn(
+    'redis-server',
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
+    { stdio: 'ignore' },
+  );
   await waitFor(
     () =>
       new Promise((res) => {
@@ -42,8 +46,13 @@ async function startRedis(): Promise<void> {
   );
 }
 const chat = (key: string) =>
-  fetch(G.url + '/v1/chat/completions', { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` }, body: JSON.stringify({ model: 'main', messages: [{ role: 'user', content: 'hi' }] }) });
-const degradedCount = async () => (await G.metrics.degradedAdmissions.get()).values.reduce((a, v) => a + v.value, 0);
+  fetch(G.url + '/v1/chat/completions', {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+    body: JSON.stringify({ model: 'main', messages: [{ role: 'user', content: 'hi' }] }),
+  });
+const degradedCount = async () =>
+  (await G.metrics.degradedAdmissions.get()).values.reduce((a, v) => a + v.value, 0);
 
 beforeAll(async () => {
   port = await freePort();
@@ -59,9 +68,16 @@ beforeAll(async () => {
   sk = k1.sk;
   costSk = k2.sk;
   await dbh.db.insertInto('quota').values({ scope: 'key', scope_id: k1.id, max_concurrency: 4 }).execute();
-  await dbh.db.insertInto('quota').values({ scope: 'key', scope_id: k2.id, max_concurrency: 4, cost_per_day: 1_000_000 }).execute();
+  await dbh.db
+    .insertInto('quota')
+    .values({ scope: 'key', scope_id: k2.id, max_concurrency: 4, cost_per_day: 1_000_000 })
+    .execute();
   await dbh.close();
-  G = await startTestGateway({ databaseUrl: tdb.url, redisUrl: `redis://127.0.0.1:${port}`, instanceCount: 2 });
+  G = await startTestGateway({
+    databaseUrl: tdb.url,
+    redisUrl: `redis://127.0.0.1:${port}`,
+    instanceCount: 2,
+  });
 }, 60_000);
 
 afterAll(async () => {
@@ -72,7 +88,7 @@ afterAll(async () => {
 });
 
 describe('Redis down', () => {
-  it('serves on this instance\'s share of each limit, fails cost budgets closed, reports DEGRADED, heals', async () => {
+  it("serves on this instance's share of each limit, fails cost budgets closed, reports DEGRADED, heals", async () => {
     expect((await chat(sk)).status).toBe(200);
     expect(await degradedCount()).toBe(0);
     redis!.kill('SIGKILL');
@@ -81,7 +97,9 @@ describe('Redis down', () => {
     const t0 = Date.now();
     const res = await Promise.all(Array.from({ length: 6 }, () => chat(sk)));
     const statuses = res.map((r) => r.status).sort();
-    console.log(`redis down: 6 parallel requests -> ${statuses.join(',')} in ${Date.now() - t0} ms (limit 4, this instance's share 2)`);
+    console.log(
+      `redis down: 6 parallel requests -> ${statuses.join(',')} in ${Date.now() - t0} ms (limit 4, this instance's share 2)`,
+    );
     expect(statuses.filter((s) => s === 200)).toHaveLength(2);
     expect(statuses.filter((s) => s === 429)).toHaveLength(4);
     expect(Date.now() - t0).toBeLessThan(2_000); // no hanging on a dead Redis
@@ -89,7 +107,10 @@ describe('Redis down', () => {
     const cost = await chat(costSk);
     expect(cost.status).toBe(503);
     expect(((await cost.json()) as { error: { code: string } }).error.code).toBe('service_unavailable');
-    const ready = (await (await fetch(G.url + '/actuator/health/readiness')).json()) as { status: string; components: { coordination: { status: string } } };
+    const ready = (await (await fetch(G.url + '/actuator/health/readiness')).json()) as {
+      status: string;
+      components: { coordination: { status: string } };
+    };
     expect(ready.status).toBe('DEGRADED');
     expect(ready.components.coordination.status).toBe('DOWN');
     up.setFault(null);

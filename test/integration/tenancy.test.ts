@@ -12,12 +12,21 @@ let a: { sk: string; app: string };
 let b: { sk: string; app: string };
 const admin = adminApi(() => G.url);
 const call = (sk: string, path: string, body?: unknown, method = body === undefined ? 'GET' : 'POST') =>
-  fetch(G.url + path, { method, headers: { authorization: `Bearer ${sk}`, 'content-type': 'application/json' }, ...(body !== undefined ? { body: typeof body === 'string' ? body : JSON.stringify(body) } : {}) });
+  fetch(G.url + path, {
+    method,
+    headers: { authorization: `Bearer ${sk}`, 'content-type': 'application/json' },
+    ...(body !== undefined ? { body: typeof body === 'string' ? body : JSON.stringify(body) } : {}),
+  });
 
 beforeAll(async () => {
   up = await startFakeOpenAI({ name: 'tenancy' });
   G = await startTestGateway();
-  await admin('POST', '/channels', { code: 'c', provider: 'openai', base_url: up.url + '/v1', credential: 'k' });
+  await admin('POST', '/channels', {
+    code: 'c',
+    provider: 'openai',
+    base_url: up.url + '/v1',
+    credential: 'k',
+  });
   await admin('POST', '/aliases', { name: 'open', chain: [{ targets: [{ channel: 'c', model: 'm' }] }] });
   await admin('POST', '/aliases', { name: 'secret', chain: [{ targets: [{ channel: 'c', model: 'm' }] }] });
   const mk = async (name: string, allowed: string[] | null) => {
@@ -39,17 +48,34 @@ describe('tenancy', () => {
   it('a key lists and uses only the aliases its app was granted; others are 404 as if absent', async () => {
     const models = (await (await call(a.sk, '/v1/models')).json()) as { data: Array<{ id: string }> };
     expect(models.data.map((m) => m.id)).toEqual(['open']);
-    const r = await call(a.sk, '/v1/chat/completions', { model: 'secret', messages: [{ role: 'user', content: 'x' }] });
+    const r = await call(a.sk, '/v1/chat/completions', {
+      model: 'secret',
+      messages: [{ role: 'user', content: 'x' }],
+    });
     expect(r.status).toBe(404);
-    const missing = await call(a.sk, '/v1/chat/completions', { model: 'no-such-alias', messages: [{ role: 'user', content: 'x' }] });
+    const missing = await call(a.sk, '/v1/chat/completions', {
+      model: 'no-such-alias',
+      messages: [{ role: 'user', content: 'x' }],
+    });
     expect(missing.status).toBe(404);
-    expect(((await r.json()) as { error: { code: string } }).error.code).toBe(((await missing.json()) as { error: { code: string } }).error.code);
+    expect(((await r.json()) as { error: { code: string } }).error.code).toBe(
+      ((await missing.json()) as { error: { code: string } }).error.code,
+    );
     expect((await call(a.sk, '/v1/models/secret')).status).toBe(404);
-    expect((await call(b.sk, '/v1/chat/completions', { model: 'secret', messages: [{ role: 'user', content: 'x' }] })).status).toBe(200);
+    expect(
+      (
+        await call(b.sk, '/v1/chat/completions', {
+          model: 'secret',
+          messages: [{ role: 'user', content: 'x' }],
+        })
+      ).status,
+    ).toBe(200);
   });
 
   it("app B can't read, list or cancel app A's tasks", async () => {
-    const t = (await (await call(a.sk, '/v1/images/generations?async=true', { model: 'open', prompt: 'mine' })).json()) as { id: string };
+    const t = (await (
+      await call(a.sk, '/v1/images/generations?async=true', { model: 'open', prompt: 'mine' })
+    ).json()) as { id: string };
     expect((await call(b.sk, `/v1/tasks/${t.id}`)).status).toBe(404);
     expect((await call(b.sk, `/v1/tasks/${t.id}/cancel`, {})).status).toBe(404);
     const list = (await (await call(b.sk, '/v1/tasks')).json()) as { data: Array<{ id: string }> };
@@ -58,7 +84,11 @@ describe('tenancy', () => {
   });
 
   it('an app key is no admin credential: balances, journals and config stay closed to it', async () => {
-    for (const p of [`/api/admin/v1/apps/${b.app}/wallet`, '/api/admin/v1/billing/journals', '/api/admin/v1/channels']) {
+    for (const p of [
+      `/api/admin/v1/apps/${b.app}/wallet`,
+      '/api/admin/v1/billing/journals',
+      '/api/admin/v1/channels',
+    ]) {
       const r = await call(a.sk, p);
       expect(r.status, p).toBe(401);
       expect(((await r.json()) as { error: { code: string } }).error.code).toBe('invalid_admin_token');
@@ -69,9 +99,14 @@ describe('tenancy', () => {
     const deep = '{"model":"open","messages":' + '['.repeat(200) + ']'.repeat(200) + '}';
     const r = await call(a.sk, '/v1/chat/completions', deep);
     expect(r.status).toBe(400);
-    expect(((await r.json()) as { error: { message: string } }).error.message).toMatch(/nested deeper than 128/);
+    expect(((await r.json()) as { error: { message: string } }).error.message).toMatch(
+      /nested deeper than 128/,
+    );
     // Brackets inside strings don't count.
-    const ok = await call(a.sk, '/v1/chat/completions', { model: 'open', messages: [{ role: 'user', content: '['.repeat(500) }] });
+    const ok = await call(a.sk, '/v1/chat/completions', {
+      model: 'open',
+      messages: [{ role: 'user', content: '['.repeat(500) }],
+    });
     expect(ok.status).toBe(200);
   });
 });

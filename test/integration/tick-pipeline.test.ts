@@ -12,7 +12,8 @@ let mon: Redis;
 const prefix = testRedisPrefix();
 /** What each client port sent (a pipeline has its own connection: its commands are looked up by its port). */
 const seenBy = new Map<string, string[][]>();
-const scriptsSent = (t: TickPipeline) => (seenBy.get(String(t.localPort())) ?? []).filter((a) => /^(evalsha|eval)$/i.test(a[0]!));
+const scriptsSent = (t: TickPipeline) =>
+  (seenBy.get(String(t.localPort())) ?? []).filter((a) => /^(evalsha|eval)$/i.test(a[0]!));
 const open: TickPipeline[] = [];
 const pipeline = async (client: Redis = r) => {
   const t = new TickPipeline(client);
@@ -83,7 +84,9 @@ describe('TickPipeline', () => {
   it('splits a turn of many calls into executions of at most 64, still in order', async () => {
     const t = await pipeline();
     t.define('tpIncr', INCR, 1);
-    const res = await Promise.all(Array.from({ length: 150 }, () => t.call<number>('tpIncr', [`${prefix}e`, 1])));
+    const res = await Promise.all(
+      Array.from({ length: 150 }, () => t.call<number>('tpIncr', [`${prefix}e`, 1])),
+    );
     expect(res).toEqual(Array.from({ length: 150 }, (_, i) => i + 1));
     await new Promise((res) => setTimeout(res, 100));
     expect(scriptsSent(t).length).toBe(3); // 64 + 64 + 22
@@ -101,7 +104,10 @@ describe('TickPipeline', () => {
 
   it("written() resolves once the turn's calls are on the socket, before Redis has answered", async () => {
     // Replies held 300 ms on the way back: the call is written long before it can be answered.
-    const proxy = await new TcpProxy({ host: '127.0.0.1', port: Number(new URL(REDIS_URL).port || 6379) }).start();
+    const proxy = await new TcpProxy({
+      host: '127.0.0.1',
+      port: Number(new URL(REDIS_URL).port || 6379),
+    }).start();
     proxy.replyDelayMs = 300;
     const c = new Redis(`redis://127.0.0.1:${proxy.port}`);
     try {
@@ -124,7 +130,10 @@ describe('TickPipeline', () => {
   });
 
   it('fails calls at once while its connection is down, and works again once Redis is back', async () => {
-    const proxy = await new TcpProxy({ host: '127.0.0.1', port: Number(new URL(REDIS_URL).port || 6379) }).start();
+    const proxy = await new TcpProxy({
+      host: '127.0.0.1',
+      port: Number(new URL(REDIS_URL).port || 6379),
+    }).start();
     const c = new Redis(`redis://127.0.0.1:${proxy.port}`, { lazyConnect: true });
     try {
       const t = await pipeline(c);
@@ -146,7 +155,10 @@ describe('TickPipeline', () => {
   });
 
   it('fails what is in flight when Redis stops answering, after the command timeout', async () => {
-    const proxy = await new TcpProxy({ host: '127.0.0.1', port: Number(new URL(REDIS_URL).port || 6379) }).start();
+    const proxy = await new TcpProxy({
+      host: '127.0.0.1',
+      port: Number(new URL(REDIS_URL).port || 6379),
+    }).start();
     const c = new Redis(`redis://127.0.0.1:${proxy.port}`, { lazyConnect: true, commandTimeout: 300 });
     try {
       const t = await pipeline(c);

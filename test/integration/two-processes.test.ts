@@ -10,7 +10,16 @@ import { insertAlias, insertApp, insertChannel, insertKey, setKeyEnabled } from 
 import type { DbHandle } from '../../src/store/db.js';
 import { startFakeOpenAI } from '../../fakes/index.js';
 import type { FakeUpstream } from '../../fakes/common.js';
-import { REDIS_URL, type TestDatabase, cleanupRedis, createTestDatabase, openTestDb, spawnGateway, testRedisPrefix, waitFor } from '../helpers.js';
+import {
+  REDIS_URL,
+  type TestDatabase,
+  cleanupRedis,
+  createTestDatabase,
+  openTestDb,
+  spawnGateway,
+  testRedisPrefix,
+  waitFor,
+} from '../helpers.js';
 
 const CLI = 'dist/src/app/cli.js';
 let tdb: TestDatabase;
@@ -44,9 +53,24 @@ beforeAll(async () => {
   sec = await startFakeOpenAI({ name: 'secondary' });
   dbh = await openTestDb(tdb.url);
   const settings = { breaker: { minCalls: 2, failureRate: 0.5, openMs: 60_000 } };
-  await insertChannel(dbh.db, { code: 'pri', provider: 'openai', baseUrl: pri.url + '/v1', credential: 'k', settings });
-  await insertChannel(dbh.db, { code: 'sec', provider: 'openai', baseUrl: sec.url + '/v1', credential: 'k', settings });
-  await insertAlias(dbh.db, { name: 'main', tiers: [[{ channel: 'pri', model: 'm' }], [{ channel: 'sec', model: 'm' }]] });
+  await insertChannel(dbh.db, {
+    code: 'pri',
+    provider: 'openai',
+    baseUrl: pri.url + '/v1',
+    credential: 'k',
+    settings,
+  });
+  await insertChannel(dbh.db, {
+    code: 'sec',
+    provider: 'openai',
+    baseUrl: sec.url + '/v1',
+    credential: 'k',
+    settings,
+  });
+  await insertAlias(dbh.db, {
+    name: 'main',
+    tiers: [[{ channel: 'pri', model: 'm' }], [{ channel: 'sec', model: 'm' }]],
+  });
   const app = await insertApp(dbh.db, 'procs');
   ({ sk, id: keyId } = await insertKey(dbh.db, app));
   urls.push(...(await Promise.all([startProcess(), startProcess()])));
@@ -73,7 +97,8 @@ describe('two gateway processes on PostgreSQL + Redis', () => {
 
   it('a breaker opened through process A keeps process B off that channel', async () => {
     pri.setFault({ status: 500 });
-    for (let i = 0; i < 2; i++) expect((await post(urls[0]!, 'main')).headers.get('x-anima-channel')).toBe('sec');
+    for (let i = 0; i < 2; i++)
+      expect((await post(urls[0]!, 'main')).headers.get('x-anima-channel')).toBe('sec');
     pri.resetStats();
     const r = await post(urls[1]!, 'main');
     expect(r.headers.get('x-anima-channel')).toBe('sec');

@@ -37,11 +37,34 @@ describe('billing record', () => {
   });
 
   it('the sale journal carries the usage, sale and cost, and the uncollected part', () => {
-    const r: BillingRecord = { id: 'req_1', requestId: 'req_1', appId: 'a', prepaid: true, alias: 'm', channel: 'c', sale: 100n, cost: 60n, usage: { input_tokens: 3 }, at: 0 };
+    const r: BillingRecord = {
+      id: 'req_1',
+      requestId: 'req_1',
+      appId: 'a',
+      prepaid: true,
+      alias: 'm',
+      channel: 'c',
+      sale: 100n,
+      cost: 60n,
+      usage: { input_tokens: 3 },
+      at: 0,
+    };
     const j = saleJournal(r, 40n)!;
-    expect(j.spec).toMatchObject({ idemKey: 'sale:req_1', kind: 'sale', requestId: 'req_1', appId: 'a', alias: 'm', channel: 'c' });
+    expect(j.spec).toMatchObject({
+      idemKey: 'sale:req_1',
+      kind: 'sale',
+      requestId: 'req_1',
+      appId: 'a',
+      alias: 'm',
+      channel: 'c',
+    });
     expect(j.spec.taskId).toBeUndefined();
-    expect(j.spec.usage).toEqual({ input_tokens: 3, uncollected_micros: '60', sale_micros: '100', cost_micros: '60' });
+    expect(j.spec.usage).toEqual({
+      input_tokens: 3,
+      uncollected_micros: '60',
+      sale_micros: '100',
+      cost_micros: '60',
+    });
     expect(r.usage).toEqual({ input_tokens: 3 }); // the record's own usage is not touched
     expect(j.spec.entries).toEqual([
       { account: 'wallet:a', debit: 40n },

@@ -19,16 +19,36 @@ describe('credentials at rest', () => {
   it('are sealed with AES-256-GCM when ANIMA_SECRET_KEY is set, opened only in memory, never shown', async () => {
     setSecretKey('test-secret-key');
     try {
-      await insertChannel(dbh.db, { code: 'sealed', provider: 'openai', baseUrl: 'http://127.0.0.1:9/v1', credential: 'sk-upstream-very-secret' });
-      const raw = await dbh.db.selectFrom('channel').select('credential').where('code', '=', 'sealed').executeTakeFirstOrThrow();
+      await insertChannel(dbh.db, {
+        code: 'sealed',
+        provider: 'openai',
+        baseUrl: 'http://127.0.0.1:9/v1',
+        credential: 'sk-upstream-very-secret',
+      });
+      const raw = await dbh.db
+        .selectFrom('channel')
+        .select('credential')
+        .where('code', '=', 'sealed')
+        .executeTakeFirstOrThrow();
       expect(raw.credential.startsWith('enc:v1:')).toBe(true);
       expect(raw.credential).not.toContain('very-secret');
       const cache = new ConfigCache(dbh.db, new ManualClock(Date.now() + 1000), pino({ level: 'silent' }));
       await cache.load();
       expect(cache.channel('sealed')?.credential).toBe('sk-upstream-very-secret');
-      const dto = toDto('channel', (await dbh.db.selectFrom('channel').selectAll().where('code', '=', 'sealed').executeTakeFirstOrThrow()) as never);
+      const dto = toDto(
+        'channel',
+        (await dbh.db
+          .selectFrom('channel')
+          .selectAll()
+          .where('code', '=', 'sealed')
+          .executeTakeFirstOrThrow()) as never,
+      );
       expect(JSON.stringify(dto)).not.toContain('very-secret');
-      expect(dto).toMatchObject({ credential_set: true, credential_hint: '…cret', credential_encrypted: true });
+      expect(dto).toMatchObject({
+        credential_set: true,
+        credential_hint: '…cret',
+        credential_encrypted: true,
+      });
       setSecretKey('another-key');
       await expect(cache.load()).rejects.toThrow(); // a wrong key can't open it (GCM authenticates)
     } finally {
@@ -43,9 +63,24 @@ describe('config snapshot (L1)', () => {
     const now = Date.now();
     const clock = new ManualClock(now);
     const later = new Date(now + 60_000);
-    await insertChannel(dbh.db, { code: 'c1', provider: 'openai', baseUrl: 'http://127.0.0.1:1/v1', effectiveFrom: new Date(now - 1000), effectiveTo: later });
-    await insertChannel(dbh.db, { code: 'c1', provider: 'openai', baseUrl: 'http://127.0.0.1:2/v1', effectiveFrom: later });
-    await insertAlias(dbh.db, { name: 'future', tiers: [[{ channel: 'c1', model: 'm' }]], effectiveFrom: later });
+    await insertChannel(dbh.db, {
+      code: 'c1',
+      provider: 'openai',
+      baseUrl: 'http://127.0.0.1:1/v1',
+      effectiveFrom: new Date(now - 1000),
+      effectiveTo: later,
+    });
+    await insertChannel(dbh.db, {
+      code: 'c1',
+      provider: 'openai',
+      baseUrl: 'http://127.0.0.1:2/v1',
+      effectiveFrom: later,
+    });
+    await insertAlias(dbh.db, {
+      name: 'future',
+      tiers: [[{ channel: 'c1', model: 'm' }]],
+      effectiveFrom: later,
+    });
     const cache = new ConfigCache(dbh.db, clock, pino({ level: 'silent' }));
     await cache.load();
     expect(cache.channel('c1')?.baseUrl).toBe('http://127.0.0.1:1/v1');

@@ -7,7 +7,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigAdmin } from '../../src/config/admin.js';
-import { applyPlan, exportConfig, formatPlan, parseConfigDoc, planApply } from '../../src/config/config-file.js';
+import {
+  applyPlan,
+  exportConfig,
+  formatPlan,
+  parseConfigDoc,
+  planApply,
+} from '../../src/config/config-file.js';
 import type { DbHandle } from '../../src/store/db.js';
 import { openTestDb } from '../helpers.js';
 
@@ -16,7 +22,9 @@ let admin: ConfigAdmin;
 const published: unknown[] = [];
 const actor = { id: 't', name: 'test', role: 'admin' as const };
 const env = { OPENAI_KEY: 'sk-upstream-secret-1' };
-const readCredential = async (code: string) => (await dbh.db.selectFrom('channel').select('credential').where('code', '=', code).executeTakeFirst())?.credential ?? null;
+const readCredential = async (code: string) =>
+  (await dbh.db.selectFrom('channel').select('credential').where('code', '=', code).executeTakeFirst())
+    ?.credential ?? null;
 
 const FILE = `
 apiVersion: anima/v1
@@ -59,7 +67,14 @@ describe('anima apply', () => {
   it('creates everything, then a second apply of the same file changes nothing and bumps no version', async () => {
     const doc = parseConfigDoc(FILE);
     const plan = await planApply(admin, doc, env, readCredential);
-    expect(plan.map((c) => `${c.op} ${c.entity}`)).toEqual(['create channel', 'create token_group', 'create alias', 'create app', 'create quota', 'create price']);
+    expect(plan.map((c) => `${c.op} ${c.entity}`)).toEqual([
+      'create channel',
+      'create token_group',
+      'create alias',
+      'create app',
+      'create quota',
+      'create price',
+    ]);
     expect(formatPlan(plan)).not.toContain('sk-upstream-secret-1');
     await applyPlan(admin, actor, plan);
     const again = await planApply(admin, doc, env, readCredential);
@@ -82,22 +97,48 @@ describe('anima apply', () => {
   });
 
   it('refuses secrets in clear, unknown sections and fields, and a missing environment variable', async () => {
-    expect(() => parseConfigDoc('apiVersion: anima/v1\nchannels:\n  - code: x\n    credential: sk-123\n')).toThrow(/secrets never go in the file/);
+    expect(() =>
+      parseConfigDoc('apiVersion: anima/v1\nchannels:\n  - code: x\n    credential: sk-123\n'),
+    ).toThrow(/secrets never go in the file/);
     expect(() => parseConfigDoc('apiVersion: anima/v1\nkeys: []\n')).toThrow(/unknown section 'keys'/);
-    expect(() => parseConfigDoc('apiVersion: anima/v1\napps:\n  - id: a\n    colour: red\n')).toThrow(/colour is not a field/);
-    await expect(planApply(admin, parseConfigDoc(FILE), {}, readCredential)).rejects.toThrow(/OPENAI_KEY is not set/);
+    expect(() => parseConfigDoc('apiVersion: anima/v1\napps:\n  - id: a\n    colour: red\n')).toThrow(
+      /colour is not a field/,
+    );
+    await expect(planApply(admin, parseConfigDoc(FILE), {}, readCredential)).rejects.toThrow(
+      /OPENAI_KEY is not set/,
+    );
   });
 
   it('no phantom diffs or duplicates: a trailing slash, an app without id, a channel that only has a scheduled version', async () => {
-    const slash = parseConfigDoc(FILE.replace('https://api.openai.com/v1', 'https://api.openai.com/v1/').replace('max_attempts: 2', 'max_attempts: 4'));
+    const slash = parseConfigDoc(
+      FILE.replace('https://api.openai.com/v1', 'https://api.openai.com/v1/').replace(
+        'max_attempts: 2',
+        'max_attempts: 4',
+      ),
+    );
     expect(formatPlan(await planApply(admin, slash, env, readCredential))).toBe('no changes');
-    expect(() => parseConfigDoc('apiVersion: anima/v1\napps:\n  - name: nameless\n')).toThrow(/id is required/);
-    expect(() => parseConfigDoc('apiVersion: anima/v1\nchannels:\n  - code: x\n    settings: { headers: { x-key: sk-anima-abc } }\n')).toThrow(/secrets never go in the file/);
+    expect(() => parseConfigDoc('apiVersion: anima/v1\napps:\n  - name: nameless\n')).toThrow(
+      /id is required/,
+    );
+    expect(() =>
+      parseConfigDoc(
+        'apiVersion: anima/v1\nchannels:\n  - code: x\n    settings: { headers: { x-key: sk-anima-abc } }\n',
+      ),
+    ).toThrow(/secrets never go in the file/);
     const later = new Date(Date.now() + 3_600_000).toISOString();
-    await admin.create(actor, 'channel', { code: 'future', provider: 'openai', base_url: 'https://example.com/v1', effective_from: later });
-    const doc = parseConfigDoc('apiVersion: anima/v1\nchannels:\n  - code: future\n    provider: openai\n    base_url: https://example.com/v2\n');
+    await admin.create(actor, 'channel', {
+      code: 'future',
+      provider: 'openai',
+      base_url: 'https://example.com/v1',
+      effective_from: later,
+    });
+    const doc = parseConfigDoc(
+      'apiVersion: anima/v1\nchannels:\n  - code: future\n    provider: openai\n    base_url: https://example.com/v2\n',
+    );
     const plan = await planApply(admin, doc, env, readCredential);
-    expect(formatPlan(plan)).toBe('~ channel future: base_url "https://example.com/v1" -> "https://example.com/v2"');
+    expect(formatPlan(plan)).toBe(
+      '~ channel future: base_url "https://example.com/v1" -> "https://example.com/v2"',
+    );
     await applyPlan(admin, actor, plan);
     expect((await admin.versions('channel', 'future')).length).toBe(1);
   });
@@ -106,7 +147,12 @@ describe('anima apply', () => {
     const text = await exportConfig(admin);
     expect(text).not.toContain('sk-upstream');
     expect(text).toContain('credential_env: ANIMA_CHANNEL_OAI_CREDENTIAL');
-    const plan = await planApply(admin, parseConfigDoc(text), { ANIMA_CHANNEL_OAI_CREDENTIAL: 'sk-upstream-secret-1' }, readCredential);
+    const plan = await planApply(
+      admin,
+      parseConfigDoc(text),
+      { ANIMA_CHANNEL_OAI_CREDENTIAL: 'sk-upstream-secret-1' },
+      readCredential,
+    );
     expect(formatPlan(plan)).toBe('no changes');
   });
 
@@ -116,7 +162,11 @@ describe('anima apply', () => {
       const f = join(dir, 'anima.yaml');
       writeFileSync(f, FILE);
       const run = (...a: string[]) =>
-        spawnSync(process.execPath, ['dist/src/app/cli.js', ...a], { env: { ...process.env, ...env, DATABASE_URL: '', REDIS_URL: '', ANIMA_DATA_DIR: join(dir, 'db') }, encoding: 'utf8', timeout: 60_000 });
+        spawnSync(process.execPath, ['dist/src/app/cli.js', ...a], {
+          env: { ...process.env, ...env, DATABASE_URL: '', REDIS_URL: '', ANIMA_DATA_DIR: join(dir, 'db') },
+          encoding: 'utf8',
+          timeout: 60_000,
+        });
       const dry = run('apply', '-f', f, '--dry-run');
       expect(dry.status, dry.stderr).toBe(0);
       expect(dry.stdout).toContain('+ channel oai (create)');

@@ -10,10 +10,21 @@ describe('estimateTokens', () => {
       { role: 'system', content: 'You are a terse assistant. Answer in one sentence.' },
       { role: 'user', content: '请用一句话解释什么是网关。' },
       { role: 'assistant', content: 'A gateway sits between clients and upstreams.' },
-      { role: 'user', content: [{ type: 'text', text: 'And a circuit breaker?' }, { type: 'image_url', image_url: { url: 'data:,' } }] },
+      {
+        role: 'user',
+        content: [
+          { type: 'text', text: 'And a circuit breaker?' },
+          { type: 'image_url', image_url: { url: 'data:,' } },
+        ],
+      },
     ],
   };
-  const texts = ['You are a terse assistant. Answer in one sentence.', '请用一句话解释什么是网关。', 'A gateway sits between clients and upstreams.', 'And a circuit breaker?'];
+  const texts = [
+    'You are a terse assistant. Answer in one sentence.',
+    '请用一句话解释什么是网关。',
+    'A gateway sits between clients and upstreams.',
+    'And a circuit breaker?',
+  ];
 
   it('counts each text with o200k: within a token per message of counting the joined prompt', () => {
     const joined = countTokens(texts.join('\n'));
@@ -26,7 +37,10 @@ describe('estimateTokens', () => {
   it('a text seen before (a resent history) counts the same, and a changed text is counted anew', () => {
     const a = estimateTokens(body, 'openai_chat');
     expect(estimateTokens(body, 'openai_chat')).toEqual(a);
-    const longer = { ...body, messages: [...body.messages, { role: 'user', content: 'one two three four five six seven eight' }] };
+    const longer = {
+      ...body,
+      messages: [...body.messages, { role: 'user', content: 'one two three four five six seven eight' }],
+    };
     const b = estimateTokens(longer, 'openai_chat');
     expect(b.prompt - a.prompt).toBe(countTokens('one two three four five six seven eight') + 1 + 4);
   });
@@ -36,13 +50,18 @@ describe('estimateTokens', () => {
     const L = 2_000;
     const mid = L >> 1;
     const make = (word: string) =>
-      Array.from({ length: L }, (_, i) => (i < 48 || i >= L - 48 ? 'x' : i >= mid && i < mid + 32 ? 'm' : word[i % word.length])).join('');
+      Array.from({ length: L }, (_, i) =>
+        i < 48 || i >= L - 48 ? 'x' : i >= mid && i < mid + 32 ? 'm' : word[i % word.length],
+      ).join('');
     const a = make('alpha ');
     const b = make('gamma ');
     expect(a.length).toBe(b.length);
-    expect(a.slice(0, 48) + a.slice(mid, mid + 32) + a.slice(-48)).toBe(b.slice(0, 48) + b.slice(mid, mid + 32) + b.slice(-48));
+    expect(a.slice(0, 48) + a.slice(mid, mid + 32) + a.slice(-48)).toBe(
+      b.slice(0, 48) + b.slice(mid, mid + 32) + b.slice(-48),
+    );
     expect(a.slice(mid, mid + 32)).toBe(b.slice(mid, mid + 32));
-    const count = (t: string) => estimateTokens({ model: 'm', messages: [{ role: 'user', content: t }] }, 'openai_chat').prompt - 4;
+    const count = (t: string) =>
+      estimateTokens({ model: 'm', messages: [{ role: 'user', content: t }] }, 'openai_chat').prompt - 4;
     for (let i = 0; i < 3; i++) {
       expect(count(a)).toBe(countTokens(a));
       expect(count(b)).toBe(countTokens(b));

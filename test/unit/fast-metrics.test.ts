@@ -10,7 +10,13 @@ describe('fast metrics', () => {
     const a = new client.Registry();
     const b = new client.Registry();
     const bounds = [0.005, 0.01, 0.025, 0.05, 0.1, 1];
-    const ref = new client.Histogram({ name: 'h_seconds', help: 'a "help" \\ text', labelNames: ['dialect', 'alias'] as const, buckets: bounds, registers: [a] });
+    const ref = new client.Histogram({
+      name: 'h_seconds',
+      help: 'a "help" \\ text',
+      labelNames: ['dialect', 'alias'] as const,
+      buckets: bounds,
+      registers: [a],
+    });
     const fast = new FastHistogram('h_seconds', 'a "help" \\ text', ['dialect', 'alias'], bounds, [b]);
     const obs: Array<[string, string, number]> = [
       ['openai_chat', 'main', 0.004],
@@ -30,7 +36,12 @@ describe('fast metrics', () => {
   it('a counter scrapes as prom-client’s; a held series keeps counting after a reset', async () => {
     const a = new client.Registry();
     const b = new client.Registry();
-    const ref = new client.Counter({ name: 'c_total', help: 'c', labelNames: ['channel', 'result'] as const, registers: [a] });
+    const ref = new client.Counter({
+      name: 'c_total',
+      help: 'c',
+      labelNames: ['channel', 'result'] as const,
+      registers: [a],
+    });
     const fast = new FastCounter('c_total', 'c', ['channel', 'result'], [b]);
     const held = fast.with('one', 'ok');
     for (const [ch, r, n] of [

@@ -34,7 +34,8 @@ const gbase = (extra: Record<string, unknown> = {}): Record<string, unknown> => 
   contents: [{ role: 'user', parts: [{ text: 'hi' }] }],
   ...extra,
 });
-const toC = (extra: Record<string, unknown> = {}, stream = false) => geminiToChatRequest(gbase(extra), stream);
+const toC = (extra: Record<string, unknown> = {}, stream = false) =>
+  geminiToChatRequest(gbase(extra), stream);
 
 function thrown(fn: () => unknown): GatewayError {
   try {
@@ -47,12 +48,20 @@ function thrown(fn: () => unknown): GatewayError {
 }
 function expectRefused(fn: () => unknown, param: string): void {
   const e = thrown(fn);
-  expect({ status: e.status, code: e.code, param: e.param }).toEqual({ status: 400, code: 'unsupported_parameter', param });
+  expect({ status: e.status, code: e.code, param: e.param }).toEqual({
+    status: 400,
+    code: 'unsupported_parameter',
+    param,
+  });
   expect(e.message).toMatch(/cannot be translated/);
 }
 function expectInvalid(fn: () => unknown, param: string): void {
   const e = thrown(fn);
-  expect({ status: e.status, code: e.code, param: e.param }).toEqual({ status: 400, code: 'invalid_request', param });
+  expect({ status: e.status, code: e.code, param: e.param }).toEqual({
+    status: 400,
+    code: 'invalid_request',
+    param,
+  });
 }
 
 /** The JSON payloads of Gemini-style SSE text (CRLF framed). */
@@ -78,19 +87,44 @@ const EP: UpstreamEndpoint = {
 describe('Gemini usage', () => {
   it('geminiUsage: prompt -> input, candidates + thoughts -> output, cached content -> cached', () => {
     expect(
-      geminiUsage({ promptTokenCount: 100, candidatesTokenCount: 20, thoughtsTokenCount: 30, cachedContentTokenCount: 40, totalTokenCount: 150 }),
+      geminiUsage({
+        promptTokenCount: 100,
+        candidatesTokenCount: 20,
+        thoughtsTokenCount: 30,
+        cachedContentTokenCount: 40,
+        totalTokenCount: 150,
+      }),
     ).toEqual({ inputTokens: 100, outputTokens: 50, cachedTokens: 40, cacheWriteTokens: 0 });
   });
   it('geminiUsage: server-tool prompt tokens are input; nothing known -> null', () => {
-    expect(geminiUsage({ promptTokenCount: 10, toolUsePromptTokenCount: 5 })).toEqual({ inputTokens: 15, outputTokens: 0, cachedTokens: 0, cacheWriteTokens: 0 });
+    expect(geminiUsage({ promptTokenCount: 10, toolUsePromptTokenCount: 5 })).toEqual({
+      inputTokens: 15,
+      outputTokens: 0,
+      cachedTokens: 0,
+      cacheWriteTokens: 0,
+    });
     expect(geminiUsage(undefined)).toBeNull();
     expect(geminiUsage(null)).toBeNull();
     expect(geminiUsage({ totalTokenCount: 3 })).toBeNull();
   });
   it('toGeminiUsage inverts geminiUsage', () => {
-    const meta = toGeminiUsage({ inputTokens: 100, outputTokens: 50, cachedTokens: 40, cacheWriteTokens: 0 }, 30);
-    expect(meta).toEqual({ promptTokenCount: 100, candidatesTokenCount: 20, thoughtsTokenCount: 30, cachedContentTokenCount: 40, totalTokenCount: 150 });
-    expect(geminiUsage(meta)).toEqual({ inputTokens: 100, outputTokens: 50, cachedTokens: 40, cacheWriteTokens: 0 });
+    const meta = toGeminiUsage(
+      { inputTokens: 100, outputTokens: 50, cachedTokens: 40, cacheWriteTokens: 0 },
+      30,
+    );
+    expect(meta).toEqual({
+      promptTokenCount: 100,
+      candidatesTokenCount: 20,
+      thoughtsTokenCount: 30,
+      cachedContentTokenCount: 40,
+      totalTokenCount: 150,
+    });
+    expect(geminiUsage(meta)).toEqual({
+      inputTokens: 100,
+      outputTokens: 50,
+      cachedTokens: 40,
+      cacheWriteTokens: 0,
+    });
     expect(toGeminiUsage({ inputTokens: 1, outputTokens: 2, cachedTokens: 0, cacheWriteTokens: 0 })).toEqual({
       promptTokenCount: 1,
       candidatesTokenCount: 2,
@@ -145,7 +179,14 @@ describe('chatToGeminiRequest', () => {
   });
 
   it('max_tokens is used without max_completion_tokens; stop arrays pass; zero penalties and nulls are not sent', () => {
-    const g = toG({ max_tokens: 50, stop: ['a', 'b'], presence_penalty: 0, frequency_penalty: 0, temperature: null, seed: null });
+    const g = toG({
+      max_tokens: 50,
+      stop: ['a', 'b'],
+      presence_penalty: 0,
+      frequency_penalty: 0,
+      temperature: null,
+      seed: null,
+    });
     expect(g.generationConfig).toEqual({ maxOutputTokens: 50, stopSequences: ['a', 'b'] });
     expect(toG().generationConfig).toBeUndefined();
   });
@@ -172,8 +213,22 @@ describe('chatToGeminiRequest', () => {
     ]);
     expect(guessImageMime('https://a.b/c.JPG')).toBe('image/jpeg');
     expect(guessImageMime('https://a.b/c.gif#x')).toBe('image/gif');
-    expectRefused(() => toG({ messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'ftp://x/y.png' } }] }] }), 'messages[0].content[0]');
-    expectRefused(() => toG({ messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'data:image/png,raw' } }] }] }), 'messages[0].content[0]');
+    expectRefused(
+      () =>
+        toG({
+          messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: 'ftp://x/y.png' } }] }],
+        }),
+      'messages[0].content[0]',
+    );
+    expectRefused(
+      () =>
+        toG({
+          messages: [
+            { role: 'user', content: [{ type: 'image_url', image_url: { url: 'data:image/png,raw' } }] },
+          ],
+        }),
+      'messages[0].content[0]',
+    );
   });
 
   it('user audio (wav/mp3) and inline files map to inlineData; other audio and file ids are refused', () => {
@@ -195,10 +250,21 @@ describe('chatToGeminiRequest', () => {
       { inlineData: { mimeType: 'application/pdf', data: 'JVBER' } },
     ]);
     expectRefused(
-      () => toG({ messages: [{ role: 'user', content: [{ type: 'input_audio', input_audio: { data: 'x', format: 'flac' as 'wav' } }] }] }),
+      () =>
+        toG({
+          messages: [
+            {
+              role: 'user',
+              content: [{ type: 'input_audio', input_audio: { data: 'x', format: 'flac' as 'wav' } }],
+            },
+          ],
+        }),
       'messages[0].content[0]',
     );
-    expectRefused(() => toG({ messages: [{ role: 'user', content: [{ type: 'file', file: { file_id: 'file-1' } }] }] }), 'messages[0].content[0]');
+    expectRefused(
+      () => toG({ messages: [{ role: 'user', content: [{ type: 'file', file: { file_id: 'file-1' } }] }] }),
+      'messages[0].content[0]',
+    );
   });
 
   it('assistant tool calls become functionCall parts (placeholder signature on the first) and tool results functionResponse parts', () => {
@@ -225,7 +291,10 @@ describe('chatToGeminiRequest', () => {
       {
         role: 'model',
         parts: [
-          { functionCall: { name: 'weather', args: { city: 'Paris' } }, thoughtSignature: SKIP_THOUGHT_SIGNATURE },
+          {
+            functionCall: { name: 'weather', args: { city: 'Paris' } },
+            thoughtSignature: SKIP_THOUGHT_SIGNATURE,
+          },
           { functionCall: { name: 'weather', args: { city: 'Rome' } } },
           { functionCall: { name: 'now', args: {} } },
         ],
@@ -248,17 +317,34 @@ describe('chatToGeminiRequest', () => {
         { role: 'user', content: 'go' },
         {
           role: 'assistant',
-          content: [{ type: 'text', text: 'calling' }, { type: 'refusal', refusal: 'partly' }],
+          content: [
+            { type: 'text', text: 'calling' },
+            { type: 'refusal', refusal: 'partly' },
+          ],
           tool_calls: [
-            { id: 'c1', type: 'function', function: { name: 'f', arguments: '{}' }, extra_content: { google: { thought_signature: 'SIG' } } } as any,
+            {
+              id: 'c1',
+              type: 'function',
+              function: { name: 'f', arguments: '{}' },
+              extra_content: { google: { thought_signature: 'SIG' } },
+            } as any,
           ],
         },
         { role: 'tool', tool_call_id: 'c1', content: '[1,2]' },
       ],
     });
-    expect(g.contents[1]).toEqual({ role: 'model', parts: [{ text: 'calling' }, { text: 'partly' }, { functionCall: { name: 'f', args: {} }, thoughtSignature: 'SIG' }] });
+    expect(g.contents[1]).toEqual({
+      role: 'model',
+      parts: [
+        { text: 'calling' },
+        { text: 'partly' },
+        { functionCall: { name: 'f', args: {} }, thoughtSignature: 'SIG' },
+      ],
+    });
     // A JSON value that is not an object is text.
-    expect(g.contents[2]!.parts).toEqual([{ functionResponse: { name: 'f', response: { output: '[1,2]' } } }]);
+    expect(g.contents[2]!.parts).toEqual([
+      { functionResponse: { name: 'f', response: { output: '[1,2]' } } },
+    ]);
   });
 
   it('consecutive same-role messages merge; empty messages are skipped', () => {
@@ -279,9 +365,14 @@ describe('chatToGeminiRequest', () => {
   });
 
   it('response_format: json_object and json_schema set the MIME type (and schema); text sets nothing', () => {
-    expect(toG({ response_format: { type: 'json_object' } }).generationConfig).toEqual({ responseMimeType: 'application/json' });
+    expect(toG({ response_format: { type: 'json_object' } }).generationConfig).toEqual({
+      responseMimeType: 'application/json',
+    });
     const schema = { type: 'object', properties: { a: { type: 'string' } }, required: ['a'] };
-    expect(toG({ response_format: { type: 'json_schema', json_schema: { name: 'x', schema, strict: true } } }).generationConfig).toEqual({
+    expect(
+      toG({ response_format: { type: 'json_schema', json_schema: { name: 'x', schema, strict: true } } })
+        .generationConfig,
+    ).toEqual({
       responseMimeType: 'application/json',
       responseJsonSchema: schema,
     });
@@ -293,7 +384,10 @@ describe('chatToGeminiRequest', () => {
     const params = { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] };
     const g = toG({
       tools: [
-        { type: 'function', function: { name: 'weather', description: 'Weather now', parameters: params, strict: true } },
+        {
+          type: 'function',
+          function: { name: 'weather', description: 'Weather now', parameters: params, strict: true },
+        },
         { type: 'function', function: { name: 'now', parameters: { type: 'object', properties: {} } } },
         { type: 'function', function: { name: 'bare' } },
       ],
@@ -312,16 +406,33 @@ describe('chatToGeminiRequest', () => {
   });
 
   it('tool_choice maps to functionCallingConfig', () => {
-    const tools: ChatRequest['tools'] = [{ type: 'function', function: { name: 'f' } }, { type: 'function', function: { name: 'g' } }];
+    const tools: ChatRequest['tools'] = [
+      { type: 'function', function: { name: 'f' } },
+      { type: 'function', function: { name: 'g' } },
+    ];
     const tc = (tool_choice: ChatRequest['tool_choice']) => toG({ tools, tool_choice }).toolConfig;
     expect(tc('none')).toEqual({ functionCallingConfig: { mode: 'NONE' } });
     expect(tc('auto')).toEqual({ functionCallingConfig: { mode: 'AUTO' } });
     expect(tc('required')).toEqual({ functionCallingConfig: { mode: 'ANY' } });
-    expect(tc({ type: 'function', function: { name: 'g' } })).toEqual({ functionCallingConfig: { mode: 'ANY', allowedFunctionNames: ['g'] } });
+    expect(tc({ type: 'function', function: { name: 'g' } })).toEqual({
+      functionCallingConfig: { mode: 'ANY', allowedFunctionNames: ['g'] },
+    });
     expect(
-      tc({ type: 'allowed_tools', allowed_tools: { mode: 'required', tools: [{ type: 'function', function: { name: 'f' } }, { type: 'function', function: { name: 'g' } }] } }),
+      tc({
+        type: 'allowed_tools',
+        allowed_tools: {
+          mode: 'required',
+          tools: [
+            { type: 'function', function: { name: 'f' } },
+            { type: 'function', function: { name: 'g' } },
+          ],
+        },
+      }),
     ).toEqual({ functionCallingConfig: { mode: 'ANY', allowedFunctionNames: ['f', 'g'] } });
-    expectRefused(() => tc({ type: 'allowed_tools', allowed_tools: { mode: 'auto', tools: [] } }), 'tool_choice');
+    expectRefused(
+      () => tc({ type: 'allowed_tools', allowed_tools: { mode: 'auto', tools: [] } }),
+      'tool_choice',
+    );
     expectRefused(() => tc({ type: 'custom', custom: { name: 'x' } }), 'tool_choice');
     expect(tc(undefined)).toBeUndefined();
     // Without tools a tool choice has nothing to act on.
@@ -329,8 +440,12 @@ describe('chatToGeminiRequest', () => {
   });
 
   it('reasoning_effort becomes a thinking budget', () => {
-    expect(toG({ reasoning_effort: 'high' }).generationConfig).toEqual({ thinkingConfig: { thinkingBudget: 24576 } });
-    expect(toG({ reasoning_effort: 'none' }).generationConfig).toEqual({ thinkingConfig: { thinkingBudget: 0 } });
+    expect(toG({ reasoning_effort: 'high' }).generationConfig).toEqual({
+      thinkingConfig: { thinkingBudget: 24576 },
+    });
+    expect(toG({ reasoning_effort: 'none' }).generationConfig).toEqual({
+      thinkingConfig: { thinkingBudget: 0 },
+    });
     expectRefused(() => toG({ reasoning_effort: 'extreme' }), 'reasoning_effort');
   });
 
@@ -350,38 +465,76 @@ describe('chatToGeminiRequest', () => {
   });
 
   it('harmless defaults of refused fields pass', () => {
-    expect(() => toG({ logprobs: false, logit_bias: {}, modalities: ['text'], top_logprobs: 0 })).not.toThrow();
+    expect(() =>
+      toG({ logprobs: false, logit_bias: {}, modalities: ['text'], top_logprobs: 0 }),
+    ).not.toThrow();
   });
 
   it('refuses message shapes without a translation', () => {
     expectRefused(() => toG({ messages: [{ role: 'user', content: 'a', name: 'bob' }] }), 'messages[0].name');
-    expectRefused(() => toG({ messages: [{ role: 'function', content: 'x', name: 'f' }] }), 'messages[0].role');
     expectRefused(
-      () => toG({ messages: [{ role: 'user', content: 'a' }, { role: 'system', content: 'late' }] }),
+      () => toG({ messages: [{ role: 'function', content: 'x', name: 'f' }] }),
+      'messages[0].role',
+    );
+    expectRefused(
+      () =>
+        toG({
+          messages: [
+            { role: 'user', content: 'a' },
+            { role: 'system', content: 'late' },
+          ],
+        }),
       'messages',
     );
     expectRefused(
-      () => toG({ messages: [{ role: 'user', content: 'a' }, { role: 'assistant', content: null, tool_calls: [{ id: 'x', type: 'function', function: { name: 'f', arguments: '[1]' } }] }] }),
+      () =>
+        toG({
+          messages: [
+            { role: 'user', content: 'a' },
+            {
+              role: 'assistant',
+              content: null,
+              tool_calls: [{ id: 'x', type: 'function', function: { name: 'f', arguments: '[1]' } }],
+            },
+          ],
+        }),
       'messages[1].tool_calls[0].function.arguments',
     );
     expectRefused(
-      () => toG({ messages: [{ role: 'assistant', content: null, tool_calls: [{ id: 'x', type: 'custom', custom: { name: 'f', input: '' } }] }] }),
+      () =>
+        toG({
+          messages: [
+            {
+              role: 'assistant',
+              content: null,
+              tool_calls: [{ id: 'x', type: 'custom', custom: { name: 'f', input: '' } }],
+            },
+          ],
+        }),
       'messages[0].tool_calls[0]',
     );
-    expectRefused(() => toG({ messages: [{ role: 'user', content: [{ type: 'video' } as any] }] }), 'messages[0].content[0]');
+    expectRefused(
+      () => toG({ messages: [{ role: 'user', content: [{ type: 'video' } as any] }] }),
+      'messages[0].content[0]',
+    );
   });
 
   it('rejects malformed input with invalid_request', () => {
     expectInvalid(() => toG({ messages: 'hi' as any }), 'messages');
     expectInvalid(() => toG({ messages: [{ role: 'robot', content: 'x' } as any] }), 'messages[0].role');
-    expectInvalid(() => toG({ messages: [{ role: 'tool', tool_call_id: 'nope', content: 'x' }] }), 'messages[0].tool_call_id');
+    expectInvalid(
+      () => toG({ messages: [{ role: 'tool', tool_call_id: 'nope', content: 'x' }] }),
+      'messages[0].tool_call_id',
+    );
   });
 });
 
 // ----------------------------------------------------------------------------------------- Gemini answer -> chat
 
 const answer = (extra: Partial<GenerateContentResponse> = {}): GenerateContentResponse => ({
-  candidates: [{ content: { role: 'model', parts: [{ text: 'Hello' }, { text: ' world' }] }, finishReason: 'STOP' }],
+  candidates: [
+    { content: { role: 'model', parts: [{ text: 'Hello' }, { text: ' world' }] }, finishReason: 'STOP' },
+  ],
   usageMetadata: { promptTokenCount: 10, candidatesTokenCount: 5, totalTokenCount: 15 },
   modelVersion: 'gemini-2.5-flash',
   responseId: 'resp1',
@@ -395,8 +548,20 @@ describe('geminiToChatCompletion', () => {
       id: 'chatcmpl-resp1',
       object: 'chat.completion',
       model: 'my-alias',
-      choices: [{ index: 0, message: { role: 'assistant', content: 'Hello world', refusal: null }, finish_reason: 'stop', logprobs: null }],
-      usage: { prompt_tokens: 10, completion_tokens: 5, total_tokens: 15, prompt_tokens_details: { cached_tokens: 0 } },
+      choices: [
+        {
+          index: 0,
+          message: { role: 'assistant', content: 'Hello world', refusal: null },
+          finish_reason: 'stop',
+          logprobs: null,
+        },
+      ],
+      usage: {
+        prompt_tokens: 10,
+        completion_tokens: 5,
+        total_tokens: 15,
+        prompt_tokens_details: { cached_tokens: 0 },
+      },
     });
     expect(typeof c.created).toBe('number');
     expect(c.choices[0]!.message.tool_calls).toBeUndefined();
@@ -405,8 +570,18 @@ describe('geminiToChatCompletion', () => {
   it('skips thought parts and counts thinking tokens as reasoning output', () => {
     const c = geminiToChatCompletion(
       answer({
-        candidates: [{ content: { role: 'model', parts: [{ text: 'hmm', thought: true }, { text: 'Answer' }] }, finishReason: 'STOP' }],
-        usageMetadata: { promptTokenCount: 10, candidatesTokenCount: 5, thoughtsTokenCount: 7, cachedContentTokenCount: 4 },
+        candidates: [
+          {
+            content: { role: 'model', parts: [{ text: 'hmm', thought: true }, { text: 'Answer' }] },
+            finishReason: 'STOP',
+          },
+        ],
+        usageMetadata: {
+          promptTokenCount: 10,
+          candidatesTokenCount: 5,
+          thoughtsTokenCount: 7,
+          cachedContentTokenCount: 4,
+        },
       }),
       'a',
     );
@@ -442,7 +617,11 @@ describe('geminiToChatCompletion', () => {
     expect(ch.finish_reason).toBe('tool_calls');
     expect(ch.message.content).toBeNull();
     const [t1, t2] = ch.message.tool_calls as any[];
-    expect(t1).toMatchObject({ type: 'function', function: { name: 'weather', arguments: '{"city":"Paris"}' }, extra_content: { google: { thought_signature: 'SIG' } } });
+    expect(t1).toMatchObject({
+      type: 'function',
+      function: { name: 'weather', arguments: '{"city":"Paris"}' },
+      extra_content: { google: { thought_signature: 'SIG' } },
+    });
     expect(t1.id).toMatch(/^call_[0-9a-f]{24}$/);
     expect(t2).toEqual({ id: 'call_abc', type: 'function', function: { name: 'now', arguments: '{}' } });
   });
@@ -461,13 +640,21 @@ describe('geminiToChatCompletion', () => {
     ['LANGUAGE', 'stop'],
     [undefined, 'stop'],
   ])('finishReason %s -> %s', (reason, finish) => {
-    const c = geminiToChatCompletion(answer({ candidates: [{ content: { parts: [{ text: 'x' }] }, finishReason: reason }] }), 'a');
+    const c = geminiToChatCompletion(
+      answer({ candidates: [{ content: { parts: [{ text: 'x' }] }, finishReason: reason }] }),
+      'a',
+    );
     expect(c.choices[0]!.finish_reason).toBe(finish);
   });
 
   it('a candidate filtered without content is an empty content_filter choice; several candidates are several choices', () => {
     const c = geminiToChatCompletion(
-      answer({ candidates: [{ content: { role: 'model', parts: [{ text: 'one' }] }, finishReason: 'STOP' }, { finishReason: 'SAFETY', index: 1 }] }),
+      answer({
+        candidates: [
+          { content: { role: 'model', parts: [{ text: 'one' }] }, finishReason: 'STOP' },
+          { finishReason: 'SAFETY', index: 1 },
+        ],
+      }),
       'a',
     );
     expect(c.choices.map((x) => [x.index, x.message.content, x.finish_reason])).toEqual([
@@ -477,10 +664,25 @@ describe('geminiToChatCompletion', () => {
   });
 
   it('a blocked prompt is one empty content_filter choice; no candidates at all is a bad answer', () => {
-    const c = geminiToChatCompletion({ promptFeedback: { blockReason: 'SAFETY' }, usageMetadata: { promptTokenCount: 8, totalTokenCount: 8 } }, 'a');
-    expect(c.choices).toEqual([{ index: 0, message: { role: 'assistant', content: '', refusal: null }, finish_reason: 'content_filter', logprobs: null }]);
+    const c = geminiToChatCompletion(
+      {
+        promptFeedback: { blockReason: 'SAFETY' },
+        usageMetadata: { promptTokenCount: 8, totalTokenCount: 8 },
+      },
+      'a',
+    );
+    expect(c.choices).toEqual([
+      {
+        index: 0,
+        message: { role: 'assistant', content: '', refusal: null },
+        finish_reason: 'content_filter',
+        logprobs: null,
+      },
+    ]);
     expect(c.usage?.prompt_tokens).toBe(8);
-    expect(thrown(() => geminiToChatCompletion({ modelVersion: 'x' }, 'a')).code).toBe('upstream_bad_response');
+    expect(thrown(() => geminiToChatCompletion({ modelVersion: 'x' }, 'a')).code).toBe(
+      'upstream_bad_response',
+    );
   });
 });
 
@@ -489,14 +691,37 @@ describe('geminiToChatCompletion', () => {
 describe('GeminiToChatStream', () => {
   it('text stream: role chunk, deltas, finish chunk, then the usage chunk on request', () => {
     const s = new GeminiToChatStream({ model: 'alias', created: 1 });
-    const c1 = s.push({ candidates: [{ content: { role: 'model', parts: [{ text: 'Hel' }] } }], usageMetadata: { promptTokenCount: 4, totalTokenCount: 4 }, responseId: 'r1', modelVersion: 'g' });
+    const c1 = s.push({
+      candidates: [{ content: { role: 'model', parts: [{ text: 'Hel' }] } }],
+      usageMetadata: { promptTokenCount: 4, totalTokenCount: 4 },
+      responseId: 'r1',
+      modelVersion: 'g',
+    });
     expect(c1).toEqual([
-      { id: 'chatcmpl-r1', object: 'chat.completion.chunk', created: 1, model: 'alias', choices: [{ index: 0, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }] },
-      { id: 'chatcmpl-r1', object: 'chat.completion.chunk', created: 1, model: 'alias', choices: [{ index: 0, delta: { content: 'Hel' }, logprobs: null, finish_reason: null }] },
+      {
+        id: 'chatcmpl-r1',
+        object: 'chat.completion.chunk',
+        created: 1,
+        model: 'alias',
+        choices: [
+          { index: 0, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null },
+        ],
+      },
+      {
+        id: 'chatcmpl-r1',
+        object: 'chat.completion.chunk',
+        created: 1,
+        model: 'alias',
+        choices: [{ index: 0, delta: { content: 'Hel' }, logprobs: null, finish_reason: null }],
+      },
     ]);
     expect(s.done).toBe(false);
     expect(s.usage()).toEqual({ inputTokens: 4, outputTokens: 0, cachedTokens: 0, cacheWriteTokens: 0 });
-    const c2 = s.push({ candidates: [{ content: { role: 'model', parts: [{ text: 'lo' }] }, finishReason: 'STOP' }], usageMetadata: { promptTokenCount: 4, candidatesTokenCount: 2, totalTokenCount: 6 }, responseId: 'r1' });
+    const c2 = s.push({
+      candidates: [{ content: { role: 'model', parts: [{ text: 'lo' }] }, finishReason: 'STOP' }],
+      usageMetadata: { promptTokenCount: 4, candidatesTokenCount: 2, totalTokenCount: 6 },
+      responseId: 'r1',
+    });
     expect(c2.map((c) => c.choices[0])).toEqual([
       { index: 0, delta: { content: 'lo' }, logprobs: null, finish_reason: null },
       { index: 0, delta: {}, logprobs: null, finish_reason: 'stop' },
@@ -511,26 +736,65 @@ describe('GeminiToChatStream', () => {
         created: 1,
         model: 'alias',
         choices: [],
-        usage: { prompt_tokens: 4, completion_tokens: 2, total_tokens: 6, prompt_tokens_details: { cached_tokens: 0 } },
+        usage: {
+          prompt_tokens: 4,
+          completion_tokens: 2,
+          total_tokens: 6,
+          prompt_tokens_details: { cached_tokens: 0 },
+        },
       },
     ]);
   });
 
   it('function calls arrive as whole tool_calls deltas with running indices; finish is tool_calls', () => {
     const s = new GeminiToChatStream({ model: 'alias' });
-    const a = s.push({ candidates: [{ content: { role: 'model', parts: [{ text: 'Checking.' }, { functionCall: { name: 'weather', args: { city: 'Paris' } }, thoughtSignature: 'S' }] } }] });
+    const a = s.push({
+      candidates: [
+        {
+          content: {
+            role: 'model',
+            parts: [
+              { text: 'Checking.' },
+              { functionCall: { name: 'weather', args: { city: 'Paris' } }, thoughtSignature: 'S' },
+            ],
+          },
+        },
+      ],
+    });
     expect(a.map((c) => c.choices[0]!.delta)).toEqual([
       { role: 'assistant', content: '' },
       { content: 'Checking.' },
       {
         tool_calls: [
-          { index: 0, id: expect.stringMatching(/^call_/), type: 'function', function: { name: 'weather', arguments: '{"city":"Paris"}' }, extra_content: { google: { thought_signature: 'S' } } },
+          {
+            index: 0,
+            id: expect.stringMatching(/^call_/),
+            type: 'function',
+            function: { name: 'weather', arguments: '{"city":"Paris"}' },
+            extra_content: { google: { thought_signature: 'S' } },
+          },
         ],
       },
     ]);
-    const b = s.push({ candidates: [{ content: { role: 'model', parts: [{ functionCall: { id: 'x', name: 'now', args: {} } }] }, finishReason: 'STOP' }] });
+    const b = s.push({
+      candidates: [
+        {
+          content: { role: 'model', parts: [{ functionCall: { id: 'x', name: 'now', args: {} } }] },
+          finishReason: 'STOP',
+        },
+      ],
+    });
     expect(b.map((c) => c.choices[0])).toEqual([
-      { index: 0, delta: { tool_calls: [{ index: 1, id: 'call_x', type: 'function', function: { name: 'now', arguments: '{}' } }] }, logprobs: null, finish_reason: null },
+      {
+        index: 0,
+        delta: {
+          tool_calls: [
+            { index: 1, id: 'call_x', type: 'function', function: { name: 'now', arguments: '{}' } },
+          ],
+        },
+        logprobs: null,
+        finish_reason: null,
+      },
       { index: 0, delta: {}, logprobs: null, finish_reason: 'tool_calls' },
     ]);
     expect(s.done).toBe(true);
@@ -546,7 +810,10 @@ describe('GeminiToChatStream', () => {
 
   it('a blocked prompt ends the stream with content_filter', () => {
     const s = new GeminiToChatStream({ model: 'alias' });
-    const out = s.push({ promptFeedback: { blockReason: 'PROHIBITED_CONTENT' }, usageMetadata: { promptTokenCount: 3, totalTokenCount: 3 } });
+    const out = s.push({
+      promptFeedback: { blockReason: 'PROHIBITED_CONTENT' },
+      usageMetadata: { promptTokenCount: 3, totalTokenCount: 3 },
+    });
     expect(out.map((c) => c.choices[0])).toEqual([
       { index: 0, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null },
       { index: 0, delta: {}, logprobs: null, finish_reason: 'content_filter' },
@@ -559,7 +826,9 @@ describe('GeminiToChatStream', () => {
     const s = new GeminiToChatStream({ model: 'alias', candidates: 2 });
     s.push({ candidates: [{ content: { parts: [{ text: 'a' }] }, finishReason: 'STOP' }] });
     expect(s.done).toBe(false);
-    const out = s.push({ candidates: [{ index: 1, content: { parts: [{ text: 'b' }] }, finishReason: 'STOP' }] });
+    const out = s.push({
+      candidates: [{ index: 1, content: { parts: [{ text: 'b' }] }, finishReason: 'STOP' }],
+    });
     expect(out.map((c) => [c.choices[0]!.index, c.choices[0]!.delta, c.choices[0]!.finish_reason])).toEqual([
       [1, { role: 'assistant', content: '' }, null],
       [1, { content: 'b' }, null],
@@ -624,18 +893,35 @@ describe('geminiToChatRequest', () => {
         contents: [{ role: 'user', parts: [{ inline_data: { mime_type: 'image/png', data: PNG } }] }],
         generation_config: { max_output_tokens: 5, response_mime_type: 'application/json' },
         tool_config: { function_calling_config: { mode: 'ANY', allowed_function_names: ['f'] } },
-        tools: [{ function_declarations: [{ name: 'f', parameters_json_schema: { type: 'object', properties: { a_b: { type: 'string' } } } }] }],
+        tools: [
+          {
+            function_declarations: [
+              {
+                name: 'f',
+                parameters_json_schema: { type: 'object', properties: { a_b: { type: 'string' } } },
+              },
+            ],
+          },
+        ],
       },
       false,
     );
     expect(c).toEqual({
       messages: [
         { role: 'system', content: 'sys' },
-        { role: 'user', content: [{ type: 'image_url', image_url: { url: `data:image/png;base64,${PNG}` } }] },
+        {
+          role: 'user',
+          content: [{ type: 'image_url', image_url: { url: `data:image/png;base64,${PNG}` } }],
+        },
       ],
       max_tokens: 5,
       response_format: { type: 'json_object' },
-      tools: [{ type: 'function', function: { name: 'f', parameters: { type: 'object', properties: { a_b: { type: 'string' } } } } }],
+      tools: [
+        {
+          type: 'function',
+          function: { name: 'f', parameters: { type: 'object', properties: { a_b: { type: 'string' } } } },
+        },
+      ],
       tool_choice: { type: 'function', function: { name: 'f' } },
       stream: false,
     });
@@ -689,8 +975,20 @@ describe('geminiToChatRequest', () => {
     const c = toC({
       contents: [
         { role: 'user', parts: [{ text: 'go' }] },
-        { role: 'model', parts: [{ functionCall: { id: 'A', name: 'f', args: {} } }, { functionCall: { id: 'B', name: 'f', args: { x: 1 } } }] },
-        { role: 'user', parts: [{ functionResponse: { id: 'B', name: 'f', response: { output: 'b' } } }, { functionResponse: { id: 'A', name: 'f', response: { output: 'a' } } }] },
+        {
+          role: 'model',
+          parts: [
+            { functionCall: { id: 'A', name: 'f', args: {} } },
+            { functionCall: { id: 'B', name: 'f', args: { x: 1 } } },
+          ],
+        },
+        {
+          role: 'user',
+          parts: [
+            { functionResponse: { id: 'B', name: 'f', response: { output: 'b' } } },
+            { functionResponse: { id: 'A', name: 'f', response: { output: 'a' } } },
+          ],
+        },
       ],
     });
     expect((c['messages'] as any[]).slice(2)).toEqual([
@@ -733,7 +1031,10 @@ describe('geminiToChatRequest', () => {
         responseMimeType: 'application/json',
         responseSchema: {
           type: 'OBJECT',
-          properties: { name: { type: 'STRING', nullable: true }, tags: { type: 'ARRAY', items: { type: 'STRING' }, maxItems: '3' } },
+          properties: {
+            name: { type: 'STRING', nullable: true },
+            tags: { type: 'ARRAY', items: { type: 'STRING' }, maxItems: '3' },
+          },
           required: ['name'],
           propertyOrdering: ['name', 'tags'],
         },
@@ -745,34 +1046,68 @@ describe('geminiToChatRequest', () => {
         name: 'response',
         schema: {
           type: 'object',
-          properties: { name: { type: ['string', 'null'] }, tags: { type: 'array', items: { type: 'string' }, maxItems: 3 } },
+          properties: {
+            name: { type: ['string', 'null'] },
+            tags: { type: 'array', items: { type: 'string' }, maxItems: 3 },
+          },
           required: ['name'],
         },
       },
     });
     const js = { type: 'object', properties: { a: { type: 'integer' } } };
-    expect(toC({ generationConfig: { responseMimeType: 'application/json', responseJsonSchema: js } })['response_format']).toEqual({
+    expect(
+      toC({ generationConfig: { responseMimeType: 'application/json', responseJsonSchema: js } })[
+        'response_format'
+      ],
+    ).toEqual({
       type: 'json_schema',
       json_schema: { name: 'response', schema: js },
     });
-    expect(jsonSchemaOf({ type: 'TYPE_UNSPECIFIED', any_of: [{ type: 'INTEGER' }] })).toEqual({ anyOf: [{ type: 'integer' }] });
+    expect(jsonSchemaOf({ type: 'TYPE_UNSPECIFIED', any_of: [{ type: 'INTEGER' }] })).toEqual({
+      anyOf: [{ type: 'integer' }],
+    });
   });
 
   it('function declarations with an OpenAPI schema; toolConfig modes', () => {
-    const tools = [{ functionDeclarations: [{ name: 'f', description: 'F', parameters: { type: 'OBJECT', properties: { q: { type: 'STRING' } } } }, { name: 'g' }] }];
+    const tools = [
+      {
+        functionDeclarations: [
+          {
+            name: 'f',
+            description: 'F',
+            parameters: { type: 'OBJECT', properties: { q: { type: 'STRING' } } },
+          },
+          { name: 'g' },
+        ],
+      },
+    ];
     const c = toC({ tools });
     expect(c['tools']).toEqual([
-      { type: 'function', function: { name: 'f', description: 'F', parameters: { type: 'object', properties: { q: { type: 'string' } } } } },
+      {
+        type: 'function',
+        function: {
+          name: 'f',
+          description: 'F',
+          parameters: { type: 'object', properties: { q: { type: 'string' } } },
+        },
+      },
       { type: 'function', function: { name: 'g' } },
     ]);
     expect(c['tool_choice']).toBeUndefined();
-    const choice = (functionCallingConfig: unknown) => toC({ tools, toolConfig: { functionCallingConfig } })['tool_choice'];
+    const choice = (functionCallingConfig: unknown) =>
+      toC({ tools, toolConfig: { functionCallingConfig } })['tool_choice'];
     expect(choice({ mode: 'AUTO' })).toBe('auto');
     expect(choice({ mode: 'NONE' })).toBe('none');
     expect(choice({ mode: 'ANY' })).toBe('required');
     expect(choice({ mode: 'ANY', allowedFunctionNames: ['f', 'g'] })).toEqual({
       type: 'allowed_tools',
-      allowed_tools: { mode: 'required', tools: [{ type: 'function', function: { name: 'f' } }, { type: 'function', function: { name: 'g' } }] },
+      allowed_tools: {
+        mode: 'required',
+        tools: [
+          { type: 'function', function: { name: 'f' } },
+          { type: 'function', function: { name: 'g' } },
+        ],
+      },
     });
     expectRefused(() => choice({ mode: 'VALIDATED' }), 'toolConfig.functionCallingConfig.mode');
   });
@@ -787,29 +1122,75 @@ describe('geminiToChatRequest', () => {
     ['generationConfig.speechConfig', { generationConfig: { speechConfig: {} } }],
     ['generationConfig.responseModalities', { generationConfig: { responseModalities: ['TEXT', 'IMAGE'] } }],
     ['generationConfig.responseMimeType', { generationConfig: { responseMimeType: 'text/x.enum' } }],
-    ['generationConfig.thinkingConfig.thinkingBudget', { generationConfig: { thinkingConfig: { thinkingBudget: 1024 } } }],
+    [
+      'generationConfig.thinkingConfig.thinkingBudget',
+      { generationConfig: { thinkingConfig: { thinkingBudget: 1024 } } },
+    ],
     ['toolConfig.retrievalConfig', { toolConfig: { retrievalConfig: {} } }],
     ['labels', { labels: { a: 'b' } }],
-    ['contents[0].parts[0].executableCode', { contents: [{ role: 'user', parts: [{ executableCode: { code: 'x' } }] }] }],
+    [
+      'contents[0].parts[0].executableCode',
+      { contents: [{ role: 'user', parts: [{ executableCode: { code: 'x' } }] }] },
+    ],
     ['contents[0].parts[0].videoMetadata', { contents: [{ role: 'user', parts: [{ videoMetadata: {} }] }] }],
-    ['contents[0].parts[0].inlineData', { contents: [{ role: 'user', parts: [{ inlineData: { mimeType: 'video/mp4', data: 'x' } }] }] }],
-    ['contents[0].parts[0].fileData', { contents: [{ role: 'user', parts: [{ fileData: { fileUri: 'https://generativelanguage.googleapis.com/v1beta/files/abc', mimeType: 'image/png' } }] }] }],
-    ['contents[0].parts[0].inlineData', { contents: [{ role: 'model', parts: [{ inlineData: { mimeType: 'image/png', data: 'x' } }] }] }],
-    ['systemInstruction.parts[0]', { systemInstruction: { parts: [{ inlineData: { mimeType: 'image/png', data: 'x' } }] } }],
+    [
+      'contents[0].parts[0].inlineData',
+      { contents: [{ role: 'user', parts: [{ inlineData: { mimeType: 'video/mp4', data: 'x' } }] }] },
+    ],
+    [
+      'contents[0].parts[0].fileData',
+      {
+        contents: [
+          {
+            role: 'user',
+            parts: [
+              {
+                fileData: {
+                  fileUri: 'https://generativelanguage.googleapis.com/v1beta/files/abc',
+                  mimeType: 'image/png',
+                },
+              },
+            ],
+          },
+        ],
+      },
+    ],
+    [
+      'contents[0].parts[0].inlineData',
+      { contents: [{ role: 'model', parts: [{ inlineData: { mimeType: 'image/png', data: 'x' } }] }] },
+    ],
+    [
+      'systemInstruction.parts[0]',
+      { systemInstruction: { parts: [{ inlineData: { mimeType: 'image/png', data: 'x' } }] } },
+    ],
   ])('refuses %s', (param, extra) => {
     expectRefused(() => toC(extra), param);
   });
 
   it('harmless settings pass: thinkingBudget -1, includeThoughts, safetySettings, false logprobs', () => {
-    expect(() => toC({ generationConfig: { thinkingConfig: { thinkingBudget: -1, includeThoughts: false }, responseLogprobs: false }, safetySettings: [] })).not.toThrow();
+    expect(() =>
+      toC({
+        generationConfig: {
+          thinkingConfig: { thinkingBudget: -1, includeThoughts: false },
+          responseLogprobs: false,
+        },
+        safetySettings: [],
+      }),
+    ).not.toThrow();
   });
 
   it('rejects malformed input with invalid_request', () => {
     expectInvalid(() => toC({ contents: 'hi' }), 'contents');
     expectInvalid(() => toC({ contents: [{ role: 'system', parts: [{ text: 'x' }] }] }), 'contents[0].role');
-    expectInvalid(() => toC({ contents: [{ role: 'user', parts: [{ functionResponse: { name: 'f', response: {} } }] }] }), 'contents[0].parts[0].functionResponse');
+    expectInvalid(
+      () => toC({ contents: [{ role: 'user', parts: [{ functionResponse: { name: 'f', response: {} } }] }] }),
+      'contents[0].parts[0].functionResponse',
+    );
     expectInvalid(() => toC({ contents: [{ role: 'user', parts: [{}] }] }), 'contents[0].parts[0]');
-    expectInvalid(() => toC({ generationConfig: { responseSchema: { type: 'OBJECT' } } }), 'generationConfig.responseMimeType');
+    expectInvalid(
+      () => toC({ generationConfig: { responseSchema: { type: 'OBJECT' } } }),
+      'generationConfig.responseMimeType',
+    );
     expectInvalid(() => toC({ generationConfig: { temperature: 'hot' } }), 'generationConfig.temperature');
   });
 });
@@ -821,18 +1202,37 @@ const completion = (extra: Partial<ChatCompletion> = {}): ChatCompletion => ({
   object: 'chat.completion',
   created: 1,
   model: 'gpt-up',
-  choices: [{ index: 0, message: { role: 'assistant', content: 'Hi there', refusal: null }, finish_reason: 'stop', logprobs: null }],
-  usage: { prompt_tokens: 9, completion_tokens: 3, total_tokens: 12, prompt_tokens_details: { cached_tokens: 4 } },
+  choices: [
+    {
+      index: 0,
+      message: { role: 'assistant', content: 'Hi there', refusal: null },
+      finish_reason: 'stop',
+      logprobs: null,
+    },
+  ],
+  usage: {
+    prompt_tokens: 9,
+    completion_tokens: 3,
+    total_tokens: 12,
+    prompt_tokens_details: { cached_tokens: 4 },
+  },
   ...extra,
 });
 
 describe('chatToGeminiResponse', () => {
   it('text answer with usage under the alias', () => {
     expect(chatToGeminiResponse(completion(), null, 'alias')).toEqual({
-      candidates: [{ content: { role: 'model', parts: [{ text: 'Hi there' }] }, finishReason: 'STOP', index: 0 }],
+      candidates: [
+        { content: { role: 'model', parts: [{ text: 'Hi there' }] }, finishReason: 'STOP', index: 0 },
+      ],
       modelVersion: 'alias',
       responseId: 'xyz',
-      usageMetadata: { promptTokenCount: 9, candidatesTokenCount: 3, totalTokenCount: 12, cachedContentTokenCount: 4 },
+      usageMetadata: {
+        promptTokenCount: 9,
+        candidatesTokenCount: 3,
+        totalTokenCount: 12,
+        cachedContentTokenCount: 4,
+      },
     });
   });
 
@@ -842,18 +1242,39 @@ describe('chatToGeminiResponse', () => {
         choices: [
           {
             index: 0,
-            message: { role: 'assistant', content: null, refusal: null, tool_calls: [{ id: 'c1', type: 'function', function: { name: 'f', arguments: '{"a":1}' } }] },
+            message: {
+              role: 'assistant',
+              content: null,
+              refusal: null,
+              tool_calls: [{ id: 'c1', type: 'function', function: { name: 'f', arguments: '{"a":1}' } }],
+            },
             finish_reason: 'tool_calls',
             logprobs: null,
           },
         ],
-        usage: { prompt_tokens: 9, completion_tokens: 30, total_tokens: 39, completion_tokens_details: { reasoning_tokens: 20 } },
+        usage: {
+          prompt_tokens: 9,
+          completion_tokens: 30,
+          total_tokens: 39,
+          completion_tokens_details: { reasoning_tokens: 20 },
+        },
       }),
       { inputTokens: 9, outputTokens: 30, cachedTokens: 0, cacheWriteTokens: 0 },
       'alias',
     );
-    expect(r.candidates).toEqual([{ content: { role: 'model', parts: [{ functionCall: { name: 'f', args: { a: 1 } } }] }, finishReason: 'STOP', index: 0 }]);
-    expect(r.usageMetadata).toEqual({ promptTokenCount: 9, candidatesTokenCount: 10, thoughtsTokenCount: 20, totalTokenCount: 39 });
+    expect(r.candidates).toEqual([
+      {
+        content: { role: 'model', parts: [{ functionCall: { name: 'f', args: { a: 1 } } }] },
+        finishReason: 'STOP',
+        index: 0,
+      },
+    ]);
+    expect(r.usageMetadata).toEqual({
+      promptTokenCount: 9,
+      candidatesTokenCount: 10,
+      thoughtsTokenCount: 20,
+      totalTokenCount: 39,
+    });
     expect(geminiUsage(r.usageMetadata)?.outputTokens).toBe(30);
   });
 
@@ -863,14 +1284,39 @@ describe('chatToGeminiResponse', () => {
     ['tool_calls', 'STOP'],
     ['content_filter', 'SAFETY'],
   ] as const)('finish_reason %s -> %s', (finish, reason) => {
-    const r = chatToGeminiResponse(completion({ choices: [{ index: 0, message: { role: 'assistant', content: '', refusal: null }, finish_reason: finish, logprobs: null }] }), null, 'a');
+    const r = chatToGeminiResponse(
+      completion({
+        choices: [
+          {
+            index: 0,
+            message: { role: 'assistant', content: '', refusal: null },
+            finish_reason: finish,
+            logprobs: null,
+          },
+        ],
+      }),
+      null,
+      'a',
+    );
     expect(r.candidates![0]!.finishReason).toBe(reason);
     expect(r.candidates![0]!.content).toEqual({ role: 'model', parts: [{ text: '' }] });
   });
 
   it('unparseable tool arguments are a bad upstream answer', () => {
     const bad = completion({
-      choices: [{ index: 0, message: { role: 'assistant', content: null, refusal: null, tool_calls: [{ id: 'c', type: 'function', function: { name: 'f', arguments: '{oops' } }] }, finish_reason: 'tool_calls', logprobs: null }],
+      choices: [
+        {
+          index: 0,
+          message: {
+            role: 'assistant',
+            content: null,
+            refusal: null,
+            tool_calls: [{ id: 'c', type: 'function', function: { name: 'f', arguments: '{oops' } }],
+          },
+          finish_reason: 'tool_calls',
+          logprobs: null,
+        },
+      ],
     });
     expect(thrown(() => chatToGeminiResponse(bad, null, 'a')).code).toBe('upstream_bad_response');
   });
@@ -878,7 +1324,10 @@ describe('chatToGeminiResponse', () => {
 
 // ----------------------------------------------------------------------------------------- chat stream -> Gemini stream
 
-const chunk = (choices: ChatCompletionChunk['choices'], extra: Partial<ChatCompletionChunk> = {}): ChatCompletionChunk => ({
+const chunk = (
+  choices: ChatCompletionChunk['choices'],
+  extra: Partial<ChatCompletionChunk> = {},
+): ChatCompletionChunk => ({
   id: 'chatcmpl-s1',
   object: 'chat.completion.chunk',
   created: 1,
@@ -890,22 +1339,75 @@ const chunk = (choices: ChatCompletionChunk['choices'], extra: Partial<ChatCompl
 describe('ChatToGeminiStream', () => {
   it('text deltas are chunks; tool calls come whole in the final chunk with finishReason and usage', () => {
     const s = new ChatToGeminiStream('alias');
-    expect(s.push(chunk([{ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null }]))).toBe('');
-    expect(geminiEvents(s.push(chunk([{ index: 0, delta: { content: 'Let me ' }, finish_reason: null }])))).toEqual([
-      { candidates: [{ content: { role: 'model', parts: [{ text: 'Let me ' }] }, index: 0 }], modelVersion: 'alias', responseId: 's1' },
+    expect(
+      s.push(chunk([{ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null }])),
+    ).toBe('');
+    expect(
+      geminiEvents(s.push(chunk([{ index: 0, delta: { content: 'Let me ' }, finish_reason: null }]))),
+    ).toEqual([
+      {
+        candidates: [{ content: { role: 'model', parts: [{ text: 'Let me ' }] }, index: 0 }],
+        modelVersion: 'alias',
+        responseId: 's1',
+      },
     ]);
     s.push(chunk([{ index: 0, delta: { content: 'check.' }, finish_reason: null }]));
-    expect(s.push(chunk([{ index: 0, delta: { tool_calls: [{ index: 0, id: 'c1', type: 'function', function: { name: 'weather', arguments: '' } }] }, finish_reason: null }]))).toBe('');
-    s.push(chunk([{ index: 0, delta: { tool_calls: [{ index: 0, function: { arguments: '{"city":' } }] }, finish_reason: null }]));
-    s.push(chunk([{ index: 0, delta: { tool_calls: [{ index: 0, function: { arguments: '"Paris"}' } }, { index: 1, id: 'c2', function: { name: 'now', arguments: '' } }] }, finish_reason: null }]));
+    expect(
+      s.push(
+        chunk([
+          {
+            index: 0,
+            delta: {
+              tool_calls: [
+                { index: 0, id: 'c1', type: 'function', function: { name: 'weather', arguments: '' } },
+              ],
+            },
+            finish_reason: null,
+          },
+        ]),
+      ),
+    ).toBe('');
+    s.push(
+      chunk([
+        {
+          index: 0,
+          delta: { tool_calls: [{ index: 0, function: { arguments: '{"city":' } }] },
+          finish_reason: null,
+        },
+      ]),
+    );
+    s.push(
+      chunk([
+        {
+          index: 0,
+          delta: {
+            tool_calls: [
+              { index: 0, function: { arguments: '"Paris"}' } },
+              { index: 1, id: 'c2', function: { name: 'now', arguments: '' } },
+            ],
+          },
+          finish_reason: null,
+        },
+      ]),
+    );
     expect(s.push(chunk([{ index: 0, delta: {}, finish_reason: 'tool_calls' }]))).toBe('');
-    expect(s.push(chunk([], { usage: { prompt_tokens: 5, completion_tokens: 7, total_tokens: 12 } }))).toBe('');
-    const end = geminiEvents(s.finish({ inputTokens: 5, outputTokens: 7, cachedTokens: 0, cacheWriteTokens: 0 }));
+    expect(s.push(chunk([], { usage: { prompt_tokens: 5, completion_tokens: 7, total_tokens: 12 } }))).toBe(
+      '',
+    );
+    const end = geminiEvents(
+      s.finish({ inputTokens: 5, outputTokens: 7, cachedTokens: 0, cacheWriteTokens: 0 }),
+    );
     expect(end).toEqual([
       {
         candidates: [
           {
-            content: { role: 'model', parts: [{ functionCall: { name: 'weather', args: { city: 'Paris' } } }, { functionCall: { name: 'now', args: {} } }] },
+            content: {
+              role: 'model',
+              parts: [
+                { functionCall: { name: 'weather', args: { city: 'Paris' } } },
+                { functionCall: { name: 'now', args: {} } },
+              ],
+            },
             finishReason: 'STOP',
             index: 0,
           },
@@ -922,10 +1424,18 @@ describe('ChatToGeminiStream', () => {
   it('a plain stream ends with an empty text part, the finish reason and no usage when unknown', () => {
     const s = new ChatToGeminiStream('alias');
     s.push(chunk([{ index: 0, delta: { content: 'x' }, finish_reason: 'length' }]));
-    expect(geminiEvents(s.finish(null))).toEqual([{ candidates: [{ content: { role: 'model', parts: [{ text: '' }] }, finishReason: 'MAX_TOKENS', index: 0 }], modelVersion: 'alias', responseId: 's1' }]);
+    expect(geminiEvents(s.finish(null))).toEqual([
+      {
+        candidates: [
+          { content: { role: 'model', parts: [{ text: '' }] }, finishReason: 'MAX_TOKENS', index: 0 },
+        ],
+        modelVersion: 'alias',
+        responseId: 's1',
+      },
+    ]);
   });
 
-  it('errorFrame is Google\'s envelope', () => {
+  it("errorFrame is Google's envelope", () => {
     const f = geminiErrorFrame(new GatewayError('upstream_stream_interrupted', 'boom'));
     expect(f.startsWith('data: ')).toBe(true);
     expect(geminiEvents(f)[0].error).toMatchObject({ code: 502, message: 'boom', status: 'UNAVAILABLE' });
@@ -935,33 +1445,78 @@ describe('ChatToGeminiStream', () => {
 describe('geminiPivot', () => {
   it('the chat request carries the model from the body (else the alias) and asks for usage on streams', () => {
     const p = geminiPivot(gbase({ model: 'from-body' }), true, 'alias');
-    expect(p.chat).toMatchObject({ model: 'from-body', stream: true, stream_options: { include_usage: true } });
+    expect(p.chat).toMatchObject({
+      model: 'from-body',
+      stream: true,
+      stream_options: { include_usage: true },
+    });
     const q = geminiPivot({ contents: [{ parts: [{ text: 'x' }] }] }, false, 'alias');
     expect(q.chat).toEqual({ model: 'alias', messages: [{ role: 'user', content: 'x' }], stream: false });
-    expect(q.fromChat(completion(), null, )).toMatchObject({ modelVersion: 'alias', candidates: [{ content: { parts: [{ text: 'Hi there' }] } }] });
+    expect(q.fromChat(completion(), null)).toMatchObject({
+      modelVersion: 'alias',
+      candidates: [{ content: { parts: [{ text: 'Hi there' }] } }],
+    });
     expect(q.errorFrame(new GatewayError('invalid_request', 'no'))).toMatch(/^data: \{"error":\{"code":400/);
   });
 
   it('a Gemini client served by an OpenAI channel: stream end to end through PivotExchange', () => {
     const body = gbase({
       contents: [{ role: 'user', parts: [{ text: 'weather?' }] }],
-      tools: [{ functionDeclarations: [{ name: 'weather', parameters: { type: 'OBJECT', properties: { city: { type: 'STRING' } } } }] }],
+      tools: [
+        {
+          functionDeclarations: [
+            { name: 'weather', parameters: { type: 'OBJECT', properties: { city: { type: 'STRING' } } } },
+          ],
+        },
+      ],
     });
     const pivot = geminiPivot(body, true, 'alias');
-    const oep: UpstreamEndpoint = { code: 'o', provider: 'openai', baseUrl: 'https://api.openai.test/v1', credential: 'sk-x', headers: {} };
+    const oep: UpstreamEndpoint = {
+      code: 'o',
+      provider: 'openai',
+      baseUrl: 'https://api.openai.test/v1',
+      credential: 'sk-x',
+      headers: {},
+    };
     const inner = openaiExchange('openai_chat', pivot.chat, oep, 'gpt-up', 'alias');
     const ex = new PivotExchange(pivot, inner);
     const sent = JSON.parse(ex.call.body as string);
     expect(sent).toMatchObject({ model: 'gpt-up', stream: true, stream_options: { include_usage: true } });
-    expect(sent.tools[0].function.parameters).toEqual({ type: 'object', properties: { city: { type: 'string' } } });
+    expect(sent.tools[0].function.parameters).toEqual({
+      type: 'object',
+      properties: { city: { type: 'string' } },
+    });
     const tr = ex.streamTranslator();
     const ev = (o: unknown) => ({ event: '', data: typeof o === 'string' ? o : JSON.stringify(o) });
     let out = '';
-    out += tr.onEvent(ev(chunk([{ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null }])));
+    out += tr.onEvent(
+      ev(chunk([{ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null }])),
+    );
     out += tr.onEvent(ev(chunk([{ index: 0, delta: { content: 'Sure.' }, finish_reason: null }])));
-    out += tr.onEvent(ev(chunk([{ index: 0, delta: { tool_calls: [{ index: 0, id: 'c', type: 'function', function: { name: 'weather', arguments: '{"city":"Oslo"}' } }] }, finish_reason: null }])));
+    out += tr.onEvent(
+      ev(
+        chunk([
+          {
+            index: 0,
+            delta: {
+              tool_calls: [
+                {
+                  index: 0,
+                  id: 'c',
+                  type: 'function',
+                  function: { name: 'weather', arguments: '{"city":"Oslo"}' },
+                },
+              ],
+            },
+            finish_reason: null,
+          },
+        ]),
+      ),
+    );
     out += tr.onEvent(ev(chunk([{ index: 0, delta: {}, finish_reason: 'tool_calls' }])));
-    out += tr.onEvent(ev(chunk([], { usage: { prompt_tokens: 11, completion_tokens: 4, total_tokens: 15 } })));
+    out += tr.onEvent(
+      ev(chunk([], { usage: { prompt_tokens: 11, completion_tokens: 4, total_tokens: 15 } })),
+    );
     expect(tr.done).toBe(false);
     out += tr.onEvent(ev('[DONE]'));
     expect(tr.done).toBe(true);
@@ -970,7 +1525,13 @@ describe('geminiPivot', () => {
     expect(events).toHaveLength(2);
     expect(events[0].candidates[0].content.parts).toEqual([{ text: 'Sure.' }]);
     expect(events[1]).toMatchObject({
-      candidates: [{ content: { role: 'model', parts: [{ functionCall: { name: 'weather', args: { city: 'Oslo' } } }] }, finishReason: 'STOP', index: 0 }],
+      candidates: [
+        {
+          content: { role: 'model', parts: [{ functionCall: { name: 'weather', args: { city: 'Oslo' } } }] },
+          finishReason: 'STOP',
+          index: 0,
+        },
+      ],
       modelVersion: 'alias',
       usageMetadata: { promptTokenCount: 11, candidatesTokenCount: 4, totalTokenCount: 15 },
     });
@@ -987,7 +1548,14 @@ describe('round trips', () => {
       systemInstruction: { parts: [{ text: 'sys' }] },
       contents: [
         { role: 'user', parts: [{ text: 'q' }, { inlineData: { mimeType: 'image/png', data: PNG } }] },
-        { role: 'model', parts: [{ text: 'calling' }, { functionCall: { name: 'f', args: { a: [1, { b: null }] } } }, { functionCall: { name: 'f', args: {} } }] },
+        {
+          role: 'model',
+          parts: [
+            { text: 'calling' },
+            { functionCall: { name: 'f', args: { a: [1, { b: null }] } } },
+            { functionCall: { name: 'f', args: {} } },
+          ],
+        },
         {
           role: 'user',
           parts: [
@@ -997,11 +1565,28 @@ describe('round trips', () => {
         },
         { role: 'model', parts: [{ text: 'done' }] },
       ],
-      generationConfig: { maxOutputTokens: 10, temperature: 1, stopSequences: ['s'], responseMimeType: 'application/json' },
-      tools: [{ functionDeclarations: [{ name: 'f', description: 'd', parametersJsonSchema: { type: 'object', properties: { a: { type: 'array' } } } }] }],
+      generationConfig: {
+        maxOutputTokens: 10,
+        temperature: 1,
+        stopSequences: ['s'],
+        responseMimeType: 'application/json',
+      },
+      tools: [
+        {
+          functionDeclarations: [
+            {
+              name: 'f',
+              description: 'd',
+              parametersJsonSchema: { type: 'object', properties: { a: { type: 'array' } } },
+            },
+          ],
+        },
+      ],
       toolConfig: { functionCallingConfig: { mode: 'ANY', allowedFunctionNames: ['f'] } },
     };
-    const back = chatToGeminiRequest(geminiToChatRequest({ ...g, model: 'alias' }, false) as unknown as ChatRequest);
+    const back = chatToGeminiRequest(
+      geminiToChatRequest({ ...g, model: 'alias' }, false) as unknown as ChatRequest,
+    );
     const expected = structuredClone(g) as any;
     expected.contents[1].parts[1].thoughtSignature = SKIP_THOUGHT_SIGNATURE;
     expect(back).toEqual(expected);
@@ -1013,12 +1598,21 @@ describe('round trips', () => {
       messages: [
         { role: 'system', content: 'sys' },
         { role: 'user', content: 'q' },
-        { role: 'assistant', content: 'calling', tool_calls: [{ id: 'x', type: 'function', function: { name: 'f', arguments: '{"a":1}' } }] },
+        {
+          role: 'assistant',
+          content: 'calling',
+          tool_calls: [{ id: 'x', type: 'function', function: { name: 'f', arguments: '{"a":1}' } }],
+        },
         { role: 'tool', tool_call_id: 'x', content: 'r' },
         { role: 'assistant', content: 'done' },
       ],
       max_tokens: 10,
-      tools: [{ type: 'function', function: { name: 'f', parameters: { type: 'object', properties: { a: { type: 'number' } } } } }],
+      tools: [
+        {
+          type: 'function',
+          function: { name: 'f', parameters: { type: 'object', properties: { a: { type: 'number' } } } },
+        },
+      ],
       tool_choice: 'required',
       stream: false,
     };
@@ -1034,14 +1628,25 @@ describe('round trips', () => {
       choices: [
         {
           index: 0,
-          message: { role: 'assistant', content: 'hi', refusal: null, tool_calls: [{ id: 'c1', type: 'function', function: { name: 'f', arguments: '{"a":1}' } }] },
+          message: {
+            role: 'assistant',
+            content: 'hi',
+            refusal: null,
+            tool_calls: [{ id: 'c1', type: 'function', function: { name: 'f', arguments: '{"a":1}' } }],
+          },
           finish_reason: 'tool_calls',
           logprobs: null,
         },
       ],
     });
     const back = geminiToChatCompletion(chatToGeminiResponse(c, null, 'alias'), 'alias');
-    expect(back.choices[0]).toMatchObject({ message: { content: 'hi', tool_calls: [{ type: 'function', function: { name: 'f', arguments: '{"a":1}' } }] }, finish_reason: 'tool_calls' });
+    expect(back.choices[0]).toMatchObject({
+      message: {
+        content: 'hi',
+        tool_calls: [{ type: 'function', function: { name: 'f', arguments: '{"a":1}' } }],
+      },
+      finish_reason: 'tool_calls',
+    });
     expect(back.usage).toEqual(c.usage);
     expect(back.id).toBe('chatcmpl-xyz');
   });
@@ -1051,31 +1656,60 @@ describe('round trips', () => {
 
 describe('geminiExchange', () => {
   it('openai_chat: the call goes to generateContent with the key header', () => {
-    const ex = geminiExchange('openai_chat', { model: 'alias', messages: [{ role: 'user', content: 'hi' }], max_tokens: 5 }, EP, 'gemini-2.5-flash', 'alias');
+    const ex = geminiExchange(
+      'openai_chat',
+      { model: 'alias', messages: [{ role: 'user', content: 'hi' }], max_tokens: 5 },
+      EP,
+      'gemini-2.5-flash',
+      'alias',
+    );
     expect(ex.call.path).toBe('/models/gemini-2.5-flash:generateContent');
     expect(ex.call.stream).toBe(false);
-    expect(ex.call.headers).toEqual({ 'content-type': 'application/json', 'x-extra': '1', 'x-goog-api-key': 'AIzaTESTKEY' });
-    expect(JSON.parse(ex.call.body as string)).toEqual({ contents: [{ role: 'user', parts: [{ text: 'hi' }] }], generationConfig: { maxOutputTokens: 5 } });
+    expect(ex.call.headers).toEqual({
+      'content-type': 'application/json',
+      'x-extra': '1',
+      'x-goog-api-key': 'AIzaTESTKEY',
+    });
+    expect(JSON.parse(ex.call.body as string)).toEqual({
+      contents: [{ role: 'user', parts: [{ text: 'hi' }] }],
+      generationConfig: { maxOutputTokens: 5 },
+    });
     const r = ex.decodeJson(JSON.stringify(answer()));
     expect(r.usage).toEqual({ inputTokens: 10, outputTokens: 5, cachedTokens: 0, cacheWriteTokens: 0 });
     expect(r.body).toMatchObject({ model: 'alias', choices: [{ message: { content: 'Hello world' } }] });
     expect(thrown(() => ex.decodeJson('{"foo":1}')).code).toBe('upstream_bad_response');
     expect(thrown(() => ex.decodeJson('nope')).code).toBe('upstream_bad_response');
-    expect(ex.errorFrame(new GatewayError('upstream_error', 'x'))).toMatch(/^data: \{"error":\{"message":"x"/);
+    expect(ex.errorFrame(new GatewayError('upstream_error', 'x'))).toMatch(
+      /^data: \{"error":\{"message":"x"/,
+    );
   });
 
   it('paths: streamGenerateContent with alt=sse; a models/ prefix is not doubled; names are encoded', () => {
-    expect(geminiPath('models/gemini-2.5-pro', true)).toBe('/models/gemini-2.5-pro:streamGenerateContent?alt=sse');
+    expect(geminiPath('models/gemini-2.5-pro', true)).toBe(
+      '/models/gemini-2.5-pro:streamGenerateContent?alt=sse',
+    );
     expect(geminiPath('tuned/x y', false)).toBe('/models/tuned%2Fx%20y:generateContent');
   });
 
   const streamed = (includeUsage: boolean) => {
-    const body: Record<string, unknown> = { model: 'alias', messages: [{ role: 'user', content: 'hi' }], stream: true };
+    const body: Record<string, unknown> = {
+      model: 'alias',
+      messages: [{ role: 'user', content: 'hi' }],
+      stream: true,
+    };
     if (includeUsage) body.stream_options = { include_usage: true };
     return geminiExchange('openai_chat', body, EP, 'gemini-2.5-flash', 'alias');
   };
-  const g1 = { candidates: [{ content: { role: 'model', parts: [{ text: 'Hel' }] } }], usageMetadata: { promptTokenCount: 3, totalTokenCount: 3 }, responseId: 'r' };
-  const g2 = { candidates: [{ content: { role: 'model', parts: [{ text: 'lo' }] }, finishReason: 'STOP' }], usageMetadata: { promptTokenCount: 3, candidatesTokenCount: 2, totalTokenCount: 5 }, responseId: 'r' };
+  const g1 = {
+    candidates: [{ content: { role: 'model', parts: [{ text: 'Hel' }] } }],
+    usageMetadata: { promptTokenCount: 3, totalTokenCount: 3 },
+    responseId: 'r',
+  };
+  const g2 = {
+    candidates: [{ content: { role: 'model', parts: [{ text: 'lo' }] }, finishReason: 'STOP' }],
+    usageMetadata: { promptTokenCount: 3, candidatesTokenCount: 2, totalTokenCount: 5 },
+    responseId: 'r',
+  };
 
   it('openai_chat stream: OpenAI chunks, [DONE] at the finish; the usage chunk only when asked', () => {
     const ex = streamed(false);
@@ -1083,11 +1717,18 @@ describe('geminiExchange', () => {
     expect(ex.call.stream).toBe(true);
     const tr = ex.streamTranslator();
     const a = chatEvents(tr.onEvent({ event: '', data: JSON.stringify(g1) }));
-    expect(a.map((c) => c.choices[0].delta)).toEqual([{ role: 'assistant', content: '' }, { content: 'Hel' }]);
+    expect(a.map((c) => c.choices[0].delta)).toEqual([
+      { role: 'assistant', content: '' },
+      { content: 'Hel' },
+    ]);
     expect(a[0]).toMatchObject({ id: 'chatcmpl-r', object: 'chat.completion.chunk', model: 'alias' });
     expect(tr.done).toBe(false);
     const b = chatEvents(tr.onEvent({ event: '', data: JSON.stringify(g2) }));
-    expect(b).toEqual([expect.objectContaining({ choices: [expect.objectContaining({ delta: { content: 'lo' } })] }), expect.objectContaining({ choices: [expect.objectContaining({ finish_reason: 'stop' })] }), '[DONE]']);
+    expect(b).toEqual([
+      expect.objectContaining({ choices: [expect.objectContaining({ delta: { content: 'lo' } })] }),
+      expect.objectContaining({ choices: [expect.objectContaining({ finish_reason: 'stop' })] }),
+      '[DONE]',
+    ]);
     expect(tr.done).toBe(true);
     expect(tr.emittedText).toBe('Hello');
     expect(tr.usage()).toEqual({ inputTokens: 3, outputTokens: 2, cachedTokens: 0, cacheWriteTokens: 0 });
@@ -1096,55 +1737,110 @@ describe('geminiExchange', () => {
     const tu = streamed(true).streamTranslator();
     tu.onEvent({ event: '', data: JSON.stringify(g1) });
     const c = chatEvents(tu.onEvent({ event: '', data: JSON.stringify(g2) }));
-    expect(c.slice(-2)).toEqual([expect.objectContaining({ choices: [], usage: expect.objectContaining({ prompt_tokens: 3, completion_tokens: 2, total_tokens: 5 }) }), '[DONE]']);
+    expect(c.slice(-2)).toEqual([
+      expect.objectContaining({
+        choices: [],
+        usage: expect.objectContaining({ prompt_tokens: 3, completion_tokens: 2, total_tokens: 5 }),
+      }),
+      '[DONE]',
+    ]);
   });
 
   it('openai_chat stream: an error event interrupts, garbage is a bad response', () => {
     const tr = streamed(false).streamTranslator();
-    const e = thrown(() => tr.onEvent({ event: '', data: JSON.stringify({ error: { code: 503, message: 'The model is overloaded. key AIzaSyA-1234567890abcdefghijklmno', status: 'UNAVAILABLE' } }) }));
+    const e = thrown(() =>
+      tr.onEvent({
+        event: '',
+        data: JSON.stringify({
+          error: {
+            code: 503,
+            message: 'The model is overloaded. key AIzaSyA-1234567890abcdefghijklmno',
+            status: 'UNAVAILABLE',
+          },
+        }),
+      }),
+    );
     expect(e.code).toBe('upstream_stream_interrupted');
     expect(e.message).not.toContain('1234567890abcdefghijklmno');
-    expect(thrown(() => streamed(false).streamTranslator().onEvent({ event: '', data: '{not json' })).code).toBe('upstream_bad_response');
-    expect(thrown(() => streamed(false).streamTranslator().onEvent({ event: '', data: '42' })).code).toBe('upstream_bad_response');
+    expect(
+      thrown(() => streamed(false).streamTranslator().onEvent({ event: '', data: '{not json' })).code,
+    ).toBe('upstream_bad_response');
+    expect(thrown(() => streamed(false).streamTranslator().onEvent({ event: '', data: '42' })).code).toBe(
+      'upstream_bad_response',
+    );
   });
 
-  it('gemini: native passthrough without the gateway\'s model/stream fields', () => {
-    const body = { model: 'alias', contents: [{ parts: [{ text: 'hi' }] }], generationConfig: { temperature: 0 }, safetySettings: [] };
+  it("gemini: native passthrough without the gateway's model/stream fields", () => {
+    const body = {
+      model: 'alias',
+      contents: [{ parts: [{ text: 'hi' }] }],
+      generationConfig: { temperature: 0 },
+      safetySettings: [],
+    };
     const ex = geminiExchange('gemini', body, EP, 'gemini-2.5-flash', 'alias');
     expect(ex.call.path).toBe('/models/gemini-2.5-flash:generateContent');
-    expect(JSON.parse(ex.call.body as string)).toEqual({ contents: [{ parts: [{ text: 'hi' }] }], generationConfig: { temperature: 0 }, safetySettings: [] });
+    expect(JSON.parse(ex.call.body as string)).toEqual({
+      contents: [{ parts: [{ text: 'hi' }] }],
+      generationConfig: { temperature: 0 },
+      safetySettings: [],
+    });
     const r = ex.decodeJson(JSON.stringify(answer()));
     expect(r.body).toEqual({ ...answer(), modelVersion: 'alias' });
     expect(r.usage).toEqual({ inputTokens: 10, outputTokens: 5, cachedTokens: 0, cacheWriteTokens: 0 });
     const blocked = ex.decodeJson(JSON.stringify({ promptFeedback: { blockReason: 'SAFETY' } }));
     expect(blocked.body).toMatchObject({ promptFeedback: { blockReason: 'SAFETY' }, modelVersion: 'alias' });
     expect(thrown(() => ex.decodeJson('[]')).code).toBe('upstream_bad_response');
-    expect(geminiEvents(ex.errorFrame(new GatewayError('upstream_timeout', 't')))[0].error).toMatchObject({ code: 504, status: 'DEADLINE_EXCEEDED' });
+    expect(geminiEvents(ex.errorFrame(new GatewayError('upstream_timeout', 't')))[0].error).toMatchObject({
+      code: 504,
+      status: 'DEADLINE_EXCEEDED',
+    });
   });
 
   it('gemini stream: events re-emitted with the alias as modelVersion; done at the finishReason; last usage wins', () => {
-    const ex = geminiExchange('gemini', { model: 'alias', stream: true, contents: [] }, EP, 'gemini-2.5-flash', 'alias');
+    const ex = geminiExchange(
+      'gemini',
+      { model: 'alias', stream: true, contents: [] },
+      EP,
+      'gemini-2.5-flash',
+      'alias',
+    );
     expect(ex.call.path).toBe('/models/gemini-2.5-flash:streamGenerateContent?alt=sse');
     expect(JSON.parse(ex.call.body as string)).toEqual({ contents: [] });
     const tr = ex.streamTranslator();
-    const a = tr.onEvent({ event: '', data: JSON.stringify({ ...g1, modelVersion: 'gemini-2.5-flash-001' }) });
+    const a = tr.onEvent({
+      event: '',
+      data: JSON.stringify({ ...g1, modelVersion: 'gemini-2.5-flash-001' }),
+    });
     expect(geminiEvents(a)).toEqual([{ ...g1, modelVersion: 'alias' }]);
     expect(tr.done).toBe(false);
     expect(tr.usage()).toEqual({ inputTokens: 3, outputTokens: 0, cachedTokens: 0, cacheWriteTokens: 0 });
-    tr.onEvent({ event: '', data: JSON.stringify({ candidates: [{ content: { parts: [{ text: 'ignored', thought: true }] } }] }) });
+    tr.onEvent({
+      event: '',
+      data: JSON.stringify({ candidates: [{ content: { parts: [{ text: 'ignored', thought: true }] } }] }),
+    });
     tr.onEvent({ event: '', data: JSON.stringify(g2) });
     expect(tr.done).toBe(true);
     expect(tr.usage()).toEqual({ inputTokens: 3, outputTokens: 2, cachedTokens: 0, cacheWriteTokens: 0 });
     expect(tr.emittedText).toBe('Hello');
     expect(tr.end()).toBe('');
-    expect(thrown(() => tr.onEvent({ event: '', data: '[{"error":{"code":500,"message":"oops","status":"INTERNAL"}}]' })).code).toBe('upstream_stream_interrupted');
+    expect(
+      thrown(() =>
+        tr.onEvent({ event: '', data: '[{"error":{"code":500,"message":"oops","status":"INTERNAL"}}]' }),
+      ).code,
+    ).toBe('upstream_stream_interrupted');
   });
 
   it('gemini stream: a blocked prompt ends it; several candidates end when all have finished', () => {
     const t1 = geminiExchange('gemini', { stream: true, contents: [] }, EP, 'm', 'alias').streamTranslator();
     t1.onEvent({ event: '', data: JSON.stringify({ promptFeedback: { blockReason: 'OTHER' } }) });
     expect(t1.done).toBe(true);
-    const t2 = geminiExchange('gemini', { stream: true, contents: [], generationConfig: { candidateCount: 2 } }, EP, 'm', 'alias').streamTranslator();
+    const t2 = geminiExchange(
+      'gemini',
+      { stream: true, contents: [], generationConfig: { candidateCount: 2 } },
+      EP,
+      'm',
+      'alias',
+    ).streamTranslator();
     t2.onEvent({ event: '', data: JSON.stringify({ candidates: [{ finishReason: 'STOP' }] }) });
     expect(t2.done).toBe(false);
     t2.onEvent({ event: '', data: JSON.stringify({ candidates: [{ index: 1, finishReason: 'STOP' }] }) });
@@ -1158,42 +1854,137 @@ describe('geminiExchange', () => {
   });
 
   it('translation refusals surface when the exchange is built', () => {
-    expectRefused(() => geminiExchange('openai_chat', { model: 'a', messages: [{ role: 'user', content: 'x' }], logprobs: true }, EP, 'm', 'alias'), 'logprobs');
+    expectRefused(
+      () =>
+        geminiExchange(
+          'openai_chat',
+          { model: 'a', messages: [{ role: 'user', content: 'x' }], logprobs: true },
+          EP,
+          'm',
+          'alias',
+        ),
+      'logprobs',
+    );
   });
 });
 
 // ----------------------------------------------------------------------------------------- error classification
 
-const gerr = (code: number, status: string, message = 'm', details: unknown[] = []) => JSON.stringify({ error: { code, message, status, details } });
+const gerr = (code: number, status: string, message = 'm', details: unknown[] = []) =>
+  JSON.stringify({ error: { code, message, status, details } });
 
 describe('Gemini HTTP failure classification', () => {
   it.each([
-    ['429 with RetryInfo', 429, {}, gerr(429, 'RESOURCE_EXHAUSTED', 'quota', [{ '@type': 'type.googleapis.com/google.rpc.RetryInfo', retryDelay: '38s' }]), 'rate_limited', { cooldownMs: 38_000 }],
-    ['429 Retry-After wins', 429, { 'retry-after': '2' }, gerr(429, 'RESOURCE_EXHAUSTED', 'quota', [{ retryDelay: '38s' }]), 'rate_limited', { cooldownMs: 2000 }],
+    [
+      '429 with RetryInfo',
+      429,
+      {},
+      gerr(429, 'RESOURCE_EXHAUSTED', 'quota', [
+        { '@type': 'type.googleapis.com/google.rpc.RetryInfo', retryDelay: '38s' },
+      ]),
+      'rate_limited',
+      { cooldownMs: 38_000 },
+    ],
+    [
+      '429 Retry-After wins',
+      429,
+      { 'retry-after': '2' },
+      gerr(429, 'RESOURCE_EXHAUSTED', 'quota', [{ retryDelay: '38s' }]),
+      'rate_limited',
+      { cooldownMs: 2000 },
+    ],
     ['429 no delay', 429, {}, gerr(429, 'RESOURCE_EXHAUSTED'), 'rate_limited', { cooldownMs: 1000 }],
-    ['429 credits depleted', 429, {}, gerr(429, 'RESOURCE_EXHAUSTED', 'Your prepayment credits are depleted.'), 'quota_exhausted', { credential: 'exhausted' }],
-    ['400 API_KEY_INVALID', 400, {}, gerr(400, 'INVALID_ARGUMENT', 'API key not valid. Please pass a valid API key.', [{ '@type': 'type.googleapis.com/google.rpc.ErrorInfo', reason: 'API_KEY_INVALID', domain: 'googleapis.com' }]), 'auth_failed', { credential: 'invalid' }],
-    ['400 expired key by message', 400, {}, gerr(400, 'INVALID_ARGUMENT', 'API key expired. Please renew the API key.'), 'auth_failed', { credential: 'invalid' }],
-    ['403 PERMISSION_DENIED', 403, {}, gerr(403, 'PERMISSION_DENIED'), 'auth_failed', { credential: 'invalid' }],
+    [
+      '429 credits depleted',
+      429,
+      {},
+      gerr(429, 'RESOURCE_EXHAUSTED', 'Your prepayment credits are depleted.'),
+      'quota_exhausted',
+      { credential: 'exhausted' },
+    ],
+    [
+      '400 API_KEY_INVALID',
+      400,
+      {},
+      gerr(400, 'INVALID_ARGUMENT', 'API key not valid. Please pass a valid API key.', [
+        {
+          '@type': 'type.googleapis.com/google.rpc.ErrorInfo',
+          reason: 'API_KEY_INVALID',
+          domain: 'googleapis.com',
+        },
+      ]),
+      'auth_failed',
+      { credential: 'invalid' },
+    ],
+    [
+      '400 expired key by message',
+      400,
+      {},
+      gerr(400, 'INVALID_ARGUMENT', 'API key expired. Please renew the API key.'),
+      'auth_failed',
+      { credential: 'invalid' },
+    ],
+    [
+      '403 PERMISSION_DENIED',
+      403,
+      {},
+      gerr(403, 'PERMISSION_DENIED'),
+      'auth_failed',
+      { credential: 'invalid' },
+    ],
     ['401 UNAUTHENTICATED', 401, {}, gerr(401, 'UNAUTHENTICATED'), 'auth_failed', { credential: 'invalid' }],
-    ['400 INVALID_ARGUMENT', 400, {}, gerr(400, 'INVALID_ARGUMENT', 'Invalid JSON payload received.'), 'client_error', {}],
+    [
+      '400 INVALID_ARGUMENT',
+      400,
+      {},
+      gerr(400, 'INVALID_ARGUMENT', 'Invalid JSON payload received.'),
+      'client_error',
+      {},
+    ],
     ['404 NOT_FOUND', 404, {}, gerr(404, 'NOT_FOUND', 'models/x is not found'), 'client_error', {}],
-    ['400 context length', 400, {}, gerr(400, 'INVALID_ARGUMENT', 'The input token count (2000000) exceeds the maximum number of tokens allowed (1048576).'), 'context_length', {}],
+    [
+      '400 context length',
+      400,
+      {},
+      gerr(
+        400,
+        'INVALID_ARGUMENT',
+        'The input token count (2000000) exceeds the maximum number of tokens allowed (1048576).',
+      ),
+      'context_length',
+      {},
+    ],
     ['503 UNAVAILABLE', 503, {}, gerr(503, 'UNAVAILABLE', 'The model is overloaded.'), 'server_error', {}],
     ['500 INTERNAL', 500, {}, gerr(500, 'INTERNAL'), 'server_error', {}],
-    ['list-wrapped 429', 429, {}, `[${gerr(429, 'RESOURCE_EXHAUSTED', 'q', [{ retryDelay: '1.5s' }])}]`, 'rate_limited', { cooldownMs: 1500 }],
+    [
+      'list-wrapped 429',
+      429,
+      {},
+      `[${gerr(429, 'RESOURCE_EXHAUSTED', 'q', [{ retryDelay: '1.5s' }])}]`,
+      'rate_limited',
+      { cooldownMs: 1500 },
+    ],
     ['502 HTML', 502, {}, '<html>bad gateway</html>', 'server_error', {}],
-  ] as Array<[string, number, Record<string, string>, string, string, Record<string, unknown>]>)('%s', (_n, status, headers, body, kind, extra) => {
-    const f = classifyHttp('gemini', status, headers, body);
-    expect(f.kind).toBe(kind);
-    expect(f.status).toBe(status);
-    for (const [k, v] of Object.entries(extra)) expect((f as unknown as Record<string, unknown>)[k]).toEqual(v);
-    if (!extra.credential) expect(f.credential).toBeUndefined();
-    expect(f.upstreamCode).toBeUndefined();
-  });
+  ] as Array<[string, number, Record<string, string>, string, string, Record<string, unknown>]>)(
+    '%s',
+    (_n, status, headers, body, kind, extra) => {
+      const f = classifyHttp('gemini', status, headers, body);
+      expect(f.kind).toBe(kind);
+      expect(f.status).toBe(status);
+      for (const [k, v] of Object.entries(extra))
+        expect((f as unknown as Record<string, unknown>)[k]).toEqual(v);
+      if (!extra.credential) expect(f.credential).toBeUndefined();
+      expect(f.upstreamCode).toBeUndefined();
+    },
+  );
 
   it('other providers are classified as before', () => {
-    expect(classifyHttp('openai', 400, {}, gerr(400, 'INVALID_ARGUMENT', 'API key not valid')).kind).toBe('client_error');
-    expect(classifyHttp('openai', 429, {}, gerr(429, 'RESOURCE_EXHAUSTED', 'q', [{ retryDelay: '38s' }])).cooldownMs).toBe(1000);
+    expect(classifyHttp('openai', 400, {}, gerr(400, 'INVALID_ARGUMENT', 'API key not valid')).kind).toBe(
+      'client_error',
+    );
+    expect(
+      classifyHttp('openai', 429, {}, gerr(429, 'RESOURCE_EXHAUSTED', 'q', [{ retryDelay: '38s' }]))
+        .cooldownMs,
+    ).toBe(1000);
   });
 });

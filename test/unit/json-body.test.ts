@@ -4,9 +4,11 @@ import { MAX_JSON_DEPTH, parseJsonBody as parseBytes } from '../../src/http/json
 import { jsonBytesOf, withModel as withModelBytes } from '../../src/lib/json-text.js';
 
 /** The tests read the spliced bytes as text. */
-const withModel = (body: Record<string, unknown>, model: string, add: boolean) => withModelBytes(body, model, add)?.toString('utf8') ?? null;
+const withModel = (body: Record<string, unknown>, model: string, add: boolean) =>
+  withModelBytes(body, model, add)?.toString('utf8') ?? null;
 const jsonTextOf = (v: object) => jsonBytesOf(v)?.toString('utf8');
-const parseJsonBody = (text: string | Buffer) => parseBytes(typeof text === 'string' ? Buffer.from(text) : text);
+const parseJsonBody = (text: string | Buffer) =>
+  parseBytes(typeof text === 'string' ? Buffer.from(text) : text);
 
 const parsed = (text: string | Buffer) => {
   const r = parseJsonBody(text);
@@ -62,13 +64,19 @@ describe('parseJsonBody', () => {
   });
 
   it("bytes that aren't UTF-8 parse as before (U+FFFD) but are not kept to forward; UTF-8 text is", () => {
-    const bad = Buffer.concat([Buffer.from('{"model":"m","messages":[{"role":"user","content":"a'), Buffer.from([0xff, 0xfe]), Buffer.from('"}]}')]);
+    const bad = Buffer.concat([
+      Buffer.from('{"model":"m","messages":[{"role":"user","content":"a'),
+      Buffer.from([0xff, 0xfe]),
+      Buffer.from('"}]}'),
+    ]);
     const v = parsed(bad);
     expect((v.messages as Array<{ content: string }>)[0]!.content).toBe('a\ufffd\ufffd');
     expect(jsonTextOf(v)).toBeUndefined();
     expect(withModel(v, 'up', false)).toBeNull();
     const cjk = '{"model":"m","messages":[{"role":"user","content":"请用一句话解释 🙂"}]}';
-    expect(withModel(parsed(cjk), '模型-up', true)).toBe(JSON.stringify({ ...JSON.parse(cjk), model: '模型-up', stream_options: { include_usage: true } }));
+    expect(withModel(parsed(cjk), '模型-up', true)).toBe(
+      JSON.stringify({ ...JSON.parse(cjk), model: '模型-up', stream_options: { include_usage: true } }),
+    );
   });
 
   it('remembers the text of an object body, but not when it removed a key (the text would say otherwise)', () => {
@@ -84,19 +92,32 @@ describe('withModel', () => {
   const chat = { model: 'main', messages: [{ role: 'user', content: 'hi' }], temperature: 0.2, stream: true };
 
   it('gives what serializing the renamed body gives, byte for byte, for a compact body', () => {
-    for (const body of [chat, { messages: [{ role: 'user', content: 'x' }], model: 'main' }, { model: 'main', input: [[1, 2], [3]] }]) {
+    for (const body of [
+      chat,
+      { messages: [{ role: 'user', content: 'x' }], model: 'main' },
+      { model: 'main', input: [[1, 2], [3]] },
+    ]) {
       const b = parsed(JSON.stringify(body));
       expect(withModel(b, 'gpt-up', false)).toBe(JSON.stringify({ ...body, model: 'gpt-up' }));
     }
     const b = parsed(JSON.stringify(chat));
-    expect(withModel(b, 'gpt-up', true)).toBe(JSON.stringify({ ...chat, model: 'gpt-up', stream_options: { include_usage: true } }));
+    expect(withModel(b, 'gpt-up', true)).toBe(
+      JSON.stringify({ ...chat, model: 'gpt-up', stream_options: { include_usage: true } }),
+    );
   });
 
-  it("keeps the client's own spacing (Python's json.dumps writes '\"model\": \"main\"')", () => {
+  it('keeps the client\'s own spacing (Python\'s json.dumps writes \'"model": "main"\')', () => {
     const text = '{"model": "main", "messages": [{"role": "user", "content": "hi"}],\n "stream": true}\n';
     const out = withModel(parsed(text), 'gpt-up', true)!;
-    expect(out).toBe('{"model": "gpt-up", "messages": [{"role": "user", "content": "hi"}],\n "stream": true,"stream_options":{"include_usage":true}}\n');
-    expect(JSON.parse(out)).toEqual({ model: 'gpt-up', messages: [{ role: 'user', content: 'hi' }], stream: true, stream_options: { include_usage: true } });
+    expect(out).toBe(
+      '{"model": "gpt-up", "messages": [{"role": "user", "content": "hi"}],\n "stream": true,"stream_options":{"include_usage":true}}\n',
+    );
+    expect(JSON.parse(out)).toEqual({
+      model: 'gpt-up',
+      messages: [{ role: 'user', content: 'hi' }],
+      stream: true,
+      stream_options: { include_usage: true },
+    });
   });
 
   it('an escaped quote inside a string is not a delimiter: "say \\"model\\" twice" holds no "model" token', () => {
@@ -119,23 +140,47 @@ describe('withModel', () => {
   it('whatever it returns parses to the renamed body (random bodies, random spacing)', () => {
     const r = rng(7);
     const pick = <T>(xs: T[]) => xs[Math.floor(r() * xs.length)]!;
-    const strings = ['main', 'model', 'a "model" b', 'mo\\del', 'x\u00e9', 'line\nbreak', '{"model":"main"}', ''];
+    const strings = [
+      'main',
+      'model',
+      'a "model" b',
+      'mo\\del',
+      'x\u00e9',
+      'line\nbreak',
+      '{"model":"main"}',
+      '',
+    ];
     const value = (d: number): unknown => {
       const k = r();
       if (d > 3 || k < 0.4) return pick<unknown>([pick(strings), 1, -2.5, true, null]);
       if (k < 0.7) return Array.from({ length: Math.floor(r() * 3) }, () => value(d + 1));
-      return Object.fromEntries(Array.from({ length: Math.floor(r() * 3) }, () => [pick(['model', 'content', 'role', 'k']), value(d + 1)]));
+      return Object.fromEntries(
+        Array.from({ length: Math.floor(r() * 3) }, () => [
+          pick(['model', 'content', 'role', 'k']),
+          value(d + 1),
+        ]),
+      );
     };
     const spaced = (v: unknown): string => {
       const sp = () => pick(['', ' ', '\n  ', '\t']);
       if (Array.isArray(v)) return '[' + sp() + v.map(spaced).join(sp() + ',' + sp()) + sp() + ']';
-      if (v !== null && typeof v === 'object') return '{' + sp() + Object.entries(v).map(([k, x]) => JSON.stringify(k) + sp() + ':' + sp() + spaced(x)).join(',' + sp()) + sp() + '}';
+      if (v !== null && typeof v === 'object')
+        return (
+          '{' +
+          sp() +
+          Object.entries(v)
+            .map(([k, x]) => JSON.stringify(k) + sp() + ':' + sp() + spaced(x))
+            .join(',' + sp()) +
+          sp() +
+          '}'
+        );
       return JSON.stringify(v);
     };
     let spliced = 0;
     for (let i = 0; i < 3_000; i++) {
       const body: Record<string, unknown> = { model: pick(['main', 'gpt-4o', 'm"x']) };
-      for (let j = Math.floor(r() * 4); j > 0; j--) body[pick(['messages', 'input', 'meta', 'stream'])] = value(1);
+      for (let j = Math.floor(r() * 4); j > 0; j--)
+        body[pick(['messages', 'input', 'meta', 'stream'])] = value(1);
       const text = r() < 0.5 ? JSON.stringify(body) : spaced(body);
       const b = parsed(text);
       const add = r() < 0.5;

@@ -89,7 +89,14 @@ describe('ledger', () => {
 
   it('postBatch: many journals in one transaction, duplicates skipped, balances read back, overdraft refuses the batch', async () => {
     await wallet('batch');
-    await L.postJournal({ idemKey: 'fund-batch', kind: 'fund', entries: [{ account: 'funding', debit: 1_000n }, { account: 'wallet:batch', credit: 1_000n }] });
+    await L.postJournal({
+      idemKey: 'fund-batch',
+      kind: 'fund',
+      entries: [
+        { account: 'funding', debit: 1_000n },
+        { account: 'wallet:batch', credit: 1_000n },
+      ],
+    });
     const sale = (i: number, amt: bigint) => ({
       idemKey: `batch-sale-${i}`,
       kind: 'sale' as const,
@@ -112,7 +119,9 @@ describe('ledger', () => {
     expect(again.duplicates).toEqual(['batch-sale-2']);
     const [j] = await L.journals({ requestId: 'r1' });
     expect(j!.usage).toEqual({ n: 1, big: '12345678901234567890' });
-    await expect(L.postBatch([sale(4, 100n), sale(5, 10_000n)])).rejects.toMatchObject({ code: 'insufficient_funds' });
+    await expect(L.postBatch([sale(4, 100n), sale(5, 10_000n)])).rejects.toMatchObject({
+      code: 'insufficient_funds',
+    });
     expect(await L.journals({ requestId: 'r4' })).toEqual([]); // all or nothing
     expect((await L.balance('wallet:batch')).available).toBe(650n);
     const tb = await L.trialBalance();
@@ -378,9 +387,15 @@ describe('ledger', () => {
     // balanced entries beside the bad one don't go in either).
     const raw = async (idemKey: string, kind: string, entries: string) =>
       db.transaction().execute(async (trx) => {
-        const { rows } = await sql<{ id: bigint }>`INSERT INTO ledger_journal (idem_key, kind) VALUES (${idemKey}, ${kind}) RETURNING id`.execute(trx);
+        const { rows } = await sql<{
+          id: bigint;
+        }>`INSERT INTO ledger_journal (idem_key, kind) VALUES (${idemKey}, ${kind}) RETURNING id`.execute(
+          trx,
+        );
         await sql`INSERT INTO ledger_entry (journal_id, account_id, debit, credit, pending)
-          SELECT ${rows[0]!.id.toString()}::bigint, a, d, c, p FROM (VALUES ${sql.raw(entries)}) AS v (a, d, c, p)`.execute(trx);
+          SELECT ${rows[0]!.id.toString()}::bigint, a, d, c, p FROM (VALUES ${sql.raw(entries)}) AS v (a, d, c, p)`.execute(
+          trx,
+        );
         // Rolled back even when accepted: raw entries move no account totals, and the trial balance at
         // the end would (rightly) find them.
         throw new Error('accepted');
@@ -388,16 +403,30 @@ describe('ledger', () => {
     const accounts = await sql<{ id: bigint }>`SELECT id FROM ledger_account ORDER BY id LIMIT 2`.execute(db);
     const [a1, a2] = accounts.rows.map((r) => r.id.toString());
     await fails(raw('raw:balanced', 'fund', `(${a1}, 5, 0, false), (${a2}, 0, 5, false)`), /^accepted$/); // the control
-    await fails(raw('raw:no-account', 'fund', `(${a1}, 5, 0, false), (999999, 0, 5, false)`), /account 999999, which does not exist/);
-    await fails(raw('raw:pending-fund', 'fund', `(${a1}, 5, 0, true), (${a2}, 0, 5, true)`), /does not fit its fund journal/);
-    await fails(raw('raw:lopsided', 'fund', `(${a1}, 5, 0, false), (${a2}, 0, 4, false)`), /unbalanced: debits 5 <> credits 4/);
     await fails(
-      sql`INSERT INTO ledger_entry (journal_id, account_id, debit) VALUES (999999, ${a1}::bigint, 5)`.execute(db),
+      raw('raw:no-account', 'fund', `(${a1}, 5, 0, false), (999999, 0, 5, false)`),
+      /account 999999, which does not exist/,
+    );
+    await fails(
+      raw('raw:pending-fund', 'fund', `(${a1}, 5, 0, true), (${a2}, 0, 5, true)`),
+      /does not fit its fund journal/,
+    );
+    await fails(
+      raw('raw:lopsided', 'fund', `(${a1}, 5, 0, false), (${a2}, 0, 4, false)`),
+      /unbalanced: debits 5 <> credits 4/,
+    );
+    await fails(
+      sql`INSERT INTO ledger_entry (journal_id, account_id, debit) VALUES (999999, ${a1}::bigint, 5)`.execute(
+        db,
+      ),
       /journal 999999, which does not exist/,
     );
     // What entries refer to can't go away.
     await fails(sql`DELETE FROM ledger_account WHERE code = 'cogs'`.execute(db), /accounts are permanent/);
-    await fails(sql`UPDATE ledger_account SET id = id + 1000 WHERE code = 'cogs'`.execute(db), /accounts are permanent/);
+    await fails(
+      sql`UPDATE ledger_account SET id = id + 1000 WHERE code = 'cogs'`.execute(db),
+      /accounts are permanent/,
+    );
     for (const t of ['ledger_entry', 'ledger_journal', 'ledger_account']) {
       await fails(sql`TRUNCATE ${sql.raw(t)} CASCADE`.execute(db), /append-only \(TRUNCATE refused\)/);
     }
@@ -426,12 +455,32 @@ describe('ledger', () => {
 
 describe('pgArray', () => {
   it('PostgreSQL reads back exactly the strings and nulls it was given (property)', async () => {
-    const tricky = fc.constantFrom('', 'NULL', 'null', '"', '\\', '\\"', '{a,b}', 'a,b', ' lead', 'trail ', 'é€𝄞', "it's");
+    const tricky = fc.constantFrom(
+      '',
+      'NULL',
+      'null',
+      '"',
+      '\\',
+      '\\"',
+      '{a,b}',
+      'a,b',
+      ' lead',
+      'trail ',
+      'é€𝄞',
+      "it's",
+    );
     await fc.assert(
-      fc.asyncProperty(fc.array(fc.option(fc.oneof(fc.string(), fc.string({ unit: 'grapheme' }), tricky), { nil: null }), { maxLength: 20 }), async (values) => {
-        const { rows } = await sql<{ a: Array<string | null> }>`SELECT ${pgArray(values)}::text[] AS a`.execute(h.db);
-        expect(rows[0]!.a).toEqual(values);
-      }),
+      fc.asyncProperty(
+        fc.array(fc.option(fc.oneof(fc.string(), fc.string({ unit: 'grapheme' }), tricky), { nil: null }), {
+          maxLength: 20,
+        }),
+        async (values) => {
+          const { rows } = await sql<{
+            a: Array<string | null>;
+          }>`SELECT ${pgArray(values)}::text[] AS a`.execute(h.db);
+          expect(rows[0]!.a).toEqual(values);
+        },
+      ),
       { numRuns: 200 },
     );
   });

@@ -99,7 +99,11 @@ describe('LogSink', () => {
       const pad = 'x'.repeat(950);
       for (let i = 0; i < 10000; i++) log.info({ w: '${w}', i, pad }, 'line');
       setImmediate(() => process.exit(0));`;
-    const writers = ['a', 'b', 'c'].map((w) => spawn(process.execPath, ['--input-type=module', '-e', code(w)], { stdio: ['ignore', reader.stdin, 'inherit'] }));
+    const writers = ['a', 'b', 'c'].map((w) =>
+      spawn(process.execPath, ['--input-type=module', '-e', code(w)], {
+        stdio: ['ignore', reader.stdin, 'inherit'],
+      }),
+    );
     await Promise.all(writers.map((c) => new Promise((r) => c.on('close', r))));
     reader.stdin.end();
     await new Promise((r) => reader.on('close', r));
@@ -110,7 +114,8 @@ describe('LogSink', () => {
       const j = JSON.parse(l) as { w: 'a' | 'b' | 'c'; i: number };
       seen[j.w].push(j.i);
     }
-    for (const w of ['a', 'b', 'c'] as const) expect(seen[w]).toEqual(Array.from({ length: 10000 }, (_, i) => i));
+    for (const w of ['a', 'b', 'c'] as const)
+      expect(seen[w]).toEqual(Array.from({ length: 10000 }, (_, i) => i));
   }, 30_000);
 
   it("takes pino's lines as a destination stream", () => {

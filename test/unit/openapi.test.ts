@@ -5,11 +5,19 @@ import { startTestGateway } from '../helpers.js';
 
 describe('admin OpenAPI', () => {
   it('is structurally valid OpenAPI 3.1 and every $ref resolves', () => {
-    const spec = buildAdminOpenApi() as { openapi: string; info: unknown; paths: Record<string, Record<string, { responses: object }>>; components: { schemas: Record<string, unknown> } };
+    const spec = buildAdminOpenApi() as {
+      openapi: string;
+      info: unknown;
+      paths: Record<string, Record<string, { responses: object }>>;
+      components: { schemas: Record<string, unknown> };
+    };
     expect(spec.openapi).toBe('3.1.0');
     expect(spec.info).toBeTruthy();
-    for (const ops of Object.values(spec.paths)) for (const op of Object.values(ops)) expect(Object.keys(op.responses).length).toBeGreaterThan(0);
-    const refs = [...JSON.stringify(spec).matchAll(/"\$ref":"#\/components\/schemas\/(\w+)"/g)].map((m) => m[1]!);
+    for (const ops of Object.values(spec.paths))
+      for (const op of Object.values(ops)) expect(Object.keys(op.responses).length).toBeGreaterThan(0);
+    const refs = [...JSON.stringify(spec).matchAll(/"\$ref":"#\/components\/schemas\/(\w+)"/g)].map(
+      (m) => m[1]!,
+    );
     expect(refs.length).toBeGreaterThan(10);
     for (const r of refs) expect(spec.components.schemas[r], r).toBeTruthy();
   });
@@ -18,7 +26,11 @@ describe('admin OpenAPI', () => {
     const gw = await startTestGateway();
     try {
       const served = new Set(registeredAdminRoutes.map((r) => `${r.method} ${r.url.replace(/\/$/, '')}`));
-      const documented = new Set(ADMIN_ROUTES.map((r) => `${r.method.toUpperCase()} /api/admin/v1${r.path.replace(/\{(\w+)\}/g, ':$1')}`));
+      const documented = new Set(
+        ADMIN_ROUTES.map(
+          (r) => `${r.method.toUpperCase()} /api/admin/v1${r.path.replace(/\{(\w+)\}/g, ':$1')}`,
+        ),
+      );
       expect([...documented].filter((x) => !served.has(x))).toEqual([]);
       expect([...served].filter((x) => !documented.has(x))).toEqual([]);
       const spec = (await (await fetch(gw.url + '/api/admin/v1/openapi.json')).json()) as { openapi: string };

@@ -142,5 +142,4 @@ describe('priceUsage (integer micro-units)', () => {
       }),
     );
   });
-
 });

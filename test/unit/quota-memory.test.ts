@@ -6,8 +6,26 @@ import { ManualClock } from '../../src/lib/clock.js';
 import { MemoryQuota } from '../../src/quota/memory.js';
 import { type ScopeLimits, monthIndex } from '../../src/quota/types.js';
 
-const base: ScopeLimits = { scope: 'key', id: 'k', maxConcurrency: 0, qps: 0, qpsBurst: 1, tokensPerMinute: 0, tokensPerDay: 0, costPerDay: 0, costPerMonth: 0 };
-const req = (scopes: ScopeLimits[], i: number, tokens = 0, cost = 0) => ({ tag: 'app', scopes, leaseId: 'l' + i, leaseTtlMs: 1000, tokens, cost, queue: 'k' });
+const base: ScopeLimits = {
+  scope: 'key',
+  id: 'k',
+  maxConcurrency: 0,
+  qps: 0,
+  qpsBurst: 1,
+  tokensPerMinute: 0,
+  tokensPerDay: 0,
+  costPerDay: 0,
+  costPerMonth: 0,
+};
+const req = (scopes: ScopeLimits[], i: number, tokens = 0, cost = 0) => ({
+  tag: 'app',
+  scopes,
+  leaseId: 'l' + i,
+  leaseTtlMs: 1000,
+  tokens,
+  cost,
+  queue: 'k',
+});
 
 describe('in-process quota backend', () => {
   it('GCRA: 10 rps admits 1 + burst at once, then one per 100 ms', async () => {

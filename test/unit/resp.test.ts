@@ -21,7 +21,17 @@ const REPLIES = Buffer.from(
   ].join(''),
   'utf8',
 );
-const EXPECTED: Reply[] = ['OK', 42, 'hello', null, [1, ['abc', -7]], new ReplyError('ERR boom'), 'héllo', [], ''];
+const EXPECTED: Reply[] = [
+  'OK',
+  42,
+  'hello',
+  null,
+  [1, ['abc', -7]],
+  new ReplyError('ERR boom'),
+  'héllo',
+  [],
+  '',
+];
 
 /** Each connection gets the canned replies once its first bytes arrive, cut at `cuts` (byte offsets). */
 let cuts: number[] = [];
@@ -80,21 +90,34 @@ async function roundTrip(): Promise<Reply[]> {
 
 describe('RespConnection', () => {
   it('encodes commands as RESP arrays of bulk strings, lengths in UTF-8 bytes', () => {
-    expect(encodeCommand(['SET', 'k', 'é', 5]).join('')).toBe('*4\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\né\r\n$1\r\n5\r\n');
+    expect(encodeCommand(['SET', 'k', 'é', 5]).join('')).toBe(
+      '*4\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\né\r\n$1\r\n5\r\n',
+    );
   });
 
   it('RespWriter writes the same bytes as the string encoding, for any arguments (property)', () => {
     const w = new RespWriter();
-    const arg = fc.oneof(fc.string(), fc.string({ unit: 'grapheme' }), fc.nat(), fc.integer(), fc.maxSafeNat(), fc.double({ noNaN: true }), fc.string({ minLength: 5_000, maxLength: 40_000 }));
+    const arg = fc.oneof(
+      fc.string(),
+      fc.string({ unit: 'grapheme' }),
+      fc.nat(),
+      fc.integer(),
+      fc.maxSafeNat(),
+      fc.double({ noNaN: true }),
+      fc.string({ minLength: 5_000, maxLength: 40_000 }),
+    );
     fc.assert(
-      fc.property(fc.array(fc.array(arg, { minLength: 1, maxLength: 30 }), { minLength: 1, maxLength: 5 }), (commands) => {
-        for (const c of commands) {
-          w.command(c.length);
-          for (const a of c) w.arg(a);
-        }
-        const expected = commands.map((c) => encodeCommand(c).join('')).join('');
-        expect(w.take().toString('utf8')).toBe(expected);
-      }),
+      fc.property(
+        fc.array(fc.array(arg, { minLength: 1, maxLength: 30 }), { minLength: 1, maxLength: 5 }),
+        (commands) => {
+          for (const c of commands) {
+            w.command(c.length);
+            for (const a of c) w.arg(a);
+          }
+          const expected = commands.map((c) => encodeCommand(c).join('')).join('');
+          expect(w.take().toString('utf8')).toBe(expected);
+        },
+      ),
       { numRuns: 300 },
     );
   });
@@ -108,10 +131,13 @@ describe('RespConnection', () => {
 
   it('parses the same replies however they are split', async () => {
     await fc.assert(
-      fc.asyncProperty(fc.uniqueArray(fc.integer({ min: 1, max: REPLIES.length - 1 }), { maxLength: 12 }), async (at) => {
-        cuts = [...at].sort((a, b) => a - b);
-        expect(await roundTrip()).toEqual(EXPECTED);
-      }),
+      fc.asyncProperty(
+        fc.uniqueArray(fc.integer({ min: 1, max: REPLIES.length - 1 }), { maxLength: 12 }),
+        async (at) => {
+          cuts = [...at].sort((a, b) => a - b);
+          expect(await roundTrip()).toEqual(EXPECTED);
+        },
+      ),
       { numRuns: 40 },
     );
   });
@@ -124,9 +150,15 @@ describe('RespConnection', () => {
       s.on('data', (d) => (bytes += d.length));
     });
     await new Promise<void>((r) => mute.listen(0, '127.0.0.1', r));
-    const c = new RespConnection({ host: '127.0.0.1', port: (mute.address() as net.AddressInfo).port, connectTimeoutMs: 300 });
+    const c = new RespConnection({
+      host: '127.0.0.1',
+      port: (mute.address() as net.AddressInfo).port,
+      connectTimeoutMs: 300,
+    });
     try {
-      const failed = new Promise<string>((resolve) => c.write(encodeCommand(['PING']).join(''), [(err) => resolve(String(err?.message))]));
+      const failed = new Promise<string>((resolve) =>
+        c.write(encodeCommand(['PING']).join(''), [(err) => resolve(String(err?.message))]),
+      );
       await new Promise((r) => setTimeout(r, 200));
       expect(c.isReady()).toBe(false);
       expect(bytes).toBe(14); // the handshake's PING, not the write

@@ -25,9 +25,17 @@ describe('response cache: the key', () => {
   const body = { model: 'm', messages: [{ role: 'user', content: 'hi' }], temperature: 0 };
   it('ignores key order but nothing else', () => {
     const k = cacheKey('app1', 'openai_chat', 'm', body);
-    expect(cacheKey('app1', 'openai_chat', 'm', { temperature: 0, messages: [{ content: 'hi', role: 'user' }], model: 'm' })).toBe(k);
+    expect(
+      cacheKey('app1', 'openai_chat', 'm', {
+        temperature: 0,
+        messages: [{ content: 'hi', role: 'user' }],
+        model: 'm',
+      }),
+    ).toBe(k);
     expect(cacheKey('app1', 'openai_chat', 'm', { ...body, temperature: 1 })).not.toBe(k);
-    expect(cacheKey('app1', 'openai_chat', 'm', { ...body, messages: [{ role: 'user', content: 'hi ' }] })).not.toBe(k);
+    expect(
+      cacheKey('app1', 'openai_chat', 'm', { ...body, messages: [{ role: 'user', content: 'hi ' }] }),
+    ).not.toBe(k);
     expect(cacheKey('app1', 'openai_chat', 'm', { ...body, stream: true })).not.toBe(k);
   });
   it('never crosses apps, dialects or aliases', () => {
@@ -42,7 +50,10 @@ describe('response cache: the key', () => {
 describe('response cache: the store', () => {
   it('round-trips an answer, refuses what is too large, and ignores garbage', async () => {
     const kv = new Map<string, { v: string; ttl: number }>();
-    const c = new ResponseCache({ getValue: async (k) => kv.get(k)?.v ?? null, setValue: async (k, v, ttl) => void kv.set(k, { v, ttl }) });
+    const c = new ResponseCache({
+      getValue: async (k) => kv.get(k)?.v ?? null,
+      setValue: async (k, v, ttl) => void kv.set(k, { v, ttl }),
+    });
     await c.put('k', { t: 'application/json', p: '{"a":1}', c: 'ch', at: 1 }, 5);
     expect(kv.get('k')!.ttl).toBe(5_000);
     expect(await c.get('k')).toEqual({ t: 'application/json', p: '{"a":1}', c: 'ch', at: 1 });

@@ -5,7 +5,9 @@ import { SseParser } from '../../src/lib/sse.js';
 describe('SSE parser', () => {
   it('parses events, names, multi-line data, comments and CRLF', () => {
     const p = new SseParser();
-    const evs = p.push(': comment\r\nevent: message_start\r\ndata: {"a":1}\r\n\r\ndata: line1\ndata: line2\n\ndata: [DONE]\n\n');
+    const evs = p.push(
+      ': comment\r\nevent: message_start\r\ndata: {"a":1}\r\n\r\ndata: line1\ndata: line2\n\ndata: [DONE]\n\n',
+    );
     expect(evs).toEqual([
       { event: 'message_start', data: '{"a":1}' },
       { event: '', data: 'line1\nline2' },
@@ -38,7 +40,7 @@ describe('SSE parser', () => {
       }),
     );
     expect(whole).toHaveLength(3);
-    expect(whole[2]).toEqual({ event: "", data: "3\n4" });
+    expect(whole[2]).toEqual({ event: '', data: '3\n4' });
   });
 
   it('an LF-only stream (the fast path) parses as the same stream with CRLF, however split (property)', () => {

@@ -24,7 +24,15 @@ describe('traffic stats ring (console overview)', () => {
     expect(r.points).toHaveLength(1);
     const p = r.points[0]!;
     expect(p.t).toBe(T0);
-    expect(p).toMatchObject({ requests: 103, ok: 100, client_errors: 2, rate_limited: 1, server_errors: 1, sale_micros: '100000100', cost_micros: '40000000' });
+    expect(p).toMatchObject({
+      requests: 103,
+      ok: 100,
+      client_errors: 2,
+      rate_limited: 1,
+      server_errors: 1,
+      sale_micros: '100000100',
+      cost_micros: '40000000',
+    });
     expect(p.error_rate).toBeCloseTo(1 / 103, 6);
     expect(p.p50_ms!).toBeGreaterThan(45);
     expect(p.p50_ms!).toBeLessThan(55);

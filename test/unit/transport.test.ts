@@ -57,7 +57,12 @@ afterAll(async () => {
 });
 
 const T: TransportTimeouts = { connectMs: 1_000, firstByteMs: 300, idleMs: 300 };
-const call = (path: string) => ({ path, headers: { 'content-type': 'application/json' }, body: '{}', stream: false });
+const call = (path: string) => ({
+  path,
+  headers: { 'content-type': 'application/json' },
+  body: '{}',
+  stream: false,
+});
 
 describe('Transport', () => {
   const tr = new Transport();
@@ -79,7 +84,9 @@ describe('Transport', () => {
 
   it('no headers within the first-byte timeout: ANIMA_FIRST_BYTE_TIMEOUT', async () => {
     const t0 = Date.now();
-    await expect(tr.send('t', base, call('/slow-headers'), T, new Abort())).rejects.toMatchObject({ code: 'ANIMA_FIRST_BYTE_TIMEOUT' });
+    await expect(tr.send('t', base, call('/slow-headers'), T, new Abort())).rejects.toMatchObject({
+      code: 'ANIMA_FIRST_BYTE_TIMEOUT',
+    });
     expect(Date.now() - t0).toBeLessThan(900);
   });
 
@@ -113,7 +120,8 @@ describe('Transport', () => {
     const up = await tr.send('t', base, call('/firehose'), T, new Abort());
     expect(up.status).toBe(200);
     const t0 = Date.now();
-    while (!closed.includes('/firehose') && Date.now() - t0 < 3_000) await new Promise((r) => setTimeout(r, 20));
+    while (!closed.includes('/firehose') && Date.now() - t0 < 3_000)
+      await new Promise((r) => setTimeout(r, 20));
     expect(closed).toContain('/firehose');
     expect(firehoseSent).toBeLessThan(8 * MB.length); // it never got to send it all
   });

@@ -31,8 +31,20 @@ interface Alias {
 /** The alias settings the form edits: [field, label, min, max, hint]. */
 const SETTINGS: Array<['max_attempts' | 'deadline_ms' | 'cache_ttl_s', string, number, number, string]> = [
   ['max_attempts', 'Max attempts', 1, 20, 'upstream calls per request, across the whole chain (1–20)'],
-  ['deadline_ms', 'Deadline (ms)', 100, 3_600_000, 'time for the whole request from its arrival, retries included (100–3,600,000)'],
-  ['cache_ttl_s', 'Response cache TTL (s)', 0, 2_592_000, 'exact-match answers kept this many seconds; 0 = off (at most 30 days)'],
+  [
+    'deadline_ms',
+    'Deadline (ms)',
+    100,
+    3_600_000,
+    'time for the whole request from its arrival, retries included (100–3,600,000)',
+  ],
+  [
+    'cache_ttl_s',
+    'Response cache TTL (s)',
+    0,
+    2_592_000,
+    'exact-match answers kept this many seconds; 0 = off (at most 30 days)',
+  ],
 ];
 
 const move = <T>(a: T[], i: number, d: number): T[] => {
@@ -47,13 +59,22 @@ export async function aliasesPage(root: HTMLElement, ctx: Ctx): Promise<void> {
   const list = h('div', { class: 'cards' });
   let circuits = new Map<string, Circuit>();
   let channelCodes: string[] = [];
-  root.append(pageHeader('Aliases', writeBtn(ctx, 'New alias', () => openCreate(), { class: 'btn btn-primary' }), h('button', { type: 'button', class: 'btn', onclick: () => void load() }, 'Refresh')), list);
+  root.append(
+    pageHeader(
+      'Aliases',
+      writeBtn(ctx, 'New alias', () => openCreate(), { class: 'btn btn-primary' }),
+      h('button', { type: 'button', class: 'btn', onclick: () => void load() }, 'Refresh'),
+    ),
+    list,
+  );
   const createBox = h('section', { class: 'panel', hidden: true });
   root.insertBefore(createBox, list);
 
   const stateBadge = (channel: string) => {
     const c = circuits.get(channel);
-    return c ? badge(breakerLabel(c.state), BREAKER_KIND[c.state] ?? 'neutral', { 'data-breaker-of': channel }) : badge('unknown channel', 'bad');
+    return c
+      ? badge(breakerLabel(c.state), BREAKER_KIND[c.state] ?? 'neutral', { 'data-breaker-of': channel })
+      : badge('unknown channel', 'bad');
   };
 
   const card = (a: Alias & { versions: number }) => {
@@ -84,7 +105,11 @@ export async function aliasesPage(root: HTMLElement, ctx: Ctx): Promise<void> {
         }
         return out;
       };
-      const saveSettings = async (version: number, body: Record<string, number>, btn: HTMLButtonElement | null) => {
+      const saveSettings = async (
+        version: number,
+        body: Record<string, number>,
+        btn: HTMLButtonElement | null,
+      ) => {
         await busy(btn, async () => {
           try {
             const row = await api<Alias>('PATCH', `/aliases/${enc(a.name)}`, body, { ifMatch: version });
@@ -92,7 +117,13 @@ export async function aliasesPage(root: HTMLElement, ctx: Ctx): Promise<void> {
             await load();
           } catch (e) {
             if (!isConflict(e)) throw e;
-            replace(settingsConflict, conflictBox(e, version, body, { reload: () => void load(), overwrite: (v) => void saveSettings(v, body, null) }));
+            replace(
+              settingsConflict,
+              conflictBox(e, version, body, {
+                reload: () => void load(),
+                overwrite: (v) => void saveSettings(v, body, null),
+              }),
+            );
           }
         });
       };
@@ -110,7 +141,11 @@ export async function aliasesPage(root: HTMLElement, ctx: Ctx): Promise<void> {
               toast('Nothing changed.');
               return;
             }
-            void saveSettings(a.version_no, body, form.querySelector<HTMLButtonElement>('button[type=submit]'));
+            void saveSettings(
+              a.version_no,
+              body,
+              form.querySelector<HTMLButtonElement>('button[type=submit]'),
+            );
           },
         },
         h('h4', null, `Settings of ${a.name}`, ' ', badge(`version ${a.version_no}`)),
@@ -118,7 +153,16 @@ export async function aliasesPage(root: HTMLElement, ctx: Ctx): Promise<void> {
           'div',
           { class: 'form-grid' },
           SETTINGS.map(([k, label, min, max, hint]) => {
-            const inp = h('input', { name: k, type: 'number', min, max, step: 1, required: true, value: String(a[k]), inputmode: 'numeric' });
+            const inp = h('input', {
+              name: k,
+              type: 'number',
+              min,
+              max,
+              step: 1,
+              required: true,
+              value: String(a[k]),
+              inputmode: 'numeric',
+            });
             inputs.set(k, inp);
             return field(label, inp, hint);
           }),
@@ -128,7 +172,11 @@ export async function aliasesPage(root: HTMLElement, ctx: Ctx): Promise<void> {
           'div',
           { class: 'actions' },
           h('button', { type: 'submit', class: 'btn btn-primary', 'data-write': '' }, 'Save settings'),
-          h('button', { type: 'button', class: 'btn btn-plain', onclick: () => replace(settingsBox) }, 'Cancel'),
+          h(
+            'button',
+            { type: 'button', class: 'btn btn-plain', onclick: () => replace(settingsBox) },
+            'Cancel',
+          ),
         ),
       );
       replace(settingsBox, form);
@@ -138,12 +186,25 @@ export async function aliasesPage(root: HTMLElement, ctx: Ctx): Promise<void> {
     const save = async (version: number, btn: HTMLButtonElement | null) => {
       await busy(btn, async () => {
         try {
-          const row = await api<Alias>('PATCH', `/aliases/${enc(a.name)}`, { chain: draft }, { ifMatch: version });
+          const row = await api<Alias>(
+            'PATCH',
+            `/aliases/${enc(a.name)}`,
+            { chain: draft },
+            { ifMatch: version },
+          );
           toast(`Saved ${a.name}'s chain (version ${row.version_no})`, 'ok');
           await load();
         } catch (e) {
           if (!isConflict(e)) throw e;
-          replace(conflict, conflictBox(e, version, { chain: draft }, { reload: () => void load(), overwrite: (v) => void save(v, null) }));
+          replace(
+            conflict,
+            conflictBox(
+              e,
+              version,
+              { chain: draft },
+              { reload: () => void load(), overwrite: (v) => void save(v, null) },
+            ),
+          );
         }
       });
     };
@@ -162,9 +223,21 @@ export async function aliasesPage(root: HTMLElement, ctx: Ctx): Promise<void> {
               { class: 'tier-head' },
               h('span', { class: 'strong' }, `Tier ${i + 1}`),
               h('span', { class: 'muted small' }, tier.targets.length > 1 ? ' weighted' : ''),
-              writeBtn(ctx, '↑', () => ((draft = move(draft, i, -1)), draw()), { title: 'Move this tier up', 'aria-label': `Move tier ${i + 1} up`, disabled: i === 0 }),
-              writeBtn(ctx, '↓', () => ((draft = move(draft, i, 1)), draw()), { title: 'Move this tier down', 'aria-label': `Move tier ${i + 1} down`, disabled: i === draft.length - 1 }),
-              writeBtn(ctx, '✕', () => ((draft = draft.filter((_, k) => k !== i)), draw()), { title: 'Remove this tier', 'aria-label': `Remove tier ${i + 1}`, disabled: draft.length === 1 }),
+              writeBtn(ctx, '↑', () => ((draft = move(draft, i, -1)), draw()), {
+                title: 'Move this tier up',
+                'aria-label': `Move tier ${i + 1} up`,
+                disabled: i === 0,
+              }),
+              writeBtn(ctx, '↓', () => ((draft = move(draft, i, 1)), draw()), {
+                title: 'Move this tier down',
+                'aria-label': `Move tier ${i + 1} down`,
+                disabled: i === draft.length - 1,
+              }),
+              writeBtn(ctx, '✕', () => ((draft = draft.filter((_, k) => k !== i)), draw()), {
+                title: 'Remove this tier',
+                'aria-label': `Remove tier ${i + 1}`,
+                disabled: draft.length === 1,
+              }),
             ),
             h(
               'ul',
@@ -178,8 +251,16 @@ export async function aliasesPage(root: HTMLElement, ctx: Ctx): Promise<void> {
                   stateBadge(t.channel),
                   h('span', { class: 'muted' }, ` → ${t.model}`),
                   h('span', { class: 'muted small' }, ` · weight ${t.weight}`),
-                  writeBtn(ctx, '↑', () => ((tier.targets = move(tier.targets, j, -1)), draw()), { title: 'Move up in the tier', 'aria-label': `Move ${t.channel} up`, disabled: j === 0 }),
-                  writeBtn(ctx, '↓', () => ((tier.targets = move(tier.targets, j, 1)), draw()), { title: 'Move down in the tier', 'aria-label': `Move ${t.channel} down`, disabled: j === tier.targets.length - 1 }),
+                  writeBtn(ctx, '↑', () => ((tier.targets = move(tier.targets, j, -1)), draw()), {
+                    title: 'Move up in the tier',
+                    'aria-label': `Move ${t.channel} up`,
+                    disabled: j === 0,
+                  }),
+                  writeBtn(ctx, '↓', () => ((tier.targets = move(tier.targets, j, 1)), draw()), {
+                    title: 'Move down in the tier',
+                    'aria-label': `Move ${t.channel} down`,
+                    disabled: j === tier.targets.length - 1,
+                  }),
                   writeBtn(
                     ctx,
                     '✕',
@@ -188,7 +269,11 @@ export async function aliasesPage(root: HTMLElement, ctx: Ctx): Promise<void> {
                       if (tier.targets.length === 0) draft = draft.filter((x) => x !== tier);
                       draw();
                     },
-                    { title: 'Remove this target', 'aria-label': `Remove ${t.channel}`, disabled: draft.length === 1 && tier.targets.length === 1 },
+                    {
+                      title: 'Remove this target',
+                      'aria-label': `Remove ${t.channel}`,
+                      disabled: draft.length === 1 && tier.targets.length === 1,
+                    },
                   ),
                 ),
               ),
@@ -197,10 +282,19 @@ export async function aliasesPage(root: HTMLElement, ctx: Ctx): Promise<void> {
         ),
       );
       // Add a target: to an existing tier or as a new last tier.
-      const chSel = h('select', { name: 'channel' }, channelCodes.map((c) => h('option', { value: c }, c)));
+      const chSel = h(
+        'select',
+        { name: 'channel' },
+        channelCodes.map((c) => h('option', { value: c }, c)),
+      );
       const model = h('input', { name: 'model', placeholder: 'upstream model', required: true });
       const weight = h('input', { name: 'weight', type: 'number', min: 0, value: '1', class: 'narrow' });
-      const tierSel = h('select', { name: 'tier' }, draft.map((_, i) => h('option', { value: String(i) }, `tier ${i + 1}`)), h('option', { value: 'new' }, 'new last tier'));
+      const tierSel = h(
+        'select',
+        { name: 'tier' },
+        draft.map((_, i) => h('option', { value: String(i) }, `tier ${i + 1}`)),
+        h('option', { value: 'new' }, 'new last tier'),
+      );
       const add = ro
         ? null
         : h(
@@ -210,7 +304,11 @@ export async function aliasesPage(root: HTMLElement, ctx: Ctx): Promise<void> {
               onsubmit: (e: Event) => {
                 e.preventDefault();
                 if (!model.value.trim()) return;
-                const t = { channel: chSel.value, model: model.value.trim(), weight: Number(weight.value) || 0 };
+                const t = {
+                  channel: chSel.value,
+                  model: model.value.trim(),
+                  weight: Number(weight.value) || 0,
+                };
                 if (tierSel.value === 'new') draft.push({ targets: [t] });
                 else draft[Number(tierSel.value)]!.targets.push(t);
                 draw();
@@ -231,13 +329,27 @@ export async function aliasesPage(root: HTMLElement, ctx: Ctx): Promise<void> {
           a.enabled ? badge('enabled', 'ok') : badge('disabled', 'bad'),
           badge(`version ${a.version_no}`),
           a.versions > 1 ? badge(`${a.versions} windows`) : null,
-          h('span', { class: 'muted small' }, ` max ${a.max_attempts} attempts · deadline ${a.deadline_ms} ms · response cache ${a.cache_ttl_s ? `${a.cache_ttl_s} s` : 'off'}`),
+          h(
+            'span',
+            { class: 'muted small' },
+            ` max ${a.max_attempts} attempts · deadline ${a.deadline_ms} ms · response cache ${a.cache_ttl_s ? `${a.cache_ttl_s} s` : 'off'}`,
+          ),
           h('span', { class: 'spacer' }),
-          writeBtn(ctx, 'Edit settings', () => (settingsBox.firstChild ? replace(settingsBox) : openSettings()), { title: 'Max attempts, deadline and response-cache TTL', 'data-edit-settings': a.name }),
+          writeBtn(
+            ctx,
+            'Edit settings',
+            () => (settingsBox.firstChild ? replace(settingsBox) : openSettings()),
+            { title: 'Max attempts, deadline and response-cache TTL', 'data-edit-settings': a.name },
+          ),
           writeBtn(ctx, a.enabled ? 'Disable' : 'Enable', (b) =>
             busy(b, async () => {
               try {
-                await api('PATCH', `/aliases/${enc(a.name)}`, { enabled: !a.enabled }, { ifMatch: a.version_no });
+                await api(
+                  'PATCH',
+                  `/aliases/${enc(a.name)}`,
+                  { enabled: !a.enabled },
+                  { ifMatch: a.version_no },
+                );
               } catch (e) {
                 if (!isConflict(e)) throw e;
                 toast(`${a.name} changed meanwhile: reloaded.`, 'error');
@@ -256,8 +368,31 @@ export async function aliasesPage(root: HTMLElement, ctx: Ctx): Promise<void> {
           : h(
               'div',
               { class: 'actions' },
-              h('button', { type: 'button', class: 'btn btn-primary', disabled: !dirty(), 'data-write': '', onclick: (e: Event) => void save(a.version_no, e.currentTarget as HTMLButtonElement) }, 'Save chain'),
-              h('button', { type: 'button', class: 'btn btn-plain', disabled: !dirty(), onclick: () => ((draft = a.chain.map((t) => ({ targets: t.targets.map((x) => ({ ...x })) }))), replace(conflict), draw()) }, 'Revert'),
+              h(
+                'button',
+                {
+                  type: 'button',
+                  class: 'btn btn-primary',
+                  disabled: !dirty(),
+                  'data-write': '',
+                  onclick: (e: Event) => void save(a.version_no, e.currentTarget as HTMLButtonElement),
+                },
+                'Save chain',
+              ),
+              h(
+                'button',
+                {
+                  type: 'button',
+                  class: 'btn btn-plain',
+                  disabled: !dirty(),
+                  onclick: () => (
+                    (draft = a.chain.map((t) => ({ targets: t.targets.map((x) => ({ ...x })) }))),
+                    replace(conflict),
+                    draw()
+                  ),
+                },
+                'Revert',
+              ),
               dirty() ? h('span', { class: 'muted small' }, 'unsaved changes') : null,
             ),
       );
@@ -268,7 +403,10 @@ export async function aliasesPage(root: HTMLElement, ctx: Ctx): Promise<void> {
 
   let cards: Array<{ el: HTMLElement; draw: () => void }> = [];
   const load = async () => {
-    const [al, circ] = await Promise.all([get<{ data: Alias[] }>('/aliases?limit=500'), get<{ data: Circuit[] }>('/circuits')]);
+    const [al, circ] = await Promise.all([
+      get<{ data: Alias[] }>('/aliases?limit=500'),
+      get<{ data: Circuit[] }>('/circuits'),
+    ]);
     if (!ctx.alive()) return;
     circuits = new Map(circ.data.map((c) => [c.channel, c]));
     channelCodes = circ.data.map((c) => c.channel);
@@ -279,7 +417,11 @@ export async function aliasesPage(root: HTMLElement, ctx: Ctx): Promise<void> {
   const openCreate = () => {
     createBox.hidden = false;
     const name = h('input', { name: 'name', required: true });
-    const channel = h('select', { name: 'channel' }, channelCodes.map((c) => h('option', { value: c }, c)));
+    const channel = h(
+      'select',
+      { name: 'channel' },
+      channelCodes.map((c) => h('option', { value: c }, c)),
+    );
     const model = h('input', { name: 'model', required: true, placeholder: 'upstream model' });
     const form = h(
       'form',
@@ -288,7 +430,10 @@ export async function aliasesPage(root: HTMLElement, ctx: Ctx): Promise<void> {
         onsubmit: async (e: Event) => {
           e.preventDefault();
           await busy(form.querySelector('button[type=submit]'), async () => {
-            await api('POST', '/aliases', { name: name.value.trim(), chain: [{ targets: [{ channel: channel.value, model: model.value.trim(), weight: 1 }] }] });
+            await api('POST', '/aliases', {
+              name: name.value.trim(),
+              chain: [{ targets: [{ channel: channel.value, model: model.value.trim(), weight: 1 }] }],
+            });
             toast(`Created alias ${name.value.trim()}`, 'ok');
             createBox.hidden = true;
             replace(createBox);
@@ -297,8 +442,27 @@ export async function aliasesPage(root: HTMLElement, ctx: Ctx): Promise<void> {
         },
       },
       h('h3', null, 'New alias'),
-      h('div', { class: 'form-grid' }, field('Name (what clients send as model)', name), field('First channel', channel), field('Upstream model', model)),
-      h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'btn btn-primary' }, 'Create'), h('button', { type: 'button', class: 'btn btn-plain', onclick: () => ((createBox.hidden = true), replace(createBox)) }, 'Cancel')),
+      h(
+        'div',
+        { class: 'form-grid' },
+        field('Name (what clients send as model)', name),
+        field('First channel', channel),
+        field('Upstream model', model),
+      ),
+      h(
+        'div',
+        { class: 'actions' },
+        h('button', { type: 'submit', class: 'btn btn-primary' }, 'Create'),
+        h(
+          'button',
+          {
+            type: 'button',
+            class: 'btn btn-plain',
+            onclick: () => ((createBox.hidden = true), replace(createBox)),
+          },
+          'Cancel',
+        ),
+      ),
     );
     replace(createBox, form);
   };

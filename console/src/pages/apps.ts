@@ -49,14 +49,27 @@ interface Quota {
 const QUEUE_MODES = ['REJECT', 'WAIT', 'ASYNC'] as const;
 
 /** The limits of one scope (app or key): create, edit (If-Match), remove. 0 = no limit. */
-async function quotaEditor(ctx: Ctx, scope: 'app' | 'key', scopeId: string, title: string): Promise<HTMLElement> {
+async function quotaEditor(
+  ctx: Ctx,
+  scope: 'app' | 'key',
+  scopeId: string,
+  title: string,
+): Promise<HTMLElement> {
   const box = h('div', { class: 'quota', 'data-quota': `${scope}:${scopeId}` });
   const draw = async (note?: string) => {
     const list = await get<{ data: Quota[] }>(`/quotas${qs({ scope, scope_id: scopeId })}`);
     const q = list.data[0] ?? null;
     const ro = !ctx.canWrite;
-    const num = (name: string, v: number | string, step = '1') => h('input', { name, type: 'number', min: 0, step, value: String(v), readOnly: ro, class: 'narrow' });
-    const money = (name: string, v: string) => h('input', { name, value: formatMicros(v, 0).replace(/,/g, ''), readOnly: ro, class: 'narrow', inputmode: 'decimal' });
+    const num = (name: string, v: number | string, step = '1') =>
+      h('input', { name, type: 'number', min: 0, step, value: String(v), readOnly: ro, class: 'narrow' });
+    const money = (name: string, v: string) =>
+      h('input', {
+        name,
+        value: formatMicros(v, 0).replace(/,/g, ''),
+        readOnly: ro,
+        class: 'narrow',
+        inputmode: 'decimal',
+      });
     const f = {
       max_concurrency: num('max_concurrency', q?.max_concurrency ?? 0),
       qps: num('qps', q?.qps ?? 0, 'any'),
@@ -86,21 +99,34 @@ async function quotaEditor(ctx: Ctx, scope: 'app' | 'key', scopeId: string, titl
           await draw('Saved.');
         } catch (e) {
           if (!isConflict(e)) throw e;
-          replace(conflict, conflictBox(e, version ?? 0, b, { reload: () => void draw(), overwrite: (v) => void save(v, null) }));
+          replace(
+            conflict,
+            conflictBox(e, version ?? 0, b, {
+              reload: () => void draw(),
+              overwrite: (v) => void save(v, null),
+            }),
+          );
         }
       });
     replace(
       box,
       h('h4', null, `Limits: ${title}`, q ? badge(`version ${q.version_no}`) : badge('none')),
       note ? h('p', { class: 'ok-note' }, note) : null,
-      h('p', { class: 'muted small' }, '0 = no limit. Money in currency units (stored as integer micro-units).'),
+      h(
+        'p',
+        { class: 'muted small' },
+        '0 = no limit. Money in currency units (stored as integer micro-units).',
+      ),
       h(
         'form',
         {
           class: 'form-grid tight',
           onsubmit: (e: Event) => {
             e.preventDefault();
-            void save(q?.version_no ?? null, (e.target as HTMLFormElement).querySelector('button[type=submit]'));
+            void save(
+              q?.version_no ?? null,
+              (e.target as HTMLFormElement).querySelector('button[type=submit]'),
+            );
           },
         },
         field('Concurrency', f.max_concurrency),
@@ -110,7 +136,17 @@ async function quotaEditor(ctx: Ctx, scope: 'app' | 'key', scopeId: string, titl
         field('Tokens/day', f.tokens_per_day),
         field('Cost/day', f.cost_per_day),
         field('Cost/month', f.cost_per_month),
-        ro ? null : h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'btn btn-primary', 'data-write': '' }, q ? 'Save limits' : 'Set limits')),
+        ro
+          ? null
+          : h(
+              'div',
+              { class: 'actions' },
+              h(
+                'button',
+                { type: 'submit', class: 'btn btn-primary', 'data-write': '' },
+                q ? 'Save limits' : 'Set limits',
+              ),
+            ),
         ro || !q
           ? null
           : h(
@@ -145,7 +181,15 @@ export async function appsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
   const detail = h('section', { class: 'panel', id: 'app-detail', hidden: true });
   const createBox = h('div');
   let selected: string | null = new URLSearchParams(location.hash.split('?')[1] ?? '').get('app');
-  root.append(pageHeader('Apps & keys', writeBtn(ctx, 'New app', () => openCreateApp(), { class: 'btn btn-primary' })), createBox, appsBox, detail);
+  root.append(
+    pageHeader(
+      'Apps & keys',
+      writeBtn(ctx, 'New app', () => openCreateApp(), { class: 'btn btn-primary' }),
+    ),
+    createBox,
+    appsBox,
+    detail,
+  );
 
   const loadApps = async () => {
     const list = await get<{ data: App[] }>('/apps?limit=500');
@@ -155,14 +199,31 @@ export async function appsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
       appsBox,
       table(
         [
-          { title: 'App', render: (a) => h('div', null, h('div', { class: 'strong' }, a.name), h('div', { class: 'muted small mono' }, a.id)) },
+          {
+            title: 'App',
+            render: (a) =>
+              h(
+                'div',
+                null,
+                h('div', { class: 'strong' }, a.name),
+                h('div', { class: 'muted small mono' }, a.id),
+              ),
+          },
           { title: 'Status', render: (a) => (a.enabled ? badge('enabled', 'ok') : badge('disabled', 'bad')) },
           { title: 'Version', render: (a) => `v${a.version_no}`, class: 'num' },
           { title: 'Created', render: (a) => fmtTime(a.created_at) },
-          { title: '', render: (a) => h('button', { type: 'button', class: 'btn', onclick: () => void openApp(a.id) }, 'Open'), class: 'actions' },
+          {
+            title: '',
+            render: (a) =>
+              h('button', { type: 'button', class: 'btn', onclick: () => void openApp(a.id) }, 'Open'),
+            class: 'actions',
+          },
         ],
         apps,
-        { empty: 'No apps yet.', rowAttrs: (a) => ({ 'data-app': a.id, class: a.id === selected ? 'selected' : undefined }) },
+        {
+          empty: 'No apps yet.',
+          rowAttrs: (a) => ({ 'data-app': a.id, class: a.id === selected ? 'selected' : undefined }),
+        },
       ),
     );
   };
@@ -170,7 +231,12 @@ export async function appsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
   const openCreateApp = () => {
     const id = h('input', { name: 'id', required: true, placeholder: 'app id (letters, digits, . _ : -)' });
     const name = h('input', { name: 'name', required: true });
-    const billing = h('select', { name: 'billing' }, h('option', { value: 'postpaid' }, 'postpaid (running bill)'), h('option', { value: 'prepaid' }, 'prepaid (wallet)'));
+    const billing = h(
+      'select',
+      { name: 'billing' },
+      h('option', { value: 'postpaid' }, 'postpaid (running bill)'),
+      h('option', { value: 'prepaid' }, 'prepaid (wallet)'),
+    );
     const form = h(
       'form',
       {
@@ -178,7 +244,11 @@ export async function appsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
         onsubmit: async (e: Event) => {
           e.preventDefault();
           await busy(form.querySelector('button[type=submit]'), async () => {
-            const row = await api<App>('POST', '/apps', { id: id.value.trim(), name: name.value.trim(), billing: billing.value });
+            const row = await api<App>('POST', '/apps', {
+              id: id.value.trim(),
+              name: name.value.trim(),
+              billing: billing.value,
+            });
             toast(`Created app ${row.id}`, 'ok');
             replace(createBox);
             await loadApps();
@@ -188,7 +258,12 @@ export async function appsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
       },
       h('h3', null, 'New app'),
       h('div', { class: 'form-grid' }, field('Id', id), field('Name', name), field('Billing', billing)),
-      h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'btn btn-primary' }, 'Create app'), h('button', { type: 'button', class: 'btn btn-plain', onclick: () => replace(createBox) }, 'Cancel')),
+      h(
+        'div',
+        { class: 'actions' },
+        h('button', { type: 'submit', class: 'btn btn-primary' }, 'Create app'),
+        h('button', { type: 'button', class: 'btn btn-plain', onclick: () => replace(createBox) }, 'Cancel'),
+      ),
     );
     replace(createBox, form);
     id.focus();
@@ -197,16 +272,23 @@ export async function appsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
   const openApp = async (appId: string) => {
     selected = appId;
     history.replaceState(null, '', `#/apps?app=${enc(appId)}`);
-    for (const tr of appsBox.querySelectorAll<HTMLElement>('tr[data-app]')) tr.classList.toggle('selected', tr.dataset.app === appId);
+    for (const tr of appsBox.querySelectorAll<HTMLElement>('tr[data-app]'))
+      tr.classList.toggle('selected', tr.dataset.app === appId);
     const [app, keysList, groupList] = await Promise.all([
       get<App>(`/apps/${enc(appId)}`),
       get<{ data: Key[] }>(`/apps/${enc(appId)}/keys?limit=500`),
-      get<{ data: Array<{ id: string; name: string; enabled: boolean }> }>('/token-groups?limit=500').catch(() => ({ data: [] })),
+      get<{ data: Array<{ id: string; name: string; enabled: boolean }> }>('/token-groups?limit=500').catch(
+        () => ({ data: [] }),
+      ),
     ]);
     if (!ctx.alive()) return;
     // A group's versions share its id: one option per id.
-    const groups = [...new Map(groupList.data.map((g) => [g.id, g])).values()].sort((a, b) => a.id.localeCompare(b.id));
-    const keys = pickCurrent(keysList.data, (k) => k.id).sort((a, b) => (a.created_at ?? '').localeCompare(b.created_at ?? ''));
+    const groups = [...new Map(groupList.data.map((g) => [g.id, g])).values()].sort((a, b) =>
+      a.id.localeCompare(b.id),
+    );
+    const keys = pickCurrent(keysList.data, (k) => k.id).sort((a, b) =>
+      (a.created_at ?? '').localeCompare(b.created_at ?? ''),
+    );
     const keyLimits = h('div');
     detail.hidden = false;
     detail.dataset.app = appId;
@@ -216,7 +298,12 @@ export async function appsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
     const drawWallet = async () => {
       try {
         const w = await get<Record<string, string | null>>(`/apps/${enc(appId)}/wallet`);
-        const amount = h('input', { name: 'amount', placeholder: '10.00', inputmode: 'decimal', class: 'narrow' });
+        const amount = h('input', {
+          name: 'amount',
+          placeholder: '10.00',
+          inputmode: 'decimal',
+          class: 'narrow',
+        });
         let idem = crypto.randomUUID(); // one top-up per submit, even on a double click or a retry
         replace(
           wallet,
@@ -250,10 +337,18 @@ export async function appsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
                       return;
                     }
                     if (micros <= 0n) return;
-                    const { ok } = await confirmDialog({ title: `Fund ${appId}?`, message: `Add ${formatMicros(micros)} to the wallet of ${appId}.`, confirm: 'Fund' });
+                    const { ok } = await confirmDialog({
+                      title: `Fund ${appId}?`,
+                      message: `Add ${formatMicros(micros)} to the wallet of ${appId}.`,
+                      confirm: 'Fund',
+                    });
                     if (!ok) return;
                     await busy(null, async () => {
-                      await api('POST', `/apps/${enc(appId)}/wallet/fund`, { amount_micros: micros.toString(), idempotency_key: idem, memo: `console: ${ctx.me.name}` });
+                      await api('POST', `/apps/${enc(appId)}/wallet/fund`, {
+                        amount_micros: micros.toString(),
+                        idempotency_key: idem,
+                        memo: `console: ${ctx.me.name}`,
+                      });
                       idem = crypto.randomUUID();
                       toast(`Funded ${formatMicros(micros)}`, 'ok');
                       await drawWallet();
@@ -266,7 +361,12 @@ export async function appsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
             : null,
         );
       } catch (e) {
-        replace(wallet, e instanceof ApiError && e.status === 404 ? h('p', { class: 'muted small' }, 'Billing is off on this gateway.') : h('p', { class: 'error' }, (e as Error).message));
+        replace(
+          wallet,
+          e instanceof ApiError && e.status === 404
+            ? h('p', { class: 'muted small' }, 'Billing is off on this gateway.')
+            : h('p', { class: 'error' }, (e as Error).message),
+        );
       }
     };
 
@@ -276,13 +376,21 @@ export async function appsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
         toast(`Key ${k.key_prefix}…: ${what}`, 'ok');
       } catch (e) {
         if (!isConflict(e)) throw e;
-        toast(`Key ${k.key_prefix}… changed meanwhile (now version ${String(e.current?.version_no)}): reloaded, try again.`, 'error');
+        toast(
+          `Key ${k.key_prefix}… changed meanwhile (now version ${String(e.current?.version_no)}): reloaded, try again.`,
+          'error',
+        );
       }
       await openApp(appId);
     };
 
     const keyRow = (k: Key) => [
-      h('td', null, h('div', { class: 'mono' }, `${k.key_prefix}…`), h('div', { class: 'muted small' }, k.name || '(no name)')),
+      h(
+        'td',
+        null,
+        h('div', { class: 'mono' }, `${k.key_prefix}…`),
+        h('div', { class: 'muted small' }, k.name || '(no name)'),
+      ),
       h('td', null, k.enabled ? badge('active', 'ok') : badge('banned', 'bad')),
       h(
         'td',
@@ -293,14 +401,27 @@ export async function appsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
               {
                 name: 'queue_mode',
                 'aria-label': 'queue mode',
-                onchange: (e: Event) => void busy(null, () => patchKey(k, { queue_mode: (e.target as HTMLSelectElement).value }, `queue mode ${(e.target as HTMLSelectElement).value}`)),
+                onchange: (e: Event) =>
+                  void busy(null, () =>
+                    patchKey(
+                      k,
+                      { queue_mode: (e.target as HTMLSelectElement).value },
+                      `queue mode ${(e.target as HTMLSelectElement).value}`,
+                    ),
+                  ),
               },
               QUEUE_MODES.map((m) => h('option', { value: m, selected: m === k.queue_mode }, m)),
             )
           : k.queue_mode,
-        k.queue_mode === 'WAIT' ? h('div', { class: 'muted small' }, `wait ≤ ${k.wait_timeout_ms} ms · queue ≤ ${k.max_queue}`) : null,
+        k.queue_mode === 'WAIT'
+          ? h('div', { class: 'muted small' }, `wait ≤ ${k.wait_timeout_ms} ms · queue ≤ ${k.max_queue}`)
+          : null,
       ),
-      h('td', { class: 'small' }, k.allowed_aliases ? k.allowed_aliases.join(', ') : h('span', { class: 'muted' }, 'all aliases')),
+      h(
+        'td',
+        { class: 'small' },
+        k.allowed_aliases ? k.allowed_aliases.join(', ') : h('span', { class: 'muted' }, 'all aliases'),
+      ),
       h(
         'td',
         { class: 'small' },
@@ -312,14 +433,24 @@ export async function appsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
                 'aria-label': 'token group',
                 onchange: (e: Event) => {
                   const v = (e.target as HTMLSelectElement).value;
-                  void busy(null, () => patchKey(k, { token_group_id: v || null }, v ? `token group ${v}` : 'no token group'));
+                  void busy(null, () =>
+                    patchKey(k, { token_group_id: v || null }, v ? `token group ${v}` : 'no token group'),
+                  );
                 },
               },
               [
                 h('option', { value: '', selected: !k.token_group_id }, '(none)'),
                 // A key may name a group this list doesn't hold (deleted, or past the 500 listed): keep it visible.
-                ...(k.token_group_id && !groups.some((g) => g.id === k.token_group_id) ? [h('option', { value: k.token_group_id, selected: true }, k.token_group_id)] : []),
-                ...groups.map((g) => h('option', { value: g.id, selected: g.id === k.token_group_id }, g.enabled ? g.id : `${g.id} (disabled)`)),
+                ...(k.token_group_id && !groups.some((g) => g.id === k.token_group_id)
+                  ? [h('option', { value: k.token_group_id, selected: true }, k.token_group_id)]
+                  : []),
+                ...groups.map((g) =>
+                  h(
+                    'option',
+                    { value: g.id, selected: g.id === k.token_group_id },
+                    g.enabled ? g.id : `${g.id} (disabled)`,
+                  ),
+                ),
               ],
             )
           : (k.token_group_id ?? h('span', { class: 'muted' }, 'none')),
@@ -331,7 +462,13 @@ export async function appsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
         writeBtn(ctx, k.enabled ? 'Ban' : 'Unban', (b) =>
           busy(b, async () => {
             if (k.enabled) {
-              const { ok } = await confirmDialog({ title: `Ban key ${k.key_prefix}…?`, message: 'Every instance refuses it within a second (403 key_disabled). You can unban it later.', confirm: 'Ban key', danger: true });
+              const { ok } = await confirmDialog({
+                title: `Ban key ${k.key_prefix}…?`,
+                message:
+                  'Every instance refuses it within a second (403 key_disabled). You can unban it later.',
+                confirm: 'Ban key',
+                danger: true,
+              });
               if (!ok) return;
             }
             await patchKey(k, { enabled: !k.enabled }, k.enabled ? 'banned' : 'unbanned');
@@ -339,9 +476,19 @@ export async function appsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
         ),
         writeBtn(ctx, 'Rotate', (b) =>
           busy(b, async () => {
-            const { ok } = await confirmDialog({ title: `Rotate key ${k.key_prefix}…?`, message: 'A new secret is issued; the old one stops working at once.', confirm: 'Rotate', danger: true });
+            const { ok } = await confirmDialog({
+              title: `Rotate key ${k.key_prefix}…?`,
+              message: 'A new secret is issued; the old one stops working at once.',
+              confirm: 'Rotate',
+              danger: true,
+            });
             if (!ok) return;
-            const r = await api<{ key: Key; sk: string }>('POST', `/apps/${enc(appId)}/keys/${enc(k.id)}/rotate`, undefined, { ifMatch: k.version_no });
+            const r = await api<{ key: Key; sk: string }>(
+              'POST',
+              `/apps/${enc(appId)}/keys/${enc(k.id)}/rotate`,
+              undefined,
+              { ifMatch: k.version_no },
+            );
             showSecret(`New secret for ${r.key.key_prefix}…`, r.sk);
             await openApp(appId);
           }),
@@ -351,7 +498,8 @@ export async function appsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
           {
             type: 'button',
             class: 'btn',
-            onclick: async () => replace(keyLimits, await quotaEditor(ctx, 'key', k.id, `key ${k.key_prefix}…`)),
+            onclick: async () =>
+              replace(keyLimits, await quotaEditor(ctx, 'key', k.id, `key ${k.key_prefix}…`)),
           },
           'Limits',
         ),
@@ -359,7 +507,11 @@ export async function appsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
     ];
 
     const keyName = h('input', { name: 'key_name', placeholder: 'what uses it' });
-    const keyMode = h('select', { name: 'key_queue_mode' }, QUEUE_MODES.map((m) => h('option', { value: m }, m)));
+    const keyMode = h(
+      'select',
+      { name: 'key_queue_mode' },
+      QUEUE_MODES.map((m) => h('option', { value: m }, m)),
+    );
     const keyAliases = h('input', { name: 'key_aliases', placeholder: 'all (or: alias1, alias2)' });
     const newKey = ctx.canWrite
       ? h(
@@ -374,7 +526,11 @@ export async function appsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
                   .split(',')
                   .map((x) => x.trim())
                   .filter(Boolean);
-                const r = await api<{ key: Key; sk: string }>('POST', `/apps/${enc(appId)}/keys`, { name: keyName.value.trim(), queue_mode: keyMode.value, ...(aliases.length ? { allowed_aliases: aliases } : {}) });
+                const r = await api<{ key: Key; sk: string }>('POST', `/apps/${enc(appId)}/keys`, {
+                  name: keyName.value.trim(),
+                  queue_mode: keyMode.value,
+                  ...(aliases.length ? { allowed_aliases: aliases } : {}),
+                });
                 await openApp(appId);
                 showSecret(`New key ${r.key.key_prefix}…`, r.sk);
               });
@@ -399,11 +555,21 @@ export async function appsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
         writeBtn(ctx, app.enabled ? 'Disable app' : 'Enable app', (b) =>
           busy(b, async () => {
             if (app.enabled) {
-              const { ok } = await confirmDialog({ title: `Disable ${app.id}?`, message: 'All its keys are refused (403 app_disabled) until it is enabled again.', confirm: 'Disable app', danger: true });
+              const { ok } = await confirmDialog({
+                title: `Disable ${app.id}?`,
+                message: 'All its keys are refused (403 app_disabled) until it is enabled again.',
+                confirm: 'Disable app',
+                danger: true,
+              });
               if (!ok) return;
             }
             try {
-              await api('PATCH', `/apps/${enc(appId)}`, { enabled: !app.enabled }, { ifMatch: app.version_no });
+              await api(
+                'PATCH',
+                `/apps/${enc(appId)}`,
+                { enabled: !app.enabled },
+                { ifMatch: app.version_no },
+              );
             } catch (e) {
               if (!isConflict(e)) throw e;
               toast('The app changed meanwhile: reloaded.', 'error');
@@ -418,8 +584,24 @@ export async function appsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
       h(
         'table',
         { class: 'grid', id: 'keys' },
-        h('thead', null, h('tr', null, ['Key', 'Status', 'Queue mode', 'Aliases', 'Token group', 'Version', ''].map((t) => h('th', null, t)))),
-        h('tbody', null, keys.length ? keys.map((k) => h('tr', { 'data-key': k.id, 'data-prefix': k.key_prefix }, keyRow(k))) : h('tr', null, h('td', { colspan: 7, class: 'empty' }, 'No keys yet.'))),
+        h(
+          'thead',
+          null,
+          h(
+            'tr',
+            null,
+            ['Key', 'Status', 'Queue mode', 'Aliases', 'Token group', 'Version', ''].map((t) =>
+              h('th', null, t),
+            ),
+          ),
+        ),
+        h(
+          'tbody',
+          null,
+          keys.length
+            ? keys.map((k) => h('tr', { 'data-key': k.id, 'data-prefix': k.key_prefix }, keyRow(k)))
+            : h('tr', null, h('td', { colspan: 7, class: 'empty' }, 'No keys yet.')),
+        ),
       ),
       newKey,
       keyLimits,

@@ -5,7 +5,21 @@
  */
 import { type Circuit, api, enc, get } from '../api.js';
 import { type Ctx, conflictBox, isConflict, pageHeader, pickCurrent, writeBtn } from '../ctx.js';
-import { BREAKER_KIND, badge, breakerLabel, busy, confirmDialog, errorText, field, fmtAgo, fmtTime, h, replace, table, toast } from '../dom.js';
+import {
+  BREAKER_KIND,
+  badge,
+  breakerLabel,
+  busy,
+  confirmDialog,
+  errorText,
+  field,
+  fmtAgo,
+  fmtTime,
+  h,
+  replace,
+  table,
+  toast,
+} from '../dom.js';
 
 interface Channel {
   id: string;
@@ -46,7 +60,8 @@ function healthCell(c: Circuit | undefined): HTMLElement | string {
   if (!c) return '—';
   const parts: HTMLElement[] = [];
   if (c.health.credential !== 'ok') parts.push(badge(`credential ${c.health.credential}`, 'bad'));
-  if (c.health.cooldown_until) parts.push(badge(`429 rest until ${fmtTime(c.health.cooldown_until).slice(11)}`, 'warn'));
+  if (c.health.cooldown_until)
+    parts.push(badge(`429 rest until ${fmtTime(c.health.cooldown_until).slice(11)}`, 'warn'));
   return parts.length ? h('span', null, parts) : badge('ok', 'ok');
 }
 
@@ -69,7 +84,14 @@ export async function channelsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
   const actOnBreaker = async (code: string, action: 'open' | 'close' | 'reset', btn: HTMLButtonElement) => {
     await busy(btn, async () => {
       if (action === 'open') {
-        const { ok, reason } = await confirmDialog({ title: `Open the breaker of ${code}?`, message: 'Traffic moves to the next channel of each alias chain until the breaker is closed or reset.', confirm: 'Open breaker', danger: true, reason: true });
+        const { ok, reason } = await confirmDialog({
+          title: `Open the breaker of ${code}?`,
+          message:
+            'Traffic moves to the next channel of each alias chain until the breaker is closed or reset.',
+          confirm: 'Open breaker',
+          danger: true,
+          reason: true,
+        });
         if (!ok) return;
         const c = await api<Circuit>('POST', `/circuits/${enc(code)}/open`, reason ? { reason } : undefined);
         updateRow(c);
@@ -77,7 +99,10 @@ export async function channelsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
         const c = await api<Circuit>('POST', `/circuits/${enc(code)}/${action}`);
         updateRow(c);
       }
-      toast(`Breaker of ${code}: ${action === 'open' ? 'forced open' : action === 'close' ? 'closed' : 'reset'}`, 'ok');
+      toast(
+        `Breaker of ${code}: ${action === 'open' ? 'forced open' : action === 'close' ? 'closed' : 'reset'}`,
+        'ok',
+      );
       void ctx.live.refresh();
     });
     // busy() re-enabled the button: the row's state decides which actions make sense now.
@@ -88,14 +113,23 @@ export async function channelsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
   const setEnabled = async (ch: Channel, enabled: boolean, btn: HTMLButtonElement) => {
     await busy(btn, async () => {
       if (!enabled) {
-        const { ok } = await confirmDialog({ title: `Disable ${ch.code}?`, message: 'No request will be sent to this channel until it is enabled again.', confirm: 'Disable', danger: true });
+        const { ok } = await confirmDialog({
+          title: `Disable ${ch.code}?`,
+          message: 'No request will be sent to this channel until it is enabled again.',
+          confirm: 'Disable',
+          danger: true,
+        });
         if (!ok) return;
       }
       try {
         await api('PATCH', `/channels/${enc(ch.code)}`, { enabled }, { ifMatch: ch.version_no });
         toast(`${ch.code} ${enabled ? 'enabled' : 'disabled'}`, 'ok');
       } catch (e) {
-        if (isConflict(e)) toast(`${ch.code} changed meanwhile (now version ${String(e.current?.version_no)}): reloaded, try again.`, 'error');
+        if (isConflict(e))
+          toast(
+            `${ch.code} changed meanwhile (now version ${String(e.current?.version_no)}): reloaded, try again.`,
+            'error',
+          );
         else throw e;
       }
       await load();
@@ -112,15 +146,34 @@ export async function channelsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
       h('td', { 'data-col': 'window', class: 'small' }, windowCell(c)),
       h('td', { 'data-col': 'health' }, healthCell(c)),
       h('td', { class: 'num' }, String(ch.weight)),
-      h('td', { class: 'num' }, `v${ch.version_no}`, ch.versions > 1 ? h('div', { class: 'muted small' }, `${ch.versions} windows`) : null),
+      h(
+        'td',
+        { class: 'num' },
+        `v${ch.version_no}`,
+        ch.versions > 1 ? h('div', { class: 'muted small' }, `${ch.versions} windows`) : null,
+      ),
       h(
         'td',
         { class: 'actions' },
-        writeBtn(ctx, 'Open', (b) => actOnBreaker(ch.code, 'open', b), { title: 'Force the breaker open (held until closed or reset)', 'data-action': 'open', disabled: c?.state === 'forced_open' }),
-        writeBtn(ctx, 'Close', (b) => actOnBreaker(ch.code, 'close', b), { title: 'Close the breaker', 'data-action': 'close', disabled: !c || c.state === 'closed' }),
-        writeBtn(ctx, 'Reset', (b) => actOnBreaker(ch.code, 'reset', b), { title: 'Close and forget the window' }),
+        writeBtn(ctx, 'Open', (b) => actOnBreaker(ch.code, 'open', b), {
+          title: 'Force the breaker open (held until closed or reset)',
+          'data-action': 'open',
+          disabled: c?.state === 'forced_open',
+        }),
+        writeBtn(ctx, 'Close', (b) => actOnBreaker(ch.code, 'close', b), {
+          title: 'Close the breaker',
+          'data-action': 'close',
+          disabled: !c || c.state === 'closed',
+        }),
+        writeBtn(ctx, 'Reset', (b) => actOnBreaker(ch.code, 'reset', b), {
+          title: 'Close and forget the window',
+        }),
         writeBtn(ctx, ch.enabled ? 'Disable' : 'Enable', (b) => setEnabled(ch, !ch.enabled, b)),
-        h('button', { type: 'button', class: 'btn', onclick: () => void openEdit(ch.code) }, ctx.canWrite ? 'Edit' : 'View'),
+        h(
+          'button',
+          { type: 'button', class: 'btn', onclick: () => void openEdit(ch.code) },
+          ctx.canWrite ? 'Edit' : 'View',
+        ),
       ),
     ];
   };
@@ -131,8 +184,24 @@ export async function channelsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
       h(
         'table',
         { class: 'grid', id: 'channels' },
-        h('thead', null, h('tr', null, ['Channel', 'Provider', 'Enabled', 'Breaker', 'Window', 'Health', 'Weight', 'Version', ''].map((t) => h('th', null, t)))),
-        h('tbody', null, channels.length ? channels.map((ch) => h('tr', { 'data-channel': ch.code }, row(ch))) : h('tr', null, h('td', { colspan: 9, class: 'empty' }, 'No channels yet.'))),
+        h(
+          'thead',
+          null,
+          h(
+            'tr',
+            null,
+            ['Channel', 'Provider', 'Enabled', 'Breaker', 'Window', 'Health', 'Weight', 'Version', ''].map(
+              (t) => h('th', null, t),
+            ),
+          ),
+        ),
+        h(
+          'tbody',
+          null,
+          channels.length
+            ? channels.map((ch) => h('tr', { 'data-channel': ch.code }, row(ch)))
+            : h('tr', null, h('td', { colspan: 9, class: 'empty' }, 'No channels yet.')),
+        ),
       ),
     );
   };
@@ -151,7 +220,10 @@ export async function channelsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
   };
 
   const load = async () => {
-    const [list, circ] = await Promise.all([get<{ data: Channel[] }>('/channels?limit=500'), get<{ data: Circuit[] }>('/circuits')]);
+    const [list, circ] = await Promise.all([
+      get<{ data: Channel[] }>('/channels?limit=500'),
+      get<{ data: Circuit[] }>('/circuits'),
+    ]);
     if (!ctx.alive()) return;
     channels = pickCurrent(list.data, (c) => c.code);
     circuits = new Map(circ.data.map((c) => [c.channel, c]));
@@ -165,9 +237,27 @@ export async function channelsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
     const ro = !ctx.canWrite;
     const name = h('input', { name: 'name', value: ch.name, readOnly: ro });
     const baseUrl = h('input', { name: 'base_url', value: ch.base_url, readOnly: ro, class: 'mono' });
-    const weight = h('input', { name: 'weight', type: 'number', min: 0, value: String(ch.weight), readOnly: ro });
-    const credential = h('input', { name: 'credential', type: 'password', autocomplete: 'off', placeholder: ch.credential_set ? `unchanged (${ch.credential_hint ?? 'set'})` : 'not set', readOnly: ro });
-    const settings = h('textarea', { name: 'settings', rows: 8, class: 'mono', readOnly: ro, value: JSON.stringify(ch.settings ?? {}, null, 2) });
+    const weight = h('input', {
+      name: 'weight',
+      type: 'number',
+      min: 0,
+      value: String(ch.weight),
+      readOnly: ro,
+    });
+    const credential = h('input', {
+      name: 'credential',
+      type: 'password',
+      autocomplete: 'off',
+      placeholder: ch.credential_set ? `unchanged (${ch.credential_hint ?? 'set'})` : 'not set',
+      readOnly: ro,
+    });
+    const settings = h('textarea', {
+      name: 'settings',
+      rows: 8,
+      class: 'mono',
+      readOnly: ro,
+      value: JSON.stringify(ch.settings ?? {}, null, 2),
+    });
     const conflict = h('div');
     const versions = h('div');
     const form = h(
@@ -181,9 +271,22 @@ export async function channelsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
           void save(ch.version_no);
         },
       },
-      h('h3', null, `${ro ? 'Channel' : 'Edit channel'} ${ch.code}`, ' ', badge(`version ${ch.version_no}`, 'neutral', { 'data-version-badge': '' })),
+      h(
+        'h3',
+        null,
+        `${ro ? 'Channel' : 'Edit channel'} ${ch.code}`,
+        ' ',
+        badge(`version ${ch.version_no}`, 'neutral', { 'data-version-badge': '' }),
+      ),
       note ?? null,
-      h('div', { class: 'form-grid' }, field('Name', name), field('Base URL', baseUrl), field('Weight', weight), ro ? null : field('Credential', credential, 'write-only: leave empty to keep the current one')),
+      h(
+        'div',
+        { class: 'form-grid' },
+        field('Name', name),
+        field('Base URL', baseUrl),
+        field('Weight', weight),
+        ro ? null : field('Credential', credential, 'write-only: leave empty to keep the current one'),
+      ),
       field('Settings (timeouts, breaker, headers, maxConnections)', settings),
       conflict,
       h(
@@ -191,7 +294,15 @@ export async function channelsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
         { class: 'actions' },
         ro ? null : h('button', { type: 'submit', class: 'btn btn-primary', 'data-write': '' }, 'Save'),
         h('button', { type: 'button', class: 'btn', onclick: () => void showVersions() }, 'History'),
-        h('button', { type: 'button', class: 'btn btn-plain', onclick: () => ((editor.hidden = true), replace(editor)) }, 'Close'),
+        h(
+          'button',
+          {
+            type: 'button',
+            class: 'btn btn-plain',
+            onclick: () => ((editor.hidden = true), replace(editor)),
+          },
+          'Close',
+        ),
       ),
       versions,
     );
@@ -228,10 +339,19 @@ export async function channelsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
           const row = await api<Channel>('PATCH', `/channels/${enc(ch.code)}`, body, { ifMatch: version });
           toast(`Saved ${ch.code} (version ${row.version_no})`, 'ok');
           await load();
-          await openEdit(ch.code, h('p', { class: 'ok-note', 'data-saved': '' }, `Saved as version ${row.version_no}.`));
+          await openEdit(
+            ch.code,
+            h('p', { class: 'ok-note', 'data-saved': '' }, `Saved as version ${row.version_no}.`),
+          );
         } catch (e) {
           if (!isConflict(e)) throw e;
-          replace(conflict, conflictBox(e, version, body, { reload: () => void openEdit(ch.code), overwrite: (v) => void save(v) }));
+          replace(
+            conflict,
+            conflictBox(e, version, body, {
+              reload: () => void openEdit(ch.code),
+              overwrite: (v) => void save(v),
+            }),
+          );
           await load();
         }
       });
@@ -266,8 +386,17 @@ export async function channelsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
     editor.hidden = false;
     const code = h('input', { name: 'code', required: true, pattern: '[a-zA-Z0-9][a-zA-Z0-9._:\\-]{0,63}' });
     const name = h('input', { name: 'name' });
-    const provider = h('select', { name: 'provider' }, PROVIDERS.map((p) => h('option', { value: p }, p)));
-    const baseUrl = h('input', { name: 'base_url', required: true, placeholder: 'https://api.openai.com/v1', class: 'mono' });
+    const provider = h(
+      'select',
+      { name: 'provider' },
+      PROVIDERS.map((p) => h('option', { value: p }, p)),
+    );
+    const baseUrl = h('input', {
+      name: 'base_url',
+      required: true,
+      placeholder: 'https://api.openai.com/v1',
+      class: 'mono',
+    });
     const credential = h('input', { name: 'credential', type: 'password', autocomplete: 'off' });
     const weight = h('input', { name: 'weight', type: 'number', min: 0, value: '1' });
     const form = h(
@@ -277,7 +406,12 @@ export async function channelsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
         onsubmit: async (e: Event) => {
           e.preventDefault();
           await busy(form.querySelector('button[type=submit]'), async () => {
-            const body: Record<string, unknown> = { code: code.value.trim(), provider: provider.value, base_url: baseUrl.value.trim(), weight: Number(weight.value) };
+            const body: Record<string, unknown> = {
+              code: code.value.trim(),
+              provider: provider.value,
+              base_url: baseUrl.value.trim(),
+              weight: Number(weight.value),
+            };
             if (name.value.trim()) body.name = name.value.trim();
             if (credential.value) body.credential = credential.value;
             const row = await api<Channel>('POST', '/channels', body);
@@ -288,8 +422,30 @@ export async function channelsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
         },
       },
       h('h3', null, 'New channel'),
-      h('div', { class: 'form-grid' }, field('Code', code), field('Name', name), field('Provider', provider), field('Base URL', baseUrl), field('Credential', credential), field('Weight', weight)),
-      h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'btn btn-primary' }, 'Create'), h('button', { type: 'button', class: 'btn btn-plain', onclick: () => ((editor.hidden = true), replace(editor)) }, 'Cancel')),
+      h(
+        'div',
+        { class: 'form-grid' },
+        field('Code', code),
+        field('Name', name),
+        field('Provider', provider),
+        field('Base URL', baseUrl),
+        field('Credential', credential),
+        field('Weight', weight),
+      ),
+      h(
+        'div',
+        { class: 'actions' },
+        h('button', { type: 'submit', class: 'btn btn-primary' }, 'Create'),
+        h(
+          'button',
+          {
+            type: 'button',
+            class: 'btn btn-plain',
+            onclick: () => ((editor.hidden = true), replace(editor)),
+          },
+          'Cancel',
+        ),
+      ),
     );
     replace(editor, form);
     code.focus();
@@ -301,7 +457,8 @@ export async function channelsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
     ctx.live.subscribe((snap) => {
       for (const c of snap.circuits) updateRow(c);
       // A channel enabled/disabled elsewhere: the live feed says so; reload the rows to show it.
-      if (snap.circuits.some((c) => channels.find((ch) => ch.code === c.channel && ch.enabled !== c.enabled))) void load();
+      if (snap.circuits.some((c) => channels.find((ch) => ch.code === c.channel && ch.enabled !== c.enabled)))
+        void load();
     }),
   );
 }

@@ -15,10 +15,25 @@ export async function killSwitchPage(root: HTMLElement, ctx: Ctx): Promise<void>
       box,
       h(
         'div',
-        { class: `ks-state ${ks.enabled ? 'ks-on' : 'ks-off'}`, 'data-kill-switch': ks.enabled ? 'on' : 'off' },
+        {
+          class: `ks-state ${ks.enabled ? 'ks-on' : 'ks-off'}`,
+          'data-kill-switch': ks.enabled ? 'on' : 'off',
+        },
         h('div', { class: 'ks-title' }, ks.enabled ? 'Data plane STOPPED' : 'Data plane running'),
-        h('p', null, ks.enabled ? 'Every request to /v1/* on every instance is answered 503 gateway_disabled. The admin API, this console and health checks stay up.' : 'Requests are served normally.'),
-        ks.at ? h('p', { class: 'muted small' }, `Last changed ${fmtTime(ks.at)} (${fmtAgo(ks.at)})${ks.by ? ` by ${ks.by}` : ''}${ks.reason ? `: ${ks.reason}` : ''}`) : null,
+        h(
+          'p',
+          null,
+          ks.enabled
+            ? 'Every request to /v1/* on every instance is answered 503 gateway_disabled. The admin API, this console and health checks stay up.'
+            : 'Requests are served normally.',
+        ),
+        ks.at
+          ? h(
+              'p',
+              { class: 'muted small' },
+              `Last changed ${fmtTime(ks.at)} (${fmtAgo(ks.at)})${ks.by ? ` by ${ks.by}` : ''}${ks.reason ? `: ${ks.reason}` : ''}`,
+            )
+          : null,
       ),
       ks.enabled
         ? writeBtn(ctx, 'Resume traffic…', (b) => set(false, b), { class: 'btn btn-primary big' })
@@ -29,12 +44,28 @@ export async function killSwitchPage(root: HTMLElement, ctx: Ctx): Promise<void>
 
   const set = async (enabled: boolean, btn: HTMLButtonElement) => {
     const { ok, reason } = enabled
-      ? await confirmDialog({ title: 'Stop all traffic?', message: 'Every instance refuses every data-plane request (503 gateway_disabled) until you resume. In-flight requests finish.', confirm: 'Stop traffic', danger: true, typeToConfirm: 'STOP', reason: true })
-      : await confirmDialog({ title: 'Resume traffic?', message: 'Every instance serves requests again within a second.', confirm: 'Resume traffic', reason: true });
+      ? await confirmDialog({
+          title: 'Stop all traffic?',
+          message:
+            'Every instance refuses every data-plane request (503 gateway_disabled) until you resume. In-flight requests finish.',
+          confirm: 'Stop traffic',
+          danger: true,
+          typeToConfirm: 'STOP',
+          reason: true,
+        })
+      : await confirmDialog({
+          title: 'Resume traffic?',
+          message: 'Every instance serves requests again within a second.',
+          confirm: 'Resume traffic',
+          reason: true,
+        });
     if (!ok) return;
     await busy(btn, async () => {
       const ks = await api<KillSwitch>('POST', '/kill-switch', { enabled, ...(reason ? { reason } : {}) });
-      toast(enabled ? 'Kill switch ON: traffic stopped' : 'Kill switch OFF: traffic resumed', enabled ? 'error' : 'ok');
+      toast(
+        enabled ? 'Kill switch ON: traffic stopped' : 'Kill switch OFF: traffic resumed',
+        enabled ? 'error' : 'ok',
+      );
       draw(ks);
       void ctx.live.refresh();
     });

@@ -40,7 +40,8 @@ interface Journal {
 }
 
 /** Accounts whose balance is debits minus credits (what is owed to us, what we spent); others credits minus debits. */
-const debitNormal = (a: Account) => a.kind === 'asset' || a.kind === 'expense' || a.code.startsWith('receivable:');
+const debitNormal = (a: Account) =>
+  a.kind === 'asset' || a.kind === 'expense' || a.code.startsWith('receivable:');
 const PAGE = 50;
 
 export async function ledgerPage(root: HTMLElement, ctx: Ctx): Promise<void> {
@@ -48,17 +49,58 @@ export async function ledgerPage(root: HTMLElement, ctx: Ctx): Promise<void> {
   const balances = h('div', { class: 'table-box' });
   const report = h('div', { class: 'table-box' });
   const journals = h('div', { class: 'table-box' });
-  root.append(pageHeader('Ledger', h('button', { type: 'button', class: 'btn', onclick: () => void loadAll() }, 'Refresh')), status, h('h3', null, 'Balances'), balances, h('h3', null, 'Spread report'), report, h('h3', null, 'Journals'), journals);
+  root.append(
+    pageHeader(
+      'Ledger',
+      h('button', { type: 'button', class: 'btn', onclick: () => void loadAll() }, 'Refresh'),
+    ),
+    status,
+    h('h3', null, 'Balances'),
+    balances,
+    h('h3', null, 'Spread report'),
+    report,
+    h('h3', null, 'Journals'),
+    journals,
+  );
 
   // ---- trial balance, status and balances ----
   const loadBalances = async () => {
-    const [t, st] = await Promise.all([get<Trial>('/billing/trial-balance'), get<Record<string, unknown>>('/billing/status')]);
+    const [t, st] = await Promise.all([
+      get<Trial>('/billing/trial-balance'),
+      get<Record<string, unknown>>('/billing/status'),
+    ]);
     if (!ctx.alive()) return;
     replace(
       status,
-      h('div', { class: `tile ${t.balanced ? 'tile-ok' : 'tile-bad'}`, 'data-tile': 'trial-balance' }, h('div', { class: 'tile-label' }, 'Trial balance'), h('div', { class: 'tile-value' }, t.balanced ? 'balanced' : 'NOT balanced'), h('div', { class: 'tile-sub' }, `debits ${formatMicros(t.debits_micros)} = credits ${formatMicros(t.credits_micros)}`)),
-      h('div', { class: 'tile' }, h('div', { class: 'tile-label' }, 'Pending (holds)'), h('div', { class: 'tile-value' }, formatMicros(t.pending_debits_micros)), h('div', { class: 'tile-sub' }, `credits ${formatMicros(t.pending_credits_micros)}`)),
-      h('div', { class: `tile ${st.blocked ? 'tile-bad' : ''}` }, h('div', { class: 'tile-label' }, 'Journal writer'), h('div', { class: 'tile-value' }, `${String(st.queued)} queued`), h('div', { class: 'tile-sub' }, `${String(st.backend)} · spilled ${String(st.spilled)} · ${st.blocked ? 'BLOCKED' : 'ok'}`)),
+      h(
+        'div',
+        { class: `tile ${t.balanced ? 'tile-ok' : 'tile-bad'}`, 'data-tile': 'trial-balance' },
+        h('div', { class: 'tile-label' }, 'Trial balance'),
+        h('div', { class: 'tile-value' }, t.balanced ? 'balanced' : 'NOT balanced'),
+        h(
+          'div',
+          { class: 'tile-sub' },
+          `debits ${formatMicros(t.debits_micros)} = credits ${formatMicros(t.credits_micros)}`,
+        ),
+      ),
+      h(
+        'div',
+        { class: 'tile' },
+        h('div', { class: 'tile-label' }, 'Pending (holds)'),
+        h('div', { class: 'tile-value' }, formatMicros(t.pending_debits_micros)),
+        h('div', { class: 'tile-sub' }, `credits ${formatMicros(t.pending_credits_micros)}`),
+      ),
+      h(
+        'div',
+        { class: `tile ${st.blocked ? 'tile-bad' : ''}` },
+        h('div', { class: 'tile-label' }, 'Journal writer'),
+        h('div', { class: 'tile-value' }, `${String(st.queued)} queued`),
+        h(
+          'div',
+          { class: 'tile-sub' },
+          `${String(st.backend)} · spilled ${String(st.spilled)} · ${st.blocked ? 'BLOCKED' : 'ok'}`,
+        ),
+      ),
     );
     replace(
       balances,
@@ -77,24 +119,38 @@ export async function ledgerPage(root: HTMLElement, ctx: Ctx): Promise<void> {
             },
             class: 'num',
           },
-          { title: 'Pending dr / cr', render: (a) => `${formatMicros(a.debits_pending)} / ${formatMicros(a.credits_pending)}`, class: 'num small' },
+          {
+            title: 'Pending dr / cr',
+            render: (a) => `${formatMicros(a.debits_pending)} / ${formatMicros(a.credits_pending)}`,
+            class: 'num small',
+          },
         ],
         t.accounts,
         { empty: 'No accounts yet.', rowAttrs: (a) => ({ 'data-account': a.code }) },
       ),
-      t.mismatches.length ? h('p', { class: 'error' }, `${t.mismatches.length} account(s) whose totals disagree with their entries.`) : null,
+      t.mismatches.length
+        ? h(
+            'p',
+            { class: 'error' },
+            `${t.mismatches.length} account(s) whose totals disagree with their entries.`,
+          )
+        : null,
     );
   };
 
   // ---- spread report ----
   const dims = ['app', 'alias', 'channel', 'day'];
-  const checks = new Map(dims.map((d) => [d, h('input', { type: 'checkbox', name: `group_${d}`, checked: d !== 'day' })]));
+  const checks = new Map(
+    dims.map((d) => [d, h('input', { type: 'checkbox', name: `group_${d}`, checked: d !== 'day' })]),
+  );
   const from = h('input', { type: 'date', name: 'from' });
   const to = h('input', { type: 'date', name: 'to' });
   const reportOut = h('div');
   const loadReport = async () => {
     const groupBy = dims.filter((d) => checks.get(d)!.checked);
-    const r = await get<{ data: Array<Record<string, string | number | null>> }>(`/billing/report${qs({ group_by: groupBy.join(','), from: from.value, to: to.value })}`);
+    const r = await get<{ data: Array<Record<string, string | number | null>> }>(
+      `/billing/report${qs({ group_by: groupBy.join(','), from: from.value, to: to.value })}`,
+    );
     if (!ctx.alive()) return;
     let rev = 0n;
     let cost = 0n;
@@ -106,18 +162,37 @@ export async function ledgerPage(root: HTMLElement, ctx: Ctx): Promise<void> {
       reportOut,
       table(
         [
-          ...groupBy.map((d) => ({ title: d, render: (row: Record<string, string | number | null>) => String(row[d] ?? '—') })),
+          ...groupBy.map((d) => ({
+            title: d,
+            render: (row: Record<string, string | number | null>) => String(row[d] ?? '—'),
+          })),
           { title: 'Journals', render: (row) => String(row.journals), class: 'num' },
           { title: 'Revenue', render: (row) => formatMicros(String(row.revenue_micros)), class: 'num' },
           { title: 'Cost', render: (row) => formatMicros(String(row.cost_micros)), class: 'num' },
-          { title: 'Uncollected', render: (row) => formatMicros(String(row.uncollected_micros)), class: 'num' },
-          { title: 'Spread', render: (row) => h('strong', null, formatMicros(String(row.spread_micros))), class: 'num' },
-          { title: 'Margin', render: (row) => percent(big(String(row.spread_micros)), big(String(row.revenue_micros))), class: 'num' },
+          {
+            title: 'Uncollected',
+            render: (row) => formatMicros(String(row.uncollected_micros)),
+            class: 'num',
+          },
+          {
+            title: 'Spread',
+            render: (row) => h('strong', null, formatMicros(String(row.spread_micros))),
+            class: 'num',
+          },
+          {
+            title: 'Margin',
+            render: (row) => percent(big(String(row.spread_micros)), big(String(row.revenue_micros))),
+            class: 'num',
+          },
         ],
         r.data,
         { empty: 'Nothing sold in this period.' },
       ),
-      h('p', { class: 'muted' }, `Total: revenue ${formatMicros(rev)} · cost ${formatMicros(cost)} · spread ${formatMicros(rev - cost)} (${percent(rev - cost, rev)})`),
+      h(
+        'p',
+        { class: 'muted' },
+        `Total: revenue ${formatMicros(rev)} · cost ${formatMicros(cost)} · spread ${formatMicros(rev - cost)} (${percent(rev - cost, rev)})`,
+      ),
     );
   };
   replace(
@@ -143,7 +218,13 @@ export async function ledgerPage(root: HTMLElement, ctx: Ctx): Promise<void> {
   // ---- journals ----
   const f = {
     app_id: h('input', { name: 'app_id', placeholder: 'app', class: 'narrow' }),
-    kind: h('select', { name: 'kind' }, ['', 'sale', 'fund', 'hold', 'post', 'void', 'correction', 'cost'].map((k) => h('option', { value: k }, k || 'any kind'))),
+    kind: h(
+      'select',
+      { name: 'kind' },
+      ['', 'sale', 'fund', 'hold', 'post', 'void', 'correction', 'cost'].map((k) =>
+        h('option', { value: k }, k || 'any kind'),
+      ),
+    ),
     alias: h('input', { name: 'alias', placeholder: 'alias', class: 'narrow' }),
     channel: h('input', { name: 'channel', placeholder: 'channel', class: 'narrow' }),
     request_id: h('input', { name: 'request_id', placeholder: 'request id' }),
@@ -151,7 +232,9 @@ export async function ledgerPage(root: HTMLElement, ctx: Ctx): Promise<void> {
   let offset = 0;
   const jOut = h('div');
   const loadJournals = async () => {
-    const r = await get<{ data: Journal[] }>(`/billing/journals${qs({ app_id: f.app_id.value.trim(), kind: f.kind.value, alias: f.alias.value.trim(), channel: f.channel.value.trim(), request_id: f.request_id.value.trim(), limit: PAGE, offset })}`);
+    const r = await get<{ data: Journal[] }>(
+      `/billing/journals${qs({ app_id: f.app_id.value.trim(), kind: f.kind.value, alias: f.alias.value.trim(), channel: f.channel.value.trim(), request_id: f.request_id.value.trim(), limit: PAGE, offset })}`,
+    );
     if (!ctx.alive()) return;
     const body = h('tbody');
     for (const j of r.data) {
@@ -165,8 +248,16 @@ export async function ledgerPage(root: HTMLElement, ctx: Ctx): Promise<void> {
           table(
             [
               { title: 'Account', render: (e) => h('span', { class: 'mono' }, e.account) },
-              { title: 'Debit', render: (e) => (big(e.debit_micros) ? formatMicros(e.debit_micros) : ''), class: 'num' },
-              { title: 'Credit', render: (e) => (big(e.credit_micros) ? formatMicros(e.credit_micros) : ''), class: 'num' },
+              {
+                title: 'Debit',
+                render: (e) => (big(e.debit_micros) ? formatMicros(e.debit_micros) : ''),
+                class: 'num',
+              },
+              {
+                title: 'Credit',
+                render: (e) => (big(e.credit_micros) ? formatMicros(e.credit_micros) : ''),
+                class: 'num',
+              },
               { title: '', render: (e) => (e.pending ? badge('pending', 'warn') : '') },
             ],
             j.entries,
@@ -189,16 +280,50 @@ export async function ledgerPage(root: HTMLElement, ctx: Ctx): Promise<void> {
         entries,
       );
     }
-    if (!r.data.length) body.append(h('tr', null, h('td', { colspan: 7, class: 'empty' }, 'No journals match.')));
+    if (!r.data.length)
+      body.append(h('tr', null, h('td', { colspan: 7, class: 'empty' }, 'No journals match.')));
     replace(
       jOut,
-      h('table', { class: 'grid', id: 'journals' }, h('thead', null, h('tr', null, ['Journal', 'Time', 'Kind', 'App', 'Alias / channel', 'Request / task', 'Amount'].map((t) => h('th', null, t)))), body),
+      h(
+        'table',
+        { class: 'grid', id: 'journals' },
+        h(
+          'thead',
+          null,
+          h(
+            'tr',
+            null,
+            ['Journal', 'Time', 'Kind', 'App', 'Alias / channel', 'Request / task', 'Amount'].map((t) =>
+              h('th', null, t),
+            ),
+          ),
+        ),
+        body,
+      ),
       h(
         'div',
         { class: 'pager' },
-        h('button', { type: 'button', class: 'btn', disabled: offset === 0, onclick: () => ((offset = Math.max(0, offset - PAGE)), void loadJournals()) }, '← Newer'),
+        h(
+          'button',
+          {
+            type: 'button',
+            class: 'btn',
+            disabled: offset === 0,
+            onclick: () => ((offset = Math.max(0, offset - PAGE)), void loadJournals()),
+          },
+          '← Newer',
+        ),
         h('span', { class: 'muted' }, ` ${offset + 1}–${offset + r.data.length} `),
-        h('button', { type: 'button', class: 'btn', disabled: r.data.length < PAGE, onclick: () => ((offset += PAGE), void loadJournals()) }, 'Older →'),
+        h(
+          'button',
+          {
+            type: 'button',
+            class: 'btn',
+            disabled: r.data.length < PAGE,
+            onclick: () => ((offset += PAGE), void loadJournals()),
+          },
+          'Older →',
+        ),
       ),
     );
   };
@@ -217,7 +342,11 @@ export async function ledgerPage(root: HTMLElement, ctx: Ctx): Promise<void> {
       Object.values(f),
       h('button', { type: 'submit', class: 'btn' }, 'Filter'),
     ),
-    h('p', { class: 'muted small' }, 'Click a journal to see its entries (debits equal credits in every journal).'),
+    h(
+      'p',
+      { class: 'muted small' },
+      'Click a journal to see its entries (debits equal credits in every journal).',
+    ),
     jOut,
   );
 
@@ -228,7 +357,11 @@ export async function ledgerPage(root: HTMLElement, ctx: Ctx): Promise<void> {
     await loadAll();
   } catch (e) {
     if (e instanceof ApiError && e.status === 404) {
-      replace(root, pageHeader('Ledger'), h('p', { class: 'muted' }, 'Billing is off on this gateway: there is no ledger to show.'));
+      replace(
+        root,
+        pageHeader('Ledger'),
+        h('p', { class: 'muted' }, 'Billing is off on this gateway: there is no ledger to show.'),
+      );
       return;
     }
     throw e;

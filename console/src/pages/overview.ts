@@ -38,7 +38,13 @@ const RANGES = [
 const pct = (v: number) => `${(v * 100).toFixed(v > 0 && v < 0.01 ? 2 : 1)}%`;
 
 function tile(label: string, value: string, sub?: string, attrs: Record<string, string> = {}): HTMLElement {
-  return h('div', { class: 'tile', ...attrs }, h('div', { class: 'tile-label' }, label), h('div', { class: 'tile-value' }, value), sub ? h('div', { class: 'tile-sub' }, sub) : null);
+  return h(
+    'div',
+    { class: 'tile', ...attrs },
+    h('div', { class: 'tile-label' }, label),
+    h('div', { class: 'tile-value' }, value),
+    sub ? h('div', { class: 'tile-sub' }, sub) : null,
+  );
 }
 
 export async function overviewPage(root: HTMLElement, ctx: Ctx): Promise<void> {
@@ -62,7 +68,11 @@ export async function overviewPage(root: HTMLElement, ctx: Ctx): Promise<void> {
     liveTiles,
     tiles,
     charts,
-    h('p', { class: 'muted small' }, "Traffic figures are this instance's own (each instance keeps its last hour in memory); breakers, queues and the kill switch are shared by all instances."),
+    h(
+      'p',
+      { class: 'muted small' },
+      "Traffic figures are this instance's own (each instance keeps its last hour in memory); breakers, queues and the kill switch are shared by all instances.",
+    ),
   );
 
   const unsub = ctx.live.subscribe((snap) => {
@@ -71,10 +81,34 @@ export async function overviewPage(root: HTMLElement, ctx: Ctx): Promise<void> {
     const active = snap.queues.tasks ? Object.values(snap.queues.tasks).reduce((a, b) => a + b, 0) : null;
     replace(
       liveTiles,
-      tile('Breakers not closed', `${open.length} / ${snap.circuits.length}`, open.map((c) => `${c.channel}: ${c.state.replace('_', ' ')}`).join(', ') || 'all closed', { 'data-tile': 'breakers', class: `tile ${open.length ? 'tile-bad' : 'tile-ok'}` }),
-      tile('Waiting in WAIT queues', fmtInt(waiting), `${fmtInt(snap.queues.waiting_here)} on this instance`, { 'data-tile': 'queues' }),
-      tile('Active tasks', active === null ? '—' : fmtInt(active), snap.queues.tasks ? Object.entries(snap.queues.tasks).map(([k, v]) => `${k} ${v}`).join(' · ') : undefined, { 'data-tile': 'tasks' }),
-      tile('Data plane', snap.kill_switch.enabled ? 'STOPPED' : 'running', snap.kill_switch.enabled ? snap.kill_switch.reason ?? 'kill switch on' : 'kill switch off', { 'data-tile': 'kill-switch', class: `tile ${snap.kill_switch.enabled ? 'tile-bad' : 'tile-ok'}` }),
+      tile(
+        'Breakers not closed',
+        `${open.length} / ${snap.circuits.length}`,
+        open.map((c) => `${c.channel}: ${c.state.replace('_', ' ')}`).join(', ') || 'all closed',
+        { 'data-tile': 'breakers', class: `tile ${open.length ? 'tile-bad' : 'tile-ok'}` },
+      ),
+      tile(
+        'Waiting in WAIT queues',
+        fmtInt(waiting),
+        `${fmtInt(snap.queues.waiting_here)} on this instance`,
+        { 'data-tile': 'queues' },
+      ),
+      tile(
+        'Active tasks',
+        active === null ? '—' : fmtInt(active),
+        snap.queues.tasks
+          ? Object.entries(snap.queues.tasks)
+              .map(([k, v]) => `${k} ${v}`)
+              .join(' · ')
+          : undefined,
+        { 'data-tile': 'tasks' },
+      ),
+      tile(
+        'Data plane',
+        snap.kill_switch.enabled ? 'STOPPED' : 'running',
+        snap.kill_switch.enabled ? (snap.kill_switch.reason ?? 'kill switch on') : 'kill switch off',
+        { 'data-tile': 'kill-switch', class: `tile ${snap.kill_switch.enabled ? 'tile-bad' : 'tile-ok'}` },
+      ),
     );
   });
   ctx.onLeave(unsub);
@@ -87,11 +121,25 @@ export async function overviewPage(root: HTMLElement, ctx: Ctx): Promise<void> {
     const cost = big(t.cost_micros);
     replace(
       tiles,
-      tile('Requests', fmtInt(t.requests), `${fmtInt(t.ok)} ok · ${fmtInt(t.client_errors)} 4xx · ${fmtInt(t.server_errors)} 5xx`, { 'data-tile': 'requests' }),
+      tile(
+        'Requests',
+        fmtInt(t.requests),
+        `${fmtInt(t.ok)} ok · ${fmtInt(t.client_errors)} 4xx · ${fmtInt(t.server_errors)} 5xx`,
+        { 'data-tile': 'requests' },
+      ),
       tile('Error rate (5xx)', pct(t.error_rate), `${fmtInt(t.rate_limited)} rate limited (429)`),
       tile('Latency p50 / p99', `${fmtMs(t.p50_ms)} / ${fmtMs(t.p99_ms)}`, 'receipt to last byte'),
-      tile('Gateway overhead p50 / p99', `${fmtMs(t.overhead_p50_ms)} / ${fmtMs(t.overhead_p99_ms)}`, 'total minus upstream time'),
-      tile('Sale vs cost', `${formatMicros(sale)} / ${formatMicros(cost)}`, `spread ${formatMicros(sale - cost)} (${percent(sale - cost, sale)} of sale)`, { 'data-tile': 'money' }),
+      tile(
+        'Gateway overhead p50 / p99',
+        `${fmtMs(t.overhead_p50_ms)} / ${fmtMs(t.overhead_p99_ms)}`,
+        'total minus upstream time',
+      ),
+      tile(
+        'Sale vs cost',
+        `${formatMicros(sale)} / ${formatMicros(cost)}`,
+        `spread ${formatMicros(sale - cost)} (${percent(sale - cost, sale)} of sale)`,
+        { 'data-tile': 'money' },
+      ),
     );
     const times = s.points.map((p) => p.t);
     replace(
@@ -114,7 +162,13 @@ export async function overviewPage(root: HTMLElement, ctx: Ctx): Promise<void> {
         times,
         stepS: s.step_s,
         fmt: (v) => pct(v),
-        series: [{ name: 'error rate', cls: 's-bad', values: s.points.map((p) => (p.requests ? p.error_rate : null)) }],
+        series: [
+          {
+            name: 'error rate',
+            cls: 's-bad',
+            values: s.points.map((p) => (p.requests ? p.error_rate : null)),
+          },
+        ],
       }),
       chart({
         title: 'Latency',
@@ -146,8 +200,16 @@ export async function overviewPage(root: HTMLElement, ctx: Ctx): Promise<void> {
         // Plotting needs numbers; every label is formatted from integer micro-units.
         fmt: (v) => formatMicros(BigInt(Math.round(v))),
         series: [
-          { name: 'sale', cls: 's-ok', values: s.points.map((p) => (p.requests ? Number(p.sale_micros) : null)) },
-          { name: 'cost', cls: 's-b', values: s.points.map((p) => (p.requests ? Number(p.cost_micros) : null)) },
+          {
+            name: 'sale',
+            cls: 's-ok',
+            values: s.points.map((p) => (p.requests ? Number(p.sale_micros) : null)),
+          },
+          {
+            name: 'cost',
+            cls: 's-b',
+            values: s.points.map((p) => (p.requests ? Number(p.cost_micros) : null)),
+          },
         ],
       }),
     );

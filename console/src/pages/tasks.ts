@@ -5,7 +5,19 @@
  */
 import { type Queues, api, enc, get, qs } from '../api.js';
 import { type Ctx, pageHeader, writeBtn } from '../ctx.js';
-import { badge, busy, confirmDialog, fmtAgo, fmtInt, fmtTime, h, json, replace, table, toast } from '../dom.js';
+import {
+  badge,
+  busy,
+  confirmDialog,
+  fmtAgo,
+  fmtInt,
+  fmtTime,
+  h,
+  json,
+  replace,
+  table,
+  toast,
+} from '../dom.js';
 
 interface Task {
   id: string;
@@ -25,12 +37,25 @@ interface Task {
 
 const STATUSES = ['queued', 'submitted', 'running', 'succeeded', 'failed', 'cancelled', 'expired'];
 const ACTIVE = new Set(['queued', 'submitted', 'running']);
-const KIND: Record<string, string> = { queued: 'neutral', submitted: 'warn', running: 'warn', succeeded: 'ok', failed: 'bad', cancelled: 'neutral', expired: 'bad' };
+const KIND: Record<string, string> = {
+  queued: 'neutral',
+  submitted: 'warn',
+  running: 'warn',
+  succeeded: 'ok',
+  failed: 'bad',
+  cancelled: 'neutral',
+  expired: 'bad',
+};
 const PAGE = 50;
 
 export async function tasksPage(root: HTMLElement, ctx: Ctx): Promise<void> {
   const queuesBox = h('div', { id: 'queues' });
-  const status = h('select', { name: 'status' }, h('option', { value: '' }, 'any status'), STATUSES.map((s) => h('option', { value: s }, s)));
+  const status = h(
+    'select',
+    { name: 'status' },
+    h('option', { value: '' }, 'any status'),
+    STATUSES.map((s) => h('option', { value: s }, s)),
+  );
   const app = h('input', { name: 'app_id', placeholder: 'app id', class: 'narrow' });
   const kind = h('input', { name: 'kind', placeholder: 'kind (chat, image, video…)', class: 'narrow' });
   const listBox = h('div', { class: 'table-box' });
@@ -68,8 +93,25 @@ export async function tasksPage(root: HTMLElement, ctx: Ctx): Promise<void> {
       h(
         'div',
         { class: 'tiles' },
-        ['queued', 'submitted', 'running'].map((s) => h('div', { class: 'tile', 'data-queue': s }, h('div', { class: 'tile-label' }, `Tasks ${s}`), h('div', { class: 'tile-value' }, q.tasks ? fmtInt(q.tasks[s] ?? 0) : '—'))),
-        h('div', { class: 'tile', 'data-queue': 'wait' }, h('div', { class: 'tile-label' }, 'Waiting (WAIT mode)'), h('div', { class: 'tile-value' }, fmtInt(q.keys.reduce((a, k) => a + (k.waiting ?? 0), 0))), h('div', { class: 'tile-sub' }, `${fmtInt(q.waiting_here)} on this instance · ${q.keys.length} WAIT keys with limits`)),
+        ['queued', 'submitted', 'running'].map((s) =>
+          h(
+            'div',
+            { class: 'tile', 'data-queue': s },
+            h('div', { class: 'tile-label' }, `Tasks ${s}`),
+            h('div', { class: 'tile-value' }, q.tasks ? fmtInt(q.tasks[s] ?? 0) : '—'),
+          ),
+        ),
+        h(
+          'div',
+          { class: 'tile', 'data-queue': 'wait' },
+          h('div', { class: 'tile-label' }, 'Waiting (WAIT mode)'),
+          h('div', { class: 'tile-value' }, fmtInt(q.keys.reduce((a, k) => a + (k.waiting ?? 0), 0))),
+          h(
+            'div',
+            { class: 'tile-sub' },
+            `${fmtInt(q.waiting_here)} on this instance · ${q.keys.length} WAIT keys with limits`,
+          ),
+        ),
       ),
       waiting.length
         ? table(
@@ -77,7 +119,11 @@ export async function tasksPage(root: HTMLElement, ctx: Ctx): Promise<void> {
               { title: 'Key', render: (k) => h('span', { class: 'mono' }, `${k.key_prefix}…`) },
               { title: 'Name', render: (k) => k.name || '—' },
               { title: 'App', render: (k) => k.app_id },
-              { title: 'Waiting', render: (k) => (k.waiting === null ? badge('unknown', 'warn') : fmtInt(k.waiting)), class: 'num' },
+              {
+                title: 'Waiting',
+                render: (k) => (k.waiting === null ? badge('unknown', 'warn') : fmtInt(k.waiting)),
+                class: 'num',
+              },
             ],
             waiting,
             { rowAttrs: (k) => ({ 'data-wait-key': k.key_id }) },
@@ -100,8 +146,18 @@ export async function tasksPage(root: HTMLElement, ctx: Ctx): Promise<void> {
         h('h3', null, 'Task ', h('span', { class: 'mono' }, t.id)),
         badge(t.status, KIND[t.status], { 'data-task-status': t.status }),
         h('span', { class: 'spacer' }),
-        ACTIVE.has(t.status) ? writeBtn(ctx, 'Cancel task', (b) => cancel(t, b), { class: 'btn btn-danger' }) : null,
-        h('button', { type: 'button', class: 'btn btn-plain', onclick: () => ((detail.hidden = true), replace(detail)) }, 'Close'),
+        ACTIVE.has(t.status)
+          ? writeBtn(ctx, 'Cancel task', (b) => cancel(t, b), { class: 'btn btn-danger' })
+          : null,
+        h(
+          'button',
+          {
+            type: 'button',
+            class: 'btn btn-plain',
+            onclick: () => ((detail.hidden = true), replace(detail)),
+          },
+          'Close',
+        ),
       ),
       h(
         'div',
@@ -126,17 +182,29 @@ export async function tasksPage(root: HTMLElement, ctx: Ctx): Promise<void> {
   };
 
   const cancel = async (t: Task, btn: HTMLButtonElement) => {
-    const { ok } = await confirmDialog({ title: `Cancel task ${t.id}?`, message: 'The cancel is forwarded upstream (when the provider supports it) and the task is not billed.', confirm: 'Cancel task', danger: true });
+    const { ok } = await confirmDialog({
+      title: `Cancel task ${t.id}?`,
+      message: 'The cancel is forwarded upstream (when the provider supports it) and the task is not billed.',
+      confirm: 'Cancel task',
+      danger: true,
+    });
     if (!ok) return;
     await busy(btn, async () => {
       const r = await api<Task>('POST', `/tasks/${enc(t.id)}/cancel`);
-      toast(r.status === 'cancelled' ? 'Task cancelled' : 'Cancel requested: the worker holding it stops at the end of its step', 'ok');
+      toast(
+        r.status === 'cancelled'
+          ? 'Task cancelled'
+          : 'Cancel requested: the worker holding it stops at the end of its step',
+        'ok',
+      );
       await Promise.all([inspect(t.id), load()]);
     });
   };
 
   const load = async () => {
-    const r = await get<{ data: Task[] }>(`/tasks${qs({ status: status.value, app_id: app.value.trim(), kind: kind.value.trim(), limit: PAGE, offset })}`);
+    const r = await get<{ data: Task[] }>(
+      `/tasks${qs({ status: status.value, app_id: app.value.trim(), kind: kind.value.trim(), limit: PAGE, offset })}`,
+    );
     if (!ctx.alive()) return;
     replace(
       listBox,
@@ -144,15 +212,35 @@ export async function tasksPage(root: HTMLElement, ctx: Ctx): Promise<void> {
         [
           { title: 'Task', render: (t) => h('span', { class: 'mono small' }, t.id) },
           { title: 'Kind', render: (t) => t.kind },
-          { title: 'Status', render: (t) => h('span', null, badge(t.status, KIND[t.status]), t.cancel_requested_at && ACTIVE.has(t.status) ? badge('cancel requested', 'warn') : null) },
+          {
+            title: 'Status',
+            render: (t) =>
+              h(
+                'span',
+                null,
+                badge(t.status, KIND[t.status]),
+                t.cancel_requested_at && ACTIVE.has(t.status) ? badge('cancel requested', 'warn') : null,
+              ),
+          },
           { title: 'App', render: (t) => t.app_id },
-          { title: 'Alias / channel', render: (t) => `${t.alias ?? '—'} / ${t.channel ?? '—'}`, class: 'small' },
+          {
+            title: 'Alias / channel',
+            render: (t) => `${t.alias ?? '—'} / ${t.channel ?? '—'}`,
+            class: 'small',
+          },
           { title: 'Attempts', render: (t) => String(t.attempts), class: 'num' },
           { title: 'Created', render: (t) => fmtTime(t.created_at) },
           { title: 'Completed', render: (t) => fmtTime(t.completed_at) },
           {
             title: '',
-            render: (t) => [h('button', { type: 'button', class: 'btn', onclick: () => void busy(null, () => inspect(t.id)) }, 'Inspect'), ACTIVE.has(t.status) ? writeBtn(ctx, 'Cancel', (b) => cancel(t, b)) : null],
+            render: (t) => [
+              h(
+                'button',
+                { type: 'button', class: 'btn', onclick: () => void busy(null, () => inspect(t.id)) },
+                'Inspect',
+              ),
+              ACTIVE.has(t.status) ? writeBtn(ctx, 'Cancel', (b) => cancel(t, b)) : null,
+            ],
             class: 'actions',
           },
         ],
@@ -162,9 +250,27 @@ export async function tasksPage(root: HTMLElement, ctx: Ctx): Promise<void> {
       h(
         'div',
         { class: 'pager' },
-        h('button', { type: 'button', class: 'btn', disabled: offset === 0, onclick: () => ((offset = Math.max(0, offset - PAGE)), void load()) }, '← Newer'),
+        h(
+          'button',
+          {
+            type: 'button',
+            class: 'btn',
+            disabled: offset === 0,
+            onclick: () => ((offset = Math.max(0, offset - PAGE)), void load()),
+          },
+          '← Newer',
+        ),
         h('span', { class: 'muted' }, ` ${r.data.length ? offset + 1 : 0}–${offset + r.data.length} `),
-        h('button', { type: 'button', class: 'btn', disabled: r.data.length < PAGE, onclick: () => ((offset += PAGE), void load()) }, 'Older →'),
+        h(
+          'button',
+          {
+            type: 'button',
+            class: 'btn',
+            disabled: r.data.length < PAGE,
+            onclick: () => ((offset += PAGE), void load()),
+          },
+          'Older →',
+        ),
       ),
     );
   };

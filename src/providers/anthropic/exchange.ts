@@ -8,7 +8,14 @@ import type { Usage } from '../../core/usage.js';
 import { bodyWithModel } from '../../lib/json-text.js';
 import { type SseEvent, sseData, sseEvent } from '../../lib/sse.js';
 import { anthropicErrorFrame, openaiErrorFrame, parseJsonObject, renameModel, TextTally } from '../shared.js';
-import type { Exchange, InboundDialect, JsonResult, PreparedCall, StreamTranslator, UpstreamEndpoint } from '../types.js';
+import type {
+  Exchange,
+  InboundDialect,
+  JsonResult,
+  PreparedCall,
+  StreamTranslator,
+  UpstreamEndpoint,
+} from '../types.js';
 import type { ChatRequest } from '../openai/wire.js';
 import { AnthropicToOpenAIStream, anthropicToOpenAIResponse, openaiToAnthropicRequest } from './translate.js';
 import { type Message, anthropicUsage } from './wire.js';
@@ -18,7 +25,11 @@ export const ANTHROPIC_VERSION = '2023-06-01';
 export const DEFAULT_MAX_TOKENS = 4096;
 
 function headers(ep: UpstreamEndpoint, clientBeta?: string): Record<string, string> {
-  const h: Record<string, string> = { 'content-type': 'application/json', 'anthropic-version': ANTHROPIC_VERSION, ...ep.headers };
+  const h: Record<string, string> = {
+    'content-type': 'application/json',
+    'anthropic-version': ANTHROPIC_VERSION,
+    ...ep.headers,
+  };
   if (ep.credential) h['x-api-key'] = ep.credential;
   if (clientBeta && !h['anthropic-beta']) h['anthropic-beta'] = clientBeta;
   return h;
@@ -49,7 +60,8 @@ class MessagesPassthrough implements Exchange {
   }
   decodeJson(text: string): JsonResult {
     const j = parseJsonObject(text);
-    if (j.type !== 'message' || !Array.isArray(j.content)) throw new GatewayError('upstream_bad_response', 'upstream answer is not a message');
+    if (j.type !== 'message' || !Array.isArray(j.content))
+      throw new GatewayError('upstream_bad_response', 'upstream answer is not a message');
     const renamed = renameModel(text, j.model, this.alias);
     j.model = this.alias;
     return { body: j, usage: anthropicUsage(j.usage), ...(renamed !== null ? { text: renamed } : {}) };
@@ -116,13 +128,22 @@ class ChatViaAnthropic implements Exchange {
     upstreamModel: string,
     private readonly alias: string,
   ) {
-    const req = openaiToAnthropicRequest(body as ChatRequest, upstreamModel, { defaultMaxTokens: DEFAULT_MAX_TOKENS });
-    this.includeUsage = (body.stream_options as { include_usage?: unknown } | undefined)?.include_usage === true;
-    this.call = { path: '/v1/messages', headers: headers(ep), body: JSON.stringify(req), stream: body.stream === true };
+    const req = openaiToAnthropicRequest(body as ChatRequest, upstreamModel, {
+      defaultMaxTokens: DEFAULT_MAX_TOKENS,
+    });
+    this.includeUsage =
+      (body.stream_options as { include_usage?: unknown } | undefined)?.include_usage === true;
+    this.call = {
+      path: '/v1/messages',
+      headers: headers(ep),
+      body: JSON.stringify(req),
+      stream: body.stream === true,
+    };
   }
   decodeJson(text: string): JsonResult {
     const j = parseJsonObject(text);
-    if (j.type !== 'message' || !Array.isArray(j.content)) throw new GatewayError('upstream_bad_response', 'upstream answer is not a message');
+    if (j.type !== 'message' || !Array.isArray(j.content))
+      throw new GatewayError('upstream_bad_response', 'upstream answer is not a message');
     return { body: anthropicToOpenAIResponse(j as Message, this.alias), usage: anthropicUsage(j.usage) };
   }
   streamTranslator(): StreamTranslator {
@@ -141,8 +162,11 @@ class ChatViaAnthropic implements Exchange {
         const name = ev.event || String(data.type ?? '');
         if (name === 'error') throw streamError(data);
         let out = '';
-        for (const chunk of t.push(name, data) as Array<{ choices?: Array<{ delta?: { content?: unknown } }> }>) {
-          for (const c of chunk.choices ?? []) if (typeof c.delta?.content === 'string') tally.add(c.delta.content);
+        for (const chunk of t.push(name, data) as Array<{
+          choices?: Array<{ delta?: { content?: unknown } }>;
+        }>) {
+          for (const c of chunk.choices ?? [])
+            if (typeof c.delta?.content === 'string') tally.add(c.delta.content);
           out += sseData(JSON.stringify(chunk));
         }
         if (name === 'message_stop') {

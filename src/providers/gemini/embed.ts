@@ -17,7 +17,8 @@ import { geminiHeaders } from './wire.js';
 
 type Obj = Record<string, any>;
 const isObj = (v: unknown): v is Obj => !!v && typeof v === 'object' && !Array.isArray(v);
-const bad = (param: string, why: string) => new GatewayError('invalid_request', `${param}: ${why}`, { param });
+const bad = (param: string, why: string) =>
+  new GatewayError('invalid_request', `${param}: ${why}`, { param });
 
 /** The embed requests of a body: one for embedContent, each of `requests` for a batch. */
 function requestsOf(body: Obj): Obj[] {
@@ -25,10 +26,12 @@ function requestsOf(body: Obj): Obj[] {
 }
 
 function textOf(content: unknown, param: string): string {
-  if (!isObj(content) || !Array.isArray(content.parts) || content.parts.length === 0) throw bad(param, 'must have parts');
+  if (!isObj(content) || !Array.isArray(content.parts) || content.parts.length === 0)
+    throw bad(param, 'must have parts');
   let s = '';
   for (const [i, p] of (content.parts as unknown[]).entries()) {
-    if (!isObj(p) || typeof p.text !== 'string') throw bad(`${param}.parts[${i}]`, 'only text parts can be embedded');
+    if (!isObj(p) || typeof p.text !== 'string')
+      throw bad(`${param}.parts[${i}]`, 'only text parts can be embedded');
     s += p.text;
   }
   return s;
@@ -46,14 +49,21 @@ export function embedTexts(body: Obj): string[] {
 
 function dimensionsOf(body: Obj): number | undefined {
   const dims = new Set(requestsOf(body).map((r) => r.outputDimensionality as unknown));
-  if (dims.size > 1) throw bad('requests', 'every request must ask for the same outputDimensionality on this channel');
+  if (dims.size > 1)
+    throw bad('requests', 'every request must ask for the same outputDimensionality on this channel');
   const d = [...dims][0];
   if (d === undefined || d === null) return undefined;
-  if (!Number.isInteger(d) || (d as number) < 1) throw bad('outputDimensionality', 'must be a positive integer');
+  if (!Number.isInteger(d) || (d as number) < 1)
+    throw bad('outputDimensionality', 'must be a positive integer');
   return d as number;
 }
 
-const estimated = (texts: string[]): Usage => ({ inputTokens: texts.reduce((n, t) => n + countTokens(t), 0), outputTokens: 0, cachedTokens: 0, cacheWriteTokens: 0 });
+const estimated = (texts: string[]): Usage => ({
+  inputTokens: texts.reduce((n, t) => n + countTokens(t), 0),
+  outputTokens: 0,
+  cachedTokens: 0,
+  cacheWriteTokens: 0,
+});
 
 const noStream = (): StreamTranslator => {
   throw new GatewayError('unsupported_operation', 'embeddings do not stream');
@@ -69,8 +79,15 @@ export class GeminiEmbedPassthrough implements Exchange {
     this.batch = Array.isArray(body.requests);
     const model = upstreamModel.replace(/^models\//, '');
     const { model: _m, stream: _s, ...rest } = body;
-    const out = this.batch ? { ...rest, requests: (rest.requests as Obj[]).map((r) => ({ ...r, model: `models/${model}` })) } : rest;
-    this.call = { path: `/models/${encodeURIComponent(model)}:${this.batch ? 'batchEmbedContents' : 'embedContent'}`, headers: geminiHeaders(ep), body: JSON.stringify(out), stream: false };
+    const out = this.batch
+      ? { ...rest, requests: (rest.requests as Obj[]).map((r) => ({ ...r, model: `models/${model}` })) }
+      : rest;
+    this.call = {
+      path: `/models/${encodeURIComponent(model)}:${this.batch ? 'batchEmbedContents' : 'embedContent'}`,
+      headers: geminiHeaders(ep),
+      body: JSON.stringify(out),
+      stream: false,
+    };
   }
   decodeJson(text: string): JsonResult {
     const j = parseJsonObject(text);
@@ -94,16 +111,36 @@ export class GeminiEmbedViaOpenAI implements Exchange {
     this.batch = Array.isArray(body.requests);
     this.count = texts.length;
     const dims = dimensionsOf(body);
-    this.call = { path: '/embeddings', headers: bearerHeaders(ep), body: JSON.stringify({ model: upstreamModel, input: texts, encoding_format: 'float', ...(dims ? { dimensions: dims } : {}) }), stream: false };
+    this.call = {
+      path: '/embeddings',
+      headers: bearerHeaders(ep),
+      body: JSON.stringify({
+        model: upstreamModel,
+        input: texts,
+        encoding_format: 'float',
+        ...(dims ? { dimensions: dims } : {}),
+      }),
+      stream: false,
+    };
   }
   decodeJson(text: string): JsonResult {
     const j = parseJsonObject(text);
-    if (!Array.isArray(j.data) || j.data.length !== this.count) throw new GatewayError('upstream_bad_response', 'upstream embeddings answer does not match the request');
-    const values = [...(j.data as Obj[])].sort((a, b) => Number(a.index ?? 0) - Number(b.index ?? 0)).map((d) => {
-      if (!Array.isArray(d.embedding)) throw new GatewayError('upstream_bad_response', 'upstream embedding is not a float array');
-      return { values: d.embedding as number[] };
-    });
-    return { body: this.batch ? { embeddings: values } : { embedding: values[0] }, usage: openaiUsage(j.usage) };
+    if (!Array.isArray(j.data) || j.data.length !== this.count)
+      throw new GatewayError(
+        'upstream_bad_response',
+        'upstream embeddings answer does not match the request',
+      );
+    const values = [...(j.data as Obj[])]
+      .sort((a, b) => Number(a.index ?? 0) - Number(b.index ?? 0))
+      .map((d) => {
+        if (!Array.isArray(d.embedding))
+          throw new GatewayError('upstream_bad_response', 'upstream embedding is not a float array');
+        return { values: d.embedding as number[] };
+      });
+    return {
+      body: this.batch ? { embeddings: values } : { embedding: values[0] },
+      usage: openaiUsage(j.usage),
+    };
   }
   streamTranslator = noStream;
   errorFrame(err: GatewayError): string {

@@ -10,11 +10,23 @@ import type { Usage } from '../../core/usage.js';
 import { type SseEvent, sseData } from '../../lib/sse.js';
 import type { ChatRequest } from '../openai/wire.js';
 import { openaiErrorFrame, parseJsonObject, TextTally } from '../shared.js';
-import type { Exchange, InboundDialect, JsonResult, PreparedCall, StreamTranslator, UpstreamEndpoint } from '../types.js';
-import { GeminiToChatStream, chatToGeminiRequest, geminiErrorFrame, geminiFrame, geminiToChatCompletion } from './translate.js';
+import type {
+  Exchange,
+  InboundDialect,
+  JsonResult,
+  PreparedCall,
+  StreamTranslator,
+  UpstreamEndpoint,
+} from '../types.js';
+import {
+  GeminiToChatStream,
+  chatToGeminiRequest,
+  geminiErrorFrame,
+  geminiFrame,
+  geminiToChatCompletion,
+} from './translate.js';
 import { type GenerateContentResponse, geminiHeaders, geminiUsage } from './wire.js';
 import { GeminiEmbedPassthrough } from './embed.js';
-
 
 /** The call's path: `models/` is accepted on the configured model name and not doubled. */
 export function geminiPath(upstreamModel: string, stream: boolean): string {
@@ -25,7 +37,8 @@ export function geminiPath(upstreamModel: string, stream: boolean): string {
 /** A 2xx body must be a GenerateContentResponse: candidates, or a prompt Gemini blocked. */
 function answer(text: string): GenerateContentResponse {
   const j = parseJsonObject(text);
-  if (!Array.isArray(j.candidates) && !j.promptFeedback) throw new GatewayError('upstream_bad_response', 'upstream answer has no candidates');
+  if (!Array.isArray(j.candidates) && !j.promptFeedback)
+    throw new GatewayError('upstream_bad_response', 'upstream answer has no candidates');
   return j as GenerateContentResponse;
 }
 
@@ -38,11 +51,15 @@ function streamChunk(data: string): Record<string, any> {
     throw new GatewayError('upstream_bad_response', 'upstream stream carried a chunk that is not JSON');
   }
   if (Array.isArray(j) && j.length === 1) j = j[0];
-  if (!j || typeof j !== 'object' || Array.isArray(j)) throw new GatewayError('upstream_bad_response', 'upstream stream carried a chunk that is not an object');
+  if (!j || typeof j !== 'object' || Array.isArray(j))
+    throw new GatewayError('upstream_bad_response', 'upstream stream carried a chunk that is not an object');
   const o = j as Record<string, any>;
   if (o.error) {
     const e = (typeof o.error === 'object' ? o.error : {}) as { message?: unknown };
-    throw new GatewayError('upstream_stream_interrupted', redactSecrets(String(e.message ?? 'upstream stream error')));
+    throw new GatewayError(
+      'upstream_stream_interrupted',
+      redactSecrets(String(e.message ?? 'upstream stream error')),
+    );
   }
   return o;
 }
@@ -64,9 +81,15 @@ class ChatViaGemini implements Exchange {
   ) {
     const req = chatToGeminiRequest(body as ChatRequest);
     const stream = body.stream === true;
-    this.includeUsage = (body.stream_options as { include_usage?: unknown } | undefined)?.include_usage === true;
+    this.includeUsage =
+      (body.stream_options as { include_usage?: unknown } | undefined)?.include_usage === true;
     this.candidates = candidateCount(body.n);
-    this.call = { path: geminiPath(upstreamModel, stream), headers: geminiHeaders(ep), body: JSON.stringify(req), stream };
+    this.call = {
+      path: geminiPath(upstreamModel, stream),
+      headers: geminiHeaders(ep),
+      body: JSON.stringify(req),
+      stream,
+    };
   }
   decodeJson(text: string): JsonResult {
     const j = answer(text);
@@ -121,9 +144,15 @@ class GeminiPassthrough implements Exchange {
     const stream = body.stream === true;
     // `model` (the alias) and `stream` are the gateway's; the API takes both from the path.
     const { model: _model, stream: _stream, ...rest } = body;
-    const gc = (rest.generationConfig ?? rest.generation_config) as { candidateCount?: unknown; candidate_count?: unknown } | undefined;
+    const gc = (rest.generationConfig ?? rest.generation_config) as
+      { candidateCount?: unknown; candidate_count?: unknown } | undefined;
     this.candidates = candidateCount(gc?.candidateCount ?? gc?.candidate_count);
-    this.call = { path: geminiPath(upstreamModel, stream), headers: geminiHeaders(ep), body: JSON.stringify(rest), stream };
+    this.call = {
+      path: geminiPath(upstreamModel, stream),
+      headers: geminiHeaders(ep),
+      body: JSON.stringify(rest),
+      stream,
+    };
   }
   decodeJson(text: string): JsonResult {
     const j = answer(text);

@@ -67,7 +67,10 @@ function toGemini(param: string, why?: string): GatewayError {
   return unsupported(param, `${param} cannot be translated for a Gemini channel${why ? `: ${why}` : ''}`);
 }
 function fromGemini(param: string, why?: string): GatewayError {
-  return unsupported(param, `${param} cannot be translated from the Gemini format for this channel${why ? `: ${why}` : ''}`);
+  return unsupported(
+    param,
+    `${param} cannot be translated from the Gemini format for this channel${why ? `: ${why}` : ''}`,
+  );
 }
 function invalid(param: string, message: string): GatewayError {
   return new GatewayError('invalid_request', message, { param });
@@ -107,7 +110,10 @@ const CHAT_REFUSED: Record<string, { bad: (v: unknown) => boolean; why: string }
     why: 'only the text modality is supported',
   },
   prediction: { bad: given, why: 'Gemini has no predicted outputs' },
-  web_search_options: { bad: given, why: 'call the model through the Gemini endpoint to use Google Search grounding' },
+  web_search_options: {
+    bad: given,
+    why: 'call the model through the Gemini endpoint to use Google Search grounding',
+  },
   functions: { bad: given, why: 'legacy function calling is not supported; use tools' },
   function_call: { bad: given, why: 'legacy function calling is not supported; use tool_choice' },
 };
@@ -143,7 +149,13 @@ const CHAT_HANDLED = new Set([
 ]);
 
 /** reasoning_effort as a thinking budget (Google's own mapping; accepted by 2.5 and 3.x models alike). */
-const THINKING_BUDGET: Record<string, number> = { none: 0, minimal: 1024, low: 1024, medium: 8192, high: 24576 };
+const THINKING_BUDGET: Record<string, number> = {
+  none: 0,
+  minimal: 1024,
+  low: 1024,
+  medium: 8192,
+  high: 24576,
+};
 
 const IMAGE_EXT: Record<string, string> = {
   png: 'image/png',
@@ -194,7 +206,10 @@ function textParts(content: unknown, path: string, allowRefusal = false): Part[]
       // A refusal in assistant history is text the model said; Gemini has no refusal part.
       if (p['refusal'] !== '') out.push({ text: p['refusal'] });
     } else {
-      throw toGemini(`${path}[${j}]`, `${isObj(p) ? String(p['type']) : typeof p} parts are not supported here`);
+      throw toGemini(
+        `${path}[${j}]`,
+        `${isObj(p) ? String(p['type']) : typeof p} parts are not supported here`,
+      );
     }
   });
   return out;
@@ -220,14 +235,19 @@ function userParts(content: unknown, path: string): Part[] {
         const a = isObj(p['input_audio']) ? p['input_audio'] : {};
         const mime = AUDIO_MIME[String(a['format'])];
         if (!mime) throw toGemini(at, 'only wav and mp3 audio are supported');
-        if (typeof a['data'] !== 'string') throw invalid(at, `${at}.input_audio.data must be a base64 string`);
+        if (typeof a['data'] !== 'string')
+          throw invalid(at, `${at}.input_audio.data must be a base64 string`);
         out.push({ inlineData: { mimeType: mime, data: a['data'] } });
         return;
       }
       case 'file': {
         const f = isObj(p['file']) ? p['file'] : {};
         const m = typeof f['file_data'] === 'string' ? DATA_URL.exec(f['file_data']) : null;
-        if (!m) throw toGemini(at, 'only files given inline as base64 data URLs are supported (OpenAI file ids mean nothing to Gemini)');
+        if (!m)
+          throw toGemini(
+            at,
+            'only files given inline as base64 data URLs are supported (OpenAI file ids mean nothing to Gemini)',
+          );
         out.push({ inlineData: { mimeType: m[1]!.toLowerCase(), data: m[2]! } });
         return;
       }
@@ -278,7 +298,8 @@ function chatContents(msgs: unknown): { system: Part[]; contents: Content[] } {
     const at = `messages[${i}]`;
     if (!isObj(m)) throw invalid(at, `${at} must be an object`);
     const role = m['role'];
-    if (role === 'function') throw toGemini(`${at}.role`, 'legacy function messages are not supported; use tool messages');
+    if (role === 'function')
+      throw toGemini(`${at}.role`, 'legacy function messages are not supported; use tool messages');
     // Gemini has no per-participant name; dropping it would change who the model thinks spoke.
     if (given(m['name'])) throw toGemini(`${at}.name`, 'Gemini messages have no participant name');
     switch (role) {
@@ -301,11 +322,13 @@ function chatContents(msgs: unknown): { system: Part[]; contents: Content[] } {
         if (given(m['content'])) parts.push(...textParts(m['content'], `${at}.content`, true));
         if (typeof m['refusal'] === 'string' && m['refusal'] !== '') parts.push({ text: m['refusal'] });
         const calls = m['tool_calls'];
-        if (given(calls) && !Array.isArray(calls)) throw invalid(`${at}.tool_calls`, 'tool_calls must be an array');
+        if (given(calls) && !Array.isArray(calls))
+          throw invalid(`${at}.tool_calls`, 'tool_calls must be an array');
         const fcs: Part[] = [];
         ((calls ?? []) as unknown[]).forEach((tc, j) => {
           const p = `${at}.tool_calls[${j}]`;
-          if (!isObj(tc) || tc['type'] !== 'function' || !isObj(tc['function'])) throw toGemini(p, 'only function tool calls are supported');
+          if (!isObj(tc) || tc['type'] !== 'function' || !isObj(tc['function']))
+            throw toGemini(p, 'only function tool calls are supported');
           const name = String(tc['function']['name'] ?? '');
           if (typeof tc['id'] === 'string') callNames.set(tc['id'], name);
           const part: Part = { functionCall: { name, args: parseArgs(tc['function']['arguments'], p) } };
@@ -314,17 +337,26 @@ function chatContents(msgs: unknown): { system: Part[]; contents: Content[] } {
           fcs.push(part);
         });
         // Gemini 3 signs the first call of a turn and wants it back; without one, the documented placeholder.
-        if (fcs.length > 0 && !fcs.some((p) => p.thoughtSignature)) fcs[0]!.thoughtSignature = SKIP_THOUGHT_SIGNATURE;
+        if (fcs.length > 0 && !fcs.some((p) => p.thoughtSignature))
+          fcs[0]!.thoughtSignature = SKIP_THOUGHT_SIGNATURE;
         return push('model', [...parts, ...fcs]);
       }
       case 'tool': {
         const id = m['tool_call_id'];
         const name = typeof id === 'string' ? callNames.get(id) : undefined;
         if (name === undefined) {
-          throw invalid(`${at}.tool_call_id`, `${at}.tool_call_id does not name a tool call of an earlier assistant message`);
+          throw invalid(
+            `${at}.tool_call_id`,
+            `${at}.tool_call_id does not name a tool call of an earlier assistant message`,
+          );
         }
         const c = m['content'];
-        const text = typeof c === 'string' ? c : textParts(c, `${at}.content`).map((p) => p.text).join('');
+        const text =
+          typeof c === 'string'
+            ? c
+            : textParts(c, `${at}.content`)
+                .map((p) => p.text)
+                .join('');
         return push('user', [{ functionResponse: { name, response: toolResponse(text) } }]);
       }
       default:
@@ -337,20 +369,28 @@ function chatContents(msgs: unknown): { system: Part[]; contents: Content[] } {
 /** A JSON Schema that says "no arguments" (Gemini wants no schema at all for those). */
 function emptyObjectSchema(s: Obj): boolean {
   const props = s['properties'];
-  return s['type'] === 'object' && (!isObj(props) || Object.keys(props).length === 0) && !given(s['anyOf']) && !given(s['oneOf']);
+  return (
+    s['type'] === 'object' &&
+    (!isObj(props) || Object.keys(props).length === 0) &&
+    !given(s['anyOf']) &&
+    !given(s['oneOf'])
+  );
 }
 
 function geminiTools(tools: unknown): Tool[] | undefined {
   if (!Array.isArray(tools)) throw invalid('tools', 'tools must be an array');
   if (tools.length === 0) return undefined;
   const decls = tools.map((t: unknown, i): FunctionDeclaration => {
-    if (!isObj(t) || t['type'] !== 'function' || !isObj(t['function'])) throw toGemini(`tools[${i}]`, 'only function tools are supported');
+    if (!isObj(t) || t['type'] !== 'function' || !isObj(t['function']))
+      throw toGemini(`tools[${i}]`, 'only function tools are supported');
     const f = t['function'];
-    if (typeof f['name'] !== 'string' || f['name'] === '') throw invalid(`tools[${i}].function.name`, 'a function tool needs a name');
+    if (typeof f['name'] !== 'string' || f['name'] === '')
+      throw invalid(`tools[${i}].function.name`, 'a function tool needs a name');
     const d: FunctionDeclaration = { name: f['name'] };
     if (typeof f['description'] === 'string') d.description = f['description'];
     // `strict` is dropped: Gemini always decodes function calls against their schema.
-    if (isObj(f['parameters']) && !emptyObjectSchema(f['parameters'])) d.parametersJsonSchema = f['parameters'];
+    if (isObj(f['parameters']) && !emptyObjectSchema(f['parameters']))
+      d.parametersJsonSchema = f['parameters'];
     return d;
   });
   return [{ functionDeclarations: decls }];
@@ -364,22 +404,33 @@ function functionCallingConfig(tc: unknown): ToolConfig | undefined {
   if (tc === 'none') return mode('NONE');
   if (tc === 'auto') return mode('AUTO');
   if (tc === 'required') return mode('ANY');
-  if (isObj(tc) && tc['type'] === 'function' && isObj(tc['function']) && typeof tc['function']['name'] === 'string') {
+  if (
+    isObj(tc) &&
+    tc['type'] === 'function' &&
+    isObj(tc['function']) &&
+    typeof tc['function']['name'] === 'string'
+  ) {
     return mode('ANY', [tc['function']['name']]);
   }
   if (isObj(tc) && tc['type'] === 'allowed_tools' && isObj(tc['allowed_tools'])) {
     const at = tc['allowed_tools'];
     // Gemini restricts the callable functions only in ANY mode.
-    if (at['mode'] !== 'required') throw toGemini('tool_choice', 'allowed_tools can only be translated with mode "required"');
+    if (at['mode'] !== 'required')
+      throw toGemini('tool_choice', 'allowed_tools can only be translated with mode "required"');
     const list = Array.isArray(at['tools']) ? at['tools'] : [];
     const names = list.map((t: unknown, i) => {
-      const fn = isObj(t) && t['type'] === 'function' && isObj(t['function']) ? t['function']['name'] : undefined;
-      if (typeof fn !== 'string') throw toGemini(`tool_choice.allowed_tools.tools[${i}]`, 'only function tools are supported');
+      const fn =
+        isObj(t) && t['type'] === 'function' && isObj(t['function']) ? t['function']['name'] : undefined;
+      if (typeof fn !== 'string')
+        throw toGemini(`tool_choice.allowed_tools.tools[${i}]`, 'only function tools are supported');
       return fn;
     });
     return mode('ANY', names);
   }
-  throw toGemini('tool_choice', 'only "none", "auto", "required", a named function or allowed function tools are supported');
+  throw toGemini(
+    'tool_choice',
+    'only "none", "auto", "required", a named function or allowed function tools are supported',
+  );
 }
 
 function responseFormat(rf: unknown, gc: GenerationConfig): void {
@@ -393,14 +444,18 @@ function responseFormat(rf: unknown, gc: GenerationConfig): void {
       return;
     case 'json_schema': {
       const js = rf['json_schema'];
-      if (!isObj(js)) throw invalid('response_format.json_schema', 'response_format.json_schema must be an object');
+      if (!isObj(js))
+        throw invalid('response_format.json_schema', 'response_format.json_schema must be an object');
       gc.responseMimeType = 'application/json';
       // `strict` is dropped: Gemini always decodes against the schema it is given.
       if (isObj(js['schema'])) gc.responseJsonSchema = js['schema'];
       return;
     }
     default:
-      throw toGemini('response_format', `response_format type ${JSON.stringify(rf['type'])} is not supported`);
+      throw toGemini(
+        'response_format',
+        `response_format type ${JSON.stringify(rf['type'])} is not supported`,
+      );
   }
 }
 
@@ -427,16 +482,19 @@ export function chatToGeminiRequest(req: ChatRequest): GenerateContentRequest {
   if (given(max)) gc.maxOutputTokens = max!;
   if (given(req.temperature)) gc.temperature = req.temperature!;
   if (given(req.top_p)) gc.topP = req.top_p!;
-  if (given(req.stop)) gc.stopSequences = typeof req.stop === 'string' ? [req.stop] : [...(req.stop as string[])];
+  if (given(req.stop))
+    gc.stopSequences = typeof req.stop === 'string' ? [req.stop] : [...(req.stop as string[])];
   if (given(req.n)) gc.candidateCount = req.n!;
   if (given(req.seed)) gc.seed = req.seed!;
   // Zero penalties are OpenAI's defaults; several Gemini models refuse the fields outright, so 0 stays unsent.
   if (given(req.presence_penalty) && req.presence_penalty !== 0) gc.presencePenalty = req.presence_penalty!;
-  if (given(req.frequency_penalty) && req.frequency_penalty !== 0) gc.frequencyPenalty = req.frequency_penalty!;
+  if (given(req.frequency_penalty) && req.frequency_penalty !== 0)
+    gc.frequencyPenalty = req.frequency_penalty!;
   responseFormat(req.response_format, gc);
   if (given(req.reasoning_effort)) {
     const budget = THINKING_BUDGET[String(req.reasoning_effort)];
-    if (budget === undefined) throw toGemini('reasoning_effort', 'only none, minimal, low, medium and high are supported');
+    if (budget === undefined)
+      throw toGemini('reasoning_effort', 'only none, minimal, low, medium and high are supported');
     gc.thinkingConfig = { thinkingBudget: budget };
   }
   if (Object.keys(gc).length > 0) out.generationConfig = gc;
@@ -507,7 +565,8 @@ function partsOf(parts: unknown): { text: string; calls: SignedToolCall[] } {
 
 function chatUsage(u: Usage, meta: unknown): CompletionUsage {
   const out = toOpenAIUsage(u);
-  const thoughts = isObj(meta) && typeof meta['thoughtsTokenCount'] === 'number' ? meta['thoughtsTokenCount'] : 0;
+  const thoughts =
+    isObj(meta) && typeof meta['thoughtsTokenCount'] === 'number' ? meta['thoughtsTokenCount'] : 0;
   if (thoughts > 0) out.completion_tokens_details = { reasoning_tokens: thoughts };
   return out;
 }
@@ -538,9 +597,20 @@ export function geminiToChatCompletion(res: GenerateContentResponse, model: stri
   });
   if (choices.length === 0) {
     if (!res.promptFeedback?.blockReason) throw badUpstream('upstream answer has no candidates');
-    choices.push({ index: 0, message: { role: 'assistant', content: '', refusal: null }, logprobs: null, finish_reason: 'content_filter' });
+    choices.push({
+      index: 0,
+      message: { role: 'assistant', content: '', refusal: null },
+      logprobs: null,
+      finish_reason: 'content_filter',
+    });
   }
-  const out: ChatCompletion = { id: chatId(res.responseId), object: 'chat.completion', created: nowSeconds(), model, choices };
+  const out: ChatCompletion = {
+    id: chatId(res.responseId),
+    object: 'chat.completion',
+    created: nowSeconds(),
+    model,
+    choices,
+  };
   const u = geminiUsage(res.usageMetadata);
   if (u) out.usage = chatUsage(u, res.usageMetadata);
   return out;
@@ -576,7 +646,10 @@ export class GeminiToChatStream {
   }
 
   get done(): boolean {
-    return this.blocked || (this.finished.size > 0 && this.finished.size >= Math.max(this.expected, this.started.size));
+    return (
+      this.blocked ||
+      (this.finished.size > 0 && this.finished.size >= Math.max(this.expected, this.started.size))
+    );
   }
 
   usage(): Usage | null {
@@ -590,7 +663,12 @@ export class GeminiToChatStream {
     const out: ChatCompletionChunk[] = [];
     const candidates: unknown[] = Array.isArray(res['candidates']) ? res['candidates'] : [];
     const feedback = res['promptFeedback'];
-    if (candidates.length === 0 && isObj(feedback) && typeof feedback['blockReason'] === 'string' && !this.blocked) {
+    if (
+      candidates.length === 0 &&
+      isObj(feedback) &&
+      typeof feedback['blockReason'] === 'string' &&
+      !this.blocked
+    ) {
       this.start(out, 0);
       out.push(this.chunk(0, {}, 'content_filter'));
       this.blocked = true;
@@ -633,7 +711,12 @@ export class GeminiToChatStream {
   }
 
   private base(): Omit<ChatCompletionChunk, 'choices'> {
-    return { id: this.id || chatId(undefined), object: 'chat.completion.chunk', created: this.created, model: this.model };
+    return {
+      id: this.id || chatId(undefined),
+      object: 'chat.completion.chunk',
+      created: this.created,
+      model: this.model,
+    };
   }
 
   private chunk(index: number, delta: ChunkDelta, finish: FinishReason | null = null): ChatCompletionChunk {
@@ -670,7 +753,7 @@ const GEMINI_HANDLED = new Set([
 ]);
 
 const GEMINI_REFUSED: Record<string, string> = {
-  cachedContent: 'cached contents live in Google\'s cache and cannot be read by another vendor',
+  cachedContent: "cached contents live in Google's cache and cannot be read by another vendor",
 };
 
 const GENERATION_HANDLED = new Set([
@@ -696,7 +779,14 @@ const GENERATION_REFUSED: Record<string, string> = {
 };
 
 /** Schema keywords whose proto JSON form is a string (int64) but JSON Schema wants a number. */
-const INT64_KEYWORDS = new Set(['minItems', 'maxItems', 'minLength', 'maxLength', 'minProperties', 'maxProperties']);
+const INT64_KEYWORDS = new Set([
+  'minItems',
+  'maxItems',
+  'minLength',
+  'maxLength',
+  'minProperties',
+  'maxProperties',
+]);
 
 /**
  * Gemini's OpenAPI-subset Schema (`type: "OBJECT"`, `nullable`, `propertyOrdering`) as JSON Schema.
@@ -712,7 +802,9 @@ export function jsonSchemaOf(s: unknown): unknown {
         if (typeof v === 'string' && v.toUpperCase() !== 'TYPE_UNSPECIFIED') out['type'] = v.toLowerCase();
         break;
       case 'properties':
-        out['properties'] = isObj(v) ? Object.fromEntries(Object.entries(v).map(([p, sub]) => [p, jsonSchemaOf(sub)])) : v;
+        out['properties'] = isObj(v)
+          ? Object.fromEntries(Object.entries(v).map(([p, sub]) => [p, jsonSchemaOf(sub)]))
+          : v;
         break;
       case 'items':
         out['items'] = jsonSchemaOf(v);
@@ -737,11 +829,18 @@ function blobPart(b: unknown, path: string): UserContentPart {
   const mime = String(field(b, 'mimeType') ?? '').toLowerCase();
   const data = b['data'];
   if (typeof data !== 'string') throw invalid(`${path}.data`, `${path}.data must be a base64 string`);
-  if (mime.startsWith('image/')) return { type: 'image_url', image_url: { url: `data:${mime};base64,${data}` } };
-  if (mime === 'audio/wav' || mime === 'audio/x-wav' || mime === 'audio/wave') return { type: 'input_audio', input_audio: { data, format: 'wav' } };
-  if (mime === 'audio/mp3' || mime === 'audio/mpeg') return { type: 'input_audio', input_audio: { data, format: 'mp3' } };
-  if (mime === 'application/pdf') return { type: 'file', file: { file_data: `data:${mime};base64,${data}`, filename: 'document.pdf' } };
-  throw fromGemini(path, `inline ${mime || 'data'} has no OpenAI chat equivalent (images, wav/mp3 audio and PDF are supported)`);
+  if (mime.startsWith('image/'))
+    return { type: 'image_url', image_url: { url: `data:${mime};base64,${data}` } };
+  if (mime === 'audio/wav' || mime === 'audio/x-wav' || mime === 'audio/wave')
+    return { type: 'input_audio', input_audio: { data, format: 'wav' } };
+  if (mime === 'audio/mp3' || mime === 'audio/mpeg')
+    return { type: 'input_audio', input_audio: { data, format: 'mp3' } };
+  if (mime === 'application/pdf')
+    return { type: 'file', file: { file_data: `data:${mime};base64,${data}`, filename: 'document.pdf' } };
+  throw fromGemini(
+    path,
+    `inline ${mime || 'data'} has no OpenAI chat equivalent (images, wav/mp3 audio and PDF are supported)`,
+  );
 }
 
 function filePart(f: unknown, path: string): UserContentPart {
@@ -749,10 +848,17 @@ function filePart(f: unknown, path: string): UserContentPart {
   const uri = field(f, 'fileUri');
   const mime = String(field(f, 'mimeType') ?? '').toLowerCase();
   if (typeof uri !== 'string') throw invalid(`${path}.fileUri`, `${path}.fileUri must be a string`);
-  if (/^https?:\/\//i.test(uri) && !/^https:\/\/generativelanguage\.googleapis\.com\//i.test(uri) && (mime === '' || mime.startsWith('image/'))) {
+  if (
+    /^https?:\/\//i.test(uri) &&
+    !/^https:\/\/generativelanguage\.googleapis\.com\//i.test(uri) &&
+    (mime === '' || mime.startsWith('image/'))
+  ) {
     return { type: 'image_url', image_url: { url: uri } };
   }
-  throw fromGemini(path, 'only public http(s) image URLs are supported (Gemini Files API uploads are readable only by Gemini)');
+  throw fromGemini(
+    path,
+    'only public http(s) image URLs are supported (Gemini Files API uploads are readable only by Gemini)',
+  );
 }
 
 /** A functionResponse `response` as the text of an OpenAI tool message. */
@@ -760,7 +866,12 @@ function toolText(resp: unknown): string {
   if (resp === undefined || resp === null) return '';
   if (isObj(resp)) {
     const keys = Object.keys(resp);
-    if (keys.length === 1 && (keys[0] === 'output' || keys[0] === 'result') && typeof resp[keys[0]] === 'string') return resp[keys[0]] as string;
+    if (
+      keys.length === 1 &&
+      (keys[0] === 'output' || keys[0] === 'result') &&
+      typeof resp[keys[0]] === 'string'
+    )
+      return resp[keys[0]] as string;
   }
   return typeof resp === 'string' ? resp : JSON.stringify(resp);
 }
@@ -772,7 +883,10 @@ const PART_KINDS = ['text', 'inlineData', 'fileData', 'functionCall', 'functionR
  * Which kind of data a part holds; refuses keys that have no translation. A part holding only a thought
  * signature is reported as a thought (skipped by the callers): signatures mean something to Gemini only.
  */
-function partKind(p: unknown, path: string): { kind: (typeof PART_KINDS)[number]; value: unknown; thought: boolean } {
+function partKind(
+  p: unknown,
+  path: string,
+): { kind: (typeof PART_KINDS)[number]; value: unknown; thought: boolean } {
   if (!isObj(p)) throw invalid(path, `${path} must be an object`);
   let found: { kind: (typeof PART_KINDS)[number]; value: unknown } | null = null;
   for (const k of Object.keys(p)) {
@@ -811,14 +925,20 @@ function chatMessagesOf(contents: unknown): ChatMessage[] {
         if (thought) return; // earlier turns' thoughts: Gemini-internal, as Anthropic drops past thinking
         if (kind === 'text') text += String(value ?? '');
         else if (kind === 'functionCall') {
-          if (!isObj(value) || typeof value['name'] !== 'string') throw invalid(`${pt}.functionCall`, `${pt}.functionCall needs a name`);
+          if (!isObj(value) || typeof value['name'] !== 'string')
+            throw invalid(`${pt}.functionCall`, `${pt}.functionCall needs a name`);
           const id = `call_${next++}`;
           const q = pending.get(value['name']) ?? [];
           q.push({ id, geminiId: value['id'] });
           pending.set(value['name'], q);
           const args = value['args'] ?? {};
-          calls.push({ id, type: 'function', function: { name: value['name'], arguments: JSON.stringify(args) } });
-        } else throw fromGemini(`${pt}.${kind}`, `${kind} parts in model turns have no OpenAI chat equivalent`);
+          calls.push({
+            id,
+            type: 'function',
+            function: { name: value['name'], arguments: JSON.stringify(args) },
+          });
+        } else
+          throw fromGemini(`${pt}.${kind}`, `${kind} parts in model turns have no OpenAI chat equivalent`);
       });
       if (text === '' && calls.length === 0) return; // a turn of thoughts only
       const msg: AssistantMessage = { role: 'assistant', content: text === '' ? null : text };
@@ -826,7 +946,8 @@ function chatMessagesOf(contents: unknown): ChatMessage[] {
       out.push(msg);
       return;
     }
-    if (role !== 'user' && role !== 'function') throw invalid(`${at}.role`, `unknown role ${JSON.stringify(role)}`);
+    if (role !== 'user' && role !== 'function')
+      throw invalid(`${at}.role`, `unknown role ${JSON.stringify(role)}`);
     // Tool results first: OpenAI wants them right after the assistant's calls; the rest of the turn follows.
     const tools: ChatMessage[] = [];
     const user: UserContentPart[] = [];
@@ -846,15 +967,21 @@ function chatMessagesOf(contents: unknown): ChatMessage[] {
           user.push(filePart(value, `${pt}.fileData`));
           return;
         case 'functionResponse': {
-          if (!isObj(value) || typeof value['name'] !== 'string') throw invalid(`${pt}.functionResponse`, `${pt}.functionResponse needs a name`);
+          if (!isObj(value) || typeof value['name'] !== 'string')
+            throw invalid(`${pt}.functionResponse`, `${pt}.functionResponse needs a name`);
           for (const k of Object.keys(value)) {
-            if (!['name', 'response', 'id'].includes(k)) throw fromGemini(`${pt}.functionResponse.${camel(k)}`);
+            if (!['name', 'response', 'id'].includes(k))
+              throw fromGemini(`${pt}.functionResponse.${camel(k)}`);
           }
           const q = pending.get(value['name']) ?? [];
           let k = given(value['id']) ? q.findIndex((e) => e.geminiId === value['id']) : -1;
           if (k < 0) k = 0;
           const call = q.splice(k, 1)[0];
-          if (!call) throw invalid(`${pt}.functionResponse`, `${pt}.functionResponse answers no earlier functionCall named ${JSON.stringify(value['name'])}`);
+          if (!call)
+            throw invalid(
+              `${pt}.functionResponse`,
+              `${pt}.functionResponse answers no earlier functionCall named ${JSON.stringify(value['name'])}`,
+            );
           tools.push({ role: 'tool', tool_call_id: call.id, content: toolText(value['response']) });
           return;
         }
@@ -878,11 +1005,15 @@ function systemOf(si: unknown): ChatMessage | null {
   list(si['parts'] ?? [], 'systemInstruction.parts').forEach((p, j) => {
     const pt = `systemInstruction.parts[${j}]`;
     const { kind, value, thought } = partKind(p, pt);
-    if (kind !== 'text' || typeof value !== 'string') throw fromGemini(pt, 'a system instruction carries text only');
+    if (kind !== 'text' || typeof value !== 'string')
+      throw fromGemini(pt, 'a system instruction carries text only');
     if (!thought && value !== '') texts.push(value);
   });
   if (texts.length === 0) return null;
-  return { role: 'system', content: texts.length === 1 ? texts[0]! : texts.map((text) => ({ type: 'text' as const, text })) };
+  return {
+    role: 'system',
+    content: texts.length === 1 ? texts[0]! : texts.map((text) => ({ type: 'text' as const, text })),
+  };
 }
 
 function generationOf(g: unknown, chat: Obj): void {
@@ -898,7 +1029,8 @@ function generationOf(g: unknown, chat: Obj): void {
   const num = (key: string): number | undefined => {
     const v = field(g, key);
     if (!given(v)) return undefined;
-    if (typeof v !== 'number') throw invalid(`generationConfig.${key}`, `generationConfig.${key} must be a number`);
+    if (typeof v !== 'number')
+      throw invalid(`generationConfig.${key}`, `generationConfig.${key} must be a number`);
     return v;
   };
   const max = num('maxOutputTokens');
@@ -917,12 +1049,16 @@ function generationOf(g: unknown, chat: Obj): void {
   if (fp !== undefined) chat['frequency_penalty'] = fp;
   const stop = field(g, 'stopSequences');
   if (given(stop)) {
-    if (!Array.isArray(stop) || !stop.every((s) => typeof s === 'string')) throw invalid('generationConfig.stopSequences', 'stopSequences must be an array of strings');
+    if (!Array.isArray(stop) || !stop.every((s) => typeof s === 'string'))
+      throw invalid('generationConfig.stopSequences', 'stopSequences must be an array of strings');
     if (stop.length > 0) chat['stop'] = stop;
   }
 
   const modalities = field(g, 'responseModalities');
-  if (given(modalities) && !(Array.isArray(modalities) && modalities.every((m) => String(m).toUpperCase() === 'TEXT'))) {
+  if (
+    given(modalities) &&
+    !(Array.isArray(modalities) && modalities.every((m) => String(m).toUpperCase() === 'TEXT'))
+  ) {
     throw fromGemini('generationConfig.responseModalities', 'only the TEXT modality is supported');
   }
 
@@ -931,11 +1067,19 @@ function generationOf(g: unknown, chat: Obj): void {
   const schema = field(g, 'responseSchema');
   if (mime === 'application/json') {
     const s = given(jsonSchema) ? jsonSchema : given(schema) ? jsonSchemaOf(schema) : undefined;
-    chat['response_format'] = isObj(s) ? { type: 'json_schema', json_schema: { name: 'response', schema: s } } : { type: 'json_object' };
+    chat['response_format'] = isObj(s)
+      ? { type: 'json_schema', json_schema: { name: 'response', schema: s } }
+      : { type: 'json_object' };
   } else if (given(mime) && mime !== 'text/plain') {
-    throw fromGemini('generationConfig.responseMimeType', 'only text/plain and application/json are supported');
+    throw fromGemini(
+      'generationConfig.responseMimeType',
+      'only text/plain and application/json are supported',
+    );
   } else if (given(jsonSchema) || given(schema)) {
-    throw invalid('generationConfig.responseMimeType', 'a response schema needs responseMimeType application/json');
+    throw invalid(
+      'generationConfig.responseMimeType',
+      'a response schema needs responseMimeType application/json',
+    );
   }
 
   const tc = field(g, 'thinkingConfig');
@@ -947,11 +1091,16 @@ function generationOf(g: unknown, chat: Obj): void {
       if (key === 'includeThoughts') continue;
       if (key === 'thinkingLevel') {
         const lvl = String(tc[k]).toLowerCase();
-        if (!['minimal', 'low', 'medium', 'high'].includes(lvl)) throw fromGemini('generationConfig.thinkingConfig.thinkingLevel', 'unknown thinking level');
+        if (!['minimal', 'low', 'medium', 'high'].includes(lvl))
+          throw fromGemini('generationConfig.thinkingConfig.thinkingLevel', 'unknown thinking level');
         chat['reasoning_effort'] = lvl;
       } else if (key === 'thinkingBudget') {
         // -1 is "let the model decide", every model's default; a budget in tokens has no OpenAI equivalent.
-        if (tc[k] !== -1) throw fromGemini('generationConfig.thinkingConfig.thinkingBudget', 'use thinkingLevel, which maps to reasoning_effort');
+        if (tc[k] !== -1)
+          throw fromGemini(
+            'generationConfig.thinkingConfig.thinkingBudget',
+            'use thinkingLevel, which maps to reasoning_effort',
+          );
       } else throw fromGemini(`generationConfig.thinkingConfig.${key}`);
     }
   }
@@ -965,12 +1114,17 @@ function chatToolsOf(tools: unknown): OpenAITool[] {
     if (!isObj(t)) throw invalid(`tools[${i}]`, `tools[${i}] must be an object`);
     for (const k of Object.keys(t)) {
       const key = camel(k);
-      if (key !== 'functionDeclarations') throw fromGemini(`tools[${i}].${key}`, `${key} runs on Google's servers and has no equivalent on this channel`);
+      if (key !== 'functionDeclarations')
+        throw fromGemini(
+          `tools[${i}].${key}`,
+          `${key} runs on Google's servers and has no equivalent on this channel`,
+        );
     }
     list(field(t, 'functionDeclarations') ?? [], `tools[${i}].functionDeclarations`).forEach((d, j) => {
       const at = `tools[${i}].functionDeclarations[${j}]`;
       if (!isObj(d) || typeof d['name'] !== 'string') throw invalid(at, `${at} needs a name`);
-      for (const k of Object.keys(d)) if (!DECLARATION_FIELDS.has(camel(k))) throw fromGemini(`${at}.${camel(k)}`);
+      for (const k of Object.keys(d))
+        if (!DECLARATION_FIELDS.has(camel(k))) throw fromGemini(`${at}.${camel(k)}`);
       const fn: OpenAITool & { type: 'function' } = { type: 'function', function: { name: d['name'] } };
       if (typeof d['description'] === 'string') fn.function.description = d['description'];
       const js = field(d, 'parametersJsonSchema');
@@ -985,10 +1139,12 @@ function chatToolsOf(tools: unknown): OpenAITool[] {
 function chatToolChoiceOf(tc: unknown): OpenAIToolChoice | undefined {
   if (!given(tc)) return undefined;
   if (!isObj(tc)) throw invalid('toolConfig', 'toolConfig must be an object');
-  for (const k of Object.keys(tc)) if (camel(k) !== 'functionCallingConfig') throw fromGemini(`toolConfig.${camel(k)}`);
+  for (const k of Object.keys(tc))
+    if (camel(k) !== 'functionCallingConfig') throw fromGemini(`toolConfig.${camel(k)}`);
   const fcc = field(tc, 'functionCallingConfig');
   if (!given(fcc)) return undefined;
-  if (!isObj(fcc)) throw invalid('toolConfig.functionCallingConfig', 'functionCallingConfig must be an object');
+  if (!isObj(fcc))
+    throw invalid('toolConfig.functionCallingConfig', 'functionCallingConfig must be an object');
   const mode = String(fcc['mode'] ?? 'AUTO').toUpperCase();
   const rawNames = field(fcc, 'allowedFunctionNames');
   const names = Array.isArray(rawNames) ? rawNames.map(String) : [];
@@ -1074,7 +1230,11 @@ function callArgs(raw: unknown): Obj {
 const orEmpty = (parts: Part[]): Part[] => (parts.length > 0 ? parts : [{ text: '' }]);
 
 /** A chat completion as a Gemini GenerateContentResponse reported under `alias` (modelVersion). */
-export function chatToGeminiResponse(c: ChatCompletion, usage: Usage | null, alias: string): GenerateContentResponse {
+export function chatToGeminiResponse(
+  c: ChatCompletion,
+  usage: Usage | null,
+  alias: string,
+): GenerateContentResponse {
   const candidates: Candidate[] = (c.choices ?? []).map((ch, i): Candidate => {
     const m = ch.message ?? ({} as Partial<ChatCompletionChoice['message']>);
     const parts: Part[] = [];
@@ -1131,7 +1291,8 @@ export class ChatToGeminiStream implements PivotStream {
 
   push(chunk: ChatCompletionChunk): string {
     if (this.ended) return '';
-    if (this.responseId === '' && typeof chunk.id === 'string' && chunk.id !== '') this.responseId = responseIdOf(chunk.id);
+    if (this.responseId === '' && typeof chunk.id === 'string' && chunk.id !== '')
+      this.responseId = responseIdOf(chunk.id);
     const candidates: Candidate[] = [];
     for (const ch of Array.isArray(chunk.choices) ? chunk.choices : []) {
       const i = typeof ch.index === 'number' ? ch.index : 0;
@@ -1162,8 +1323,12 @@ export class ChatToGeminiStream implements PivotStream {
     this.ended = true;
     const indices = this.seen.size > 0 ? [...this.seen].sort((a, b) => a - b) : [0];
     const candidates = indices.map((i): Candidate => {
-      const calls = [...(this.calls.get(i) ?? new Map<number, { name: string; args: string }>()).entries()].sort((a, b) => a[0] - b[0]);
-      const parts: Part[] = calls.map(([, c]) => ({ functionCall: { name: c.name, args: callArgs(c.args) } }));
+      const calls = [
+        ...(this.calls.get(i) ?? new Map<number, { name: string; args: string }>()).entries(),
+      ].sort((a, b) => a[0] - b[0]);
+      const parts: Part[] = calls.map(([, c]) => ({
+        functionCall: { name: c.name, args: callArgs(c.args) },
+      }));
       return {
         content: { role: 'model', parts: orEmpty(parts) },
         finishReason: GEMINI_FINISH[this.reasons.get(i) ?? 'stop'] ?? 'STOP',

@@ -198,7 +198,11 @@ function count(x: unknown): number {
 export function geminiUsage(u: unknown): Usage | null {
   if (typeof u !== 'object' || u === null) return null;
   const o = u as Record<string, unknown>;
-  if (typeof o['promptTokenCount'] !== 'number' && typeof o['candidatesTokenCount'] !== 'number' && typeof o['thoughtsTokenCount'] !== 'number') {
+  if (
+    typeof o['promptTokenCount'] !== 'number' &&
+    typeof o['candidatesTokenCount'] !== 'number' &&
+    typeof o['thoughtsTokenCount'] !== 'number'
+  ) {
     return null;
   }
   return {

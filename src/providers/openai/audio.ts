@@ -17,12 +17,25 @@ import { bodyWithModel } from '../../lib/json-text.js';
 import { encodeMultipart, type Upload, uploadsOf } from '../../lib/multipart.js';
 import { sseData } from '../../lib/sse.js';
 import { bearerHeaders, openaiErrorFrame, parseJsonObject } from '../shared.js';
-import type { BodyResult, Exchange, JsonResult, PreparedCall, StreamTranslator, UpstreamEndpoint } from '../types.js';
+import type {
+  BodyResult,
+  Exchange,
+  JsonResult,
+  PreparedCall,
+  StreamTranslator,
+  UpstreamEndpoint,
+} from '../types.js';
 import { openaiUsage } from './wire.js';
 
 type Obj = Record<string, any>;
 
-const usageOf = (extra: Partial<Usage>): Usage => ({ inputTokens: 0, outputTokens: 0, cachedTokens: 0, cacheWriteTokens: 0, ...extra });
+const usageOf = (extra: Partial<Usage>): Usage => ({
+  inputTokens: 0,
+  outputTokens: 0,
+  cachedTokens: 0,
+  cacheWriteTokens: 0,
+  ...extra,
+});
 
 const noStream = (): StreamTranslator => {
   throw new GatewayError('unsupported_operation', 'this operation does not stream');
@@ -35,16 +48,34 @@ export function characters(s: string): number {
   return n;
 }
 
-const SPEECH_TYPES: Record<string, string> = { mp3: 'audio/mpeg', opus: 'audio/ogg', aac: 'audio/aac', flac: 'audio/flac', wav: 'audio/wav', pcm: 'audio/pcm' };
+const SPEECH_TYPES: Record<string, string> = {
+  mp3: 'audio/mpeg',
+  opus: 'audio/ogg',
+  aac: 'audio/aac',
+  flac: 'audio/flac',
+  wav: 'audio/wav',
+  pcm: 'audio/pcm',
+};
 
 /** POST /audio/speech: JSON in, audio bytes out (relayed chunk by chunk). */
 export class SpeechExchange implements Exchange {
   readonly call: PreparedCall;
   private readonly chars: number;
   constructor(body: Obj, ep: UpstreamEndpoint, upstreamModel: string) {
-    if (body.stream_format === 'sse') throw new GatewayError('unsupported_parameter', "stream_format 'sse' is not supported; audio bytes stream as they are produced.", { param: 'stream_format' });
+    if (body.stream_format === 'sse')
+      throw new GatewayError(
+        'unsupported_parameter',
+        "stream_format 'sse' is not supported; audio bytes stream as they are produced.",
+        { param: 'stream_format' },
+      );
     this.chars = characters(String(body.input ?? ''));
-    this.call = { path: '/audio/speech', headers: bearerHeaders(ep, 'application/json'), body: bodyWithModel(body, upstreamModel), stream: false, bytes: true };
+    this.call = {
+      path: '/audio/speech',
+      headers: bearerHeaders(ep, 'application/json'),
+      body: bodyWithModel(body, upstreamModel),
+      stream: false,
+      bytes: true,
+    };
   }
   /** The content type to answer with when the upstream names none. */
   static contentType(format: unknown): string {
@@ -83,9 +114,18 @@ function ts(sec: number, sep: ',' | '.'): string {
 }
 
 /** Renders verbose_json segments as SubRip or WebVTT. */
-export function renderSubtitles(segments: Array<{ start: number; end: number; text: string }>, format: 'srt' | 'vtt'): string {
-  if (format === 'srt') return segments.map((s, i) => `${i + 1}\n${ts(s.start, ',')} --> ${ts(s.end, ',')}\n${s.text.trim()}\n`).join('\n');
-  return 'WEBVTT\n\n' + segments.map((s) => `${ts(s.start, '.')} --> ${ts(s.end, '.')}\n${s.text.trim()}\n`).join('\n');
+export function renderSubtitles(
+  segments: Array<{ start: number; end: number; text: string }>,
+  format: 'srt' | 'vtt',
+): string {
+  if (format === 'srt')
+    return segments
+      .map((s, i) => `${i + 1}\n${ts(s.start, ',')} --> ${ts(s.end, ',')}\n${s.text.trim()}\n`)
+      .join('\n');
+  return (
+    'WEBVTT\n\n' +
+    segments.map((s) => `${ts(s.start, '.')} --> ${ts(s.end, '.')}\n${s.text.trim()}\n`).join('\n')
+  );
 }
 
 /** Seconds of audio or tokens, from a transcription answer. */
@@ -94,7 +134,10 @@ export function transcriptionUsage(j: Obj): Usage | null {
   if (u && typeof u === 'object') {
     if (u.type === 'duration' && typeof u.seconds === 'number') return usageOf({ audioSeconds: u.seconds });
     if (u.type === 'tokens' || typeof u.input_tokens === 'number') {
-      return usageOf({ inputTokens: Number(u.input_tokens) || 0, outputTokens: Number(u.output_tokens) || 0 });
+      return usageOf({
+        inputTokens: Number(u.input_tokens) || 0,
+        outputTokens: Number(u.output_tokens) || 0,
+      });
     }
   }
   if (typeof j.duration === 'number') return usageOf({ audioSeconds: j.duration });
@@ -106,14 +149,36 @@ export class TranscriptionExchange implements Exchange {
   readonly call: PreparedCall;
   private readonly clientFormat: string;
   private readonly upstreamFormat: string;
-  constructor(kind: 'transcriptions' | 'translations', body: Obj, ep: UpstreamEndpoint, upstreamModel: string) {
+  constructor(
+    kind: 'transcriptions' | 'translations',
+    body: Obj,
+    ep: UpstreamEndpoint,
+    upstreamModel: string,
+  ) {
     this.clientFormat = typeof body.response_format === 'string' ? body.response_format : 'json';
     const whisper = /whisper/i.test(upstreamModel);
-    this.upstreamFormat = whisper ? 'verbose_json' : this.clientFormat === 'text' ? 'json' : this.clientFormat;
-    if (body.stream === 'true') throw new GatewayError('unsupported_parameter', 'Streamed transcription is not supported; send stream=false.', { param: 'stream' });
+    this.upstreamFormat = whisper
+      ? 'verbose_json'
+      : this.clientFormat === 'text'
+        ? 'json'
+        : this.clientFormat;
+    if (body.stream === 'true')
+      throw new GatewayError(
+        'unsupported_parameter',
+        'Streamed transcription is not supported; send stream=false.',
+        { param: 'stream' },
+      );
     const files: Upload[] = uploadsOf(body).filter((f) => f.field === 'file');
-    const mp = encodeMultipart(fieldsExcept(body, upstreamModel, { response_format: this.upstreamFormat }), files);
-    this.call = { path: `/audio/${kind}`, headers: bearerHeaders(ep, mp.contentType), body: mp.body, stream: false };
+    const mp = encodeMultipart(
+      fieldsExcept(body, upstreamModel, { response_format: this.upstreamFormat }),
+      files,
+    );
+    this.call = {
+      path: `/audio/${kind}`,
+      headers: bearerHeaders(ep, mp.contentType),
+      body: mp.body,
+      stream: false,
+    };
   }
   decodeJson(text: string): JsonResult {
     const j = parseJsonObject(text);
@@ -123,25 +188,44 @@ export class TranscriptionExchange implements Exchange {
     const isJson = contentType.includes('json');
     if (!isJson) {
       // A format the upstream rendered itself (srt/vtt from a non-whisper model): relayed as it is.
-      if (this.upstreamFormat === 'json' || this.upstreamFormat === 'verbose_json') throw new GatewayError('upstream_bad_response', `upstream answered ${contentType || 'no content type'} where JSON was asked for`);
+      if (this.upstreamFormat === 'json' || this.upstreamFormat === 'verbose_json')
+        throw new GatewayError(
+          'upstream_bad_response',
+          `upstream answered ${contentType || 'no content type'} where JSON was asked for`,
+        );
       return { payload: text, contentType: contentType || 'text/plain; charset=utf-8', usage: usageOf({}) };
     }
     const j = parseJsonObject(text);
-    if (typeof j.text !== 'string') throw new GatewayError('upstream_bad_response', 'upstream transcription has no text');
+    if (typeof j.text !== 'string')
+      throw new GatewayError('upstream_bad_response', 'upstream transcription has no text');
     const usage = transcriptionUsage(j) ?? usageOf({});
     switch (this.clientFormat) {
       case 'text':
         return { payload: j.text + '\n', contentType: 'text/plain; charset=utf-8', usage };
       case 'srt':
       case 'vtt': {
-        const segs = Array.isArray(j.segments) ? j.segments : [{ start: 0, end: Number(j.duration) || 0, text: j.text }];
-        return { payload: renderSubtitles(segs, this.clientFormat), contentType: this.clientFormat === 'vtt' ? 'text/vtt; charset=utf-8' : 'application/x-subrip; charset=utf-8', usage };
+        const segs = Array.isArray(j.segments)
+          ? j.segments
+          : [{ start: 0, end: Number(j.duration) || 0, text: j.text }];
+        return {
+          payload: renderSubtitles(segs, this.clientFormat),
+          contentType:
+            this.clientFormat === 'vtt' ? 'text/vtt; charset=utf-8' : 'application/x-subrip; charset=utf-8',
+          usage,
+        };
       }
       case 'json':
         if (this.upstreamFormat === 'verbose_json') {
           // What OpenAI's json format holds: the text, and the duration billed.
           const seconds = typeof j.duration === 'number' ? Math.ceil(j.duration) : undefined;
-          return { payload: JSON.stringify({ text: j.text, ...(seconds !== undefined ? { usage: { type: 'duration', seconds } } : {}) }), contentType: 'application/json', usage };
+          return {
+            payload: JSON.stringify({
+              text: j.text,
+              ...(seconds !== undefined ? { usage: { type: 'duration', seconds } } : {}),
+            }),
+            contentType: 'application/json',
+            usage,
+          };
         }
         return { payload: text, contentType: 'application/json', usage };
       default:
@@ -158,15 +242,36 @@ export class TranscriptionExchange implements Exchange {
 export class ImageEditExchange implements Exchange {
   readonly call: PreparedCall;
   constructor(body: Obj, ep: UpstreamEndpoint, upstreamModel: string) {
-    if (body.stream === 'true') throw new GatewayError('unsupported_parameter', 'Streamed image edits are not supported; send stream=false.', { param: 'stream' });
-    const files = uploadsOf(body).filter((f) => f.field === 'image' || f.field === 'image[]' || f.field === 'mask');
+    if (body.stream === 'true')
+      throw new GatewayError(
+        'unsupported_parameter',
+        'Streamed image edits are not supported; send stream=false.',
+        { param: 'stream' },
+      );
+    const files = uploadsOf(body).filter(
+      (f) => f.field === 'image' || f.field === 'image[]' || f.field === 'mask',
+    );
     const mp = encodeMultipart(fieldsExcept(body, upstreamModel), files);
-    this.call = { path: '/images/edits', headers: bearerHeaders(ep, mp.contentType), body: mp.body, stream: false };
+    this.call = {
+      path: '/images/edits',
+      headers: bearerHeaders(ep, mp.contentType),
+      body: mp.body,
+      stream: false,
+    };
   }
   decodeJson(text: string): JsonResult {
     const j = parseJsonObject(text);
-    if (!Array.isArray(j.data)) throw new GatewayError('upstream_bad_response', 'upstream image answer has no data');
-    const tokens = openaiUsage(j.usage ? { prompt_tokens: j.usage.input_tokens, completion_tokens: j.usage.output_tokens, total_tokens: j.usage.total_tokens } : null);
+    if (!Array.isArray(j.data))
+      throw new GatewayError('upstream_bad_response', 'upstream image answer has no data');
+    const tokens = openaiUsage(
+      j.usage
+        ? {
+            prompt_tokens: j.usage.input_tokens,
+            completion_tokens: j.usage.output_tokens,
+            total_tokens: j.usage.total_tokens,
+          }
+        : null,
+    );
     return { body: j, usage: { ...(tokens ?? usageOf({})), images: j.data.length } };
   }
   streamTranslator = noStream;

@@ -14,8 +14,23 @@ import {
   openaiToAnthropicResponse,
 } from '../anthropic/translate.js';
 import type { MessagesRequest } from '../anthropic/wire.js';
-import { anthropicErrorFrame, anthropicFrames, bearerHeaders, openaiErrorFrame, parseJsonObject, renameModel, TextTally } from '../shared.js';
-import type { Exchange, InboundDialect, JsonResult, PreparedCall, StreamTranslator, UpstreamEndpoint } from '../types.js';
+import {
+  anthropicErrorFrame,
+  anthropicFrames,
+  bearerHeaders,
+  openaiErrorFrame,
+  parseJsonObject,
+  renameModel,
+  TextTally,
+} from '../shared.js';
+import type {
+  Exchange,
+  InboundDialect,
+  JsonResult,
+  PreparedCall,
+  StreamTranslator,
+  UpstreamEndpoint,
+} from '../types.js';
 import { type ChatCompletion, type ChatRequest, openaiUsage } from './wire.js';
 import { ImageEditExchange, SpeechExchange, TranscriptionExchange } from './audio.js';
 import { ResponsesPassthrough } from './responses.js';
@@ -49,7 +64,8 @@ class ChatPassthrough implements Exchange {
   }
   decodeJson(text: string): JsonResult {
     const j = parseJsonObject(text) as Partial<ChatCompletion>;
-    if (!Array.isArray(j.choices)) throw new GatewayError('upstream_bad_response', 'upstream answer has no choices');
+    if (!Array.isArray(j.choices))
+      throw new GatewayError('upstream_bad_response', 'upstream answer has no choices');
     const renamed = renameModel(text, j.model, this.alias);
     j.model = this.alias;
     const r: JsonResult = { body: j, usage: openaiUsage(j.usage) };
@@ -83,7 +99,10 @@ class OpenAIStreamPassthrough implements StreamTranslator {
     const chunk = parseJsonObject(ev.data);
     if (chunk.error) {
       const e = chunk.error as { message?: string };
-      throw new GatewayError('upstream_stream_interrupted', redactSecrets(String(e.message ?? 'upstream stream error')));
+      throw new GatewayError(
+        'upstream_stream_interrupted',
+        redactSecrets(String(e.message ?? 'upstream stream error')),
+      );
     }
     const u = openaiUsage(chunk.usage);
     if (u) this.seen = u;
@@ -132,11 +151,17 @@ class MessagesViaOpenAI implements Exchange {
     private readonly alias: string,
   ) {
     const req = anthropicToOpenAIRequest(body as unknown as MessagesRequest, upstreamModel);
-    this.call = { path: '/chat/completions', headers: headers(ep), body: JSON.stringify(req), stream: body.stream === true };
+    this.call = {
+      path: '/chat/completions',
+      headers: headers(ep),
+      body: JSON.stringify(req),
+      stream: body.stream === true,
+    };
   }
   decodeJson(text: string): JsonResult {
     const j = parseJsonObject(text) as unknown as ChatCompletion;
-    if (!Array.isArray(j.choices)) throw new GatewayError('upstream_bad_response', 'upstream answer has no choices');
+    if (!Array.isArray(j.choices))
+      throw new GatewayError('upstream_bad_response', 'upstream answer has no choices');
     return { body: openaiToAnthropicResponse(j, this.alias), usage: openaiUsage(j.usage) };
   }
   streamTranslator(): StreamTranslator {
@@ -159,7 +184,10 @@ class MessagesViaOpenAI implements Exchange {
         const chunk = parseJsonObject(ev.data);
         if (chunk.error) {
           const e = chunk.error as { message?: string };
-          throw new GatewayError('upstream_stream_interrupted', redactSecrets(String(e.message ?? 'upstream stream error')));
+          throw new GatewayError(
+            'upstream_stream_interrupted',
+            redactSecrets(String(e.message ?? 'upstream stream error')),
+          );
         }
         return frames(t.push(chunk));
       },
@@ -181,11 +209,17 @@ class EmbeddingsPassthrough implements Exchange {
     upstreamModel: string,
     private readonly alias: string,
   ) {
-    this.call = { path: '/embeddings', headers: headers(ep), body: bodyWithModel(body, upstreamModel), stream: false };
+    this.call = {
+      path: '/embeddings',
+      headers: headers(ep),
+      body: bodyWithModel(body, upstreamModel),
+      stream: false,
+    };
   }
   decodeJson(text: string): JsonResult {
     const j = parseJsonObject(text);
-    if (!Array.isArray(j.data)) throw new GatewayError('upstream_bad_response', 'upstream embeddings answer has no data');
+    if (!Array.isArray(j.data))
+      throw new GatewayError('upstream_bad_response', 'upstream embeddings answer has no data');
     const renamed = renameModel(text, j.model, this.alias);
     j.model = this.alias;
     const r: JsonResult = { body: j, usage: openaiUsage(j.usage) };
@@ -227,7 +261,10 @@ export function openaiExchange(
     case 'gemini_embed':
       return new GeminiEmbedViaOpenAI(body, ep, upstreamModel);
     case 'gemini':
-      throw new GatewayError('unsupported_operation', 'Gemini requests reach OpenAI channels through the chat pivot');
+      throw new GatewayError(
+        'unsupported_operation',
+        'Gemini requests reach OpenAI channels through the chat pivot',
+      );
   }
 }
 

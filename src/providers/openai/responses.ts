@@ -26,7 +26,8 @@ import type { ChatCompletion, ChatCompletionChunk, ChatMessage, FinishReason } f
 
 type Obj = Record<string, any>;
 const isObj = (v: unknown): v is Obj => !!v && typeof v === 'object' && !Array.isArray(v);
-const bad = (param: string, why: string) => new GatewayError('invalid_request', `${param}: ${why}`, { param });
+const bad = (param: string, why: string) =>
+  new GatewayError('invalid_request', `${param}: ${why}`, { param });
 
 // ---------------------------------------------------------------- usage
 
@@ -54,16 +55,37 @@ function toResponsesUsage(u: Usage | null, reasoning = 0): Obj | null {
 
 // ---------------------------------------------------------------- request: responses -> chat
 
-const IGNORED = new Set(['model', 'stream', 'store', 'metadata', 'background', 'include', 'truncation', 'service_tier', 'prompt_cache_key', 'prompt_cache_retention', 'stream_options']);
+const IGNORED = new Set([
+  'model',
+  'stream',
+  'store',
+  'metadata',
+  'background',
+  'include',
+  'truncation',
+  'service_tier',
+  'prompt_cache_key',
+  'prompt_cache_retention',
+  'stream_options',
+]);
 
 function textOf(content: unknown, param: string): string {
   if (typeof content === 'string') return content;
   if (!Array.isArray(content)) throw bad(param, 'must be a string or an array of content parts');
   let s = '';
   for (const p of content) {
-    if (isObj(p) && (p.type === 'input_text' || p.type === 'output_text' || p.type === 'text') && typeof p.text === 'string') s += p.text;
+    if (
+      isObj(p) &&
+      (p.type === 'input_text' || p.type === 'output_text' || p.type === 'text') &&
+      typeof p.text === 'string'
+    )
+      s += p.text;
     else if (isObj(p) && p.type === 'refusal' && typeof p.refusal === 'string') s += p.refusal;
-    else throw bad(param, `content part of type '${String(isObj(p) ? p.type : typeof p)}' has no translation here`);
+    else
+      throw bad(
+        param,
+        `content part of type '${String(isObj(p) ? p.type : typeof p)}' has no translation here`,
+      );
   }
   return s;
 }
@@ -78,11 +100,22 @@ function userParts(content: unknown, param: string): string | Obj[] {
       case 'output_text':
         return { type: 'text', text: String(p.text ?? '') };
       case 'input_image':
-        if (typeof p.image_url !== 'string') throw bad(`${param}[${i}]`, 'input_image needs image_url (file_id has no stateless translation)');
-        return { type: 'image_url', image_url: { url: p.image_url, ...(p.detail ? { detail: p.detail } : {}) } };
+        if (typeof p.image_url !== 'string')
+          throw bad(`${param}[${i}]`, 'input_image needs image_url (file_id has no stateless translation)');
+        return {
+          type: 'image_url',
+          image_url: { url: p.image_url, ...(p.detail ? { detail: p.detail } : {}) },
+        };
       case 'input_file':
-        if (typeof p.file_data !== 'string') throw bad(`${param}[${i}]`, 'input_file needs file_data (file_id and file_url have no stateless translation)');
-        return { type: 'file', file: { file_data: p.file_data, ...(p.filename ? { filename: p.filename } : {}) } };
+        if (typeof p.file_data !== 'string')
+          throw bad(
+            `${param}[${i}]`,
+            'input_file needs file_data (file_id and file_url have no stateless translation)',
+          );
+        return {
+          type: 'file',
+          file: { file_data: p.file_data, ...(p.filename ? { filename: p.filename } : {}) },
+        };
       default:
         throw bad(`${param}[${i}]`, `content part of type '${String(p.type)}' has no translation here`);
     }
@@ -91,8 +124,13 @@ function userParts(content: unknown, param: string): string | Obj[] {
 
 /** A Responses request as an OpenAI chat request (model left as the client's). */
 export function responsesToChat(body: Obj): Obj {
-  if (body.previous_response_id != null) throw bad('previous_response_id', 'stored conversations are not available on this channel (Anima is stateless here); send the whole input');
-  if (body.conversation != null) throw bad('conversation', 'stored conversations are not available on this channel; send the whole input');
+  if (body.previous_response_id != null)
+    throw bad(
+      'previous_response_id',
+      'stored conversations are not available on this channel (Anima is stateless here); send the whole input',
+    );
+  if (body.conversation != null)
+    throw bad('conversation', 'stored conversations are not available on this channel; send the whole input');
   if (body.prompt != null) throw bad('prompt', 'stored prompt templates are not available on this channel');
   const messages: ChatMessage[] = [];
   if (body.instructions != null) {
@@ -104,7 +142,8 @@ export function responsesToChat(body: Obj): Obj {
   else if (Array.isArray(input)) {
     let pendingCalls: Obj[] | null = null;
     const flush = () => {
-      if (pendingCalls) messages.push({ role: 'assistant', content: null, tool_calls: pendingCalls } as ChatMessage);
+      if (pendingCalls)
+        messages.push({ role: 'assistant', content: null, tool_calls: pendingCalls } as ChatMessage);
       pendingCalls = null;
     };
     input.forEach((it: unknown, i: number) => {
@@ -112,17 +151,31 @@ export function responsesToChat(body: Obj): Obj {
       if (!isObj(it)) throw bad(param, 'must be an object');
       const type = it.type ?? 'message';
       if (type === 'function_call') {
-        if (typeof it.name !== 'string' || typeof it.call_id !== 'string') throw bad(param, 'function_call needs name and call_id');
-        (pendingCalls ??= []).push({ id: it.call_id, type: 'function', function: { name: it.name, arguments: typeof it.arguments === 'string' ? it.arguments : '{}' } });
+        if (typeof it.name !== 'string' || typeof it.call_id !== 'string')
+          throw bad(param, 'function_call needs name and call_id');
+        (pendingCalls ??= []).push({
+          id: it.call_id,
+          type: 'function',
+          function: { name: it.name, arguments: typeof it.arguments === 'string' ? it.arguments : '{}' },
+        });
         return;
       }
       flush();
       switch (type) {
         case 'message': {
           const role = it.role;
-          if (role === 'user') messages.push({ role: 'user', content: userParts(it.content, `${param}.content`) } as ChatMessage);
-          else if (role === 'system' || role === 'developer') messages.push({ role, content: textOf(it.content, `${param}.content`) } as ChatMessage);
-          else if (role === 'assistant') messages.push({ role: 'assistant', content: textOf(it.content, `${param}.content`) } as ChatMessage);
+          if (role === 'user')
+            messages.push({
+              role: 'user',
+              content: userParts(it.content, `${param}.content`),
+            } as ChatMessage);
+          else if (role === 'system' || role === 'developer')
+            messages.push({ role, content: textOf(it.content, `${param}.content`) } as ChatMessage);
+          else if (role === 'assistant')
+            messages.push({
+              role: 'assistant',
+              content: textOf(it.content, `${param}.content`),
+            } as ChatMessage);
           else throw bad(`${param}.role`, "must be 'user', 'assistant', 'system' or 'developer'");
           break;
         }
@@ -137,7 +190,10 @@ export function responsesToChat(body: Obj): Obj {
         case 'item_reference':
           throw bad(param, 'item_reference needs stored responses, which this channel does not have');
         default:
-          throw bad(`${param}.type`, `input items of type '${String(type)}' have no translation to this channel`);
+          throw bad(
+            `${param}.type`,
+            `input items of type '${String(type)}' have no translation to this channel`,
+          );
       }
     });
     flush();
@@ -168,7 +224,16 @@ export function responsesToChat(body: Obj): Obj {
         const f = isObj(v) ? v.format : undefined;
         if (!f || f.type === 'text') break;
         if (f.type === 'json_object') chat.response_format = { type: 'json_object' };
-        else if (f.type === 'json_schema') chat.response_format = { type: 'json_schema', json_schema: { name: f.name, schema: f.schema, ...(f.strict != null ? { strict: f.strict } : {}), ...(f.description ? { description: f.description } : {}) } };
+        else if (f.type === 'json_schema')
+          chat.response_format = {
+            type: 'json_schema',
+            json_schema: {
+              name: f.name,
+              schema: f.schema,
+              ...(f.strict != null ? { strict: f.strict } : {}),
+              ...(f.description ? { description: f.description } : {}),
+            },
+          };
         else throw bad('text.format.type', `'${String(f.type)}' has no translation`);
         break;
       }
@@ -176,14 +241,27 @@ export function responsesToChat(body: Obj): Obj {
         if (!Array.isArray(v)) throw bad('tools', 'must be an array');
         if (v.length === 0) break;
         chat.tools = v.map((t: unknown, i: number) => {
-          if (!isObj(t) || t.type !== 'function') throw bad(`tools[${i}]`, `built-in tools ('${String(isObj(t) ? t.type : t)}') are not available through this channel; only function tools translate`);
+          if (!isObj(t) || t.type !== 'function')
+            throw bad(
+              `tools[${i}]`,
+              `built-in tools ('${String(isObj(t) ? t.type : t)}') are not available through this channel; only function tools translate`,
+            );
           if (typeof t.name !== 'string') throw bad(`tools[${i}].name`, 'is required');
-          return { type: 'function', function: { name: t.name, ...(t.description ? { description: t.description } : {}), parameters: t.parameters ?? { type: 'object', properties: {} }, ...(t.strict != null ? { strict: t.strict } : {}) } };
+          return {
+            type: 'function',
+            function: {
+              name: t.name,
+              ...(t.description ? { description: t.description } : {}),
+              parameters: t.parameters ?? { type: 'object', properties: {} },
+              ...(t.strict != null ? { strict: t.strict } : {}),
+            },
+          };
         });
         break;
       case 'tool_choice':
         if (v === 'auto' || v === 'none' || v === 'required') chat.tool_choice = v;
-        else if (isObj(v) && v.type === 'function' && typeof v.name === 'string') chat.tool_choice = { type: 'function', function: { name: v.name } };
+        else if (isObj(v) && v.type === 'function' && typeof v.name === 'string')
+          chat.tool_choice = { type: 'function', function: { name: v.name } };
         else throw bad('tool_choice', 'only auto, none, required and a function choice translate');
         break;
       default:
@@ -224,9 +302,14 @@ function baseResponse(body: Obj, alias: string, id: string, createdAt: number): 
   };
 }
 
-function finishStatus(reason: FinishReason | null | undefined): { status: string; incomplete_details: Obj | null } {
-  if (reason === 'length') return { status: 'incomplete', incomplete_details: { reason: 'max_output_tokens' } };
-  if (reason === 'content_filter') return { status: 'incomplete', incomplete_details: { reason: 'content_filter' } };
+function finishStatus(reason: FinishReason | null | undefined): {
+  status: string;
+  incomplete_details: Obj | null;
+} {
+  if (reason === 'length')
+    return { status: 'incomplete', incomplete_details: { reason: 'max_output_tokens' } };
+  if (reason === 'content_filter')
+    return { status: 'incomplete', incomplete_details: { reason: 'content_filter' } };
   return { status: 'completed', incomplete_details: null };
 }
 
@@ -235,7 +318,10 @@ const messageItem = (id: string, text: string, refusal: string | null): Obj => (
   id,
   status: 'completed',
   role: 'assistant',
-  content: refusal !== null ? [{ type: 'refusal', refusal }] : [{ type: 'output_text', text, annotations: [], logprobs: [] }],
+  content:
+    refusal !== null
+      ? [{ type: 'refusal', refusal }]
+      : [{ type: 'output_text', text, annotations: [], logprobs: [] }],
 });
 
 export function chatToResponse(body: Obj, c: ChatCompletion, usage: Usage | null, alias: string): Obj {
@@ -244,14 +330,28 @@ export function chatToResponse(body: Obj, c: ChatCompletion, usage: Usage | null
   const m = choice?.message;
   const out: Obj[] = [];
   if (m) {
-    if ((typeof m.content === 'string' && m.content !== '') || m.refusal) out.push(messageItem(`msg_${randomId(24)}`, m.content ?? '', m.refusal ?? null));
+    if ((typeof m.content === 'string' && m.content !== '') || m.refusal)
+      out.push(messageItem(`msg_${randomId(24)}`, m.content ?? '', m.refusal ?? null));
     for (const tc of m.tool_calls ?? []) {
       if (tc.type !== 'function') continue;
-      out.push({ type: 'function_call', id: `fc_${randomId(24)}`, call_id: tc.id, name: tc.function.name, arguments: tc.function.arguments, status: 'completed' });
+      out.push({
+        type: 'function_call',
+        id: `fc_${randomId(24)}`,
+        call_id: tc.id,
+        name: tc.function.name,
+        arguments: tc.function.arguments,
+        status: 'completed',
+      });
     }
   }
   const fin = finishStatus(choice?.finish_reason);
-  return { ...r, ...fin, output: out, usage: toResponsesUsage(usage, c.usage?.completion_tokens_details?.reasoning_tokens ?? 0), completed_at: Math.floor(Date.now() / 1000) };
+  return {
+    ...r,
+    ...fin,
+    output: out,
+    usage: toResponsesUsage(usage, c.usage?.completion_tokens_details?.reasoning_tokens ?? 0),
+    completed_at: Math.floor(Date.now() / 1000),
+  };
 }
 
 /** Writes the typed Responses event stream from chat chunks. */
@@ -260,7 +360,10 @@ class ResponsesStreamWriter implements PivotStream {
   private readonly resp: Obj;
   private started = false;
   private text: { id: string; index: number; buf: string } | null = null;
-  private readonly calls = new Map<number, { id: string; callId: string; name: string; args: string; index: number }>();
+  private readonly calls = new Map<
+    number,
+    { id: string; callId: string; name: string; args: string; index: number }
+  >();
   private readonly items: Obj[] = [];
   private nextIndex = 0;
   private finishReason: FinishReason | null = null;
@@ -281,7 +384,10 @@ class ResponsesStreamWriter implements PivotStream {
   private start(): string {
     if (this.started) return '';
     this.started = true;
-    return this.ev('response.created', { response: this.resp }) + this.ev('response.in_progress', { response: this.resp });
+    return (
+      this.ev('response.created', { response: this.resp }) +
+      this.ev('response.in_progress', { response: this.resp })
+    );
   }
 
   private closeText(): string {
@@ -292,15 +398,27 @@ class ResponsesStreamWriter implements PivotStream {
     const item = messageItem(t.id, t.buf, null);
     this.items[t.index] = item;
     return (
-      this.ev('response.output_text.done', { item_id: t.id, output_index: t.index, content_index: 0, text: t.buf, logprobs: [] }) +
-      this.ev('response.content_part.done', { item_id: t.id, output_index: t.index, content_index: 0, part }) +
+      this.ev('response.output_text.done', {
+        item_id: t.id,
+        output_index: t.index,
+        content_index: 0,
+        text: t.buf,
+        logprobs: [],
+      }) +
+      this.ev('response.content_part.done', {
+        item_id: t.id,
+        output_index: t.index,
+        content_index: 0,
+        part,
+      }) +
       this.ev('response.output_item.done', { output_index: t.index, item })
     );
   }
 
   push(chunk: ChatCompletionChunk): string {
     let s = this.start();
-    if (chunk.usage?.completion_tokens_details?.reasoning_tokens) this.reasoning = chunk.usage.completion_tokens_details.reasoning_tokens;
+    if (chunk.usage?.completion_tokens_details?.reasoning_tokens)
+      this.reasoning = chunk.usage.completion_tokens_details.reasoning_tokens;
     const ch = chunk.choices?.[0];
     if (!ch) return s;
     const d = ch.delta ?? {};
@@ -308,26 +426,60 @@ class ResponsesStreamWriter implements PivotStream {
     if (piece !== '') {
       if (!this.text) {
         this.text = { id: `msg_${randomId(24)}`, index: this.nextIndex++, buf: '' };
-        s += this.ev('response.output_item.added', { output_index: this.text.index, item: { type: 'message', id: this.text.id, status: 'in_progress', role: 'assistant', content: [] } });
-        s += this.ev('response.content_part.added', { item_id: this.text.id, output_index: this.text.index, content_index: 0, part: { type: 'output_text', text: '', annotations: [], logprobs: [] } });
+        s += this.ev('response.output_item.added', {
+          output_index: this.text.index,
+          item: { type: 'message', id: this.text.id, status: 'in_progress', role: 'assistant', content: [] },
+        });
+        s += this.ev('response.content_part.added', {
+          item_id: this.text.id,
+          output_index: this.text.index,
+          content_index: 0,
+          part: { type: 'output_text', text: '', annotations: [], logprobs: [] },
+        });
       }
       this.text.buf += piece;
       this.tally.add(piece);
-      s += this.ev('response.output_text.delta', { item_id: this.text.id, output_index: this.text.index, content_index: 0, delta: piece, logprobs: [] });
+      s += this.ev('response.output_text.delta', {
+        item_id: this.text.id,
+        output_index: this.text.index,
+        content_index: 0,
+        delta: piece,
+        logprobs: [],
+      });
     }
     for (const tc of d.tool_calls ?? []) {
       let c = this.calls.get(tc.index);
       if (!c) {
         s += this.closeText();
-        c = { id: `fc_${randomId(24)}`, callId: tc.id ?? `call_${randomId(24)}`, name: tc.function?.name ?? '', args: '', index: this.nextIndex++ };
+        c = {
+          id: `fc_${randomId(24)}`,
+          callId: tc.id ?? `call_${randomId(24)}`,
+          name: tc.function?.name ?? '',
+          args: '',
+          index: this.nextIndex++,
+        };
         this.calls.set(tc.index, c);
-        s += this.ev('response.output_item.added', { output_index: c.index, item: { type: 'function_call', id: c.id, call_id: c.callId, name: c.name, arguments: '', status: 'in_progress' } });
+        s += this.ev('response.output_item.added', {
+          output_index: c.index,
+          item: {
+            type: 'function_call',
+            id: c.id,
+            call_id: c.callId,
+            name: c.name,
+            arguments: '',
+            status: 'in_progress',
+          },
+        });
       }
       const a = tc.function?.arguments ?? '';
       if (a) {
         c.args += a;
         this.tally.add(a);
-        s += this.ev('response.function_call_arguments.delta', { item_id: c.id, output_index: c.index, delta: a });
+        s += this.ev('response.function_call_arguments.delta', {
+          item_id: c.id,
+          output_index: c.index,
+          delta: a,
+        });
       }
     }
     if (ch.finish_reason) this.finishReason = ch.finish_reason;
@@ -337,21 +489,44 @@ class ResponsesStreamWriter implements PivotStream {
   finish(usage: Usage | null): string {
     let s = this.start() + this.closeText();
     for (const c of [...this.calls.values()].sort((a, b) => a.index - b.index)) {
-      const item = { type: 'function_call', id: c.id, call_id: c.callId, name: c.name, arguments: c.args, status: 'completed' };
+      const item = {
+        type: 'function_call',
+        id: c.id,
+        call_id: c.callId,
+        name: c.name,
+        arguments: c.args,
+        status: 'completed',
+      };
       this.items[c.index] = item;
-      s += this.ev('response.function_call_arguments.done', { item_id: c.id, output_index: c.index, arguments: c.args });
+      s += this.ev('response.function_call_arguments.done', {
+        item_id: c.id,
+        output_index: c.index,
+        arguments: c.args,
+      });
       s += this.ev('response.output_item.done', { output_index: c.index, item });
     }
     const fin = finishStatus(this.finishReason);
-    const final = { ...this.resp, ...fin, output: this.items.filter(Boolean), usage: toResponsesUsage(usage, this.reasoning), completed_at: Math.floor(Date.now() / 1000) };
-    return s + this.ev(fin.status === 'completed' ? 'response.completed' : 'response.incomplete', { response: final });
+    const final = {
+      ...this.resp,
+      ...fin,
+      output: this.items.filter(Boolean),
+      usage: toResponsesUsage(usage, this.reasoning),
+      completed_at: Math.floor(Date.now() / 1000),
+    };
+    return (
+      s +
+      this.ev(fin.status === 'completed' ? 'response.completed' : 'response.incomplete', { response: final })
+    );
   }
 }
 
 /** Renders an error as the Responses stream's `error` event. */
 export function responsesErrorFrame(err: GatewayError): string {
   const e = toOpenAIError(err).error;
-  return sseEvent('error', JSON.stringify({ type: 'error', code: e.code, message: e.message, param: e.param, sequence_number: 0 }));
+  return sseEvent(
+    'error',
+    JSON.stringify({ type: 'error', code: e.code, message: e.message, param: e.param, sequence_number: 0 }),
+  );
 }
 
 /** The Responses dialect's side of the chat pivot. */
@@ -377,11 +552,17 @@ export class ResponsesPassthrough implements Exchange {
     private readonly alias: string,
     headers: Record<string, string>,
   ) {
-    this.call = { path: '/responses', headers, body: bodyWithModel(body, upstreamModel), stream: body.stream === true };
+    this.call = {
+      path: '/responses',
+      headers,
+      body: bodyWithModel(body, upstreamModel),
+      stream: body.stream === true,
+    };
   }
   decodeJson(text: string): JsonResult {
     const j = parseJsonObject(text);
-    if (j.object !== 'response' || !Array.isArray(j.output)) throw new GatewayError('upstream_bad_response', 'upstream answer is not a response object');
+    if (j.object !== 'response' || !Array.isArray(j.output))
+      throw new GatewayError('upstream_bad_response', 'upstream answer is not a response object');
     j.model = this.alias;
     return { body: j, usage: responsesUsage(j.usage) };
   }
@@ -400,10 +581,17 @@ export class ResponsesPassthrough implements Exchange {
       onEvent(ev: SseEvent) {
         const data = parseJsonObject(ev.data);
         const type = ev.event || String(data.type ?? '');
-        if (type === 'error') throw new GatewayError('upstream_stream_interrupted', redactSecrets(String(data.message ?? data.error?.message ?? 'upstream stream error')));
+        if (type === 'error')
+          throw new GatewayError(
+            'upstream_stream_interrupted',
+            redactSecrets(String(data.message ?? data.error?.message ?? 'upstream stream error')),
+          );
         if (type === 'response.failed' && !done) {
           const e = data.response?.error;
-          throw new GatewayError('upstream_stream_interrupted', redactSecrets(String(e?.message ?? 'the upstream response failed')));
+          throw new GatewayError(
+            'upstream_stream_interrupted',
+            redactSecrets(String(e?.message ?? 'the upstream response failed')),
+          );
         }
         if (isObj(data.response)) {
           data.response.model = alias;
