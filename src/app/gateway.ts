@@ -112,8 +112,17 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
   const publishInvalidation = async (inv: Invalidation) => {
     await coord.publish(TOPIC_CONFIG, JSON.stringify({ ...inv, at: Date.now() }));
   };
-  const admin = new ConfigAdmin(dbh.db, publishInvalidation, () => clock.now());
-  /** An invalidation names a table: reload just that one (admin tokens live beside the config). */
+  /** Reloads what an invalidation names on this instance (admin tokens live beside the config). */
+  const reloadLocal = async (table: Invalidation['table']) => {
+    if (table === 'admin_token' || table === 'all') await tokens.load().catch(() => {});
+    if (table !== 'admin_token') await config.reload(table);
+  };
+  const admin = new ConfigAdmin(dbh.db, publishInvalidation, () => clock.now(), {
+    refreshMs: settings.configRefreshMs,
+    reloadLocal,
+    log,
+  });
+  /** An invalidation names a table: reload just that one. */
   const onInvalidation = async (m: string) => {
     let inv: Invalidation & { at?: number };
     try {
@@ -123,8 +132,7 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
     }
     const table = inv.table ?? 'all';
     metrics.invalidations.labels(table).inc();
-    if (table === 'admin_token' || table === 'all') await tokens.load().catch(() => {});
-    if (table !== 'admin_token') await config.reload(table);
+    await reloadLocal(table);
     if (typeof inv.at === 'number')
       metrics.invalidationDelay.labels(table).observe(Math.max(0, Date.now() - inv.at) / 1000);
   };
@@ -163,6 +171,21 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
     }
   };
   await sync();
+  // Redis forgot: write back the breaker and channel-health states this instance knows (newer ones win, so
+  // every instance doing it at once converges), then read what the others wrote.
+  coord.onDataLoss((reason) => {
+    metrics.redisDataLoss.labels(reason).inc();
+    log.error({ reason }, 'Redis lost its data (or is another server now): rebuilding the state kept there');
+    void coord.breakers
+      .restore(breakers.states(), health.all())
+      .then(sync)
+      .catch((e: unknown) =>
+        log.warn(
+          { err: { message: String((e as Error)?.message) } },
+          'breaker state rebuild failed; the next sync retries',
+        ),
+      );
+  });
   const syncTimer = setInterval(() => void sync(), settings.breakerSyncMs);
   syncTimer.unref();
 
@@ -235,6 +258,7 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
           metrics.billingCommitFailures.inc();
         },
         onUncollected: (app, micros) => metrics.billingUncollected.labels(app).inc(Number(micros)),
+        onWritten: (ids) => billing?.written(ids),
       },
     );
     billing = new Billing(
@@ -243,14 +267,31 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
       writer,
       dbh.db,
       log,
-      { holdTtlMs: settings.billingHoldTtlMs },
+      {
+        holdTtlMs: settings.billingHoldTtlMs,
+        unconfirmedMax: settings.billingUnconfirmedMax,
+        stuckAfterMs: settings.billingStuckAfterMs,
+      },
       {
         onRefused: (reason) => metrics.billingRefused.labels(reason).inc(),
         onUncollected: (app, micros) => metrics.billingUncollected.labels(app).inc(Number(micros)),
         onSpilled: () => metrics.billingSpilled.inc(),
+        onResent: (n) => metrics.billingResent.inc(n),
+        onSwept: (n, oldest) => {
+          metrics.billingUnconfirmed.set(n);
+          metrics.billingOldestUnjournaled.set(oldest);
+        },
       },
     );
     writer.start();
+    billing.start();
+    // Redis lost its data: the streams' consumer groups are made again, and every record this instance
+    // settled that the ledger doesn't have yet goes to Redis again (exactly once by the journals' keys).
+    const b = billing;
+    coord.onDataLoss(() => {
+      if (backend instanceof RedisBilling) backend.forgetGroups();
+      void b.resendUnconfirmed().catch(() => {});
+    });
   }
 
   const taskStore = new TaskStore(dbh.db);
@@ -349,7 +390,6 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
       config,
       breakers,
       health,
-      publish: publishInvalidation,
       ...(billing ? { billing } : {}),
       console: {
         stats: metrics.stats,
@@ -379,7 +419,16 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
         migrations: { status: 'UP', details: { applied: true } },
         config: { status: 'UP', details: { loadedAt: new Date(config.loadedAt).toISOString() } },
       };
-      return { up: dbUp || redisUp, degraded: !(dbUp && redisUp), components };
+      // Journals not being written is a degraded gateway even with both stores answering (a writer that
+      // can't read its queue, say): readiness says so rather than UP.
+      const billingStuck = billing?.stuck() ?? false;
+      if (billing) {
+        components.billing = {
+          status: billingStuck ? 'STUCK' : 'UP',
+          details: { oldestUnjournaledSeconds: Math.round(billing.oldestUnjournaledMs() / 1000) },
+        };
+      }
+      return { up: dbUp || redisUp, degraded: !(dbUp && redisUp) || billingStuck, components };
     },
   });
   // A deep accept queue: a burst of thousands of new connections (clients queueing in WAIT mode) must
@@ -430,12 +479,14 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
       await stopWorker;
       // Every settled request is in the queue; write what the database takes now (the rest stays queued).
       await billing?.writer.stop();
+      billing?.stop();
       await unsubTasks().catch(() => {});
       webhooks.stop();
       clearInterval(syncTimer);
       clearInterval(probeTimer);
       clearInterval(refreshTokens);
       config.stop();
+      await admin.close(); // audit rows queued during a database outage: a last try, else logged
       await Promise.all(unsubs.map((u) => u().catch(() => {})));
       await transport.close();
       if (quotaBackend instanceof RedisQuota) quotaBackend.close();

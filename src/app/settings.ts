@@ -47,6 +47,10 @@ export interface Settings {
   billingStaleMs: number;
   /** A prepaid reservation of a request whose instance died is released after this. */
   billingHoldTtlMs: number;
+  /** Settled records an instance keeps until it sees them in the ledger (see BillingOptions.unconfirmedMax). */
+  billingUnconfirmedMax?: number;
+  /** A settled record not in the ledger after this long marks the journal writer stuck (readiness DEGRADED). */
+  billingStuckAfterMs?: number;
   /** Media tasks: first poll delay (doubling per poll up to the cap), per-kind deadlines, one upstream call's limit. */
   mediaPollMs: number;
   mediaPollCapMs: number;
@@ -94,6 +98,8 @@ export function settingsFromEnv(env: NodeJS.ProcessEnv = process.env): Settings 
     billingLingerMs: int(env.ANIMA_BILLING_LINGER_MS, 20, 'ANIMA_BILLING_LINGER_MS'),
     billingStaleMs: int(env.ANIMA_BILLING_STALE_MS, 30_000, 'ANIMA_BILLING_STALE_MS'),
     billingHoldTtlMs: int(env.ANIMA_BILLING_HOLD_TTL_MS, 10 * 60_000, 'ANIMA_BILLING_HOLD_TTL_MS'),
+    billingUnconfirmedMax: int(env.ANIMA_BILLING_UNCONFIRMED_MAX, 200_000, 'ANIMA_BILLING_UNCONFIRMED_MAX'),
+    billingStuckAfterMs: int(env.ANIMA_BILLING_STUCK_AFTER_MS, 30_000, 'ANIMA_BILLING_STUCK_AFTER_MS'),
     mediaPollMs: int(env.ANIMA_MEDIA_POLL_MS, 1_000, 'ANIMA_MEDIA_POLL_MS'),
     mediaPollCapMs: int(env.ANIMA_MEDIA_POLL_CAP_MS, 15_000, 'ANIMA_MEDIA_POLL_CAP_MS'),
     mediaDeadlineMs: {

@@ -385,6 +385,14 @@ export class Ledger {
     return { journalId: r.journalId, duplicate: r.duplicate, ...(await this.settled(r.journalId)) };
   }
 
+  /** Which of these idempotency keys have a journal (one indexed lookup per key, in one query). */
+  async journaled(idemKeys: string[]): Promise<Set<string>> {
+    if (idemKeys.length === 0) return new Set();
+    const { rows } = await sql<{ idem_key: string }>`
+      SELECT idem_key FROM ledger_journal WHERE idem_key = ANY(${idemKeys}::text[])`.execute(this.db);
+    return new Set(rows.map((r) => r.idem_key));
+  }
+
   /**
    * Posts many journals in ONE transaction (multi-row inserts, one account update): the journal writer's
    * path. Journals whose idemKey exists are skipped (reported as duplicates). All or nothing: a balance

@@ -190,6 +190,8 @@ export class RedisBilling implements BillingBackend {
   readonly kind = 'redis' as const;
   private readonly r: Redis & Cmds;
   private readonly groupsReady = new Set<number>();
+  /** Consumer groups made again after a NOGROUP answer (health, tests). */
+  groupsRecreated = 0;
   /** Streams to read next, round-robin, so one busy shard can't starve the rest. */
   private next = 0;
   /** Shards where this consumer may hold delivered, unacknowledged records (all of them at start). */
@@ -255,7 +257,7 @@ export class RedisBilling implements BillingBackend {
     await this.r.animaBillRelease(w, hz, ha, holdId);
   }
 
-  async settle(rec: BillingRecord, holdId: string | null): Promise<SettleResult> {
+  async settle(rec: BillingRecord, holdId: string | null, charge?: bigint): Promise<SettleResult> {
     const shard = shardOf(rec.appId);
     const [w, hz, ha] = this.walletKeys(rec.appId);
     const done = this.doneKey(shard, rec.id);
@@ -267,7 +269,7 @@ export class RedisBilling implements BillingBackend {
       ha,
       holdId ?? '',
       encodeRecord(rec),
-      rec.sale.toString(),
+      (charge ?? rec.sale).toString(),
       rec.prepaid ? '1' : '0',
       DONE_TTL_S,
       rec.appId,
@@ -287,6 +289,16 @@ export class RedisBilling implements BillingBackend {
     const [db, pend, held] = await this.r.hmget(this.walletKeys(appId)[0], 'db', 'pend', 'held');
     if (db === null || db === undefined) return null;
     return { ledger: BigInt(db), unwritten: BigInt(pend ?? '0'), reserved: BigInt(held ?? '0') };
+  }
+
+  /**
+   * Redis lost its data (or is another server): every group must be looked for again, and this consumer may
+   * hold delivered records anywhere. A NOGROUP answer does the same for its shard, so even a loss nobody
+   * noticed can't stop the writer for more than one read.
+   */
+  forgetGroups(): void {
+    this.groupsReady.clear();
+    for (let i = 0; i < SHARDS; i++) this.ownPending.add(i);
   }
 
   private async ensureGroup(shard: number): Promise<void> {
@@ -312,35 +324,17 @@ export class RedisBilling implements BillingBackend {
     this.next = (this.next + 1) % SHARDS;
     const perShard = await Promise.all(
       order.map(async (shard) => {
-        await this.ensureGroup(shard);
-        const key = this.stream(shard);
-        let entries: Array<[string, string[]]> = [];
-        if (this.ownPending.has(shard)) {
-          entries = parseEntries(
-            await this.r.xreadgroup('GROUP', GROUP, this.consumer, 'COUNT', count, 'STREAMS', key, '0'),
-          );
-          if (entries.length === 0) this.ownPending.delete(shard);
+        try {
+          return await this.readShard(shard, count, claimNow);
+        } catch (e) {
+          if (!String((e as Error)?.message).includes('NOGROUP')) throw e;
+          // The stream or its group vanished (Redis restarted empty, FLUSHALL, a failover): make it again
+          // from the stream's start, so records settled since are read, and read once more.
+          this.groupsReady.delete(shard);
+          this.ownPending.add(shard);
+          this.groupsRecreated++;
+          return await this.readShard(shard, count, claimNow);
         }
-        if (entries.length === 0)
-          entries = parseEntries(
-            await this.r.xreadgroup('GROUP', GROUP, this.consumer, 'COUNT', count, 'STREAMS', key, '>'),
-          );
-        if (entries.length === 0 && claimNow) {
-          const claimed = (await this.r.xautoclaim(
-            key,
-            GROUP,
-            this.consumer,
-            this.staleMs,
-            '0',
-            'COUNT',
-            count,
-          )) as [string, Array<[string, string[]] | null>];
-          entries = (claimed[1] ?? []).filter((e): e is [string, string[]] => e !== null);
-        }
-        // Delivered to this consumer now: until a '0' read finds the shard clean, assume some may be left
-        // unacknowledged (a commit that fails, or records beyond this batch's count).
-        if (entries.length) this.ownPending.add(shard);
-        return { shard, entries };
       }),
     );
     const out: QueuedRecord[] = [];
@@ -357,6 +351,42 @@ export class RedisBilling implements BillingBackend {
       }
     }
     return out;
+  }
+
+  private async readShard(
+    shard: number,
+    count: number,
+    claimNow: boolean,
+  ): Promise<{ shard: number; entries: Array<[string, string[]]> }> {
+    await this.ensureGroup(shard);
+    const key = this.stream(shard);
+    let entries: Array<[string, string[]]> = [];
+    if (this.ownPending.has(shard)) {
+      entries = parseEntries(
+        await this.r.xreadgroup('GROUP', GROUP, this.consumer, 'COUNT', count, 'STREAMS', key, '0'),
+      );
+      if (entries.length === 0) this.ownPending.delete(shard);
+    }
+    if (entries.length === 0)
+      entries = parseEntries(
+        await this.r.xreadgroup('GROUP', GROUP, this.consumer, 'COUNT', count, 'STREAMS', key, '>'),
+      );
+    if (entries.length === 0 && claimNow) {
+      const claimed = (await this.r.xautoclaim(
+        key,
+        GROUP,
+        this.consumer,
+        this.staleMs,
+        '0',
+        'COUNT',
+        count,
+      )) as [string, Array<[string, string[]] | null>];
+      entries = (claimed[1] ?? []).filter((e): e is [string, string[]] => e !== null);
+    }
+    // Delivered to this consumer now: until a '0' read finds the shard clean, assume some may be left
+    // unacknowledged (a commit that fails, or records beyond this batch's count).
+    if (entries.length) this.ownPending.add(shard);
+    return { shard, entries };
   }
 
   async ack(d: Drained): Promise<void> {

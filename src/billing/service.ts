@@ -3,7 +3,7 @@ import { sql, type Kysely } from 'kysely';
 import { GatewayError } from '../core/errors.js';
 import type { Database } from '../store/schema.js';
 import { type Ledger, LedgerError } from './ledger.js';
-import { FUNDING, walletAccount } from './journal.js';
+import { FUNDING, saleIdemKey, walletAccount } from './journal.js';
 import type { BillingBackend, BillingRecord } from './types.js';
 import type { JournalWriter } from './writer.js';
 
@@ -11,7 +11,37 @@ export interface BillingHooks {
   onRefused?: (reason: 'insufficient_balance' | 'unavailable') => void;
   onUncollected?: (appId: string, micros: bigint) => void;
   onSpilled?: () => void;
+  /** Records sent to the queue again after it lost them. */
+  onResent?: (n: number) => void;
+  /** After each confirmation sweep: records not yet seen in the ledger, and the oldest one's age. */
+  onSwept?: (unconfirmed: number, oldestSeconds: number) => void;
 }
+
+export interface BillingOptions {
+  holdTtlMs: number;
+  /**
+   * Settled records this instance keeps until it sees their journals (to send again if Redis loses them).
+   * At the bound it refuses new billable requests rather than forget one (default 200,000: ~33 min of a
+   * database outage at 100 rps per instance, a few hundred MB at worst).
+   */
+  unconfirmedMax?: number;
+  /** A record older than this still not in the ledger means journals aren't being written (default 30 s). */
+  stuckAfterMs?: number;
+  /** Records younger than this aren't looked up in the ledger: the writers take ~0.1 s (default 2 s). */
+  confirmAfterMs?: number;
+  /** How often the ledger is asked (default 1 s). */
+  sweepMs?: number;
+}
+
+/** A record settled into the queue, kept until its journal is seen in the ledger. */
+interface Unconfirmed {
+  rec: BillingRecord;
+  charged: bigint;
+  at: number;
+}
+
+/** Ledger lookups per sweep: one query of this many keys, oldest first. */
+const SWEEP_BATCH = 5_000;
 
 /**
  * The billing façade the data plane calls: reserve a prepaid wallet before the upstream is called,
@@ -23,6 +53,19 @@ export interface BillingHooks {
 export class Billing {
   /** Degraded-mode reservations of this instance: app -> hold -> amount. */
   private readonly localHolds = new Map<string, Map<string, bigint>>();
+  /**
+   * Records this instance settled into the queue whose journals it hasn't seen yet, oldest first (a Map
+   * keeps insertion order). Redis is a cache, not the record: until the ledger has a journal, this instance
+   * is the record's owner and sends it again if Redis loses it (see resendUnconfirmed).
+   */
+  private readonly unconfirmed = new Map<string, Unconfirmed>();
+  private sweepTimer: NodeJS.Timeout | null = null;
+  private sweeping: Promise<void> | null = null;
+  /** A resend failed part-way (Redis went again): the next sweep tries again. */
+  private resendPending = false;
+  private stuckSince = 0;
+  private full = false;
+  resent = 0;
 
   constructor(
     readonly backend: BillingBackend,
@@ -30,13 +73,141 @@ export class Billing {
     readonly writer: JournalWriter,
     private readonly db: Kysely<Database>,
     private readonly log: Logger,
-    private readonly opts: { holdTtlMs: number },
+    private readonly opts: BillingOptions,
     private readonly hooks: BillingHooks = {},
   ) {}
 
-  /** New billable requests are refused while settled records can reach neither Redis nor the database. */
+  /**
+   * New billable requests are refused while settled records can reach neither Redis nor the database, and
+   * while this instance holds as many unconfirmed records as it may (it would have to forget one).
+   */
   blocked(): boolean {
-    return this.writer.blocked();
+    return this.writer.blocked() || this.unconfirmed.size >= (this.opts.unconfirmedMax ?? 200_000);
+  }
+
+  /** Starts the ledger confirmation sweep (which also watches for a stuck journal writer). */
+  start(): void {
+    if (this.sweepTimer) return;
+    this.sweepTimer = setInterval(() => void this.sweep(), this.opts.sweepMs ?? 1_000);
+    this.sweepTimer.unref();
+  }
+
+  stop(): void {
+    if (this.sweepTimer) clearInterval(this.sweepTimer);
+    this.sweepTimer = null;
+  }
+
+  /** The writer committed these records' journals. */
+  written(recordIds: string[]): void {
+    for (const id of recordIds) this.unconfirmed.delete(id);
+  }
+
+  /** Age of the oldest settled record whose journal this instance hasn't seen (0 = none). */
+  oldestUnjournaledMs(now = Date.now()): number {
+    for (const u of this.unconfirmed.values()) return Math.max(0, now - u.at);
+    return 0;
+  }
+
+  /** Journals aren't being written: a record has waited longer than the bound (or spilled records can't go). */
+  stuck(now = Date.now()): boolean {
+    return this.oldestUnjournaledMs(now) > (this.opts.stuckAfterMs ?? 30_000) || this.writer.blocked();
+  }
+
+  /** What /billing/status shows. */
+  async status(): Promise<Record<string, unknown>> {
+    const oldest = this.oldestUnjournaledMs();
+    return {
+      backend: this.backend.kind,
+      queued: await this.backend.backlog().catch(() => -1),
+      spilled: this.writer.spilledCount(),
+      unconfirmed: this.unconfirmed.size,
+      oldest_unjournaled_seconds: Math.round(oldest / 100) / 10,
+      stuck: this.stuck(),
+      resent: this.resent,
+      written_by_this_instance: this.writer.written,
+      blocked: this.blocked(),
+    };
+  }
+
+  /**
+   * Redis lost its data (or is another server): sends every unconfirmed record again. Safe to repeat:
+   * a record still queued is refused by its exactly-once marker, one already journaled by the journal's
+   * idempotency key. Each goes with what it first charged, so a resend can't charge a wallet more.
+   */
+  async resendUnconfirmed(): Promise<number> {
+    this.resendPending = false;
+    const all = [...this.unconfirmed.values()];
+    let sent = 0;
+    for (let i = 0; i < all.length; i += 500) {
+      const chunk = all.slice(i, i + 500);
+      const results = await Promise.allSettled(chunk.map((u) => this.backend.settle(u.rec, null, u.charged)));
+      for (const r of results) {
+        if (r.status === 'rejected') this.resendPending = true;
+        else if (!r.value.duplicate) sent++;
+      }
+    }
+    if (sent) {
+      this.resent += sent;
+      this.hooks.onResent?.(sent);
+      this.writer.wake();
+      this.log.warn({ resent: sent, kept: all.length }, 'billing: records Redis lost were sent again');
+    }
+    return sent;
+  }
+
+  /**
+   * Drops the records whose journals are in the ledger (the other instances' writers wrote them), reports
+   * the oldest left, and logs once per episode when journals stop being written.
+   */
+  sweep(): Promise<void> {
+    this.sweeping ??= this.sweepOnce().finally(() => (this.sweeping = null));
+    return this.sweeping;
+  }
+
+  private async sweepOnce(): Promise<void> {
+    if (this.resendPending) await this.resendUnconfirmed().catch(() => {});
+    const cutoff = Date.now() - (this.opts.confirmAfterMs ?? 2_000);
+    const ids: string[] = [];
+    for (const [id, u] of this.unconfirmed) {
+      if (u.at > cutoff || ids.length >= SWEEP_BATCH) break;
+      ids.push(id);
+    }
+    if (ids.length) {
+      try {
+        const found = await this.ledger.journaled(ids.map(saleIdemKey));
+        for (const id of ids) if (found.has(saleIdemKey(id))) this.unconfirmed.delete(id);
+      } catch {
+        // The database is down: the records stay, and their age says so.
+      }
+    }
+    const now = Date.now();
+    const oldest = this.oldestUnjournaledMs(now);
+    this.hooks.onSwept?.(this.unconfirmed.size, oldest / 1000);
+    const stuck = this.stuck(now);
+    if (stuck && !this.stuckSince) {
+      this.stuckSince = now;
+      this.log.error(
+        {
+          unconfirmed: this.unconfirmed.size,
+          oldestSeconds: Math.round(oldest / 1000),
+          spilled: this.writer.spilledCount(),
+        },
+        'billing: journals are not being written (settled records are waiting); requests are still served while they can be kept',
+      );
+    } else if (!stuck && this.stuckSince) {
+      this.log.warn(
+        { stuckSeconds: Math.round((now - this.stuckSince) / 1000) },
+        'billing: journals are being written again',
+      );
+      this.stuckSince = 0;
+    }
+    const full = this.unconfirmed.size >= (this.opts.unconfirmedMax ?? 200_000);
+    if (full && !this.full)
+      this.log.error(
+        { unconfirmed: this.unconfirmed.size },
+        'billing: too many settled records wait for the ledger; new billable requests are refused until they are written',
+      );
+    this.full = full;
   }
 
   /** Reserves `amount` of a prepaid wallet: 402 insufficient_balance when it can't cover it. */
@@ -111,7 +282,10 @@ export class Billing {
     try {
       const r = await this.backend.settle(rec, local ? null : holdId);
       if (!r.duplicate && r.charged < rec.sale) this.hooks.onUncollected?.(rec.appId, rec.sale - r.charged);
-      if (!r.duplicate) this.writer.wake();
+      if (!r.duplicate) {
+        this.unconfirmed.set(rec.id, { rec, charged: r.charged, at: Date.now() });
+        this.writer.wake();
+      }
       return { charged: r.charged };
     } catch (e) {
       this.log.warn(

@@ -69,9 +69,10 @@ export interface BillingBackend {
   /**
    * Atomically: releases the reservation `holdId` (if any), charges the wallet min(sale, what it has),
    * and appends the record to the durable queue. Exactly once per record id: a replay is refused here while
-   * the record is queued, and by its journal's unique key once written.
+   * the record is queued, and by its journal's unique key once written. `charge` (a resend after Redis
+   * lost the record) is what the first settlement charged, charged again in place of the sale.
    */
-  settle(rec: BillingRecord, holdId: string | null): Promise<SettleResult>;
+  settle(rec: BillingRecord, holdId: string | null, charge?: bigint): Promise<SettleResult>;
   /** Seeds a wallet's mirror from the ledger (no-op when present). */
   initWallet(appId: string, available: bigint, version: bigint): Promise<void>;
   /** Moves a wallet's mirror to a newer ledger balance (funding, corrections). Older versions are ignored. */

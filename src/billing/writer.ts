@@ -23,6 +23,8 @@ export interface WriterHooks {
   /** 'db': the database refused a commit; 'queue': the queue (Redis) could not be read or acknowledged. */
   onFailed?: (where: 'db' | 'queue') => void;
   onUncollected?: (appId: string, micros: bigint) => void;
+  /** These records' journals are in the ledger now (written by this writer, or found there already). */
+  onWritten?: (recordIds: string[]) => void;
 }
 
 /**
@@ -237,6 +239,7 @@ export class JournalWriter {
     }
     this.commitFailed = false;
     this.written += journals.length;
+    this.hooks.onWritten?.(items.map((q) => q.record.id));
     this.hooks.onCommitted?.(journals.length, performance.now() - t0);
     return [...charged.keys()].map((appId) => ({
       appId,

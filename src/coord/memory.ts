@@ -39,8 +39,9 @@ class MemoryBreakerStore implements BreakerStore {
   }
   async cas(channel: string, expectedGen: number, next: SharedBreakerState) {
     const cur = this.states.get(channel);
-    const gen = cur?.gen ?? 0;
-    if (gen !== expectedGen) return { ok: false, current: cur ?? CLOSED_INITIAL };
+    // As in Redis: a stored generation below the writer's means the store forgot (see CAS_LUA).
+    const gen = cur?.gen ?? -1;
+    if (gen > expectedGen) return { ok: false, current: cur ?? CLOSED_INITIAL };
     this.states.set(channel, next);
     return { ok: true, current: next };
   }
@@ -55,6 +56,20 @@ class MemoryBreakerStore implements BreakerStore {
   }
   async setHealth(channel: string, h: ChannelHealth) {
     this.health.set(channel, h);
+  }
+  async restore(states: Map<string, SharedBreakerState>, health: Map<string, ChannelHealth>) {
+    let n = 0;
+    for (const [ch, st] of states) {
+      if ((this.states.get(ch)?.gen ?? -1) >= st.gen) continue;
+      this.states.set(ch, st);
+      n++;
+    }
+    for (const [ch, h] of health) {
+      if ((this.health.get(ch)?.updatedAt ?? -1) >= h.updatedAt) continue;
+      this.health.set(ch, h);
+      n++;
+    }
+    return n;
   }
 }
 
@@ -101,6 +116,9 @@ export class MemoryCoordinator implements Coordinator {
   }
   async ping() {
     return true;
+  }
+  onDataLoss(): void {
+    // Memory is the process itself: it can't forget while the process lives.
   }
   async close() {
     this.bus.removeAllListeners();

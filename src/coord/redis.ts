@@ -1,9 +1,11 @@
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import { TickPipeline } from './tick-pipeline.js';
+import { randomBytes } from 'node:crypto';
 import {
   type BreakerStore,
   type ChannelHealth,
   type Coordinator,
+  type DataLossReason,
   type SharedBreakerState,
   type Unsubscribe,
   CLOSED_INITIAL,
@@ -13,15 +15,34 @@ import {
  * Breaker keys share one hash tag ({...brk}) so each script touches a single slot on Redis Cluster.
  * Breaker traffic is tiny (transitions and probes only), so one slot for all of it is no hot spot.
  */
+// A stored generation below the writer's can only mean Redis forgot (generations only grow, and an
+// instance only knows generations Redis held): the writer's view is the newer one, so the write wins. A
+// missing key is a fresh closed breaker of generation 0 in the same way.
 const CAS_LUA = `
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
-local gen = 0
+local gen = -1
 if cur then gen = cjson.decode(cur).gen end
-if gen == tonumber(ARGV[2]) then
+if gen <= tonumber(ARGV[2]) then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
   return {1, ARGV[3]}
 end
 return {0, cur}
+`;
+
+// Rebuild after data loss: each instance writes back what it knows, field by field, where Redis has
+// nothing or something older (ARGV: field, json, order value; KEYS[1] the hash; ARGV[#] the JSON field
+// compared: 'gen' for breakers, 'updatedAt' for channel health).
+const RESTORE_LUA = `
+local by = ARGV[#ARGV]
+local n = 0
+for i = 1, #ARGV - 1, 3 do
+  local cur = redis.call('HGET', KEYS[1], ARGV[i])
+  if not cur or (cjson.decode(cur)[by] or -1) < tonumber(ARGV[i + 2]) then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+    n = n + 1
+  end
+end
+return n
 `;
 
 const INCR_TTL_LUA = `
@@ -33,6 +54,7 @@ return n
 type Cmds = {
   animaCas(key: string, field: string, gen: number, next: string): Promise<[number, string | null]>;
   animaIncrTtl(key: string, ttl: number): Promise<number>;
+  animaRestore(key: string, ...args: string[]): Promise<number>;
 };
 
 class RedisBreakerStore implements BreakerStore {
@@ -72,6 +94,19 @@ class RedisBreakerStore implements BreakerStore {
   async setHealth(channel: string, h: ChannelHealth) {
     await this.r.hset(this.healthKey, channel, JSON.stringify(h));
   }
+  async restore(states: Map<string, SharedBreakerState>, health: Map<string, ChannelHealth>) {
+    const args = (m: Map<string, SharedBreakerState | ChannelHealth>, by: 'gen' | 'updatedAt') => {
+      const out: string[] = [];
+      for (const [ch, v] of m)
+        out.push(ch, JSON.stringify(v), String((v as unknown as Record<string, number>)[by]));
+      out.push(by);
+      return out;
+    };
+    let n = 0;
+    if (states.size) n += await this.r.animaRestore(this.stateKey, ...args(states, 'gen'));
+    if (health.size) n += await this.r.animaRestore(this.healthKey, ...args(health, 'updatedAt'));
+    return n;
+  }
 }
 
 /** A second connection for subscriptions (Redis and Cluster name their duplicate() arguments differently). */
@@ -98,6 +133,8 @@ export interface RedisCoordinatorOptions {
   prefix?: string;
   /** A command unanswered this long fails (default 5 s: far above any healthy Redis, well below a stuck request). */
   commandTimeoutMs?: number;
+  /** How often the epoch key is read to notice that Redis lost its data (default 1 s). */
+  epochCheckMs?: number;
 }
 
 export class RedisCoordinator implements Coordinator {
@@ -109,6 +146,14 @@ export class RedisCoordinator implements Coordinator {
   private sub: Redis | null = null;
   private readonly handlers = new Map<string, Set<(m: string) => void>>();
   private readonly prefix: string;
+  /** The dataset this instance works with: the epoch key's value, and the server's run id (not on a Cluster). */
+  private epoch: string | null = null;
+  private runId: string | null = null;
+  private readonly lossHandlers: Array<(reason: DataLossReason) => void> = [];
+  private epochTimer: NodeJS.Timeout | null = null;
+  private checking: Promise<void> | null = null;
+  /** Data-loss events seen by this instance (health, tests). */
+  dataLosses = 0;
 
   constructor(private readonly opts: RedisCoordinatorOptions) {
     this.prefix = opts.prefix ?? 'anima:';
@@ -144,6 +189,7 @@ export class RedisCoordinator implements Coordinator {
     this.cmd.on('error', () => {}); // reconnects on its own; health is read through ping()
     this.cmd.defineCommand('animaCas', { numberOfKeys: 1, lua: CAS_LUA });
     this.cmd.defineCommand('animaIncrTtl', { numberOfKeys: 1, lua: INCR_TTL_LUA });
+    this.cmd.defineCommand('animaRestore', { numberOfKeys: 1, lua: RESTORE_LUA });
     this.breakers = new RedisBreakerStore(this.cmd, this.prefix);
     this.tick = new TickPipeline(this.cmd);
   }
@@ -179,6 +225,63 @@ export class RedisCoordinator implements Coordinator {
       }),
     ]).finally(() => clearTimeout(timer));
     this.cmd.options.enableOfflineQueue = false;
+    await this.checkDataset();
+    // A reconnect may reach a server that restarted empty or a promoted replica: look at once, not only
+    // at the next tick. The timer catches what a reconnect doesn't show (FLUSHALL, eviction).
+    this.cmd.on('ready', () => void this.checkDataset().catch(() => {}));
+    this.epochTimer = setInterval(
+      () => void this.checkDataset().catch(() => {}),
+      this.opts.epochCheckMs ?? 1_000,
+    );
+    this.epochTimer.unref();
+  }
+
+  onDataLoss(handler: (reason: DataLossReason) => void): void {
+    this.lossHandlers.push(handler);
+  }
+
+  /**
+   * Is this still the dataset we started with? The epoch key (no TTL, written once by whichever instance
+   * finds it missing) vanishes with a restart without persistence, FLUSHALL or eviction; the server's run id
+   * changes on a restart or a failover, which may have lost the last writes though the epoch survived. Either
+   * change tells every handler to rebuild its state. The first look only records what it sees.
+   */
+  checkDataset(): Promise<void> {
+    this.checking ??= this.lookAtDataset().finally(() => (this.checking = null));
+    return this.checking;
+  }
+
+  private async lookAtDataset(): Promise<void> {
+    const key = `${this.prefix}epoch`;
+    let epoch = await this.cmd.get(key);
+    if (epoch === null) {
+      await this.cmd.set(key, `${Date.now()}-${randomBytes(6).toString('hex')}`, 'NX');
+      epoch = await this.cmd.get(key);
+    }
+    let runId: string | null = null;
+    if (!(this.cmd instanceof Cluster)) {
+      const m = /run_id:([0-9a-f]+)/.exec(await this.cmd.info('server'));
+      runId = m?.[1] ?? null;
+    }
+    const first = this.epoch === null;
+    const reason: DataLossReason | null = first
+      ? null
+      : epoch !== this.epoch
+        ? 'epoch'
+        : runId !== null && this.runId !== null && runId !== this.runId
+          ? 'server'
+          : null;
+    this.epoch = epoch;
+    if (runId !== null) this.runId = runId;
+    if (!reason) return;
+    this.dataLosses++;
+    for (const h of this.lossHandlers) {
+      try {
+        h(reason);
+      } catch {
+        // a handler's failure is its own; the others still rebuild
+      }
+    }
   }
 
   /** The command connection is up right now (no round trip). */
@@ -238,6 +341,7 @@ export class RedisCoordinator implements Coordinator {
   }
 
   async close() {
+    if (this.epochTimer) clearInterval(this.epochTimer);
     this.sub?.disconnect();
     this.tick.close();
     this.cmd.disconnect();

@@ -59,9 +59,21 @@ export interface BreakerStore {
   probeSucceeded(channel: string, gen: number, ttlMs: number): Promise<number>;
   getHealth(): Promise<Map<string, ChannelHealth>>;
   setHealth(channel: string, health: ChannelHealth): Promise<void>;
+  /**
+   * After the store lost data: writes back this instance's known states wherever the store holds nothing
+   * or an older one (by generation, by updatedAt). Returns how many fields it wrote.
+   */
+  restore(states: Map<string, SharedBreakerState>, health: Map<string, ChannelHealth>): Promise<number>;
 }
 
 export type Unsubscribe = () => Promise<void>;
+
+/**
+ * Why the shared store may have forgotten state: 'epoch' (the epoch key is gone or was replaced: a restart
+ * without persistence, FLUSHALL, eviction) or 'server' (the connection now reaches another server or
+ * another run of it: a failover, or a restart that may have lost the last writes).
+ */
+export type DataLossReason = 'epoch' | 'server';
 
 export interface Coordinator {
   readonly kind: 'redis' | 'memory';
@@ -75,5 +87,11 @@ export interface Coordinator {
   /** Milliseconds since epoch by the shared clock (Redis TIME), so instances agree on time. */
   time(): Promise<number>;
   ping(): Promise<boolean>;
+  /**
+   * Called when the shared store may have lost data (not on a mere reconnect to the same dataset). Every
+   * module that keeps state there rebuilds its part (see the README's table of Redis state). The in-process
+   * backend never loses data and never calls it.
+   */
+  onDataLoss(handler: (reason: DataLossReason) => void): void;
   close(): Promise<void>;
 }

@@ -190,6 +190,27 @@ export class Metrics {
     help: 'Settlements that could not reach Redis and went to the database directly',
     registers: [this.registry],
   });
+  readonly billingUnconfirmed = new client.Gauge({
+    name: 'anima_billing_unconfirmed',
+    help: 'Records this instance settled into Redis and has not yet seen in the ledger (kept to resend if Redis loses them)',
+    registers: [this.registry],
+  });
+  readonly billingOldestUnjournaled = new client.Gauge({
+    name: 'anima_billing_oldest_unjournaled_seconds',
+    help: "Age of the oldest record this instance settled that the ledger doesn't have yet (0 = none); a stuck journal writer shows here",
+    registers: [this.registry],
+  });
+  readonly billingResent = new client.Counter({
+    name: 'anima_billing_resent_total',
+    help: 'Settled records sent to Redis again because Redis lost them before they were journaled',
+    registers: [this.registry],
+  });
+  readonly redisDataLoss = new client.Counter({
+    name: 'anima_redis_data_loss_total',
+    help: 'Times this instance found Redis had lost its data (epoch: the epoch key vanished; server: another server or run)',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
   readonly webhooks = new client.Counter({
     name: 'anima_webhook_deliveries_total',
     help: 'Webhook delivery attempts by result (delivered, retry, failed)',
