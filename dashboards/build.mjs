@@ -138,6 +138,15 @@ const dashboards = {
       ['sum(rate(anima_billing_journals_written_total[5m]))', 'journals/s'],
     ]),
     panel('Unwritten billing records (backlog)', [['sum(anima_billing_backlog)', 'backlog']]),
+    panel(
+      'Oldest settled request not yet in the ledger (alert: > 60 s)',
+      [['max by (instance) (anima_billing_oldest_unjournaled_seconds)', '{{instance}}']],
+      { unit: 's' },
+    ),
+    panel('Redis data-loss events and records sent again', [
+      ['sum by (reason) (increase(anima_redis_data_loss_total[1h]))', 'data loss: {{reason}}'],
+      ['sum(increase(anima_billing_resent_total[1h]))', 'records resent'],
+    ]),
     panel('Journal batch commit p99', [[q(0.99, 'anima_billing_commit_seconds'), 'p99']], { unit: 's' }),
     panel('Journal commit failures and direct writes (Redis down)', [
       ['sum(increase(anima_billing_commit_failures_total[5m]))', 'commit failures'],

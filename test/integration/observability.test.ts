@@ -4,6 +4,7 @@
  * exists; each dashboard has Grafana's shape; a scrape with a large config stays cheap.
  */
 import { readdirSync, readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
 // @ts-expect-error: the package ships no types
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -222,6 +223,20 @@ describe('metrics after a scripted mix of traffic', () => {
           }
         }
       }
+    }
+  });
+
+  it('every metric the shipped alert rules use exists in a scrape', async () => {
+    const m = await scrape();
+    const doc = parseYaml(readFileSync('dashboards/alerts.yml', 'utf8')) as {
+      groups: Array<{ rules: Array<{ alert: string; expr: string }> }>;
+    };
+    const rules = doc.groups.flatMap((g) => g.rules);
+    expect(rules.map((r) => r.alert)).toContain('AnimaJournalsNotWritten');
+    for (const r of rules) {
+      const names = r.expr.match(/anima_[a-z_]+/g) ?? [];
+      expect(names.length, r.alert).toBeGreaterThan(0);
+      for (const metric of names) expect(m.has(metric), `${r.alert}: ${metric}`).toBe(true);
     }
   });
 
