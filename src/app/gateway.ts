@@ -176,6 +176,10 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
   coord.onDataLoss((reason) => {
     metrics.redisDataLoss.labels(reason).inc();
     log.error({ reason }, 'Redis lost its data (or is another server now): rebuilding the state kept there');
+    // Invalidations published while Redis was away went nowhere: reload config from the database now
+    // rather than at the next refresh (this also refills the L2 that vanished).
+    void config.reload('all').catch(() => {});
+    void tokens.load().catch(() => {});
     void coord.breakers
       .restore(breakers.states(), health.all())
       .then(sync)
