@@ -275,6 +275,7 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
         holdTtlMs: settings.billingHoldTtlMs,
         unconfirmedMax: settings.billingUnconfirmedMax,
         stuckAfterMs: settings.billingStuckAfterMs,
+        queueDown: () => !redisLive(),
       },
       {
         onRefused: (reason) => metrics.billingRefused.labels(reason).inc(),

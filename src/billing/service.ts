@@ -31,6 +31,10 @@ export interface BillingOptions {
   confirmAfterMs?: number;
   /** How often the ledger is asked (default 1 s). */
   sweepMs?: number;
+  /** Is the queue (Redis) unreachable right now? Records it can't be asked for go to the database directly. */
+  queueDown?: () => boolean;
+  /** With the queue unreachable this long after a record settled, the record is written directly (default 5 s). */
+  spillAfterMs?: number;
 }
 
 /** A record settled into the queue, kept until its journal is seen in the ledger. */
@@ -38,6 +42,8 @@ interface Unconfirmed {
   rec: BillingRecord;
   charged: bigint;
   at: number;
+  /** Handed to the writer directly (Redis unreachable): not again. */
+  spilled?: boolean;
 }
 
 /** Ledger lookups per sweep: one query of this many keys, oldest first. */
@@ -164,6 +170,28 @@ export class Billing {
     return this.sweeping;
   }
 
+  /**
+   * Redis is unreachable, perhaps for good (a server that died with its data, a failover not yet pointed
+   * at): records settled into it and not yet journaled are written to the database directly, with what they
+   * charged. If Redis comes back with them, the journals' idempotency keys refuse the second write.
+   */
+  private spillUnreachable(now: number): void {
+    const cutoff = now - (this.opts.spillAfterMs ?? 5_000);
+    let n = 0;
+    for (const u of this.unconfirmed.values()) {
+      if (u.at > cutoff) break;
+      if (u.spilled) continue;
+      u.spilled = true;
+      this.writer.spill({ ...u.rec, charged: u.charged });
+      n++;
+    }
+    if (n)
+      this.log.warn(
+        { records: n },
+        'billing: Redis unreachable; settled records it held are written directly',
+      );
+  }
+
   private async sweepOnce(): Promise<void> {
     if (this.resendPending) await this.resendUnconfirmed().catch(() => {});
     const cutoff = Date.now() - (this.opts.confirmAfterMs ?? 2_000);
@@ -181,6 +209,7 @@ export class Billing {
       }
     }
     const now = Date.now();
+    if (this.opts.queueDown?.()) this.spillUnreachable(now);
     const oldest = this.oldestUnjournaledMs(now);
     this.hooks.onSwept?.(this.unconfirmed.size, oldest / 1000);
     const stuck = this.stuck(now);

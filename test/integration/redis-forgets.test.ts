@@ -15,6 +15,7 @@ import { startFakeOpenAI } from '../../fakes/index.js';
 import type { RedisCoordinator } from '../../src/coord/redis.js';
 import {
   REDIS_URL,
+  TcpProxy,
   type TestDatabase,
   adminApi,
   cleanupRedis,
@@ -250,5 +251,44 @@ describe('breaker store', () => {
     const stale = await B.coord.breakers.cas('lonely', 3, { ...next, gen: 4 });
     expect(stale.ok).toBe(false);
     expect(stale.current.gen).toBe(8);
+  });
+});
+
+describe('Redis unreachable for good', () => {
+  it('records it held unjournaled are written to the database directly, once, and a Redis that returns adds nothing', async () => {
+    const url = new URL(REDIS_URL);
+    const proxy = await new TcpProxy({ host: url.hostname, port: Number(url.port || 6379) }).start();
+    const p2 = testRedisPrefix();
+    const C = await startTestGateway({
+      databaseUrl: tdb.url,
+      redisUrl: `redis://127.0.0.1:${proxy.port}`,
+      redisPrefix: p2,
+    });
+    try {
+      await waitFor(() => C.config.price('main', null), 3_000, 5);
+      await C.billing!.writer.stop();
+      const ids: string[] = [];
+      for (let i = 0; i < 10; i++) {
+        const res = await chat(C, 'main');
+        expect(res.status).toBe(200);
+        ids.push(res.headers.get('x-request-id')!);
+      }
+      C.billing!.writer.start();
+      // Settled into Redis; before the writer reads them, Redis goes away (and stays away).
+      proxy.down();
+      await waitFor(async () => (await journalCount(ids)) === ids.length, 15_000, 50);
+      expect(
+        C.logs.records().some((l) => String(l.msg).includes('settled records it held are written directly')),
+      ).toBe(true);
+      // Redis returns with the same records still queued: their journals exist, so nothing is written twice.
+      proxy.up();
+      await waitFor(async () => (await C.billing!.backend.backlog().catch(() => -1)) === 0, 15_000, 50);
+      expect(await journalCount(ids)).toBe(ids.length);
+      expect((await adminApi(() => C.url)('GET', '/billing/trial-balance')).balanced).toBe(true);
+    } finally {
+      await C.close();
+      await proxy.close();
+      await cleanupRedis(p2);
+    }
   });
 });
