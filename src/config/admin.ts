@@ -2,7 +2,13 @@
  * The control plane's write path. Every change: one transaction that takes a per-entity advisory lock,
  * checks the optimistic lock (version_no), checks effective windows don't overlap, writes the row and
  * exactly one audit row; then, after commit, an invalidation event so every instance reloads.
+ *
+ * In an outage the answer tells what happened: a database that can't be reached refuses the write with
+ * 503 before anything changed (or says the outcome is unknown if the connection died during COMMIT); once
+ * committed, a write never fails: an invalidation that can't be published (Redis down) reloads this
+ * instance at once and reaches the others within their refresh TTL, and says so.
  */
+import type { Logger } from 'pino';
 import { sql } from 'kysely';
 import { GatewayError } from '../core/errors.js';
 import { randomId } from '../core/ids.js';
@@ -10,6 +16,7 @@ import type { Db } from '../store/db.js';
 import { hashKey, newSecretKey } from './repo.js';
 import { isSealed, openSecret } from './secrets.js';
 import { PRICE_COLUMNS } from './price.js';
+import { type Entity, validateWrite } from './validate.js';
 
 function openSecretSafe(s: string): string {
   try {
@@ -18,7 +25,6 @@ function openSecretSafe(s: string): string {
     return '????';
   }
 }
-import { type Entity, validateWrite } from './validate.js';
 
 export interface Actor {
   id: string;
@@ -30,6 +36,83 @@ export interface Invalidation {
   table: Entity | 'admin_token' | 'setting' | 'all';
   key?: string;
 }
+
+/** A committed change the other instances learn of late: its invalidation could not be published. */
+export interface DeferredPropagation {
+  published: false;
+  /** Every instance reloads all config this often: the change reaches them within it. */
+  within_ms: number;
+}
+
+/** Where an operator action's audit row is: written, queued until the database is back, or only logged. */
+export type AuditOutcome = 'written' | 'deferred' | 'dropped';
+
+export interface ConfigAdminOptions {
+  /** The instances' config refresh TTL (default 30 s). */
+  refreshMs?: number;
+  /** Reloads a table on this instance alone, from the database: used when an invalidation can't be published. */
+  reloadLocal?: (table: Invalidation['table']) => Promise<void>;
+  log?: Logger;
+  /** How often queued audit rows are retried (default 1 s). */
+  auditRetryMs?: number;
+}
+
+const DEFAULT_REFRESH_MS = 30_000;
+/** Audit rows kept in memory while the database is away; past this, a row is logged and dropped. */
+const MAX_PENDING_AUDIT = 1_000;
+
+const CONNECTION_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+]);
+/** pg reports a lost, refused or timed-out connection as a plain Error with one of these messages. */
+const CONNECTION_MESSAGE =
+  /^(Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|Client was closed)/i;
+
+/** True when the database could not be reached, as opposed to having refused the statement. */
+export function isDbUnavailable(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  const code = (err as { code?: unknown }).code;
+  if (typeof code === 'string') {
+    if (CONNECTION_CODES.has(code)) return true;
+    // SQLSTATE 08xxx: connection exception; 57P01-03: shutting down or starting; 53300: too many connections
+    if (code.startsWith('08') || /^57P0[123]$/.test(code) || code === '53300') return true;
+  }
+  if (err instanceof AggregateError && err.errors.some(isDbUnavailable)) return true;
+  return CONNECTION_MESSAGE.test(err.message);
+}
+
+const errText = (err: unknown) => (err instanceof Error ? err.message : String(err));
+
+interface AuditRow {
+  actor: Actor;
+  action: string;
+  entity: string;
+  key: string;
+  before: unknown;
+  after: unknown;
+  requestId?: string | undefined;
+  /** A deferred row keeps the time of the action, not of its late insert. */
+  at?: Date;
+}
+
+/** An audit row as a log line carries it (when it is dropped, the log is all that is left of it). */
+const auditView = (r: AuditRow) => ({
+  at: r.at?.toISOString(),
+  actor: `${r.actor.name} (${r.actor.id})`,
+  action: r.action,
+  entity: r.entity,
+  key: r.key,
+  before: r.before,
+  after: r.after,
+  request_id: r.requestId ?? null,
+});
 
 type Row = Record<string, any>;
 type Dto = Record<string, unknown>;
@@ -151,11 +234,22 @@ interface Target {
 }
 
 export class ConfigAdmin {
+  /** Audit rows of actions that took effect while the database was away, oldest first. */
+  private readonly pendingAudit: AuditRow[] = [];
+  private auditTimer: NodeJS.Timeout | null = null;
+  private flushing: Promise<void> | null = null;
+
   constructor(
     private readonly db: Db,
     private readonly publish: (inv: Invalidation) => Promise<void>,
     private readonly now: () => number = Date.now,
+    private readonly opts: ConfigAdminOptions = {},
   ) {}
+
+  /** Audit rows waiting for the database. */
+  get auditBacklog(): number {
+    return this.pendingAudit.length;
+  }
 
   private t(entity: Entity) {
     return this.db.selectFrom(entity as any) as any;
@@ -257,28 +351,66 @@ export class ConfigAdmin {
     }
   }
 
-  private async audit(
-    db: Db,
-    actor: Actor,
-    action: string,
-    entity: string,
-    key: string,
-    before: unknown,
-    after: unknown,
-    requestId?: string,
-  ) {
+  private async audit(db: Db, r: AuditRow) {
     await db
       .insertInto('audit_log')
       .values({
-        actor: `${actor.name} (${actor.id})`,
-        action,
-        entity,
-        entity_key: key,
-        before: before === null || before === undefined ? null : JSON.stringify(before),
-        after: after === null || after === undefined ? null : JSON.stringify(after),
-        request_id: requestId ?? null,
+        actor: `${r.actor.name} (${r.actor.id})`,
+        action: r.action,
+        entity: r.entity,
+        entity_key: r.key,
+        before: r.before === null || r.before === undefined ? null : JSON.stringify(r.before),
+        after: r.after === null || r.after === undefined ? null : JSON.stringify(r.after),
+        request_id: r.requestId ?? null,
+        ...(r.at ? { at: r.at } : {}),
       } as never)
       .execute();
+  }
+
+  /**
+   * Runs a write transaction. A database that can't be reached becomes 503: "nothing changed" when the
+   * work never finished, "outcome unknown" when the connection died during COMMIT (it may have landed).
+   */
+  private async commit<T>(work: (trx: Db) => Promise<T>): Promise<T> {
+    let committing = false;
+    try {
+      return await this.db.transaction().execute(async (trx) => {
+        const out = await work(trx);
+        committing = true;
+        return out;
+      });
+    } catch (err) {
+      if (err instanceof GatewayError || !isDbUnavailable(err)) throw err;
+      throw committing
+        ? new GatewayError(
+            'service_unavailable',
+            'The database connection was lost while committing: the change may or may not have been applied. Re-read before retrying (a retry naming the version you read gets 409 if it was).',
+            { cause: err, details: { outcome: 'unknown' } },
+          )
+        : new GatewayError(
+            'service_unavailable',
+            'The database is unreachable: nothing was changed. Retry when it is back.',
+            { cause: err, details: { outcome: 'not_applied' } },
+          );
+    }
+  }
+
+  /**
+   * Tells every instance about a committed change. When that fails (Redis down) the change still stands:
+   * this instance reloads from the database at once, the others at their next refresh; the caller says so.
+   */
+  async propagate(inv: Invalidation): Promise<DeferredPropagation | null> {
+    try {
+      await this.publish(inv);
+      return null;
+    } catch (err) {
+      this.opts.log?.warn(
+        { table: inv.table, key: inv.key, err: errText(err) },
+        'config change committed but not published: other instances pick it up at their next refresh',
+      );
+      await this.opts.reloadLocal?.(inv.table).catch(() => {});
+      return { published: false, within_ms: this.opts.refreshMs ?? DEFAULT_REFRESH_MS };
+    }
   }
 
   async create(
@@ -286,7 +418,7 @@ export class ConfigAdmin {
     entity: Entity,
     body: unknown,
     opts: { appId?: string; requestId?: string } = {},
-  ): Promise<{ row: Dto; sk?: string }> {
+  ): Promise<{ row: Dto; sk?: string; propagation: DeferredPropagation | null }> {
     const v = validateWrite(entity, body, 'create');
     let sk: string | undefined;
     if (entity === 'app' && !v.id) v.id = 'app_' + randomId(16);
@@ -307,7 +439,7 @@ export class ConfigAdmin {
         : entity === 'price'
           ? `${v.alias}:${v.channel ?? '*'}`
           : String(v[KEY_COL[entity]]);
-    const row = await this.db.transaction().execute(async (trx) => {
+    const row = await this.commit(async (trx) => {
       await this.lock(trx, entity, key);
       if (entity === 'api_key') {
         const app = await trx
@@ -337,14 +469,22 @@ export class ConfigAdmin {
         .values(v)
         .returningAll()
         .executeTakeFirstOrThrow();
-      await this.audit(trx, actor, 'create', entity, key, null, toDto(entity, created), opts.requestId);
+      await this.audit(trx, {
+        actor,
+        action: 'create',
+        entity,
+        key,
+        before: null,
+        after: toDto(entity, created),
+        requestId: opts.requestId,
+      });
       return created;
     });
-    await this.publish({
+    const propagation = await this.propagate({
       table: entity,
       key: entity === 'quota' || entity === 'price' ? String(row.id) : key,
     });
-    return { row: toDto(entity, row), ...(sk ? { sk } : {}) };
+    return { row: toDto(entity, row), ...(sk ? { sk } : {}), propagation };
   }
 
   private async checkChainChannels(db: Db, chainJson: string): Promise<void> {
@@ -372,14 +512,14 @@ export class ConfigAdmin {
     versionNo: number | undefined,
     body: unknown,
     t: Target & { requestId?: string } = {},
-  ): Promise<Dto> {
+  ): Promise<{ row: Dto; propagation: DeferredPropagation | null }> {
     if (versionNo === undefined)
       throw new GatewayError(
         'version_required',
         'Name the version you read: If-Match header or version_no in the body.',
       );
     const v = validateWrite(entity, body, 'patch');
-    const out = await this.db.transaction().execute(async (trx) => {
+    const out = await this.commit(async (trx) => {
       await this.lock(trx, entity, key);
       const cur = await this.resolve(trx, entity, key, t);
       if (cur.version_no !== versionNo) {
@@ -416,20 +556,19 @@ export class ConfigAdmin {
         .executeTakeFirst();
       if (!updated)
         throw new GatewayError('version_conflict', `${entity} '${key}' changed meanwhile: re-read and retry`);
-      await this.audit(
-        trx,
+      await this.audit(trx, {
         actor,
-        'update',
+        action: 'update',
         entity,
         key,
-        toDto(entity, cur),
-        toDto(entity, updated),
-        t.requestId,
-      );
+        before: toDto(entity, cur),
+        after: toDto(entity, updated),
+        requestId: t.requestId,
+      });
       return { row: updated, wrote: true };
     });
-    if (out.wrote) await this.publish({ table: entity, key });
-    return toDto(entity, out.row);
+    const propagation = out.wrote ? await this.propagate({ table: entity, key }) : null;
+    return { row: toDto(entity, out.row), propagation };
   }
 
   /** Soft delete, with the optimistic lock. */
@@ -439,13 +578,13 @@ export class ConfigAdmin {
     key: string,
     versionNo: number | undefined,
     t: Target & { requestId?: string } = {},
-  ): Promise<void> {
+  ): Promise<{ propagation: DeferredPropagation | null }> {
     if (versionNo === undefined)
       throw new GatewayError(
         'version_required',
         'Name the version you read: If-Match header or version_no in the body.',
       );
-    await this.db.transaction().execute(async (trx) => {
+    await this.commit(async (trx) => {
       await this.lock(trx, entity, key);
       const cur = await this.resolve(trx, entity, key, t);
       if (cur.version_no !== versionNo) {
@@ -460,18 +599,17 @@ export class ConfigAdmin {
         .where('id', '=', cur.id)
         .returningAll()
         .executeTakeFirstOrThrow();
-      await this.audit(
-        trx,
+      await this.audit(trx, {
         actor,
-        'delete',
+        action: 'delete',
         entity,
         key,
-        toDto(entity, cur),
-        toDto(entity, deleted),
-        t.requestId,
-      );
+        before: toDto(entity, cur),
+        after: toDto(entity, deleted),
+        requestId: t.requestId,
+      });
     });
-    await this.publish({ table: entity, key });
+    return { propagation: await this.propagate({ table: entity, key }) };
   }
 
   /** A new secret for an existing key: the old sk stops working at once; the new one is shown once. */
@@ -481,14 +619,14 @@ export class ConfigAdmin {
     keyId: string,
     versionNo: number | undefined,
     requestId?: string,
-  ): Promise<{ row: Dto; sk: string }> {
+  ): Promise<{ row: Dto; sk: string; propagation: DeferredPropagation | null }> {
     if (versionNo === undefined)
       throw new GatewayError(
         'version_required',
         'Name the version you read: If-Match header or version_no in the body.',
       );
     const sk = newSecretKey();
-    const row = await this.db.transaction().execute(async (trx) => {
+    const row = await this.commit(async (trx) => {
       await this.lock(trx, 'api_key', keyId);
       const cur = await this.resolve(trx, 'api_key', keyId, { appId });
       if (cur.version_no !== versionNo)
@@ -508,23 +646,26 @@ export class ConfigAdmin {
         .where('id', '=', keyId)
         .returningAll()
         .executeTakeFirstOrThrow();
-      await this.audit(
-        trx,
+      await this.audit(trx, {
         actor,
-        'rotate',
-        'api_key',
-        keyId,
-        toDto('api_key', cur),
-        toDto('api_key', updated),
+        action: 'rotate',
+        entity: 'api_key',
+        key: keyId,
+        before: toDto('api_key', cur),
+        after: toDto('api_key', updated),
         requestId,
-      );
+      });
       return updated;
     });
-    await this.publish({ table: 'api_key', key: keyId });
-    return { row: toDto('api_key', row), sk };
+    const propagation = await this.propagate({ table: 'api_key', key: keyId });
+    return { row: toDto('api_key', row), sk, propagation };
   }
 
-  /** Records an operator action that is not a config row (breaker, kill switch, cache). */
+  /**
+   * Records an operator action that is not a config row (breaker, cache, token, wallet). The action has
+   * already taken effect, so this never fails: a row the database can't take now is queued and retried
+   * (in order, keeping its time) until it can.
+   */
   async record(
     actor: Actor,
     action: string,
@@ -533,8 +674,71 @@ export class ConfigAdmin {
     before: unknown,
     after: unknown,
     requestId?: string,
-  ): Promise<void> {
-    await this.audit(this.db, actor, action, entity, key, before, after, requestId);
+  ): Promise<AuditOutcome> {
+    const at = new Date();
+    const row: AuditRow = { actor, action, entity, key, before, after, requestId };
+    if (this.pendingAudit.length) await this.flushAudit(); // older rows first
+    if (!this.pendingAudit.length) {
+      try {
+        await this.audit(this.db, row);
+        return 'written';
+      } catch (err) {
+        this.opts.log?.warn({ err: errText(err), action, entity, key }, 'audit: row deferred');
+      }
+    }
+    return this.deferAudit({ ...row, at });
+  }
+
+  private deferAudit(row: AuditRow): AuditOutcome {
+    if (this.pendingAudit.length >= MAX_PENDING_AUDIT) {
+      this.opts.log?.warn(
+        { audit: auditView(row) },
+        'audit: too many rows waiting for the database; dropped',
+      );
+      return 'dropped';
+    }
+    this.pendingAudit.push(row);
+    if (!this.auditTimer) {
+      this.auditTimer = setInterval(() => void this.flushAudit(), this.opts.auditRetryMs ?? 1_000);
+      this.auditTimer.unref();
+    }
+    return 'deferred';
+  }
+
+  /** Writes queued audit rows in order; stops at the first the database can't take, for the next tick. */
+  flushAudit(): Promise<void> {
+    this.flushing ??= (async () => {
+      while (this.pendingAudit.length) {
+        const row = this.pendingAudit[0]!;
+        try {
+          await this.audit(this.db, row);
+        } catch (err) {
+          if (isDbUnavailable(err)) return;
+          // The database is there and refuses this row: retrying would block every row behind it.
+          this.opts.log?.error(
+            { err: errText(err), audit: auditView(row) },
+            'audit: deferred row refused; dropped',
+          );
+        }
+        this.pendingAudit.shift();
+      }
+      if (this.auditTimer) clearInterval(this.auditTimer);
+      this.auditTimer = null;
+    })().finally(() => (this.flushing = null));
+    return this.flushing;
+  }
+
+  /** Shutdown: a last try at the queued audit rows; those the database still can't take are logged and dropped. */
+  async close(): Promise<void> {
+    if (this.pendingAudit.length) await this.flushAudit();
+    if (this.auditTimer) clearInterval(this.auditTimer);
+    this.auditTimer = null;
+    if (!this.pendingAudit.length) return;
+    this.opts.log?.warn(
+      { dropped: this.pendingAudit.length, audit: this.pendingAudit.map(auditView) },
+      'audit: rows still waiting for the database at shutdown were dropped',
+    );
+    this.pendingAudit.length = 0;
   }
 
   async auditLog(q: { entity?: string; key?: string; limit?: number; offset?: number }): Promise<Dto[]> {
@@ -560,8 +764,13 @@ export class ConfigAdmin {
     return r ? { value: r.value as T, version_no: r.version_no } : null;
   }
 
-  async putSetting(actor: Actor, key: string, value: unknown, requestId?: string): Promise<void> {
-    await this.db.transaction().execute(async (trx) => {
+  async putSetting(
+    actor: Actor,
+    key: string,
+    value: unknown,
+    requestId?: string,
+  ): Promise<{ propagation: DeferredPropagation | null }> {
+    await this.commit(async (trx) => {
       const before = await trx
         .selectFrom('gateway_setting')
         .selectAll()
@@ -572,18 +781,24 @@ export class ConfigAdmin {
         .insertInto('gateway_setting')
         .values({ key, value: JSON.stringify(value) })
         .onConflict((oc) =>
-          oc
-            .column('key')
-            .doUpdateSet({
-              value: JSON.stringify(value),
-              version_no: sql`gateway_setting.version_no + 1`,
-              updated_at: new Date(),
-            }),
+          oc.column('key').doUpdateSet({
+            value: JSON.stringify(value),
+            version_no: sql`gateway_setting.version_no + 1`,
+            updated_at: new Date(),
+          }),
         )
         .execute();
-      await this.audit(trx, actor, 'set', 'setting', key, before?.value ?? null, value, requestId);
+      await this.audit(trx, {
+        actor,
+        action: 'set',
+        entity: 'setting',
+        key,
+        before: before?.value ?? null,
+        after: value,
+        requestId,
+      });
     });
-    await this.publish({ table: 'setting', key });
+    return { propagation: await this.propagate({ table: 'setting', key }) };
   }
 }
 

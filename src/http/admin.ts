@@ -2,10 +2,21 @@
  * The admin API under /api/admin/v1: CRUD for every config table with optimistic locking, and the
  * escape hatches (breakers, channel and key switches, cache invalidation, kill switch). Every caller
  * needs an admin bearer token; `viewer` tokens may only read. Every write is audited by ConfigAdmin.
+ *
+ * In an outage an answer never claims less or more than happened: a database that can't be reached gives
+ * 503 service_unavailable (never 500); a change that took effect but is not everywhere yet answers 2xx and
+ * says so (see markDeferred); breaker state lives in Redis, so breaker and health writes without it get 503.
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { GatewayError } from '../core/errors.js';
-import type { ConfigAdmin, Actor, Invalidation } from '../config/admin.js';
+import {
+  type Actor,
+  type AuditOutcome,
+  type ConfigAdmin,
+  type DeferredPropagation,
+  type Invalidation,
+  isDbUnavailable,
+} from '../config/admin.js';
 import type { AdminTokens } from '../config/admin-tokens.js';
 import type { ConfigCache, KillSwitch } from '../config/cache.js';
 import type { Entity } from '../config/validate.js';
@@ -38,13 +49,55 @@ export interface AdminDeps {
   config: ConfigCache;
   breakers: CircuitControl;
   health: HealthControl;
-  publish: (inv: Invalidation) => Promise<void>;
   /** Billing (absent: the billing routes answer 404 not_found). */
   billing?: Billing;
   /** Optional: the OpenAPI document and its rendered page. */
   openapi?: { spec: unknown; html: () => string };
   /** What the operator console reads besides config: traffic stats, queues, tasks across apps. */
   console?: ConsoleDeps;
+}
+
+/** Set on a committed change other instances see late: `deferred; within=<ms>` (their refresh TTL). */
+export const PROPAGATION_HEADER = 'anima-propagation';
+/** Set on an action that took effect whose audit row is not written yet: `deferred` or `dropped`. */
+export const AUDIT_HEADER = 'anima-audit';
+
+/** What is still pending after a change took effect. */
+interface Pending {
+  propagation?: DeferredPropagation | null;
+  audit?: AuditOutcome;
+}
+
+/**
+ * Marks an answer whose change took effect but is not everywhere yet: a header (a 204 has no body) and, when
+ * the body is a JSON object, the same as fields `propagation` / `audit`. A healthy answer is unchanged.
+ */
+function markDeferred<T>(reply: FastifyReply, body: T, p: Pending): T {
+  const extra: Record<string, unknown> = {};
+  if (p.propagation) {
+    reply.header(PROPAGATION_HEADER, `deferred; within=${p.propagation.within_ms}`);
+    extra.propagation = p.propagation;
+  }
+  if (p.audit && p.audit !== 'written') {
+    reply.header(AUDIT_HEADER, p.audit);
+    extra.audit = p.audit;
+  }
+  if (!Object.keys(extra).length || !body || typeof body !== 'object' || Array.isArray(body)) return body;
+  return { ...body, ...extra };
+}
+
+/** Breaker and health state live in Redis: without it they can't change, and nothing else did. */
+async function inRedis<T>(what: string, op: () => Promise<T>): Promise<T> {
+  try {
+    return await op();
+  } catch (err) {
+    if (err instanceof GatewayError) throw err;
+    throw new GatewayError(
+      'service_unavailable',
+      `${what} lives in Redis, which did not confirm the change: retry when it is reachable.`,
+      { cause: err },
+    );
+  }
 }
 
 declare module 'fastify' {
@@ -118,6 +171,16 @@ export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
         }
       });
 
+      // A database that can't be reached is an outage, not a bug: 503, retryable. Anything else goes on to
+      // the server's handler unchanged.
+      r.setErrorHandler(async (err) => {
+        throw isDbUnavailable(err)
+          ? new GatewayError('service_unavailable', 'The database is unreachable: retry when it is back.', {
+              cause: err,
+            })
+          : err;
+      });
+
       const actor = (req: FastifyRequest) => req.actor!;
       const vid = (req: FastifyRequest) => (req.query as Record<string, string>).version_id;
 
@@ -128,8 +191,11 @@ export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
       ] as Array<[Entity, string, string, string[]]>) {
         r.get(`/${path}`, async (req) => d.admin.list(entity, listQuery(req, filters)));
         r.post(`/${path}`, async (req, reply) => {
-          const { row } = await d.admin.create(actor(req), entity, req.body, { requestId: req.id });
-          return reply.code(201).header('etag', `"${row.version_no}"`).send(row);
+          const { row, propagation } = await d.admin.create(actor(req), entity, req.body, {
+            requestId: req.id,
+          });
+          reply.code(201).header('etag', `"${row.version_no}"`);
+          return reply.send(markDeferred(reply, row, { propagation }));
         });
         r.get(`/${path}/:${param}`, async (req, reply) => {
           const row = await d.admin.get(entity, (req.params as Record<string, string>)[param]!, {
@@ -141,7 +207,7 @@ export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
           data: await d.admin.versions(entity, (req.params as Record<string, string>)[param]!),
         }));
         r.patch(`/${path}/:${param}`, async (req, reply) => {
-          const row = await d.admin.update(
+          const { row, propagation } = await d.admin.update(
             actor(req),
             entity,
             (req.params as Record<string, string>)[param]!,
@@ -149,25 +215,35 @@ export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
             req.body,
             { rowId: vid(req), requestId: req.id },
           );
-          return reply.header('etag', `"${row.version_no}"`).send(row);
+          reply.header('etag', `"${row.version_no}"`);
+          return reply.send(markDeferred(reply, row, { propagation }));
         });
         r.delete(`/${path}/:${param}`, async (req, reply) => {
-          await d.admin.remove(
+          const { propagation } = await d.admin.remove(
             actor(req),
             entity,
             (req.params as Record<string, string>)[param]!,
             versionOf(req),
             { rowId: vid(req), requestId: req.id },
           );
+          markDeferred(reply, null, { propagation });
           return reply.code(204).send();
         });
       }
-      r.post('/channels/:code/health/reset', async (req) => {
+      r.post('/channels/:code/health/reset', async (req, reply) => {
         const code = (req.params as { code: string }).code;
         const before = d.health.get(code);
-        await d.health.reset(code);
-        await d.admin.record(actor(req), 'health_reset', 'channel', code, before, d.health.get(code), req.id);
-        return { channel: code, health: d.health.get(code) };
+        await inRedis('Channel health', () => d.health.reset(code));
+        const audit = await d.admin.record(
+          actor(req),
+          'health_reset',
+          'channel',
+          code,
+          before,
+          d.health.get(code),
+          req.id,
+        );
+        return markDeferred(reply, { channel: code, health: d.health.get(code) }, { audit });
       });
 
       // ---- quotas (by row id) and token groups ----
@@ -177,40 +253,64 @@ export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
         ['price', 'prices', ['alias', 'channel']],
       ] as Array<[Entity, string, string[]]>) {
         r.get(`/${path}`, async (req) => d.admin.list(entity, listQuery(req, filters)));
-        r.post(`/${path}`, async (req, reply) =>
-          reply
-            .code(201)
-            .send((await d.admin.create(actor(req), entity, req.body, { requestId: req.id })).row),
-        );
-        r.get(`/${path}/:id`, async (req) => d.admin.get(entity, (req.params as { id: string }).id));
-        r.patch(`/${path}/:id`, async (req) =>
-          d.admin.update(actor(req), entity, (req.params as { id: string }).id, versionOf(req), req.body, {
-            requestId: req.id,
-          }),
-        );
-        r.delete(`/${path}/:id`, async (req, reply) => {
-          await d.admin.remove(actor(req), entity, (req.params as { id: string }).id, versionOf(req), {
+        r.post(`/${path}`, async (req, reply) => {
+          const { row, propagation } = await d.admin.create(actor(req), entity, req.body, {
             requestId: req.id,
           });
+          return reply.code(201).send(markDeferred(reply, row, { propagation }));
+        });
+        r.get(`/${path}/:id`, async (req) => d.admin.get(entity, (req.params as { id: string }).id));
+        r.patch(`/${path}/:id`, async (req, reply) => {
+          const { row, propagation } = await d.admin.update(
+            actor(req),
+            entity,
+            (req.params as { id: string }).id,
+            versionOf(req),
+            req.body,
+            { requestId: req.id },
+          );
+          return markDeferred(reply, row, { propagation });
+        });
+        r.delete(`/${path}/:id`, async (req, reply) => {
+          const { propagation } = await d.admin.remove(
+            actor(req),
+            entity,
+            (req.params as { id: string }).id,
+            versionOf(req),
+            { requestId: req.id },
+          );
+          markDeferred(reply, null, { propagation });
           return reply.code(204).send();
         });
       }
 
       // ---- apps and their keys ----
       r.get('/apps', async (req) => d.admin.list('app', listQuery(req, ['enabled'])));
-      r.post('/apps', async (req, reply) =>
-        reply.code(201).send((await d.admin.create(actor(req), 'app', req.body, { requestId: req.id })).row),
-      );
+      r.post('/apps', async (req, reply) => {
+        const { row, propagation } = await d.admin.create(actor(req), 'app', req.body, { requestId: req.id });
+        return reply.code(201).send(markDeferred(reply, row, { propagation }));
+      });
       r.get('/apps/:id', async (req) => d.admin.get('app', (req.params as { id: string }).id));
-      r.patch('/apps/:id', async (req) =>
-        d.admin.update(actor(req), 'app', (req.params as { id: string }).id, versionOf(req), req.body, {
-          requestId: req.id,
-        }),
-      );
+      r.patch('/apps/:id', async (req, reply) => {
+        const { row, propagation } = await d.admin.update(
+          actor(req),
+          'app',
+          (req.params as { id: string }).id,
+          versionOf(req),
+          req.body,
+          { requestId: req.id },
+        );
+        return markDeferred(reply, row, { propagation });
+      });
       r.delete('/apps/:id', async (req, reply) => {
-        await d.admin.remove(actor(req), 'app', (req.params as { id: string }).id, versionOf(req), {
-          requestId: req.id,
-        });
+        const { propagation } = await d.admin.remove(
+          actor(req),
+          'app',
+          (req.params as { id: string }).id,
+          versionOf(req),
+          { requestId: req.id },
+        );
+        markDeferred(reply, null, { propagation });
         return reply.code(204).send();
       });
       r.get('/apps/:id/keys', async (req) => {
@@ -221,38 +321,50 @@ export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
         });
       });
       r.post('/apps/:id/keys', async (req, reply) => {
-        const { row, sk } = await d.admin.create(actor(req), 'api_key', req.body ?? {}, {
+        const { row, sk, propagation } = await d.admin.create(actor(req), 'api_key', req.body ?? {}, {
           appId: (req.params as { id: string }).id,
           requestId: req.id,
         });
-        return reply.code(201).send({ key: row, sk });
+        return reply.code(201).send(markDeferred(reply, { key: row, sk }, { propagation }));
       });
       const keyTarget = (req: FastifyRequest) => req.params as { id: string; kid: string };
       r.get('/apps/:id/keys/:kid', async (req) =>
         d.admin.get('api_key', keyTarget(req).kid, { appId: keyTarget(req).id }),
       );
-      r.patch('/apps/:id/keys/:kid', async (req) =>
-        d.admin.update(actor(req), 'api_key', keyTarget(req).kid, versionOf(req), req.body, {
-          appId: keyTarget(req).id,
-          requestId: req.id,
-        }),
-      );
+      r.patch('/apps/:id/keys/:kid', async (req, reply) => {
+        const { row, propagation } = await d.admin.update(
+          actor(req),
+          'api_key',
+          keyTarget(req).kid,
+          versionOf(req),
+          req.body,
+          { appId: keyTarget(req).id, requestId: req.id },
+        );
+        return markDeferred(reply, row, { propagation });
+      });
       r.delete('/apps/:id/keys/:kid', async (req, reply) => {
-        await d.admin.remove(actor(req), 'api_key', keyTarget(req).kid, versionOf(req), {
-          appId: keyTarget(req).id,
-          requestId: req.id,
-        });
+        const { propagation } = await d.admin.remove(
+          actor(req),
+          'api_key',
+          keyTarget(req).kid,
+          versionOf(req),
+          {
+            appId: keyTarget(req).id,
+            requestId: req.id,
+          },
+        );
+        markDeferred(reply, null, { propagation });
         return reply.code(204).send();
       });
-      r.post('/apps/:id/keys/:kid/rotate', async (req) => {
-        const { row, sk } = await d.admin.rotateKey(
+      r.post('/apps/:id/keys/:kid/rotate', async (req, reply) => {
+        const { row, sk, propagation } = await d.admin.rotateKey(
           actor(req),
           keyTarget(req).id,
           keyTarget(req).kid,
           versionOf(req),
           req.id,
         );
-        return { key: row, sk };
+        return markDeferred(reply, { key: row, sk }, { propagation });
       });
       r.get('/keys', async (req) => {
         const q = listQuery(req, []);
@@ -266,7 +378,7 @@ export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
         return { data };
       });
       for (const action of ['open', 'close', 'reset'] as const) {
-        r.post(`/circuits/:channel/${action}`, async (req) => {
+        r.post(`/circuits/:channel/${action}`, async (req, reply) => {
           const ch = (req.params as { channel: string }).channel;
           if (!d.config.channel(ch)) throw new GatewayError('not_found', `channel '${ch}' not found`);
           const before = d.breakers.state(ch);
@@ -274,15 +386,24 @@ export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
             typeof (req.body as { reason?: unknown } | undefined)?.reason === 'string'
               ? (req.body as { reason: string }).reason
               : undefined;
-          const after =
+          const after = await inRedis('Breaker state', () =>
             action === 'open'
-              ? await d.breakers.forceOpen(ch, reason ?? `forced open by ${actor(req).name}`)
-              : await d.breakers.reset(ch, reason ?? `${action} by ${actor(req).name}`);
-          await d.admin.record(actor(req), `circuit_${action}`, 'circuit', ch, before, after, req.id);
-          return circuitView(d, ch);
+              ? d.breakers.forceOpen(ch, reason ?? `forced open by ${actor(req).name}`)
+              : d.breakers.reset(ch, reason ?? `${action} by ${actor(req).name}`),
+          );
+          const audit = await d.admin.record(
+            actor(req),
+            `circuit_${action}`,
+            'circuit',
+            ch,
+            before,
+            after,
+            req.id,
+          );
+          return markDeferred(reply, circuitView(d, ch), { audit });
         });
       }
-      r.post('/cache/invalidate', async (req) => {
+      r.post('/cache/invalidate', async (req, reply) => {
         const b = (req.body ?? {}) as { table?: unknown; key?: unknown };
         const tables = [
           'channel',
@@ -305,15 +426,15 @@ export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
           table: table as Invalidation['table'],
           ...(typeof b.key === 'string' ? { key: b.key } : {}),
         };
-        await d.publish(inv);
-        await d.admin.record(actor(req), 'cache_invalidate', 'cache', table, null, inv, req.id);
-        return { invalidated: inv };
+        const propagation = await d.admin.propagate(inv);
+        const audit = await d.admin.record(actor(req), 'cache_invalidate', 'cache', table, null, inv, req.id);
+        return markDeferred(reply, { invalidated: inv }, { propagation, audit });
       });
       r.get(
         '/kill-switch',
         async () => (await d.admin.getSetting<KillSwitch>('kill_switch'))?.value ?? { enabled: false },
       );
-      r.post('/kill-switch', async (req) => {
+      r.post('/kill-switch', async (req, reply) => {
         const b = (req.body ?? {}) as { enabled?: unknown; reason?: unknown };
         if (typeof b.enabled !== 'boolean')
           throw new GatewayError('invalid_request', 'enabled must be a boolean', { param: 'enabled' });
@@ -323,8 +444,9 @@ export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
           by: actor(req).name,
           ...(typeof b.reason === 'string' ? { reason: b.reason.slice(0, 500) } : {}),
         };
-        await d.admin.putSetting(actor(req), 'kill_switch', value, req.id);
-        return value;
+        // A database setting: refused (503) without the database, like every other config write.
+        const { propagation } = await d.admin.putSetting(actor(req), 'kill_switch', value, req.id);
+        return markDeferred(reply, value, { propagation });
       });
       // ---- billing ----
       const billing = () => {
@@ -336,7 +458,7 @@ export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
         await d.admin.get('app', id); // 404 when there is no such app
         return id;
       };
-      r.post('/apps/:id/wallet/fund', async (req) => {
+      r.post('/apps/:id/wallet/fund', async (req, reply) => {
         const id = await appParam(req);
         const b = (req.body ?? {}) as { amount_micros?: unknown; idempotency_key?: unknown; memo?: unknown };
         const raw =
@@ -356,23 +478,38 @@ export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
           throw new GatewayError('invalid_request', 'idempotency_key must be a string of 1..200 characters', {
             param: 'idempotency_key',
           });
-        const idem = `fund:${id}:${typeof b.idempotency_key === 'string' ? b.idempotency_key : req.id}`;
-        const r = await billing().fund(
-          id,
-          BigInt(raw),
-          idem,
-          typeof b.memo === 'string' ? b.memo.slice(0, 500) : undefined,
-        );
-        await d.admin.record(
+        const idemKey = typeof b.idempotency_key === 'string' ? b.idempotency_key : req.id;
+        const r = await billing()
+          .fund(
+            id,
+            BigInt(raw),
+            `fund:${id}:${idemKey}`,
+            typeof b.memo === 'string' ? b.memo.slice(0, 500) : undefined,
+          )
+          .catch((err: unknown) => {
+            if (!isDbUnavailable(err)) throw err;
+            // The journal may have been posted before the connection died: a retry with this key can't fund twice.
+            throw new GatewayError(
+              'service_unavailable',
+              `The database is unreachable: the funding may or may not have been posted. Retry with idempotency_key '${idemKey}' (safe: it is posted at most once).`,
+              { cause: err, details: { outcome: 'unknown', idempotency_key: idemKey } },
+            );
+          });
+        const done = { journal_id: String(r.journalId), duplicate: r.duplicate };
+        const audit = await d.admin.record(
           actor(req),
           'wallet_fund',
           'app',
           id,
           null,
-          { amount_micros: raw, journal_id: String(r.journalId), duplicate: r.duplicate },
+          { amount_micros: raw, ...done },
           req.id,
         );
-        return { ...(await billing().wallet(id)), journal_id: String(r.journalId), duplicate: r.duplicate };
+        // Posted: a wallet that can't be read back now doesn't undo that.
+        const wallet = await billing()
+          .wallet(id)
+          .catch(() => ({ app_id: id, ledger_balance_micros: r.available.toString() }));
+        return markDeferred(reply, { ...wallet, ...done }, { audit });
       });
       r.get('/apps/:id/wallet', async (req) => billing().wallet(await appParam(req)));
       r.get('/billing/journals', async (req) => {
@@ -450,16 +587,7 @@ export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
           })),
         };
       });
-      r.get('/billing/status', async () => {
-        const b = billing();
-        return {
-          backend: b.backend.kind,
-          queued: await b.backend.backlog().catch(() => -1),
-          spilled: b.writer.spilledCount(),
-          written_by_this_instance: b.writer.written,
-          blocked: b.blocked(),
-        };
-      });
+      r.get('/billing/status', async () => billing().status());
 
       r.get('/audit', async (req) => {
         const q = req.query as Record<string, string>;
@@ -485,7 +613,7 @@ export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
         if (b.role !== 'admin' && b.role !== 'viewer')
           throw new GatewayError('invalid_request', "role must be 'admin' or 'viewer'", { param: 'role' });
         const created = await d.tokens.create(b.name, b.role);
-        await d.admin.record(
+        const audit = await d.admin.record(
           actor(req),
           'create',
           'admin_token',
@@ -494,15 +622,17 @@ export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
           { id: created.id, name: b.name, role: b.role },
           req.id,
         );
-        await d.publish({ table: 'admin_token' });
-        return reply.code(201).send({ id: created.id, name: b.name, role: b.role, token: created.token });
+        const propagation = await d.admin.propagate({ table: 'admin_token' });
+        const body = { id: created.id, name: b.name, role: b.role, token: created.token };
+        return reply.code(201).send(markDeferred(reply, body, { propagation, audit }));
       });
       r.delete('/admin-tokens/:id', async (req, reply) => {
         const id = (req.params as { id: string }).id;
         if (!(await d.tokens.remove(id)))
           throw new GatewayError('not_found', `admin token '${id}' not found`);
-        await d.admin.record(actor(req), 'delete', 'admin_token', id, { id }, null, req.id);
-        await d.publish({ table: 'admin_token' });
+        const audit = await d.admin.record(actor(req), 'delete', 'admin_token', id, { id }, null, req.id);
+        const propagation = await d.admin.propagate({ table: 'admin_token' });
+        markDeferred(reply, null, { propagation, audit });
         return reply.code(204).send();
       });
 

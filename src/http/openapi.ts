@@ -29,7 +29,24 @@ const SCHEMAS: Record<string, Schema> = {
       param: { type: ['string', 'null'] },
       code: { type: 'string' },
       current: { type: 'object', description: 'on 409 version_conflict: the row as it is now' },
+      outcome: {
+        enum: ['not_applied', 'unknown'],
+        description:
+          "on a 503 to a write: 'not_applied' nothing changed; 'unknown' the connection died during the commit (re-read before retrying)",
+      },
     }),
+  }),
+  Pending: obj({
+    propagation: {
+      ...obj({ published: { const: false }, within_ms: { type: 'integer' } }, ['published', 'within_ms']),
+      description:
+        'only when the change committed but its invalidation could not be published (Redis down): in force on the answering instance now, on the others within within_ms (their config refresh TTL)',
+    },
+    audit: {
+      enum: ['deferred', 'dropped'],
+      description:
+        "only when the action took effect but its audit row could not be written (database down): 'deferred' it is queued and written once the database is back; 'dropped' the queue was full and the row is in the gateway's log only",
+    },
   }),
   Channel: obj({
     id: { type: 'string' },
@@ -206,6 +223,10 @@ const SCHEMAS: Record<string, Schema> = {
     backend: { enum: ['redis', 'memory'] },
     queued: { type: 'integer' },
     spilled: { type: 'integer' },
+    unconfirmed: { type: 'integer' },
+    oldest_unjournaled_seconds: { type: 'number' },
+    stuck: { type: 'boolean' },
+    resent: { type: 'integer' },
     written_by_this_instance: { type: 'integer' },
     blocked: { type: 'boolean' },
   }),
@@ -277,6 +298,9 @@ const SCHEMAS: Record<string, Schema> = {
   }),
 };
 
+/** What a write may leave pending after it took effect (see the Pending schema and the Anima-* headers). */
+type Pendable = 'propagation' | 'audit';
+
 interface Route {
   method: 'get' | 'post' | 'patch' | 'delete';
   path: string;
@@ -286,7 +310,12 @@ interface Route {
   ok: [number, string | null];
   query?: string[];
   ifMatch?: boolean;
+  pending?: Pendable[];
 }
+
+const PROPAGATION: Pendable[] = ['propagation'];
+const AUDIT: Pendable[] = ['audit'];
+const BOTH: Pendable[] = ['propagation', 'audit'];
 
 function crud(
   tag: string,
@@ -307,7 +336,15 @@ function crud(
       ok: [200, 'List'],
       query: [...query, 'limit', 'offset', 'include_deleted'],
     },
-    { method: 'post', path: base, summary: `Create`, tag, body: write, ok: [201, schema] },
+    {
+      method: 'post',
+      path: base,
+      summary: `Create`,
+      tag,
+      body: write,
+      ok: [201, schema],
+      pending: PROPAGATION,
+    },
     {
       method: 'get',
       path: one,
@@ -336,6 +373,7 @@ function crud(
       ok: [200, schema],
       ifMatch: true,
       query: ['version_id'],
+      pending: PROPAGATION,
     },
     {
       method: 'delete',
@@ -345,6 +383,7 @@ function crud(
       ok: [204, null],
       ifMatch: true,
       query: ['version_no'],
+      pending: PROPAGATION,
     },
   ];
 }
@@ -357,6 +396,7 @@ export const ADMIN_ROUTES: Route[] = [
     summary: 'Clear a 429 cooldown or a credential marked exhausted/invalid',
     tag: 'Channels',
     ok: [200, null],
+    pending: AUDIT,
   },
   ...crud('Aliases', '/aliases', 'name', 'Alias', 'Alias', ['enabled', 'name'], true),
   ...crud('Quotas', '/quotas', 'id', 'Quota', 'Quota', ['scope', 'scope_id']),
@@ -378,6 +418,7 @@ export const ADMIN_ROUTES: Route[] = [
     tag: 'Keys',
     body: 'Key',
     ok: [201, 'KeyWithSecret'],
+    pending: PROPAGATION,
   },
   { method: 'get', path: '/apps/{id}/keys/{kid}', summary: 'Get a key', tag: 'Keys', ok: [200, 'Key'] },
   {
@@ -388,6 +429,7 @@ export const ADMIN_ROUTES: Route[] = [
     body: 'Key',
     ok: [200, 'Key'],
     ifMatch: true,
+    pending: PROPAGATION,
   },
   {
     method: 'delete',
@@ -397,6 +439,7 @@ export const ADMIN_ROUTES: Route[] = [
     ok: [204, null],
     ifMatch: true,
     query: ['version_no'],
+    pending: PROPAGATION,
   },
   {
     method: 'post',
@@ -405,6 +448,7 @@ export const ADMIN_ROUTES: Route[] = [
     tag: 'Keys',
     ok: [200, 'KeyWithSecret'],
     ifMatch: true,
+    pending: PROPAGATION,
   },
   {
     method: 'get',
@@ -427,6 +471,7 @@ export const ADMIN_ROUTES: Route[] = [
     summary: 'Force a breaker open until closed (body: {reason?})',
     tag: 'Escape hatches',
     ok: [200, 'Circuit'],
+    pending: AUDIT,
   },
   {
     method: 'post',
@@ -434,6 +479,7 @@ export const ADMIN_ROUTES: Route[] = [
     summary: 'Close a breaker',
     tag: 'Escape hatches',
     ok: [200, 'Circuit'],
+    pending: AUDIT,
   },
   {
     method: 'post',
@@ -441,6 +487,7 @@ export const ADMIN_ROUTES: Route[] = [
     summary: 'Reset a breaker (closed, window forgotten)',
     tag: 'Escape hatches',
     ok: [200, 'Circuit'],
+    pending: AUDIT,
   },
   {
     method: 'post',
@@ -448,6 +495,7 @@ export const ADMIN_ROUTES: Route[] = [
     summary: 'Reload a config table (or all) on every instance (body: {table?, key?})',
     tag: 'Escape hatches',
     ok: [200, null],
+    pending: BOTH,
   },
   {
     method: 'get',
@@ -463,6 +511,7 @@ export const ADMIN_ROUTES: Route[] = [
     tag: 'Escape hatches',
     body: 'KillSwitch',
     ok: [200, 'KillSwitch'],
+    pending: PROPAGATION,
   },
   {
     method: 'post',
@@ -471,6 +520,7 @@ export const ADMIN_ROUTES: Route[] = [
     tag: 'Billing',
     body: 'Fund',
     ok: [200, 'Wallet'],
+    pending: AUDIT,
   },
   {
     method: 'get',
@@ -506,7 +556,8 @@ export const ADMIN_ROUTES: Route[] = [
   {
     method: 'get',
     path: '/billing/status',
-    summary: 'Journal writer: records queued, spilled, written',
+    summary:
+      'Journal writer: records queued, spilled, awaiting the ledger, written; stuck when journals stop',
     tag: 'Billing',
     ok: [200, 'BillingStatus'],
   },
@@ -531,6 +582,7 @@ export const ADMIN_ROUTES: Route[] = [
     summary: 'Create an admin or viewer token: shown once (body: {name, role})',
     tag: 'Admin tokens',
     ok: [201, 'AdminToken'],
+    pending: BOTH,
   },
   {
     method: 'delete',
@@ -538,6 +590,7 @@ export const ADMIN_ROUTES: Route[] = [
     summary: 'Revoke an admin token',
     tag: 'Admin tokens',
     ok: [204, null],
+    pending: BOTH,
   },
   {
     method: 'get',
@@ -607,6 +660,23 @@ const errors = {
     content: { 'application/json': { schema: ref('Error') } },
   },
   '404': { description: 'not_found', content: { 'application/json': { schema: ref('Error') } } },
+  '503': {
+    description:
+      'service_unavailable: the database is unreachable (a write changed nothing unless error.outcome is "unknown"); for breaker and channel-health writes, Redis is. Never a 500 for an outage.',
+    content: { 'application/json': { schema: ref('Error') } },
+  },
+};
+
+/** Headers on a 2xx whose change took effect but is not everywhere yet; the body says the same (Pending). */
+const PENDING_HEADERS: Record<Pendable, [string, string]> = {
+  propagation: [
+    'Anima-Propagation',
+    '`deferred; within=<ms>`: committed, but other instances were not told (Redis down); they see it within <ms>, their config refresh TTL. The answering instance already applies it.',
+  ],
+  audit: [
+    'Anima-Audit',
+    '`deferred`: done, its audit row is written once the database is back; `dropped`: in the gateway log only',
+  ],
 };
 
 export function buildAdminOpenApi(): Record<string, unknown> {
@@ -622,10 +692,25 @@ export function buildAdminOpenApi(): Record<string, unknown> {
       params.push({ name: q, in: 'query', required: false, schema: { type: 'string' } });
     if (r.ifMatch)
       params.push({ name: 'If-Match', in: 'header', required: false, schema: { type: 'string' } } as never);
+    const pending = r.pending ?? [];
+    // A JSON object answer gains the Pending fields when something is pending.
+    const okSchema =
+      r.ok[1] && pending.length ? { allOf: [ref(r.ok[1]), ref('Pending')] } : r.ok[1] && ref(r.ok[1]);
     const responses: Record<string, unknown> = {
-      [String(r.ok[0])]: r.ok[1]
-        ? { description: 'OK', content: { 'application/json': { schema: ref(r.ok[1]) } } }
-        : { description: 'OK' },
+      [String(r.ok[0])]: {
+        description: 'OK',
+        ...(okSchema ? { content: { 'application/json': { schema: okSchema } } } : {}),
+        ...(pending.length
+          ? {
+              headers: Object.fromEntries(
+                pending.map((p) => [
+                  PENDING_HEADERS[p][0],
+                  { description: PENDING_HEADERS[p][1], schema: { type: 'string' } },
+                ]),
+              ),
+            }
+          : {}),
+      },
       ...errors,
     };
     if (r.ifMatch) {
@@ -693,5 +778,6 @@ code{font:13px ui-monospace,monospace}.op{border-top:1px solid #ddd;padding:.6em
 .get{background:#2a7}.post{background:#27c}.patch{background:#c80}.delete{background:#c33}pre{background:#f5f5f5;padding:.5em;overflow:auto}.q{margin:.2em 0;color:#555}
 </style></head><body><h1>Anima admin API</h1><p>Base <code>/api/admin/v1</code>. Every call needs <code>Authorization: Bearer &lt;admin token&gt;</code>; viewer tokens may only GET.
 Errors: <code>{"error":{"message","type","param","code"}}</code>. Writes to versioned rows need <code>If-Match: "&lt;version_no&gt;"</code> (428 without, 409 when stale).
+In an outage: 503 <code>service_unavailable</code> when the database (for breakers: Redis) is unreachable; a change that took effect but is not everywhere yet answers 2xx with <code>Anima-Propagation: deferred; within=&lt;ms&gt;</code> or <code>Anima-Audit: deferred</code> (and the same as <code>propagation</code> / <code>audit</code> fields in a JSON body).
 Machine-readable: <a href="openapi.json">openapi.json</a>.</p><ul>${tags.map((t) => `<li><a href="#${esc(t)}">${esc(t)}</a></li>`).join('')}</ul>${tags.map(section).join('')}</body></html>`;
 }
