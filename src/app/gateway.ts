@@ -31,6 +31,7 @@ import { MediaRunner } from '../tasks/media.js';
 import type { QuotaBackend } from '../quota/types.js';
 import { MemoryQuota } from '../quota/memory.js';
 import { RedisQuota } from '../quota/redis.js';
+import { LedgerSeed } from '../quota/seed.js';
 import { type DbHandle, openDatabase } from '../store/db.js';
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
@@ -211,10 +212,13 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
     },
   });
 
+  // Day/month windows start from the ledger wherever they start empty (Redis lost them, this process
+  // restarted, a new scope): see quota/seed.ts.
+  const quotaSeed = new LedgerSeed(dbh.db);
   const quotaBackend =
     coord instanceof RedisCoordinator
-      ? new RedisQuota(coord.cmd, settings.redisPrefix, coord.tick)
-      : new MemoryQuota(clock);
+      ? new RedisQuota(coord.cmd, settings.redisPrefix, coord.tick, quotaSeed)
+      : new MemoryQuota(clock, quotaSeed);
   const admission = new Admission(
     quotaBackend,
     config,
@@ -229,6 +233,18 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
       ? { backend: new MemoryQuota(clock), share: 1 / settings.instanceCount }
       : null,
   );
+  // Redis forgot: this instance's in-flight leases and queued waiters go back, and every scope's windows
+  // are seeded from the ledger again at its next admission.
+  coord.onDataLoss(() => {
+    void admission
+      .rebuild()
+      .catch((e: unknown) =>
+        log.warn(
+          { err: { message: String((e as Error)?.message) } },
+          'quota state rebuild after Redis data loss failed in part',
+        ),
+      );
+  });
 
   let billing: Billing | null = null;
   /** Last known database health (probe every 2 s; the journal writer's commits say it sooner). */

@@ -8,6 +8,12 @@
  *           does not come back by waiting, so those always answer 429 at once.
  * Every admitted request holds a Lease, renewed while it runs, settled exactly once in the caller's
  * `finally` with the actual usage.
+ *
+ * When the shared backend loses its data (`rebuild`, on the coordinator's data-loss signal), this instance
+ * puts back what only it knows: the leases and reservations of its requests in flight (else a key's
+ * concurrency limit would admit that many more at once), and the queue places of its waiters (else a waiter
+ * behind a new arrival would never be the head, and settlements wake nobody in an empty queue). The
+ * backend's windows are seeded from the ledger at each scope's next admission (see redis.ts).
  */
 import { type ErrorCode, GatewayError } from '../core/errors.js';
 import { uniqueId } from '../core/ids.js';
@@ -66,8 +72,20 @@ export interface AdmissionEvents {
   onDegraded?(): void;
 }
 
+/** A waiter queued from this instance: enough to put it back in its queue after data loss. */
+interface Queued {
+  tag: string;
+  queue: string;
+  id: string;
+  deadline: number;
+  score?: string;
+  nudge: () => void;
+}
+
 export class Admission {
   private readonly waiters = new Map<string, Set<() => void>>();
+  /** Every waiter of this instance, by waiter id. */
+  private readonly queued = new Map<string, Queued>();
   /** Requests waiting in a queue on this instance right now. */
   waitingNow = 0;
   private wakeReady: Promise<void> | null = null;
@@ -136,6 +154,8 @@ export class Admission {
         try {
           res = await this.backend.admit(req);
         } catch (err) {
+          // A refusal the backend made itself (windows it could not rebuild from the ledger) stands.
+          if (err instanceof GatewayError) throw err;
           // The shared backend is unreachable: protective limits fall back to this instance's share;
           // money limits can't be checked, so they fail closed.
           if (!this.fallback || g.scopes.some((s) => s.costPerDay > 0 || s.costPerMonth > 0)) {
@@ -176,6 +196,7 @@ export class Admission {
           });
         }
         if (!res.ok && !res.queued && key.queueMode === 'ASYNC' && WAITABLE.has(res.limit)) {
+          for (const r of reservations) this.live.delete(r);
           await Promise.all(
             reservations.map((r) =>
               owners
@@ -190,9 +211,14 @@ export class Admission {
         if (!res.ok) throw this.refusal(res, key.queueMode);
         owners.set(res.reservation, backend);
         reservations.push(res.reservation);
+        // Live from now, not from when every group is through: a later group may wait its turn for a
+        // while, and this one's lease must be renewed, and restored after data loss, meanwhile.
+        this.live.set(res.reservation, backend);
+        this.startRenewing();
         remaining ??= res.remaining;
       }
     } catch (e) {
+      for (const r of reservations) this.live.delete(r);
       await Promise.all(
         reservations.map((r) =>
           owners
@@ -204,6 +230,28 @@ export class Admission {
       throw e;
     }
     return this.lease(reservations, owners, remaining, Date.now() - t0);
+  }
+
+  /**
+   * After the shared backend lost data (the coordinator's signal): this instance's live leases and
+   * reservations are registered again, its waiters take their queue places again and try at once, and
+   * every scope's windows are marked for seeding from the ledger. Each part is idempotent, so a second
+   * signal, or every instance doing it at once, is harmless.
+   */
+  async rebuild(): Promise<void> {
+    const mine: Reservation[] = [];
+    for (const [r, b] of this.live) if (b === this.backend) mine.push(r);
+    const waiting = [...this.queued.values()];
+    const results = await Promise.allSettled([
+      this.backend.reseed(),
+      mine.length ? this.backend.restore(mine, this.opts.leaseTtlMs) : undefined,
+      ...waiting.map(async (w) => {
+        await this.backend.requeue(w.tag, w.queue, w.id, w.deadline, w.score);
+        w.nudge();
+      }),
+    ]);
+    const failed = results.find((r) => r.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
   }
 
   /** Live leases and their backends, renewed together by one timer (not one timer per request). */
@@ -303,6 +351,10 @@ export class Admission {
       nudged = true;
       wake();
     };
+    const me: Queued = { tag: req.tag, queue: key.id, id, deadline, nudge };
+    if (q.score !== undefined) me.score = q.score;
+    this.queued.set(id, me);
+    let lostPlace = 0;
     /** Passes a wake on to the waiter queued after this one on this instance. */
     const passOn = () => {
       let seen = false;
@@ -338,6 +390,14 @@ export class Admission {
           passOn();
           return res;
         }
+        if (res.queued && res.missing) {
+          // Our queue entry is gone (the backend lost data), so nobody would ever make us the head: take
+          // our old place again and try at once. Twice in a row waits a poll first (a backend that keeps
+          // losing it isn't hammered); so does a refusal (past the deadline by the backend's clock: the
+          // check above times us out by ours).
+          if ((await this.backend.requeue(req.tag, key.id, id, deadline, me.score)) && lostPlace++ === 0)
+            continue;
+        } else lostPlace = 0;
         if (!res.queued && !WAITABLE.has(res.limit)) return res;
         // Not the head: the head may be the next one here (an ordering inversion); one hop only, so a head
         // on another instance doesn't send a wake through every local waiter.
@@ -347,7 +407,7 @@ export class Admission {
         next =
           !res.queued && res.limit === 'qps'
             ? res.retryAfterMs
-            : res.queued
+            : res.queued && !res.missing
               ? 2_000
               : (this.opts.pollMs ?? 250);
         await new Promise<void>((resolve) => {
@@ -360,6 +420,7 @@ export class Admission {
       }
     } finally {
       this.waitingNow--;
+      this.queued.delete(id);
       set.delete(nudge);
       if (set.size === 0) this.waiters.delete(key.id);
       signal.off(nudge);

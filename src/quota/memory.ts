@@ -1,26 +1,36 @@
 import { EventEmitter } from 'node:events';
 import type { Clock } from '../lib/clock.js';
 import { systemClock } from '../lib/clock.js';
+import { GatewayError } from '../core/errors.js';
 import {
   type LimitKind,
   type AdmitRequest,
   type AdmitResult,
   type QuotaBackend,
+  type QuotaSeedSource,
   type Remaining,
   type Reservation,
   type ScopeLimits,
   monthIndex,
+  needsSeed,
+  windowBounds,
 } from './types.js';
 
 interface ScopeState {
   leases: Map<string, number>; // leaseId -> expiry
   tat: number; // GCRA theoretical arrival time
   win: { m: number; mu: number; d: number; du: number; cd: number; cdu: number; cm: number; cmu: number };
+  /** Day and month windows raised to the ledger's figures (see seed.ts). */
+  seeded: boolean;
 }
 
 /**
  * The embedded default's admission: the same algorithm as the Redis script (see redis.ts for the
  * commented version), on in-process maps. One process, so no atomicity concerns beyond the event loop.
+ *
+ * The maps start empty with the process: with a seed source, a scope with day/month limits is seeded from
+ * the ledger before its first admission (as Redis's windows are after a loss), so a restart doesn't give
+ * a key its daily budget again. The fallback of a Redis gateway has none: it starts empty by design.
  */
 export class MemoryQuota implements QuotaBackend {
   private readonly scopes = new Map<string, ScopeState>();
@@ -30,8 +40,12 @@ export class MemoryQuota implements QuotaBackend {
   private readonly open = new Map<string, { r: Reservation; exp: number }>();
   private readonly bus = new EventEmitter();
   private seq = 0;
+  private readonly seeding = new Map<string, Promise<void>>();
 
-  constructor(private readonly clock: Clock = systemClock) {
+  constructor(
+    private readonly clock: Clock = systemClock,
+    private readonly seed?: QuotaSeedSource,
+  ) {
     this.bus.setMaxListeners(0);
   }
 
@@ -39,7 +53,12 @@ export class MemoryQuota implements QuotaBackend {
     const k = `${tag}|${s.scope}:${s.id}`;
     let st = this.scopes.get(k);
     if (!st) {
-      st = { leases: new Map(), tat: 0, win: { m: -1, mu: 0, d: -1, du: 0, cd: -1, cdu: 0, cm: -1, cmu: 0 } };
+      st = {
+        leases: new Map(),
+        tat: 0,
+        win: { m: -1, mu: 0, d: -1, du: 0, cd: -1, cdu: 0, cm: -1, cmu: 0 },
+        seeded: false,
+      };
       this.scopes.set(k, st);
     }
     return st;
@@ -63,7 +82,53 @@ export class MemoryQuota implements QuotaBackend {
     return m;
   }
 
+  /** Raises a scope's day and month windows to the ledger's figures plus its open reservations (never lowers). */
+  private seedScope(tag: string, s: ScopeLimits): Promise<void> {
+    const k = `${tag}|${s.scope}:${s.id}`;
+    let p = this.seeding.get(k);
+    if (!p) {
+      p = (async () => {
+        const w = windowBounds(Math.floor(this.clock.now() / 86_400_000));
+        const f = await this.seed!.figures(s.scope, s.id, w);
+        const st = this.state(tag, s);
+        const now = this.clock.now();
+        const day = Math.floor(now / 86_400_000);
+        this.roll(st, Math.floor(now / 60_000), day, monthIndex(day));
+        let t = 0;
+        let c = 0;
+        let cm = 0;
+        for (const { r } of this.open.values()) {
+          if (!r.scopes.some((x) => x.scope === s.scope && x.id === s.id) || r.tag !== tag) continue;
+          if (r.day === w.day) {
+            t += r.tokens;
+            c += r.cost;
+          }
+          if (r.month === w.month) cm += r.cost;
+        }
+        const win = st.win;
+        if (win.d === w.day) win.du = Math.max(win.du, f.tokensDay + t);
+        if (win.cd === w.day) win.cdu = Math.max(win.cdu, f.costDay + c);
+        if (win.cm === w.month) win.cmu = Math.max(win.cmu, f.costMonth + cm);
+        // The day turned while the ledger answered: the next admission seeds the new one.
+        st.seeded = win.d === w.day;
+      })().finally(() => this.seeding.delete(k));
+      this.seeding.set(k, p);
+    }
+    return p;
+  }
+
   async admit(req: AdmitRequest): Promise<AdmitResult> {
+    if (this.seed) {
+      const need = req.scopes.filter((s) => needsSeed(s) && !this.state(req.tag, s).seeded);
+      if (need.length)
+        await Promise.all(need.map((s) => this.seedScope(req.tag, s))).catch((err: unknown) => {
+          throw new GatewayError(
+            'service_unavailable',
+            'Quota windows are being built from the ledger, and the ledger did not answer; retry.',
+            { cause: err, headers: { 'retry-after': '1' } },
+          );
+        });
+    }
     const now = this.clock.now();
     const minute = Math.floor(now / 60_000);
     const day = Math.floor(now / 86_400_000);
@@ -101,7 +166,10 @@ export class MemoryQuota implements QuotaBackend {
           q.delete(head[0]);
           continue;
         }
-        if (head[0] !== req.waiter.id) return { ok: false, queued: true, now };
+        if (head[0] !== req.waiter.id)
+          return q.has(req.waiter.id)
+            ? { ok: false, queued: true, now }
+            : { ok: false, queued: true, missing: true, now };
         break;
       }
     }
@@ -232,9 +300,24 @@ export class MemoryQuota implements QuotaBackend {
     const now = this.clock.now();
     for (const [k, v] of q) if (v.deadline < now) q.delete(k);
     if (q.size >= maxLen) return { ok: false, position: q.size };
-    q.set(id, { score: now * 1000 + (this.seq++ % 1000), deadline: deadlineMs });
-    return { ok: true, position: q.size - 1 };
+    const score = now * 1000 + (this.seq++ % 1000);
+    q.set(id, { score, deadline: deadlineMs });
+    return { ok: true, position: q.size - 1, score: String(score) };
   }
+
+  async requeue(tag: string, queue: string, id: string, deadlineMs: number, score?: string) {
+    const now = this.clock.now();
+    if (deadlineMs < now) return false;
+    const q = this.queueOf(tag, queue);
+    if (!q.has(id))
+      q.set(id, { score: score ? Number(score) : now * 1000 + (this.seq++ % 1000), deadline: deadlineMs });
+    return true;
+  }
+
+  /** Nothing to restore: this process's maps can't lose what it holds while it runs. */
+  async restore(): Promise<void> {}
+
+  async reseed(): Promise<void> {}
 
   async leave(tag: string, queue: string, id: string) {
     const q = this.queueOf(tag, queue);

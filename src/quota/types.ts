@@ -72,7 +72,11 @@ export type AdmitResult =
       now: number;
       remaining: Remaining;
     }
-  | { ok: false; queued: true; now: number };
+  /**
+   * WAIT: not the head of the queue. `missing`: this waiter's queue entry is gone (Redis lost it), so no
+   * turn would ever come: take the place again (`requeue`) before waiting.
+   */
+  | { ok: false; queued: true; now: number; missing?: boolean };
 
 /** For the x-ratelimit-* headers: the tightest figures across scopes (-1 = unlimited). */
 export interface Remaining {
@@ -100,7 +104,12 @@ export interface QuotaBackend {
     id: string,
     deadlineMs: number,
     maxLen: number,
-  ): Promise<{ ok: boolean; position: number }>;
+  ): Promise<{ ok: boolean; position: number; score?: string }>;
+  /**
+   * Puts a waiter whose entry vanished back in its queue: at its old place when `score` (from enqueue) is
+   * known, else at the tail. No-op when it is still queued. false: past its deadline (not queued again).
+   */
+  requeue(tag: string, queue: string, id: string, deadlineMs: number, score?: string): Promise<boolean>;
   leave(tag: string, queue: string, id: string): Promise<void>;
   /** Wake-ups: called with the queue name whenever a slot frees for it. */
   onWake(handler: (queue: string) => void): Promise<void>;
@@ -112,6 +121,62 @@ export interface QuotaBackend {
     scope: ScopeLimits,
   ): Promise<{ tokensMinute: number; tokensDay: number; costDay: number; costMonth: number }>;
   queueLength(tag: string, queue: string): Promise<number>;
+  /**
+   * After the shared store lost data: registers this instance's live reservations again (their leases,
+   * and their reserved tokens and cost where the record of them is gone), so limits count them until they
+   * settle. Idempotent: a reservation still recorded is only renewed.
+   */
+  restore(reservations: Reservation[], ttlMs: number): Promise<void>;
+  /**
+   * After the shared store lost data (or went back to an older copy): every scope's windows are seeded from
+   * the ledger again at its next admission (never lowered). In-process: nothing is ever lost.
+   */
+  reseed(): Promise<void>;
+}
+
+/** What the ledger holds for a scope in the UTC day and month of a window (see seed.ts). */
+export interface SeedFigures {
+  tokensDay: number;
+  costDay: number;
+  costMonth: number;
+}
+
+/**
+ * The ledger's figures for one scope, to seed its windows when the store that keeps them starts without
+ * them: what the windows count (input + output tokens; sale price in micro-units) of the requests journaled
+ * in [dayStart, dayEnd) and [monthStart, monthEnd).
+ */
+export interface QuotaSeedSource {
+  figures(scope: ScopeLimits['scope'], id: string, w: WindowBounds): Promise<SeedFigures>;
+}
+
+export interface WindowBounds {
+  day: number;
+  month: number;
+  dayStart: number;
+  dayEnd: number;
+  monthStart: number;
+  monthEnd: number;
+}
+
+/** A scope limits what seeding restores: day tokens, day or month cost. */
+export function needsSeed(s: ScopeLimits): boolean {
+  return s.tokensPerDay > 0 || s.costPerDay > 0 || s.costPerMonth > 0;
+}
+
+/** The day (UTC, days since 1970-01-01) and its month as millisecond bounds. */
+export function windowBounds(day: number): WindowBounds {
+  const month = monthIndex(day);
+  const y = 1970 + Math.floor(month / 12);
+  const m = month % 12;
+  return {
+    day,
+    month,
+    dayStart: day * 86_400_000,
+    dayEnd: (day + 1) * 86_400_000,
+    monthStart: Date.UTC(y, m, 1),
+    monthEnd: Date.UTC(y, m + 1, 1),
+  };
 }
 
 /** Months since 1970-01 (UTC) for a day index, by civil calendar (Howard Hinnant's days_from_civil inverse). */

@@ -444,6 +444,17 @@ const migrations: Record<string, Migration> = {
       }
     },
   },
+  '0014_ledger_sale_key': {
+    // Quota windows seeded from the ledger after Redis lost them (quota/seed.ts) sum one key's sales (or an
+    // app's or token group's, key by key) over the month. Without this index that read every app's sales
+    // of the month (occurred_at) or the app's whole history (app_id, id), once per scope. Partial: only
+    // sales carry a key.
+    async up(db: Kysely<unknown>) {
+      await sql`CREATE INDEX ledger_journal_sale_key ON ledger_journal ((usage->>'key_id'), occurred_at) WHERE kind = 'sale'`.execute(
+        db,
+      );
+    },
+  },
 };
 
 class StaticProvider implements MigrationProvider {
