@@ -917,6 +917,9 @@ async function main(): Promise<number> {
     REDIS_URL: `redis://127.0.0.1:${redisFwd.port}`,
     ANIMA_REDIS_PREFIX: 'anima-chaos:',
     ANIMA_ADMIN_TOKEN: ADMIN_TOKEN,
+    // Production mode refuses to start without a key (credentials sealed at rest).
+    ANIMA_SECRET_KEY: process.env.ANIMA_SECRET_KEY || 'anima-chaos-' + randomId(24),
+    ANIMA_OUTBOUND_ALLOW: '127.0.0.0/8,::1', // the fake upstreams listen on loopback
     ANIMA_INSTANCE_COUNT: String(GATEWAYS),
     ANIMA_BREAKER_SYNC_MS: '200',
     ANIMA_LEASE_TTL_MS: '5000',

@@ -26,6 +26,7 @@ import pg from 'pg';
 import { insertAlias, insertApp, insertChannel, insertKey } from '../src/config/repo.js';
 import { randomId } from '../src/core/ids.js';
 import { openDatabase } from '../src/store/db.js';
+import { setSecretKey } from '../src/config/secrets.js';
 import { fixedRate } from './rate.js';
 
 const arg = (name: string, dflt: number) => {
@@ -39,6 +40,8 @@ const RATE = arg('rate', 1000);
 const WORKERS = arg('workers', 1);
 
 const children: ChildProcess[] = [];
+// Production mode refuses to start without a key; the bench seals its channels with it, as production does.
+const SECRET_KEY = process.env.ANIMA_SECRET_KEY || 'anima-bench-' + randomId(24);
 function run(
   args: string[],
   env: NodeJS.ProcessEnv,
@@ -183,6 +186,7 @@ async function main(): Promise<void> {
         /"openai":"(http:\/\/[^"]+)"/,
       ).then((x) => x.m[1]!);
     const [upA, upB] = await Promise.all([fake(), fake()]);
+    setSecretKey(SECRET_KEY);
     const dbh = await openDatabase({ databaseUrl: dbUrl, dataDir: dataDir ?? 'memory://' });
     await insertChannel(dbh.db, {
       code: 'one',
@@ -271,6 +275,8 @@ async function main(): Promise<void> {
     const gatewayEnv = (extra: NodeJS.ProcessEnv) => ({
       ANIMA_PORT: '0',
       ANIMA_LOG_LEVEL: 'info',
+      ANIMA_SECRET_KEY: SECRET_KEY,
+      ANIMA_OUTBOUND_ALLOW: '127.0.0.0/8,::1', // the fake upstreams listen on loopback
       ...(dbUrl ? { DATABASE_URL: dbUrl } : { DATABASE_URL: '', ANIMA_DATA_DIR: dataDir }),
       ...(redisUrl
         ? { REDIS_URL: redisUrl, ANIMA_REDIS_PREFIX: `anima-bench:${randomId(6)}:` }

@@ -17,6 +17,7 @@ import pg from 'pg';
 import { insertAlias, insertApp, insertChannel, insertKey } from '../src/config/repo.js';
 import { randomId } from '../src/core/ids.js';
 import { openDatabase } from '../src/store/db.js';
+import { setSecretKey } from '../src/config/secrets.js';
 import { fixedRate } from './rate.js';
 
 const arg = (n: string, d: number) =>
@@ -62,6 +63,9 @@ async function main(): Promise<void> {
         /"openai":"(http:\/\/[^"]+)"/,
       )
     ).url;
+    // Production mode refuses to start without a key; the channel is sealed with it, as in production.
+    const secretKey = process.env.ANIMA_SECRET_KEY || 'anima-soak-' + randomId(24);
+    setSecretKey(secretKey);
     const dbh = await openDatabase({ databaseUrl: u.toString(), dataDir: 'memory://' });
     await insertChannel(dbh.db, { code: 'soak', provider: 'openai', baseUrl: up + '/v1', credential: 'k' });
     await insertAlias(dbh.db, { name: 'soak', tiers: [[{ channel: 'soak', model: 'm' }]] });
@@ -94,6 +98,8 @@ async function main(): Promise<void> {
         ANIMA_PORT: '0',
         DATABASE_URL: u.toString(),
         REDIS_URL: redis,
+        ANIMA_SECRET_KEY: secretKey,
+        ANIMA_OUTBOUND_ALLOW: '127.0.0.0/8,::1', // the fake upstreams listen on loopback
         ANIMA_REDIS_PREFIX: `anima-soak:${randomId(6)}:`,
       },
       /listening on (http:\/\/[\d.:]+)/,

@@ -15,6 +15,8 @@ import { type DbHandle, openDatabase } from '../src/store/db.js';
 export const PG_ADMIN_URL = process.env.TEST_PG_ADMIN_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 export const ADMIN_TOKEN = 'ak-test-admin-token-0123456789';
 export const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
+/** The key test gateways seal credentials with (production mode needs one: see src/app/security.ts). */
+export const TEST_SECRET_KEY = 'anima-test-secret-key-0123456789';
 
 export interface TestDatabase {
   url: string;
@@ -104,7 +106,8 @@ export function testSettings(over: Partial<Settings> = {}): Settings {
     taskDeadlineMs: 60_000,
     drainMs: 2_000,
     webhookBackoffMs: 100,
-    secretKey: undefined,
+    // Production mode refuses to start without a key: tests take the encrypted path, as production does.
+    secretKey: TEST_SECRET_KEY,
     billing: true,
     billingBatch: 500,
     billingLingerMs: 20,
@@ -114,6 +117,8 @@ export function testSettings(over: Partial<Settings> = {}): Settings {
     mediaPollCapMs: 200,
     mediaDeadlineMs: { image: 60_000, video: 60_000, music: 60_000 },
     mediaCallTimeoutMs: 5_000,
+    // The fake upstreams and receivers listen on loopback: operator-set URLs may reach it here.
+    outboundAllow: ['127.0.0.0/8', '::1'],
     ...over,
   };
 }
@@ -154,7 +159,14 @@ export function spawnGateway(env: Record<string, string | undefined>): {
   url: Promise<string>;
 } {
   const child = spawn(process.execPath, ['dist/src/app/cli.js', 'serve'], {
-    env: { ...process.env, ANIMA_PORT: '0', ANIMA_LOG_LEVEL: 'warn', ...env },
+    env: {
+      ...process.env,
+      ANIMA_PORT: '0',
+      ANIMA_LOG_LEVEL: 'warn',
+      ANIMA_OUTBOUND_ALLOW: '127.0.0.0/8,::1', // the fakes listen on loopback
+      ANIMA_SECRET_KEY: TEST_SECRET_KEY,
+      ...env,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const url = new Promise<string>((resolve, reject) => {

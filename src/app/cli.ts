@@ -4,19 +4,26 @@
  *                         REDIS_URL are set); --demo also starts the built-in demo upstreams and seeds a
  *                         demo app, key, channels and aliases, then prints a working curl line.
  * anima migrate           run database migrations and exit.
+ * anima secrets rotate    re-seal every stored credential / webhook secret under ANIMA_SECRET_KEY;
+ * anima secrets status    how many stored values each key (or clear text) holds.
  */
 import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { sql } from 'kysely';
-import { newAdminToken } from '../config/admin-tokens.js';
+import { AdminTokens, newAdminToken } from '../config/admin-tokens.js';
 import { openSecret, setSecretKey } from '../config/secrets.js';
 import { ConfigAdmin } from '../config/admin.js';
 import { applyPlan, exportConfig, formatPlan, parseConfigDoc, planApply } from '../config/config-file.js';
 import { RedisCoordinator } from '../coord/redis.js';
 import { hashKey, insertAlias, insertApp, insertChannel, insertKey } from '../config/repo.js';
 import { openDatabase, type DbHandle } from '../store/db.js';
+import { OutboundPolicy, setOutboundPolicy } from '../lib/outbound.js';
 import { startFakeAnthropic, startFakeOpenAI } from '../../fakes/index.js';
 import { startGateway } from './gateway.js';
+import { clusterActuator, startManagementListener } from './management.js';
+import { StartupRefused, managementListenerAccess, secretsAtRest } from './security.js';
+import { createLogger } from '../observability/log.js';
+import { rotateSecrets, sealedInventory } from '../config/rotate.js';
 import { settingsFromEnv } from './settings.js';
 
 const DEMO_APP = 'app_demo';
@@ -97,33 +104,64 @@ async function serveCluster(n: number): Promise<void> {
       '--workers needs DATABASE_URL and REDIS_URL: the workers share state through them (the embedded mode is one process)',
     );
   }
+  // Checked here, not only in each worker: a refused worker would be restarted forever.
+  const atRest = secretsAtRest(settings);
+  if (atRest.refuse) throw new StartupRefused(atRest.refuse);
+  if (atRest.warn) process.stderr.write(`anima: WARNING: ${atRest.warn}\n`);
   // Migrate once, before any worker opens the database.
   const dbh = await openDatabase({
     databaseUrl: settings.databaseUrl,
     dataDir: settings.dataDir,
     poolSize: 1,
   });
-  await dbh.close();
   const cluster = (await import('node:cluster')).default;
   cluster.setupPrimary({ args: ['serve', '--worker'] });
+  // Workers are numbered 1..n; a worker started in place of a dead one takes its number (the `worker`
+  // label of the merged metrics stays bounded).
+  const slots = new Map<number, number>();
+  let management: Awaited<ReturnType<typeof startManagementListener>> | null = null;
+  let tokensTimer: NodeJS.Timeout | null = null;
+  if (settings.managementPort !== undefined) {
+    // The primary serves the management port for all workers (see app/management.ts); it reads admin
+    // tokens itself when a bearer is asked, so an admin token works as on a single process.
+    const tokens = settings.managementToken ? new AdminTokens(dbh.db) : null;
+    if (tokens) {
+      await tokens.load();
+      tokensTimer = setInterval(() => void tokens.load().catch(() => {}), settings.configRefreshMs);
+      tokensTimer.unref();
+    } else await dbh.close();
+    management = await startManagementListener(
+      settings.managementHost ?? '127.0.0.1',
+      settings.managementPort,
+      clusterActuator(cluster, (w) => slots.get(w.id) ?? 0),
+      managementListenerAccess(settings, tokens),
+      createLogger(settings.logLevel),
+    );
+  } else await dbh.close();
   let listening = 0;
   let stopping = false;
-  const fork = () => {
+  const fork = (slot: number) => {
     const w = cluster.fork();
+    slots.set(w.id, slot);
     w.on('message', (m: { listening?: string }) => {
-      if (m?.listening && ++listening === n)
+      if (m?.listening && ++listening === n) {
         process.stdout.write(`\nAnima gateway listening on ${m.listening}  [${n} workers]\n`);
+        if (management) process.stdout.write(`Management endpoints: ${management.url}/actuator\n`);
+      }
     });
   };
-  for (let i = 0; i < n; i++) fork();
-  cluster.on('exit', (_w, code, signal) => {
+  for (let i = 1; i <= n; i++) fork(i);
+  cluster.on('exit', (w, code, signal) => {
+    const slot = slots.get(w.id) ?? 0;
+    slots.delete(w.id);
     if (stopping) return;
     process.stderr.write(`worker exited (${signal ?? code}); starting another\n`);
-    fork();
+    fork(slot);
   });
   const stop = () => {
     if (stopping) return;
     stopping = true;
+    if (tokensTimer) clearInterval(tokensTimer);
     for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGTERM');
     const t = setTimeout(() => process.exit(0), settings.drainMs + 5_000);
     t.unref();
@@ -143,7 +181,12 @@ async function serve(args: string[]): Promise<void> {
   if (workers > 1) return serveCluster(workers);
   const settings = settingsFromEnv();
   const demo = args.includes('--demo');
-  setSecretKey(settings.secretKey);
+  // Refused before the database is touched (startGateway checks again, and warns when allowed).
+  const atRest = secretsAtRest(settings);
+  if (atRest.refuse) throw new StartupRefused(atRest.refuse);
+  // The demo upstreams listen on loopback: the demo lets operator-set URLs reach it, explicitly.
+  if (demo) settings.outboundAllow = [...settings.outboundAllow, '127.0.0.0/8', '::1'];
+  setSecretKey(settings.secretKey, settings.secretKeyPrevious);
   if (!settings.databaseUrl && settings.dataDir !== 'memory://')
     mkdirSync(settings.dataDir, { recursive: true });
   const dbh = await openDatabase({
@@ -179,12 +222,13 @@ async function serve(args: string[]): Promise<void> {
     writeFileSync(f, demoAdmin + '\n', { mode: 0o600 });
     settings.adminToken = demoAdmin;
   }
-  const gw = await startGateway(settings, { dbh });
+  const gw = await startGateway(settings, { dbh, managementOverIpc: args.includes('--worker') });
   stops.unshift(() => gw.close());
   stops.push(() => dbh.close());
   const mode = `${settings.databaseUrl ? 'PostgreSQL' : `PGlite (${settings.dataDir})`} + ${settings.redisClusterNodes?.length ? 'Redis Cluster' : settings.redisUrl ? 'Redis' : 'in-process coordination'}`;
   if (args.includes('--worker') && process.send) process.send({ listening: gw.url });
   else process.stdout.write(`\nAnima gateway listening on ${gw.url}  [${mode}]\n`);
+  if (gw.managementUrl) process.stdout.write(`Management endpoints: ${gw.managementUrl}/actuator\n`);
   if (demo) {
     process.stdout.write(
       [
@@ -226,7 +270,8 @@ async function serve(args: string[]): Promise<void> {
 /** The admin write path against the database, publishing invalidations to running gateways (if Redis). */
 async function adminFromEnv() {
   const settings = settingsFromEnv();
-  setSecretKey(settings.secretKey);
+  setSecretKey(settings.secretKey, settings.secretKeyPrevious);
+  setOutboundPolicy(new OutboundPolicy({ allow: settings.outboundAllow })); // `apply` checks URLs as the gateway does
   const dbh = await openDatabase({ databaseUrl: settings.databaseUrl, dataDir: settings.dataDir });
   const coord = settings.redisUrl
     ? new RedisCoordinator({ url: settings.redisUrl, prefix: settings.redisPrefix })
@@ -252,7 +297,12 @@ async function adminFromEnv() {
       ) ?? rows.find((x) => new Date(x.effective_from).getTime() > now);
     return r ? openSecret(r.credential) : null;
   };
-  return { admin, readCredential, close: async () => (coord ? coord.close() : undefined, dbh.close()) };
+  return {
+    admin,
+    dbh,
+    readCredential,
+    close: async () => (coord ? coord.close() : undefined, dbh.close()),
+  };
 }
 
 function flag(args: string[], name: string): string | undefined {
@@ -264,6 +314,11 @@ async function applyCommand(args: string[]): Promise<void> {
   const file = flag(args, '-f') ?? flag(args, '--file');
   if (!file) throw new Error('usage: anima apply -f anima.yaml [--dry-run]');
   const doc = parseConfigDoc(readFileSync(file, 'utf8'));
+  // apply writes credentials: the gateway's rule for storing them in clear text holds here too.
+  const atRest = secretsAtRest(settingsFromEnv());
+  if (atRest.refuse)
+    throw new StartupRefused(atRest.refuse.replace('refusing to start', 'refusing to apply'));
+  if (atRest.warn) process.stderr.write(`anima: WARNING: ${atRest.warn}\n`);
   const { admin, readCredential, close } = await adminFromEnv();
   try {
     const plan = await planApply(admin, doc, process.env, readCredential);
@@ -289,6 +344,54 @@ async function exportCommand(args: string[]): Promise<void> {
   }
 }
 
+/**
+ * `anima secrets rotate`: every sealed value re-written under ANIMA_SECRET_KEY (see config/rotate.ts);
+ * `anima secrets status`: how many values each key (or clear text) still holds.
+ */
+async function secretsCommand(args: string[]): Promise<void> {
+  const sub = args[0];
+  if (sub !== 'rotate' && sub !== 'status')
+    throw new StartupRefused('usage: anima secrets rotate [--batch N] | anima secrets status');
+  const settings = settingsFromEnv();
+  if (sub === 'rotate' && !settings.secretKey)
+    throw new StartupRefused('anima secrets rotate: set ANIMA_SECRET_KEY to the key to seal under');
+  const { admin, dbh, close } = await adminFromEnv();
+  try {
+    if (sub === 'status') {
+      for (const c of await sealedInventory(dbh.db))
+        process.stdout.write(`${c.table}.${c.column}: ${JSON.stringify(c.by)}\n`);
+      return;
+    }
+    const batch = Number(flag(args, '--batch') ?? 100);
+    const counts = await rotateSecrets(dbh.db, {
+      batch: Number.isInteger(batch) && batch > 0 ? batch : 100,
+      actor: { id: 'cli', name: `secrets rotate (${process.env.USER ?? 'cli'})`, role: 'admin' },
+      progress: (line) => process.stdout.write(line + '\n'),
+    });
+    let bad = 0;
+    for (const c of counts) {
+      process.stdout.write(
+        `${c.table}.${c.column}: re-sealed ${c.resealed}, changed meanwhile ${c.raced}, unreadable ${c.unreadable.length}` +
+          (c.unreadable.length
+            ? ` (${c.unreadable.slice(0, 20).join(', ')}${c.unreadable.length > 20 ? ', …' : ''})`
+            : '') +
+          '\n',
+      );
+      bad += c.unreadable.length + c.raced;
+    }
+    // The plain values are unchanged, but the instances' L2 copies (Redis) hold the old ciphertexts: reload.
+    for (const table of ['channel', 'api_key'] as const) await admin.propagate({ table });
+    if (bad) {
+      process.stdout.write(
+        'not done: run again (values changed meanwhile are re-checked); an unreadable value needs its key in ANIMA_SECRET_KEY_PREVIOUS\n',
+      );
+      process.exitCode = 3;
+    } else process.stdout.write('done: every sealed value is under the current key\n');
+  } finally {
+    await close();
+  }
+}
+
 async function main(): Promise<void> {
   const [cmd = 'serve', ...args] = process.argv.slice(2);
   switch (cmd) {
@@ -298,6 +401,8 @@ async function main(): Promise<void> {
       return applyCommand(args);
     case 'export':
       return exportCommand(args);
+    case 'secrets':
+      return secretsCommand(args);
     case 'migrate': {
       const s = settingsFromEnv();
       const dbh = await openDatabase({ databaseUrl: s.databaseUrl, dataDir: s.dataDir });
@@ -307,13 +412,15 @@ async function main(): Promise<void> {
     }
     default:
       process.stderr.write(
-        `unknown command '${cmd}'. Commands: serve [--demo], apply -f FILE [--dry-run], export [-o FILE], migrate\n`,
+        `unknown command '${cmd}'. Commands: serve [--demo] [--workers N], apply -f FILE [--dry-run], export [-o FILE], secrets rotate|status, migrate\n`,
       );
       process.exit(2);
   }
 }
 
 main().catch((e: unknown) => {
-  process.stderr.write(`anima: ${(e as Error).stack ?? String(e)}\n`);
+  // A refused start is a setting to fix: its message says which; a stack would only bury it.
+  if (e instanceof StartupRefused) process.stderr.write(`anima: ${e.message}\n`);
+  else process.stderr.write(`anima: ${(e as Error).stack ?? String(e)}\n`);
   process.exit(1);
 });

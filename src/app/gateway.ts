@@ -11,16 +11,26 @@ import { ChannelHealthRegistry } from '../breaker/health.js';
 import { type Invalidation, ConfigAdmin } from '../config/admin.js';
 import { AdminTokens } from '../config/admin-tokens.js';
 import { setSecretKey } from '../config/secrets.js';
+import { answerManagementOverIpc, startManagementListener } from './management.js';
+import {
+  StartupRefused,
+  mainListenerAccess,
+  managementExposure,
+  managementListenerAccess,
+  secretsAtRest,
+} from './security.js';
 import { ConfigCache } from '../config/cache.js';
 import { MemoryCoordinator } from '../coord/memory.js';
 import { RedisCoordinator } from '../coord/redis.js';
 import type { ChannelHealth, Coordinator, SharedBreakerState } from '../coord/types.js';
 import { buildServer } from '../http/server.js';
+import type { Readiness } from '../http/management.js';
 import { ResponseCache } from '../relay/response-cache.js';
 import { type Clock, systemClock } from '../lib/clock.js';
 import { createLogger } from '../observability/log.js';
 import { Metrics } from '../observability/metrics.js';
 import { Transport } from '../providers/transport.js';
+import { type OutboundResolver, OutboundPolicy, setOutboundPolicy } from '../lib/outbound.js';
 import { Relay } from '../relay/relay.js';
 import { Admission } from '../quota/admission.js';
 import { taskRunner } from '../tasks/runner.js';
@@ -62,6 +72,8 @@ export interface Gateway {
   readonly server: FastifyInstance;
   readonly admin: ConfigAdmin;
   readonly billing: Billing | null;
+  /** The management listener's URL (ANIMA_MANAGEMENT_PORT), null when there is none in this process. */
+  readonly managementUrl: string | null;
   /** Tells every instance (this one included) to reload a config table. Call after a direct DB write. */
   publishConfigChange(table?: string): Promise<void>;
   /** Test seam: drop incoming invalidation events, as if pub/sub delivery were lost. */
@@ -75,13 +87,33 @@ export interface GatewayOptions {
   /** Reuse an open database (tests, the demo). */
   dbh?: DbHandle;
   defaultMetrics?: boolean;
+  /** A `serve --workers` worker: the primary serves the management port and asks this process over IPC. */
+  managementOverIpc?: boolean;
+  /** Test seam: how outbound host names resolve (default: the system resolver). */
+  outboundResolver?: OutboundResolver;
 }
 
 export async function startGateway(settings: Settings, opts: GatewayOptions = {}): Promise<Gateway> {
+  // Refused before anything is opened (production mode without a key; see app/security.ts).
+  const atRest = secretsAtRest(settings);
+  if (atRest.refuse) throw new StartupRefused(atRest.refuse);
   let invalidationsPaused = false;
-  setSecretKey(settings.secretKey);
+  setSecretKey(settings.secretKey, settings.secretKeyPrevious);
+  // Every outbound URL (channels, webhooks, callbacks, result downloads) answers to one policy (SSRF).
+  const outbound = new OutboundPolicy({
+    allow: settings.outboundAllow,
+    ...(opts.outboundResolver ? { resolve: opts.outboundResolver } : {}),
+  });
+  setOutboundPolicy(outbound);
   const clock = opts.clock ?? systemClock;
   const log = createLogger(settings.logLevel, opts.logDestination);
+  if (atRest.warn) {
+    // Every start, in the log (for alerting) and on stderr (for whoever starts it by hand).
+    log.error({ alert: true, secretsAtRest: 'plaintext' }, atRest.warn);
+    process.stderr.write(`anima: WARNING: ${atRest.warn}\n`);
+  }
+  const exposure = managementExposure(settings);
+  if (exposure) log.warn(exposure);
   const dbh =
     opts.dbh ??
     (await openDatabase({
@@ -122,6 +154,7 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
     refreshMs: settings.configRefreshMs,
     reloadLocal,
     log,
+    outbound,
   });
   /** An invalidation names a table: reload just that one. */
   const onInvalidation = async (m: string) => {
@@ -194,7 +227,7 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
   const syncTimer = setInterval(() => void sync(), settings.breakerSyncMs);
   syncTimer.unref();
 
-  const transport = new Transport();
+  const transport = new Transport(outbound);
   const relay = new Relay({
     config,
     breakers,
@@ -352,7 +385,13 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
     dbh.db,
     (keyId) => config.keyById(keyId)?.webhookSecret ?? null,
     log,
-    { pollMs: settings.taskPollMs, maxAttempts: 10, backoffMs: settings.webhookBackoffMs, timeoutMs: 5_000 },
+    {
+      pollMs: settings.taskPollMs,
+      maxAttempts: 10,
+      backoffMs: settings.webhookBackoffMs,
+      timeoutMs: 5_000,
+      outbound,
+    },
     (result) => metrics.webhooks.labels(result).inc(),
   );
   webhooks.start();
@@ -385,6 +424,27 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
   metrics.waitingSource = () => admission.waitingNow;
   config.onKeyLookup = (layer, result) => metrics.cacheLookups.labels(layer, result).inc();
 
+  /** Readiness (the data-plane listener's, and the management listener's or the cluster primary's). */
+  const readiness = async (): Promise<Readiness> => {
+    const { dbUp, redisUp } = await probe();
+    const components: Record<string, { status: string; details?: unknown }> = {
+      db: { status: dbUp ? 'UP' : 'DOWN', details: { kind: dbh.kind } },
+      coordination: { status: redisUp ? 'UP' : 'DOWN', details: { kind: coord.kind } },
+      migrations: { status: 'UP', details: { applied: true } },
+      config: { status: 'UP', details: { loadedAt: new Date(config.loadedAt).toISOString() } },
+    };
+    // Journals not being written is a degraded gateway even with both stores answering (a writer that
+    // can't read its queue, say): readiness says so rather than UP.
+    const billingStuck = billing?.stuck() ?? false;
+    if (billing) {
+      components.billing = {
+        status: billingStuck ? 'STUCK' : 'UP',
+        details: { oldestUnjournaledSeconds: Math.round(billing.oldestUnjournaledMs() / 1000) },
+      };
+    }
+    return { up: dbUp || redisUp, degraded: !(dbUp && redisUp) || billingStuck, components };
+  };
+
   const settlements = new Set<Promise<void>>();
   const server = buildServer({
     settlements,
@@ -404,6 +464,7 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
       clock,
       wake: () => void coord.publish(TOPIC_TASKS, '1').catch(() => worker.wake()),
       onQueued: (kind: string) => metrics.tasks.labels(kind, 'queued').inc(),
+      outbound,
     },
     admin: {
       admin,
@@ -432,31 +493,37 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
     responseCache: new ResponseCache(coord),
     requestTimeoutMs: settings.requestTimeoutMs,
     bothDown: () => !dbKnownUp && !redisLive(),
-    readiness: async () => {
-      const { dbUp, redisUp } = await probe();
-      const components: Record<string, { status: string; details?: unknown }> = {
-        db: { status: dbUp ? 'UP' : 'DOWN', details: { kind: dbh.kind } },
-        coordination: { status: redisUp ? 'UP' : 'DOWN', details: { kind: coord.kind } },
-        migrations: { status: 'UP', details: { applied: true } },
-        config: { status: 'UP', details: { loadedAt: new Date(config.loadedAt).toISOString() } },
-      };
-      // Journals not being written is a degraded gateway even with both stores answering (a writer that
-      // can't read its queue, say): readiness says so rather than UP.
-      const billingStuck = billing?.stuck() ?? false;
-      if (billing) {
-        components.billing = {
-          status: billingStuck ? 'STUCK' : 'UP',
-          details: { oldestUnjournaledSeconds: Math.round(billing.oldestUnjournaledMs() / 1000) },
-        };
-      }
-      return { up: dbUp || redisUp, degraded: !(dbUp && redisUp) || billingStuck, components };
-    },
+    readiness,
+    actuator: mainListenerAccess(settings, tokens),
   });
   // A deep accept queue: a burst of thousands of new connections (clients queueing in WAIT mode) must
   // not overflow it and get reset.
   await server.listen({ host: settings.host, port: settings.port, backlog: 4096 });
   const port = (server.server.address() as AddressInfo).port;
   const host = settings.host === '0.0.0.0' || settings.host === '::' ? '127.0.0.1' : settings.host;
+  // The management listener (metrics, readiness details); a cluster worker leaves it to the primary.
+  const scrape = async () => ({
+    contentType: metrics.registry.contentType,
+    text: await metrics.registry.metrics(),
+  });
+  let management: { url: string | null; close(): Promise<void> } | null = null;
+  if (settings.managementPort !== undefined) {
+    management = opts.managementOverIpc
+      ? (() => {
+          const off = answerManagementOverIpc({ registry: metrics.registry, readiness });
+          return { url: null, close: async () => off() };
+        })()
+      : await startManagementListener(
+          settings.managementHost ?? '127.0.0.1',
+          settings.managementPort,
+          { scrape, readiness },
+          managementListenerAccess(settings, tokens),
+          log,
+        ).catch(async (e: unknown) => {
+          await server.close(); // the data-plane port is already bound: let it go before failing the start
+          throw e;
+        });
+  }
 
   let closed = false;
   return {
@@ -474,6 +541,7 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
     server,
     admin,
     billing,
+    managementUrl: management?.url ?? null,
     publishConfigChange: async (table = 'all') =>
       publishInvalidation({ table: table as Invalidation['table'] }),
     pauseInvalidations: (paused: boolean) => {
@@ -501,6 +569,8 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
       // Every settled request is in the queue; write what the database takes now (the rest stays queued).
       await billing?.writer.stop();
       billing?.stop();
+      // Scrapes and probes were answered through the drain; the process is about to go now.
+      await management?.close().catch(() => {});
       await unsubTasks().catch(() => {});
       webhooks.stop();
       clearInterval(syncTimer);
@@ -510,6 +580,7 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
       await admin.close(); // audit rows queued during a database outage: a last try, else logged
       await Promise.all(unsubs.map((u) => u().catch(() => {})));
       await transport.close();
+      await outbound.close();
       if (quotaBackend instanceof RedisQuota) quotaBackend.close();
       await coord.close();
       if (!opts.dbh) await dbh.close();

@@ -1,3 +1,5 @@
+import { parseOutboundAllow } from '../lib/outbound.js';
+
 /** Every setting, read once from the environment. The README's configuration reference mirrors this. */
 export interface Settings {
   host: string;
@@ -33,6 +35,15 @@ export interface Settings {
   webhookBackoffMs: number;
   /** Encrypts upstream credentials at rest (AES-256-GCM); unset = stored as given. */
   secretKey: string | undefined;
+  /** ANIMA_SECRET_KEY_PREVIOUS (comma-separated): older keys that still open sealed values (rotation). */
+  secretKeyPrevious?: string[];
+  /** ANIMA_ALLOW_PLAINTEXT_CREDENTIALS=1: production mode may start without ANIMA_SECRET_KEY (and warns). */
+  allowPlaintextCredentials?: boolean;
+  /** ANIMA_MANAGEMENT_PORT: metrics and readiness details on a listener of their own (unset = main port). */
+  managementPort?: number | undefined;
+  managementHost?: string;
+  /** ANIMA_MANAGEMENT_TOKEN: bearer asked for metrics and readiness details (an admin token also works). */
+  managementToken?: string | undefined;
   /** Book every served request in the ledger (off only to measure what billing costs). */
   billing: boolean;
   /** Journal writer: records per transaction; a record another instance holds this long unwritten is taken over. */
@@ -56,6 +67,12 @@ export interface Settings {
   mediaPollCapMs: number;
   mediaDeadlineMs: { image: number; video: number; music: number };
   mediaCallTimeoutMs: number;
+  /**
+   * ANIMA_OUTBOUND_ALLOW: CIDRs and host names that operator-set URLs (channel base_url, key webhook_url)
+   * may reach besides public addresses. Cloud metadata addresses stay unreachable whatever it says, and
+   * tenant-supplied URLs (callbacks) only ever reach public addresses (src/lib/outbound.ts).
+   */
+  outboundAllow: string[];
 }
 
 function int(v: string | undefined, dflt: number, name: string): number {
@@ -63,6 +80,22 @@ function int(v: string | undefined, dflt: number, name: string): number {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 0) throw new Error(`${name} must be a non-negative integer, got '${v}'`);
   return n;
+}
+
+/** A comma-separated list, each entry checked now: a typo fails the start, not a request later. */
+function outboundAllow(v: string | undefined): string[] {
+  const list = (v ?? '')
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean);
+  parseOutboundAllow(list);
+  return list;
+}
+
+function managementToken(v: string | undefined): string | undefined {
+  if (!v) return undefined;
+  if (v.length < 16) throw new Error('ANIMA_MANAGEMENT_TOKEN must be at least 16 characters');
+  return v;
 }
 
 export function settingsFromEnv(env: NodeJS.ProcessEnv = process.env): Settings {
@@ -93,6 +126,17 @@ export function settingsFromEnv(env: NodeJS.ProcessEnv = process.env): Settings 
     drainMs: int(env.ANIMA_DRAIN_MS, 30_000, 'ANIMA_DRAIN_MS'),
     webhookBackoffMs: int(env.ANIMA_WEBHOOK_BACKOFF_MS, 1_000, 'ANIMA_WEBHOOK_BACKOFF_MS'),
     secretKey: env.ANIMA_SECRET_KEY || undefined,
+    // Comma-separated: a previous key can't contain a comma (generated keys are base64 or hex).
+    secretKeyPrevious: (env.ANIMA_SECRET_KEY_PREVIOUS ?? '')
+      .split(',')
+      .map((x) => x.trim())
+      .filter(Boolean),
+    allowPlaintextCredentials: /^(1|true|yes)$/i.test(env.ANIMA_ALLOW_PLAINTEXT_CREDENTIALS ?? ''),
+    managementPort: env.ANIMA_MANAGEMENT_PORT
+      ? int(env.ANIMA_MANAGEMENT_PORT, 0, 'ANIMA_MANAGEMENT_PORT')
+      : undefined,
+    managementHost: env.ANIMA_MANAGEMENT_HOST || '127.0.0.1',
+    managementToken: managementToken(env.ANIMA_MANAGEMENT_TOKEN),
     billing: (env.ANIMA_BILLING ?? 'on') !== 'off',
     billingBatch: int(env.ANIMA_BILLING_BATCH, 500, 'ANIMA_BILLING_BATCH'),
     billingLingerMs: int(env.ANIMA_BILLING_LINGER_MS, 20, 'ANIMA_BILLING_LINGER_MS'),
@@ -108,5 +152,6 @@ export function settingsFromEnv(env: NodeJS.ProcessEnv = process.env): Settings 
       music: int(env.ANIMA_TASK_DEADLINE_MUSIC_MS, 30 * 60_000, 'ANIMA_TASK_DEADLINE_MUSIC_MS'),
     },
     mediaCallTimeoutMs: int(env.ANIMA_MEDIA_CALL_TIMEOUT_MS, 30_000, 'ANIMA_MEDIA_CALL_TIMEOUT_MS'),
+    outboundAllow: outboundAllow(env.ANIMA_OUTBOUND_ALLOW),
   };
 }

@@ -17,6 +17,7 @@ import { hashKey, newSecretKey } from './repo.js';
 import { isSealed, openSecret } from './secrets.js';
 import { PRICE_COLUMNS } from './price.js';
 import { type Entity, validateWrite } from './validate.js';
+import type { OutboundPolicy } from '../lib/outbound.js';
 
 function openSecretSafe(s: string): string {
   try {
@@ -55,6 +56,8 @@ export interface ConfigAdminOptions {
   log?: Logger;
   /** How often queued audit rows are retried (default 1 s). */
   auditRetryMs?: number;
+  /** The outbound URL policy channel and key URLs are checked against (default: the process's). */
+  outbound?: OutboundPolicy;
 }
 
 const DEFAULT_REFRESH_MS = 30_000;
@@ -126,6 +129,10 @@ const KEY_COL: Record<Entity, string> = {
   token_group: 'id',
   price: 'id',
 };
+
+/** Entities keyed by their bigserial row id (the others by a code, a name or a text id). */
+const NUMERIC_ID: ReadonlySet<Entity> = new Set(['quota', 'price']);
+const isRowId = (s: unknown) => typeof s === 'string' && /^\d{1,18}$/.test(s);
 
 const iso = (d: unknown) => (d === null || d === undefined ? null : new Date(d as string).toISOString());
 
@@ -297,6 +304,12 @@ export class ConfigAdmin {
    * scheduled one, else the most recent. 404 when none.
    */
   private async resolve(db: Db, entity: Entity, key: string, t: Target): Promise<Row> {
+    // A row id is a bigint: anything else names no row (and would be PostgreSQL's error, a 500).
+    if (
+      (KEY_COL[entity] === 'id' && NUMERIC_ID.has(entity) && !isRowId(key)) ||
+      (t.rowId && !isRowId(t.rowId))
+    )
+      throw new GatewayError('not_found', `${entity} '${key.slice(0, 100)}' not found`);
     let q = (db.selectFrom(entity as any) as any)
       .selectAll()
       .where(KEY_COL[entity], '=', key)
@@ -419,7 +432,7 @@ export class ConfigAdmin {
     body: unknown,
     opts: { appId?: string; requestId?: string } = {},
   ): Promise<{ row: Dto; sk?: string; propagation: DeferredPropagation | null }> {
-    const v = validateWrite(entity, body, 'create');
+    const v = validateWrite(entity, body, 'create', this.opts.outbound);
     let sk: string | undefined;
     if (entity === 'app' && !v.id) v.id = 'app_' + randomId(16);
     if (entity === 'channel' && !v.name) v.name = v.code;
@@ -518,7 +531,7 @@ export class ConfigAdmin {
         'version_required',
         'Name the version you read: If-Match header or version_no in the body.',
       );
-    const v = validateWrite(entity, body, 'patch');
+    const v = validateWrite(entity, body, 'patch', this.opts.outbound);
     const out = await this.commit(async (trx) => {
       await this.lock(trx, entity, key);
       const cur = await this.resolve(trx, entity, key, t);

@@ -3,6 +3,7 @@
  * values; throws a 400 naming the field otherwise.
  */
 import { GatewayError } from '../core/errors.js';
+import { type OutboundPolicy, outboundPolicy } from '../lib/outbound.js';
 import { PRICE_COLUMNS } from './price.js';
 import { sealSecret } from './secrets.js';
 
@@ -13,6 +14,16 @@ const isObj = (v: unknown): v is Obj => !!v && typeof v === 'object' && !Array.i
 
 function bad(param: string, msg: string): GatewayError {
   return new GatewayError('invalid_request', `${param}: ${msg}`, { param });
+}
+
+/**
+ * An operator-set URL against the outbound policy, without DNS (a name is checked again at each new
+ * connection): a metadata address never, a private or loopback one only when ANIMA_OUTBOUND_ALLOW lists it.
+ */
+function operatorUrl(url: string, param: string, c: Ctx): void {
+  const v = c.outbound.checkUrl(url, 'operator');
+  if (!v.ok)
+    throw new GatewayError('url_not_allowed', `${param}: ${v.reason}`, { param, details: { rule: v.rule } });
 }
 
 function str(v: unknown, param: string, opts: { max?: number; re?: RegExp; reMsg?: string } = {}): string {
@@ -122,8 +133,13 @@ function chain(v: unknown, param = 'chain'): string {
   return JSON.stringify(tiers);
 }
 
+/** What a validator may need besides the value. */
+interface Ctx {
+  outbound: OutboundPolicy;
+}
+
 /** Fields per entity: validator to DB column (name, value). */
-const FIELDS: Record<Entity, Record<string, (v: unknown) => [string, unknown]>> = {
+const FIELDS: Record<Entity, Record<string, (v: unknown, c: Ctx) => [string, unknown]>> = {
   channel: {
     code: (v) => ['code', str(v, 'code', { max: 64, re: CODE_RE, reMsg: CODE_MSG })],
     name: (v) => ['name', str(v, 'name')],
@@ -132,7 +148,7 @@ const FIELDS: Record<Entity, Record<string, (v: unknown) => [string, unknown]>> 
         throw bad('provider', "must be 'openai', 'anthropic', 'gemini' or 'jobs'");
       return ['provider', v];
     },
-    base_url: (v) => {
+    base_url: (v, c) => {
       const s = str(v, 'base_url', { max: 2048 });
       let u: URL;
       try {
@@ -142,6 +158,7 @@ const FIELDS: Record<Entity, Record<string, (v: unknown) => [string, unknown]>> 
       }
       if (u.protocol !== 'http:' && u.protocol !== 'https:')
         throw bad('base_url', 'must be an absolute http(s) URL');
+      operatorUrl(s, 'base_url', c);
       return ['base_url', s.replace(/\/+$/, '')];
     },
     credential: (v) => {
@@ -206,10 +223,11 @@ const FIELDS: Record<Entity, Record<string, (v: unknown) => [string, unknown]>> 
     wait_timeout_ms: (v) => ['wait_timeout_ms', int(v, 'wait_timeout_ms', 1, 3_600_000)],
     max_queue: (v) => ['max_queue', int(v, 'max_queue', 1, 1_000_000)],
     token_group_id: (v) => ['token_group_id', v === null ? null : str(v, 'token_group_id', { max: 64 })],
-    webhook_url: (v) => {
+    webhook_url: (v, c) => {
       if (v === null) return ['webhook_url', null];
       const s = str(v, 'webhook_url', { max: 2048 });
-      if (!/^https?:\/\//.test(s)) throw bad('webhook_url', 'must be an http(s) URL');
+      if (!/^https?:\/\//.test(s) || !URL.canParse(s)) throw bad('webhook_url', 'must be an http(s) URL');
+      operatorUrl(s, 'webhook_url', c);
       return ['webhook_url', s];
     },
     webhook_secret: (v) => [
@@ -302,6 +320,7 @@ export function validateWrite(
   entity: Entity,
   body: unknown,
   mode: 'create' | 'patch',
+  outbound: OutboundPolicy = outboundPolicy(),
 ): Record<string, unknown> {
   if (!isObj(body)) throw new GatewayError('invalid_request', 'The request body must be a JSON object.');
   const out: Record<string, unknown> = {};
@@ -311,7 +330,7 @@ export function validateWrite(
     if (!f) throw bad(k, `is not a field of ${entity}`);
     if (mode === 'patch' && IMMUTABLE[entity].includes(k))
       throw bad(k, 'cannot be changed; create a new row instead');
-    const [col, val] = f(v);
+    const [col, val] = f(v, { outbound });
     out[col] = val;
   }
   if (mode === 'create') for (const r of REQUIRED[entity]) if (!(r in out)) throw bad(r, 'is required');

@@ -34,6 +34,8 @@ export const ERRORS = {
   not_found: { status: 404, type: 'not_found_error', retryable: false },
   model_not_found: { status: 404, type: 'not_found_error', retryable: false },
   method_not_allowed: { status: 405, type: 'invalid_request_error', retryable: false },
+  /** A URL the outbound policy refuses (src/lib/outbound.ts); `error.rule` names the rule. */
+  url_not_allowed: { status: 400, type: 'invalid_request_error', retryable: false },
   // --- identity ---
   missing_api_key: { status: 401, type: 'authentication_error', retryable: false },
   invalid_api_key: { status: 401, type: 'authentication_error', retryable: false },

@@ -1,15 +1,25 @@
 /**
- * One error renderer per wire dialect. Messages never carry secrets: GatewayError messages are written by
- * Anima, and upstream messages pass through redactSecrets first.
+ * One error renderer per wire dialect. Messages never carry secrets: upstream text is redacted with the
+ * channel's credential where the error is built (relay, media adapters), and every rendered message
+ * passes the credential-shape redactor once more here, whatever built it (a net for a path that forgot).
  */
 import type { GatewayError, OpenAIErrorType } from './errors.js';
+import { redactSecrets } from './redact.js';
 
 export interface OpenAIErrorBody {
   error: { message: string; type: string; param: string | null; code: string; [extra: string]: unknown };
 }
 
 export function toOpenAIError(e: GatewayError): OpenAIErrorBody {
-  return { error: { message: e.message, type: e.type, param: e.param, code: e.code, ...(e.details ?? {}) } };
+  return {
+    error: {
+      message: redactSecrets(e.message),
+      type: e.type,
+      param: e.param,
+      code: e.code,
+      ...(e.details ?? {}),
+    },
+  };
 }
 
 const ANTHROPIC_TYPES: Record<OpenAIErrorType, string> = {
@@ -30,7 +40,10 @@ export interface AnthropicErrorBody {
 }
 
 export function toAnthropicError(e: GatewayError): AnthropicErrorBody {
-  return { type: 'error', error: { type: ANTHROPIC_TYPES[e.type], message: e.message, code: e.code } };
+  return {
+    type: 'error',
+    error: { type: ANTHROPIC_TYPES[e.type], message: redactSecrets(e.message), code: e.code },
+  };
 }
 
 const GOOGLE_STATUS: Record<number, string> = {
@@ -59,7 +72,7 @@ export function toGoogleError(e: GatewayError, status = e.status): GoogleErrorBo
   return {
     error: {
       code: status,
-      message: e.message,
+      message: redactSecrets(e.message),
       status: GOOGLE_STATUS[status] ?? (status >= 500 ? 'INTERNAL' : 'INVALID_ARGUMENT'),
       details: [
         {
@@ -77,10 +90,5 @@ export function anthropicStatus(e: GatewayError): number {
   return e.code === 'upstream_overloaded' ? 529 : e.status;
 }
 
-const SECRET_RE =
-  /\b(sk-[A-Za-z0-9_-]{8,}|sk-ant-[A-Za-z0-9_-]{8,}|Bearer\s+[A-Za-z0-9._-]{8,}|AIza[0-9A-Za-z_-]{20,})/g;
-
-/** Masks anything that looks like a key in text that came from outside (upstream error messages). */
-export function redactSecrets(s: string): string {
-  return s.replace(SECRET_RE, (m) => m.slice(0, 6) + '…[redacted]');
-}
+/** The one redactor lives in redact.ts; this name stays for the modules that import it from here. */
+export { redactSecrets };

@@ -20,8 +20,10 @@ import type { ConfigCache } from '../config/cache.js';
 import { GatewayError } from '../core/errors.js';
 import { toOpenAIError } from '../core/render.js';
 import type { Clock } from '../lib/clock.js';
+import { type OutboundPolicy, outboundPolicy } from '../lib/outbound.js';
 import type { MediaKind } from '../providers/media.js';
-import { authenticate, resolveAlias } from '../relay/auth.js';
+import { resolveAlias } from '../relay/auth.js';
+import { authed } from './auth-first.js';
 import { RequestContext } from '../relay/context.js';
 import { type MediaRunner, type StoredMediaRequest, cancelTask } from '../tasks/media.js';
 import { type TaskRow, type TaskStore, ACTIVE, taskView } from '../tasks/store.js';
@@ -35,6 +37,8 @@ export interface MediaHttpDeps {
   /** Tell every instance's workers there is work. */
   wake: () => void;
   onQueued?: (kind: string) => void;
+  /** The outbound URL policy (default: the process's). */
+  outbound?: OutboundPolicy;
 }
 
 const sec = (d: Date | string | null) => (d ? Math.floor(new Date(d).getTime() / 1000) : null);
@@ -55,7 +59,7 @@ async function caller(d: MediaHttpDeps, req: FastifyRequest): Promise<Caller & {
       'gateway_disabled',
       `The gateway is disabled by an operator${ks.reason ? `: ${ks.reason}` : ''}.`,
     );
-  await authenticate(d.config, ctx, req.headers, now);
+  await authed(d.config, req, ctx, now); // checked before the body was read (auth-first.ts)
   return { ctx, appId: ctx.key!.appId, keyId: ctx.key!.id, webhookSecret: !!ctx.key!.webhookSecret };
 }
 
@@ -87,7 +91,8 @@ function num(b: Record<string, unknown>, k: string, min: number, max: number): n
   return n;
 }
 
-function callbackUrl(b: Record<string, unknown>): string | null {
+/** A tenant's callback: an http(s) URL that resolves to public addresses only (SSRF). */
+async function callbackUrl(d: MediaHttpDeps, b: Record<string, unknown>): Promise<string | null> {
   const v = b.callback_url ?? b.callBackUrl;
   if (v === undefined || v === null || v === '') return null;
   if (typeof v !== 'string' || v.length > 2000)
@@ -105,6 +110,12 @@ function callbackUrl(b: Record<string, unknown>): string | null {
   if (u.protocol !== 'http:' && u.protocol !== 'https:')
     throw new GatewayError('invalid_request', "'callback_url' must be an http(s) URL.", {
       param: 'callback_url',
+    });
+  const verdict = await (d.outbound ?? outboundPolicy()).checkUrlResolved(v, 'tenant');
+  if (!verdict.ok)
+    throw new GatewayError('url_not_allowed', `'callback_url' ${verdict.reason}.`, {
+      param: 'callback_url',
+      details: { rule: verdict.rule },
     });
   return v;
 }
@@ -132,6 +143,7 @@ async function submit(
   if (!model)
     throw new GatewayError('missing_model', "'model' is required: name a model alias.", { param: 'model' });
   resolveAlias(d.config, c.ctx, model, d.clock.now());
+  const webhookUrl = await callbackUrl(d, b);
   if (d.billing?.blocked())
     throw new GatewayError(
       'service_unavailable',
@@ -145,7 +157,7 @@ async function submit(
     deadline: d.runner.deadlineFor(kind),
     alias: model,
     idempotencyKey: idempotencyKey(req),
-    webhookUrl: callbackUrl(b),
+    webhookUrl,
   });
   if (!r.existing) {
     d.onQueued?.(kind);
@@ -392,7 +404,17 @@ export function registerMedia(app: FastifyInstance, d: MediaHttpDeps): void {
     else {
       const url = res.items[0]?.url;
       if (!url) throw new GatewayError('not_found', 'This video has no content.');
-      up = await fetch(url, { signal: AbortSignal.timeout(120_000) });
+      // A URL the upstream handed back: held to the operator policy, as the channel itself is. (Node's
+      // fetch takes the npm undici Agent; only their type packages differ, hence the cast.)
+      up = await fetch(url, {
+        signal: AbortSignal.timeout(120_000),
+        dispatcher: (d.outbound ?? outboundPolicy()).dispatcher('operator'),
+      } as unknown as RequestInit).catch((e: Error) => {
+        throw new GatewayError(
+          'upstream_error',
+          `The result URL could not be fetched: ${(e.cause as Error | undefined)?.message ?? e.message}`,
+        );
+      });
       if (!up.ok) throw new GatewayError('upstream_error', `the result URL answered ${up.status}`);
     }
     const buf = Buffer.from(await up.arrayBuffer());

@@ -10,16 +10,18 @@ import type { Logger } from 'pino';
 import { lazyChildLogger, logAccess } from '../observability/log.js';
 import { GatewayError } from '../core/errors.js';
 import { requestId } from '../core/ids.js';
-import { redactSecrets, toOpenAIError } from '../core/render.js';
+import { toOpenAIError } from '../core/render.js';
+import { redactSecrets } from '../core/redact.js';
 import type { ConfigCache } from '../config/cache.js';
 import type { Clock } from '../lib/clock.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { InboundDialect } from '../providers/types.js';
-import { authenticate, resolveAlias } from '../relay/auth.js';
+import { resolveAlias } from '../relay/auth.js';
 import { RequestContext } from '../relay/context.js';
 import { type ClientSink, type Relay, writeError } from '../relay/relay.js';
 import { type AdminDeps, registerAdmin } from './admin.js';
 import { type MediaHttpDeps, registerMedia } from './media.js';
+import { type ActuatorAccess, registerActuator } from './management.js';
 import { type Admission, type Lease, rateLimitHeaders } from '../quota/admission.js';
 import { estimateCost, estimateTokens } from '../quota/estimate.js';
 import type { Billing } from '../billing/service.js';
@@ -57,10 +59,10 @@ import {
   cacheKey,
   cacheTtlFor,
 } from '../relay/response-cache.js';
-import { renderError } from '../relay/relay.js';
 import { emptyUsage } from '../core/usage.js';
 import { Abort } from '../lib/abort.js';
 import { MAX_JSON_DEPTH, parseJsonBody } from './json-body.js';
+import { type RouteEntry, authed, authFirstOnRoute, renderFor, shapeOf } from './auth-first.js';
 
 export interface HttpDeps {
   config: ConfigCache;
@@ -90,12 +92,17 @@ export interface HttpDeps {
   uploadLimit?: number;
   /** Settlements whose answer has gone out and whose Redis reply hasn't come back: a graceful stop waits for them. */
   settlements?: Set<Promise<void>>;
+  /** What this listener serves of metrics and readiness details, and the bearer it asks (default: all, open). */
+  actuator?: ActuatorAccess;
   readiness: () => Promise<{
     up: boolean;
     degraded?: boolean;
     components: Record<string, { status: string; details?: unknown }>;
   }>;
 }
+
+/** At close, how long the server waits for relayed handlers whose connections the drain cut. */
+const CLOSE_WAIT_MS = 10_000;
 
 /** How long, with both shared dependencies down, reads may still be answered from the in-memory config. */
 const L1_TTL_MS = 30_000;
@@ -177,16 +184,10 @@ function capturing(inner: ClientSink, onDone: (a: { t: string; p: string }) => v
   };
 }
 
-const DIALECT_BY_URL: Array<[string, InboundDialect]> = [
-  ['/v1/chat/completions', 'openai_chat'],
-  ['/v1/embeddings', 'openai_embeddings'],
-  ['/v1/messages', 'anthropic_messages'],
-  ['/v1beta/', 'gemini'],
-];
-
-function dialectOf(url: string): InboundDialect {
-  for (const [p, d] of DIALECT_BY_URL) if (url.startsWith(p)) return d;
-  return 'openai_chat';
+/** A request's path without its query string (which may carry a key: Gemini's `?key=`), for logs. */
+export function pathOf(url: string): string {
+  const q = url.indexOf('?');
+  return (q < 0 ? url : url.slice(0, q)).slice(0, 200);
 }
 
 /** Maps Fastify's own errors (body parsing, limits) to Anima's. */
@@ -244,13 +245,46 @@ export function buildServer(d: HttpDeps): FastifyInstance {
           ? 'The request path is not a valid URL (a malformed %-escape).'
           : 'The request could not be routed.',
       );
-      const { status, body } = renderError(dialectOf(req.url), ge);
+      const { status, body } = renderFor(shapeOf(req.method, req.url), ge);
       void (reply as FastifyReply).code(status).header('x-request-id', req.id).send(body);
     },
     forceCloseConnections: 'idle',
     keepAliveTimeout: 65_000,
     onProtoPoisoning: 'remove',
     onConstructorPoisoning: 'remove',
+  });
+
+  // Authentication first (auth-first.ts): declared before any route, so every route gets its hooks.
+  app.decorateRequest('animaAuth', null);
+  const routes: RouteEntry[] = [];
+  app.decorate('animaRoutes', routes);
+  app.addHook(
+    'onRoute',
+    authFirstOnRoute({
+      config: d.config,
+      clock: d.clock,
+      routes,
+      onRefused: (ctx) => {
+        d.metrics.request(ctx);
+        logRequest(d.log, ctx);
+      },
+    }),
+  );
+
+  // Relayed requests still running. At shutdown the drain cuts their connections; the server's close
+  // then waits (bounded) for their handlers to finish, so each one's settlement and access line are
+  // written before the process goes on to stop billing and exit.
+  let inflight = 0;
+  let idle: (() => void) | null = null;
+  app.addHook('onClose', async () => {
+    if (inflight === 0) return;
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(resolve, CLOSE_WAIT_MS);
+      idle = () => {
+        clearTimeout(t);
+        resolve();
+      };
+    });
   });
 
   // JSON only: a text/plain body is a 415, not a string to guess at.
@@ -272,14 +306,24 @@ export function buildServer(d: HttpDeps): FastifyInstance {
         ) as unknown as Error,
         undefined,
       );
+    else if (r.why === 'nul' || r.why === 'lone_surrogate')
+      done(
+        new GatewayError(
+          'invalid_request',
+          r.why === 'nul'
+            ? 'The JSON body holds a NUL character (\\u0000), which is not accepted.'
+            : 'The JSON body holds an unpaired UTF-16 surrogate escape (\\ud800-\\udfff), which is not text.',
+        ) as unknown as Error,
+        undefined,
+      );
     else json(req, bytes.toString('utf8'), done); // not JSON: Fastify's parser fails it with its own error, as before
   });
 
   app.setErrorHandler((err, req, reply) => {
     const ge = toGatewayError(err);
     if (ge.code === 'internal_error')
-      d.log.error({ err: safeErr(err), reqId: req.id, url: req.url }, 'unhandled error');
-    const { status, body } = renderError(dialectOf(req.url), ge);
+      d.log.error({ err: safeErr(err), reqId: req.id, path: pathOf(req.url) }, 'unhandled error');
+    const { status, body } = renderFor(shapeOf(req.method, req.url), ge);
     void reply.code(status).header('x-request-id', req.id).headers(ge.headers).send(body);
   });
 
@@ -290,7 +334,22 @@ export function buildServer(d: HttpDeps): FastifyInstance {
     { parseAs: 'buffer', bodyLimit: d.uploadLimit ?? 26 * 1024 * 1024 },
     (req, buf, done) => {
       parseMultipart(buf as Buffer, String(req.headers['content-type']))
-        .then((b) => done(null, b))
+        .then((b) => {
+          // Text fields can be stored (a video's prompt, a callback URL): no NUL, as in JSON bodies.
+          for (const k in b)
+            if (k.includes('\0') || b[k]!.includes('\0'))
+              return done(
+                new GatewayError(
+                  'invalid_request',
+                  'A form field holds a NUL character, which is not accepted.',
+                  {
+                    param: k.replace(/\0/g, ''),
+                  },
+                ) as unknown as Error,
+                undefined,
+              );
+          done(null, b);
+        })
         .catch(() =>
           done(
             new GatewayError(
@@ -348,6 +407,7 @@ export function buildServer(d: HttpDeps): FastifyInstance {
       const now = d.clock.now();
       const ctx = new RequestContext(req.id, dialect, now);
       reply.hijack();
+      inflight++;
       let sink = nodeSink(reply.raw);
       let lease: Lease | null = null;
       let holdId: string | null = null;
@@ -365,10 +425,17 @@ export function buildServer(d: HttpDeps): FastifyInstance {
             'Redis and the database are both unreachable: requests are refused until one returns (nothing is served unbilled).',
             { headers: { 'retry-after': '1' } },
           );
-        const { body, model, stream, key } = inbound(req);
+        // The key was checked before the body was read (auth-first.ts); only then is the body validated.
+        await authed(
+          d.config,
+          req,
+          ctx,
+          now,
+          dialect === 'gemini' || dialect === 'gemini_embed' ? googleKey(req) : undefined,
+        );
+        const { body, model, stream } = inbound(req);
         reqBody = body;
         ctx.stream = stream;
-        await authenticate(d.config, ctx, req.headers, now, key);
         resolveAlias(d.config, ctx, model, now);
         const gone = new Abort();
         sink.onAbort(() => gone.abort());
@@ -497,38 +564,48 @@ export function buildServer(d: HttpDeps): FastifyInstance {
         if (!sink.headersSent) writeError(ctx, sink, ge);
         else sink.end();
       } finally {
-        if (ctx.settling) await ctx.settling;
-        if (billing && !ctx.billed) {
-          if (ctx.app && reqBody)
-            await settleRequest(billing, d.config, ctx, reqBody, { recordId: ctx.id, holdId });
-          else if (holdId && ctx.app) await billing.release(ctx.app.id, holdId);
+        try {
+          if (ctx.settling) await ctx.settling;
+          if (billing && !ctx.billed) {
+            if (ctx.app && reqBody)
+              await settleRequest(billing, d.config, ctx, reqBody, { recordId: ctx.id, holdId });
+            else if (holdId && ctx.app) await billing.release(ctx.app.id, holdId);
+          }
+          priceRequest(d.config, ctx);
+          if (lease) await settleLease(lease, ctx); // a no-op when beforeFinish already settled it
+        } catch (e) {
+          d.log.error({ err: safeErr(e), reqId: ctx.id }, 'settling a request failed');
+        } finally {
+          // Every request gets its access line, whatever happened to its settlement.
+          d.metrics.request(ctx);
+          logRequest(d.log, ctx);
+          if (--inflight === 0 && idle) idle();
         }
-        priceRequest(d.config, ctx);
-        if (lease) await settleLease(lease, ctx); // a no-op when beforeFinish already settled it
-        d.metrics.request(ctx);
-        logRequest(d.log, ctx);
       }
     };
+
+  /** Route options of a relayed route: its dialect, for the access line of a request refused before it. */
+  const relayed = (dialect: InboundDialect) => ({ config: { animaAccess: dialect } });
 
   if (d.admin) registerAdmin(app, d.admin);
   if (d.media) registerMedia(app, d.media);
 
-  app.post('/v1/chat/completions', dataPlane('openai_chat'));
-  app.post('/v1/embeddings', dataPlane('openai_embeddings'));
-  app.post('/v1/messages', dataPlane('anthropic_messages'));
-  app.post('/v1/responses', dataPlane('openai_responses'));
-  app.post('/v1/audio/speech', dataPlane('openai_speech'));
-  app.post('/v1/audio/transcriptions', dataPlane('openai_transcription'));
-  app.post('/v1/audio/translations', dataPlane('openai_translation'));
-  app.post('/v1/images/edits', dataPlane('openai_image_edit'));
+  app.post('/v1/chat/completions', relayed('openai_chat'), dataPlane('openai_chat'));
+  app.post('/v1/embeddings', relayed('openai_embeddings'), dataPlane('openai_embeddings'));
+  app.post('/v1/messages', relayed('anthropic_messages'), dataPlane('anthropic_messages'));
+  app.post('/v1/responses', relayed('openai_responses'), dataPlane('openai_responses'));
+  app.post('/v1/audio/speech', relayed('openai_speech'), dataPlane('openai_speech'));
+  app.post('/v1/audio/transcriptions', relayed('openai_transcription'), dataPlane('openai_transcription'));
+  app.post('/v1/audio/translations', relayed('openai_translation'), dataPlane('openai_translation'));
+  app.post('/v1/images/edits', relayed('openai_image_edit'), dataPlane('openai_image_edit'));
   // Gemini: POST /v1beta/models/{model}:{method} (the method rides in the last path segment after a colon,
   // which the router can't split: one route, dispatched by method to the generation or embedding dialect).
   const geminiGenerate = dataPlane('gemini');
   const geminiEmbed = dataPlane('gemini_embed');
   const geminiRoute = (req: FastifyRequest, reply: FastifyReply) =>
     isGeminiEmbed(req) ? geminiEmbed(req, reply) : geminiGenerate(req, reply);
-  app.post('/v1beta/models/*', geminiRoute);
-  app.post('/v1/models/*', geminiRoute);
+  app.post('/v1beta/models/*', relayed('gemini'), geminiRoute);
+  app.post('/v1/models/*', relayed('gemini'), geminiRoute);
   /** With Redis and the database both gone, reads answer from L1 only while it is fresher than 30 s. */
   const refuseIfL1Expired = () => {
     if (d.bothDown?.() && d.clock.now() - d.config.loadedAt > L1_TTL_MS) {
@@ -551,7 +628,7 @@ export function buildServer(d: HttpDeps): FastifyInstance {
     const now = d.clock.now();
     refuseIfL1Expired();
     const ctx = new RequestContext(req.id, 'gemini', now);
-    await authenticate(d.config, ctx, req.headers, now, googleKey(req));
+    await authed(d.config, req, ctx, now, googleKey(req));
     const allowed = ctx.key!.allowedAliases;
     const models = d.config
       .aliasNames(now)
@@ -563,7 +640,7 @@ export function buildServer(d: HttpDeps): FastifyInstance {
     const now = d.clock.now();
     refuseIfL1Expired();
     const ctx = new RequestContext(req.id, 'gemini', now);
-    await authenticate(d.config, ctx, req.headers, now, googleKey(req));
+    await authed(d.config, req, ctx, now, googleKey(req));
     const id = (req.params as { model: string }).model.replace(/^models\//, '');
     resolveAlias(d.config, ctx, id, now);
     void reply.header('x-request-id', req.id).send(geminiModel(id, now));
@@ -573,7 +650,7 @@ export function buildServer(d: HttpDeps): FastifyInstance {
   // so plainly instead of a bare unknown-route 404.
   const notStored = async (req: FastifyRequest) => {
     const now = d.clock.now();
-    await authenticate(d.config, new RequestContext(req.id, 'openai_responses', now), req.headers, now);
+    await authed(d.config, req, new RequestContext(req.id, 'openai_responses', now), now);
     throw new GatewayError(
       'not_found',
       'Anima does not store responses (requests are stateless, as with store: false): there is nothing to retrieve, cancel or list. Keep the response the create call returned.',
@@ -590,7 +667,7 @@ export function buildServer(d: HttpDeps): FastifyInstance {
       throw new GatewayError('gateway_disabled', 'The gateway is disabled by an operator.');
     refuseIfL1Expired();
     const ctx = new RequestContext(req.id, 'openai_chat', now);
-    await authenticate(d.config, ctx, req.headers, now);
+    await authed(d.config, req, ctx, now);
     const allowed = ctx.key!.allowedAliases;
     const data = d.config
       .aliasNames(now)
@@ -608,7 +685,7 @@ export function buildServer(d: HttpDeps): FastifyInstance {
     const now = d.clock.now();
     refuseIfL1Expired();
     const ctx = new RequestContext(req.id, 'openai_chat', now);
-    await authenticate(d.config, ctx, req.headers, now);
+    await authed(d.config, req, ctx, now);
     const id = (req.params as { model: string }).model;
     resolveAlias(d.config, ctx, id, now);
     void reply.send({
@@ -622,7 +699,7 @@ export function buildServer(d: HttpDeps): FastifyInstance {
   app.get('/v1/tasks/:id', async (req, reply) => {
     const now = d.clock.now();
     const ctx = new RequestContext(req.id, 'openai_chat', now);
-    await authenticate(d.config, ctx, req.headers, now);
+    await authed(d.config, req, ctx, now);
     const t = d.tasks
       ? await d.tasks.store.get((req.params as { id: string }).id, ctx.key!.appId)
       : undefined;
@@ -632,7 +709,7 @@ export function buildServer(d: HttpDeps): FastifyInstance {
   app.get('/v1/tasks', async (req, reply) => {
     const now = d.clock.now();
     const ctx = new RequestContext(req.id, 'openai_chat', now);
-    await authenticate(d.config, ctx, req.headers, now);
+    await authed(d.config, req, ctx, now);
     const q = req.query as Record<string, string>;
     const rows = d.tasks
       ? await d.tasks.store.list(ctx.key!.appId, {
@@ -643,18 +720,17 @@ export function buildServer(d: HttpDeps): FastifyInstance {
     void reply.header('x-request-id', req.id).send({ object: 'list', data: rows.map(taskView) });
   });
 
-  app.get('/actuator/health', async () => ({ status: 'UP' }));
-  app.get('/actuator/health/liveness', async () => ({ status: 'UP' }));
-  app.get('/actuator/health/readiness', async (_req, reply) => {
-    const r = await d.readiness();
-    void reply
-      .code(r.up ? 200 : 503)
-      .send({ status: r.up ? (r.degraded ? 'DEGRADED' : 'UP') : 'DOWN', components: r.components });
-  });
-  app.get('/actuator/prometheus', async (_req, reply) => {
-    const text = await d.metrics.registry.metrics();
-    void reply.header('content-type', d.metrics.registry.contentType).send(text);
-  });
+  registerActuator(
+    app,
+    {
+      scrape: async () => ({
+        contentType: d.metrics.registry.contentType,
+        text: await d.metrics.registry.metrics(),
+      }),
+      readiness: d.readiness,
+    },
+    d.actuator ?? { prometheus: true, details: true, authorize: null },
+  );
 
   return app;
 }

@@ -5,6 +5,21 @@ import { uploadsOf } from '../lib/multipart.js';
 
 const isObj = (v: unknown): v is Record<string, unknown> => !!v && typeof v === 'object' && !Array.isArray(v);
 
+/** Largest token or choice count passed on: beyond it a number is a mistake or a probe, not a request. */
+export const MAX_COUNT = 1_000_000_000;
+
+/**
+ * A count (max_tokens, n ...) an upstream can take: absent, null, or an integer from `min` to MAX_COUNT.
+ * `1e308` or `-1` would otherwise reach the upstream as sent (and the quota estimate as a huge reservation).
+ */
+function count(v: unknown, param: string, min = 0): void {
+  if (v === undefined || v === null) return;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > MAX_COUNT)
+    throw new GatewayError('invalid_request', `'${param}' must be an integer from ${min} to ${MAX_COUNT}.`, {
+      param,
+    });
+}
+
 /**
  * The shape checks Anima itself needs (model, messages, stream...). Everything else is the upstream's to
  * judge, so fields Anima doesn't know still reach OpenAI-compatible channels unchanged.
@@ -29,6 +44,9 @@ export function validateBody(dialect: InboundDialect, body: unknown): Record<str
           param: 'stream_options',
         });
       }
+      count(body.max_tokens, 'max_tokens');
+      count(body.max_completion_tokens, 'max_completion_tokens');
+      count(body.n, 'n');
       break;
     case 'anthropic_messages':
       if (!Array.isArray(body.messages) || body.messages.length === 0) {
@@ -36,10 +54,16 @@ export function validateBody(dialect: InboundDialect, body: unknown): Record<str
           param: 'messages',
         });
       }
-      if (!Number.isInteger(body.max_tokens) || (body.max_tokens as number) < 1) {
-        throw new GatewayError('invalid_request', 'max_tokens: a positive integer is required', {
-          param: 'max_tokens',
-        });
+      if (
+        !Number.isInteger(body.max_tokens) ||
+        (body.max_tokens as number) < 1 ||
+        (body.max_tokens as number) > MAX_COUNT
+      ) {
+        throw new GatewayError(
+          'invalid_request',
+          `max_tokens: a positive integer (at most ${MAX_COUNT}) is required`,
+          { param: 'max_tokens' },
+        );
       }
       break;
     case 'openai_embeddings': {
@@ -193,11 +217,15 @@ export function inboundFor(dialect: InboundDialect): Inbound {
         }
         if (
           body.max_output_tokens != null &&
-          (!Number.isInteger(body.max_output_tokens) || (body.max_output_tokens as number) < 1)
+          (!Number.isInteger(body.max_output_tokens) ||
+            (body.max_output_tokens as number) < 1 ||
+            (body.max_output_tokens as number) > MAX_COUNT)
         ) {
-          throw new GatewayError('invalid_request', "'max_output_tokens' must be a positive integer.", {
-            param: 'max_output_tokens',
-          });
+          throw new GatewayError(
+            'invalid_request',
+            `'max_output_tokens' must be a positive integer (at most ${MAX_COUNT}).`,
+            { param: 'max_output_tokens' },
+          );
         }
         if (body.background === true)
           throw new GatewayError(
@@ -224,6 +252,12 @@ export function inboundFor(dialect: InboundDialect): Inbound {
             "'contents' must be a non-empty array of content objects.",
             { param: 'contents' },
           );
+        }
+        // Google's JSON takes snake_case names as well (generation_config.max_output_tokens).
+        const gc = body.generationConfig ?? body.generation_config;
+        if (isObj(gc)) {
+          count(gc.maxOutputTokens ?? gc.max_output_tokens, 'generationConfig.maxOutputTokens');
+          count(gc.candidateCount ?? gc.candidate_count, 'generationConfig.candidateCount');
         }
         return { body: { ...body, model, stream }, model, stream, key: googleKey(req) };
       };

@@ -15,8 +15,10 @@ export function createLogger(level: string, destination?: pino.DestinationStream
         paths: [
           'req.headers.authorization',
           'req.headers["x-api-key"]',
+          'req.headers["x-goog-api-key"]',
           'headers.authorization',
           'headers["x-api-key"]',
+          'headers["x-goog-api-key"]',
           'credential',
           '*.credential',
           'sk',

@@ -3,6 +3,7 @@
  * (count against the breaker? rest the channel? take its credential out?). One table, tested as a table
  * in test/unit/classify.test.ts.
  */
+import { redact, redactJsonText } from '../core/redact.js';
 import type { ProviderKind } from './types.js';
 
 export type FailureKind =
@@ -35,6 +36,8 @@ export interface UpstreamFailure {
   tryNext: boolean;
   /** Take the channel out of rotation this long (429 Retry-After). */
   cooldownMs?: number;
+  /** An overloaded upstream's own Retry-After: passed on to the client when the chain is exhausted. */
+  retryAfterMs?: number;
   /** Take the channel's credential out until reset. */
   credential?: 'exhausted' | 'invalid';
   message: string;
@@ -77,6 +80,23 @@ export function failure(
   extra: Partial<UpstreamFailure> = {},
 ): UpstreamFailure {
   return { kind, status: null, ...FAILURE_RULES[kind], message, ...extra };
+}
+
+/**
+ * The failure with the upstream's words made safe to show and log: its message and body pass the one
+ * redactor with the channel's secrets (see core/redact.ts). Applied wherever a failure is built with the
+ * channel at hand, after classification (which reads the words as the upstream wrote them).
+ */
+export function redactFailure(f: UpstreamFailure, secrets: readonly string[]): UpstreamFailure {
+  const message = redact(f.message, secrets);
+  const body = f.body === undefined ? undefined : redactJsonText(f.body, secrets);
+  return {
+    ...f,
+    message,
+    ...(body === undefined ? {} : { body }),
+    ...(f.upstreamType === undefined ? {} : { upstreamType: redact(f.upstreamType, secrets) }),
+    ...(f.upstreamCode === undefined ? {} : { upstreamCode: redact(f.upstreamCode, secrets) }),
+  };
 }
 
 /** Default rest for a 429 that names no Retry-After. */
@@ -226,7 +246,10 @@ export function classifyHttp(
     return failure('auth_failed', message, { ...extra, credential: 'invalid' });
   if (status === 402) return failure('quota_exhausted', message, { ...extra, credential: 'exhausted' });
   if (status === 408) return failure('request_timeout', message, extra);
-  if (status === 529 || f.type === 'overloaded_error') return failure('overloaded', message, extra);
+  if (status === 529 || f.type === 'overloaded_error') {
+    const ra = parseRetryAfter(headers);
+    return failure('overloaded', message, ra === null ? extra : { ...extra, retryAfterMs: ra });
+  }
   if (status >= 500) return failure('server_error', message, extra);
   if (CONTEXT_RE.test(sig) || CONTEXT_RE.test(message)) return failure('context_length', message, extra);
   if (POLICY_RE.test(sig) || POLICY_RE.test(message)) return failure('content_policy', message, extra);

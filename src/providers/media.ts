@@ -12,8 +12,8 @@
  * back along the alias chain by the same rules and the breaker counts it the same way.
  */
 import { GatewayError } from '../core/errors.js';
-import { redactSecrets } from '../core/render.js';
-import { type UpstreamFailure, classifyHttp, classifyTransport, failure } from './classify.js';
+import { redact, secretsOf } from '../core/redact.js';
+import { type UpstreamFailure, classifyHttp, classifyTransport, failure, redactFailure } from './classify.js';
 import type { UpstreamEndpoint } from './types.js';
 
 export type MediaKind = 'image' | 'video' | 'music';
@@ -53,12 +53,18 @@ export type PollResult =
   | { state: 'succeeded'; result: MediaResult }
   | { state: 'failed' | 'cancelled'; error: { code: string; message: string } };
 
-/** An upstream call that failed, classified. */
+/**
+ * An upstream call that failed, classified. Built only through `failed`, so what the upstream said is
+ * redacted with the channel's secrets before it can reach a task row, a poll answer or a log line.
+ */
 export class MediaCallError extends Error {
   constructor(readonly failure: UpstreamFailure) {
     super(failure.message);
   }
 }
+
+const failed = (ep: UpstreamEndpoint, f: UpstreamFailure) =>
+  new MediaCallError(redactFailure(f, secretsOf(ep)));
 
 export interface MediaAdapter {
   supports(kind: MediaKind): boolean;
@@ -89,21 +95,23 @@ async function call(
       signal,
     });
   } catch (e) {
-    throw new MediaCallError(
+    throw failed(
+      ep,
       signal.aborted ? failure('total_timeout', 'media call timed out') : classifyTransport(e, 'connect'),
     );
   }
   const text = await res.text().catch(() => '');
   if (res.status < 200 || res.status >= 300) {
-    throw new MediaCallError(classifyHttp('openai', res.status, Object.fromEntries(res.headers), text));
+    throw failed(ep, classifyHttp('openai', res.status, Object.fromEntries(res.headers), text));
   }
   try {
     return JSON.parse(text) as unknown;
   } catch {
-    throw new MediaCallError(
+    throw failed(
+      ep,
       failure(
         'bad_response',
-        `upstream answered ${res.status} with a body that is not JSON: ${redactSecrets(text.slice(0, 120))}`,
+        `upstream answered ${res.status} with a body that is not JSON: ${text.slice(0, 120)}`,
       ),
     );
   }
@@ -111,7 +119,7 @@ async function call(
 
 const obj = (v: unknown): Record<string, unknown> =>
   v && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
-const bad = (msg: string) => new MediaCallError(failure('bad_response', msg));
+const bad = (ep: UpstreamEndpoint, msg: string) => failed(ep, failure('bad_response', msg));
 
 export const openaiMedia: MediaAdapter = {
   supports: (kind) => kind === 'image' || kind === 'video',
@@ -135,7 +143,7 @@ export const openaiMedia: MediaAdapter = {
         signal,
       );
       const data = obj(b).data;
-      if (!Array.isArray(data)) throw bad('images answer has no data array');
+      if (!Array.isArray(data)) throw bad(ep, 'images answer has no data array');
       const items = data.map((d) => {
         const o = obj(d);
         return {
@@ -154,7 +162,7 @@ export const openaiMedia: MediaAdapter = {
     if (req.seconds) form.set('seconds', String(req.seconds));
     if (req.size) form.set('size', req.size);
     const v = obj(await call(ep, `${base(ep)}/videos`, { method: 'POST', body: form }, signal));
-    if (typeof v.id !== 'string') throw bad('video answer has no id');
+    if (typeof v.id !== 'string') throw bad(ep, 'video answer has no id');
     return { done: false, upstreamId: v.id };
   },
   async poll(ep, id, _kind, signal) {
@@ -181,15 +189,16 @@ export const openaiMedia: MediaAdapter = {
         return {
           state: 'failed',
           error: {
-            code: typeof e.code === 'string' ? e.code : 'generation_failed',
-            message: redactSecrets(
+            code: typeof e.code === 'string' ? redact(e.code, secretsOf(ep)) : 'generation_failed',
+            message: redact(
               typeof e.message === 'string' ? e.message : 'the upstream video job failed',
+              secretsOf(ep),
             ),
           },
         };
       }
       default:
-        throw bad(`unknown video status ${JSON.stringify(v.status)}`);
+        throw bad(ep, `unknown video status ${JSON.stringify(v.status)}`);
     }
   },
   async cancel(ep, id, signal) {
@@ -201,7 +210,8 @@ export const openaiMedia: MediaAdapter = {
       signal,
     });
     if (!res.ok)
-      throw new MediaCallError(
+      throw failed(
+        ep,
         classifyHttp('openai', res.status, Object.fromEntries(res.headers), await res.text().catch(() => '')),
       );
     return res;
@@ -231,7 +241,7 @@ export const jobsMedia: MediaAdapter = {
         signal,
       ),
     );
-    if (typeof b.job_id !== 'string') throw bad('job answer has no job_id');
+    if (typeof b.job_id !== 'string') throw bad(ep, 'job answer has no job_id');
     return { done: false, upstreamId: b.job_id };
   },
   async poll(ep, id, kind, signal) {
@@ -242,12 +252,10 @@ export const jobsMedia: MediaAdapter = {
       case 'running':
         return { state: b.status, progress };
       case 'succeeded': {
-        const items = (Array.isArray(b.results) ? b.results : [])
-          .map(obj)
-          .map((r) => ({
-            ...(typeof r.url === 'string' ? { url: r.url } : {}),
-            ...(typeof r.duration_s === 'number' ? { duration_s: r.duration_s } : {}),
-          }));
+        const items = (Array.isArray(b.results) ? b.results : []).map(obj).map((r) => ({
+          ...(typeof r.url === 'string' ? { url: r.url } : {}),
+          ...(typeof r.duration_s === 'number' ? { duration_s: r.duration_s } : {}),
+        }));
         const seconds = items.reduce((s, i) => s + (i.duration_s ?? 0), 0);
         const metered =
           kind === 'image'
@@ -263,15 +271,16 @@ export const jobsMedia: MediaAdapter = {
         return {
           state: b.status,
           error: {
-            code: typeof e.code === 'string' ? e.code : String(b.status),
-            message: redactSecrets(
+            code: typeof e.code === 'string' ? redact(e.code, secretsOf(ep)) : String(b.status),
+            message: redact(
               typeof e.message === 'string' ? e.message : `the upstream job ${b.status}`,
+              secretsOf(ep),
             ),
           },
         };
       }
       default:
-        throw bad(`unknown job status ${JSON.stringify(b.status)}`);
+        throw bad(ep, `unknown job status ${JSON.stringify(b.status)}`);
     }
   },
   async cancel(ep, id, signal) {

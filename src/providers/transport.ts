@@ -1,6 +1,7 @@
 import { Pool } from 'undici';
 import type { PreparedCall } from './types.js';
 import type { Abort } from '../lib/abort.js';
+import type { OutboundPolicy } from '../lib/outbound.js';
 
 export interface TransportTimeouts {
   connectMs: number;
@@ -44,6 +45,13 @@ export class Transport {
   /** baseUrl -> origin and path prefix (parsing a URL per request is measurable on the hot path). */
   private readonly bases = new Map<string, { origin: string; path: string }>();
 
+  /**
+   * `outbound`: the operator URL policy (SSRF), enforced by each pool's connector when it opens a
+   * connection (resolve, check, connect to the checked address); a request on a kept-alive connection
+   * pays nothing for it. Absent: no policy (unit tests).
+   */
+  constructor(private readonly outbound?: OutboundPolicy) {}
+
   private base(baseUrl: string): { origin: string; path: string } {
     let b = this.bases.get(baseUrl);
     if (!b) {
@@ -64,7 +72,9 @@ export class Transport {
     const pool = new Pool(origin, {
       connections,
       pipelining: 1,
-      connect: { timeout: t.connectMs },
+      connect: this.outbound
+        ? this.outbound.connector('operator', { timeout: t.connectMs })
+        : { timeout: t.connectMs },
       keepAliveTimeout: 30_000,
       keepAliveMaxTimeout: 600_000,
     });

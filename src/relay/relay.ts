@@ -17,13 +17,8 @@
  * (rare) and half-open probe permits.
  */
 import { GatewayError } from '../core/errors.js';
-import {
-  anthropicStatus,
-  redactSecrets,
-  toAnthropicError,
-  toGoogleError,
-  toOpenAIError,
-} from '../core/render.js';
+import { redact, redactSecrets, secretsOf } from '../core/redact.js';
+import { anthropicStatus, toAnthropicError, toGoogleError, toOpenAIError } from '../core/render.js';
 import type { BreakerRegistry, BreakerPermit } from '../breaker/breaker.js';
 import type { ChannelHealthRegistry } from '../breaker/health.js';
 import type { ConfigCache } from '../config/cache.js';
@@ -31,7 +26,13 @@ import type { Channel } from '../config/model.js';
 import type { Clock } from '../lib/clock.js';
 import { SseParser } from '../lib/sse.js';
 import { createExchange } from '../providers/index.js';
-import { type UpstreamFailure, classifyHttp, classifyTransport, failure } from '../providers/classify.js';
+import {
+  type UpstreamFailure,
+  classifyHttp,
+  classifyTransport,
+  failure,
+  redactFailure,
+} from '../providers/classify.js';
 import type { SendResult, Transport } from '../providers/transport.js';
 import { CAPABILITIES, type Exchange, type InboundDialect } from '../providers/types.js';
 import type { RequestContext } from './context.js';
@@ -251,12 +252,16 @@ export class Relay {
           f.kind === 'idle_timeout' || f.kind === 'total_timeout'
             ? 'upstream_timeout'
             : 'upstream_stream_interrupted';
-        sink.end(ex.errorFrame(new GatewayError(code, `upstream stream failed: ${f.message}`)));
+        const msg = redact(`upstream stream failed: ${f.message}`, secretsOf(ch));
+        sink.end(ex.errorFrame(new GatewayError(code, msg)));
       }
     } finally {
       clearTimeout(timer);
       clientAbort.off(onClientAbort);
     }
+    // Whatever the upstream said is redacted here, once, with this channel's credential at hand: every
+    // later use (the client's error, the route notes, logs, a stored task) reads the redacted failure.
+    if (!result.ok) result = { ...result, failure: redactFailure(result.failure, secretsOf(ch)) };
     const ms = performance.now() - t0;
     ctx.upstreamMs += ms;
     await this.report(ctx, ch, probeReported ? { ...permit, probe: false } : permit, result, ttfb || ms, ms);
@@ -408,8 +413,8 @@ export class Relay {
         return { ok: false, committed: false, failure: failure('overloaded', e.message) };
       }
       if (e instanceof GatewayError) {
-        // The upstream sent an error event or garbage mid-stream.
-        if (sink.headersSent) sink.end(ex.errorFrame(e));
+        // The upstream sent an error event or garbage mid-stream: its words reach the client redacted.
+        if (sink.headersSent) sink.end(ex.errorFrame(redactError(e, secretsOf(ch))));
         return {
           ok: false,
           committed: sink.headersSent,
@@ -537,9 +542,13 @@ export class Relay {
           `no channel of alias '${ctx.aliasName}' supports this operation`,
         );
       }
+      // Every channel was passed over: when some rest only for a known while (a 429's cooldown, an open
+      // breaker), the client is told when the first of them comes back.
+      const wait = this.earliestReturn(ctx);
       return new GatewayError(
         'no_available_channel',
         `no channel of alias '${ctx.aliasName}' is available${suffix}`,
+        wait === null ? {} : { headers: { 'retry-after': String(Math.max(1, Math.ceil(wait / 1000))) } },
       );
     }
     switch (last.kind) {
@@ -557,13 +566,34 @@ export class Relay {
           headers: last.cooldownMs ? { 'retry-after': String(Math.ceil(last.cooldownMs / 1000)) } : {},
         });
       case 'overloaded':
-        return new GatewayError('upstream_overloaded', `upstream overloaded${suffix}`);
+        return new GatewayError('upstream_overloaded', `upstream overloaded${suffix}`, {
+          headers: last.retryAfterMs
+            ? { 'retry-after': String(Math.max(1, Math.ceil(last.retryAfterMs / 1000))) }
+            : {},
+        });
       default:
         return new GatewayError(
           'upstream_error',
           `every channel of alias '${ctx.aliasName}' failed; last: ${redactSecrets(last.message)}${suffix}`,
         );
     }
+  }
+
+  /** ms until the first channel skipped for a timed reason (cooldown, open breaker) may serve; null if none. */
+  private earliestReturn(ctx: RequestContext): number | null {
+    const now = this.d.clock.now();
+    let best: number | null = null;
+    for (const n of ctx.route) {
+      if (n.what !== 'skipped') continue;
+      const until =
+        n.reason === 'cooldown'
+          ? this.d.health.get(n.channel).cooldownUntil
+          : n.reason === 'breaker_open'
+            ? this.d.breakers.state(n.channel).openUntil
+            : 0;
+      if (until > now && (best === null || until - now < best)) best = until - now;
+    }
+    return best;
   }
 
   fail(ctx: RequestContext, sink: ClientSink, err: GatewayError): void {
@@ -610,6 +640,14 @@ export function errorShape(d: InboundDialect): 'openai' | 'anthropic' | 'google'
     : d === 'gemini' || d === 'gemini_embed'
       ? 'google'
       : 'openai';
+}
+
+/** The same error with its message redacted (an upstream's words inside a stream's error frame). */
+function redactError(e: GatewayError, secrets: readonly string[]): GatewayError {
+  const message = redact(e.message, secrets);
+  return message === e.message
+    ? e
+    : new GatewayError(e.code, message, { param: e.param, headers: e.headers, status: e.status });
 }
 
 function isJson(s: string): boolean {

@@ -23,6 +23,7 @@ import type { ConfigCache } from '../config/cache.js';
 import { isEffective } from '../config/model.js';
 import { GatewayError } from '../core/errors.js';
 import { priceOf } from '../core/pricing.js';
+import { redactSecrets } from '../core/redact.js';
 import {
   type MediaKind,
   type MediaRequest,
@@ -128,7 +129,10 @@ export class MediaRunner {
       if (!t.upstream_id) return await this.submit(t, owner);
       return await this.poll(t, owner);
     } catch (e) {
-      this.d.log.error({ task: t.id, err: (e as Error).message }, 'media task step failed');
+      this.d.log.error(
+        { task: t.id, err: redactSecrets(String((e as Error)?.message)) },
+        'media task step failed',
+      );
       // Unexpected: let the lease lapse and retry the step later (the deadline still bounds it).
       await this.d.store.step(t.id, owner, { notBefore: this.nextPoll(t.polls) }).catch(() => {});
     }
@@ -187,12 +191,10 @@ export class MediaRunner {
         this.d.health.refusesNow(ch.code)
       )
         continue;
-      const acq = await this.d.breakers
-        .acquire(ch.code, ch.breaker)
-        .catch(() => ({
-          ok: true as const,
-          permit: { channel: ch.code, gen: this.d.breakers.state(ch.code).gen, probe: false },
-        }));
+      const acq = await this.d.breakers.acquire(ch.code, ch.breaker).catch(() => ({
+        ok: true as const,
+        permit: { channel: ch.code, gen: this.d.breakers.state(ch.code).gen, probe: false },
+      }));
       if (!acq.ok) continue;
       tried.push(ch.code);
       const req: MediaRequest = {
@@ -386,6 +388,9 @@ export class MediaRunner {
     error: { code: string; message: string },
   ): Promise<void> {
     const key = this.d.config.keyById(t.key_id);
+    // Upstream words were redacted with the channel's credential where they were read (providers/media.ts);
+    // this catches a credential-shaped token from anywhere else before it is stored and shown on poll.
+    error = { code: redactSecrets(error.code), message: redactSecrets(error.message) };
     const done = await this.d.store.complete(
       t.id,
       owner,
@@ -435,7 +440,10 @@ export class MediaRunner {
     await adapter
       .cancel(ch, t.upstream_id, this.signal())
       .catch((e: unknown) =>
-        this.d.log.warn({ task: t.id, err: (e as Error).message }, 'upstream cancel failed'),
+        this.d.log.warn(
+          { task: t.id, err: redactSecrets(String((e as Error)?.message)) },
+          'upstream cancel failed',
+        ),
       );
   }
 

@@ -5,11 +5,22 @@
  *
  * Signature: `x-anima-signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>` with the
  * key's webhook secret; receivers recompute it and reject stale timestamps.
+ *
+ * Outbound policy (src/lib/outbound.ts): a task's own `callback_url` is a tenant's URL (public addresses
+ * only), a key's `webhook_url` an operator's. Both are checked again here, when connecting (a name may
+ * resolve elsewhere by now), through a dispatcher that connects only to the addresses it checked; a
+ * refusal is final, not retried. Redirects are not followed: a 3xx is a failed attempt.
  */
 import { createHmac } from 'node:crypto';
 import type { Logger } from 'pino';
 import { sql } from 'kysely';
 import { request } from 'undici';
+import {
+  type OutboundPolicy,
+  type OutboundUse,
+  OutboundRefusedError,
+  outboundPolicy,
+} from '../lib/outbound.js';
 import type { Db } from '../store/db.js';
 import { type TaskRow, taskView } from './store.js';
 
@@ -23,6 +34,8 @@ export interface WebhookOptions {
   /** First retry delay; doubles each attempt, capped at 5 minutes. */
   backoffMs: number;
   timeoutMs: number;
+  /** The outbound URL policy (default: the process's). */
+  outbound?: OutboundPolicy;
 }
 
 export class WebhookDeliverer {
@@ -81,26 +94,38 @@ export class WebhookDeliverer {
     const body = JSON.stringify({ type: `task.${task.status}`, delivery_id: d.id, task: taskView(task) });
     const ts = Math.floor(Date.now() / 1000);
     const secret = this.secretFor(task.key_id);
+    const policy = this.opts.outbound ?? outboundPolicy();
+    // The task's own callback came from the tenant; anything else is the key's, set by an operator.
+    const use: OutboundUse = task.webhook_url !== null && task.webhook_url === d.url ? 'tenant' : 'operator';
     let status = 0;
     let error: string | null = null;
-    try {
-      const res = await request(d.url, {
-        method: 'POST',
-        headers: {
-          'content-type': 'application/json',
-          'x-anima-delivery': d.id,
-          'x-anima-timestamp': String(ts),
-          ...(secret ? { 'x-anima-signature': signWebhook(secret, ts, body) } : {}),
-        },
-        body,
-        headersTimeout: this.opts.timeoutMs,
-        bodyTimeout: this.opts.timeoutMs,
-      });
-      status = res.statusCode;
-      await res.body.dump();
-    } catch (e) {
-      error = (e as Error).message.slice(0, 500);
-    }
+    let refused = false;
+    const pre = policy.checkUrl(d.url, use);
+    if (!pre.ok) {
+      refused = true;
+      error = `refused by the outbound policy: the URL ${pre.reason}`;
+    } else
+      try {
+        const res = await request(d.url, {
+          dispatcher: policy.dispatcher(use),
+          method: 'POST',
+          headers: {
+            'content-type': 'application/json',
+            'x-anima-delivery': d.id,
+            'x-anima-timestamp': String(ts),
+            ...(secret ? { 'x-anima-signature': signWebhook(secret, ts, body) } : {}),
+          },
+          body,
+          headersTimeout: this.opts.timeoutMs,
+          bodyTimeout: this.opts.timeoutMs,
+        });
+        status = res.statusCode;
+        await res.body.dump();
+      } catch (e) {
+        refused =
+          e instanceof OutboundRefusedError || (e as { code?: string }).code === 'ANIMA_OUTBOUND_REFUSED';
+        error = (refused ? 'refused by the outbound policy: ' : '') + (e as Error).message.slice(0, 500);
+      }
     if (status >= 200 && status < 300) {
       await this.db
         .updateTable('webhook_delivery')
@@ -116,7 +141,7 @@ export class WebhookDeliverer {
       this.onResult('delivered');
       return;
     }
-    const final = d.attempts >= this.opts.maxAttempts;
+    const final = refused || d.attempts >= this.opts.maxAttempts;
     const delay = Math.min(300_000, this.opts.backoffMs * 2 ** (d.attempts - 1));
     await this.db
       .updateTable('webhook_delivery')

@@ -7,6 +7,7 @@
 import type { Logger } from 'pino';
 import { GatewayError } from '../core/errors.js';
 import { randomId } from '../core/ids.js';
+import { redactSecrets } from '../core/redact.js';
 import { type TaskRow, type TaskStore, isMediaKind } from './store.js';
 
 export type RunOutcome =
@@ -132,9 +133,9 @@ export class TaskWorker {
     } catch (err) {
       const e =
         err instanceof GatewayError
-          ? { message: err.message, code: err.code }
+          ? { message: redactSecrets(err.message), code: err.code }
           : { message: 'internal error', code: 'internal_error' };
-      this.log.error({ task: t.id, err: (err as Error).message }, 'task run failed');
+      this.log.error({ task: t.id, err: redactSecrets(String((err as Error)?.message)) }, 'task run failed');
       if (
         await this.store.complete(t.id, this.owner, 'failed', {
           error: e,

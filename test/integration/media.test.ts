@@ -494,6 +494,7 @@ describe('submission semantics', () => {
       ['/v1/images/generations', { model: 'img', prompt: 'x', response_format: 'gif' }, 'response_format'],
       ['/v1/music', { prompt: 'x' }, 'model'],
       ['/v1/music', { model: 'suno', prompt: 'x', callback_url: 'ftp://x' }, 'callback_url'],
+      ['/v1/music', { model: 'suno', prompt: 'x', callback_url: 'http://127.0.0.1:9/x' }, 'callback_url'],
       ['/v1/videos', { model: 'sora', prompt: 'x', seconds: 'many' }, 'seconds'],
     ];
     for (const [p, b, param] of cases) {
@@ -524,19 +525,20 @@ describe('two instances', () => {
 });
 
 describe('webhooks', () => {
-  it('a per-task callback: signed, retried through 3 failures, exactly one success recorded', async () => {
-    const secret = 'whsec-media-test';
+  // The receivers listen on loopback, which only operator-set URLs may reach (the test settings allow it),
+  // so these go through the key's webhook_url; a tenant's callback_url at loopback is a 400 (ssrf.test.ts).
+  const keyWebhook = async (url: string | null, secret?: string) => {
     await admin(
       'PATCH',
       `/apps/${appA.id}/keys/${appA.keyId}`,
-      { webhook_secret: secret },
+      { webhook_url: url, ...(secret ? { webhook_secret: secret } : {}) },
       (await admin('GET', `/apps/${appA.id}/keys/${appA.keyId}`)).version_no,
     );
-    await waitFor(
-      () => A.config.keyById(appA.keyId)?.webhookSecret && B.config.keyById(appA.keyId)?.webhookSecret,
-      3_000,
-      5,
-    );
+    await waitFor(() => [A, B].every((g) => g.config.keyById(appA.keyId)?.webhookUrl === url), 3_000, 5);
+  };
+
+  it("the key's webhook: signed, retried through 3 failures, exactly one success recorded", async () => {
+    const secret = 'whsec-media-test';
     let calls = 0;
     const good: Array<{ body: string; sig: string }> = [];
     const rx = createServer((req, res) => {
@@ -555,13 +557,8 @@ describe('webhooks', () => {
     await new Promise<void>((r) => rx.listen(0, '127.0.0.1', r));
     try {
       const port = (rx.address() as { port: number }).port;
-      const r = await json(
-        await http(A, appA.sk, 'POST', '/v1/music', {
-          model: 'suno',
-          prompt: 'call me',
-          callback_url: `http://127.0.0.1:${port}/hook`,
-        }),
-      );
+      await keyWebhook(`http://127.0.0.1:${port}/hook`, secret);
+      const r = await json(await http(A, appA.sk, 'POST', '/v1/music', { model: 'suno', prompt: 'call me' }));
       await taskUntil(A, appA.sk, r.id, final);
       await waitFor(() => good.length === 1, 15_000, 50);
       await new Promise((res) => setTimeout(res, 300));
@@ -579,15 +576,13 @@ describe('webhooks', () => {
   }, 30_000);
 
   it("an unreachable receiver doesn't hold up the task", async () => {
+    await keyWebhook('http://127.0.0.1:9/nowhere');
     const r = await json(
-      await http(A, appA.sk, 'POST', '/v1/music', {
-        model: 'suno',
-        prompt: 'nobody home',
-        callback_url: 'http://127.0.0.1:9/nowhere',
-      }),
+      await http(A, appA.sk, 'POST', '/v1/music', { model: 'suno', prompt: 'nobody home' }),
     );
     const t = await taskUntil(A, appA.sk, r.id, final);
     expect(t.status).toBe('succeeded');
+    await keyWebhook(null);
   });
 });
 

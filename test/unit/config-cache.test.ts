@@ -30,7 +30,7 @@ describe('credentials at rest', () => {
         .select('credential')
         .where('code', '=', 'sealed')
         .executeTakeFirstOrThrow();
-      expect(raw.credential.startsWith('enc:v1:')).toBe(true);
+      expect(raw.credential).toMatch(/^enc:v2:[0-9a-f]{8}:/); // the key id says which key opens it
       expect(raw.credential).not.toContain('very-secret');
       const cache = new ConfigCache(dbh.db, new ManualClock(Date.now() + 1000), pino({ level: 'silent' }));
       await cache.load();

@@ -79,6 +79,34 @@ describe('parseJsonBody', () => {
     );
   });
 
+  it('refuses what PostgreSQL refuses: a NUL anywhere, an unpaired surrogate; not their lookalikes', () => {
+    const nul = [
+      '{"a":"x\\u0000y"}',
+      '{"a\\u0000":1}',
+      '{"a":[1,{"b":["\\u0000"]}]}',
+      '"\\u0000"',
+      '{"a":"\u00e9\\u0000"}', // a non-ASCII body takes the text search first
+      '{"a":"\\\\\\u0000"}', // an escaped backslash, then a real NUL
+    ];
+    for (const b of nul) expect(parseJsonBody(b), b).toEqual({ ok: false, why: 'nul' });
+    const lone = [
+      '{"a":"\\ud800"}',
+      '{"a":"\\uDC00x"}',
+      '{"a":"\\ud83d"}',
+      '["é\\ud83d\\u0041"]',
+      '{"\\udfff":1}',
+    ];
+    for (const b of lone) expect(parseJsonBody(b), b).toEqual({ ok: false, why: 'lone_surrogate' });
+    const fine = [
+      '{"a":"\\\\u0000"}', // a backslash, then the text u0000
+      '{"a":"\\ud83d\\ude00"}', // a pair: an emoji as Python's json.dumps writes it
+      '{"a":"\\uD83D\\uDE00 and é"}',
+      '{"a":"\\ud7ff\\ue000"}',
+      '{"a":"😀 plain"}',
+    ];
+    for (const b of fine) expect(parseJsonBody(b).ok, b).toBe(true);
+  });
+
   it('remembers the text of an object body, but not when it removed a key (the text would say otherwise)', () => {
     const t = '{"model":"m","messages":[]}';
     expect(jsonTextOf(parsed(t))).toBe(t);
