@@ -351,6 +351,7 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
   const taskStore = new TaskStore(dbh.db);
   const onTaskState = (kind: string, state: string) => metrics.tasks.labels(kind, state).inc();
   const media = new MediaRunner({
+    outbound,
     store: taskStore,
     config,
     breakers,

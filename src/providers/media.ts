@@ -75,6 +75,14 @@ export interface MediaAdapter {
   content?(ep: UpstreamEndpoint, upstreamId: string, signal: AbortSignal): Promise<Response>;
 }
 
+/**
+ * A channel is an operator URL: its connections answer to the outbound policy at connect time (resolve,
+ * check, pin), as the chat transport's do; the runner hands the policy's dispatcher in. Node's fetch takes
+ * the npm undici Agent; only their type packages differ, hence the spread of an untyped option.
+ */
+const dispatcherOf = (ep: UpstreamEndpoint): Record<string, unknown> =>
+  ep.dispatcher ? { dispatcher: ep.dispatcher } : {};
+
 const base = (ep: UpstreamEndpoint) => ep.baseUrl.replace(/\/+$/, '');
 const auth = (ep: UpstreamEndpoint): Record<string, string> => ({
   ...ep.headers,
@@ -93,7 +101,8 @@ async function call(
       ...init,
       headers: { ...auth(ep), ...(init.headers as Record<string, string>) },
       signal,
-    });
+      ...dispatcherOf(ep),
+    } as RequestInit);
   } catch (e) {
     throw failed(
       ep,
@@ -208,7 +217,8 @@ export const openaiMedia: MediaAdapter = {
     const res = await fetch(`${base(ep)}/videos/${encodeURIComponent(id)}/content`, {
       headers: auth(ep),
       signal,
-    });
+      ...dispatcherOf(ep),
+    } as RequestInit);
     if (!res.ok)
       throw failed(
         ep,

@@ -35,6 +35,8 @@ export interface UpstreamEndpoint {
   headers: Record<string, string>;
   /** OpenAI channels: the upstream has its own Responses API (default true). */
   nativeResponses?: boolean;
+  /** An undici dispatcher for calls made with fetch (media): the outbound policy's connector. */
+  dispatcher?: unknown;
 }
 
 export interface PreparedCall {

@@ -15,6 +15,8 @@
  * Billing is exactly once: the completion commits the priced record with billing_state 'pending', the
  * settlement (idempotent by task id) follows, then 'done'; a crash in between is swept up by `sweep`.
  */
+import type { OutboundPolicy } from '../lib/outbound.js';
+import type { UpstreamEndpoint } from '../providers/types.js';
 import type { Logger } from 'pino';
 import type { Billing } from '../billing/service.js';
 import type { BreakerRegistry } from '../breaker/breaker.js';
@@ -55,6 +57,8 @@ export interface MediaDeps {
   log: Logger;
   settings: MediaSettings;
   onState: (kind: string, status: string) => void;
+  /** The operator URL policy: a channel's connections are checked (and pinned) when they open. */
+  outbound?: OutboundPolicy;
 }
 
 /** The request a media task stores (normalized from whichever inbound API submitted it). */
@@ -114,6 +118,11 @@ export class MediaRunner {
 
   private signal(): AbortSignal {
     return AbortSignal.timeout(this.d.settings.callTimeoutMs);
+  }
+
+  /** The channel as the adapter calls it, with the policy's connector for its connections. */
+  private endpoint(ch: UpstreamEndpoint): UpstreamEndpoint {
+    return this.d.outbound ? { ...ch, dispatcher: this.d.outbound.dispatcher('operator') } : ch;
   }
 
   private nextPoll(polls: number): Date {
@@ -209,7 +218,7 @@ export class MediaRunner {
       };
       const t0 = performance.now();
       try {
-        const out = await adapter.submit(ch, req, this.signal());
+        const out = await adapter.submit(this.endpoint(ch), req, this.signal());
         await this.d.breakers
           .onResult(acq.permit, ch.breaker, { failure: false, durationMs: performance.now() - t0 })
           .catch(() => {});
@@ -279,7 +288,7 @@ export class MediaRunner {
       });
     let r: PollResult;
     try {
-      r = await adapter.poll(ch, t.upstream_id!, t.kind as MediaKind, this.signal());
+      r = await adapter.poll(this.endpoint(ch), t.upstream_id!, t.kind as MediaKind, this.signal());
     } catch (e) {
       if (!(e instanceof MediaCallError)) throw e;
       // A poll that failed says nothing about the job: try again later (the deadline bounds it).
@@ -438,7 +447,7 @@ export class MediaRunner {
     const adapter = ch ? mediaAdapter(ch.provider) : null;
     if (!ch || !adapter) return;
     await adapter
-      .cancel(ch, t.upstream_id, this.signal())
+      .cancel(this.endpoint(ch), t.upstream_id, this.signal())
       .catch((e: unknown) =>
         this.d.log.warn(
           { task: t.id, err: redactSecrets(String((e as Error)?.message)) },
@@ -465,7 +474,7 @@ export class MediaRunner {
       throw new GatewayError('not_found', 'This task has no downloadable content.');
     try {
       return await adapter.content(
-        ch,
+        this.endpoint(ch),
         t.upstream_id,
         AbortSignal.timeout(Math.max(this.d.settings.callTimeoutMs, 120_000)),
       );
