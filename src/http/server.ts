@@ -10,7 +10,6 @@ import type { Logger } from 'pino';
 import { lazyChildLogger, logAccess } from '../observability/log.js';
 import { GatewayError } from '../core/errors.js';
 import { requestId } from '../core/ids.js';
-import { toOpenAIError } from '../core/render.js';
 import { redactSecrets } from '../core/redact.js';
 import type { ConfigCache } from '../config/cache.js';
 import type { Clock } from '../lib/clock.js';
@@ -367,7 +366,9 @@ export function buildServer(d: HttpDeps): FastifyInstance {
       'not_found',
       `Unknown route: ${req.method} ${req.url.split('?')[0]!.slice(0, 200)}`,
     );
-    void reply.code(404).header('x-request-id', req.id).send(toOpenAIError(ge));
+    // In the shape of the API the path belongs to: a Gemini client on /v1beta/… reads Google's shape.
+    const { status, body } = renderFor(shapeOf(req.method, req.url), ge);
+    void reply.code(status).header('x-request-id', req.id).send(body);
   });
 
   /** True up a lease to what was produced: the upstream's usage, or nothing when no upstream answered. */

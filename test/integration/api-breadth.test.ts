@@ -458,6 +458,13 @@ describe('Gemini', () => {
     });
     expect(nf.status).toBe(404);
     expect(((await nf.json()) as { error: { status: string } }).error.status).toBe('NOT_FOUND');
+    // An unknown route answers in the shape of the API its path belongs to, not always OpenAI's.
+    const route = await fetch(G.url + '/v1beta/nowhere', { headers: { 'x-goog-api-key': appA.sk } });
+    expect(route.status).toBe(404);
+    expect(((await route.json()) as { error: { status: string } }).error.status).toBe('NOT_FOUND');
+    const msg = await fetch(G.url + '/v1/messages/nowhere', { headers: { 'x-api-key': appA.sk } });
+    expect(msg.status).toBe(404);
+    expect(((await msg.json()) as { type: string }).type).toBe('error');
   });
 });
 
