@@ -278,3 +278,26 @@ export class TcpProxy {
     await new Promise((r) => this.server?.close(r));
   }
 }
+
+/**
+ * A redis-server of the test's own on 127.0.0.1:`port` (`args` appended: persistence, --dir), resolved
+ * once it accepts connections, so a suite can kill, flush or restart it without touching the shared one.
+ */
+export async function startRedisServer(port: number, args: string[] = []): Promise<ChildProcess> {
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', ...args], {
+    stdio: 'ignore',
+  });
+  await waitFor(
+    () =>
+      new Promise((res) => {
+        const s = connect(port, '127.0.0.1', () => {
+          s.destroy();
+          res(true);
+        });
+        s.on('error', () => res(false));
+      }),
+    10_000,
+    20,
+  );
+  return child;
+}

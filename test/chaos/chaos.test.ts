@@ -8,7 +8,7 @@
  *
  *   npx vitest run test/chaos       (also part of `npm test`)
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { connect } from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -29,6 +29,7 @@ import {
   testRedisPrefix,
   waitFor,
   testPool,
+  startRedisServer,
 } from '../helpers.js';
 
 type TGateway = Awaited<ReturnType<typeof startTestGateway>>;
@@ -49,36 +50,16 @@ const admin = adminApi(() => A.url);
 const LEASE_TTL = 2_000;
 
 async function startRedis(): Promise<void> {
-  redis = spawn(
-    'redis-server',
-    [
-      '--port',
-      String(redisPort),
-      '--bind',
-      '127.0.0.1',
-      '--dir',
-      redisDir,
-      '--appendonly',
-      'yes',
-      '--appendfsync',
-      'everysec',
-      '--save',
-      '',
-    ],
-    { stdio: 'ignore' },
-  );
-  await waitFor(
-    () =>
-      new Promise((res) => {
-        const s = connect(redisPort, '127.0.0.1', () => {
-          s.destroy();
-          res(true);
-        });
-        s.on('error', () => res(false));
-      }),
-    10_000,
-    50,
-  );
+  redis = await startRedisServer(redisPort, [
+    '--dir',
+    redisDir,
+    '--appendonly',
+    'yes',
+    '--appendfsync',
+    'everysec',
+    '--save',
+    '',
+  ]);
 }
 async function killRedis(): Promise<void> {
   const r = redis;

@@ -14,8 +14,7 @@
  *
  *   npx vitest run test/chaos/redis-loss.test.ts      (also part of `npm test`)
  */
-import { type ChildProcess, spawn } from 'node:child_process';
-import { connect } from 'node:net';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -35,6 +34,7 @@ import {
   testPool,
   testRedisPrefix,
   waitFor,
+  startRedisServer,
 } from '../helpers.js';
 
 type TGateway = Awaited<ReturnType<typeof startTestGateway>>;
@@ -68,35 +68,7 @@ const budgets: Record<string, { appId: string; keyId: string; sk: string }> = {}
 const admin = adminApi(() => A.url);
 
 async function startRedis(): Promise<void> {
-  const child = spawn(
-    'redis-server',
-    [
-      '--port',
-      String(redisPort),
-      '--bind',
-      '127.0.0.1',
-      '--dir',
-      redisDir,
-      '--save',
-      '',
-      '--appendonly',
-      'no',
-    ],
-    { stdio: 'ignore' },
-  );
-  redis = child;
-  await waitFor(
-    () =>
-      new Promise((res) => {
-        const s = connect(redisPort, '127.0.0.1', () => {
-          s.destroy();
-          res(true);
-        });
-        s.on('error', () => res(false));
-      }),
-    10_000,
-    20,
-  );
+  redis = await startRedisServer(redisPort, ['--dir', redisDir, '--save', '', '--appendonly', 'no']);
 }
 
 async function exited(c: ChildProcess): Promise<void> {

@@ -3,13 +3,20 @@
  * untouched): protective limits fall back to this instance's share and are counted; a cost budget fails
  * closed with 503; readiness says DEGRADED; when Redis returns, admission goes back to it by itself.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
-import { connect, createServer } from 'node:net';
+import type { ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FakeUpstream } from '../../fakes/common.js';
 import { startFakeOpenAI } from '../../fakes/index.js';
 import { insertAlias, insertApp, insertChannel, insertKey } from '../../src/config/repo.js';
-import { type TestDatabase, createTestDatabase, openTestDb, startTestGateway, waitFor } from '../helpers.js';
+import {
+  type TestDatabase,
+  createTestDatabase,
+  freePort,
+  openTestDb,
+  startRedisServer,
+  startTestGateway,
+  waitFor,
+} from '../helpers.js';
 
 let tdb: TestDatabase;
 let G: Awaited<ReturnType<typeof startTestGateway>>;
@@ -19,31 +26,8 @@ let port = 0;
 let sk: string;
 let costSk: string;
 
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const p = (s.address() as { port: number }).port;
-  await new Promise((r) => s.close(r));
-  return p;
-}
 async function startRedis(): Promise<void> {
-  redis = spawn(
-    'redis-server',
-    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'],
-    { stdio: 'ignore' },
-  );
-  await waitFor(
-    () =>
-      new Promise((res) => {
-        const s = connect(port, '127.0.0.1', () => {
-          s.destroy();
-          res(true);
-        });
-        s.on('error', () => res(false));
-      }),
-    5_000,
-    50,
-  );
+  redis = await startRedisServer(port, ['--save', '', '--appendonly', 'no']);
 }
 const chat = (key: string) =>
   fetch(G.url + '/v1/chat/completions', {
