@@ -44,6 +44,8 @@ interface Unconfirmed {
   at: number;
   /** Handed to the writer directly (Redis unreachable): not again. */
   spilled?: boolean;
+  /** When it was last sent again (an overdue record is, at most once per stuck bound). */
+  resentAt?: number;
 }
 
 /** Ledger lookups per sweep: one query of this many keys, oldest first. */
@@ -142,7 +144,12 @@ export class Billing {
    */
   async resendUnconfirmed(): Promise<number> {
     this.resendPending = false;
-    const all = [...this.unconfirmed.values()];
+    return this.resend([...this.unconfirmed.values()]);
+  }
+
+  private async resend(all: Unconfirmed[]): Promise<number> {
+    const at = Date.now();
+    for (const u of all) u.resentAt = at;
     let sent = 0;
     for (let i = 0; i < all.length; i += 500) {
       const chunk = all.slice(i, i + 500);
@@ -201,11 +208,26 @@ export class Billing {
       ids.push(id);
     }
     if (ids.length) {
+      let found: Set<string> | null = null;
       try {
-        const found = await this.ledger.journaled(ids.map(saleIdemKey));
-        for (const id of ids) if (found.has(saleIdemKey(id))) this.unconfirmed.delete(id);
+        found = await this.ledger.journaled(ids.map(saleIdemKey));
       } catch {
         // The database is down: the records stay, and their age says so.
+      }
+      if (found) {
+        const stale = Date.now() - (this.opts.stuckAfterMs ?? 30_000);
+        const again: Unconfirmed[] = [];
+        for (const id of ids) {
+          if (found.has(saleIdemKey(id))) this.unconfirmed.delete(id);
+          else {
+            // The ledger answers yet this record is long overdue: Redis may have lost it without anyone
+            // noticing (one shard of a Cluster failing over, an eviction). Sending it again is harmless
+            // (its marker refuses a copy still queued), so it goes again, at most once per bound.
+            const u = this.unconfirmed.get(id)!;
+            if (u.at < stale && (u.resentAt ?? 0) < stale && !u.spilled) again.push(u);
+          }
+        }
+        if (again.length) await this.resend(again).catch(() => {});
       }
     }
     const now = Date.now();

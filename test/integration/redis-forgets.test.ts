@@ -235,6 +235,31 @@ describe('Redis comes back empty', () => {
   });
 });
 
+describe('a loss nobody noticed', () => {
+  it('a record Redis dropped without the epoch changing is sent again once overdue, and journaled once', async () => {
+    await A.billing!.writer.stop();
+    await B.billing!.writer.stop();
+    const res = await chat(A, 'main');
+    expect(res.status).toBe(200);
+    const id = res.headers.get('x-request-id')!;
+    // Only the billing streams and markers go (one shard of a Cluster failing over, an eviction): the
+    // epoch key stays, so no data-loss signal fires.
+    const r = new Redis(REDIS_URL);
+    try {
+      const keys = [...(await r.keys(`${prefix}{b:*}:j`)), ...(await r.keys(`${prefix}{b:*}:done:*`))];
+      if (keys.length) await r.del(...keys);
+    } finally {
+      r.disconnect();
+    }
+    const losses = (A.coord as RedisCoordinator).dataLosses;
+    A.billing!.writer.start();
+    B.billing!.writer.start();
+    await waitFor(async () => (await journalCount([id])) === 1, 15_000, 50);
+    expect((A.coord as RedisCoordinator).dataLosses).toBe(losses);
+    expect(A.billing!.resent).toBeGreaterThan(0);
+  });
+});
+
 describe('breaker store', () => {
   it('a write over a key Redis forgot wins even before anyone noticed the loss (gen above what is stored)', async () => {
     await cleanupRedis(prefix); // no checkDataset: nobody has rebuilt anything yet
