@@ -90,6 +90,10 @@ const dashboards = {
     panel('Time to first byte p99', [[q(0.99, 'anima_request_ttfb_seconds', 'alias'), '{{alias}}']], {
       unit: 's',
     }),
+    // One line "other" when ANIMA_METRICS_APP_LABEL=off folds the apps (README "Operations").
+    panel('Latency p99 by app', [[q(0.99, 'anima_request_duration_seconds', 'app'), '{{app}}']], {
+      unit: 's',
+    }),
     panel(
       'Gateway overhead p50 / p99',
       [
@@ -176,6 +180,12 @@ const dashboards = {
     panel('Upstream latency p99', [[q(0.99, 'anima_upstream_duration_seconds', 'channel'), '{{channel}}']], {
       unit: 's',
     }),
+    // The whole request (receipt to last byte) by the channel that served it; upstream latency above is one attempt.
+    panel(
+      'Request latency p99 by serving channel',
+      [[q(0.99, 'anima_request_duration_seconds', 'channel'), '{{channel}}']],
+      { unit: 's' },
+    ),
     panel(
       'Fallback share',
       [

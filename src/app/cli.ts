@@ -7,6 +7,7 @@
  * anima secrets rotate    re-seal every stored credential / webhook secret under ANIMA_SECRET_KEY;
  * anima secrets status    how many stored values each key (or clear text) holds.
  */
+import { PROVIDER_KINDS } from '../providers/registry.js';
 import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { sql } from 'kysely';
@@ -276,9 +277,14 @@ async function adminFromEnv() {
   const coord = settings.redisUrl
     ? new RedisCoordinator({ url: settings.redisUrl, prefix: settings.redisPrefix })
     : null;
-  const admin = new ConfigAdmin(dbh.db, async (inv) => {
-    if (coord) await coord.publish('config', JSON.stringify({ ...inv, at: Date.now() }));
-  });
+  const admin = new ConfigAdmin(
+    dbh.db,
+    async (inv) => {
+      if (coord) await coord.publish('config', JSON.stringify({ ...inv, at: Date.now() }));
+    },
+    Date.now,
+    { providerKinds: PROVIDER_KINDS },
+  );
   const readCredential = async (code: string) => {
     // the version apply compares against: in force now, else the next scheduled one
     const rows = await dbh.db

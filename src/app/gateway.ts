@@ -2,6 +2,7 @@
  * The composition root: the only module that knows every other. Builds a gateway from Settings, starts
  * it, and stops it in the reverse order.
  */
+import { PROVIDER_KINDS } from '../providers/registry.js';
 import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
@@ -33,6 +34,7 @@ import { Transport } from '../providers/transport.js';
 import { type OutboundResolver, OutboundPolicy, setOutboundPolicy } from '../lib/outbound.js';
 import { Relay } from '../relay/relay.js';
 import { Admission } from '../quota/admission.js';
+import { Governance } from '../governance/pipeline.js';
 import { taskRunner } from '../tasks/runner.js';
 import { TaskStore } from '../tasks/store.js';
 import { TaskWorker } from '../tasks/worker.js';
@@ -130,7 +132,11 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
         })
       : new MemoryCoordinator(clock);
   if (coord instanceof RedisCoordinator) await coord.ready();
-  const metrics = new Metrics({ defaultMetrics: opts.defaultMetrics ?? true });
+  const metrics = new Metrics({
+    defaultMetrics: opts.defaultMetrics ?? true,
+    // The operator's cardinality cap on the latency histogram (README "Operations").
+    appLabel: settings.metricsAppLabel !== false,
+  });
 
   const config = new ConfigCache(dbh.db, clock, log, { refreshMs: settings.configRefreshMs, l2: coord });
   config.onReload = (table, source) => {
@@ -155,6 +161,7 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
     reloadLocal,
     log,
     outbound,
+    providerKinds: PROVIDER_KINDS,
   });
   /** An invalidation names a table: reload just that one. */
   const onInvalidation = async (m: string) => {
@@ -181,6 +188,8 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
   const health = new ChannelHealthRegistry(coord.breakers, clock, (channel, h) =>
     publish(TOPIC_HEALTH, { channel, h }),
   );
+  // Every configured channel, read at scrape time: in step with config reloads, closed until seen otherwise.
+  metrics.breakerSource = () => config.channelCodes().map((c) => [c, breakers.state(c).state] as const);
   breakers.onTransition((channel, from, to) => {
     metrics.breaker(channel, to);
     log.warn({ channel, from, to: to.state, reason: to.reason, gen: to.gen }, 'breaker transition');
@@ -348,6 +357,9 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
     });
   }
 
+  // Settlements whose answer has gone out and whose Redis reply hasn't come back: a graceful stop waits for them.
+  const settlements = new Set<Promise<void>>();
+  const governance = new Governance({ config, admission, billing, metrics, log, settlements });
   const taskStore = new TaskStore(dbh.db);
   const onTaskState = (kind: string, state: string) => metrics.tasks.labels(kind, state).inc();
   const media = new MediaRunner({
@@ -356,7 +368,7 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
     config,
     breakers,
     health,
-    billing,
+    governance,
     log,
     settings: {
       pollMs: settings.mediaPollMs,
@@ -368,7 +380,7 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
   });
   const worker = new TaskWorker(
     taskStore,
-    taskRunner({ config, admission, relay, now: () => clock.now(), ...(billing ? { billing } : {}) }),
+    taskRunner({ config, governance, relay, now: () => clock.now() }),
     log,
     {
       pollMs: Math.min(settings.taskPollMs, Math.max(settings.mediaPollMs, 100)),
@@ -446,22 +458,19 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
     return { up: dbUp || redisUp, degraded: !(dbUp && redisUp) || billingStuck, components };
   };
 
-  const settlements = new Set<Promise<void>>();
   const server = buildServer({
-    settlements,
+    governance,
     tasks: {
       store: taskStore,
       wake: () => void coord.publish(TOPIC_TASKS, '1').catch(() => worker.wake()),
       deadlineMs: settings.taskDeadlineMs,
       onQueued: (kind: string) => metrics.tasks.labels(kind, 'queued').inc(),
     },
-    admission,
-    ...(billing ? { billing } : {}),
     media: {
       config,
       store: taskStore,
       runner: media,
-      billing,
+      governance,
       clock,
       wake: () => void coord.publish(TOPIC_TASKS, '1').catch(() => worker.wake()),
       onQueued: (kind: string) => metrics.tasks.labels(kind, 'queued').inc(),

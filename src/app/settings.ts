@@ -62,6 +62,8 @@ export interface Settings {
   billingUnconfirmedMax?: number;
   /** A settled record not in the ledger after this long marks the journal writer stuck (readiness DEGRADED). */
   billingStuckAfterMs?: number;
+  /** false: the latency histogram folds its app label into "other" (a cardinality cap; README "Operations"). */
+  metricsAppLabel?: boolean;
   /** Media tasks: first poll delay (doubling per poll up to the cap), per-kind deadlines, one upstream call's limit. */
   mediaPollMs: number;
   mediaPollCapMs: number;
@@ -144,6 +146,7 @@ export function settingsFromEnv(env: NodeJS.ProcessEnv = process.env): Settings 
     billingHoldTtlMs: int(env.ANIMA_BILLING_HOLD_TTL_MS, 10 * 60_000, 'ANIMA_BILLING_HOLD_TTL_MS'),
     billingUnconfirmedMax: int(env.ANIMA_BILLING_UNCONFIRMED_MAX, 200_000, 'ANIMA_BILLING_UNCONFIRMED_MAX'),
     billingStuckAfterMs: int(env.ANIMA_BILLING_STUCK_AFTER_MS, 30_000, 'ANIMA_BILLING_STUCK_AFTER_MS'),
+    metricsAppLabel: (env.ANIMA_METRICS_APP_LABEL ?? 'on') !== 'off',
     mediaPollMs: int(env.ANIMA_MEDIA_POLL_MS, 1_000, 'ANIMA_MEDIA_POLL_MS'),
     mediaPollCapMs: int(env.ANIMA_MEDIA_POLL_CAP_MS, 15_000, 'ANIMA_MEDIA_POLL_CAP_MS'),
     mediaDeadlineMs: {

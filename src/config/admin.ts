@@ -56,6 +56,8 @@ export interface ConfigAdminOptions {
   log?: Logger;
   /** How often queued audit rows are retried (default 1 s). */
   auditRetryMs?: number;
+  /** The provider kinds a channel may name (the provider registry's, handed in: config sits below it). */
+  providerKinds?: readonly string[];
   /** The outbound URL policy channel and key URLs are checked against (default: the process's). */
   outbound?: OutboundPolicy;
 }
@@ -432,7 +434,7 @@ export class ConfigAdmin {
     body: unknown,
     opts: { appId?: string; requestId?: string } = {},
   ): Promise<{ row: Dto; sk?: string; propagation: DeferredPropagation | null }> {
-    const v = validateWrite(entity, body, 'create', this.opts.outbound);
+    const v = validateWrite(entity, body, 'create', this.opts.outbound, this.opts.providerKinds);
     let sk: string | undefined;
     if (entity === 'app' && !v.id) v.id = 'app_' + randomId(16);
     if (entity === 'channel' && !v.name) v.name = v.code;
@@ -531,7 +533,7 @@ export class ConfigAdmin {
         'version_required',
         'Name the version you read: If-Match header or version_no in the body.',
       );
-    const v = validateWrite(entity, body, 'patch', this.opts.outbound);
+    const v = validateWrite(entity, body, 'patch', this.opts.outbound, this.opts.providerKinds);
     const out = await this.commit(async (trx) => {
       await this.lock(trx, entity, key);
       const cur = await this.resolve(trx, entity, key, t);

@@ -2,7 +2,8 @@
  * The gateway's runtime view of configuration: typed, defaulted, immutable objects built from DB rows.
  * The data plane reads only these (from the in-process snapshot), never the database.
  */
-export type ProviderKind = 'openai' | 'anthropic' | 'jobs' | 'gemini';
+/** The same union as providers/types.ts (config may not import providers; the compiler checks they agree where a Channel is used as an endpoint). */
+export type ProviderKind = 'openai' | 'anthropic' | 'jobs' | 'gemini' | 'openai_compatible';
 
 export interface Timeouts {
   connectMs: number;

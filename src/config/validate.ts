@@ -136,16 +136,29 @@ function chain(v: unknown, param = 'chain'): string {
 /** What a validator may need besides the value. */
 interface Ctx {
   outbound: OutboundPolicy;
+  /** The provider registry's kinds, when the caller knows them. */
+  providerKinds?: readonly string[];
 }
+
+const KIND_RE = /^[a-z][a-z0-9_]{0,63}$/;
 
 /** Fields per entity: validator to DB column (name, value). */
 const FIELDS: Record<Entity, Record<string, (v: unknown, c: Ctx) => [string, unknown]>> = {
   channel: {
     code: (v) => ['code', str(v, 'code', { max: 64, re: CODE_RE, reMsg: CODE_MSG })],
     name: (v) => ['name', str(v, 'name')],
-    provider: (v) => {
-      if (v !== 'openai' && v !== 'anthropic' && v !== 'jobs' && v !== 'gemini')
-        throw bad('provider', "must be 'openai', 'anthropic', 'gemini' or 'jobs'");
+    provider: (v, c) => {
+      // The kinds are the provider registry's (providers/registry.ts), which config may not import: the
+      // caller passes them (the admin API does); without them, only the name's form is checked here.
+      if (
+        c.providerKinds ? !c.providerKinds.includes(v as string) : typeof v !== 'string' || !KIND_RE.test(v)
+      )
+        throw bad(
+          'provider',
+          c.providerKinds
+            ? `unknown provider kind ${JSON.stringify(v)}; known: ${c.providerKinds.join(', ')}`
+            : 'must be a provider kind name (see GET /api/admin/v1/provider-kinds)',
+        );
       return ['provider', v];
     },
     base_url: (v, c) => {
@@ -321,6 +334,7 @@ export function validateWrite(
   body: unknown,
   mode: 'create' | 'patch',
   outbound: OutboundPolicy = outboundPolicy(),
+  providerKinds?: readonly string[],
 ): Record<string, unknown> {
   if (!isObj(body)) throw new GatewayError('invalid_request', 'The request body must be a JSON object.');
   const out: Record<string, unknown> = {};
@@ -330,7 +344,7 @@ export function validateWrite(
     if (!f) throw bad(k, `is not a field of ${entity}`);
     if (mode === 'patch' && IMMUTABLE[entity].includes(k))
       throw bad(k, 'cannot be changed; create a new row instead');
-    const [col, val] = f(v, { outbound });
+    const [col, val] = f(v, { outbound, providerKinds });
     out[col] = val;
   }
   if (mode === 'create') for (const r of REQUIRED[entity]) if (!(r in out)) throw bad(r, 'is required');

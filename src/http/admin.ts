@@ -22,11 +22,24 @@ import type { ConfigCache, KillSwitch } from '../config/cache.js';
 import type { Entity } from '../config/validate.js';
 import type { ChannelHealth, SharedBreakerState } from '../coord/types.js';
 import type { Billing } from '../billing/service.js';
+import { isProviderKind, PROVIDER_KINDS, providerKindsView } from '../providers/registry.js';
 import { buildAdminOpenApi, renderAdminDocs } from './openapi.js';
 import { type ConsoleDeps, registerConsoleRoutes } from './admin-console.js';
 import { registerConsole } from './console.js';
 
 export const ADMIN_PREFIX = '/api/admin/v1';
+
+/** A channel's `provider` against the provider registry (config can't import it; the database no longer checks). */
+function checkProviderKind(entity: Entity, body: unknown): void {
+  if (entity !== 'channel' || typeof body !== 'object' || body === null || !('provider' in body)) return;
+  const v = (body as { provider: unknown }).provider;
+  if (!isProviderKind(v))
+    throw new GatewayError(
+      'invalid_request',
+      `provider: unknown provider kind ${JSON.stringify(v)}; known: ${PROVIDER_KINDS.join(', ')} (GET ${ADMIN_PREFIX}/provider-kinds)`,
+      { param: 'provider' },
+    );
+}
 
 /** Every admin route as registered (method, full URL), for the test that holds the OpenAPI document to them. */
 export const registeredAdminRoutes: Array<{ method: string; url: string }> = [];
@@ -184,6 +197,8 @@ export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
       const actor = (req: FastifyRequest) => req.actor!;
       const vid = (req: FastifyRequest) => (req.query as Record<string, string>).version_id;
 
+      r.get('/provider-kinds', async () => ({ data: providerKindsView() }));
+
       // ---- versioned config tables: channels (by code) and aliases (by name) ----
       for (const [entity, path, param, filters] of [
         ['channel', 'channels', 'code', ['provider', 'enabled', 'code']],
@@ -191,6 +206,7 @@ export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
       ] as Array<[Entity, string, string, string[]]>) {
         r.get(`/${path}`, async (req) => d.admin.list(entity, listQuery(req, filters)));
         r.post(`/${path}`, async (req, reply) => {
+          checkProviderKind(entity, req.body);
           const { row, propagation } = await d.admin.create(actor(req), entity, req.body, {
             requestId: req.id,
           });
@@ -207,6 +223,7 @@ export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
           data: await d.admin.versions(entity, (req.params as Record<string, string>)[param]!),
         }));
         r.patch(`/${path}/:${param}`, async (req, reply) => {
+          checkProviderKind(entity, req.body);
           const { row, propagation } = await d.admin.update(
             actor(req),
             entity,

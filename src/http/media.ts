@@ -15,7 +15,9 @@
  */
 import { uploadsOf } from '../lib/multipart.js';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { Billing } from '../billing/service.js';
+import { type Admitted, type Governance } from '../governance/pipeline.js';
+import { Abort } from '../lib/abort.js';
+import { rateLimitHeaders } from '../quota/admission.js';
 import type { ConfigCache } from '../config/cache.js';
 import { GatewayError } from '../core/errors.js';
 import { toOpenAIError } from '../core/render.js';
@@ -25,14 +27,15 @@ import type { MediaKind } from '../providers/media.js';
 import { resolveAlias } from '../relay/auth.js';
 import { authed } from './auth-first.js';
 import { RequestContext } from '../relay/context.js';
-import { type MediaRunner, type StoredMediaRequest, cancelTask } from '../tasks/media.js';
+import { type MediaRunner, type StoredMediaRequest, cancelTask, mediaSaleEstimate } from '../tasks/media.js';
 import { type TaskRow, type TaskStore, ACTIVE, taskView } from '../tasks/store.js';
 
 export interface MediaHttpDeps {
   config: ConfigCache;
   store: TaskStore;
   runner: MediaRunner;
-  billing: Billing | null;
+  /** Admission (the key's quotas) and settlement of each submission. */
+  governance: Governance;
   clock: Clock;
   /** Tell every instance's workers there is work. */
   wake: () => void;
@@ -50,9 +53,7 @@ interface Caller {
   webhookSecret: boolean;
 }
 
-async function caller(d: MediaHttpDeps, req: FastifyRequest): Promise<Caller & { ctx: RequestContext }> {
-  const now = d.clock.now();
-  const ctx = new RequestContext(req.id, 'openai_chat', now);
+async function authenticate(d: MediaHttpDeps, req: FastifyRequest, ctx: RequestContext, now: number) {
   const ks = d.config.killSwitch();
   if (ks)
     throw new GatewayError(
@@ -60,7 +61,13 @@ async function caller(d: MediaHttpDeps, req: FastifyRequest): Promise<Caller & {
       `The gateway is disabled by an operator${ks.reason ? `: ${ks.reason}` : ''}.`,
     );
   await authed(d.config, req, ctx, now); // checked before the body was read (auth-first.ts)
-  return { ctx, appId: ctx.key!.appId, keyId: ctx.key!.id, webhookSecret: !!ctx.key!.webhookSecret };
+}
+
+async function caller(d: MediaHttpDeps, req: FastifyRequest): Promise<Caller> {
+  const now = d.clock.now();
+  const ctx = new RequestContext(req.id, 'openai_chat', now);
+  await authenticate(d, req, ctx, now);
+  return { appId: ctx.key!.appId, keyId: ctx.key!.id, webhookSecret: !!ctx.key!.webhookSecret };
 }
 
 function str(
@@ -130,40 +137,94 @@ function idempotencyKey(req: FastifyRequest): string | null {
   return h;
 }
 
-/** Creates (or, with the same Idempotency-Key, finds) a media task and wakes the workers. */
-async function submit(
+interface Submitted {
+  task: TaskRow;
+  existing: boolean;
+  /** The key's ASYNC mode deferred it (over a limit): answered 202 whatever the route's default. */
+  deferred: boolean;
+}
+
+/**
+ * Submits a media request through the governance pipeline: the key's QPS, concurrency and cost quotas
+ * (the job's estimated sale) as for any request, then the task is created (or, with the same
+ * Idempotency-Key, found) and the workers woken, and `answer` writes the reply (a synchronous image waits
+ * for its job inside it, holding its concurrency slot). Settled once the answer is done; the job's wallet
+ * hold and booking happen in the worker (src/tasks/media.ts), through the same pipeline.
+ */
+async function submit<R>(
   d: MediaHttpDeps,
   req: FastifyRequest,
+  reply: FastifyReply,
   kind: MediaKind,
   model: string | undefined,
   request: StoredMediaRequest,
   b: Record<string, unknown>,
-): Promise<{ task: TaskRow; existing: boolean }> {
-  const c = await caller(d, req);
-  if (!model)
-    throw new GatewayError('missing_model', "'model' is required: name a model alias.", { param: 'model' });
-  resolveAlias(d.config, c.ctx, model, d.clock.now());
-  const webhookUrl = await callbackUrl(d, b);
-  if (d.billing?.blocked())
-    throw new GatewayError(
-      'service_unavailable',
-      'Billing can reach neither Redis nor the database; submissions are refused rather than run unbilled.',
-    );
-  const r = await d.store.createMedia({
-    kind,
-    appId: c.appId,
-    keyId: c.keyId,
-    request,
-    deadline: d.runner.deadlineFor(kind),
-    alias: model,
-    idempotencyKey: idempotencyKey(req),
-    webhookUrl,
-  });
-  if (!r.existing) {
-    d.onQueued?.(kind);
-    d.wake();
+  answer: (r: Submitted, ctx: RequestContext) => Promise<R> | R,
+): Promise<R> {
+  const now = d.clock.now();
+  const ctx = new RequestContext(req.id, 'openai_chat', now);
+  ctx.label = `media_${kind}`;
+  let admitted: Admitted | null = null;
+  try {
+    await authenticate(d, req, ctx, now);
+    if (!model)
+      throw new GatewayError('missing_model', "'model' is required: name a model alias.", { param: 'model' });
+    resolveAlias(d.config, ctx, model, now);
+    const webhookUrl = await callbackUrl(d, b);
+    const idem = idempotencyKey(req);
+    const create = () =>
+      d.store.createMedia({
+        kind,
+        appId: ctx.key!.appId,
+        keyId: ctx.key!.id,
+        request,
+        deadline: d.runner.deadlineFor(kind),
+        alias: model,
+        idempotencyKey: idem,
+        webhookUrl,
+      });
+    const gone = new Abort();
+    reply.raw.once('close', () => {
+      if (!reply.raw.writableFinished) gone.abort();
+    });
+    const sale = Number(mediaSaleEstimate(d.config, kind, model, ctx.key!.id, request, now));
+    // An ASYNC key over a limit: the task is created all the same (a media request is a task anyway).
+    const decision = await d.governance.admit({
+      ctx,
+      body: b,
+      abort: gone,
+      now,
+      jobSale: sale,
+      defer: create,
+    });
+    if (decision.kind === 'rejected') throw decision.error;
+    let r: { task: TaskRow; existing: boolean };
+    if (decision.kind === 'deferred') r = decision.task;
+    else {
+      admitted = decision;
+      if (decision.lease) void reply.headers(rateLimitHeaders(decision.lease.remaining));
+      r = await create();
+    }
+    if (!r.existing) {
+      d.onQueued?.(kind);
+      d.wake();
+    }
+    // The cost budget keeps the job's estimate until the worker books what it sold (see governance).
+    ctx.jobSaleMicros = sale;
+    const out = await answer({ ...r, deferred: decision.kind === 'deferred' }, ctx);
+    ctx.status = reply.statusCode;
+    ctx.outcome = ctx.status === 202 ? 'queued' : ctx.status < 400 ? 'ok' : 'failed';
+    return out;
+  } catch (e) {
+    const ge = e instanceof GatewayError ? e : new GatewayError('internal_error', 'internal error');
+    ctx.status = ge.status;
+    ctx.error = ge;
+    ctx.outcome = 'rejected';
+    throw e;
+  } finally {
+    if (admitted) await d.governance.settle(admitted);
+    else d.governance.record(ctx);
   }
-  return r;
 }
 
 async function owned(
@@ -325,41 +386,46 @@ export function registerMedia(app: FastifyInstance, d: MediaHttpDeps): void {
       ...(str(b, 'size') ? { size: str(b, 'size')! } : {}),
       ...(rf ? { response_format: rf as 'url' | 'b64_json' } : {}),
     };
-    const { task } = await submit(d, req, 'image', str(b, 'model'), request, b);
     const async =
       (req.query as Record<string, string>).async === 'true' || req.headers['x-anima-async'] === 'true';
-    if (async)
+    return submit(d, req, reply, 'image', str(b, 'model'), request, b, async ({ task, deferred }, ctx) => {
+      if (async || deferred)
+        return reply
+          .code(202)
+          .header('location', `/v1/tasks/${task.id}`)
+          .send({ ...taskView(task), task_id: task.id });
+      // Synchronous, as OpenAI's: wait for the task (any instance's worker runs it), then answer.
+      const gone = new AbortController();
+      req.raw.once('close', () => gone.abort());
+      const until = Math.min(new Date(task.deadline).getTime(), Date.now() + 300_000);
+      let t = task;
+      while (!FINAL.has(t.status) && Date.now() < until && !gone.signal.aborted) {
+        await new Promise((r) => setTimeout(r, 50));
+        t = (await d.store.byId(task.id)) ?? t;
+      }
+      void reply.header('x-anima-task-id', t.id);
+      if (t.status === 'succeeded') {
+        // The cost budget is trued up to what the job sold (0 when it failed: nothing was booked).
+        const sold = (t.billing as { sale?: string } | null)?.sale;
+        ctx.jobSaleMicros = sold ? Number(sold) : 0;
+        const res = t.result as { items: unknown[] };
+        return reply.send({ created: sec(t.completed_at), data: res.items });
+      }
+      if (!FINAL.has(t.status))
+        return reply
+          .code(202)
+          .header('location', `/v1/tasks/${t.id}`)
+          .send({ ...taskView(t), task_id: t.id });
+      ctx.jobSaleMicros = 0;
+      const err = t.error as { code?: string; message?: string } | null;
+      const ge = new GatewayError(
+        err?.code === 'insufficient_balance' ? 'insufficient_balance' : 'upstream_error',
+        err?.message ?? `the image task ${t.status}`,
+      );
       return reply
-        .code(202)
-        .header('location', `/v1/tasks/${task.id}`)
-        .send({ ...taskView(task), task_id: task.id });
-    // Synchronous, as OpenAI's: wait for the task (any instance's worker runs it), then answer.
-    const gone = new AbortController();
-    req.raw.once('close', () => gone.abort());
-    const until = Math.min(new Date(task.deadline).getTime(), Date.now() + 300_000);
-    let t = task;
-    while (!FINAL.has(t.status) && Date.now() < until && !gone.signal.aborted) {
-      await new Promise((r) => setTimeout(r, 50));
-      t = (await d.store.byId(task.id)) ?? t;
-    }
-    void reply.header('x-anima-task-id', t.id);
-    if (t.status === 'succeeded') {
-      const res = t.result as { items: unknown[] };
-      return reply.send({ created: sec(t.completed_at), data: res.items });
-    }
-    if (!FINAL.has(t.status))
-      return reply
-        .code(202)
-        .header('location', `/v1/tasks/${t.id}`)
-        .send({ ...taskView(t), task_id: t.id });
-    const err = t.error as { code?: string; message?: string } | null;
-    const ge = new GatewayError(
-      err?.code === 'insufficient_balance' ? 'insufficient_balance' : 'upstream_error',
-      err?.message ?? `the image task ${t.status}`,
-    );
-    return reply
-      .code(t.result_status && t.result_status >= 400 ? t.result_status : ge.status)
-      .send({ error: { ...toOpenAIError(ge).error, code: err?.code ?? ge.code } });
+        .code(t.result_status && t.result_status >= 400 ? t.result_status : ge.status)
+        .send({ error: { ...toOpenAIError(ge).error, code: err?.code ?? ge.code } });
+    });
   });
 
   // ---- videos (OpenAI) ----
@@ -371,10 +437,9 @@ export function registerMedia(app: FastifyInstance, d: MediaHttpDeps): void {
       ...(str(b, 'size') ? { size: str(b, 'size')! } : {}),
     };
   };
-  app.post('/v1/videos', async (req) => {
+  app.post('/v1/videos', async (req, reply) => {
     const b = body(req);
-    const { task } = await submit(d, req, 'video', str(b, 'model'), videoRequest(b), b);
-    return videoView(task);
+    return submit(d, req, reply, 'video', str(b, 'model'), videoRequest(b), b, ({ task }) => videoView(task));
   });
   app.get('/v1/videos', async (req) => {
     const c = await caller(d, req);
@@ -433,11 +498,12 @@ export function registerMedia(app: FastifyInstance, d: MediaHttpDeps): void {
       ...(seconds ? { seconds } : {}),
       ...(style ? { extra: { style } } : {}),
     };
-    const { task, existing } = await submit(d, req, 'music', str(b, 'model'), request, b);
-    return reply
-      .code(existing ? 200 : 202)
-      .header('location', `/v1/music/${task.id}`)
-      .send(taskView(task));
+    return submit(d, req, reply, 'music', str(b, 'model'), request, b, ({ task, existing }) =>
+      reply
+        .code(existing ? 200 : 202)
+        .header('location', `/v1/music/${task.id}`)
+        .send(taskView(task)),
+    );
   });
   app.get('/v1/music/:id', async (req) =>
     taskView((await owned(d, req, (req.params as { id: string }).id, ['music'])).task),
@@ -462,8 +528,16 @@ export function registerMedia(app: FastifyInstance, d: MediaHttpDeps): void {
         });
       const extra: Record<string, unknown> = {};
       for (const k of ['title', 'tags', 'make_instrumental', 'mv']) if (b[k] !== undefined) extra[k] = b[k];
-      const { task } = await submit(d, req, 'music', str(b, 'model') ?? str(b, 'mv'), { prompt, extra }, b);
-      return reply.send({ code: 'success', message: '', data: task.id });
+      return await submit(
+        d,
+        req,
+        reply,
+        'music',
+        str(b, 'model') ?? str(b, 'mv'),
+        { prompt, extra },
+        b,
+        ({ task }) => reply.send({ code: 'success', message: '', data: task.id }),
+      );
     } catch (e) {
       return newApiError(reply, e);
     }
@@ -493,7 +567,7 @@ export function registerMedia(app: FastifyInstance, d: MediaHttpDeps): void {
       return newApiError(reply, e);
     }
   });
-  app.post('/v1/video/generations', async (req) => {
+  app.post('/v1/video/generations', async (req, reply) => {
     const b = body(req);
     const extra: Record<string, unknown> = {};
     for (const k of ['image', 'width', 'height', 'fps', 'seed', 'metadata'])
@@ -501,15 +575,16 @@ export function registerMedia(app: FastifyInstance, d: MediaHttpDeps): void {
     const size =
       typeof b.width === 'number' && typeof b.height === 'number' ? `${b.width}x${b.height}` : undefined;
     const r = videoRequest(b);
-    const { task } = await submit(
+    return submit(
       d,
       req,
+      reply,
       'video',
       str(b, 'model'),
       { ...r, ...(size ? { size } : {}), ...(Object.keys(extra).length ? { extra } : {}) },
       b,
+      ({ task }) => ({ task_id: task.id, status: 'queued' }),
     );
-    return { task_id: task.id, status: 'queued' };
   });
   app.get('/v1/video/generations/:task_id', async (req) =>
     newApiVideo((await owned(d, req, (req.params as { task_id: string }).task_id, ['video'])).task),

@@ -3,6 +3,7 @@
  * routes are checked against each other by a test), and a self-contained HTML reference page.
  */
 import { PRICE_UNITS } from '../config/price.js';
+import { PROVIDER_KINDS } from '../providers/registry.js';
 
 type Schema = Record<string, unknown>;
 
@@ -48,11 +49,25 @@ const SCHEMAS: Record<string, Schema> = {
         "only when the action took effect but its audit row could not be written (database down): 'deferred' it is queued and written once the database is back; 'dropped' the queue was full and the row is in the gateway's log only",
     },
   }),
+  ProviderKinds: obj({
+    data: {
+      type: 'array',
+      items: obj({
+        kind: { type: 'string' },
+        description: { type: 'string' },
+        native_dialects: { type: 'array', items: { type: 'string' } },
+        dialects: { type: 'array', items: { type: 'string' } },
+        error_shape: { enum: ['openai', 'anthropic', 'google'] },
+        auth: { enum: ['bearer', 'x-api-key', 'api-key', 'x-goog-api-key', 'query'] },
+        quirks: { type: 'object', description: 'rename, refuse, drop, defaults applied on the OpenAI base' },
+      }),
+    },
+  }),
   Channel: obj({
     id: { type: 'string' },
     code: { type: 'string' },
     name: { type: 'string' },
-    provider: { enum: ['openai', 'anthropic', 'jobs', 'gemini'] },
+    provider: { enum: [...PROVIDER_KINDS], description: 'a kind from GET /provider-kinds' },
     base_url: { type: 'string', description: "what you'd give the provider's SDK as baseURL" },
     credential_set: { type: 'boolean' },
     credential_hint: {
@@ -73,7 +88,7 @@ const SCHEMAS: Record<string, Schema> = {
   ChannelWrite: obj({
     code: { type: 'string' },
     name: { type: 'string' },
-    provider: { enum: ['openai', 'anthropic', 'jobs', 'gemini'] },
+    provider: { enum: [...PROVIDER_KINDS], description: 'a kind from GET /provider-kinds' },
     base_url: { type: 'string' },
     credential: { type: 'string', writeOnly: true },
     enabled: { type: 'boolean' },
@@ -397,6 +412,14 @@ export const ADMIN_ROUTES: Route[] = [
     tag: 'Channels',
     ok: [200, null],
     pending: AUDIT,
+  },
+  {
+    method: 'get',
+    path: '/provider-kinds',
+    summary:
+      'The provider kinds a channel may name, from the provider registry: dialects, auth style, quirks',
+    tag: 'Channels',
+    ok: [200, 'ProviderKinds'],
   },
   ...crud('Aliases', '/aliases', 'name', 'Alias', 'Alias', ['enabled', 'name'], true),
   ...crud('Quotas', '/quotas', 'id', 'Quota', 'Quota', ['scope', 'scope_id']),

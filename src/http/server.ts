@@ -21,12 +21,9 @@ import { type ClientSink, type Relay, writeError } from '../relay/relay.js';
 import { type AdminDeps, registerAdmin } from './admin.js';
 import { type MediaHttpDeps, registerMedia } from './media.js';
 import { type ActuatorAccess, registerActuator } from './management.js';
-import { type Admission, type Lease, rateLimitHeaders } from '../quota/admission.js';
-import { estimateCost, estimateTokens } from '../quota/estimate.js';
-import type { Billing } from '../billing/service.js';
-import { written } from '../coord/tick-pipeline.js';
-import { cacheHitReservation, priceRequest, reservationFor, settleRequest } from '../billing/request.js';
-import { type TaskStore, taskView } from '../tasks/store.js';
+import { rateLimitHeaders } from '../quota/admission.js';
+import type { Admitted, Governance } from '../governance/pipeline.js';
+import { type TaskRow, type TaskStore, taskView } from '../tasks/store.js';
 
 const TASK_KIND: Record<InboundDialect, string> = {
   openai_chat: 'chat',
@@ -77,10 +74,8 @@ export interface HttpDeps {
   /** Readiness: the gateway's dependencies, for /actuator/health/readiness. */
   /** The ASYNC task store (absent = no ASYNC mode). */
   tasks?: { store: TaskStore; wake: () => void; deadlineMs: number; onQueued?: (kind: string) => void };
-  /** Quota admission (absent = no quotas). */
-  admission?: Admission;
-  /** Billing (absent = requests are priced for metrics but not booked). */
-  billing?: Billing;
+  /** Admission, wallet holds, settlement and request metrics (src/governance). */
+  governance: Governance;
   /** Media generation routes (images, videos, music, new-api compatibility). */
   media?: MediaHttpDeps;
   /** The admin API (absent = not served). */
@@ -89,8 +84,6 @@ export interface HttpDeps {
   responseCache?: ResponseCache;
   /** Largest multipart upload accepted (audio to transcribe, images to edit), bytes. */
   uploadLimit?: number;
-  /** Settlements whose answer has gone out and whose Redis reply hasn't come back: a graceful stop waits for them. */
-  settlements?: Set<Promise<void>>;
   /** What this listener serves of metrics and readiness details, and the bearer it asks (default: all, open). */
   actuator?: ActuatorAccess;
   readiness: () => Promise<{
@@ -214,7 +207,7 @@ function toGatewayError(err: unknown): GatewayError {
 }
 
 export function buildServer(d: HttpDeps): FastifyInstance {
-  const billing = d.billing;
+  const gov = d.governance;
   const app = Fastify({
     loggerInstance: d.log as unknown as FastifyBaseLogger,
     logController: new LogController({ disableRequestLogging: true }),
@@ -371,25 +364,15 @@ export function buildServer(d: HttpDeps): FastifyInstance {
     void reply.code(status).header('x-request-id', req.id).send(body);
   });
 
-  /** True up a lease to what was produced: the upstream's usage, or nothing when no upstream answered. */
-  const settleLease = (lease: Lease, ctx: RequestContext): Promise<void> => {
-    const used = ctx.usage ? ctx.usage.inputTokens + ctx.usage.outputTokens : 0;
-    return lease
-      .settle(used, ctx.saleMicros === null ? 0 : Number(ctx.saleMicros))
-      .catch((err: unknown) =>
-        d.log.warn({ err: safeErr(err), reqId: ctx.id }, 'quota settlement failed; the lease expires by TTL'),
-      );
-  };
-
   /** A cache hit: the stored answer as it was sent (a stream replayed as a stream), settled at the cache price. */
-  const serveCached = async (ctx: RequestContext, sink: ClientSink, hit: CachedAnswer) => {
+  const serveCached = async (ctx: RequestContext, sink: ClientSink, hit: CachedAnswer, done: Admitted) => {
     ctx.cacheHit = true;
     ctx.channel = hit.c;
     ctx.usage = emptyUsage();
     ctx.status = 200;
     ctx.outcome = 'ok';
     ctx.served = true;
-    if (ctx.beforeFinish) await ctx.beforeFinish();
+    await done.beforeEnd();
     sink.head(200, {
       ...ctx.extraHeaders,
       'content-type': hit.t,
@@ -402,17 +385,49 @@ export function buildServer(d: HttpDeps): FastifyInstance {
     ctx.endedAt = d.clock.now();
   };
 
-  const dataPlane =
-    (dialect: InboundDialect, inbound: Inbound = inboundFor(dialect)) =>
-    async (req: FastifyRequest, reply: FastifyReply) => {
+  /** Queues a request of an ASYNC-mode key that is over its limits as a task (answered 202 by the route). */
+  const deferAs =
+    (dialect: InboundDialect) =>
+    async (ctx: RequestContext, body: Record<string, unknown>, retryAfterMs: number): Promise<TaskRow> => {
+      if (ctx.stream)
+        throw new GatewayError(
+          'invalid_request',
+          'This key runs over-limit requests asynchronously (ASYNC mode), which cannot stream: retry without stream, or later.',
+          { param: 'stream' },
+        );
+      if (!DEFERRABLE.has(dialect))
+        throw new GatewayError(
+          'rate_limit_exceeded',
+          'This key is over its limits and this operation cannot be deferred as a task: retry later.',
+          { headers: { 'retry-after': String(Math.max(1, Math.ceil(retryAfterMs / 1000))) } },
+        );
+      if (!d.tasks)
+        throw new GatewayError(
+          'service_unavailable',
+          'Asynchronous tasks are not available on this gateway.',
+        );
+      const task = await d.tasks.store.create({
+        kind: TASK_KIND[dialect],
+        appId: ctx.key!.appId,
+        keyId: ctx.key!.id,
+        request: body,
+        deadline: new Date(Date.now() + d.tasks.deadlineMs),
+        notBefore: new Date(Date.now() + Math.min(retryAfterMs, 1_000)),
+      });
+      d.tasks.wake();
+      d.tasks.onQueued?.(task.kind);
+      return task;
+    };
+
+  const dataPlane = (dialect: InboundDialect, inbound: Inbound = inboundFor(dialect)) => {
+    const defer = deferAs(dialect);
+    return async (req: FastifyRequest, reply: FastifyReply) => {
       const now = d.clock.now();
       const ctx = new RequestContext(req.id, dialect, now);
       reply.hijack();
       inflight++;
       let sink = nodeSink(reply.raw);
-      let lease: Lease | null = null;
-      let holdId: string | null = null;
-      let reqBody: Record<string, unknown> | null = null;
+      let admitted: Admitted | null = null;
       try {
         const ks = d.config.killSwitch();
         if (ks)
@@ -435,80 +450,27 @@ export function buildServer(d: HttpDeps): FastifyInstance {
           dialect === 'gemini' || dialect === 'gemini_embed' ? googleKey(req) : undefined,
         );
         const { body, model, stream } = inbound(req);
-        reqBody = body;
         ctx.stream = stream;
         resolveAlias(d.config, ctx, model, now);
         const gone = new Abort();
         sink.onAbort(() => gone.abort());
-        if (billing?.blocked())
-          throw new GatewayError(
-            'service_unavailable',
-            'Billing can reach neither Redis nor the database; requests are refused rather than served unbilled.',
-          );
         // Response cache (opt-in): looked up first, so a hit is admitted for what it uses (no tokens) and
         // reserves only its cache price; it still passes the key's rate and concurrency limits.
         const cacheTtl = d.responseCache ? cacheTtlFor(dialect, ctx.alias!.cacheTtlS, req.headers) : 0;
         const ck = cacheTtl > 0 ? cacheKey(ctx.app!.id, dialect, ctx.aliasName!, body) : null;
         const hit = ck ? await d.responseCache!.get(ck).catch(() => null) : null;
-        // The quota admission and the wallet reservation go to Redis side by side: one round trip of latency.
-        const reserve = billing
-          ? hit
-            ? cacheHitReservation(d.config, ctx, hit.c)
-            : reservationFor(d.config, ctx, body)
-          : 0n;
-        const [adm, res] = await Promise.allSettled([
-          d.admission
-            ? d.admission.admit(
-                ctx.key!,
-                (needTokens, needCost) => {
-                  if (!needTokens && !needCost) return { tokens: 0, cost: 0 };
-                  if (hit) return { tokens: 0, cost: 0 };
-                  const t = estimateTokens(body, dialect);
-                  return {
-                    tokens: t.total,
-                    cost: needCost ? estimateCost(d.config, ctx.alias!, ctx.key!.tokenGroupId, t, now) : 0,
-                  };
-                },
-                gone,
-                now,
-              )
-            : Promise.resolve(null),
-          reserve > 0n ? billing!.reserve(ctx.app!.id, ctx.id, reserve) : Promise.resolve(),
-        ]);
-        if (res.status === 'fulfilled' && reserve > 0n) holdId = ctx.id;
-        if (adm.status === 'rejected') throw adm.reason;
-        const admitted = adm.value;
-        if (admitted && !('deferred' in admitted)) lease = admitted;
-        if (res.status === 'rejected') throw res.reason;
-        if (admitted && 'deferred' in admitted) {
-          // ASYNC mode and no room now: persist the request as a task and answer 202 at once.
-          if (stream)
-            throw new GatewayError(
-              'invalid_request',
-              'This key runs over-limit requests asynchronously (ASYNC mode), which cannot stream: retry without stream, or later.',
-              { param: 'stream' },
-            );
-          if (!DEFERRABLE.has(dialect))
-            throw new GatewayError(
-              'rate_limit_exceeded',
-              'This key is over its limits and this operation cannot be deferred as a task: retry later.',
-              { headers: { 'retry-after': String(Math.max(1, Math.ceil(admitted.retryAfterMs / 1000))) } },
-            );
-          if (!d.tasks)
-            throw new GatewayError(
-              'service_unavailable',
-              'Asynchronous tasks are not available on this gateway.',
-            );
-          const task = await d.tasks.store.create({
-            kind: TASK_KIND[dialect],
-            appId: ctx.key!.appId,
-            keyId: ctx.key!.id,
-            request: body,
-            deadline: new Date(Date.now() + d.tasks.deadlineMs),
-            notBefore: new Date(Date.now() + Math.min(admitted.retryAfterMs, 1_000)),
-          });
-          d.tasks.wake();
-          d.tasks.onQueued?.(task.kind);
+        const decision = await gov.admit({
+          ctx,
+          body,
+          abort: gone,
+          now,
+          cachedFrom: hit ? hit.c : null,
+          defer,
+        });
+        if (decision.kind === 'rejected') throw decision.error;
+        if (decision.kind === 'deferred') {
+          // ASYNC mode and no room now: the request is a task; answer 202 at once.
+          const task = decision.task;
           ctx.status = 202;
           ctx.outcome = 'queued';
           sink.head(202, {
@@ -519,26 +481,10 @@ export function buildServer(d: HttpDeps): FastifyInstance {
           sink.end(JSON.stringify({ ...taskView(task), task_id: task.id }));
           return;
         }
-        if (lease) ctx.extraHeaders = rateLimitHeaders(lease.remaining);
-        if (billing) {
-          const hold = holdId;
-          const held = lease;
-          ctx.beforeFinish = () => {
-            // Billing and the quota true-up leave in the same tick, so Redis gets them in one pipelined
-            // write: settleRequest prices the request synchronously before its first await. The answer's
-            // last bytes wait for that write, not for Redis's reply (a round trip off the latency path):
-            // the bill is on its way before the answer is. A reply that reports a failure spills the record
-            // to the journal writer, as an unreachable Redis always did.
-            const b = settleRequest(billing, d.config, ctx, body, { recordId: ctx.id, holdId: hold });
-            const p = held ? Promise.all([b, settleLease(held, ctx)]).then(() => undefined) : b;
-            ctx.settling = p;
-            d.settlements?.add(p);
-            void p.finally(() => d.settlements?.delete(p)).catch(() => {}); // a failure surfaces where the handler awaits ctx.settling
-            return written();
-          };
-        }
+        admitted = decision;
+        if (admitted.lease) ctx.extraHeaders = rateLimitHeaders(admitted.lease.remaining);
         if (hit) {
-          await serveCached(ctx, sink, hit);
+          await serveCached(ctx, sink, hit, admitted);
           return;
         }
         if (ck) {
@@ -556,7 +502,9 @@ export function buildServer(d: HttpDeps): FastifyInstance {
           ctx,
           body,
           sink,
-          typeof beta === 'string' ? { anthropicBeta: beta, abort: gone } : { abort: gone },
+          typeof beta === 'string'
+            ? { anthropicBeta: beta, abort: gone, done: admitted }
+            : { abort: gone, done: admitted },
         );
       } catch (e) {
         const ge = e instanceof GatewayError ? e : toGatewayError(e);
@@ -566,24 +514,20 @@ export function buildServer(d: HttpDeps): FastifyInstance {
         else sink.end();
       } finally {
         try {
-          if (ctx.settling) await ctx.settling;
-          if (billing && !ctx.billed) {
-            if (ctx.app && reqBody)
-              await settleRequest(billing, d.config, ctx, reqBody, { recordId: ctx.id, holdId });
-            else if (holdId && ctx.app) await billing.release(ctx.app.id, holdId);
-          }
-          priceRequest(d.config, ctx);
-          if (lease) await settleLease(lease, ctx); // a no-op when beforeFinish already settled it
+          // Exactly once, whatever happened: books what was served (or releases the hold), trues up the
+          // lease, counts the request.
+          if (admitted) await gov.settle(admitted);
+          else gov.record(ctx);
         } catch (e) {
           d.log.error({ err: safeErr(e), reqId: ctx.id }, 'settling a request failed');
         } finally {
           // Every request gets its access line, whatever happened to its settlement.
-          d.metrics.request(ctx);
           logRequest(d.log, ctx);
           if (--inflight === 0 && idle) idle();
         }
       }
     };
+  };
 
   /** Route options of a relayed route: its dialect, for the access line of a request refused before it. */
   const relayed = (dialect: InboundDialect) => ({ config: { animaAccess: dialect } });

@@ -12,8 +12,41 @@ const BREAKER_VALUE: Record<SharedBreakerState['state'], number> = {
 };
 
 /**
+ * The label values the dashboards query, created at 0 so `rate()` and `increase()` have a first sample
+ * from the first scrape (a series born at 1 has no increase Prometheus can see). Listed here rather than
+ * imported: these are closed sets in quota/, billing/, coord/ and tasks/, which sit beside or above this
+ * folder. A value missing here only starts at its first event, as before.
+ */
+const KNOWN = {
+  limits: ['concurrency', 'qps', 'tokens_minute', 'tokens_day', 'cost_day', 'cost_month', 'queue_full'],
+  modes: ['REJECT', 'WAIT', 'ASYNC'],
+  refusals: ['insufficient_balance', 'unavailable'],
+  dataLoss: ['epoch', 'server'],
+  // http/server.ts TASK_KIND of the deferrable dialects, then tasks/store.ts MEDIA_KINDS
+  taskKinds: [
+    'chat',
+    'embeddings',
+    'messages',
+    'responses',
+    'gemini',
+    'gemini_embed',
+    'image',
+    'video',
+    'music',
+  ],
+  taskStates: ['queued', 'submitted', 'running', 'succeeded', 'failed', 'cancelled', 'expired'],
+  webhookResults: ['delivered', 'retry', 'failed'],
+  waitOutcomes: ['admitted', 'timeout', 'left'],
+} as const;
+
+/**
  * Every Anima metric is prefixed `anima_`. Labels are bounded: alias only when it is a configured alias,
  * channel codes from config, app ids; never request ids, raw client model names or secrets.
+ *
+ * anima_request_duration_seconds is the widest family: series = dialects × aliases × channels × apps ×
+ * outcomes, each 17 lines (14 buckets, +Inf, _sum, _count). `appLabel: false` (ANIMA_METRICS_APP_LABEL=off)
+ * folds its app into "other", dividing it by the number of apps; the counters keep their app label (one
+ * line a series) so the money dashboards still split by app.
  */
 export class Metrics {
   readonly registry = new client.Registry();
@@ -26,7 +59,7 @@ export class Metrics {
   readonly duration = new FastHistogram(
     'anima_request_duration_seconds',
     'Request latency, receipt to last byte',
-    ['dialect', 'alias', 'outcome'],
+    ['dialect', 'alias', 'channel', 'app', 'outcome'],
     [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
     [this.registry],
   );
@@ -69,11 +102,22 @@ export class Metrics {
     ['alias', 'channel', 'direction'],
     [this.registry],
   );
-  readonly breakerState = new client.Gauge({
+  /**
+   * Read at scrape time for anima_breaker_state: every configured channel with its state. The gauge is
+   * rebuilt from it on each scrape, so a channel shows (closed = 0) from start, one added by a config
+   * reload appears and a removed one disappears, without this instance having seen a transition.
+   */
+  breakerSource: () => Iterable<readonly [string, SharedBreakerState['state']]> = () => [];
+  readonly breakerState: client.Gauge<'channel'> = new client.Gauge({
     name: 'anima_breaker_state',
     help: 'Circuit breaker state per channel: 0 closed, 1 half-open, 2 open, 3 forced open',
     labelNames: ['channel'] as const,
     registers: [this.registry],
+    collect: (): void => {
+      this.breakerState.reset();
+      for (const [channel, state] of this.breakerSource())
+        this.breakerState.labels(channel).set(BREAKER_VALUE[state]);
+    },
   });
   readonly breakerTransitions = new client.Counter({
     name: 'anima_breaker_transitions_total',
@@ -244,12 +288,23 @@ export class Metrics {
   /** The last hour of this instance's traffic in 10-second slots, for the console's overview charts. */
   readonly stats = new TrafficStats();
 
-  constructor(opts: { defaultMetrics?: boolean } = {}) {
+  /** False folds the app label of anima_request_duration_seconds into "other" (the cardinality cap). */
+  private readonly appLabel: boolean;
+
+  constructor(opts: { defaultMetrics?: boolean; appLabel?: boolean } = {}) {
     if (opts.defaultMetrics !== false) client.collectDefaultMetrics({ register: this.registry });
+    this.appLabel = opts.appLabel !== false;
+    for (const l of KNOWN.limits) for (const m of KNOWN.modes) this.quotaRejections.labels(l, m).inc(0);
+    for (const m of KNOWN.modes) this.queued.labels(m).inc(0);
+    for (const o of KNOWN.waitOutcomes) this.queueWait.zero({ outcome: o });
+    for (const r of KNOWN.refusals) this.billingRefused.labels(r).inc(0);
+    for (const r of KNOWN.dataLoss) this.redisDataLoss.labels(r).inc(0);
+    for (const k of KNOWN.taskKinds) for (const st of KNOWN.taskStates) this.tasks.labels(k, st).inc(0);
+    for (const r of KNOWN.webhookResults) this.webhooks.labels(r).inc(0);
   }
 
+  /** A transition this instance saw (the state itself is read at scrape time: breakerSource). */
   breaker(channel: string, st: SharedBreakerState): void {
-    this.breakerState.labels(channel).set(BREAKER_VALUE[st.state]);
     this.breakerTransitions.labels(channel, st.state).inc();
   }
 
@@ -270,7 +325,8 @@ export class Metrics {
     if (!b) {
       b = {
         requests: this.requests.with(dialect, alias, channel, app, status, outcome),
-        duration: this.duration.with(dialect, alias, outcome),
+        // Same one lookup per request: channel and app are already in the bundle key.
+        duration: this.duration.with(dialect, alias, channel, this.appLabel ? app : 'other', outcome),
         ttfb: this.ttfb.with(dialect, alias),
         overhead: this.overhead.with(dialect),
         tokensIn: this.tokens.with(alias, channel, 'in'),
@@ -281,6 +337,12 @@ export class Metrics {
       this.bundles.set(k, b);
     }
     return b;
+  }
+
+  /** Sale and cost booked after their request's line (a media job, when it finishes). */
+  booked(alias: string, channel: string, app: string, sale: bigint, cost: bigint): void {
+    this.sale.with(alias, channel, app).inc(Number(sale));
+    this.cost.with(alias, channel, app).inc(Number(cost));
   }
 
   /** One upstream attempt's outcome and duration. */
@@ -296,12 +358,13 @@ export class Metrics {
     a.t.observe(ms / 1000);
   }
 
-  request(ctx: RequestContext): void {
+  /** `dialect`: the route's label when it is not a relayed dialect (a media submission). */
+  request(ctx: RequestContext, dialect: string = ctx.dialect): void {
     const alias = ctx.alias?.name ?? '_none';
     const totalS = ctx.elapsedMs() / 1000;
     const status = ctx.status || 499;
     const b = this.bundle(
-      ctx.dialect,
+      dialect,
       alias,
       ctx.channel ?? '_none',
       ctx.app?.id ?? '_none',

@@ -1,24 +1,21 @@
 import { GatewayError } from '../core/errors.js';
-import { anthropicExchange } from './anthropic/exchange.js';
 import {
   openaiToAnthropicResponse,
   OpenAIToAnthropicStream,
   anthropicToOpenAIRequest,
-} from './anthropic/translate.js';
+} from './anthropic/inbound.js';
 import type { MessagesRequest } from './anthropic/wire.js';
-import { geminiExchange } from './gemini/exchange.js';
-import { geminiPivot } from './gemini/translate.js';
-import { openaiExchange } from './openai/exchange.js';
+import { geminiPivot } from './gemini/inbound.js';
 import { responsesPivot } from './openai/responses.js';
 import { type ChatPivot, PivotExchange, withUsage } from './pivot.js';
+import { NATIVE, providerDeclaration } from './registry.js';
 import { anthropicErrorFrame, anthropicFrames, TextTally } from './shared.js';
-import { type Exchange, type InboundDialect, NATIVE, type UpstreamEndpoint } from './types.js';
+import type { Exchange, InboundDialect, UpstreamEndpoint } from './types.js';
 
 /**
- * The provider registry. Each provider kind serves some dialects natively (NATIVE, in types.ts); a
+ * Exchanges by provider kind. Each kind serves some dialects natively (its declaration in registry.ts); a
  * chat-like dialect it doesn't speak is translated through OpenAI chat (the pivot, see pivot.ts), which
- * every chat provider speaks. Adding an OpenAI-compatible vendor is a base URL on an 'openai' channel; a new wire format is
- * one native exchange here plus, for a new client dialect, one pivot.
+ * every chat provider speaks. A new kind is a declaration in registry.ts; a new client dialect is one pivot.
  */
 
 function nativeExchange(
@@ -29,16 +26,7 @@ function nativeExchange(
   alias: string,
   opts: { anthropicBeta?: string },
 ): Exchange {
-  switch (ep.provider) {
-    case 'openai':
-      return openaiExchange(dialect, body, ep, upstreamModel, alias);
-    case 'anthropic':
-      return anthropicExchange(dialect, body, ep, upstreamModel, alias, opts.anthropicBeta);
-    case 'gemini':
-      return geminiExchange(dialect, body, ep, upstreamModel, alias);
-    case 'jobs':
-      throw new GatewayError('unsupported_operation', 'a jobs channel serves media generation only');
-  }
+  return providerDeclaration(ep.provider).exchange(dialect, body, ep, upstreamModel, alias, opts);
 }
 
 /** Anthropic Messages as a pivot (for channels that speak neither Anthropic nor OpenAI natively). */
@@ -99,3 +87,4 @@ export function createExchange(
 export * from './types.js';
 export * from './classify.js';
 export { Transport } from './transport.js';
+export * from './registry.js';

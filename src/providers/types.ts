@@ -2,8 +2,11 @@ import type { GatewayError } from '../core/errors.js';
 import type { Usage } from '../core/usage.js';
 import type { SseEvent } from '../lib/sse.js';
 
-/** 'jobs': a submit/poll media vendor (images, video, music); it serves no chat dialect. */
-export type ProviderKind = 'openai' | 'anthropic' | 'jobs' | 'gemini';
+/**
+ * The provider kinds. Each has exactly one declaration in registry.ts (the compiler holds the table to this
+ * union); everything else (validation, OpenAPI, the console) reads the registry.
+ */
+export type ProviderKind = 'openai' | 'anthropic' | 'jobs' | 'gemini' | 'openai_compatible';
 
 /** The wire format a client spoke to Anima. Answers go back in the same one. */
 export type InboundDialect =
@@ -93,35 +96,5 @@ export interface Exchange {
   errorFrame(err: GatewayError): string;
 }
 
-/** The dialects each provider kind serves with an exchange of its own (passthrough or direct translation). */
-export const NATIVE: Record<ProviderKind, ReadonlySet<InboundDialect>> = {
-  openai: new Set<InboundDialect>([
-    'openai_chat',
-    'anthropic_messages',
-    'openai_embeddings',
-    'openai_responses',
-    'gemini_embed',
-    'openai_speech',
-    'openai_transcription',
-    'openai_translation',
-    'openai_image_edit',
-  ]),
-  anthropic: new Set<InboundDialect>(['openai_chat', 'anthropic_messages']),
-  gemini: new Set<InboundDialect>(['openai_chat', 'gemini', 'gemini_embed']),
-  jobs: new Set<InboundDialect>(),
-};
-
-/** Client dialects that reach a chat provider through the chat pivot when it doesn't speak them (see pivot.ts). */
-export const PIVOTED: ReadonlySet<InboundDialect> = new Set([
-  'anthropic_messages',
-  'openai_responses',
-  'gemini',
-]);
-
-/** Which operations a provider kind can serve (the router refuses the rest up front with a 400). */
-export const CAPABILITIES: Record<ProviderKind, ReadonlySet<InboundDialect>> = Object.fromEntries(
-  Object.entries(NATIVE).map(([kind, native]) => [
-    kind,
-    native.has('openai_chat') ? new Set([...native, ...PIVOTED]) : native,
-  ]),
-) as Record<ProviderKind, ReadonlySet<InboundDialect>>;
+// The per-kind tables are derived from the provider registry; re-exported here where callers have always found them.
+export { CAPABILITIES, NATIVE, PIVOTED } from './registry.js';

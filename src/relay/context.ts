@@ -53,13 +53,10 @@ export class RequestContext {
   served = false;
   /** A stream's text sent to the client, kept when the upstream never reported usage (for an estimate). */
   emittedText: string | null = null;
-  /**
-   * Runs once the answer is complete and before its last bytes go out: billing's settlement is handed to
-   * Redis here (written to its socket), so no answer leaves ahead of its bill.
-   */
-  beforeFinish: (() => Promise<void>) | null = null;
-  /** The settlement beforeFinish started, answered after the client has its answer (the handler awaits it). */
-  settling: Promise<void> | null = null;
+  /** A job billed later (media): the sale its cost budget keeps until then (micro-units). */
+  jobSaleMicros: number | null = null;
+  /** The route's name in metrics when it is not a relayed dialect (a media submission: `media_image`...). */
+  label: string | null = null;
   /** Served from the exact-match response cache (no upstream call; billed at the cache-hit price). */
   cacheHit = false;
   /** Headers every answer carries (x-ratelimit-*), success or error. */

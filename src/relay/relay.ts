@@ -54,6 +54,15 @@ export interface ClientSink {
   onAbort(cb: () => void): void;
 }
 
+/**
+ * Called once when an answer is complete, before its last bytes are written: the caller's settlement
+ * starts here, and the last bytes wait for what it returns (its write to Redis), so no answer leaves ahead
+ * of its bill.
+ */
+export interface CompletionHook {
+  beforeEnd(): Promise<void>;
+}
+
 export interface RelayDeps {
   config: ConfigCache;
   breakers: BreakerRegistry;
@@ -76,7 +85,7 @@ export class Relay {
     ctx: RequestContext,
     body: Record<string, unknown>,
     sink: ClientSink,
-    opts: { anthropicBeta?: string; abort?: Abort } = {},
+    opts: { anthropicBeta?: string; abort?: Abort; done?: CompletionHook } = {},
   ): Promise<void> {
     const alias = ctx.alias!;
     // The caller's client-gone controller when it has one (one controller per request, not two).
@@ -136,7 +145,17 @@ export class Relay {
           continue;
         }
         ctx.attempts++;
-        const res = await this.attempt(ctx, ch!, target.model, ex, acq.permit, sink, abort, deadline);
+        const res = await this.attempt(
+          ctx,
+          ch!,
+          target.model,
+          ex,
+          acq.permit,
+          sink,
+          abort,
+          deadline,
+          opts.done ?? null,
+        );
         if (res.ok) {
           served = true;
           ctx.outcome = ctx.attempts > 1 || ctx.route.length > 0 ? 'fallback' : 'ok';
@@ -179,6 +198,7 @@ export class Relay {
     sink: ClientSink,
     clientAbort: Abort,
     deadline: number,
+    done: CompletionHook | null,
   ): Promise<AttemptResult> {
     const t0 = performance.now();
     let ttfb = 0;
@@ -224,7 +244,7 @@ export class Relay {
           failure: classifyHttp(ch.provider, up.status, up.headers, text),
         };
       } else if (ex.call.bytes) {
-        result = await this.pipeBytes(ctx, sink, ch, upstreamModel, ex, up);
+        result = await this.pipeBytes(ctx, sink, ch, upstreamModel, ex, up, done);
       } else if (!ex.call.stream) {
         const text = await up.text();
         const ct = up.headers['content-type'];
@@ -236,9 +256,19 @@ export class Relay {
           ex,
           text,
           typeof ct === 'string' ? ct : '',
+          done,
         );
       } else {
-        result = await this.pipeStream(ctx, sink, ch, upstreamModel, ex, up, up.headers['content-type']);
+        result = await this.pipeStream(
+          ctx,
+          sink,
+          ch,
+          upstreamModel,
+          ex,
+          up,
+          up.headers['content-type'],
+          done,
+        );
       }
     } catch (e) {
       let f: UpstreamFailure;
@@ -330,6 +360,7 @@ export class Relay {
     ex: Exchange,
     text: string,
     contentType: string,
+    done: CompletionHook | null,
   ): Promise<AttemptResult> {
     // Either decoder throws upstream_bad_response -> a failure, next channel.
     let payload: string;
@@ -346,7 +377,7 @@ export class Relay {
     }
     ctx.status = 200;
     const headers = this.successHeaders(ctx, ch, upstreamModel, type);
-    await this.finishing(ctx);
+    await this.finishing(ctx, done);
     sink.head(200, headers);
     ctx.ttfbMs = ctx.elapsedMs();
     sink.end(payload);
@@ -365,6 +396,7 @@ export class Relay {
     ex: Exchange,
     up: SendResult,
     contentType: string | string[] | undefined,
+    done: CompletionHook | null,
   ): Promise<AttemptResult> {
     if (typeof contentType === 'string' && !contentType.includes('text/event-stream')) {
       const text = await up.text(MAX_ERROR_BODY);
@@ -397,7 +429,7 @@ export class Relay {
           // The chunk carrying the terminator: settle before the client sees the end of its answer.
           ctx.usage = tr.usage();
           if (!ctx.usage) ctx.emittedText = tr.emittedText;
-          await this.finishing(ctx);
+          await this.finishing(ctx, done);
         }
         // A client that stops reading holds the stream (and its lease) no longer than the idle timeout.
         if (!sink.write(out) && !(await sink.drain(ch.timeouts.idleMs))) {
@@ -438,7 +470,7 @@ export class Relay {
       return { ok: false, committed: sink.headersSent, failure: f };
     }
     if (!sink.headersSent) commit();
-    await this.finishing(ctx);
+    await this.finishing(ctx, done);
     sink.end(tr.end());
     return { ok: true };
   }
@@ -454,6 +486,7 @@ export class Relay {
     upstreamModel: string,
     ex: Exchange,
     up: SendResult,
+    done: CompletionHook | null,
   ): Promise<AttemptResult> {
     const ct = up.headers['content-type'];
     const type = typeof ct === 'string' && ct !== '' ? ct : 'application/octet-stream';
@@ -475,16 +508,16 @@ export class Relay {
     if (sink.closed)
       return { ok: false, committed: true, failure: failure('cancelled', 'client went away mid-answer') };
     if (!sink.headersSent) commit();
-    await this.finishing(ctx);
+    await this.finishing(ctx, done);
     sink.end();
     return { ok: true };
   }
 
   /** The answer is complete: mark it served and let the caller settle (billing) before the last bytes go out. */
-  private async finishing(ctx: RequestContext): Promise<void> {
+  private async finishing(ctx: RequestContext, done: CompletionHook | null): Promise<void> {
     if (ctx.served) return;
     ctx.served = true;
-    if (ctx.beforeFinish) await ctx.beforeFinish();
+    if (done) await done.beforeEnd();
   }
 
   /** A 4xx the upstream says is the request's fault: passed through in the client's dialect. */

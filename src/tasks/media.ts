@@ -18,7 +18,7 @@
 import type { OutboundPolicy } from '../lib/outbound.js';
 import type { UpstreamEndpoint } from '../providers/types.js';
 import type { Logger } from 'pino';
-import type { Billing } from '../billing/service.js';
+import type { Governance, Rejected } from '../governance/pipeline.js';
 import type { BreakerRegistry } from '../breaker/breaker.js';
 import type { ChannelHealthRegistry } from '../breaker/health.js';
 import type { ConfigCache } from '../config/cache.js';
@@ -53,7 +53,8 @@ export interface MediaDeps {
   config: ConfigCache;
   breakers: BreakerRegistry;
   health: ChannelHealthRegistry;
-  billing: Billing | null;
+  /** Wallet holds and bookings go through the governance pipeline (its quota admission ran at submission). */
+  governance: Governance;
   log: Logger;
   settings: MediaSettings;
   onState: (kind: string, status: string) => void;
@@ -74,7 +75,7 @@ export interface StoredMediaRequest {
 /** What a media task sells for and costs: the price in force at its creation, times the key's multiplier. */
 function priceMedia(
   config: ConfigCache,
-  t: TaskRow,
+  t: Pick<TaskRow, 'alias' | 'key_id' | 'created_at'>,
   channel: string | null,
   metered: MediaResult['metered'],
 ): { sale: bigint; cost: bigint } {
@@ -86,6 +87,23 @@ function priceMedia(
     : undefined;
   const u = { inputTokens: 0, outputTokens: 0, cachedTokens: 0, ...metered };
   return { cost: priceOf(p.cost, u), sale: priceOf(p.sale, u, g?.priceMultiplierPpm ?? 1_000_000n) };
+}
+
+/** The sale a media request may reach (its alias-wide price), for the key's cost budget at submission. */
+export function mediaSaleEstimate(
+  config: ConfigCache,
+  kind: MediaKind,
+  alias: string,
+  keyId: string,
+  r: StoredMediaRequest,
+  at: number,
+): bigint {
+  return priceMedia(
+    config,
+    { alias, key_id: keyId, created_at: new Date(at) },
+    null,
+    meteredEstimate(kind, r),
+  ).sale;
 }
 
 /** What a request may reach, for its reservation: n images, the asked seconds, 2 tracks (vendors' usual pair). */
@@ -168,18 +186,18 @@ export class MediaRunner {
         code: 'model_not_found',
         message: `The model '${t.alias}' does not exist.`,
       });
-    if (this.d.billing && app.billing === 'prepaid') {
+    if (this.d.governance.billing && app.billing === 'prepaid') {
       const est = priceMedia(this.d.config, t, null, meteredEstimate(kind, r)).sale;
-      try {
-        await this.d.billing.reserve(
-          app.id,
-          this.holdId(t),
-          est,
-          Math.max(60_000, new Date(t.deadline).getTime() - now + 60_000),
-        );
-      } catch (e) {
-        if (e instanceof GatewayError && e.code === 'insufficient_balance')
-          return this.fail(t, owner, 402, { code: e.code, message: e.message });
+      // The wallet is held for as long as the job may run (the request's quotas were passed at submission).
+      const refused = await this.d.governance
+        .hold(app.id, this.holdId(t), est, Math.max(60_000, new Date(t.deadline).getTime() - now + 60_000))
+        .catch((): Rejected => {
+          const error = new GatewayError('service_unavailable', 'the wallet could not be reached');
+          return { kind: 'rejected', code: error.code, error };
+        });
+      if (refused?.code === 'insufficient_balance')
+        return this.fail(t, owner, 402, { code: refused.code, message: refused.error.message });
+      if (refused) {
         await this.d.store.step(t.id, owner, { notBefore: this.nextPoll(t.polls) });
         return;
       }
@@ -326,7 +344,7 @@ export class MediaRunner {
     const app = key ? this.d.config.app(key.appId) : undefined;
     const { sale, cost } = priceMedia(this.d.config, t, channel, result.metered);
     const billing =
-      this.d.billing && (sale > 0n || cost > 0n)
+      this.d.governance.billing && (sale > 0n || cost > 0n)
         ? {
             sale: sale.toString(),
             cost: cost.toString(),
@@ -354,7 +372,7 @@ export class MediaRunner {
     this.d.onState(t.kind, 'succeeded');
     const fresh = billing ? await this.d.store.byId(t.id) : undefined;
     if (fresh) await this.settle(fresh);
-    else if (app) await this.d.billing?.release(app.id, this.holdId(t));
+    else if (app) await this.d.governance.release(app.id, this.holdId(t));
   }
 
   /** Books a succeeded task exactly once (the record id is the task's), then marks it billed. */
@@ -366,8 +384,8 @@ export class MediaRunner {
       metered: Record<string, number>;
       channel: string;
     } | null;
-    if (!this.d.billing || !b || t.billing_state !== 'pending') return;
-    await this.d.billing.settle(
+    if (!this.d.governance.billing || !b || t.billing_state !== 'pending') return;
+    await this.d.governance.bookJob(
       {
         id: `task:${t.id}`,
         taskId: t.id,
@@ -409,7 +427,7 @@ export class MediaRunner {
     );
     if (done) this.d.onState(t.kind, 'failed');
     else await this.afterLostStep(t, owner, t.channel ?? '', t.upstream_id ?? '');
-    await this.d.billing?.release(t.app_id, this.holdId(t));
+    await this.d.governance.release(t.app_id, this.holdId(t));
   }
 
   private async expire(t: TaskRow, owner: string): Promise<void> {
@@ -425,7 +443,7 @@ export class MediaRunner {
       )
     )
       this.d.onState(t.kind, 'expired');
-    await this.d.billing?.release(t.app_id, this.holdId(t));
+    await this.d.governance.release(t.app_id, this.holdId(t));
   }
 
   private async cancelHeld(t: TaskRow, owner: string): Promise<void> {
@@ -437,7 +455,7 @@ export class MediaRunner {
       if (url) await this.d.store.enqueueWebhook(t.id, url);
     }
     await this.cancelUpstream(t);
-    await this.d.billing?.release(t.app_id, this.holdId(t));
+    await this.d.governance.release(t.app_id, this.holdId(t));
   }
 
   /** Forwards a cancel to the upstream job when there is one (best effort: the provider may not support it). */
@@ -463,7 +481,7 @@ export class MediaRunner {
     const url = t.webhook_url ?? key?.webhookUrl;
     if (url) await this.d.store.enqueueWebhook(t.id, url);
     await this.cancelUpstream(t);
-    await this.d.billing?.release(t.app_id, this.holdId(t));
+    await this.d.governance.release(t.app_id, this.holdId(t));
   }
 
   /** The finished content of an upstream-held result (OpenAI videos), streamed through. */

@@ -2,10 +2,7 @@ import { GatewayError } from '../core/errors.js';
 import type { ConfigCache } from '../config/cache.js';
 import { isEffective } from '../config/model.js';
 import type { InboundDialect } from '../providers/types.js';
-import type { Admission } from '../quota/admission.js';
-import { actualCost, estimateCost, estimateTokens } from '../quota/estimate.js';
-import { reservationFor, settleRequest } from '../billing/request.js';
-import type { Billing } from '../billing/service.js';
+import type { Governance, Rejected } from '../governance/pipeline.js';
 import { refuseDisabledGroup, resolveAlias } from '../relay/auth.js';
 import { RequestContext } from '../relay/context.js';
 import { type ClientSink, type Relay, writeError } from '../relay/relay.js';
@@ -62,10 +59,9 @@ const DIALECT: Record<string, InboundDialect> = {
  */
 export function taskRunner(d: {
   config: ConfigCache;
-  admission: Admission;
+  governance: Governance;
   relay: Relay;
   now: () => number;
-  billing?: Billing;
 }) {
   return async (t: TaskRow): Promise<RunOutcome> => {
     const now = d.now();
@@ -87,67 +83,38 @@ export function taskRunner(d: {
       writeError(ctx, sink, e as GatewayError);
       return { ok: false, status: sink.status, body: sink.body(), final: true, webhook: key?.webhookUrl };
     }
-    let lease;
-    try {
-      lease = await d.admission.admit(
-        { ...key, queueMode: 'REJECT' },
-        (needTokens, needCost) => {
-          if (!needTokens && !needCost) return { tokens: 0, cost: 0 };
-          const t = estimateTokens(body, dialect);
-          return {
-            tokens: t.total,
-            cost: needCost ? estimateCost(d.config, ctx.alias!, key.tokenGroupId, t, now) : 0,
-          };
-        },
-        new Abort(),
-        now,
-      );
-    } catch (e) {
-      if (e instanceof GatewayError && e.status === 429) {
-        const ms = Number(e.headers['retry-after-ms'] ?? Number(e.headers['retry-after'] ?? 1) * 1000);
-        // A spent token/cost budget won't come back soon: that's a final answer, not a retry.
-        if (e.code === 'tokens_limit_exceeded' || e.code === 'budget_exceeded') {
-          writeError(ctx, sink, e);
-          return { ok: false, status: sink.status, body: sink.body(), final: true, webhook: key.webhookUrl };
-        }
-        return { ok: false, retryAfterMs: ms };
-      }
-      throw e;
-    }
     // Billing: a task is booked once whatever happens to its runs (the record id is the task's).
-    const recordId = `task:${t.id}`;
-    let holdId: string | null = null;
-    if (d.billing) {
-      try {
-        if (d.billing.blocked()) throw new GatewayError('service_unavailable', 'Billing is unavailable.');
-        const amount = reservationFor(d.config, ctx, body);
-        if (amount > 0n) {
-          await d.billing.reserve(ctx.app!.id, ctx.id, amount);
-          holdId = ctx.id;
-        }
-      } catch (e) {
-        if (lease && !('deferred' in lease)) await lease.settle(0, 0).catch(() => {});
-        if (e instanceof GatewayError && e.code === 'insufficient_balance') {
-          writeError(ctx, sink, e);
-          return { ok: false, status: sink.status, body: sink.body(), final: true, webhook: key.webhookUrl };
-        }
-        return { ok: false, retryAfterMs: 1_000 };
+    const decision = await d.governance.admit<never>({
+      ctx,
+      body,
+      abort: new Abort(),
+      now,
+      recordId: `task:${t.id}`,
+      taskId: t.id,
+      rejectOnly: true,
+    });
+    if (decision.kind !== 'admitted') {
+      const e = (decision as Rejected).error; // rejectOnly: a run is never deferred again
+      // A spent token/cost budget or an empty wallet won't come back soon: a final answer, not a retry.
+      if (
+        e.code === 'tokens_limit_exceeded' ||
+        e.code === 'budget_exceeded' ||
+        e.code === 'insufficient_balance'
+      ) {
+        writeError(ctx, sink, e);
+        return { ok: false, status: sink.status, body: sink.body(), final: true, webhook: key.webhookUrl };
       }
-      const billing = d.billing;
-      ctx.beforeFinish = () =>
-        settleRequest(billing, d.config, ctx, body, { recordId, holdId, taskId: t.id });
+      if (e.status === 429)
+        return {
+          ok: false,
+          retryAfterMs: Number(e.headers['retry-after-ms'] ?? Number(e.headers['retry-after'] ?? 1) * 1000),
+        };
+      return { ok: false, retryAfterMs: 1_000 };
     }
     try {
-      await d.relay.serve(ctx, body, sink);
+      await d.relay.serve(ctx, body, sink, { done: decision });
     } finally {
-      if (d.billing && !ctx.billed)
-        await settleRequest(d.billing, d.config, ctx, body, { recordId, holdId, taskId: t.id });
-      if (lease && !('deferred' in lease)) {
-        const cost = actualCost(d.config, ctx.alias!.name, ctx.channel, key.tokenGroupId, ctx.usage, now);
-        await lease
-          .settle(ctx.usage ? ctx.usage.inputTokens + ctx.usage.outputTokens : 0, cost)
-          .catch(() => {});
-      }
+      await d.governance.settle(decision);
     }
     return { ok: true, status: sink.status, body: sink.body(), webhook: key.webhookUrl };
   };

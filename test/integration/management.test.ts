@@ -5,6 +5,7 @@
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { insertAlias, insertApp, insertChannel, insertKey } from '../../src/config/repo.js';
@@ -48,6 +49,29 @@ const chat = (base: string, model = 'rot') =>
     headers: { 'content-type': 'application/json', authorization: `Bearer ${sk}` },
     body: JSON.stringify({ model, messages: [{ role: 'user', content: 'hi' }] }),
   });
+
+/** A chat on a connection of its own, so that under `--workers` the cluster deals requests to every worker. */
+const chatOwnConnection = (base: string) =>
+  new Promise<number>((res, rej) => {
+    const body = JSON.stringify({ model: 'rot', messages: [{ role: 'user', content: 'hi' }] });
+    const r = httpRequest(
+      base + '/v1/chat/completions',
+      {
+        method: 'POST',
+        agent: false,
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${sk}`, connection: 'close' },
+      },
+      (resp) => resp.resume().on('end', () => res(resp.statusCode ?? 0)),
+    );
+    r.on('error', rej);
+    r.end(body);
+  });
+
+/** anima_requests_total summed over the series matching `match` (e.g. one worker's). */
+const requestsTotal = (text: string, match: Record<string, string> = {}) =>
+  [...text.matchAll(/^anima_requests_total\{([^}]*)\} (\S+)$/gm)]
+    .filter((m) => Object.entries(match).every(([k, v]) => m[1]!.includes(`${k}="${v}"`)))
+    .reduce((a, m) => a + Number(m[2]), 0);
 
 const gateway = async (over: Parameters<typeof startTestGateway>[0] = {}) => {
   const g = await startTestGateway({
@@ -347,7 +371,17 @@ describe('management endpoints', () => {
     const base = `http://127.0.0.1:${port}`;
     const mbase = `http://127.0.0.1:${mport}`;
     const auth = { headers: { authorization: `Bearer ${MGMT_TOKEN}` } };
-    for (let i = 0; i < 4; i++) expect((await chat(base)).status).toBe(200);
+    // 40 requests, each on a new connection (dealt across the workers), count 40 in every scrape of the
+    // management port: the primary adds up every worker, so no scrape sees only one worker's share.
+    for (let i = 0; i < 40; i++) expect(await chatOwnConnection(base)).toBe(200);
+    for (let i = 0; i < 5; i++) {
+      const t = await (await fetch(mbase + '/actuator/prometheus', auth)).text();
+      expect(requestsTotal(t, { dialect: 'openai_chat' })).toBe(40);
+      if (i === 0) {
+        expect(requestsTotal(t, { dialect: 'openai_chat', worker: '1' })).toBeGreaterThan(0);
+        expect(requestsTotal(t, { dialect: 'openai_chat', worker: '2' })).toBeGreaterThan(0);
+      }
+    }
     expect((await fetch(base + '/actuator/prometheus')).status).toBe(404);
     expect((await fetch(mbase + '/actuator/prometheus')).status).toBe(401);
     // One scrape holds every worker's series, each with its `worker` label.

@@ -9,6 +9,7 @@ import { parse as parseYaml } from 'yaml';
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FakeUpstream } from '../../fakes/common.js';
+import { Metrics } from '../../src/observability/metrics.js';
 import { startFakeOpenAI } from '../../fakes/index.js';
 import {
   ADMIN_TOKEN,
@@ -61,6 +62,19 @@ async function scrape(): Promise<Map<string, Family>> {
   const fams = parsePrometheusTextFormat(text) as Family[];
   return new Map(fams.map((f) => [f.name, f]));
 }
+/** A histogram's `_count` series with their labels (the text parser drops a histogram's labels). */
+function histogramCounts(text: string, name: string): Array<{ labels: Record<string, string>; n: number }> {
+  const out: Array<{ labels: Record<string, string>; n: number }> = [];
+  for (const m of text.matchAll(new RegExp(`^${name}_count\\{([^}]*)\\} (\\S+)$`, 'gm'))) {
+    const labels = Object.fromEntries([...m[1]!.matchAll(/(\w+)="([^"]*)"/g)].map((l) => [l[1]!, l[2]!]));
+    out.push({ labels, n: Number(m[2]) });
+  }
+  return out;
+}
+const countOf = (text: string, name: string, match: Record<string, string>) =>
+  histogramCounts(text, name)
+    .filter((c) => Object.entries(match).every(([k, v]) => c.labels[k] === v))
+    .reduce((a, c) => a + c.n, 0);
 const sum = (f: Family | undefined, match: Record<string, string> = {}) =>
   (f?.metrics ?? [])
     .filter((m) => Object.entries(match).every(([k, v]) => m.labels?.[k] === v))
@@ -121,6 +135,56 @@ afterAll(async () => {
 });
 
 describe('metrics after a scripted mix of traffic', () => {
+  it('from start: a breaker state per configured channel (in step with config), labelled counters at 0', async () => {
+    const m = await scrape();
+    const channels = G.config.channelCodes();
+    expect(channels).toEqual(['bad', 'good']);
+    // Before any traffic or transition, every configured channel is there, closed.
+    for (const c of channels) {
+      expect(m.get('anima_breaker_state')?.metrics.some((x) => x.labels?.channel === c)).toBe(true);
+      expect(sum(m.get('anima_breaker_state'), { channel: c })).toBe(0);
+    }
+    // The series the dashboards rate() exist at 0 before their first event.
+    const has = (name: string, labels: Record<string, string>) =>
+      m.get(name)?.metrics.some((x) => Object.entries(labels).every(([k, v]) => x.labels?.[k] === v));
+    expect(has('anima_quota_rejections_total', { limit: 'qps', mode: 'REJECT' })).toBe(true);
+    expect(has('anima_quota_rejections_total', { limit: 'queue_full', mode: 'WAIT' })).toBe(true);
+    expect(sum(m.get('anima_quota_rejections_total'))).toBe(0);
+    expect(has('anima_billing_refusals_total', { reason: 'unavailable' })).toBe(true);
+    expect(has('anima_billing_refusals_total', { reason: 'insufficient_balance' })).toBe(true);
+    expect(has('anima_redis_data_loss_total', { reason: 'epoch' })).toBe(true);
+    expect(has('anima_redis_data_loss_total', { reason: 'server' })).toBe(true);
+    expect(has('anima_tasks_total', { kind: 'chat', state: 'succeeded' })).toBe(true);
+    expect(has('anima_tasks_total', { kind: 'video', state: 'failed' })).toBe(true);
+    expect(has('anima_webhook_deliveries_total', { result: 'failed' })).toBe(true);
+    expect(sum(m.get('anima_tasks_total'))).toBe(0);
+
+    // A channel added later appears (closed); once removed, it disappears.
+    const late = (await admin('POST', '/channels', {
+      code: 'late',
+      provider: 'openai',
+      base_url: up.url + '/v1',
+      credential: 'k',
+    })) as { version_no: number };
+    await waitFor(
+      async () =>
+        (await scrape()).get('anima_breaker_state')!.metrics.some((x) => x.labels?.channel === 'late'),
+      5_000,
+      50,
+    );
+    const del = await fetch(`${G.url}/api/admin/v1/channels/late`, {
+      method: 'DELETE',
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'if-match': `"${late.version_no}"` },
+    });
+    expect(del.status).toBe(204);
+    await waitFor(
+      async () =>
+        !(await scrape()).get('anima_breaker_state')!.metrics.some((x) => x.labels?.channel === 'late'),
+      5_000,
+      50,
+    );
+  });
+
   it('count successes, fallbacks, quota rejections, breaker states and async tasks', async () => {
     expect((await chat(sk)).status).toBe(200); // ok
     await new Promise((r) => setTimeout(r, 600));
@@ -177,6 +241,12 @@ describe('metrics after a scripted mix of traffic', () => {
       attempts: 1,
       status: 200,
     });
+    // Latency by channel and by app: the served requests' series carry both.
+    const text = await (await fetch(G.url + '/actuator/prometheus')).text();
+    const appId = line!.app as string;
+    const D = 'anima_request_duration_seconds';
+    expect(countOf(text, D, { alias: 'main', channel: 'good', app: appId })).toBeGreaterThanOrEqual(3);
+    expect(countOf(text, D, { alias: 'flaky', channel: 'good', app: appId, outcome: 'fallback' })).toBe(2);
     expect(sum(m.get('anima_degraded'))).toBe(0);
     expect(sum(m.get('anima_config_invalidations_total'))).toBeGreaterThan(0);
     expect(m.has('process_cpu_user_seconds_total')).toBe(true); // default Node metrics keep their names
@@ -305,5 +375,37 @@ describe('metrics after a scripted mix of traffic', () => {
     // The best of five is the scrape's own cost; the median also carries CPU taken by suites running beside it.
     expect(times[0]!).toBeLessThan(50);
     expect(size).toBeLessThan(2 * 1024 * 1024);
+  });
+});
+
+describe('the app label cap (ANIMA_METRICS_APP_LABEL=off)', () => {
+  const served = (app: string) =>
+    ({
+      dialect: 'openai_chat',
+      alias: { name: 'main' },
+      channel: 'good',
+      app: { id: app },
+      status: 200,
+      outcome: 'ok',
+      ttfbMs: 5,
+      attempts: 1,
+      upstreamMs: 8,
+      saleMicros: null,
+      costMicros: null,
+      cacheHit: false,
+      extraHeaders: {},
+      usage: null,
+      elapsedMs: () => 10,
+    }) as unknown as Parameters<Metrics['request']>[0];
+
+  it('folds every app into "other" in the latency histogram; the counters keep the app', async () => {
+    const on = new Metrics({ defaultMetrics: false });
+    const off = new Metrics({ defaultMetrics: false, appLabel: false });
+    for (const m of [on, off]) for (const a of ['app_1', 'app_2', 'app_3']) m.request(served(a));
+    const count = (text: string) =>
+      histogramCounts(text, 'anima_request_duration_seconds').map((c) => c.labels.app);
+    expect(count(await on.registry.metrics()).sort()).toEqual(['app_1', 'app_2', 'app_3']);
+    expect(count(await off.registry.metrics())).toEqual(['other']);
+    expect(await off.registry.metrics()).toMatch(/anima_requests_total\{[^}]*app="app_2"/);
   });
 });

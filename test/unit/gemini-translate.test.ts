@@ -5,17 +5,19 @@ import { classifyHttp } from '../../src/providers/classify.js';
 import { geminiExchange, geminiPath } from '../../src/providers/gemini/exchange.js';
 import {
   ChatToGeminiStream,
-  GeminiToChatStream,
-  SKIP_THOUGHT_SIGNATURE,
-  chatToGeminiRequest,
   chatToGeminiResponse,
   geminiErrorFrame,
   geminiPivot,
-  geminiToChatCompletion,
   geminiToChatRequest,
-  guessImageMime,
   jsonSchemaOf,
-} from '../../src/providers/gemini/translate.js';
+} from '../../src/providers/gemini/inbound.js';
+import {
+  GeminiToChatStream,
+  SKIP_THOUGHT_SIGNATURE,
+  chatToGeminiRequest,
+  geminiToChatCompletion,
+  guessImageMime,
+} from '../../src/providers/gemini/outbound.js';
 import { geminiUsage, toGeminiUsage, type GenerateContentResponse } from '../../src/providers/gemini/wire.js';
 import { openaiExchange } from '../../src/providers/openai/exchange.js';
 import type { ChatCompletion, ChatCompletionChunk, ChatRequest } from '../../src/providers/openai/wire.js';

@@ -2,13 +2,15 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { GatewayError } from '../../src/core/errors.js';
 import {
-  AnthropicToOpenAIStream,
   OpenAIToAnthropicStream,
   anthropicToOpenAIRequest,
+  openaiToAnthropicResponse,
+} from '../../src/providers/anthropic/inbound.js';
+import {
+  AnthropicToOpenAIStream,
   anthropicToOpenAIResponse,
   openaiToAnthropicRequest,
-  openaiToAnthropicResponse,
-} from '../../src/providers/anthropic/translate.js';
+} from '../../src/providers/anthropic/outbound.js';
 import { anthropicUsage, type Message, type MessagesRequest } from '../../src/providers/anthropic/wire.js';
 import { openaiUsage, type ChatCompletion, type ChatRequest } from '../../src/providers/openai/wire.js';
 

@@ -38,7 +38,18 @@ interface Channel {
   updated_at: string | null;
 }
 
-const PROVIDERS = ['openai', 'anthropic', 'gemini', 'jobs'];
+/** The provider kinds come from the gateway's registry (GET /provider-kinds): fetched once per page load. */
+let providerKinds: Promise<Array<{ kind: string; description: string }>> | null = null;
+function loadProviderKinds(): Promise<Array<{ kind: string; description: string }>> {
+  providerKinds ??= get<{ data: Array<{ kind: string; description: string }> }>('/provider-kinds').then(
+    (r) => r.data,
+    (e: unknown) => {
+      providerKinds = null; // a failed fetch is tried again next time the form opens
+      throw e;
+    },
+  );
+  return providerKinds;
+}
 
 function breakerCell(c: Circuit | undefined): HTMLElement {
   if (!c) return h('span', { class: 'muted' }, '—');
@@ -386,10 +397,13 @@ export async function channelsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
     editor.hidden = false;
     const code = h('input', { name: 'code', required: true, pattern: '[a-zA-Z0-9][a-zA-Z0-9._:\\-]{0,63}' });
     const name = h('input', { name: 'name' });
-    const provider = h(
-      'select',
-      { name: 'provider' },
-      PROVIDERS.map((p) => h('option', { value: p }, p)),
+    const provider = h('select', { name: 'provider' }, h('option', { value: 'openai' }, 'openai'));
+    loadProviderKinds().then(
+      (kinds) =>
+        provider.replaceChildren(
+          ...kinds.map((k) => h('option', { value: k.kind, title: k.description }, k.kind)),
+        ),
+      (e: unknown) => toast(errorText(e), 'error'),
     );
     const baseUrl = h('input', {
       name: 'base_url',

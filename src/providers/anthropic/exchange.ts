@@ -17,7 +17,7 @@ import type {
   UpstreamEndpoint,
 } from '../types.js';
 import type { ChatRequest } from '../openai/wire.js';
-import { AnthropicToOpenAIStream, anthropicToOpenAIResponse, openaiToAnthropicRequest } from './translate.js';
+import { AnthropicToOpenAIStream, anthropicToOpenAIResponse, openaiToAnthropicRequest } from './outbound.js';
 import { type Message, anthropicUsage } from './wire.js';
 
 export const ANTHROPIC_VERSION = '2023-06-01';

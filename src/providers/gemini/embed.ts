@@ -12,7 +12,7 @@ import type { Usage } from '../../core/usage.js';
 import { openaiUsage } from '../openai/wire.js';
 import { bearerHeaders, parseJsonObject } from '../shared.js';
 import type { Exchange, JsonResult, PreparedCall, StreamTranslator, UpstreamEndpoint } from '../types.js';
-import { geminiErrorFrame } from './translate.js';
+import { geminiErrorFrame } from './inbound.js';
 import { geminiHeaders } from './wire.js';
 
 type Obj = Record<string, any>;

@@ -18,13 +18,8 @@ import type {
   StreamTranslator,
   UpstreamEndpoint,
 } from '../types.js';
-import {
-  GeminiToChatStream,
-  chatToGeminiRequest,
-  geminiErrorFrame,
-  geminiFrame,
-  geminiToChatCompletion,
-} from './translate.js';
+import { geminiErrorFrame, geminiFrame } from './inbound.js';
+import { GeminiToChatStream, chatToGeminiRequest, geminiToChatCompletion } from './outbound.js';
 import { type GenerateContentResponse, geminiHeaders, geminiUsage } from './wire.js';
 import { GeminiEmbedPassthrough } from './embed.js';
 

@@ -12,7 +12,7 @@ import {
   OpenAIToAnthropicStream,
   anthropicToOpenAIRequest,
   openaiToAnthropicResponse,
-} from '../anthropic/translate.js';
+} from '../anthropic/inbound.js';
 import type { MessagesRequest } from '../anthropic/wire.js';
 import {
   anthropicErrorFrame,
