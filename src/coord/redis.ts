@@ -149,6 +149,8 @@ export class RedisCoordinator implements Coordinator {
   /** The dataset this instance works with: the epoch key's value, and the server's run id (not on a Cluster). */
   private epoch: string | null = null;
   private runId: string | null = null;
+  /** A (re)connect happened since the run id was last read. */
+  private serverCheckDue = true;
   private readonly lossHandlers: Array<(reason: DataLossReason) => void> = [];
   private epochTimer: NodeJS.Timeout | null = null;
   private checking: Promise<void> | null = null;
@@ -228,7 +230,10 @@ export class RedisCoordinator implements Coordinator {
     await this.checkDataset();
     // A reconnect may reach a server that restarted empty or a promoted replica: look at once, not only
     // at the next tick. The timer catches what a reconnect doesn't show (FLUSHALL, eviction).
-    this.cmd.on('ready', () => void this.checkDataset().catch(() => {}));
+    this.cmd.on('ready', () => {
+      this.serverCheckDue = true;
+      void this.checkDataset().catch(() => {});
+    });
     this.epochTimer = setInterval(
       () => void this.checkDataset().catch(() => {}),
       this.opts.epochCheckMs ?? 1_000,
@@ -258,10 +263,13 @@ export class RedisCoordinator implements Coordinator {
       await this.cmd.set(key, `${Date.now()}-${randomBytes(6).toString('hex')}`, 'NX');
       epoch = await this.cmd.get(key);
     }
+    // The server can only change under a reconnect, so its run id is read then (and at start), not on
+    // every tick; a look already past this point leaves the flag set for the next tick.
     let runId: string | null = null;
-    if (!(this.cmd instanceof Cluster)) {
+    if (this.serverCheckDue && !(this.cmd instanceof Cluster)) {
       const m = /run_id:([0-9a-f]+)/.exec(await this.cmd.info('server'));
       runId = m?.[1] ?? null;
+      this.serverCheckDue = false;
     }
     const first = this.epoch === null;
     const reason: DataLossReason | null = first
