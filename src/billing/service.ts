@@ -74,6 +74,8 @@ export class Billing {
   private stuckSince = 0;
   private full = false;
   resent = 0;
+  private readonly unconfirmedMax: number;
+  private readonly stuckAfterMs: number;
 
   constructor(
     readonly backend: BillingBackend,
@@ -83,14 +85,17 @@ export class Billing {
     private readonly log: Logger,
     private readonly opts: BillingOptions,
     private readonly hooks: BillingHooks = {},
-  ) {}
+  ) {
+    this.unconfirmedMax = opts.unconfirmedMax ?? 200_000;
+    this.stuckAfterMs = opts.stuckAfterMs ?? 30_000;
+  }
 
   /**
    * New billable requests are refused while settled records can reach neither Redis nor the database, and
    * while this instance holds as many unconfirmed records as it may (it would have to forget one).
    */
   blocked(): boolean {
-    return this.writer.blocked() || this.unconfirmed.size >= (this.opts.unconfirmedMax ?? 200_000);
+    return this.writer.blocked() || this.unconfirmed.size >= this.unconfirmedMax;
   }
 
   /** Starts the ledger confirmation sweep (which also watches for a stuck journal writer). */
@@ -118,7 +123,7 @@ export class Billing {
 
   /** Journals aren't being written: a record has waited longer than the bound (or spilled records can't go). */
   stuck(now = Date.now()): boolean {
-    return this.oldestUnjournaledMs(now) > (this.opts.stuckAfterMs ?? 30_000) || this.writer.blocked();
+    return this.oldestUnjournaledMs(now) > this.stuckAfterMs || this.writer.blocked();
   }
 
   /** What /billing/status shows. */
@@ -215,7 +220,7 @@ export class Billing {
         // The database is down: the records stay, and their age says so.
       }
       if (found) {
-        const stale = Date.now() - (this.opts.stuckAfterMs ?? 30_000);
+        const stale = Date.now() - this.stuckAfterMs;
         const again: Unconfirmed[] = [];
         for (const id of ids) {
           if (found.has(saleIdemKey(id))) this.unconfirmed.delete(id);
@@ -252,7 +257,7 @@ export class Billing {
       );
       this.stuckSince = 0;
     }
-    const full = this.unconfirmed.size >= (this.opts.unconfirmedMax ?? 200_000);
+    const full = this.unconfirmed.size >= this.unconfirmedMax;
     if (full && !this.full)
       this.log.error(
         { unconfirmed: this.unconfirmed.size },

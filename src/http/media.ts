@@ -25,7 +25,7 @@ import type { Clock } from '../lib/clock.js';
 import { type OutboundPolicy, outboundPolicy } from '../lib/outbound.js';
 import type { MediaKind } from '../providers/media.js';
 import { resolveAlias } from '../relay/auth.js';
-import { authed } from './auth-first.js';
+import { authed, renderFor } from './auth-first.js';
 import { RequestContext } from '../relay/context.js';
 import { type MediaRunner, type StoredMediaRequest, cancelTask, mediaSaleEstimate } from '../tasks/media.js';
 import { type TaskRow, type TaskStore, ACTIVE, taskView } from '../tasks/store.js';
@@ -351,7 +351,8 @@ function newApiVideo(t: TaskRow): Record<string, unknown> {
 /** new-api answers in {code, message, data}; its errors too. */
 function newApiError(reply: FastifyReply, e: unknown): FastifyReply {
   const ge = e instanceof GatewayError ? e : new GatewayError('internal_error', 'internal error');
-  return reply.code(ge.status).send({ code: ge.code, message: ge.message, data: null });
+  const { status, body } = renderFor('newapi', ge);
+  return reply.code(status).send(body);
 }
 
 function body(req: FastifyRequest): Record<string, unknown> {

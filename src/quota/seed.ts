@@ -4,11 +4,12 @@
  * them. Without it a Redis restart, FLUSHALL or failover to a lagging replica would let a key spend its
  * daily budget twice.
  *
- * What the windows count, and so what is summed here (server.ts settleLease, tasks/runner.ts):
+ * What the windows count, and so what is summed here (the lease true-up in governance/pipeline.ts):
  *   tokens  input + output tokens of the upstream's usage (cached tokens are part of input, not added)
  *   cost    the SALE price (with the token-group multiplier), not the upstream cost: usage.sale_micros
- * Only requests that went through admission: their journals carry input_tokens (media tasks' journals, not
- * admitted by quotas, don't).
+ * Only journals that carry input_tokens: media jobs' journals don't, so a media job's sale (admitted
+ * and trued up like chat) is not in the seed; a key spending mostly on media can overshoot its day by
+ * what media spent before the loss.
  *
  * Bounds (the figures can be lower than what the windows knew, never higher):
  *   - requests settled but not yet journaled (the billing stream's backlog: normally well under a second,
