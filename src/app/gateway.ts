@@ -23,6 +23,7 @@ import {
 import { ConfigCache } from '../config/cache.js';
 import { MemoryCoordinator } from '../coord/memory.js';
 import { RedisCoordinator } from '../coord/redis.js';
+import { parseClusterNodes, parseRedisUrl } from '../coord/redis-url.js';
 import type { ChannelHealth, Coordinator, SharedBreakerState } from '../coord/types.js';
 import { buildServer } from '../http/server.js';
 import type { Readiness } from '../http/management.js';
@@ -99,6 +100,8 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
   // Refused before anything is opened (production mode without a key; see app/security.ts).
   const atRest = secretsAtRest(settings);
   if (atRest.refuse) throw new StartupRefused(atRest.refuse);
+  if (settings.redisClusterNodes?.length) parseClusterNodes(settings.redisClusterNodes);
+  else if (settings.redisUrl) parseRedisUrl(settings.redisUrl); // a form the clients can't follow: refused here
   let invalidationsPaused = false;
   setSecretKey(settings.secretKey, settings.secretKeyPrevious);
   // Every outbound URL (channels, webhooks, callbacks, result downloads) answers to one policy (SSRF).

@@ -1,4 +1,5 @@
 import { parseOutboundAllow } from '../lib/outbound.js';
+import { parseClusterNodes, parseRedisUrl } from '../coord/redis-url.js';
 
 /** Every setting, read once from the environment. The README's configuration reference mirrors this. */
 export interface Settings {
@@ -94,6 +95,23 @@ function outboundAllow(v: string | undefined): string[] {
   return list;
 }
 
+/** Checked now (src/coord/redis-url.ts): a form the Redis clients can't follow fails the start. */
+function redisUrl(v: string | undefined): string | undefined {
+  if (!v) return undefined;
+  parseRedisUrl(v);
+  return v;
+}
+
+function clusterNodes(v: string | undefined): string[] | undefined {
+  if (!v) return undefined;
+  const list = v
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean);
+  parseClusterNodes(list);
+  return list;
+}
+
 function managementToken(v: string | undefined): string | undefined {
   if (!v) return undefined;
   if (v.length < 16) throw new Error('ANIMA_MANAGEMENT_TOKEN must be at least 16 characters');
@@ -106,13 +124,9 @@ export function settingsFromEnv(env: NodeJS.ProcessEnv = process.env): Settings 
     port: int(env.ANIMA_PORT ?? env.PORT, 8787, 'ANIMA_PORT'),
     databaseUrl: env.DATABASE_URL || undefined,
     dataDir: env.ANIMA_DATA_DIR ?? '.anima-data/db',
-    redisUrl: env.REDIS_URL || undefined,
+    redisUrl: redisUrl(env.REDIS_URL),
     redisPrefix: env.ANIMA_REDIS_PREFIX ?? 'anima:',
-    redisClusterNodes: env.REDIS_CLUSTER_NODES
-      ? env.REDIS_CLUSTER_NODES.split(',')
-          .map((x) => x.trim())
-          .filter(Boolean)
-      : undefined,
+    redisClusterNodes: clusterNodes(env.REDIS_CLUSTER_NODES),
     logLevel: env.ANIMA_LOG_LEVEL ?? 'info',
     bodyLimit: int(env.ANIMA_BODY_LIMIT_BYTES, 20 * 1024 * 1024, 'ANIMA_BODY_LIMIT_BYTES'),
     requestTimeoutMs: int(env.ANIMA_REQUEST_TIMEOUT_MS, 30_000, 'ANIMA_REQUEST_TIMEOUT_MS'),

@@ -1,5 +1,7 @@
 import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import { TickPipeline } from './tick-pipeline.js';
+import { parseClusterNodes, parseRedisUrl } from './redis-url.js';
+import { respOptionsFor } from './resp.js';
 import { randomBytes } from 'node:crypto';
 import {
   type BreakerStore,
@@ -126,6 +128,7 @@ export function subscriberOf(client: Redis): Redis {
 }
 
 export interface RedisCoordinatorOptions {
+  /** REDIS_URL: the forms accepted and refused are listed in redis-url.ts. */
   url: string;
   /** Redis Cluster seed nodes (host:port); when set, `url` is ignored. */
   clusterNodes?: string[];
@@ -170,13 +173,14 @@ export class RedisCoordinator implements Coordinator {
       commandTimeout: opts.commandTimeoutMs ?? 5_000,
       retryStrategy: (n) => Math.min(50 * 2 ** Math.min(n, 6), 2_000),
     };
+    // Read (and refused when neither client could follow it) before any connection is made.
+    const seeds = opts.clusterNodes?.length ? parseClusterNodes(opts.clusterNodes) : null;
+    const standalone: RedisOptions | null = seeds ? null : { ...parseRedisUrl(opts.url), ...base };
+    if (standalone) respOptionsFor(standalone);
     // Every multi-key script names keys of one hash tag ({brk}, {q:<app>}), so it runs unchanged on a Cluster.
-    this.cmd = (opts.clusterNodes?.length
+    this.cmd = (seeds
       ? new Cluster(
-          opts.clusterNodes.map((n) => {
-            const [host, port] = n.split(':');
-            return { host: host!, port: Number(port) };
-          }),
+          seeds,
           // No auto-pipelining on a Cluster: ioredis routes an auto-pipelined EVALSHA by its first
           // argument (the script's sha, not a key), so scripts land in pipelines of the wrong slot group
           // and fail with "All keys in the pipeline should belong to the same slots allocation group"
@@ -187,7 +191,7 @@ export class RedisCoordinator implements Coordinator {
             clusterRetryStrategy: (n) => Math.min(100 * 2 ** Math.min(n, 5), 2_000),
           },
         )
-      : new Redis(opts.url, base)) as unknown as Redis & Cmds;
+      : new Redis(standalone!)) as unknown as Redis & Cmds;
     this.cmd.on('error', () => {}); // reconnects on its own; health is read through ping()
     this.cmd.defineCommand('animaCas', { numberOfKeys: 1, lua: CAS_LUA });
     this.cmd.defineCommand('animaIncrTtl', { numberOfKeys: 1, lua: INCR_TTL_LUA });

@@ -1,21 +1,29 @@
 import net from 'node:net';
 import tls from 'node:tls';
+import type { RedisOptions } from 'ioredis';
 
 /**
  * A lean Redis connection for the hot path's script calls (TickPipeline): the caller hands it a whole
  * pipeline already encoded as RESP and one callback per reply. No command objects, no per-argument
  * encoding pass, no promise per command: in a profile of the governed JSON path, ioredis's command
- * handling and the UTF-8 encoding of the rope strings it builds cost ~90 us per request on top of the
- * bare gateway, for three script calls.
+ * handling and the UTF-8 encoding of the rope strings it builds were most of what three script calls
+ * per request added over the bare gateway (measured by bench/overhead.ts --only json --twin-bare and
+ * bench/profile-diff.ts; figures in bench/HISTORY.md).
  *
  * Behaves as the main ioredis connection is configured to: a command fails rather than waits when the
  * connection is down (after the first connect), a reply not arriving within `commandTimeoutMs` fails
  * everything in flight (the connection is dropped and made again), and it reconnects on its own with a
- * capped backoff. Standalone Redis only (Cluster calls stay on ioredis, one slot per call).
+ * capped backoff. Standalone Redis only (Cluster calls stay on ioredis, one slot per call), over TCP, TLS
+ * or a unix socket; built from the ioredis client's options by respOptionsFor, which refuses what it
+ * can't follow.
  */
 export interface RespOptions {
   host: string;
   port: number;
+  /** A unix socket: host and port are then not used. */
+  path?: string | undefined;
+  /** The address family to resolve host to (4 or 6; unset = either). */
+  family?: number | undefined;
   username?: string | undefined;
   password?: string | undefined;
   db?: number | undefined;
@@ -270,9 +278,10 @@ export class RespConnection {
 
   private connect(): void {
     const o = this.opts;
-    const sock = o.tls
-      ? tls.connect({ host: o.host, port: o.port, ...o.tls })
-      : net.connect({ host: o.host, port: o.port });
+    const where: net.NetConnectOpts = o.path
+      ? { path: o.path }
+      : { host: o.host, port: o.port, ...(o.family ? { family: o.family } : {}) };
+    const sock = o.tls ? tls.connect({ ...where, ...o.tls }) : net.connect(where);
     this.sock = sock;
     sock.setNoDelay(true);
     // Covers the handshake too: connected means Redis answered (cleared by onReady or onClose).
@@ -387,6 +396,38 @@ export class RespConnection {
     }, delay);
     this.reconnectTimer.unref();
   }
+}
+
+/**
+ * The RespConnection that goes where an ioredis client goes, with the same credentials, TLS options and
+ * limits. An option that would take ioredis somewhere else, or change how it talks to the server, and that
+ * this connection can't follow is refused by name, before anything connects: falling back to a default
+ * address would put the hot path's scripts on another server than the rest of the state.
+ */
+export function respOptionsFor(o: RedisOptions): RespOptions {
+  const refuse = (option: string, why: string): never => {
+    throw new Error(
+      `Redis option '${option}' is not supported by the hot-path connection (src/coord/resp.ts): ${why}`,
+    );
+  };
+  if (o.sentinels?.length) refuse('sentinels', 'Redis Sentinel is not supported; connect to the master');
+  if (o.Connector) refuse('Connector', 'a custom connector is not supported');
+  if (o.connectionName) refuse('connectionName', 'this connection does not name itself');
+  if (o.readOnly) refuse('readOnly', 'the hot path writes');
+  if (o.family !== undefined && o.family !== 0 && o.family !== 4 && o.family !== 6)
+    refuse('family', `must be 4 or 6, got ${String(o.family)}`);
+  return {
+    host: o.host ?? 'localhost',
+    port: o.port ?? 6379,
+    path: o.path || undefined,
+    family: o.family || undefined,
+    username: o.username ?? undefined,
+    password: o.password ?? undefined,
+    db: o.db,
+    tls: o.tls,
+    connectTimeoutMs: o.connectTimeout ?? 2_000,
+    commandTimeoutMs: o.commandTimeout ?? 5_000,
+  };
 }
 
 function fail(callbacks: ReplyCallback[], err: Error): void {

@@ -3,10 +3,10 @@ import { Cluster, type Redis } from 'ioredis';
 import {
   type Reply,
   type ReplyCallback,
-  type RespOptions,
   RespConnection,
   ReplyError,
   RespWriter,
+  respOptionsFor,
 } from './resp.js';
 
 /** Calls per script execution (see flush). */
@@ -53,7 +53,7 @@ export class TickPipeline {
   private readonly loaded = new Map<string, number>();
 
   constructor(private readonly client: Redis) {
-    this.conn = client instanceof Cluster ? null : new RespConnection(respOptionsOf(client));
+    this.conn = client instanceof Cluster ? null : new RespConnection(respOptionsFor(client.options));
   }
 
   /**
@@ -213,21 +213,6 @@ export class TickPipeline {
 
 function sha1(s: string): string {
   return createHash('sha1').update(s).digest('hex');
-}
-
-/** The pipeline's connection goes where the ioredis client's does, with the same credentials and limits. */
-function respOptionsOf(client: Redis): RespOptions {
-  const o = client.options;
-  return {
-    host: o.host ?? '127.0.0.1',
-    port: o.port ?? 6379,
-    username: o.username,
-    password: o.password,
-    db: o.db,
-    tls: o.tls,
-    connectTimeoutMs: o.connectTimeout ?? 2_000,
-    commandTimeoutMs: o.commandTimeout ?? 5_000,
-  };
 }
 
 /**
