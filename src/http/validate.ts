@@ -170,9 +170,9 @@ function checkUpload(body: Record<string, unknown>, fields: string[], required: 
       { param: fields[0]! },
     );
   for (const f of files) {
-    if (f.data.length === 0)
+    if (f.data.size === 0)
       throw new GatewayError('invalid_request', `The file in '${f.field}' is empty.`, { param: f.field });
-    if (f.data.length > max)
+    if (f.data.size > max)
       throw new GatewayError(
         'body_too_large',
         `The file in '${f.field}' is larger than ${Math.round(max / 1024 / 1024)} MB.`,

@@ -1,14 +1,17 @@
 /**
  * multipart/form-data for uploads the gateway relays (audio to transcribe, images to edit): parsed into
- * text fields plus files, and encoded again for the upstream with the fields the gateway rewrote.
+ * text fields plus files, and sent on to the upstream as a FormData with the fields the gateway rewrote.
+ * undici encodes that FormData itself when it is a request's body (boundary, content type, length), and
+ * streams each file from the Blob the parser made: no second copy of an upload is built to send it.
  */
-import { randomBytes } from 'node:crypto';
+import { FormData } from 'undici';
 
 export interface Upload {
   field: string;
   filename: string;
   contentType: string;
-  data: Buffer;
+  /** The file's bytes as the parser holds them; `data.size` is its length. */
+  data: Blob;
 }
 
 /** Where a parsed multipart body keeps its files (a symbol: no form field can collide with it). */
@@ -35,7 +38,7 @@ export async function parseMultipart(buf: Buffer, contentType: string): Promise<
         field: k,
         filename: v.name || 'file',
         contentType: v.type || 'application/octet-stream',
-        data: Buffer.from(await v.arrayBuffer()),
+        data: v,
       });
     }
   }
@@ -43,33 +46,18 @@ export async function parseMultipart(buf: Buffer, contentType: string): Promise<
   return out;
 }
 
-const quote = (s: string) => s.replace(/["\r\n\\]/g, (c) => (c === '"' ? '%22' : c === '\\' ? '\\\\' : ' '));
-
-/** Encodes fields and files as multipart/form-data. */
-export function encodeMultipart(
-  fields: Array<[string, string]>,
-  files: Upload[],
-): { body: Buffer; contentType: string } {
-  const boundary = `----anima${randomBytes(12).toString('hex')}`;
-  const parts: Buffer[] = [];
-  for (const [k, v] of fields) {
-    parts.push(
-      Buffer.from(
-        `--${boundary}\r\nContent-Disposition: form-data; name="${quote(k)}"\r\n\r\n${v}\r\n`,
-        'utf8',
-      ),
-    );
-  }
-  for (const f of files) {
-    parts.push(
-      Buffer.from(
-        `--${boundary}\r\nContent-Disposition: form-data; name="${quote(f.field)}"; filename="${quote(f.filename)}"\r\nContent-Type: ${f.contentType.replace(/[\r\n]/g, '')}\r\n\r\n`,
-        'utf8',
-      ),
-      f.data,
-      Buffer.from('\r\n'),
-    );
-  }
-  parts.push(Buffer.from(`--${boundary}--\r\n`));
-  return { body: Buffer.concat(parts), contentType: `multipart/form-data; boundary=${boundary}` };
+/**
+ * Fields and files as a FormData for an undici request body. undici's own FormData, not the global one:
+ * undici recognises only its own class as a body. The request's headers must not name a content type:
+ * undici writes it, with the boundary it picks.
+ *
+ * The encoding is the HTML form one: a `"`, CR or LF in a name or filename is percent-encoded, and line
+ * breaks in a text field's value are sent as CRLF.
+ */
+export function toFormData(fields: Array<[string, string]>, files: Upload[]): FormData {
+  const form = new FormData();
+  for (const [k, v] of fields) form.append(k, v);
+  // A File wraps the parser's Blob without copying its bytes.
+  for (const f of files) form.append(f.field, new File([f.data], f.filename, { type: f.contentType }));
+  return form;
 }

@@ -1,4 +1,4 @@
-import { Pool } from 'undici';
+import { type Dispatcher, Pool } from 'undici';
 import type { PreparedCall } from './types.js';
 import type { Abort } from '../lib/abort.js';
 import type { OutboundPolicy } from '../lib/outbound.js';
@@ -117,7 +117,7 @@ export class Transport {
           h,
         );
       } catch (e) {
-        h.onError(e as Error); // invalid options or a closed pool: settle, and drop the timers
+        h.onResponseError(null, e as Error); // invalid options or a closed pool: settle, drop the timers
       }
     });
   }
@@ -132,14 +132,16 @@ export class Transport {
 const HIGH_WATER = 64 * 1024;
 
 /**
- * One upstream call, as undici's (legacy, unwrapped) dispatch handler: collects the status and headers,
- * then hands the body on either whole (`bytes`/`text`) or chunk by chunk (`chunks`), pausing the socket
- * while more than HIGH_WATER bytes wait for a slow consumer.
+ * One upstream call, as an undici dispatch handler (the controller API: undici hands each callback the
+ * request's controller, which aborts, pauses and resumes it): collects the status and headers, then
+ * hands the body on either whole (`bytes`/`text`) or chunk by chunk (`chunks`), pausing the socket while
+ * more than HIGH_WATER bytes wait for a slow consumer. undici 7's core still calls the older callbacks and
+ * adapts this API to them (parsing the headers on the way); undici 8's core calls it directly.
+ * bench/micro/transport.ts measures the handler's cost per call.
  */
-class UpstreamCall {
-  private abortFn: ((reason?: Error) => void) | null = null;
-  private resumeFn: (() => void) | null = null;
-  private paused = false;
+export class UpstreamCall implements Dispatcher.DispatchHandler {
+  /** Set when undici starts the request on a socket (again, if undici retries it on another one). */
+  private controller: Dispatcher.DispatchController | null = null;
   private settled = false;
   private timeout: TransportTimeoutError | null = null;
   private firstByte: NodeJS.Timeout | null;
@@ -152,7 +154,7 @@ class UpstreamCall {
   private wake: (() => void) | null = null;
   /** bytes() reads the whole body (up to its max): no pausing. */
   private collecting = false;
-  private readonly onAbort = () => this.abortFn?.(asError(this.ac.reason));
+  private readonly onAbort = () => this.controller?.abort(asError(this.ac.reason));
 
   constructor(
     private readonly t: TransportTimeouts,
@@ -167,57 +169,48 @@ class UpstreamCall {
     ac.on(this.onAbort);
   }
 
-  onConnect(abort: (reason?: Error) => void): void {
-    this.abortFn = abort;
-    if (this.ac.aborted) abort(asError(this.ac.reason));
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.controller = controller;
+    // An abort that came before the request had a socket: nothing could stop it until now.
+    if (this.ac.aborted) controller.abort(asError(this.ac.reason));
   }
 
-  onHeaders(status: number, raw: Buffer[], resume: () => void): boolean {
-    if (status < 200) return true; // 1xx informational: the real answer follows
+  onResponseStart(
+    _controller: Dispatcher.DispatchController,
+    status: number,
+    headers: SendResult['headers'],
+  ): void {
+    if (status < 200) return; // 1xx informational: the real answer follows
     if (this.firstByte) clearTimeout(this.firstByte);
     this.firstByte = null;
-    this.resumeFn = resume;
     this.settled = true;
     this.armIdle();
-    const headers: Record<string, string | string[] | undefined> = {};
-    for (let i = 0; i < raw.length; i += 2) {
-      const k = raw[i]!.toString('latin1').toLowerCase();
-      const v = raw[i + 1]!.toString('latin1');
-      const cur = headers[k];
-      if (cur === undefined) headers[k] = v;
-      else if (Array.isArray(cur)) cur.push(v);
-      else headers[k] = [cur, v];
-    }
     this.resolve({
       status,
-      headers,
+      headers, // undici's: names lower-cased, a repeated header as a list
       chunks: () => this.chunks(),
       bytes: (max) => this.bytes(max),
       text: async (max) => (await this.bytes(max)).toString('utf8'),
     });
-    return true;
   }
 
-  onData(chunk: Buffer): boolean {
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
     this.armIdle();
     this.queue.push(chunk);
     this.queued += chunk.length;
     this.notify();
-    if (!this.collecting && this.queued > HIGH_WATER) {
-      // Paused until the consumer takes what is queued. The idle timer keeps running: a consumer that
-      // takes nothing for the idle timeout (or never reads the body at all) ends the call, as before.
-      this.paused = true;
-      return false;
-    }
-    return true;
+    // Paused until the consumer takes what is queued. The idle timer keeps running: a consumer that
+    // takes nothing for the idle timeout (or never reads the body at all) ends the call.
+    if (!this.collecting && this.queued > HIGH_WATER) controller.pause();
   }
 
-  onComplete(): void {
+  onResponseEnd(): void {
     this.ended = true;
     this.finish();
   }
 
-  onError(err: Error): void {
+  /** Also called with no controller when undici refuses the dispatch itself (see `send`). */
+  onResponseError(_controller: Dispatcher.DispatchController | null, err: Error): void {
     const e = this.timeout ?? err;
     this.finish();
     if (!this.settled) {
@@ -260,10 +253,8 @@ class UpstreamCall {
   }
 
   private resume(): void {
-    if (this.paused) {
-      this.paused = false;
-      this.resumeFn?.();
-    }
+    const c = this.controller;
+    if (c?.paused) c.resume();
   }
 
   private next(): Promise<void> {
@@ -275,7 +266,7 @@ class UpstreamCall {
     if (!this.ended && !this.error) {
       this.error = new Error('body not consumed');
       this.finish();
-      this.abortFn?.(new Error('upstream body abandoned'));
+      this.controller?.abort(new Error('upstream body abandoned'));
     }
   }
 

@@ -3,8 +3,15 @@
  * backpressure, first-byte and idle timeouts, an abandoned body, and aborts.
  */
 import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
+import { EventEmitter, once } from 'node:events';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Transport, type TransportTimeouts } from '../../src/providers/transport.js';
+import type { Dispatcher } from 'undici';
+import {
+  type SendResult,
+  Transport,
+  type TransportTimeouts,
+  UpstreamCall,
+} from '../../src/providers/transport.js';
 import { Abort } from '../../src/lib/abort.js';
 
 let server: Server;
@@ -39,17 +46,41 @@ beforeAll(async () => {
       while (sent < total) {
         sent += chunk.length;
         firehoseSent = sent;
-        if (!s.write(chunk)) return void s.once('drain', pump);
+        if (!s.write(chunk)) {
+          firehoseBlocked.emit('blocked');
+          return void s.once('drain', pump);
+        }
       }
       s.end();
     };
     pump();
   };
   routes.set('/firehose', firehose(8 * MB.length));
+  routes.set('/early-hints', (_q, s) => {
+    s.writeEarlyHints({ link: '</a.css>; rel=preload' });
+    s.writeHead(200, { 'content-type': 'application/json' });
+    s.end('{"ok":true}');
+  });
+  // Header names that are also Object.prototype's keys.
+  routes.set('/odd-headers', (_q, s) => {
+    s.writeHead(200, [
+      ['constructor', 'c'],
+      ['toString', 't'],
+      ['X-Dup', '1'],
+      ['x-dup', '2'],
+    ]);
+    s.end();
+  });
+  routes.set('/counted', (_q, s) => {
+    counted++;
+    s.end('{}');
+  });
   routes.set('/firehose-big', firehose(64 * MB.length));
 });
 
 let firehoseSent = 0;
+const firehoseBlocked = new EventEmitter();
+let counted = 0;
 
 afterAll(async () => {
   server.closeAllConnections();
@@ -131,5 +162,119 @@ describe('Transport', () => {
     const p = tr.send('t', base, call('/slow-headers'), { ...T, firstByteMs: 5_000 }, ac);
     setTimeout(() => ac.abort(), 50);
     await expect(p).rejects.toBeDefined();
+  });
+
+  it('skips a 1xx informational answer and resolves on the real one', async () => {
+    const up = await tr.send('t', base, call('/early-hints'), T, new Abort());
+    expect(up.status).toBe(200);
+    expect(up.headers.link).toBeUndefined();
+    expect(await up.text()).toBe('{"ok":true}');
+  });
+
+  it("header names are lower-cased, repeats become a list, Object.prototype's names are plain headers", async () => {
+    const up = await tr.send('t', base, call('/odd-headers'), T, new Abort());
+    expect(up.headers.constructor).toBe('c');
+    expect(up.headers.tostring).toBe('t');
+    expect(up.headers['x-dup']).toEqual(['1', '2']);
+    await up.bytes();
+  });
+
+  it('an abort that came before the call: rejected with its reason, nothing answered', async () => {
+    const ac = new Abort();
+    const reason = new Error('client went away');
+    ac.abort(reason);
+    const before = counted;
+    await expect(tr.send('t', base, call('/counted'), T, ac)).rejects.toBe(reason);
+    // The pool still serves the next call, and the aborted one never reached the handler.
+    const up = await tr.send('t', base, call('/counted'), T, new Abort());
+    await up.bytes();
+    expect(counted).toBe(before + 1);
+  });
+
+  it('a body queued before anyone read it (the socket paused) is read whole by bytes()', async () => {
+    firehoseSent = 0;
+    const blocked = once(firehoseBlocked, 'blocked');
+    const up = await tr.send('t', base, call('/firehose'), { ...T, idleMs: 2_000 }, new Abort());
+    await blocked; // the upstream can't write any more: the socket is paused
+    expect(firehoseSent).toBeLessThan(8 * MB.length);
+    expect((await up.bytes()).length).toBe(8 * MB.length);
+  });
+});
+
+/** A stand-in for undici's controller: what the handler asked of it. */
+class FakeController implements Dispatcher.DispatchController {
+  paused = false;
+  aborted = false;
+  reason: Error | null = null;
+  pauses = 0;
+  resumes = 0;
+  pause(): void {
+    this.pauses++;
+    this.paused = true;
+  }
+  resume(): void {
+    this.resumes++;
+    this.paused = false;
+  }
+  abort(reason: Error): void {
+    this.aborted = true;
+    this.reason = reason;
+  }
+}
+
+/** Drives the handler as undici would, up to the response headers. */
+async function started(ac = new Abort()) {
+  let resolve!: (r: SendResult) => void;
+  const result = new Promise<SendResult>((r) => (resolve = r));
+  const h = new UpstreamCall({ connectMs: 1_000, firstByteMs: 1_000, idleMs: 1_000 }, ac, resolve, () => {});
+  const c = new FakeController();
+  h.onRequestStart(c);
+  h.onResponseStart(c, 200, { 'content-type': 'text/event-stream' });
+  return { h, c, up: await result };
+}
+
+describe('UpstreamCall on the controller', () => {
+  const KB40 = Buffer.alloc(40 * 1024, 'x');
+
+  it('pauses past the high-water mark and resumes when the reader takes the queue', async () => {
+    const { h, c, up } = await started();
+    h.onResponseData(c, KB40);
+    expect(c.pauses).toBe(0);
+    h.onResponseData(c, KB40); // 80 KiB waiting
+    expect(c.paused).toBe(true);
+    const it = up.chunks()[Symbol.asyncIterator]();
+    expect((await it.next()).value!.length).toBe(80 * 1024);
+    expect(c.paused).toBe(false);
+    expect(c.resumes).toBe(1);
+    h.onResponseEnd();
+    expect((await it.next()).done).toBe(true);
+    expect(c.aborted).toBe(false);
+  });
+
+  it('a whole read never pauses, and lifts a pause already in place', async () => {
+    const { h, c, up } = await started();
+    h.onResponseData(c, KB40);
+    h.onResponseData(c, KB40);
+    expect(c.paused).toBe(true);
+    const all = up.bytes();
+    expect(c.paused).toBe(false);
+    for (let i = 0; i < 4; i++) h.onResponseData(c, KB40);
+    expect(c.pauses).toBe(1);
+    h.onResponseEnd();
+    expect((await all).length).toBe(6 * KB40.length);
+  });
+
+  it("the caller's abort and an abandoned body abort through the controller", async () => {
+    const ac = new Abort();
+    const a = await started(ac);
+    ac.abort(new Error('gone'));
+    expect(a.c.reason?.message).toBe('gone');
+    a.h.onResponseError(a.c, a.c.reason!); // what undici does next
+    await expect(a.up.bytes()).rejects.toThrow('gone');
+
+    const b = await started();
+    b.h.onResponseData(b.c, KB40);
+    for await (const _ of b.up.chunks()) break; // the consumer breaks off
+    expect(b.c.reason?.message).toBe('upstream body abandoned');
   });
 });
