@@ -14,6 +14,7 @@ import { sql } from 'kysely';
 import { AdminTokens, newAdminToken } from '../config/admin-tokens.js';
 import { openSecret, setSecretKey } from '../config/secrets.js';
 import { ConfigAdmin } from '../config/admin.js';
+import { GatewayError } from '../core/errors.js';
 import { applyPlan, exportConfig, formatPlan, parseConfigDoc, planApply } from '../config/config-file.js';
 import { RedisCoordinator } from '../coord/redis.js';
 import { hashKey, insertAlias, insertApp, insertChannel, insertKey } from '../config/repo.js';
@@ -319,20 +320,43 @@ function flag(args: string[], name: string): string | undefined {
 async function applyCommand(args: string[]): Promise<void> {
   const file = flag(args, '-f') ?? flag(args, '--file');
   if (!file) throw new Error('usage: anima apply -f anima.yaml [--dry-run]');
-  const doc = parseConfigDoc(readFileSync(file, 'utf8'));
+  // A refused file is the operator's to fix: its message names the row and field; a stack would bury it.
+  const refused = (e: unknown) => {
+    if (!(e instanceof GatewayError)) throw e;
+    process.stderr.write(`anima: apply refused, nothing written: ${e.message}\n`);
+    process.exitCode = 1;
+  };
+  let doc;
+  try {
+    doc = parseConfigDoc(readFileSync(file, 'utf8'));
+  } catch (e) {
+    return refused(e);
+  }
   // apply writes credentials: the gateway's rule for storing them in clear text holds here too.
   const atRest = secretsAtRest(settingsFromEnv());
   if (atRest.refuse)
     throw new StartupRefused(atRest.refuse.replace('refusing to start', 'refusing to apply'));
   if (atRest.warn) process.stderr.write(`anima: WARNING: ${atRest.warn}\n`);
   const { admin, readCredential, close } = await adminFromEnv();
+  const dryRun = args.includes('--dry-run');
   try {
     const plan = await planApply(admin, doc, process.env, readCredential);
     process.stdout.write(formatPlan(plan) + '\n');
-    if (!args.includes('--dry-run') && plan.length) {
-      await applyPlan(admin, { id: 'cli', name: process.env.USER ?? 'cli', role: 'admin' }, plan);
-      process.stdout.write(`applied ${plan.length} change(s)\n`);
-    }
+    if (!plan.length) return;
+    // The dry run is the apply itself, rolled back: it refuses what the apply would, in the same words.
+    const actor = { id: 'cli', name: process.env.USER ?? 'cli', role: 'admin' as const };
+    const late = await applyPlan(admin, actor, plan, { dryRun });
+    process.stdout.write(
+      dryRun
+        ? `dry run: ${plan.length} change(s) pass every check; nothing written\n`
+        : `applied ${plan.length} change(s)\n`,
+    );
+    if (late)
+      process.stdout.write(
+        `running gateways were not told (Redis unreachable): they pick it up within ${late.within_ms} ms\n`,
+      );
+  } catch (e) {
+    refused(e);
   } finally {
     await close();
   }

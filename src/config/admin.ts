@@ -16,7 +16,7 @@ import type { Db } from '../store/db.js';
 import { hashKey, newSecretKey } from './repo.js';
 import { isSealed, openSecret } from './secrets.js';
 import { PRICE_COLUMNS } from './price.js';
-import { type Entity, validateWrite } from './validate.js';
+import { chainChannels, checkChainChannels, type Entity, validateWrite } from './validate.js';
 import type { OutboundPolicy } from '../lib/outbound.js';
 
 function openSecretSafe(s: string): string {
@@ -255,6 +255,43 @@ export class ConfigAdmin {
     private readonly opts: ConfigAdminOptions = {},
   ) {}
 
+  /** Set on the ConfigAdmin that atomically() hands out: its db is that transaction. */
+  private joined = false;
+
+  /**
+   * Several writes as one transaction (`anima apply`): all of them land or none does. The ConfigAdmin given
+   * to `work` joins the transaction; invalidations go out once it committed. `rollback` undoes everything
+   * at the end: a dry run that passes every check the real run does.
+   */
+  async atomically<T>(
+    work: (tx: ConfigAdmin) => Promise<T>,
+    opts: { rollback?: boolean } = {},
+  ): Promise<{ result: T; propagation: DeferredPropagation | null }> {
+    const invs: Invalidation[] = [];
+    const rolledBack = Symbol('rollback');
+    let result!: T;
+    try {
+      await this.commit(async (trx) => {
+        const tx = new ConfigAdmin(trx, async (inv) => void invs.push(inv), this.now, this.opts);
+        tx.joined = true;
+        result = await work(tx);
+        if (opts.rollback) throw rolledBack;
+      });
+    } catch (err) {
+      if (err !== rolledBack) throw err;
+      return { result, propagation: null };
+    }
+    let propagation: DeferredPropagation | null = null;
+    const seen = new Set<string>();
+    for (const inv of invs) {
+      const id = `${inv.table}:${inv.key ?? ''}`;
+      if (seen.has(id)) continue;
+      seen.add(id);
+      propagation = (await this.propagate(inv)) ?? propagation;
+    }
+    return { result, propagation };
+  }
+
   /** Audit rows waiting for the database. */
   get auditBacklog(): number {
     return this.pendingAudit.length;
@@ -387,6 +424,7 @@ export class ConfigAdmin {
    * work never finished, "outcome unknown" when the connection died during COMMIT (it may have landed).
    */
   private async commit<T>(work: (trx: Db) => Promise<T>): Promise<T> {
+    if (this.joined) return work(this.db); // inside atomically(): its transaction commits
     let committing = false;
     try {
       return await this.db.transaction().execute(async (trx) => {
@@ -503,20 +541,13 @@ export class ConfigAdmin {
   }
 
   private async checkChainChannels(db: Db, chainJson: string): Promise<void> {
-    const tiers = JSON.parse(chainJson) as Array<{ targets: Array<{ channel: string }> }>;
-    const codes = [...new Set(tiers.flatMap((t) => t.targets.map((x) => x.channel)))];
     const found = await db
       .selectFrom('channel')
       .select('code')
-      .where('code', 'in', codes)
+      .where('code', 'in', chainChannels(chainJson))
       .where('deleted_at', 'is', null)
       .execute();
-    const have = new Set(found.map((f) => f.code));
-    const missing = codes.filter((c) => !have.has(c));
-    if (missing.length)
-      throw new GatewayError('invalid_request', `chain names unknown channel(s): ${missing.join(', ')}`, {
-        param: 'chain',
-      });
+    checkChainChannels(chainJson, new Set(found.map((f) => f.code)));
   }
 
   /** PATCH with the optimistic lock: `versionNo` must be the version the caller read. */

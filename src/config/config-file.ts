@@ -10,10 +10,9 @@
  */
 import { parse, stringify } from 'yaml';
 import { GatewayError } from '../core/errors.js';
-import type { Actor, ConfigAdmin } from './admin.js';
+import type { Actor, ConfigAdmin, DeferredPropagation } from './admin.js';
 import { canonicalJson } from './admin.js';
-import { PRICE_COLUMNS } from './price.js';
-import type { Entity } from './validate.js';
+import { type Entity, RESOURCES } from './schema.js';
 
 type Row = Record<string, unknown>;
 
@@ -27,43 +26,23 @@ export interface ConfigDoc {
   prices?: Row[];
 }
 
+/**
+ * A section's fields: its resource's schema (config/schema.ts) less the effective window (the file
+ * describes what is in force) and secrets (a channel names its credential by environment variable).
+ */
+function fileFields(entity: Entity): string[] {
+  return Object.keys(RESOURCES[entity].create.properties)
+    .filter((f) => f !== 'effective_from' && f !== 'effective_to')
+    .map((f) => (f === 'credential' ? 'credential_env' : f));
+}
+
 const SECTIONS: Record<string, { entity: Entity; fields: string[]; match: (r: Row) => string }> = {
-  channels: {
-    entity: 'channel',
-    fields: ['code', 'name', 'provider', 'base_url', 'credential_env', 'enabled', 'weight', 'settings'],
-    match: (r) => String(r.code),
-  },
-  token_groups: {
-    entity: 'token_group',
-    fields: ['id', 'name', 'price_multiplier_ppm', 'enabled'],
-    match: (r) => String(r.id),
-  },
-  aliases: {
-    entity: 'alias',
-    fields: ['name', 'description', 'enabled', 'chain', 'max_attempts', 'deadline_ms', 'cache_ttl_s'],
-    match: (r) => String(r.name),
-  },
-  apps: { entity: 'app', fields: ['id', 'name', 'enabled', 'billing'], match: (r) => String(r.id) },
-  quotas: {
-    entity: 'quota',
-    fields: [
-      'scope',
-      'scope_id',
-      'max_concurrency',
-      'qps',
-      'qps_burst',
-      'tokens_per_minute',
-      'tokens_per_day',
-      'cost_per_day',
-      'cost_per_month',
-    ],
-    match: (r) => `${r.scope}:${r.scope_id}`,
-  },
-  prices: {
-    entity: 'price',
-    fields: ['alias', 'channel', ...PRICE_COLUMNS],
-    match: (r) => `${r.alias}:${r.channel ?? '*'}`,
-  },
+  channels: { entity: 'channel', fields: fileFields('channel'), match: (r) => String(r.code) },
+  token_groups: { entity: 'token_group', fields: fileFields('token_group'), match: (r) => String(r.id) },
+  aliases: { entity: 'alias', fields: fileFields('alias'), match: (r) => String(r.name) },
+  apps: { entity: 'app', fields: fileFields('app'), match: (r) => String(r.id) },
+  quotas: { entity: 'quota', fields: fileFields('quota'), match: (r) => `${r.scope}:${r.scope_id}` },
+  prices: { entity: 'price', fields: fileFields('price'), match: (r) => `${r.alias}:${r.channel ?? '*'}` },
 };
 /** Apply order: what others reference goes first. */
 const ORDER = ['channels', 'token_groups', 'aliases', 'apps', 'quotas', 'prices'];
@@ -222,8 +201,9 @@ export async function planApply(
           fields.credential = val;
         } else if (f === 'chain' && Array.isArray(v)) {
           // as stored: every target carries its weight (default 1)
-          fields.chain = (v as Array<{ targets?: Row[] }>).map((t) => ({
-            targets: (t.targets ?? []).map((x) => ({
+          // a tier may be written as the bare list of its targets, as the admin API takes it
+          fields.chain = (v as Array<{ targets?: Row[] } | Row[]>).map((t) => ({
+            targets: ((Array.isArray(t) ? t : t.targets) ?? []).map((x) => ({
               channel: x.channel,
               model: x.model,
               weight: x.weight ?? 1,
@@ -279,14 +259,46 @@ export async function planApply(
   return changes;
 }
 
-export async function applyPlan(admin: ConfigAdmin, actor: Actor, plan: Change[]): Promise<void> {
-  for (const c of plan) {
-    if (c.op === 'create') await admin.create(actor, c.entity, c.fields);
-    else {
-      const target = c.entity === 'quota' || c.entity === 'price' ? c.id! : c.key;
-      await admin.update(actor, c.entity, target, c.versionNo, c.fields);
-    }
-  }
+/**
+ * Writes a plan as one transaction through the admin API's own path (its schemas, cross-references such as
+ * an alias naming a channel, version checks): every change lands or none does. `dryRun` runs exactly that
+ * and rolls it back, so a dry run fails where the apply would, with the same message. Answers how the
+ * running gateways learn of it: null when told at once, else within what delay (Redis did not take it).
+ */
+export async function applyPlan(
+  admin: ConfigAdmin,
+  actor: Actor,
+  plan: Change[],
+  opts: { dryRun?: boolean } = {},
+): Promise<DeferredPropagation | null> {
+  const { propagation } = await admin.atomically(
+    async (tx) => {
+      for (const c of plan) {
+        try {
+          if (c.op === 'create') await tx.create(actor, c.entity, c.fields);
+          else {
+            const target = c.entity === 'quota' || c.entity === 'price' ? c.id! : c.key;
+            await tx.update(actor, c.entity, target, c.versionNo, c.fields);
+          }
+        } catch (err) {
+          throw located(err, c);
+        }
+      }
+    },
+    { rollback: opts.dryRun === true },
+  );
+  return propagation;
+}
+
+/** An admin refusal, prefixed with the row of the file it is about (`aliases gpt: chain names ...`). */
+function located(err: unknown, c: Change): unknown {
+  if (!(err instanceof GatewayError)) return err;
+  const param = err.param ? `${c.section}[${c.key}].${err.param}` : undefined;
+  return new GatewayError(err.code, `${c.section} ${c.key}: ${err.message}`, {
+    ...(param ? { param } : {}),
+    ...(err.details ? { details: err.details } : {}),
+    cause: err,
+  });
 }
 
 export function formatPlan(plan: Change[]): string {

@@ -1,330 +1,180 @@
 /**
- * Validation of admin writes: each field an operator may set, its type and range. Returns DB column
- * values; throws a 400 naming the field otherwise.
+ * Validation of admin writes against the TypeBox schemas of schema.ts (the same objects the OpenAPI
+ * document shows), then the step from API value to DB column: seal secrets, serialise JSON, parse times,
+ * check operator URLs against the outbound policy. Throws a 400 naming the field; the admin API and
+ * `anima apply` (its dry run included) both come through here, so they refuse the same input alike.
  */
+import type { Static, TObject, TSchema } from '@sinclair/typebox';
+import { Value } from '@sinclair/typebox/value';
 import { GatewayError } from '../core/errors.js';
 import { type OutboundPolicy, outboundPolicy } from '../lib/outbound.js';
 import { PRICE_COLUMNS } from './price.js';
+import { type Entity, RESOURCES } from './schema.js';
 import { sealSecret } from './secrets.js';
 
-export type Entity = 'channel' | 'alias' | 'app' | 'api_key' | 'quota' | 'token_group' | 'price';
+export type { Entity } from './schema.js';
 
 type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => !!v && typeof v === 'object' && !Array.isArray(v);
+/** A map's own entry: a body's `constructor` or `__proto__` names no field. */
+const own = <T>(m: Record<string, T>, k: string): T | undefined => (Object.hasOwn(m, k) ? m[k] : undefined);
 
-function bad(param: string, msg: string): GatewayError {
-  return new GatewayError('invalid_request', `${param}: ${msg}`, { param });
+function bad(param: string, msg: string, sep = ': '): GatewayError {
+  return new GatewayError('invalid_request', `${param}${sep}${msg}`, { param });
+}
+
+/** The refusal of `v` by schema `s` (whose own check failed), in the words the API has always used. */
+function describe(s: Obj, v: unknown): string {
+  const text = (m: string) => m.replace('{value}', JSON.stringify(v) ?? 'undefined');
+  if (typeof s['x-message'] === 'string') return text(s['x-message']);
+  const range = `[${String(s.minimum)}, ${String(s.maximum)}]`;
+  switch (s.type) {
+    case 'string': {
+      const min = (s.minLength as number | undefined) ?? 0;
+      if (typeof v !== 'string' || v.length < min) return 'must be a non-empty string';
+      if (s.maxLength !== undefined && v.length > (s.maxLength as number))
+        return `must be at most ${String(s.maxLength)} characters`;
+      return typeof s['x-pattern-message'] === 'string' ? s['x-pattern-message'] : 'has an invalid format';
+    }
+    case 'integer':
+      return `must be an integer in ${range}`;
+    case 'number':
+      return `must be a number in ${range}`;
+    case 'boolean':
+      return 'must be a boolean';
+    case 'object':
+      return 'must be an object';
+    case 'array':
+      return 'must be a non-empty array';
+    default:
+      return 'has an invalid value';
+  }
+}
+
+/**
+ * Checks `value` against `schema`; on failure throws a 400 for the first error, naming its place
+ * (`chain[0].targets[1].weight`) under `param`.
+ */
+export function checkValue(schema: TSchema, value: unknown, param: string, sep = ': '): void {
+  const first = Value.Errors(schema, value).First();
+  if (!first) return;
+  // Walk down to the failing node: the error's own schema, unless an ancestor speaks for its insides.
+  let s = schema as Obj;
+  let p = param;
+  let v = value;
+  for (const seg of first.path.split('/').slice(1)) {
+    if (s['x-whole']) break;
+    const props = s.properties as Record<string, Obj> | undefined;
+    const next =
+      s.type === 'array'
+        ? (s.items as Obj)
+        : ((props && own(props, seg)) ??
+          (Object.values((s.patternProperties ?? {}) as Obj)[0] as Obj | undefined));
+    const at = s.type === 'array' ? `${p}[${seg}]` : p ? `${p}.${seg}` : seg;
+    if (!next)
+      throw bad(at, typeof s['x-unknown'] === 'string' ? s['x-unknown'] : 'is not a known field', sep);
+    s = next;
+    p = at;
+    v = isObj(v) || Array.isArray(v) ? (v as Record<string, unknown>)[seg] : undefined;
+  }
+  throw bad(p, describe(s, v), sep);
+}
+
+/**
+ * Checks a request body against an object schema, field by field in the body's order (so the first
+ * wrong field is the one named), then its required fields. Messages read `<field><sep><what is wrong>`.
+ */
+export function checkBody<T extends TObject>(
+  schema: T,
+  body: unknown,
+  sep = ': ',
+  what = 'this request',
+): Static<T> {
+  if (!isObj(body)) throw new GatewayError('invalid_request', 'The request body must be a JSON object.');
+  const props = schema.properties as Record<string, TSchema>;
+  for (const [k, v] of Object.entries(body)) {
+    const s = own(props, k);
+    if (!s) {
+      if (schema.additionalProperties === false) throw bad(k, `is not a field of ${what}`, sep);
+      continue;
+    }
+    checkValue(s, v, k, sep);
+  }
+  // A required field's schema may word its absence (`x-required`), e.g. 'name is required'.
+  for (const r of schema.required ?? [])
+    if (!(r in body)) throw bad(r, String(props[r]?.['x-required'] ?? 'is required'), sep);
+  return body as Static<T>;
 }
 
 /**
  * An operator-set URL against the outbound policy, without DNS (a name is checked again at each new
  * connection): a metadata address never, a private or loopback one only when ANIMA_OUTBOUND_ALLOW lists it.
  */
-function operatorUrl(url: string, param: string, c: Ctx): void {
-  const v = c.outbound.checkUrl(url, 'operator');
+function operatorUrl(url: string, param: string, outbound: OutboundPolicy): void {
+  const v = outbound.checkUrl(url, 'operator');
   if (!v.ok)
     throw new GatewayError('url_not_allowed', `${param}: ${v.reason}`, { param, details: { rule: v.rule } });
 }
 
-function str(v: unknown, param: string, opts: { max?: number; re?: RegExp; reMsg?: string } = {}): string {
-  if (typeof v !== 'string' || v.length === 0) throw bad(param, 'must be a non-empty string');
-  if (v.length > (opts.max ?? 256)) throw bad(param, `must be at most ${opts.max ?? 256} characters`);
-  if (opts.re && !opts.re.test(v)) throw bad(param, opts.reMsg ?? 'has an invalid format');
-  return v;
-}
+const when = (v: unknown): Date | null => (v === null ? null : new Date(v as string | number));
 
-function bool(v: unknown, param: string): boolean {
-  if (typeof v !== 'boolean') throw bad(param, 'must be a boolean');
-  return v;
-}
-
-function int(v: unknown, param: string, min: number, max: number): number {
-  if (!Number.isInteger(v) || (v as number) < min || (v as number) > max)
-    throw bad(param, `must be an integer in [${min}, ${max}]`);
-  return v as number;
-}
-
-/** Money and other large integers: a JSON integer or a digit string (for values past 2^53). */
-function bigint(v: unknown, param: string): string {
-  const ok =
-    (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) ||
-    (typeof v === 'string' && /^\d{1,18}$/.test(v));
-  if (!ok) throw bad(param, 'must be a non-negative integer (a JSON integer or a digit string)');
-  return String(v);
-}
-
-function date(v: unknown, param: string): Date | null {
-  if (v === null) return null;
-  if (typeof v !== 'string' && typeof v !== 'number')
-    throw bad(param, 'must be an ISO-8601 timestamp or null');
-  const d = new Date(v);
-  if (Number.isNaN(d.getTime())) throw bad(param, 'must be an ISO-8601 timestamp or null');
-  return d;
-}
-
-const CODE_RE = /^[a-zA-Z0-9][a-zA-Z0-9._:-]{0,63}$/;
-const CODE_MSG = 'letters, digits, . _ : - (1-64 characters, starting with a letter or digit)';
-
-const NUMERIC_SETTINGS: Record<string, Record<string, [number, number]>> = {
-  timeouts: {
-    connectMs: [1, 600_000],
-    firstByteMs: [1, 3_600_000],
-    idleMs: [1, 3_600_000],
-    totalMs: [1, 86_400_000],
-  },
-  breaker: {
-    windowMs: [100, 86_400_000],
-    minCalls: [1, 1_000_000],
-    failureRate: [0, 1],
-    slowCallMs: [1, 3_600_000],
-    slowCallRate: [0, 1],
-    openMs: [1, 86_400_000],
-    halfOpenProbes: [1, 1000],
-    probeTimeoutMs: [1, 3_600_000],
-  },
+/** A field's DB column value, once its schema has passed it. Fields not listed are stored as sent. */
+type ToColumn = (v: unknown, outbound: OutboundPolicy) => unknown;
+const WINDOW: Record<string, ToColumn> = {
+  effective_from: (v) => when(v) ?? new Date(),
+  effective_to: when,
 };
-
-function settings(v: unknown): Obj {
-  if (!isObj(v)) throw bad('settings', 'must be an object');
-  const out: Obj = {};
-  for (const [k, val] of Object.entries(v)) {
-    if (k in NUMERIC_SETTINGS) {
-      if (!isObj(val)) throw bad(`settings.${k}`, 'must be an object');
-      const o: Obj = {};
-      for (const [f, n] of Object.entries(val)) {
-        const range = NUMERIC_SETTINGS[k]![f];
-        if (!range) throw bad(`settings.${k}.${f}`, 'is not a known setting');
-        if (typeof n !== 'number' || !Number.isFinite(n) || n < range[0] || n > range[1])
-          throw bad(`settings.${k}.${f}`, `must be a number in [${range[0]}, ${range[1]}]`);
-        o[f] = n;
-      }
-      out[k] = o;
-    } else if (k === 'headers') {
-      if (!isObj(val) || !Object.values(val).every((h) => typeof h === 'string'))
-        throw bad('settings.headers', 'must map header names to strings');
-      out[k] = val;
-    } else if (k === 'maxConnections') {
-      out[k] = int(val, 'settings.maxConnections', 1, 10_000);
-    } else if (k === 'nativeResponses') {
-      out[k] = bool(val, 'settings.nativeResponses');
-    } else throw bad(`settings.${k}`, 'is not a known setting');
-  }
-  return out;
-}
-
-function chain(v: unknown, param = 'chain'): string {
-  if (!Array.isArray(v) || v.length === 0) throw bad(param, 'must be a non-empty array of tiers');
-  const tiers = v.map((tier, i) => {
-    const targets = isObj(tier) ? tier.targets : tier;
-    if (!Array.isArray(targets) || targets.length === 0)
-      throw bad(`${param}[${i}].targets`, 'must be a non-empty array');
-    return {
-      targets: targets.map((t, j) => {
-        if (!isObj(t)) throw bad(`${param}[${i}].targets[${j}]`, 'must be an object');
-        return {
-          channel: str(t.channel, `${param}[${i}].targets[${j}].channel`, { max: 64 }),
-          model: str(t.model, `${param}[${i}].targets[${j}].model`),
-          weight:
-            t.weight === undefined ? 1 : int(t.weight, `${param}[${i}].targets[${j}].weight`, 0, 1_000_000),
-        };
-      }),
-    };
-  });
-  return JSON.stringify(tiers);
-}
-
-/** What a validator may need besides the value. */
-interface Ctx {
-  outbound: OutboundPolicy;
-  /** The provider registry's kinds, when the caller knows them. */
-  providerKinds?: readonly string[];
-}
-
-const KIND_RE = /^[a-z][a-z0-9_]{0,63}$/;
-
-/** Fields per entity: validator to DB column (name, value). */
-const FIELDS: Record<Entity, Record<string, (v: unknown, c: Ctx) => [string, unknown]>> = {
+const money: Record<string, ToColumn> = Object.fromEntries(
+  [...PRICE_COLUMNS, 'cost_per_day', 'cost_per_month', 'price_multiplier_ppm'].map((c) => [
+    c,
+    (v: unknown) => String(v),
+  ]),
+);
+const TO_COLUMN: Record<Entity, Record<string, ToColumn>> = {
   channel: {
-    code: (v) => ['code', str(v, 'code', { max: 64, re: CODE_RE, reMsg: CODE_MSG })],
-    name: (v) => ['name', str(v, 'name')],
-    provider: (v, c) => {
-      // The kinds are the provider registry's (providers/registry.ts), which config may not import: the
-      // caller passes them (the admin API does); without them, only the name's form is checked here.
-      if (
-        c.providerKinds ? !c.providerKinds.includes(v as string) : typeof v !== 'string' || !KIND_RE.test(v)
-      )
-        throw bad(
-          'provider',
-          c.providerKinds
-            ? `unknown provider kind ${JSON.stringify(v)}; known: ${c.providerKinds.join(', ')}`
-            : 'must be a provider kind name (see GET /api/admin/v1/provider-kinds)',
-        );
-      return ['provider', v];
-    },
-    base_url: (v, c) => {
-      const s = str(v, 'base_url', { max: 2048 });
-      let u: URL;
-      try {
-        u = new URL(s);
-      } catch {
+    base_url: (v, outbound) => {
+      const s = v as string;
+      const u = URL.canParse(s) ? new URL(s) : null;
+      if (!u || (u.protocol !== 'http:' && u.protocol !== 'https:'))
         throw bad('base_url', 'must be an absolute http(s) URL');
-      }
-      if (u.protocol !== 'http:' && u.protocol !== 'https:')
-        throw bad('base_url', 'must be an absolute http(s) URL');
-      operatorUrl(s, 'base_url', c);
-      return ['base_url', s.replace(/\/+$/, '')];
+      operatorUrl(s, 'base_url', outbound);
+      return s.replace(/\/+$/, '');
     },
-    credential: (v) => {
-      if (typeof v !== 'string') throw bad('credential', 'must be a string');
-      return ['credential', sealSecret(v)];
-    },
-    enabled: (v) => ['enabled', bool(v, 'enabled')],
-    weight: (v) => ['weight', int(v, 'weight', 0, 1_000_000)],
-    settings: (v) => ['settings', JSON.stringify(settings(v))],
-    effective_from: (v) => ['effective_from', date(v, 'effective_from') ?? new Date()],
-    effective_to: (v) => ['effective_to', date(v, 'effective_to')],
+    credential: (v) => sealSecret(v as string),
+    settings: (v) => JSON.stringify(v),
+    ...WINDOW,
   },
   alias: {
-    name: (v) => ['name', str(v, 'name', { max: 128, re: /^[^\s]+$/, reMsg: 'must not contain whitespace' })],
-    description: (v) => [
-      'description',
-      typeof v === 'string'
-        ? v.slice(0, 1000)
-        : (() => {
-            throw bad('description', 'must be a string');
-          })(),
-    ],
-    enabled: (v) => ['enabled', bool(v, 'enabled')],
-    chain: (v) => ['chain', chain(v)],
-    max_attempts: (v) => ['max_attempts', int(v, 'max_attempts', 1, 20)],
-    deadline_ms: (v) => ['deadline_ms', int(v, 'deadline_ms', 100, 3_600_000)],
-    cache_ttl_s: (v) => ['cache_ttl_s', int(v, 'cache_ttl_s', 0, 2_592_000)],
-    effective_from: (v) => ['effective_from', date(v, 'effective_from') ?? new Date()],
-    effective_to: (v) => ['effective_to', date(v, 'effective_to')],
+    description: (v) => (v as string).slice(0, 1000),
+    // as stored: every target carries its weight (default 1), and nothing else
+    chain: (v) => JSON.stringify(normalChain(v)),
+    ...WINDOW,
   },
-  app: {
-    id: (v) => ['id', str(v, 'id', { max: 64, re: CODE_RE, reMsg: CODE_MSG })],
-    name: (v) => ['name', str(v, 'name')],
-    enabled: (v) => ['enabled', bool(v, 'enabled')],
-    billing: (v) => {
-      if (v !== 'prepaid' && v !== 'postpaid') throw bad('billing', "must be 'prepaid' or 'postpaid'");
-      return ['billing', v];
-    },
-    effective_from: (v) => ['effective_from', date(v, 'effective_from') ?? new Date()],
-    effective_to: (v) => ['effective_to', date(v, 'effective_to')],
-  },
+  app: WINDOW,
   api_key: {
-    name: (v) => [
-      'name',
-      typeof v === 'string' && v.length <= 256
-        ? v
-        : (() => {
-            throw bad('name', 'must be a string of at most 256 characters');
-          })(),
-    ],
-    enabled: (v) => ['enabled', bool(v, 'enabled')],
-    allowed_aliases: (v) => {
-      if (v !== null && (!Array.isArray(v) || !v.every((a) => typeof a === 'string')))
-        throw bad('allowed_aliases', 'must be an array of alias names or null');
-      return ['allowed_aliases', JSON.stringify(v)];
+    allowed_aliases: (v) => JSON.stringify(v),
+    webhook_url: (v, outbound) => {
+      if (v === null) return null;
+      if (!URL.canParse(v as string)) throw bad('webhook_url', 'must be an http(s) URL');
+      operatorUrl(v as string, 'webhook_url', outbound);
+      return v;
     },
-    queue_mode: (v) => {
-      if (v !== 'REJECT' && v !== 'WAIT' && v !== 'ASYNC')
-        throw bad('queue_mode', "must be 'REJECT', 'WAIT' or 'ASYNC'");
-      return ['queue_mode', v];
-    },
-    wait_timeout_ms: (v) => ['wait_timeout_ms', int(v, 'wait_timeout_ms', 1, 3_600_000)],
-    max_queue: (v) => ['max_queue', int(v, 'max_queue', 1, 1_000_000)],
-    token_group_id: (v) => ['token_group_id', v === null ? null : str(v, 'token_group_id', { max: 64 })],
-    webhook_url: (v, c) => {
-      if (v === null) return ['webhook_url', null];
-      const s = str(v, 'webhook_url', { max: 2048 });
-      if (!/^https?:\/\//.test(s) || !URL.canParse(s)) throw bad('webhook_url', 'must be an http(s) URL');
-      operatorUrl(s, 'webhook_url', c);
-      return ['webhook_url', s];
-    },
-    webhook_secret: (v) => [
-      'webhook_secret',
-      v === null ? null : sealSecret(str(v, 'webhook_secret', { max: 256 })),
-    ],
-    effective_from: (v) => ['effective_from', date(v, 'effective_from') ?? new Date()],
-    effective_to: (v) => ['effective_to', date(v, 'effective_to')],
+    webhook_secret: (v) => (v === null ? null : sealSecret(v as string)),
+    ...WINDOW,
   },
-  quota: {
-    scope: (v) => {
-      if (v !== 'key' && v !== 'app' && v !== 'token_group')
-        throw bad('scope', "must be 'key', 'app' or 'token_group'");
-      return ['scope', v];
-    },
-    scope_id: (v) => ['scope_id', str(v, 'scope_id', { max: 64 })],
-    max_concurrency: (v) => ['max_concurrency', int(v, 'max_concurrency', 0, 1_000_000)],
-    qps: (v) => {
-      if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || v > 1_000_000)
-        throw bad('qps', 'must be a number in [0, 1000000]');
-      return ['qps', v];
-    },
-    qps_burst: (v) => ['qps_burst', int(v, 'qps_burst', 0, 1_000_000)],
-    tokens_per_minute: (v) => ['tokens_per_minute', int(v, 'tokens_per_minute', 0, Number.MAX_SAFE_INTEGER)],
-    tokens_per_day: (v) => ['tokens_per_day', int(v, 'tokens_per_day', 0, Number.MAX_SAFE_INTEGER)],
-    cost_per_day: (v) => ['cost_per_day', bigint(v, 'cost_per_day')],
-    cost_per_month: (v) => ['cost_per_month', bigint(v, 'cost_per_month')],
-    effective_from: (v) => ['effective_from', date(v, 'effective_from') ?? new Date()],
-    effective_to: (v) => ['effective_to', date(v, 'effective_to')],
-  },
-  price: {
-    alias: (v) => ['alias', str(v, 'alias', { max: 128 })],
-    channel: (v) => ['channel', v === null ? null : str(v, 'channel', { max: 64 })],
-    ...Object.fromEntries(
-      PRICE_COLUMNS.map((c) => [
-        c,
-        (v: unknown): [string, unknown] => {
-          // money: integer micro-units, as a JSON integer or a decimal string (for amounts past 2^53)
-          const ok =
-            (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0) ||
-            (typeof v === 'string' && /^\d{1,18}$/.test(v));
-          if (!ok)
-            throw bad(
-              c,
-              'must be a non-negative integer number of micro-units (a JSON integer or a digit string)',
-            );
-          return [c, String(v)];
-        },
-      ]),
-    ),
-    effective_from: (v) => ['effective_from', date(v, 'effective_from') ?? new Date()],
-    effective_to: (v) => ['effective_to', date(v, 'effective_to')],
-  },
-  token_group: {
-    id: (v) => ['id', str(v, 'id', { max: 64, re: CODE_RE, reMsg: CODE_MSG })],
-    name: (v) => ['name', str(v, 'name')],
-    price_multiplier_ppm: (v) => ['price_multiplier_ppm', bigint(v, 'price_multiplier_ppm')],
-    enabled: (v) => ['enabled', bool(v, 'enabled')],
-    effective_from: (v) => ['effective_from', date(v, 'effective_from') ?? new Date()],
-    effective_to: (v) => ['effective_to', date(v, 'effective_to')],
-  },
+  quota: { ...money, ...WINDOW },
+  token_group: { ...money, ...WINDOW },
+  price: { ...money, ...WINDOW },
 };
 
-/** Fields a create must carry. */
-const REQUIRED: Record<Entity, string[]> = {
-  channel: ['code', 'provider', 'base_url'],
-  alias: ['name', 'chain'],
-  app: ['name'],
-  api_key: [],
-  quota: ['scope', 'scope_id'],
-  token_group: ['id', 'name'],
-  price: ['alias'],
-};
-
-/** Keys that name the row and can't be changed by PATCH. */
-const IMMUTABLE: Record<Entity, string[]> = {
-  channel: ['code'],
-  alias: ['name'],
-  app: ['id'],
-  api_key: [],
-  quota: ['scope', 'scope_id'],
-  token_group: ['id'],
-  price: ['alias', 'channel'],
-};
+/** A chain as stored (and as `apply` compares it): tiers of targets, each with its weight. */
+export function normalChain(
+  v: unknown,
+): Array<{ targets: Array<{ channel: unknown; model: unknown; weight: unknown }> }> {
+  return (v as Array<{ targets: Obj[] }>).map((t) => ({
+    targets: t.targets.map((x) => ({ channel: x.channel, model: x.model, weight: x.weight ?? 1 })),
+  }));
+}
 
 /** Fields the API accepts but that are not columns (handled by the caller). */
 const META = new Set(['version_no', 'id_version']);
@@ -334,22 +184,48 @@ export function validateWrite(
   body: unknown,
   mode: 'create' | 'patch',
   outbound: OutboundPolicy = outboundPolicy(),
-  providerKinds?: readonly string[],
+  // The kinds a channel may name are the provider registry's, in the schema itself; kept for callers.
+  _providerKinds?: readonly string[],
 ): Record<string, unknown> {
   if (!isObj(body)) throw new GatewayError('invalid_request', 'The request body must be a JSON object.');
+  const res = RESOURCES[entity];
+  const fields = res.create.properties as Record<string, TSchema>;
+  const patchable = res.patch.properties as Record<string, TSchema>;
   const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(body)) {
+  for (const [k, raw] of Object.entries(body)) {
     if (META.has(k)) continue;
-    const f = FIELDS[entity][k];
-    if (!f) throw bad(k, `is not a field of ${entity}`);
-    if (mode === 'patch' && IMMUTABLE[entity].includes(k))
-      throw bad(k, 'cannot be changed; create a new row instead');
-    const [col, val] = f(v, { outbound, providerKinds });
-    out[col] = val;
+    const s = own(fields, k);
+    if (!s) throw bad(k, `is not a field of ${entity}`);
+    if (mode === 'patch' && !own(patchable, k)) throw bad(k, 'cannot be changed; create a new row instead');
+    // A tier may be written as the bare list of its targets.
+    const v =
+      k === 'chain' && Array.isArray(raw) ? raw.map((t) => (Array.isArray(t) ? { targets: t } : t)) : raw;
+    checkValue(s, v, k);
+    const to = own(TO_COLUMN[entity], k);
+    out[k] = to ? to(v, outbound) : v;
   }
-  if (mode === 'create') for (const r of REQUIRED[entity]) if (!(r in out)) throw bad(r, 'is required');
+  if (mode === 'create')
+    for (const r of (res.create.required as string[] | undefined) ?? [])
+      if (!(r in out)) throw bad(r, 'is required');
   const from = out.effective_from as Date | undefined;
   const to = out.effective_to as Date | null | undefined;
   if (from && to && to.getTime() <= from.getTime()) throw bad('effective_to', 'must be after effective_from');
   return out;
+}
+
+/** Cross-reference: every channel an alias chain names must exist. Shared by the admin API and `apply`. */
+export function checkChainChannels(chainJson: string, existing: ReadonlySet<string>): void {
+  const tiers = JSON.parse(chainJson) as Array<{ targets: Array<{ channel: string }> }>;
+  const codes = [...new Set(tiers.flatMap((t) => t.targets.map((x) => x.channel)))];
+  const missing = codes.filter((c) => !existing.has(c));
+  if (missing.length)
+    throw new GatewayError('invalid_request', `chain names unknown channel(s): ${missing.join(', ')}`, {
+      param: 'chain',
+    });
+}
+
+/** The channel codes a chain (as stored) names. */
+export function chainChannels(chainJson: string): string[] {
+  const tiers = JSON.parse(chainJson) as Array<{ targets: Array<{ channel: string }> }>;
+  return [...new Set(tiers.flatMap((t) => t.targets.map((x) => x.channel)))];
 }

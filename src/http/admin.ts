@@ -22,24 +22,21 @@ import type { ConfigCache, KillSwitch } from '../config/cache.js';
 import type { Entity } from '../config/validate.js';
 import type { ChannelHealth, SharedBreakerState } from '../coord/types.js';
 import type { Billing } from '../billing/service.js';
-import { isProviderKind, PROVIDER_KINDS, providerKindsView } from '../providers/registry.js';
+import { providerKindsView } from '../providers/registry.js';
+import { checkBody } from '../config/validate.js';
+import {
+  AdminTokenCreate,
+  CacheInvalidate,
+  CircuitAction,
+  Fund,
+  INVALIDATE_TABLES,
+  KillSwitchWrite,
+} from './schemas.js';
 import { buildAdminOpenApi, renderAdminDocs } from './openapi.js';
 import { type ConsoleDeps, registerConsoleRoutes } from './admin-console.js';
 import { registerConsole } from './console.js';
 
 export const ADMIN_PREFIX = '/api/admin/v1';
-
-/** A channel's `provider` against the provider registry (config can't import it; the database no longer checks). */
-function checkProviderKind(entity: Entity, body: unknown): void {
-  if (entity !== 'channel' || typeof body !== 'object' || body === null || !('provider' in body)) return;
-  const v = (body as { provider: unknown }).provider;
-  if (!isProviderKind(v))
-    throw new GatewayError(
-      'invalid_request',
-      `provider: unknown provider kind ${JSON.stringify(v)}; known: ${PROVIDER_KINDS.join(', ')} (GET ${ADMIN_PREFIX}/provider-kinds)`,
-      { param: 'provider' },
-    );
-}
 
 /** Every admin route as registered (method, full URL), for the test that holds the OpenAPI document to them. */
 export const registeredAdminRoutes: Array<{ method: string; url: string }> = [];
@@ -206,7 +203,6 @@ export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
       ] as Array<[Entity, string, string, string[]]>) {
         r.get(`/${path}`, async (req) => d.admin.list(entity, listQuery(req, filters)));
         r.post(`/${path}`, async (req, reply) => {
-          checkProviderKind(entity, req.body);
           const { row, propagation } = await d.admin.create(actor(req), entity, req.body, {
             requestId: req.id,
           });
@@ -223,7 +219,6 @@ export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
           data: await d.admin.versions(entity, (req.params as Record<string, string>)[param]!),
         }));
         r.patch(`/${path}/:${param}`, async (req, reply) => {
-          checkProviderKind(entity, req.body);
           const { row, propagation } = await d.admin.update(
             actor(req),
             entity,
@@ -398,11 +393,8 @@ export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
         r.post(`/circuits/:channel/${action}`, async (req, reply) => {
           const ch = (req.params as { channel: string }).channel;
           if (!d.config.channel(ch)) throw new GatewayError('not_found', `channel '${ch}' not found`);
+          const { reason } = checkBody(CircuitAction, req.body ?? {}, ' ');
           const before = d.breakers.state(ch);
-          const reason =
-            typeof (req.body as { reason?: unknown } | undefined)?.reason === 'string'
-              ? (req.body as { reason: string }).reason
-              : undefined;
           const after = await inRedis('Breaker state', () =>
             action === 'open'
               ? d.breakers.forceOpen(ch, reason ?? `forced open by ${actor(req).name}`)
@@ -421,28 +413,9 @@ export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
         });
       }
       r.post('/cache/invalidate', async (req, reply) => {
-        const b = (req.body ?? {}) as { table?: unknown; key?: unknown };
-        const tables = [
-          'channel',
-          'alias',
-          'app',
-          'api_key',
-          'quota',
-          'token_group',
-          'price',
-          'admin_token',
-          'setting',
-          'all',
-        ];
-        const table = b.table === undefined ? 'all' : b.table;
-        if (typeof table !== 'string' || !tables.includes(table))
-          throw new GatewayError('invalid_request', `table must be one of ${tables.join(', ')}`, {
-            param: 'table',
-          });
-        const inv: Invalidation = {
-          table: table as Invalidation['table'],
-          ...(typeof b.key === 'string' ? { key: b.key } : {}),
-        };
+        const b = checkBody(CacheInvalidate, req.body ?? {}, ' ');
+        const table: (typeof INVALIDATE_TABLES)[number] = b.table ?? 'all';
+        const inv: Invalidation = { table, ...(b.key !== undefined ? { key: b.key } : {}) };
         const propagation = await d.admin.propagate(inv);
         const audit = await d.admin.record(actor(req), 'cache_invalidate', 'cache', table, null, inv, req.id);
         return markDeferred(reply, { invalidated: inv }, { propagation, audit });
@@ -452,14 +425,12 @@ export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
         async () => (await d.admin.getSetting<KillSwitch>('kill_switch'))?.value ?? { enabled: false },
       );
       r.post('/kill-switch', async (req, reply) => {
-        const b = (req.body ?? {}) as { enabled?: unknown; reason?: unknown };
-        if (typeof b.enabled !== 'boolean')
-          throw new GatewayError('invalid_request', 'enabled must be a boolean', { param: 'enabled' });
+        const b = checkBody(KillSwitchWrite, req.body ?? {}, ' ');
         const value: KillSwitch = {
           enabled: b.enabled,
           at: new Date().toISOString(),
           by: actor(req).name,
-          ...(typeof b.reason === 'string' ? { reason: b.reason.slice(0, 500) } : {}),
+          ...(b.reason !== undefined ? { reason: b.reason.slice(0, 500) } : {}),
         };
         // A database setting: refused (503) without the database, like every other config write.
         const { propagation } = await d.admin.putSetting(actor(req), 'kill_switch', value, req.id);
@@ -477,32 +448,11 @@ export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
       };
       r.post('/apps/:id/wallet/fund', async (req, reply) => {
         const id = await appParam(req);
-        const b = (req.body ?? {}) as { amount_micros?: unknown; idempotency_key?: unknown; memo?: unknown };
-        const raw =
-          typeof b.amount_micros === 'number' && Number.isSafeInteger(b.amount_micros)
-            ? String(b.amount_micros)
-            : b.amount_micros;
-        if (typeof raw !== 'string' || !/^[1-9]\d{0,17}$/.test(raw))
-          throw new GatewayError(
-            'invalid_request',
-            'amount_micros must be a positive integer number of micro-units (a decimal string or a safe integer)',
-            { param: 'amount_micros' },
-          );
-        if (
-          b.idempotency_key !== undefined &&
-          (typeof b.idempotency_key !== 'string' || !b.idempotency_key || b.idempotency_key.length > 200)
-        )
-          throw new GatewayError('invalid_request', 'idempotency_key must be a string of 1..200 characters', {
-            param: 'idempotency_key',
-          });
-        const idemKey = typeof b.idempotency_key === 'string' ? b.idempotency_key : req.id;
+        const b = checkBody(Fund, req.body ?? {}, ' ');
+        const raw = String(b.amount_micros);
+        const idemKey = b.idempotency_key ?? req.id;
         const r = await billing()
-          .fund(
-            id,
-            BigInt(raw),
-            `fund:${id}:${idemKey}`,
-            typeof b.memo === 'string' ? b.memo.slice(0, 500) : undefined,
-          )
+          .fund(id, BigInt(raw), `fund:${id}:${idemKey}`, b.memo?.slice(0, 500))
           .catch((err: unknown) => {
             if (!isDbUnavailable(err)) throw err;
             // The journal may have been posted before the connection died: a retry with this key can't fund twice.
@@ -624,11 +574,7 @@ export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
       // ---- admin tokens ----
       r.get('/admin-tokens', async () => ({ data: await d.tokens.list() }));
       r.post('/admin-tokens', async (req, reply) => {
-        const b = (req.body ?? {}) as { name?: unknown; role?: unknown };
-        if (typeof b.name !== 'string' || !b.name)
-          throw new GatewayError('invalid_request', 'name is required', { param: 'name' });
-        if (b.role !== 'admin' && b.role !== 'viewer')
-          throw new GatewayError('invalid_request', "role must be 'admin' or 'viewer'", { param: 'role' });
+        const b = checkBody(AdminTokenCreate, req.body ?? {}, ' ');
         const created = await d.tokens.create(b.name, b.role);
         const audit = await d.admin.record(
           actor(req),

@@ -1,316 +1,46 @@
 /**
  * The OpenAPI 3.1 description of the admin API, built from one route table (so the document and the
- * routes are checked against each other by a test), and a self-contained HTML reference page.
+ * routes are checked against each other by a test), and a self-contained HTML reference page. Every body
+ * schema is a TypeBox object the API validates with (config/schema.ts, http/schemas.ts): the document
+ * holds those very objects, so it changes when they do.
  */
-import { PRICE_UNITS } from '../config/price.js';
-import { PROVIDER_KINDS } from '../providers/registry.js';
+import type { TSchema } from '@sinclair/typebox';
+import { RESOURCES } from '../config/schema.js';
+import * as http from './schemas.js';
 
-type Schema = Record<string, unknown>;
-
-const versioned: Schema = {
-  version_no: { type: 'integer', description: 'Optimistic lock: send it back in If-Match on PATCH/DELETE' },
-  effective_from: { type: 'string', format: 'date-time' },
-  effective_to: { type: ['string', 'null'], format: 'date-time' },
-  created_at: { type: 'string', format: 'date-time' },
-  updated_at: { type: 'string', format: 'date-time' },
-};
-const obj = (properties: Schema, required: string[] = []): Schema => ({
-  type: 'object',
-  properties,
-  ...(required.length ? { required } : {}),
-});
-const money = { type: 'string', pattern: '^\\d+$', description: 'integer micro-units' };
-const UNITS = PRICE_UNITS;
-
-const SCHEMAS: Record<string, Schema> = {
-  Error: obj({
-    error: obj({
-      message: { type: 'string' },
-      type: { type: 'string' },
-      param: { type: ['string', 'null'] },
-      code: { type: 'string' },
-      current: { type: 'object', description: 'on 409 version_conflict: the row as it is now' },
-      outcome: {
-        enum: ['not_applied', 'unknown'],
-        description:
-          "on a 503 to a write: 'not_applied' nothing changed; 'unknown' the connection died during the commit (re-read before retrying)",
-      },
-    }),
-  }),
-  Pending: obj({
-    propagation: {
-      ...obj({ published: { const: false }, within_ms: { type: 'integer' } }, ['published', 'within_ms']),
-      description:
-        'only when the change committed but its invalidation could not be published (Redis down): in force on the answering instance now, on the others within within_ms (their config refresh TTL)',
-    },
-    audit: {
-      enum: ['deferred', 'dropped'],
-      description:
-        "only when the action took effect but its audit row could not be written (database down): 'deferred' it is queued and written once the database is back; 'dropped' the queue was full and the row is in the gateway's log only",
-    },
-  }),
-  ProviderKinds: obj({
-    data: {
-      type: 'array',
-      items: obj({
-        kind: { type: 'string' },
-        description: { type: 'string' },
-        native_dialects: { type: 'array', items: { type: 'string' } },
-        dialects: { type: 'array', items: { type: 'string' } },
-        error_shape: { enum: ['openai', 'anthropic', 'google'] },
-        auth: { enum: ['bearer', 'x-api-key', 'api-key', 'x-goog-api-key', 'query'] },
-        quirks: { type: 'object', description: 'rename, refuse, drop, defaults applied on the OpenAI base' },
-      }),
-    },
-  }),
-  Channel: obj({
-    id: { type: 'string' },
-    code: { type: 'string' },
-    name: { type: 'string' },
-    provider: { enum: [...PROVIDER_KINDS], description: 'a kind from GET /provider-kinds' },
-    base_url: { type: 'string', description: "what you'd give the provider's SDK as baseURL" },
-    credential_set: { type: 'boolean' },
-    credential_hint: {
-      type: ['string', 'null'],
-      description: 'last 4 characters; the credential itself is never returned',
-    },
-    credential_encrypted: { type: 'boolean' },
-    enabled: { type: 'boolean' },
-    weight: { type: 'integer' },
-    settings: obj({
-      timeouts: { type: 'object' },
-      breaker: { type: 'object' },
-      headers: { type: 'object' },
-      maxConnections: { type: 'integer' },
-    }),
-    ...versioned,
-  }),
-  ChannelWrite: obj({
-    code: { type: 'string' },
-    name: { type: 'string' },
-    provider: { enum: [...PROVIDER_KINDS], description: 'a kind from GET /provider-kinds' },
-    base_url: { type: 'string' },
-    credential: { type: 'string', writeOnly: true },
-    enabled: { type: 'boolean' },
-    weight: { type: 'integer' },
-    settings: { type: 'object' },
-    effective_from: { type: 'string' },
-    effective_to: { type: ['string', 'null'] },
-  }),
-  Alias: obj({
-    id: { type: 'string' },
-    name: { type: 'string' },
-    description: { type: 'string' },
-    enabled: { type: 'boolean' },
-    chain: {
-      type: 'array',
-      items: obj({
-        targets: {
-          type: 'array',
-          items: obj({ channel: { type: 'string' }, model: { type: 'string' }, weight: { type: 'integer' } }),
-        },
-      }),
-    },
-    max_attempts: { type: 'integer' },
-    deadline_ms: { type: 'integer' },
-    cache_ttl_s: {
-      type: 'integer',
-      description: 'exact-match response cache: seconds an answer is kept (0 = off)',
-    },
-    ...versioned,
-  }),
-  App: obj({
-    id: { type: 'string' },
-    name: { type: 'string' },
-    enabled: { type: 'boolean' },
-    billing: { enum: ['prepaid', 'postpaid'] },
-    ...versioned,
-  }),
-  Key: obj({
-    id: { type: 'string' },
-    app_id: { type: 'string' },
-    name: { type: 'string' },
-    key_prefix: { type: 'string' },
-    enabled: { type: 'boolean' },
-    allowed_aliases: { type: ['array', 'null'], items: { type: 'string' } },
-    queue_mode: { enum: ['REJECT', 'WAIT', 'ASYNC'] },
-    wait_timeout_ms: { type: 'integer' },
-    max_queue: { type: 'integer' },
-    token_group_id: { type: ['string', 'null'] },
-    webhook_url: { type: ['string', 'null'] },
-    webhook_secret_set: { type: 'boolean' },
-    ...versioned,
-  }),
-  KeyWithSecret: obj({
-    key: { $ref: '#/components/schemas/Key' },
-    sk: { type: 'string', description: 'shown once, here only' },
-  }),
-  Quota: obj({
-    id: { type: 'string' },
-    scope: { enum: ['key', 'app', 'token_group'] },
-    scope_id: { type: 'string' },
-    max_concurrency: { type: 'integer' },
-    qps: { type: 'number' },
-    qps_burst: { type: 'integer' },
-    tokens_per_minute: { type: 'integer' },
-    tokens_per_day: { type: 'integer' },
-    cost_per_day: money,
-    cost_per_month: money,
-    ...versioned,
-  }),
-  TokenGroup: obj({
-    id: { type: 'string' },
-    name: { type: 'string' },
-    price_multiplier_ppm: money,
-    enabled: { type: 'boolean' },
-    ...versioned,
-  }),
-  Price: obj({
-    id: { type: 'string' },
-    alias: { type: 'string' },
-    channel: { type: ['string', 'null'] },
-    ...Object.fromEntries(['cost', 'sale'].flatMap((s) => UNITS.map((u) => [`${s}_${u}`, money]))),
-    ...versioned,
-  }),
-  Circuit: obj({
-    channel: { type: 'string' },
-    enabled: { type: 'boolean' },
-    state: { enum: ['closed', 'open', 'half_open', 'forced_open'] },
-    gen: { type: 'integer' },
-    since: { type: ['string', 'null'] },
-    open_until: { type: ['string', 'null'] },
-    reason: { type: ['string', 'null'] },
-    window: obj({ calls: { type: 'integer' }, failures: { type: 'integer' }, slow: { type: 'integer' } }),
-    health: obj({
-      cooldown_until: { type: ['string', 'null'] },
-      credential: { enum: ['ok', 'exhausted', 'invalid'] },
-    }),
-  }),
-  KillSwitch: obj({
-    enabled: { type: 'boolean' },
-    reason: { type: 'string' },
-    at: { type: 'string' },
-    by: { type: 'string' },
-  }),
-  AuditEntry: obj({
-    id: { type: 'string' },
-    at: { type: 'string' },
-    actor: { type: 'string' },
-    action: { type: 'string' },
-    entity: { type: 'string' },
-    entity_key: { type: 'string' },
-    before: {},
-    after: {},
-    request_id: { type: ['string', 'null'] },
-  }),
-  AdminToken: obj({
-    id: { type: 'string' },
-    name: { type: 'string' },
-    role: { enum: ['admin', 'viewer'] },
-    token_prefix: { type: 'string' },
-    enabled: { type: 'boolean' },
-    created_at: { type: 'string' },
-  }),
-  Fund: obj({ amount_micros: money, idempotency_key: { type: 'string' }, memo: { type: 'string' } }, [
-    'amount_micros',
-  ]),
-  Wallet: obj({
-    app_id: { type: 'string' },
-    ledger_balance_micros: money,
-    funded_micros: money,
-    spent_micros: money,
-    unwritten_micros: { type: ['string', 'null'] },
-    reserved_micros: { type: ['string', 'null'] },
-    spendable_micros: { type: 'string' },
-    journal_id: { type: 'string' },
-    duplicate: { type: 'boolean' },
-  }),
-  TrialBalance: obj({
-    balanced: { type: 'boolean' },
-    debits_micros: money,
-    credits_micros: money,
-    pending_debits_micros: money,
-    pending_credits_micros: money,
-    mismatches: { type: 'array', items: {} },
-    accounts: { type: 'array', items: {} },
-  }),
-  BillingStatus: obj({
-    backend: { enum: ['redis', 'memory'] },
-    queued: { type: 'integer' },
-    spilled: { type: 'integer' },
-    unconfirmed: { type: 'integer' },
-    oldest_unjournaled_seconds: { type: 'number' },
-    stuck: { type: 'boolean' },
-    resent: { type: 'integer' },
-    written_by_this_instance: { type: 'integer' },
-    blocked: { type: 'boolean' },
-  }),
-  List: obj({
-    data: { type: 'array', items: {} },
-    total: { type: 'integer' },
-    limit: { type: 'integer' },
-    offset: { type: 'integer' },
-  }),
-  WhoAmI: obj({ id: { type: 'string' }, name: { type: 'string' }, role: { enum: ['admin', 'viewer'] } }),
-  StatsSeries: obj({
-    instance: { type: 'boolean', description: "always true: these figures are the answering instance's own" },
-    step_s: { type: 'integer' },
-    minutes: { type: 'integer' },
-    from: { type: 'integer', description: 'ms since epoch' },
-    to: { type: 'integer' },
-    points: { type: 'array', items: { $ref: '#/components/schemas/StatsPoint' } },
-    totals: { $ref: '#/components/schemas/StatsPoint' },
-  }),
-  StatsPoint: obj({
-    t: { type: 'integer', description: "start of the point's period, ms since epoch" },
-    requests: { type: 'integer' },
-    ok: { type: 'integer' },
-    client_errors: { type: 'integer', description: '4xx (429 included)' },
-    rate_limited: { type: 'integer' },
-    server_errors: { type: 'integer', description: '5xx' },
-    error_rate: { type: 'number', description: 'server_errors / requests' },
-    p50_ms: { type: ['number', 'null'] },
-    p99_ms: { type: ['number', 'null'] },
-    overhead_p50_ms: { type: ['number', 'null'], description: 'total minus time waiting on upstreams' },
-    overhead_p99_ms: { type: ['number', 'null'] },
-    sale_micros: money,
-    cost_micros: money,
-  }),
-  Queues: obj({
-    at: { type: 'string' },
-    waiting_here: { type: 'integer', description: 'requests waiting in a WAIT queue on this instance' },
-    keys: {
-      type: 'array',
-      items: obj({
-        key_id: { type: 'string' },
-        app_id: { type: 'string' },
-        name: { type: 'string' },
-        key_prefix: { type: 'string' },
-        waiting: { type: ['integer', 'null'] },
-      }),
-    },
-    truncated: { type: 'boolean' },
-    tasks: { type: ['object', 'null'], description: 'active tasks by status' },
-    tasks_by_kind: { type: ['object', 'null'] },
-  }),
-  Task: obj({
-    id: { type: 'string' },
-    kind: { type: 'string' },
-    status: { enum: ['queued', 'submitted', 'running', 'succeeded', 'failed', 'cancelled', 'expired'] },
-    app_id: { type: 'string' },
-    key_id: { type: 'string' },
-    alias: { type: ['string', 'null'] },
-    channel: { type: ['string', 'null'] },
-    attempts: { type: 'integer' },
-    progress: { type: 'integer' },
-    created_at: { type: 'string' },
-    completed_at: { type: ['string', 'null'] },
-    deadline: { type: 'string' },
-    transitions: { type: 'array', items: {} },
-    request: { description: 'GET /tasks/{id} only' },
-    result: {},
-    error: {},
-  }),
+/** components.schemas: the admin resources (row, create, patch) and the other bodies, by name. */
+export const SCHEMAS: Record<string, TSchema> = {
+  Error: http.ErrorBody,
+  Pending: http.Pending,
+  ProviderKinds: http.ProviderKinds,
+  ...Object.fromEntries(
+    Object.values(RESOURCES).flatMap((r) => [
+      [r.name, r.row],
+      [`${r.name}Create`, r.create],
+      [`${r.name}Patch`, r.patch],
+    ]),
+  ),
+  KeyWithSecret: http.KeyWithSecret,
+  Circuit: http.Circuit,
+  CircuitAction: http.CircuitAction,
+  CacheInvalidate: http.CacheInvalidate,
+  Invalidated: http.Invalidated,
+  KillSwitch: http.KillSwitch,
+  KillSwitchWrite: http.KillSwitchWrite,
+  AuditEntry: http.AuditEntry,
+  AdminToken: http.AdminToken,
+  AdminTokenCreate: http.AdminTokenCreate,
+  AdminTokenCreated: http.AdminTokenCreated,
+  Fund: http.Fund,
+  Wallet: http.Wallet,
+  TrialBalance: http.TrialBalance,
+  BillingStatus: http.BillingStatus,
+  List: http.List,
+  WhoAmI: http.WhoAmI,
+  StatsSeries: http.StatsSeries,
+  StatsPoint: http.StatsPoint,
+  Queues: http.Queues,
+  Task: http.Task,
 };
 
 /** What a write may leave pending after it took effect (see the Pending schema and the Anima-* headers). */
@@ -322,6 +52,8 @@ interface Route {
   summary: string;
   tag: string;
   body?: string;
+  /** The body may be left out (every field optional). */
+  bodyOptional?: boolean;
   ok: [number, string | null];
   query?: string[];
   ifMatch?: boolean;
@@ -337,7 +69,6 @@ function crud(
   base: string,
   param: string,
   schema: string,
-  write: string,
   query: string[],
   versions = false,
 ): Route[] {
@@ -356,7 +87,7 @@ function crud(
       path: base,
       summary: `Create`,
       tag,
-      body: write,
+      body: `${schema}Create`,
       ok: [201, schema],
       pending: PROPAGATION,
     },
@@ -384,7 +115,7 @@ function crud(
       path: one,
       summary: 'Update (If-Match: the version_no you read)',
       tag,
-      body: write,
+      body: `${schema}Patch`,
       ok: [200, schema],
       ifMatch: true,
       query: ['version_id'],
@@ -404,7 +135,7 @@ function crud(
 }
 
 export const ADMIN_ROUTES: Route[] = [
-  ...crud('Channels', '/channels', 'code', 'Channel', 'ChannelWrite', ['provider', 'enabled', 'code'], true),
+  ...crud('Channels', '/channels', 'code', 'Channel', ['provider', 'enabled', 'code'], true),
   {
     method: 'post',
     path: '/channels/{code}/health/reset',
@@ -421,11 +152,11 @@ export const ADMIN_ROUTES: Route[] = [
     tag: 'Channels',
     ok: [200, 'ProviderKinds'],
   },
-  ...crud('Aliases', '/aliases', 'name', 'Alias', 'Alias', ['enabled', 'name'], true),
-  ...crud('Quotas', '/quotas', 'id', 'Quota', 'Quota', ['scope', 'scope_id']),
-  ...crud('Token groups', '/token-groups', 'id', 'TokenGroup', 'TokenGroup', ['enabled']),
-  ...crud('Prices', '/prices', 'id', 'Price', 'Price', ['alias', 'channel']),
-  ...crud('Apps', '/apps', 'id', 'App', 'App', ['enabled']).filter((r) => !r.path.endsWith('/versions')),
+  ...crud('Aliases', '/aliases', 'name', 'Alias', ['enabled', 'name'], true),
+  ...crud('Quotas', '/quotas', 'id', 'Quota', ['scope', 'scope_id']),
+  ...crud('Token groups', '/token-groups', 'id', 'TokenGroup', ['enabled']),
+  ...crud('Prices', '/prices', 'id', 'Price', ['alias', 'channel']),
+  ...crud('Apps', '/apps', 'id', 'App', ['enabled']).filter((r) => !r.path.endsWith('/versions')),
   {
     method: 'get',
     path: '/apps/{id}/keys',
@@ -439,7 +170,8 @@ export const ADMIN_ROUTES: Route[] = [
     path: '/apps/{id}/keys',
     summary: 'Create a key: the sk is in this answer only',
     tag: 'Keys',
-    body: 'Key',
+    body: 'KeyCreate',
+    bodyOptional: true,
     ok: [201, 'KeyWithSecret'],
     pending: PROPAGATION,
   },
@@ -449,7 +181,7 @@ export const ADMIN_ROUTES: Route[] = [
     path: '/apps/{id}/keys/{kid}',
     summary: 'Update a key (enabled=false bans it on every instance)',
     tag: 'Keys',
-    body: 'Key',
+    body: 'KeyPatch',
     ok: [200, 'Key'],
     ifMatch: true,
     pending: PROPAGATION,
@@ -493,6 +225,8 @@ export const ADMIN_ROUTES: Route[] = [
     path: '/circuits/{channel}/open',
     summary: 'Force a breaker open until closed (body: {reason?})',
     tag: 'Escape hatches',
+    body: 'CircuitAction',
+    bodyOptional: true,
     ok: [200, 'Circuit'],
     pending: AUDIT,
   },
@@ -501,6 +235,8 @@ export const ADMIN_ROUTES: Route[] = [
     path: '/circuits/{channel}/close',
     summary: 'Close a breaker',
     tag: 'Escape hatches',
+    body: 'CircuitAction',
+    bodyOptional: true,
     ok: [200, 'Circuit'],
     pending: AUDIT,
   },
@@ -509,6 +245,8 @@ export const ADMIN_ROUTES: Route[] = [
     path: '/circuits/{channel}/reset',
     summary: 'Reset a breaker (closed, window forgotten)',
     tag: 'Escape hatches',
+    body: 'CircuitAction',
+    bodyOptional: true,
     ok: [200, 'Circuit'],
     pending: AUDIT,
   },
@@ -517,7 +255,9 @@ export const ADMIN_ROUTES: Route[] = [
     path: '/cache/invalidate',
     summary: 'Reload a config table (or all) on every instance (body: {table?, key?})',
     tag: 'Escape hatches',
-    ok: [200, null],
+    body: 'CacheInvalidate',
+    bodyOptional: true,
+    ok: [200, 'Invalidated'],
     pending: BOTH,
   },
   {
@@ -532,7 +272,7 @@ export const ADMIN_ROUTES: Route[] = [
     path: '/kill-switch',
     summary: 'Stop (enabled=true) or resume the whole data plane: 503 gateway_disabled meanwhile',
     tag: 'Escape hatches',
-    body: 'KillSwitch',
+    body: 'KillSwitchWrite',
     ok: [200, 'KillSwitch'],
     pending: PROPAGATION,
   },
@@ -604,7 +344,8 @@ export const ADMIN_ROUTES: Route[] = [
     path: '/admin-tokens',
     summary: 'Create an admin or viewer token: shown once (body: {name, role})',
     tag: 'Admin tokens',
-    ok: [201, 'AdminToken'],
+    body: 'AdminTokenCreate',
+    ok: [201, 'AdminTokenCreated'],
     pending: BOTH,
   },
   {
@@ -754,7 +495,7 @@ export function buildAdminOpenApi(): Record<string, unknown> {
       ...(r.body
         ? {
             requestBody: {
-              required: r.method === 'post',
+              required: r.method === 'post' && !r.bodyOptional,
               content: { 'application/json': { schema: ref(r.body) } },
             },
           }

@@ -156,7 +156,7 @@ describe('anima apply', () => {
     expect(formatPlan(plan)).toBe('no changes');
   });
 
-  it('the CLI: apply --dry-run prints the plan and writes nothing; apply twice says no changes', () => {
+  it('the CLI: apply --dry-run prints the plan, refuses what apply refuses, writes nothing; apply twice says no changes', () => {
     const dir = mkdtempSync(join(tmpdir(), 'anima-apply-'));
     try {
       const f = join(dir, 'anima.yaml');
@@ -167,9 +167,20 @@ describe('anima apply', () => {
           encoding: 'utf8',
           timeout: 60_000,
         });
+      // an alias naming a channel the file doesn't have: the dry run refuses it as the apply does
+      const bad = join(dir, 'bad.yaml');
+      writeFileSync(bad, FILE.replace('{ channel: oai, model: gpt-4o }', '{ channel: nowhere, model: m }'));
+      const badDry = run('apply', '-f', bad, '--dry-run');
+      const badApply = run('apply', '-f', bad);
+      expect([badDry.status, badApply.status]).toEqual([1, 1]);
+      expect(badDry.stderr).toContain(
+        'anima: apply refused, nothing written: aliases gpt: chain names unknown channel(s): nowhere\n',
+      );
+      expect(badApply.stderr).toBe(badDry.stderr);
       const dry = run('apply', '-f', f, '--dry-run');
       expect(dry.status, dry.stderr).toBe(0);
       expect(dry.stdout).toContain('+ channel oai (create)');
+      expect(dry.stdout).toContain('dry run: 6 change(s) pass every check; nothing written');
       expect(run('apply', '-f', f, '--dry-run').stdout).toContain('+ channel oai (create)'); // nothing was written
       expect(run('apply', '-f', f).stdout).toContain('applied 6 change(s)');
       expect(run('apply', '-f', f).stdout.trim()).toBe('no changes');
@@ -177,5 +188,5 @@ describe('anima apply', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
-  }, 120_000);
+  }, 240_000);
 });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { registeredAdminRoutes } from '../../src/http/admin.js';
-import { ADMIN_ROUTES, buildAdminOpenApi, renderAdminDocs } from '../../src/http/openapi.js';
+import { ADMIN_ROUTES, buildAdminOpenApi, renderAdminDocs, SCHEMAS } from '../../src/http/openapi.js';
 import { startTestGateway } from '../helpers.js';
 
 describe('admin OpenAPI', () => {
@@ -33,8 +33,13 @@ describe('admin OpenAPI', () => {
       );
       expect([...documented].filter((x) => !served.has(x))).toEqual([]);
       expect([...served].filter((x) => !documented.has(x))).toEqual([]);
-      const spec = (await (await fetch(gw.url + '/api/admin/v1/openapi.json')).json()) as { openapi: string };
+      const spec = (await (await fetch(gw.url + '/api/admin/v1/openapi.json')).json()) as {
+        openapi: string;
+        components: { schemas: unknown };
+      };
       expect(spec.openapi).toBe('3.1.0');
+      // the served schemas are the validator's TypeBox objects, as JSON
+      expect(spec.components.schemas).toEqual(JSON.parse(JSON.stringify(SCHEMAS)));
       const page = await (await fetch(gw.url + '/api/admin/v1/docs')).text();
       for (const r of ADMIN_ROUTES) expect(page).toContain(`/api/admin/v1${r.path}`);
       expect(renderAdminDocs()).not.toMatch(/https?:\/\/(?!127)/); // no external assets
