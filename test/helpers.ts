@@ -11,12 +11,26 @@ import { randomId } from '../src/core/ids.js';
 import { type Gateway, type GatewayOptions, startGateway } from '../src/app/gateway.js';
 import type { Settings } from '../src/app/settings.js';
 import { type DbHandle, openDatabase } from '../src/store/db.js';
+import { waitFor } from './wait.js';
+
+export { waitFor };
 
 export const PG_ADMIN_URL = process.env.TEST_PG_ADMIN_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 export const ADMIN_TOKEN = 'ak-test-admin-token-0123456789';
 export const REDIS_URL = process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379';
 /** The key test gateways seal credentials with (production mode needs one: see src/app/security.ts). */
 export const TEST_SECRET_KEY = 'anima-test-secret-key-0123456789';
+
+/**
+ * The unit lane (vitest.unit.config.ts) sets ANIMA_TEST_NO_SERVICES: every helper below that reaches
+ * PostgreSQL or Redis calls this first, so a unit test that needs a service fails loudly there.
+ */
+export function assertServicesAllowed(what: string): void {
+  if (process.env.ANIMA_TEST_NO_SERVICES === '1')
+    throw new Error(
+      `${what} needs a service, but this is the unit lane (ANIMA_TEST_NO_SERVICES=1): move the test to test/integration`,
+    );
+}
 
 export interface TestDatabase {
   url: string;
@@ -26,6 +40,7 @@ export interface TestDatabase {
 
 /** CREATE DATABASE anima_t_<random>: each test file owns its schema and can run beside the others. */
 export async function createTestDatabase(): Promise<TestDatabase> {
+  assertServicesAllowed('createTestDatabase (PostgreSQL)');
   const name = 'anima_t_' + randomId(10).toLowerCase();
   const admin = new pg.Client({ connectionString: PG_ADMIN_URL });
   await admin.connect();
@@ -51,6 +66,7 @@ export async function createTestDatabase(): Promise<TestDatabase> {
  * server's 57P01 through the pool's 'error' event, which without a listener is an uncaught exception.
  */
 export function testPool(url: string, max: number): pg.Pool {
+  assertServicesAllowed('testPool (PostgreSQL)');
   const pool = new pg.Pool({ connectionString: url, max });
   pool.on('error', () => {});
   return pool;
@@ -61,6 +77,7 @@ export function testRedisPrefix(): string {
 }
 
 export async function cleanupRedis(prefix: string): Promise<void> {
+  assertServicesAllowed('cleanupRedis (Redis)');
   const r = new Redis(REDIS_URL);
   let cursor = '0';
   do {
@@ -127,27 +144,17 @@ export async function startTestGateway(
   over: Partial<Settings> = {},
   opts: GatewayOptions = {},
 ): Promise<Gateway & { logs: LogCapture }> {
+  if (over.databaseUrl) assertServicesAllowed('startTestGateway with databaseUrl (PostgreSQL)');
+  if (over.redisUrl || over.redisClusterNodes)
+    assertServicesAllowed('startTestGateway with redisUrl (Redis)');
   const logs = new LogCapture();
   const gw = await startGateway(testSettings(over), { defaultMetrics: false, logDestination: logs, ...opts });
   return Object.assign(gw, { logs });
 }
 
 export async function openTestDb(url: string | undefined): Promise<DbHandle> {
+  if (url) assertServicesAllowed('openTestDb with a URL (PostgreSQL)');
   return openDatabase({ databaseUrl: url, dataDir: 'memory://' });
-}
-
-/** Polls until `fn` returns a truthy value or the time runs out; returns the elapsed ms. */
-export async function waitFor(
-  fn: () => unknown | Promise<unknown>,
-  timeoutMs = 5_000,
-  stepMs = 10,
-): Promise<number> {
-  const t0 = Date.now();
-  for (;;) {
-    if (await fn()) return Date.now() - t0;
-    if (Date.now() - t0 > timeoutMs) throw new Error(`condition not met within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, stepMs));
-  }
 }
 
 /**
@@ -158,6 +165,7 @@ export function spawnGateway(env: Record<string, string | undefined>): {
   child: ChildProcess;
   url: Promise<string>;
 } {
+  if (env.DATABASE_URL || env.REDIS_URL) assertServicesAllowed('spawnGateway with DATABASE_URL/REDIS_URL');
   const child = spawn(process.execPath, ['dist/src/app/cli.js', 'serve'], {
     env: {
       ...process.env,
@@ -284,6 +292,7 @@ export class TcpProxy {
  * once it accepts connections, so a suite can kill, flush or restart it without touching the shared one.
  */
 export async function startRedisServer(port: number, args: string[] = []): Promise<ChildProcess> {
+  assertServicesAllowed('startRedisServer (redis-server)');
   const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', ...args], {
     stdio: 'ignore',
   });

@@ -81,14 +81,28 @@ interface Figures {
   rids: string[];
 }
 
-/** A steady load: `rps` requests per second for `ms`, spread over A and B, recording every outcome. */
-async function load(
+/**
+ * A steady load: `rps` requests per second for `ms`, spread over A and B, recording every outcome. The
+ * figures so far are readable while it runs (`.figures`), so a scenario injects its fault on an event
+ * (the load is flowing) rather than at a guessed time.
+ */
+function load(
   rps: number,
   ms: number,
   body: Record<string, unknown> = {},
   gateways: Array<() => string> = [() => A.url, () => B.url],
-): Promise<Figures> {
+): Promise<Figures> & { figures: Figures } {
   const f: Figures = { sent: 0, served: 0, refused: {}, rids: [] };
+  return Object.assign(run(f, rps, ms, body, gateways), { figures: f });
+}
+
+async function run(
+  f: Figures,
+  rps: number,
+  ms: number,
+  body: Record<string, unknown>,
+  gateways: Array<() => string>,
+): Promise<Figures> {
   const inflight: Array<Promise<void>> = [];
   const t0 = Date.now();
   while (Date.now() - t0 < ms) {
@@ -130,7 +144,7 @@ async function load(
         })(),
       );
     }
-    await new Promise((r) => setTimeout(r, 5));
+    await new Promise((r) => setTimeout(r, 5)); // the load's pacing: a rate over real time
   }
   await Promise.all(inflight);
   return f;
@@ -153,21 +167,27 @@ async function invariants(name: string, f: Figures): Promise<void> {
     [f.rids],
   );
   const tb = await admin('GET', '/billing/trial-balance');
-  // Leases: every concurrency lease of the app's scopes is gone once their TTL has passed.
-  await new Promise((r) => setTimeout(r, LEASE_TTL + 200));
+  // Leases: every concurrency lease of the app's scopes is gone once their TTL has passed. Read until none
+  // is left (at most the TTL and a margin): a lease renewed forever, or a waiter never answered, keeps
+  // the count above zero and fails below with the figure.
   const r = new Redis({ port: redisPort, host: '127.0.0.1', lazyConnect: true });
   await r.connect();
+  const leases = async (): Promise<number> => {
+    let n = 0;
+    let cursor = '0';
+    do {
+      const [next, keys] = await r.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+      cursor = next;
+      for (const k of keys) {
+        // Concurrency leases ({q:<tag>}:c:<scope>:<id>, scored by expiry) and wait queues ({q:<tag>}:w:<key>).
+        if (k.includes('}:c:')) n += await r.zcount(k, `(${Date.now()}`, '+inf');
+        else if (k.includes('}:w:') && (await r.type(k)) === 'zset') n += await r.zcard(k);
+      }
+    } while (cursor !== '0');
+    return n;
+  };
   let leaked = 0;
-  let cursor = '0';
-  do {
-    const [next, keys] = await r.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-    cursor = next;
-    for (const k of keys) {
-      // Concurrency leases ({q:<tag>}:c:<scope>:<id>, scored by expiry) and wait queues ({q:<tag>}:w:<key>).
-      if (k.includes('}:c:')) leaked += await r.zcount(k, `(${Date.now()}`, '+inf');
-      else if (k.includes('}:w:') && (await r.type(k)) === 'zset') leaked += await r.zcard(k);
-    }
-  } while (cursor !== '0');
+  await waitFor(async () => (leaked = await leases()) === 0, LEASE_TTL + 5_000, 200).catch(() => {});
   r.disconnect();
   const imbalance = BigInt(tb.debits_micros) - BigInt(tb.credits_micros);
   console.log(
@@ -267,8 +287,9 @@ afterAll(async () => {
 describe('chaos', () => {
   it('(1) Redis killed mid-load and restarted: everything served, billed once, no lease left', async () => {
     const run = load(100, 6_000);
-    await new Promise((r) => setTimeout(r, 1_500));
+    await waitFor(() => run.figures.served >= 100, 10_000, 10); // the load is flowing
     await killRedis();
+    // The outage's length is the scenario (2 s of load without Redis), so it is real time.
     await new Promise((r) => setTimeout(r, 2_000));
     await startRedis();
     const f = await run;
@@ -288,8 +309,9 @@ describe('chaos', () => {
 
   it('(2) PostgreSQL unreachable mid-load and back: everything served, journals drain, nothing lost', async () => {
     const run = load(100, 6_000);
-    await new Promise((r) => setTimeout(r, 1_500));
+    await waitFor(() => run.figures.served >= 100, 10_000, 10); // the load is flowing
     pgProxy.down();
+    // The outage's length is the scenario (3 s of load without the database), so it is real time.
     await new Promise((r) => setTimeout(r, 3_000));
     pgProxy.up();
     const f = await run;
@@ -299,9 +321,10 @@ describe('chaos', () => {
 
   it('(3) both down: 503 service_unavailable meanwhile, served before and after, nothing unbilled', async () => {
     const run = load(100, 7_000);
-    await new Promise((r) => setTimeout(r, 1_500));
+    await waitFor(() => run.figures.served >= 100, 10_000, 10); // the load is flowing
     pgProxy.down();
     await killRedis();
+    // The outage's length is the scenario (3 s with both down), so it is real time.
     await new Promise((r) => setTimeout(r, 3_000));
     pgProxy.up();
     await startRedis();
@@ -501,7 +524,8 @@ describe('chaos: a gateway process killed mid-stream', () => {
       () => A.url,
       () => url,
     ]);
-    await new Promise((r) => setTimeout(r, 2_000));
+    // Both instances serve, and streams are open on the upstream: the kill lands mid-stream.
+    await waitFor(() => run.figures.served >= 30 && one.stats.inFlight >= 10, 10_000, 10);
     child.kill('SIGKILL');
     const f = await run;
     one.setFault(null);

@@ -322,9 +322,14 @@ describe('ConfigAdmin on a database connection that dies', () => {
 
   it('a connection lost during COMMIT answers 503 outcome unknown; the retry with the old version gets 409', async () => {
     const { proxy, cfg, close } = await isolated();
+    const observer = testPool(tdb.url, 1);
     try {
       const cur = (await cfg.get('app', appId)) as { version_no: number };
       // Let the COMMIT reach the server, hold back its reply, then cut: committed, but the caller can't know.
+      // The cut waits for the commit to show on another connection, not for a guessed time.
+      const committed = async () =>
+        (await observer.query<{ name: string }>('SELECT name FROM app WHERE id = $1', [appId])).rows[0]
+          ?.name === 'renamed in the dark';
       proxy.sent = [];
       const record = proxy.sent.push.bind(proxy.sent);
       let armed = true;
@@ -332,7 +337,9 @@ describe('ConfigAdmin on a database connection that dies', () => {
         if (armed && items.some((i) => /\bcommit\b/i.test(i.data.toString('latin1')))) {
           armed = false;
           proxy.replyDelayMs = 5_000;
-          setTimeout(() => proxy.down(), 300);
+          void waitFor(committed, 5_000, 5)
+            .catch(() => {}) // never committed: cut anyway, and the assertions below say so
+            .then(() => proxy.down());
         }
         return record(...items);
       };
@@ -356,6 +363,7 @@ describe('ConfigAdmin on a database connection that dies', () => {
         );
       expect((retry as GatewayError).code).toBe('version_conflict');
     } finally {
+      await observer.end();
       await close();
     }
   });

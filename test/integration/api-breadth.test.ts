@@ -11,6 +11,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FakeUpstream } from '../../fakes/common.js';
 import { startFakeAnthropic, startFakeGemini, startFakeOpenAI } from '../../fakes/index.js';
+import { cacheKey } from '../../src/relay/response-cache.js';
 import {
   REDIS_URL,
   type TestDatabase,
@@ -697,8 +698,15 @@ describe('exact-match response cache', () => {
     const rn = await ask(appA.sk, { temperature: 0 }, { 'cache-control': 'no-cache' });
     expect(rn.headers.get('x-anima-cache')).toBeNull();
     expect(oa.stats.byPath['/v1/chat/completions']).toBe(3);
-    // After the alias's 2 s TTL, a miss again.
-    await new Promise((r) => setTimeout(r, 2_200));
+    // After the alias's 2 s TTL, a miss again. The TTL is what is under test: the wait ends when the entry
+    // is gone from the shared store (read first, so the wait can't pass on a key that was never there).
+    const stored = cacheKey(appA.app, 'openai_chat', 'cached', {
+      model: 'cached',
+      messages: [{ role: 'user', content: 'cache me if you can' }],
+      temperature: 0,
+    });
+    expect(await G.coord.getValue(stored)).not.toBeNull();
+    await waitFor(async () => (await G.coord.getValue(stored)) === null, 5_000, 20);
     const r3 = await ask(appA.sk, { temperature: 0 });
     expect(r3.headers.get('x-anima-cache')).toBe('miss');
     expect(oa.stats.byPath['/v1/chat/completions']).toBe(4);

@@ -400,7 +400,8 @@ describe('prices in force at the request time', () => {
     await waitFor(() => A.config.alias('timed') && A.config.price('timed', null), 3_000, 5);
     const before = await chat(A, postpaid.sk, { model: 'timed' });
     expect(before.status).toBe(200);
-    await new Promise((r) => setTimeout(r, Math.max(0, T - Date.now() + 50)));
+    // The boundary passing is what is under test: wait until the gateway itself prices the alias at 300.
+    await waitFor(() => A.config.price('timed', null)?.sale.perRequest === 300n, 5_000, 5);
     const after = await chat(A, postpaid.sk, { model: 'timed' });
     expect(after.status).toBe(200);
     await A.billing!.writer.flush();
@@ -424,7 +425,7 @@ describe('the ledger under load', () => {
         const stream = i % 3 === 0;
         const abort = i % 10 === 7;
         const ac = new AbortController();
-        if (abort) setTimeout(() => ac.abort(), 1 + (i % 5));
+        if (abort) setTimeout(() => ac.abort(), 1 + (i % 5)); // the fault injected: aborts at varied points
         try {
           const r = await chat(
             g,
@@ -551,9 +552,10 @@ describe('the database goes away for 10 s under load', () => {
           ).catch((e: unknown) => failures.push(String(e)));
         }
       })();
-      await new Promise((r) => setTimeout(r, 500));
+      await waitFor(() => served.length >= 10, 10_000, 5); // the load is flowing
       proxy.down();
       const servedAtDown = served.length;
+      // The outage's length is the scenario under test (10 s of no database while serving), so real time.
       await new Promise((r) => setTimeout(r, 10_000));
       const servedWhileDown = served.length - servedAtDown;
       const backlog = await C.billing!.backend.backlog();
@@ -718,10 +720,9 @@ describe('ASYNC tasks', () => {
     await waitFor(() => A.config.quota('key', k.key.id), 3_000, 5);
     up1.setFault({ latencyMs: 300 });
     try {
-      const [first, second] = await Promise.all([
-        chat(A, k.sk),
-        new Promise((r) => setTimeout(r, 50)).then(() => chat(A, k.sk)),
-      ]);
+      const firstCall = chat(A, k.sk);
+      await waitFor(() => up1.stats.inFlight === 1, 5_000, 5); // the first holds the only slot
+      const [first, second] = await Promise.all([firstCall, chat(A, k.sk)]);
       expect(first.status).toBe(200);
       expect(second.status).toBe(202);
       const task = (await second.json()) as { id: string };

@@ -232,6 +232,27 @@ describe('fallback', () => {
   });
 });
 
+/**
+ * The open period is what these cases test, so they wait real time, but for the breakers to say so: until
+ * both instances hold the same open generation of 'pri' (the second learns it from the first) and neither
+ * refuses for it any more. No margin guessed on top of openMs.
+ */
+async function openPeriodOver(): Promise<void> {
+  await waitFor(
+    () => {
+      const s = gw.breakers.state('pri');
+      return (
+        s.state === 'open' &&
+        gw2.breakers.state('pri').gen === s.gen &&
+        gw.breakers.refusesNow('pri') === null &&
+        gw2.breakers.refusesNow('pri') === null
+      );
+    },
+    BREAKER.openMs + 3_000,
+    5,
+  );
+}
+
 describe('circuit breaker', () => {
   it('N failures open it; while open nothing reaches the channel; after the wait a probe closes it', async () => {
     pri.setFault({ status: 500 });
@@ -245,7 +266,7 @@ describe('circuit breaker', () => {
     }
     expect(pri.stats.requests).toBe(3);
     pri.setFault(null);
-    await new Promise((r) => setTimeout(r, BREAKER.openMs + 50));
+    await openPeriodOver();
     const ok = await post(gw, '/v1/chat/completions', chat('solo'));
     expect(ok.status).toBe(200);
     // the probe's outcome is booked right after its answer is written
@@ -265,7 +286,7 @@ describe('circuit breaker', () => {
     gw2.breakers.onTransition(
       (ch, _from, to) => void (ch === 'pri' && to.state === 'closed' && !closedAt && (closedAt = Date.now())),
     );
-    await new Promise((r) => setTimeout(r, BREAKER.openMs + 50));
+    await openPeriodOver();
     const results = await Promise.all(
       Array.from({ length: 100 }, (_, i) =>
         post(i % 2 ? gw : gw2, '/v1/chat/completions', chat('solo')).then(async (r) => {
@@ -292,7 +313,7 @@ describe('circuit breaker', () => {
     pri.setFault({ status: 500 });
     for (let i = 0; i < 3; i++) await post(gw, '/v1/chat/completions', chat('solo'));
     pri.setFault({ hang: true });
-    await new Promise((r) => setTimeout(r, BREAKER.openMs + 50));
+    await openPeriodOver();
     const t0 = Date.now();
     const r = await post(gw, '/v1/chat/completions', chat('solo'));
     expect(r.status).toBe(504);

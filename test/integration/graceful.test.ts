@@ -14,6 +14,7 @@ import {
   openTestDb,
   spawnGateway,
   testRedisPrefix,
+  waitFor,
 } from '../helpers.js';
 
 let tdb: TestDatabase;
@@ -22,6 +23,8 @@ let up: FakeUpstream;
 let sk: string;
 let child: ChildProcess;
 let url: string;
+/** What the gateway process has written to stdout. */
+let logged = '';
 
 beforeAll(async () => {
   tdb = await createTestDatabase();
@@ -37,8 +40,10 @@ beforeAll(async () => {
     REDIS_URL,
     ANIMA_REDIS_PREFIX: prefix,
     ANIMA_DRAIN_MS: '10000',
+    ANIMA_LOG_LEVEL: 'info', // its "shutting down" line is what the test waits for
   });
   child = g.child;
+  child.stdout!.on('data', (d: Buffer) => (logged += d.toString()));
   url = await g.url;
 }, 60_000);
 
@@ -66,7 +71,8 @@ describe('SIGTERM', () => {
     const exited = new Promise<number | null>((res) => child.on('exit', (code) => res(code)));
     const t0 = Date.now();
     child.kill('SIGTERM');
-    await new Promise((res) => setTimeout(res, 200));
+    // Logged as the close begins, before the server stops taking work: from then on new work is refused.
+    await waitFor(() => logged.includes('shutting down'), 5_000, 5);
     const late = await fetch(url + '/v1/models', { headers: { authorization: `Bearer ${sk}` } }).then(
       (x) => x.status,
       () => 'refused',

@@ -227,6 +227,7 @@ describe('ledger concurrency (PostgreSQL)', () => {
               }
               return;
             }
+            // A random gap between the hold and its resolution: varied interleavings are what is under test.
             await new Promise((res) => setTimeout(res, int(0, 5)));
             const id = hr.journalId;
             if (how < 0.15) {

@@ -186,19 +186,29 @@ describe('metrics after a scripted mix of traffic', () => {
   });
 
   it('count successes, fallbacks, quota rejections, breaker states and async tasks', async () => {
-    expect((await chat(sk)).status).toBe(200); // ok
-    await new Promise((r) => setTimeout(r, 600));
+    // The key's QPS pacing is part of what is counted, so the next request waits real time: exactly as long
+    // as the gateway says (x-ratelimit-reset-requests on an answer, retry-after-ms on a refusal).
+    const nextSlot = async (r: Response, header: string) => {
+      const ms = Number.parseInt(r.headers.get(header) ?? '', 10);
+      if (!Number.isFinite(ms)) throw new Error(`no ${header} header`);
+      await new Promise((res) => setTimeout(res, ms + 1));
+    };
+    const r1 = await chat(sk);
+    expect(r1.status).toBe(200); // ok
+    await nextSlot(r1, 'x-ratelimit-reset-requests');
     expect((await chat(sk)).status).toBe(200);
-    expect((await chat(sk)).status).toBe(429); // qps 2, no burst: the third right away is refused
-    await new Promise((r) => setTimeout(r, 600));
-    expect((await chat(sk, 'flaky')).headers.get('x-anima-channel')).toBe('good'); // fallback
-    await new Promise((r) => setTimeout(r, 600));
+    const r3 = await chat(sk);
+    expect(r3.status).toBe(429); // qps 2, no burst: the third right away is refused
+    await nextSlot(r3, 'retry-after-ms');
+    const r4 = await chat(sk, 'flaky');
+    expect(r4.headers.get('x-anima-channel')).toBe('good'); // fallback
+    await nextSlot(r4, 'x-ratelimit-reset-requests');
     expect((await chat(sk, 'flaky')).headers.get('x-anima-channel')).toBe('good'); // fallback; breaker 'bad' opens
     await admin('POST', '/circuits/good/open');
     await admin('POST', '/circuits/good/reset');
     up.setFault({ latencyMs: 300 });
     const holder = chat(asyncSk);
-    await new Promise((r) => setTimeout(r, 50));
+    await waitFor(() => up.stats.inFlight === 1, 5_000, 5); // the holder has the only slot
     const queued = await chat(asyncSk);
     expect(queued.status).toBe(202);
     const { task_id } = (await queued.json()) as { task_id: string };

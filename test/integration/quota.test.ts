@@ -146,7 +146,7 @@ describe('concurrency', () => {
         const rs = await Promise.all(gws.map((g) => chat(g, q.sk)));
         ok += rs.filter((r) => r.status === 200).length;
         await Promise.all(rs.map((r) => r.arrayBuffer()));
-        await new Promise((r) => setTimeout(r, 20));
+        await new Promise((r) => setTimeout(r, 20)); // pacing the offered load: a rate over real time is under test
       }
       console.log(
         `three instances: concurrency 4 -> upstream max in flight ${up.stats.maxInFlight}; qps 20 for 2 s -> ${ok} admitted`,
@@ -194,7 +194,7 @@ describe('QPS (GCRA on Redis time)', () => {
           } else await r.arrayBuffer();
         }),
       );
-      await new Promise((r) => setTimeout(r, 15));
+      await new Promise((r) => setTimeout(r, 15)); // pacing the offered load: a rate over real time is under test
     }
     await Promise.all(inflight);
     const ok = statuses.filter((s) => s === 200).length;
@@ -300,8 +300,18 @@ describe('reservations of a dead instance', () => {
       if (!dead.ok) throw new Error('the first admission was refused');
       // While its lease lives, the reservation counts.
       expect((await admit('early', 600, 0)).ok).toBe(false);
-      // Past the lease (300 ms), the next admission finds it dead and gives it back: this one fits.
-      await new Promise((res) => setTimeout(res, 1_600));
+      // Past the lease (300 ms), an admission finds it dead and gives it back (the reaper runs at most once a
+      // second): empty admissions until the windows are back to zero, then this one fits.
+      let probes = 0;
+      await waitFor(
+        async () => {
+          const p = await admit(`probe-${probes++}`, 0, 0);
+          if (p.ok) await q.settle(p.reservation, 0, 0);
+          return (await q.usage('reap', scope)).tokensDay === 0;
+        },
+        5_000,
+        50,
+      );
       const next = await admit('next', 600, 3_000);
       expect(next.ok).toBe(true);
       expect(await q.usage('reap', scope)).toMatchObject({ tokensDay: 600, costDay: 3_000 });
@@ -320,13 +330,15 @@ describe('reservations of a dead instance', () => {
 
 describe('WAIT queue', () => {
   it('waiters complete in FIFO order as slots free', async () => {
-    const { sk } = await keyWith({ max_concurrency: 1 }, { queue_mode: 'WAIT', wait_timeout_ms: 10_000 });
+    const { sk, id } = await keyWith({ max_concurrency: 1 }, { queue_mode: 'WAIT', wait_timeout_ms: 10_000 });
     up.setFault({ latencyMs: 120 });
     const order: number[] = [];
     const all = [];
     for (let i = 0; i < 5; i++) {
       all.push(chat(i % 2 ? A : B, sk).then(async (r) => (await r.arrayBuffer(), order.push(i), r.status)));
-      await new Promise((r) => setTimeout(r, 30));
+      // Each arrives after the one before it is in place: the first at the upstream, the others queued.
+      if (i === 0) await waitFor(() => up.stats.inFlight === 1, 5_000, 5);
+      else await waitFor(async () => (await A.quota.queueLength(appId, id)) === i, 5_000, 5);
     }
     const st = await Promise.all(all);
     up.setFault(null);
@@ -338,7 +350,7 @@ describe('WAIT queue', () => {
     const { sk, id } = await keyWith({ max_concurrency: 1 }, { queue_mode: 'WAIT', wait_timeout_ms: 300 });
     up.setFault({ latencyMs: 1_500 });
     const holder = chat(A, sk);
-    await new Promise((r) => setTimeout(r, 100));
+    await waitFor(() => up.stats.inFlight === 1, 5_000, 5); // the holder has the slot
     const t0 = Date.now();
     const w = await chat(B, sk);
     const waited = Date.now() - t0;
@@ -362,7 +374,7 @@ describe('WAIT queue', () => {
     const { sk, id } = await keyWith({ max_concurrency: 1 });
     up.setFault({ latencyMs: 300 });
     const holder = chat(A, sk);
-    await new Promise((r) => setTimeout(r, 50));
+    await waitFor(() => up.stats.inFlight === 1, 5_000, 5); // the holder has the slot
     expect((await chat(B, sk)).status).toBe(429);
     const k = await admin('GET', `/apps/${appId}/keys/${id}`);
     await admin('PATCH', `/apps/${appId}/keys/${id}`, { queue_mode: 'WAIT' }, k.version_no);
@@ -447,7 +459,7 @@ describe('ASYNC mode', () => {
     const { sk } = await keyWith({ max_concurrency: 1 }, { queue_mode: 'ASYNC' });
     up.setFault({ latencyMs: 200 });
     const holder = chat(A, sk);
-    await new Promise((r) => setTimeout(r, 50));
+    await waitFor(() => up.stats.inFlight === 1, 5_000, 5); // the holder has the slot
     const t0 = Date.now();
     const r = await chat(B, sk, { messages: [{ role: 'user', content: 'later please' }] });
     expect(Date.now() - t0).toBeLessThan(150);
@@ -487,7 +499,7 @@ describe('ASYNC mode', () => {
     const { sk } = await keyWith({ max_concurrency: 1 }, { queue_mode: 'ASYNC' });
     up.setFault({ latencyMs: 200 });
     const holder = chat(A, sk);
-    await new Promise((r) => setTimeout(r, 50));
+    await waitFor(() => up.stats.inFlight === 1, 5_000, 5); // the holder has the slot
     const r = await chat(A, sk, { stream: true });
     expect(r.status).toBe(400);
     expect(((await r.json()) as { error: { param: string } }).error.param).toBe('stream');
@@ -521,7 +533,8 @@ describe('ASYNC mode', () => {
     for (const a of answers)
       if (a.status === 202) ids.push(((await a.json()) as { task_id: string }).task_id);
     expect(ids.length).toBeGreaterThanOrEqual(8);
-    await new Promise((r) => setTimeout(r, 400));
+    // The synchronous answers are all in: a request at the upstream now is a task, so the kill lands mid-task.
+    await waitFor(() => up.stats.inFlight >= 1, 5_000, 5);
     first.child.kill('SIGKILL');
     const second = start();
     await second.url;
@@ -632,14 +645,26 @@ describe('ASYNC results by webhook', () => {
     );
     up.setFault({ latencyMs: 150 });
     const holder = chat(A, sk);
-    await new Promise((r) => setTimeout(r, 40));
+    await waitFor(() => up.stats.inFlight === 1, 5_000, 5); // the holder has the slot
     const q = await chat(B, sk);
     expect(q.status).toBe(202);
     const { task_id } = (await q.json()) as { task_id: string };
     await (await holder).arrayBuffer();
     up.setFault(null);
     await waitFor(() => got.length === 1, 10_000, 50);
-    await new Promise((r) => setTimeout(r, 500));
+    // Recorded as delivered, the delivery is never tried again: once the row says so, one call it stays.
+    await waitFor(
+      async () =>
+        (
+          await A.dbh.db
+            .selectFrom('webhook_delivery')
+            .select('status')
+            .where('task_id', '=', task_id)
+            .executeTakeFirst()
+        )?.status === 'delivered',
+      5_000,
+      20,
+    );
     expect(got).toHaveLength(1); // delivered once, not again
     expect(calls).toBe(4);
     const expected = `t=${got[0]!.ts},v1=${createHmac('sha256', secret).update(`${got[0]!.ts}.${got[0]!.body}`).digest('hex')}`;
@@ -670,7 +695,7 @@ describe('ASYNC results by webhook', () => {
     );
     up.setFault({ latencyMs: 150 });
     const h2 = chat(A, sk);
-    await new Promise((r) => setTimeout(r, 40));
+    await waitFor(() => up.stats.inFlight === 1, 5_000, 5); // the holder has the slot
     const q2 = await chat(B, sk);
     const t2 = ((await q2.json()) as { task_id: string }).task_id;
     await (await h2).arrayBuffer();

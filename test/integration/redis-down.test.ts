@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FakeUpstream } from '../../fakes/common.js';
 import { startFakeOpenAI } from '../../fakes/index.js';
 import { insertAlias, insertApp, insertChannel, insertKey } from '../../src/config/repo.js';
+import type { RedisCoordinator } from '../../src/coord/redis.js';
 import {
   type TestDatabase,
   createTestDatabase,
@@ -76,7 +77,10 @@ describe('Redis down', () => {
     expect((await chat(sk)).status).toBe(200);
     expect(await degradedCount()).toBe(0);
     redis!.kill('SIGKILL');
-    await new Promise((r) => setTimeout(r, 300));
+    // Both of the gateway's connections (commands, and the hot path's pipeline) have seen Redis go.
+    const coord = G.coord as RedisCoordinator;
+    const hotPath = (coord.tick as unknown as { conn: { isReady(): boolean } }).conn;
+    await waitFor(() => !coord.isReady() && !hotPath.isReady(), 5_000, 5);
     up.setFault({ latencyMs: 400 });
     const t0 = Date.now();
     const res = await Promise.all(Array.from({ length: 6 }, () => chat(sk)));

@@ -820,7 +820,7 @@ describe('drain', () => {
       const billing = D.billing!;
       const settle = billing.settle.bind(billing);
       billing.settle = async (rec, hold) => {
-        await new Promise((r) => setTimeout(r, 800));
+        await new Promise((r) => setTimeout(r, 800)); // the slow dependency injected: longer than the drain
         return settle(rec, hold);
       };
       const chat = (stream: boolean, k: string | null = key.sk) =>

@@ -5,7 +5,7 @@
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TickPipeline, written } from '../../src/coord/tick-pipeline.js';
-import { REDIS_URL, TcpProxy, cleanupRedis, testRedisPrefix } from '../helpers.js';
+import { REDIS_URL, TcpProxy, cleanupRedis, testRedisPrefix, waitFor } from '../helpers.js';
 
 let r: Redis;
 let mon: Redis;
@@ -21,6 +21,21 @@ const pipeline = async (client: Redis = r) => {
   await t.ready();
   return t;
 };
+
+/**
+ * MONITOR reports commands in the order Redis ran them. A marker sent after the calls under test have been
+ * answered runs after them, so once MONITOR has reported the marker it has reported them too.
+ */
+let markers = 0;
+async function monitorCaughtUp(): Promise<void> {
+  const key = `${prefix}marker:${++markers}`;
+  await r.get(key);
+  await waitFor(
+    () => [...seenBy.values()].some((l) => l.some((a) => a[0]?.toLowerCase() === 'get' && a[1] === key)),
+    5_000,
+    5,
+  );
+}
 
 beforeAll(async () => {
   r = new Redis(REDIS_URL, { enableAutoPipelining: true });
@@ -59,7 +74,7 @@ describe('TickPipeline', () => {
     t.define('tpBad', BAD, 1);
     const c = `${prefix}c`;
     await r.set(`${prefix}a`, 'A');
-    await new Promise((res) => setTimeout(res, 100));
+    await monitorCaughtUp();
     const calls = [
       t.call<number>('tpIncr', [c, 5]),
       t.call<unknown>('tpEcho', [2, `${prefix}a`, c, 'x', 'y']),
@@ -77,7 +92,7 @@ describe('TickPipeline', () => {
     expect(res[3]).toEqual({ status: 'fulfilled', value: 3 });
     expect(res[4]).toEqual({ status: 'fulfilled', value: null });
     expect(await r.get(c)).toBe('3');
-    await new Promise((res) => setTimeout(res, 100));
+    await monitorCaughtUp();
     expect(scriptsSent(t).length).toBe(1); // one execution for the five calls
   });
 
@@ -88,7 +103,7 @@ describe('TickPipeline', () => {
       Array.from({ length: 150 }, () => t.call<number>('tpIncr', [`${prefix}e`, 1])),
     );
     expect(res).toEqual(Array.from({ length: 150 }, (_, i) => i + 1));
-    await new Promise((res) => setTimeout(res, 100));
+    await monitorCaughtUp();
     expect(scriptsSent(t).length).toBe(3); // 64 + 64 + 22
   });
 
@@ -96,7 +111,7 @@ describe('TickPipeline', () => {
     const t = await pipeline();
     t.define('tpIncr', INCR, 1);
     expect(await t.call<number>('tpIncr', [`${prefix}d`, 7])).toBe(7);
-    await new Promise((res) => setTimeout(res, 100));
+    await monitorCaughtUp();
     const scripts = scriptsSent(t);
     expect(scripts.length).toBe(1);
     expect(scripts[0]!.slice(2)).toEqual(['1', `${prefix}d`, '7']);
@@ -140,7 +155,8 @@ describe('TickPipeline', () => {
       t.define('tpIncr', INCR, 1);
       expect(await t.call<number>('tpIncr', [`${prefix}f`, 1])).toBe(1);
       proxy.down(); // cuts the connection and refuses new ones
-      await new Promise((res) => setTimeout(res, 100));
+      const conn = (t as unknown as { conn: { isReady(): boolean } }).conn;
+      await waitFor(() => !conn.isReady(), 5_000, 5); // the pipeline has seen its connection close
       const t0 = Date.now();
       await expect(t.call('tpIncr', [`${prefix}f`, 1])).rejects.toThrow(/down/);
       expect(Date.now() - t0).toBeLessThan(1_000); // at once, not after the 5 s command timeout

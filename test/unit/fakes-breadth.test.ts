@@ -13,6 +13,7 @@ import {
   startFakeGemini,
   startFakeOpenAI,
 } from '../../fakes/index.js';
+import { waitFor } from '../wait.js';
 
 let fo: FakeUpstream;
 let fg: FakeUpstream;
@@ -36,14 +37,8 @@ afterEach(() => {
   fg.setFault(null);
 });
 
+/** Only for proving a stall: the absence of data can be shown by a time window alone. */
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-async function waitFor(cond: () => boolean, ms = 2000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await sleep(10);
-  }
-}
 const postJson = (url: string, body: unknown, headers: Record<string, string> = {}) =>
   fetch(url, {
     method: 'POST',

@@ -6,6 +6,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
 import { type FakeUpstream, startFakeAnthropic, startFakeOpenAI } from '../../fakes/index.js';
+import { waitFor } from '../wait.js';
 
 let fo: FakeUpstream;
 let fa: FakeUpstream;
@@ -26,14 +27,8 @@ afterEach(() => {
   fa.setFault(null);
 });
 
+/** Only for proving a stall: the absence of data can be shown by a time window alone. */
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-async function waitFor(cond: () => boolean, ms = 2000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('condition not met in time');
-    await sleep(10);
-  }
-}
 const chatBody = (extra: Record<string, unknown> = {}) =>
   JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'hi there' }], ...extra });
 const post = (path: string, body: string, headers: Record<string, string> = {}, signal?: AbortSignal) =>
