@@ -326,7 +326,8 @@ export class Ledger {
         // One statement per table with array parameters (UNNEST): the cost doesn't grow with a query
         // builder's per-row nodes, and PostgreSQL parses one small statement instead of a huge VALUES list.
         // Each column goes as one array literal built here (pgArray): node-postgres would serialize the
-        // arrays element by element with two regex passes each, ~10 us per journal of the gateway's CPU.
+        // arrays element by element with two regex passes each, per journal, on the gateway's CPU
+        // (seen in its profile under bench/overhead.ts; figures in bench/HISTORY.md).
         const col = (f: (j: JournalSpec & { occurredAt?: Date }) => string | null) =>
           pgArray(prepared.map(({ j }) => f(j)));
         const { rows } = await sql<{ id: bigint; idem_key: string }>`

@@ -3,10 +3,10 @@
  *
  * Fastify's default parser (secure-json-parse) runs two regular expressions over the whole text to look
  * for `__proto__` and `constructor` keys, and the nesting limit was a per-character scan of the text in
- * JavaScript before that. Both cost in proportion to the body's characters: a 64 KB conversation took
- * ~0.5 ms of the gateway's CPU before any work of its own (a microbenchmark: 8 KB 67 us -> 10-12 us,
- * 64 KB 470-550 us -> 50-85 us). A walk over the parsed value costs in proportion to its objects and
- * arrays, which a chat body has few of (its bulk is strings).
+ * JavaScript before that. Both cost in proportion to the body's characters, all of it before the gateway
+ * does any work of its own (measured by bench/overhead.ts --only json-large; microbenchmark figures in
+ * bench/HISTORY.md). A walk over the parsed value costs in proportion to its objects and arrays, which a
+ * chat body has few of (its bulk is strings).
  *
  * V8's JSON.parse is iterative, so it takes any nesting; what would overflow the stack is recursion
  * later (JSON.stringify, translators). The walk stops at MAX_JSON_DEPTH + 1, so it never recurses deeper.
@@ -17,9 +17,10 @@
  * here, whichever route and whether or not the body is ever stored: a 400 at the door, not a 500 from the
  * database later (an ASYNC task's request, a media prompt, an admin row). Both can only come from a `\u`
  * escape. An ASCII body's strings are one-byte, where the check in the walk is a memchr per string (and
- * no surrogate can be): 64 KB +3 us, 8 KB +1 us. Any other body is first searched for the escapes that
- * could make either (one regex over the text, ~0.35 ns a byte: 64 KB +22 us), and walked with the
- * per-string check only when one is there (a walk over two-byte strings costs ~2 ns a character).
+ * no surrogate can be): a small fraction of the parse. Any other body is first searched for the escapes
+ * that could make either (one regex over the text), and walked with the per-string check only when one
+ * is there, since a walk over two-byte strings costs several times the regex per character (the ASCII
+ * path is what bench/overhead.ts --only json-large measures).
  */
 
 import { isAscii, isUtf8 } from 'node:buffer';

@@ -2,8 +2,9 @@
  * A cancellation flag with listeners, for the request path's own use: what AbortController + AbortSignal
  * did there (the client went away, an attempt's budget ran out, a first byte never came), without the
  * EventTarget machinery under them. Node builds an AbortSignal as an EventTarget with its own Maps and
- * dispatches through them; a request made two controllers and added and removed three listeners, ~12 us
- * and ~1.5 KB of every request in the gateway's profile.
+ * dispatches through them; a request made two controllers and added and removed three listeners, a
+ * visible share of every request in the gateway's profile (bench/overhead.ts --only json with
+ * ANIMA_BENCH_PROFILE; figures in bench/HISTORY.md).
  *
  * Semantics follow AbortSignal's: abort() once (later calls do nothing), listeners called in the order
  * added with the reason, a listener added after the abort is never called. A listener that throws doesn't

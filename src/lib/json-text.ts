@@ -1,10 +1,10 @@
 /**
  * The bytes a parsed request body came from, so a passthrough can forward the client's own bytes with
- * only `model` changed instead of serializing the whole body again (a 64 KB conversation costs ~50-100 us
- * of JSON.stringify per attempt; embeddings inputs can be megabytes). Bytes, not the decoded text: the
- * text can go as soon as it is parsed, the bytes live outside the JavaScript heap (nothing for the
- * scavenger to copy while the request is in flight), and they go to the socket without another UTF-8
- * encoding (a 16 KB body: ~35-50 us with a string, ~18-34 us with bytes, in a microbenchmark).
+ * only `model` changed instead of serializing the whole body again (JSON.stringify per attempt costs in
+ * proportion to the body; embeddings inputs can be megabytes). Bytes, not the decoded text: the text can
+ * go as soon as it is parsed, the bytes live outside the JavaScript heap (nothing for the scavenger to
+ * copy while the request is in flight), and they go to the socket without another UTF-8 encoding
+ * (measured by bench/overhead.ts --only json-large; figures in bench/HISTORY.md).
  *
  * Held by object identity (a WeakMap): a body built anew (a spread, a translation, a task read back from
  * the database) has no bytes, and is serialized as before. The parsed body must therefore never be

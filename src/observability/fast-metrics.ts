@@ -5,7 +5,8 @@ import type { MetricValue, Registry } from 'prom-client';
  * exactly as prom-client's own (same names, types, label order, `_bucket`/`_sum`/`_count` lines).
  *
  * Why not prom-client's: every `labels(...).inc()` there builds a label object and hashes it, per update.
- * A request updates ten series, so that was ~10 us of every request. Here a series is looked up once by
+ * A request updates ten series, so that was paid ten times per request (measured by bench/overhead.ts
+ * --only json with bench/profile-diff.ts; figures in bench/HISTORY.md). Here a series is looked up once by
  * its label values and kept (see Metrics.request: one lookup per request for all of its series); an
  * update is then a number added to a field. The registry reads the series at scrape time.
  */

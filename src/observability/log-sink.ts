@@ -5,10 +5,10 @@ import { fstatSync, write as fsWrite, writeSync } from 'node:fs';
  * have gathered, or 100 ms after the first of them, whichever is first.
  *
  * Why not pino.destination (sonic-boom): it appends each line to the last buffered string and then asks
- * that string's byte length, which flattens it, so every line copied the whole buffer gathered so far:
- * ~3 KB allocated and ~2.5 us per access-log line at 4 KiB batches. Here a line is kept as it is and the
- * batch is joined once. And a quiet gateway's lines still show within 100 ms (sonic-boom's minLength held
- * them until 4 KiB had gathered).
+ * that string's byte length, which flattens it, so every line copied the whole buffer gathered so far
+ * (figures in bench/HISTORY.md; the gateway's CPU per request is measured by bench/overhead.ts). Here a
+ * line is kept as it is and the batch is joined once. And a quiet gateway's lines still show within
+ * 100 ms (sonic-boom's minLength held them until 4 KiB had gathered).
  *
  * A write the descriptor takes in part is continued from where it stopped; EAGAIN (a full non-blocking
  * pipe) is retried after a pause. While a reader falls behind, lines wait in memory up to `maxBuffered`

@@ -45,7 +45,8 @@ export type AccessValue = string | number | boolean | null | undefined | object;
  *
  * Why not through pino: the line has known fields only (ids, codes, numbers: never a header, a body or a
  * credential), so redaction, serializers, hooks and formatters have nothing to do, and pino's generic
- * object walk was ~5 KB of garbage and ~3 us of each request. A logger not made by createLogger (a test's
+ * object walk made garbage and cost CPU on every request (measured by bench/overhead.ts; figures in
+ * bench/HISTORY.md). A logger not made by createLogger (a test's
  * own pino, say) gets the same line through its info().
  */
 export function logAccess(log: Logger, fields: Record<string, AccessValue>): void {
@@ -72,7 +73,8 @@ export function logAccess(log: Logger, fields: Record<string, AccessValue>): voi
 type LogFn = (...args: unknown[]) => void;
 /**
  * Fastify gives every request a child logger (req.log, bound to its request id) made with pino's child():
- * a bindings string and the redaction paths parsed again, ~2 us and ~1 KB per request. Anima's handlers
+ * a bindings string and the redaction paths parsed again, per request (seen in a heap profile of
+ * bench/overhead.ts). Anima's handlers
  * never log through req.log (the access line is its own), so the child is made only if something does.
  */
 class LazyChildLogger {

@@ -376,8 +376,9 @@ const migrations: Record<string, Migration> = {
   '0013_ledger_statement_checks': {
     // The entry checks run once per INSERT statement, set-based, instead of per entry row. A sale journal
     // has four entries; per row, the deferred balance trigger ran two queries and the two foreign keys one
-    // each: 16 queries per journal, ~170 of the ~260 us of database CPU a journal cost (measured on
-    // batches of 200-500 journals). Now one statement of entries costs two queries, whatever its size.
+    // each: 16 queries per journal, most of the database CPU a journal cost (measured on batches of
+    // 200-500 journals with postBatch in a loop; figures in bench/HISTORY.md). Now one statement of
+    // entries costs two queries, whatever its size.
     //
     // What the database guarantees is unchanged, with one difference: a journal's entries must balance at
     // the end of each INSERT statement that adds to it, not only at COMMIT. Every writer inserts a
