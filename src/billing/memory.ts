@@ -41,6 +41,8 @@ export class MemoryBilling implements BillingBackend {
   }
 
   async reserve(appId: string, holdId: string, amount: bigint, ttlMs: number): Promise<ReserveResult> {
+    // Nothing to hold (a negative one would add to what is spendable): as RedisBilling, not stored.
+    if (amount <= 0n) return { ok: true };
     const w = this.wallets.get(appId);
     if (!w) return { ok: false, reason: 'unknown' };
     this.reap(w);
@@ -61,11 +63,12 @@ export class MemoryBilling implements BillingBackend {
     }
   }
 
-  async settle(rec: BillingRecord, holdId: string | null): Promise<SettleResult> {
+  async settle(rec: BillingRecord, holdId: string | null, charge?: bigint): Promise<SettleResult> {
     if (holdId) await this.release(rec.appId, holdId);
     if (this.done.has(rec.id)) return { duplicate: true, charged: 0n };
     this.done.add(rec.id);
-    let charged = rec.sale;
+    // A resend charges what its first settlement charged (see BillingBackend.settle), not the sale.
+    let charged = charge ?? rec.sale;
     const w = this.wallets.get(rec.appId);
     if (rec.prepaid && w) {
       let avail = w.db - w.pend - w.held;

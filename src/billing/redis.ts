@@ -31,12 +31,18 @@ const GROUP = 'writers';
 /** A marker is dropped when its record's journal is written; the TTL only bounds one whose record never is. */
 const DONE_TTL_S = 7 * 86_400;
 
-const REAP = `
+// Whole numbers go to Redis as text made with %d: Lua would send -0 as "-0" and 1e17 as "1e+17", which
+// HINCRBY refuses ("not an integer"); a zero is not sent at all.
+const FMT = `
+local function fmt(x) return string.format('%d', x) end
+`;
+
+const REAP = `${FMT}
 local function reap(wk, hz, ha, now)
   local dead = redis.call('ZRANGEBYSCORE', hz, '-inf', now, 'LIMIT', 0, 50)
   for _, h in ipairs(dead) do
     local a = tonumber(redis.call('HGET', ha, h) or '0')
-    redis.call('HINCRBY', wk, 'held', -a)
+    if a ~= 0 then redis.call('HINCRBY', wk, 'held', fmt(-a)) end
     redis.call('HDEL', ha, h)
     redis.call('ZREM', hz, h)
   end
@@ -45,32 +51,32 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local function fmt(x) return string.format('%.0f', x) end
 `;
 
 // KEYS: wallet, holds zset, hold amounts. ARGV: holdId, amount, ttlMs.
-// -> {1} | {0, available} | {-1} (not mirrored)
+// -> {1} | {0, available} | {-1} (not mirrored). A hold of zero or less holds nothing: not stored.
 const RESERVE = `${REAP}
 local wk, hz, ha = KEYS[1], KEYS[2], KEYS[3]
+local amt = tonumber(ARGV[2])
+if amt <= 0 then return {1} end
 if redis.call('HEXISTS', wk, 'db') == 0 then return {-1} end
 local now = now_ms()
 reap(wk, hz, ha, now)
-local amt = tonumber(ARGV[2])
 local w = redis.call('HMGET', wk, 'db', 'pend', 'held')
 local avail = tonumber(w[1]) - tonumber(w[2] or '0') - tonumber(w[3] or '0')
 if redis.call('HEXISTS', ha, ARGV[1]) == 1 then return {1} end
 if amt > avail then return {0, fmt(avail)} end
-redis.call('HINCRBY', wk, 'held', amt)
+redis.call('HINCRBY', wk, 'held', fmt(amt))
 redis.call('HSET', ha, ARGV[1], fmt(amt))
 redis.call('ZADD', hz, now + tonumber(ARGV[3]), ARGV[1])
 return {1}
 `;
 
 // KEYS: wallet, holds zset, hold amounts. ARGV: holdId.
-const RELEASE = `
+const RELEASE = `${FMT}
 local a = redis.call('HGET', KEYS[3], ARGV[1])
 if a then
-  redis.call('HINCRBY', KEYS[1], 'held', -tonumber(a))
+  if tonumber(a) ~= 0 then redis.call('HINCRBY', KEYS[1], 'held', fmt(-tonumber(a))) end
   redis.call('HDEL', KEYS[3], ARGV[1])
   redis.call('ZREM', KEYS[2], ARGV[1])
 end
@@ -86,7 +92,7 @@ local hold, sale, prepaid = ARGV[1], tonumber(ARGV[3]), ARGV[4] == '1'
 if hold ~= '' then
   local a = redis.call('HGET', ha, hold)
   if a then
-    redis.call('HINCRBY', wk, 'held', -tonumber(a))
+    if tonumber(a) ~= 0 then redis.call('HINCRBY', wk, 'held', fmt(-tonumber(a))) end
     redis.call('HDEL', ha, hold)
     redis.call('ZREM', hz, hold)
   end
@@ -99,7 +105,7 @@ if prepaid then
     local avail = tonumber(w[1]) - tonumber(w[2] or '0') - tonumber(w[3] or '0')
     if avail < 0 then avail = 0 end
     if charged > avail then charged = avail end
-    redis.call('HINCRBY', wk, 'pend', charged)
+    if charged ~= 0 then redis.call('HINCRBY', wk, 'pend', fmt(charged)) end
   end
 end
 redis.call('XADD', stream, '*', 'r', ARGV[2], 'c', fmt(charged))
@@ -122,15 +128,15 @@ return 1
 
 // KEYS: stream, then one wallet key per prepaid app, then one exactly-once marker per record.
 // ARGV: n, then per record: handle, wallet index (2.. into KEYS, or 0 = none), charged; then per wallet: available, version
-const ACK = `
+const ACK = `${FMT}
 local stream = KEYS[1]
 local n = tonumber(ARGV[1])
 local wallets = #KEYS - n
 for i = 0, n - 1 do
   local h, wi, c = ARGV[2 + 3 * i], tonumber(ARGV[3 + 3 * i]), tonumber(ARGV[4 + 3 * i])
   -- XACK answers 1 only the first time: a record's charge leaves 'pend' exactly once.
-  if redis.call('XACK', stream, '${GROUP}', h) == 1 and wi > 0 and redis.call('HEXISTS', KEYS[wi], 'db') == 1 then
-    redis.call('HINCRBY', KEYS[wi], 'pend', -c)
+  if redis.call('XACK', stream, '${GROUP}', h) == 1 and wi > 0 and c ~= 0 and redis.call('HEXISTS', KEYS[wi], 'db') == 1 then
+    redis.call('HINCRBY', KEYS[wi], 'pend', fmt(-c))
   end
   redis.call('XDEL', stream, h)
   -- The journal is written: its unique key refuses a replay from now on, so the marker goes (markers
@@ -245,6 +251,8 @@ export class RedisBilling implements BillingBackend {
   }
 
   async reserve(appId: string, holdId: string, amount: bigint, ttlMs: number): Promise<ReserveResult> {
+    // Nothing to hold: no round trip, nothing stored that could expire (RESERVE refuses to store it too).
+    if (amount <= 0n) return { ok: true };
     const [w, hz, ha] = this.walletKeys(appId);
     const res = await this.r.animaBillReserve(w, hz, ha, holdId, amount.toString(), ttlMs);
     if (res[0] === 1) return { ok: true };

@@ -146,8 +146,9 @@ export class MemoryQuota implements QuotaBackend {
       tokensRemaining: -1,
       tokensResetMs: 0,
     };
-    if (!req.waiter && this.queueOf(req.tag, req.queue).size > 0) {
-      // Others are already waiting for this key: no jumping the queue.
+    if (req.mayQueue !== false && !req.waiter && this.queueOf(req.tag, req.queue).size > 0) {
+      // Others are already waiting for this key: no jumping the queue. Only a WAIT key has a queue (one
+      // left over from a mode change drains by its waiters' timeouts), as in ADMIT_LUA.
       return {
         ok: false,
         limit: 'concurrency',
@@ -268,9 +269,11 @@ export class MemoryQuota implements QuotaBackend {
     if (this.settled.has(r.leaseId)) return;
     this.settled.add(r.leaseId);
     if (this.settled.size > 100_000) this.settled.clear();
-    this.open.delete(r.leaseId);
+    // A reservation is trued up only while it is open: once its expiry gave it all back (see admit), a
+    // late settlement would give it back twice. As SETTLE_LUA does with its reservation record.
+    const live = this.open.delete(r.leaseId) || (r.tokens <= 0 && r.cost <= 0);
     for (const s of r.scopes) this.state(r.tag, s).leases.delete(r.leaseId);
-    this.refund(r, r.tokens - actualTokens, r.cost - actualCost);
+    if (live) this.refund(r, r.tokens - actualTokens, r.cost - actualCost);
     if (this.queueOf(r.tag, r.queue).size > 0) setImmediate(() => this.bus.emit('wake', r.queue));
   }
 

@@ -12,6 +12,7 @@ import {
   type Remaining,
   type Reservation,
   type ScopeLimits,
+  monthIndex,
   windowBounds,
 } from './types.js';
 
@@ -753,7 +754,7 @@ export class RedisQuota implements QuotaBackend {
       tokensMinute: Number(m) === minute ? Number(mu) : 0,
       tokensDay: Number(d) === day ? Number(du) : 0,
       costDay: Number(d) === day ? Number(dc) : 0,
-      costMonth: mo !== null ? Number(mc) : 0,
+      costMonth: Number(mo ?? -1) === monthIndex(day) ? Number(mc) : 0,
     };
   }
 
