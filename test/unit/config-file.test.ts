@@ -1,10 +1,6 @@
 /**
  * anima apply / export: idempotent, diff-exact, secret-free, through the versioned write path.
  */
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigAdmin } from '../../src/config/admin.js';
 import {
@@ -15,47 +11,18 @@ import {
   planApply,
 } from '../../src/config/config-file.js';
 import type { DbHandle } from '../../src/store/db.js';
+import { CONFIG_ENV, CONFIG_FILE } from '../fixtures/config-file.js';
 import { openTestDb } from '../helpers.js';
 
 let dbh: DbHandle;
 let admin: ConfigAdmin;
 const published: unknown[] = [];
 const actor = { id: 't', name: 'test', role: 'admin' as const };
-const env = { OPENAI_KEY: 'sk-upstream-secret-1' };
+const env = CONFIG_ENV;
+const FILE = CONFIG_FILE;
 const readCredential = async (code: string) =>
   (await dbh.db.selectFrom('channel').select('credential').where('code', '=', code).executeTakeFirst())
     ?.credential ?? null;
-
-const FILE = `
-apiVersion: anima/v1
-channels:
-  - code: oai
-    provider: openai
-    base_url: https://api.openai.com/v1
-    credential_env: OPENAI_KEY
-    settings: { timeouts: { firstByteMs: 20000 }, breaker: { minCalls: 5 } }
-token_groups:
-  - id: gold
-    name: Gold
-    price_multiplier_ppm: 900000
-aliases:
-  - name: gpt
-    chain:
-      - targets: [{ channel: oai, model: gpt-4o }]
-    max_attempts: 2
-apps:
-  - id: app_acme
-    name: Acme
-quotas:
-  - scope: app
-    scope_id: app_acme
-    qps: 50
-    cost_per_day: 5000000
-prices:
-  - alias: gpt
-    sale_input_per_mtok: 2500000
-    cost_input_per_mtok: 2000000
-`;
 
 beforeAll(async () => {
   dbh = await openTestDb(undefined);
@@ -155,38 +122,4 @@ describe('anima apply', () => {
     );
     expect(formatPlan(plan)).toBe('no changes');
   });
-
-  it('the CLI: apply --dry-run prints the plan, refuses what apply refuses, writes nothing; apply twice says no changes', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'anima-apply-'));
-    try {
-      const f = join(dir, 'anima.yaml');
-      writeFileSync(f, FILE);
-      const run = (...a: string[]) =>
-        spawnSync(process.execPath, ['dist/src/app/cli.js', ...a], {
-          env: { ...process.env, ...env, DATABASE_URL: '', REDIS_URL: '', ANIMA_DATA_DIR: join(dir, 'db') },
-          encoding: 'utf8',
-          timeout: 60_000,
-        });
-      // an alias naming a channel the file doesn't have: the dry run refuses it as the apply does
-      const bad = join(dir, 'bad.yaml');
-      writeFileSync(bad, FILE.replace('{ channel: oai, model: gpt-4o }', '{ channel: nowhere, model: m }'));
-      const badDry = run('apply', '-f', bad, '--dry-run');
-      const badApply = run('apply', '-f', bad);
-      expect([badDry.status, badApply.status]).toEqual([1, 1]);
-      expect(badDry.stderr).toContain(
-        'anima: apply refused, nothing written: aliases gpt: chain names unknown channel(s): nowhere\n',
-      );
-      expect(badApply.stderr).toBe(badDry.stderr);
-      const dry = run('apply', '-f', f, '--dry-run');
-      expect(dry.status, dry.stderr).toBe(0);
-      expect(dry.stdout).toContain('+ channel oai (create)');
-      expect(dry.stdout).toContain('dry run: 6 change(s) pass every check; nothing written');
-      expect(run('apply', '-f', f, '--dry-run').stdout).toContain('+ channel oai (create)'); // nothing was written
-      expect(run('apply', '-f', f).stdout).toContain('applied 6 change(s)');
-      expect(run('apply', '-f', f).stdout.trim()).toBe('no changes');
-      expect(run('export').stdout).toContain('name: gpt');
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  }, 240_000);
 });
