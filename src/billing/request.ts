@@ -1,7 +1,7 @@
 import { countTokens } from 'gpt-tokenizer';
 import type { ConfigCache } from '../config/cache.js';
 import { cacheHitPrice, priceOf } from '../core/pricing.js';
-import type { RequestContext } from '../relay/context.js';
+import type { RequestContext, Served } from '../core/context.js';
 import { estimateCost, estimateTokens } from '../quota/estimate.js';
 import type { Billing } from './service.js';
 import type { BillingRecord } from './types.js';
@@ -75,10 +75,9 @@ export function priceRequest(config: ConfigCache, ctx: RequestContext): void {
 }
 
 /** Did this request produce something the app is billed for? Served, or cut by the client after output began. */
-export function billable(ctx: RequestContext): boolean {
+export function billable(ctx: RequestContext): ctx is Served {
   return (
-    ctx.channel !== null &&
-    ctx.usage !== null &&
+    ctx.isServed() &&
     (ctx.outcome === 'ok' ||
       ctx.outcome === 'fallback' ||
       ctx.served ||
@@ -112,9 +111,9 @@ export async function settleRequest(
   }
   // Built by assignment, not conditional spreads (those were most of this function's cost).
   const usage: Record<string, unknown> = {
-    input_tokens: ctx.usage!.inputTokens,
-    output_tokens: ctx.usage!.outputTokens,
-    cached_tokens: ctx.usage!.cachedTokens,
+    input_tokens: ctx.usage.inputTokens,
+    output_tokens: ctx.usage.outputTokens,
+    cached_tokens: ctx.usage.cachedTokens,
   };
   if (ctx.usageEstimated) usage.estimated = true;
   if (ctx.clientAborted) usage.client_aborted = true;
@@ -135,8 +134,8 @@ export async function settleRequest(
     requestId: ctx.id,
     appId: app.id,
     prepaid: app.billing === 'prepaid',
-    alias: ctx.alias!.name,
-    channel: ctx.channel!,
+    alias: ctx.alias.name,
+    channel: ctx.channel,
     sale,
     cost,
     usage,

@@ -13,7 +13,7 @@
  *   with a fresh generation after probeTimeoutMs, so the breaker never stays half-open for good.
  * - Closed-state checks are a map read: no I/O on the hot path.
  */
-import type { BreakerSettings } from '../config/model.js';
+import type { BreakerSettings } from '../core/model.js';
 import type { Clock } from '../lib/clock.js';
 import {
   type BreakerStore,

@@ -9,7 +9,7 @@ import {
   type Quota,
   type TokenGroup,
   pickEffective,
-} from './model.js';
+} from '../core/model.js';
 import { type Price, toPrice } from './price.js';
 import {
   CONFIG_TABLES,

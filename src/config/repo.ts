@@ -16,7 +16,7 @@ import {
   type Timeouts,
   DEFAULT_BREAKER,
   DEFAULT_TIMEOUTS,
-} from './model.js';
+} from '../core/model.js';
 
 /** Keys are stored as sha256(sk) in hex; the sk itself is shown once, at creation. */
 export function hashKey(sk: string): string {

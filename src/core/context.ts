@@ -1,7 +1,7 @@
-import type { GatewayError } from '../core/errors.js';
-import type { Usage } from '../core/usage.js';
-import type { Alias, ApiKey, App } from '../config/model.js';
-import type { InboundDialect } from '../providers/types.js';
+import type { GatewayError } from './errors.js';
+import type { Usage } from './usage.js';
+import type { Alias, ApiKey, App } from './model.js';
+import type { InboundDialect } from './dialects.js';
 
 export type Outcome = 'ok' | 'fallback' | 'rejected' | 'queued' | 'failed' | 'cancelled';
 
@@ -16,8 +16,17 @@ export interface RouteNote {
 }
 
 /**
- * Everything known about one request, typed (no string-keyed bags). Created by the HTTP layer, filled
- * in by each relay stage, read by logging and metrics after the answer is written.
+ * Everything known about one request, typed (no string-keyed bags), in stages:
+ *
+ *   RequestContext   received: dialect, id, clock. Refusals before authentication are logged from here.
+ *   Authenticated    `authenticated(key, app)`: the caller is known (key, app non-null).
+ *   Routed           `routed(name, alias)`: the alias the request names exists and is granted to the key.
+ *                    Governance admits and the relay serves only a Routed request.
+ *   Served           `isServed()`: a channel answered with usage: what billing books.
+ *
+ * Each stage is the same object seen through a narrower type (no copies on the hot path), returned by the
+ * transition that establishes it, so code past a stage reads `ctx.key.id`, never `ctx.key!.id`. The
+ * context holds data only: the relay's completion hook and the settlement are passed as arguments.
  */
 export class RequestContext {
   key: ApiKey | null = null;
@@ -69,6 +78,25 @@ export class RequestContext {
     readonly startedHr: bigint = process.hrtime.bigint(),
   ) {}
 
+  /** Stage 1: the caller's key and app. */
+  authenticated(key: ApiKey, app: App): Authenticated {
+    this.key = key;
+    this.app = app;
+    return this as Authenticated;
+  }
+
+  /** Stage 2 (from an authenticated request): the alias it names, resolved and granted. */
+  routed(this: Authenticated, aliasName: string, alias: Alias): Routed {
+    this.aliasName = aliasName;
+    this.alias = alias;
+    return this as Routed;
+  }
+
+  /** Stage 3: a channel answered and its usage is known (estimated or reported). */
+  isServed(): this is Served {
+    return this.channel !== null && this.usage !== null && this.alias !== null && this.app !== null;
+  }
+
   elapsedMs(): number {
     return Number(process.hrtime.bigint() - this.startedHr) / 1e6;
   }
@@ -80,4 +108,22 @@ export class RequestContext {
       .join(', ')
       .replace(/[^\x20-\x7e]/g, '?');
   }
+}
+
+/** A request whose caller is known. */
+export interface Authenticated extends RequestContext {
+  readonly key: ApiKey;
+  readonly app: App;
+}
+
+/** An authenticated request whose alias is resolved: what governance admits and the relay serves. */
+export interface Routed extends Authenticated {
+  readonly aliasName: string;
+  readonly alias: Alias;
+}
+
+/** A routed request a channel answered: the channel and the usage billing books. */
+export interface Served extends Routed {
+  channel: string;
+  usage: Usage;
 }

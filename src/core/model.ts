@@ -2,7 +2,10 @@
  * The gateway's runtime view of configuration: typed, defaulted, immutable objects built from DB rows.
  * The data plane reads only these (from the in-process snapshot), never the database.
  */
-/** The same union as providers/types.ts (config may not import providers; the compiler checks they agree where a Channel is used as an endpoint). */
+/**
+ * The provider kinds. Each has exactly one declaration in providers/registry.ts (the compiler holds the
+ * table to this union); everything else (validation, OpenAPI, the console) reads the registry.
+ */
 export type ProviderKind = 'openai' | 'anthropic' | 'jobs' | 'gemini' | 'openai_compatible';
 
 export interface Timeouts {

@@ -34,7 +34,7 @@ import { cacheHitReservation, priceRequest, reservationFor, settleRequest } from
 import type { Billing } from '../billing/service.js';
 import type { BillingRecord } from '../billing/types.js';
 import { written } from '../coord/tick-pipeline.js';
-import type { RequestContext } from '../relay/context.js';
+import type { RequestContext, Routed } from '../core/context.js';
 import type { CompletionHook } from '../relay/relay.js';
 
 export interface GovernanceDeps {
@@ -51,7 +51,7 @@ export interface GovernanceDeps {
 
 export interface AdmitRequest<T> {
   /** Authenticated, alias resolved. */
-  ctx: RequestContext;
+  ctx: Routed;
   /** The request as stored and estimated (tokens, reservation, an estimate of usage a stream never reported). */
   body: Record<string, unknown>;
   abort: Abort;
@@ -69,7 +69,7 @@ export interface AdmitRequest<T> {
    * How the route queues the request as a task when its ASYNC key is over a limit (a GatewayError thrown
    * says why it can't: a stream, say). Absent: the route can't defer, the request gets the 429.
    */
-  defer?: ((ctx: RequestContext, body: Record<string, unknown>, retryAfterMs: number) => Promise<T>) | null;
+  defer?: ((ctx: Routed, body: Record<string, unknown>, retryAfterMs: number) => Promise<T>) | null;
 }
 
 export interface Deferred<T> {
@@ -95,7 +95,7 @@ export class Admitted implements CompletionHook {
   settled: Promise<void> | null = null;
   constructor(
     private readonly gov: Governance,
-    readonly ctx: RequestContext,
+    readonly ctx: Routed,
     readonly body: Record<string, unknown>,
     readonly lease: Lease | null,
     readonly holdId: string | null,
@@ -129,7 +129,7 @@ export class Governance {
           'Billing can reach neither Redis nor the database; requests are refused rather than served unbilled.',
         ),
       );
-    const key = ctx.key!;
+    const key = ctx.key;
     const cached = !!r.cachedFrom;
     const hold =
       billing && r.jobSale === undefined
@@ -149,14 +149,14 @@ export class Governance {
               const t = estimateTokens(body, ctx.dialect);
               return {
                 tokens: t.total,
-                cost: needCost ? estimateCost(this.d.config, ctx.alias!, key.tokenGroupId, t, now) : 0,
+                cost: needCost ? estimateCost(this.d.config, ctx.alias, key.tokenGroupId, t, now) : 0,
               };
             },
             r.abort,
             now,
           )
         : null,
-      hold > 0n ? billing!.reserve(ctx.app!.id, ctx.id, hold) : undefined,
+      hold > 0n ? billing!.reserve(ctx.app.id, ctx.id, hold) : undefined,
     ]);
     const holdId = res.status === 'fulfilled' && hold > 0n ? ctx.id : null;
     const got = adm.status === 'fulfilled' ? adm.value : null;
@@ -164,7 +164,7 @@ export class Governance {
     if (adm.status === 'rejected' || res.status === 'rejected' || (got && 'deferred' in got)) {
       // Short-circuit: give back what the other half took.
       if (lease) await this.trueUp(lease, ctx, 0, 0);
-      if (holdId) await billing!.release(ctx.app!.id, holdId);
+      if (holdId) await billing!.release(ctx.app.id, holdId);
       const err: unknown =
         adm.status === 'rejected' ? adm.reason : res.status === 'rejected' ? res.reason : null;
       if (err !== null) {

@@ -14,12 +14,13 @@
  */
 import type { FastifyReply, FastifyRequest, RouteOptions } from 'fastify';
 import type { ConfigCache } from '../config/cache.js';
-import type { ApiKey, App } from '../config/model.js';
+import type { ApiKey, App } from '../core/model.js';
 import { GatewayError } from '../core/errors.js';
 import type { InboundDialect } from '../providers/types.js';
 import { authenticate } from '../relay/auth.js';
-import { RequestContext } from '../relay/context.js';
-import { renderError } from '../relay/relay.js';
+import { type Authenticated, RequestContext } from '../core/context.js';
+import { DIALECTS, dialectOfPath, errorShapeOf } from '../core/dialects.js';
+import { type RenderShape, renderError } from '../core/render.js';
 import { googleKey, isGeminiEmbed } from './validate.js';
 
 declare module 'fastify' {
@@ -47,24 +48,9 @@ export function isDataPlanePath(url: string): boolean {
   return true;
 }
 
-/** The error shape a path's clients parse: a dialect, or new-api's `{code, message, data}` (/suno/). */
-export type ErrorShape = InboundDialect | 'newapi';
-
-export function shapeOf(method: string, url: string): ErrorShape {
-  if (url.startsWith('/suno/')) return 'newapi';
-  if (url.startsWith('/v1/messages')) return 'anthropic_messages';
-  if (url.startsWith('/v1beta/')) return 'gemini';
-  // Gemini's methods also answer under /v1/models/{model}:{method}; GET /v1/models/{id} is OpenAI's.
-  if (url.startsWith('/v1/models/') && method === 'POST') return 'gemini';
-  if (url.startsWith('/v1/responses')) return 'openai_responses';
-  return 'openai_chat';
-}
-
-/** An error as a path's clients expect it. */
-export function renderFor(shape: ErrorShape, err: GatewayError): { status: number; body: unknown } {
-  if (shape === 'newapi')
-    return { status: err.status, body: { code: err.code, message: err.message, data: null } };
-  return renderError(shape, err);
+/** The error shape a path's clients parse: its dialect's (core/dialects.ts), or new-api's on /suno/. */
+export function shapeOf(method: string, url: string): RenderShape {
+  return url.startsWith('/suno/') ? 'newapi' : errorShapeOf(dialectOfPath(method, url));
 }
 
 /** Copies the hook's caller into `ctx`, or authenticates here when no hook ran (a route built elsewhere). */
@@ -74,14 +60,10 @@ export async function authed(
   ctx: RequestContext,
   now: number,
   otherKey?: string,
-): Promise<void> {
+): Promise<Authenticated> {
   const a = req.animaAuth;
-  if (a) {
-    ctx.key = a.key;
-    ctx.app = a.app;
-    return;
-  }
-  await authenticate(config, ctx, req.headers, now, otherKey);
+  if (a) return ctx.authenticated(a.key, a.app);
+  return authenticate(config, ctx, req.headers, now, otherKey);
 }
 
 /** Paging parameters, wherever they appear: a database takes only a modest non-negative integer. */
@@ -152,24 +134,24 @@ export function authFirstOnRoute(d: AuthFirstDeps) {
       return;
     }
     const shape = shapeOf(method, route.url ?? '');
-    const gemini = shape === 'gemini';
     // Routes that write an access line for every request (the relayed ones) name their dialect.
     const access = (route.config as { animaAccess?: InboundDialect } | undefined)?.animaAccess;
-    const dialect: InboundDialect = access ?? (shape === 'newapi' ? 'openai_chat' : shape);
+    const dialect: InboundDialect = access ?? dialectOfPath(method, route.url ?? '');
+    const gemini = DIALECTS[dialect].googleKey;
     const hook = async (req: FastifyRequest, reply: FastifyReply) => {
       const now = d.clock.now();
       const ctx = new RequestContext(req.id, dialect, now);
       let err: GatewayError | null = null;
       try {
-        await authenticate(d.config, ctx, req.headers, now, gemini ? googleKey(req) : undefined);
-        req.animaAuth = { key: ctx.key!, app: ctx.app! };
+        const who = await authenticate(d.config, ctx, req.headers, now, gemini ? googleKey(req) : undefined);
+        req.animaAuth = { key: who.key, app: who.app };
         err = paramRefusal(req);
       } catch (e) {
         if (!(e instanceof GatewayError)) throw e;
         err = e;
       }
       if (!err) return;
-      const { status, body } = renderFor(shape, err);
+      const { status, body } = renderError(shape, err);
       if (access && d.onRefused) {
         // Accounted as the handler would have: its dialect (Gemini's embedding methods are their own).
         const acct =

@@ -14,9 +14,9 @@ import { redactSecrets } from '../core/redact.js';
 import type { ConfigCache } from '../config/cache.js';
 import type { Clock } from '../lib/clock.js';
 import type { Metrics } from '../observability/metrics.js';
-import type { InboundDialect } from '../providers/types.js';
+import { DIALECT_NAMES, DIALECTS, type InboundDialect } from '../core/dialects.js';
 import { resolveAlias } from '../relay/auth.js';
-import { RequestContext } from '../relay/context.js';
+import { RequestContext, type Routed } from '../core/context.js';
 import { type ClientSink, type Relay, writeError } from '../relay/relay.js';
 import { type AdminDeps, registerAdmin } from './admin.js';
 import { type MediaHttpDeps, registerMedia } from './media.js';
@@ -25,27 +25,6 @@ import { rateLimitHeaders } from '../quota/admission.js';
 import type { Admitted, Governance } from '../governance/pipeline.js';
 import { type TaskRow, type TaskStore, taskView } from '../tasks/store.js';
 
-const TASK_KIND: Record<InboundDialect, string> = {
-  openai_chat: 'chat',
-  openai_embeddings: 'embeddings',
-  anthropic_messages: 'messages',
-  openai_responses: 'responses',
-  gemini: 'gemini',
-  gemini_embed: 'gemini_embed',
-  openai_speech: 'speech',
-  openai_transcription: 'transcription',
-  openai_translation: 'translation',
-  openai_image_edit: 'image_edit',
-};
-/** Dialects an ASYNC-mode key may defer as a task (their answers are JSON the task can keep). */
-const DEFERRABLE: ReadonlySet<InboundDialect> = new Set([
-  'openai_chat',
-  'openai_embeddings',
-  'anthropic_messages',
-  'openai_responses',
-  'gemini',
-  'gemini_embed',
-]);
 import { type Inbound, googleKey, inboundFor, isGeminiEmbed } from './validate.js';
 import { parseMultipart } from '../lib/multipart.js';
 import {
@@ -58,7 +37,8 @@ import {
 import { emptyUsage } from '../core/usage.js';
 import { Abort } from '../lib/abort.js';
 import { MAX_JSON_DEPTH, parseJsonBody } from './json-body.js';
-import { type RouteEntry, authed, authFirstOnRoute, renderFor, shapeOf } from './auth-first.js';
+import { type RouteEntry, authed, authFirstOnRoute, shapeOf } from './auth-first.js';
+import { renderError } from '../core/render.js';
 
 export interface HttpDeps {
   config: ConfigCache;
@@ -237,7 +217,7 @@ export function buildServer(d: HttpDeps): FastifyInstance {
           ? 'The request path is not a valid URL (a malformed %-escape).'
           : 'The request could not be routed.',
       );
-      const { status, body } = renderFor(shapeOf(req.method, req.url), ge);
+      const { status, body } = renderError(shapeOf(req.method, req.url), ge);
       void (reply as FastifyReply).code(status).header('x-request-id', req.id).send(body);
     },
     forceCloseConnections: 'idle',
@@ -315,7 +295,7 @@ export function buildServer(d: HttpDeps): FastifyInstance {
     const ge = toGatewayError(err);
     if (ge.code === 'internal_error')
       d.log.error({ err: safeErr(err), reqId: req.id, path: pathOf(req.url) }, 'unhandled error');
-    const { status, body } = renderFor(shapeOf(req.method, req.url), ge);
+    const { status, body } = renderError(shapeOf(req.method, req.url), ge);
     void reply.code(status).header('x-request-id', req.id).headers(ge.headers).send(body);
   });
 
@@ -360,7 +340,7 @@ export function buildServer(d: HttpDeps): FastifyInstance {
       `Unknown route: ${req.method} ${req.url.split('?')[0]!.slice(0, 200)}`,
     );
     // In the shape of the API the path belongs to: a Gemini client on /v1beta/… reads Google's shape.
-    const { status, body } = renderFor(shapeOf(req.method, req.url), ge);
+    const { status, body } = renderError(shapeOf(req.method, req.url), ge);
     void reply.code(status).header('x-request-id', req.id).send(body);
   });
 
@@ -388,14 +368,14 @@ export function buildServer(d: HttpDeps): FastifyInstance {
   /** Queues a request of an ASYNC-mode key that is over its limits as a task (answered 202 by the route). */
   const deferAs =
     (dialect: InboundDialect) =>
-    async (ctx: RequestContext, body: Record<string, unknown>, retryAfterMs: number): Promise<TaskRow> => {
+    async (ctx: Routed, body: Record<string, unknown>, retryAfterMs: number): Promise<TaskRow> => {
       if (ctx.stream)
         throw new GatewayError(
           'invalid_request',
           'This key runs over-limit requests asynchronously (ASYNC mode), which cannot stream: retry without stream, or later.',
           { param: 'stream' },
         );
-      if (!DEFERRABLE.has(dialect))
+      if (!DIALECTS[dialect].deferrable)
         throw new GatewayError(
           'rate_limit_exceeded',
           'This key is over its limits and this operation cannot be deferred as a task: retry later.',
@@ -407,9 +387,9 @@ export function buildServer(d: HttpDeps): FastifyInstance {
           'Asynchronous tasks are not available on this gateway.',
         );
       const task = await d.tasks.store.create({
-        kind: TASK_KIND[dialect],
-        appId: ctx.key!.appId,
-        keyId: ctx.key!.id,
+        kind: DIALECTS[dialect].taskKind,
+        appId: ctx.key.appId,
+        keyId: ctx.key.id,
         request: body,
         deadline: new Date(Date.now() + d.tasks.deadlineMs),
         notBefore: new Date(Date.now() + Math.min(retryAfterMs, 1_000)),
@@ -442,25 +422,25 @@ export function buildServer(d: HttpDeps): FastifyInstance {
             { headers: { 'retry-after': '1' } },
           );
         // The key was checked before the body was read (auth-first.ts); only then is the body validated.
-        await authed(
+        const who = await authed(
           d.config,
           req,
           ctx,
           now,
-          dialect === 'gemini' || dialect === 'gemini_embed' ? googleKey(req) : undefined,
+          DIALECTS[dialect].googleKey ? googleKey(req) : undefined,
         );
         const { body, model, stream } = inbound(req);
         ctx.stream = stream;
-        resolveAlias(d.config, ctx, model, now);
+        const routed = resolveAlias(d.config, who, model, now);
         const gone = new Abort();
         sink.onAbort(() => gone.abort());
         // Response cache (opt-in): looked up first, so a hit is admitted for what it uses (no tokens) and
         // reserves only its cache price; it still passes the key's rate and concurrency limits.
-        const cacheTtl = d.responseCache ? cacheTtlFor(dialect, ctx.alias!.cacheTtlS, req.headers) : 0;
-        const ck = cacheTtl > 0 ? cacheKey(ctx.app!.id, dialect, ctx.aliasName!, body) : null;
+        const cacheTtl = d.responseCache ? cacheTtlFor(dialect, routed.alias.cacheTtlS, req.headers) : 0;
+        const ck = cacheTtl > 0 ? cacheKey(routed.app.id, dialect, routed.aliasName, body) : null;
         const hit = ck ? await d.responseCache!.get(ck).catch(() => null) : null;
         const decision = await gov.admit({
-          ctx,
+          ctx: routed,
           body,
           abort: gone,
           now,
@@ -499,7 +479,7 @@ export function buildServer(d: HttpDeps): FastifyInstance {
         }
         const beta = req.headers['anthropic-beta'];
         await d.relay.serve(
-          ctx,
+          routed,
           body,
           sink,
           typeof beta === 'string'
@@ -535,22 +515,18 @@ export function buildServer(d: HttpDeps): FastifyInstance {
   if (d.admin) registerAdmin(app, d.admin);
   if (d.media) registerMedia(app, d.media);
 
-  app.post('/v1/chat/completions', relayed('openai_chat'), dataPlane('openai_chat'));
-  app.post('/v1/embeddings', relayed('openai_embeddings'), dataPlane('openai_embeddings'));
-  app.post('/v1/messages', relayed('anthropic_messages'), dataPlane('anthropic_messages'));
-  app.post('/v1/responses', relayed('openai_responses'), dataPlane('openai_responses'));
-  app.post('/v1/audio/speech', relayed('openai_speech'), dataPlane('openai_speech'));
-  app.post('/v1/audio/transcriptions', relayed('openai_transcription'), dataPlane('openai_transcription'));
-  app.post('/v1/audio/translations', relayed('openai_translation'), dataPlane('openai_translation'));
-  app.post('/v1/images/edits', relayed('openai_image_edit'), dataPlane('openai_image_edit'));
-  // Gemini: POST /v1beta/models/{model}:{method} (the method rides in the last path segment after a colon,
-  // which the router can't split: one route, dispatched by method to the generation or embedding dialect).
+  // The relayed routes, from the dialect registry. Gemini's two dialects share their routes:
+  // POST /v1beta/models/{model}:{method} carries the method after a colon in the last path segment, which
+  // the router can't split, so one route dispatches by method to the generation or the embedding dialect.
   const geminiGenerate = dataPlane('gemini');
   const geminiEmbed = dataPlane('gemini_embed');
   const geminiRoute = (req: FastifyRequest, reply: FastifyReply) =>
     isGeminiEmbed(req) ? geminiEmbed(req, reply) : geminiGenerate(req, reply);
-  app.post('/v1beta/models/*', relayed('gemini'), geminiRoute);
-  app.post('/v1/models/*', relayed('gemini'), geminiRoute);
+  for (const dl of DIALECT_NAMES) {
+    if (dl === 'gemini_embed') continue;
+    const handler = dl === 'gemini' ? geminiRoute : dataPlane(dl);
+    for (const path of DIALECTS[dl].paths) app.post(path, relayed(dl), handler);
+  }
   /** With Redis and the database both gone, reads answer from L1 only while it is fresher than 30 s. */
   const refuseIfL1Expired = () => {
     if (d.bothDown?.() && d.clock.now() - d.config.loadedAt > L1_TTL_MS) {
@@ -572,9 +548,8 @@ export function buildServer(d: HttpDeps): FastifyInstance {
   app.get('/v1beta/models', async (req, reply) => {
     const now = d.clock.now();
     refuseIfL1Expired();
-    const ctx = new RequestContext(req.id, 'gemini', now);
-    await authed(d.config, req, ctx, now, googleKey(req));
-    const allowed = ctx.key!.allowedAliases;
+    const who = await authed(d.config, req, new RequestContext(req.id, 'gemini', now), now, googleKey(req));
+    const allowed = who.key.allowedAliases;
     const models = d.config
       .aliasNames(now)
       .filter((n) => !allowed || allowed.has(n))
@@ -584,10 +559,9 @@ export function buildServer(d: HttpDeps): FastifyInstance {
   app.get('/v1beta/models/:model', async (req, reply) => {
     const now = d.clock.now();
     refuseIfL1Expired();
-    const ctx = new RequestContext(req.id, 'gemini', now);
-    await authed(d.config, req, ctx, now, googleKey(req));
+    const who = await authed(d.config, req, new RequestContext(req.id, 'gemini', now), now, googleKey(req));
     const id = (req.params as { model: string }).model.replace(/^models\//, '');
-    resolveAlias(d.config, ctx, id, now);
+    resolveAlias(d.config, who, id, now);
     void reply.header('x-request-id', req.id).send(geminiModel(id, now));
   });
 
@@ -611,9 +585,8 @@ export function buildServer(d: HttpDeps): FastifyInstance {
     if (d.config.killSwitch())
       throw new GatewayError('gateway_disabled', 'The gateway is disabled by an operator.');
     refuseIfL1Expired();
-    const ctx = new RequestContext(req.id, 'openai_chat', now);
-    await authed(d.config, req, ctx, now);
-    const allowed = ctx.key!.allowedAliases;
+    const who = await authed(d.config, req, new RequestContext(req.id, 'openai_chat', now), now);
+    const allowed = who.key.allowedAliases;
     const data = d.config
       .aliasNames(now)
       .filter((n) => !allowed || allowed.has(n))
@@ -629,35 +602,30 @@ export function buildServer(d: HttpDeps): FastifyInstance {
   app.get('/v1/models/:model', async (req, reply) => {
     const now = d.clock.now();
     refuseIfL1Expired();
-    const ctx = new RequestContext(req.id, 'openai_chat', now);
-    await authed(d.config, req, ctx, now);
+    const who = await authed(d.config, req, new RequestContext(req.id, 'openai_chat', now), now);
     const id = (req.params as { model: string }).model;
-    resolveAlias(d.config, ctx, id, now);
+    const routed = resolveAlias(d.config, who, id, now);
     void reply.send({
       id,
       object: 'model',
-      created: Math.floor(ctx.alias!.effectiveFrom / 1000),
+      created: Math.floor(routed.alias.effectiveFrom / 1000),
       owned_by: 'anima',
     });
   });
 
   app.get('/v1/tasks/:id', async (req, reply) => {
     const now = d.clock.now();
-    const ctx = new RequestContext(req.id, 'openai_chat', now);
-    await authed(d.config, req, ctx, now);
-    const t = d.tasks
-      ? await d.tasks.store.get((req.params as { id: string }).id, ctx.key!.appId)
-      : undefined;
+    const who = await authed(d.config, req, new RequestContext(req.id, 'openai_chat', now), now);
+    const t = d.tasks ? await d.tasks.store.get((req.params as { id: string }).id, who.key.appId) : undefined;
     if (!t) throw new GatewayError('not_found', 'No such task.');
     void reply.header('x-request-id', req.id).send(taskView(t));
   });
   app.get('/v1/tasks', async (req, reply) => {
     const now = d.clock.now();
-    const ctx = new RequestContext(req.id, 'openai_chat', now);
-    await authed(d.config, req, ctx, now);
+    const who = await authed(d.config, req, new RequestContext(req.id, 'openai_chat', now), now);
     const q = req.query as Record<string, string>;
     const rows = d.tasks
-      ? await d.tasks.store.list(ctx.key!.appId, {
+      ? await d.tasks.store.list(who.key.appId, {
           status: q.status,
           limit: q.limit ? Number(q.limit) : undefined,
         })

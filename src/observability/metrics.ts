@@ -1,6 +1,7 @@
 import client from 'prom-client';
 import type { SharedBreakerState } from '../coord/types.js';
-import type { RequestContext } from '../relay/context.js';
+import { DEFERRED_TASK_KINDS } from '../core/dialects.js';
+import type { RequestContext } from '../core/context.js';
 import { TrafficStats } from './stats.js';
 import { type CounterSeries, FastCounter, FastHistogram, type HistogramSeries } from './fast-metrics.js';
 
@@ -22,18 +23,8 @@ const KNOWN = {
   modes: ['REJECT', 'WAIT', 'ASYNC'],
   refusals: ['insufficient_balance', 'unavailable'],
   dataLoss: ['epoch', 'server'],
-  // http/server.ts TASK_KIND of the deferrable dialects, then tasks/store.ts MEDIA_KINDS
-  taskKinds: [
-    'chat',
-    'embeddings',
-    'messages',
-    'responses',
-    'gemini',
-    'gemini_embed',
-    'image',
-    'video',
-    'music',
-  ],
+  // the deferrable dialects' task kinds (core/dialects.ts), then tasks/store.ts MEDIA_KINDS
+  taskKinds: [...DEFERRED_TASK_KINDS, 'image', 'video', 'music'],
   taskStates: ['queued', 'submitted', 'running', 'succeeded', 'failed', 'cancelled', 'expired'],
   webhookResults: ['delivered', 'retry', 'failed'],
   waitOutcomes: ['admitted', 'timeout', 'left'],

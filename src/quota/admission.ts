@@ -17,7 +17,7 @@
  */
 import { type ErrorCode, GatewayError } from '../core/errors.js';
 import { uniqueId } from '../core/ids.js';
-import type { ApiKey, Quota } from '../config/model.js';
+import type { ApiKey, Quota } from '../core/model.js';
 import type { AdmitResult, LimitKind, QuotaBackend, Remaining, Reservation, ScopeLimits } from './types.js';
 import type { Abort } from '../lib/abort.js';
 

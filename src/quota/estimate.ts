@@ -1,4 +1,5 @@
 import { countTokens } from 'gpt-tokenizer';
+import { DIALECTS, type InboundDialect } from '../core/dialects.js';
 import { priceOf } from '../core/pricing.js';
 
 /** What a request reserves when it names no max_tokens. */
@@ -40,8 +41,9 @@ function geminiParts(c: unknown, parts: string[], images: { n: number }): void {
  * request with a token limit. Bounded: the oldest entries go first; long texts aren't kept.
  *
  * A long text is looked up by a sample of itself (length, head, middle, tail), not by the whole text:
- * every request's texts are new strings, and a Map keyed by them hashes each one in full (a 16 KB
- * conversation: ~60-120 us per request in a microbenchmark on this machine, against ~11-23 us sampled).
+ * every request's texts are new strings, and a Map keyed by them hashes each one in full, a cost that
+ * grows with the conversation (measured by bench/overhead.ts --only json-large; figures in
+ * bench/HISTORY.md).
  * Each entry keeps its text, and a hit is one only when the texts are equal, so a sample shared by two
  * texts costs a recount, never a wrong count.
  */
@@ -81,10 +83,10 @@ function tokensOf(text: string): number {
   return n;
 }
 
-/** `dialect` is the inbound wire format's name (providers' InboundDialect), when the caller knows it. */
+/** `dialect` is the inbound wire format, when the caller knows it. */
 export function estimateTokens(
   body: Record<string, unknown>,
-  dialect?: string,
+  dialect?: InboundDialect,
 ): { prompt: number; total: number } {
   const parts: string[] = [];
   const images = { n: 0 };
@@ -129,7 +131,7 @@ export function estimateTokens(
   ].find((v) => Number.isInteger(v) && (v as number) > 0) as number | undefined;
   // Embeddings (and speech) produce no output tokens; everything else may produce up to its maximum.
   const noOutput = dialect
-    ? dialect === 'openai_embeddings' || dialect === 'gemini_embed' || dialect === 'openai_speech'
+    ? DIALECTS[dialect].noOutput
     : body.input !== undefined && body.messages === undefined;
   const output = noOutput ? 0 : (maxOut ?? DEFAULT_OUTPUT_RESERVATION);
   return { prompt, total: prompt + output };

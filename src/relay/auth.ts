@@ -1,8 +1,8 @@
 import { GatewayError } from '../core/errors.js';
 import type { ConfigCache } from '../config/cache.js';
-import { isEffective } from '../config/model.js';
+import { isEffective } from '../core/model.js';
 import { hashKey } from '../config/repo.js';
-import type { RequestContext } from './context.js';
+import type { Authenticated, RequestContext, Routed } from '../core/context.js';
 
 type Headers = Record<string, string | string[] | undefined>;
 
@@ -26,7 +26,7 @@ export async function authenticate(
   h: Headers,
   now: number,
   otherKey?: string,
-): Promise<void> {
+): Promise<Authenticated> {
   const sk = extractKey(h) ?? otherKey ?? null;
   if (!sk)
     throw new GatewayError(
@@ -46,8 +46,7 @@ export async function authenticate(
   const app = config.app(key.appId, now);
   if (!app || !app.enabled) throw new GatewayError('app_disabled', "This API key's app is disabled.");
   refuseDisabledGroup(config, key.tokenGroupId, now);
-  ctx.key = key;
-  ctx.app = app;
+  return ctx.authenticated(key, app);
 }
 
 /**
@@ -61,10 +60,10 @@ export function refuseDisabledGroup(config: ConfigCache, tokenGroupId: string | 
 }
 
 /** Stage 2: which alias. Unknown, disabled and not-granted aliases all answer 404 (no existence leak). */
-export function resolveAlias(config: ConfigCache, ctx: RequestContext, model: string, now: number): void {
-  ctx.aliasName = model;
+export function resolveAlias(config: ConfigCache, ctx: Authenticated, model: string, now: number): Routed {
+  ctx.aliasName = model; // kept on a refusal too: the access line names what was asked for
   const alias = config.alias(model, now);
-  const granted = !ctx.key?.allowedAliases || ctx.key.allowedAliases.has(model);
+  const granted = !ctx.key.allowedAliases || ctx.key.allowedAliases.has(model);
   if (!alias || !alias.enabled || !granted) {
     throw new GatewayError(
       'model_not_found',
@@ -72,5 +71,5 @@ export function resolveAlias(config: ConfigCache, ctx: RequestContext, model: st
       { param: 'model' },
     );
   }
-  ctx.alias = alias;
+  return ctx.routed(model, alias);
 }

@@ -18,14 +18,16 @@
  */
 import { GatewayError } from '../core/errors.js';
 import { redact, redactSecrets, secretsOf } from '../core/redact.js';
-import { anthropicStatus, toAnthropicError, toGoogleError, toOpenAIError } from '../core/render.js';
+import { errorFrame, renderErrorFor, renderUpstreamRefusal } from '../core/render.js';
+import { errorShapeOf } from '../core/dialects.js';
 import type { BreakerRegistry, BreakerPermit } from '../breaker/breaker.js';
 import type { ChannelHealthRegistry } from '../breaker/health.js';
 import type { ConfigCache } from '../config/cache.js';
-import type { Channel } from '../config/model.js';
+import type { Channel } from '../core/model.js';
 import type { Clock } from '../lib/clock.js';
 import { SseParser } from '../lib/sse.js';
 import { createExchange } from '../providers/index.js';
+import { providerDeclaration } from '../providers/registry.js';
 import {
   type UpstreamFailure,
   classifyHttp,
@@ -34,8 +36,8 @@ import {
   redactFailure,
 } from '../providers/classify.js';
 import type { SendResult, Transport } from '../providers/transport.js';
-import { CAPABILITIES, type Exchange, type InboundDialect } from '../providers/types.js';
-import type { RequestContext } from './context.js';
+import { CAPABILITIES, type Exchange } from '../providers/types.js';
+import type { RequestContext, Routed } from '../core/context.js';
 import { candidates } from './router.js';
 import { Abort } from '../lib/abort.js';
 
@@ -82,12 +84,12 @@ export class Relay {
 
   /** Serves a request whose key is authenticated and whose alias is resolved. Never throws. */
   async serve(
-    ctx: RequestContext,
+    ctx: Routed,
     body: Record<string, unknown>,
     sink: ClientSink,
     opts: { anthropicBeta?: string; abort?: Abort; done?: CompletionHook } = {},
   ): Promise<void> {
-    const alias = ctx.alias!;
+    const alias = ctx.alias;
     // The caller's client-gone controller when it has one (one controller per request, not two).
     const abort = opts.abort ?? new Abort();
     sink.onAbort(() => {
@@ -283,7 +285,7 @@ export class Relay {
             ? 'upstream_timeout'
             : 'upstream_stream_interrupted';
         const msg = redact(`upstream stream failed: ${f.message}`, secretsOf(ch));
-        sink.end(ex.errorFrame(new GatewayError(code, msg)));
+        sink.end(errorFrame(ctx.dialect, new GatewayError(code, msg)));
       }
     } finally {
       clearTimeout(timer);
@@ -331,7 +333,8 @@ export class Relay {
 
   /**
    * An answer's headers, built as one object (the per-request spreads of the rate-limit headers into
-   * literals cost ~12 us per governed request in a profile). The gateway's own headers win over extras.
+   * literals showed in the gateway's profile; measured by bench/overhead.ts --only json). The gateway's
+   * own headers win over extras.
    */
   private successHeaders(
     ctx: RequestContext,
@@ -446,7 +449,7 @@ export class Relay {
       }
       if (e instanceof GatewayError) {
         // The upstream sent an error event or garbage mid-stream: its words reach the client redacted.
-        if (sink.headersSent) sink.end(ex.errorFrame(redactError(e, secretsOf(ch))));
+        if (sink.headersSent) sink.end(errorFrame(ctx.dialect, redactError(e, secretsOf(ch))));
         return {
           ok: false,
           committed: sink.headersSent,
@@ -463,7 +466,8 @@ export class Relay {
       const f = failure('stream_reset', 'upstream stream ended without its terminator');
       if (sink.headersSent)
         sink.end(
-          ex.errorFrame(
+          errorFrame(
+            ctx.dialect,
             new GatewayError('upstream_stream_interrupted', 'upstream stream ended before completion'),
           ),
         );
@@ -531,30 +535,18 @@ export class Relay {
     ctx.status = status;
     ctx.outcome = 'failed';
     ctx.channel = ch.code;
-    const shape = errorShape(ctx.dialect);
-    const sameDialect =
-      shape === (ch.provider === 'anthropic' ? 'anthropic' : ch.provider === 'gemini' ? 'google' : 'openai');
-    let payload: string;
-    if (sameDialect && f.body && isJson(f.body)) payload = f.body;
-    else {
-      const msg = redactSecrets(f.message);
-      const code =
-        f.upstreamCode ??
-        (f.kind === 'context_length'
-          ? 'context_length_exceeded'
-          : f.kind === 'content_policy'
-            ? 'content_policy_violation'
-            : 'invalid_request');
-      payload =
-        shape === 'anthropic'
-          ? JSON.stringify({
-              type: 'error',
-              error: { type: f.upstreamType ?? 'invalid_request_error', message: msg },
-            })
-          : shape === 'google'
-            ? JSON.stringify(toGoogleError(new GatewayError('invalid_request', msg), status))
-            : JSON.stringify({ error: { message: msg, type: 'invalid_request_error', param: null, code } });
-    }
+    const shape = errorShapeOf(ctx.dialect);
+    // The upstream's own body when it already is in the client's shape; otherwise its words, re-shaped.
+    const payload =
+      shape === providerDeclaration(ch.provider).errorShape && f.body && isJson(f.body)
+        ? f.body
+        : JSON.stringify(
+            renderUpstreamRefusal(
+              shape,
+              { message: f.message, code: f.upstreamCode, type: f.upstreamType, kind: f.kind },
+              status,
+            ),
+          );
     sink.head(status, this.successHeaders(ctx, ch, ctx.upstreamModel ?? '', 'application/json'));
     sink.end(payload);
   }
@@ -639,7 +631,7 @@ export class Relay {
 /** Renders an error in the request's dialect. Shared with the HTTP layer's early refusals. */
 export function writeError(ctx: RequestContext, sink: ClientSink, err: GatewayError): void {
   if (sink.headersSent || sink.closed) return;
-  const { status, body } = renderError(ctx.dialect, err);
+  const { status, body } = renderErrorFor(ctx.dialect, err);
   ctx.status = status;
   ctx.error = err;
   const headers: Record<string, string> = {
@@ -652,27 +644,6 @@ export function writeError(ctx: RequestContext, sink: ClientSink, err: GatewayEr
   if (ctx.attempts) headers['x-anima-attempts'] = String(ctx.attempts);
   sink.head(status, headers);
   sink.end(JSON.stringify(body));
-}
-
-/** An error as the dialect's clients expect it: status (Anthropic's 529 for overload) and body shape. */
-export function renderError(d: InboundDialect, err: GatewayError): { status: number; body: unknown } {
-  switch (errorShape(d)) {
-    case 'anthropic':
-      return { status: anthropicStatus(err), body: toAnthropicError(err) };
-    case 'google':
-      return { status: err.status, body: toGoogleError(err) };
-    default:
-      return { status: err.status, body: toOpenAIError(err) };
-  }
-}
-
-/** Which error body a dialect's clients parse. */
-export function errorShape(d: InboundDialect): 'openai' | 'anthropic' | 'google' {
-  return d === 'anthropic_messages'
-    ? 'anthropic'
-    : d === 'gemini' || d === 'gemini_embed'
-      ? 'google'
-      : 'openai';
 }
 
 /** The same error with its message redacted (an upstream's words inside a stream's error frame). */

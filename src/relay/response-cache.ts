@@ -9,7 +9,7 @@
  * every instance) with the TTL, or in process memory on the embedded default.
  */
 import { createHash } from 'node:crypto';
-import type { InboundDialect } from '../providers/types.js';
+import { DIALECTS, type InboundDialect } from '../core/dialects.js';
 
 export interface KeyValue {
   getValue(key: string): Promise<string | null>;
@@ -27,16 +27,6 @@ export interface CachedAnswer {
   at: number;
 }
 
-/** The dialects whose answers are text and deterministic enough in shape to replay. */
-const CACHEABLE: ReadonlySet<InboundDialect> = new Set([
-  'openai_chat',
-  'anthropic_messages',
-  'openai_embeddings',
-  'openai_responses',
-  'gemini',
-  'gemini_embed',
-]);
-
 /** At most this much of an answer is stored (larger ones are served, not cached). */
 export const MAX_CACHED_BYTES = 4 * 1024 * 1024;
 
@@ -44,7 +34,7 @@ type Headers = Record<string, string | string[] | undefined>;
 
 /** Seconds to keep this request's answer, or 0 when the cache is off for it. */
 export function cacheTtlFor(dialect: InboundDialect, aliasTtlS: number, h: Headers): number {
-  if (!CACHEABLE.has(dialect)) return 0;
+  if (!DIALECTS[dialect].cacheable) return 0;
   const cc = h['cache-control'];
   if (typeof cc === 'string' && /\b(no-cache|no-store)\b/i.test(cc)) return 0;
   const x = h['x-anima-cache'];

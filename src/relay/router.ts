@@ -1,4 +1,4 @@
-import type { Alias, ChainTarget } from '../config/model.js';
+import type { Alias, ChainTarget } from '../core/model.js';
 import { weightedPickIndex } from '../lib/weighted.js';
 
 /**

@@ -1,10 +1,10 @@
 import { GatewayError } from '../core/errors.js';
 import type { ConfigCache } from '../config/cache.js';
-import { isEffective } from '../config/model.js';
-import type { InboundDialect } from '../providers/types.js';
+import { isEffective } from '../core/model.js';
+import { dialectOfTask } from '../core/dialects.js';
 import type { Governance, Rejected } from '../governance/pipeline.js';
 import { refuseDisabledGroup, resolveAlias } from '../relay/auth.js';
-import { RequestContext } from '../relay/context.js';
+import { RequestContext, type Routed } from '../core/context.js';
 import { type ClientSink, type Relay, writeError } from '../relay/relay.js';
 import type { TaskRow } from './store.js';
 import type { RunOutcome } from './worker.js';
@@ -44,15 +44,6 @@ export class CaptureSink implements ClientSink {
   }
 }
 
-const DIALECT: Record<string, InboundDialect> = {
-  chat: 'openai_chat',
-  embeddings: 'openai_embeddings',
-  messages: 'anthropic_messages',
-  responses: 'openai_responses',
-  gemini: 'gemini',
-  gemini_embed: 'gemini_embed',
-};
-
 /**
  * Runs one queued ASYNC request exactly as the synchronous path would (same key checks, alias, quota
  * admission, relay), except that admission never waits: no room yet means "try again later".
@@ -65,27 +56,26 @@ export function taskRunner(d: {
 }) {
   return async (t: TaskRow): Promise<RunOutcome> => {
     const now = d.now();
-    const dialect = DIALECT[t.kind] ?? 'openai_chat';
+    const dialect = dialectOfTask(t.kind) ?? 'openai_chat';
     const ctx = new RequestContext(`req_${t.id}_${t.attempts}`, dialect, now);
     const sink = new CaptureSink();
     const body = t.request as Record<string, unknown>;
     const key = d.config.keyById(t.key_id);
+    let routed: Routed;
     try {
       if (!key || !key.enabled || !isEffective(key, now))
         throw new GatewayError('key_disabled', 'The key that queued this task is disabled or gone.');
       const app = d.config.app(key.appId, now);
       if (!app?.enabled) throw new GatewayError('app_disabled', "The key's app is disabled.");
       refuseDisabledGroup(d.config, key.tokenGroupId, now);
-      ctx.key = key;
-      ctx.app = app;
-      resolveAlias(d.config, ctx, String(body.model), now);
+      routed = resolveAlias(d.config, ctx.authenticated(key, app), String(body.model), now);
     } catch (e) {
       writeError(ctx, sink, e as GatewayError);
       return { ok: false, status: sink.status, body: sink.body(), final: true, webhook: key?.webhookUrl };
     }
     // Billing: a task is booked once whatever happens to its runs (the record id is the task's).
     const decision = await d.governance.admit<never>({
-      ctx,
+      ctx: routed,
       body,
       abort: new Abort(),
       now,
@@ -112,7 +102,7 @@ export function taskRunner(d: {
       return { ok: false, retryAfterMs: 1_000 };
     }
     try {
-      await d.relay.serve(ctx, body, sink, { done: decision });
+      await d.relay.serve(routed, body, sink, { done: decision });
     } finally {
       await d.governance.settle(decision);
     }

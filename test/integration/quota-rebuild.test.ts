@@ -12,7 +12,7 @@ import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FakeUpstream } from '../../fakes/common.js';
 import { startFakeOpenAI } from '../../fakes/index.js';
-import type { ApiKey, Quota } from '../../src/config/model.js';
+import type { ApiKey, Quota } from '../../src/core/model.js';
 import { RedisCoordinator } from '../../src/coord/redis.js';
 import { Abort } from '../../src/lib/abort.js';
 import { Admission, type Lease } from '../../src/quota/admission.js';

@@ -4,12 +4,13 @@
  */
 import { describe, expect, it } from 'vitest';
 import { GatewayError } from '../../src/core/errors.js';
-import type { ApiKey, Quota } from '../../src/config/model.js';
+import type { ApiKey, Quota } from '../../src/core/model.js';
 import { ManualClock } from '../../src/lib/clock.js';
 import { Admission } from '../../src/quota/admission.js';
 import { MemoryQuota } from '../../src/quota/memory.js';
 import type { QuotaBackend } from '../../src/quota/types.js';
 import { Abort } from '../../src/lib/abort.js';
+import { waitFor } from '../wait.js';
 
 const key: ApiKey = {
   id: 'key_1',
@@ -129,7 +130,7 @@ describe('admission', () => {
     const d = await a.admit({ ...key, queueMode: 'ASYNC' }, est, signal);
     expect(d).toMatchObject({ deferred: true, limit: 'concurrency' });
     const waiting = a.admit({ ...key, queueMode: 'WAIT' }, est, signal);
-    await new Promise((r) => setTimeout(r, 20));
+    await waitFor(() => a.waitingNow === 1); // queued before the slot frees
     if (held && 'settle' in held) await held.settle(1, 0);
     const t0 = Date.now();
     const got = await waiting;

@@ -15,7 +15,7 @@ const SRC = resolve('src');
  * `app` is the composition root and may import anything.
  */
 const RANK: Record<string, number> = {
-  core: 0, // types, errors, renderers, money: imports nothing internal
+  core: 0, // canonical types, dialects, errors and their renderers, the staged request context: imports nothing internal
   lib: 1, // small helpers
   providers: 2, // provider kinds, wire formats, transport
   store: 2, // database handle and migrations
@@ -24,8 +24,8 @@ const RANK: Record<string, number> = {
   breaker: 4, // circuit breakers (config, coord)
   quota: 4, // admission (config, coord)
   relay: 5, // the alias chain through providers and breakers
-  billing: 6, // prices, reservations, ledger (relay's RequestContext, quota's estimates)
-  observability: 6, // metrics and logs (relay's RequestContext)
+  billing: 6, // prices, reservations, ledger (quota's estimates); beside relay, never under it
+  observability: 6, // metrics and logs, read after the answer is written
   governance: 7, // admit -> serve -> settle: over relay, quota, billing, observability
   tasks: 8, // ASYNC and media tasks: like http, they run requests through governance
   http: 9, // Fastify routes only
@@ -53,6 +53,7 @@ const PACKAGES: Record<string, string[]> = {
   undici: ['lib', 'providers', 'tasks'],
   'gpt-tokenizer': ['providers', 'quota', 'billing'],
   yaml: ['config'],
+  '@sinclair/typebox': ['config', 'http'], // the admin resources' schemas (config/schema.ts) and bodies
 };
 
 /** Single files allowed a package their folder is not, each with its reason. */

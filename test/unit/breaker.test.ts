@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { BreakerRegistry } from '../../src/breaker/breaker.js';
-import { DEFAULT_BREAKER, type BreakerSettings } from '../../src/config/model.js';
+import { DEFAULT_BREAKER, type BreakerSettings } from '../../src/core/model.js';
 import { MemoryCoordinator } from '../../src/coord/memory.js';
 import { ManualClock } from '../../src/lib/clock.js';
 
