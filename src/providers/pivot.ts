@@ -3,22 +3,24 @@
  * request, served by the channel's own chat exchange (OpenAI, Anthropic or Gemini), and the chat answer is
  * translated back. N inbound dialects x M provider kinds cost N + M translators, not N x M.
  *
- * Streams go through the same way: the inner exchange's OpenAI chunks (its client-side SSE text, read back
- * with the SSE parser) are fed to the dialect's stream writer, which emits the client's own event types.
- * The pivot request always asks for the usage chunk, so the client's final event can carry usage.
+ * Streams go through the same way: the inner exchange's chat translator hands over its parsed chunks
+ * (`ChatStream.items`, no SSE text in between), the dialect's stream writer turns them into the client's
+ * frames, and they are serialized once, in the client's framing. The pivot request always asks for the
+ * usage chunk, so the client's final event can carry usage.
  */
 import { GatewayError } from '../core/errors.js';
 import type { Usage } from '../core/usage.js';
-import { SseParser, type SseEvent } from '../lib/sse.js';
+import type { SseEvent } from '../lib/sse.js';
 import type { ChatCompletion, ChatCompletionChunk } from './openai/wire.js';
+import { ChatStream, type Frame, FrameStream, type FrameWriter } from './stream.js';
 import type { Exchange, JsonResult, PreparedCall, StreamTranslator } from './types.js';
 
 /** Writes one client dialect's stream from OpenAI chat chunks. */
 export interface PivotStream {
-  /** The client's frames for one chat chunk ('' for none). */
-  push(chunk: ChatCompletionChunk): string;
+  /** The client's frames for one chat chunk (none, one or several). */
+  push(chunk: ChatCompletionChunk): readonly Frame[];
   /** The chat stream ended with its terminator: the client's closing frames (usage known by now). */
-  finish(usage: Usage | null): string;
+  finish(usage: Usage | null): readonly Frame[];
   /** Text the client has been sent (for a usage estimate when the upstream never reported one). */
   readonly emittedText: string;
 }
@@ -30,7 +32,8 @@ export interface ChatPivot {
   /** The whole chat answer in the client's dialect. */
   fromChat(c: ChatCompletion, usage: Usage | null): unknown;
   stream(): PivotStream;
-  errorFrame(err: GatewayError): string;
+  /** The client's SSE framing (default: `event:`/`data:` lines). */
+  readonly writer?: FrameWriter;
 }
 
 /** An exchange in the client's dialect, built around the channel's chat exchange. */
@@ -50,56 +53,49 @@ export class PivotExchange implements Exchange {
 
   streamTranslator(): StreamTranslator {
     const inner = this.inner.streamTranslator();
-    const out = this.pivot.stream();
-    const parser = new SseParser();
-    let finished = false;
-    const relay = (text: string): string => {
-      if (text === '') return '';
-      let s = '';
-      for (const ev of parser.push(text)) s += step(ev);
-      return s;
-    };
-    const step = (ev: SseEvent): string => {
-      if (finished) return '';
-      if (ev.data === '[DONE]') {
-        finished = true;
-        return out.finish(inner.usage());
-      }
-      let chunk: ChatCompletionChunk & { error?: { message?: string } };
-      try {
-        chunk = JSON.parse(ev.data) as ChatCompletionChunk & { error?: { message?: string } };
-      } catch {
-        throw new GatewayError('upstream_bad_response', 'upstream stream carried a malformed chunk');
-      }
-      if (chunk.error)
-        throw new GatewayError(
-          'upstream_stream_interrupted',
-          String(chunk.error.message ?? 'upstream stream error'),
-        );
-      return out.push(chunk);
-    };
-    return {
-      onEvent: (ev) => relay(inner.onEvent(ev)),
-      end: () => {
-        let s = relay(inner.end());
-        if (inner.done && !finished) {
-          finished = true;
-          s += out.finish(inner.usage());
-        }
-        return s;
-      },
-      get done() {
-        return inner.done;
-      },
-      usage: () => inner.usage(),
-      get emittedText() {
-        return out.emittedText;
-      },
-    };
+    if (!(inner instanceof ChatStream))
+      throw new GatewayError(
+        'internal_error',
+        'a chat exchange answered with a stream that is not chat chunks',
+      );
+    return new PivotStreamTranslator(inner, this.pivot.stream(), this.pivot.writer);
   }
+}
 
-  errorFrame(err: GatewayError): string {
-    return this.pivot.errorFrame(err);
+class PivotStreamTranslator extends FrameStream {
+  private ended = false;
+  constructor(
+    private readonly inner: ChatStream,
+    private readonly out: PivotStream,
+    writer?: FrameWriter,
+  ) {
+    super(writer);
+  }
+  override get done(): boolean {
+    return this.inner.done;
+  }
+  override get emittedText(): string {
+    return this.out.emittedText;
+  }
+  override usage(): Usage | null {
+    return this.inner.usage();
+  }
+  items(ev: SseEvent): readonly Frame[] {
+    return this.ended ? [] : this.relay(this.inner.items(ev));
+  }
+  override closing(): readonly Frame[] {
+    return this.ended ? [] : this.relay(this.inner.closing());
+  }
+  private relay(chunks: readonly ChatCompletionChunk[]): readonly Frame[] {
+    const done = this.inner.done;
+    if (chunks.length === 1 && !done) return this.out.push(chunks[0]!); // the common case: no copy
+    const frames: Frame[] = [];
+    for (const c of chunks) for (const f of this.out.push(c)) frames.push(f);
+    if (done) {
+      this.ended = true;
+      for (const f of this.out.finish(this.inner.usage())) frames.push(f);
+    }
+    return frames;
   }
 }
 

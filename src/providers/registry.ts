@@ -9,19 +9,28 @@
  * as the last step before it goes out. Kinds with a wire format of their own (anthropic, gemini) bring
  * their own exchange and state their auth style for the record.
  */
+import { CHAT_LIKE } from '../core/dialects.js';
 import { GatewayError, unsupported } from '../core/errors.js';
 import { anthropicExchange } from './anthropic/exchange.js';
 import { classifyHttp, type UpstreamFailure } from './classify.js';
 import { geminiExchange } from './gemini/exchange.js';
 import type { ChatRequest } from './openai/wire.js';
 import { openaiExchange } from './openai/exchange.js';
-import type { Exchange, InboundDialect, PreparedCall, ProviderKind, UpstreamEndpoint } from './types.js';
+import type {
+  Exchange,
+  ExchangeOptions,
+  InboundDialect,
+  PreparedCall,
+  ProviderKind,
+  UpstreamEndpoint,
+} from './types.js';
 
 /** How the credential travels. `query`: `?key=` on the URL (Google's alternative; no header). */
 export type AuthStyle = 'bearer' | 'x-api-key' | 'api-key' | 'x-goog-api-key' | 'query';
 
-/** The shape an upstream's error bodies have (what the classifier reads). */
-export type ErrorShape = 'openai' | 'anthropic' | 'google';
+/** The shape an upstream's error bodies have (what the classifier reads), one of core/render.ts's. */
+export type { ErrorShape } from '../core/dialects.js';
+import type { ErrorShape } from '../core/dialects.js';
 
 export type ExchangeFactory = (
   dialect: InboundDialect,
@@ -29,7 +38,7 @@ export type ExchangeFactory = (
   ep: UpstreamEndpoint,
   upstreamModel: string,
   alias: string,
-  opts: { anthropicBeta?: string },
+  opts: ExchangeOptions,
 ) => Exchange;
 
 export type Classifier = (
@@ -65,15 +74,12 @@ export interface ProviderDeclaration {
 }
 
 /** Client dialects that reach a chat provider through the chat pivot when it doesn't speak them (see pivot.ts). */
-export const PIVOTED: ReadonlySet<InboundDialect> = new Set([
-  'anthropic_messages',
-  'openai_responses',
-  'gemini',
-]);
+export const PIVOTED: ReadonlySet<InboundDialect> = new Set(
+  [...CHAT_LIKE].filter((d) => d !== 'openai_chat'),
+);
 
 const OPENAI_NATIVE = new Set<InboundDialect>([
   'openai_chat',
-  'anthropic_messages',
   'openai_embeddings',
   'openai_responses',
   'gemini_embed',
@@ -100,7 +106,7 @@ function authHeaders(
 }
 
 /** The JSON body with renames, refusals, drops and defaults applied; the same text when nothing changed. */
-export function applyQuirks(kind: string, body: string | Uint8Array, q: Quirks): string | Uint8Array {
+export function applyQuirks(kind: string, body: PreparedCall['body'], q: Quirks): PreparedCall['body'] {
   if (typeof body !== 'string' || (!q.rename && !q.refuse && !q.drop && !q.defaults)) return body;
   let o: unknown;
   try {
@@ -142,7 +148,6 @@ function withCall(ex: Exchange, call: PreparedCall): Exchange {
     ...(ex.decodeBody ? { decodeBody: (t: string, c: string) => ex.decodeBody!(t, c) } : {}),
     ...(ex.bytesUsage ? { bytesUsage: () => ex.bytesUsage!() } : {}),
     streamTranslator: () => ex.streamTranslator(),
-    errorFrame: (e) => ex.errorFrame(e),
   };
 }
 
@@ -162,13 +167,13 @@ export function openAICompatible(d: {
   return {
     kind: d.kind,
     description: d.description,
-    native: d.native ?? new Set<InboundDialect>(['openai_chat', 'anthropic_messages', 'openai_embeddings']),
+    native: d.native ?? new Set<InboundDialect>(['openai_chat', 'openai_embeddings']),
     errorShape: 'openai',
     classify: (s, h, t) => classifyHttp('openai', s, h, t),
     auth,
     quirks,
-    exchange: (dialect, body, ep, upstreamModel, alias) => {
-      const ex = openaiExchange(dialect, body, ep, upstreamModel, alias);
+    exchange: (dialect, body, ep, upstreamModel, alias, opts) => {
+      const ex = openaiExchange(dialect, body, ep, upstreamModel, alias, opts);
       const call = ex.call;
       let path = call.path;
       if (auth === 'query' && ep.credential)
@@ -187,7 +192,7 @@ const DECLARATIONS: Readonly<Record<ProviderKind, ProviderDeclaration>> = {
     description:
       'OpenAI, or any upstream that speaks its API in full (chat, responses, embeddings, audio, images)',
     native: OPENAI_NATIVE,
-    exchange: (dialect, body, ep, m, alias) => openaiExchange(dialect, body, ep, m, alias),
+    exchange: (dialect, body, ep, m, alias, opts) => openaiExchange(dialect, body, ep, m, alias, opts),
     errorShape: 'openai',
     classify: (s, h, t) => classifyHttp('openai', s, h, t),
     auth: 'bearer',

@@ -1,7 +1,6 @@
 import { GatewayError } from '../core/errors.js';
-import { toAnthropicError, toOpenAIError } from '../core/render.js';
-import { sseData, sseEvent } from '../lib/sse.js';
-import type { UpstreamEndpoint } from './types.js';
+import type { Usage } from '../core/usage.js';
+import type { JsonResult, UpstreamEndpoint } from './types.js';
 
 /** Parses an upstream JSON object; anything else is a bad upstream response (counts against the channel). */
 export function parseJsonObject(text: string): Record<string, any> {
@@ -49,23 +48,21 @@ export function renameModel(text: string, upstreamModel: unknown, alias: string)
   return text.slice(0, at) + '"model":' + JSON.stringify(alias) + text.slice(at + needle.length);
 }
 
-export function openaiErrorFrame(err: GatewayError): string {
-  return sseData(JSON.stringify(toOpenAIError(err)));
-}
-
-export function anthropicErrorFrame(err: GatewayError): string {
-  return sseEvent('error', JSON.stringify(toAnthropicError(err)));
-}
-
-/** Anthropic SSE frames for translated events, counting the text they carry into `tally`. */
-export function anthropicFrames(evs: Array<{ event: string; data: object }>, tally: TextTally): string {
-  let out = '';
-  for (const e of evs) {
-    const d = e.data as { delta?: { text?: unknown } };
-    if (e.event === 'content_block_delta' && typeof d.delta?.text === 'string') tally.add(d.delta.text);
-    out += sseEvent(e.event, JSON.stringify(e.data));
-  }
-  return out;
+/**
+ * A passthrough's whole answer: the parsed body with `model` set to the alias, and the upstream's text
+ * with the same rename done in place when that is exact (renameModel), so it is not serialized again.
+ */
+export function passthroughResult(
+  text: string,
+  j: { model?: unknown },
+  alias: string,
+  usage: Usage | null,
+): JsonResult {
+  const renamed = renameModel(text, j.model, alias);
+  j.model = alias;
+  const r: JsonResult = { body: j, usage };
+  if (renamed !== null) r.text = renamed;
+  return r;
 }
 
 const MAX_TALLY = 1 << 20;

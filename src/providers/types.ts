@@ -1,33 +1,12 @@
-import type { GatewayError } from '../core/errors.js';
 import type { Usage } from '../core/usage.js';
+import type { FormData } from 'undici';
 import type { SseEvent } from '../lib/sse.js';
 
-/**
- * The provider kinds. Each has exactly one declaration in registry.ts (the compiler holds the table to this
- * union); everything else (validation, OpenAPI, the console) reads the registry.
- */
-export type ProviderKind = 'openai' | 'anthropic' | 'jobs' | 'gemini' | 'openai_compatible';
+import type { ProviderKind } from '../core/model.js';
+export type { ProviderKind };
 
-/** The wire format a client spoke to Anima. Answers go back in the same one. */
-export type InboundDialect =
-  | 'openai_chat'
-  | 'anthropic_messages'
-  | 'openai_embeddings'
-  | 'openai_responses'
-  | 'gemini'
-  | 'gemini_embed'
-  | 'openai_speech'
-  | 'openai_transcription'
-  | 'openai_translation'
-  | 'openai_image_edit';
-
-/** Dialects whose requests are chat-like: they translate to and from OpenAI chat (the pivot). */
-export const CHAT_LIKE: ReadonlySet<InboundDialect> = new Set([
-  'openai_chat',
-  'anthropic_messages',
-  'openai_responses',
-  'gemini',
-]);
+/** Client dialects and their facts live in the dialect registry; re-exported for the provider modules. */
+export { CHAT_LIKE, type InboundDialect } from '../core/dialects.js';
 
 /** What a provider needs to address one channel (config's Channel satisfies it). */
 export interface UpstreamEndpoint {
@@ -45,8 +24,8 @@ export interface UpstreamEndpoint {
 export interface PreparedCall {
   path: string;
   headers: Record<string, string>;
-  /** JSON text, or raw bytes (a multipart upload). */
-  body: string | Uint8Array;
+  /** JSON text, raw bytes, or a multipart upload (undici encodes it, and sets the content type). */
+  body: string | Uint8Array | FormData;
   /** The answer is an event stream (SSE). */
   stream: boolean;
   /** The answer is bytes relayed as they come (audio): neither JSON nor SSE. */
@@ -70,7 +49,9 @@ export interface BodyResult {
 
 /**
  * Turns the upstream's SSE events into the client's SSE text, one event at a time, while keeping the
- * usage it has seen. Returns '' when an event yields nothing for the client.
+ * usage it has seen. Returns '' when an event yields nothing for the client. Built on the bases in
+ * stream.ts: a translator states how one event becomes typed items; the base keeps this bookkeeping and
+ * serializes at the edge.
  */
 export interface StreamTranslator {
   onEvent(ev: SseEvent): string;
@@ -83,6 +64,14 @@ export interface StreamTranslator {
   readonly emittedText: string;
 }
 
+/** What an exchange is built with besides the request and the channel. */
+export interface ExchangeOptions {
+  /** The Anthropic client's `anthropic-beta` header, passed on to an Anthropic channel. */
+  anthropicBeta?: string;
+  /** Built for the chat pivot: the answer is read as an object only, never relayed as the upstream's text. */
+  pivoted?: boolean;
+}
+
 /** One attempt's conversation with one channel, in one dialect pairing. */
 export interface Exchange {
   readonly call: PreparedCall;
@@ -92,8 +81,6 @@ export interface Exchange {
   /** For a `bytes` call: what the answer is billed at (known from the request, e.g. characters spoken). */
   bytesUsage?(): Usage;
   streamTranslator(): StreamTranslator;
-  /** An SSE frame that ends the client's stream with an error, in the client's dialect. */
-  errorFrame(err: GatewayError): string;
 }
 
 // The per-kind tables are derived from the provider registry; re-exported here where callers have always found them.

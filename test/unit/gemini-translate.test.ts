@@ -1,12 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { GatewayError } from '../../src/core/errors.js';
+import { errorFrame } from '../../src/core/render.js';
 import { SseParser } from '../../src/lib/sse.js';
 import { classifyHttp } from '../../src/providers/classify.js';
 import { geminiExchange, geminiPath } from '../../src/providers/gemini/exchange.js';
 import {
   ChatToGeminiStream,
   chatToGeminiResponse,
-  geminiErrorFrame,
   geminiPivot,
   geminiToChatRequest,
   jsonSchemaOf,
@@ -22,6 +22,7 @@ import { geminiUsage, toGeminiUsage, type GenerateContentResponse } from '../../
 import { openaiExchange } from '../../src/providers/openai/exchange.js';
 import type { ChatCompletion, ChatCompletionChunk, ChatRequest } from '../../src/providers/openai/wire.js';
 import { PivotExchange } from '../../src/providers/pivot.js';
+import { type Frame, writeGemini } from '../../src/providers/stream.js';
 import type { UpstreamEndpoint } from '../../src/providers/types.js';
 
 const PNG = 'iVBORw0KGgo=';
@@ -67,7 +68,8 @@ function expectInvalid(fn: () => unknown, param: string): void {
 }
 
 /** The JSON payloads of Gemini-style SSE text (CRLF framed). */
-function geminiEvents(text: string): any[] {
+function geminiEvents(out: string | readonly Frame[]): any[] {
+  const text = typeof out === 'string' ? out : out.map(writeGemini).join('');
   expect(text === '' || text.endsWith('\r\n\r\n')).toBe(true);
   return new SseParser().push(text).map((e) => JSON.parse(e.data));
 }
@@ -1343,7 +1345,7 @@ describe('ChatToGeminiStream', () => {
     const s = new ChatToGeminiStream('alias');
     expect(
       s.push(chunk([{ index: 0, delta: { role: 'assistant', content: '' }, finish_reason: null }])),
-    ).toBe('');
+    ).toEqual([]);
     expect(
       geminiEvents(s.push(chunk([{ index: 0, delta: { content: 'Let me ' }, finish_reason: null }]))),
     ).toEqual([
@@ -1368,7 +1370,7 @@ describe('ChatToGeminiStream', () => {
           },
         ]),
       ),
-    ).toBe('');
+    ).toEqual([]);
     s.push(
       chunk([
         {
@@ -1392,10 +1394,10 @@ describe('ChatToGeminiStream', () => {
         },
       ]),
     );
-    expect(s.push(chunk([{ index: 0, delta: {}, finish_reason: 'tool_calls' }]))).toBe('');
-    expect(s.push(chunk([], { usage: { prompt_tokens: 5, completion_tokens: 7, total_tokens: 12 } }))).toBe(
-      '',
-    );
+    expect(s.push(chunk([{ index: 0, delta: {}, finish_reason: 'tool_calls' }]))).toEqual([]);
+    expect(
+      s.push(chunk([], { usage: { prompt_tokens: 5, completion_tokens: 7, total_tokens: 12 } })),
+    ).toEqual([]);
     const end = geminiEvents(
       s.finish({ inputTokens: 5, outputTokens: 7, cachedTokens: 0, cacheWriteTokens: 0 }),
     );
@@ -1420,7 +1422,7 @@ describe('ChatToGeminiStream', () => {
       },
     ]);
     expect(s.emittedText).toBe('Let me check.');
-    expect(s.finish(null)).toBe('');
+    expect(s.finish(null)).toEqual([]);
   });
 
   it('a plain stream ends with an empty text part, the finish reason and no usage when unknown', () => {
@@ -1438,7 +1440,7 @@ describe('ChatToGeminiStream', () => {
   });
 
   it("errorFrame is Google's envelope", () => {
-    const f = geminiErrorFrame(new GatewayError('upstream_stream_interrupted', 'boom'));
+    const f = errorFrame('gemini', new GatewayError('upstream_stream_interrupted', 'boom'));
     expect(f.startsWith('data: ')).toBe(true);
     expect(geminiEvents(f)[0].error).toMatchObject({ code: 502, message: 'boom', status: 'UNAVAILABLE' });
   });
@@ -1458,7 +1460,6 @@ describe('geminiPivot', () => {
       modelVersion: 'alias',
       candidates: [{ content: { parts: [{ text: 'Hi there' }] } }],
     });
-    expect(q.errorFrame(new GatewayError('invalid_request', 'no'))).toMatch(/^data: \{"error":\{"code":400/);
   });
 
   it('a Gemini client served by an OpenAI channel: stream end to end through PivotExchange', () => {
@@ -1681,7 +1682,7 @@ describe('geminiExchange', () => {
     expect(r.body).toMatchObject({ model: 'alias', choices: [{ message: { content: 'Hello world' } }] });
     expect(thrown(() => ex.decodeJson('{"foo":1}')).code).toBe('upstream_bad_response');
     expect(thrown(() => ex.decodeJson('nope')).code).toBe('upstream_bad_response');
-    expect(ex.errorFrame(new GatewayError('upstream_error', 'x'))).toMatch(
+    expect(errorFrame('openai_chat', new GatewayError('upstream_error', 'x'))).toMatch(
       /^data: \{"error":\{"message":"x"/,
     );
   });
@@ -1792,7 +1793,9 @@ describe('geminiExchange', () => {
     const blocked = ex.decodeJson(JSON.stringify({ promptFeedback: { blockReason: 'SAFETY' } }));
     expect(blocked.body).toMatchObject({ promptFeedback: { blockReason: 'SAFETY' }, modelVersion: 'alias' });
     expect(thrown(() => ex.decodeJson('[]')).code).toBe('upstream_bad_response');
-    expect(geminiEvents(ex.errorFrame(new GatewayError('upstream_timeout', 't')))[0].error).toMatchObject({
+    expect(
+      geminiEvents(errorFrame('gemini', new GatewayError('upstream_timeout', 't')))[0].error,
+    ).toMatchObject({
       code: 504,
       status: 'DEADLINE_EXCEEDED',
     });

@@ -6,8 +6,9 @@ import { GatewayError } from '../../core/errors.js';
 import { redactSecrets } from '../../core/render.js';
 import type { Usage } from '../../core/usage.js';
 import { bodyWithModel } from '../../lib/json-text.js';
-import { type SseEvent, sseData, sseEvent } from '../../lib/sse.js';
-import { anthropicErrorFrame, openaiErrorFrame, parseJsonObject, renameModel, TextTally } from '../shared.js';
+import type { SseEvent } from '../../lib/sse.js';
+import { parseJsonObject, passthroughResult } from '../shared.js';
+import { ChatStream, type Frame, FrameStream } from '../stream.js';
 import type {
   Exchange,
   InboundDialect,
@@ -16,7 +17,7 @@ import type {
   StreamTranslator,
   UpstreamEndpoint,
 } from '../types.js';
-import type { ChatRequest } from '../openai/wire.js';
+import type { ChatCompletionChunk, ChatRequest } from '../openai/wire.js';
 import { AnthropicToOpenAIStream, anthropicToOpenAIResponse, openaiToAnthropicRequest } from './outbound.js';
 import { type Message, anthropicUsage } from './wire.js';
 
@@ -62,59 +63,52 @@ class MessagesPassthrough implements Exchange {
     const j = parseJsonObject(text);
     if (j.type !== 'message' || !Array.isArray(j.content))
       throw new GatewayError('upstream_bad_response', 'upstream answer is not a message');
-    const renamed = renameModel(text, j.model, this.alias);
-    j.model = this.alias;
-    return { body: j, usage: anthropicUsage(j.usage), ...(renamed !== null ? { text: renamed } : {}) };
+    return passthroughResult(text, j, this.alias, anthropicUsage(j.usage));
   }
   streamTranslator(): StreamTranslator {
-    const alias = this.alias;
-    const tally = new TextTally();
-    let done = false;
-    let input: Usage | null = null;
-    let output = 0;
-    return {
-      get done() {
-        return done;
-      },
-      get emittedText() {
-        return tally.text;
-      },
-      onEvent(ev: SseEvent) {
-        const data = parseJsonObject(ev.data);
-        const name = ev.event || String(data.type ?? '');
-        switch (name) {
-          case 'error':
-            throw streamError(data);
-          case 'message_start':
-            if (data.message) {
-              data.message.model = alias;
-              input = anthropicUsage(data.message.usage);
-              output = input.outputTokens;
-            }
-            break;
-          case 'content_block_delta':
-            if (typeof data.delta?.text === 'string') tally.add(data.delta.text);
-            break;
-          case 'message_delta':
-            if (data.usage) {
-              const u = anthropicUsage({ ...(input ? {} : {}), ...data.usage });
-              // message_delta may carry only output_tokens: input tokens from message_start must survive.
-              if (typeof data.usage.output_tokens === 'number') output = u.outputTokens;
-              if (typeof data.usage.input_tokens === 'number') input = { ...u, outputTokens: 0 };
-            }
-            break;
-          case 'message_stop':
-            done = true;
-            break;
-        }
-        return sseEvent(name, JSON.stringify(data));
-      },
-      end: () => '',
-      usage: () => (input ? { ...input, outputTokens: output } : null),
-    };
+    return new MessagesStream(this.alias);
   }
-  errorFrame(err: GatewayError): string {
-    return anthropicErrorFrame(err);
+}
+
+/** Anthropic events relayed with the model renamed; usage gathered from message_start and message_delta. */
+class MessagesStream extends FrameStream {
+  private input: Usage | null = null;
+  private output = 0;
+  constructor(private readonly alias: string) {
+    super();
+  }
+  items(ev: SseEvent): readonly Frame[] {
+    const data = parseJsonObject(ev.data);
+    const name = ev.event || String(data.type ?? '');
+    switch (name) {
+      case 'error':
+        throw streamError(data);
+      case 'message_start':
+        if (data.message) {
+          data.message.model = this.alias;
+          this.input = anthropicUsage(data.message.usage);
+          this.output = this.input.outputTokens;
+        }
+        break;
+      case 'content_block_delta':
+        if (typeof data.delta?.text === 'string') this.tally.add(data.delta.text);
+        break;
+      case 'message_delta':
+        if (data.usage) {
+          const u = anthropicUsage(data.usage);
+          // message_delta may carry only output_tokens: input tokens from message_start must survive.
+          if (typeof data.usage.output_tokens === 'number') this.output = u.outputTokens;
+          if (typeof data.usage.input_tokens === 'number') this.input = { ...u, outputTokens: 0 };
+        }
+        break;
+      case 'message_stop':
+        this.finished = true;
+        break;
+    }
+    return [{ event: name, data }];
+  }
+  override usage(): Usage | null {
+    return this.input ? { ...this.input, outputTokens: this.output } : null;
   }
 }
 
@@ -147,40 +141,27 @@ class ChatViaAnthropic implements Exchange {
     return { body: anthropicToOpenAIResponse(j as Message, this.alias), usage: anthropicUsage(j.usage) };
   }
   streamTranslator(): StreamTranslator {
-    const t = new AnthropicToOpenAIStream({ model: this.alias, includeUsage: this.includeUsage });
-    const tally = new TextTally();
-    let done = false;
-    return {
-      get done() {
-        return done;
-      },
-      get emittedText() {
-        return tally.text;
-      },
-      onEvent(ev: SseEvent) {
-        const data = parseJsonObject(ev.data);
-        const name = ev.event || String(data.type ?? '');
-        if (name === 'error') throw streamError(data);
-        let out = '';
-        for (const chunk of t.push(name, data) as Array<{
-          choices?: Array<{ delta?: { content?: unknown } }>;
-        }>) {
-          for (const c of chunk.choices ?? [])
-            if (typeof c.delta?.content === 'string') tally.add(c.delta.content);
-          out += sseData(JSON.stringify(chunk));
-        }
-        if (name === 'message_stop') {
-          done = true;
-          out += sseData('[DONE]');
-        }
-        return out;
-      },
-      end: () => '',
-      usage: () => t.usage(),
-    };
+    return new ChatFromMessagesStream(this.alias, this.includeUsage);
   }
-  errorFrame(err: GatewayError): string {
-    return openaiErrorFrame(err);
+}
+
+/** Anthropic events as OpenAI chat chunks. */
+class ChatFromMessagesStream extends ChatStream {
+  private readonly t: AnthropicToOpenAIStream;
+  constructor(alias: string, includeUsage: boolean) {
+    super();
+    this.t = new AnthropicToOpenAIStream({ model: alias, includeUsage });
+  }
+  items(ev: SseEvent): readonly ChatCompletionChunk[] {
+    const data = parseJsonObject(ev.data);
+    const name = ev.event || String(data.type ?? '');
+    if (name === 'error') throw streamError(data);
+    const chunks = this.t.push(name, data) as ChatCompletionChunk[];
+    if (name === 'message_stop') this.finished = true;
+    return chunks;
+  }
+  override usage(): Usage | null {
+    return this.t.usage();
   }
 }
 

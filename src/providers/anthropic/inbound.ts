@@ -23,6 +23,8 @@ import {
   type StreamEvent,
 } from './wire.js';
 import { eventData, given, invalid, isObj, toOpenAI, type Obj } from './common.js';
+import { type ChatPivot, withUsage } from '../pivot.js';
+import { TextTally } from '../shared.js';
 
 // =====================================================================================================
 // Anthropic request -> OpenAI request
@@ -453,4 +455,37 @@ export class OpenAIToAnthropicStream {
     if (this.open) out.push(sse({ type: 'content_block_stop', index: this.open.index }));
     this.open = null;
   }
+}
+
+// =====================================================================================================
+// The pivot
+// =====================================================================================================
+
+/** An Anthropic Messages request served by any chat channel (pivot.ts): the chat request and the way back. */
+export function anthropicPivot(body: Record<string, unknown>, alias: string): ChatPivot {
+  const chat = anthropicToOpenAIRequest(
+    body as unknown as MessagesRequest,
+    String(body.model),
+  ) as unknown as Record<string, unknown>;
+  return {
+    chat: withUsage(chat),
+    fromChat: (c) => openaiToAnthropicResponse(c, alias),
+    stream: () => {
+      const t = new OpenAIToAnthropicStream({ model: alias });
+      const tally = new TextTally();
+      const counted = (evs: AnthropicSse[]): AnthropicSse[] => {
+        for (const e of evs)
+          if (e.data.type === 'content_block_delta' && e.data.delta.type === 'text_delta')
+            tally.add(e.data.delta.text);
+        return evs;
+      };
+      return {
+        push: (chunk) => counted(t.push(chunk)),
+        finish: () => counted(t.finish()),
+        get emittedText() {
+          return tally.text;
+        },
+      };
+    },
+  };
 }

@@ -11,8 +11,8 @@ import { GatewayError } from '../../core/errors.js';
 import type { Usage } from '../../core/usage.js';
 import { openaiUsage } from '../openai/wire.js';
 import { bearerHeaders, parseJsonObject } from '../shared.js';
-import type { Exchange, JsonResult, PreparedCall, StreamTranslator, UpstreamEndpoint } from '../types.js';
-import { geminiErrorFrame } from './inbound.js';
+import { noStream } from '../stream.js';
+import type { Exchange, JsonResult, PreparedCall, UpstreamEndpoint } from '../types.js';
 import { geminiHeaders } from './wire.js';
 
 type Obj = Record<string, any>;
@@ -65,10 +65,6 @@ const estimated = (texts: string[]): Usage => ({
   cacheWriteTokens: 0,
 });
 
-const noStream = (): StreamTranslator => {
-  throw new GatewayError('unsupported_operation', 'embeddings do not stream');
-};
-
 /** Gemini embeddings on a Gemini channel: the body passes through (batch requests name the upstream model). */
 export class GeminiEmbedPassthrough implements Exchange {
   readonly call: PreparedCall;
@@ -95,10 +91,7 @@ export class GeminiEmbedPassthrough implements Exchange {
     if (!ok) throw new GatewayError('upstream_bad_response', 'upstream embedding answer has no embedding');
     return { body: j, usage: estimated(this.texts), text };
   }
-  streamTranslator = noStream;
-  errorFrame(err: GatewayError): string {
-    return geminiErrorFrame(err);
-  }
+  streamTranslator = noStream('embeddings');
 }
 
 /** Gemini embeddings served by an OpenAI channel's /embeddings. */
@@ -142,8 +135,5 @@ export class GeminiEmbedViaOpenAI implements Exchange {
       usage: openaiUsage(j.usage),
     };
   }
-  streamTranslator = noStream;
-  errorFrame(err: GatewayError): string {
-    return geminiErrorFrame(err);
-  }
+  streamTranslator = noStream('embeddings');
 }

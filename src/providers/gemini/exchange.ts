@@ -7,9 +7,10 @@
 import { GatewayError } from '../../core/errors.js';
 import { redactSecrets } from '../../core/render.js';
 import type { Usage } from '../../core/usage.js';
-import { type SseEvent, sseData } from '../../lib/sse.js';
-import type { ChatRequest } from '../openai/wire.js';
-import { openaiErrorFrame, parseJsonObject, TextTally } from '../shared.js';
+import type { SseEvent } from '../../lib/sse.js';
+import type { ChatCompletionChunk, ChatRequest } from '../openai/wire.js';
+import { parseJsonObject } from '../shared.js';
+import { ChatStream, type Frame, FrameStream, writeGemini } from '../stream.js';
 import type {
   Exchange,
   InboundDialect,
@@ -18,7 +19,6 @@ import type {
   StreamTranslator,
   UpstreamEndpoint,
 } from '../types.js';
-import { geminiErrorFrame, geminiFrame } from './inbound.js';
 import { GeminiToChatStream, chatToGeminiRequest, geminiToChatCompletion } from './outbound.js';
 import { type GenerateContentResponse, geminiHeaders, geminiUsage } from './wire.js';
 import { GeminiEmbedPassthrough } from './embed.js';
@@ -91,38 +91,33 @@ class ChatViaGemini implements Exchange {
     return { body: geminiToChatCompletion(j, this.alias), usage: geminiUsage(j.usageMetadata) };
   }
   streamTranslator(): StreamTranslator {
-    const t = new GeminiToChatStream({ model: this.alias, candidates: this.candidates });
-    const includeUsage = this.includeUsage;
-    const tally = new TextTally();
-    let done = false;
-    return {
-      get done() {
-        return done;
-      },
-      get emittedText() {
-        return tally.text;
-      },
-      onEvent(ev: SseEvent) {
-        if (done) return '';
-        let out = '';
-        for (const chunk of t.push(streamChunk(ev.data))) {
-          for (const c of chunk.choices) if (typeof c.delta.content === 'string') tally.add(c.delta.content);
-          out += sseData(JSON.stringify(chunk));
-        }
-        if (t.done) {
-          // Gemini has no end-of-stream event: the chunk that finishes the last candidate is the end.
-          done = true;
-          for (const chunk of t.finish(includeUsage)) out += sseData(JSON.stringify(chunk));
-          out += sseData('[DONE]');
-        }
-        return out;
-      },
-      end: () => '',
-      usage: () => t.usage(),
-    };
+    return new ChatFromGeminiStream(this.alias, this.candidates, this.includeUsage);
   }
-  errorFrame(err: GatewayError): string {
-    return openaiErrorFrame(err);
+}
+
+/** Gemini chunks as OpenAI chat chunks. */
+class ChatFromGeminiStream extends ChatStream {
+  private readonly t: GeminiToChatStream;
+  constructor(
+    alias: string,
+    candidates: number,
+    private readonly includeUsage: boolean,
+  ) {
+    super();
+    this.t = new GeminiToChatStream({ model: alias, candidates });
+  }
+  items(ev: SseEvent): readonly ChatCompletionChunk[] {
+    if (this.finished) return [];
+    const chunks = this.t.push(streamChunk(ev.data));
+    if (this.t.done) {
+      // Gemini has no end-of-stream event: the chunk that finishes the last candidate is the end.
+      this.finished = true;
+      chunks.push(...this.t.finish(this.includeUsage));
+    }
+    return chunks;
+  }
+  override usage(): Usage | null {
+    return this.t.usage();
   }
 }
 
@@ -155,42 +150,39 @@ class GeminiPassthrough implements Exchange {
     return { body: j, usage: geminiUsage(j.usageMetadata) };
   }
   streamTranslator(): StreamTranslator {
-    const alias = this.alias;
-    const expected = this.candidates;
-    const tally = new TextTally();
-    const finished = new Set<number>();
-    let blocked = false;
-    let seen: Usage | null = null;
-    return {
-      get done() {
-        return blocked || finished.size >= expected;
-      },
-      get emittedText() {
-        return tally.text;
-      },
-      onEvent(ev: SseEvent) {
-        const chunk = streamChunk(ev.data);
-        const u = geminiUsage(chunk.usageMetadata);
-        if (u) seen = u;
-        if ('modelVersion' in chunk) chunk.modelVersion = alias;
-        const candidates: unknown[] = Array.isArray(chunk.candidates) ? chunk.candidates : [];
-        if (candidates.length === 0 && chunk.promptFeedback?.blockReason) blocked = true;
-        candidates.forEach((c: any, i) => {
-          for (const p of Array.isArray(c?.content?.parts) ? c.content.parts : []) {
-            if (typeof p?.text === 'string' && p.thought !== true) tally.add(p.text);
-          }
-          if (typeof c?.finishReason === 'string' && c.finishReason !== 'FINISH_REASON_UNSPECIFIED') {
-            finished.add(typeof c.index === 'number' ? c.index : i);
-          }
-        });
-        return geminiFrame(chunk);
-      },
-      end: () => '',
-      usage: () => seen,
-    };
+    return new GeminiStream(this.alias, this.candidates);
   }
-  errorFrame(err: GatewayError): string {
-    return geminiErrorFrame(err);
+}
+
+/** Gemini chunks relayed with the model renamed; done when every candidate has finished (or the prompt was blocked). */
+class GeminiStream extends FrameStream {
+  private readonly ended = new Set<number>();
+  private blocked = false;
+  constructor(
+    private readonly alias: string,
+    private readonly expected: number,
+  ) {
+    super(writeGemini);
+  }
+  override get done(): boolean {
+    return this.blocked || this.ended.size >= this.expected;
+  }
+  items(ev: SseEvent): readonly Frame[] {
+    const chunk = streamChunk(ev.data);
+    const u = geminiUsage(chunk.usageMetadata);
+    if (u) this.seen = u;
+    if ('modelVersion' in chunk) chunk.modelVersion = this.alias;
+    const candidates: unknown[] = Array.isArray(chunk.candidates) ? chunk.candidates : [];
+    if (candidates.length === 0 && chunk.promptFeedback?.blockReason) this.blocked = true;
+    candidates.forEach((c: any, i) => {
+      for (const p of Array.isArray(c?.content?.parts) ? c.content.parts : []) {
+        if (typeof p?.text === 'string' && p.thought !== true) this.tally.add(p.text);
+      }
+      if (typeof c?.finishReason === 'string' && c.finishReason !== 'FINISH_REASON_UNSPECIFIED') {
+        this.ended.add(typeof c.index === 'number' ? c.index : i);
+      }
+    });
+    return [{ data: chunk }];
   }
 }
 

@@ -3,8 +3,6 @@
  * chat pivot: geminiToChatRequest, chatToGeminiResponse, ChatToGeminiStream; geminiPivot bundles them.
  * Same refusal policy as outbound.ts.
  */
-import { GatewayError } from '../../core/errors.js';
-import { toGoogleError } from '../../core/render.js';
 import type { Usage } from '../../core/usage.js';
 import {
   openaiUsage,
@@ -20,6 +18,7 @@ import {
 } from '../openai/wire.js';
 import { withUsage, type ChatPivot, type PivotStream } from '../pivot.js';
 import { TextTally } from '../shared.js';
+import { type Frame, writeGemini } from '../stream.js';
 import { toGeminiUsage, type Candidate, type GenerateContentResponse, type Part } from './wire.js';
 import { badUpstream, fromGemini, given, invalid, isObj, randomId, type Obj } from './common.js';
 
@@ -559,16 +558,6 @@ export function chatToGeminiResponse(
 // OpenAI chat stream -> Gemini stream
 // =====================================================================================================
 
-/** One Gemini SSE event (the API frames them with CRLF). */
-export function geminiFrame(res: unknown): string {
-  return `data: ${JSON.stringify(res)}\r\n\r\n`;
-}
-
-/** Ends a Gemini client's stream with Google's error envelope. */
-export function geminiErrorFrame(err: GatewayError): string {
-  return geminiFrame(toGoogleError(err));
-}
-
 /**
  * Writes a Gemini stream from OpenAI chat chunks: each text delta is a chunk with one text part; function
  * calls are gathered until their arguments are complete and sent as whole functionCall parts in the final
@@ -588,8 +577,8 @@ export class ChatToGeminiStream implements PivotStream {
     return this.tally.text;
   }
 
-  push(chunk: ChatCompletionChunk): string {
-    if (this.ended) return '';
+  push(chunk: ChatCompletionChunk): readonly Frame[] {
+    if (this.ended) return [];
     if (this.responseId === '' && typeof chunk.id === 'string' && chunk.id !== '')
       this.responseId = responseIdOf(chunk.id);
     const candidates: Candidate[] = [];
@@ -614,11 +603,11 @@ export class ChatToGeminiStream implements PivotStream {
         candidates.push({ content: { role: 'model', parts: [{ text }] }, index: i });
       }
     }
-    return candidates.length > 0 ? geminiFrame(this.response(candidates)) : '';
+    return candidates.length > 0 ? [{ data: this.response(candidates) }] : [];
   }
 
-  finish(usage: Usage | null): string {
-    if (this.ended) return '';
+  finish(usage: Usage | null): readonly Frame[] {
+    if (this.ended) return [];
     this.ended = true;
     const indices = this.seen.size > 0 ? [...this.seen].sort((a, b) => a - b) : [0];
     const candidates = indices.map((i): Candidate => {
@@ -636,7 +625,7 @@ export class ChatToGeminiStream implements PivotStream {
     });
     const res = this.response(candidates);
     if (usage) res.usageMetadata = toGeminiUsage(usage);
-    return geminiFrame(res);
+    return [{ data: res }];
   }
 
   private response(candidates: Candidate[]): GenerateContentResponse {
@@ -660,6 +649,6 @@ export function geminiPivot(body: Record<string, unknown>, stream: boolean, alia
     chat: withUsage(chat),
     fromChat: (c, usage) => chatToGeminiResponse(c, usage, alias),
     stream: () => new ChatToGeminiStream(alias),
-    errorFrame: geminiErrorFrame,
+    writer: writeGemini,
   };
 }

@@ -14,17 +14,10 @@
 import { GatewayError } from '../../core/errors.js';
 import type { Usage } from '../../core/usage.js';
 import { bodyWithModel } from '../../lib/json-text.js';
-import { encodeMultipart, type Upload, uploadsOf } from '../../lib/multipart.js';
-import { sseData } from '../../lib/sse.js';
-import { bearerHeaders, openaiErrorFrame, parseJsonObject } from '../shared.js';
-import type {
-  BodyResult,
-  Exchange,
-  JsonResult,
-  PreparedCall,
-  StreamTranslator,
-  UpstreamEndpoint,
-} from '../types.js';
+import { toFormData, type Upload, uploadsOf } from '../../lib/multipart.js';
+import { bearerHeaders, parseJsonObject } from '../shared.js';
+import { noStream } from '../stream.js';
+import type { BodyResult, Exchange, JsonResult, PreparedCall, UpstreamEndpoint } from '../types.js';
 import { openaiUsage } from './wire.js';
 
 type Obj = Record<string, any>;
@@ -36,10 +29,6 @@ const usageOf = (extra: Partial<Usage>): Usage => ({
   cacheWriteTokens: 0,
   ...extra,
 });
-
-const noStream = (): StreamTranslator => {
-  throw new GatewayError('unsupported_operation', 'this operation does not stream');
-};
 
 /** Characters as a person counts them (code points), what speech is priced by. */
 export function characters(s: string): number {
@@ -87,10 +76,7 @@ export class SpeechExchange implements Exchange {
   decodeJson(): JsonResult {
     throw new GatewayError('upstream_bad_response', 'speech answers are audio, not JSON');
   }
-  streamTranslator = noStream;
-  errorFrame(): string {
-    return '';
-  }
+  streamTranslator = noStream('speech answers over SSE');
 }
 
 function fieldsExcept(body: Obj, model: string, over: Record<string, string> = {}): Array<[string, string]> {
@@ -101,6 +87,13 @@ function fieldsExcept(body: Obj, model: string, over: Record<string, string> = {
   }
   for (const [k, v] of Object.entries(over)) out.push([k, v]);
   return out;
+}
+
+/** A multipart call's headers: no content type, which undici writes with the boundary it picks. */
+function formHeaders(ep: UpstreamEndpoint): Record<string, string> {
+  const h = bearerHeaders(ep);
+  for (const k in h) if (k.toLowerCase() === 'content-type') delete h[k];
+  return h;
 }
 
 function ts(sec: number, sep: ',' | '.'): string {
@@ -169,14 +162,10 @@ export class TranscriptionExchange implements Exchange {
         { param: 'stream' },
       );
     const files: Upload[] = uploadsOf(body).filter((f) => f.field === 'file');
-    const mp = encodeMultipart(
-      fieldsExcept(body, upstreamModel, { response_format: this.upstreamFormat }),
-      files,
-    );
     this.call = {
       path: `/audio/${kind}`,
-      headers: bearerHeaders(ep, mp.contentType),
-      body: mp.body,
+      headers: formHeaders(ep),
+      body: toFormData(fieldsExcept(body, upstreamModel, { response_format: this.upstreamFormat }), files),
       stream: false,
     };
   }
@@ -232,10 +221,7 @@ export class TranscriptionExchange implements Exchange {
         return { payload: text, contentType: 'application/json', usage };
     }
   }
-  streamTranslator = noStream;
-  errorFrame(err: GatewayError): string {
-    return openaiErrorFrame(err);
-  }
+  streamTranslator = noStream('transcriptions');
 }
 
 /** POST /images/edits: images (and a mask) as multipart in, the image list out. */
@@ -251,11 +237,10 @@ export class ImageEditExchange implements Exchange {
     const files = uploadsOf(body).filter(
       (f) => f.field === 'image' || f.field === 'image[]' || f.field === 'mask',
     );
-    const mp = encodeMultipart(fieldsExcept(body, upstreamModel), files);
     this.call = {
       path: '/images/edits',
-      headers: bearerHeaders(ep, mp.contentType),
-      body: mp.body,
+      headers: formHeaders(ep),
+      body: toFormData(fieldsExcept(body, upstreamModel), files),
       stream: false,
     };
   }
@@ -274,8 +259,5 @@ export class ImageEditExchange implements Exchange {
     );
     return { body: j, usage: { ...(tokens ?? usageOf({})), images: j.data.length } };
   }
-  streamTranslator = noStream;
-  errorFrame(err: GatewayError): string {
-    return sseData(JSON.stringify({ error: { message: err.message, code: err.code } }));
-  }
+  streamTranslator = noStream('image edits');
 }

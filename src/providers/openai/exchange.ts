@@ -1,37 +1,26 @@
 /**
  * An OpenAI-compatible channel. OpenAI-format requests pass through untouched except `model` (and
  * `stream_options.include_usage`, forced on so every stream can be billed; the usage chunk is withheld
- * from a client that did not ask for it). Anthropic-format requests are translated both ways.
+ * from a client that did not ask for it). Other chat-like dialects (Anthropic Messages, Gemini) reach it
+ * through the chat pivot (pivot.ts).
  */
 import { GatewayError } from '../../core/errors.js';
 import { redactSecrets } from '../../core/render.js';
 import type { Usage } from '../../core/usage.js';
 import { bodyWithModel, withModel } from '../../lib/json-text.js';
 import { type SseEvent, sseData } from '../../lib/sse.js';
-import {
-  OpenAIToAnthropicStream,
-  anthropicToOpenAIRequest,
-  openaiToAnthropicResponse,
-} from '../anthropic/inbound.js';
-import type { MessagesRequest } from '../anthropic/wire.js';
-import {
-  anthropicErrorFrame,
-  anthropicFrames,
-  bearerHeaders,
-  openaiErrorFrame,
-  parseJsonObject,
-  renameModel,
-  TextTally,
-} from '../shared.js';
+import { bearerHeaders, parseJsonObject, passthroughResult, renameModel } from '../shared.js';
+import { ChatStream, noStream } from '../stream.js';
 import type {
   Exchange,
+  ExchangeOptions,
   InboundDialect,
   JsonResult,
   PreparedCall,
   StreamTranslator,
   UpstreamEndpoint,
 } from '../types.js';
-import { type ChatCompletion, type ChatRequest, openaiUsage } from './wire.js';
+import { type ChatCompletion, type ChatCompletionChunk, type ChatRequest, openaiUsage } from './wire.js';
 import { ImageEditExchange, SpeechExchange, TranscriptionExchange } from './audio.js';
 import { ResponsesPassthrough } from './responses.js';
 import { GeminiEmbedViaOpenAI } from '../gemini/embed.js';
@@ -47,6 +36,7 @@ class ChatPassthrough implements Exchange {
     ep: UpstreamEndpoint,
     upstreamModel: string,
     private readonly alias: string,
+    private readonly pivoted: boolean,
   ) {
     const stream = body.stream === true;
     const so = body.stream_options as Record<string, unknown> | undefined;
@@ -66,36 +56,40 @@ class ChatPassthrough implements Exchange {
     const j = parseJsonObject(text) as Partial<ChatCompletion>;
     if (!Array.isArray(j.choices))
       throw new GatewayError('upstream_bad_response', 'upstream answer has no choices');
-    const renamed = renameModel(text, j.model, this.alias);
-    j.model = this.alias;
-    const r: JsonResult = { body: j, usage: openaiUsage(j.usage) };
-    if (renamed !== null) r.text = renamed;
-    return r;
+    if (this.pivoted) {
+      // The pivot reads the object only: renaming inside the text would be wasted work.
+      j.model = this.alias;
+      return { body: j, usage: openaiUsage(j.usage) };
+    }
+    return passthroughResult(text, j, this.alias, openaiUsage(j.usage));
   }
   streamTranslator(): StreamTranslator {
     return new OpenAIStreamPassthrough(this.alias, this.clientWantsUsage);
   }
-  errorFrame(err: GatewayError): string {
-    return openaiErrorFrame(err);
-  }
 }
 
-class OpenAIStreamPassthrough implements StreamTranslator {
-  done = false;
-  private seen: Usage | null = null;
-  private readonly tally = new TextTally();
+/**
+ * The passthrough stream. A chat client gets the upstream's bytes with the model renamed in place
+ * (`onEvent`, the hot path); the chat pivot reads the parsed chunks (`items`).
+ */
+class OpenAIStreamPassthrough extends ChatStream {
   constructor(
     private readonly alias: string,
     private readonly clientWantsUsage: boolean,
-  ) {}
-  get emittedText() {
-    return this.tally.text;
+  ) {
+    super();
   }
-  onEvent(ev: SseEvent): string {
+  items(ev: SseEvent): readonly ChatCompletionChunk[] {
     if (ev.data === '[DONE]') {
-      this.done = true;
-      return sseData('[DONE]');
+      this.finished = true;
+      return [];
     }
+    const chunk = this.read(ev);
+    this.keepUsage(chunk);
+    return [chunk as unknown as ChatCompletionChunk];
+  }
+  /** One upstream chunk, parsed; an error chunk ends the stream. */
+  private read(ev: SseEvent): Record<string, any> {
     const chunk = parseJsonObject(ev.data);
     if (chunk.error) {
       const e = chunk.error as { message?: string };
@@ -104,8 +98,20 @@ class OpenAIStreamPassthrough implements StreamTranslator {
         redactSecrets(String(e.message ?? 'upstream stream error')),
       );
     }
+    return chunk;
+  }
+  private keepUsage(chunk: Record<string, any>): Usage | null {
     const u = openaiUsage(chunk.usage);
     if (u) this.seen = u;
+    return u;
+  }
+  override onEvent(ev: SseEvent): string {
+    if (ev.data === '[DONE]') {
+      this.finished = true;
+      return sseData('[DONE]');
+    }
+    const chunk = this.read(ev);
+    const u = this.keepUsage(chunk);
     if (Array.isArray(chunk.choices)) {
       for (const c of chunk.choices as Array<{ delta?: { content?: unknown } }>) {
         if (typeof c.delta?.content === 'string') this.tally.add(c.delta.content);
@@ -133,71 +139,6 @@ class OpenAIStreamPassthrough implements StreamTranslator {
     if ('model' in chunk) chunk.model = this.alias;
     return sseData(JSON.stringify(chunk));
   }
-  end(): string {
-    return '';
-  }
-  usage() {
-    return this.seen;
-  }
-}
-
-/** Anthropic Messages in, served by an OpenAI channel. */
-class MessagesViaOpenAI implements Exchange {
-  readonly call: PreparedCall;
-  constructor(
-    body: Record<string, unknown>,
-    ep: UpstreamEndpoint,
-    upstreamModel: string,
-    private readonly alias: string,
-  ) {
-    const req = anthropicToOpenAIRequest(body as unknown as MessagesRequest, upstreamModel);
-    this.call = {
-      path: '/chat/completions',
-      headers: headers(ep),
-      body: JSON.stringify(req),
-      stream: body.stream === true,
-    };
-  }
-  decodeJson(text: string): JsonResult {
-    const j = parseJsonObject(text) as unknown as ChatCompletion;
-    if (!Array.isArray(j.choices))
-      throw new GatewayError('upstream_bad_response', 'upstream answer has no choices');
-    return { body: openaiToAnthropicResponse(j, this.alias), usage: openaiUsage(j.usage) };
-  }
-  streamTranslator(): StreamTranslator {
-    const t = new OpenAIToAnthropicStream({ model: this.alias });
-    const tally = new TextTally();
-    const frames = (evs: Array<{ event: string; data: object }>) => anthropicFrames(evs, tally);
-    let done = false;
-    return {
-      get done() {
-        return done;
-      },
-      get emittedText() {
-        return tally.text;
-      },
-      onEvent(ev: SseEvent) {
-        if (ev.data === '[DONE]') {
-          done = true;
-          return frames(t.finish());
-        }
-        const chunk = parseJsonObject(ev.data);
-        if (chunk.error) {
-          const e = chunk.error as { message?: string };
-          throw new GatewayError(
-            'upstream_stream_interrupted',
-            redactSecrets(String(e.message ?? 'upstream stream error')),
-          );
-        }
-        return frames(t.push(chunk));
-      },
-      end: () => '',
-      usage: () => t.usage(),
-    };
-  }
-  errorFrame(err: GatewayError): string {
-    return anthropicErrorFrame(err);
-  }
 }
 
 /** Embeddings pass through; only `model` changes. */
@@ -220,18 +161,9 @@ class EmbeddingsPassthrough implements Exchange {
     const j = parseJsonObject(text);
     if (!Array.isArray(j.data))
       throw new GatewayError('upstream_bad_response', 'upstream embeddings answer has no data');
-    const renamed = renameModel(text, j.model, this.alias);
-    j.model = this.alias;
-    const r: JsonResult = { body: j, usage: openaiUsage(j.usage) };
-    if (renamed !== null) r.text = renamed;
-    return r;
+    return passthroughResult(text, j, this.alias, openaiUsage(j.usage));
   }
-  streamTranslator(): StreamTranslator {
-    throw new GatewayError('unsupported_operation', 'embeddings do not stream');
-  }
-  errorFrame(err: GatewayError): string {
-    return openaiErrorFrame(err);
-  }
+  streamTranslator = noStream('embeddings');
 }
 
 export function openaiExchange(
@@ -240,12 +172,11 @@ export function openaiExchange(
   ep: UpstreamEndpoint,
   upstreamModel: string,
   alias: string,
+  opts: ExchangeOptions = {},
 ): Exchange {
   switch (dialect) {
     case 'openai_chat':
-      return new ChatPassthrough(body, ep, upstreamModel, alias);
-    case 'anthropic_messages':
-      return new MessagesViaOpenAI(body, ep, upstreamModel, alias);
+      return new ChatPassthrough(body, ep, upstreamModel, alias, opts.pivoted === true);
     case 'openai_embeddings':
       return new EmbeddingsPassthrough(body, ep, upstreamModel, alias);
     case 'openai_responses':
@@ -260,10 +191,11 @@ export function openaiExchange(
       return new ImageEditExchange(body, ep, upstreamModel);
     case 'gemini_embed':
       return new GeminiEmbedViaOpenAI(body, ep, upstreamModel);
+    case 'anthropic_messages':
     case 'gemini':
       throw new GatewayError(
         'unsupported_operation',
-        'Gemini requests reach OpenAI channels through the chat pivot',
+        `${dialect} requests reach OpenAI channels through the chat pivot`,
       );
   }
 }

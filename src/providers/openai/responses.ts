@@ -13,14 +13,15 @@
  * `item_reference` inputs, and built-in tools (web search, file search, computer use, …).
  */
 import { GatewayError } from '../../core/errors.js';
-import { redactSecrets, toOpenAIError } from '../../core/render.js';
+import { redactSecrets } from '../../core/render.js';
 import { randomId } from '../../core/ids.js';
 import type { Usage } from '../../core/usage.js';
 import { bodyWithModel } from '../../lib/json-text.js';
-import { type SseEvent, sseEvent } from '../../lib/sse.js';
+import type { SseEvent } from '../../lib/sse.js';
 import type { ChatPivot, PivotStream } from '../pivot.js';
 import { withUsage } from '../pivot.js';
 import { parseJsonObject, TextTally } from '../shared.js';
+import { type Frame, FrameStream } from '../stream.js';
 import type { Exchange, JsonResult, PreparedCall, StreamTranslator } from '../types.js';
 import type { ChatCompletion, ChatCompletionChunk, ChatMessage, FinishReason } from './wire.js';
 
@@ -377,46 +378,43 @@ class ResponsesStreamWriter implements PivotStream {
     return this.tally.text;
   }
 
-  private ev(type: string, data: Obj): string {
-    return sseEvent(type, JSON.stringify({ type, sequence_number: this.seq++, ...data }));
+  private ev(s: Frame[], type: string, data: Obj): void {
+    s.push({ event: type, data: { type, sequence_number: this.seq++, ...data } });
   }
 
-  private start(): string {
-    if (this.started) return '';
+  private start(s: Frame[]): void {
+    if (this.started) return;
     this.started = true;
-    return (
-      this.ev('response.created', { response: this.resp }) +
-      this.ev('response.in_progress', { response: this.resp })
-    );
+    this.ev(s, 'response.created', { response: this.resp });
+    this.ev(s, 'response.in_progress', { response: this.resp });
   }
 
-  private closeText(): string {
+  private closeText(s: Frame[]): void {
     const t = this.text;
-    if (!t) return '';
+    if (!t) return;
     this.text = null;
     const part = { type: 'output_text', text: t.buf, annotations: [], logprobs: [] };
     const item = messageItem(t.id, t.buf, null);
     this.items[t.index] = item;
-    return (
-      this.ev('response.output_text.done', {
-        item_id: t.id,
-        output_index: t.index,
-        content_index: 0,
-        text: t.buf,
-        logprobs: [],
-      }) +
-      this.ev('response.content_part.done', {
-        item_id: t.id,
-        output_index: t.index,
-        content_index: 0,
-        part,
-      }) +
-      this.ev('response.output_item.done', { output_index: t.index, item })
-    );
+    this.ev(s, 'response.output_text.done', {
+      item_id: t.id,
+      output_index: t.index,
+      content_index: 0,
+      text: t.buf,
+      logprobs: [],
+    });
+    this.ev(s, 'response.content_part.done', {
+      item_id: t.id,
+      output_index: t.index,
+      content_index: 0,
+      part,
+    });
+    this.ev(s, 'response.output_item.done', { output_index: t.index, item });
   }
 
-  push(chunk: ChatCompletionChunk): string {
-    let s = this.start();
+  push(chunk: ChatCompletionChunk): readonly Frame[] {
+    const s: Frame[] = [];
+    this.start(s);
     if (chunk.usage?.completion_tokens_details?.reasoning_tokens)
       this.reasoning = chunk.usage.completion_tokens_details.reasoning_tokens;
     const ch = chunk.choices?.[0];
@@ -426,11 +424,11 @@ class ResponsesStreamWriter implements PivotStream {
     if (piece !== '') {
       if (!this.text) {
         this.text = { id: `msg_${randomId(24)}`, index: this.nextIndex++, buf: '' };
-        s += this.ev('response.output_item.added', {
+        this.ev(s, 'response.output_item.added', {
           output_index: this.text.index,
           item: { type: 'message', id: this.text.id, status: 'in_progress', role: 'assistant', content: [] },
         });
-        s += this.ev('response.content_part.added', {
+        this.ev(s, 'response.content_part.added', {
           item_id: this.text.id,
           output_index: this.text.index,
           content_index: 0,
@@ -439,7 +437,7 @@ class ResponsesStreamWriter implements PivotStream {
       }
       this.text.buf += piece;
       this.tally.add(piece);
-      s += this.ev('response.output_text.delta', {
+      this.ev(s, 'response.output_text.delta', {
         item_id: this.text.id,
         output_index: this.text.index,
         content_index: 0,
@@ -450,7 +448,7 @@ class ResponsesStreamWriter implements PivotStream {
     for (const tc of d.tool_calls ?? []) {
       let c = this.calls.get(tc.index);
       if (!c) {
-        s += this.closeText();
+        this.closeText(s);
         c = {
           id: `fc_${randomId(24)}`,
           callId: tc.id ?? `call_${randomId(24)}`,
@@ -459,7 +457,7 @@ class ResponsesStreamWriter implements PivotStream {
           index: this.nextIndex++,
         };
         this.calls.set(tc.index, c);
-        s += this.ev('response.output_item.added', {
+        this.ev(s, 'response.output_item.added', {
           output_index: c.index,
           item: {
             type: 'function_call',
@@ -475,7 +473,7 @@ class ResponsesStreamWriter implements PivotStream {
       if (a) {
         c.args += a;
         this.tally.add(a);
-        s += this.ev('response.function_call_arguments.delta', {
+        this.ev(s, 'response.function_call_arguments.delta', {
           item_id: c.id,
           output_index: c.index,
           delta: a,
@@ -486,8 +484,10 @@ class ResponsesStreamWriter implements PivotStream {
     return s;
   }
 
-  finish(usage: Usage | null): string {
-    let s = this.start() + this.closeText();
+  finish(usage: Usage | null): readonly Frame[] {
+    const s: Frame[] = [];
+    this.start(s);
+    this.closeText(s);
     for (const c of [...this.calls.values()].sort((a, b) => a.index - b.index)) {
       const item = {
         type: 'function_call',
@@ -498,12 +498,12 @@ class ResponsesStreamWriter implements PivotStream {
         status: 'completed',
       };
       this.items[c.index] = item;
-      s += this.ev('response.function_call_arguments.done', {
+      this.ev(s, 'response.function_call_arguments.done', {
         item_id: c.id,
         output_index: c.index,
         arguments: c.args,
       });
-      s += this.ev('response.output_item.done', { output_index: c.index, item });
+      this.ev(s, 'response.output_item.done', { output_index: c.index, item });
     }
     const fin = finishStatus(this.finishReason);
     const final = {
@@ -513,20 +513,11 @@ class ResponsesStreamWriter implements PivotStream {
       usage: toResponsesUsage(usage, this.reasoning),
       completed_at: Math.floor(Date.now() / 1000),
     };
-    return (
-      s +
-      this.ev(fin.status === 'completed' ? 'response.completed' : 'response.incomplete', { response: final })
-    );
+    this.ev(s, fin.status === 'completed' ? 'response.completed' : 'response.incomplete', {
+      response: final,
+    });
+    return s;
   }
-}
-
-/** Renders an error as the Responses stream's `error` event. */
-export function responsesErrorFrame(err: GatewayError): string {
-  const e = toOpenAIError(err).error;
-  return sseEvent(
-    'error',
-    JSON.stringify({ type: 'error', code: e.code, message: e.message, param: e.param, sequence_number: 0 }),
-  );
 }
 
 /** The Responses dialect's side of the chat pivot. */
@@ -535,7 +526,6 @@ export function responsesPivot(body: Obj, alias: string): ChatPivot {
     chat: responsesToChat(body),
     fromChat: (c, usage) => chatToResponse(body, c, usage, alias),
     stream: () => new ResponsesStreamWriter(body, alias),
-    errorFrame: responsesErrorFrame,
   };
 }
 
@@ -567,46 +557,37 @@ export class ResponsesPassthrough implements Exchange {
     return { body: j, usage: responsesUsage(j.usage) };
   }
   streamTranslator(): StreamTranslator {
-    const alias = this.alias;
-    const tally = new TextTally();
-    let done = false;
-    let usage: Usage | null = null;
-    return {
-      get done() {
-        return done;
-      },
-      get emittedText() {
-        return tally.text;
-      },
-      onEvent(ev: SseEvent) {
-        const data = parseJsonObject(ev.data);
-        const type = ev.event || String(data.type ?? '');
-        if (type === 'error')
-          throw new GatewayError(
-            'upstream_stream_interrupted',
-            redactSecrets(String(data.message ?? data.error?.message ?? 'upstream stream error')),
-          );
-        if (type === 'response.failed' && !done) {
-          const e = data.response?.error;
-          throw new GatewayError(
-            'upstream_stream_interrupted',
-            redactSecrets(String(e?.message ?? 'the upstream response failed')),
-          );
-        }
-        if (isObj(data.response)) {
-          data.response.model = alias;
-          const u = responsesUsage(data.response.usage);
-          if (u) usage = u;
-        }
-        if (type === 'response.output_text.delta' && typeof data.delta === 'string') tally.add(data.delta);
-        if (TERMINAL.has(type)) done = true;
-        return sseEvent(type, JSON.stringify(data));
-      },
-      end: () => '',
-      usage: () => usage,
-    };
+    return new ResponsesStream(this.alias);
   }
-  errorFrame(err: GatewayError): string {
-    return responsesErrorFrame(err);
+}
+
+/** Typed Responses events relayed with the model renamed; done at the terminal event. */
+class ResponsesStream extends FrameStream {
+  constructor(private readonly alias: string) {
+    super();
+  }
+  items(ev: SseEvent): readonly Frame[] {
+    const data = parseJsonObject(ev.data);
+    const type = ev.event || String(data.type ?? '');
+    if (type === 'error')
+      throw new GatewayError(
+        'upstream_stream_interrupted',
+        redactSecrets(String(data.message ?? data.error?.message ?? 'upstream stream error')),
+      );
+    if (type === 'response.failed' && !this.finished) {
+      const e = data.response?.error;
+      throw new GatewayError(
+        'upstream_stream_interrupted',
+        redactSecrets(String(e?.message ?? 'the upstream response failed')),
+      );
+    }
+    if (isObj(data.response)) {
+      data.response.model = this.alias;
+      const u = responsesUsage(data.response.usage);
+      if (u) this.seen = u;
+    }
+    if (type === 'response.output_text.delta' && typeof data.delta === 'string') this.tally.add(data.delta);
+    if (TERMINAL.has(type)) this.finished = true;
+    return [{ event: type, data }];
   }
 }
