@@ -25,8 +25,9 @@ import type { Clock } from '../lib/clock.js';
 import { type OutboundPolicy, outboundPolicy } from '../lib/outbound.js';
 import type { MediaKind } from '../providers/media.js';
 import { resolveAlias } from '../relay/auth.js';
-import { authed, renderFor } from './auth-first.js';
-import { RequestContext } from '../relay/context.js';
+import { authed } from './auth-first.js';
+import { renderError } from '../core/render.js';
+import { type Authenticated, RequestContext } from '../core/context.js';
 import { type MediaRunner, type StoredMediaRequest, cancelTask, mediaSaleEstimate } from '../tasks/media.js';
 import { type TaskRow, type TaskStore, ACTIVE, taskView } from '../tasks/store.js';
 
@@ -53,21 +54,25 @@ interface Caller {
   webhookSecret: boolean;
 }
 
-async function authenticate(d: MediaHttpDeps, req: FastifyRequest, ctx: RequestContext, now: number) {
+async function authenticate(
+  d: MediaHttpDeps,
+  req: FastifyRequest,
+  ctx: RequestContext,
+  now: number,
+): Promise<Authenticated> {
   const ks = d.config.killSwitch();
   if (ks)
     throw new GatewayError(
       'gateway_disabled',
       `The gateway is disabled by an operator${ks.reason ? `: ${ks.reason}` : ''}.`,
     );
-  await authed(d.config, req, ctx, now); // checked before the body was read (auth-first.ts)
+  return authed(d.config, req, ctx, now); // checked before the body was read (auth-first.ts)
 }
 
 async function caller(d: MediaHttpDeps, req: FastifyRequest): Promise<Caller> {
   const now = d.clock.now();
-  const ctx = new RequestContext(req.id, 'openai_chat', now);
-  await authenticate(d, req, ctx, now);
-  return { appId: ctx.key!.appId, keyId: ctx.key!.id, webhookSecret: !!ctx.key!.webhookSecret };
+  const { key } = await authenticate(d, req, new RequestContext(req.id, 'openai_chat', now), now);
+  return { appId: key.appId, keyId: key.id, webhookSecret: !!key.webhookSecret };
 }
 
 function str(
@@ -166,18 +171,18 @@ async function submit<R>(
   ctx.label = `media_${kind}`;
   let admitted: Admitted | null = null;
   try {
-    await authenticate(d, req, ctx, now);
+    const who = await authenticate(d, req, ctx, now);
     if (!model)
       throw new GatewayError('missing_model', "'model' is required: name a model alias.", { param: 'model' });
-    resolveAlias(d.config, ctx, model, now);
+    const routed = resolveAlias(d.config, who, model, now);
     const webhookUrl = await callbackUrl(d, b);
     const idem = idempotencyKey(req);
-    const create = () =>
+    const create = (deferred = false) =>
       d.store.createMedia({
         kind,
-        appId: ctx.key!.appId,
-        keyId: ctx.key!.id,
-        request,
+        appId: routed.key.appId,
+        keyId: routed.key.id,
+        request: deferred ? { ...request, deferred: true } : request,
         deadline: d.runner.deadlineFor(kind),
         alias: model,
         idempotencyKey: idem,
@@ -187,15 +192,16 @@ async function submit<R>(
     reply.raw.once('close', () => {
       if (!reply.raw.writableFinished) gone.abort();
     });
-    const sale = Number(mediaSaleEstimate(d.config, kind, model, ctx.key!.id, request, now));
-    // An ASYNC key over a limit: the task is created all the same (a media request is a task anyway).
+    const sale = Number(mediaSaleEstimate(d.config, kind, model, routed.key.id, request, now));
+    // An ASYNC key over a limit: the task is created, marked deferred, and the worker admits it (without
+    // waiting: "later" while over the limit) before it submits upstream (src/tasks/media.ts).
     const decision = await d.governance.admit({
-      ctx,
+      ctx: routed,
       body: b,
       abort: gone,
       now,
       jobSale: sale,
-      defer: create,
+      defer: () => create(true),
     });
     if (decision.kind === 'rejected') throw decision.error;
     let r: { task: TaskRow; existing: boolean };
@@ -351,7 +357,7 @@ function newApiVideo(t: TaskRow): Record<string, unknown> {
 /** new-api answers in {code, message, data}; its errors too. */
 function newApiError(reply: FastifyReply, e: unknown): FastifyReply {
   const ge = e instanceof GatewayError ? e : new GatewayError('internal_error', 'internal error');
-  const { status, body } = renderFor('newapi', ge);
+  const { status, body } = renderError('newapi', ge);
   return reply.code(status).send(body);
 }
 

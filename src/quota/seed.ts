@@ -7,9 +7,9 @@
  * What the windows count, and so what is summed here (the lease true-up in governance/pipeline.ts):
  *   tokens  input + output tokens of the upstream's usage (cached tokens are part of input, not added)
  *   cost    the SALE price (with the token-group multiplier), not the upstream cost: usage.sale_micros
- * Only journals that carry input_tokens: media jobs' journals don't, so a media job's sale (admitted
- * and trued up like chat) is not in the seed; a key spending mostly on media can overshoot its day by
- * what media spent before the loss.
+ * Every sale journal with the key's id counts: requests (chat-like, embeddings, audio, image edits, cache
+ * hits, ASYNC runs) and media jobs, whose journals (booked by the worker, tasks/media.ts) carry the same
+ * usage.key_id and sale_micros but no token figures (a media job's window true-up has no tokens either).
  *
  * Bounds (the figures can be lower than what the windows knew, never higher):
  *   - requests settled but not yet journaled (the billing stream's backlog: normally well under a second,
@@ -40,14 +40,15 @@ export class LedgerSeed implements QuotaSeedSource {
     const day = sql`occurred_at >= ${new Date(w.dayStart)} AND occurred_at < ${new Date(w.dayEnd)}`;
     const r = await sql<{ tokens_day: string; cost_day: string; cost_month: string }>`
       SELECT
-        coalesce(sum((usage->>'input_tokens')::numeric + coalesce((usage->>'output_tokens')::numeric, 0))
-          FILTER (WHERE ${day}), 0)::text AS tokens_day,
+        coalesce(sum(coalesce((usage->>'input_tokens')::numeric, 0)
+          + coalesce((usage->>'output_tokens')::numeric, 0)) FILTER (WHERE ${day}), 0)::text AS tokens_day,
         coalesce(sum((usage->>'sale_micros')::numeric) FILTER (WHERE ${day}), 0)::text AS cost_day,
         coalesce(sum((usage->>'sale_micros')::numeric), 0)::text AS cost_month
       FROM ledger_journal
       WHERE kind = 'sale' AND ${keys}
-        AND occurred_at >= ${new Date(w.monthStart)} AND occurred_at < ${new Date(w.monthEnd)}
-        AND (usage->>'input_tokens') IS NOT NULL`.execute(this.db);
+        AND occurred_at >= ${new Date(w.monthStart)} AND occurred_at < ${new Date(w.monthEnd)}`.execute(
+      this.db,
+    );
     const row = r.rows[0];
     return {
       tokensDay: Math.ceil(Number(row?.tokens_day ?? 0)),

@@ -4,7 +4,11 @@
  * poll. So a task is polled by one instance at a time, and a dead instance's task is picked up by another
  * as soon as its (short) lease runs out.
  *
- *   queued     reserve the app's prepaid wallet (hold `task:<id>`, until the deadline), then submit along
+ *   queued     a task deferred at submission (an ASYNC key over its limits) is admitted first, as the ASYNC
+ *              runner does (rejectOnly: over a limit is "step again when the limit says"; a spent budget or
+ *              wallet fails it), holding the key's concurrency slot for this step (the upstream submit, and
+ *              the whole job for a synchronous upstream); a task admitted by its HTTP request is not again.
+ *              Then reserve the app's prepaid wallet (hold `task:<id>`, until the deadline), then submit along
  *              the alias's chain (breakers and fallback as for chat). A synchronous upstream (OpenAI
  *              images) finishes here; otherwise -> submitted, with the upstream job id.
  *   submitted/running   poll the upstream job (backoff: ANIMA_MEDIA_POLL_MS doubling, capped);
@@ -18,11 +22,14 @@
 import type { OutboundPolicy } from '../lib/outbound.js';
 import type { UpstreamEndpoint } from '../providers/types.js';
 import type { Logger } from 'pino';
-import type { Governance, Rejected } from '../governance/pipeline.js';
+import type { Admitted, Governance, Rejected } from '../governance/pipeline.js';
+import { RequestContext } from '../core/context.js';
+import { Abort } from '../lib/abort.js';
+import { refuseDisabledGroup, resolveAlias } from '../relay/auth.js';
 import type { BreakerRegistry } from '../breaker/breaker.js';
 import type { ChannelHealthRegistry } from '../breaker/health.js';
 import type { ConfigCache } from '../config/cache.js';
-import { isEffective } from '../config/model.js';
+import { isEffective } from '../core/model.js';
 import { GatewayError } from '../core/errors.js';
 import { priceOf } from '../core/pricing.js';
 import { redactSecrets } from '../core/redact.js';
@@ -53,7 +60,10 @@ export interface MediaDeps {
   config: ConfigCache;
   breakers: BreakerRegistry;
   health: ChannelHealthRegistry;
-  /** Wallet holds and bookings go through the governance pipeline (its quota admission ran at submission). */
+  /**
+   * Quota admission (of a deferred task), wallet holds and bookings go through the governance pipeline;
+   * a task admitted by its HTTP request is not admitted again.
+   */
   governance: Governance;
   log: Logger;
   settings: MediaSettings;
@@ -70,6 +80,8 @@ export interface StoredMediaRequest {
   size?: string;
   response_format?: 'url' | 'b64_json';
   extra?: Record<string, unknown>;
+  /** Deferred by the key's ASYNC mode (over a limit at submission): the worker admits it before submitting. */
+  deferred?: boolean;
 }
 
 /** What a media task sells for and costs: the price in force at its creation, times the key's multiplier. */
@@ -186,9 +198,97 @@ export class MediaRunner {
         code: 'model_not_found',
         message: `The model '${t.alias}' does not exist.`,
       });
+    let admitted: Admitted | null = null;
+    if (r.deferred) {
+      const a = await this.admitDeferred(t, owner, kind, r, now);
+      if (!a) return; // stepped for later, or failed
+      admitted = a;
+    }
+    try {
+      await this.holdAndSubmit(t, owner, kind, r, now);
+    } finally {
+      if (admitted) {
+        // The run's outcome for the metrics, and the cost budget trued up to what it sold (the
+        // estimate while a polled job runs; 0 when it failed).
+        const cur = await this.d.store.byId(t.id).catch(() => undefined);
+        const ctx = admitted.ctx;
+        const failed = cur?.status === 'failed' || cur?.status === 'expired' || cur?.status === 'cancelled';
+        ctx.status = failed ? (cur?.result_status ?? 502) : 200;
+        ctx.outcome = failed ? 'failed' : 'ok';
+        const sold = (cur?.billing as { sale?: string } | null | undefined)?.sale;
+        if (failed) ctx.jobSaleMicros = 0;
+        else if (cur?.status === 'succeeded') ctx.jobSaleMicros = sold ? Number(sold) : 0;
+        await this.d.governance.settle(admitted);
+      }
+    }
+  }
+
+  /**
+   * Admits a deferred task through the governance pipeline without waiting, as the ASYNC runner does
+   * (tasks/runner.ts). null when it may not run now: stepped to when the limit says, or failed for good.
+   */
+  private async admitDeferred(
+    t: TaskRow,
+    owner: string,
+    kind: MediaKind,
+    r: StoredMediaRequest,
+    now: number,
+  ): Promise<Admitted | null> {
+    const ctx = new RequestContext(`req_${t.id}_${t.polls}`, 'openai_chat', now);
+    ctx.label = `media_${kind}`;
+    const key = this.d.config.keyById(t.key_id)!;
+    const app = this.d.config.app(key.appId, now)!;
+    let routed;
+    try {
+      refuseDisabledGroup(this.d.config, key.tokenGroupId, now);
+      routed = resolveAlias(this.d.config, ctx.authenticated(key, app), t.alias!, now);
+    } catch (e) {
+      if (!(e instanceof GatewayError)) throw e;
+      await this.fail(t, owner, e.status, { code: e.code, message: e.message });
+      return null;
+    }
+    const sale = Number(mediaSaleEstimate(this.d.config, kind, t.alias!, key.id, r, now));
+    ctx.jobSaleMicros = sale;
+    const decision = await this.d.governance.admit<never>({
+      ctx: routed,
+      body: t.request as Record<string, unknown>,
+      abort: new Abort(),
+      now,
+      jobSale: sale,
+      recordId: `task:${t.id}`,
+      taskId: t.id,
+      rejectOnly: true,
+    });
+    if (decision.kind === 'admitted') return decision;
+    const e = (decision as Rejected).error; // rejectOnly: never deferred again
+    // A spent token/cost budget won't come back soon: a final answer, as in the ASYNC runner.
+    if (e.code === 'tokens_limit_exceeded' || e.code === 'budget_exceeded') {
+      await this.fail(t, owner, e.status, { code: e.code, message: e.message });
+      return null;
+    }
+    // Over a rate or concurrency limit (or the quota store unavailable): try again when the limit says.
+    const ms =
+      e.status === 429
+        ? Number(e.headers['retry-after-ms'] ?? Number(e.headers['retry-after'] ?? 1) * 1000)
+        : 1_000;
+    await this.d.store.step(t.id, owner, { notBefore: new Date(Date.now() + Math.max(50, ms || 1_000)) });
+    return null;
+  }
+
+  /** Holds the app's wallet for the job, then submits it along the alias's chain. */
+  private async holdAndSubmit(
+    t: TaskRow,
+    owner: string,
+    kind: MediaKind,
+    r: StoredMediaRequest,
+    now: number,
+  ): Promise<void> {
+    const key = this.d.config.keyById(t.key_id)!;
+    const app = this.d.config.app(key.appId, now)!;
+    const alias = this.d.config.alias(t.alias!, now)!;
     if (this.d.governance.billing && app.billing === 'prepaid') {
       const est = priceMedia(this.d.config, t, null, meteredEstimate(kind, r)).sale;
-      // The wallet is held for as long as the job may run (the request's quotas were passed at submission).
+      // The wallet is held for as long as the job may run (its quotas were passed at submission or above).
       const refused = await this.d.governance
         .hold(app.id, this.holdId(t), est, Math.max(60_000, new Date(t.deadline).getTime() - now + 60_000))
         .catch((): Rejected => {
