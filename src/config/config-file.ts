@@ -11,7 +11,7 @@
 import { parse, stringify } from 'yaml';
 import { GatewayError } from '../core/errors.js';
 import type { Actor, ConfigAdmin, DeferredPropagation } from './admin.js';
-import { canonicalJson } from './admin.js';
+import { canonicalJson } from './dto.js';
 import { type Entity, RESOURCES } from './schema.js';
 
 type Row = Record<string, unknown>;

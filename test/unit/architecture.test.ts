@@ -210,6 +210,13 @@ describe('architecture', () => {
     expect(violations, shown).toEqual([]);
   });
 
+  it('every file in src/ reads in one sitting (at most 850 lines)', () => {
+    const long = files(SRC)
+      .map((f) => ({ f: relative(SRC, f), n: readFileSync(f, 'utf8').split('\n').length }))
+      .filter((x) => x.n > 850);
+    expect(long).toEqual([]);
+  });
+
   it('no import cycles between folders', () => {
     expect(cycles(graph), shown).toEqual([]);
   });

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigCache } from '../../src/config/cache.js';
 import { hashKey, insertAlias, insertApp, insertChannel, insertKey } from '../../src/config/repo.js';
 import { ManualClock } from '../../src/lib/clock.js';
-import { toDto } from '../../src/config/admin.js';
+import { toDto } from '../../src/config/dto.js';
 import { setSecretKey } from '../../src/config/secrets.js';
 import type { DbHandle } from '../../src/store/db.js';
 import { openTestDb } from '../helpers.js';
