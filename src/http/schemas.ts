@@ -4,6 +4,7 @@
  * document shows them, so neither can drift from the other.
  */
 import { type Static, Type } from '@sinclair/typebox';
+import { CONFIG_TABLES } from '../config/repo.js';
 import { Key as KeyRow, MoneyOut } from '../config/schema.js';
 
 const S = Type.String();
@@ -79,18 +80,8 @@ export const Circuit = Type.Object({
   }),
 });
 
-export const INVALIDATE_TABLES = [
-  'channel',
-  'alias',
-  'app',
-  'api_key',
-  'quota',
-  'token_group',
-  'price',
-  'admin_token',
-  'setting',
-  'all',
-] as const;
+/** The config tables, plus the admin tokens and `all`: what a cache invalidation may name. */
+export const INVALIDATE_TABLES = [...CONFIG_TABLES, 'admin_token', 'all'] as const;
 export const CacheInvalidate = Type.Object({
   table: Type.Optional(
     Type.Union(
