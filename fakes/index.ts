@@ -3,5 +3,12 @@ export * from './common.js';
 export { openaiErrorBody, fakeEmbedding, startFakeOpenAI } from './openai.js';
 export { anthropicErrorBody, startFakeAnthropic } from './anthropic.js';
 export { geminiErrorBody, startFakeGemini } from './gemini.js';
+export {
+  AZURE_CONTENT_FILTER_TRIGGER,
+  type AzureSwitches,
+  azureErrorBody,
+  type FakeAzureUpstream,
+  startFakeAzure,
+} from './azure.js';
 export { audioSeconds, fakeSpeech } from './audio.js';
 export { type FakeMediaUpstream, JobBook, type MediaSwitches, startFakeJobs } from './media.js';

@@ -354,3 +354,8 @@ export async function startFakeOpenAI(opts: FakeOptions = {}): Promise<FakeMedia
   url = up.url;
   return Object.assign(up, { book });
 }
+
+/** The fake OpenAI's routes as a spec, for fakes that serve OpenAI's API under other paths (azure.ts). */
+export function openaiSpec(publicUrl: () => string): ProviderSpec {
+  return makeSpec(new JobBook(publicUrl), new ResponseStore());
+}

@@ -155,6 +155,7 @@ export function toChannel(r: any): Channel {
     headers: Object.fromEntries(Object.entries(obj(settings.headers)).map(([k, v]) => [k, String(v)])),
     maxConnections: Math.max(1, num(settings.maxConnections, 256)),
     nativeResponses: settings.nativeResponses !== false,
+    ...(typeof settings.apiVersion === 'string' ? { apiVersion: settings.apiVersion } : {}),
     versionNo: r.version_no,
     effectiveFrom: ms(r.effective_from)!,
     effectiveTo: ms(r.effective_to),

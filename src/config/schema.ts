@@ -100,6 +100,13 @@ export const ChannelSettings = Type.Object(
     ),
     maxConnections: Type.Optional(int(1, 10_000)),
     nativeResponses: Type.Optional(Type.Boolean()),
+    apiVersion: Type.Optional(
+      str(64, {
+        pattern: '^[0-9]{4}-[0-9]{2}-[0-9]{2}(-preview)?$|^(preview|latest)$',
+        'x-pattern-message': 'must be an Azure api-version such as 2024-10-21 or 2025-04-01-preview',
+        description: 'azure channels in deployments mode: the api-version query parameter',
+      }),
+    ),
   },
   { additionalProperties: false, 'x-unknown': 'is not a known setting' },
 );

@@ -6,7 +6,26 @@
  * The provider kinds. Each has exactly one declaration in providers/registry.ts (the compiler holds the
  * table to this union); everything else (validation, OpenAPI, the console) reads the registry.
  */
-export type ProviderKind = 'openai' | 'anthropic' | 'jobs' | 'gemini' | 'openai_compatible';
+export type ProviderKind =
+  | 'openai'
+  | 'anthropic'
+  | 'jobs'
+  | 'gemini'
+  | 'openai_compatible'
+  | 'azure'
+  // OpenAI-compatible vendors (providers/vendors.ts)
+  | 'mistral'
+  | 'groq'
+  | 'deepseek'
+  | 'xai'
+  | 'together'
+  | 'fireworks'
+  | 'openrouter'
+  | 'perplexity'
+  | 'cohere'
+  | 'ollama'
+  | 'vllm'
+  | 'lmstudio';
 
 export interface Timeouts {
   connectMs: number;
@@ -53,6 +72,8 @@ export interface Channel {
   maxConnections: number;
   /** OpenAI channels: serve /v1/responses with the upstream's own Responses API (else through chat). */
   nativeResponses: boolean;
+  /** Azure deployments channels: the `api-version` sent (unset: the GA version the provider knows). */
+  apiVersion?: string;
   versionNo: number;
   effectiveFrom: number;
   effectiveTo: number | null;

@@ -213,7 +213,9 @@ function classifyGoogle(
 }
 
 const CONTEXT_RE = /context[_ ]length|maximum context|too many tokens|prompt is too long|context window/i;
-const POLICY_RE = /content[_ ]policy|content[_ ]filter|safety system|flagged/i;
+const POLICY_RE = /content[_ ]?policy|content[_ ]?filter|safety system|flagged/i;
+/** Azure names its content filter in `innererror.code`, which errorFields does not read. */
+const AZURE_POLICY_RE = /"code"\s*:\s*"ResponsibleAIPolicyViolation"/;
 
 /** Classifies a non-2xx upstream answer. */
 export function classifyHttp(
@@ -252,7 +254,8 @@ export function classifyHttp(
   }
   if (status >= 500) return failure('server_error', message, extra);
   if (CONTEXT_RE.test(sig) || CONTEXT_RE.test(message)) return failure('context_length', message, extra);
-  if (POLICY_RE.test(sig) || POLICY_RE.test(message)) return failure('content_policy', message, extra);
+  if (POLICY_RE.test(sig) || POLICY_RE.test(message) || AZURE_POLICY_RE.test(bodyText))
+    return failure('content_policy', message, extra);
   return failure('client_error', message, extra);
 }
 

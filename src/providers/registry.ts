@@ -12,10 +12,12 @@
 import { CHAT_LIKE } from '../core/dialects.js';
 import { GatewayError, unsupported } from '../core/errors.js';
 import { anthropicExchange } from './anthropic/exchange.js';
+import { azureExchange } from './azure.js';
 import { classifyHttp, type UpstreamFailure } from './classify.js';
 import { geminiExchange } from './gemini/exchange.js';
 import type { ChatRequest } from './openai/wire.js';
 import { openaiExchange } from './openai/exchange.js';
+import { vendorDeclarations } from './vendors.js';
 import type {
   Exchange,
   ExchangeOptions,
@@ -239,6 +241,20 @@ const DECLARATIONS: Readonly<Record<ProviderKind, ProviderDeclaration>> = {
       refuse: ['logprobs', 'top_logprobs'],
     },
   }),
+  // Azure OpenAI: OpenAI's wire format and error shape, addressed by deployment (or the v1 API), with the
+  // credential in `api-key` unless the channel sets an Entra ID Authorization header (azure.ts).
+  azure: {
+    kind: 'azure',
+    description:
+      'Azure OpenAI: the resource endpoint (deployments, api-version setting) or its /openai/v1 API; api-key or Entra ID bearer',
+    native: OPENAI_NATIVE,
+    exchange: (dialect, body, ep, m, alias, opts) => azureExchange(dialect, body, ep, m, alias, opts),
+    errorShape: 'openai',
+    classify: (s, h, t) => classifyHttp('azure', s, h, t),
+    auth: 'api-key',
+  },
+  // Named vendors on the OpenAI base, each with its documented quirks (vendors.ts).
+  ...vendorDeclarations(openAICompatible),
 };
 
 export const PROVIDER_KINDS: readonly ProviderKind[] = Object.keys(DECLARATIONS) as ProviderKind[];

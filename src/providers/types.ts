@@ -17,6 +17,8 @@ export interface UpstreamEndpoint {
   headers: Record<string, string>;
   /** OpenAI channels: the upstream has its own Responses API (default true). */
   nativeResponses?: boolean;
+  /** Azure deployments channels: the `api-version` query parameter (default: the GA version, azure.ts). */
+  apiVersion?: string;
   /** An undici dispatcher for calls made with fetch (media): the outbound policy's connector. */
   dispatcher?: unknown;
 }

@@ -95,7 +95,7 @@ describe('the registry', () => {
       headers: { authorization: 'Bearer ak-test-admin-token-0123456789', 'content-type': 'application/json' },
       body: JSON.stringify({
         code: 'x',
-        provider: 'azure',
+        provider: 'no_such_kind',
         base_url: 'https://api.example.com',
         credential: 'k',
       }),
@@ -103,7 +103,7 @@ describe('the registry', () => {
     expect(r.status).toBe(400);
     const err = (await r.json()) as { error: { param: string; message: string } };
     expect(err.error.param).toBe('provider');
-    expect(err.error.message).toMatch(/unknown provider kind "azure"; known: openai, /);
+    expect(err.error.message).toMatch(/unknown provider kind "no_such_kind"; known: openai, /);
 
     // A registered kind the old CHECK constraint didn't list is stored (the migration dropped it).
     const row = await admin('POST', '/channels', {
