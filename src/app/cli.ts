@@ -4,12 +4,16 @@
  *                         REDIS_URL are set); --demo also starts the built-in demo upstreams and seeds a
  *                         demo app, key, channels and aliases, then prints a working curl line.
  * anima migrate           run database migrations and exit.
+ * anima prices import FILE [--source URL] [--dry-run]
+ *                         load list prices from a LiteLLM model_prices_and_context_window.json into the
+ *                         price catalogue (the cost of a model with no price row; config/catalogue.ts).
  * anima secrets rotate    re-seal every stored credential / webhook secret under ANIMA_SECRET_KEY;
  * anima secrets status    how many stored values each key (or clear text) holds.
  */
 import { PROVIDER_KINDS } from '../providers/registry.js';
 import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve as resolvePath } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { sql } from 'kysely';
 import { AdminTokens, newAdminToken } from '../config/admin-tokens.js';
 import { openSecret, setSecretKey } from '../config/secrets.js';
@@ -27,6 +31,7 @@ import { StartupRefused, managementListenerAccess, secretsAtRest } from './secur
 import { createLogger } from '../observability/log.js';
 import { rotateSecrets, sealedInventory } from '../config/rotate.js';
 import { settingsFromEnv } from './settings.js';
+import { fromLiteLLM, saveImported } from '../config/catalogue.js';
 
 const DEMO_APP = 'app_demo';
 
@@ -66,13 +71,13 @@ async function seedDemo(
       'demo',
       [
         [{ channel: 'demo-openai', model: 'gpt-4o-mini' }],
-        [{ channel: 'demo-anthropic', model: 'claude-3-5-haiku' }],
+        [{ channel: 'demo-anthropic', model: 'claude-haiku-4-5' }],
       ],
     ],
     [
       'demo-claude',
       [
-        [{ channel: 'demo-anthropic', model: 'claude-3-5-haiku' }],
+        [{ channel: 'demo-anthropic', model: 'claude-haiku-4-5' }],
         [{ channel: 'demo-openai', model: 'gpt-4o-mini' }],
       ],
     ],
@@ -137,7 +142,7 @@ async function serveCluster(n: number): Promise<void> {
       settings.managementPort,
       clusterActuator(cluster, (w) => slots.get(w.id) ?? 0),
       managementListenerAccess(settings, tokens),
-      createLogger(settings.logLevel),
+      createLogger(settings.logLevel, undefined, settings.logSink),
     );
   } else await dbh.close();
   let listening = 0;
@@ -188,6 +193,8 @@ async function serve(args: string[]): Promise<void> {
   if (atRest.refuse) throw new StartupRefused(atRest.refuse);
   // The demo upstreams listen on loopback: the demo lets operator-set URLs reach it, explicitly.
   if (demo) settings.outboundAllow = [...settings.outboundAllow, '127.0.0.0/8', '::1'];
+  // The demo's models are in the price catalogue; a markup on their list price makes its spread visible.
+  if (demo) process.env.ANIMA_DEFAULT_SALE_MARKUP ??= '1.2';
   setSecretKey(settings.secretKey, settings.secretKeyPrevious);
   if (!settings.databaseUrl && settings.dataDir !== 'memory://')
     mkdirSync(settings.dataDir, { recursive: true });
@@ -362,6 +369,38 @@ async function applyCommand(args: string[]): Promise<void> {
   }
 }
 
+/**
+ * `prices import FILE`: LiteLLM's model_prices_and_context_window.json into the price catalogue table,
+ * replacing earlier imports of the same provider and model; the gateways reload it with the price table.
+ */
+async function pricesCommand(args: string[]): Promise<void> {
+  const file = args[0] === 'import' ? args[1] : undefined;
+  if (!file || file.startsWith('--'))
+    throw new StartupRefused('usage: anima prices import FILE [--source URL] [--dry-run]');
+  const doc: unknown = JSON.parse(readFileSync(file, 'utf8'));
+  const source = flag(args, '--source') ?? pathToFileURL(resolvePath(file)).href;
+  const asOf = new Date().toISOString().slice(0, 10);
+  const r = fromLiteLLM(doc, { source, asOf });
+  const byProvider = new Map<string, number>();
+  for (const e of r.entries) byProvider.set(e.provider, (byProvider.get(e.provider) ?? 0) + 1);
+  const top = [...byProvider].sort((a, b) => b[1] - a[1]).slice(0, 10);
+  process.stdout.write(
+    `read ${r.entries.length + r.skipped.length} entries: ${r.entries.length} priced, ${r.skipped.length} skipped (no price Anima bills)` +
+      (r.rounded.length ? `, ${r.rounded.length} rounded up to a whole micro-unit` : '') +
+      `\nby provider: ${top.map(([p, n]) => `${p} ${n}`).join(', ')}${byProvider.size > 10 ? ', …' : ''}\n`,
+  );
+  if (args.includes('--dry-run')) return;
+  const { admin, dbh, close } = await adminFromEnv();
+  try {
+    const { added, replaced } = await saveImported(dbh.db, r.entries);
+    // The imported layer reloads with the price table.
+    await admin.propagate({ table: 'price' });
+    process.stdout.write(`imported: ${added} new, ${replaced} replaced\n`);
+  } finally {
+    await close();
+  }
+}
+
 async function exportCommand(args: string[]): Promise<void> {
   const { admin, close } = await adminFromEnv();
   try {
@@ -433,6 +472,8 @@ async function main(): Promise<void> {
       return exportCommand(args);
     case 'secrets':
       return secretsCommand(args);
+    case 'prices':
+      return pricesCommand(args);
     case 'migrate': {
       const s = settingsFromEnv();
       const dbh = await openDatabase({ databaseUrl: s.databaseUrl, dataDir: s.dataDir });
@@ -442,7 +483,7 @@ async function main(): Promise<void> {
     }
     default:
       process.stderr.write(
-        `unknown command '${cmd}'. Commands: serve [--demo] [--workers N], apply -f FILE [--dry-run], export [-o FILE], secrets rotate|status, migrate\n`,
+        `unknown command '${cmd}'. Commands: serve [--demo] [--workers N], apply -f FILE [--dry-run], export [-o FILE], secrets rotate|status, prices import FILE, migrate\n`,
       );
       process.exit(2);
   }

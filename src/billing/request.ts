@@ -61,7 +61,7 @@ export function ensureUsage(ctx: RequestContext, body: Record<string, unknown>):
 /** Prices a served request at the price in force when it arrived (cost, and sale with the token-group multiplier). */
 export function priceRequest(config: ConfigCache, ctx: RequestContext): void {
   if (!ctx.usage || !ctx.channel || !ctx.alias || ctx.saleMicros !== null) return;
-  const p = config.price(ctx.alias.name, ctx.channel, ctx.startedAt);
+  const p = config.price(ctx.alias.name, ctx.channel, ctx.startedAt, ctx.upstreamModel);
   if (!p) return;
   const m = multiplierOf(config, ctx);
   if (ctx.cacheHit) {

@@ -11,6 +11,7 @@ import {
   pickEffective,
 } from '../core/model.js';
 import { type Price, toPrice } from './price.js';
+import { Catalogue, cataloguePrice, defaultMarkupBp, loadImported, shippedEntries } from './catalogue.js';
 import {
   CONFIG_TABLES,
   type ConfigTable,
@@ -70,6 +71,10 @@ export class ConfigCache {
   private quotas = new Map<string, Quota[]>();
   private tokenGroups = new Map<string, TokenGroup[]>();
   private prices = new Map<string, Price[]>();
+  /** List prices for (provider kind, model): the cost when no price row applies (config/catalogue.ts). */
+  private catalogue = new Catalogue(shippedEntries());
+  /** Catalogue prices resolved per alias/channel/model; emptied at every table swap. */
+  private catalogueMemo = new Map<string, Price | null>();
   private readonly loadedAtByTable = new Map<ConfigTable, number>();
   private readonly extraKeys = new Map<string, { key: ApiKey | undefined; at: number }>();
   private timer: NodeJS.Timeout | null = null;
@@ -133,13 +138,28 @@ export class ConfigCache {
         this.settings = new Map(rows.map((r) => [String(r.key), r.value]));
         break;
     }
+    this.catalogueMemo = new Map();
     this.loadedAtByTable.set(table, this.clock.now());
+  }
+
+  /** The imported catalogue layer rides on the price table's reloads (and its invalidations). */
+  private async loadCatalogue(): Promise<void> {
+    try {
+      this.catalogue = new Catalogue(shippedEntries(), await loadImported(this.db));
+      this.catalogueMemo = new Map();
+    } catch (err) {
+      this.log.warn(
+        { err: (err as Error).message },
+        'price catalogue: imported prices unreadable, keeping the previous copy',
+      );
+    }
   }
 
   private async loadTable(table: ConfigTable, strict: boolean): Promise<void> {
     const l2Key = `config:l2:${table}`;
     try {
       const rows = await fetchRows(this.db, table);
+      if (table === 'price') await this.loadCatalogue();
       this.apply(table, rows);
       this.onReload?.(table, 'db');
       void this.opts.l2?.setValue(l2Key, JSON.stringify(rows, bigintSafe), L2_TTL_MS).catch(() => {});
@@ -224,12 +244,38 @@ export class ConfigCache {
     return pickEffective(this.quotas.get(`${scope}:${id}`), now);
   }
 
-  /** The price in force at `at` for this alias on this channel (a channel-specific row wins over the alias-wide one). */
-  price(alias: string, channel: string | null, at = this.clock.now()): Price | undefined {
-    return (
+  /**
+   * The price in force at `at` for this alias on this channel (a channel-specific row wins over the
+   * alias-wide one). No row: the catalogue's list price for the channel's provider kind and the model the
+   * alias sends it (`model`, else the alias's first target on that channel), sold at the default markup.
+   */
+  price(
+    alias: string,
+    channel: string | null,
+    at = this.clock.now(),
+    model?: string | null,
+  ): Price | undefined {
+    const row =
       (channel ? pickEffective(this.prices.get(`${alias}\0${channel}`), at) : undefined) ??
-      pickEffective(this.prices.get(`${alias}\0`), at)
-    );
+      pickEffective(this.prices.get(`${alias}\0`), at);
+    if (row || !channel) return row;
+    const ch = this.channel(channel, at);
+    const upstream =
+      model ??
+      this.alias(alias, at)
+        ?.tiers.flat()
+        .find((t) => t.channel === channel)?.model;
+    if (!ch || !upstream) return undefined;
+    // Keyed by what the answer depends on (the markup comes from settings: a swap empties the memo).
+    const memoKey = `${ch.provider}\0${upstream}\0${alias}\0${channel}`;
+    const memo = this.catalogueMemo.get(memoKey);
+    if (memo !== undefined) return memo ?? undefined;
+    const entry = this.catalogue.get(ch.provider, upstream);
+    const p = entry
+      ? cataloguePrice(entry, alias, channel, defaultMarkupBp(this.settings.get('default_sale_markup')))
+      : undefined;
+    this.catalogueMemo.set(memoKey, p ?? null);
+    return p;
   }
 
   tokenGroup(id: string, now = this.clock.now()): TokenGroup | undefined {

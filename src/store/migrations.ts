@@ -463,6 +463,32 @@ const migrations: Record<string, Migration> = {
       await sql`ALTER TABLE channel DROP CONSTRAINT IF EXISTS channel_provider_check`.execute(db);
     },
   },
+  '0016_price_catalogue': {
+    // List prices imported from a LiteLLM price file (`anima prices import`), over the catalogue shipped in
+    // data/prices.json: the cost of a request whose alias and channel have no price row (config/catalogue.ts).
+    // One row per provider kind and upstream model; not versioned (a list price is a reference, the
+    // versioned price rows are what an operator commits to).
+    async up(db: Kysely<unknown>) {
+      await sql`CREATE TABLE price_catalogue (
+        provider text NOT NULL,
+        model text NOT NULL,
+        input_per_mtok bigint NOT NULL DEFAULT 0 CHECK (input_per_mtok >= 0),
+        output_per_mtok bigint NOT NULL DEFAULT 0 CHECK (output_per_mtok >= 0),
+        cached_per_mtok bigint NOT NULL DEFAULT 0 CHECK (cached_per_mtok >= 0),
+        per_request bigint NOT NULL DEFAULT 0 CHECK (per_request >= 0),
+        per_image bigint NOT NULL DEFAULT 0 CHECK (per_image >= 0),
+        per_video_second bigint NOT NULL DEFAULT 0 CHECK (per_video_second >= 0),
+        per_track bigint NOT NULL DEFAULT 0 CHECK (per_track >= 0),
+        per_mchar bigint NOT NULL DEFAULT 0 CHECK (per_mchar >= 0),
+        per_audio_second bigint NOT NULL DEFAULT 0 CHECK (per_audio_second >= 0),
+        per_cache_hit bigint NOT NULL DEFAULT 0 CHECK (per_cache_hit >= 0),
+        source text NOT NULL,
+        as_of text NOT NULL,
+        imported_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (provider, model)
+      )`.execute(db);
+    },
+  },
 };
 
 class StaticProvider implements MigrationProvider {
