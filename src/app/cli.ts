@@ -142,7 +142,7 @@ async function serveCluster(n: number): Promise<void> {
       settings.managementPort,
       clusterActuator(cluster, (w) => slots.get(w.id) ?? 0),
       managementListenerAccess(settings, tokens),
-      createLogger(settings.logLevel, undefined, settings.logSink),
+      createLogger(settings.logLevel),
     );
   } else await dbh.close();
   let listening = 0;

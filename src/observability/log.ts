@@ -1,12 +1,11 @@
 import pino, { type Logger } from 'pino';
-import { stdoutLogSink } from './log-sink.js';
 
 /**
  * Structured JSON logs. Secrets never reach a log line: request bodies are not logged, and these paths
  * are redacted wherever an object carrying them is logged by accident.
  */
 export function createLogger(level: string, destination?: pino.DestinationStream): Logger {
-  const dest = destination ?? stdoutLogSink();
+  const dest = destination ?? stdoutDestination();
   const log = pino(
     {
       level,
@@ -32,6 +31,25 @@ export function createLogger(level: string, destination?: pino.DestinationStream
   );
   ACCESS.set(log, { log, dest });
   return log;
+}
+
+let pinoStdout: pino.DestinationStream | null = null;
+/**
+ * pino's own destination on stdout (sonic-boom), one per process so lines stay in order: lines leave in
+ * batches of about 4 KiB, or 100 ms after they were written on a quiet gateway, and pino flushes what is
+ * left at exit. Writes of at most PIPE_BUF (4 KiB) bytes: a pipe takes each whole, so workers sharing the
+ * primary's stdout never split each other's lines (sonic-boom wants minLength below maxWrite). A
+ * hand-written sink saved a few µs per line but no measurable share of the gateway's CPU per request
+ * (bench/HISTORY.md, 2026-12-02).
+ */
+function stdoutDestination(): pino.DestinationStream {
+  return (pinoStdout ??= pino.destination({
+    dest: 1,
+    minLength: 4000,
+    maxWrite: 4096,
+    periodicFlush: 100,
+    sync: false,
+  }));
 }
 
 const ACCESS = new WeakMap<Logger, { log: Logger; dest: pino.DestinationStream }>();
