@@ -6,15 +6,22 @@
  * billing off measures what billing costs, in the same rounds.
  *
  *   node dist/bench/overhead.js [--duration S] [--rounds N] [--connections C] [--rate RPS] [--workers N]
+ *                               [--keys N]
  *
  * Scenarios: (1) JSON chat, upstream 0 ms, saturated; (2) SSE, 20 chunks + usage, saturated; (3) upstream
  * 50 ms at a fixed offered rate (default 1,000 rps); (4) as (3) with 20% of requests failing on the
  * first channel (fallback and breaker at work), after the 50 ms like the rest, and again with those
- * failures answered at once (what the fallback itself adds). Upstream behaviour is set on the fake servers themselves
+ * failures answered at once (what the fallback itself adds); (5) as (1) spread over --keys N keys whose
+ * limits never bind (json-many); (6) as (1) on a key whose concurrency limit sits just above the
+ * connection count (json-near: admission's checks at their edge, few refusals). Upstream behaviour is set on the fake servers themselves
  * (POST /_fake/fault), so every target gets exactly the same answers.
  *
  * Production mode (PostgreSQL + Redis) when DATABASE_URL / REDIS_URL point at servers (the bench creates
  * and drops its own database there); the embedded default otherwise (no billing-off twin, no workers).
+ * Production mode also reports what the shared tier spends for each gateway target's measured runs:
+ * the Redis server's CPU (INFO cpu) and commands (INFO commandstats), the PostgreSQL server processes'
+ * CPU (/proc, when they run on this machine) per request and per journal. Those servers serve whatever
+ * else uses them during the run too, so their figures are upper bounds on a busy machine.
  * Prints tables, then as its very last line one JSON object.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -22,12 +29,14 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import autocannon from 'autocannon';
+import { Redis } from 'ioredis';
 import pg from 'pg';
 import { insertAlias, insertApp, insertChannel, insertKey } from '../src/config/repo.js';
 import { randomId } from '../src/core/ids.js';
 import { openDatabase } from '../src/store/db.js';
 import { setSecretKey } from '../src/config/secrets.js';
 import { fixedRate } from './rate.js';
+import { type TierCost, medTier, pgCpu, pgDelta, redisStats } from './shared-tier.js';
 
 const arg = (name: string, dflt: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -38,6 +47,7 @@ const ROUNDS = arg('rounds', 3);
 const CONNECTIONS = arg('connections', 50);
 const RATE = arg('rate', 1000);
 const WORKERS = arg('workers', 1);
+const KEYS = arg('keys', 100);
 
 const children: ChildProcess[] = [];
 // Production mode refuses to start without a key; the bench seals its channels with it, as production does.
@@ -82,15 +92,20 @@ interface Sample {
   errors: number;
   /** CPU microseconds the target process spent per request served (direct: none measured). */
   cpuUs?: number;
+  /** Production mode, gateway targets: the shared tier's share, per request served. */
+  tier?: TierCost;
 }
 
 async function cannon(
   url: string,
   headers: Record<string, string>,
   body: string,
-  o: { duration?: number; rate?: number } = {},
+  o: { duration?: number; rate?: number; auths?: string[] } = {},
 ): Promise<Sample> {
   if (o.rate) return fixedRate(url, headers, body, o.rate, o.duration ?? DURATION);
+  // Several keys: each request carries the next one in turn.
+  let next = 0;
+  const auths = o.auths;
   const r = await autocannon({
     url,
     method: 'POST',
@@ -98,6 +113,18 @@ async function cannon(
     body,
     duration: o.duration ?? DURATION,
     connections: CONNECTIONS,
+    ...(auths
+      ? {
+          requests: [
+            {
+              setupRequest: (req) => ({
+                ...req,
+                headers: { ...headers, authorization: `Bearer ${auths[next++ % auths.length]}` },
+              }),
+            },
+          ],
+        }
+      : {}),
   });
   return {
     rps: r.requests.average,
@@ -111,13 +138,17 @@ const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 };
-const med = (xs: Sample[]): Sample => ({
-  rps: median(xs.map((x) => x.rps)),
-  p50: median(xs.map((x) => x.p50)),
-  p99: median(xs.map((x) => x.p99)),
-  errors: xs.reduce((a, x) => a + x.errors, 0),
-  ...(xs.every((x) => x.cpuUs !== undefined) ? { cpuUs: median(xs.map((x) => x.cpuUs!)) } : {}),
-});
+const med = (xs: Sample[]): Sample => {
+  const tier = medTier(xs);
+  return {
+    rps: median(xs.map((x) => x.rps)),
+    p50: median(xs.map((x) => x.p50)),
+    p99: median(xs.map((x) => x.p99)),
+    errors: xs.reduce((a, x) => a + x.errors, 0),
+    ...(xs.every((x) => x.cpuUs !== undefined) ? { cpuUs: median(xs.map((x) => x.cpuUs!)) } : {}),
+    ...(tier ? { tier } : {}),
+  };
+};
 
 /** Resident set size of a process and its children (a --workers gateway), in MiB. */
 function rssMb(pid: number): number {
@@ -178,6 +209,8 @@ async function main(): Promise<void> {
   } else {
     dataDir = mkdtempSync(join(tmpdir(), 'anima-bench-'));
   }
+  let counter: pg.Client | null = null;
+  let redisInfo: Redis | null = null;
   try {
     const fake = () =>
       run(
@@ -255,6 +288,49 @@ async function main(): Promise<void> {
         tokens_per_minute: 1e12,
       })
       .execute();
+    // json-many: keys whose limits never bind, each request on the next. json-near: one key whose
+    // concurrency limit sits a tenth above the connection count, so every admission is decided at the
+    // edge of a limit the load actually reaches (a request's lease may still be held as its connection
+    // sends the next one, hence the margin).
+    const manyKeys: string[] = [];
+    for (let i = 0; i < KEYS; i++) {
+      const k = await insertKey(dbh.db, app);
+      manyKeys.push(k.sk);
+      await dbh.db
+        .insertInto('quota')
+        .values({
+          scope: 'key',
+          scope_id: k.id,
+          max_concurrency: 100_000,
+          qps: 1_000_000,
+          qps_burst: 1_000_000,
+          tokens_per_minute: 1e12,
+        })
+        .execute();
+    }
+    const nearKey = await insertKey(dbh.db, app);
+    await dbh.db
+      .insertInto('quota')
+      .values({
+        scope: 'key',
+        scope_id: nearKey.id,
+        max_concurrency: CONNECTIONS + Math.max(2, Math.ceil(CONNECTIONS / 10)),
+        qps: 1_000_000,
+        qps_burst: 1_000_000,
+        tokens_per_minute: 1e12,
+      })
+      .execute();
+    // The journal count for the shared-tier figures, on one connection kept open (a new one per count
+    // would start a PostgreSQL backend each time), whose backend's CPU is left out of PostgreSQL's.
+    counter = dbUrl ? new pg.Client({ connectionString: dbUrl }) : null;
+    await counter?.connect();
+    const counterPid = counter ? Number((await counter.query('SELECT pg_backend_pid() AS p')).rows[0].p) : 0;
+    const countJournals = async () =>
+      Number(
+        (await counter!.query(`SELECT count(*) AS n FROM ledger_journal WHERE kind = 'sale'`)).rows[0].n,
+      );
+    redisInfo = redisUrl ? new Redis(redisUrl, { lazyConnect: true }) : null;
+    await redisInfo?.connect();
     const journalCount = async () => {
       const h = await openDatabase({ databaseUrl: dbUrl, dataDir: dataDir ?? 'memory://' });
       try {
@@ -301,9 +377,16 @@ async function main(): Promise<void> {
     // The billing-off twin shares the database, so only in production mode.
     // --twin-build DIR: the twin is another build (DIR/dist) with everything on, for an A/B of two builds
     // measured in the same rounds (its column is then that build, not "billing off").
+    // ANIMA_BENCH_TWIN_ENV=K=V,...: the twin runs with these settings added (everything else on; this build
+    // unless --twin-build names another): an A/B of a setting on one build.
+    const twinEnv: Record<string, string> = {};
+    for (const kv of (process.env.ANIMA_BENCH_TWIN_ENV ?? '').split(',').filter(Boolean))
+      twinEnv[kv.slice(0, kv.indexOf('='))] = kv.slice(kv.indexOf('=') + 1);
     const twinBuild = process.argv.includes('--twin-build')
       ? process.argv[process.argv.indexOf('--twin-build') + 1]!
-      : null;
+      : process.env.ANIMA_BENCH_TWIN_ENV
+        ? '.'
+        : null;
     // ANIMA_BENCH_TWIN_NODE_FLAGS: the twin's node flags instead (an A/B of runtime flags on one build).
     const twinFlags = process.env.ANIMA_BENCH_TWIN_NODE_FLAGS;
     const twinArgs =
@@ -314,7 +397,7 @@ async function main(): Promise<void> {
       ? twinBuild
         ? await run(
             twinArgs.map((a) => (a === 'dist/src/app/cli.js' ? `${twinBuild}/dist/src/app/cli.js` : a)),
-            gatewayEnv({}),
+            gatewayEnv(twinEnv),
             LISTEN,
           )
         : await run(serveArgs, gatewayEnv({ ANIMA_BILLING: 'off' }), LISTEN)
@@ -353,26 +436,39 @@ async function main(): Promise<void> {
     // --twin-bare: the twin's "billing off" runs use the key without quota, so the twin is the bare gateway
     // alone (for a profile to set against the full gateway's: bench/profile-diff.ts).
     const twinHeaders = process.argv.includes('--twin-bare') ? bareHeaders : gwHeaders;
-    const hit = (t: Target, stream: boolean, o: { duration?: number; rate?: number } = {}, large = false) =>
-      t === 'direct'
-        ? cannon(upA + '/v1/chat/completions', upHeaders, chatBody(stream, 'gpt-bench', large), o)
-        : t === 'raw'
-          ? cannon(raw + '/v1/chat/completions', upHeaders, chatBody(stream, 'gpt-bench', large), o)
-          : t === 'bare'
-            ? cannon(off! + '/v1/chat/completions', bareHeaders, chatBody(stream, 'bench', large), o)
-            : t === 'strict'
-              ? cannon(
-                  gateway + '/v1/chat/completions',
-                  gwHeaders,
-                  chatBody(stream, 'bench-strict', large),
-                  o,
-                )
-              : cannon(
-                  (t === 'off' ? off! : gateway) + '/v1/chat/completions',
-                  t === 'off' ? twinHeaders : gwHeaders,
-                  chatBody(stream, 'bench', large),
-                  o,
-                );
+    const hit = (
+      t: Target,
+      stream: boolean,
+      o: { duration?: number; rate?: number } = {},
+      large = false,
+      keys?: 'many' | 'near',
+    ) =>
+      keys && (t === 'gateway' || t === 'off')
+        ? cannon(
+            (t === 'off' ? off! : gateway) + '/v1/chat/completions',
+            { ...gwHeaders, authorization: `Bearer ${keys === 'near' ? nearKey.sk : manyKeys[0]}` },
+            chatBody(stream, 'bench', large),
+            { ...o, ...(keys === 'many' ? { auths: manyKeys } : {}) },
+          )
+        : t === 'direct'
+          ? cannon(upA + '/v1/chat/completions', upHeaders, chatBody(stream, 'gpt-bench', large), o)
+          : t === 'raw'
+            ? cannon(raw + '/v1/chat/completions', upHeaders, chatBody(stream, 'gpt-bench', large), o)
+            : t === 'bare'
+              ? cannon(off! + '/v1/chat/completions', bareHeaders, chatBody(stream, 'bench', large), o)
+              : t === 'strict'
+                ? cannon(
+                    gateway + '/v1/chat/completions',
+                    gwHeaders,
+                    chatBody(stream, 'bench-strict', large),
+                    o,
+                  )
+                : cannon(
+                    (t === 'off' ? off! : gateway) + '/v1/chat/completions',
+                    t === 'off' ? twinHeaders : gwHeaders,
+                    chatBody(stream, 'bench', large),
+                    o,
+                  );
     const decompose = process.argv.includes('--decompose') && off !== null;
 
     const scenarios: Array<{
@@ -383,6 +479,7 @@ async function main(): Promise<void> {
       faultA: Record<string, unknown> | null;
       faultB: Record<string, unknown> | null;
       rate?: number;
+      keys?: 'many' | 'near';
       targets: Target[];
     }> = [
       {
@@ -397,6 +494,22 @@ async function main(): Promise<void> {
           ...(off ? ['off' as const] : []),
           ...(decompose ? ['bare' as const] : []),
         ],
+      },
+      {
+        name: 'json-many',
+        stream: false,
+        keys: 'many',
+        faultA: null,
+        faultB: null,
+        targets: ['raw', 'gateway', ...(off ? ['off' as const] : [])],
+      },
+      {
+        name: 'json-near',
+        stream: false,
+        keys: 'near',
+        faultA: null,
+        faultB: null,
+        targets: ['raw', 'gateway', ...(off ? ['off' as const] : [])],
       },
       {
         name: 'json-large',
@@ -442,7 +555,7 @@ async function main(): Promise<void> {
       },
     ];
     // --only json,stream: run just those scenarios (for profiling; the JSON summary then lacks the rest).
-    // Opt-in scenarios (json-large) run only when named there: the default run stays under 3 minutes.
+    // Opt-in scenarios (json-large) run only when named there: the default run stays near 4 minutes.
     const only = process.argv.includes('--only')
       ? new Set(process.argv[process.argv.indexOf('--only') + 1]!.split(','))
       : null;
@@ -457,21 +570,75 @@ async function main(): Promise<void> {
       : null;
     if (pick) for (const sc of scenarios) sc.targets = sc.targets.filter((t) => pick.has(t));
     const results: Record<string, Partial<Record<Target, Sample>>> = {};
+    // Journals are written after the responses, in batches: the shared tier is read once the writer has
+    // caught up: at least `min` journals (one per billed request) and none new for half a second; at most 15 s.
+    const settle = async (min = 0): Promise<number> => {
+      let n = await countJournals();
+      for (let same = 0, i = 0; (same < 2 || n < min) && i < 60; i++) {
+        await new Promise((r) => setTimeout(r, 250));
+        const m = await countJournals();
+        same = m === n ? same + 1 : 0;
+        n = m;
+      }
+      return n;
+    };
+    const pgNow = () => {
+      const m = pgCpu();
+      m?.delete(counterPid);
+      return m;
+    };
     const journalsBefore = production ? await journalCount() : 0;
     let billedSeconds = 0;
     for (const sc of scenarios) {
       await setFault(upA, sc.faultA);
       await setFault(upB, sc.faultB);
       const o = sc.rate ? { rate: sc.rate } : {};
-      for (const t of sc.targets) await hit(t, sc.stream, { ...o, duration: 1 }, sc.large); // warm JIT and pools
+      for (const t of sc.targets) await hit(t, sc.stream, { ...o, duration: 1 }, sc.large, sc.keys); // warm JIT and pools
       const samples: Partial<Record<Target, Sample[]>> = {};
       for (let i = 0; i < ROUNDS; i++) {
         for (const t of sc.targets) {
+          // The shared tier is sampled only around a gateway target's run (direct and raw don't touch it).
+          const tier = production && t !== 'direct' && t !== 'raw';
+          const j0 = tier ? await settle() : 0; // the previous run's journals are not this one's
+          const pg0 = tier ? pgNow() : null;
+          const r0 = tier ? await redisStats(redisInfo!) : null;
           const t0 = performance.now();
           const pid = pidOf[t];
           const c0 = pid ? cpuMs(pid) : 0;
-          const x = await hit(t, sc.stream, o, sc.large);
-          if (pid) x.cpuUs = Math.round(((cpuMs(pid) - c0) * 1000) / Math.max(1, x.rps * DURATION));
+          const x = await hit(t, sc.stream, o, sc.large, sc.keys);
+          const served = Math.max(1, x.rps * DURATION);
+          if (pid) x.cpuUs = Math.round(((cpuMs(pid) - c0) * 1000) / served);
+          if (r0) {
+            const billed = t === 'gateway' || t === 'strict' || (t === 'off' && twinBuild !== null);
+            const journals = (await settle(billed ? j0 + Math.floor(served * 0.9) : 0)) - j0;
+            const pg1 = pgNow();
+            const r1 = await redisStats(redisInfo!);
+            let calls = 0;
+            let scriptCalls = 0;
+            let scriptUsec = 0;
+            const perCmd: Record<string, number> = {};
+            for (const [name, c] of r1.cmds) {
+              if (name === 'info') continue;
+              const before = r0.cmds.get(name) ?? { calls: 0, usec: 0 };
+              calls += c.calls - before.calls;
+              if (c.calls > before.calls) perCmd[name] = (c.calls - before.calls) / served;
+              if (/^(eval|evalsha|fcall|fcall_ro|eval_ro|evalsha_ro)$/.test(name)) {
+                scriptCalls += c.calls - before.calls;
+                scriptUsec += c.usec - before.usec;
+              }
+            }
+            const pgMs = pg0 && pg1 ? pgDelta(pg0, pg1) : undefined;
+            x.tier = {
+              redisUs: ((r1.cpuS - r0.cpuS) * 1e6) / served,
+              redisCmds: calls / served,
+              redisScriptCalls: scriptCalls / served,
+              redisScriptUs: scriptUsec / served,
+              redisPerCmd: perCmd,
+              ...(pgMs !== undefined ? { pgUs: (pgMs * 1000) / served } : {}),
+              journalsPerReq: journals / served,
+              ...(pgMs !== undefined && journals > 0 ? { pgUsPerJournal: (pgMs * 1000) / journals } : {}),
+            };
+          }
           (samples[t] ??= []).push(x);
           if (t === 'gateway') billedSeconds += (performance.now() - t0) / 1000;
         }
@@ -502,7 +669,7 @@ async function main(): Promise<void> {
       `\nAnima overhead (${mode}; ${CONNECTIONS} connections saturated, ${RATE} rps fixed rate; ${DURATION}s x ${ROUNDS} rounds interleaved, medians)\n`,
     );
     console.log(
-      `scenario | direct | raw proxy | gateway (everything on) | ${twinBuild ? `twin build ${twinBuild}` : 'gateway, billing off'}${decompose ? ' | bare (no quota, no billing)' : ''} | gateway / raw proxy`,
+      `scenario | direct | raw proxy | gateway (everything on) | ${twinBuild ? `twin build ${twinBuild}${process.env.ANIMA_BENCH_TWIN_ENV ? ` with ${process.env.ANIMA_BENCH_TWIN_ENV}` : ''}` : 'gateway, billing off'}${decompose ? ' | bare (no quota, no billing)' : ''} | gateway / raw proxy`,
     );
     console.log(`---|---|---|---|---${decompose ? '|---' : ''}|---`);
     for (const [name, r] of Object.entries(results)) {
@@ -518,7 +685,38 @@ async function main(): Promise<void> {
       console.log(
         `\nbare gateway / raw proxy, JSON: ${(results.json.bare.rps / results.json.raw.rps).toFixed(3)}`,
       );
-    if (only) return; // a partial run (--only) prints its table and no summary
+    const tierRows = Object.entries(results).flatMap(([name, r]) =>
+      (['gateway', 'off', 'strict', 'bare'] as const)
+        .filter((t) => r[t]?.tier)
+        .map((t) => ({ name, t, s: r[t]!, c: r[t]!.tier! })),
+    );
+    if (tierRows.length) {
+      const n = (x: number | undefined, d = 0) => (x === undefined ? '-' : x.toFixed(d));
+      const label = {
+        gateway: 'gateway',
+        off: twinBuild ? 'twin' : 'billing off',
+        strict: 'gateway, breaker 10%',
+        bare: 'bare',
+      };
+      console.log(
+        `\nShared tier per request served (gateway targets; Redis from INFO cpu / commandstats, PostgreSQL from its server processes' CPU in /proc; medians of the rounds). Redis and PostgreSQL also serve anything else using them during a run, so on a shared machine these are upper bounds.\n`,
+      );
+      console.log(
+        'scenario | target | gateway CPU µs/req | Redis CPU µs/req | Redis commands/req (with those scripts call) | Redis scripts: calls/req, µs/req | PostgreSQL CPU µs/req | journals/req | PostgreSQL CPU µs/journal | Redis commands/req, most called',
+      );
+      console.log('---|---|---|---|---|---|---|---|---|---');
+      for (const { name, t, s: x, c } of tierRows)
+        console.log(
+          `${name} | ${label[t]} | ${n(x.cpuUs)} | ${n(c.redisUs)} | ${n(c.redisCmds, 2)} | ${n(c.redisScriptCalls, 2)}, ${n(c.redisScriptUs)} | ${n(c.pgUs)} | ${n(c.journalsPerReq, 2)} | ${n(c.pgUsPerJournal)} | ${Object.entries(
+            c.redisPerCmd,
+          )
+            .sort((a, b) => b[1] - a[1])
+            .slice(0, 5)
+            .map(([k, v]) => `${k} ${v.toFixed(2)}`)
+            .join(', ')}`,
+        );
+    }
+    if (only) return; // a partial run (--only) prints its tables and no summary
     const J = results.json!;
     const S = results.stream!;
     const R = results.rate!;
@@ -534,8 +732,9 @@ async function main(): Promise<void> {
       console.log(
         `journals written: ${journals} in ${billedSeconds.toFixed(1)} s of billed load = ${(journals / billedSeconds).toFixed(0)} journals/s; gateway RSS ${rss} MiB`,
       );
-    const errors = Object.values(results).reduce(
-      (s, r) => s + (r.gateway?.errors ?? 0) + (r.off?.errors ?? 0),
+    // json-near's refusals (a lease still held as its connection sends the next request) are its own figure.
+    const errors = Object.entries(results).reduce(
+      (s, [name, r]) => (name === 'json-near' ? s : s + (r.gateway?.errors ?? 0) + (r.off?.errors ?? 0)),
       0,
     );
     console.log(
@@ -568,12 +767,41 @@ async function main(): Promise<void> {
               journals_per_s: Math.round(journals / billedSeconds),
             }
           : {}),
+        ...(J.gateway!.tier
+          ? {
+              json_redis_cpu_us_per_req: Math.round(J.gateway!.tier.redisUs),
+              json_redis_cmds_per_req: +J.gateway!.tier.redisCmds.toFixed(2),
+              json_redis_script_us_per_req: Math.round(J.gateway!.tier.redisScriptUs),
+              ...(J.gateway!.tier.pgUs !== undefined
+                ? { json_pg_cpu_us_per_req: Math.round(J.gateway!.tier.pgUs) }
+                : {}),
+              ...(J.gateway!.tier.pgUsPerJournal !== undefined
+                ? { json_pg_cpu_us_per_journal: Math.round(J.gateway!.tier.pgUsPerJournal) }
+                : {}),
+            }
+          : {}),
+        ...(results['json-many']?.gateway?.tier
+          ? {
+              many_keys: KEYS,
+              many_json_rps: Math.round(results['json-many'].gateway.rps),
+              many_redis_cpu_us_per_req: Math.round(results['json-many'].gateway.tier.redisUs),
+            }
+          : {}),
+        ...(results['json-near']?.gateway?.tier
+          ? {
+              near_json_rps: Math.round(results['json-near'].gateway.rps),
+              near_redis_cpu_us_per_req: Math.round(results['json-near'].gateway.tier.redisUs),
+              near_rejected: results['json-near'].gateway.errors + (results['json-near'].off?.errors ?? 0),
+            }
+          : {}),
         workers: production ? WORKERS : 1,
         gateway_errors: errors,
         mode,
       }),
     );
   } finally {
+    await counter?.end();
+    redisInfo?.disconnect();
     for (const c of children) c.kill('SIGTERM');
     await Promise.all(
       children.map((c) => new Promise((r) => (c.exitCode !== null ? r(null) : c.on('exit', r)))),
