@@ -118,9 +118,9 @@ describe('admin schemas', () => {
       ],
       [
         'channel',
-        { ...channel, provider: 'azure' },
+        { ...channel, provider: 'no_such_kind' },
         'create',
-        'provider: unknown provider kind "azure"; known: openai',
+        'provider: unknown provider kind "no_such_kind"; known: openai',
       ],
       ['channel', { ...channel, base_url: 'ftp://x' }, 'create', 'base_url: must be an absolute http(s) URL'],
       [
