@@ -6,26 +6,25 @@
  * The provider kinds. Each has exactly one declaration in providers/registry.ts (the compiler holds the
  * table to this union); everything else (validation, OpenAPI, the console) reads the registry.
  */
+/** OpenAI-compatible vendors, each a declaration in providers/vendors.ts. */
+export const VENDOR_KINDS = [
+  'mistral',
+  'groq',
+  'deepseek',
+  'xai',
+  'together',
+  'fireworks',
+  'openrouter',
+  'perplexity',
+  'cohere',
+  'ollama',
+  'vllm',
+  'lmstudio',
+] as const;
+export type VendorKind = (typeof VENDOR_KINDS)[number];
+
 export type ProviderKind =
-  | 'openai'
-  | 'anthropic'
-  | 'jobs'
-  | 'gemini'
-  | 'openai_compatible'
-  | 'azure'
-  // OpenAI-compatible vendors (providers/vendors.ts)
-  | 'mistral'
-  | 'groq'
-  | 'deepseek'
-  | 'xai'
-  | 'together'
-  | 'fireworks'
-  | 'openrouter'
-  | 'perplexity'
-  | 'cohere'
-  | 'ollama'
-  | 'vllm'
-  | 'lmstudio';
+  'openai' | 'anthropic' | 'jobs' | 'gemini' | 'openai_compatible' | 'azure' | VendorKind;
 
 export interface Timeouts {
   connectMs: number;

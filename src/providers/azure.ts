@@ -15,6 +15,7 @@
  */
 import { GatewayError } from '../core/errors.js';
 import { openaiExchange } from './openai/exchange.js';
+import { withCall } from './shared.js';
 import type { Exchange, PreparedCall, UpstreamEndpoint } from './types.js';
 
 /** The current GA data-plane inference api-version in Microsoft's REST reference. */
@@ -80,12 +81,5 @@ export function azureExchange(...args: Parameters<typeof openaiExchange>): Excha
     path: azurePath(ep, ex.call.path, upstreamModel),
     headers: azureHeaders(ex.call.headers, ep),
   };
-  // A delegate, not a copy: the inner exchange keeps its own state (stream translators, usage).
-  return {
-    call,
-    decodeJson: (t) => ex.decodeJson(t),
-    ...(ex.decodeBody ? { decodeBody: (t: string, c: string) => ex.decodeBody!(t, c) } : {}),
-    ...(ex.bytesUsage ? { bytesUsage: () => ex.bytesUsage!() } : {}),
-    streamTranslator: () => ex.streamTranslator(),
-  };
+  return withCall(ex, call);
 }

@@ -17,6 +17,7 @@ import { classifyHttp, type UpstreamFailure } from './classify.js';
 import { geminiExchange } from './gemini/exchange.js';
 import type { ChatRequest } from './openai/wire.js';
 import { openaiExchange } from './openai/exchange.js';
+import { withCall } from './shared.js';
 import { vendorDeclarations } from './vendors.js';
 import type {
   Exchange,
@@ -140,17 +141,6 @@ export function applyQuirks(kind: string, body: PreparedCall['body'], q: Quirks)
       changed = true;
     }
   return changed ? JSON.stringify(b) : body;
-}
-
-function withCall(ex: Exchange, call: PreparedCall): Exchange {
-  // A delegate, not a copy: the inner exchange keeps its own state (stream translators, usage).
-  return {
-    call,
-    decodeJson: (t) => ex.decodeJson(t),
-    ...(ex.decodeBody ? { decodeBody: (t: string, c: string) => ex.decodeBody!(t, c) } : {}),
-    ...(ex.bytesUsage ? { bytesUsage: () => ex.bytesUsage!() } : {}),
-    streamTranslator: () => ex.streamTranslator(),
-  };
 }
 
 /**

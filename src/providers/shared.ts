@@ -1,6 +1,6 @@
 import { GatewayError } from '../core/errors.js';
 import type { Usage } from '../core/usage.js';
-import type { JsonResult, UpstreamEndpoint } from './types.js';
+import type { Exchange, JsonResult, PreparedCall, UpstreamEndpoint } from './types.js';
 
 /** Parses an upstream JSON object; anything else is a bad upstream response (counts against the channel). */
 export function parseJsonObject(text: string): Record<string, any> {
@@ -73,4 +73,16 @@ export class TextTally {
   add(s: string): void {
     if (this.text.length < MAX_TALLY) this.text += s;
   }
+}
+
+/** The same exchange with another prepared call (a vendor's path, headers or body on the OpenAI base). */
+export function withCall(ex: Exchange, call: PreparedCall): Exchange {
+  // A delegate, not a copy: the inner exchange keeps its own state (stream translators, usage).
+  return {
+    call,
+    decodeJson: (t) => ex.decodeJson(t),
+    ...(ex.decodeBody ? { decodeBody: (t: string, c: string) => ex.decodeBody!(t, c) } : {}),
+    ...(ex.bytesUsage ? { bytesUsage: () => ex.bytesUsage!() } : {}),
+    streamTranslator: () => ex.streamTranslator(),
+  };
 }

@@ -14,25 +14,9 @@
  * This module builds nothing itself: registry.ts hands in its builder, so the two modules don't import each
  * other at run time.
  */
-import type { InboundDialect, ProviderKind } from './types.js';
+import type { VendorKind } from '../core/model.js';
+import type { InboundDialect } from './types.js';
 import type { openAICompatible, ProviderDeclaration } from './registry.js';
-
-/** The vendor kinds declared here (each also in the ProviderKind union of core/model.ts). */
-export type VendorKind = Extract<
-  ProviderKind,
-  | 'mistral'
-  | 'groq'
-  | 'deepseek'
-  | 'xai'
-  | 'together'
-  | 'fireworks'
-  | 'openrouter'
-  | 'perplexity'
-  | 'cohere'
-  | 'ollama'
-  | 'vllm'
-  | 'lmstudio'
->;
 
 type Spec = Parameters<typeof openAICompatible>[0];
 

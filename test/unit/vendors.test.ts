@@ -17,7 +17,8 @@ import {
   providerDeclaration,
 } from '../../src/providers/registry.js';
 import type { PreparedCall, UpstreamEndpoint } from '../../src/providers/types.js';
-import { type VendorKind, vendorDeclarations } from '../../src/providers/vendors.js';
+import type { VendorKind } from '../../src/core/model.js';
+import { vendorDeclarations } from '../../src/providers/vendors.js';
 import { adminApi, startTestGateway } from '../helpers.js';
 
 let oa: FakeUpstream;
