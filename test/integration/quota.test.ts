@@ -236,10 +236,11 @@ describe('QPS (GCRA on Redis time)', () => {
     console.log(
       `gcra 6000/s: ${ok} admitted of ${N} over ${last - first} ms of Redis time (ceiling ${allowed})`,
     );
-    // Not far below either (a millisecond clock would admit ~1/ms, 17% of this rate); the rest of the
-    // gap is the client's own batching leaving Redis idle for longer than the tolerance, which grows when
-    // the machine is busy (seen: 41% of the ceiling with a headless browser test running beside it).
-    expect(ok).toBeGreaterThan(0.3 * allowed);
+    // Not far below either: a millisecond clock would admit ~1/ms, 17% of this rate. The rest of the gap
+    // is the client's own batching leaving Redis idle for longer than the tolerance, which grows when the
+    // machine is busy (seen: 41% of the ceiling beside a headless browser test, 29% in a loaded CI run),
+    // so the floor sits just above the millisecond clock's share.
+    expect(ok).toBeGreaterThan(0.2 * allowed);
     expect(ok).toBeLessThanOrEqual(allowed + 6); // +1 ms of Redis TIME granularity at each end
   });
 });
