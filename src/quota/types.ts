@@ -59,6 +59,8 @@ export interface Reservation {
    * the freed slot).
    */
   wakes?: boolean;
+  /** Admitted from this instance's quota slices (slices.ts), with no Redis call: settled locally too. */
+  local?: boolean;
 }
 
 export type AdmitResult =
