@@ -295,11 +295,21 @@ export class Ledger {
   }
 
   /**
-   * Posts many journals in ONE transaction (multi-row inserts, one account update): the journal writer's
-   * path. Journals whose idemKey exists are skipped (reported as duplicates). All or nothing: a balance
-   * flag refusing any journal refuses the batch (LedgerError 'insufficient_funds'); the caller then posts
-   * them one by one to find it. `balancesOf` names accounts whose balances to read back inside the same
-   * transaction (what the batch left them at), with a version that only grows (debits + credits posted).
+   * Posts many journals in ONE statement, the journal writer's path: journals whose idemKey exists are
+   * skipped (reported as duplicates), the others are inserted with their entries, and each account's
+   * totals move once per batch. All or nothing: a balance flag refusing any journal refuses the batch
+   * (LedgerError 'insufficient_funds'); the caller then posts them one by one to find it. `balancesOf`
+   * names accounts whose balances to read back (what the batch left them at), with a version that only
+   * grows (debits + credits posted).
+   *
+   * One statement (data-modifying CTEs, autocommitted), not a transaction of seven: on loopback each
+   * round trip costs the server about as much CPU as a small statement, so BEGIN, the lock, the update,
+   * the balance read and a separate COMMIT were ~1-2 ms of PostgreSQL CPU per batch whatever its size
+   * (measured with bench/journal-writer.ts). A single statement is atomic on its own. The accounts are
+   * locked in ascending id order by the `locked` CTE (rows are locked as its sorted scan emits them, and
+   * the UPDATE only reaches a row through it), the order every writer shares, so concurrent batches
+   * can't deadlock (their journals go in by idempotency key, also one shared order, and before any
+   * account is locked); under READ COMMITTED the UPDATE adds to the newest committed totals.
    */
   async postBatch(
     journals: Array<JournalSpec & { occurredAt?: Date }>,
@@ -321,72 +331,82 @@ export class Ledger {
     }
     const balances = new Map<string, { available: bigint; version: bigint }>();
     if (prepared.length === 0) return { written: [], duplicates: [], balances };
+    // Each column goes as one array literal built here (pgArray): node-postgres would serialize arrays
+    // element by element with two regex passes each, per journal, on the gateway's CPU (seen in its
+    // profile under bench/overhead.ts; figures in bench/HISTORY.md).
+    const col = (f: (j: JournalSpec & { occurredAt?: Date }) => string | null) =>
+      pgArray(prepared.map(({ j }) => f(j)));
+    const entries = {
+      n: [] as string[],
+      account: [] as string[],
+      debit: [] as string[],
+      credit: [] as string[],
+    };
+    const accounts = new Set<bigint>();
+    for (let i = 0; i < prepared.length; i++) {
+      for (const l of prepared[i]!.legs) {
+        entries.n.push(String(i + 1));
+        entries.account.push(l.accountId.toString());
+        entries.debit.push(l.debit.toString());
+        entries.credit.push(l.credit.toString());
+        accounts.add(l.accountId);
+      }
+    }
+    const ids = [...accounts].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)).map(String);
     try {
-      return await this.db.transaction().execute(async (trx) => {
-        // One statement per table with array parameters (UNNEST): the cost doesn't grow with a query
-        // builder's per-row nodes, and PostgreSQL parses one small statement instead of a huge VALUES list.
-        // Each column goes as one array literal built here (pgArray): node-postgres would serialize the
-        // arrays element by element with two regex passes each, per journal, on the gateway's CPU
-        // (seen in its profile under bench/overhead.ts; figures in bench/HISTORY.md).
-        const col = (f: (j: JournalSpec & { occurredAt?: Date }) => string | null) =>
-          pgArray(prepared.map(({ j }) => f(j)));
-        const { rows } = await sql<{ id: bigint; idem_key: string }>`
-          INSERT INTO ledger_journal (idem_key, kind, request_id, task_id, app_id, alias, channel, usage, memo, state, occurred_at)
-          SELECT k, kind, rid, tid, app, alias, ch, u::jsonb, memo, 'posted', coalesce(at, now())
-          FROM unnest(${col((j) => j.idemKey)}::text[], ${col((j) => j.kind)}::text[], ${col((j) => j.requestId ?? null)}::text[],
+      const { rows } = await sql<{
+        t: 'j' | 'b';
+        k: string;
+        available: bigint | null;
+        version: bigint | null;
+      }>`
+        WITH src AS (
+          SELECT * FROM unnest(${col((j) => j.idemKey)}::text[], ${col((j) => j.kind)}::text[], ${col((j) => j.requestId ?? null)}::text[],
             ${col((j) => j.taskId ?? null)}::text[], ${col((j) => j.appId ?? null)}::text[], ${col((j) => j.alias ?? null)}::text[],
             ${col((j) => j.channel ?? null)}::text[], ${col((j) => (j.usage === undefined ? null : toJson(j.usage)))}::text[],
             ${col((j) => j.memo ?? null)}::text[], ${col((j) => (j.occurredAt ? j.occurredAt.toISOString() : null))}::timestamptz[])
-            AS t (k, kind, rid, tid, app, alias, ch, u, memo, at)
+            WITH ORDINALITY AS t (k, kind, rid, tid, app, alias, ch, u, memo, at, n)
+        ), j AS (
+          -- In idempotency key order: two writers inserting the same keys wait on each other in one order.
+          INSERT INTO ledger_journal (idem_key, kind, request_id, task_id, app_id, alias, channel, usage, memo, state, occurred_at)
+          SELECT k, kind, rid, tid, app, alias, ch, u::jsonb, memo, 'posted', coalesce(at, now()) FROM src ORDER BY k
           ON CONFLICT (idem_key) DO NOTHING
-          RETURNING id, idem_key`.execute(trx);
-        const idOf = new Map(rows.map((r) => [r.idem_key, r.id]));
-        const written: string[] = [];
-        const duplicates: string[] = [];
-        const entries = {
-          journal: [] as string[],
-          account: [] as string[],
-          debit: [] as string[],
-          credit: [] as string[],
-        };
-        const deltas = new Map<bigint, Totals>();
-        for (const { j, legs } of prepared) {
-          const id = idOf.get(j.idemKey);
-          if (id === undefined) {
-            duplicates.push(j.idemKey);
-            continue;
-          }
-          written.push(j.idemKey);
-          for (const l of legs) {
-            entries.journal.push(id.toString());
-            entries.account.push(l.accountId.toString());
-            entries.debit.push(l.debit.toString());
-            entries.credit.push(l.credit.toString());
-          }
-          addLegs(deltas, legs, 'Posted', 1n);
-        }
-        if (entries.journal.length) {
-          await sql`INSERT INTO ledger_entry (journal_id, account_id, debit, credit, pending)
-            SELECT j, a, d, c, false FROM unnest(${pgArray(entries.journal)}::bigint[], ${pgArray(entries.account)}::bigint[], ${pgArray(entries.debit)}::bigint[], ${pgArray(entries.credit)}::bigint[]) AS t (j, a, d, c)`.execute(
-            trx,
-          );
-        }
-        await applyDeltas(trx, deltas);
-        if (balancesOf.length) {
-          const accts = await trx
-            .selectFrom('ledger_account')
-            .selectAll()
-            .where('code', 'in', balancesOf)
-            .execute();
-          for (const r of accts) {
-            balances.set(r.code, {
-              available: r.credits_posted - r.debits_posted - r.debits_pending,
-              version: r.debits_posted + r.credits_posted,
-            });
-          }
-        }
-        return { written, duplicates, balances };
-      });
+          RETURNING id, idem_key
+        ), e AS (
+          INSERT INTO ledger_entry (journal_id, account_id, debit, credit, pending)
+          SELECT j.id, x.a, x.d, x.c, false
+          FROM unnest(${pgArray(entries.n)}::bigint[], ${pgArray(entries.account)}::bigint[], ${pgArray(entries.debit)}::bigint[], ${pgArray(entries.credit)}::bigint[]) AS x (n, a, d, c)
+          JOIN src ON src.n = x.n JOIN j ON j.idem_key = src.k
+          RETURNING account_id, debit, credit
+        ), delta AS (
+          SELECT account_id AS id, sum(debit) AS d, sum(credit) AS c FROM e GROUP BY account_id
+        ), locked AS (
+          -- The count reads j to its end in a one-time filter: every journal is in before any account is locked.
+          SELECT id FROM ledger_account WHERE id = ANY(${pgArray(ids)}::bigint[]) AND (SELECT count(*) FROM j) > 0
+          ORDER BY id FOR NO KEY UPDATE
+        ), u AS (
+          UPDATE ledger_account a SET debits_posted = a.debits_posted + delta.d, credits_posted = a.credits_posted + delta.c
+          FROM locked JOIN delta ON delta.id = locked.id
+          WHERE a.id = locked.id
+          RETURNING a.code, a.credits_posted - a.debits_posted - a.debits_pending AS available, a.debits_posted + a.credits_posted AS version
+        )
+        SELECT 'j' AS t, idem_key AS k, NULL::bigint AS available, NULL::bigint AS version FROM j
+        UNION ALL
+        SELECT 'b', code, available, version FROM u WHERE code = ANY(${pgArray(balancesOf)}::text[])
+        UNION ALL
+        SELECT 'b', code, credits_posted - debits_posted - debits_pending, debits_posted + credits_posted
+        FROM ledger_account WHERE code = ANY(${pgArray(balancesOf)}::text[]) AND code NOT IN (SELECT code FROM u)`.execute(
+        this.db,
+      );
+      const done = new Set<string>();
+      for (const r of rows) {
+        if (r.t === 'j') done.add(r.k);
+        else balances.set(r.k, { available: BigInt(r.available!), version: BigInt(r.version!) });
+      }
+      const written: string[] = [];
+      const duplicates: string[] = [];
+      for (const { j } of prepared) (done.has(j.idemKey) ? written : duplicates).push(j.idemKey);
+      return { written, duplicates, balances };
     } catch (e) {
       throw mapDbError(e);
     }

@@ -128,20 +128,41 @@ return 1
 
 // KEYS: stream, then one wallet key per prepaid app, then one exactly-once marker per record.
 // ARGV: n, then per record: handle, wallet index (2.. into KEYS, or 0 = none), charged; then per wallet: available, version
+// A batch costs a handful of commands, not three per record: the records that charged no wallet are
+// acknowledged with one XACK of all their handles, every record is deleted with one XDEL and its marker
+// with one DEL. Only a record that charged a wallet gets its own XACK, whose answer (1 only the first time)
+// lets its charge leave 'pend' exactly once.
 const ACK = `${FMT}
+-- unpack() returns at most a few thousand values (Lua's C stack, LUAI_MAXCSTACK 8000): at most 1,000 a call.
+local function chunked(cmd, key, group, list, from, to)
+  for i = from, to, 1000 do
+    local last = math.min(i + 999, to)
+    if group then redis.call(cmd, key, group, unpack(list, i, last))
+    elseif key then redis.call(cmd, key, unpack(list, i, last))
+    else redis.call(cmd, unpack(list, i, last)) end
+  end
+end
 local stream = KEYS[1]
 local n = tonumber(ARGV[1])
 local wallets = #KEYS - n
+local plain, all = {}, {}
 for i = 0, n - 1 do
   local h, wi, c = ARGV[2 + 3 * i], tonumber(ARGV[3 + 3 * i]), tonumber(ARGV[4 + 3 * i])
-  -- XACK answers 1 only the first time: a record's charge leaves 'pend' exactly once.
-  if redis.call('XACK', stream, '${GROUP}', h) == 1 and wi > 0 and c ~= 0 and redis.call('HEXISTS', KEYS[wi], 'db') == 1 then
-    redis.call('HINCRBY', KEYS[wi], 'pend', fmt(-c))
+  all[#all + 1] = h
+  if wi > 0 and c ~= 0 then
+    if redis.call('XACK', stream, '${GROUP}', h) == 1 and redis.call('HEXISTS', KEYS[wi], 'db') == 1 then
+      redis.call('HINCRBY', KEYS[wi], 'pend', fmt(-c))
+    end
+  else
+    plain[#plain + 1] = h
   end
-  redis.call('XDEL', stream, h)
-  -- The journal is written: its unique key refuses a replay from now on, so the marker goes (markers
+end
+chunked('XACK', stream, '${GROUP}', plain, 1, #plain)
+if n > 0 then
+  chunked('XDEL', stream, nil, all, 1, n)
+  -- The journals are written: their unique keys refuse a replay from now on, so the markers go (markers
   -- live as long as the backlog, not for days: one per request would grow Redis without bound).
-  redis.call('DEL', KEYS[wallets + 1 + i])
+  chunked('DEL', nil, nil, KEYS, wallets + 1, #KEYS)
 end
 local j = 2 + 3 * n
 for k = 2, wallets do

@@ -3,7 +3,7 @@ import { sql, type Kysely } from 'kysely';
 import { GatewayError } from '../core/errors.js';
 import type { Database } from '../store/schema.js';
 import { type Ledger, LedgerError } from './ledger.js';
-import { FUNDING, saleIdemKey, walletAccount } from './journal.js';
+import { FUNDING, receivableAccount, saleIdemKey, walletAccount } from './journal.js';
 import type { BillingBackend, BillingRecord } from './types.js';
 import type { JournalWriter } from './writer.js';
 
@@ -228,7 +228,9 @@ export class Billing {
             // The ledger answers yet this record is long overdue: Redis may have lost it without anyone
             // noticing (one shard of a Cluster failing over, an eviction). Sending it again is harmless
             // (its marker refuses a copy still queued), so it goes again, at most once per bound.
-            const u = this.unconfirmed.get(id)!;
+            // (the writer may have confirmed it while the ledger was being asked)
+            const u = this.unconfirmed.get(id);
+            if (!u) continue;
             if (u.at < stale && (u.resentAt ?? 0) < stale && !u.spilled) again.push(u);
           }
         }
@@ -386,6 +388,15 @@ export class Billing {
     return { ...r, available: b.available };
   }
 
+  /** What a postpaid app owes: its receivable's debits less its credits (0 for a prepaid one). */
+  private async owed(appId: string): Promise<bigint> {
+    const r = await this.ledger.balance(receivableAccount(appId).code).catch((e: unknown) => {
+      if (e instanceof LedgerError && e.code === 'account_not_found') return null;
+      throw e;
+    });
+    return r ? r.debitsPosted - r.creditsPosted : 0n;
+  }
+
   /** Ledger balance, what is charged but not yet written, and what is reserved by requests in flight. */
   async wallet(appId: string): Promise<Record<string, string | null>> {
     const b = await this.ledger.balance(walletAccount(appId).code).catch((e: unknown) => {
@@ -403,6 +414,8 @@ export class Billing {
       unwritten_micros: m ? m.unwritten.toString() : null,
       reserved_micros: m ? m.reserved.toString() : null,
       spendable_micros: spendable.toString(),
+      // A postpaid app's running bill: its sales debit the receivable, its payments credit it.
+      owed_micros: (await this.owed(appId)).toString(),
     };
   }
 
@@ -413,10 +426,14 @@ export class Billing {
   async report(f: {
     from?: Date;
     to?: Date;
-    groupBy: Array<'app' | 'alias' | 'channel' | 'day'>;
+    groupBy: Array<'app' | 'key' | 'alias' | 'channel' | 'day'>;
+    /** Only this app's, or this key's, journals. */
+    app?: string;
+    key?: string;
   }): Promise<Array<Record<string, string | number | null>>> {
     const cols: Record<string, ReturnType<typeof sql>> = {
       app: sql`j.app_id`,
+      key: sql`j.key_id`,
       alias: sql`j.alias`,
       channel: sql`j.channel`,
       day: sql`to_char(j.occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')`,
@@ -426,6 +443,8 @@ export class Billing {
     const where = [sql`j.kind IN ('sale', 'correction', 'post')`];
     if (f.from) where.push(sql`j.occurred_at >= ${f.from}`);
     if (f.to) where.push(sql`j.occurred_at < ${f.to}`);
+    if (f.app) where.push(sql`j.app_id = ${f.app}`);
+    if (f.key) where.push(sql`j.key_id = ${f.key}`);
     const groupBy = dims.length
       ? sql`GROUP BY ${sql.join(dims.map((d) => cols[d]!))} ORDER BY ${sql.join(dims.map((d) => cols[d]!))}`
       : sql``;
