@@ -238,7 +238,8 @@ const modelObject = (id: string) => ({
   created_at: '2025-01-01T00:00:00Z',
 });
 
-const spec: ProviderSpec = {
+/** The routes, also served under Vertex AI's addresses by fakes/vertex.ts. */
+export const anthropicSpec: ProviderSpec = {
   defaultName: 'fake-anthropic',
   requestIdHeader: 'request-id',
   errorBody: anthropicErrorBody,
@@ -263,5 +264,5 @@ const spec: ProviderSpec = {
 
 /** Starts a fake Anthropic server on 127.0.0.1 (port 0 = random). */
 export async function startFakeAnthropic(opts: FakeOptions = {}): Promise<FakeUpstream> {
-  return startFakeServer(spec, opts);
+  return startFakeServer(anthropicSpec, opts);
 }

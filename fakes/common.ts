@@ -106,6 +106,8 @@ export interface ProviderSpec {
   requestIdHeader: string;
   /** Error body in the provider's format. `code` is Fault.errorCode when the error comes from a fault. */
   errorBody(status: number, message: string, code?: string): unknown;
+  /** Headers an error carries besides its body (Bedrock names the exception in `x-amzn-ErrorType`). */
+  errorHeaders?(status: number, code?: string): Record<string, string>;
   /**
    * Null when the credentials are acceptable, otherwise the 401 message (or the status, message and error code,
    * for providers that answer a bad key with something else, e.g. Google's 400 API_KEY_INVALID). `expected` is
@@ -236,7 +238,8 @@ export function sendError(
   code?: string,
   headers?: Record<string, string>,
 ): void {
-  sendJson(ctx, status, spec.errorBody(status, message, code), headers);
+  const own = spec.errorHeaders?.(status, code);
+  sendJson(ctx, status, spec.errorBody(status, message, code), own ? { ...own, ...headers } : headers);
 }
 
 /** Waits `ms` or until the response closes, whichever comes first. */

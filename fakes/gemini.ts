@@ -413,7 +413,8 @@ const METHOD_RE =
   /^\/v1(?:beta)?\/models\/([^/:]+):(generateContent|streamGenerateContent|countTokens|embedContent|batchEmbedContents)$/;
 const MODEL_RE = /^\/v1(?:beta)?\/models\/([^/:]+)$/;
 
-const geminiSpec: ProviderSpec = {
+/** The routes, also served under Vertex AI's addresses by fakes/vertex.ts. */
+export const geminiSpec: ProviderSpec = {
   defaultName: 'fake-gemini',
   // Google sends no request id of its own; the fake adds one so logs can be matched.
   requestIdHeader: 'x-request-id',

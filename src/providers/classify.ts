@@ -295,3 +295,14 @@ export function classifyTransport(err: unknown, phase: 'connect' | 'headers' | '
   if (e?.name === 'TimeoutError') return failure('total_timeout', 'attempt exceeded the total timeout');
   return failure(phase === 'body' ? 'stream_reset' : 'connection_reset', msg);
 }
+
+/**
+ * An attempt that failed before its call went out (a provider's credential exchange, e.g. Vertex's OAuth2
+ * token): thrown by a declaration's `authorize`, reported by the relay as the attempt's failure.
+ */
+export class UpstreamFailureError extends Error {
+  constructor(readonly failure: UpstreamFailure) {
+    super(failure.message);
+    this.name = 'UpstreamFailureError';
+  }
+}

@@ -13,7 +13,7 @@ import type { Usage } from '../core/usage.js';
 import type { SseEvent } from '../lib/sse.js';
 import type { ChatCompletion, ChatCompletionChunk } from './openai/wire.js';
 import { ChatStream, type Frame, FrameStream, type FrameWriter } from './stream.js';
-import type { Exchange, JsonResult, PreparedCall, StreamTranslator } from './types.js';
+import type { Exchange, JsonResult, PreparedCall, StreamDecoder, StreamTranslator } from './types.js';
 
 /** Writes one client dialect's stream from OpenAI chat chunks. */
 export interface PivotStream {
@@ -39,11 +39,14 @@ export interface ChatPivot {
 /** An exchange in the client's dialect, built around the channel's chat exchange. */
 export class PivotExchange implements Exchange {
   readonly call: PreparedCall;
+  /** The inner exchange's stream framing, when it is not SSE (Bedrock). */
+  readonly streamDecoder?: () => StreamDecoder;
   constructor(
     private readonly pivot: ChatPivot,
     private readonly inner: Exchange,
   ) {
     this.call = inner.call;
+    if (inner.streamDecoder) this.streamDecoder = () => inner.streamDecoder!();
   }
 
   decodeJson(text: string): JsonResult {

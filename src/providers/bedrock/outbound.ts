@@ -1,0 +1,427 @@
+/**
+ * Bedrock as a channel: OpenAI chat -> a Converse request, and Converse's JSON answer and ConverseStream
+ * events -> OpenAI chat. One translation for every model Converse serves (Anthropic, Nova, Llama, Mistral,
+ * ...): Converse is Bedrock's model-neutral chat API.
+ *
+ * Request syntax: https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_Converse.html
+ * Stream events:  https://docs.aws.amazon.com/bedrock/latest/APIReference/API_runtime_ConverseStreamOutput.html
+ *
+ * Policy (as for Anthropic, see anthropic/outbound.ts): a request field either has a faithful translation
+ * or the request is refused with a 400 naming it. Only pure hints with no effect on the output are dropped.
+ */
+import { GatewayError, unsupported } from '../../core/errors.js';
+import { uniqueId } from '../../core/ids.js';
+import type { Usage } from '../../core/usage.js';
+import { given, invalid, isObj, nonEmptyObj, nowSeconds } from '../anthropic/common.js';
+import {
+  toOpenAIUsage,
+  type ChatCompletion,
+  type ChatCompletionChunk,
+  type ChatCompletionMessage,
+  type ChatRequest,
+  type ChunkChoice,
+  type FinishReason,
+  type FunctionToolCall,
+} from '../openai/wire.js';
+import {
+  bedrockUsage,
+  type ContentBlock,
+  type ConverseMessage,
+  type ConverseRequest,
+  type ConverseResponse,
+  type ImageFormat,
+  type StopReason,
+  type ToolChoice,
+  type ToolSpec,
+} from './wire.js';
+
+function toBedrock(param: string, why?: string): GatewayError {
+  return unsupported(param, `${param} cannot be translated for a Bedrock channel${why ? `: ${why}` : ''}`);
+}
+
+// =====================================================================================================
+// OpenAI request -> Converse request
+// =====================================================================================================
+
+const REFUSED: Record<string, { bad: (v: unknown) => boolean; why: string }> = {
+  n: { bad: (v) => given(v) && v !== 1, why: 'Converse returns exactly one choice' },
+  logprobs: { bad: (v) => !!v, why: 'Converse does not return log probabilities' },
+  top_logprobs: { bad: (v) => !!v, why: 'Converse does not return log probabilities' },
+  response_format: {
+    bad: (v) => given(v) && !(isObj(v) && v['type'] === 'text'),
+    why: 'only {"type":"text"} is supported',
+  },
+  audio: { bad: given, why: 'Converse chat models do not produce audio' },
+  modalities: {
+    bad: (v) => given(v) && !(Array.isArray(v) && v.every((m) => m === 'text')),
+    why: 'only the text modality is supported',
+  },
+  prediction: { bad: given, why: 'Converse has no predicted outputs' },
+  logit_bias: { bad: nonEmptyObj, why: 'Converse has no logit bias' },
+  presence_penalty: { bad: (v) => given(v) && v !== 0, why: 'Converse has no presence penalty' },
+  frequency_penalty: { bad: (v) => given(v) && v !== 0, why: 'Converse has no frequency penalty' },
+  seed: { bad: given, why: 'Converse has no sampling seed' },
+  store: { bad: (v) => v === true, why: 'Bedrock does not store completions' },
+  web_search_options: { bad: given, why: 'use an OpenAI channel for web search' },
+  functions: { bad: given, why: 'legacy function calling is not supported; use tools' },
+  function_call: { bad: given, why: 'legacy function calling is not supported; use tool_choice' },
+  reasoning_effort: { bad: given, why: 'Converse configures reasoning per model family' },
+  metadata: { bad: nonEmptyObj, why: 'Converse has no completion metadata' },
+  // Converse has no switch for parallel tool use: `false` could not be honoured.
+  parallel_tool_calls: { bad: (v) => v === false, why: 'Converse cannot disable parallel tool calls' },
+};
+
+/** Translated below, or dropped because they never change the output. */
+const HANDLED = new Set([
+  'model', // the model id rides the URL path
+  'messages',
+  'max_completion_tokens',
+  'max_tokens',
+  'temperature',
+  'top_p',
+  'stop',
+  'stream', // decides the operation: converse or converse-stream
+  'stream_options', // dropped: the stream's metadata event always carries usage; include_usage is honoured
+  'tools',
+  'tool_choice',
+  'user', // dropped: an abuse-tracking hint; Converse has no such field
+  'safety_identifier',
+  'service_tier', // dropped: a capacity hint
+  'prompt_cache_key', // dropped: caching hints
+  'prompt_cache_retention',
+  'prompt_cache_options',
+]);
+
+const IMAGE_FORMATS: Record<string, ImageFormat> = {
+  'image/png': 'png',
+  'image/jpeg': 'jpeg',
+  'image/jpg': 'jpeg',
+  'image/gif': 'gif',
+  'image/webp': 'webp',
+};
+
+/** An image part: only base64 data URLs (Converse takes bytes or an S3 location, never an http URL). */
+function imageBlock(url: unknown, path: string): ContentBlock {
+  if (typeof url !== 'string') throw invalid(path, `${path}.image_url.url must be a string`);
+  const m = /^data:([^;,]+);base64,(.*)$/s.exec(url);
+  const format = m ? IMAGE_FORMATS[m[1]!.toLowerCase()] : undefined;
+  if (!m || !format) throw toBedrock(path, 'images must be base64 data URLs of type png, jpeg, gif or webp');
+  return { image: { format, source: { bytes: m[2]! } } };
+}
+
+function textOf(content: unknown, path: string, allowRefusal = false): string[] {
+  if (typeof content === 'string') return [content];
+  if (!Array.isArray(content)) throw invalid(path, `${path} must be a string or an array of content parts`);
+  return content.map((p: unknown, j) => {
+    if (isObj(p) && p['type'] === 'text' && typeof p['text'] === 'string') return p['text'];
+    if (allowRefusal && isObj(p) && p['type'] === 'refusal' && typeof p['refusal'] === 'string')
+      return p['refusal'];
+    throw toBedrock(
+      `${path}[${j}]`,
+      `${isObj(p) ? String(p['type']) : typeof p} parts are not supported here`,
+    );
+  });
+}
+
+function userBlocks(content: unknown, path: string): ContentBlock[] {
+  if (typeof content === 'string') return [{ text: content }];
+  if (!Array.isArray(content)) throw invalid(path, `${path} must be a string or an array of content parts`);
+  return content.map((p: unknown, j): ContentBlock => {
+    const at = `${path}[${j}]`;
+    if (!isObj(p)) throw invalid(at, `${at} must be an object`);
+    if (p['type'] === 'text') return { text: String(p['text'] ?? '') };
+    // `detail` is dropped: a resolution hint; Bedrock sizes images itself.
+    if (p['type'] === 'image_url')
+      return imageBlock(isObj(p['image_url']) ? p['image_url']['url'] : undefined, at);
+    throw toBedrock(at, `${String(p['type'])} content parts have no Converse equivalent`);
+  });
+}
+
+function toolUse(tc: unknown, path: string): ContentBlock {
+  if (!isObj(tc) || tc['type'] !== 'function' || !isObj(tc['function']))
+    throw toBedrock(path, 'only function tool calls are supported');
+  const fn = tc['function'];
+  const raw = fn['arguments'];
+  let input: unknown;
+  try {
+    input = raw === '' || raw === undefined ? {} : JSON.parse(String(raw));
+  } catch {
+    input = undefined;
+  }
+  if (!isObj(input))
+    throw toBedrock(`${path}.function.arguments`, 'tool call arguments must be a JSON object');
+  return { toolUse: { toolUseId: String(tc['id'] ?? ''), name: String(fn['name'] ?? ''), input } };
+}
+
+/** Bedrock rejects blank text blocks ("The text field in the ContentBlock object is blank"). */
+const nonBlank = (b: ContentBlock): boolean => !('text' in b) || b.text.trim() !== '';
+
+function translateMessages(msgs: unknown): { system: Array<{ text: string }>; messages: ConverseMessage[] } {
+  if (!Array.isArray(msgs)) throw invalid('messages', 'messages must be an array');
+  const system: Array<{ text: string }> = [];
+  const messages: ConverseMessage[] = [];
+  // Converse validates strict user/assistant alternation: same-role turns (several tool results) merge.
+  const push = (role: 'user' | 'assistant', content: ContentBlock[]): void => {
+    const kept = content.filter(nonBlank);
+    if (kept.length === 0) return;
+    const last = messages[messages.length - 1];
+    if (last?.role === role) last.content.push(...kept);
+    else messages.push({ role, content: kept });
+  };
+  msgs.forEach((m: unknown, i) => {
+    const at = `messages[${i}]`;
+    if (!isObj(m)) throw invalid(at, `${at} must be an object`);
+    if (given(m['name'])) throw toBedrock(`${at}.name`, 'Converse messages have no participant name');
+    switch (m['role']) {
+      case 'system':
+      case 'developer':
+        if (messages.length > 0)
+          throw unsupported(
+            'messages',
+            `a ${String(m['role'])} message after the conversation has started (${at}) cannot be translated for a Bedrock channel: Converse takes its system prompt before all turns`,
+          );
+        for (const text of textOf(m['content'], `${at}.content`)) if (text !== '') system.push({ text });
+        return;
+      case 'user':
+        return push('user', userBlocks(m['content'], `${at}.content`));
+      case 'assistant': {
+        if (given(m['audio'])) throw toBedrock(`${at}.audio`);
+        if (given(m['function_call'])) throw toBedrock(`${at}.function_call`, 'legacy function calling');
+        const blocks: ContentBlock[] = [];
+        if (given(m['content']))
+          for (const text of textOf(m['content'], `${at}.content`, true)) blocks.push({ text });
+        if (typeof m['refusal'] === 'string' && m['refusal'] !== '') blocks.push({ text: m['refusal'] });
+        const calls = m['tool_calls'];
+        if (given(calls) && !Array.isArray(calls))
+          throw invalid(`${at}.tool_calls`, 'tool_calls must be an array');
+        (calls as unknown[] | undefined)?.forEach((tc, j) =>
+          blocks.push(toolUse(tc, `${at}.tool_calls[${j}]`)),
+        );
+        return push('assistant', blocks);
+      }
+      case 'tool': {
+        const text = textOf(m['content'], `${at}.content`).join('');
+        // Tool results go back in a user turn, merged with the ones before it (one per call).
+        const block: ContentBlock = {
+          toolResult: { toolUseId: String(m['tool_call_id'] ?? ''), content: text === '' ? [] : [{ text }] },
+        };
+        const last = messages[messages.length - 1];
+        if (last?.role === 'user') last.content.push(block);
+        else messages.push({ role: 'user', content: [block] });
+        return;
+      }
+      default:
+        throw invalid(`${at}.role`, `unknown message role ${JSON.stringify(m['role'])}`);
+    }
+  });
+  return { system, messages };
+}
+
+function toolSpecs(tools: unknown): ToolSpec[] {
+  if (!Array.isArray(tools)) throw invalid('tools', 'tools must be an array');
+  return tools.map((t: unknown, i): ToolSpec => {
+    if (!isObj(t) || t['type'] !== 'function' || !isObj(t['function']))
+      throw toBedrock(`tools[${i}]`, 'only function tools are supported');
+    const f = t['function'];
+    const spec: ToolSpec['toolSpec'] = {
+      name: String(f['name'] ?? ''),
+      inputSchema: { json: isObj(f['parameters']) ? f['parameters'] : { type: 'object', properties: {} } },
+    };
+    if (typeof f['description'] === 'string' && f['description'] !== '') spec.description = f['description'];
+    return { toolSpec: spec };
+  });
+}
+
+/** OpenAI tool_choice -> Converse's; 'none' is handled by the caller (Converse has no such choice). */
+function toolChoice(tc: unknown): ToolChoice | undefined {
+  if (!given(tc) || tc === 'auto') return tc === 'auto' ? { auto: {} } : undefined;
+  if (tc === 'required') return { any: {} };
+  if (
+    isObj(tc) &&
+    tc['type'] === 'function' &&
+    isObj(tc['function']) &&
+    typeof tc['function']['name'] === 'string'
+  )
+    return { tool: { name: tc['function']['name'] } };
+  throw toBedrock('tool_choice', 'only "none", "auto", "required" or a named function are supported');
+}
+
+const hasToolBlocks = (messages: ConverseMessage[]): boolean =>
+  messages.some((m) => m.content.some((b) => 'toolUse' in b || 'toolResult' in b));
+
+/**
+ * An OpenAI chat request as a Converse request body (the model id goes in the path, not here). Throws a
+ * 400 GatewayError for anything without a faithful translation.
+ */
+export function openaiToConverseRequest(req: ChatRequest): ConverseRequest {
+  for (const key of Object.keys(req)) {
+    const refused = REFUSED[key];
+    if (refused) {
+      if (refused.bad(req[key])) throw toBedrock(key, refused.why);
+    } else if (!HANDLED.has(key)) throw toBedrock(key, 'unknown parameter');
+  }
+  const { system, messages } = translateMessages(req.messages);
+  const out: ConverseRequest = { messages };
+  if (system.length > 0) out.system = system;
+  const max = req.max_completion_tokens ?? req.max_tokens;
+  const inf: NonNullable<ConverseRequest['inferenceConfig']> = {};
+  if (given(max)) inf.maxTokens = max!;
+  if (given(req.temperature)) inf.temperature = req.temperature!;
+  if (given(req.top_p)) inf.topP = req.top_p!;
+  if (given(req.stop))
+    inf.stopSequences = typeof req.stop === 'string' ? [req.stop] : [...(req.stop as string[])];
+  if (Object.keys(inf).length > 0) out.inferenceConfig = inf;
+
+  const tools = given(req.tools) ? toolSpecs(req.tools) : [];
+  if (req.tool_choice === 'none') {
+    // No 'none' in Converse: leaving the tools out says the same, unless the history holds tool blocks,
+    // which Bedrock accepts only with a toolConfig (and then the model may call a tool).
+    if (hasToolBlocks(messages))
+      throw toBedrock('tool_choice', '"none" cannot be honoured when the conversation holds tool calls');
+    return out;
+  }
+  if (tools.length > 0) {
+    out.toolConfig = { tools };
+    const choice = toolChoice(req.tool_choice);
+    if (choice) out.toolConfig.toolChoice = choice;
+  } else if (given(req.tool_choice)) toolChoice(req.tool_choice); // validated: a choice without tools is a 400 upstream anyway
+  return out;
+}
+
+// =====================================================================================================
+// Converse response -> OpenAI response
+// =====================================================================================================
+
+const FINISH: Record<StopReason, FinishReason> = {
+  end_turn: 'stop',
+  stop_sequence: 'stop',
+  max_tokens: 'length',
+  model_context_window_exceeded: 'length',
+  tool_use: 'tool_calls',
+  guardrail_intervened: 'content_filter',
+  content_filtered: 'content_filter',
+  malformed_model_output: 'stop',
+  malformed_tool_use: 'stop',
+};
+const finishOf = (s: unknown): FinishReason => FINISH[s as StopReason] ?? 'stop';
+
+export function isConverseResponse(j: Record<string, any>): j is ConverseResponse {
+  return isObj(j.output) && isObj(j.output.message) && Array.isArray(j.output.message.content);
+}
+
+/** A Converse answer as an OpenAI chat completion reported under `model`. */
+export function converseToOpenAIResponse(r: ConverseResponse, model: string): ChatCompletion {
+  let text = '';
+  const toolCalls: FunctionToolCall[] = [];
+  for (const b of r.output.message.content) {
+    if ('text' in b && typeof b.text === 'string') text += b.text;
+    else if ('toolUse' in b && isObj(b.toolUse))
+      toolCalls.push({
+        id: b.toolUse.toolUseId,
+        type: 'function',
+        function: { name: b.toolUse.name, arguments: JSON.stringify(b.toolUse.input ?? {}) },
+      });
+    // reasoningContent: OpenAI chat completions have no place for it.
+  }
+  const message: ChatCompletionMessage = {
+    role: 'assistant',
+    content: text === '' && toolCalls.length > 0 ? null : text,
+    refusal: null,
+  };
+  if (toolCalls.length > 0) message.tool_calls = toolCalls;
+  return {
+    id: uniqueId('chatcmpl-'),
+    object: 'chat.completion',
+    created: nowSeconds(),
+    model,
+    choices: [{ index: 0, message, logprobs: null, finish_reason: finishOf(r.stopReason) }],
+    usage: toOpenAIUsage(bedrockUsage(r.usage)),
+  };
+}
+
+// =====================================================================================================
+// ConverseStream events -> OpenAI chunks
+// =====================================================================================================
+
+/**
+ * ConverseStream events (already decoded from the binary event stream: the event type and its JSON
+ * payload) as OpenAI chat chunks. The order is messageStart, content blocks, messageStop (the stop
+ * reason), then metadata (usage), which is the stream's last event: only then is the answer complete.
+ */
+export class ConverseToOpenAIStream {
+  private readonly id = uniqueId('chatcmpl-');
+  private readonly created = nowSeconds();
+  private readonly toolIndex = new Map<number, number>(); // contentBlockIndex -> OpenAI tool_calls index
+  private seen: Usage | null = null;
+  private complete = false;
+
+  constructor(
+    private readonly model: string,
+    private readonly includeUsage: boolean,
+  ) {}
+
+  get done(): boolean {
+    return this.complete;
+  }
+  usage(): Usage | null {
+    return this.seen;
+  }
+
+  push(event: string, d: Record<string, any>): ChatCompletionChunk[] {
+    switch (event) {
+      case 'messageStart':
+        return [this.chunk({ role: 'assistant', content: '' })];
+      case 'contentBlockStart': {
+        const tu = d.start?.toolUse;
+        if (!isObj(tu)) return [];
+        const index = this.toolIndex.size;
+        this.toolIndex.set(Number(d.contentBlockIndex), index);
+        return [
+          this.chunk({
+            tool_calls: [
+              {
+                index,
+                id: String(tu.toolUseId ?? ''),
+                type: 'function',
+                function: { name: String(tu.name ?? ''), arguments: '' },
+              },
+            ],
+          }),
+        ];
+      }
+      case 'contentBlockDelta': {
+        const delta = d.delta ?? {};
+        if (typeof delta.text === 'string')
+          return delta.text === '' ? [] : [this.chunk({ content: delta.text })];
+        if (isObj(delta.toolUse) && typeof delta.toolUse.input === 'string') {
+          const index = this.toolIndex.get(Number(d.contentBlockIndex));
+          if (index === undefined || delta.toolUse.input === '') return [];
+          return [this.chunk({ tool_calls: [{ index, function: { arguments: delta.toolUse.input } }] })];
+        }
+        return []; // reasoningContent, citations
+      }
+      case 'messageStop':
+        return [this.chunk({}, finishOf(d.stopReason))];
+      case 'metadata':
+        this.seen = bedrockUsage(d.usage);
+        this.complete = true;
+        if (!this.includeUsage) return [];
+        return [{ ...this.base(), choices: [], usage: toOpenAIUsage(this.seen) }];
+      default:
+        return []; // contentBlockStop, and event types added later
+    }
+  }
+
+  private base(): Omit<ChatCompletionChunk, 'choices'> {
+    return { id: this.id, object: 'chat.completion.chunk', created: this.created, model: this.model };
+  }
+
+  private chunk(delta: ChunkChoice['delta'], finish: FinishReason | null = null): ChatCompletionChunk {
+    const c: ChatCompletionChunk = {
+      ...this.base(),
+      choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }],
+    };
+    if (this.includeUsage) c.usage = null;
+    return c;
+  }
+}
