@@ -1,5 +1,6 @@
 /**
  * Fake OpenAI upstream: chat completions (JSON + SSE, tool calls), embeddings (float + base64) and models,
+ * legacy completions and moderations (text.ts),
  * speaking the real wire format so the official `openai` client works against it unchanged. The Responses API
  * (responses.ts), audio speech/transcriptions/translations (audio.ts) and images/videos (media.ts) are served by
  * the same server.
@@ -31,6 +32,7 @@ import {
 import { openaiAudioRoute } from './audio.js';
 import { type FakeMediaUpstream, JobBook, openaiMediaRoute } from './media.js';
 import { openaiResponsesRoute, ResponseStore } from './responses.js';
+import { openaiTextRoute } from './text.js';
 
 const MODELS = [
   'gpt-4o',
@@ -340,6 +342,7 @@ const makeSpec = (book: JobBook, responses: ResponseStore): ProviderSpec => ({
       return (
         (await openaiResponsesRoute(ctx, s, responses)) ||
         (await openaiAudioRoute(ctx, s)) ||
+        (await openaiTextRoute(ctx, s)) ||
         openaiMediaRoute(ctx, s, book)
       );
     return true;

@@ -25,6 +25,7 @@ export function reservationFor(
       ctx.key?.tokenGroupId ?? null,
       estimateTokens(body, ctx.dialect),
       ctx.startedAt,
+      ctx.app.id,
     ),
   );
 }
@@ -38,7 +39,7 @@ function multiplierOf(config: ConfigCache, ctx: RequestContext): bigint {
 /** What an answer from the response cache may cost (the cache-hit price): its wallet reservation. */
 export function cacheHitReservation(config: ConfigCache, ctx: RequestContext, channel: string): bigint {
   if (ctx.app?.billing !== 'prepaid' || !ctx.alias) return 0n;
-  const p = config.price(ctx.alias.name, channel, ctx.startedAt);
+  const p = config.price(ctx.alias.name, channel, ctx.startedAt, undefined, ctx.app.id);
   return p ? cacheHitPrice(p.sale, multiplierOf(config, ctx)) : 0n;
 }
 
@@ -61,7 +62,7 @@ export function ensureUsage(ctx: RequestContext, body: Record<string, unknown>):
 /** Prices a served request at the price in force when it arrived (cost, and sale with the token-group multiplier). */
 export function priceRequest(config: ConfigCache, ctx: RequestContext): void {
   if (!ctx.usage || !ctx.channel || !ctx.alias || ctx.saleMicros !== null) return;
-  const p = config.price(ctx.alias.name, ctx.channel, ctx.startedAt, ctx.upstreamModel);
+  const p = config.price(ctx.alias.name, ctx.channel, ctx.startedAt, ctx.upstreamModel, ctx.app?.id);
   if (!p) return;
   const m = multiplierOf(config, ctx);
   if (ctx.cacheHit) {

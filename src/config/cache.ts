@@ -89,7 +89,13 @@ export class ConfigCache {
     private readonly db: Db,
     private readonly clock: Clock,
     private readonly log: Logger,
-    private readonly opts: { refreshMs: number; missTtlMs?: number; l2?: SharedCache | null } = {
+    private readonly opts: {
+      refreshMs: number;
+      missTtlMs?: number;
+      l2?: SharedCache | null;
+      /** ANIMA_DEFAULT_SALE_MARKUP (app/settings.ts): the catalogue markup when no setting names one. */
+      defaultSaleMarkup?: string;
+    } = {
       refreshMs: 30_000,
     },
   ) {}
@@ -247,13 +253,15 @@ export class ConfigCache {
   /**
    * The price in force at `at` for this alias on this channel (a channel-specific row wins over the
    * alias-wide one). No row: the catalogue's list price for the channel's provider kind and the model the
-   * alias sends it (`model`, else the alias's first target on that channel), sold at the default markup.
+   * alias sends it (`model`, else the alias's first target on that channel), sold at the markup of the app
+   * (`app`, when it has one) or else the default markup.
    */
   price(
     alias: string,
     channel: string | null,
     at = this.clock.now(),
     model?: string | null,
+    app?: string | null,
   ): Price | undefined {
     const row =
       (channel ? pickEffective(this.prices.get(`${alias}\0${channel}`), at) : undefined) ??
@@ -266,14 +274,16 @@ export class ConfigCache {
         ?.tiers.flat()
         .find((t) => t.channel === channel)?.model;
     if (!ch || !upstream) return undefined;
-    // Keyed by what the answer depends on (the markup comes from settings: a swap empties the memo).
-    const memoKey = `${ch.provider}\0${upstream}\0${alias}\0${channel}`;
+    const appBp = app ? (this.app(app, at)?.saleMarkupBp ?? null) : null;
+    // Keyed by what the answer depends on (the default markup comes from settings and an app's from its
+    // row: a swap of either table empties the memo).
+    const memoKey = `${ch.provider}\0${upstream}\0${alias}\0${channel}\0${appBp ?? ''}`;
     const memo = this.catalogueMemo.get(memoKey);
     if (memo !== undefined) return memo ?? undefined;
     const entry = this.catalogue.get(ch.provider, upstream);
-    const p = entry
-      ? cataloguePrice(entry, alias, channel, defaultMarkupBp(this.settings.get('default_sale_markup')))
-      : undefined;
+    const bp =
+      appBp ?? defaultMarkupBp(this.settings.get('default_sale_markup'), this.opts.defaultSaleMarkup);
+    const p = entry ? cataloguePrice(entry, alias, channel, bp) : undefined;
     this.catalogueMemo.set(memoKey, p ?? null);
     return p;
   }

@@ -1,8 +1,14 @@
 /**
  * The price catalogue: public list prices per provider kind and upstream model, the COST side of a
- * request whose (alias, channel) has no explicit price row. The sale side is that cost times a default
- * markup (`default_sale_markup` setting, else ANIMA_DEFAULT_SALE_MARKUP, else x1), then the token
- * group's multiplier as for any price. Explicit price rows always win.
+ * request whose (alias, channel) has no explicit price row. The sale side is that cost times the app's
+ * own markup (`app.sale_markup`) when it has one, else the default markup (`default_sale_markup` setting,
+ * else ANIMA_DEFAULT_SALE_MARKUP, else x1), then the token group's multiplier as for any price. Explicit
+ * price rows always win.
+ *
+ * Rounding: a markup is basis points (at most 4 decimals); each unit rate is marked up on its own and
+ * rounded up to the next micro-unit (`applyMarkup`), and the request is then priced from those rates by
+ * core/pricing.ts (rounded up once). So an app at x1.5 books sale = ceil(cost rates x 1.5) applied to its
+ * usage: exactly cost x 1.5 when the rates are even, never less.
  *
  * Two layers: `data/prices.json`, shipped with the gateway (each entry names its source and the date its
  * figures were read), and the `price_catalogue` table that `anima prices import FILE` fills from a
@@ -167,10 +173,12 @@ export function shippedEntries(): CatalogueEntry[] {
   return shipped;
 }
 
-let envMarkup: bigint | null = null;
-
-/** The sale markup for catalogue prices: the setting, else ANIMA_DEFAULT_SALE_MARKUP, else x1. */
-export function defaultMarkupBp(setting: unknown): bigint {
+/**
+ * The default sale markup for catalogue prices: the `default_sale_markup` setting, else `fallback` (the
+ * ANIMA_DEFAULT_SALE_MARKUP environment value, read with the other settings in app/settings.ts), else x1.
+ * An app's own markup (`app.sale_markup`) wins over both (ConfigCache.price).
+ */
+export function defaultMarkupBp(setting: unknown, fallback?: string): bigint {
   if (typeof setting === 'number' || typeof setting === 'string') {
     try {
       return markupBp(String(setting));
@@ -178,8 +186,7 @@ export function defaultMarkupBp(setting: unknown): bigint {
       // a malformed setting falls back to the environment's value rather than refusing to bill
     }
   }
-  envMarkup ??= markupBp(process.env.ANIMA_DEFAULT_SALE_MARKUP?.trim() || '1');
-  return envMarkup;
+  return fallback ? markupBp(fallback) : 10_000n;
 }
 
 /** A catalogue entry as the Price of (alias, channel): cost from the catalogue, sale = cost x markup. */

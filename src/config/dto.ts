@@ -74,7 +74,14 @@ export function toDto(entity: Entity, r: Row): Dto {
         ...common,
       };
     case 'app':
-      return { id: r.id, name: r.name, enabled: r.enabled, billing: r.billing ?? 'postpaid', ...common };
+      return {
+        id: r.id,
+        name: r.name,
+        enabled: r.enabled,
+        billing: r.billing ?? 'postpaid',
+        sale_markup: r.sale_markup ?? null,
+        ...common,
+      };
     case 'api_key':
       return {
         id: r.id,

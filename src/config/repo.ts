@@ -2,6 +2,7 @@ import { hash } from 'node:crypto';
 import { sql } from 'kysely';
 import { randomId } from '../core/ids.js';
 import { openSecret, sealSecret } from './secrets.js';
+import { markupBp } from './catalogue.js';
 import type { Db } from '../store/db.js';
 import type { ChainTierRow } from '../store/schema.js';
 import {
@@ -14,6 +15,7 @@ import {
   type Quota,
   type TokenGroup,
   type Timeouts,
+  type VertexSettings,
   DEFAULT_BREAKER,
   DEFAULT_TIMEOUTS,
 } from '../core/model.js';
@@ -36,6 +38,16 @@ function num(v: unknown, dflt: number): number {
 
 function obj(v: unknown): Record<string, unknown> {
   return v && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
+}
+
+/** A Vertex channel's addressing settings (validated on write; strings only here). */
+function parseVertex(v: unknown): VertexSettings {
+  const o = obj(v);
+  const out: VertexSettings = {};
+  if (typeof o.project === 'string' && o.project) out.project = o.project;
+  if (typeof o.location === 'string' && o.location) out.location = o.location;
+  if (o.publisher === 'google' || o.publisher === 'anthropic') out.publisher = o.publisher;
+  return out;
 }
 
 export function parseTimeouts(v: unknown): Timeouts {
@@ -156,6 +168,7 @@ export function toChannel(r: any): Channel {
     maxConnections: Math.max(1, num(settings.maxConnections, 256)),
     nativeResponses: settings.nativeResponses !== false,
     ...(typeof settings.apiVersion === 'string' ? { apiVersion: settings.apiVersion } : {}),
+    ...(settings.vertex ? { vertex: parseVertex(settings.vertex) } : {}),
     versionNo: r.version_no,
     effectiveFrom: ms(r.effective_from)!,
     effectiveTo: ms(r.effective_to),
@@ -180,12 +193,23 @@ export function toAlias(r: any): Alias {
   };
 }
 
+/** An app's markup column as basis points; a value that doesn't parse (the check forbids it) is no override. */
+function saleMarkupOf(v: unknown): bigint | null {
+  if (typeof v !== 'string' || v === '') return null;
+  try {
+    return markupBp(v);
+  } catch {
+    return null;
+  }
+}
+
 export function toApp(r: any): App {
   return {
     id: r.id,
     name: r.name,
     enabled: r.enabled,
     billing: r.billing === 'prepaid' ? 'prepaid' : 'postpaid',
+    saleMarkupBp: saleMarkupOf(r.sale_markup),
     versionNo: r.version_no,
     effectiveFrom: ms(r.effective_from)!,
     effectiveTo: ms(r.effective_to),

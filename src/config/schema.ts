@@ -107,6 +107,30 @@ export const ChannelSettings = Type.Object(
         description: 'azure channels in deployments mode: the api-version query parameter',
       }),
     ),
+    vertex: Type.Optional(
+      Type.Object(
+        {
+          project: Type.Optional(
+            str(128, { description: "the Google Cloud project (default: the key file's project_id)" }),
+          ),
+          location: Type.Optional(
+            str(64, {
+              pattern: '^[a-z0-9-]+$',
+              'x-pattern-message': 'must be a Google Cloud location such as us-east5 or global',
+              description: 'default: read from the base URL host, else us-central1',
+            }),
+          ),
+          publisher: Type.Optional(
+            oneOf(
+              ['google', 'anthropic'] as const,
+              'must be google or anthropic',
+              'for model names that do not say (default: claude-* anthropic, else google)',
+            ),
+          ),
+        },
+        { additionalProperties: false, 'x-unknown': 'is not a known vertex setting' },
+      ),
+    ),
   },
   { additionalProperties: false, 'x-unknown': 'is not a known setting' },
 );
@@ -211,12 +235,22 @@ export const Alias = Type.Object({
 // ---- app ----
 
 const billing = oneOf(['prepaid', 'postpaid'] as const, "must be 'prepaid' or 'postpaid'");
+/**
+ * An app's markup over catalogue list prices, written like the default_sale_markup setting: a decimal
+ * string, at most 4 decimals (rates are marked up in basis points, rounded up; config/catalogue.ts).
+ */
+const SaleMarkup = Type.Union([Type.String({ pattern: '^[0-9]{1,6}(\\.[0-9]{1,4})?$' }), Type.Null()], {
+  'x-message': "must be a decimal string such as '1.5' (at most 4 decimals), or null",
+  description:
+    "sale = catalogue cost x this, for an alias without a price row ('1.5' = x1.5); null = the default markup",
+});
 export const AppCreate = Type.Object(
   {
     id: Type.Optional(code('generated when absent')),
     name: str(),
     enabled: Type.Optional(Type.Boolean()),
     billing: Type.Optional(billing),
+    sale_markup: Type.Optional(SaleMarkup),
     ...window,
   },
   { additionalProperties: false },
@@ -226,6 +260,9 @@ export const App = Type.Object({
   name: Type.String(),
   enabled: Type.Boolean(),
   billing,
+  sale_markup: Type.Union([Type.String(), Type.Null()], {
+    description: "markup over catalogue list prices ('1.5' = x1.5); null = the default markup",
+  }),
   ...versioned,
 });
 

@@ -19,7 +19,11 @@ export type InboundDialect =
   | 'openai_speech'
   | 'openai_transcription'
   | 'openai_translation'
-  | 'openai_image_edit';
+  | 'openai_image_edit'
+  | 'anthropic_count_tokens'
+  | 'openai_completions'
+  | 'openai_moderations'
+  | 'rerank';
 
 /** The error body a dialect's clients parse (core/render.ts has one renderer per shape). */
 export type ErrorShape = 'openai' | 'anthropic' | 'google';
@@ -142,6 +146,50 @@ export const DIALECTS = {
     chatLike: false,
     googleKey: false,
     noOutput: false,
+  },
+  // Anthropic's token count: answered by an Anthropic channel, estimated locally on any other chat channel
+  // (providers/anthropic/count-tokens.ts). Free, like upstream: nothing is booked.
+  anthropic_count_tokens: {
+    paths: ['/v1/messages/count_tokens'],
+    errorShape: 'anthropic',
+    taskKind: 'count_tokens',
+    deferrable: false, // an instant, free answer: a task would only delay it
+    cacheable: false, // the estimate header would not be replayed
+    chatLike: false,
+    googleKey: false,
+    noOutput: true,
+  },
+  // Legacy OpenAI completions: native on OpenAI channels, through the chat pivot elsewhere.
+  openai_completions: {
+    paths: ['/v1/completions'],
+    errorShape: 'openai',
+    taskKind: 'completions',
+    deferrable: false,
+    cacheable: true,
+    chatLike: true,
+    googleKey: false,
+    noOutput: false,
+  },
+  openai_moderations: {
+    paths: ['/v1/moderations'],
+    errorShape: 'openai',
+    taskKind: 'moderations',
+    deferrable: false,
+    cacheable: true,
+    chatLike: false,
+    googleKey: false,
+    noOutput: true,
+  },
+  // Cohere / Jina rerank (providers/rerank.ts): no OpenAI or Anthropic equivalent, so OpenAI's error shape.
+  rerank: {
+    paths: ['/v1/rerank'],
+    errorShape: 'openai',
+    taskKind: 'rerank',
+    deferrable: false,
+    cacheable: true,
+    chatLike: false,
+    googleKey: false,
+    noOutput: true,
   },
 } as const satisfies Record<InboundDialect, DialectDeclaration>;
 

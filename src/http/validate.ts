@@ -2,6 +2,7 @@ import { GatewayError } from '../core/errors.js';
 import type { FastifyRequest } from 'fastify';
 import type { InboundDialect } from '../providers/types.js';
 import { uploadsOf } from '../lib/multipart.js';
+import { validateMore } from './validate-more.js';
 
 const isObj = (v: unknown): v is Record<string, unknown> => !!v && typeof v === 'object' && !Array.isArray(v);
 
@@ -324,6 +325,11 @@ export function inboundFor(dialect: InboundDialect): Inbound {
         }
         return { body, model, stream: false };
       };
+    case 'anthropic_count_tokens':
+    case 'openai_completions':
+    case 'openai_moderations':
+    case 'rerank':
+      return (req) => validateMore(dialect, jsonBody(req), modelOf, streamOf, count);
     case 'openai_image_edit':
       return (req) => {
         const body = multipartBody(req);

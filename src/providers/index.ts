@@ -3,7 +3,9 @@ import { anthropicPivot } from './anthropic/inbound.js';
 import { geminiPivot } from './gemini/inbound.js';
 import { responsesPivot } from './openai/responses.js';
 import { type ChatPivot, PivotExchange } from './pivot.js';
-import { NATIVE, providerDeclaration } from './registry.js';
+import { LOCAL, NATIVE, providerDeclaration } from './registry.js';
+import { CountTokensEstimate } from './anthropic/count-tokens.js';
+import { completionsPivot } from './openai/completions.js';
 import type { Exchange, ExchangeOptions, InboundDialect, UpstreamEndpoint } from './types.js';
 
 /**
@@ -31,6 +33,8 @@ function pivotFor(dialect: InboundDialect, body: Record<string, unknown>, alias:
       return geminiPivot(body, body.stream === true, alias);
     case 'anthropic_messages':
       return anthropicPivot(body, alias);
+    case 'openai_completions':
+      return completionsPivot(body, alias);
     default:
       return null;
   }
@@ -47,6 +51,8 @@ export function createExchange(
   const native =
     NATIVE[ep.provider].has(dialect) && !(dialect === 'openai_responses' && ep.nativeResponses === false);
   if (native) return nativeExchange(dialect, body, ep, upstreamModel, alias, opts);
+  // A chat channel without the operation answers it here (a token count, estimated locally).
+  if (LOCAL.has(dialect) && NATIVE[ep.provider].has('openai_chat')) return new CountTokensEstimate(body);
   const pivot = pivotFor(dialect, body, alias);
   if (!pivot || !NATIVE[ep.provider].has('openai_chat'))
     throw new GatewayError('unsupported_operation', `a ${ep.provider} channel cannot serve this operation`);

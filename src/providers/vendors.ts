@@ -100,10 +100,12 @@ const SPECS: Readonly<Record<VendorKind, Omit<Spec, 'kind'>>> = {
   // https://docs.cohere.com/docs/compatibility-api; base https://api.cohere.ai/compatibility/v1, Bearer.
   // The Compatibility API rejects the stream_options field (also noted by the Strands Agents Cohere guide,
   // https://strandsagents.com/docs/user-guide/concepts/model-providers/cohere/): dropped.
+  // Rerank is Cohere's native v2 API (https://docs.cohere.com/reference/rerank): a channel for it names the
+  // base https://api.cohere.com/v2 (providers/rerank.ts).
   cohere: {
     description:
-      'Cohere Compatibility API (https://api.cohere.ai/compatibility/v1): chat and embeddings; stream_options dropped',
-    native: CHAT_EMBED,
+      'Cohere Compatibility API (https://api.cohere.ai/compatibility/v1): chat and embeddings; stream_options dropped; rerank on a channel with base https://api.cohere.com/v2',
+    native: new Set<InboundDialect>(['openai_chat', 'openai_embeddings', 'rerank']),
     quirks: { drop: ['stream_options'] },
   },
   // https://docs.ollama.com/api/openai-compatibility; base http://localhost:11434/v1; the key is required by
@@ -118,9 +120,11 @@ const SPECS: Readonly<Record<VendorKind, Omit<Spec, 'kind'>>> = {
   // https://docs.vllm.ai/en/stable/serving/openai_compatible_server/; base http://localhost:8000/v1, Bearer
   // (the --api-key the server was started with). Its docs note parallel_tool_calls and user as ignored, not
   // rejected; extra sampling parameters (top_k, …) pass through.
+  // It also serves Jina's rerank API at /v1/rerank (same page, "Re-rank API").
   vllm: {
-    description: 'vLLM OpenAI-compatible server (http://localhost:8000/v1): chat and embeddings, no quirks',
-    native: CHAT_EMBED,
+    description:
+      'vLLM OpenAI-compatible server (http://localhost:8000/v1): chat, embeddings and rerank, no quirks',
+    native: new Set<InboundDialect>(['openai_chat', 'openai_embeddings', 'rerank']),
   },
   // https://lmstudio.ai/docs/developer/openai-compat/chat-completions ("Supported payload parameters");
   // base http://localhost:1234/v1, Bearer (any value unless API tokens are configured). The list has

@@ -118,6 +118,12 @@ export function estimateTokens(
   }
   if (body.input !== undefined)
     parts.push(typeof body.input === 'string' ? body.input : JSON.stringify(body.input));
+  // Legacy completions' prompt; rerank's query and documents.
+  if (body.prompt !== undefined)
+    parts.push(typeof body.prompt === 'string' ? body.prompt : JSON.stringify(body.prompt));
+  if (typeof body.query === 'string') parts.push(body.query);
+  if (Array.isArray(body.documents))
+    for (const d of body.documents as unknown[]) parts.push(typeof d === 'string' ? d : JSON.stringify(d));
   if (body.tools) parts.push(JSON.stringify(body.tools));
   let text = parts.length ? parts.length - 1 : 0; // the separators a joined text would have
   for (const p of parts) text += tokensOf(p);
@@ -143,6 +149,8 @@ export interface PriceSource {
     alias: string,
     channel: string | null,
     at?: number,
+    model?: string | null,
+    app?: string | null,
   ): { sale: import('../core/pricing.js').UnitPrices } | undefined;
   tokenGroup(id: string, at?: number): { priceMultiplierPpm: bigint } | undefined;
 }
@@ -158,9 +166,12 @@ export function estimateCost(
   tokenGroupId: string | null,
   tokens: { prompt: number; total: number },
   at: number,
+  /** The app whose own catalogue markup applies (when the alias has no price row). */
+  app?: string | null,
 ): number {
   const p =
-    prices.price(alias.name, null, at) ?? prices.price(alias.name, alias.tiers[0]?.[0]?.channel ?? null, at);
+    prices.price(alias.name, null, at, undefined, app) ??
+    prices.price(alias.name, alias.tiers[0]?.[0]?.channel ?? null, at, undefined, app);
   if (!p) return 0;
   const mult = tokenGroupId
     ? (prices.tokenGroup(tokenGroupId, at)?.priceMultiplierPpm ?? 1_000_000n)

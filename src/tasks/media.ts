@@ -87,11 +87,11 @@ export interface StoredMediaRequest {
 /** What a media task sells for and costs: the price in force at its creation, times the key's multiplier. */
 function priceMedia(
   config: ConfigCache,
-  t: Pick<TaskRow, 'alias' | 'key_id' | 'created_at'>,
+  t: Pick<TaskRow, 'alias' | 'key_id' | 'created_at'> & { app_id?: string },
   channel: string | null,
   metered: MediaResult['metered'],
 ): { sale: bigint; cost: bigint } {
-  const p = config.price(t.alias!, channel, new Date(t.created_at).getTime());
+  const p = config.price(t.alias!, channel, new Date(t.created_at).getTime(), undefined, t.app_id);
   if (!p) return { sale: 0n, cost: 0n };
   const key = config.keyById(t.key_id);
   const g = key?.tokenGroupId
@@ -112,7 +112,7 @@ export function mediaSaleEstimate(
 ): bigint {
   return priceMedia(
     config,
-    { alias, key_id: keyId, created_at: new Date(at) },
+    { alias, key_id: keyId, created_at: new Date(at), app_id: config.keyById(keyId)?.appId },
     null,
     meteredEstimate(kind, r),
   ).sale;

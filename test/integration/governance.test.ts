@@ -17,6 +17,7 @@ import {
   startFakeGemini,
   startFakeJobs,
   startFakeOpenAI,
+  startFakeRerank,
 } from '../../fakes/index.js';
 import { type Admitted, Governance } from '../../src/governance/pipeline.js';
 import {
@@ -42,6 +43,7 @@ let jobs: FakeMediaUpstream;
 /** Upstreams of their own for the cases that slow them down (ASYNC runner, deferred media jobs). */
 let slowChat: FakeMediaUpstream;
 let slowImg: FakeMediaUpstream;
+let jina: FakeUpstream;
 let db: pg.Pool;
 let appId: string;
 const admin = adminApi(() => G.url);
@@ -98,6 +100,7 @@ beforeAll(async () => {
     startFakeOpenAI({ name: 'gov-slow-chat' }),
     startFakeOpenAI({ name: 'gov-slow-img' }),
   ]);
+  jina = await startFakeRerank({ name: 'gov-jina', flavor: 'jina' });
   G = await startTestGateway({ databaseUrl: tdb.url, redisUrl: REDIS_URL, redisPrefix: prefix });
   db = testPool(tdb.url, 2);
   await admin('POST', '/channels', {
@@ -145,6 +148,7 @@ async function setupRoutes(TOKENS: Record<string, number>): Promise<void> {
   await channel('jobs', 'jobs', jobs.url + '/v1');
   await channel('slow-chat', 'openai', slowChat.url + '/v1');
   await channel('slow-img', 'openai', slowImg.url + '/v1');
+  await channel('jina', 'openai_compatible', jina.url + '/v1');
   const alias = (name: string, channel: string, model: string) =>
     admin('POST', '/aliases', { name, chain: [{ targets: [{ channel, model }] }] });
   for (const [name, ch, model] of [
@@ -155,6 +159,10 @@ async function setupRoutes(TOKENS: Record<string, number>): Promise<void> {
     ['r-emb', 'oai', 'text-embedding-3-small'],
     ['r-gemb', 'gm', 'gemini-embedding-001'],
     ['r-async', 'slow-chat', 'gpt-4o-mini'],
+    ['r-cmpl', 'oai', 'gpt-3.5-turbo-instruct'],
+    ['r-mod', 'oai', 'omni-moderation-latest'],
+    ['r-count', 'an', 'claude-sonnet-4'],
+    ['r-rerank', 'jina', 'jina-reranker-v2-base-multilingual'],
   ]) {
     await alias(name!, ch!, model!);
     await admin('POST', '/prices', { alias: name, ...TOKENS });
@@ -189,7 +197,7 @@ afterAll(async () => {
   spy.mockRestore();
   await G?.close();
   await db?.end();
-  await Promise.all([oai, an, gm, jobs, slowChat, slowImg].map((u) => u?.close()));
+  await Promise.all([oai, an, gm, jobs, slowChat, slowImg, jina].map((u) => u?.close()));
   await cleanupRedis(prefix);
   await tdb?.drop();
 });
@@ -336,6 +344,8 @@ interface Route {
   task?: (r: Response, body: any) => string;
   /** The sale and cost the booking must carry, from the journal's usage where the upstream decides it. */
   priced: (u: Record<string, unknown>) => { sale: number; cost: number };
+  /** Free by decision (a token count): admitted and counted, never booked. */
+  free?: boolean;
 }
 
 const ROUTES: Route[] = [
@@ -472,7 +482,63 @@ const ROUTES: Route[] = [
     task: (_r, b) => b.data,
     priced: () => ({ sale: 60_000, cost: 20_000 }), // no n: the vendor's usual pair of tracks
   },
+  {
+    name: 'openai_completions',
+    alias: 'r-cmpl',
+    label: 'openai_completions',
+    send: (sk) => post('/v1/completions', sk, { model: 'r-cmpl', prompt: 'Say hi', max_tokens: 8 }),
+    priced: tokens,
+  },
+  {
+    name: 'openai_moderations',
+    alias: 'r-mod',
+    label: 'openai_moderations',
+    send: (sk) => post('/v1/moderations', sk, { model: 'r-mod', input: 'a calm sentence to check' }),
+    priced: tokens,
+  },
+  {
+    name: 'rerank',
+    alias: 'r-rerank',
+    label: 'rerank',
+    send: (sk) =>
+      post('/v1/rerank', sk, {
+        model: 'r-rerank',
+        query: 'capital of France',
+        documents: ['Paris is the capital of France', 'Berlin is in Germany'],
+        top_n: 1,
+      }),
+    priced: tokens,
+  },
+  {
+    name: 'anthropic_count_tokens (free)',
+    alias: 'r-count',
+    label: 'anthropic_count_tokens',
+    send: (sk) =>
+      post(
+        '/v1/messages/count_tokens',
+        sk,
+        { model: 'r-count', messages: [{ role: 'user', content: 'hi' }] },
+        { 'anthropic-version': '2023-06-01' },
+      ),
+    priced: () => ({ sale: 0, cost: 0 }),
+    free: true,
+  },
 ];
+
+/** A priced route's bookings: one per accepted request, the first one at the route's price. */
+async function booked(route: Route, id: string, accepted: number, first: Response, tasks: string[]) {
+  await waitFor(async () => (await bookings(`usage->>'key_id'`, id)).length >= accepted, 10_000, 20);
+  const all = await bookings(`usage->>'key_id'`, id);
+  expect(all).toHaveLength(accepted);
+  const mine = route.task
+    ? await bookings('task_id', tasks[0]!)
+    : await bookings('request_id', first.headers.get('x-request-id')!);
+  expect(mine).toHaveLength(1);
+  const want = route.priced(mine[0]!.usage);
+  expect({ sale: mine[0]!.sale, cost: mine[0]!.cost }, JSON.stringify(mine[0]!.usage)).toEqual(want);
+  expect(want.sale).toBeGreaterThan(0);
+  return all;
+}
 
 describe('every route: admission, settlement and metrics', () => {
   it.each(ROUTES)('$name', async (route) => {
@@ -500,19 +566,17 @@ describe('every route: admission, settlement and metrics', () => {
     }
     expect(refused?.status, route.name).toBe(429);
 
-    // (b) Settlement: each accepted request booked once (a media job once it finished, under its task).
+    // (b) Settlement: each accepted request booked once (a media job once it finished, under its task);
+    // a free route books nothing (its settlement released the hold before the answer ended).
+    if (route.free) {
+      const rid = first.headers.get('x-request-id')!;
+      await waitFor(() => settledIds().includes(rid), 5_000, 5);
+      expect(await bookings('request_id', rid)).toHaveLength(0);
+      expect(await bookings(`usage->>'key_id'`, id)).toHaveLength(0);
+    }
     for (const t of tasks)
       await waitFor(async () => ['succeeded', 'failed'].includes((await taskOf(sk, t)).status), 10_000, 20);
-    await waitFor(async () => (await bookings(`usage->>'key_id'`, id)).length >= accepted, 10_000, 20);
-    const all = await bookings(`usage->>'key_id'`, id);
-    expect(all).toHaveLength(accepted);
-    const mine = route.task
-      ? await bookings('task_id', tasks[0]!)
-      : await bookings('request_id', first.headers.get('x-request-id')!);
-    expect(mine).toHaveLength(1);
-    const want = route.priced(mine[0]!.usage);
-    expect({ sale: mine[0]!.sale, cost: mine[0]!.cost }, JSON.stringify(mine[0]!.usage)).toEqual(want);
-    expect(want.sale).toBeGreaterThan(0);
+    const all = route.free ? [] : await booked(route, id, accepted, first, tasks);
 
     // (c) Metrics: the requests under the route's label (the refused one too), and the sale and cost
     // counters moved by exactly what was booked.

@@ -43,6 +43,7 @@ describe('dialect registry', () => {
       'anthropic_messages',
       'gemini',
       'openai_chat',
+      'openai_completions',
       'openai_responses',
     ]);
   });

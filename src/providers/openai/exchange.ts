@@ -24,6 +24,9 @@ import { type ChatCompletion, type ChatCompletionChunk, type ChatRequest, openai
 import { ImageEditExchange, SpeechExchange, TranscriptionExchange } from './audio.js';
 import { ResponsesPassthrough } from './responses.js';
 import { GeminiEmbedViaOpenAI } from '../gemini/embed.js';
+import { RerankExchange } from '../rerank.js';
+import { CompletionsPassthrough } from './completions.js';
+import { ModerationsPassthrough } from './moderations.js';
 
 const headers = (ep: UpstreamEndpoint) => bearerHeaders(ep);
 
@@ -191,6 +194,13 @@ export function openaiExchange(
       return new ImageEditExchange(body, ep, upstreamModel);
     case 'gemini_embed':
       return new GeminiEmbedViaOpenAI(body, ep, upstreamModel);
+    case 'openai_completions':
+      return new CompletionsPassthrough(body, ep, upstreamModel, alias);
+    case 'openai_moderations':
+      return new ModerationsPassthrough(body, ep, upstreamModel, alias);
+    case 'rerank':
+      return new RerankExchange(body, ep, upstreamModel, alias);
+    case 'anthropic_count_tokens':
     case 'anthropic_messages':
     case 'gemini':
       throw new GatewayError(

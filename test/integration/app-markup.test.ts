@@ -1,0 +1,178 @@
+/**
+ * The sale markup per app, on real PostgreSQL and Redis: an alias with no price row is priced from the
+ * catalogue (cost = list price), and its sale is that cost times the app's own `sale_markup` when it has
+ * one, else the default markup (x1 here). Rounding: each rate is marked up and rounded up to a micro-unit,
+ * then the request is priced from the rates and rounded up once (config/catalogue.ts), so with
+ * gpt-4o-mini's even list rates the sale is exactly ceil(1.5 x the cost before its rounding).
+ */
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { FakeUpstream } from '../../fakes/common.js';
+import { startFakeOpenAI } from '../../fakes/index.js';
+import {
+  ADMIN_TOKEN,
+  REDIS_URL,
+  type TestDatabase,
+  adminApi,
+  cleanupRedis,
+  createTestDatabase,
+  startTestGateway,
+  testPool,
+  testRedisPrefix,
+  waitFor,
+} from '../helpers.js';
+
+let tdb: TestDatabase;
+let prefix: string;
+let G: Awaited<ReturnType<typeof startTestGateway>>;
+let up: FakeUpstream;
+let db: pg.Pool;
+const admin = adminApi(() => G.url);
+
+/** One chat on `sk`, and what its journal booked: tokens, the app's sale, the channel's cost. */
+async function chat(sk: string, appId: string) {
+  const r = await fetch(G.url + '/v1/chat/completions', {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${sk}` },
+    body: JSON.stringify({
+      model: 'mini',
+      messages: [{ role: 'user', content: 'price me' }],
+      max_tokens: 40,
+    }),
+  });
+  expect(r.status).toBe(200);
+  const body = (await r.json()) as { usage: { prompt_tokens: number; completion_tokens: number } };
+  await G.billing!.writer.flush();
+  const { rows } = await db.query<{ a: string; d: string; c: string }>(
+    `SELECT a.code AS a, e.debit::text AS d, e.credit::text AS c FROM ledger_journal j
+       JOIN ledger_entry e ON e.journal_id = j.id JOIN ledger_account a ON a.id = e.account_id
+      WHERE j.request_id = $1`,
+    [r.headers.get('x-request-id')],
+  );
+  const amount = (code: string) =>
+    rows.filter((e) => e.a === code).reduce((s, e) => s + BigInt(e.d) - BigInt(e.c), 0n);
+  return {
+    i: BigInt(body.usage.prompt_tokens),
+    o: BigInt(body.usage.completion_tokens),
+    sale: amount(`receivable:${appId}`),
+    revenue: -amount('revenue'),
+    cost: amount('cogs:oai'),
+    debits: rows.reduce((s, e) => s + BigInt(e.d), 0n),
+    credits: rows.reduce((s, e) => s + BigInt(e.c), 0n),
+  };
+}
+
+const ceilDiv = (a: bigint, b: bigint) => (a + b - 1n) / b;
+
+async function appWithKey(body: Record<string, unknown>) {
+  const app = await admin('POST', '/apps', body);
+  const k = await admin('POST', `/apps/${app.id}/keys`, { name: 'm' });
+  await waitFor(() => !!G.config.keyById(k.key.id) && !!G.config.app(app.id), 3_000, 5);
+  return { app, sk: k.sk as string };
+}
+
+beforeAll(async () => {
+  tdb = await createTestDatabase();
+  prefix = testRedisPrefix();
+  up = await startFakeOpenAI({ name: 'markup-oai' });
+  G = await startTestGateway({ databaseUrl: tdb.url, redisUrl: REDIS_URL, redisPrefix: prefix });
+  db = testPool(tdb.url, 2);
+  await admin('POST', '/channels', {
+    code: 'oai',
+    provider: 'openai',
+    base_url: up.url + '/v1',
+    credential: 'k',
+  });
+  await admin('POST', '/aliases', {
+    name: 'mini',
+    chain: [{ targets: [{ channel: 'oai', model: 'gpt-4o-mini' }] }],
+  });
+  await waitFor(() => G.config.price('mini', 'oai')?.id.startsWith('catalogue:') === true, 3_000, 5);
+}, 60_000);
+
+afterAll(async () => {
+  await G?.close();
+  await db?.end();
+  await up?.close();
+  await cleanupRedis(prefix);
+  await tdb?.drop();
+});
+
+describe('sale markup per app (alias without a price row)', () => {
+  it("an app with sale_markup '1.5' books sale = cost x 1.5; an app without one books the list price", async () => {
+    const marked = await appWithKey({ name: 'marked', sale_markup: '1.5' });
+    expect(marked.app.sale_markup).toBe('1.5');
+    const plain = await appWithKey({ name: 'plain' });
+    expect(plain.app.sale_markup).toBeNull();
+
+    const m = await chat(marked.sk, marked.app.id);
+    // gpt-4o-mini's list price (data/prices.json): 150,000 / 600,000 micro-units per million tokens.
+    const millionths = m.i * 150_000n + m.o * 600_000n;
+    expect(m.cost).toBe(ceilDiv(millionths, 1_000_000n));
+    // Rates x1.5 are whole (225,000 / 900,000): the sale is ceil(1.5 x the unrounded cost).
+    expect(m.sale).toBe(ceilDiv(m.i * 225_000n + m.o * 900_000n, 1_000_000n));
+    expect(m.sale).toBe(ceilDiv(millionths * 3n, 2_000_000n));
+    expect(m.sale).toBeGreaterThan(m.cost);
+    expect(m.revenue).toBe(m.sale);
+    expect(m.debits).toBe(m.credits);
+
+    const p = await chat(plain.sk, plain.app.id);
+    expect(p.sale).toBe(p.cost);
+    expect(p.sale).toBe(ceilDiv(p.i * 150_000n + p.o * 600_000n, 1_000_000n));
+  });
+
+  it('the markup is patched through the admin API (versioned), refused when malformed, and null goes back to the default', async () => {
+    const { app, sk } = await appWithKey({ name: 'patched' });
+    const bad = await fetch(`${G.url}/api/admin/v1/apps/${app.id}`, {
+      method: 'PATCH',
+      headers: {
+        authorization: `Bearer ${ADMIN_TOKEN}`,
+        'content-type': 'application/json',
+        'if-match': `"${app.version_no}"`,
+      },
+      body: JSON.stringify({ sale_markup: '1.23456' }),
+    });
+    expect(bad.status).toBe(400);
+    expect(((await bad.json()) as any).error.param).toBe('sale_markup');
+
+    const v2 = await admin('PATCH', `/apps/${app.id}`, { sale_markup: '2' }, app.version_no);
+    expect(v2.sale_markup).toBe('2');
+    await waitFor(() => G.config.app(app.id)?.saleMarkupBp === 20_000n, 3_000, 5);
+    const twice = await chat(sk, app.id);
+    expect(twice.sale).toBe(ceilDiv((twice.i * 150_000n + twice.o * 600_000n) * 2n, 1_000_000n));
+
+    const v3 = await admin('PATCH', `/apps/${app.id}`, { sale_markup: null }, v2.version_no);
+    expect(v3.sale_markup).toBeNull();
+    await waitFor(() => G.config.app(app.id)?.saleMarkupBp === null, 3_000, 5);
+    const back = await chat(sk, app.id);
+    expect(back.sale).toBe(back.cost);
+  });
+
+  it('an explicit price row still wins over an app markup', async () => {
+    const { app, sk } = await appWithKey({ name: 'rowed', sale_markup: '3' });
+    await admin('POST', '/aliases', {
+      name: 'fixed',
+      chain: [{ targets: [{ channel: 'oai', model: 'gpt-4o-mini' }] }],
+    });
+    await admin('POST', '/prices', {
+      alias: 'fixed',
+      sale_input_per_mtok: 2_000_000,
+      sale_output_per_mtok: 4_000_000,
+      cost_input_per_mtok: 1_000_000,
+    });
+    await waitFor(() => G.config.price('fixed', null)?.id.startsWith('catalogue:') === false, 3_000, 5);
+    const r = await fetch(G.url + '/v1/chat/completions', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${sk}` },
+      body: JSON.stringify({ model: 'fixed', messages: [{ role: 'user', content: 'x' }] }),
+    });
+    const u = ((await r.json()) as any).usage;
+    await G.billing!.writer.flush();
+    const { rows } = await db.query(
+      `SELECT (usage->>'sale_micros')::bigint::int AS sale FROM ledger_journal WHERE kind = 'sale' AND request_id = $1`,
+      [r.headers.get('x-request-id')],
+    );
+    expect(rows[0].sale).toBe(2 * u.prompt_tokens + 4 * u.completion_tokens);
+    expect(app.sale_markup).toBe('3');
+  });
+});
