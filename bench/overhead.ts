@@ -6,7 +6,7 @@
  * billing off measures what billing costs, in the same rounds.
  *
  *   node dist/bench/overhead.js [--duration S] [--rounds N] [--connections C] [--rate RPS] [--workers N]
- *                               [--keys N]
+ *                               [--keys N] [--tracing]
  *
  * Scenarios: (1) JSON chat, upstream 0 ms, saturated; (2) SSE, 20 chunks + usage, saturated; (3) upstream
  * 50 ms at a fixed offered rate (default 1,000 rps); (4) as (3) with 20% of requests failing on the
@@ -372,7 +372,22 @@ async function main(): Promise<void> {
       'serve',
       ...(production && WORKERS > 1 ? ['--workers', String(WORKERS)] : []),
     ];
-    const gw = await run(serveArgs, gatewayEnv({}), LISTEN);
+    // --tracing: OpenTelemetry traces on (OTLP/HTTP protobuf, every request sampled) to a local sink that
+    // discards them (bench/otlp-sink.ts). Production mode: on the twin only, so its column and CPU/req are
+    // "tracing on" beside the gateway's "off", in the same rounds; embedded: on the gateway itself.
+    const tracingEnv: Record<string, string> = {};
+    if (process.argv.includes('--tracing')) {
+      const sink = await run(['dist/bench/otlp-sink.js'], {}, LISTEN);
+      tracingEnv.OTEL_EXPORTER_OTLP_ENDPOINT = sink.m[1]!;
+      if (production)
+        process.env.ANIMA_BENCH_TWIN_ENV = [
+          process.env.ANIMA_BENCH_TWIN_ENV,
+          `OTEL_EXPORTER_OTLP_ENDPOINT=${sink.m[1]!}`,
+        ]
+          .filter(Boolean)
+          .join(',');
+    }
+    const gw = await run(serveArgs, gatewayEnv(production ? {} : tracingEnv), LISTEN);
     const gateway = gw.m[1]!;
     // The billing-off twin shares the database, so only in production mode.
     // --twin-build DIR: the twin is another build (DIR/dist) with everything on, for an A/B of two builds

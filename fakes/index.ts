@@ -10,5 +10,19 @@ export {
   type FakeAzureUpstream,
   startFakeAzure,
 } from './azure.js';
+export {
+  FAKE_VERTEX_PROJECT,
+  type FakeVertexUpstream,
+  type VertexSwitches,
+  startFakeVertex,
+} from './vertex.js';
+export {
+  type BedrockSwitches,
+  bedrockErrorBody,
+  FAKE_AWS,
+  type FakeBedrockUpstream,
+  startFakeBedrock,
+} from './bedrock.js';
 export { audioSeconds, fakeSpeech } from './audio.js';
 export { type FakeMediaUpstream, JobBook, type MediaSwitches, startFakeJobs } from './media.js';
+export { type RerankFlavor, startFakeRerank } from './rerank.js';

@@ -40,7 +40,22 @@ function clock(t: number, withSeconds: boolean): string {
   return `${p(d.getHours())}:${p(d.getMinutes())}${withSeconds ? ':' + p(d.getSeconds()) : ''}`;
 }
 
+/** No data: every value missing (a line), or every bar zero. */
+function isEmpty(o: ChartOptions): boolean {
+  return o.series.every((se) =>
+    se.values.every((v) => v === null || v === undefined || (o.kind === 'bars' && v === 0)),
+  );
+}
+
 export function chart(o: ChartOptions): HTMLElement {
+  // Nothing to plot: say so instead of an axis scaled to nothing (ticks like "0.000001").
+  if (isEmpty(o))
+    return h(
+      'figure',
+      { class: 'chart chart-empty', 'data-empty': '' },
+      h('figcaption', null, o.title),
+      h('div', { class: 'chart-empty-box' }, 'No requests in this period'),
+    );
   const n = Math.max(1, o.times.length);
   const pw = W - M.l - M.r;
   const ph = H - M.t - M.b;
@@ -58,7 +73,8 @@ export function chart(o: ChartOptions): HTMLElement {
   const y = (v: number) => M.t + ph - (v / top) * ph;
   const parts: SVGElement[] = [];
 
-  for (let k = 0; k <= 4; k++) {
+  // All zeros: only the zero line is labelled (a scale of nothing would print ticks like "0.000001").
+  for (let k = 0; k <= (max > 0 ? 4 : 0); k++) {
     const v = (top * k) / 4;
     parts.push(s('line', { class: 'grid', x1: M.l, x2: W - M.r, y1: y(v), y2: y(v) }));
     parts.push(s('text', { class: 'tick', x: M.l - 6, y: y(v) + 4, 'text-anchor': 'end' }, o.fmt(v)));
@@ -132,19 +148,6 @@ export function chart(o: ChartOptions): HTMLElement {
       s('rect', { class: 'hover', x: M.l + i * bw, y: M.t, width: bw, height: ph }, s('title', {}, text)),
     );
   }
-  // No data: every value missing (a line), or every bar zero.
-  const empty = o.series.every((se) =>
-    se.values.every((v) => v === null || v === undefined || (o.kind === 'bars' && v === 0)),
-  );
-  if (empty)
-    parts.push(
-      s(
-        'text',
-        { class: 'empty-chart', x: M.l + pw / 2, y: M.t + ph / 2, 'text-anchor': 'middle' },
-        'no data in this period',
-      ),
-    );
-
   const svg = s(
     'svg',
     { viewBox: `0 0 ${W} ${H}`, class: 'chart-svg', role: 'img', 'aria-label': o.title },

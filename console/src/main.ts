@@ -6,6 +6,7 @@ import { ApiError, type Me, get, session, whenSignedOut } from './api.js';
 import type { Ctx, Page } from './ctx.js';
 import { badge, clearToasts, errorText, h, replace } from './dom.js';
 import { LiveFeed } from './live.js';
+import { currencyCode, setCurrency } from './money.js';
 import { adminTokensPage } from './pages/admintokens.js';
 import { aliasesPage } from './pages/aliases.js';
 import { appsPage } from './pages/apps.js';
@@ -13,13 +14,16 @@ import { auditPage } from './pages/audit.js';
 import { channelsPage } from './pages/channels.js';
 import { killSwitchPage } from './pages/killswitch.js';
 import { ledgerPage } from './pages/ledger.js';
+import { notificationsPage } from './pages/notifications.js';
 import { overviewPage } from './pages/overview.js';
 import { pricesPage } from './pages/prices.js';
+import { requestsPage } from './pages/requests.js';
 import { tasksPage } from './pages/tasks.js';
 import { tokenGroupsPage } from './pages/tokengroups.js';
 
 const PAGES: Array<{ id: string; title: string; page: Page }> = [
   { id: 'overview', title: 'Overview', page: overviewPage },
+  { id: 'requests', title: 'Requests', page: requestsPage },
   { id: 'channels', title: 'Channels', page: channelsPage },
   { id: 'aliases', title: 'Aliases', page: aliasesPage },
   { id: 'apps', title: 'Apps & keys', page: appsPage },
@@ -29,6 +33,7 @@ const PAGES: Array<{ id: string; title: string; page: Page }> = [
   { id: 'tasks', title: 'Tasks & queues', page: tasksPage },
   { id: 'audit', title: 'Audit log', page: auditPage },
   { id: 'admin-tokens', title: 'Admin tokens', page: adminTokensPage },
+  { id: 'notifications', title: 'Notifications', page: notificationsPage },
   { id: 'kill-switch', title: 'Kill switch', page: killSwitchPage },
 ];
 
@@ -88,6 +93,8 @@ function signIn(message?: string): void {
 
 async function start(): Promise<void> {
   const me = await get<Me>('/whoami');
+  // The account currency money is formatted with (an older gateway without the route: USD).
+  setCurrency((await get<{ currency: string }>('/console-settings').catch(() => null))?.currency);
   shell(me);
 }
 
@@ -121,6 +128,7 @@ function shell(me: Me): void {
         liveDot,
         badge(me.role, me.role === 'admin' ? 'ok' : 'neutral', { id: 'role' }),
         h('span', { class: 'muted' }, me.name),
+        h('span', { class: 'muted small', id: 'currency', title: 'account currency' }, currencyCode()),
         h('button', { type: 'button', class: 'btn btn-plain', onclick: signOut }, 'Sign out'),
       ),
     ),

@@ -77,3 +77,18 @@ export function formatPpm(ppm: string | bigint | null | undefined): string {
     return String(ppm);
   }
 }
+
+/** The account currency (GET /console-settings: ANIMA_CURRENCY), set once at sign-in. */
+let currency = 'USD';
+export function setCurrency(code: string | null | undefined): void {
+  if (code && /^[A-Z]{3}$/.test(code)) currency = code;
+}
+export function currencyCode(): string {
+  return currency;
+}
+
+/** An amount with its currency: "1,234.50 USD" (same exact formatting as formatMicros). */
+export function formatMoney(v: string | bigint | number | null | undefined, minDecimals = 2): string {
+  const f = formatMicros(v, minDecimals);
+  return f === '—' ? f : `${f} ${currency}`;
+}

@@ -23,6 +23,7 @@ import { applyPlan, exportConfig, formatPlan, parseConfigDoc, planApply } from '
 import { RedisCoordinator } from '../coord/redis.js';
 import { hashKey, insertAlias, insertApp, insertChannel, insertKey } from '../config/repo.js';
 import { openDatabase, type DbHandle } from '../store/db.js';
+import { DataDirInUse } from '../store/dir-lock.js';
 import { OutboundPolicy, setOutboundPolicy } from '../lib/outbound.js';
 import { startFakeAnthropic, startFakeOpenAI } from '../../fakes/index.js';
 import { startGateway } from './gateway.js';
@@ -142,7 +143,7 @@ async function serveCluster(n: number): Promise<void> {
       settings.managementPort,
       clusterActuator(cluster, (w) => slots.get(w.id) ?? 0),
       managementListenerAccess(settings, tokens),
-      createLogger(settings.logLevel),
+      createLogger(settings.logLevel, undefined, settings.logFormat),
     );
   } else await dbh.close();
   let listening = 0;
@@ -194,7 +195,7 @@ async function serve(args: string[]): Promise<void> {
   // The demo upstreams listen on loopback: the demo lets operator-set URLs reach it, explicitly.
   if (demo) settings.outboundAllow = [...settings.outboundAllow, '127.0.0.0/8', '::1'];
   // The demo's models are in the price catalogue; a markup on their list price makes its spread visible.
-  if (demo) process.env.ANIMA_DEFAULT_SALE_MARKUP ??= '1.2';
+  if (demo) settings.defaultSaleMarkup ??= '1.2';
   setSecretKey(settings.secretKey, settings.secretKeyPrevious);
   if (!settings.databaseUrl && settings.dataDir !== 'memory://')
     mkdirSync(settings.dataDir, { recursive: true });
@@ -202,6 +203,8 @@ async function serve(args: string[]): Promise<void> {
     databaseUrl: settings.databaseUrl,
     dataDir: settings.dataDir,
     poolSize: settings.dbPoolSize,
+    lockFor: demo ? 'serve --demo' : 'serve',
+    onMigrate: migrationProgress(settings.databaseUrl ? 'PostgreSQL' : settings.dataDir),
   });
   const stops: Array<() => Promise<void>> = [];
   let sk = '';
@@ -232,6 +235,7 @@ async function serve(args: string[]): Promise<void> {
     settings.adminToken = demoAdmin;
   }
   const gw = await startGateway(settings, { dbh, managementOverIpc: args.includes('--worker') });
+  dbh.lock?.serving(gw.url);
   stops.unshift(() => gw.close());
   stops.push(() => dbh.close());
   const mode = `${settings.databaseUrl ? 'PostgreSQL' : `PGlite (${settings.dataDir})`} + ${settings.redisClusterNodes?.length ? 'Redis Cluster' : settings.redisUrl ? 'Redis' : 'in-process coordination'}`;
@@ -277,11 +281,16 @@ async function serve(args: string[]): Promise<void> {
 }
 
 /** The admin write path against the database, publishing invalidations to running gateways (if Redis). */
-async function adminFromEnv() {
+async function adminFromEnv(command: string) {
   const settings = settingsFromEnv();
   setSecretKey(settings.secretKey, settings.secretKeyPrevious);
   setOutboundPolicy(new OutboundPolicy({ allow: settings.outboundAllow })); // `apply` checks URLs as the gateway does
-  const dbh = await openDatabase({ databaseUrl: settings.databaseUrl, dataDir: settings.dataDir });
+  const dbh = await openDatabase({
+    databaseUrl: settings.databaseUrl,
+    dataDir: settings.dataDir,
+    lockFor: command,
+    onMigrate: migrationProgress(settings.databaseUrl ? 'PostgreSQL' : settings.dataDir),
+  });
   const coord = settings.redisUrl
     ? new RedisCoordinator({ url: settings.redisUrl, prefix: settings.redisPrefix })
     : null;
@@ -319,6 +328,19 @@ async function adminFromEnv() {
   };
 }
 
+/** Progress on stderr while migrations run: a first start on PGlite takes a while and should say so. */
+function migrationProgress(where: string) {
+  return (step: { index: number; total: number; name: string }) => {
+    if (step.index === 1)
+      process.stderr.write(
+        `anima: preparing the database (${where}): ${step.total} migration(s) to run` +
+          (step.total > 5 ? ', a first start takes up to a minute' : '') +
+          '\n',
+      );
+    process.stderr.write(`anima:   [${step.index}/${step.total}] ${step.name}\n`);
+  };
+}
+
 function flag(args: string[], name: string): string | undefined {
   const i = args.indexOf(name);
   return i >= 0 ? args[i + 1] : undefined;
@@ -344,7 +366,9 @@ async function applyCommand(args: string[]): Promise<void> {
   if (atRest.refuse)
     throw new StartupRefused(atRest.refuse.replace('refusing to start', 'refusing to apply'));
   if (atRest.warn) process.stderr.write(`anima: WARNING: ${atRest.warn}\n`);
-  const { admin, readCredential, close } = await adminFromEnv();
+  const { admin, readCredential, close } = await adminFromEnv(
+    args.includes('--dry-run') ? 'apply --dry-run' : 'apply',
+  );
   const dryRun = args.includes('--dry-run');
   try {
     const plan = await planApply(admin, doc, process.env, readCredential);
@@ -390,7 +414,7 @@ async function pricesCommand(args: string[]): Promise<void> {
       `\nby provider: ${top.map(([p, n]) => `${p} ${n}`).join(', ')}${byProvider.size > 10 ? ', …' : ''}\n`,
   );
   if (args.includes('--dry-run')) return;
-  const { admin, dbh, close } = await adminFromEnv();
+  const { admin, dbh, close } = await adminFromEnv('prices import');
   try {
     const { added, replaced } = await saveImported(dbh.db, r.entries);
     // The imported layer reloads with the price table.
@@ -402,7 +426,7 @@ async function pricesCommand(args: string[]): Promise<void> {
 }
 
 async function exportCommand(args: string[]): Promise<void> {
-  const { admin, close } = await adminFromEnv();
+  const { admin, close } = await adminFromEnv('export');
   try {
     const text = await exportConfig(admin);
     const out = flag(args, '-o');
@@ -424,7 +448,7 @@ async function secretsCommand(args: string[]): Promise<void> {
   const settings = settingsFromEnv();
   if (sub === 'rotate' && !settings.secretKey)
     throw new StartupRefused('anima secrets rotate: set ANIMA_SECRET_KEY to the key to seal under');
-  const { admin, dbh, close } = await adminFromEnv();
+  const { admin, dbh, close } = await adminFromEnv(`secrets ${sub}`);
   try {
     if (sub === 'status') {
       for (const c of await sealedInventory(dbh.db))
@@ -461,8 +485,72 @@ async function secretsCommand(args: string[]): Promise<void> {
   }
 }
 
+/** Every command: its usage line and what it does (`anima --help`, `anima <command> --help`). */
+const COMMANDS: Record<string, { usage: string; about: string; more?: string }> = {
+  serve: {
+    usage: 'anima serve [--demo] [--workers N]',
+    about: 'start a gateway',
+    more: [
+      'Embedded PGlite (ANIMA_DATA_DIR, default .anima-data/db) and in-process coordination unless',
+      'DATABASE_URL / REDIS_URL are set. --demo also starts two demo upstreams, seeds a demo app, key,',
+      'channels and aliases, and prints a working curl line. --workers N: N processes on one port',
+      '(production mode only). The port is ANIMA_PORT (default 8787), the address ANIMA_HOST.',
+      'Logs: ANIMA_LOG_FORMAT=json|pretty (pretty on a terminal), ANIMA_LOG_LEVEL.',
+    ].join('\n'),
+  },
+  apply: {
+    usage: 'anima apply -f FILE [--dry-run]',
+    about: 'make the configuration what FILE says (one transaction; --dry-run checks it, writes nothing)',
+    more: [
+      "A channel's credential comes from the environment variable its credential_env names. An unset",
+      'variable keeps the stored credential of an existing channel; a placeholder value is refused.',
+      'On the embedded default, stop the gateway first (or use its admin API): one process per data directory.',
+    ].join('\n'),
+  },
+  export: {
+    usage: 'anima export [-o FILE]',
+    about: 'write the configuration in force as a file `apply` takes (credentials as variable names)',
+  },
+  prices: {
+    usage: 'anima prices import FILE [--source URL] [--dry-run]',
+    about: "load list prices from LiteLLM's model_prices_and_context_window.json into the price catalogue",
+  },
+  secrets: {
+    usage: 'anima secrets rotate [--batch N] | anima secrets status',
+    about: 're-seal stored credentials under ANIMA_SECRET_KEY, or count what each key holds',
+  },
+  migrate: { usage: 'anima migrate', about: 'run database migrations and exit' },
+  help: { usage: 'anima help [COMMAND]', about: 'this text, or one command’s' },
+};
+
+function helpText(cmd?: string): string {
+  const c = cmd ? COMMANDS[cmd] : undefined;
+  if (c) return `usage: ${c.usage}\n\n${c.about}${c.more ? '\n\n' + c.more : ''}\n`;
+  const w = Math.max(...Object.keys(COMMANDS).map((k) => k.length));
+  return [
+    'usage: anima <command> [options]   (no command: serve)',
+    '',
+    'commands:',
+    ...Object.entries(COMMANDS).map(([k, v]) => `  ${k.padEnd(w)}  ${v.about}`),
+    '',
+    'anima <command> --help   options of one command',
+    '--debug                  print the stack trace of an error (else one line)',
+    '',
+  ].join('\n');
+}
+
 async function main(): Promise<void> {
-  const [cmd = 'serve', ...args] = process.argv.slice(2);
+  const argv = process.argv.slice(2).filter((a) => a !== '--debug');
+  if (argv[0] === '--help' || argv[0] === '-h' || argv[0] === 'help') {
+    process.stdout.write(helpText(argv[1]));
+    return;
+  }
+  const [cmd = 'serve', ...args] = argv;
+  if (args.includes('--help') || args.includes('-h')) {
+    if (!COMMANDS[cmd]) throw new UsageError(`unknown command '${cmd}'`);
+    process.stdout.write(helpText(cmd));
+    return;
+  }
   switch (cmd) {
     case 'serve':
       return serve(args);
@@ -476,22 +564,49 @@ async function main(): Promise<void> {
       return pricesCommand(args);
     case 'migrate': {
       const s = settingsFromEnv();
-      const dbh = await openDatabase({ databaseUrl: s.databaseUrl, dataDir: s.dataDir });
+      const dbh = await openDatabase({
+        databaseUrl: s.databaseUrl,
+        dataDir: s.dataDir,
+        lockFor: 'migrate',
+        onMigrate: migrationProgress(s.databaseUrl ? 'PostgreSQL' : s.dataDir),
+      });
       await dbh.close();
       process.stdout.write('migrations applied\n');
       return;
     }
     default:
-      process.stderr.write(
-        `unknown command '${cmd}'. Commands: serve [--demo] [--workers N], apply -f FILE [--dry-run], export [-o FILE], secrets rotate|status, prices import FILE, migrate\n`,
-      );
-      process.exit(2);
+      throw new UsageError(`unknown command '${cmd}'`);
   }
 }
 
+/** A command line Anima can't read: one line, the help pointer, exit 2. */
+class UsageError extends Error {}
+
 main().catch((e: unknown) => {
-  // A refused start is a setting to fix: its message says which; a stack would only bury it.
-  if (e instanceof StartupRefused) process.stderr.write(`anima: ${e.message}\n`);
-  else process.stderr.write(`anima: ${(e as Error).stack ?? String(e)}\n`);
-  process.exit(1);
+  process.stderr.write(`anima: ${errorLine(e)}\n`);
+  process.exit(e instanceof UsageError ? 2 : 1);
 });
+
+/**
+ * An error as the operator needs it: one line saying what to fix. A refused start, a busy port or a data
+ * directory in use is a setting to change, and a stack trace would only bury it; `--debug` (or
+ * ANIMA_DEBUG=1) prints the stack as well.
+ */
+function errorLine(e: unknown): string {
+  const debug = process.argv.includes('--debug') || process.env.ANIMA_DEBUG === '1';
+  const err = e as NodeJS.ErrnoException & { address?: string; port?: number };
+  let line: string;
+  if (e instanceof UsageError) line = `${err.message}. Run \`anima --help\` for the commands.`;
+  else if (err?.code === 'EADDRINUSE')
+    line =
+      `port ${err.port ?? '?'} on ${err.address ?? 'this host'} is already in use (another Anima, or another program, listens there): ` +
+      'stop it, or choose another port with ANIMA_PORT.';
+  else if (err?.code === 'EACCES' && err.syscall === 'listen')
+    line = `not allowed to listen on port ${err.port ?? '?'}: choose a port above 1023 with ANIMA_PORT.`;
+  else if (e instanceof StartupRefused || e instanceof DataDirInUse) line = err.message;
+  else line = String(err?.message ?? e).split('\n')[0]!;
+  if (debug && e instanceof Error && e.stack) return `${line}\n${e.stack}`;
+  if (!(e instanceof StartupRefused || e instanceof DataDirInUse || e instanceof UsageError))
+    line += ' (run with --debug for the stack trace)';
+  return line;
+}

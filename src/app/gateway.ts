@@ -31,9 +31,14 @@ import { ResponseCache } from '../relay/response-cache.js';
 import { type Clock, systemClock } from '../lib/clock.js';
 import { createLogger } from '../observability/log.js';
 import { Metrics } from '../observability/metrics.js';
+import { Tracing } from '../observability/tracing.js';
 import { Transport } from '../providers/transport.js';
 import { type OutboundResolver, OutboundPolicy, setOutboundPolicy } from '../lib/outbound.js';
 import { Relay } from '../relay/relay.js';
+import { testChannel } from '../relay/channel-test.js';
+import { ChannelStats, channelTestCounter } from '../observability/channel-stats.js';
+import { ClusterStats } from '../observability/cluster-stats.js';
+import { redisStatsShare } from '../coord/stats-share.js';
 import { Admission } from '../quota/admission.js';
 import { Governance } from '../governance/pipeline.js';
 import { taskRunner } from '../tasks/runner.js';
@@ -44,9 +49,17 @@ import { MediaRunner } from '../tasks/media.js';
 import type { QuotaBackend } from '../quota/types.js';
 import { MemoryQuota } from '../quota/memory.js';
 import { RedisQuota } from '../quota/redis.js';
+import { SlicedQuota } from '../quota/slices.js';
 import { LedgerSeed } from '../quota/seed.js';
 import { type DbHandle, openDatabase } from '../store/db.js';
 import { hostname } from 'node:os';
+import {
+  REQUEST_LOG_DEFAULTS,
+  RequestLog,
+  type RequestQuery,
+  queryRequests,
+  summarizeRequests,
+} from '../observability/request-log.js';
 import { randomBytes } from 'node:crypto';
 import { Ledger } from '../billing/ledger.js';
 import { MemoryBilling } from '../billing/memory.js';
@@ -54,6 +67,8 @@ import { RedisBilling } from '../billing/redis.js';
 import { Billing } from '../billing/service.js';
 import { JournalWriter } from '../billing/writer.js';
 import type { Settings } from './settings.js';
+import { type NotifyWiringOptions, startNotifications, watchJournal } from './notify-wiring.js';
+import type { Notifier } from '../observability/notify.js';
 
 export const TOPIC_CONFIG = 'config';
 export const TOPIC_BREAKER = 'breaker';
@@ -72,9 +87,17 @@ export interface Gateway {
   readonly health: ChannelHealthRegistry;
   readonly metrics: Metrics;
   readonly quota: QuotaBackend;
+  /** The request log's writer, null when it is off (ANIMA_REQUEST_LOG=0). */
+  readonly requestLog: RequestLog | null;
   readonly server: FastifyInstance;
   readonly admin: ConfigAdmin;
   readonly billing: Billing | null;
+  /** Operator notifications (webhook targets): tests wait on its deliveries. */
+  readonly notifier: Notifier;
+  /** OpenTelemetry traces, null when off (the default). */
+  readonly tracing: Tracing | null;
+  /** The console's traffic and per-channel figures, shared with the other instances through Redis. */
+  readonly clusterStats: ClusterStats;
   /** The management listener's URL (ANIMA_MANAGEMENT_PORT), null when there is none in this process. */
   readonly managementUrl: string | null;
   /** Tells every instance (this one included) to reload a config table. Call after a direct DB write. */
@@ -94,6 +117,8 @@ export interface GatewayOptions {
   managementOverIpc?: boolean;
   /** Test seam: how outbound host names resolve (default: the system resolver). */
   outboundResolver?: OutboundResolver;
+  /** Test seam: operator notification delivery (retries, backoff, rate window). */
+  notify?: NotifyWiringOptions;
 }
 
 export async function startGateway(settings: Settings, opts: GatewayOptions = {}): Promise<Gateway> {
@@ -111,7 +136,7 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
   });
   setOutboundPolicy(outbound);
   const clock = opts.clock ?? systemClock;
-  const log = createLogger(settings.logLevel, opts.logDestination);
+  const log = createLogger(settings.logLevel, opts.logDestination, settings.logFormat);
   if (atRest.warn) {
     // Every start, in the log (for alerting) and on stderr (for whoever starts it by hand).
     log.error({ alert: true, secretsAtRest: 'plaintext' }, atRest.warn);
@@ -141,7 +166,11 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
     appLabel: settings.metricsAppLabel !== false,
   });
 
-  const config = new ConfigCache(dbh.db, clock, log, { refreshMs: settings.configRefreshMs, l2: coord });
+  const config = new ConfigCache(dbh.db, clock, log, {
+    refreshMs: settings.configRefreshMs,
+    l2: coord,
+    defaultSaleMarkup: settings.defaultSaleMarkup,
+  });
   config.onReload = (table, source) => {
     metrics.configReloads.labels(table, source).inc();
     if (table === 'setting') metrics.killSwitch.set(config.killSwitch() ? 1 : 0);
@@ -217,6 +246,18 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
     }
   };
   await sync();
+  // Operator notifications (webhooks): breaker, credential, budget, journal and dependency events.
+  const notifications = await startNotifications({
+    db: dbh.db,
+    coord,
+    redisPrefix: settings.redisPrefix,
+    breakers,
+    health,
+    metrics,
+    log,
+    outbound,
+    ...(opts.notify ? { options: opts.notify } : {}),
+  });
   // Redis forgot: write back the breaker and channel-health states this instance knows (newer ones win, so
   // every instance doing it at once converges), then read what the others wrote.
   coord.onDataLoss((reason) => {
@@ -239,7 +280,27 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
   const syncTimer = setInterval(() => void sync(), settings.breakerSyncMs);
   syncTimer.unref();
 
+  // OpenTelemetry traces, off unless the OTEL_* settings ask (observability/tracing.ts).
+  const tracing = settings.tracing ? new Tracing(settings.tracing, { log }) : null;
+  if (settings.tracing) {
+    const t = settings.tracing;
+    // Never the exporter's headers: they often carry the collector's credential.
+    log.info(
+      { url: t.url, protocol: t.protocol, sampler: t.samplerName, service: t.serviceName },
+      'tracing on: spans exported over OTLP/HTTP',
+    );
+  }
   const transport = new Transport(outbound);
+  // The console's figures: this instance's, published for the others when Redis is shared.
+  const channelStats = new ChannelStats();
+  const clusterStats = new ClusterStats(
+    metrics.stats,
+    channelStats,
+    `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`,
+    coord instanceof RedisCoordinator ? redisStatsShare(coord.cmd, settings.redisPrefix) : null,
+  );
+  clusterStats.start();
+  const channelTests = channelTestCounter(metrics.registry);
   const relay = new Relay({
     config,
     breakers,
@@ -248,6 +309,7 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
     clock,
     onAttempt: (ctx, ch, result, ms) => {
       metrics.attempt(ch.code, result === 'ok' ? 'ok' : result.kind, ms);
+      channelStats.record(Date.now(), ch.code, result !== 'ok', ms);
       if (result !== 'ok' && result.credential) {
         log.error(
           { alert: true, channel: ch.code, kind: result.kind, status: result.status, reqId: ctx.id },
@@ -260,16 +322,30 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
   // Day/month windows start from the ledger wherever they start empty (Redis lost them, this process
   // restarted, a new scope): see quota/seed.ts.
   const quotaSeed = new LedgerSeed(dbh.db);
-  const quotaBackend =
+  const quotaRedis =
     coord instanceof RedisCoordinator
       ? new RedisQuota(coord.cmd, settings.redisPrefix, coord.tick, quotaSeed)
+      : null;
+  // Slices: keys far from their limits are admitted without a Redis call each (quota/slices.ts).
+  const quotaBackend: QuotaBackend =
+    quotaRedis && coord instanceof RedisCoordinator
+      ? settings.quotaSlices !== false
+        ? new SlicedQuota(quotaRedis, settings.redisPrefix, coord.tick, {
+            leaseTtlMs: settings.leaseTtlMs,
+            seeded: true,
+          })
+        : quotaRedis
       : new MemoryQuota(clock, quotaSeed);
   const admission = new Admission(
     quotaBackend,
     config,
     { leaseTtlMs: settings.leaseTtlMs },
     {
-      onRejected: (limit, mode) => metrics.quotaRejections.labels(limit, mode).inc(),
+      onRejected: (limit, mode, scope) => {
+        metrics.quotaRejections.labels(limit, mode).inc();
+        notifications.refused(limit, scope);
+      },
+      onSettled: (r) => notifications.settled(r),
       onQueued: (mode) => metrics.queued.labels(mode).inc(),
       onWaited: (ms, outcome) => metrics.queueWait.labels(outcome).observe(ms / 1000),
       onDegraded: () => metrics.degradedAdmissions.inc(),
@@ -278,6 +354,7 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
       ? { backend: new MemoryQuota(clock), share: 1 / settings.instanceCount }
       : null,
   );
+  notifications.watchBudgets(quotaBackend);
   // Redis forgot: this instance's in-flight leases and queued waiters go back, and every scope's windows
   // are seeded from the ledger again at its next admission.
   coord.onDataLoss(() => {
@@ -360,6 +437,8 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
     });
   }
 
+  const stopJournalWatch = billing ? watchJournal(notifications, billing) : () => {};
+
   // Settlements whose answer has gone out and whose Redis reply hasn't come back: a graceful stop waits for them.
   const settlements = new Set<Promise<void>>();
   const governance = new Governance({ config, admission, billing, metrics, log, settlements });
@@ -428,6 +507,7 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
     metrics.dependencyUp.labels('db').set(dbUp ? 1 : 0);
     metrics.dependencyUp.labels(coord.kind === 'redis' ? 'redis' : 'coordination').set(redisUp ? 1 : 0);
     metrics.degraded.set(dbUp && redisUp ? 0 : 1);
+    notifications.dependencies(dbUp, coord.kind === 'redis' ? redisUp : null);
     if (billing) {
       const queued = await billing.backend.backlog().catch(() => 0);
       metrics.billingBacklog.set(queued + billing.writer.spilledCount());
@@ -461,8 +541,19 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
     return { up: dbUp || redisUp, degraded: !(dbUp && redisUp) || billingStuck, components };
   };
 
+  // One row per request, written in batches off the request path (observability/request-log.ts).
+  const requestLog = settings.requestLog
+    ? new RequestLog(dbh.db, log, {
+        ...REQUEST_LOG_DEFAULTS,
+        retentionDays: settings.requestLogRetentionDays,
+        instance: `${hostname()}-${process.pid}`,
+      })
+    : null;
+
   const server = buildServer({
+    requestLog,
     governance,
+    tracing,
     tasks: {
       store: taskStore,
       wake: () => void coord.publish(TOPIC_TASKS, '1').catch(() => worker.wake()),
@@ -481,11 +572,25 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
     },
     admin: {
       admin,
+      ...(requestLog
+        ? {
+            requests: {
+              list: (q: RequestQuery) => queryRequests(dbh.db, q),
+              summary: (q: Omit<RequestQuery, 'limit' | 'cursor'>) => summarizeRequests(dbh.db, q),
+            },
+          }
+        : {}),
       tokens,
       config,
       breakers,
       health,
       ...(billing ? { billing } : {}),
+      notifications: {
+        targets: notifications.targets,
+        notifier: notifications.notifier,
+        outbound,
+        changed: notifications.changed,
+      },
       console: {
         stats: metrics.stats,
         tasks: {
@@ -494,6 +599,15 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
           wake: () => void coord.publish(TOPIC_TASKS, '1').catch(() => worker.wake()),
         },
         queues: { backend: quotaBackend, waitingHere: () => admission.waitingNow },
+        cluster: clusterStats,
+        testChannel: async (code, opts) => {
+          const ch = config.channel(code);
+          if (!ch) return null;
+          const r = await testChannel(ch, config, transport, opts);
+          channelTests.labels(code, r.ok ? 'ok' : (r.error?.code ?? 'failed')).inc();
+          return r;
+        },
+        currency: settings.currency ?? 'USD',
       },
     },
     config,
@@ -551,9 +665,13 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
     health,
     metrics,
     quota: quotaBackend,
+    requestLog,
     server,
     admin,
     billing,
+    notifier: notifications.notifier,
+    clusterStats,
+    tracing,
     managementUrl: management?.url ?? null,
     publishConfigChange: async (table = 'all') =>
       publishInvalidation({ table: table as Invalidation['table'] }),
@@ -574,6 +692,7 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
       const idle = setInterval(() => server.server.closeIdleConnections(), 100);
       await server.close();
       clearTimeout(cut);
+      await requestLog?.close(); // the last requests' rows
       clearInterval(idle);
       // Answers already sent whose settlements Redis hasn't confirmed yet: their records are in Redis or,
       // on a failure, spilled to the writer, before the writer stops.
@@ -586,6 +705,9 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
       await management?.close().catch(() => {});
       await unsubTasks().catch(() => {});
       webhooks.stop();
+      await clusterStats.stop();
+      stopJournalWatch();
+      await notifications.close();
       clearInterval(syncTimer);
       clearInterval(probeTimer);
       clearInterval(refreshTokens);
@@ -594,7 +716,9 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
       await Promise.all(unsubs.map((u) => u().catch(() => {})));
       await transport.close();
       await outbound.close();
-      if (quotaBackend instanceof RedisQuota) quotaBackend.close();
+      await tracing?.shutdown().catch(() => {}); // the last spans, after the last requests ended
+      if (quotaBackend instanceof SlicedQuota) await quotaBackend.close().catch(() => {});
+      else if (quotaBackend instanceof RedisQuota) quotaBackend.close();
       await coord.close();
       if (!opts.dbh) await dbh.close();
       log.flush?.();

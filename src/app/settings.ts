@@ -1,5 +1,7 @@
 import { parseOutboundAllow } from '../lib/outbound.js';
+import { markupBp } from '../config/catalogue.js';
 import { parseClusterNodes, parseRedisUrl } from '../coord/redis-url.js';
+import { type TracingSettings, tracingFromEnv } from '../observability/tracing.js';
 
 /** Every setting, read once from the environment. The README's configuration reference mirrors this. */
 export interface Settings {
@@ -14,6 +16,12 @@ export interface Settings {
   /** Redis Cluster seed nodes (REDIS_CLUSTER_NODES=host:port,host:port); takes precedence over redisUrl. */
   redisClusterNodes: string[] | undefined;
   logLevel: string;
+  /** ANIMA_LOG_FORMAT: 'json' (one object a line) or 'pretty' (for a terminal); default pretty on a TTY. */
+  logFormat: 'json' | 'pretty';
+  /** ANIMA_REQUEST_LOG=0 turns the request log off (observability/request-log.ts); on by default. */
+  requestLog: boolean;
+  /** ANIMA_REQUEST_LOG_RETENTION_DAYS: whole days of request log kept (default 14). */
+  requestLogRetentionDays: number;
   bodyLimit: number;
   /** A client must send its whole request within this (slow-loris guard). */
   requestTimeoutMs: number;
@@ -26,6 +34,11 @@ export interface Settings {
   leaseTtlMs: number;
   /** Instances sharing one Redis: with Redis down, each keeps 1/N of every protective limit. */
   instanceCount: number;
+  /**
+   * ANIMA_QUOTA_SLICES (default on; 0 = off): with Redis, admit requests of keys far from their limits from
+   * slices of their quota leased by this instance, without a Redis call per request (src/quota/slices.ts).
+   */
+  quotaSlices?: boolean;
   /** ASYNC tasks: how often idle workers look for work, their claim lease, and how long a task may wait. */
   taskPollMs: number;
   taskLeaseMs: number;
@@ -47,6 +60,14 @@ export interface Settings {
   managementToken?: string | undefined;
   /** Book every served request in the ledger (off only to measure what billing costs). */
   billing: boolean;
+  /**
+   * ANIMA_DEFAULT_SALE_MARKUP: sale = catalogue list price x this for aliases without a price row ('1.2'),
+   * unless the `default_sale_markup` gateway setting or the app's own `sale_markup` says otherwise
+   * (config/catalogue.ts). Unset: x1.
+   */
+  defaultSaleMarkup?: string;
+  /** ANIMA_CURRENCY: the ISO 4217 code of the account currency money is kept in (micro-units); default USD. */
+  currency?: string;
   /** Journal writer: records per transaction; a record another instance holds this long unwritten is taken over. */
   billingBatch: number;
   /**
@@ -76,6 +97,11 @@ export interface Settings {
    * tenant-supplied URLs (callbacks) only ever reach public addresses (src/lib/outbound.ts).
    */
   outboundAllow: string[];
+  /**
+   * OpenTelemetry traces from the standard OTEL_* variables (src/observability/tracing.ts); null or absent
+   * = off (the default). On with OTEL_TRACES_EXPORTER=otlp or an OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT.
+   */
+  tracing?: TracingSettings | null;
 }
 
 function int(v: string | undefined, dflt: number, name: string): number {
@@ -118,6 +144,27 @@ function managementToken(v: string | undefined): string | undefined {
   return v;
 }
 
+function logFormat(v: string | undefined): 'json' | 'pretty' {
+  if (v === undefined || v === '') return process.stdout.isTTY ? 'pretty' : 'json';
+  if (v === 'json' || v === 'pretty') return v;
+  throw new Error(`ANIMA_LOG_FORMAT must be json or pretty, not '${v}'`);
+}
+
+/** A three-letter ISO 4217 code (display only: the ledger's amounts carry no currency of their own). */
+function currencyCode(v: string | undefined): string {
+  const t = v?.trim().toUpperCase() || 'USD';
+  if (!/^[A-Z]{3}$/.test(t)) throw new Error(`ANIMA_CURRENCY must be an ISO 4217 code like USD (got '${v}')`);
+  return t;
+}
+
+/** Checked now: a markup the catalogue can't read fails the start, not every catalogue-priced request. */
+function saleMarkup(v: string | undefined): string | undefined {
+  const t = v?.trim();
+  if (!t) return undefined;
+  markupBp(t);
+  return t;
+}
+
 export function settingsFromEnv(env: NodeJS.ProcessEnv = process.env): Settings {
   return {
     host: env.ANIMA_HOST ?? '127.0.0.1',
@@ -128,6 +175,13 @@ export function settingsFromEnv(env: NodeJS.ProcessEnv = process.env): Settings 
     redisPrefix: env.ANIMA_REDIS_PREFIX ?? 'anima:',
     redisClusterNodes: clusterNodes(env.REDIS_CLUSTER_NODES),
     logLevel: env.ANIMA_LOG_LEVEL ?? 'info',
+    logFormat: logFormat(env.ANIMA_LOG_FORMAT),
+    requestLog: env.ANIMA_REQUEST_LOG !== '0' && env.ANIMA_REQUEST_LOG !== 'false',
+    requestLogRetentionDays: int(
+      env.ANIMA_REQUEST_LOG_RETENTION_DAYS,
+      14,
+      'ANIMA_REQUEST_LOG_RETENTION_DAYS',
+    ),
     bodyLimit: int(env.ANIMA_BODY_LIMIT_BYTES, 20 * 1024 * 1024, 'ANIMA_BODY_LIMIT_BYTES'),
     requestTimeoutMs: int(env.ANIMA_REQUEST_TIMEOUT_MS, 30_000, 'ANIMA_REQUEST_TIMEOUT_MS'),
     configRefreshMs: int(env.ANIMA_CONFIG_REFRESH_MS, 30_000, 'ANIMA_CONFIG_REFRESH_MS'),
@@ -136,6 +190,7 @@ export function settingsFromEnv(env: NodeJS.ProcessEnv = process.env): Settings 
     adminToken: env.ANIMA_ADMIN_TOKEN || undefined,
     leaseTtlMs: int(env.ANIMA_LEASE_TTL_MS, 30_000, 'ANIMA_LEASE_TTL_MS'),
     instanceCount: Math.max(1, int(env.ANIMA_INSTANCE_COUNT, 1, 'ANIMA_INSTANCE_COUNT')),
+    quotaSlices: !/^(0|false|off|no)$/i.test(env.ANIMA_QUOTA_SLICES ?? ''),
     taskPollMs: int(env.ANIMA_TASK_POLL_MS, 1_000, 'ANIMA_TASK_POLL_MS'),
     taskLeaseMs: int(env.ANIMA_TASK_LEASE_MS, 60_000, 'ANIMA_TASK_LEASE_MS'),
     taskDeadlineMs: int(env.ANIMA_TASK_DEADLINE_MS, 24 * 3_600_000, 'ANIMA_TASK_DEADLINE_MS'),
@@ -154,6 +209,8 @@ export function settingsFromEnv(env: NodeJS.ProcessEnv = process.env): Settings 
     managementHost: env.ANIMA_MANAGEMENT_HOST || '127.0.0.1',
     managementToken: managementToken(env.ANIMA_MANAGEMENT_TOKEN),
     billing: (env.ANIMA_BILLING ?? 'on') !== 'off',
+    defaultSaleMarkup: saleMarkup(env.ANIMA_DEFAULT_SALE_MARKUP),
+    currency: currencyCode(env.ANIMA_CURRENCY),
     billingBatch: int(env.ANIMA_BILLING_BATCH, 500, 'ANIMA_BILLING_BATCH'),
     billingLingerMs: int(env.ANIMA_BILLING_LINGER_MS, 20, 'ANIMA_BILLING_LINGER_MS'),
     billingStaleMs: int(env.ANIMA_BILLING_STALE_MS, 30_000, 'ANIMA_BILLING_STALE_MS'),
@@ -170,5 +227,6 @@ export function settingsFromEnv(env: NodeJS.ProcessEnv = process.env): Settings 
     },
     mediaCallTimeoutMs: int(env.ANIMA_MEDIA_CALL_TIMEOUT_MS, 30_000, 'ANIMA_MEDIA_CALL_TIMEOUT_MS'),
     outboundAllow: outboundAllow(env.ANIMA_OUTBOUND_ALLOW),
+    tracing: tracingFromEnv(env),
   };
 }

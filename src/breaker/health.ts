@@ -8,13 +8,25 @@ export type HealthRefusal = 'cooldown' | 'credential_exhausted' | 'credential_in
  * counting as a failure; `insufficient_quota` and 401/403 take the channel's credential out until an
  * operator resets it. Shared like breaker state: written to the backend, broadcast, synced.
  */
+/** A credential this instance took out: `prev` is the health it replaced (the same on every instance). */
+export type CredentialListener = (
+  channel: string,
+  status: 'exhausted' | 'invalid',
+  prev: ChannelHealth,
+) => void;
+
 export class ChannelHealthRegistry {
   private readonly health = new Map<string, ChannelHealth>();
+  private readonly credentialListeners: CredentialListener[] = [];
   constructor(
     private readonly store: BreakerStore,
     private readonly clock: Clock,
     private readonly broadcast: (channel: string, h: ChannelHealth) => void,
   ) {}
+
+  onCredentialOut(l: CredentialListener): void {
+    this.credentialListeners.push(l);
+  }
 
   get(channel: string): ChannelHealth {
     return this.health.get(channel) ?? HEALTHY;
@@ -43,7 +55,12 @@ export class ChannelHealthRegistry {
   async markCredential(channel: string, status: 'exhausted' | 'invalid'): Promise<void> {
     const cur = this.get(channel);
     if (cur.credential === status) return;
-    await this.write(channel, { ...cur, credential: status, credentialSince: this.clock.now() });
+    try {
+      await this.write(channel, { ...cur, credential: status, credentialSince: this.clock.now() });
+    } finally {
+      // Out of rotation here even when the shared store didn't take the write: tell the listeners.
+      for (const l of this.credentialListeners) l(channel, status, cur);
+    }
   }
 
   async reset(channel: string): Promise<void> {

@@ -190,13 +190,21 @@ export async function planApply(
     const have = await current(admin, section);
     for (const want of rows) {
       const fields: Row = {};
+      let keptCredential: string | null = null;
       for (const [f, v] of Object.entries(want)) {
         if (f === 'credential_env') {
           const val = env[String(v)];
-          if (val === undefined)
+          // Unset: an existing channel keeps its stored credential (an export re-applied elsewhere must
+          // not need every secret at hand); a new channel can't be made without one (checked below).
+          if (val === undefined) {
+            keptCredential = String(v);
+            continue;
+          }
+          if (isPlaceholder(val))
             throw new GatewayError(
               'invalid_request',
-              `channel ${want.code}: environment variable ${String(v)} is not set`,
+              `channel ${want.code}: ${String(v)} holds a placeholder ('${val.slice(0, 20)}'), not a credential; ` +
+                'set it to the real credential, or unset it to keep the stored one',
             );
           fields.credential = val;
         } else if (f === 'chain' && Array.isArray(v)) {
@@ -213,6 +221,11 @@ export async function planApply(
       }
       const key = sec.match(want);
       const cur = have.get(key);
+      if (!cur && keptCredential !== null)
+        throw new GatewayError(
+          'invalid_request',
+          `channel ${want.code}: environment variable ${keptCredential} is not set (a new channel needs its credential)`,
+        );
       if (!cur) {
         changes.push({
           op: 'create',
@@ -311,6 +324,24 @@ export function formatPlan(plan: Change[]): string {
           c.diff.map((d) => `${d.field} ${JSON.stringify(d.from)} -> ${JSON.stringify(d.to)}`).join(', '),
     )
     .join('\n');
+}
+
+/**
+ * A value that stands in for a secret rather than being one: what an export, a template or a redacted
+ * copy carries. Applying it would replace a working credential with garbage.
+ */
+export function isPlaceholder(v: string): boolean {
+  const t = v.trim();
+  return (
+    t === '' ||
+    /^(changeme|change[-_ ]me|replace[-_ ]?me|placeholder|todo|tbd|secret|your[-_ ].*|x{3,}|\*+|\.{3}|…)$/i.test(
+      t,
+    ) ||
+    /^<.*>$/.test(t) ||
+    /^\$\{.*\}$/.test(t) ||
+    /^\$[A-Z_][A-Z0-9_]*$/.test(t) ||
+    /^[([]?(set|secret|redacted|hidden)[)\]]?$/i.test(t)
+  );
 }
 
 /** The configuration in force, as a file `apply` accepts (credentials as environment variable names). */

@@ -19,6 +19,7 @@ import { currentKeyId, currentSealPrefix, openSecret, sealSecret, sealedWith } f
 export const SEALED_COLUMNS = [
   { table: 'channel', column: 'credential', keyColumn: 'code' },
   { table: 'api_key', column: 'webhook_secret', keyColumn: 'id' },
+  { table: 'notification_target', column: 'secret', keyColumn: 'id' },
 ] as const;
 
 export interface RotateCount {

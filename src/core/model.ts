@@ -24,7 +24,23 @@ export const VENDOR_KINDS = [
 export type VendorKind = (typeof VENDOR_KINDS)[number];
 
 export type ProviderKind =
-  'openai' | 'anthropic' | 'jobs' | 'gemini' | 'openai_compatible' | 'azure' | VendorKind;
+  | 'openai'
+  | 'anthropic'
+  | 'jobs'
+  | 'gemini'
+  | 'openai_compatible'
+  | 'azure'
+  | 'vertex'
+  | 'bedrock'
+  | VendorKind;
+
+/** A Vertex AI channel's addressing; each unset field has a default (providers/vertex/exchange.ts). */
+export interface VertexSettings {
+  project?: string;
+  location?: string;
+  /** Which publisher serves a model whose name doesn't say (default: claude-* Anthropic, else Google). */
+  publisher?: 'google' | 'anthropic';
+}
 
 export interface Timeouts {
   connectMs: number;
@@ -73,6 +89,8 @@ export interface Channel {
   nativeResponses: boolean;
   /** Azure deployments channels: the `api-version` sent (unset: the GA version the provider knows). */
   apiVersion?: string;
+  /** Vertex AI channels: the project and location addressed, and the publisher (providers/vertex/). */
+  vertex?: VertexSettings;
   versionNo: number;
   effectiveFrom: number;
   effectiveTo: number | null;
@@ -105,6 +123,8 @@ export interface App {
   name: string;
   enabled: boolean;
   billing: 'prepaid' | 'postpaid';
+  /** Markup over catalogue list prices, in basis points (15000 = x1.5); null = the default markup. */
+  saleMarkupBp: bigint | null;
   versionNo: number;
   effectiveFrom: number;
   effectiveTo: number | null;

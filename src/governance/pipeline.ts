@@ -28,6 +28,7 @@ import { type ErrorCode, GatewayError } from '../core/errors.js';
 import { redactSecrets } from '../core/redact.js';
 import type { Abort } from '../lib/abort.js';
 import type { Metrics } from '../observability/metrics.js';
+import type { RequestTracer } from '../observability/tracing.js';
 import type { Admission, Lease } from '../quota/admission.js';
 import { estimateCost, estimateTokens } from '../quota/estimate.js';
 import { cacheHitReservation, priceRequest, reservationFor, settleRequest } from '../billing/request.js';
@@ -93,6 +94,8 @@ export class Admitted implements CompletionHook {
   /** The booking started (by the completion hook, or by settle). */
   booking: Promise<void> | null = null;
   settled: Promise<void> | null = null;
+  /** The request's trace (set by the route when it has one): the booking gets a settlement span. */
+  trace: Pick<RequestTracer, 'settlement'> | null = null;
   constructor(
     private readonly gov: Governance,
     readonly ctx: Routed,
@@ -149,7 +152,9 @@ export class Governance {
               const t = estimateTokens(body, ctx.dialect);
               return {
                 tokens: t.total,
-                cost: needCost ? estimateCost(this.d.config, ctx.alias, key.tokenGroupId, t, now) : 0,
+                cost: needCost
+                  ? estimateCost(this.d.config, ctx.alias, key.tokenGroupId, t, now, ctx.app.id)
+                  : 0,
               };
             },
             r.abort,
@@ -213,6 +218,8 @@ export class Governance {
     const l = a.lease ? this.trueUp(a.lease, ctx, usedTokens(ctx), usedSale(ctx)) : null;
     const p = b && l ? Promise.all([b, l]).then(noop) : (b ?? l ?? RESOLVED);
     a.booking = p;
+    const span = a.trace ? a.trace.settlement(ctx) : null;
+    if (span) p.then(() => span(), span);
     const set = this.d.settlements;
     if (set && p !== RESOLVED) {
       set.add(p);

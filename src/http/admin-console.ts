@@ -7,7 +7,9 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { ServerResponse } from 'node:http';
 import { GatewayError } from '../core/errors.js';
+import type { ClusterStats } from '../observability/cluster-stats.js';
 import type { TrafficStats } from '../observability/stats.js';
+import type { ChannelTestResult } from '../relay/channel-test.js';
 import type { QuotaBackend } from '../quota/types.js';
 import { cancelTask } from '../tasks/media.js';
 import { ACTIVE, type TaskRow, type TaskStore, taskView } from '../tasks/store.js';
@@ -20,6 +22,15 @@ export interface ConsoleDeps {
   tasks?: { store: TaskStore; afterCancel: (t: TaskRow) => Promise<void>; wake: () => void };
   /** WAIT queues (shared, in Redis or in process) and the requests waiting on this instance. */
   queues?: { backend: QuotaBackend; waitingHere: () => number };
+  /** Traffic and per-channel figures summed over every live instance (absent: this instance's `stats`). */
+  cluster?: ClusterStats;
+  /** The Test-channel action: one small real request through the channel (relay/channel-test.ts). */
+  testChannel?: (
+    code: string,
+    opts: { model?: string; operation?: 'chat' | 'embeddings' },
+  ) => Promise<ChannelTestResult | null>;
+  /** The account currency money is kept in (ANIMA_CURRENCY, ISO 4217), for the console's formatting. */
+  currency?: string;
 }
 
 /** How often the live stream sends a snapshot, and how many streams may be open at once per instance. */
@@ -90,7 +101,58 @@ export function registerConsoleRoutes(r: FastifyInstance, d: AdminDeps, circuits
       throw new GatewayError('invalid_request', 'step must be a multiple of 10 seconds in [10, 600]', {
         param: 'step',
       });
-    return { instance: true, ...c.stats.series(Date.now(), minutes, step) };
+    if (c.cluster) return c.cluster.series(Date.now(), minutes, step);
+    return { scope: 'instance', instances: 1, ...c.stats.series(Date.now(), minutes, step) };
+  });
+
+  // Recent upstream figures per channel (attempts, failures, p50/p95), for the channel list's columns.
+  r.get('/stats/channels', async (req) => {
+    if (!c.cluster) throw new GatewayError('not_found', 'Channel statistics are not kept on this gateway.');
+    const q = req.query as Record<string, string>;
+    const minutes = q.minutes === undefined ? 15 : Number(q.minutes);
+    if (!Number.isInteger(minutes) || minutes < 1 || minutes > 15)
+      throw new GatewayError('invalid_request', 'minutes must be an integer in [1, 15]', {
+        param: 'minutes',
+      });
+    return { minutes, ...(await c.cluster.channelFigures(Date.now(), minutes)) };
+  });
+
+  // What the console formats money with: integer micro-units of this currency.
+  r.get('/console-settings', async () => ({ currency: c.currency ?? 'USD', micros_per_unit: 1_000_000 }));
+
+  r.post('/channels/:code/test', async (req) => {
+    if (!c.testChannel)
+      throw new GatewayError('not_found', 'Channel tests are not available on this gateway.');
+    const code = (req.params as { code: string }).code;
+    const b = (req.body ?? {}) as Record<string, unknown>;
+    if (b.model !== undefined && (typeof b.model !== 'string' || !b.model.trim() || b.model.length > 200))
+      throw new GatewayError('invalid_request', 'model must be a non-empty string', { param: 'model' });
+    if (b.operation !== undefined && b.operation !== 'chat' && b.operation !== 'embeddings')
+      throw new GatewayError('invalid_request', "operation must be 'chat' or 'embeddings'", {
+        param: 'operation',
+      });
+    const res = await c.testChannel(code, {
+      ...(b.model === undefined ? {} : { model: b.model.trim() }),
+      ...(b.operation === undefined ? {} : { operation: b.operation }),
+    });
+    if (!res) throw new GatewayError('not_found', `No channel '${code}'.`);
+    // Audited like other admin actions: who tested what, and what came back (already redacted).
+    const audit = await d.admin.record(
+      req.actor!,
+      'channel_test',
+      'channel',
+      code,
+      null,
+      {
+        ok: res.ok,
+        tested: res.tested,
+        status: res.status,
+        model: res.model,
+        error: res.error?.code ?? null,
+      },
+      req.id,
+    );
+    return audit === 'written' ? res : { ...res, audit };
   });
 
   // ---- queues: WAIT queues (shared) and active tasks (database), cached briefly ----

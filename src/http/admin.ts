@@ -35,6 +35,8 @@ import {
 import { buildAdminOpenApi, renderAdminDocs } from './openapi.js';
 import { type ConsoleDeps, registerConsoleRoutes } from './admin-console.js';
 import { registerConsole } from './console.js';
+import { type NotifyAdminDeps, registerNotifications } from './admin-notify.js';
+import { type RequestsReader, registerRequestLog } from './admin-requests.js';
 
 export const ADMIN_PREFIX = '/api/admin/v1';
 
@@ -61,6 +63,10 @@ export interface AdminDeps {
   health: HealthControl;
   /** Billing (absent: the billing routes answer 404 not_found). */
   billing?: Billing;
+  /** The request log's reader (absent: the log is off, /requests answers 404). */
+  requests?: RequestsReader;
+  /** Operator notification targets (absent: those routes answer 404 not_found). */
+  notifications?: NotifyAdminDeps;
   /** Optional: the OpenAPI document and its rendered page. */
   openapi?: { spec: unknown; html: () => string };
   /** What the operator console reads besides config: traffic stats, queues, tasks across apps. */
@@ -179,6 +185,24 @@ export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
         if (req.method !== 'GET' && req.method !== 'HEAD' && req.actor.role !== 'admin') {
           throw new GatewayError('admin_forbidden', `Admin API: the '${req.actor.role}' role may only read.`);
         }
+      });
+
+      // One access line per admin call, refused ones included: who did what to which object, and how it
+      // ended. The audit log holds the committed changes; this line also shows reads and refusals.
+      r.addHook('onResponse', async (req, reply) => {
+        const params = req.params as Record<string, string> | undefined;
+        app.log.info(
+          {
+            reqId: req.id,
+            actor: req.actor?.name ?? null,
+            role: req.actor?.role ?? null,
+            action: `${req.method} ${req.routeOptions.url ?? req.url.split('?')[0]}`,
+            ...(params && Object.keys(params).length ? { target: params } : {}),
+            status: reply.statusCode,
+            ms: Math.round(reply.elapsedTime),
+          },
+          'admin',
+        );
       });
 
       // A database that can't be reached is an outage, not a bug: 503, retryable. Anything else goes on to
@@ -514,10 +538,10 @@ export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
           .map((x) => x.trim())
           .filter(Boolean);
         for (const g of dims)
-          if (!['app', 'alias', 'channel', 'day'].includes(g))
+          if (!['app', 'key', 'alias', 'channel', 'day'].includes(g))
             throw new GatewayError(
               'invalid_request',
-              'group_by is a comma list of app, alias, channel, day',
+              'group_by is a comma list of app, key, alias, channel, day',
               { param: 'group_by' },
             );
         const from = date(f.from, 'from');
@@ -526,7 +550,9 @@ export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
           data: await billing().report({
             ...(from ? { from } : {}),
             ...(to ? { to } : {}),
-            groupBy: dims as Array<'app' | 'alias' | 'channel' | 'day'>,
+            groupBy: dims as Array<'app' | 'key' | 'alias' | 'channel' | 'day'>,
+            ...(f.app ? { app: f.app } : {}),
+            ...(f.key ? { key: f.key } : {}),
           }),
         };
       });
@@ -570,6 +596,8 @@ export function registerAdmin(app: FastifyInstance, d: AdminDeps): void {
 
       // ---- the console's reads: whoami, traffic stats, queues, tasks across apps, live stream ----
       registerConsoleRoutes(r, d, () => d.config.channelCodes().map((code) => circuitView(d, code)));
+      registerNotifications(r, d, AUDIT_HEADER);
+      registerRequestLog(r, d.requests);
 
       // ---- admin tokens ----
       r.get('/admin-tokens', async () => ({ data: await d.tokens.list() }));

@@ -7,6 +7,8 @@
 import type { TSchema } from '@sinclair/typebox';
 import { RESOURCES } from '../config/schema.js';
 import * as http from './schemas.js';
+import { NOTIFY_ROUTES, NOTIFY_SCHEMAS } from './admin-notify.js';
+import { RequestLogEntry, RequestSummary } from './admin-requests.js';
 
 /** components.schemas: the admin resources (row, create, patch) and the other bodies, by name. */
 export const SCHEMAS: Record<string, TSchema> = {
@@ -41,6 +43,9 @@ export const SCHEMAS: Record<string, TSchema> = {
   StatsPoint: http.StatsPoint,
   Queues: http.Queues,
   Task: http.Task,
+  ...NOTIFY_SCHEMAS,
+  RequestLogEntry,
+  RequestSummary,
 };
 
 /** What a write may leave pending after it took effect (see the Pending schema and the Anima-* headers). */
@@ -303,10 +308,10 @@ export const ADMIN_ROUTES: Route[] = [
   {
     method: 'get',
     path: '/billing/report',
-    summary: 'Revenue, cost and spread by app, alias, channel and day',
+    summary: 'Revenue, cost and spread by app, key, alias, channel and day (filter: app, key)',
     tag: 'Billing',
     ok: [200, 'List'],
-    query: ['from', 'to', 'group_by'],
+    query: ['from', 'to', 'group_by', 'app', 'key'],
   },
   {
     method: 'get',
@@ -323,6 +328,31 @@ export const ADMIN_ROUTES: Route[] = [
       'Journal writer: records queued, spilled, awaiting the ledger, written; stuck when journals stop',
     tag: 'Billing',
     ok: [200, 'BillingStatus'],
+  },
+  {
+    method: 'get',
+    path: '/requests',
+    summary:
+      'The request log, newest first: app, key, alias, channels tried and why, status, tokens, cost and sale, latency',
+    tag: 'Requests',
+    ok: [200, 'List'],
+    query: ['app', 'key', 'alias', 'channel', 'status', 'errors', 'code', 'from', 'to', 'limit', 'cursor'],
+  },
+  {
+    method: 'get',
+    path: '/requests/summary',
+    summary: 'Requests, errors, tokens, cost and sale over the same filters (a key’s page)',
+    tag: 'Requests',
+    ok: [200, 'RequestSummary'],
+    query: ['app', 'key', 'alias', 'channel', 'from', 'to'],
+  },
+  {
+    method: 'get',
+    path: '/requests/{id}',
+    summary: 'One request of the request log, by the id its client got in x-request-id',
+    tag: 'Requests',
+    ok: [200, 'RequestLogEntry'],
+    query: ['from', 'to'],
   },
   {
     method: 'get',
@@ -367,10 +397,36 @@ export const ADMIN_ROUTES: Route[] = [
     method: 'get',
     path: '/stats/timeseries',
     summary:
-      "This instance's traffic, error rate, p50/p99 latency, overhead, sale and cost over the last minutes (1-60), in steps of 10-600 s",
+      'Traffic, error rate, p50/p99 latency, overhead, sale and cost over the last minutes (1-60), in steps of 10-600 s, summed over live instances (scope, instances)',
     tag: 'Console',
     ok: [200, 'StatsSeries'],
     query: ['minutes', 'step'],
+  },
+  {
+    method: 'get',
+    path: '/stats/channels',
+    summary:
+      'Per channel over the last minutes (1-15): upstream attempts, failures, error rate, p50/p95 latency, summed over live instances',
+    tag: 'Console',
+    ok: [200, null],
+    query: ['minutes'],
+  },
+  {
+    method: 'get',
+    path: '/console-settings',
+    summary:
+      'What the console formats with: the account currency (ANIMA_CURRENCY) of the integer micro-units',
+    tag: 'Console',
+    ok: [200, null],
+  },
+  {
+    method: 'post',
+    path: '/channels/{code}/test',
+    summary:
+      'Send one small real request through the channel (chat: 1 token; embeddings: one word), bypassing the alias chain and breaker; not billed; audited. Body: optional {model, operation: chat | embeddings}',
+    tag: 'Channels',
+    ok: [200, null],
+    pending: AUDIT,
   },
   {
     method: 'get',
@@ -410,6 +466,7 @@ export const ADMIN_ROUTES: Route[] = [
   },
   { method: 'get', path: '/openapi.json', summary: 'This document', tag: 'Reference', ok: [200, null] },
   { method: 'get', path: '/docs', summary: 'This reference as a page', tag: 'Reference', ok: [200, null] },
+  ...NOTIFY_ROUTES,
 ];
 
 const ref = (n: string) => ({ $ref: `#/components/schemas/${n}` });

@@ -54,7 +54,7 @@ export const ProviderKinds = Type.Object({
       dialects: Type.Array(S),
       error_shape: Type.Union([Type.Literal('openai'), Type.Literal('anthropic'), Type.Literal('google')]),
       auth: Type.Union(
-        ['bearer', 'x-api-key', 'api-key', 'x-goog-api-key', 'query'].map((a) => Type.Literal(a)),
+        ['bearer', 'x-api-key', 'api-key', 'x-goog-api-key', 'query', 'sigv4'].map((a) => Type.Literal(a)),
       ),
       quirks: Type.Object({}, { description: 'rename, refuse, drop, defaults applied on the OpenAI base' }),
     }),
@@ -169,6 +169,7 @@ export const Wallet = Type.Object({
   unwritten_micros: Type.Optional(NullableStr),
   reserved_micros: Type.Optional(NullableStr),
   spendable_micros: Type.Optional(S),
+  owed_micros: Type.Optional(S),
   journal_id: Type.Optional(S),
   duplicate: Type.Optional(Type.Boolean()),
 });
@@ -231,7 +232,11 @@ export const StatsPoint = Type.Object({
   cost_micros: MoneyOut,
 });
 export const StatsSeries = Type.Object({
-  instance: Type.Boolean({ description: "always true: these figures are the answering instance's own" }),
+  scope: Type.Union([Type.Literal('cluster'), Type.Literal('instance')], {
+    description:
+      "cluster: summed over every live instance; instance: the answering one's own (Redis unreachable)",
+  }),
+  instances: Type.Integer({ description: 'how many instances the figures sum' }),
   step_s: Int,
   minutes: Int,
   from: Type.Integer({ description: 'ms since epoch' }),

@@ -14,6 +14,7 @@ import { redactSecrets } from '../core/redact.js';
 import type { ConfigCache } from '../config/cache.js';
 import type { Clock } from '../lib/clock.js';
 import type { Metrics } from '../observability/metrics.js';
+import { type Tracing, passThrough } from '../observability/tracing.js';
 import { DIALECT_NAMES, DIALECTS, type InboundDialect } from '../core/dialects.js';
 import { resolveAlias } from '../relay/auth.js';
 import { RequestContext, type Routed } from '../core/context.js';
@@ -56,10 +57,14 @@ export interface HttpDeps {
   tasks?: { store: TaskStore; wake: () => void; deadlineMs: number; onQueued?: (kind: string) => void };
   /** Admission, wallet holds, settlement and request metrics (src/governance). */
   governance: Governance;
+  /** OpenTelemetry traces (absent = off: only the client's own traceparent is passed upstream). */
+  tracing?: Tracing | null;
   /** Media generation routes (images, videos, music, new-api compatibility). */
   media?: MediaHttpDeps;
   /** The admin API (absent = not served). */
   admin?: AdminDeps;
+  /** The request log (absent = off): each request's row, handed over as it ends. */
+  requestLog?: { record(ctx: RequestContext): void } | null;
   /** Exact-match response cache store (absent = no response cache). */
   responseCache?: ResponseCache;
   /** Largest multipart upload accepted (audio to transcribe, images to edit), bytes. */
@@ -239,6 +244,7 @@ export function buildServer(d: HttpDeps): FastifyInstance {
       onRefused: (ctx) => {
         d.metrics.request(ctx);
         logRequest(d.log, ctx);
+        d.requestLog?.record(ctx);
       },
     }),
   );
@@ -399,11 +405,15 @@ export function buildServer(d: HttpDeps): FastifyInstance {
       return task;
     };
 
+  const tracing = d.tracing ?? null;
   const dataPlane = (dialect: InboundDialect, inbound: Inbound = inboundFor(dialect)) => {
     const defer = deferAs(dialect);
     return async (req: FastifyRequest, reply: FastifyReply) => {
       const now = d.clock.now();
       const ctx = new RequestContext(req.id, dialect, now);
+      const trace = tracing
+        ? tracing.request(req.method, req.routeOptions.url ?? '', req.headers, dialect)
+        : passThrough(req.headers);
       reply.hijack();
       inflight++;
       let sink = nodeSink(reply.raw);
@@ -439,6 +449,7 @@ export function buildServer(d: HttpDeps): FastifyInstance {
         const cacheTtl = d.responseCache ? cacheTtlFor(dialect, routed.alias.cacheTtlS, req.headers) : 0;
         const ck = cacheTtl > 0 ? cacheKey(routed.app.id, dialect, routed.aliasName, body) : null;
         const hit = ck ? await d.responseCache!.get(ck).catch(() => null) : null;
+        const admitSpan = trace ? trace.admission() : null;
         const decision = await gov.admit({
           ctx: routed,
           body,
@@ -447,6 +458,7 @@ export function buildServer(d: HttpDeps): FastifyInstance {
           cachedFrom: hit ? hit.c : null,
           defer,
         });
+        admitSpan?.(decision.kind, decision.kind === 'rejected' ? decision.code : undefined);
         if (decision.kind === 'rejected') throw decision.error;
         if (decision.kind === 'deferred') {
           // ASYNC mode and no room now: the request is a task; answer 202 at once.
@@ -462,6 +474,7 @@ export function buildServer(d: HttpDeps): FastifyInstance {
           return;
         }
         admitted = decision;
+        if (trace) admitted.trace = trace;
         if (admitted.lease) ctx.extraHeaders = rateLimitHeaders(admitted.lease.remaining);
         if (hit) {
           await serveCached(ctx, sink, hit, admitted);
@@ -483,8 +496,8 @@ export function buildServer(d: HttpDeps): FastifyInstance {
           body,
           sink,
           typeof beta === 'string'
-            ? { anthropicBeta: beta, abort: gone, done: admitted }
-            : { abort: gone, done: admitted },
+            ? { anthropicBeta: beta, abort: gone, done: admitted, trace }
+            : { abort: gone, done: admitted, trace },
         );
       } catch (e) {
         const ge = e instanceof GatewayError ? e : toGatewayError(e);
@@ -502,7 +515,9 @@ export function buildServer(d: HttpDeps): FastifyInstance {
           d.log.error({ err: safeErr(e), reqId: ctx.id }, 'settling a request failed');
         } finally {
           // Every request gets its access line, whatever happened to its settlement.
+          trace?.end(ctx);
           logRequest(d.log, ctx);
+          d.requestLog?.record(ctx);
           if (--inflight === 0 && idle) idle();
         }
       }

@@ -1,11 +1,16 @@
 import pino, { type Logger } from 'pino';
+import pretty from 'pino-pretty';
 
 /**
  * Structured JSON logs. Secrets never reach a log line: request bodies are not logged, and these paths
  * are redacted wherever an object carrying them is logged by accident.
  */
-export function createLogger(level: string, destination?: pino.DestinationStream): Logger {
-  const dest = destination ?? stdoutDestination();
+export function createLogger(
+  level: string,
+  destination?: pino.DestinationStream,
+  format: 'json' | 'pretty' = 'json',
+): Logger {
+  const dest = destination ?? (format === 'pretty' ? prettyDestination() : stdoutDestination());
   const log = pino(
     {
       level,
@@ -49,6 +54,21 @@ function stdoutDestination(): pino.DestinationStream {
     maxWrite: 4096,
     periodicFlush: 100,
     sync: false,
+  }));
+}
+
+let prettyStdout: pino.DestinationStream | null = null;
+/**
+ * For a person at a terminal: the same lines (access lines too, which are written to this stream as JSON
+ * and formatted by it) as one readable line each. Never the default off a terminal: it costs CPU per line.
+ */
+function prettyDestination(): pino.DestinationStream {
+  return (prettyStdout ??= pretty({
+    colorize: true,
+    translateTime: 'SYS:HH:MM:ss.l',
+    ignore: 'pid,hostname,svc',
+    singleLine: true,
+    sync: true,
   }));
 }
 

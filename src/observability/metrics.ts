@@ -27,6 +27,11 @@ const KNOWN = {
   taskKinds: [...DEFERRED_TASK_KINDS, 'image', 'video', 'music'],
   taskStates: ['queued', 'submitted', 'running', 'succeeded', 'failed', 'cancelled', 'expired'],
   webhookResults: ['delivered', 'retry', 'failed'],
+  // observability/notify.ts: operator notifications; budget-watch.ts: the scopes and windows of cost limits
+  notifyResults: ['delivered', 'retry', 'failed', 'folded', 'duplicate'],
+  budgetScopes: ['key', 'app', 'token_group'],
+  budgetWindows: ['day', 'month'],
+  budgetThresholds: ['80', '100'],
   waitOutcomes: ['admitted', 'timeout', 'left'],
 } as const;
 
@@ -108,6 +113,18 @@ export class Metrics {
       this.breakerState.reset();
       for (const [channel, state] of this.breakerSource())
         this.breakerState.labels(channel).set(BREAKER_VALUE[state]);
+    },
+  });
+  /** Read at scrape time for anima_channel_credential_out: channels whose credential is out of rotation. */
+  credentialSource: () => Iterable<string> = () => [];
+  readonly credentialOut: client.Gauge<'channel'> = new client.Gauge({
+    name: 'anima_channel_credential_out',
+    help: 'Channels whose credential was taken out of rotation (upstream 401/403 or quota exhausted) until reset: 1 each',
+    labelNames: ['channel'] as const,
+    registers: [this.registry],
+    collect: (): void => {
+      this.credentialOut.reset();
+      for (const channel of this.credentialSource()) this.credentialOut.labels(channel).set(1);
     },
   });
   readonly breakerTransitions = new client.Counter({
@@ -252,6 +269,18 @@ export class Metrics {
     labelNames: ['result'] as const,
     registers: [this.registry],
   });
+  readonly budgetCrossed = new client.Counter({
+    name: 'anima_budget_threshold_crossed_total',
+    help: 'Cost budgets (cost_day / cost_month limits) seen crossing 80 % or 100 %, by scope kind, window and threshold (no scope id: bounded)',
+    labelNames: ['scope', 'window', 'threshold'] as const,
+    registers: [this.registry],
+  });
+  readonly notifications = new client.Counter({
+    name: 'anima_notifications_total',
+    help: 'Operator notifications by result: delivered, retry, failed, folded (into a summary), duplicate (another instance sends it)',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
   readonly waiting: client.Gauge = new client.Gauge({
     name: 'anima_queue_waiting',
     help: 'Requests waiting in a WAIT queue on this instance',
@@ -292,6 +321,10 @@ export class Metrics {
     for (const r of KNOWN.dataLoss) this.redisDataLoss.labels(r).inc(0);
     for (const k of KNOWN.taskKinds) for (const st of KNOWN.taskStates) this.tasks.labels(k, st).inc(0);
     for (const r of KNOWN.webhookResults) this.webhooks.labels(r).inc(0);
+    for (const r of KNOWN.notifyResults) this.notifications.labels(r).inc(0);
+    for (const sc of KNOWN.budgetScopes)
+      for (const w of KNOWN.budgetWindows)
+        for (const t of KNOWN.budgetThresholds) this.budgetCrossed.labels(sc, w, t).inc(0);
   }
 
   /** A transition this instance saw (the state itself is read at scrape time: breakerSource). */

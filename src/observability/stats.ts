@@ -15,7 +15,7 @@ export const SLOT_MS = 10_000;
 /** One hour of 10-second slots. */
 export const SLOTS = 360;
 /** Histogram: bucket i holds values in [BASE·2^(i/4), BASE·2^((i+1)/4)) ms; ~9% error at the bucket's middle. */
-const BUCKETS = 100;
+export const BUCKETS = 100;
 const BASE_MS = 0.01;
 const PER_OCTAVE = 4;
 
@@ -55,6 +55,25 @@ export interface StatsSeries {
   totals: Omit<StatsPoint, 't'>;
 }
 
+/** A ring's non-empty slots as JSON (see TrafficStats.dump). */
+export interface TrafficDump {
+  slots: Array<{
+    p: number;
+    c: number[];
+    sale: number;
+    cost: number;
+    lat: Array<[number, number]>;
+    ovh: Array<[number, number]>;
+  }>;
+}
+
+/** A histogram's non-zero buckets from `at` as [bucket, count] pairs. */
+export function sparse(h: Uint32Array, at: number): Array<[number, number]> {
+  const out: Array<[number, number]> = [];
+  for (let b = 0; b < BUCKETS; b++) if (h[at + b]) out.push([b, h[at + b]!]);
+  return out;
+}
+
 export function bucketOf(ms: number): number {
   if (!(ms > BASE_MS)) return 0;
   const i = Math.floor(Math.log2(ms / BASE_MS) * PER_OCTAVE);
@@ -66,7 +85,7 @@ export function bucketValue(i: number): number {
   return BASE_MS * 2 ** ((i + 0.5) / PER_OCTAVE);
 }
 
-function quantile(h: Uint32Array, n: number, q: number): number | null {
+export function quantile(h: Uint32Array, n: number, q: number): number | null {
   if (n === 0) return null;
   const rank = Math.max(1, Math.ceil(q * n));
   let seen = 0;
@@ -127,6 +146,42 @@ export class TrafficStats {
     }
     if (saleMicros !== null) this.sale[s]! += Number(saleMicros);
     if (costMicros !== null) this.cost[s]! += Number(costMicros);
+  }
+
+  /**
+   * The slots of the last hour that hold anything, for other instances to merge (cluster-wide figures,
+   * observability/cluster-stats.ts): histograms sparse as [bucket, count] pairs, money as numbers.
+   */
+  dump(now: number): TrafficDump {
+    const last = Math.floor(now / SLOT_MS);
+    const slots: TrafficDump['slots'] = [];
+    for (let s = 0; s < SLOTS; s++) {
+      const p = this.period[s]!;
+      if (p < 0 || p <= last - SLOTS || p > last || this.counts[s * COLS + C_REQ] === 0) continue;
+      slots.push({
+        p,
+        c: Array.from(this.counts.subarray(s * COLS, (s + 1) * COLS)),
+        sale: this.sale[s]!,
+        cost: this.cost[s]!,
+        lat: sparse(this.latency, s * BUCKETS),
+        ovh: sparse(this.overhead, s * BUCKETS),
+      });
+    }
+    return { slots };
+  }
+
+  /** Adds another instance's dump into this ring (slots older than this ring's hour are dropped). */
+  absorb(d: TrafficDump, now: number): void {
+    const last = Math.floor(now / SLOT_MS);
+    for (const x of d.slots) {
+      if (!(x.p > last - SLOTS && x.p <= last) || x.c.length !== COLS) continue;
+      const s = this.slot(x.p * SLOT_MS);
+      for (let j = 0; j < COLS; j++) this.counts[s * COLS + j]! += x.c[j]!;
+      this.sale[s]! += x.sale;
+      this.cost[s]! += x.cost;
+      for (const [b, n] of x.lat) if (b >= 0 && b < BUCKETS) this.latency[s * BUCKETS + b]! += n;
+      for (const [b, n] of x.ovh) if (b >= 0 && b < BUCKETS) this.overhead[s * BUCKETS + b]! += n;
+    }
   }
 
   /**

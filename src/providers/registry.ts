@@ -12,13 +12,19 @@
 import { CHAT_LIKE } from '../core/dialects.js';
 import { GatewayError, unsupported } from '../core/errors.js';
 import { anthropicExchange } from './anthropic/exchange.js';
+import { CountTokensPassthrough } from './anthropic/count-tokens.js';
 import { azureExchange } from './azure.js';
 import { classifyHttp, type UpstreamFailure } from './classify.js';
+import type { Channel } from '../core/model.js';
+import type { Transport } from './transport.js';
 import { geminiExchange } from './gemini/exchange.js';
 import type { ChatRequest } from './openai/wire.js';
 import { openaiExchange } from './openai/exchange.js';
 import { withCall } from './shared.js';
 import { vendorDeclarations } from './vendors.js';
+import { VERTEX_NATIVE, classifyVertex, vertexAuthorize, vertexExchange } from './vertex/exchange.js';
+import { classifyBedrock } from './bedrock/classify.js';
+import { bedrockAuthorize, bedrockExchange } from './bedrock/exchange.js';
 import type {
   Exchange,
   ExchangeOptions,
@@ -28,8 +34,11 @@ import type {
   UpstreamEndpoint,
 } from './types.js';
 
-/** How the credential travels. `query`: `?key=` on the URL (Google's alternative; no header). */
-export type AuthStyle = 'bearer' | 'x-api-key' | 'api-key' | 'x-goog-api-key' | 'query';
+/**
+ * How the credential travels. `query`: `?key=` on the URL (Google's alternative; no header). `sigv4`: an AWS
+ * Signature Version 4 over the request (Bedrock), made by the declaration's `authorize`.
+ */
+export type AuthStyle = 'bearer' | 'x-api-key' | 'api-key' | 'x-goog-api-key' | 'query' | 'sigv4';
 
 /** The shape an upstream's error bodies have (what the classifier reads), one of core/render.ts's. */
 export type { ErrorShape } from '../core/dialects.js';
@@ -74,6 +83,12 @@ export interface ProviderDeclaration {
   classify: Classifier;
   auth: AuthStyle;
   quirks?: Quirks;
+  /**
+   * A credential that must be exchanged before use (Vertex: a service account for an OAuth2 token): the
+   * relay awaits this just before the call goes out, and sends what it returns. It throws
+   * UpstreamFailureError (classify.ts) when it fails, reported as the attempt's failure.
+   */
+  authorize?: (ch: Channel, call: PreparedCall, transport: Transport) => Promise<PreparedCall>;
 }
 
 /** Client dialects that reach a chat provider through the chat pivot when it doesn't speak them (see pivot.ts). */
@@ -183,7 +198,8 @@ const DECLARATIONS: Readonly<Record<ProviderKind, ProviderDeclaration>> = {
     kind: 'openai',
     description:
       'OpenAI, or any upstream that speaks its API in full (chat, responses, embeddings, audio, images)',
-    native: OPENAI_NATIVE,
+    // Legacy completions and moderations are OpenAI's own (Azure has neither as a deployment operation).
+    native: new Set<InboundDialect>([...OPENAI_NATIVE, 'openai_completions', 'openai_moderations']),
     exchange: (dialect, body, ep, m, alias, opts) => openaiExchange(dialect, body, ep, m, alias, opts),
     errorShape: 'openai',
     classify: (s, h, t) => classifyHttp('openai', s, h, t),
@@ -192,9 +208,11 @@ const DECLARATIONS: Readonly<Record<ProviderKind, ProviderDeclaration>> = {
   anthropic: {
     kind: 'anthropic',
     description: 'Anthropic Messages API',
-    native: new Set<InboundDialect>(['openai_chat', 'anthropic_messages']),
+    native: new Set<InboundDialect>(['openai_chat', 'anthropic_messages', 'anthropic_count_tokens']),
     exchange: (dialect, body, ep, m, alias, opts) =>
-      anthropicExchange(dialect, body, ep, m, alias, opts.anthropicBeta),
+      dialect === 'anthropic_count_tokens'
+        ? new CountTokensPassthrough(body, ep, m, opts.anthropicBeta)
+        : anthropicExchange(dialect, body, ep, m, alias, opts.anthropicBeta),
     errorShape: 'anthropic',
     classify: (s, h, t) => classifyHttp('anthropic', s, h, t),
     auth: 'x-api-key',
@@ -230,6 +248,8 @@ const DECLARATIONS: Readonly<Record<ProviderKind, ProviderDeclaration>> = {
       rename: { max_completion_tokens: 'max_tokens' },
       refuse: ['logprobs', 'top_logprobs'],
     },
+    // Jina, vLLM, TEI and the like also serve Jina's rerank at {base}/rerank (providers/rerank.ts).
+    native: new Set<InboundDialect>(['openai_chat', 'openai_embeddings', 'rerank']),
   }),
   // Azure OpenAI: OpenAI's wire format and error shape, addressed by deployment (or the v1 API), with the
   // credential in `api-key` unless the channel sets an Entra ID Authorization header (azure.ts).
@@ -242,6 +262,32 @@ const DECLARATIONS: Readonly<Record<ProviderKind, ProviderDeclaration>> = {
     errorShape: 'openai',
     classify: (s, h, t) => classifyHttp('azure', s, h, t),
     auth: 'api-key',
+  },
+  // Google Vertex AI: Gemini and Claude models of one project, in their own wire formats (the Gemini and
+  // Anthropic exchanges re-addressed), authorized by a service account's OAuth2 token (vertex/).
+  vertex: {
+    kind: 'vertex',
+    description:
+      'Google Vertex AI: Gemini (generateContent) and Claude (rawPredict) models of a project; credential = service account JSON key',
+    native: VERTEX_NATIVE,
+    exchange: (dialect, body, ep, m, alias, opts) => vertexExchange(dialect, body, ep, m, alias, opts),
+    errorShape: 'google',
+    classify: classifyVertex,
+    auth: 'bearer', // an OAuth2 access token, exchanged for the service account by `authorize`
+    authorize: vertexAuthorize,
+  },
+  // AWS Bedrock: every Converse model (Anthropic, Nova, Llama, ...) in one wire format, signed with SigV4
+  // (bedrock/; credential = JSON {accessKeyId, secretAccessKey, sessionToken?, region?} or AKID:SECRET[:TOKEN]).
+  bedrock: {
+    kind: 'bedrock',
+    description:
+      'AWS Bedrock runtime: the Converse and ConverseStream APIs (any Converse model, inference profiles too); SigV4 with the channel credential or the AWS_* environment',
+    native: new Set<InboundDialect>(['openai_chat']),
+    exchange: (dialect, body, ep, m, alias) => bedrockExchange(dialect, body, ep, m, alias),
+    errorShape: 'openai', // never passed through: classifyBedrock keeps no body, the relay re-renders
+    classify: classifyBedrock,
+    auth: 'sigv4',
+    authorize: (ch, call) => bedrockAuthorize(ch, call),
   },
   // Named vendors on the OpenAI base, each with its documented quirks (vendors.ts).
   ...vendorDeclarations(openAICompatible),
@@ -262,11 +308,17 @@ export const NATIVE: Readonly<Record<ProviderKind, ReadonlySet<InboundDialect>>>
   PROVIDER_KINDS.map((k) => [k, DECLARATIONS[k].native]),
 ) as Record<ProviderKind, ReadonlySet<InboundDialect>>;
 
+/**
+ * Client dialects a chat channel that doesn't speak them answers locally, without an upstream call
+ * (index.ts `createExchange`): Anthropic's token count, estimated with the local tokenizer.
+ */
+export const LOCAL: ReadonlySet<InboundDialect> = new Set<InboundDialect>(['anthropic_count_tokens']);
+
 /** Which operations a provider kind can serve (the router refuses the rest up front with a 400). */
 export const CAPABILITIES: Readonly<Record<ProviderKind, ReadonlySet<InboundDialect>>> = Object.fromEntries(
   PROVIDER_KINDS.map((k) => {
     const native = DECLARATIONS[k].native;
-    return [k, native.has('openai_chat') ? new Set([...native, ...PIVOTED]) : native];
+    return [k, native.has('openai_chat') ? new Set([...native, ...PIVOTED, ...LOCAL]) : native];
   }),
 ) as Record<ProviderKind, ReadonlySet<InboundDialect>>;
 

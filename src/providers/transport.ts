@@ -91,6 +91,8 @@ export class Transport {
    * inside undici (cancellation is an Abort, src/lib/abort.ts), no async iterator per chunk for a JSON
    * answer (the body is collected in the handler). On the hot path that is a measurable share of a
    * proxy's per-request work (bench/README.md).
+   *
+   * `extraHeaders`: headers added to the call's own (a trace context: `traceparent`), null for none.
    */
   send(
     channel: string,
@@ -99,6 +101,7 @@ export class Transport {
     t: TransportTimeouts,
     ac: Abort,
     connections = 256,
+    extraHeaders: Record<string, string> | null = null,
   ): Promise<SendResult> {
     const path = this.base(baseUrl).path + call.path;
     const pool = this.pool(channel, baseUrl, t, connections);
@@ -109,7 +112,7 @@ export class Transport {
           {
             method: 'POST',
             path,
-            headers: call.headers,
+            headers: extraHeaders ? { ...call.headers, ...extraHeaders } : call.headers,
             body: call.body,
             headersTimeout: t.firstByteMs + 1_000,
             bodyTimeout: t.idleMs + 1_000,

@@ -2,7 +2,7 @@ import type { Usage } from '../core/usage.js';
 import type { FormData } from 'undici';
 import type { SseEvent } from '../lib/sse.js';
 
-import type { ProviderKind } from '../core/model.js';
+import type { ProviderKind, VertexSettings } from '../core/model.js';
 export type { ProviderKind };
 
 /** Client dialects and their facts live in the dialect registry; re-exported for the provider modules. */
@@ -19,6 +19,8 @@ export interface UpstreamEndpoint {
   nativeResponses?: boolean;
   /** Azure deployments channels: the `api-version` query parameter (default: the GA version, azure.ts). */
   apiVersion?: string;
+  /** Vertex AI channels: project, location, publisher (providers/vertex/exchange.ts). */
+  vertex?: VertexSettings;
   /** An undici dispatcher for calls made with fetch (media): the outbound policy's connector. */
   dispatcher?: unknown;
 }
@@ -40,6 +42,10 @@ export interface JsonResult {
   usage: Usage | null;
   /** The same answer as JSON text, when the exchange has it without re-serializing `body` (a passthrough). */
   text?: string;
+  /** Headers the answer carries besides the gateway's own (e.g. `anima-estimate: true`). */
+  headers?: Record<string, string>;
+  /** The usage was counted locally, not reported by the upstream (kept on the booking). */
+  estimated?: boolean;
 }
 
 /** A whole answer that is not (only) JSON: a transcript as text, srt or vtt. */
@@ -66,6 +72,16 @@ export interface StreamTranslator {
   readonly emittedText: string;
 }
 
+/**
+ * Turns a stream's bytes into events, for an upstream whose stream is not SSE (Bedrock's binary
+ * `application/vnd.amazon.eventstream`): the relay feeds it instead of its SSE parser.
+ */
+export interface StreamDecoder {
+  /** The content type the upstream's stream must have. */
+  readonly contentType: string;
+  push(chunk: Uint8Array): SseEvent[];
+}
+
 /** What an exchange is built with besides the request and the channel. */
 export interface ExchangeOptions {
   /** The Anthropic client's `anthropic-beta` header, passed on to an Anthropic channel. */
@@ -77,12 +93,19 @@ export interface ExchangeOptions {
 /** One attempt's conversation with one channel, in one dialect pairing. */
 export interface Exchange {
   readonly call: PreparedCall;
+  /**
+   * Answered here, without calling the upstream (a token count estimated locally): the relay decodes
+   * `decodeJson('')` as the answer and skips the transport and the breaker.
+   */
+  readonly local?: boolean;
   decodeJson(text: string): JsonResult;
   /** When present, decodes a whole answer of any content type (used instead of decodeJson). */
   decodeBody?(text: string, contentType: string): BodyResult;
   /** For a `bytes` call: what the answer is billed at (known from the request, e.g. characters spoken). */
   bytesUsage?(): Usage;
   streamTranslator(): StreamTranslator;
+  /** The stream's framing when it is not SSE (absent: SSE). */
+  streamDecoder?(): StreamDecoder;
 }
 
 // The per-kind tables are derived from the provider registry; re-exported here where callers have always found them.

@@ -66,7 +66,10 @@ function toScope(q: Quota): ScopeLimits {
 }
 
 export interface AdmissionEvents {
-  onRejected?(limit: LimitKind, mode: string): void;
+  /** `scope`: the scope whose limit was hit, as the backend names it (`app:app_1`). */
+  onRejected?(limit: LimitKind, mode: string, scope?: string): void;
+  /** A lease settled (budget-watch.ts reads the cost windows of its scopes, off the request path). */
+  onSettled?(reservations: readonly Reservation[]): void;
   onQueued?(mode: string): void;
   onWaited?(ms: number, outcome: 'admitted' | 'timeout' | 'left'): void;
   onDegraded?(): void;
@@ -295,13 +298,14 @@ export class Admission {
         settled = true;
         for (const r of reservations) this.live.delete(r);
         await Promise.all(reservations.map((r) => owners.get(r)!.settle(r, tokens, cost)));
+        this.events.onSettled?.(reservations);
       },
     };
   }
 
   private refusal(res: Exclude<AdmitResult, { ok: true }>, mode: string): GatewayError {
     if (res.queued) return new GatewayError('queue_timeout', 'still queued');
-    this.events.onRejected?.(res.limit, mode);
+    this.events.onRejected?.(res.limit, mode, res.scope);
     const secs = Math.max(1, Math.ceil(res.retryAfterMs / 1000));
     return new GatewayError(
       CODES[res.limit],

@@ -30,7 +30,7 @@ import { createExchange } from '../providers/index.js';
 import { providerDeclaration } from '../providers/registry.js';
 import {
   type UpstreamFailure,
-  classifyHttp,
+  UpstreamFailureError,
   classifyTransport,
   failure,
   redactFailure,
@@ -65,6 +65,21 @@ export interface CompletionHook {
   beforeEnd(): Promise<void>;
 }
 
+/**
+ * Trace context for the upstream calls (src/observability/tracing.ts): absent when tracing is off and the
+ * client sent no `traceparent`. Called before each upstream call; the headers it returns go with the call.
+ */
+export interface UpstreamTracer {
+  attempt(ch: Channel, upstreamModel: string, ctx: RequestContext): UpstreamCallTrace;
+}
+
+export interface UpstreamCallTrace {
+  /** `traceparent` (and `tracestate`) for this call. */
+  readonly headers: Record<string, string>;
+  /** The attempt's outcome (null = ok) and the upstream's HTTP status (0 when none came). */
+  end(failure: UpstreamFailure | null, status: number): void;
+}
+
 export interface RelayDeps {
   config: ConfigCache;
   breakers: BreakerRegistry;
@@ -87,7 +102,12 @@ export class Relay {
     ctx: Routed,
     body: Record<string, unknown>,
     sink: ClientSink,
-    opts: { anthropicBeta?: string; abort?: Abort; done?: CompletionHook } = {},
+    opts: {
+      anthropicBeta?: string;
+      abort?: Abort;
+      done?: CompletionHook;
+      trace?: UpstreamTracer | null;
+    } = {},
   ): Promise<void> {
     const alias = ctx.alias;
     // The caller's client-gone controller when it has one (one controller per request, not two).
@@ -132,6 +152,14 @@ export class Relay {
           ctx.route.push({ channel: target.channel, what: 'skipped', reason: 'untranslatable' });
           continue;
         }
+        if (ex.local) {
+          // Answered locally (a token-count estimate): no upstream call, nothing for the breaker to judge.
+          ctx.attempts++;
+          await this.writeJson(ctx, sink, ch!, target.model, ex, '', 'application/json', opts.done ?? null);
+          served = true;
+          ctx.outcome = ctx.attempts > 1 || ctx.route.length > 0 ? 'fallback' : 'ok';
+          return;
+        }
         const acq = await this.d.breakers.acquire(ch!.code, ch!.breaker).catch(() => {
           // Coordination backend unreachable mid-transition: decide on what this instance knows.
           const refusal = this.d.breakers.refusesNow(ch!.code);
@@ -157,6 +185,7 @@ export class Relay {
           abort,
           deadline,
           opts.done ?? null,
+          opts.trace ?? null,
         );
         if (res.ok) {
           served = true;
@@ -201,8 +230,11 @@ export class Relay {
     clientAbort: Abort,
     deadline: number,
     done: CompletionHook | null,
+    trace: UpstreamTracer | null,
   ): Promise<AttemptResult> {
     const t0 = performance.now();
+    const tr = trace ? trace.attempt(ch, upstreamModel, ctx) : null;
+    let upStatus = 0;
     let ttfb = 0;
     const budget = Math.max(1, Math.min(ch.timeouts.totalMs, deadline - this.d.clock.now()));
     const ac = new Abort();
@@ -220,14 +252,19 @@ export class Relay {
       const firstByteMs = permit.probe
         ? Math.min(ch.timeouts.firstByteMs, ch.breaker.probeTimeoutMs)
         : ch.timeouts.firstByteMs;
+      // A credential exchanged before use (Vertex's OAuth2 token); most kinds have none.
+      const decl = providerDeclaration(ch.provider);
+      const call = decl.authorize ? await decl.authorize(ch, ex.call, this.d.transport) : ex.call;
       const up = await this.d.transport.send(
         ch.code,
         ch.baseUrl,
-        ex.call,
+        call,
         { ...ch.timeouts, firstByteMs },
         ac,
         ch.maxConnections,
+        tr ? tr.headers : null,
       );
+      upStatus = up.status;
       phase = 'body';
       ttfb = performance.now() - t0;
       if (permit.probe && up.status >= 200 && up.status < 300) {
@@ -243,7 +280,7 @@ export class Relay {
         result = {
           ok: false,
           committed: false,
-          failure: classifyHttp(ch.provider, up.status, up.headers, text),
+          failure: decl.classify(up.status, up.headers, text),
         };
       } else if (ex.call.bytes) {
         result = await this.pipeBytes(ctx, sink, ch, upstreamModel, ex, up, done);
@@ -274,7 +311,8 @@ export class Relay {
       }
     } catch (e) {
       let f: UpstreamFailure;
-      if (e instanceof GatewayError) f = failure('bad_response', e.message);
+      if (e instanceof UpstreamFailureError) f = e.failure;
+      else if (e instanceof GatewayError) f = failure('bad_response', e.message);
       else if (clientAbort.aborted) f = failure('cancelled', 'client went away');
       else if (timedOut) f = failure('total_timeout', 'attempt exceeded its time budget');
       else f = classifyTransport(e, phase);
@@ -294,6 +332,7 @@ export class Relay {
     // Whatever the upstream said is redacted here, once, with this channel's credential at hand: every
     // later use (the client's error, the route notes, logs, a stored task) reads the redacted failure.
     if (!result.ok) result = { ...result, failure: redactFailure(result.failure, secretsOf(ch)) };
+    tr?.end(result.ok ? null : result.failure, upStatus);
     const ms = performance.now() - t0;
     ctx.upstreamMs += ms;
     await this.report(ctx, ch, probeReported ? { ...permit, probe: false } : permit, result, ttfb || ms, ms);
@@ -368,6 +407,7 @@ export class Relay {
     // Either decoder throws upstream_bad_response -> a failure, next channel.
     let payload: string;
     let type = 'application/json';
+    let extra: Record<string, string> | undefined;
     if (ex.decodeBody) {
       const r = ex.decodeBody(text, contentType);
       ctx.usage = r.usage;
@@ -376,10 +416,13 @@ export class Relay {
     } else {
       const r = ex.decodeJson(text);
       ctx.usage = r.usage;
+      if (r.estimated) ctx.usageEstimated = true;
+      extra = r.headers;
       payload = r.text ?? JSON.stringify(r.body);
     }
     ctx.status = 200;
     const headers = this.successHeaders(ctx, ch, upstreamModel, type);
+    if (extra) for (const k in extra) headers[k] ??= extra[k]!;
     await this.finishing(ctx, done);
     sink.head(200, headers);
     ctx.ttfbMs = ctx.elapsedMs();
@@ -401,7 +444,12 @@ export class Relay {
     contentType: string | string[] | undefined,
     done: CompletionHook | null,
   ): Promise<AttemptResult> {
-    if (typeof contentType === 'string' && !contentType.includes('text/event-stream')) {
+    // SSE, unless the exchange names another framing (Bedrock's binary event stream).
+    const decoder = ex.streamDecoder?.();
+    if (
+      typeof contentType === 'string' &&
+      !contentType.includes(decoder?.contentType ?? 'text/event-stream')
+    ) {
       const text = await up.text(MAX_ERROR_BODY);
       return {
         ok: false,
@@ -412,7 +460,7 @@ export class Relay {
         ),
       };
     }
-    const parser = new SseParser();
+    const parser = decoder ?? new SseParser();
     const tr = ex.streamTranslator();
     const commit = () => {
       const h = this.successHeaders(ctx, ch, upstreamModel, 'text/event-stream; charset=utf-8');
@@ -444,6 +492,18 @@ export class Relay {
     } catch (e) {
       ctx.usage = tr.usage();
       if (!ctx.usage && sink.headersSent) ctx.emittedText = tr.emittedText;
+      if (e instanceof UpstreamFailureError) {
+        // An exception the upstream reported inside its stream, classified by its provider (Bedrock's
+        // throttlingException is a rate limit, its validationException the request's fault).
+        if (sink.headersSent)
+          sink.end(
+            errorFrame(
+              ctx.dialect,
+              redactError(new GatewayError('upstream_stream_interrupted', e.message), secretsOf(ch)),
+            ),
+          );
+        return { ok: false, committed: sink.headersSent, failure: e.failure };
+      }
       if (e instanceof GatewayError && e.code === 'upstream_overloaded' && !sink.headersSent) {
         return { ok: false, committed: false, failure: failure('overloaded', e.message) };
       }

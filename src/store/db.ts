@@ -3,12 +3,15 @@ import pg from 'pg';
 import type { Database } from './schema.js';
 import { pgliteDialect } from './pglite-dialect.js';
 import { migrateToLatest } from './migrations.js';
+import { DirLock } from './dir-lock.js';
 
 export type Db = Kysely<Database>;
 
 export interface DbHandle {
   db: Db;
   kind: 'postgres' | 'pglite';
+  /** The embedded data directory's lock, when one was asked for (see dir-lock.ts). */
+  lock?: DirLock;
   close(): Promise<void>;
 }
 
@@ -25,6 +28,13 @@ export async function openDatabase(opts: {
   poolSize?: number;
   /** How long a query waits for a pooled connection before failing (default 5 s). */
   connectTimeoutMs?: number;
+  /**
+   * The command opening an embedded data directory: it is locked for this process (a second process is
+   * refused with DataDirInUse). Unset: no lock (tests open one directory from several handles).
+   */
+  lockFor?: string;
+  /** Called before each pending migration runs (a first start on PGlite takes a while: say so). */
+  onMigrate?: (step: { index: number; total: number; name: string }) => void;
 }): Promise<DbHandle> {
   let handle: DbHandle;
   if (opts.databaseUrl) {
@@ -41,14 +51,37 @@ export async function openDatabase(opts: {
     const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
     handle = { db, kind: 'postgres', close: () => db.destroy() };
   } else {
+    const lock =
+      opts.lockFor && opts.dataDir !== 'memory://' ? DirLock.acquire(opts.dataDir, opts.lockFor) : undefined;
     const { PGlite } = await import('@electric-sql/pglite');
     const parsers = { 20: (v: string) => BigInt(v) };
     const lite =
       opts.dataDir === 'memory://' ? new PGlite({ parsers }) : new PGlite(opts.dataDir, { parsers });
-    await lite.waitReady;
+    try {
+      await lite.waitReady;
+    } catch (e) {
+      lock?.release();
+      throw e;
+    }
     const db = new Kysely<Database>({ dialect: pgliteDialect(lite) });
-    handle = { db, kind: 'pglite', close: () => db.destroy() };
+    handle = {
+      db,
+      kind: 'pglite',
+      ...(lock ? { lock } : {}),
+      close: async () => {
+        try {
+          await db.destroy();
+        } finally {
+          lock?.release();
+        }
+      },
+    };
   }
-  await migrateToLatest(handle.db);
+  try {
+    await migrateToLatest(handle.db, opts.onMigrate);
+  } catch (e) {
+    await handle.close().catch(() => {});
+    throw e;
+  }
   return handle;
 }

@@ -489,6 +489,134 @@ const migrations: Record<string, Migration> = {
       )`.execute(db);
     },
   },
+  '0017_ledger_entry_write_cost': {
+    // What a sale journal costs PostgreSQL, cut (measured with bench/journal-writer.ts).
+    //
+    // 1. The statement check summed every touched journal's entries from the table, and the planner did
+    //    that as a merge join over the whole ledger_entry_journal index: O(ledger) per INSERT, most of a
+    //    journal's cost and growing with the ledger. It now checks only the statement's own entries (its
+    //    transition table): each statement's additions to a journal balance, so every journal balances, by
+    //    induction from empty (entries can't be updated, deleted or truncated, and every existing journal
+    //    was checked whole when written). The journal checks run once per journal, not per entry.
+    // 2. ledger_entry_account went: no query reads entries by account (the trial balance and the report
+    //    aggregate or come through the journal). The entry's primary key becomes (journal_id, id), which
+    //    also serves every read by journal, so ledger_entry_journal went too: one index per entry row
+    //    where there were three.
+    async up(db: Kysely<unknown>) {
+      await sql`CREATE OR REPLACE FUNCTION ledger_entry_check_statement() RETURNS trigger LANGUAGE plpgsql AS $$
+        DECLARE r record;
+        BEGIN
+          -- Per journal this statement added to: it exists, its new entries balance, pending entries
+          -- belong to holds only (all of a hold's, none of anything else's), and a void moves nothing.
+          SELECT n.id, n.journal_id, n.d, n.c, j.kind, j.id IS NULL AS no_journal INTO r
+            FROM (SELECT journal_id, min(id) AS id, sum(debit) AS d, sum(credit) AS c,
+                    bool_or(pending) AS any_pending, bool_and(pending) AS all_pending
+                  FROM new_entries GROUP BY journal_id) n
+            LEFT JOIN ledger_journal j ON j.id = n.journal_id
+            WHERE j.id IS NULL OR j.kind = 'void' OR n.any_pending <> (j.kind = 'hold')
+              OR n.all_pending <> (j.kind = 'hold') OR n.d <> n.c
+            LIMIT 1;
+          IF FOUND THEN
+            IF r.no_journal THEN
+              RAISE EXCEPTION 'ledger entry % names journal %, which does not exist', r.id, r.journal_id
+                USING ERRCODE = '23503', CONSTRAINT = 'ledger_entry_journal_exists';
+            ELSIF r.d = r.c THEN
+              RAISE EXCEPTION 'ledger entry % does not fit its % journal %', r.id, r.kind, r.journal_id
+                USING ERRCODE = '23514', CONSTRAINT = 'ledger_entry_fits_journal';
+            END IF;
+            RAISE EXCEPTION 'ledger journal % is unbalanced: debits % <> credits %', r.journal_id, r.d, r.c
+              USING ERRCODE = '23514', CONSTRAINT = 'ledger_journal_balanced';
+          END IF;
+          SELECT n.account_id INTO r
+            FROM (SELECT DISTINCT account_id FROM new_entries) n
+            LEFT JOIN ledger_account a ON a.id = n.account_id
+            WHERE a.id IS NULL
+            LIMIT 1;
+          IF FOUND THEN
+            RAISE EXCEPTION 'ledger entry names account %, which does not exist', r.account_id
+              USING ERRCODE = '23503', CONSTRAINT = 'ledger_entry_account_exists';
+          END IF;
+          RETURN NULL;
+        END $$`.execute(db);
+      await sql`DROP INDEX ledger_entry_account`.execute(db);
+      await sql`ALTER TABLE ledger_entry DROP CONSTRAINT ledger_entry_pkey,
+        ADD CONSTRAINT ledger_entry_pkey PRIMARY KEY (journal_id, id)`.execute(db);
+      await sql`DROP INDEX ledger_entry_journal`.execute(db);
+    },
+  },
+  '0018_app_sale_markup': {
+    // A per-app markup over catalogue list prices (config/catalogue.ts): the sale of a request whose alias
+    // has no price row is its cost times this (a decimal such as '1.5', at most 4 decimals), instead of the
+    // default markup. NULL: the default. Explicit price rows are not affected.
+    async up(db: Kysely<unknown>) {
+      await sql`ALTER TABLE app ADD COLUMN sale_markup text
+        CHECK (sale_markup ~ '^[0-9]{1,6}(\.[0-9]{1,4})?$')`.execute(db);
+    },
+  },
+  '0019_notification_target': {
+    // Operator notification webhooks (config/notify-targets.ts, observability/notify.ts). `secret` is
+    // sealed like channel credentials; `events` a JSON list of event kinds ([] = all).
+    async up(db: Kysely<unknown>) {
+      await sql`CREATE TABLE notification_target (
+        id text PRIMARY KEY,
+        name text NOT NULL,
+        url text NOT NULL,
+        format text NOT NULL DEFAULT 'json' CHECK (format IN ('slack', 'json')),
+        secret text NOT NULL DEFAULT '',
+        events jsonb NOT NULL DEFAULT '[]'::jsonb,
+        enabled boolean NOT NULL DEFAULT true,
+        rate_per_minute integer NOT NULL DEFAULT 10 CHECK (rate_per_minute BETWEEN 1 AND 600),
+        created_at timestamptz NOT NULL DEFAULT now(),
+        updated_at timestamptz NOT NULL DEFAULT now()
+      )`.execute(db);
+    },
+  },
+  '0020_request_log': {
+    // One row per data-plane request (observability/request-log.ts), partitioned by day so retention drops
+    // whole partitions. The partitions themselves are made by the writer as days come.
+    async up(db: Kysely<unknown>) {
+      await sql`CREATE TABLE request_log (
+        id text NOT NULL,
+        at timestamptz NOT NULL,
+        app_id text,
+        key_id text,
+        alias text,
+        dialect text NOT NULL,
+        channel text,
+        upstream_model text,
+        stream boolean NOT NULL DEFAULT false,
+        attempts integer NOT NULL DEFAULT 0,
+        route jsonb NOT NULL DEFAULT '[]'::jsonb,
+        status integer NOT NULL,
+        outcome text NOT NULL,
+        error_code text,
+        tokens_in integer,
+        tokens_out integer,
+        cost_micros bigint,
+        sale_micros bigint,
+        latency_ms real NOT NULL,
+        ttfb_ms real,
+        cache_hit boolean NOT NULL DEFAULT false,
+        aborted boolean NOT NULL DEFAULT false,
+        instance text NOT NULL,
+        PRIMARY KEY (at, id)
+      ) PARTITION BY RANGE (at)`.execute(db);
+      await sql`CREATE INDEX request_log_key ON request_log (key_id, at)`.execute(db);
+      await sql`CREATE INDEX request_log_app ON request_log (app_id, at)`.execute(db);
+      await sql`CREATE INDEX request_log_id ON request_log (id)`.execute(db);
+    },
+  },
+  '0021_journal_key': {
+    // Spend per key: the key a sale was made with, out of the usage the journal already carries, as a
+    // column the report groups by and a key's page sums (indexed for that page's month). Generated, so
+    // the journal writer's statement is unchanged and no journal can disagree with its usage.
+    async up(db: Kysely<unknown>) {
+      await sql`ALTER TABLE ledger_journal
+        ADD COLUMN key_id text GENERATED ALWAYS AS (usage ->> 'key_id') STORED`.execute(db);
+      await sql`CREATE INDEX ledger_journal_key ON ledger_journal (key_id, occurred_at)
+        WHERE key_id IS NOT NULL`.execute(db);
+    },
+  },
 };
 
 class StaticProvider implements MigrationProvider {
@@ -497,13 +625,30 @@ class StaticProvider implements MigrationProvider {
   }
 }
 
-export async function migrateToLatest(db: Kysely<any>): Promise<string[]> {
+export async function migrateToLatest(
+  db: Kysely<any>,
+  onStep?: (step: { index: number; total: number; name: string }) => void,
+): Promise<string[]> {
   const migrator = new Migrator({
     db,
     provider: new StaticProvider(),
     migrationTableName: 'anima_migration',
     migrationLockTableName: 'anima_migration_lock',
   });
+  if (onStep) {
+    // One migration at a time, so the caller can say what is happening (a first start runs them all).
+    const pending = (await migrator.getMigrations()).filter((m) => !m.executedAt);
+    const done: string[] = [];
+    for (let i = 0; i < pending.length; i++) {
+      onStep({ index: i + 1, total: pending.length, name: pending[i]!.name });
+      const { error, results } = await migrator.migrateUp();
+      if (error) throw error instanceof Error ? error : new Error(String(error));
+      const ran = (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
+      if (!ran.length) break; // another process ran the rest meanwhile
+      done.push(...ran);
+    }
+    return done;
+  }
   const { error, results } = await migrator.migrateToLatest();
   if (error) throw error instanceof Error ? error : new Error(String(error));
   return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);

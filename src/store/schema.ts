@@ -51,6 +51,8 @@ export interface AppTable extends Versioned {
   enabled: ColumnType<boolean, boolean | undefined, boolean>;
   /** 'prepaid' (a wallet that must cover each request) | 'postpaid' (billed to a receivable). */
   billing: ColumnType<string, string | undefined, string>;
+  /** Markup over catalogue list prices for this app ('1.5'); null = the default markup. */
+  sale_markup: ColumnType<string | null, string | null | undefined, string | null>;
 }
 
 export interface ApiKeyTable extends Versioned {
@@ -190,6 +192,20 @@ export interface WebhookDeliveryTable {
   delivered_at: ColumnType<Date | null, Date | null | undefined, Date | null>;
 }
 
+export interface NotificationTargetTable {
+  id: string;
+  name: string;
+  url: string;
+  format: ColumnType<string, string | undefined, string>;
+  /** Sealed (config/secrets.ts); '' = none. */
+  secret: ColumnType<string, string | undefined, string>;
+  events: ColumnType<unknown, string | undefined, string>;
+  enabled: ColumnType<boolean, boolean | undefined, boolean>;
+  rate_per_minute: ColumnType<number, number | undefined, number>;
+  created_at: ColumnType<Date, Date | undefined, never>;
+  updated_at: ColumnType<Date, Date | undefined, Date>;
+}
+
 /** BIGINT micro-units (or counters): read as bigint, written as bigint or its decimal string. */
 type Micros = ColumnType<bigint, bigint | string | undefined, bigint | string>;
 
@@ -225,6 +241,8 @@ export interface LedgerJournalTable {
   created_at: ColumnType<Date, Date | undefined, never>;
   /** When the billed request happened (the report's day); created_at is when the journal was written. */
   occurred_at: ColumnType<Date, Date | undefined, never>;
+  /** The key of a sale (generated from usage.key_id): spend per key. */
+  key_id: ColumnType<string | null, never, never>;
 }
 
 export interface LedgerEntryTable {
@@ -252,4 +270,33 @@ export interface Database {
   admin_token: AdminTokenTable;
   audit_log: AuditLogTable;
   gateway_setting: GatewaySettingTable;
+  notification_target: NotificationTargetTable;
+  request_log: RequestLogTable;
+}
+
+/** One data-plane request (observability/request-log.ts); partitioned by day on `at`. */
+export interface RequestLogTable {
+  id: string;
+  at: ColumnType<Date, string, never>;
+  app_id: string | null;
+  key_id: string | null;
+  alias: string | null;
+  dialect: string;
+  channel: string | null;
+  upstream_model: string | null;
+  stream: boolean;
+  attempts: number;
+  route: ColumnType<unknown, string, never>;
+  status: number;
+  outcome: string;
+  error_code: string | null;
+  tokens_in: number | null;
+  tokens_out: number | null;
+  cost_micros: ColumnType<bigint | null, string | null, never>;
+  sale_micros: ColumnType<bigint | null, string | null, never>;
+  latency_ms: number;
+  ttfb_ms: number | null;
+  cache_hit: boolean;
+  aborted: boolean;
+  instance: string;
 }

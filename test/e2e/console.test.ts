@@ -11,6 +11,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
+import { createServer as createHttpServer } from 'node:http';
 import { type BrowserContext, type Page, chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FakeUpstream } from '../../fakes/common.js';
@@ -42,6 +43,7 @@ let browser: BrowserContext;
 let profile: string;
 let page: Page;
 let sk: string;
+let seedKeyId: string;
 let viewerToken: string;
 let taskId: string;
 const admin = adminApi(() => gw.url);
@@ -149,6 +151,7 @@ beforeAll(async () => {
   await admin('POST', `/apps/${APP}/wallet/fund`, { amount_micros: '50000000', idempotency_key: 'seed' });
   const k = await admin('POST', `/apps/${APP}/keys`, { name: 'seed key' });
   sk = k.sk;
+  seedKeyId = k.key.id;
   await admin('POST', '/quotas', {
     scope: 'app',
     scope_id: APP,
@@ -230,9 +233,13 @@ describe('operator console (headless Chromium)', () => {
     await expect.poll(() => page.locator('#live').textContent(), { timeout: 5_000 }).toBe('live');
     await expect.poll(() => page.locator('[data-tile="breakers"] .tile-value').textContent()).toBe('0 / 2');
     // Money is shown from integer micro-units: 6 requests at least 100 micro-units each.
+    // ... in the account currency (ANIMA_CURRENCY, USD by default), named beside the amounts.
     expect(await page.locator('[data-tile="money"] .tile-value').textContent()).toMatch(
-      /^\d+\.\d{2,6} \/ \d+\.\d{2,6}$/,
+      /^\d+\.\d{2,6} \/ \d+\.\d{2,6} USD$/,
     );
+    expect(await page.locator('#currency').textContent()).toBe('USD');
+    // Cluster-wide figures: this test runs one instance, and the note says how many were summed.
+    expect(await page.locator('#stats-scope').getAttribute('data-instances')).toBe('1');
     await shot(page, '01-overview');
   }, 30_000);
 
@@ -431,6 +438,114 @@ describe('operator console (headless Chromium)', () => {
     await waitFor(async () => (await chat()).status === 200, 3_000, 50);
   }, 30_000);
 
+  it('tests a channel with its button: the answer is shown; recent calls and latency are columns', async () => {
+    await go(page, '#/channels');
+    const row = page.locator('tr[data-channel="pri"]');
+    // The chats of the earlier tests went through pri: its 15-minute figures count them.
+    expect(
+      Number(
+        (await row.locator('[data-col="usage"]').textContent())!
+          .match(/^([\d,]+) calls/)![1]!
+          .replace(/,/g, ''),
+      ),
+    ).toBeGreaterThanOrEqual(6);
+    expect(await row.locator('[data-col="latency"]').textContent()).toMatch(/ms \/ .*ms$/);
+    const before = pri.stats.requests;
+    await row.locator('[data-action="test"]').click();
+    const result = page.locator('#channel-test .test-result');
+    await result.waitFor();
+    expect(await result.getAttribute('data-ok')).toBe('true');
+    expect(await result.textContent()).toContain('HTTP 200');
+    expect((await result.locator('[data-answer]').textContent())!.length).toBeGreaterThan(0);
+    expect(pri.stats.requests).toBe(before + 1); // one real request went to that channel
+    await shot(page, '09a-channel-test');
+  }, 30_000);
+
+  it('shows every alias target with its weight (1 when the chain names none)', async () => {
+    await go(page, '#/aliases');
+    const targets = page.locator('section[data-alias="main"] li[data-target]');
+    await targets.first().waitFor();
+    for (const t of await targets.all()) expect(await t.textContent()).toMatch(/weight \d+/);
+    expect(await page.locator('.page').textContent()).not.toContain('undefined');
+  }, 30_000);
+
+  it('is usable at phone width (375 × 812): no sideways scroll of the page, the nav works, tables scroll in their box', async () => {
+    const p = await signedIn(ADMIN_TOKEN);
+    try {
+      await p.setViewportSize({ width: 375, height: 812 });
+      // Every page the nav offers (pages added later are checked too).
+      const pages = await p
+        .locator('nav.nav a')
+        .evaluateAll((as) => as.map((a) => (a as unknown as { dataset: { page: string } }).dataset.page));
+      expect(pages.length).toBeGreaterThanOrEqual(11);
+      for (const id of pages) {
+        const hash = id === 'apps' ? `#/apps?app=${APP}` : `#/${id}`;
+        await go(p, hash);
+        const w = await p.evaluate(() => {
+          const d = (
+            globalThis as unknown as {
+              document: {
+                documentElement: { scrollWidth: number; clientWidth: number };
+                body: { scrollWidth: number };
+              };
+            }
+          ).document;
+          return {
+            doc: d.documentElement.scrollWidth,
+            body: d.body.scrollWidth,
+            view: d.documentElement.clientWidth,
+          };
+        });
+        expect(w.view, hash).toBeLessThanOrEqual(375);
+        expect(w.doc, hash).toBeLessThanOrEqual(w.view);
+        expect(w.body, hash).toBeLessThanOrEqual(w.view);
+      }
+      await shot(p, '14-phone-last-page');
+      // The nav collapses to one strip that scrolls sideways (not a column pushing the page down), every
+      // link reachable in it, and a tap on one opens its page.
+      const nav = (await p.locator('nav.nav').boundingBox())!;
+      expect(nav.height).toBeLessThan(80);
+      expect(nav.width).toBeLessThanOrEqual(375);
+      const link = p.locator('nav.nav a[data-page="channels"]');
+      await link.scrollIntoViewIfNeeded();
+      await link.click();
+      await p.waitForSelector('.page[data-page="channels"][data-ready]');
+      // The channels table is wider than a phone: it scrolls inside its box, not the page.
+      const box = await p
+        .locator('.table-box')
+        .first()
+        .evaluate((el) => ({ sw: el.scrollWidth, cw: el.clientWidth }));
+      expect(box.sw).toBeGreaterThan(box.cw);
+      await shot(p, '15-phone-channels');
+    } finally {
+      await p.close();
+    }
+  }, 60_000);
+
+  it('shows an empty state, not a scale of nothing, on charts with no traffic', async () => {
+    // A fresh gateway of its own (embedded database, no traffic yet).
+    const fresh = await startTestGateway();
+    const p = await browser.newPage();
+    watch(p);
+    try {
+      await p.goto(`${fresh.url}/console/#/overview`);
+      await p.fill('#token', ADMIN_TOKEN);
+      await p.click('form.signin button[type=submit]');
+      await p.waitForSelector('.page[data-page="overview"][data-ready]');
+      await p.waitForSelector('#traffic-tiles [data-tile="requests"]');
+      expect(await p.locator('figure.chart').count()).toBe(5);
+      expect(await p.locator('figure.chart[data-empty]').count()).toBe(5);
+      expect(await p.locator('figure.chart svg').count()).toBe(0);
+      expect(await p.locator('.charts').textContent()).toContain('No requests in this period');
+      expect(await p.locator('.page').textContent()).not.toContain('0.000001');
+      await shot(p, '16-overview-empty');
+    } finally {
+      await p.close();
+      await fresh.close();
+      await fresh.dbh.close();
+    }
+  }, 120_000);
+
   it('screens the remaining pages: prices, ledger (balanced), audit log', async () => {
     await go(page, '#/prices');
     await page.waitForSelector('tr[data-price]');
@@ -444,7 +559,7 @@ describe('operator console (headless Chromium)', () => {
     await go(page, '#/audit');
     await page.waitForSelector('#audit tr[data-audit]');
     const text = await page.locator('#audit').textContent();
-    for (const action of ['circuit_open', 'circuit_reset', 'task_cancel', 'set', 'update'])
+    for (const action of ['circuit_open', 'circuit_reset', 'task_cancel', 'set', 'update', 'channel_test'])
       expect(text).toContain(action);
     await shot(page, '11-audit');
   }, 30_000);
@@ -507,6 +622,107 @@ describe('operator console (headless Chromium)', () => {
     );
     await waitFor(async () => (await chat(k.sk)).status === 200, 3_000, 50);
     await shot(page, '15-apps-key-token-group');
+  }, 30_000);
+
+  it('adds a notification target, disables and enables it, and its Test button shows the delivery', async () => {
+    // A local receiver (loopback is in the test gateway's ANIMA_OUTBOUND_ALLOW).
+    const seen: Array<{ event: string; signature: string }> = [];
+    const rx = createHttpServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        seen.push({
+          event: String(req.headers['x-anima-event']),
+          signature: String(req.headers['x-anima-signature']),
+        });
+        res.writeHead(204).end();
+      });
+    });
+    await new Promise<void>((r) => rx.listen(0, '127.0.0.1', r));
+    try {
+      await go(page, '#/notifications');
+      const form = page.locator('#new-notification-target');
+      await form.locator('input[name="name"]').fill('e2e hook');
+      await form
+        .locator('input[name="url"]')
+        .fill(`http://127.0.0.1:${(rx.address() as { port: number }).port}/hook`);
+      await form.locator('select[name="format"]').selectOption('json');
+      await form.locator('input[name="secret"]').fill('e2e-secret');
+      await form.locator('input[name="event"][value="breaker.opened"]').check();
+      await form.locator('button[type=submit]').click();
+      const row = page.locator('tr[data-name="e2e hook"]');
+      await row.waitFor();
+      expect(await row.textContent()).toContain('breaker opened');
+      expect(await row.textContent()).toContain('signed');
+      await row.locator('[data-action="toggle"]').click();
+      await row.locator('[data-enabled="false"]').waitFor();
+      await row.locator('[data-action="toggle"]').click();
+      await row.locator('[data-enabled="true"]').waitFor();
+      await row.locator('[data-action="test"]').click();
+      const result = page.locator('#notification-test .test-result');
+      await result.waitFor();
+      expect(await result.getAttribute('data-ok')).toBe('true');
+      expect(await result.textContent()).toContain('HTTP 204');
+      expect(seen).toEqual([{ event: 'test', signature: expect.stringMatching(/^t=\d+,v1=[0-9a-f]{64}$/) }]);
+      await shot(page, '11b-notifications');
+      // A URL inside the network that is not allowed: refused, the reason shown.
+      await form.locator('input[name="name"]').fill('lan');
+      await form.locator('input[name="url"]').fill('http://10.9.8.7/hook');
+      await form.locator('button[type=submit]').click();
+      await page.locator('.toast', { hasText: 'outbound policy' }).waitFor();
+      expect(await page.locator('tr[data-name="lan"]').count()).toBe(0);
+    } finally {
+      await new Promise<void>((r) => rx.close(() => r()));
+    }
+  }, 30_000);
+
+  it('finds a failed request by key and minute on the Requests page: the channels tried and why, and its cost', async () => {
+    const pad = (n: number) => String(n).padStart(2, '0');
+    const local = (d: Date) =>
+      `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
+    const minute = new Date(Math.floor(Date.now() / 60_000) * 60_000);
+    // both channels out: the request fails, and its row says why each was passed over
+    await admin('POST', '/circuits/pri/open', { reason: 'e2e: requests page' });
+    await admin('POST', '/circuits/sec/open', { reason: 'e2e: requests page' });
+    const failed = await chat();
+    expect(failed.status).toBeGreaterThanOrEqual(500);
+    const failedId = failed.headers.get('x-request-id')!;
+    await admin('POST', '/circuits/pri/reset');
+    await admin('POST', '/circuits/sec/reset');
+    const served = await chat();
+    expect(served.status).toBe(200);
+    const servedId = served.headers.get('x-request-id')!;
+    await gw.requestLog!.flush();
+
+    await go(page, '#/requests');
+    const form = page.locator('#requests-filters');
+    await form.locator('input[name="key"]').fill(seedKeyId);
+    await form.locator('input[name="from"]').fill(local(minute));
+    await form.locator('input[name="to"]').fill(local(new Date(minute.getTime() + 120_000)));
+    await form.locator('input[name="errors"]').check();
+    await form.getByRole('button', { name: 'Search' }).click();
+    const row = page.locator(`tr[data-request="${failedId}"]`);
+    await row.waitFor();
+    expect(await page.locator('#requests-list tr[data-request]').count()).toBe(1); // errors only
+    await row.getByRole('button', { name: 'Details' }).click();
+    const detail = page.locator(`#request-detail [data-detail="${failedId}"]`);
+    await detail.waitFor();
+    const tried = page.locator('#request-detail table');
+    for (const ch of ['pri', 'sec']) expect(await tried.textContent()).toContain(ch);
+    expect(await tried.textContent()).toContain('breaker');
+    await shot(page, '17-requests-failed');
+    // the served one, with its cost and sale in the account currency
+    await form.locator('input[name="errors"]').uncheck();
+    await form.getByRole('button', { name: 'Search' }).click();
+    const ok = page.locator(`tr[data-request="${servedId}"]`);
+    await ok.waitFor();
+    await ok.getByRole('button', { name: 'Details' }).click();
+    await page.locator(`#request-detail [data-detail="${servedId}"]`).waitFor();
+    expect(await page.locator('#request-detail').textContent()).toMatch(
+      /Cost \/ sale\d[\d.]* USD \/ \d[\d.]* USD/,
+    );
+    // a request id a customer quotes opens directly
+    await go(page, `#/requests?id=${failedId}`);
+    await page.locator(`#request-detail [data-detail="${failedId}"]`).waitFor();
   }, 30_000);
 
   it('creates a viewer admin token (shown once) that reads and may not write; revoked, it is refused', async () => {
@@ -574,9 +790,11 @@ describe('operator console (headless Chromium)', () => {
         '#/token-groups',
         '#/prices',
         '#/ledger',
+        '#/requests',
         '#/tasks',
         '#/audit',
         '#/admin-tokens',
+        '#/notifications',
         '#/kill-switch',
       ]) {
         await go(v, hash);

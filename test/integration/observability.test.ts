@@ -3,7 +3,8 @@
  * Prometheus text parser) holds the expected counts and states; every metric the dashboards query
  * exists; each dashboard has Grafana's shape; a scrape with a large config stays cheap.
  */
-import { readdirSync, readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 // @ts-expect-error: the package ships no types
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
@@ -306,19 +307,59 @@ describe('metrics after a scripted mix of traffic', () => {
     }
   });
 
-  it('every metric the shipped alert rules use exists in a scrape', async () => {
+  it('every shipped alert rule is well formed and every metric it uses exists in a scrape', async () => {
     const m = await scrape();
     const doc = parseYaml(readFileSync('dashboards/alerts.yml', 'utf8')) as {
-      groups: Array<{ rules: Array<{ alert: string; expr: string }> }>;
+      groups: Array<{ name: string; rules: Array<Record<string, unknown>> }>;
     };
+    expect(Array.isArray(doc.groups) && doc.groups.length > 0).toBe(true);
     const rules = doc.groups.flatMap((g) => g.rules);
-    expect(rules.map((r) => r.alert)).toContain('AnimaJournalsNotWritten');
+    // The events operators are told about (README "Alerts and notifications") each have a rule.
+    for (const a of [
+      'AnimaJournalsNotWritten',
+      'AnimaDegraded',
+      'AnimaBreakerOpen',
+      'AnimaBreakerFlapping',
+      'AnimaChannelCredentialOut',
+      'AnimaErrorRate',
+      'AnimaBudgetThreshold',
+      'AnimaBudgetExhausted',
+    ])
+      expect(rules.map((r) => r.alert)).toContain(a);
+    expect(new Set(rules.map((r) => r.alert)).size).toBe(rules.length);
     for (const r of rules) {
-      const names = r.expr.match(/anima_[a-z_]+/g) ?? [];
-      expect(names.length, r.alert).toBeGreaterThan(0);
-      for (const metric of names) expect(m.has(metric), `${r.alert}: ${metric}`).toBe(true);
+      const name = String(r.alert);
+      // The keys Prometheus accepts on an alerting rule, and the ones our receivers route on.
+      for (const k of Object.keys(r))
+        expect(['alert', 'expr', 'for', 'keep_firing_for', 'labels', 'annotations'], name).toContain(k);
+      expect(name).toMatch(/^Anima[A-Za-z]+$/);
+      expect(typeof r.expr, name).toBe('string');
+      if (r.for !== undefined) expect(String(r.for), name).toMatch(/^\d+[smh]$/);
+      expect(['info', 'warning', 'critical'], name).toContain((r.labels as { severity?: string })?.severity);
+      expect(typeof (r.annotations as { summary?: unknown })?.summary, name).toBe('string');
+      const names = String(r.expr).match(/anima_[a-z_]+/g) ?? [];
+      expect(names.length, name).toBeGreaterThan(0);
+      for (const metric of names) expect(m.has(metric), `${name}: ${metric}`).toBe(true);
     }
   });
+
+  // promtool ships with Debian's `prometheus` package: where it is installed, the rules are checked by
+  // Prometheus's own parser, and dashboards/alerts.test.yml proves the breaker and budget rules fire.
+  it.runIf(existsSync('/usr/bin/promtool'))(
+    'promtool accepts the rules and their unit tests pass (promtool check rules, test rules)',
+    () => {
+      const check = spawnSync('/usr/bin/promtool', ['check', 'rules', 'dashboards/alerts.yml'], {
+        encoding: 'utf8',
+      });
+      expect(check.status, check.stdout + check.stderr).toBe(0);
+      expect(check.stdout).toMatch(/SUCCESS: \d+ rules found/);
+      const test = spawnSync('/usr/bin/promtool', ['test', 'rules', 'dashboards/alerts.test.yml'], {
+        encoding: 'utf8',
+      });
+      expect(test.status, test.stdout + test.stderr).toBe(0);
+      expect(test.stdout + test.stderr).toContain('SUCCESS');
+    },
+  );
 
   it('a scrape with 200 channels, 1,000 keys and 100 aliases takes under 50 ms and stays under 2 MB', async () => {
     const db = G.dbh.db;

@@ -43,17 +43,30 @@ const RANK_EXCEPTIONS: Record<string, string> = {
  * test: adding a dependency is a decision about which layer owns it.
  */
 const PACKAGES: Record<string, string[]> = {
-  kysely: ['store', 'config', 'billing', 'tasks'], // SQL stays with the tables' owners
+  kysely: ['store', 'config', 'billing', 'tasks', 'observability'], // SQL stays with the tables' owners (the request log owns its own)
   pg: ['store'],
   '@electric-sql/pglite': ['store'],
   ioredis: ['coord', 'quota', 'billing'], // quota's and billing's Lua scripts run on their own connections
   fastify: ['http'],
   'prom-client': ['observability'],
   pino: ['observability', 'config', 'billing', 'tasks', 'http', 'app'], // the Logger type, handed in
+  'pino-pretty': ['observability'], // a terminal's readable lines (ANIMA_LOG_FORMAT=pretty)
   undici: ['lib', 'providers', 'tasks'],
   'gpt-tokenizer': ['providers', 'quota', 'billing'],
   yaml: ['config'],
   '@sinclair/typebox': ['config', 'http'], // the admin resources' schemas (config/schema.ts) and bodies
+  // Bedrock channels: SigV4 signing and the binary event stream (providers/bedrock/)
+  '@smithy/signature-v4': ['providers'],
+  '@smithy/eventstream-codec': ['providers'],
+  '@smithy/util-utf8': ['providers'],
+  // OpenTelemetry traces (observability/tracing.ts): explicit spans, no auto-instrumentation
+  '@opentelemetry/api': ['observability'],
+  '@opentelemetry/core': ['observability'],
+  '@opentelemetry/resources': ['observability'],
+  '@opentelemetry/sdk-trace': ['observability'],
+  '@opentelemetry/exporter-trace-otlp-proto': ['observability'],
+  '@opentelemetry/exporter-trace-otlp-http': ['observability'],
+  '@opentelemetry/semantic-conventions': ['observability'],
 };
 
 /** Single files allowed a package their folder is not, each with its reason. */

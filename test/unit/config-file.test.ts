@@ -9,6 +9,7 @@ import {
   formatPlan,
   parseConfigDoc,
   planApply,
+  isPlaceholder,
 } from '../../src/config/config-file.js';
 import type { DbHandle } from '../../src/store/db.js';
 import { CONFIG_ENV, CONFIG_FILE } from '../fixtures/config-file.js';
@@ -71,9 +72,24 @@ describe('anima apply', () => {
     expect(() => parseConfigDoc('apiVersion: anima/v1\napps:\n  - id: a\n    colour: red\n')).toThrow(
       /colour is not a field/,
     );
-    await expect(planApply(admin, parseConfigDoc(FILE), {}, readCredential)).rejects.toThrow(
-      /OPENAI_KEY is not set/,
-    );
+    // a new channel can't be made without its credential
+    await expect(
+      planApply(admin, parseConfigDoc(FILE.replace(/code: oai\b/, 'code: oai-new')), {}, readCredential),
+    ).rejects.toThrow(/OPENAI_KEY is not set \(a new channel needs its credential\)/);
+  });
+
+  it('an export re-applied without its secrets keeps the stored credentials; a placeholder never replaces one', async () => {
+    const stored = await readCredential('oai');
+    expect(stored).toBeTruthy();
+    // unset: the existing channel keeps its credential, and the plan has nothing to say about it
+    const kept = await planApply(admin, parseConfigDoc(FILE), {}, readCredential);
+    expect(kept.filter((c) => c.entity === 'channel')).toEqual([]);
+    for (const placeholder of ['', 'changeme', 'REPLACE_ME', '<your key>', '${OPENAI_KEY}', '***', '(set)'])
+      await expect(
+        planApply(admin, parseConfigDoc(FILE), { OPENAI_KEY: placeholder }, readCredential),
+      ).rejects.toThrow(/holds a placeholder/);
+    expect(await readCredential('oai')).toBe(stored);
+    expect(isPlaceholder('sk-live-abc123')).toBe(false);
   });
 
   it('no phantom diffs or duplicates: a trailing slash, an app without id, a channel that only has a scheduled version', async () => {

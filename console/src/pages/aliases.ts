@@ -78,6 +78,8 @@ export async function aliasesPage(root: HTMLElement, ctx: Ctx): Promise<void> {
   };
 
   const card = (a: Alias & { versions: number }) => {
+    // A target stored without a weight weighs 1 (the router's default): show and save it as 1.
+    for (const tier of a.chain) for (const t of tier.targets) if (typeof t.weight !== 'number') t.weight = 1;
     let draft = a.chain.map((t) => ({ targets: t.targets.map((x) => ({ ...x })) }));
     const el = h('section', { class: 'card', 'data-alias': a.name });
     const conflict = h('div');

@@ -5,7 +5,7 @@
 import { ApiError, api, enc, get, qs } from '../api.js';
 import { type Ctx, conflictBox, isConflict, pageHeader, pickCurrent, writeBtn } from '../ctx.js';
 import { badge, busy, confirmDialog, field, fmtTime, h, replace, showSecret, table, toast } from '../dom.js';
-import { formatMicros, parseMoney } from '../money.js';
+import { formatMicros, formatMoney, parseMoney } from '../money.js';
 
 interface App {
   id: string;
@@ -312,15 +312,15 @@ export async function appsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
             'div',
             { class: 'kv' },
             h('span', null, 'Ledger balance'),
-            h('strong', { 'data-balance': '' }, formatMicros(w.ledger_balance_micros)),
+            h('strong', { 'data-balance': '' }, formatMoney(w.ledger_balance_micros)),
             h('span', null, 'Spendable now'),
-            h('span', null, formatMicros(w.spendable_micros)),
+            h('span', null, formatMoney(w.spendable_micros)),
             h('span', null, 'Reserved by requests in flight'),
-            h('span', null, formatMicros(w.reserved_micros)),
+            h('span', null, formatMoney(w.reserved_micros)),
             h('span', null, 'Charged, not yet written'),
-            h('span', null, formatMicros(w.unwritten_micros)),
+            h('span', null, formatMoney(w.unwritten_micros)),
             h('span', null, 'Funded / spent (all time)'),
-            h('span', null, `${formatMicros(w.funded_micros)} / ${formatMicros(w.spent_micros)}`),
+            h('span', null, `${formatMoney(w.funded_micros)} / ${formatMoney(w.spent_micros)}`),
           ),
           ctx.canWrite
             ? h(
@@ -339,7 +339,7 @@ export async function appsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
                     if (micros <= 0n) return;
                     const { ok } = await confirmDialog({
                       title: `Fund ${appId}?`,
-                      message: `Add ${formatMicros(micros)} to the wallet of ${appId}.`,
+                      message: `Add ${formatMoney(micros)} to the wallet of ${appId}.`,
                       confirm: 'Fund',
                     });
                     if (!ok) return;
@@ -350,7 +350,7 @@ export async function appsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
                         memo: `console: ${ctx.me.name}`,
                       });
                       idem = crypto.randomUUID();
-                      toast(`Funded ${formatMicros(micros)}`, 'ok');
+                      toast(`Funded ${formatMoney(micros)}`, 'ok');
                       await drawWallet();
                     });
                   },

@@ -14,6 +14,8 @@ import {
   errorText,
   field,
   fmtAgo,
+  fmtInt,
+  fmtMs,
   fmtTime,
   h,
   replace,
@@ -36,6 +38,79 @@ interface Channel {
   effective_from: string | null;
   effective_to: string | null;
   updated_at: string | null;
+}
+
+/** Recent upstream figures of one channel (GET /stats/channels: every live instance's, summed). */
+interface ChannelFigures {
+  channel: string;
+  requests: number;
+  errors: number;
+  error_rate: number;
+  p50_ms: number | null;
+  p95_ms: number | null;
+}
+interface FiguresAnswer {
+  minutes: number;
+  instances: number;
+  data: ChannelFigures[];
+}
+
+/** What POST /channels/:code/test answered. */
+interface TestResult {
+  ok: boolean;
+  channel: string;
+  tested: string;
+  status: number | null;
+  latency_ms: number | null;
+  model: string | null;
+  answer?: string;
+  error?: { code: string; message: string };
+}
+
+const FIGURES_MINUTES = 15;
+
+function usageCell(f: ChannelFigures | undefined): HTMLElement | string {
+  if (!f) return h('span', { class: 'muted' }, 'no calls');
+  return h(
+    'span',
+    null,
+    `${fmtInt(f.requests)} calls`,
+    h(
+      'div',
+      { class: `small ${f.errors ? 'text-bad' : 'muted'}` },
+      `${(f.error_rate * 100).toFixed(f.error_rate > 0 && f.error_rate < 0.01 ? 2 : 1)}% failed`,
+    ),
+  );
+}
+
+function latencyCell(f: ChannelFigures | undefined): string {
+  return f ? `${fmtMs(f.p50_ms)} / ${fmtMs(f.p95_ms)}` : '—';
+}
+
+/** The Test-channel result, as a small panel: what was sent, the status and time, the answer or the error. */
+function testPanel(r: TestResult): HTMLElement {
+  return h(
+    'div',
+    { class: `test-result ${r.ok ? 'test-ok' : 'test-bad'}`, role: 'status', 'data-ok': String(r.ok) },
+    h(
+      'div',
+      null,
+      badge(r.ok ? 'answered' : 'failed', r.ok ? 'ok' : 'bad'),
+      h('strong', null, ` ${r.channel}`),
+      h(
+        'span',
+        { class: 'muted' },
+        ` · ${r.tested}${r.model ? ` · ${r.model}` : ''}${r.status !== null ? ` · HTTP ${r.status}` : ''}${r.latency_ms !== null ? ` · ${fmtMs(r.latency_ms)}` : ''}`,
+      ),
+    ),
+    r.ok
+      ? h('div', { class: 'mono small', 'data-answer': '' }, r.answer ?? '')
+      : h(
+          'div',
+          { class: 'small', 'data-error': r.error?.code ?? '' },
+          `${r.error?.code}: ${r.error?.message}`,
+        ),
+  );
 }
 
 /** The provider kinds come from the gateway's registry (GET /provider-kinds): fetched once per page load. */
@@ -79,7 +154,10 @@ function healthCell(c: Circuit | undefined): HTMLElement | string {
 export async function channelsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
   const tableBox = h('div', { class: 'table-box' });
   const editor = h('section', { class: 'panel', id: 'channel-editor', hidden: true });
+  const testBox = h('section', { class: 'panel', id: 'channel-test', hidden: true });
   let circuits = new Map<string, Circuit>();
+  let figures = new Map<string, ChannelFigures>();
+  let figuresNote = '';
   let channels: Array<Channel & { versions: number }> = [];
 
   root.append(
@@ -88,9 +166,37 @@ export async function channelsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
       writeBtn(ctx, 'New channel', () => openCreate(), { class: 'btn btn-primary' }),
       h('button', { type: 'button', class: 'btn', onclick: () => void load() }, 'Refresh'),
     ),
+    testBox,
     tableBox,
     editor,
   );
+
+  const runTest = async (code: string, btn: HTMLButtonElement) => {
+    await busy(btn, async () => {
+      testBox.hidden = false;
+      replace(testBox, h('p', { class: 'muted' }, `Testing ${code}: one small request…`));
+      const r = await api<TestResult>('POST', `/channels/${enc(code)}/test`, {});
+      replace(
+        testBox,
+        h('h3', null, `Test of ${code}`),
+        testPanel(r),
+        h(
+          'p',
+          { class: 'muted small' },
+          'One real request through this channel only (no alias chain, no breaker admission), not billed to any app; recorded in the audit log.',
+        ),
+        h(
+          'button',
+          {
+            type: 'button',
+            class: 'btn btn-plain',
+            onclick: () => ((testBox.hidden = true), replace(testBox)),
+          },
+          'Close',
+        ),
+      );
+    });
+  };
 
   const actOnBreaker = async (code: string, action: 'open' | 'close' | 'reset', btn: HTMLButtonElement) => {
     await busy(btn, async () => {
@@ -156,6 +262,8 @@ export async function channelsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
       h('td', { 'data-col': 'breaker' }, breakerCell(c)),
       h('td', { 'data-col': 'window', class: 'small' }, windowCell(c)),
       h('td', { 'data-col': 'health' }, healthCell(c)),
+      h('td', { 'data-col': 'usage', class: 'num' }, usageCell(figures.get(ch.code))),
+      h('td', { 'data-col': 'latency', class: 'num' }, latencyCell(figures.get(ch.code))),
       h('td', { class: 'num' }, String(ch.weight)),
       h(
         'td',
@@ -180,6 +288,10 @@ export async function channelsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
           title: 'Close and forget the window',
         }),
         writeBtn(ctx, ch.enabled ? 'Disable' : 'Enable', (b) => setEnabled(ch, !ch.enabled, b)),
+        writeBtn(ctx, 'Test', (b) => runTest(ch.code, b), {
+          title: 'Send one small real request through this channel and show the answer',
+          'data-action': 'test',
+        }),
         h(
           'button',
           { type: 'button', class: 'btn', onclick: () => void openEdit(ch.code) },
@@ -201,9 +313,19 @@ export async function channelsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
           h(
             'tr',
             null,
-            ['Channel', 'Provider', 'Enabled', 'Breaker', 'Window', 'Health', 'Weight', 'Version', ''].map(
-              (t) => h('th', null, t),
-            ),
+            [
+              'Channel',
+              'Provider',
+              'Enabled',
+              'Breaker',
+              'Window',
+              'Health',
+              `Calls (${FIGURES_MINUTES} min)`,
+              'Latency p50 / p95',
+              'Weight',
+              'Version',
+              '',
+            ].map((t) => h('th', null, t)),
           ),
         ),
         h(
@@ -211,9 +333,10 @@ export async function channelsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
           null,
           channels.length
             ? channels.map((ch) => h('tr', { 'data-channel': ch.code }, row(ch)))
-            : h('tr', null, h('td', { colspan: 9, class: 'empty' }, 'No channels yet.')),
+            : h('tr', null, h('td', { colspan: 11, class: 'empty' }, 'No channels yet.')),
         ),
       ),
+      figuresNote ? h('p', { class: 'muted small', id: 'channel-figures-note' }, figuresNote) : null,
     );
   };
 
@@ -231,11 +354,17 @@ export async function channelsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
   };
 
   const load = async () => {
-    const [list, circ] = await Promise.all([
+    const [list, circ, figs] = await Promise.all([
       get<{ data: Channel[] }>('/channels?limit=500'),
       get<{ data: Circuit[] }>('/circuits'),
+      // Figures are a nicety: a gateway without them still lists its channels.
+      get<FiguresAnswer>(`/stats/channels?minutes=${FIGURES_MINUTES}`).catch(() => null),
     ]);
     if (!ctx.alive()) return;
+    figures = new Map((figs?.data ?? []).map((f) => [f.channel, f]));
+    figuresNote = figs
+      ? `Calls and latency: upstream attempts in the last ${figs.minutes} minutes, summed over ${figs.instances} live instance${figs.instances === 1 ? '' : 's'}.`
+      : '';
     channels = pickCurrent(list.data, (c) => c.code);
     circuits = new Map(circ.data.map((c) => [c.channel, c]));
     draw();

@@ -6,7 +6,7 @@
 import { ApiError, get, qs } from '../api.js';
 import { type Ctx, pageHeader } from '../ctx.js';
 import { badge, busy, field, fmtTime, h, replace, table } from '../dom.js';
-import { big, formatMicros, percent } from '../money.js';
+import { big, formatMoney, percent } from '../money.js';
 
 interface Account {
   code: string;
@@ -80,15 +80,15 @@ export async function ledgerPage(root: HTMLElement, ctx: Ctx): Promise<void> {
         h(
           'div',
           { class: 'tile-sub' },
-          `debits ${formatMicros(t.debits_micros)} = credits ${formatMicros(t.credits_micros)}`,
+          `debits ${formatMoney(t.debits_micros)} = credits ${formatMoney(t.credits_micros)}`,
         ),
       ),
       h(
         'div',
         { class: 'tile' },
         h('div', { class: 'tile-label' }, 'Pending (holds)'),
-        h('div', { class: 'tile-value' }, formatMicros(t.pending_debits_micros)),
-        h('div', { class: 'tile-sub' }, `credits ${formatMicros(t.pending_credits_micros)}`),
+        h('div', { class: 'tile-value' }, formatMoney(t.pending_debits_micros)),
+        h('div', { class: 'tile-sub' }, `credits ${formatMoney(t.pending_credits_micros)}`),
       ),
       h(
         'div',
@@ -108,20 +108,20 @@ export async function ledgerPage(root: HTMLElement, ctx: Ctx): Promise<void> {
         [
           { title: 'Account', render: (a) => h('span', { class: 'mono' }, a.code) },
           { title: 'Kind', render: (a) => a.kind },
-          { title: 'Debits', render: (a) => formatMicros(a.debits_posted), class: 'num' },
-          { title: 'Credits', render: (a) => formatMicros(a.credits_posted), class: 'num' },
+          { title: 'Debits', render: (a) => formatMoney(a.debits_posted), class: 'num' },
+          { title: 'Credits', render: (a) => formatMoney(a.credits_posted), class: 'num' },
           {
             title: 'Balance',
             render: (a) => {
               const dr = big(a.debits_posted);
               const cr = big(a.credits_posted);
-              return h('strong', null, formatMicros(debitNormal(a) ? dr - cr : cr - dr));
+              return h('strong', null, formatMoney(debitNormal(a) ? dr - cr : cr - dr));
             },
             class: 'num',
           },
           {
             title: 'Pending dr / cr',
-            render: (a) => `${formatMicros(a.debits_pending)} / ${formatMicros(a.credits_pending)}`,
+            render: (a) => `${formatMoney(a.debits_pending)} / ${formatMoney(a.credits_pending)}`,
             class: 'num small',
           },
         ],
@@ -167,16 +167,16 @@ export async function ledgerPage(root: HTMLElement, ctx: Ctx): Promise<void> {
             render: (row: Record<string, string | number | null>) => String(row[d] ?? '—'),
           })),
           { title: 'Journals', render: (row) => String(row.journals), class: 'num' },
-          { title: 'Revenue', render: (row) => formatMicros(String(row.revenue_micros)), class: 'num' },
-          { title: 'Cost', render: (row) => formatMicros(String(row.cost_micros)), class: 'num' },
+          { title: 'Revenue', render: (row) => formatMoney(String(row.revenue_micros)), class: 'num' },
+          { title: 'Cost', render: (row) => formatMoney(String(row.cost_micros)), class: 'num' },
           {
             title: 'Uncollected',
-            render: (row) => formatMicros(String(row.uncollected_micros)),
+            render: (row) => formatMoney(String(row.uncollected_micros)),
             class: 'num',
           },
           {
             title: 'Spread',
-            render: (row) => h('strong', null, formatMicros(String(row.spread_micros))),
+            render: (row) => h('strong', null, formatMoney(String(row.spread_micros))),
             class: 'num',
           },
           {
@@ -191,7 +191,7 @@ export async function ledgerPage(root: HTMLElement, ctx: Ctx): Promise<void> {
       h(
         'p',
         { class: 'muted' },
-        `Total: revenue ${formatMicros(rev)} · cost ${formatMicros(cost)} · spread ${formatMicros(rev - cost)} (${percent(rev - cost, rev)})`,
+        `Total: revenue ${formatMoney(rev)} · cost ${formatMoney(cost)} · spread ${formatMoney(rev - cost)} (${percent(rev - cost, rev)})`,
       ),
     );
   };
@@ -250,12 +250,12 @@ export async function ledgerPage(root: HTMLElement, ctx: Ctx): Promise<void> {
               { title: 'Account', render: (e) => h('span', { class: 'mono' }, e.account) },
               {
                 title: 'Debit',
-                render: (e) => (big(e.debit_micros) ? formatMicros(e.debit_micros) : ''),
+                render: (e) => (big(e.debit_micros) ? formatMoney(e.debit_micros) : ''),
                 class: 'num',
               },
               {
                 title: 'Credit',
-                render: (e) => (big(e.credit_micros) ? formatMicros(e.credit_micros) : ''),
+                render: (e) => (big(e.credit_micros) ? formatMoney(e.credit_micros) : ''),
                 class: 'num',
               },
               { title: '', render: (e) => (e.pending ? badge('pending', 'warn') : '') },
@@ -275,7 +275,7 @@ export async function ledgerPage(root: HTMLElement, ctx: Ctx): Promise<void> {
           h('td', null, j.app_id ?? '—'),
           h('td', { class: 'small' }, [j.alias, j.channel].filter(Boolean).join(' / ') || '—'),
           h('td', { class: 'mono small' }, j.request_id ?? j.task_id ?? '—'),
-          h('td', { class: 'num' }, formatMicros(total)),
+          h('td', { class: 'num' }, formatMoney(total)),
         ),
         entries,
       );

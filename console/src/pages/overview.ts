@@ -1,12 +1,12 @@
 /**
- * Overview: the last hour (or ten minutes) of this instance's traffic — requests, error rate, p50/p99
+ * Overview: the last hour (or ten minutes) of traffic summed over every live instance — requests, error rate, p50/p99
  * latency, gateway overhead, sale vs cost — from /stats/timeseries, plus live breaker and queue tiles.
  */
 import { get } from '../api.js';
 import { chart } from '../charts.js';
 import { type Ctx, pageHeader } from '../ctx.js';
 import { fmtInt, fmtMs, h, replace } from '../dom.js';
-import { big, formatMicros, percent } from '../money.js';
+import { big, currencyCode, formatMicros, formatMoney, percent } from '../money.js';
 
 interface Point {
   t: number;
@@ -24,6 +24,8 @@ interface Point {
   cost_micros: string;
 }
 interface Series {
+  scope?: 'cluster' | 'instance';
+  instances?: number;
   step_s: number;
   minutes: number;
   points: Point[];
@@ -63,17 +65,8 @@ export async function overviewPage(root: HTMLElement, ctx: Ctx): Promise<void> {
   const liveTiles = h('div', { class: 'tiles', id: 'live-tiles' });
   const tiles = h('div', { class: 'tiles', id: 'traffic-tiles' });
   const charts = h('div', { class: 'charts' });
-  root.append(
-    pageHeader('Overview', select),
-    liveTiles,
-    tiles,
-    charts,
-    h(
-      'p',
-      { class: 'muted small' },
-      "Traffic figures are this instance's own (each instance keeps its last hour in memory); breakers, queues and the kill switch are shared by all instances.",
-    ),
-  );
+  const scopeNote = h('p', { class: 'muted small', id: 'stats-scope' });
+  root.append(pageHeader('Overview', select), liveTiles, tiles, charts, scopeNote);
 
   const unsub = ctx.live.subscribe((snap) => {
     const open = snap.circuits.filter((c) => c.state !== 'closed');
@@ -117,6 +110,12 @@ export async function overviewPage(root: HTMLElement, ctx: Ctx): Promise<void> {
     const s = await get<Series>(`/stats/timeseries?minutes=${range.minutes}&step=${range.step}`);
     if (!ctx.alive()) return;
     const t = s.totals;
+    const n = s.instances ?? 1;
+    scopeNote.dataset.instances = String(n);
+    scopeNote.textContent =
+      s.scope === 'instance'
+        ? "Traffic figures are this instance's own: the shared store did not answer, so other instances' figures are missing. Breakers, queues and the kill switch are shared by all instances."
+        : `Traffic figures are summed over ${n} live instance${n === 1 ? '' : 's'} (each publishes its last hour every few seconds); breakers, queues and the kill switch are shared by all instances. Money in ${currencyCode()}.`;
     const sale = big(t.sale_micros);
     const cost = big(t.cost_micros);
     replace(
@@ -136,8 +135,8 @@ export async function overviewPage(root: HTMLElement, ctx: Ctx): Promise<void> {
       ),
       tile(
         'Sale vs cost',
-        `${formatMicros(sale)} / ${formatMicros(cost)}`,
-        `spread ${formatMicros(sale - cost)} (${percent(sale - cost, sale)} of sale)`,
+        `${formatMicros(sale)} / ${formatMoney(cost)}`,
+        `spread ${formatMoney(sale - cost)} (${percent(sale - cost, sale)} of sale)`,
         { 'data-tile': 'money' },
       ),
     );
@@ -193,7 +192,7 @@ export async function overviewPage(root: HTMLElement, ctx: Ctx): Promise<void> {
         ],
       }),
       chart({
-        title: 'Spend (sale) vs cost',
+        title: `Spend (sale) vs cost, ${currencyCode()}`,
         kind: 'line',
         times,
         stepS: s.step_s,

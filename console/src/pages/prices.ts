@@ -7,7 +7,7 @@
 import { api, enc, get, qs } from '../api.js';
 import { type Ctx, isConflict, pageHeader, windowState, writeBtn } from '../ctx.js';
 import { badge, busy, confirmDialog, field, fmtTime, h, replace, table, toast } from '../dom.js';
-import { big, formatMicros, parseMoney, percent } from '../money.js';
+import { big, formatMoney, parseMoney, percent } from '../money.js';
 
 type Price = Record<string, string | number | null> & {
   id: string;
@@ -103,8 +103,8 @@ export async function pricesPage(root: HTMLElement, ctx: Ctx): Promise<void> {
           'tr',
           null,
           h('td', null, UNIT_LABEL[u] ?? u),
-          h('td', { class: 'num' }, formatMicros(sale)),
-          h('td', { class: 'num' }, formatMicros(cost)),
+          h('td', { class: 'num' }, formatMoney(sale)),
+          h('td', { class: 'num' }, formatMoney(cost)),
           h('td', { class: 'num' }, percent(sale - cost, sale)),
         );
       }),

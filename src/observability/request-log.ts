@@ -1,0 +1,346 @@
+/**
+ * The request log: one row per data-plane request (who, what, where it went, how it ended, what it cost),
+ * for "why did this customer get a 502 at 14:03". Written off the request path: rows are buffered here and
+ * inserted in batches (one multi-row INSERT per flush, by `unnest` of column arrays), at most every
+ * `flushMs` or when `batch` rows wait. Cost per request: bench/overhead.ts (figures in bench/README.md).
+ *
+ * It is a log, not a record: the ledger holds the money, exactly once. Rows still buffered when a process
+ * dies are lost, and when the database is slower than the traffic the buffer is bounded (`maxBuffered`):
+ * the oldest rows are dropped and counted (`dropped`), never the request held up.
+ *
+ * Storage: `request_log`, range-partitioned by day in UTC, so retention is a DROP of whole partitions
+ * (`retentionDays`), never a DELETE scan. Each instance makes the partitions it writes to (today and
+ * tomorrow ahead of time, and any day a batch carries), tolerating another instance doing the same.
+ * Indexes: (at, id) as the key, (key_id, at) and (app_id, at) for the console's filters, and (id) for a
+ * request id a customer quotes.
+ */
+import { sql } from 'kysely';
+import type { Logger } from 'pino';
+import type { RequestContext } from '../core/context.js';
+import type { Db } from '../store/db.js';
+
+export interface RequestLogRow {
+  id: string;
+  at: Date;
+  app_id: string | null;
+  key_id: string | null;
+  alias: string | null;
+  dialect: string;
+  channel: string | null;
+  upstream_model: string | null;
+  stream: boolean;
+  attempts: number;
+  /** Channels tried before the one that answered (or all of them): channel, what, reason, status, ms. */
+  route: unknown[];
+  status: number;
+  outcome: string;
+  error_code: string | null;
+  tokens_in: number | null;
+  tokens_out: number | null;
+  cost_micros: string | null;
+  sale_micros: string | null;
+  latency_ms: number;
+  ttfb_ms: number | null;
+  cache_hit: boolean;
+  aborted: boolean;
+  instance: string;
+}
+
+export interface RequestLogOptions {
+  batch: number;
+  flushMs: number;
+  maxBuffered: number;
+  retentionDays: number;
+  instance: string;
+}
+
+export const REQUEST_LOG_DEFAULTS: Omit<RequestLogOptions, 'instance'> = {
+  batch: 1_000,
+  flushMs: 1_000,
+  maxBuffered: 100_000,
+  retentionDays: 14,
+};
+
+const DAY_MS = 86_400_000;
+
+function partitionName(day: number): string {
+  return 'request_log_' + new Date(day * DAY_MS).toISOString().slice(0, 10).replace(/-/g, '');
+}
+
+export class RequestLog {
+  private buf: RequestLogRow[] = [];
+  private timer: NodeJS.Timeout | null = null;
+  private flushing: Promise<void> | null = null;
+  private readonly made = new Set<number>();
+  private maintainedAt = 0;
+  written = 0;
+  dropped = 0;
+  failures = 0;
+  lastError: string | null = null;
+
+  constructor(
+    private readonly db: Db,
+    private readonly log: Logger,
+    private readonly opts: RequestLogOptions,
+  ) {}
+
+  /** Called once per request as it ends; never waits, never throws. */
+  record(ctx: RequestContext): void {
+    if (this.buf.length >= this.opts.maxBuffered) {
+      this.buf.shift();
+      this.dropped++;
+    }
+    const now = Date.now();
+    this.buf.push({
+      id: ctx.id,
+      at: new Date(now - ctx.elapsedMs()),
+      app_id: ctx.app?.id ?? null,
+      key_id: ctx.key?.id ?? null,
+      alias: ctx.aliasName,
+      dialect: ctx.dialect,
+      channel: ctx.channel,
+      upstream_model: ctx.upstreamModel,
+      stream: ctx.stream,
+      attempts: ctx.attempts,
+      route: ctx.route.length ? ctx.route.map((r) => ({ ...r })) : [],
+      status: ctx.status,
+      outcome: ctx.outcome,
+      error_code: ctx.error?.code ?? null,
+      tokens_in: ctx.usage?.inputTokens ?? null,
+      tokens_out: ctx.usage?.outputTokens ?? null,
+      cost_micros: ctx.costMicros === null ? null : String(ctx.costMicros),
+      sale_micros: ctx.saleMicros === null ? null : String(ctx.saleMicros),
+      latency_ms: Math.round(ctx.elapsedMs() * 10) / 10,
+      ttfb_ms: ctx.ttfbMs === null ? null : Math.round(ctx.ttfbMs * 10) / 10,
+      cache_hit: ctx.cacheHit,
+      aborted: ctx.clientAborted,
+      instance: this.opts.instance,
+    });
+    if (this.buf.length >= this.opts.batch) void this.flush();
+    else if (!this.timer) {
+      this.timer = setTimeout(() => void this.flush(), this.opts.flushMs);
+      this.timer.unref();
+    }
+  }
+
+  /** Rows waiting to be written. */
+  get pending(): number {
+    return this.buf.length;
+  }
+
+  /** Writes what is buffered (one batch at a time); resolves when the buffer was handed to the database. */
+  async flush(): Promise<void> {
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    // Everything buffered now, batch after batch, until a write fails (the rows are kept for the retry).
+    for (;;) {
+      while (this.flushing) await this.flushing;
+      if (!this.buf.length) return;
+      const rows = this.buf.splice(0, this.opts.batch);
+      const done: Promise<boolean> = this.write(rows).finally(() => (this.flushing = null));
+      this.flushing = done.then(() => {});
+      if (!(await done)) break;
+    }
+    if (this.buf.length && !this.timer) {
+      this.timer = setTimeout(() => void this.flush(), this.opts.flushMs);
+      this.timer.unref();
+    }
+  }
+
+  /** false: the database refused the batch (its rows are back in the buffer, as room allows). */
+  private async write(batch: RequestLogRow[]): Promise<boolean> {
+    // A row older than the retention (a request that ran for days, a clock far off) has no partition to
+    // go to: it is past keeping anyway.
+    const oldest = (Math.floor(Date.now() / DAY_MS) - this.opts.retentionDays) * DAY_MS;
+    const rows = batch.filter((r) => r.at.getTime() >= oldest);
+    this.dropped += batch.length - rows.length;
+    if (!rows.length) return true;
+    try {
+      await this.maintain(rows);
+      const col = <K extends keyof RequestLogRow>(k: K) => rows.map((r) => r[k]);
+      await sql`INSERT INTO request_log (id, at, app_id, key_id, alias, dialect, channel, upstream_model,
+          stream, attempts, route, status, outcome, error_code, tokens_in, tokens_out, cost_micros,
+          sale_micros, latency_ms, ttfb_ms, cache_hit, aborted, instance)
+        SELECT * FROM unnest(${col('id')}::text[], ${rows.map((r) => r.at.toISOString())}::timestamptz[], ${col('app_id')}::text[],
+          ${col('key_id')}::text[], ${col('alias')}::text[], ${col('dialect')}::text[], ${col('channel')}::text[],
+          ${col('upstream_model')}::text[], ${col('stream')}::boolean[], ${col('attempts')}::int[],
+          ${rows.map((r) => JSON.stringify(r.route))}::jsonb[], ${col('status')}::int[], ${col('outcome')}::text[],
+          ${col('error_code')}::text[], ${col('tokens_in')}::int[], ${col('tokens_out')}::int[],
+          ${col('cost_micros')}::bigint[], ${col('sale_micros')}::bigint[], ${col('latency_ms')}::real[],
+          ${col('ttfb_ms')}::real[], ${col('cache_hit')}::boolean[], ${col('aborted')}::boolean[],
+          ${col('instance')}::text[])
+        ON CONFLICT DO NOTHING`.execute(this.db);
+      this.written += rows.length;
+      this.lastError = null;
+      return true;
+    } catch (e) {
+      // The database is down or refused the batch: the rows are put back (bounded), tried again later.
+      this.failures++;
+      this.lastError = String((e as Error)?.message ?? e).slice(0, 200);
+      if (this.failures === 1 || this.failures % 100 === 0)
+        this.log.warn({ err: { message: this.lastError }, rows: rows.length }, 'request log write failed');
+      const room = this.opts.maxBuffered - this.buf.length;
+      if (room < rows.length) this.dropped += rows.length - Math.max(0, room);
+      if (room > 0) this.buf.unshift(...rows.slice(Math.max(0, rows.length - room)));
+      return false;
+    }
+  }
+
+  /** The partitions these rows need exist; once an hour, partitions past retention are dropped. */
+  private async maintain(rows: RequestLogRow[]): Promise<void> {
+    const today = Math.floor(Date.now() / DAY_MS);
+    if (Date.now() - this.maintainedAt > 3_600_000) {
+      this.maintainedAt = Date.now();
+      await this.dropExpired(today).catch((e: unknown) =>
+        this.log.warn(
+          { err: { message: String((e as Error)?.message ?? e) } },
+          'request log retention failed',
+        ),
+      );
+    }
+    const days = new Set<number>([today, today + 1]);
+    for (const r of rows) days.add(Math.floor(r.at.getTime() / DAY_MS));
+    for (const d of days) if (!this.made.has(d)) await this.makePartition(d);
+  }
+
+  private async makePartition(day: number): Promise<void> {
+    const name = partitionName(day);
+    const from = new Date(day * DAY_MS).toISOString();
+    const to = new Date((day + 1) * DAY_MS).toISOString();
+    try {
+      await sql
+        .raw(
+          `CREATE TABLE IF NOT EXISTS ${name} PARTITION OF request_log FOR VALUES FROM ('${from}') TO ('${to}')`,
+        )
+        .execute(this.db);
+    } catch (e) {
+      // Another instance made it between our check and our CREATE: the same partition, fine.
+      const code = (e as { code?: string }).code;
+      if (code !== '42P07' && code !== '23505') throw e;
+    }
+    this.made.add(day);
+  }
+
+  private async dropExpired(today: number): Promise<void> {
+    const oldest = today - this.opts.retentionDays;
+    const { rows } = await sql<{ name: string }>`SELECT c.relname AS name FROM pg_inherits i
+        JOIN pg_class c ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent
+        WHERE p.relname = 'request_log'`.execute(this.db);
+    for (const { name } of rows) {
+      const m = /^request_log_(\d{4})(\d{2})(\d{2})$/.exec(name);
+      if (!m) continue;
+      const day = Math.floor(Date.UTC(Number(m[1]), Number(m[2]) - 1, Number(m[3])) / DAY_MS);
+      if (day < oldest) {
+        await sql.raw(`DROP TABLE IF EXISTS ${name}`).execute(this.db);
+        this.made.delete(day);
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.flush().catch(() => {});
+  }
+}
+
+export interface RequestQuery {
+  app?: string;
+  key?: string;
+  alias?: string;
+  channel?: string;
+  status?: number;
+  /** 'error': every status >= 400. */
+  errors?: boolean;
+  code?: string;
+  id?: string;
+  from?: Date;
+  to?: Date;
+  limit: number;
+  /** From a previous page: rows strictly older than this (at, id). */
+  cursor?: { at: Date; id: string };
+}
+
+export function encodeCursor(row: { at: Date | string; id: string }): string {
+  const at = row.at instanceof Date ? row.at.toISOString() : new Date(row.at).toISOString();
+  return Buffer.from(JSON.stringify([at, row.id])).toString('base64url');
+}
+
+export function decodeCursor(c: string): { at: Date; id: string } | null {
+  try {
+    const [at, id] = JSON.parse(Buffer.from(c, 'base64url').toString('utf8')) as [string, string];
+    const d = new Date(at);
+    if (typeof id !== 'string' || Number.isNaN(d.getTime())) return null;
+    return { at: d, id };
+  } catch {
+    return null;
+  }
+}
+
+/** Newest first, `limit` rows and the cursor of the next page (null at the end). */
+export async function queryRequests(
+  db: Db,
+  q: RequestQuery,
+): Promise<{ data: Array<Record<string, unknown>>; next_cursor: string | null }> {
+  let qb = db.selectFrom('request_log').selectAll();
+  if (q.app) qb = qb.where('app_id', '=', q.app);
+  if (q.key) qb = qb.where('key_id', '=', q.key);
+  if (q.alias) qb = qb.where('alias', '=', q.alias);
+  if (q.channel) qb = qb.where('channel', '=', q.channel);
+  if (q.status !== undefined) qb = qb.where('status', '=', q.status);
+  if (q.errors) qb = qb.where('status', '>=', 400);
+  if (q.code) qb = qb.where('error_code', '=', q.code);
+  if (q.id) qb = qb.where('id', '=', q.id);
+  if (q.from) qb = qb.where('at', '>=', q.from);
+  if (q.to) qb = qb.where('at', '<', q.to);
+  if (q.cursor) {
+    const c = q.cursor;
+    qb = qb.where((eb) => eb.or([eb('at', '<', c.at), eb.and([eb('at', '=', c.at), eb('id', '<', c.id)])]));
+  }
+  const rows = await qb
+    .orderBy('at', 'desc')
+    .orderBy('id', 'desc')
+    .limit(q.limit + 1)
+    .execute();
+  const more = rows.length > q.limit;
+  const page = more ? rows.slice(0, q.limit) : rows;
+  return {
+    data: page.map((r) => ({
+      ...r,
+      at: new Date(r.at).toISOString(),
+      cost_micros: r.cost_micros === null ? null : String(r.cost_micros),
+      sale_micros: r.sale_micros === null ? null : String(r.sale_micros),
+    })),
+    next_cursor: more ? encodeCursor(page[page.length - 1]!) : null,
+  };
+}
+
+/** Counts over the same filters (a key's page: requests, errors, tokens, sale in a window). */
+export async function summarizeRequests(
+  db: Db,
+  q: Omit<RequestQuery, 'limit' | 'cursor'>,
+): Promise<Record<string, string | number>> {
+  const where = [sql`true`];
+  if (q.app) where.push(sql`app_id = ${q.app}`);
+  if (q.key) where.push(sql`key_id = ${q.key}`);
+  if (q.alias) where.push(sql`alias = ${q.alias}`);
+  if (q.channel) where.push(sql`channel = ${q.channel}`);
+  if (q.from) where.push(sql`at >= ${q.from.toISOString()}`);
+  if (q.to) where.push(sql`at < ${q.to.toISOString()}`);
+  const { rows } = await sql<Record<string, string | null>>`SELECT count(*)::text AS requests,
+      (count(*) FILTER (WHERE status >= 400))::text AS errors,
+      coalesce(sum(tokens_in), 0)::text AS tokens_in, coalesce(sum(tokens_out), 0)::text AS tokens_out,
+      coalesce(sum(sale_micros), 0)::text AS sale_micros, coalesce(sum(cost_micros), 0)::text AS cost_micros,
+      percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) AS p50_ms
+    FROM request_log WHERE ${sql.join(where, sql` AND `)}`.execute(db);
+  const r = rows[0]!;
+  return {
+    requests: Number(r.requests),
+    errors: Number(r.errors),
+    tokens_in: Number(r.tokens_in),
+    tokens_out: Number(r.tokens_out),
+    sale_micros: r.sale_micros ?? '0',
+    cost_micros: r.cost_micros ?? '0',
+    p50_ms: r.p50_ms === null ? 0 : Math.round(Number(r.p50_ms) * 10) / 10,
+  };
+}
