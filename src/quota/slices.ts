@@ -330,7 +330,20 @@ export class SlicedQuota implements QuotaBackend {
     const local = req.waiter ? null : this.tryLocal(req);
     if (local) return local;
     this.stats.remote++;
-    const res = await this.inner.admit(req);
+    let res = await this.inner.admit(req);
+    // Refused for concurrency while this instance's own slice of that scope holds idle slots: those slots
+    // are what the script counted against us. Shrink the slice to what is in flight and ask once more, so
+    // a refusal means the fleet is really at its limit, not that slots sit idle here.
+    if (!res.ok && !res.queued && res.limit === 'concurrency') {
+      const sl = this.slices.get(`${req.tag}|${res.scope}`);
+      if (sl && sl.ready && sl.slots > sl.inflight) {
+        sl.closing = true;
+        if (sl.busy) await sl.busy.catch(() => {});
+        await this.renew1(sl).catch(() => {});
+        this.stats.remote++;
+        res = await this.inner.admit(req);
+      }
+    }
     const nowMs = Date.now();
     // Slices are leased (and kept) only for calls that could be admitted from them: every scope sliceable
     // and not exact, and a WAIT key's own scope among them (see tryLocal). Else a scope beside an exact one
@@ -353,7 +366,10 @@ export class SlicedQuota implements QuotaBackend {
         // Refused by the exact script: this scope is near a limit, so exact for a while, slice given back.
         this.exactUntil.set(`${req.tag}|${s.scope}:${s.id}`, nowMs + this.o.exactHoldMs);
         this.startTimer(); // which also forgets the marks once they pass
-        if (sl) sl.closing = true;
+        if (sl) {
+          sl.closing = true;
+          this.renewSoon(sl); // shrinks it to what is in flight: idle slots go back at once
+        }
       }
     }
     return res;
@@ -479,6 +495,11 @@ export class SlicedQuota implements QuotaBackend {
       sl.spentT += actualTokens;
       sl.spentC += actualCost;
       sl.lastUse = Date.now();
+      // A closing slice (its scope near a limit) hands each slot back as its request ends.
+      if (sl.closing) {
+        if (sl.inflight === 0 && !sl.busy) void this.giveBack(sl).catch(() => {});
+        else this.renewSoon(sl);
+      }
     }
   }
 
@@ -508,7 +529,7 @@ export class SlicedQuota implements QuotaBackend {
       const since = now - sl.lastRenew;
       if (
         since >= this.o.leaseTtlMs / 3 ||
-        (since >= this.o.renewMs && (sl.needRenew || this.windowTurned(sl))) ||
+        (since >= this.o.renewMs && (sl.needRenew || sl.closing || this.windowTurned(sl))) ||
         (sl.used > 0 && since >= 0.75 * this.periodMs(sl.limits))
       )
         void this.renew1(sl).catch(() => {});
