@@ -723,6 +723,17 @@ describe('operator console (headless Chromium)', () => {
     // a request id a customer quotes opens directly
     await go(page, `#/requests?id=${failedId}`);
     await page.locator(`#request-detail [data-detail="${failedId}"]`).waitFor();
+    // the key's line on its app's page: this month's spend, the last day's requests and errors, a link
+    await go(page, `#/apps?app=${APP}`);
+    const figures = page.locator(`[data-key-figures="${seedKeyId}"]`);
+    await figures.waitFor();
+    expect(await figures.textContent()).toMatch(
+      /^\d[\d.]* USD this month · \d+ requests, [1-9]\d* errors \(24 h\)/,
+    );
+    await figures.getByRole('link', { name: 'requests' }).click();
+    await page.locator('.page[data-page="requests"][data-ready]').waitFor();
+    expect(await page.locator('#requests-filters input[name="key"]').inputValue()).toBe(seedKeyId);
+    await page.locator(`tr[data-request="${failedId}"]`).waitFor();
   }, 30_000);
 
   it('creates a viewer admin token (shown once) that reads and may not write; revoked, it is refused', async () => {

@@ -289,6 +289,26 @@ export async function appsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
     const keys = pickCurrent(keysList.data, (k) => k.id).sort((a, b) =>
       (a.created_at ?? '').localeCompare(b.created_at ?? ''),
     );
+    // Per key: this month's spend (the ledger, by key) and the last day's requests and errors (the request
+    // log), each best-effort (billing or the request log may be off).
+    const monthStart = new Date(Date.UTC(new Date().getUTCFullYear(), new Date().getUTCMonth(), 1));
+    const spend = new Map<string, string>();
+    const traffic = new Map<string, { requests: number; errors: number }>();
+    await Promise.all([
+      get<{ data: Array<{ key: string | null; revenue_micros: string }> }>(
+        `/billing/report${qs({ group_by: 'key', app: appId, from: monthStart.toISOString() })}`,
+      )
+        .then((r) => r.data.forEach((x) => x.key && spend.set(x.key, x.revenue_micros)))
+        .catch(() => {}),
+      ...keys.slice(0, 50).map((k) =>
+        get<{ requests: number; errors: number }>(
+          `/requests/summary${qs({ key: k.id, from: new Date(Date.now() - 86_400_000).toISOString() })}`,
+        )
+          .then((s) => traffic.set(k.id, s))
+          .catch(() => {}),
+      ),
+    ]);
+    if (!ctx.alive()) return;
     const keyLimits = h('div');
     detail.hidden = false;
     detail.dataset.app = appId;
@@ -390,6 +410,15 @@ export async function appsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
         null,
         h('div', { class: 'mono' }, `${k.key_prefix}…`),
         h('div', { class: 'muted small' }, k.name || '(no name)'),
+        h(
+          'div',
+          { class: 'small', 'data-key-figures': k.id },
+          `${formatMoney(spend.get(k.id) ?? '0')} this month`,
+          traffic.has(k.id)
+            ? ` · ${traffic.get(k.id)!.requests} requests, ${traffic.get(k.id)!.errors} errors (24 h) · `
+            : ' · ',
+          h('a', { href: `#/requests?key=${enc(k.id)}` }, 'requests'),
+        ),
       ),
       h('td', null, k.enabled ? badge('active', 'ok') : badge('banned', 'bad')),
       h(

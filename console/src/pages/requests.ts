@@ -234,8 +234,15 @@ export async function requestsPage(root: HTMLElement, ctx: Ctx): Promise<void> {
     });
   };
   more.onclick = () => void load(true);
+  // #/requests?key=…&app=…: filters from a link (a key's "requests" on the apps page);
   // #/requests?id=req_…: open one request (a link from elsewhere, or a pasted x-request-id)
-  const wanted = new URLSearchParams(location.hash.split('?')[1] ?? '').get('id');
+  const params = new URLSearchParams(location.hash.split('?')[1] ?? '');
+  for (const k of ['key', 'app', 'alias', 'channel', 'status'] as const) {
+    const v = params.get(k);
+    if (v) f[k].value = v;
+  }
+  if (params.get('errors') === 'true') errorsOnly.checked = true;
+  const wanted = params.get('id');
   if (wanted) {
     const r = await get<Row>(`/requests/${enc(wanted)}`).catch(() => null);
     if (r && ctx.alive()) show(r);
