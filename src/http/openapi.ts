@@ -344,7 +344,7 @@ export const ADMIN_ROUTES: Route[] = [
     summary: 'Requests, errors, tokens, cost and sale over the same filters (a key’s page)',
     tag: 'Requests',
     ok: [200, 'RequestSummary'],
-    query: ['app', 'key', 'alias', 'channel', 'from', 'to'],
+    query: ['app', 'key', 'alias', 'channel', 'status', 'errors', 'code', 'from', 'to'],
   },
   {
     method: 'get',

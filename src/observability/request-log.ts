@@ -279,11 +279,9 @@ export function decodeCursor(c: string): { at: Date; id: string } | null {
 }
 
 /** Newest first, `limit` rows and the cursor of the next page (null at the end). */
-export async function queryRequests(
-  db: Db,
-  q: RequestQuery,
-): Promise<{ data: Array<Record<string, unknown>>; next_cursor: string | null }> {
-  let qb = db.selectFrom('request_log').selectAll();
+/** The request log narrowed by a query's filters (everything but the page's cursor and size). */
+function filtered(db: Db, q: Omit<RequestQuery, 'limit' | 'cursor'>) {
+  let qb = db.selectFrom('request_log');
   if (q.app) qb = qb.where('app_id', '=', q.app);
   if (q.key) qb = qb.where('key_id', '=', q.key);
   if (q.alias) qb = qb.where('alias', '=', q.alias);
@@ -294,6 +292,14 @@ export async function queryRequests(
   if (q.id) qb = qb.where('id', '=', q.id);
   if (q.from) qb = qb.where('at', '>=', q.from);
   if (q.to) qb = qb.where('at', '<', q.to);
+  return qb;
+}
+
+export async function queryRequests(
+  db: Db,
+  q: RequestQuery,
+): Promise<{ data: Array<Record<string, unknown>>; next_cursor: string | null }> {
+  let qb = filtered(db, q).selectAll();
   if (q.cursor) {
     const c = q.cursor;
     qb = qb.where((eb) => eb.or([eb('at', '<', c.at), eb.and([eb('at', '=', c.at), eb('id', '<', c.id)])]));
@@ -321,27 +327,24 @@ export async function summarizeRequests(
   db: Db,
   q: Omit<RequestQuery, 'limit' | 'cursor'>,
 ): Promise<Record<string, string | number>> {
-  const where = [sql`true`];
-  if (q.app) where.push(sql`app_id = ${q.app}`);
-  if (q.key) where.push(sql`key_id = ${q.key}`);
-  if (q.alias) where.push(sql`alias = ${q.alias}`);
-  if (q.channel) where.push(sql`channel = ${q.channel}`);
-  if (q.from) where.push(sql`at >= ${q.from.toISOString()}`);
-  if (q.to) where.push(sql`at < ${q.to.toISOString()}`);
-  const { rows } = await sql<Record<string, string | null>>`SELECT count(*)::text AS requests,
-      (count(*) FILTER (WHERE status >= 400))::text AS errors,
-      coalesce(sum(tokens_in), 0)::text AS tokens_in, coalesce(sum(tokens_out), 0)::text AS tokens_out,
-      coalesce(sum(sale_micros), 0)::text AS sale_micros, coalesce(sum(cost_micros), 0)::text AS cost_micros,
-      percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) AS p50_ms
-    FROM request_log WHERE ${sql.join(where, sql` AND `)}`.execute(db);
-  const r = rows[0]!;
+  const r = await filtered(db, q)
+    .select([
+      sql<string>`count(*)::text`.as('requests'),
+      sql<string>`(count(*) FILTER (WHERE status >= 400))::text`.as('errors'),
+      sql<string>`coalesce(sum(tokens_in), 0)::text`.as('tokens_in'),
+      sql<string>`coalesce(sum(tokens_out), 0)::text`.as('tokens_out'),
+      sql<string>`coalesce(sum(sale_micros), 0)::text`.as('sale_micros'),
+      sql<string>`coalesce(sum(cost_micros), 0)::text`.as('cost_micros'),
+      sql<number | null>`percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms)`.as('p50_ms'),
+    ])
+    .executeTakeFirstOrThrow();
   return {
     requests: Number(r.requests),
     errors: Number(r.errors),
     tokens_in: Number(r.tokens_in),
     tokens_out: Number(r.tokens_out),
-    sale_micros: r.sale_micros ?? '0',
-    cost_micros: r.cost_micros ?? '0',
+    sale_micros: r.sale_micros,
+    cost_micros: r.cost_micros,
     p50_ms: r.p50_ms === null ? 0 : Math.round(Number(r.p50_ms) * 10) / 10,
   };
 }

@@ -222,29 +222,6 @@ describe('request log', () => {
       });
     const day = 86_400_000;
     const at = (daysAgo: number) => new Date(Math.floor(Date.now() / day - daysAgo) * day + 3_600_000);
-    const ctx = (id: string, when: Date) =>
-      ({
-        id,
-        elapsedMs: () => Date.now() - when.getTime(),
-        app: null,
-        key: null,
-        aliasName: null,
-        dialect: 'openai',
-        channel: null,
-        upstreamModel: null,
-        stream: false,
-        attempts: 0,
-        route: [],
-        status: 200,
-        outcome: 'ok',
-        error: null,
-        usage: null,
-        costMicros: null,
-        saleMicros: null,
-        ttfbMs: null,
-        cacheHit: false,
-        clientAborted: false,
-      }) as unknown as Parameters<RequestLog['record']>[0];
     const parts = async () =>
       (
         await sql<{ name: string }>`SELECT c.relname AS name FROM pg_inherits i
@@ -254,16 +231,16 @@ describe('request log', () => {
     const nameOf = (d: Date) => 'request_log_' + d.toISOString().slice(0, 10).replace(/-/g, '');
     // kept for 3 days: a row from 2 days ago makes its day's partition
     const keep3 = mk(3);
-    keep3.record(ctx('req_2d', at(2)));
+    keep3.record(ctxAt('req_2d', at(2)));
     // past retention: dropped (counted), never written anywhere
-    keep3.record(ctx('req_10d', at(10)));
+    keep3.record(ctxAt('req_10d', at(10)));
     await keep3.flush();
     expect([keep3.written, keep3.dropped]).toEqual([1, 1]);
     expect(await parts()).toContain(nameOf(at(2)));
     expect(await parts()).not.toContain(nameOf(at(10)));
     // a writer kept for 1 day drops that partition whole on its (hourly) pass, and makes today's
     const keep1 = mk(1);
-    keep1.record(ctx('req_now', new Date()));
+    keep1.record(ctxAt('req_now', new Date()));
     await keep1.flush();
     expect(await parts()).not.toContain(nameOf(at(2)));
     expect(await parts()).toContain(nameOf(new Date()));
