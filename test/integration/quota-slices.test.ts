@@ -350,7 +350,8 @@ describe('quota slices', () => {
       await Promise.all(r.map((l) => l.settle(0, 1000)));
       if (r.length === 0) {
         empty++;
-        await sleep(400); // idle slices are given back meanwhile
+        // idle slices are given back: the budget they held returns to the pool before the next try
+        await waitFor(() => inst.every((i) => i.sq.held() === 0), 5_000, 10);
       } else empty = 0;
     }
     console.log(`burst near the limit: ${admitted} admitted at 1000 each, budget ${q.costPerDay}`);
@@ -532,7 +533,7 @@ describe('quota slices', () => {
           await Promise.all(got.map((l) => l.settle(0, 1000)));
           if (got.length === 0) {
             empty++;
-            await sleep(300);
+            await waitFor(() => inst.every((i) => i.sq.held() === 0), 5_000, 10);
           } else empty = 0;
         }
         expect(admitted * 1000).toBeLessThanOrEqual(q.costPerDay);
