@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { TickPipeline } from '../coord/tick-pipeline.js';
+import { TickPipeline, appendLua } from '../coord/tick-pipeline.js';
 import { NameCache } from '../lib/name-cache.js';
 import {
   type BillingBackend,
@@ -83,12 +83,14 @@ end
 return 1
 `;
 
-// KEYS: done marker, stream, wallet, holds zset, hold amounts.
-// ARGV: holdId or '', record json, sale, prepaid '1'|'0', doneTtlS, appId
+// KEYS: done marker (the stream itself when the record carries none), stream, wallet, holds zset, hold amounts.
+// ARGV: holdId or '', record json, sale, prepaid '1'|'0', doneTtlS, appId, marked '1'|'0'
 // -> {1, charged} | {0, charged-unknown} (duplicate)
+// The record goes to the stream as 'r' (or 'rm': it has a marker to drop) then 'c' (what it charged), in an
+// entry of its own or in its batch's one entry for the stream (appendLua).
 const SETTLE = `${REAP}
 local done, stream, wk, hz, ha = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local hold, sale, prepaid = ARGV[1], tonumber(ARGV[3]), ARGV[4] == '1'
+local hold, sale, prepaid, marked = ARGV[1], tonumber(ARGV[3]), ARGV[4] == '1', ARGV[7] == '1'
 if hold ~= '' then
   local a = redis.call('HGET', ha, hold)
   if a then
@@ -97,7 +99,7 @@ if hold ~= '' then
     redis.call('ZREM', hz, hold)
   end
 end
-if redis.call('SET', done, '1', 'NX', 'EX', tonumber(ARGV[5])) == false then return {0, '0'} end
+if marked and redis.call('SET', done, '1', 'NX', 'EX', tonumber(ARGV[5])) == false then return {0, '0'} end
 local charged = sale
 if prepaid then
   if redis.call('HEXISTS', wk, 'db') == 1 then
@@ -108,8 +110,17 @@ if prepaid then
     if charged ~= 0 then redis.call('HINCRBY', wk, 'pend', fmt(charged)) end
   end
 end
-redis.call('XADD', stream, '*', 'r', ARGV[2], 'c', fmt(charged))
+local fields = { marked and 'rm' or 'r', ARGV[2], 'c', fmt(charged) }
+${appendLua('stream', 'fields')}
 return {1, fmt(charged)}
+`;
+
+// SETTLE for the common case, a postpaid request's record with no hold and no marker: nothing to do but
+// append it (a lean script: no wallet keys, no helpers, two arguments). KEYS: stream. ARGV: record json, sale.
+const QUEUE = `
+local fields = { 'r', ARGV[1], 'c', ARGV[2] }
+${appendLua('KEYS[1]', 'fields')}
+return 1
 `;
 
 // KEYS: wallet. ARGV: available, version, force ('1' = refresh only if newer; '0' = init only if absent)
@@ -126,12 +137,13 @@ if tonumber(ARGV[2]) > v then redis.call('HSET', wk, 'db', ARGV[1], 'dbv', ARGV[
 return 1
 `;
 
-// KEYS: stream, then one wallet key per prepaid app, then one exactly-once marker per record.
-// ARGV: n, then per record: handle, wallet index (2.. into KEYS, or 0 = none), charged; then per wallet: available, version
-// A batch costs a handful of commands, not three per record: the records that charged no wallet are
-// acknowledged with one XACK of all their handles, every record is deleted with one XDEL and its marker
-// with one DEL. Only a record that charged a wallet gets its own XACK, whose answer (1 only the first time)
-// lets its charge leave 'pend' exactly once.
+// KEYS: stream, then one wallet key per prepaid app, then the exactly-once markers of the records that have one.
+// ARGV: n, wallet count, then per record: handle, wallet index (2.. into KEYS, or 0 = none), charged; then per
+// wallet: available, version. Records of one stream entry share its handle, and are acknowledged together.
+// A batch costs a handful of commands, not three per record: entries whose records charged no wallet are
+// acknowledged with one XACK of all their handles, every entry is deleted with one XDEL and the markers with
+// one DEL. Only an entry with a record that charged a wallet gets its own XACK, whose answer (1 only the
+// first time) lets its records' charges leave 'pend' exactly once.
 const ACK = `${FMT}
 -- unpack() returns at most a few thousand values (Lua's C stack, LUAI_MAXCSTACK 8000): at most 1,000 a call.
 local function chunked(cmd, key, group, list, from, to)
@@ -143,28 +155,30 @@ local function chunked(cmd, key, group, list, from, to)
   end
 end
 local stream = KEYS[1]
-local n = tonumber(ARGV[1])
-local wallets = #KEYS - n
-local plain, all = {}, {}
+local n, wallets = tonumber(ARGV[1]), tonumber(ARGV[2]) + 1
+local charges, handles = {}, {}
 for i = 0, n - 1 do
-  local h, wi, c = ARGV[2 + 3 * i], tonumber(ARGV[3 + 3 * i]), tonumber(ARGV[4 + 3 * i])
-  all[#all + 1] = h
-  if wi > 0 and c ~= 0 then
-    if redis.call('XACK', stream, '${GROUP}', h) == 1 and redis.call('HEXISTS', KEYS[wi], 'db') == 1 then
-      redis.call('HINCRBY', KEYS[wi], 'pend', fmt(-c))
+  local h, wi, c = ARGV[3 + 3 * i], tonumber(ARGV[4 + 3 * i]), tonumber(ARGV[5 + 3 * i])
+  local g = charges[h]
+  if not g then g = {}; charges[h] = g; handles[#handles + 1] = h end
+  if wi > 0 and c ~= 0 then g[#g + 1] = wi; g[#g + 1] = c end
+end
+local plain = {}
+for _, h in ipairs(handles) do
+  local g = charges[h]
+  if #g == 0 then plain[#plain + 1] = h
+  elseif redis.call('XACK', stream, '${GROUP}', h) == 1 then
+    for j = 1, #g, 2 do
+      if redis.call('HEXISTS', KEYS[g[j]], 'db') == 1 then redis.call('HINCRBY', KEYS[g[j]], 'pend', fmt(-g[j + 1])) end
     end
-  else
-    plain[#plain + 1] = h
   end
 end
 chunked('XACK', stream, '${GROUP}', plain, 1, #plain)
-if n > 0 then
-  chunked('XDEL', stream, nil, all, 1, n)
-  -- The journals are written: their unique keys refuse a replay from now on, so the markers go (markers
-  -- live as long as the backlog, not for days: one per request would grow Redis without bound).
-  chunked('DEL', nil, nil, KEYS, wallets + 1, #KEYS)
-end
-local j = 2 + 3 * n
+if #handles > 0 then chunked('XDEL', stream, nil, handles, 1, #handles) end
+-- The journals are written: their unique keys refuse a replay from now on, so the markers go (markers
+-- live as long as the backlog, not for days: one per record would grow Redis without bound).
+if #KEYS > wallets then chunked('DEL', nil, nil, KEYS, wallets + 1, #KEYS) end
+local j = 3 + 3 * n
 for k = 2, wallets do
   local wk = KEYS[k]
   if redis.call('HEXISTS', wk, 'db') == 1 then
@@ -198,6 +212,7 @@ interface Cmds {
     prepaid: string,
     ttl: number,
     app: string,
+    marked: string,
   ): Promise<[number, string]>;
   animaBillMirror(k1: string, avail: string, version: string, mode: string): Promise<number>;
   animaBillAck(numKeys: number, ...args: string[]): Promise<number>;
@@ -221,8 +236,8 @@ export class RedisBilling implements BillingBackend {
   groupsRecreated = 0;
   /** Streams to read next, round-robin, so one busy shard can't starve the rest. */
   private next = 0;
-  /** Shards where this consumer may hold delivered, unacknowledged records (all of them at start). */
-  private readonly ownPending = new Set<number>(Array.from({ length: SHARDS }, (_, i) => i));
+  /** Streams where this consumer may hold delivered, unacknowledged records (all of them at start). */
+  private readonly ownPending = new Set<number>(Array.from({ length: 2 * SHARDS }, (_, i) => i));
   /** When stale records of other (dead) consumers were last claimed. */
   private lastClaim = 0;
   private readonly tick: TickPipeline;
@@ -252,6 +267,7 @@ export class RedisBilling implements BillingBackend {
       client.defineCommand('animaBillAck', { lua: ACK });
     }
     this.tick.define('animaBillSettle', SETTLE, 5);
+    this.tick.define('animaBillQueue', QUEUE, 1);
   }
 
   private tag(shard: number): string {
@@ -265,10 +281,16 @@ export class RedisBilling implements BillingBackend {
   }
   /** A record's exactly-once marker: set by its settlement, dropped when its journal is written. */
   private doneKey(shard: number, id: string): string {
-    return `${this.tag(shard)}:done:${id}`;
+    return `${this.tag(shard % SHARDS)}:done:${id}`;
   }
-  private stream(shard: number): string {
-    return (this.streams[shard] ??= `${this.tag(shard)}:j`);
+  /**
+   * Stream `i`: below SHARDS, shard i's stream; from SHARDS on, shard (i - SHARDS)'s stream of the format
+   * before entries carried several records (':j'), which an instance of that version, still running in a
+   * rolling upgrade, may write and would misread if it read the new one. It is read, never written, and only
+   * every few seconds (see read).
+   */
+  private stream(i: number): string {
+    return (this.streams[i] ??= i < SHARDS ? `${this.tag(i)}:jr` : `${this.tag(i - SHARDS)}:j`);
   }
 
   async reserve(appId: string, holdId: string, amount: bigint, ttlMs: number): Promise<ReserveResult> {
@@ -289,10 +311,20 @@ export class RedisBilling implements BillingBackend {
   async settle(rec: BillingRecord, holdId: string | null, charge?: bigint): Promise<SettleResult> {
     const shard = shardOf(rec.appId);
     const [w, hz, ha] = this.walletKeys(rec.appId);
-    const done = this.doneKey(shard, rec.id);
+    const stream = this.stream(shard);
+    // A request's record needs no marker: the pipeline settles each admitted request once, under an id minted
+    // for it, so a second copy can only be a resend, which carries one (and the journal's unique key refuses
+    // any copy). A task's record may be settled by whichever instance finishes or sweeps the task: it has one.
+    // Without it a settlement is one stream append (shared by its turn's batch) and nothing to delete later.
+    const marked = charge !== undefined || rec.taskId !== undefined;
+    if (!marked && holdId === null && !rec.prepaid) {
+      const sale = rec.sale.toString();
+      await this.tick.call<number>('animaBillQueue', [stream, encodeRecord(rec), sale]);
+      return { duplicate: false, charged: rec.sale };
+    }
     const res = await this.tick.call<[number, string]>('animaBillSettle', [
-      done,
-      this.stream(shard),
+      marked ? this.doneKey(shard, rec.id) : stream, // unused when unmarked; the stream repeats for free
+      stream,
       w,
       hz,
       ha,
@@ -302,6 +334,7 @@ export class RedisBilling implements BillingBackend {
       rec.prepaid ? '1' : '0',
       DONE_TTL_S,
       rec.appId,
+      marked ? '1' : '0',
     ]);
     return { duplicate: res[0] === 0, charged: BigInt(res[1]) };
   }
@@ -327,42 +360,49 @@ export class RedisBilling implements BillingBackend {
    */
   forgetGroups(): void {
     this.groupsReady.clear();
-    for (let i = 0; i < SHARDS; i++) this.ownPending.add(i);
+    for (let i = 0; i < 2 * SHARDS; i++) this.ownPending.add(i);
   }
 
-  private async ensureGroup(shard: number): Promise<void> {
-    if (this.groupsReady.has(shard)) return;
+  private async ensureGroup(i: number): Promise<void> {
+    if (this.groupsReady.has(i) || i >= SHARDS) return; // an old-format stream is never made here
     try {
-      await this.r.xgroup('CREATE', this.stream(shard), GROUP, '0', 'MKSTREAM');
+      await this.r.xgroup('CREATE', this.stream(i), GROUP, '0', 'MKSTREAM');
     } catch (e) {
       if (!String((e as Error).message).includes('BUSYGROUP')) throw e;
     }
-    this.groupsReady.add(shard);
+    this.groupsReady.add(i);
   }
 
   /**
-   * Up to `count` queued records from every shard, the shards read side by side (one pipelined write,
-   * not one round trip per shard and step). Per shard: this consumer's own unacknowledged records first
-   * (a failed commit is retried; only asked where some may exist), then new ones, then — every few
-   * seconds, not on every read — records a dead consumer left pending past `staleMs`.
+   * Up to `count` queued records (whole entries: an entry's records are acknowledged together, so a batch
+   * may carry a few more) from every shard, the shards read side by side (one pipelined write, not one round
+   * trip per shard and step). Per shard: this consumer's own unacknowledged records first (a failed commit is
+   * retried; only asked where some may exist), then new ones, then — every few seconds, not on every read —
+   * records a dead consumer left pending past `staleMs`, and the old-format streams.
    */
   async read(count: number): Promise<QueuedRecord[]> {
     const claimNow = Date.now() - this.lastClaim >= Math.min(5_000, this.staleMs / 2);
     if (claimNow) this.lastClaim = Date.now();
     const order = Array.from({ length: SHARDS }, (_, i) => (this.next + i) % SHARDS);
     this.next = (this.next + 1) % SHARDS;
+    if (claimNow) for (let i = 0; i < SHARDS; i++) order.push(SHARDS + i);
     const perShard = await Promise.all(
-      order.map(async (shard) => {
+      order.map(async (i) => {
         try {
-          return await this.readShard(shard, count, claimNow);
+          return await this.readShard(i, count, claimNow);
         } catch (e) {
           if (!String((e as Error)?.message).includes('NOGROUP')) throw e;
+          // An old-format stream that isn't there (no instance of that version ran): nothing to read.
+          if (i >= SHARDS) {
+            this.ownPending.delete(i);
+            return { shard: i, entries: [] };
+          }
           // The stream or its group vanished (Redis restarted empty, FLUSHALL, a failover): make it again
           // from the stream's start, so records settled since are read, and read once more.
-          this.groupsReady.delete(shard);
-          this.ownPending.add(shard);
+          this.groupsReady.delete(i);
+          this.ownPending.add(i);
           this.groupsRecreated++;
-          return await this.readShard(shard, count, claimNow);
+          return await this.readShard(i, count, claimNow);
         }
       }),
     );
@@ -370,13 +410,18 @@ export class RedisBilling implements BillingBackend {
     for (const { shard, entries } of perShard) {
       for (const [id, fields] of entries) {
         if (out.length >= count) break; // the rest stay pending for this consumer: read first next time
-        const f = fieldsOf(fields);
-        if (f.r === undefined) {
-          // Not a billing record (nothing Anima writes): acknowledged so it can't block the shard.
-          void this.r.xack(this.stream(shard), GROUP, id).catch(() => {});
-          continue;
+        const before = out.length;
+        // Pairs: 'r' or 'rm' (the record, with an exactly-once marker to drop) then 'c' (what it charged).
+        for (let k = 0; k + 1 < fields.length; k += 2) {
+          const f = fields[k];
+          if (f !== 'r' && f !== 'rm') continue;
+          const c = fields[k + 2] === 'c' ? fields[k + 3] : undefined;
+          // Every record of the old format had a marker.
+          const marked = f === 'rm' || shard >= SHARDS;
+          out.push({ handle: id, shard, record: decodeRecord(fields[k + 1]!, c), marked });
         }
-        out.push({ handle: id, shard, record: decodeRecord(f.r, f.c ?? undefined) });
+        // Not a billing record (nothing Anima writes): acknowledged so it can't block the shard.
+        if (out.length === before) void this.r.xack(this.stream(shard), GROUP, id).catch(() => {});
       }
     }
     return out;
@@ -389,6 +434,8 @@ export class RedisBilling implements BillingBackend {
   ): Promise<{ shard: number; entries: Array<[string, string[]]> }> {
     await this.ensureGroup(shard);
     const key = this.stream(shard);
+    // COUNT is in entries; an entry may carry a batch's records, so a read of `count` entries is cut down to
+    // `count` records by the caller (the rest stay pending for this consumer, read first next time).
     let entries: Array<[string, string[]]> = [];
     if (this.ownPending.has(shard)) {
       entries = parseEntries(
@@ -420,22 +467,21 @@ export class RedisBilling implements BillingBackend {
 
   async ack(d: Drained): Promise<void> {
     const index = new Map(d.wallets.map((w, i) => [w.appId, i + 2]));
-    const keys = [
-      this.stream(d.shard),
-      ...d.wallets.map((w) => this.walletKeys(w.appId)[0]),
-      ...d.records.map((r) => this.doneKey(d.shard, r.id)),
-    ];
+    const keys = [this.stream(d.shard), ...d.wallets.map((w) => this.walletKeys(w.appId)[0])];
+    for (const r of d.records) if (r.marked) keys.push(this.doneKey(d.shard, r.id));
     const args = [
       String(d.records.length),
+      String(d.wallets.length),
       ...d.records.flatMap((r) => [r.handle, String(index.get(r.appId) ?? 0), r.charged.toString()]),
       ...d.wallets.flatMap((w) => [w.available.toString(), w.version.toString()]),
     ];
     await this.r.animaBillAck(keys.length, ...keys, ...args);
   }
 
+  /** Entries queued (an entry carries one record, or one batch's records for its shard). */
   async backlog(): Promise<number> {
     let n = 0;
-    for (let s = 0; s < SHARDS; s++) n += await this.r.xlen(this.stream(s));
+    for (let i = 0; i < 2 * SHARDS; i++) n += await this.r.xlen(this.stream(i));
     return n;
   }
 
@@ -449,9 +495,4 @@ function parseEntries(raw: unknown): Array<[string, string[]]> {
   const r = raw as RawEntries;
   if (!r || r.length === 0) return [];
   return r[0]![1].filter((e) => Array.isArray(e[1]));
-}
-function fieldsOf(fields: string[]): Record<string, string | undefined> {
-  const o: Record<string, string | undefined> = {};
-  for (let i = 0; i + 1 < fields.length; i += 2) o[fields[i]!] = fields[i + 1]!;
-  return o;
 }

@@ -143,9 +143,10 @@ export class Billing {
   }
 
   /**
-   * Redis lost its data (or is another server): sends every unconfirmed record again. Safe to repeat:
-   * a record still queued is refused by its exactly-once marker, one already journaled by the journal's
-   * idempotency key. Each goes with what it first charged, so a resend can't charge a wallet more.
+   * Redis lost its data (or is another server): sends every unconfirmed record again. Safe to repeat: a
+   * copy of a record still queued is written once by the journal's idempotency key (a resend's marker
+   * refuses a second resend while the first is queued). Each goes with what it first charged, so a resend
+   * can't charge a wallet more; a copy's charge leaves the wallet's unwritten sum when it is acknowledged.
    */
   async resendUnconfirmed(): Promise<number> {
     this.resendPending = false;
@@ -227,7 +228,7 @@ export class Billing {
           else {
             // The ledger answers yet this record is long overdue: Redis may have lost it without anyone
             // noticing (one shard of a Cluster failing over, an eviction). Sending it again is harmless
-            // (its marker refuses a copy still queued), so it goes again, at most once per bound.
+            // (the journal's key writes a copy still queued once), so it goes again, at most once per bound.
             // (the writer may have confirmed it while the ledger was being asked)
             const u = this.unconfirmed.get(id);
             if (!u) continue;

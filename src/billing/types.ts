@@ -34,6 +34,8 @@ export interface QueuedRecord {
   /** The queue shard it came from (acknowledgements go back per shard). */
   shard: number;
   record: BillingRecord;
+  /** It was queued with an exactly-once marker (see BillingBackend.settle), which its acknowledgement drops. */
+  marked?: boolean;
 }
 
 export type ReserveResult =
@@ -55,8 +57,8 @@ export interface SettleResult {
  */
 export interface Drained {
   shard: number;
-  /** `id`: the record's id, whose exactly-once marker the acknowledgement drops (the journal's key guards it from then on). */
-  records: Array<{ handle: string; id: string; appId: string; charged: bigint }>;
+  /** `id`: the record's id, whose exactly-once marker (if `marked`) the acknowledgement drops (the journal's key guards it from then on). */
+  records: Array<{ handle: string; id: string; appId: string; charged: bigint; marked?: boolean }>;
   wallets: Array<{ appId: string; available: bigint; version: bigint }>;
 }
 
@@ -68,9 +70,12 @@ export interface BillingBackend {
   release(appId: string, holdId: string): Promise<void>;
   /**
    * Atomically: releases the reservation `holdId` (if any), charges the wallet min(sale, what it has),
-   * and appends the record to the durable queue. Exactly once per record id: a replay is refused here while
-   * the record is queued, and by its journal's unique key once written. `charge` (a resend after Redis
-   * lost the record) is what the first settlement charged, charged again in place of the sale.
+   * and appends the record to the durable queue. One journal per record id, always: its unique key refuses
+   * a second. A task's record (`taskId`) and a resend (`charge`: what the first settlement charged, charged
+   * again in place of the sale, after Redis lost the record or it is long overdue) are also refused here
+   * while the first is queued (`duplicate`). A request's record is not checked here (Redis keeps no marker
+   * for it): the pipeline settles each admitted request once; a copy would only hold its charge in the
+   * wallet's unwritten sum until the writer reaches it and the journal's key refuses it.
    */
   settle(rec: BillingRecord, holdId: string | null, charge?: bigint): Promise<SettleResult>;
   /** Seeds a wallet's mirror from the ledger (no-op when present). */

@@ -218,6 +218,7 @@ export class JournalWriter {
           id: q.record.id,
           appId: q.record.appId,
           charged: q.record.prepaid ? (q.record.charged ?? q.record.sale) : 0n,
+          marked: q.marked,
         })),
         wallets: wallets.filter((w) => apps.has(w.appId)),
       });

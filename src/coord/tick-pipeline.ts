@@ -223,12 +223,18 @@ function sha1(s: string): string {
  * {1, result} or, when it raised an error, {0, message} (pcall), so one failing call fails alone, as it
  * would on its own. (Each call still reads Redis's clock itself: with one reading per batch, a rate limit
  * admits only burst + 1 of a batch's calls, and a busy key got a third of its rate in the GCRA test.)
+ *
+ * Stream appends can be shared: a call may leave its fields in `ARGV.xadd[stream]` (see appendLua) instead
+ * of calling XADD, and the batch appends each stream's fields as ONE entry after the last call. A turn's
+ * settlements then cost one entry to write, read back, acknowledge and delete, not one each (Redis CPU per
+ * request: bench/overhead.ts). If that XADD fails, every call that left fields in it fails.
  */
 export function batchLua(bodies: string[]): string {
   const fns = bodies.map((body, i) => `fns[${i + 1}] = function(KEYS, ARGV)\n${body}\nend`).join('\n');
   return `local fns = {}
 ${fns}
 local out = {}
+local xq = {}
 local ai = 2
 for c = 1, tonumber(ARGV[1]) do
   local f, nk, na = tonumber(ARGV[ai]), tonumber(ARGV[ai + 1]), tonumber(ARGV[ai + 2])
@@ -238,11 +244,35 @@ for c = 1, tonumber(ARGV[1]) do
   ai = ai + nk
   for i = 1, na do a[i] = ARGV[ai + i - 1] end
   ai = ai + na
+  a.xadd, a.call = xq, c
   local ok, r = pcall(fns[f], k, a)
   if ok then out[c] = {1, r} else out[c] = {0, type(r) == 'table' and (r.err or 'script error') or tostring(r)} end
 end
+for stream, q in pairs(xq) do
+  local ok, r = pcall(redis.call, 'XADD', stream, '*', unpack(q.f))
+  if not ok then
+    local msg = type(r) == 'table' and (r.err or 'script error') or tostring(r)
+    for _, c in ipairs(q.c) do out[c] = {0, msg} end
+  end
+end
 return out
 `;
+}
+
+/**
+ * Lua for a script body: appends `fields` (a Lua table expression) to `stream`, at once when the script runs
+ * alone, or into its batch's one entry for that stream (batchLua). A call that appends several times leaves
+ * them all in the one entry.
+ */
+export function appendLua(stream: string, fields: string): string {
+  return `if ARGV.xadd then
+  local q = ARGV.xadd[${stream}]
+  if not q then q = { f = {}, c = {} }; ARGV.xadd[${stream}] = q end
+  for _, v in ipairs(${fields}) do q.f[#q.f + 1] = v end
+  if q.c[#q.c] ~= ARGV.call then q.c[#q.c + 1] = ARGV.call end
+else
+  redis.call('XADD', ${stream}, '*', unpack(${fields}))
+end`;
 }
 
 /**

@@ -67,9 +67,16 @@ const drained = (
     id: q.record.id,
     appId: q.record.appId,
     charged: q.record.charged!,
+    marked: q.marked,
   })),
   wallets,
 });
+
+/** A task's record: settled by whichever instance finishes or sweeps the task, so checked for replays. */
+const taskRecord = (appId: string, over: Partial<BillingRecord> = {}): BillingRecord => {
+  const t = 'task_' + randomId(10);
+  return record(appId, { id: `task:${t}`, taskId: t, requestId: undefined, ...over });
+};
 
 describe.each(BACKENDS)('billing backend contract: %s', (name, make) => {
   const opened: Array<{ close(): void }> = [];
@@ -143,7 +150,7 @@ describe.each(BACKENDS)('billing backend contract: %s', (name, make) => {
       const a = app();
       await b.initWallet(a, 100n, 1n);
       await b.reserve(a, 'h1', 30n, 60_000);
-      const rec = record(a, { sale: 150n });
+      const rec = taskRecord(a, { sale: 150n });
       // The hold is released first, so all 100 are spendable: charged 100, the other 50 uncollectable.
       expect(await b.settle(rec, 'h1')).toEqual({ duplicate: false, charged: 100n });
       expect(await b.wallet(a)).toEqual({ ledger: 100n, unwritten: 100n, reserved: 0n });
@@ -161,11 +168,28 @@ describe.each(BACKENDS)('billing backend contract: %s', (name, make) => {
       const b = open();
       const a = app();
       await b.initWallet(a, 1_000n, 1n);
-      const rec = record(a, { sale: 100n });
+      const rec = taskRecord(a, { sale: 100n });
       await b.settle(rec, null);
       await b.reserve(a, 'h2', 50n, 60_000);
       expect(await b.settle(rec, 'h2')).toEqual({ duplicate: true, charged: 0n });
       expect(await b.wallet(a)).toEqual({ ledger: 1_000n, unwritten: 100n, reserved: 0n });
+    });
+
+    // The pipeline never settles a request twice; if it did, the backend may queue the copy (Redis keeps no
+    // marker for a request's record), but its charge may only wait in 'unwritten' until acknowledged.
+    it("a request's record settled twice leaves the wallet whole once everything read is acknowledged", async () => {
+      const b = open();
+      const a = app();
+      await b.initWallet(a, 1_000n, 1n);
+      const rec = record(a, { sale: 100n });
+      expect(await b.settle(rec, null)).toEqual({ duplicate: false, charged: 100n });
+      const again = await b.settle(rec, null);
+      const q = await b.read(10);
+      expect(q.length).toBe(again.duplicate ? 1 : 2);
+      expect(new Set(q.map((x) => x.record.id))).toEqual(new Set([rec.id]));
+      await b.ack(drained(q, [{ appId: a, available: 900n, version: 2n }]));
+      expect(await b.backlog()).toBe(0);
+      expect(await b.wallet(a)).toEqual({ ledger: 900n, unwritten: 0n, reserved: 0n });
     });
 
     // A hold of zero (or less) is a no-op on both: nothing is held, so nothing can expire or be given back
@@ -304,5 +328,91 @@ describe('redis billing: a zero hold left by an older version', () => {
       b.close();
       r.disconnect();
     }
+  });
+});
+
+// Not a contract case: how the Redis backend lays records out in its streams.
+describe('redis billing: streams', () => {
+  const opened: Array<{ b: RedisBilling; r: Redis }> = [];
+  afterEach(() => {
+    for (const { b, r } of opened.splice(0)) {
+      b.close();
+      r.disconnect();
+    }
+  });
+  const open = () => {
+    const prefix = testRedisPrefix();
+    prefixes.push(prefix);
+    const r = new Redis(REDIS_URL);
+    const b = new RedisBilling(r, prefix, 'c1');
+    opened.push({ b, r });
+    return { b, r, prefix };
+  };
+
+  it("one turn's settlements share one stream entry, read whole, acknowledged once, markers dropped", async () => {
+    const { b, r, prefix } = open();
+    const a = 'app_' + randomId(8);
+    await b.initWallet(a, 1_000n, 1n);
+    await b.reserve(a, 'h1', 200n, 60_000);
+    const task = taskRecord(a, { sale: 40n });
+    const recs = [
+      record(a, { sale: 100n }),
+      record(a, { sale: 30n, prepaid: false }),
+      task,
+      record(a, { sale: 20n }),
+    ];
+    const results = await Promise.all([
+      b.settle(recs[0]!, 'h1'),
+      b.settle(recs[1]!, null),
+      b.settle(recs[2]!, null),
+      b.settle(task, null), // the same task twice in one turn: the second is refused
+      b.settle(recs[3]!, null),
+    ]);
+    expect(results.map((x) => [x.duplicate, x.charged])).toEqual([
+      [false, 100n],
+      [false, 30n],
+      [false, 40n],
+      [true, 0n],
+      [false, 20n],
+    ]);
+    expect(await b.backlog()).toBe(1);
+    expect(await b.wallet(a)).toEqual({ ledger: 1_000n, unwritten: 160n, reserved: 0n });
+    expect(await r.keys(`${prefix}*:done:*`)).toHaveLength(1);
+    // Fewer than the entry carries: the entry comes whole (its records are acknowledged together).
+    const q = await b.read(2);
+    expect(q.map((x) => x.record.id)).toEqual(recs.map((x) => x.id));
+    expect(new Set(q.map((x) => x.handle)).size).toBe(1);
+    expect(q.map((x) => x.marked)).toEqual([false, false, true, false]);
+    expect(q.map((x) => x.record.charged)).toEqual([100n, 30n, 40n, 20n]);
+    const d = drained(
+      q.map((x) => (x.record.prepaid ? x : { ...x, record: { ...x.record, charged: 0n } })),
+      [{ appId: a, available: 840n, version: 4n }],
+    );
+    await b.ack(d);
+    await b.ack(d); // a second acknowledgement subtracts nothing
+    expect(await b.wallet(a)).toEqual({ ledger: 840n, unwritten: 0n, reserved: 0n });
+    expect(await b.backlog()).toBe(0);
+    expect(await r.keys(`${prefix}*:done:*`)).toEqual([]);
+  });
+
+  it('records an instance of the previous version queued (one per entry, in the old stream) are read and acknowledged', async () => {
+    const { b, r, prefix } = open();
+    const a = 'app_' + randomId(8);
+    await b.initWallet(a, 1_000n, 1n);
+    const old = `${prefix}{b:${shardOf(a)}}:j`;
+    await r.xgroup('CREATE', old, 'writers', '0', 'MKSTREAM');
+    const rec = record(a, { sale: 70n });
+    const enc = JSON.stringify({ ...rec, sale: '70', cost: '60' });
+    await r.set(`${prefix}{b:${shardOf(a)}}:done:${rec.id}`, '1');
+    await r.hincrby(`${prefix}{b:${shardOf(a)}}:w:${a}`, 'pend', 70);
+    await r.xadd(old, '*', 'r', enc, 'c', '70');
+    const q = await b.read(10);
+    expect(q.map((x) => [x.record.id, x.record.sale, x.record.charged])).toEqual([[rec.id, 70n, 70n]]);
+    // Records of that version all had markers: they are dropped as that version did.
+    expect(q[0]!.marked).toBe(true);
+    await b.ack(drained(q, [{ appId: a, available: 930n, version: 2n }]));
+    expect(await r.xlen(old)).toBe(0);
+    expect(await b.wallet(a)).toEqual({ ledger: 930n, unwritten: 0n, reserved: 0n });
+    expect(await r.keys(`${prefix}*:done:*`)).toEqual([]);
   });
 });

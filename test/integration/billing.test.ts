@@ -256,12 +256,19 @@ describe('a served request books one balanced journal', () => {
       usage: {},
       at: Date.now(),
     };
-    const first = await A.billing!.settle(rec, null);
-    const again = await B.billing!.settle(rec, null);
-    expect(first.charged).toBe(10n);
-    expect(again.charged).toBe(0n);
+    // Redis keeps no marker for a request's record (the pipeline settles a request once), so a replay is
+    // queued again; the journal's unique key still writes it once.
+    await A.billing!.settle(rec, null);
+    await B.billing!.settle(rec, null);
     await flush();
     expect(await journalsOf('replay-1')).toHaveLength(1);
+    // A task's record may be settled by two instances (one finishing it, one sweeping): refused at once.
+    const task = { ...rec, id: 'task:replay-2', requestId: undefined, taskId: 'replay-2' };
+    expect((await A.billing!.settle(task, null)).charged).toBe(10n);
+    expect((await B.billing!.settle(task, null)).charged).toBe(0n);
+    await flush();
+    const t = await db.query(`SELECT count(*)::int AS n FROM ledger_journal WHERE task_id = 'replay-2'`);
+    expect(t.rows[0].n).toBe(1);
     // Even a record that reached the queue twice (bypassing the marker) is written once: the journal's key is unique.
     B.billing!.writer.spill({ ...rec, charged: 10n });
     await flush();

@@ -162,7 +162,7 @@ describe('Redis comes back empty', () => {
     const r = new Redis(REDIS_URL);
     try {
       // Only the groups go (no epoch change, so nothing else notices): the writer must see NOGROUP itself.
-      for (let s = 0; s < 8; s++) await r.xgroup('DESTROY', `${prefix}{b:${s}}:j`, 'writers').catch(() => 0);
+      for (let s = 0; s < 8; s++) await r.xgroup('DESTROY', `${prefix}{b:${s}}:jr`, 'writers').catch(() => 0);
     } finally {
       r.disconnect();
     }
@@ -246,7 +246,7 @@ describe('a loss nobody noticed', () => {
     // epoch key stays, so no data-loss signal fires.
     const r = new Redis(REDIS_URL);
     try {
-      const keys = [...(await r.keys(`${prefix}{b:*}:j`)), ...(await r.keys(`${prefix}{b:*}:done:*`))];
+      const keys = [...(await r.keys(`${prefix}{b:*}:j*`)), ...(await r.keys(`${prefix}{b:*}:done:*`))];
       if (keys.length) await r.del(...keys);
     } finally {
       r.disconnect();

@@ -4,7 +4,7 @@
  */
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TickPipeline, written } from '../../src/coord/tick-pipeline.js';
+import { TickPipeline, appendLua, written } from '../../src/coord/tick-pipeline.js';
 import { REDIS_URL, TcpProxy, cleanupRedis, testRedisPrefix, waitFor } from '../helpers.js';
 
 let r: Redis;
@@ -67,6 +67,10 @@ return {redis.call('GET', KEYS[1]) or '', redis.call('GET', KEYS[2]) or '', ARGV
 const BAD = `redis.call('HSET', KEYS[1], 'f', '1'); return redis.call('INCR', KEYS[1])`;
 
 describe('TickPipeline', () => {
+  let t0: TickPipeline;
+  beforeAll(async () => {
+    t0 = await pipeline();
+  });
   it('runs one turn of calls as one script execution, in order, each with its own result', async () => {
     const t = await pipeline();
     t.define('tpIncr', INCR, 1);
@@ -105,6 +109,40 @@ describe('TickPipeline', () => {
     expect(res).toEqual(Array.from({ length: 150 }, (_, i) => i + 1));
     await monitorCaughtUp();
     expect(scriptsSent(t).length).toBe(3); // 64 + 64 + 22
+  });
+
+  it("shares a turn's stream appends as one entry per stream; a failed append fails only the calls that made it", async () => {
+    // KEYS: stream. ARGV: field, value -> 'ok'
+    t0.define('tpAppend', `local f = { ARGV[1], ARGV[2] }\n${appendLua('KEYS[1]', 'f')}\nreturn 'ok'`, 1);
+    t0.define('tpIncr', INCR, 1);
+    const s1 = `${prefix}s1`;
+    const s2 = `${prefix}s2`;
+    const bad = `${prefix}notastream`;
+    await r.set(bad, 'x');
+    const res = await Promise.allSettled([
+      t0.call('tpAppend', [s1, 'a', '1']),
+      t0.call('tpAppend', [s2, 'b', '2']),
+      t0.call('tpAppend', [bad, 'c', '3']),
+      t0.call('tpIncr', [`${prefix}n`, 1]),
+      t0.call('tpAppend', [s1, 'a', '4']),
+    ]);
+    expect(res.map((x) => x.status)).toEqual([
+      'fulfilled',
+      'fulfilled',
+      'rejected',
+      'fulfilled',
+      'fulfilled',
+    ]);
+    expect(String((res[2] as PromiseRejectedResult).reason)).toMatch(/WRONGTYPE/);
+    const e1 = await r.xrange(s1, '-', '+');
+    expect(e1.map((e) => e[1])).toEqual([['a', '1', 'a', '4']]);
+    expect((await r.xrange(s2, '-', '+')).map((e) => e[1])).toEqual([['b', '2']]);
+    // Alone, the script appends at once, an entry of its own.
+    expect(await t0.call('tpAppend', [s1, 'z', '9'])).toBe('ok');
+    expect((await r.xrange(s1, '-', '+')).map((e) => e[1])).toEqual([
+      ['a', '1', 'a', '4'],
+      ['z', '9'],
+    ]);
   });
 
   it('sends a lone call as its own script', async () => {
