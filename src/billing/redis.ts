@@ -270,6 +270,17 @@ export class RedisBilling implements BillingBackend {
     this.tick.define('animaBillQueue', QUEUE, 1);
   }
 
+  /** The shard this turn's plain records go to (see settle): the next one, each turn. */
+  private turnShard(): number {
+    if (this.thisTurn < 0) {
+      this.thisTurn = this.turns++ % SHARDS;
+      setImmediate(() => (this.thisTurn = -1));
+    }
+    return this.thisTurn;
+  }
+  private thisTurn = -1;
+  private turns = 0;
+
   private tag(shard: number): string {
     return `${this.prefix}{b:${shard}}`;
   }
@@ -318,8 +329,12 @@ export class RedisBilling implements BillingBackend {
     // Without it a settlement is one stream append (shared by its turn's batch) and nothing to delete later.
     const marked = charge !== undefined || rec.taskId !== undefined;
     if (!marked && holdId === null && !rec.prepaid) {
+      // Nothing ties it to its app's shard (no wallet, hold or marker there): it goes to this turn's shard,
+      // which moves on every turn, so one busy app's records spread over every shard (and, on a Cluster,
+      // every master) while each turn's still make one entry.
       const sale = rec.sale.toString();
-      await this.tick.call<number>('animaBillQueue', [stream, encodeRecord(rec), sale]);
+      const s = this.stream(this.turnShard());
+      await this.tick.call<number>('animaBillQueue', [s, encodeRecord(rec), sale]);
       return { duplicate: false, charged: rec.sale };
     }
     const res = await this.tick.call<[number, string]>('animaBillSettle', [

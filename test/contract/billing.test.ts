@@ -12,7 +12,7 @@ import { randomId } from '../../src/core/ids.js';
 import { systemClock } from '../../src/lib/clock.js';
 import { MemoryBilling } from '../../src/billing/memory.js';
 import { RedisBilling, shardOf } from '../../src/billing/redis.js';
-import type { BillingBackend, BillingRecord, QueuedRecord } from '../../src/billing/types.js';
+import type { BillingBackend, BillingRecord, Drained, QueuedRecord } from '../../src/billing/types.js';
 import { REDIS_URL, cleanupRedis, testRedisPrefix, waitFor } from '../helpers.js';
 
 afterAll(async () => {
@@ -56,21 +56,27 @@ const record = (appId: string, over: Partial<BillingRecord> = {}): BillingRecord
   ...over,
 });
 
-/** Acknowledges records as the writer does once their journals are committed. */
+/** Acknowledgements as the writer makes them once the records' journals are committed: one per shard. */
 const drained = (
   recs: QueuedRecord[],
   wallets: Array<{ appId: string; available: bigint; version: bigint }> = [],
-) => ({
-  shard: recs[0]?.shard ?? 0,
-  records: recs.map((q) => ({
-    handle: q.handle,
-    id: q.record.id,
-    appId: q.record.appId,
-    charged: q.record.charged!,
-    marked: q.marked,
-  })),
-  wallets,
-});
+): Drained[] =>
+  [...new Set(recs.map((q) => q.shard))].map((shard) => ({
+    shard,
+    records: recs
+      .filter((q) => q.shard === shard)
+      .map((q) => ({
+        handle: q.handle,
+        id: q.record.id,
+        appId: q.record.appId,
+        charged: q.record.charged!,
+        marked: q.marked,
+      })),
+    wallets,
+  }));
+const ack = async (b: BillingBackend, ds: Drained[]) => {
+  for (const d of ds) await b.ack(d);
+};
 
 /** A task's record: settled by whichever instance finishes or sweeps the task, so checked for replays. */
 const taskRecord = (appId: string, over: Partial<BillingRecord> = {}): BillingRecord => {
@@ -187,7 +193,7 @@ describe.each(BACKENDS)('billing backend contract: %s', (name, make) => {
       const q = await b.read(10);
       expect(q.length).toBe(again.duplicate ? 1 : 2);
       expect(new Set(q.map((x) => x.record.id))).toEqual(new Set([rec.id]));
-      await b.ack(drained(q, [{ appId: a, available: 900n, version: 2n }]));
+      await ack(b, drained(q, [{ appId: a, available: 900n, version: 2n }]));
       expect(await b.backlog()).toBe(0);
       expect(await b.wallet(a)).toEqual({ ledger: 900n, unwritten: 0n, reserved: 0n });
     });
@@ -268,8 +274,8 @@ describe.each(BACKENDS)('billing backend contract: %s', (name, make) => {
       expect((await b.wallet(a))!.unwritten).toBe(150n);
       // Committed: the ledger now holds the charges (balance 850 at version 3).
       const d = drained(first, [{ appId: a, available: 850n, version: 3n }]);
-      await b.ack(d);
-      await b.ack(d);
+      await ack(b, d);
+      await ack(b, d);
       expect(await b.backlog()).toBe(0);
       expect(await b.read(10)).toEqual([]);
       expect(await b.wallet(a)).toEqual({ ledger: 850n, unwritten: 0n, reserved: 0n });
@@ -285,7 +291,7 @@ describe.each(BACKENDS)('billing backend contract: %s', (name, make) => {
       expect(await b.settle(record(a, { sale: 0n }), null)).toEqual({ duplicate: false, charged: 0n });
       const q = await b.read(10);
       expect(q).toHaveLength(2);
-      await b.ack(drained(q, [{ appId: a, available: 0n, version: 2n }]));
+      await ack(b, drained(q, [{ appId: a, available: 0n, version: 2n }]));
       expect(await b.backlog()).toBe(0);
       expect(await b.wallet(a)).toEqual({ ledger: 0n, unwritten: 0n, reserved: 0n });
     });
@@ -296,10 +302,10 @@ describe.each(BACKENDS)('billing backend contract: %s', (name, make) => {
       for (let i = 0; i < 5; i++) await b.settle(record(a, { prepaid: false }), null);
       const some = await b.read(3);
       expect(some).toHaveLength(3);
-      await b.ack(drained(some));
+      await ack(b, drained(some));
       const rest = await b.read(10);
       expect(rest).toHaveLength(2);
-      await b.ack(drained(rest));
+      await ack(b, drained(rest));
       expect(await b.backlog()).toBe(0);
     });
   });
@@ -355,12 +361,7 @@ describe('redis billing: streams', () => {
     await b.initWallet(a, 1_000n, 1n);
     await b.reserve(a, 'h1', 200n, 60_000);
     const task = taskRecord(a, { sale: 40n });
-    const recs = [
-      record(a, { sale: 100n }),
-      record(a, { sale: 30n, prepaid: false }),
-      task,
-      record(a, { sale: 20n }),
-    ];
+    const recs = [record(a, { sale: 100n }), record(a, { sale: 30n }), task, record(a, { sale: 20n })];
     const results = await Promise.all([
       b.settle(recs[0]!, 'h1'),
       b.settle(recs[1]!, null),
@@ -376,7 +377,7 @@ describe('redis billing: streams', () => {
       [false, 20n],
     ]);
     expect(await b.backlog()).toBe(1);
-    expect(await b.wallet(a)).toEqual({ ledger: 1_000n, unwritten: 160n, reserved: 0n });
+    expect(await b.wallet(a)).toEqual({ ledger: 1_000n, unwritten: 190n, reserved: 0n });
     expect(await r.keys(`${prefix}*:done:*`)).toHaveLength(1);
     // Fewer than the entry carries: the entry comes whole (its records are acknowledged together).
     const q = await b.read(2);
@@ -384,15 +385,26 @@ describe('redis billing: streams', () => {
     expect(new Set(q.map((x) => x.handle)).size).toBe(1);
     expect(q.map((x) => x.marked)).toEqual([false, false, true, false]);
     expect(q.map((x) => x.record.charged)).toEqual([100n, 30n, 40n, 20n]);
-    const d = drained(
-      q.map((x) => (x.record.prepaid ? x : { ...x, record: { ...x.record, charged: 0n } })),
-      [{ appId: a, available: 840n, version: 4n }],
-    );
-    await b.ack(d);
-    await b.ack(d); // a second acknowledgement subtracts nothing
-    expect(await b.wallet(a)).toEqual({ ledger: 840n, unwritten: 0n, reserved: 0n });
+    const d = drained(q, [{ appId: a, available: 810n, version: 4n }]);
+    await ack(b, d);
+    await ack(b, d); // a second acknowledgement subtracts nothing
+    expect(await b.wallet(a)).toEqual({ ledger: 810n, unwritten: 0n, reserved: 0n });
     expect(await b.backlog()).toBe(0);
     expect(await r.keys(`${prefix}*:done:*`)).toEqual([]);
+  });
+
+  it("a busy postpaid app's records spread over every shard, each turn's in one entry", async () => {
+    const { b } = open();
+    const a = 'app_' + randomId(8);
+    for (let turn = 0; turn < 8; turn++)
+      await Promise.all(Array.from({ length: 5 }, () => b.settle(record(a, { prepaid: false }), null)));
+    expect(await b.backlog()).toBe(8);
+    const q = await b.read(100);
+    expect(q).toHaveLength(40);
+    expect(new Set(q.map((x) => x.shard)).size).toBe(8);
+    expect(new Set(q.map((x) => `${x.shard} ${x.handle}`)).size).toBe(8); // entry ids are per stream
+    await ack(b, drained(q));
+    expect(await b.backlog()).toBe(0);
   });
 
   it('records an instance of the previous version queued (one per entry, in the old stream) are read and acknowledged', async () => {
@@ -410,7 +422,7 @@ describe('redis billing: streams', () => {
     expect(q.map((x) => [x.record.id, x.record.sale, x.record.charged])).toEqual([[rec.id, 70n, 70n]]);
     // Records of that version all had markers: they are dropped as that version did.
     expect(q[0]!.marked).toBe(true);
-    await b.ack(drained(q, [{ appId: a, available: 930n, version: 2n }]));
+    await ack(b, drained(q, [{ appId: a, available: 930n, version: 2n }]));
     expect(await r.xlen(old)).toBe(0);
     expect(await b.wallet(a)).toEqual({ ledger: 930n, unwritten: 0n, reserved: 0n });
     expect(await r.keys(`${prefix}*:done:*`)).toEqual([]);
