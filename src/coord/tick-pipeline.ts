@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import calculateSlot from 'cluster-key-slot';
 import { Cluster, type Redis } from 'ioredis';
 import {
   type Reply,
@@ -31,15 +32,12 @@ const MAX_BATCH = 64;
  * as functions of one generated script (see batchLua). Each call keeps its own atomicity (the batch is
  * atomic as a whole, which is stronger) and its own result or error.
  *
- * On a Cluster each call is sent at once on its slot's connection (a batch would span slots).
+ * On a Cluster a turn's calls are grouped by the slot of their keys and each group goes as one batch
+ * through ioredis, which sends it to the slot's master (and follows MOVED and ASK): a busy slot's calls
+ * still share one execution, though not one socket write.
  */
 export class TickPipeline {
-  private batch: Array<{
-    name: string;
-    args: Array<string | number>;
-    resolve: (v: unknown) => void;
-    reject: (e: unknown) => void;
-  }> | null = null;
+  private batch: Call[] | null = null;
   private readonly scripts = new Map<
     string,
     { index: number; lua: string; sha: string; numberOfKeys: number | null }
@@ -85,14 +83,12 @@ export class TickPipeline {
 
   /** Queues a call of a script defined here into this turn's batch. */
   call<T>(name: string, args: Array<string | number>): Promise<T> {
-    if (!this.conn)
-      return (this.client as unknown as Record<string, (...a: unknown[]) => Promise<T>>)[name]!(...args);
     if (!this.scripts.has(name))
       return Promise.reject(new Error(`TickPipeline: script ${name} is not defined`));
     let b = this.batch;
     if (!b) {
       b = this.batch = [];
-      setImmediate(() => this.flush());
+      setImmediate(() => (this.conn ? this.flush() : this.flushCluster()));
     }
     return new Promise<T>((resolve, reject) =>
       b.push({ name, args, resolve: resolve as (v: unknown) => void, reject }),
@@ -136,36 +132,7 @@ export class TickPipeline {
         });
         continue;
       }
-      // Each distinct key once: a turn's calls mostly name the same few keys (one app's, one key's), and
-      // keys are most of a call's bytes. A call names its keys by their position in KEYS. A short list is
-      // searched in place (names are built once, so equal keys are mostly the same string); a long one
-      // through a Map.
-      const keys: Array<string | number> = [];
-      let index: Map<string | number, number> | null = null;
-      const positions: number[] = [];
-      let argc = 1;
-      for (const c of g) {
-        const s = this.scripts.get(c.name)!;
-        const nk = s.numberOfKeys ?? Number(c.args[0]);
-        const from = s.numberOfKeys === null ? 1 : 0;
-        argc += 3 + c.args.length - from;
-        for (let k = from; k < from + nk; k++) {
-          const key = c.args[k]!;
-          let n: number;
-          if (index) n = index.get(key) ?? 0;
-          else {
-            n = keys.indexOf(key) + 1;
-            if (n === 0 && keys.length >= 16) {
-              index = new Map(keys.map((x, j) => [x, j + 1]));
-            }
-          }
-          if (n === 0) {
-            n = keys.push(key);
-            index?.set(key, n);
-          }
-          positions.push(n);
-        }
-      }
+      const { keys, positions, argc } = this.batchKeys(g);
       const bs = this.batchLuaScript();
       load(bs.lua, bs.sha);
       w.command(3 + keys.length + argc)
@@ -186,21 +153,93 @@ export class TickPipeline {
         for (let k = from + nk; k < c.args.length; k++) w.arg(c.args[k]!);
       }
       callbacks.push((err, v) => {
-        if (err || v instanceof ReplyError || !Array.isArray(v)) {
-          if (v instanceof ReplyError && v.message.startsWith('NOSCRIPT')) this.loaded.delete(bs.sha);
-          const e = err ?? (v instanceof ReplyError ? v : new Error('Redis batch returned no result'));
-          for (const c of g) c.reject(e);
-          return;
-        }
-        for (let k = 0; k < g.length; k++) {
-          const o = v[k] as Reply[] | undefined;
-          if (!Array.isArray(o)) g[k]!.reject(new Error('Redis batch returned no result for a call'));
-          else if (o[0] === 1) g[k]!.resolve(o.length > 1 ? o[1] : null);
-          else g[k]!.reject(new ReplyError(String(o[1])));
-        }
+        if (v instanceof ReplyError && v.message.startsWith('NOSCRIPT')) this.loaded.delete(bs.sha);
+        settleBatch(g, err ?? (v instanceof ReplyError ? v : null), v ?? null);
       });
     }
     conn.write(w.take(), callbacks);
+  }
+
+  /**
+   * Each distinct key of a batch's calls once: a turn's calls mostly name the same few keys (one app's, one
+   * key's), and keys are most of a call's bytes. A call names its keys by their position in KEYS. A short
+   * list is searched in place (names are built once, so equal keys are mostly the same string); a long one
+   * through a Map. `argc`: the batch's ARGV length.
+   */
+  private batchKeys(g: Call[]): { keys: Array<string | number>; positions: number[]; argc: number } {
+    const keys: Array<string | number> = [];
+    let index: Map<string | number, number> | null = null;
+    const positions: number[] = [];
+    let argc = 1;
+    for (const c of g) {
+      const s = this.scripts.get(c.name)!;
+      const nk = s.numberOfKeys ?? Number(c.args[0]);
+      const from = s.numberOfKeys === null ? 1 : 0;
+      argc += 3 + c.args.length - from;
+      for (let k = from; k < from + nk; k++) {
+        const key = c.args[k]!;
+        let n: number;
+        if (index) n = index.get(key) ?? 0;
+        else {
+          n = keys.indexOf(key) + 1;
+          if (n === 0 && keys.length >= 16) {
+            index = new Map(keys.map((x, j) => [x, j + 1]));
+          }
+        }
+        if (n === 0) {
+          n = keys.push(key);
+          index?.set(key, n);
+        }
+        positions.push(n);
+      }
+    }
+    return { keys, positions, argc };
+  }
+
+  /** flush() on a Cluster: the turn's calls grouped by slot, each group one batch through ioredis. */
+  private flushCluster(): void {
+    const b = this.batch!;
+    this.batch = null;
+    const client = this.client as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>;
+    const bySlot = new Map<number, Call[]>();
+    for (const c of b) {
+      const s = this.scripts.get(c.name)!;
+      const nk = s.numberOfKeys ?? Number(c.args[0]);
+      const first = c.args[s.numberOfKeys === null ? 1 : 0];
+      const slot = nk > 0 ? calculateSlot(String(first)) : -1;
+      const g = bySlot.get(slot);
+      if (g && slot >= 0) g.push(c);
+      else if (slot >= 0) bySlot.set(slot, [c]);
+      else client[c.name]!(...c.args).then(c.resolve, c.reject); // no key: no slot to share
+    }
+    for (const calls of bySlot.values()) {
+      for (let i = 0; i < calls.length; i += MAX_BATCH) {
+        const g = calls.slice(i, i + MAX_BATCH);
+        if (g.length === 1) {
+          client[g[0]!.name]!(...g[0]!.args).then(g[0]!.resolve, g[0]!.reject);
+          continue;
+        }
+        const { keys, positions } = this.batchKeys(g);
+        const argv: Array<string | number> = [g.length];
+        let p = 0;
+        for (const c of g) {
+          const s = this.scripts.get(c.name)!;
+          const nk = s.numberOfKeys ?? Number(c.args[0]);
+          const from = s.numberOfKeys === null ? 1 : 0;
+          argv.push(s.index, nk, c.args.length - from - nk);
+          for (let k = 0; k < nk; k++) argv.push(positions[p++]!);
+          for (let k = from + nk; k < c.args.length; k++) argv.push(c.args[k]!);
+        }
+        // Defined under a name of its own content: the batch script changes when a script is added.
+        const bs = this.batchLuaScript();
+        const name = `animaTickBatch${bs.sha.slice(0, 16)}`;
+        if (!(name in this.client)) this.client.defineCommand(name, { lua: bs.lua });
+        client[name]!(keys.length, ...keys, ...argv).then(
+          (v) => settleBatch(g, null, v as Reply),
+          (e: unknown) => settleBatch(g, e, null),
+        );
+      }
+    }
   }
 
   /** The batch script (generated on first use and whenever a script was added since). */
@@ -208,6 +247,28 @@ export class TickPipeline {
     if (this.batchScript) return this.batchScript;
     const lua = batchLua([...this.scripts.values()].map((s) => s.lua));
     return (this.batchScript = { lua, sha: sha1(lua) });
+  }
+}
+
+interface Call {
+  name: string;
+  args: Array<string | number>;
+  resolve: (v: unknown) => void;
+  reject: (e: unknown) => void;
+}
+
+/** Hands each call of a batch its own result, or the batch's error to all of them. */
+function settleBatch(g: Call[], err: unknown, v: Reply | null): void {
+  if (err || !Array.isArray(v)) {
+    const e = err ?? new Error('Redis batch returned no result');
+    for (const c of g) c.reject(e);
+    return;
+  }
+  for (let k = 0; k < g.length; k++) {
+    const o = v[k] as Reply[] | undefined;
+    if (!Array.isArray(o)) g[k]!.reject(new Error('Redis batch returned no result for a call'));
+    else if (o[0] === 1) g[k]!.resolve(o.length > 1 ? o[1] : null);
+    else g[k]!.reject(new ReplyError(String(o[1])));
   }
 }
 

@@ -8,7 +8,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Cluster } from 'ioredis';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TickPipeline } from '../../src/coord/tick-pipeline.js';
 import type { FakeUpstream } from '../../fakes/common.js';
 import { startFakeOpenAI } from '../../fakes/index.js';
 import { ADMIN_TOKEN, type TestDatabase, createTestDatabase, startTestGateway, waitFor } from '../helpers.js';
@@ -198,4 +201,99 @@ describe('on a three-master Redis Cluster', () => {
     await admin('POST', '/kill-switch', { enabled: false });
     await waitFor(async () => (await chat(B, k.sk)).status === 200, 1_000, 5);
   });
+
+  it("a turn's script calls go as one execution per slot, each with its own result", async () => {
+    const c = new Cluster(ports.map((port) => ({ host: '127.0.0.1', port })));
+    const t = new TickPipeline(c as never);
+    try {
+      t.define('clIncr', `return redis.call('INCRBY', KEYS[1], tonumber(ARGV[1]))`, 1);
+      t.define('clBad', `redis.call('HSET', KEYS[1], 'f', '1'); return redis.call('INCR', KEYS[1])`, 1);
+      await t.call('clIncr', ['{cl-a}warm', 1]); // the script is known to the node from here on
+      // Script executions on each master (EVAL and EVALSHA).
+      const stats = () =>
+        Promise.all(
+          c
+            .nodes('master')
+            .map(async (n) =>
+              [...(await n.info('commandstats')).matchAll(/cmdstat_eval(?:sha)?:calls=(\d+)/g)].reduce(
+                (a, m) => a + Number(m[1]),
+                0,
+              ),
+            ),
+        );
+      await Promise.all(c.nodes('master').map((n) => n.config('RESETSTAT')));
+      const res = await Promise.allSettled([
+        t.call('clIncr', ['{cl-a}x', 2]),
+        t.call('clIncr', ['{cl-b}x', 5]),
+        t.call('clBad', ['{cl-a}h']),
+        t.call('clIncr', ['{cl-a}x', 3]),
+        t.call('clIncr', ['{cl-b}y', 7]),
+      ]);
+      expect(res.map((r) => (r.status === 'fulfilled' ? r.value : 'refused'))).toEqual([
+        2,
+        5,
+        'refused',
+        5,
+        7,
+      ]);
+      // Two slots ({cl-a}, {cl-b}): two executions (an EVAL and its EVALSHA retry count as one each).
+      const counts = await stats();
+      expect(counts.reduce((a, b) => a + b, 0)).toBeLessThanOrEqual(4);
+      expect(counts.reduce((a, b) => a + b, 0)).toBeGreaterThanOrEqual(2);
+    } finally {
+      t.close();
+      c.disconnect();
+    }
+  });
+
+  it("one busy postpaid key's billing spreads over the masters, and every request is journaled once", async () => {
+    // Priced, so every request books a sale journal.
+    await admin('POST', '/prices', {
+      alias: 'main',
+      cost_input_per_mtok: 1_000_000,
+      cost_output_per_mtok: 2_000_000,
+      sale_input_per_mtok: 2_000_000,
+      sale_output_per_mtok: 4_000_000,
+    });
+    const app = await admin('POST', '/apps', { name: 'hot' });
+    const k = await admin('POST', `/apps/${app.id}/keys`, { name: 'hot' });
+    await waitFor(async () => (await chat(A, k.sk)).status === 200, 2_000, 20);
+    const nodes = ports.map((port) => new Cluster([{ host: '127.0.0.1', port }]));
+    const c = new Cluster(ports.map((port) => ({ host: '127.0.0.1', port })));
+    const db = new pg.Client({ connectionString: tdb.url });
+    await db.connect();
+    try {
+      await Promise.all(c.nodes('master').map((n) => n.config('RESETSTAT')));
+      const ids: string[] = [];
+      for (let round = 0; round < 4; round++) {
+        const rs = await Promise.all(Array.from({ length: 10 }, (_, i) => chat(i % 2 ? A : B, k.sk)));
+        for (const r of rs) {
+          expect(r.status).toBe(200);
+          await r.arrayBuffer();
+          ids.push(r.headers.get('x-request-id')!);
+        }
+      }
+      await waitFor(
+        async () =>
+          Number(
+            (await db.query(`SELECT count(*) AS n FROM ledger_journal WHERE request_id = ANY($1)`, [ids]))
+              .rows[0].n,
+          ) === ids.length,
+        15_000,
+        50,
+      );
+      const xadds = await Promise.all(
+        c
+          .nodes('master')
+          .map(async (n) => Number(/cmdstat_xadd:calls=(\d+)/.exec(await n.info('commandstats'))?.[1] ?? 0)),
+      );
+      console.log(`cluster: 40 requests of one key, stream appends per master ${xadds.join('/')}`);
+      expect(xadds.filter((x) => x > 0).length).toBeGreaterThanOrEqual(2);
+      expect(xadds.reduce((a, b) => a + b, 0)).toBeLessThanOrEqual(ids.length);
+    } finally {
+      await db.end();
+      c.disconnect();
+      for (const n of nodes) n.disconnect();
+    }
+  }, 30_000);
 });
