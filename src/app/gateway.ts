@@ -24,7 +24,7 @@ import { ConfigCache } from '../config/cache.js';
 import { MemoryCoordinator } from '../coord/memory.js';
 import { RedisCoordinator } from '../coord/redis.js';
 import { parseClusterNodes, parseRedisUrl } from '../coord/redis-url.js';
-import type { ChannelHealth, Coordinator, SharedBreakerState } from '../coord/types.js';
+import type { ChannelHealth, Coordinator, SharedBreakerState, Unsubscribe } from '../coord/types.js';
 import { buildServer } from '../http/server.js';
 import type { Readiness } from '../http/management.js';
 import { ResponseCache } from '../relay/response-cache.js';
@@ -369,19 +369,15 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
   });
 
   let billing: Billing | null = null;
+  let unsubConfirm: Unsubscribe | null = null;
   /** Last known database health (probe every 2 s; the journal writer's commits say it sooner). */
   let dbKnownUp = true;
   const redisLive = () => !(coord instanceof RedisCoordinator) || coord.isReady();
   if (settings.billing) {
+    const consumer = `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
     const backend =
       coord instanceof RedisCoordinator
-        ? new RedisBilling(
-            coord.cmd,
-            settings.redisPrefix,
-            `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`,
-            settings.billingStaleMs,
-            coord.tick,
-          )
+        ? new RedisBilling(coord.cmd, settings.redisPrefix, consumer, settings.billingStaleMs, coord.tick)
         : new MemoryBilling(clock);
     const ledger = new Ledger(dbh.db);
     const writer = new JournalWriter(
@@ -400,7 +396,7 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
           metrics.billingCommitFailures.inc();
         },
         onUncollected: (app, micros) => metrics.billingUncollected.labels(app).inc(Number(micros)),
-        onWritten: (ids) => billing?.written(ids),
+        onWritten: (records) => billing?.written(records),
       },
     );
     billing = new Billing(
@@ -414,6 +410,13 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
         unconfirmedMax: settings.billingUnconfirmedMax,
         stuckAfterMs: settings.billingStuckAfterMs,
         queueDown: () => !redisLive(),
+        ...(coord instanceof RedisCoordinator
+          ? {
+              self: consumer,
+              tell: (who: string, ids: string[]) =>
+                void coord.publish(`billing:written:${who}`, ids.join('\n')).catch(() => {}),
+            }
+          : {}),
       },
       {
         onRefused: (reason) => metrics.billingRefused.labels(reason).inc(),
@@ -435,6 +438,9 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
       if (backend instanceof RedisBilling) backend.forgetGroups();
       void b.resendUnconfirmed().catch(() => {});
     });
+    // Other instances' writers say when they journaled this instance's records (see BillingOptions.tell).
+    if (coord instanceof RedisCoordinator)
+      unsubConfirm = await coord.subscribe(`billing:written:${consumer}`, (m) => b.confirmed(m.split('\n')));
   }
 
   const stopJournalWatch = billing ? watchJournal(notifications, billing) : () => {};
@@ -704,6 +710,7 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
       // Scrapes and probes were answered through the drain; the process is about to go now.
       await management?.close().catch(() => {});
       await unsubTasks().catch(() => {});
+      await unsubConfirm?.().catch(() => {});
       webhooks.stop();
       await clusterStats.stop();
       stopJournalWatch();

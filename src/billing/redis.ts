@@ -334,7 +334,7 @@ export class RedisBilling implements BillingBackend {
       // every master) while each turn's still make one entry.
       const sale = rec.sale.toString();
       const s = this.stream(this.turnShard());
-      await this.tick.call<number>('animaBillQueue', [s, encodeRecord(rec), sale]);
+      await this.tick.call<number>('animaBillQueue', [s, encodeRecord(rec, this.consumer), sale]);
       return { duplicate: false, charged: rec.sale };
     }
     const res = await this.tick.call<[number, string]>('animaBillSettle', [
@@ -344,7 +344,7 @@ export class RedisBilling implements BillingBackend {
       hz,
       ha,
       holdId ?? '',
-      encodeRecord(rec),
+      encodeRecord(rec, this.consumer),
       (charge ?? rec.sale).toString(),
       rec.prepaid ? '1' : '0',
       DONE_TTL_S,

@@ -35,6 +35,15 @@ export interface BillingOptions {
   queueDown?: () => boolean;
   /** With the queue unreachable this long after a record settled, the record is written directly (default 5 s). */
   spillAfterMs?: number;
+  /** This instance's name as its records carry it (`BillingRecord.by`). */
+  self?: string;
+  /**
+   * Tells another instance that its records are journaled (best effort: a message lost only means that
+   * instance finds them in the ledger a couple of seconds later, by its sweep). Without it, every
+   * instance looks up in the ledger each record another instance's writer wrote: with N instances,
+   * (N - 1) / N of all records, an index probe each on the primary.
+   */
+  tell?: (instance: string, recordIds: string[]) => void;
 }
 
 /** A record settled into the queue, kept until its journal is seen in the ledger. */
@@ -110,8 +119,23 @@ export class Billing {
     this.sweepTimer = null;
   }
 
-  /** The writer committed these records' journals. */
-  written(recordIds: string[]): void {
+  /** This instance's writer committed these records' journals: its own are confirmed, the others' owners told. */
+  written(records: BillingRecord[]): void {
+    let others: Map<string, string[]> | null = null;
+    for (const r of records) {
+      if (r.by === undefined || r.by === this.opts.self || !this.opts.tell) this.unconfirmed.delete(r.id);
+      else {
+        others ??= new Map();
+        const l = others.get(r.by);
+        if (l) l.push(r.id);
+        else others.set(r.by, [r.id]);
+      }
+    }
+    if (others) for (const [who, ids] of others) this.opts.tell!(who, ids);
+  }
+
+  /** Another instance's writer journaled these records of this instance's. */
+  confirmed(recordIds: string[]): void {
     for (const id of recordIds) this.unconfirmed.delete(id);
   }
 

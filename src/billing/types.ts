@@ -26,6 +26,11 @@ export interface BillingRecord {
   usage: Record<string, unknown>;
   /** When the request arrived (ms): the journal's occurred_at and the report's day. */
   at: number;
+  /**
+   * The instance that settled it into the queue (read back from the queue; not part of the journal): the
+   * writer that journals it tells that instance so, which then needn't look it up in the ledger.
+   */
+  by?: string;
 }
 
 /** A record read back from the durable queue, with the handle that acknowledges it. */
@@ -101,7 +106,7 @@ export const toJson = (v: unknown): string =>
  * function slows JSON.stringify several-fold. Encoded and decoded field by field, not by spreading the
  * record: spreads of a dozen fields were most of the cost.
  */
-export function encodeRecord(r: BillingRecord): string {
+export function encodeRecord(r: BillingRecord, by?: string): string {
   return JSON.stringify({
     id: r.id,
     requestId: r.requestId,
@@ -114,6 +119,7 @@ export function encodeRecord(r: BillingRecord): string {
     cost: r.cost.toString(),
     usage: r.usage,
     at: r.at,
+    by,
   });
 }
 
@@ -134,5 +140,6 @@ export function decodeRecord(s: string, charged: string | undefined): BillingRec
   };
   if (o.requestId) r.requestId = String(o.requestId);
   if (o.taskId) r.taskId = String(o.taskId);
+  if (typeof o.by === 'string') r.by = o.by;
   return r;
 }

@@ -33,7 +33,7 @@ export interface WriterHooks {
   onFailed?: (where: 'db' | 'queue') => void;
   onUncollected?: (appId: string, micros: bigint) => void;
   /** These records' journals are in the ledger now (written by this writer, or found there already). */
-  onWritten?: (recordIds: string[]) => void;
+  onWritten?: (records: BillingRecord[]) => void;
 }
 
 /**
@@ -264,7 +264,7 @@ export class JournalWriter {
     }
     this.commitFailed = false;
     this.written += journals.length;
-    this.hooks.onWritten?.(items.map((q) => q.record.id));
+    this.hooks.onWritten?.(items.map((q) => q.record));
     this.hooks.onCommitted?.(journals.length, performance.now() - t0);
     return [...charged.keys()].map((appId) => ({
       appId,

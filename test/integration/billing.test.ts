@@ -243,6 +243,38 @@ describe('a served request books one balanced journal', () => {
     }
   });
 
+  it("records another instance's writer journals are confirmed by its message, not looked up in the ledger", async () => {
+    // Only B writes: A must learn from B that its records are in the ledger.
+    await A.billing!.writer.stop();
+    const looked: string[] = [];
+    const ledger = A.billing!.ledger;
+    const journaled = ledger.journaled.bind(ledger);
+    ledger.journaled = (keys: string[]) => (looked.push(...keys), journaled(keys));
+    try {
+      const ids: string[] = [];
+      for (let i = 0; i < 5; i++) {
+        const r = await chat(A, postpaid.sk);
+        expect(r.status).toBe(200);
+        await r.arrayBuffer();
+        ids.push(r.headers.get('x-request-id')!);
+      }
+      expect(((await A.billing!.status()) as { unconfirmed: number }).unconfirmed).toBeGreaterThan(0);
+      // Well inside the 2 s before A's sweep would look a record up (BillingOptions.confirmAfterMs).
+      await waitFor(
+        async () => ((await A.billing!.status()) as { unconfirmed: number }).unconfirmed === 0,
+        1_500,
+        10,
+      );
+      expect(looked.filter((k) => ids.some((id) => k.endsWith(id)))).toEqual([]);
+      expect(await Promise.all(ids.map(async (id) => (await journalsOf(id)).length))).toEqual([
+        1, 1, 1, 1, 1,
+      ]);
+    } finally {
+      ledger.journaled = journaled;
+      A.billing!.writer.start();
+    }
+  });
+
   it('settlement replayed for the same request id posts nothing new', async () => {
     const rec = {
       id: 'replay-1',
