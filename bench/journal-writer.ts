@@ -11,8 +11,6 @@
  * PG_URL (default postgres://postgres@127.0.0.1:5432/postgres) is the admin connection: the bench creates
  * and drops its own database there. REDIS_URL for `--redis`.
  */
-import { readFileSync } from 'node:fs';
-import pg from 'pg';
 import pino from 'pino';
 import { Redis } from 'ioredis';
 import { systemClock } from '../src/lib/clock.js';
@@ -22,12 +20,8 @@ import { RedisBilling } from '../src/billing/redis.js';
 import { FUNDING, saleJournal, walletAccount } from '../src/billing/journal.js';
 import type { BillingBackend, BillingRecord } from '../src/billing/types.js';
 import { JournalWriter } from '../src/billing/writer.js';
-import { openDatabase } from '../src/store/db.js';
+import { arg, cpuOf, scratchDatabase, spent } from './scratch-db.js';
 
-const arg = (name: string, dflt: string): string => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 && process.argv[i + 1] ? process.argv[i + 1]! : dflt;
-};
 const N = Number(arg('n', '20000'));
 const BATCHES = arg('batch', '100,500').split(',').map(Number);
 const APPS = Number(arg('apps', '20'));
@@ -37,21 +31,6 @@ const PREFILL = Number(arg('prefill', '0'));
 const REDIS = process.argv.includes('--redis');
 const PG_URL = process.env.PG_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
-
-/** CPU (ms, user + system) of each process by pid, from /proc/<pid>/stat. */
-function cpuOf(pids: number[]): Map<number, number> {
-  const out = new Map<number, number>();
-  for (const pid of pids) {
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      const f = stat.slice(stat.lastIndexOf(') ') + 2).split(' ');
-      out.set(pid, ((Number(f[11]) + Number(f[12])) * 1000) / 100);
-    } catch {
-      // ended between the listing and the read
-    }
-  }
-  return out;
-}
 
 /** A record shaped like the gateway's (src/billing/request.ts): half the apps prepaid. */
 function record(i: number, round: string): BillingRecord {
@@ -78,13 +57,8 @@ function record(i: number, round: string): BillingRecord {
 }
 
 async function main(): Promise<void> {
-  const name = `anima_bench_jw_${Math.random().toString(36).slice(2, 10)}`;
-  const admin = new pg.Client({ connectionString: PG_URL });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${name}`);
-  const u = new URL(PG_URL);
-  u.pathname = '/' + name;
-  const dbh = await openDatabase({ databaseUrl: u.toString(), dataDir: 'memory://', poolSize: 4 });
+  const scratch = await scratchDatabase(PG_URL, 'anima_bench_jw_', 4);
+  const { name, dbh } = scratch;
   const redis = REDIS ? new Redis(REDIS_URL) : null;
   const prefix = `anima-bench-jw:${name}:`;
   try {
@@ -130,9 +104,7 @@ async function main(): Promise<void> {
         const recs = Array.from({ length: N }, (_, i) => record(i, tag));
         for (let i = 0; i < recs.length; i += 1000)
           await Promise.all(recs.slice(i, i + 1000).map((r) => backend.settle(r, null)));
-        const pids = (
-          await admin.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE datname = $1', [name])
-        ).rows.map((r) => r.pid);
+        const pids = await scratch.pids();
         const r0 = redis ? await redisStats(redis) : null;
         const c0 = cpuOf(pids);
         const t0 = performance.now();
@@ -140,8 +112,7 @@ async function main(): Promise<void> {
         const ms = performance.now() - t0;
         const c1 = cpuOf(pids);
         const r1 = redis ? await redisStats(redis) : null;
-        let pgMs = 0;
-        for (const [pid, v] of c1) pgMs += v - (c0.get(pid) ?? v);
+        const pgMs = spent(c0, c1);
         const redisCols =
           r0 && r1
             ? `${((r1.calls - r0.calls) / N).toFixed(2)} | ${(((r1.cpuS - r0.cpuS) * 1e6) / N).toFixed(1)}`
@@ -160,9 +131,7 @@ async function main(): Promise<void> {
       if (keys.length) await redis.del(...keys);
       redis.disconnect();
     }
-    await dbh.close();
-    await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
-    await admin.end();
+    await scratch.drop();
   }
 }
 

@@ -19,6 +19,7 @@
 import { type Kysely, type Transaction, sql } from 'kysely';
 import type { Database } from '../store/schema.js';
 import { toJson } from './types.js';
+import { pgArray } from '../lib/pg-array.js';
 
 import {
   type AccountSpec,
@@ -36,6 +37,7 @@ import {
 } from './ledger-types.js';
 
 export * from './ledger-types.js';
+export { pgArray };
 
 const MAX_BIGINT = 2n ** 63n - 1n;
 const POSTED_KINDS = new Set<string>(['fund', 'sale', 'cost', 'correction']);
@@ -767,20 +769,4 @@ async function insertEntries(trx: Tx, journalId: bigint, legs: Leg[], pending: b
       })),
     )
     .execute();
-}
-
-/**
- * A PostgreSQL array literal of text elements (cast in SQL to the column's array type): each element
- * double-quoted, with backslash and double quote escaped; null is NULL.
- */
-export function pgArray(values: ReadonlyArray<string | null>): string {
-  let out = '{';
-  for (let i = 0; i < values.length; i++) {
-    const v = values[i];
-    if (i > 0) out += ',';
-    if (v === null || v === undefined) out += 'NULL';
-    else if (v.indexOf('"') < 0 && v.indexOf('\\') < 0) out += '"' + v + '"';
-    else out += '"' + v.replace(/[\\"]/g, '\\$&') + '"';
-  }
-  return out + '}';
 }

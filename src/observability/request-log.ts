@@ -18,6 +18,7 @@ import { sql } from 'kysely';
 import type { Logger } from 'pino';
 import type { RequestContext } from '../core/context.js';
 import type { Db } from '../store/db.js';
+import { pgArray } from '../lib/pg-array.js';
 
 export interface RequestLogRow {
   id: string;
@@ -115,11 +116,16 @@ export class RequestLog {
       cache_hit: ctx.cacheHit,
       aborted: ctx.clientAborted,
     });
-    if (this.buf.length >= this.opts.batch) void this.flush();
-    else if (!this.timer) {
-      this.timer = setTimeout(() => void this.flush(), this.opts.flushMs);
-      this.timer.unref();
-    }
+    // A write under way takes the next whole batch when it ends (drain).
+    if (this.buf.length >= this.opts.batch) {
+      if (!this.flushing) void this.drain(0);
+    } else this.arm();
+  }
+
+  private arm(): void {
+    if (this.timer || !this.buf.length) return;
+    this.timer = setTimeout(() => void this.flush(), this.opts.flushMs);
+    this.timer.unref();
   }
 
   /** Rows waiting to be written. */
@@ -127,25 +133,35 @@ export class RequestLog {
     return this.buf.length;
   }
 
-  /** Writes what is buffered (one batch at a time); resolves when the buffer was handed to the database. */
-  async flush(): Promise<void> {
+  /** Writes the rows buffered now, batch after batch; resolves when they were handed to the database. */
+  flush(): Promise<void> {
+    return this.drain(this.buf.length);
+  }
+
+  /**
+   * Writes the oldest `rows` rows, then whole batches while one waits, one write at a time; stops at a
+   * failed write (its rows are kept for the retry). What arrives meanwhile waits for a whole batch or the
+   * timer: draining to empty under load wrote the few rows that came in during the previous INSERT, ~64
+   * rows per INSERT at ~2,700 requests/s, where a row costs PostgreSQL ~1.6× what it does in batches of
+   * 1,000 (bench/request-log.ts).
+   */
+  private async drain(rows: number): Promise<void> {
     if (this.timer) {
       clearTimeout(this.timer);
       this.timer = null;
     }
-    // Everything buffered now, batch after batch, until a write fails (the rows are kept for the retry).
+    let left = rows;
     for (;;) {
       while (this.flushing) await this.flushing;
-      if (!this.buf.length) return;
-      const rows = this.buf.splice(0, this.opts.batch);
-      const done: Promise<boolean> = this.write(rows).finally(() => (this.flushing = null));
+      const n =
+        left > 0 ? Math.min(left, this.opts.batch) : this.buf.length >= this.opts.batch ? this.opts.batch : 0;
+      if (n === 0 || !this.buf.length) break;
+      left -= n;
+      const done: Promise<boolean> = this.write(this.buf.splice(0, n)).finally(() => (this.flushing = null));
       this.flushing = done.then(() => {});
       if (!(await done)) break;
     }
-    if (this.buf.length && !this.timer) {
-      this.timer = setTimeout(() => void this.flush(), this.opts.flushMs);
-      this.timer.unref();
-    }
+    this.arm();
   }
 
   /** false: the database refused the batch (its rows are back in the buffer, as room allows). */
@@ -158,21 +174,13 @@ export class RequestLog {
     if (!rows.length) return true;
     try {
       await this.maintain(rows);
-      // The batch travels as one JSON text (one JSON.stringify here, one json_to_recordset there): a
-      // column array per field costs node-postgres an escaping pass over every element.
-      await sql`INSERT INTO request_log (id, at, app_id, key_id, alias, dialect, channel, upstream_model,
-          stream, attempts, route, status, outcome, error_code, tokens_in, tokens_out, cost_micros,
-          sale_micros, latency_ms, ttfb_ms, cache_hit, aborted, instance)
-        SELECT t.id, to_timestamp(t.at / 1000.0), t.app_id, t.key_id, t.alias, t.dialect, t.channel,
-          t.upstream_model, t.stream, t.attempts, t.route, t.status, t.outcome, t.error_code, t.tokens_in,
-          t.tokens_out, t.cost_micros, t.sale_micros, t.latency_ms, t.ttfb_ms, t.cache_hit, t.aborted,
-          ${this.opts.instance}
-        FROM json_to_recordset(${JSON.stringify(rows)}::json) AS t(id text, at float8, app_id text,
-          key_id text, alias text, dialect text, channel text, upstream_model text, stream boolean,
-          attempts int, route jsonb, status int, outcome text, error_code text, tokens_in int,
-          tokens_out int, cost_micros bigint, sale_micros bigint, latency_ms real, ttfb_ms real,
-          cache_hit boolean, aborted boolean)
-        ON CONFLICT DO NOTHING`.execute(this.db);
+      // A batch the database took but whose answer was lost comes back on the retry: the plain INSERT
+      // then fails on the key and goes again skipping what is there. Only then: the conflict check on
+      // every row was ~7% of the INSERT's CPU in a profile under bench/request-log.ts.
+      await this.insert(rows, false).catch((e: unknown) => {
+        if ((e as { code?: string })?.code !== '23505') throw e;
+        return this.insert(rows, true);
+      });
       this.written += rows.length;
       this.lastError = null;
       return true;
@@ -187,6 +195,43 @@ export class RequestLog {
       if (room > 0) this.buf.unshift(...rows.slice(Math.max(0, rows.length - room)));
       return false;
     }
+  }
+
+  /**
+   * One multi-row INSERT: a column per field, each as one array literal (pgArray) that `unnest` zips back
+   * into rows. Against one JSON text through json_to_recordset this halves PostgreSQL's CPU per row
+   * (bench/request-log.ts: the JSON was parsed twice, once to check it and once to read it, with every
+   * key repeated per row, and the large text copied through planning), and pgArray spares node-postgres
+   * its per-element escaping (bench/HISTORY.md). An empty route goes as NULL: the column's default
+   * without a jsonb parse, which most rows have.
+   */
+  private async insert(rows: RequestLogRow[], skipExisting: boolean): Promise<void> {
+    const col = (f: (r: RequestLogRow) => string | number | boolean | null) =>
+      pgArray(
+        rows.map((r) => {
+          const v = f(r);
+          return v === null ? null : String(v);
+        }),
+      );
+    await sql`INSERT INTO request_log (id, at, app_id, key_id, alias, dialect, channel, upstream_model,
+          stream, attempts, route, status, outcome, error_code, tokens_in, tokens_out, cost_micros,
+          sale_micros, latency_ms, ttfb_ms, cache_hit, aborted, instance)
+        SELECT t.id, to_timestamp(t.at / 1000.0), t.app_id, t.key_id, t.alias, t.dialect, t.channel,
+          t.upstream_model, t.stream, t.attempts, coalesce(t.route, '[]'), t.status, t.outcome, t.error_code,
+          t.tokens_in, t.tokens_out, t.cost_micros, t.sale_micros, t.latency_ms, t.ttfb_ms, t.cache_hit,
+          t.aborted, ${this.opts.instance}
+        FROM unnest(${col((r) => r.id)}::text[], ${col((r) => r.at)}::float8[], ${col((r) => r.app_id)}::text[],
+          ${col((r) => r.key_id)}::text[], ${col((r) => r.alias)}::text[], ${col((r) => r.dialect)}::text[],
+          ${col((r) => r.channel)}::text[], ${col((r) => r.upstream_model)}::text[], ${col((r) => r.stream)}::boolean[],
+          ${col((r) => r.attempts)}::int[], ${col((r) => (r.route.length ? JSON.stringify(r.route) : null))}::jsonb[],
+          ${col((r) => r.status)}::int[], ${col((r) => r.outcome)}::text[], ${col((r) => r.error_code)}::text[],
+          ${col((r) => r.tokens_in)}::int[], ${col((r) => r.tokens_out)}::int[], ${col((r) => r.cost_micros)}::bigint[],
+          ${col((r) => r.sale_micros)}::bigint[], ${col((r) => r.latency_ms)}::real[], ${col((r) => r.ttfb_ms)}::real[],
+          ${col((r) => r.cache_hit)}::boolean[], ${col((r) => r.aborted)}::boolean[])
+          AS t (id, at, app_id, key_id, alias, dialect, channel, upstream_model, stream, attempts, route,
+            status, outcome, error_code, tokens_in, tokens_out, cost_micros, sale_micros, latency_ms, ttfb_ms,
+            cache_hit, aborted)
+        ${skipExisting ? sql`ON CONFLICT DO NOTHING` : sql``}`.execute(this.db);
   }
 
   /** The partitions these rows need exist; once an hour, partitions past retention are dropped. */

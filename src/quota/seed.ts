@@ -27,16 +27,16 @@ export class LedgerSeed implements QuotaSeedSource {
   constructor(private readonly db: Kysely<any>) {}
 
   async figures(scope: ScopeLimits['scope'], id: string, w: WindowBounds): Promise<SeedFigures> {
-    // Every branch finds the sales by key through ledger_journal_sale_key (migration 0014): an app's sales
-    // are its keys' sales (a key id names one app), so no query reads other apps' journals or the app's
-    // older months. (Adding "AND app_id = ..." made the planner AND in the (app_id, id) index: the app's
-    // whole history.)
+    // Every branch finds the sales by key through ledger_journal_key (key_id, occurred_at), partial on
+    // key_id IS NOT NULL, which `key_id = x` and `key_id = ANY(...)` imply: an app's sales are its keys'
+    // sales (a key id names one app), so no query reads other apps' journals or the app's older months.
+    // (Adding "AND app_id = ..." made the planner AND in the (app_id, id) index: the app's whole history.)
     const keys =
       scope === 'key'
-        ? sql`(usage->>'key_id') = ${id}`
+        ? sql`key_id = ${id}`
         : scope === 'app'
-          ? sql`(usage->>'key_id') = ANY(ARRAY(SELECT DISTINCT id FROM api_key WHERE app_id = ${id}))`
-          : sql`(usage->>'key_id') = ANY(ARRAY(SELECT DISTINCT id FROM api_key WHERE token_group_id = ${id}))`;
+          ? sql`key_id = ANY(ARRAY(SELECT DISTINCT id FROM api_key WHERE app_id = ${id}))`
+          : sql`key_id = ANY(ARRAY(SELECT DISTINCT id FROM api_key WHERE token_group_id = ${id}))`;
     const day = sql`occurred_at >= ${new Date(w.dayStart)} AND occurred_at < ${new Date(w.dayEnd)}`;
     const r = await sql<{ tokens_day: string; cost_day: string; cost_month: string }>`
       SELECT

@@ -617,6 +617,15 @@ const migrations: Record<string, Migration> = {
         WHERE key_id IS NOT NULL`.execute(db);
     },
   },
+  '0022_journal_one_key_index': {
+    // 0014's expression index and 0021's ledger_journal_key indexed the same key for every sale, and a
+    // journal paid for both on each write: ~4-5 µs of a sale journal's ~45-50 µs of PostgreSQL CPU
+    // (bench/HISTORY.md, 2026-12-02 "what PostgreSQL spends per request"). Quota seeding (quota/seed.ts)
+    // reads by the key_id column now, through ledger_journal_key.
+    async up(db: Kysely<unknown>) {
+      await sql`DROP INDEX IF EXISTS ledger_journal_sale_key`.execute(db);
+    },
+  },
 };
 
 class StaticProvider implements MigrationProvider {

@@ -5,7 +5,7 @@
  */
 import { sql } from 'kysely';
 import pino from 'pino';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { insertAlias, insertApp, insertChannel, insertKey } from '../../src/config/repo.js';
 import { RequestLog } from '../../src/observability/request-log.js';
 import type { DbHandle } from '../../src/store/db.js';
@@ -248,6 +248,85 @@ describe('request log', () => {
       dbh.db,
     );
     expect(rows.map((r) => r.id)).toEqual(['req_now']);
+  });
+
+  it('a batch written again (its answer lost) lands once; quotes, nulls and routes survive the column arrays', async () => {
+    const mk = () =>
+      new RequestLog(dbh.db, pino({ level: 'silent' }), {
+        batch: 100,
+        flushMs: 60_000,
+        maxBuffered: 1_000,
+        retentionDays: 14,
+        instance: 'twice',
+      });
+    type Ctx = Parameters<RequestLog['record']>[0];
+    const at = (id: string, over: object) =>
+      ({
+        ...(ctxAt(id, new Date()) as object),
+        elapsedMs: () => 5,
+        aliasName: 'al"i\\as',
+        ...over,
+      }) as unknown as Ctx;
+    const row = at('req_twice_1', {
+      error: { code: 'a,b{c}"d' },
+      status: 502,
+      attempts: 2,
+      route: [{ channel: 'gone', what: 'failed', reason: 'connect "refused"', ms: 1.5 }],
+    });
+    const now = vi.spyOn(Date, 'now').mockReturnValue(Date.now());
+    const first = mk();
+    const again = mk();
+    try {
+      first.record(row);
+      first.record(at('req_twice_2', {}));
+      again.record(row); // the same request at the same time: the key the first batch took
+      again.record(at('req_twice_3', {}));
+    } finally {
+      now.mockRestore();
+    }
+    await first.flush();
+    await again.flush();
+    expect([first.written, again.written, again.failures]).toEqual([2, 2, 0]);
+    const { rows } = await sql<{
+      id: string;
+      alias: string;
+      error_code: string | null;
+      route: unknown;
+      tokens_in: number | null;
+    }>`SELECT id, alias, error_code, route, tokens_in FROM request_log WHERE instance = 'twice' ORDER BY id`.execute(
+      dbh.db,
+    );
+    expect(rows).toEqual([
+      {
+        id: 'req_twice_1',
+        alias: 'al"i\\as',
+        error_code: 'a,b{c}"d',
+        route: [{ channel: 'gone', what: 'failed', reason: 'connect "refused"', ms: 1.5 }],
+        tokens_in: null,
+      },
+      { id: 'req_twice_2', alias: 'al"i\\as', error_code: null, route: [], tokens_in: null },
+      { id: 'req_twice_3', alias: 'al"i\\as', error_code: null, route: [], tokens_in: null },
+    ]);
+  });
+
+  it('under load whole batches go; the rest waits for the next batch or the timer, not an INSERT of its own', async () => {
+    const log = new RequestLog(dbh.db, pino({ level: 'silent' }), {
+      batch: 10,
+      flushMs: 60_000,
+      maxBuffered: 1_000,
+      retentionDays: 14,
+      instance: 'whole',
+    });
+    // 23 rows while the first batch is being written: two batches of 10 go, 3 wait
+    for (let i = 0; i < 23; i++) log.record(ctxAt(`req_whole_${i}`, new Date()));
+    await waitFor(() => log.written === 20, 10_000);
+    expect(log.pending).toBe(3);
+    await log.flush();
+    expect([log.written, log.pending]).toEqual([23, 0]);
+    const { rows } = await sql<{
+      n: bigint;
+    }>`SELECT count(*) AS n FROM request_log WHERE instance = 'whole'`.execute(dbh.db);
+    expect(rows[0]!.n).toBe(23n);
   });
 
   it('while the database is unreachable the rows wait (bounded), then arrive', async () => {

@@ -47,6 +47,7 @@ const PACKAGES: Record<string, string[]> = {
   pg: ['store'],
   '@electric-sql/pglite': ['store'],
   ioredis: ['coord', 'quota', 'billing'], // quota's and billing's Lua scripts run on their own connections
+  'cluster-key-slot': ['coord'], // the TickPipeline groups a turn's calls by Cluster slot (ioredis's own dependency)
   fastify: ['http'],
   'prom-client': ['observability'],
   pino: ['observability', 'config', 'billing', 'tasks', 'http', 'app'], // the Logger type, handed in
