@@ -694,12 +694,17 @@ describe('operator console (headless Chromium)', () => {
     await gw.requestLog!.flush();
 
     await go(page, '#/requests');
+    // The unfiltered list first (the newest requests, the served one among them), so that the search's
+    // answer is told from it by the served row leaving.
+    const servedRow = page.locator(`#requests-list tr[data-request="${servedId}"]`);
+    await servedRow.waitFor();
     const form = page.locator('#requests-filters');
     await form.locator('input[name="key"]').fill(seedKeyId);
     await form.locator('input[name="from"]').fill(local(minute));
     await form.locator('input[name="to"]').fill(local(new Date(minute.getTime() + 120_000)));
     await form.locator('input[name="errors"]').check();
     await form.getByRole('button', { name: 'Search' }).click();
+    await servedRow.waitFor({ state: 'detached' });
     const row = page.locator(`tr[data-request="${failedId}"]`);
     await row.waitFor();
     // errors only: every row listed is one (earlier tests' refusals of this key may share the minute),
@@ -709,7 +714,7 @@ describe('operator console (headless Chromium)', () => {
       .evaluateAll((rows) => rows.map((r) => Number(r.getAttribute('data-status'))));
     expect(statuses.length).toBeGreaterThanOrEqual(1);
     for (const st of statuses) expect(st).toBeGreaterThanOrEqual(400);
-    expect(await page.locator(`#requests-list tr[data-request="${servedId}"]`).count()).toBe(0);
+    expect(await servedRow.count()).toBe(0);
     await row.getByRole('button', { name: 'Details' }).click();
     const detail = page.locator(`#request-detail [data-detail="${failedId}"]`);
     await detail.waitFor();
