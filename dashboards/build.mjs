@@ -312,6 +312,15 @@ const dashboards = {
       { unit: 's' },
     ),
     panel(
+      'Admissions from slices vs exact (Redis script)',
+      [['sum by (path) (rate(anima_quota_slice_admissions_total[5m]))', '{{path}}']],
+      { unit: 'reqps' },
+    ),
+    panel('Slices held and slice calls', [
+      ['sum(anima_quota_slices_held)', 'held'],
+      ['sum(rate(anima_quota_slice_calls_total[5m]))', 'calls/s'],
+    ]),
+    panel(
       'Admissions on local share (Redis down)',
       [['sum(rate(anima_quota_degraded_admissions_total[5m]))', 'degraded']],
       { unit: 'reqps' },

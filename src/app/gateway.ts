@@ -336,6 +336,15 @@ export async function startGateway(settings: Settings, opts: GatewayOptions = {}
           })
         : quotaRedis
       : new MemoryQuota(clock, quotaSeed);
+  if (quotaBackend instanceof SlicedQuota) {
+    const sq = quotaBackend;
+    metrics.sliceSource = () => ({
+      local: sq.stats.local,
+      exact: sq.stats.remote,
+      calls: sq.stats.sliceCalls,
+      held: sq.held(),
+    });
+  }
   const admission = new Admission(
     quotaBackend,
     config,

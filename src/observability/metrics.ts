@@ -183,6 +183,38 @@ export class Metrics {
     help: "Requests admitted on this instance's local share because the shared quota backend was unreachable",
     registers: [this.registry],
   });
+  /** Read at scrape time for the slice metrics below (quota/slices.ts keeps the counts). */
+  sliceSource: () => { local: number; exact: number; calls: number; held: number } | null = () => null;
+  readonly sliceAdmissions: client.Counter<'path'> = new client.Counter({
+    name: 'anima_quota_slice_admissions_total',
+    help: 'Quota admissions by path: local (from a slice this instance leased, no Redis round trip) or exact (the admission script)',
+    labelNames: ['path'] as const,
+    registers: [this.registry],
+    collect: (): void => {
+      const s = this.sliceSource();
+      if (!s) return;
+      this.sliceAdmissions.reset();
+      this.sliceAdmissions.labels('local').inc(s.local);
+      this.sliceAdmissions.labels('exact').inc(s.exact);
+    },
+  });
+  readonly sliceCalls: client.Counter = new client.Counter({
+    name: 'anima_quota_slice_calls_total',
+    help: 'Slice lease, renewal and give-back script calls to Redis',
+    registers: [this.registry],
+    collect: (): void => {
+      const s = this.sliceSource();
+      if (!s) return;
+      this.sliceCalls.reset();
+      this.sliceCalls.inc(s.calls);
+    },
+  });
+  readonly slicesHeld: client.Gauge = new client.Gauge({
+    name: 'anima_quota_slices_held',
+    help: 'Quota slices this instance holds now (one per scope it admits locally)',
+    registers: [this.registry],
+    collect: (): void => this.slicesHeld.set(this.sliceSource()?.held ?? 0),
+  });
 
   readonly tasks = new client.Counter({
     name: 'anima_tasks_total',

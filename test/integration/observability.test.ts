@@ -3,6 +3,7 @@
  * Prometheus text parser) holds the expected counts and states; every metric the dashboards query
  * exists; each dashboard has Grafana's shape; a scrape with a large config stays cheap.
  */
+import type { SlicedQuota } from '../../src/quota/slices.js';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
@@ -260,6 +261,14 @@ describe('metrics after a scripted mix of traffic', () => {
     expect(countOf(text, D, { alias: 'flaky', channel: 'good', app: appId, outcome: 'fallback' })).toBe(2);
     expect(sum(m.get('anima_degraded'))).toBe(0);
     expect(sum(m.get('anima_config_invalidations_total'))).toBeGreaterThan(0);
+    // Quota slices: the scrape reads the backend's own counts (this test's keys are small or paced, so
+    // mostly exact; what matters is that the figures are the backend's).
+    const sq = G.quota as SlicedQuota;
+    expect(sum(m.get('anima_quota_slice_admissions_total'), { path: 'exact' })).toBe(sq.stats.remote);
+    expect(sum(m.get('anima_quota_slice_admissions_total'), { path: 'local' })).toBe(sq.stats.local);
+    expect(sq.stats.remote + sq.stats.local).toBeGreaterThan(0);
+    expect(sum(m.get('anima_quota_slice_calls_total'))).toBe(sq.stats.sliceCalls);
+    expect(sum(m.get('anima_quota_slices_held'))).toBe(sq.held());
     expect(m.has('process_cpu_user_seconds_total')).toBe(true); // default Node metrics keep their names
     for (const name of m.keys())
       if (!name.startsWith('process_') && !name.startsWith('nodejs_'))
