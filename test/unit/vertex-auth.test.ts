@@ -85,6 +85,41 @@ describe('the assertion', () => {
     expect(verify('sha256', Buffer.from(`${h}.${p}x`), pub, Buffer.from(s, 'base64url'))).toBe(false);
   });
 
+  // Differential, against the signer google-auth-library uses (its gtoken signs with `jws`, and builds the
+  // claims with buildPayloadForJwsSign): the same header and claims give the same JWS byte for byte
+  // (RS256 is deterministic), and the claims are the library's for a key whose token_uri is Google's. The
+  // library itself can't be the differential's other side end to end: it posts to Google's fixed URL,
+  // ignoring token_uri (why the grant is written here, on the gateway's transport and outbound policy).
+  it("is the JWS google-auth-library's signer makes of the same header and claims, with the library's claims", async () => {
+    const jws = (await import('jws' as string)).default as {
+      sign(o: { header: Record<string, unknown>; payload: unknown; secret: string }): string;
+      verify(signature: string, alg: string, key: string): boolean;
+    };
+    const { buildPayloadForJwsSign } = (await import(
+      'google-auth-library/build/src/gtoken/jwsSign.js' as string
+    )) as { buildPayloadForJwsSign: (o: { iss: string; scope: string }) => Record<string, unknown> };
+    const key = JSON.parse(fake.serviceAccount()) as Record<string, string>;
+    for (const withKid of [true, false]) {
+      const file: Record<string, string> = { ...key, token_uri: 'https://oauth2.googleapis.com/token' };
+      if (!withKid) delete file.private_key_id;
+      const sa = serviceAccount(JSON.stringify(file));
+      const now = Date.now();
+      const ours = signedAssertion(sa, now);
+      const [h, p] = ours.split('.') as [string, string];
+      const header = JSON.parse(Buffer.from(h, 'base64url').toString()) as Record<string, unknown>;
+      const claims = JSON.parse(Buffer.from(p, 'base64url').toString()) as Record<string, unknown>;
+      expect(jws.sign({ header, payload: claims, secret: key.private_key! })).toBe(ours);
+      expect(jws.verify(ours, 'RS256', key.private_key!)).toBe(true);
+      const lib = buildPayloadForJwsSign({ iss: key.client_email!, scope: CLOUD_PLATFORM_SCOPE });
+      // The library reads the clock itself: compare the lifetime, not the instant.
+      const { iat, exp, sub, ...rest } = lib as { iat: number; exp: number; sub?: string };
+      expect(sub).toBeUndefined();
+      expect(exp - iat).toBe((claims.exp as number) - (claims.iat as number));
+      expect(Math.abs(iat - (claims.iat as number))).toBeLessThanOrEqual(2);
+      expect({ ...claims, iat: 0, exp: 0 }).toEqual({ ...rest, iat: 0, exp: 0 });
+    }
+  });
+
   it('a credential that is not a service-account key file is a credential failure', async () => {
     const good = JSON.parse(fake.serviceAccount()) as Record<string, unknown>;
     const bad = [
