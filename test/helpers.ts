@@ -7,6 +7,7 @@ import { type Server, type Socket, connect, createServer } from 'node:net';
 import { Writable } from 'node:stream';
 import pg from 'pg';
 import { Redis } from 'ioredis';
+import { expect } from 'vitest';
 import { randomId } from '../src/core/ids.js';
 import { type Gateway, type GatewayOptions, startGateway } from '../src/app/gateway.js';
 import type { Settings } from '../src/app/settings.js';
@@ -312,4 +313,35 @@ export async function startRedisServer(port: number, args: string[] = []): Promi
     20,
   );
   return child;
+}
+
+/**
+ * The one sale journal of a request, once the journal writer has written it (flushed while waiting): its
+ * channel, usage and entries, checked to balance and to move money.
+ */
+export async function saleJournalOf(gw: Pick<Gateway, 'billing'>, db: pg.Pool, requestId: string | null) {
+  expect(requestId).toBeTruthy();
+  let rows: Array<{ usage: any; channel: string; entries: Array<{ d: string; c: string }> }> = [];
+  await waitFor(
+    async () => {
+      await gw.billing!.writer.flush();
+      const r = await db.query(
+        `SELECT j.channel, j.usage,
+           (SELECT json_agg(json_build_object('d', e.debit::text, 'c', e.credit::text)) FROM ledger_entry e WHERE e.journal_id = j.id) AS entries
+         FROM ledger_journal j WHERE j.kind = 'sale' AND j.request_id = $1`,
+        [requestId],
+      );
+      rows = r.rows;
+      return rows.length > 0;
+    },
+    5_000,
+    50,
+  );
+  expect(rows).toHaveLength(1);
+  const j = rows[0]!;
+  const debit = j.entries.reduce((s, e) => s + BigInt(e.d), 0n);
+  const credit = j.entries.reduce((s, e) => s + BigInt(e.c), 0n);
+  expect(debit).toBe(credit);
+  expect(debit).toBeGreaterThan(0n);
+  return j;
 }

@@ -24,6 +24,7 @@ import {
   startTestGateway,
   testPool,
   testRedisPrefix,
+  saleJournalOf,
   waitFor,
 } from '../helpers.js';
 
@@ -47,32 +48,7 @@ const BREAKER = { minCalls: 20, failureRate: 0.9, openMs: 60_000, windowMs: 60_0
 
 const openai = () => new OpenAI({ baseURL: G.url + '/v1', apiKey: sk, maxRetries: 0 });
 
-async function journalOf(requestId: string | null) {
-  expect(requestId).toBeTruthy();
-  let rows: Array<{ usage: any; channel: string; entries: Array<{ d: string; c: string }> }> = [];
-  await waitFor(
-    async () => {
-      await G.billing!.writer.flush();
-      const r = await db.query(
-        `SELECT j.channel, j.usage,
-           (SELECT json_agg(json_build_object('d', e.debit::text, 'c', e.credit::text)) FROM ledger_entry e WHERE e.journal_id = j.id) AS entries
-         FROM ledger_journal j WHERE j.kind = 'sale' AND j.request_id = $1`,
-        [requestId],
-      );
-      rows = r.rows;
-      return rows.length > 0;
-    },
-    5_000,
-    50,
-  );
-  expect(rows).toHaveLength(1);
-  const j = rows[0]!;
-  const debit = j.entries.reduce((s, e) => s + BigInt(e.d), 0n);
-  const credit = j.entries.reduce((s, e) => s + BigInt(e.c), 0n);
-  expect(debit).toBe(credit);
-  expect(debit).toBeGreaterThan(0n);
-  return j;
-}
+const journalOf = (requestId: string | null) => saleJournalOf(G, db, requestId);
 
 beforeAll(async () => {
   tdb = await createTestDatabase();
