@@ -141,17 +141,7 @@ export class TickPipeline {
         .arg(keys.length);
       for (const k of keys) w.arg(k);
       w.arg(g.length);
-      let p = 0;
-      for (const c of g) {
-        const s = this.scripts.get(c.name)!;
-        const nk = s.numberOfKeys ?? Number(c.args[0]);
-        const from = s.numberOfKeys === null ? 1 : 0;
-        w.arg(s.index)
-          .arg(nk)
-          .arg(c.args.length - from - nk);
-        for (let k = 0; k < nk; k++) w.arg(positions[p++]!);
-        for (let k = from + nk; k < c.args.length; k++) w.arg(c.args[k]!);
-      }
+      this.batchArgs(g, positions, (a) => w.arg(a));
       callbacks.push((err, v) => {
         if (v instanceof ReplyError && v.message.startsWith('NOSCRIPT')) this.loaded.delete(bs.sha);
         settleBatch(g, err ?? (v instanceof ReplyError ? v : null), v ?? null);
@@ -173,8 +163,8 @@ export class TickPipeline {
     let argc = 1;
     for (const c of g) {
       const s = this.scripts.get(c.name)!;
-      const nk = s.numberOfKeys ?? Number(c.args[0]);
-      const from = s.numberOfKeys === null ? 1 : 0;
+      const nk = keyCount(s, c);
+      const from = keysFrom(s);
       argc += 3 + c.args.length - from;
       for (let k = from; k < from + nk; k++) {
         const key = c.args[k]!;
@@ -196,6 +186,21 @@ export class TickPipeline {
     return { keys, positions, argc };
   }
 
+  /** A batch's ARGV after the call count (see batchLua), each argument handed to `emit` in order. */
+  private batchArgs(g: Call[], positions: number[], emit: (a: string | number) => void): void {
+    let p = 0;
+    for (const c of g) {
+      const s = this.scripts.get(c.name)!;
+      const nk = keyCount(s, c);
+      const from = keysFrom(s);
+      emit(s.index);
+      emit(nk);
+      emit(c.args.length - from - nk);
+      for (let k = 0; k < nk; k++) emit(positions[p++]!);
+      for (let k = from + nk; k < c.args.length; k++) emit(c.args[k]!);
+    }
+  }
+
   /** flush() on a Cluster: the turn's calls grouped by slot, each group one batch through ioredis. */
   private flushCluster(): void {
     const b = this.batch!;
@@ -204,9 +209,7 @@ export class TickPipeline {
     const bySlot = new Map<number, Call[]>();
     for (const c of b) {
       const s = this.scripts.get(c.name)!;
-      const nk = s.numberOfKeys ?? Number(c.args[0]);
-      const first = c.args[s.numberOfKeys === null ? 1 : 0];
-      const slot = nk > 0 ? calculateSlot(String(first)) : -1;
+      const slot = keyCount(s, c) > 0 ? calculateSlot(String(c.args[keysFrom(s)])) : -1;
       const g = bySlot.get(slot);
       if (g && slot >= 0) g.push(c);
       else if (slot >= 0) bySlot.set(slot, [c]);
@@ -221,15 +224,7 @@ export class TickPipeline {
         }
         const { keys, positions } = this.batchKeys(g);
         const argv: Array<string | number> = [g.length];
-        let p = 0;
-        for (const c of g) {
-          const s = this.scripts.get(c.name)!;
-          const nk = s.numberOfKeys ?? Number(c.args[0]);
-          const from = s.numberOfKeys === null ? 1 : 0;
-          argv.push(s.index, nk, c.args.length - from - nk);
-          for (let k = 0; k < nk; k++) argv.push(positions[p++]!);
-          for (let k = from + nk; k < c.args.length; k++) argv.push(c.args[k]!);
-        }
+        this.batchArgs(g, positions, (a) => argv.push(a));
         // Defined under a name of its own content: the batch script changes when a script is added.
         const bs = this.batchLuaScript();
         const name = `animaTickBatch${bs.sha.slice(0, 16)}`;
@@ -255,6 +250,15 @@ interface Call {
   args: Array<string | number>;
   resolve: (v: unknown) => void;
   reject: (e: unknown) => void;
+}
+
+/** A call's key count: its script's, or (a script defined without one) the call's first argument. */
+function keyCount(s: { numberOfKeys: number | null }, c: Call): number {
+  return s.numberOfKeys ?? Number(c.args[0]);
+}
+/** Where a call's keys start in its arguments: after the key count, when the call carries one. */
+function keysFrom(s: { numberOfKeys: number | null }): number {
+  return s.numberOfKeys === null ? 1 : 0;
 }
 
 /** Hands each call of a batch its own result, or the batch's error to all of them. */
