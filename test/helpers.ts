@@ -327,7 +327,7 @@ export async function saleJournalOf(gw: Pick<Gateway, 'billing'>, db: pg.Pool, r
       await gw.billing!.writer.flush();
       const r = await db.query(
         `SELECT j.channel, j.usage,
-           (SELECT json_agg(json_build_object('d', e.debit::text, 'c', e.credit::text)) FROM ledger_entry e WHERE e.journal_id = j.id) AS entries
+           (SELECT json_agg(json_build_object('d', e.debit::text, 'c', e.credit::text)) FROM ledger_posting e WHERE e.journal_id = j.id) AS entries
          FROM ledger_journal j WHERE j.kind = 'sale' AND j.request_id = $1`,
         [requestId],
       );

@@ -338,21 +338,25 @@ export class Ledger {
     // profile under bench/overhead.ts; figures in bench/HISTORY.md).
     const col = (f: (j: JournalSpec & { occurredAt?: Date }) => string | null) =>
       pgArray(prepared.map(({ j }) => f(j)));
-    const entries = {
-      n: [] as string[],
-      account: [] as string[],
-      debit: [] as string[],
-      credit: [] as string[],
-    };
+    // Each journal's entries go on its row (migration 0023): a bigint array literal per journal and column
+    // (digits only, so joined as they are), sent as one text array per column.
+    const entryAccount: string[] = [];
+    const entryDebit: string[] = [];
+    const entryCredit: string[] = [];
     const accounts = new Set<bigint>();
-    for (let i = 0; i < prepared.length; i++) {
-      for (const l of prepared[i]!.legs) {
-        entries.n.push(String(i + 1));
-        entries.account.push(l.accountId.toString());
-        entries.debit.push(l.debit.toString());
-        entries.credit.push(l.credit.toString());
+    for (const { legs } of prepared) {
+      const a: string[] = [];
+      const d: string[] = [];
+      const c: string[] = [];
+      for (const l of legs) {
+        a.push(l.accountId.toString());
+        d.push(l.debit.toString());
+        c.push(l.credit.toString());
         accounts.add(l.accountId);
       }
+      entryAccount.push('{' + a.join(',') + '}');
+      entryDebit.push('{' + d.join(',') + '}');
+      entryCredit.push('{' + c.join(',') + '}');
     }
     const ids = [...accounts].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)).map(String);
     try {
@@ -366,22 +370,21 @@ export class Ledger {
           SELECT * FROM unnest(${col((j) => j.idemKey)}::text[], ${col((j) => j.kind)}::text[], ${col((j) => j.requestId ?? null)}::text[],
             ${col((j) => j.taskId ?? null)}::text[], ${col((j) => j.appId ?? null)}::text[], ${col((j) => j.alias ?? null)}::text[],
             ${col((j) => j.channel ?? null)}::text[], ${col((j) => (j.usage === undefined ? null : toJson(j.usage)))}::text[],
-            ${col((j) => j.memo ?? null)}::text[], ${col((j) => (j.occurredAt ? j.occurredAt.toISOString() : null))}::timestamptz[])
-            WITH ORDINALITY AS t (k, kind, rid, tid, app, alias, ch, u, memo, at, n)
+            ${col((j) => j.memo ?? null)}::text[], ${col((j) => (j.occurredAt ? j.occurredAt.toISOString() : null))}::timestamptz[],
+            ${pgArray(entryAccount)}::text[], ${pgArray(entryDebit)}::text[], ${pgArray(entryCredit)}::text[])
+            AS t (k, kind, rid, tid, app, alias, ch, u, memo, at, ea, ed, ec)
         ), j AS (
           -- In idempotency key order: two writers inserting the same keys wait on each other in one order.
-          INSERT INTO ledger_journal (idem_key, kind, request_id, task_id, app_id, alias, channel, usage, memo, state, occurred_at)
-          SELECT k, kind, rid, tid, app, alias, ch, u::jsonb, memo, 'posted', coalesce(at, now()) FROM src ORDER BY k
+          INSERT INTO ledger_journal (idem_key, kind, request_id, task_id, app_id, alias, channel, usage, memo, state, occurred_at,
+            entry_account, entry_debit, entry_credit)
+          SELECT k, kind, rid, tid, app, alias, ch, u::jsonb, memo, 'posted', coalesce(at, now()), ea::bigint[], ed::bigint[], ec::bigint[]
+          FROM src ORDER BY k
           ON CONFLICT (idem_key) DO NOTHING
-          RETURNING id, idem_key
-        ), e AS (
-          INSERT INTO ledger_entry (journal_id, account_id, debit, credit, pending)
-          SELECT j.id, x.a, x.d, x.c, false
-          FROM unnest(${pgArray(entries.n)}::bigint[], ${pgArray(entries.account)}::bigint[], ${pgArray(entries.debit)}::bigint[], ${pgArray(entries.credit)}::bigint[]) AS x (n, a, d, c)
-          JOIN src ON src.n = x.n JOIN j ON j.idem_key = src.k
-          RETURNING account_id, debit, credit
+          RETURNING idem_key, entry_account, entry_debit, entry_credit
         ), delta AS (
-          SELECT account_id AS id, sum(debit) AS d, sum(credit) AS c FROM e GROUP BY account_id
+          SELECT x.a AS id, sum(x.d) AS d, sum(x.c) AS c
+          FROM j, unnest(j.entry_account, j.entry_debit, j.entry_credit) AS x (a, d, c)
+          GROUP BY x.a
         ), locked AS (
           -- The count reads j to its end in a one-time filter: every journal is in before any account is locked.
           SELECT id FROM ledger_account WHERE id = ANY(${pgArray(ids)}::bigint[]) AND (SELECT count(*) FROM j) > 0
@@ -443,11 +446,19 @@ export class Ledger {
         coalesce(e.cpe, 0)::text AS e_cpe, coalesce(e.cpo, 0)::text AS e_cpo
       FROM ledger_account a LEFT JOIN (
         SELECT en.account_id,
-          sum(en.debit) FILTER (WHERE en.pending AND j.state = 'pending') AS dpe,
+          sum(en.debit) FILTER (WHERE en.pending AND en.state = 'pending') AS dpe,
           sum(en.debit) FILTER (WHERE NOT en.pending) AS dpo,
-          sum(en.credit) FILTER (WHERE en.pending AND j.state = 'pending') AS cpe,
+          sum(en.credit) FILTER (WHERE en.pending AND en.state = 'pending') AS cpe,
           sum(en.credit) FILTER (WHERE NOT en.pending) AS cpo
-        FROM ledger_entry en JOIN ledger_journal j ON j.id = en.journal_id
+        FROM (
+          SELECT en.account_id, en.debit, en.credit, en.pending, j.state
+          FROM ledger_entry en JOIN ledger_journal j ON j.id = en.journal_id
+          UNION ALL
+          -- Entries on their journal's row (0023) are posted entries of posted journals.
+          SELECT x.account_id, x.debit, x.credit, false, 'posted'
+          FROM ledger_journal j, unnest(j.entry_account, j.entry_debit, j.entry_credit) AS x (account_id, debit, credit)
+          WHERE j.entry_account IS NOT NULL
+        ) en
         GROUP BY en.account_id
       ) e ON e.account_id = a.id
       ORDER BY a.id`.execute(this.db);
@@ -507,17 +518,31 @@ export class Ledger {
       .offset(Math.max(0, Math.trunc(f.offset ?? 0)))
       .execute();
     if (rows.length === 0) return [];
-    const entries = await this.db
-      .selectFrom('ledger_entry as e')
-      .innerJoin('ledger_account as a', 'a.id', 'e.account_id')
-      .select(['e.journal_id', 'a.code', 'e.debit', 'e.credit', 'e.pending'])
-      .where(
-        'e.journal_id',
-        'in',
-        rows.map((r) => r.id),
-      )
-      .orderBy('e.id')
-      .execute();
+    // Both places entries live (0023): ledger_entry rows, and the arrays on the journal's own row.
+    const { rows: entries } = await sql<{
+      journal_id: string;
+      code: string;
+      debit: string;
+      credit: string;
+      pending: boolean;
+    }>`
+      SELECT e.journal_id::text, a.code, e.debit::text, e.credit::text, e.pending
+      FROM (
+        SELECT journal_id, id AS seq, account_id, debit, credit, pending FROM ledger_entry
+        WHERE journal_id = ANY(${pgArray(rows.map((r) => r.id.toString()))}::bigint[])
+        UNION ALL
+        SELECT j.id, x.n, x.account_id, x.debit, x.credit, false
+        FROM ledger_journal j,
+          unnest(j.entry_account, j.entry_debit, j.entry_credit) WITH ORDINALITY AS x (account_id, debit, credit, n)
+        WHERE j.id = ANY(${pgArray(rows.filter((r) => r.entry_account !== null).map((r) => r.id.toString()))}::bigint[])
+      ) e JOIN ledger_account a ON a.id = e.account_id
+      ORDER BY e.journal_id, e.seq`.execute(this.db);
+    const byJournal = new Map<string, JournalView['entries']>();
+    for (const e of entries) {
+      let list = byJournal.get(e.journal_id);
+      if (!list) byJournal.set(e.journal_id, (list = []));
+      list.push({ account: e.code, debit: BigInt(e.debit), credit: BigInt(e.credit), pending: e.pending });
+    }
     return rows.map((r) => ({
       id: r.id,
       idemKey: r.idem_key,
@@ -532,9 +557,7 @@ export class Ledger {
       usage: r.usage,
       memo: r.memo,
       createdAt: r.created_at,
-      entries: entries
-        .filter((e) => e.journal_id === r.id)
-        .map((e) => ({ account: e.code, debit: e.debit, credit: e.credit, pending: e.pending })),
+      entries: byJournal.get(r.id.toString()) ?? [],
     }));
   }
 

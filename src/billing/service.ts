@@ -481,7 +481,15 @@ export class Billing {
         sql`coalesce(sum(e.debit - e.credit) FILTER (WHERE a.kind = 'expense' AND a.code LIKE 'cogs:%'), 0)::text AS cost_micros`,
         sql`coalesce(sum(e.debit - e.credit) FILTER (WHERE a.code = 'bad_debt'), 0)::text AS uncollected_micros`,
       ])}
-      FROM ledger_journal j JOIN ledger_entry e ON e.journal_id = j.id JOIN ledger_account a ON a.id = e.account_id
+      FROM ledger_journal j CROSS JOIN LATERAL (
+        -- A journal's entries are on its row (0023) or ledger_entry rows, never both; the row's test is a
+        -- one-time filter, so a journal with arrays costs no probe of ledger_entry.
+        SELECT x.account_id, x.debit, x.credit
+        FROM unnest(j.entry_account, j.entry_debit, j.entry_credit) AS x (account_id, debit, credit)
+        UNION ALL
+        SELECT le.account_id, le.debit, le.credit FROM ledger_entry le
+        WHERE j.entry_account IS NULL AND le.journal_id = j.id
+      ) e JOIN ledger_account a ON a.id = e.account_id
       WHERE ${sql.join(where, sql` AND `)}
       ${groupBy}`.execute(this.db);
     return rows.map((r) => ({

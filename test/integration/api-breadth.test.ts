@@ -51,7 +51,7 @@ const genai = (sk = appA.sk) => new GoogleGenAI({ apiKey: sk, httpOptions: { bas
 async function journals(where: string, args: unknown[] = []) {
   const r = await db.query(
     `SELECT j.id, j.request_id, j.alias, j.channel, j.usage,
-       (SELECT json_agg(json_build_object('a', a.code, 'd', e.debit::text, 'c', e.credit::text)) FROM ledger_entry e JOIN ledger_account a ON a.id = e.account_id WHERE e.journal_id = j.id) AS entries
+       (SELECT json_agg(json_build_object('a', a.code, 'd', e.debit::text, 'c', e.credit::text)) FROM ledger_posting e JOIN ledger_account a ON a.id = e.account_id WHERE e.journal_id = j.id) AS entries
      FROM ledger_journal j WHERE j.kind = 'sale' AND ${where} ORDER BY j.occurred_at`,
     args,
   );

@@ -45,7 +45,7 @@ async function chat(sk: string, appId: string) {
   await G.billing!.writer.flush();
   const { rows } = await db.query<{ a: string; d: string; c: string }>(
     `SELECT a.code AS a, e.debit::text AS d, e.credit::text AS c FROM ledger_journal j
-       JOIN ledger_entry e ON e.journal_id = j.id JOIN ledger_account a ON a.id = e.account_id
+       JOIN ledger_posting e ON e.journal_id = j.id JOIN ledger_account a ON a.id = e.account_id
       WHERE j.request_id = $1`,
     [r.headers.get('x-request-id')],
   );

@@ -109,7 +109,7 @@ async function expectBooksBalance(): Promise<void> {
   expect(tb.mismatches).toEqual([]);
   expect(tb.balanced).toBe(true);
   const { rows } = await sql<{ journal_id: string }>`
-    SELECT journal_id::text FROM ledger_entry GROUP BY journal_id HAVING sum(debit) <> sum(credit)`.execute(
+    SELECT journal_id::text FROM ledger_posting GROUP BY journal_id HAVING sum(debit) <> sum(credit)`.execute(
     h.db,
   );
   expect(rows).toEqual([]);

@@ -60,7 +60,7 @@ function chat(g: TGateway, sk: string, extra: Record<string, unknown> = {}, sign
 
 async function journalsOf(requestId: string) {
   const r = await db.query(
-    `SELECT j.*, (SELECT json_agg(json_build_object('a', a.code, 'd', e.debit::text, 'c', e.credit::text)) FROM ledger_entry e JOIN ledger_account a ON a.id = e.account_id WHERE e.journal_id = j.id) AS entries FROM ledger_journal j WHERE request_id = $1`,
+    `SELECT j.*, (SELECT json_agg(json_build_object('a', a.code, 'd', e.debit::text, 'c', e.credit::text)) FROM ledger_posting e JOIN ledger_account a ON a.id = e.account_id WHERE e.journal_id = j.id) AS entries FROM ledger_journal j WHERE request_id = $1`,
     [requestId],
   );
   return r.rows as Array<{

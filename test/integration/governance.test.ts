@@ -290,7 +290,7 @@ describe('settlement: exactly once', () => {
     await waitFor(async () => (await journals('j.request_id', id)).length === 1, 5_000, 20);
     expect(settledIds().filter((x) => x === id)).toHaveLength(1);
     const rows = await db.query(
-      `SELECT e.credit::text AS c FROM ledger_journal j JOIN ledger_entry e ON e.journal_id = j.id JOIN ledger_account a ON a.id = e.account_id WHERE j.request_id = $1 AND a.code = 'revenue'`,
+      `SELECT e.credit::text AS c FROM ledger_journal j JOIN ledger_posting e ON e.journal_id = j.id JOIN ledger_account a ON a.id = e.account_id WHERE j.request_id = $1 AND a.code = 'revenue'`,
       [id],
     );
     expect(rows.rows.map((x) => x.c)).toEqual(['100']);

@@ -6,7 +6,9 @@
 import type pg from 'pg';
 import { Kysely, PostgresDialect, type CompiledQuery, sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import pino from 'pino';
 import { Ledger } from '../../src/billing/ledger.js';
+import { Billing } from '../../src/billing/service.js';
 import { queryRequests, summarizeRequests } from '../../src/observability/request-log.js';
 import { LedgerSeed } from '../../src/quota/seed.js';
 import type { DbHandle } from '../../src/store/db.js';
@@ -41,6 +43,22 @@ beforeAll(async () => {
       jsonb_build_object('key_id', 'k' || (g % 400), 'sale_micros', '1500', 'input_tokens', 12),
       timestamptz '2026-12-01' + g * interval '2 minutes'
     FROM generate_series(1, 20000) g`.execute(dbh.db);
+  // Their entries in both forms a ledger holds (0023): on the journal's row for even journals, ledger_entry
+  // rows for odd ones.
+  const ledger = new Ledger(dbh.db);
+  const dr = await ledger.ensureAccount({ code: 'receivable:x', kind: 'wallet', appId: 'x' });
+  const cr = await ledger.ensureAccount({ code: 'revenue', kind: 'revenue' });
+  await sql`INSERT INTO ledger_journal (idem_key, kind, request_id, app_id, alias, channel, usage, occurred_at,
+      entry_account, entry_debit, entry_credit)
+    SELECT 'sale:i' || g, 'sale', 'req_i' || g, 'a' || (g % 2000), 'al' || (g % 5), 'ch' || (g % 7),
+      jsonb_build_object('key_id', 'k' || (g % 400), 'sale_micros', '1500', 'input_tokens', 12),
+      timestamptz '2026-12-01' + g * interval '2 minutes',
+      ARRAY[${dr.toString()}::bigint, ${cr.toString()}::bigint], '{1500,0}', '{0,1500}'
+    FROM generate_series(1, 20000) g`.execute(dbh.db);
+  await sql`INSERT INTO ledger_entry (journal_id, account_id, debit, credit)
+    SELECT j.id, x.a, x.d, x.c FROM ledger_journal j,
+      (VALUES (${dr.toString()}::bigint, 1500, 0), (${cr.toString()}::bigint, 0, 1500)) AS x (a, d, c)
+    WHERE j.idem_key LIKE 'sale:%' AND j.entry_account IS NULL`.execute(dbh.db);
   await sql`INSERT INTO request_log (id, at, app_id, key_id, dialect, status, outcome, latency_ms, instance)
     SELECT 'req_' || g, now() - g * interval '1 ms', 'a' || (g % 40), 'k' || (g % 400), 'openai', 200, 'ok', 3, 'i'
     FROM generate_series(1, 20000) g WHERE now() - g * interval '1 ms' >= ${day}::timestamptz`.execute(
@@ -103,6 +121,44 @@ describe('ledger and request log reads stay indexed', () => {
     expect(byApp).toContain('ledger_journal_app');
     const byRequest = await planOf('ledger_journal', () => ledger.journals({ requestId: 'req_1' }));
     expect(byRequest).toContain('ledger_journal_request');
+    // Their entries, from both places they are kept, by primary key.
+    const entries = await planOf('ledger_entry', () => ledger.journals({ appId: 'a1' }));
+    expect(entries).toContain('ledger_entry_pkey');
+    expect(entries).toContain('ledger_journal_pkey');
+    expect(entries).not.toMatch(/Seq Scan/);
+  });
+
+  it("the report of one app's day reaches each journal's entries through indexes", async () => {
+    // Only report() is called, which reads through the database handle alone.
+    const billing = new Billing(
+      null as never,
+      new Ledger(spy),
+      null as never,
+      spy,
+      pino({ level: 'silent' }),
+      {
+        prepaidDefault: false,
+      } as never,
+    );
+    const plan = await planOf('ledger_journal', () =>
+      billing.report({
+        app: 'a1',
+        from: new Date('2026-12-01T00:00:00Z'),
+        to: new Date('2026-12-02T00:00:00Z'),
+        groupBy: ['day'],
+      }),
+    );
+    expect(plan).not.toMatch(/Seq Scan/);
+    expect(plan).toMatch(/ledger_journal_(app|occurred)/);
+    expect(plan).toContain('ledger_entry_pkey');
+    const rows = await billing.report({
+      app: 'a1',
+      from: new Date('2026-12-01T00:00:00Z'),
+      to: new Date('2026-12-31T00:00:00Z'),
+      groupBy: [],
+    });
+    // a1's journals: g = 1, 2001, ... of each series (10 in each); every one has its sale's revenue.
+    expect(rows[0]).toMatchObject({ journals: 20, revenue_micros: String(20 * 1500) });
   });
 
   it("the request log's list by key, one request by id, and a key's summary", async () => {

@@ -79,7 +79,7 @@ async function journals(taskId: string) {
   await A.billing!.writer.flush();
   await B.billing!.writer.flush();
   const r = await db.query(
-    `SELECT j.idem_key, (SELECT json_agg(json_build_object('a', a.code, 'd', e.debit::text, 'c', e.credit::text)) FROM ledger_entry e JOIN ledger_account a ON a.id = e.account_id WHERE e.journal_id = j.id) AS entries FROM ledger_journal j WHERE task_id = $1`,
+    `SELECT j.idem_key, (SELECT json_agg(json_build_object('a', a.code, 'd', e.debit::text, 'c', e.credit::text)) FROM ledger_posting e JOIN ledger_account a ON a.id = e.account_id WHERE e.journal_id = j.id) AS entries FROM ledger_journal j WHERE task_id = $1`,
     [taskId],
   );
   return r.rows as Array<{ idem_key: string; entries: Array<{ a: string; d: string; c: string }> }>;

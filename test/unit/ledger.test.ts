@@ -63,6 +63,18 @@ async function journalCount(): Promise<number> {
   return Number(r.n);
 }
 
+/** A sale through either write path: postJournal (ledger_entry rows) or postBatch (entries on the row). */
+async function saleBy(
+  path: 'journal' | 'batch',
+  j: Parameters<Ledger['postJournal']>[0],
+): Promise<{ journalId: bigint; duplicate: boolean }> {
+  if (path === 'journal') return L.postJournal(j);
+  const r = await L.postBatch([j]);
+  const [row] = await L.journals({ kind: j.kind, limit: 1 });
+  if (r.written.length !== 1 || row?.idemKey !== j.idemKey) throw new Error('batch sale not written');
+  return { journalId: row.id, duplicate: false };
+}
+
 async function expectSound() {
   const tb = await L.trialBalance();
   expect(tb.mismatches).toEqual([]);
@@ -127,6 +139,111 @@ describe('ledger', () => {
     const tb = await L.trialBalance();
     expect(tb.balanced).toBe(true);
     expect(tb.mismatches).toEqual([]);
+  });
+
+  it("postBatch puts a journal's entries on its row; readers see them beside ledger_entry rows", async () => {
+    await wallet('inline');
+    await fund('inline', 500n, 'inline:fund'); // entries as ledger_entry rows
+    const r = await L.postBatch([
+      {
+        idemKey: 'inline:sale',
+        kind: 'sale',
+        requestId: 'inline-r1',
+        appId: 'inline',
+        channel: 'c1',
+        entries: [
+          { account: 'wallet:inline', debit: 120n },
+          { account: 'revenue', credit: 120n },
+          { account: 'cogs', debit: 80n },
+          { account: 'payable:channel:c1', credit: 80n },
+        ],
+      },
+    ]);
+    expect(r.written).toEqual(['inline:sale']);
+    const stored = await sql<{ a: string; d: string; c: string; rows: number }>`
+      SELECT j.entry_account::text AS a, j.entry_debit::text AS d, j.entry_credit::text AS c,
+        (SELECT count(*)::int FROM ledger_entry e WHERE e.journal_id = j.id) AS rows
+      FROM ledger_journal j WHERE idem_key = 'inline:sale'`.execute(h.db);
+    expect(stored.rows[0]).toMatchObject({ d: '{120,0,80,0}', c: '{0,120,0,80}', rows: 0 });
+    const [sale] = await L.journals({ requestId: 'inline-r1' });
+    expect(sale!.entries).toEqual([
+      { account: 'wallet:inline', debit: 120n, credit: 0n, pending: false },
+      { account: 'revenue', debit: 0n, credit: 120n, pending: false },
+      { account: 'cogs', debit: 80n, credit: 0n, pending: false },
+      { account: 'payable:channel:c1', debit: 0n, credit: 80n, pending: false },
+    ]);
+    const both = await L.journals({ appId: 'inline' });
+    expect(both.map((j) => [j.kind, j.entries.length])).toEqual([
+      ['sale', 4],
+      ['fund', 2],
+    ]);
+    // The view operators query holds both forms.
+    const view = await sql<{ n: number }>`
+      SELECT count(*)::int AS n FROM ledger_posting e JOIN ledger_journal j ON j.id = e.journal_id
+      WHERE j.app_id = 'inline'`.execute(h.db);
+    expect(view.rows[0]!.n).toBe(6);
+    expect((await L.balance('wallet:inline')).available).toBe(380n);
+    await expectSound();
+  });
+
+  it('the database refuses entries on a row that are unbalanced, one-sided wrong, of unknown accounts or doubled', async () => {
+    const db = h.db;
+    const accounts = await sql<{ id: bigint }>`SELECT id FROM ledger_account ORDER BY id LIMIT 2`.execute(db);
+    const [a1, a2] = accounts.rows.map((r) => r.id.toString());
+    const row = (key: string, kind: string, a: string, d: string, c: string) =>
+      sql`INSERT INTO ledger_journal (idem_key, kind, entry_account, entry_debit, entry_credit)
+        VALUES (${key}, ${kind}, ${a}::bigint[], ${d}::bigint[], ${c}::bigint[])`.execute(db);
+    const fails = async (q: Promise<unknown>, re: RegExp) => expect(q).rejects.toThrow(re);
+    const check = /ledger_journal_inline_entries/;
+    await fails(row('in:lopsided', 'fund', `{${a1},${a2}}`, '{5,0}', '{0,4}'), check);
+    await fails(row('in:two-sided', 'fund', `{${a1},${a2}}`, '{5,5}', '{5,5}'), check);
+    await fails(row('in:zero', 'fund', `{${a1},${a2}}`, '{0,0}', '{0,0}'), check);
+    await fails(row('in:negative', 'fund', `{${a1},${a2}}`, '{-5,0}', '{0,-5}'), check);
+    await fails(row('in:one-leg', 'fund', `{${a1}}`, '{0}', '{0}'), check);
+    await fails(row('in:short', 'fund', `{${a1},${a2}}`, '{5,0}', '{0}'), check);
+    await fails(row('in:null-leg', 'fund', `{${a1},NULL}`, '{5,0}', '{0,5}'), check);
+    await fails(row('in:2d', 'fund', `{{${a1},${a2}}}`, '{{5,0}}', '{{0,5}}'), check);
+    await fails(row('in:hold', 'hold', `{${a1},${a2}}`, '{5,0}', '{0,5}'), check);
+    await fails(
+      sql`INSERT INTO ledger_journal (idem_key, kind, entry_account) VALUES ('in:partial', 'fund', ${`{${a1},${a2}}`}::bigint[])`.execute(
+        db,
+      ),
+      check,
+    );
+    await fails(
+      row('in:no-account', 'fund', `{${a1},999999}`, '{5,0}', '{0,5}'),
+      /account 999999, which does not exist/,
+    );
+    // Accepted when sound (rolled back: a raw row moves no account totals).
+    await fails(
+      db.transaction().execute(async (trx) => {
+        await sql`INSERT INTO ledger_journal (idem_key, kind, entry_account, entry_debit, entry_credit)
+          VALUES ('in:ok', 'fund', ${`{${a1},${a2}}`}::bigint[], '{5,0}', '{0,5}')`.execute(trx);
+        throw new Error('accepted');
+      }),
+      /^accepted$/,
+    );
+    // A journal with entries on its row takes no ledger_entry rows besides, balanced or not.
+    await fails(
+      db.transaction().execute(async (trx) => {
+        const { rows } = await sql<{ id: bigint }>`
+          INSERT INTO ledger_journal (idem_key, kind, entry_account, entry_debit, entry_credit)
+          VALUES ('in:doubled', 'fund', ${`{${a1},${a2}}`}::bigint[], '{5,0}', '{0,5}') RETURNING id`.execute(
+          trx,
+        );
+        await sql`INSERT INTO ledger_entry (journal_id, account_id, debit, credit)
+          VALUES (${rows[0]!.id.toString()}::bigint, ${a1}::bigint, 5, 0), (${rows[0]!.id.toString()}::bigint, ${a2}::bigint, 0, 5)`.execute(
+          trx,
+        );
+      }),
+      /does not fit its fund journal/,
+    );
+    // And a written row's entries can't be edited.
+    await fails(
+      sql`UPDATE ledger_journal SET entry_debit = '{121,0,80,0}' WHERE idem_key = 'inline:sale'`.execute(db),
+      /append-only/,
+    );
+    await expectSound();
   });
 
   it('posts a balanced journal across four accounts', async () => {
@@ -540,7 +657,7 @@ describe('ledger properties', () => {
             const call =
               op.t === 'hold'
                 ? holdOn(apps[op.w]!, op.amt, key)
-                : L.postJournal({
+                : saleBy(i % 2 === 0 ? 'journal' : 'batch', {
                     idemKey: key,
                     kind: 'sale',
                     entries: [
