@@ -10,7 +10,9 @@ import { PostgresDialect } from 'kysely';
 export function pgliteDialect(db: PGlite): PostgresDialect {
   let queue: Promise<void> = Promise.resolve();
   const client = {
-    async query(sql: string, params: unknown[]) {
+    // A named statement's config (store/named-statement.ts) runs as its text: PGlite breaks on names.
+    async query(q: string | { text: string }, params: unknown[]) {
+      const sql = typeof q === 'string' ? q : q.text;
       const res = await db.query(sql, params as never[]);
       const command = (/^\s*(\w+)/.exec(sql)?.[1] ?? '').toUpperCase();
       return { command, rowCount: res.affectedRows ?? 0, rows: res.rows };

@@ -7,6 +7,7 @@
 import { sql } from 'kysely';
 import { randomId } from '../core/ids.js';
 import type { Db } from '../store/db.js';
+import { NamedStatement } from '../store/named-statement.js';
 
 export type TaskStatus =
   'queued' | 'submitted' | 'running' | 'succeeded' | 'failed' | 'cancelled' | 'expired';
@@ -77,12 +78,122 @@ export function taskView(t: TaskRow): Record<string, unknown> {
   };
 }
 
+const STAMP = `to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')`;
+
 /** Appends a status change, with its time, to the task's transitions. */
 const transition = (status: string) =>
-  sql<string>`transitions || jsonb_build_array(jsonb_build_object('status', ${status}::text, 'at', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')))`;
+  sql<string>`transitions || jsonb_build_array(jsonb_build_object('status', ${status}::text, 'at', ${sql.raw(STAMP)}))`;
+
+/** Succeeded tasks unsettled for longer than this are the billing sweep's (MediaRunner.sweep). */
+export const BILLING_SWEEP_AGE_MS = 5_000;
+
+/** What a claim brings back: the tasks, and what the poller needs to know to sleep until it's needed. */
+export interface Claim {
+  tasks: TaskRow[];
+  /** When the next task not due yet falls due, from now (null: none waiting). */
+  nextInMs: number | null;
+  /** Some succeeded task has waited longer than BILLING_SWEEP_AGE_MS for its settlement. */
+  billingDue: boolean;
+}
+
+// Every column of a task, by name: the claim lists them rather than `*`, so a column added later can't
+// change the result type of a plan the server keeps prepared (see store/named-statement.ts). A TaskRow field
+// missing here fails to compile.
+const TASK_COLUMNS = Object.keys({
+  id: 1,
+  kind: 1,
+  app_id: 1,
+  key_id: 1,
+  status: 1,
+  request: 1,
+  result: 1,
+  result_status: 1,
+  error: 1,
+  attempts: 1,
+  lease_owner: 1,
+  lease_until: 1,
+  not_before: 1,
+  deadline: 1,
+  created_at: 1,
+  updated_at: 1,
+  completed_at: 1,
+  alias: 1,
+  channel: 1,
+  upstream_id: 1,
+  progress: 1,
+  idempotency_key: 1,
+  webhook_url: 1,
+  cancel_requested_at: 1,
+  transitions: 1,
+  billing: 1,
+  billing_state: 1,
+  polls: 1,
+} satisfies Record<keyof TaskRow, 1>);
+
+/**
+ * The claim: up to $2 runnable tasks (active, due, and held by nobody or by a holder whose lease ran out),
+ * leased to $1 for $3 ms. A relayed (chat) task becomes 'running' for its one run; a media task keeps its
+ * status (its worker moves it: submitted, running) and is held only for one step. In the same round trip:
+ * how long until the next waiting task falls due, and whether the billing sweep ($4 ms) has work. One row
+ * with a null id and the two answers when nothing was claimed.
+ */
+const CLAIM_TEXT = `WITH claimed AS (
+  UPDATE task SET
+    status = CASE WHEN kind IN ('image', 'video', 'music') THEN status ELSE 'running' END,
+    transitions = CASE WHEN kind IN ('image', 'video', 'music') OR status = 'running' THEN transitions
+      ELSE transitions || jsonb_build_array(jsonb_build_object('status', 'running'::text, 'at', ${STAMP})) END,
+    lease_owner = $1::text, lease_until = now() + $3::integer * interval '1 millisecond',
+    attempts = attempts + 1, updated_at = now()
+  WHERE id IN (
+    SELECT id FROM task
+    WHERE status IN ('queued', 'submitted', 'running') AND not_before <= now()
+      AND (lease_owner IS NULL OR lease_until < now())
+    ORDER BY not_before
+    LIMIT $2::integer
+    FOR UPDATE SKIP LOCKED)
+  RETURNING ${TASK_COLUMNS.join(', ')})
+SELECT claimed.*,
+  (SELECT extract(epoch FROM min(not_before) - now()) * 1000 FROM task
+    WHERE status IN ('queued', 'submitted', 'running') AND not_before > now())::float8 AS next_in_ms,
+  EXISTS (SELECT 1 FROM task WHERE billing_state = 'pending'
+    AND completed_at < now() - $4::integer * interval '1 millisecond') AS billing_due
+FROM (SELECT 1) AS one LEFT JOIN claimed ON true`;
+
+/** The task claim (exported for bench/idle-pollers.ts). */
+export const TASK_CLAIM = new NamedStatement<TaskRow & { next_in_ms: number | null; billing_due: boolean }>(
+  'anima_task_claim',
+  CLAIM_TEXT,
+);
+
+type DueListener = (at: number) => void;
+const dueListeners = new WeakMap<Db, Record<'task' | 'webhook', Set<DueListener>>>();
+
+/**
+ * Hears of work written through `db` in this process that falls due at a known time (epoch ms): a task
+ * requeued or stepped to a later poll, a webhook delivery queued. A poller on the same handle then runs
+ * at that time instead of at its backstop; other instances learn of it from their own claims. Told only
+ * after the write commits, so any claim that starts later finds it in the database too.
+ */
+export function onDue(db: Db, kind: 'task' | 'webhook', fn: DueListener): () => void {
+  let l = dueListeners.get(db);
+  if (!l) dueListeners.set(db, (l = { task: new Set(), webhook: new Set() }));
+  const set = l[kind];
+  set.add(fn);
+  return () => void set.delete(fn);
+}
+
+function tellDue(db: Db, kind: 'task' | 'webhook', at: Date | number): void {
+  const t = typeof at === 'number' ? at : at.getTime();
+  for (const fn of dueListeners.get(db)?.[kind] ?? []) fn(t);
+}
 
 export class TaskStore {
   constructor(private readonly db: Db) {}
+
+  /** Tasks this process queued for later, by due time (see `onDue`). */
+  onDue(fn: (at: number) => void): () => void {
+    return onDue(this.db, 'task', fn);
+  }
 
   /**
    * A media task. With an idempotency key, a second submit with the same key (same app) returns the first
@@ -157,7 +268,9 @@ export class TaskStore {
       .where('status', 'in', ACTIVE)
       .where('cancel_requested_at', 'is', null)
       .executeTakeFirst();
-    return Number(r.numUpdatedRows) > 0;
+    const saved = Number(r.numUpdatedRows) > 0;
+    if (saved) tellDue(this.db, 'task', p.notBefore);
+    return saved;
   }
 
   /**
@@ -244,6 +357,7 @@ export class TaskStore {
       .values({ id: 'whd_' + randomId(16), task_id: id, url, status: 'pending' })
       .onConflict((oc) => oc.columns(['task_id', 'url']).doNothing())
       .execute();
+    tellDue(this.db, 'webhook', Date.now());
   }
 
   async markBilled(id: string): Promise<void> {
@@ -263,7 +377,7 @@ export class TaskStore {
     deadline: Date;
     notBefore?: Date;
   }): Promise<TaskRow> {
-    return (await this.db
+    const row = (await this.db
       .insertInto('task')
       .values({
         id: 'task_' + randomId(20),
@@ -277,6 +391,9 @@ export class TaskStore {
       })
       .returningAll()
       .executeTakeFirstOrThrow()) as TaskRow;
+    // Due now: the caller wakes the workers (pub/sub). Due later: nobody would, until their backstop.
+    if (t.notBefore && t.notBefore.getTime() > Date.now()) tellDue(this.db, 'task', t.notBefore);
+    return row;
   }
 
   async get(id: string, appId: string): Promise<TaskRow | undefined> {
@@ -331,25 +448,18 @@ export class TaskStore {
 
   /**
    * Claims up to `n` runnable tasks: active ones due now that nobody holds, or whose holder's lease ran
-   * out. A relayed (chat) task becomes 'running' for its one run; a media task keeps its status (its
-   * worker moves it: submitted, running) and is held only for one step.
+   * out (see CLAIM_TEXT); with when the next waiting one falls due and whether billing needs a sweep.
    */
-  async claim(owner: string, n: number, leaseMs: number): Promise<TaskRow[]> {
-    const r = await sql<TaskRow>`
-      UPDATE task SET
-        status = CASE WHEN kind IN ('image', 'video', 'music') THEN status ELSE 'running' END,
-        transitions = CASE WHEN kind IN ('image', 'video', 'music') OR status = 'running' THEN transitions ELSE ${transition('running')} END,
-        lease_owner = ${owner}, lease_until = now() + ${leaseMs} * interval '1 millisecond',
-        attempts = attempts + 1, updated_at = now()
-      WHERE id IN (
-        SELECT id FROM task
-        WHERE status IN ('queued', 'submitted', 'running') AND not_before <= now()
-          AND (lease_owner IS NULL OR lease_until < now())
-        ORDER BY not_before
-        LIMIT ${n}
-        FOR UPDATE SKIP LOCKED)
-      RETURNING *`.execute(this.db);
-    return r.rows;
+  async claim(owner: string, n: number, leaseMs: number): Promise<Claim> {
+    const rows = await TASK_CLAIM.run(this.db, [owner, n, leaseMs, BILLING_SWEEP_AGE_MS]);
+    const tasks: TaskRow[] = [];
+    for (const { next_in_ms: _n, billing_due: _b, ...t } of rows) if (t.id !== null) tasks.push(t);
+    const first = rows[0];
+    return {
+      tasks,
+      nextInMs: first?.next_in_ms ?? null,
+      billingDue: first?.billing_due === true,
+    };
   }
 
   async renew(id: string, owner: string, leaseMs: number): Promise<boolean> {
@@ -376,7 +486,9 @@ export class TaskStore {
       .where('lease_owner', '=', owner)
       .where('status', '=', 'running')
       .executeTakeFirst();
-    return Number(r.numUpdatedRows) > 0;
+    const back = Number(r.numUpdatedRows) > 0;
+    if (back) tellDue(this.db, 'task', notBefore);
+    return back;
   }
 
   /** The one completion of a task: only the current lease holder of a running task can write it. */
@@ -388,7 +500,7 @@ export class TaskStore {
     webhookUrl?: string | null,
   ): Promise<boolean> {
     // The completion and its webhook delivery commit together: a crash can't leave one without the other.
-    return this.db.transaction().execute(async (trx) => {
+    const done = await this.db.transaction().execute(async (trx) => {
       const done = await this.completeIn(trx, id, owner, status, result);
       if (done && webhookUrl) {
         await trx
@@ -399,6 +511,8 @@ export class TaskStore {
       }
       return done;
     });
+    if (done && webhookUrl) tellDue(this.db, 'webhook', Date.now());
+    return done;
   }
 
   private async completeIn(

@@ -10,10 +10,13 @@
  * only), a key's `webhook_url` an operator's. Both are checked again here, when connecting (a name may
  * resolve elsewhere by now), through a dispatcher that connects only to the addresses it checked; a
  * refusal is final, not retried. Redirects are not followed: a 3xx is a failed attempt.
+ *
+ * When it claims (PollSchedule, as the task worker): at once when this process queues a delivery, at a
+ * retry's time, at the time its last claim said the next one falls due, otherwise after `idleMs` (other
+ * instances' deliveries, a dead instance's lease running out).
  */
 import { createHmac } from 'node:crypto';
 import type { Logger } from 'pino';
-import { sql } from 'kysely';
 import { request } from 'undici';
 import {
   type OutboundPolicy,
@@ -22,14 +25,49 @@ import {
   outboundPolicy,
 } from '../lib/outbound.js';
 import type { Db } from '../store/db.js';
-import { type TaskRow, taskView } from './store.js';
+import { NamedStatement } from '../store/named-statement.js';
+import { type TaskRow, onDue, taskView } from './store.js';
+import { PollSchedule, defaultIdleMs } from './worker.js';
+
+const BATCH = 20;
+
+interface Due {
+  id: string;
+  task_id: string;
+  url: string;
+  attempts: number;
+}
+
+/**
+ * Up to BATCH due deliveries, leased for 30 s; with how long until the next pending one falls due. One row
+ * with a null id and that answer when nothing was due. (Exported for bench/idle-pollers.ts.)
+ */
+export const WEBHOOK_CLAIM = new NamedStatement<
+  (Due | { [K in keyof Due]: null }) & { next_in_ms: number | null }
+>(
+  'anima_webhook_claim',
+  `WITH due AS (
+  UPDATE webhook_delivery SET lease_until = now() + interval '30 seconds', attempts = attempts + 1
+  WHERE id IN (
+    SELECT id FROM webhook_delivery
+    WHERE status = 'pending' AND next_at <= now() AND (lease_until IS NULL OR lease_until < now())
+    ORDER BY next_at LIMIT ${BATCH} FOR UPDATE SKIP LOCKED)
+  RETURNING id, task_id, url, attempts)
+SELECT due.*,
+  (SELECT extract(epoch FROM min(next_at) - now()) * 1000 FROM webhook_delivery
+    WHERE status = 'pending' AND next_at > now())::float8 AS next_in_ms
+FROM (SELECT 1) AS one LEFT JOIN due ON true`,
+);
 
 export function signWebhook(secret: string, timestamp: number, body: string): string {
   return `t=${timestamp},v1=${createHmac('sha256', secret).update(`${timestamp}.${body}`).digest('hex')}`;
 }
 
 export interface WebhookOptions {
+  /** The floor between timed claims. */
   pollMs: number;
+  /** The backstop when nothing is known to fall due (default: defaultIdleMs(pollMs)). */
+  idleMs?: number;
   maxAttempts: number;
   /** First retry delay; doubles each attempt, capped at 5 minutes. */
   backoffMs: number;
@@ -39,8 +77,8 @@ export interface WebhookOptions {
 }
 
 export class WebhookDeliverer {
-  private timer: NodeJS.Timeout | null = null;
-  private busy = false;
+  private readonly schedule: PollSchedule;
+  private unsubscribe: () => void = () => {};
 
   constructor(
     private readonly db: Db,
@@ -54,37 +92,38 @@ export class WebhookDeliverer {
       timeoutMs: 5_000,
     },
     private readonly onResult: (result: 'delivered' | 'retry' | 'failed') => void = () => {},
-  ) {}
+  ) {
+    this.schedule = new PollSchedule(
+      () => this.tick(),
+      { floorMs: opts.pollMs, idleMs: opts.idleMs ?? defaultIdleMs(opts.pollMs) },
+      (err, failures) => this.log.warn({ err: (err as Error)?.message, failures }, 'webhook tick failed'),
+    );
+  }
 
   start(): void {
-    this.timer = setInterval(() => this.wake(), this.opts.pollMs);
-    this.timer.unref();
+    this.unsubscribe = onDue(this.db, 'webhook', (at) => this.schedule.dueAt(at));
+    this.schedule.wake();
   }
 
   stop(): void {
-    if (this.timer) clearInterval(this.timer);
+    this.schedule.stop();
+    this.unsubscribe();
   }
 
   wake(): void {
-    if (this.busy) return;
-    this.busy = true;
-    void this.tick()
-      .catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'webhook tick failed'))
-      .finally(() => (this.busy = false));
+    this.schedule.wake();
   }
 
-  private async tick(): Promise<void> {
-    const due = await sql<{ id: string; task_id: string; url: string; attempts: number }>`
-      UPDATE webhook_delivery SET lease_until = now() + interval '30 seconds', attempts = attempts + 1
-      WHERE id IN (
-        SELECT id FROM webhook_delivery
-        WHERE status = 'pending' AND next_at <= now() AND (lease_until IS NULL OR lease_until < now())
-        ORDER BY next_at LIMIT 20 FOR UPDATE SKIP LOCKED)
-      RETURNING id, task_id, url, attempts`.execute(this.db);
-    await Promise.all(due.rows.map((d) => this.deliver(d)));
+  /** One claim and its deliveries; returns when to claim next (see PollSchedule). */
+  private async tick(): Promise<number | null> {
+    const rows = await WEBHOOK_CLAIM.run(this.db);
+    const due = rows.filter((r): r is Due & { next_in_ms: number | null } => r.id !== null);
+    await Promise.all(due.map((d) => this.deliver(d)));
+    // A full batch: more may be due now.
+    return due.length >= BATCH ? 0 : (rows[0]?.next_in_ms ?? null);
   }
 
-  private async deliver(d: { id: string; task_id: string; url: string; attempts: number }): Promise<void> {
+  private async deliver(d: Due): Promise<void> {
     const task = (await this.db
       .selectFrom('task')
       .selectAll()
@@ -143,17 +182,19 @@ export class WebhookDeliverer {
     }
     const final = refused || d.attempts >= this.opts.maxAttempts;
     const delay = Math.min(300_000, this.opts.backoffMs * 2 ** (d.attempts - 1));
+    const nextAt = Date.now() + delay;
     await this.db
       .updateTable('webhook_delivery')
       .set({
         status: final ? 'failed' : 'pending',
         last_status: status || null,
         last_error: error ?? `receiver answered ${status}`,
-        next_at: new Date(Date.now() + delay),
+        next_at: new Date(nextAt),
         lease_until: null,
       })
       .where('id', '=', d.id)
       .execute();
+    if (!final) this.schedule.dueAt(nextAt);
     this.onResult(final ? 'failed' : 'retry');
   }
 }

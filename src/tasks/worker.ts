@@ -2,7 +2,13 @@
  * The ASYNC-mode worker: each instance claims due tasks with a lease, asks quota admission for room
  * (without waiting), runs the request through the same relay as a synchronous call, and records the
  * answer with the one CAS completion. No room yet: back to the queue for when the limit says. Past its
- * deadline: expired. Woken by pub/sub when a task is queued or a lease is released; polls as a backstop.
+ * deadline: expired.
+ *
+ * When it claims (PollSchedule): at once when woken (pub/sub: a task queued, capacity freed); at the time
+ * a task this process put off falls due (requeue, a media task's next poll); at the time its last claim
+ * said the next waiting task falls due; otherwise after `idleMs`, the backstop for what nobody told it
+ * (a lost wake, a dead instance's lease running out). An idle instance costs the database one claim per
+ * backstop, not one per poll interval.
  */
 import type { Logger } from 'pino';
 import { GatewayError } from '../core/errors.js';
@@ -10,23 +16,143 @@ import { randomId } from '../core/ids.js';
 import { redactSecrets } from '../core/redact.js';
 import { type TaskRow, type TaskStore, isMediaKind } from './store.js';
 
+/** How often, at most, succeeded tasks left unsettled (their instance died) are swept into billing. */
+const SWEEP_MS = 5_000;
+
+export interface PollScheduleOptions {
+  /** Timed runs start at least this far apart (a busy queue is claimed in batches); a failure's first retry. */
+  floorMs: number;
+  /** The longest sleep: how late, at most, a run notices what nobody told this process about. */
+  idleMs: number;
+}
+
+/** The backstop by default: ten poll intervals, at most 5 s, never less than one interval. */
+export const defaultIdleMs = (pollMs: number): number => Math.max(pollMs, Math.min(5_000, 10 * pollMs));
+
+/**
+ * When a poller runs next. `run` returns how long until it knows work falls due (0: more is due now;
+ * null: nothing known, sleep until the backstop). A wake runs at once, and a wake during a run runs it
+ * once more right after (the run's statement may have missed what the wake announced). A due time told
+ * during a run is kept for when it ends. A run that throws is reported and retried, backing off from
+ * `floorMs` to `idleMs`: the poller never stops until `stop()`.
+ */
+export class PollSchedule {
+  private timer: NodeJS.Timeout | null = null;
+  private timerAt = Infinity;
+  private running = false;
+  private again = false;
+  private stopped = false;
+  private lastRun = -Infinity;
+  private failures = 0;
+  /** Due times told while a run was in progress. */
+  private told = Infinity;
+
+  constructor(
+    private readonly run: () => Promise<number | null>,
+    private readonly opts: PollScheduleOptions,
+    private readonly onError: (err: unknown, failures: number) => void,
+  ) {}
+
+  /** Runs now, or once more right after the run in progress; after a failure, at the retry. */
+  wake(): void {
+    if (this.stopped) return;
+    // Failing: the retry is armed, and a storm of wakes doesn't hammer a database that's down.
+    if (this.failures > 0 && this.timer) return;
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    this.disarm();
+    this.running = true;
+    this.told = Infinity;
+    const started = (this.lastRun = Date.now());
+    void this.run().then(
+      (nextInMs) => {
+        this.failures = 0;
+        this.settle(started + Math.min(nextInMs ?? Infinity, this.opts.idleMs), true);
+      },
+      (err: unknown) => {
+        this.failures++;
+        try {
+          this.onError(err, this.failures);
+        } catch {
+          // Reporting must not stop the poller.
+        }
+        const backoff = this.opts.floorMs * 2 ** Math.min(this.failures - 1, 30);
+        this.settle(Date.now() + Math.min(backoff, this.opts.idleMs), false);
+      },
+    );
+  }
+
+  /** Work falls due at `at` (epoch ms): run then, or at the floor after the last run if that's later. */
+  dueAt(at: number): void {
+    if (this.stopped) return;
+    if (this.running) this.told = Math.min(this.told, at);
+    else this.arm(at);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.disarm();
+  }
+
+  private settle(next: number, ok: boolean): void {
+    this.running = false;
+    if (this.stopped) return;
+    if (this.again && ok) {
+      this.again = false;
+      this.wake();
+      return;
+    }
+    this.again = false;
+    this.arm(Math.min(next, this.told));
+  }
+
+  private arm(at: number): void {
+    // Never past the backstop: the run then asks the database, which remembers anything later.
+    const when = Math.min(Math.max(at, this.lastRun + this.opts.floorMs), Date.now() + this.opts.idleMs);
+    if (this.timer && this.timerAt <= when) return;
+    this.disarm();
+    this.timerAt = when;
+    this.timer = setTimeout(
+      () => {
+        this.timer = null;
+        this.timerAt = Infinity;
+        this.wake();
+      },
+      Math.max(0, when - Date.now()),
+    );
+    this.timer.unref();
+  }
+
+  private disarm(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.timerAt = Infinity;
+  }
+}
+
 export type RunOutcome =
   | { ok: true; status: number; body: unknown; webhook?: string | null }
   | { ok: false; retryAfterMs: number }
   | { ok: false; status: number; body: unknown; final: true; webhook?: string | null };
 
 export interface TaskWorkerOptions {
+  /** The floor between timed claims (a busy queue's batch rate). */
   pollMs: number;
+  /** The backstop when nothing is known to fall due (default: defaultIdleMs(pollMs)). */
+  idleMs?: number;
   leaseMs: number;
   concurrency: number;
 }
 
 export class TaskWorker {
   readonly owner = 'w_' + randomId(10);
-  private timer: NodeJS.Timeout | null = null;
+  private readonly schedule: PollSchedule;
+  private unsubscribe: () => void = () => {};
   private running = 0;
-  private ticking = false;
-  private stopped = false;
+  /** The last claim filled all the room it had: more may be due, so a finished task makes room for it. */
+  private backlog = false;
   private readonly active = new Set<Promise<void>>();
 
   constructor(
@@ -40,47 +166,57 @@ export class TaskWorker {
       step(t: TaskRow, owner: string): Promise<void>;
       sweep(): Promise<void>;
     } | null = null,
-  ) {}
+  ) {
+    this.schedule = new PollSchedule(
+      () => this.tick(),
+      { floorMs: opts.pollMs, idleMs: opts.idleMs ?? defaultIdleMs(opts.pollMs) },
+      (err, failures) => this.log.warn({ err: (err as Error)?.message, failures }, 'task claim failed'),
+    );
+  }
 
   private lastSweep = 0;
 
   start(): void {
-    this.timer = setInterval(() => this.wake(), this.opts.pollMs);
-    this.timer.unref();
-    this.wake();
+    this.unsubscribe = this.store.onDue((at) => this.schedule.dueAt(at));
+    this.schedule.wake();
   }
 
   /** Look for work now (a task was queued, or capacity freed). */
   wake(): void {
-    if (this.stopped || this.ticking) return;
-    this.ticking = true;
-    void this.tick().finally(() => (this.ticking = false));
+    this.schedule.wake();
   }
 
-  private async tick(): Promise<void> {
-    if (this.media && Date.now() - this.lastSweep > 5_000) {
-      this.lastSweep = Date.now();
-      await this.media
-        .sweep()
-        .catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'task billing sweep failed'));
-    }
+  /** One claim; returns when to claim next (see PollSchedule). */
+  private async tick(): Promise<number | null> {
     const room = this.opts.concurrency - this.running;
-    if (room <= 0) return;
-    let tasks: TaskRow[];
-    try {
-      tasks = await this.store.claim(this.owner, room, this.opts.leaseMs);
-    } catch (err) {
-      this.log.warn({ err: (err as Error).message }, 'task claim failed');
-      return;
+    if (room <= 0) {
+      // Full (the last claim filled the room): each finished task wakes the schedule. No claim carries
+      // the billing question: sweep on the clock.
+      if (Date.now() - this.lastSweep >= SWEEP_MS) await this.sweep();
+      return null;
     }
-    for (const t of tasks) {
+    const claim = await this.store.claim(this.owner, room, this.opts.leaseMs);
+    this.backlog = claim.tasks.length >= room;
+    for (const t of claim.tasks) {
       this.running++;
       const p = this.handle(t).finally(() => {
         this.running--;
         this.active.delete(p);
+        if (this.backlog) this.wake();
       });
       this.active.add(p);
     }
+    if (claim.billingDue && Date.now() - this.lastSweep >= SWEEP_MS) await this.sweep();
+    return this.backlog ? 0 : claim.nextInMs;
+  }
+
+  /** Succeeded tasks whose settlement didn't reach billing (their instance died in between). */
+  private async sweep(): Promise<void> {
+    if (!this.media) return;
+    this.lastSweep = Date.now();
+    await this.media
+      .sweep()
+      .catch((err: unknown) => this.log.warn({ err: (err as Error).message }, 'task billing sweep failed'));
   }
 
   private async handle(t: TaskRow): Promise<void> {
@@ -91,11 +227,10 @@ export class TaskWorker {
       );
       renew.unref();
       try {
+        // Its next poll reaches the schedule through the store (TaskStore.step tells when it falls due).
         await this.media.step(t, this.owner);
       } finally {
         clearInterval(renew);
-        // The next due task may already be waiting (a fast job's next poll): look again soon.
-        setTimeout(() => this.wake(), 5).unref();
       }
       return;
     }
@@ -150,8 +285,8 @@ export class TaskWorker {
 
   /** Stops claiming and waits for the tasks in hand (up to `ms`); unfinished ones return by lease. */
   async stop(ms = 5_000): Promise<void> {
-    this.stopped = true;
-    if (this.timer) clearInterval(this.timer);
+    this.schedule.stop();
+    this.unsubscribe();
     await Promise.race([Promise.all([...this.active]), new Promise((r) => setTimeout(r, ms).unref())]);
   }
 }
