@@ -18,6 +18,7 @@ import { sql } from 'kysely';
 import type { Logger } from 'pino';
 import type { RequestContext } from '../core/context.js';
 import type { Db } from '../store/db.js';
+import { NamedStatement } from '../store/named-statement.js';
 import { pgArray } from '../lib/pg-array.js';
 
 export interface RequestLogRow {
@@ -63,6 +64,10 @@ export const REQUEST_LOG_DEFAULTS: Omit<RequestLogOptions, 'instance'> = {
 };
 
 const DAY_MS = 86_400_000;
+
+// The batch INSERT, named (store/named-statement.ts): the same text every flush, planned once.
+const INSERT = new NamedStatement('anima_request_log_insert');
+const INSERT_SKIPPING = new NamedStatement('anima_request_log_insert_skipping');
 
 function partitionName(day: number): string {
   return 'request_log_' + new Date(day * DAY_MS).toISOString().slice(0, 10).replace(/-/g, '');
@@ -213,7 +218,9 @@ export class RequestLog {
           return v === null ? null : String(v);
         }),
       );
-    await sql`INSERT INTO request_log (id, at, app_id, key_id, alias, dialect, channel, upstream_model,
+    await (skipExisting ? INSERT_SKIPPING : INSERT).execute(
+      this.db,
+      sql`INSERT INTO request_log (id, at, app_id, key_id, alias, dialect, channel, upstream_model,
           stream, attempts, route, status, outcome, error_code, tokens_in, tokens_out, cost_micros,
           sale_micros, latency_ms, ttfb_ms, cache_hit, aborted, instance)
         SELECT t.id, to_timestamp(t.at / 1000.0), t.app_id, t.key_id, t.alias, t.dialect, t.channel,
@@ -231,7 +238,8 @@ export class RequestLog {
           AS t (id, at, app_id, key_id, alias, dialect, channel, upstream_model, stream, attempts, route,
             status, outcome, error_code, tokens_in, tokens_out, cost_micros, sale_micros, latency_ms, ttfb_ms,
             cache_hit, aborted)
-        ${skipExisting ? sql`ON CONFLICT DO NOTHING` : sql``}`.execute(this.db);
+        ${skipExisting ? sql`ON CONFLICT DO NOTHING` : sql``}`.compile(this.db),
+    );
   }
 
   /** The partitions these rows need exist; once an hour, partitions past retention are dropped. */
