@@ -17,14 +17,21 @@ export interface WriterOptions {
    */
   lingerMs?: number;
   /**
-   * The linger after a busy batch (at least BUSY_BATCH records): longer, so that under load each
-   * transaction carries a few hundred journals instead of a few dozen (PostgreSQL's cost per journal
-   * falls with the batch: bench/journal-writer.ts). Default 5 x lingerMs; a quiet writer keeps lingerMs.
+   * The longest linger under load. A busy writer lingers until about `targetBatch` records should be
+   * waiting at the rate it has been reading them, within [lingerMs, busyLingerMs]: PostgreSQL pays a
+   * fixed cost per batch (~2-3 ms of CPU, bench/journal-writer.ts at batch 50 against 500), and every
+   * instance's writer reads the one shared queue, so with N instances each reads 1/N of the records and
+   * a fixed linger made batches N times smaller. Default 25 x lingerMs.
    */
   busyLingerMs?: number;
+  /** The records a busy writer's linger aims at (default min(batch, 256)). */
+  targetBatch?: number;
 }
 
-/** A batch this large means records arrive faster than ~BUSY_BATCH per linger: wait longer for more. */
+/**
+ * A writer is busy when a full linger would gather at least this many records at its recent rate: below
+ * that the load is light, PostgreSQL's per-batch cost doesn't matter, and journals go in after lingerMs.
+ */
 const BUSY_BATCH = 50;
 
 export interface WriterHooks {
@@ -61,6 +68,8 @@ export class JournalWriter {
   private draining: Promise<void> = Promise.resolve();
   /** Ends a linger early (stop). */
   private cutLinger: (() => void) | null = null;
+  /** When the loop's last drain began: the span a batch's records arrived in (its rate). */
+  private cycleStart = performance.now();
   written = 0;
 
   constructor(
@@ -137,10 +146,13 @@ export class JournalWriter {
         this.lastError = e;
         this.hooks.onFailed?.(this.commitFailed ? 'db' : 'queue');
       }
+      const now = performance.now();
+      const cycleMs = now - this.cycleStart;
+      this.cycleStart = now;
       if (n >= this.opts.batch && !failed) continue; // a backlog: the next batch at once
       const linger = this.opts.lingerMs ?? 0;
       if (n > 0 && !failed) {
-        if (linger > 0) await this.linger(n >= BUSY_BATCH ? (this.opts.busyLingerMs ?? linger * 5) : linger);
+        if (linger > 0) await this.linger(this.lingerFor(n, cycleMs, linger));
         continue;
       }
       let woken = false;
@@ -155,6 +167,15 @@ export class JournalWriter {
       this.wakeUp = null;
       if (woken && !failed && linger > 0 && this.running) await this.linger(linger);
     }
+  }
+
+  /** How long to wait after a batch of n records read `cycleMs` after the one before (see busyLingerMs). */
+  lingerFor(n: number, cycleMs: number, linger: number): number {
+    const busyLinger = this.opts.busyLingerMs ?? linger * 25;
+    const rate = n / Math.max(cycleMs, 1); // records per ms
+    if (rate * busyLinger < BUSY_BATCH) return linger;
+    const target = this.opts.targetBatch ?? Math.min(this.opts.batch, 256);
+    return Math.min(busyLinger, Math.max(linger, target / rate));
   }
 
   private async linger(ms: number): Promise<void> {
