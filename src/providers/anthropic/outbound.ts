@@ -5,9 +5,10 @@
  * Policy: a request field either has a faithful translation or the request is refused with a 400
  * `unsupported_parameter` naming it. Nothing that changes what the model does is silently dropped.
  * The only things dropped are pure hints with no effect on output (caching hints, `stream_options`,
- * `service_tier`, image `detail`), each noted where it happens.
+ * `service_tier`, image `detail`), each noted where it happens. The walks that refuse are shared with the
+ * other outbound translators (../outbound-refusals.ts); this file declares Anthropic's answers and wording.
  */
-import { GatewayError, unsupported } from '../../core/errors.js';
+import { GatewayError } from '../../core/errors.js';
 import { type Usage } from '../../core/usage.js';
 import {
   toOpenAIUsage,
@@ -19,6 +20,7 @@ import {
   type FinishReason,
   type FunctionToolCall,
 } from '../openai/wire.js';
+import { ChatRefusals, REFUSE } from '../outbound-refusals.js';
 import {
   anthropicUsage,
   type ContentBlockParam,
@@ -31,65 +33,60 @@ import {
   type TextBlockParam,
   type ToolChoice as AnthropicToolChoice,
 } from './wire.js';
-import { eventData, given, invalid, isObj, nonEmptyObj, nowSeconds, toAnthropic } from './common.js';
+import { eventData, given, invalid, isObj, nowSeconds, toAnthropic } from './common.js';
 
 // =====================================================================================================
 // OpenAI request -> Anthropic request
 // =====================================================================================================
 
-/** OpenAI fields with no faithful Anthropic translation, refused when `bad(value)`. */
-const OPENAI_REFUSED: Record<string, { bad: (v: unknown) => boolean; why: string }> = {
-  n: { bad: (v) => given(v) && v !== 1, why: 'Anthropic returns exactly one choice' },
-  logprobs: { bad: (v) => !!v, why: 'Anthropic does not return log probabilities' },
-  top_logprobs: { bad: (v) => !!v, why: 'Anthropic does not return log probabilities' },
-  response_format: {
-    bad: (v) => given(v) && !(isObj(v) && v['type'] === 'text'),
-    why: 'only {"type":"text"} is supported',
+/** What an Anthropic channel does with each OpenAI field, and how its refusals read. */
+const ANTHROPIC = new ChatRefusals({
+  channel: 'an Anthropic channel',
+  wire: 'Anthropic',
+  systemFirst: 'Anthropic takes one system prompt before all turns',
+  functionRole: 'refuse',
+  params: {
+    model: 'translate', // replaced by the channel's upstream model
+    messages: 'translate',
+    max_completion_tokens: 'translate',
+    max_tokens: 'translate',
+    temperature: 'translate',
+    top_p: 'translate',
+    stop: 'translate',
+    stream: 'translate',
+    stream_options: 'drop', // Anthropic streams always carry usage; the stream translator honours include_usage
+    tools: 'translate',
+    tool_choice: 'translate',
+    parallel_tool_calls: 'translate',
+    user: 'translate',
+    safety_identifier: 'translate',
+    service_tier: 'drop', // a capacity hint
+    prompt_cache_key: 'drop', // caching hints (Anthropic caches by cache_control breakpoints)
+    prompt_cache_retention: 'drop',
+    prompt_cache_options: 'drop',
+    n: { refuse: 'Anthropic returns exactly one choice' },
+    logprobs: { refuse: 'Anthropic does not return log probabilities' },
+    top_logprobs: { refuse: 'Anthropic does not return log probabilities' },
+    response_format: REFUSE.response_format,
+    audio: { refuse: 'Anthropic models do not produce audio' },
+    modalities: REFUSE.modalities,
+    prediction: { refuse: 'Anthropic has no predicted outputs' },
+    logit_bias: { refuse: 'Anthropic has no logit bias' },
+    presence_penalty: { refuse: 'Anthropic has no presence penalty' },
+    frequency_penalty: { refuse: 'Anthropic has no frequency penalty' },
+    seed: { refuse: 'Anthropic has no deterministic sampling seed' },
+    store: { refuse: 'Anthropic does not store completions' },
+    web_search_options: { refuse: 'use an OpenAI channel for web search' },
+    functions: REFUSE.functions,
+    function_call: REFUSE.function_call,
+    reasoning_effort: {
+      refuse:
+        'Anthropic configures extended thinking differently; call the model through the Anthropic Messages endpoint to use it',
+    },
+    // Anthropic's metadata holds only user_id, so arbitrary tags would be lost.
+    metadata: { refuse: 'Anthropic metadata only carries a user id (send `user` instead)' },
   },
-  audio: { bad: given, why: 'Anthropic models do not produce audio' },
-  modalities: {
-    bad: (v) => given(v) && !(Array.isArray(v) && v.every((m) => m === 'text')),
-    why: 'only the text modality is supported',
-  },
-  prediction: { bad: given, why: 'Anthropic has no predicted outputs' },
-  logit_bias: { bad: nonEmptyObj, why: 'Anthropic has no logit bias' },
-  presence_penalty: { bad: (v) => given(v) && v !== 0, why: 'Anthropic has no presence penalty' },
-  frequency_penalty: { bad: (v) => given(v) && v !== 0, why: 'Anthropic has no frequency penalty' },
-  seed: { bad: given, why: 'Anthropic has no deterministic sampling seed' },
-  store: { bad: (v) => v === true, why: 'Anthropic does not store completions' },
-  web_search_options: { bad: given, why: 'use an OpenAI channel for web search' },
-  functions: { bad: given, why: 'legacy function calling is not supported; use tools' },
-  function_call: { bad: given, why: 'legacy function calling is not supported; use tool_choice' },
-  reasoning_effort: {
-    bad: given,
-    why: 'Anthropic configures extended thinking differently; call the model through the Anthropic Messages endpoint to use it',
-  },
-  // OpenAI metadata tags a stored completion; Anthropic's metadata holds only user_id, so arbitrary
-  // tags would be lost. An empty object means nothing and passes.
-  metadata: { bad: nonEmptyObj, why: 'Anthropic metadata only carries a user id (send `user` instead)' },
-};
-
-/** OpenAI fields translated below, or dropped because they never change the model's output. */
-const OPENAI_HANDLED = new Set([
-  'model', // replaced by the channel's upstream model
-  'messages',
-  'max_completion_tokens',
-  'max_tokens',
-  'temperature',
-  'top_p',
-  'stop',
-  'stream',
-  'stream_options', // dropped: Anthropic streams always carry usage; the stream translator honours include_usage
-  'tools',
-  'tool_choice',
-  'parallel_tool_calls',
-  'user',
-  'safety_identifier',
-  'service_tier', // dropped: a capacity hint
-  'prompt_cache_key', // dropped: caching hints (Anthropic caches by cache_control breakpoints)
-  'prompt_cache_retention',
-  'prompt_cache_options',
-]);
+});
 
 const IMAGE_TYPES: ReadonlySet<string> = new Set(['image/jpeg', 'image/png', 'image/gif', 'image/webp']);
 
@@ -112,62 +109,18 @@ function imageBlock(url: unknown, path: string): ContentBlockParam {
   throw toAnthropic(path, 'image URLs must be data: or http(s) URLs');
 }
 
-/** string | text parts (system, developer, tool, assistant content) -> Anthropic text blocks. */
-function textBlocks(content: unknown, path: string, allowRefusal = false): TextBlockParam[] {
-  if (typeof content === 'string') return [{ type: 'text', text: content }];
-  if (!Array.isArray(content)) throw invalid(path, `${path} must be a string or an array of content parts`);
-  return content.map((p: unknown, j): TextBlockParam => {
-    if (isObj(p) && p['type'] === 'text' && typeof p['text'] === 'string')
-      return { type: 'text', text: p['text'] };
-    // A refusal in assistant history is text the model said; Anthropic has no refusal block.
-    if (allowRefusal && isObj(p) && p['type'] === 'refusal' && typeof p['refusal'] === 'string') {
-      return { type: 'text', text: p['refusal'] };
-    }
-    throw toAnthropic(
-      `${path}[${j}]`,
-      `${isObj(p) ? String(p['type']) : typeof p} parts are not supported here`,
-    );
-  });
-}
+const textBlock = (text: string): TextBlockParam => ({ type: 'text', text });
 
 function userBlocks(content: unknown, path: string): string | ContentBlockParam[] {
   if (typeof content === 'string') return content;
-  if (!Array.isArray(content)) throw invalid(path, `${path} must be a string or an array of content parts`);
-  return content.map((p: unknown, j): ContentBlockParam => {
-    const at = `${path}[${j}]`;
-    if (!isObj(p)) throw invalid(at, `${at} must be an object`);
-    switch (p['type']) {
-      case 'text':
-        return { type: 'text', text: String(p['text'] ?? '') };
-      case 'image_url':
-        // `detail` is dropped: a resolution/cost hint; Anthropic sizes images itself.
-        return imageBlock(isObj(p['image_url']) ? p['image_url']['url'] : undefined, at);
-      default:
-        throw toAnthropic(at, `${String(p['type'])} content parts have no Anthropic equivalent`);
-    }
+  return ANTHROPIC.parts<ContentBlockParam>(content, path, {
+    text: (p) => textBlock(String(p['text'] ?? '')),
+    // `detail` is dropped: a resolution/cost hint; Anthropic sizes images itself.
+    image_url: (p, at) => imageBlock(isObj(p['image_url']) ? p['image_url']['url'] : undefined, at),
   });
 }
 
-function toolUse(tc: unknown, path: string): ContentBlockParam {
-  if (!isObj(tc) || tc['type'] !== 'function' || !isObj(tc['function'])) {
-    throw toAnthropic(path, 'only function tool calls are supported');
-  }
-  const fn = tc['function'];
-  const raw = fn['arguments'];
-  let input: unknown;
-  try {
-    // An empty string is what some clients send for a no-argument call.
-    input = raw === '' || raw === undefined ? {} : JSON.parse(String(raw));
-  } catch {
-    input = undefined;
-  }
-  if (!isObj(input))
-    throw toAnthropic(`${path}.function.arguments`, 'tool call arguments must be a JSON object');
-  return { type: 'tool_use', id: String(tc['id'] ?? ''), name: String(fn['name'] ?? ''), input };
-}
-
 function translateOpenAIMessages(msgs: unknown): { system: TextBlockParam[]; messages: MessageParam[] } {
-  if (!Array.isArray(msgs)) throw invalid('messages', 'messages must be an array');
   const system: TextBlockParam[] = [];
   const messages: MessageParam[] = [];
   // Anthropic wants alternating turns: consecutive same-role turns (e.g. several tool results) merge.
@@ -175,68 +128,31 @@ function translateOpenAIMessages(msgs: unknown): { system: TextBlockParam[]; mes
     const last = messages[messages.length - 1];
     if (last?.role !== role) return void messages.push({ role, content });
     const asBlocks = (c: string | ContentBlockParam[]): ContentBlockParam[] =>
-      typeof c === 'string' ? [{ type: 'text', text: c }] : c;
+      typeof c === 'string' ? [textBlock(c)] : c;
     last.content = [...asBlocks(last.content), ...asBlocks(content)];
   };
 
-  msgs.forEach((m: unknown, i) => {
-    const at = `messages[${i}]`;
-    if (!isObj(m)) throw invalid(at, `${at} must be an object`);
-    if (m['role'] === 'function') {
-      throw toAnthropic(`${at}.role`, 'legacy function messages are not supported; use tool messages');
-    }
-    // Anthropic has no per-participant name; dropping it would change who the model thinks spoke.
-    if (given(m['name'])) throw toAnthropic(`${at}.name`, 'Anthropic messages have no participant name');
-    const role = m['role'];
-    switch (role) {
-      case 'system':
-      case 'developer':
-        if (messages.length > 0) {
-          throw unsupported(
-            'messages',
-            `a ${role} message after the conversation has started (${at}) cannot be translated for an Anthropic channel: Anthropic takes one system prompt before all turns`,
-          );
-        }
-        system.push(...textBlocks(m['content'], `${at}.content`));
-        return;
-      case 'user':
-        return push('user', userBlocks(m['content'], `${at}.content`));
-      case 'assistant': {
-        if (given(m['audio'])) throw toAnthropic(`${at}.audio`);
-        if (given(m['function_call'])) throw toAnthropic(`${at}.function_call`, 'legacy function calling');
-        const blocks: ContentBlockParam[] = [];
-        if (given(m['content'])) blocks.push(...textBlocks(m['content'], `${at}.content`, true));
-        if (typeof m['refusal'] === 'string' && m['refusal'] !== '')
-          blocks.push({ type: 'text', text: m['refusal'] });
-        const calls = m['tool_calls'];
-        if (given(calls) && !Array.isArray(calls))
-          throw invalid(`${at}.tool_calls`, 'tool_calls must be an array');
-        (calls as unknown[] | undefined)?.forEach((tc, j) =>
-          blocks.push(toolUse(tc, `${at}.tool_calls[${j}]`)),
-        );
-        // Anthropic rejects empty text blocks; an assistant turn with tool calls often has content "".
-        const kept = blocks.filter((b) => b.type !== 'text' || b.text !== '');
-        return push('assistant', kept.length === 0 ? '' : kept);
-      }
-      case 'tool': {
-        const c = m['content'];
-        const content = typeof c === 'string' ? c : textBlocks(c, `${at}.content`);
-        return push('user', [{ type: 'tool_result', tool_use_id: String(m['tool_call_id'] ?? ''), content }]);
-      }
-      default:
-        throw invalid(`${at}.role`, `unknown message role ${JSON.stringify(role)}`);
-    }
+  ANTHROPIC.messages(msgs, {
+    started: () => messages.length > 0,
+    system: (content, path) => void system.push(...ANTHROPIC.texts(content, path).map(textBlock)),
+    user: (content, path) => push('user', userBlocks(content, path)),
+    assistant: (texts, calls) => {
+      // Anthropic rejects empty text blocks; an assistant turn with tool calls often has content "".
+      const blocks: ContentBlockParam[] = texts.filter((t) => t !== '').map(textBlock);
+      for (const c of calls) blocks.push({ type: 'tool_use', id: c.id, name: c.name, input: c.args });
+      push('assistant', blocks.length === 0 ? '' : blocks);
+    },
+    tool: (m, at) => {
+      const c = m['content'];
+      const content = typeof c === 'string' ? c : ANTHROPIC.texts(c, `${at}.content`).map(textBlock);
+      push('user', [{ type: 'tool_result', tool_use_id: String(m['tool_call_id'] ?? ''), content }]);
+    },
   });
   return { system, messages };
 }
 
 function anthropicTools(tools: unknown): CustomTool[] {
-  if (!Array.isArray(tools)) throw invalid('tools', 'tools must be an array');
-  return tools.map((t: unknown, i): CustomTool => {
-    if (!isObj(t) || t['type'] !== 'function' || !isObj(t['function'])) {
-      throw toAnthropic(`tools[${i}]`, 'only function tools are supported');
-    }
-    const f = t['function'];
+  return ANTHROPIC.tools(tools, (f): CustomTool => {
     const out: CustomTool = {
       name: String(f['name'] ?? ''),
       input_schema: isObj(f['parameters'])
@@ -249,21 +165,13 @@ function anthropicTools(tools: unknown): CustomTool[] {
   });
 }
 
-function anthropicToolChoice(tc: unknown): AnthropicToolChoice | undefined {
-  if (!given(tc)) return undefined;
-  if (tc === 'none') return { type: 'none' };
-  if (tc === 'auto') return { type: 'auto' };
-  if (tc === 'required') return { type: 'any' };
-  if (
-    isObj(tc) &&
-    tc['type'] === 'function' &&
-    isObj(tc['function']) &&
-    typeof tc['function']['name'] === 'string'
-  ) {
-    return { type: 'tool', name: tc['function']['name'] };
-  }
-  throw toAnthropic('tool_choice', 'only "none", "auto", "required" or a named function are supported');
-}
+const anthropicToolChoice = (tc: unknown): AnthropicToolChoice | undefined =>
+  ANTHROPIC.toolChoice<AnthropicToolChoice>(tc, {
+    none: { type: 'none' },
+    auto: { type: 'auto' },
+    required: { type: 'any' },
+    named: (name) => ({ type: 'tool', name }),
+  });
 
 /**
  * An OpenAI chat request as an Anthropic Messages request for `upstreamModel`.
@@ -274,14 +182,7 @@ export function openaiToAnthropicRequest(
   upstreamModel: string,
   opts: { defaultMaxTokens: number },
 ): MessagesRequest {
-  for (const key of Object.keys(req)) {
-    const refused = OPENAI_REFUSED[key];
-    if (refused) {
-      if (refused.bad(req[key])) throw toAnthropic(key, refused.why);
-    } else if (!OPENAI_HANDLED.has(key)) {
-      throw toAnthropic(key, 'unknown parameter');
-    }
-  }
+  ANTHROPIC.params(req);
   if (typeof req.temperature === 'number' && req.temperature > 1) {
     throw toAnthropic('temperature', 'values above 1 have no equivalent (Anthropic accepts 0 to 1)');
   }

@@ -8,11 +8,12 @@
  *
  * Policy (as for Anthropic, see anthropic/outbound.ts): a request field either has a faithful translation
  * or the request is refused with a 400 naming it. Only pure hints with no effect on the output are dropped.
+ * The walks that refuse are shared (../outbound-refusals.ts); this file declares Converse's answers and wording.
  */
-import { GatewayError, unsupported } from '../../core/errors.js';
+import type { GatewayError } from '../../core/errors.js';
 import { uniqueId } from '../../core/ids.js';
 import type { Usage } from '../../core/usage.js';
-import { given, invalid, isObj, nonEmptyObj, nowSeconds } from '../anthropic/common.js';
+import { nowSeconds } from '../anthropic/common.js';
 import {
   toOpenAIUsage,
   type ChatCompletion,
@@ -23,6 +24,7 @@ import {
   type FinishReason,
   type FunctionToolCall,
 } from '../openai/wire.js';
+import { ChatRefusals, REFUSE, given, invalid, isObj } from '../outbound-refusals.js';
 import {
   bedrockUsage,
   type ContentBlock,
@@ -35,62 +37,56 @@ import {
   type ToolSpec,
 } from './wire.js';
 
-function toBedrock(param: string, why?: string): GatewayError {
-  return unsupported(param, `${param} cannot be translated for a Bedrock channel${why ? `: ${why}` : ''}`);
-}
-
 // =====================================================================================================
 // OpenAI request -> Converse request
 // =====================================================================================================
 
-const REFUSED: Record<string, { bad: (v: unknown) => boolean; why: string }> = {
-  n: { bad: (v) => given(v) && v !== 1, why: 'Converse returns exactly one choice' },
-  logprobs: { bad: (v) => !!v, why: 'Converse does not return log probabilities' },
-  top_logprobs: { bad: (v) => !!v, why: 'Converse does not return log probabilities' },
-  response_format: {
-    bad: (v) => given(v) && !(isObj(v) && v['type'] === 'text'),
-    why: 'only {"type":"text"} is supported',
+/** What a Bedrock channel does with each OpenAI field, and how its refusals read. */
+const BEDROCK = new ChatRefusals({
+  channel: 'a Bedrock channel',
+  wire: 'Converse',
+  systemFirst: 'Converse takes its system prompt before all turns',
+  functionRole: 'unknown',
+  params: {
+    model: 'translate', // the model id rides the URL path
+    messages: 'translate',
+    max_completion_tokens: 'translate',
+    max_tokens: 'translate',
+    temperature: 'translate',
+    top_p: 'translate',
+    stop: 'translate',
+    stream: 'translate', // decides the operation: converse or converse-stream
+    stream_options: 'drop', // the stream's metadata event always carries usage; include_usage is honoured
+    tools: 'translate',
+    tool_choice: 'translate',
+    user: 'drop', // an abuse-tracking hint; Converse has no such field
+    safety_identifier: 'drop',
+    service_tier: 'drop', // a capacity hint
+    prompt_cache_key: 'drop', // caching hints
+    prompt_cache_retention: 'drop',
+    prompt_cache_options: 'drop',
+    n: { refuse: 'Converse returns exactly one choice' },
+    logprobs: { refuse: 'Converse does not return log probabilities' },
+    top_logprobs: { refuse: 'Converse does not return log probabilities' },
+    response_format: REFUSE.response_format,
+    audio: { refuse: 'Converse chat models do not produce audio' },
+    modalities: REFUSE.modalities,
+    prediction: { refuse: 'Converse has no predicted outputs' },
+    logit_bias: { refuse: 'Converse has no logit bias' },
+    presence_penalty: { refuse: 'Converse has no presence penalty' },
+    frequency_penalty: { refuse: 'Converse has no frequency penalty' },
+    seed: { refuse: 'Converse has no sampling seed' },
+    store: { refuse: 'Bedrock does not store completions' },
+    web_search_options: { refuse: 'use an OpenAI channel for web search' },
+    functions: REFUSE.functions,
+    function_call: REFUSE.function_call,
+    reasoning_effort: { refuse: 'Converse configures reasoning per model family' },
+    metadata: { refuse: 'Converse has no completion metadata' },
+    // Converse has no switch for parallel tool use: `false` could not be honoured.
+    parallel_tool_calls: { refuse: 'Converse cannot disable parallel tool calls' },
   },
-  audio: { bad: given, why: 'Converse chat models do not produce audio' },
-  modalities: {
-    bad: (v) => given(v) && !(Array.isArray(v) && v.every((m) => m === 'text')),
-    why: 'only the text modality is supported',
-  },
-  prediction: { bad: given, why: 'Converse has no predicted outputs' },
-  logit_bias: { bad: nonEmptyObj, why: 'Converse has no logit bias' },
-  presence_penalty: { bad: (v) => given(v) && v !== 0, why: 'Converse has no presence penalty' },
-  frequency_penalty: { bad: (v) => given(v) && v !== 0, why: 'Converse has no frequency penalty' },
-  seed: { bad: given, why: 'Converse has no sampling seed' },
-  store: { bad: (v) => v === true, why: 'Bedrock does not store completions' },
-  web_search_options: { bad: given, why: 'use an OpenAI channel for web search' },
-  functions: { bad: given, why: 'legacy function calling is not supported; use tools' },
-  function_call: { bad: given, why: 'legacy function calling is not supported; use tool_choice' },
-  reasoning_effort: { bad: given, why: 'Converse configures reasoning per model family' },
-  metadata: { bad: nonEmptyObj, why: 'Converse has no completion metadata' },
-  // Converse has no switch for parallel tool use: `false` could not be honoured.
-  parallel_tool_calls: { bad: (v) => v === false, why: 'Converse cannot disable parallel tool calls' },
-};
-
-/** Translated below, or dropped because they never change the output. */
-const HANDLED = new Set([
-  'model', // the model id rides the URL path
-  'messages',
-  'max_completion_tokens',
-  'max_tokens',
-  'temperature',
-  'top_p',
-  'stop',
-  'stream', // decides the operation: converse or converse-stream
-  'stream_options', // dropped: the stream's metadata event always carries usage; include_usage is honoured
-  'tools',
-  'tool_choice',
-  'user', // dropped: an abuse-tracking hint; Converse has no such field
-  'safety_identifier',
-  'service_tier', // dropped: a capacity hint
-  'prompt_cache_key', // dropped: caching hints
-  'prompt_cache_retention',
-  'prompt_cache_options',
-]);
+});
+const toBedrock = (param: string, why?: string): GatewayError => BEDROCK.refuse(param, why);
 
 const IMAGE_FORMATS: Record<string, ImageFormat> = {
   'image/png': 'png',
@@ -109,55 +105,19 @@ function imageBlock(url: unknown, path: string): ContentBlock {
   return { image: { format, source: { bytes: m[2]! } } };
 }
 
-function textOf(content: unknown, path: string, allowRefusal = false): string[] {
-  if (typeof content === 'string') return [content];
-  if (!Array.isArray(content)) throw invalid(path, `${path} must be a string or an array of content parts`);
-  return content.map((p: unknown, j) => {
-    if (isObj(p) && p['type'] === 'text' && typeof p['text'] === 'string') return p['text'];
-    if (allowRefusal && isObj(p) && p['type'] === 'refusal' && typeof p['refusal'] === 'string')
-      return p['refusal'];
-    throw toBedrock(
-      `${path}[${j}]`,
-      `${isObj(p) ? String(p['type']) : typeof p} parts are not supported here`,
-    );
-  });
-}
-
 function userBlocks(content: unknown, path: string): ContentBlock[] {
   if (typeof content === 'string') return [{ text: content }];
-  if (!Array.isArray(content)) throw invalid(path, `${path} must be a string or an array of content parts`);
-  return content.map((p: unknown, j): ContentBlock => {
-    const at = `${path}[${j}]`;
-    if (!isObj(p)) throw invalid(at, `${at} must be an object`);
-    if (p['type'] === 'text') return { text: String(p['text'] ?? '') };
+  return BEDROCK.parts<ContentBlock>(content, path, {
+    text: (p) => ({ text: String(p['text'] ?? '') }),
     // `detail` is dropped: a resolution hint; Bedrock sizes images itself.
-    if (p['type'] === 'image_url')
-      return imageBlock(isObj(p['image_url']) ? p['image_url']['url'] : undefined, at);
-    throw toBedrock(at, `${String(p['type'])} content parts have no Converse equivalent`);
+    image_url: (p, at) => imageBlock(isObj(p['image_url']) ? p['image_url']['url'] : undefined, at),
   });
-}
-
-function toolUse(tc: unknown, path: string): ContentBlock {
-  if (!isObj(tc) || tc['type'] !== 'function' || !isObj(tc['function']))
-    throw toBedrock(path, 'only function tool calls are supported');
-  const fn = tc['function'];
-  const raw = fn['arguments'];
-  let input: unknown;
-  try {
-    input = raw === '' || raw === undefined ? {} : JSON.parse(String(raw));
-  } catch {
-    input = undefined;
-  }
-  if (!isObj(input))
-    throw toBedrock(`${path}.function.arguments`, 'tool call arguments must be a JSON object');
-  return { toolUse: { toolUseId: String(tc['id'] ?? ''), name: String(fn['name'] ?? ''), input } };
 }
 
 /** Bedrock rejects blank text blocks ("The text field in the ContentBlock object is blank"). */
 const nonBlank = (b: ContentBlock): boolean => !('text' in b) || b.text.trim() !== '';
 
 function translateMessages(msgs: unknown): { system: Array<{ text: string }>; messages: ConverseMessage[] } {
-  if (!Array.isArray(msgs)) throw invalid('messages', 'messages must be an array');
   const system: Array<{ text: string }> = [];
   const messages: ConverseMessage[] = [];
   // Converse validates strict user/assistant alternation: same-role turns (several tool results) merge.
@@ -168,61 +128,33 @@ function translateMessages(msgs: unknown): { system: Array<{ text: string }>; me
     if (last?.role === role) last.content.push(...kept);
     else messages.push({ role, content: kept });
   };
-  msgs.forEach((m: unknown, i) => {
-    const at = `messages[${i}]`;
-    if (!isObj(m)) throw invalid(at, `${at} must be an object`);
-    if (given(m['name'])) throw toBedrock(`${at}.name`, 'Converse messages have no participant name');
-    switch (m['role']) {
-      case 'system':
-      case 'developer':
-        if (messages.length > 0)
-          throw unsupported(
-            'messages',
-            `a ${String(m['role'])} message after the conversation has started (${at}) cannot be translated for a Bedrock channel: Converse takes its system prompt before all turns`,
-          );
-        for (const text of textOf(m['content'], `${at}.content`)) if (text !== '') system.push({ text });
-        return;
-      case 'user':
-        return push('user', userBlocks(m['content'], `${at}.content`));
-      case 'assistant': {
-        if (given(m['audio'])) throw toBedrock(`${at}.audio`);
-        if (given(m['function_call'])) throw toBedrock(`${at}.function_call`, 'legacy function calling');
-        const blocks: ContentBlock[] = [];
-        if (given(m['content']))
-          for (const text of textOf(m['content'], `${at}.content`, true)) blocks.push({ text });
-        if (typeof m['refusal'] === 'string' && m['refusal'] !== '') blocks.push({ text: m['refusal'] });
-        const calls = m['tool_calls'];
-        if (given(calls) && !Array.isArray(calls))
-          throw invalid(`${at}.tool_calls`, 'tool_calls must be an array');
-        (calls as unknown[] | undefined)?.forEach((tc, j) =>
-          blocks.push(toolUse(tc, `${at}.tool_calls[${j}]`)),
-        );
-        return push('assistant', blocks);
-      }
-      case 'tool': {
-        const text = textOf(m['content'], `${at}.content`).join('');
-        // Tool results go back in a user turn, merged with the ones before it (one per call).
-        const block: ContentBlock = {
-          toolResult: { toolUseId: String(m['tool_call_id'] ?? ''), content: text === '' ? [] : [{ text }] },
-        };
-        const last = messages[messages.length - 1];
-        if (last?.role === 'user') last.content.push(block);
-        else messages.push({ role: 'user', content: [block] });
-        return;
-      }
-      default:
-        throw invalid(`${at}.role`, `unknown message role ${JSON.stringify(m['role'])}`);
-    }
+  BEDROCK.messages(msgs, {
+    started: () => messages.length > 0,
+    system: (content, path) => {
+      for (const text of BEDROCK.texts(content, path)) if (text !== '') system.push({ text });
+    },
+    user: (content, path) => push('user', userBlocks(content, path)),
+    assistant: (texts, calls) => {
+      const blocks: ContentBlock[] = texts.map((text) => ({ text }));
+      for (const c of calls) blocks.push({ toolUse: { toolUseId: c.id, name: c.name, input: c.args } });
+      push('assistant', blocks);
+    },
+    tool: (m, at) => {
+      const text = BEDROCK.texts(m['content'], `${at}.content`).join('');
+      // Tool results go back in a user turn, merged with the ones before it (one per call).
+      const block: ContentBlock = {
+        toolResult: { toolUseId: String(m['tool_call_id'] ?? ''), content: text === '' ? [] : [{ text }] },
+      };
+      const last = messages[messages.length - 1];
+      if (last?.role === 'user') last.content.push(block);
+      else messages.push({ role: 'user', content: [block] });
+    },
   });
   return { system, messages };
 }
 
 function toolSpecs(tools: unknown): ToolSpec[] {
-  if (!Array.isArray(tools)) throw invalid('tools', 'tools must be an array');
-  return tools.map((t: unknown, i): ToolSpec => {
-    if (!isObj(t) || t['type'] !== 'function' || !isObj(t['function']))
-      throw toBedrock(`tools[${i}]`, 'only function tools are supported');
-    const f = t['function'];
+  return BEDROCK.tools(tools, (f): ToolSpec => {
     const spec: ToolSpec['toolSpec'] = {
       name: String(f['name'] ?? ''),
       inputSchema: { json: isObj(f['parameters']) ? f['parameters'] : { type: 'object', properties: {} } },
@@ -233,18 +165,12 @@ function toolSpecs(tools: unknown): ToolSpec[] {
 }
 
 /** OpenAI tool_choice -> Converse's; 'none' is handled by the caller (Converse has no such choice). */
-function toolChoice(tc: unknown): ToolChoice | undefined {
-  if (!given(tc) || tc === 'auto') return tc === 'auto' ? { auto: {} } : undefined;
-  if (tc === 'required') return { any: {} };
-  if (
-    isObj(tc) &&
-    tc['type'] === 'function' &&
-    isObj(tc['function']) &&
-    typeof tc['function']['name'] === 'string'
-  )
-    return { tool: { name: tc['function']['name'] } };
-  throw toBedrock('tool_choice', 'only "none", "auto", "required" or a named function are supported');
-}
+const toolChoice = (tc: unknown): ToolChoice | undefined =>
+  BEDROCK.toolChoice<ToolChoice>(tc, {
+    auto: { auto: {} },
+    required: { any: {} },
+    named: (name) => ({ tool: { name } }),
+  });
 
 const hasToolBlocks = (messages: ConverseMessage[]): boolean =>
   messages.some((m) => m.content.some((b) => 'toolUse' in b || 'toolResult' in b));
@@ -254,12 +180,7 @@ const hasToolBlocks = (messages: ConverseMessage[]): boolean =>
  * 400 GatewayError for anything without a faithful translation.
  */
 export function openaiToConverseRequest(req: ChatRequest): ConverseRequest {
-  for (const key of Object.keys(req)) {
-    const refused = REFUSED[key];
-    if (refused) {
-      if (refused.bad(req[key])) throw toBedrock(key, refused.why);
-    } else if (!HANDLED.has(key)) throw toBedrock(key, 'unknown parameter');
-  }
+  BEDROCK.params(req);
   const { system, messages } = translateMessages(req.messages);
   const out: ConverseRequest = { messages };
   if (system.length > 0) out.system = system;

@@ -5,14 +5,14 @@
  *
  * Policy (as for Anthropic): a field either has a faithful translation or the request is refused with a
  * 400 `unsupported_parameter` naming it; malformed input is a 400 `invalid_request`. Only pure hints
- * that never change the output are dropped, each noted where it happens.
+ * that never change the output are dropped, each noted where it happens. The walks that refuse are shared
+ * with the other outbound translators (../outbound-refusals.ts); this file declares Gemini's answers and wording.
  *
  * Thought signatures: Gemini 3 requires the `thoughtSignature` of a function-call turn to come back with
  * the history. OpenAI tool calls have no field for it, so (as Google's own OpenAI-compatible endpoint does)
  * it travels as `extra_content.google.thought_signature` on the tool call; a history without one gets
  * Google's documented placeholder, which makes the API skip the check.
  */
-import { unsupported } from '../../core/errors.js';
 import type { Usage } from '../../core/usage.js';
 import {
   toOpenAIUsage,
@@ -25,6 +25,7 @@ import {
   type CompletionUsage,
   type FinishReason,
 } from '../openai/wire.js';
+import { ChatRefusals, REFUSE } from '../outbound-refusals.js';
 import {
   geminiUsage,
   type Content,
@@ -42,7 +43,6 @@ import {
   given,
   invalid,
   isObj,
-  nonEmptyObj,
   nowSeconds,
   randomId,
   signatureOf,
@@ -58,54 +58,52 @@ export { SKIP_THOUGHT_SIGNATURE };
 // OpenAI chat request -> Gemini request
 // =====================================================================================================
 
-/** OpenAI fields with no faithful Gemini translation, refused when `bad(value)`. */
-const CHAT_REFUSED: Record<string, { bad: (v: unknown) => boolean; why: string }> = {
-  logprobs: { bad: (v) => !!v, why: 'log probabilities are not translated' },
-  top_logprobs: { bad: (v) => !!v, why: 'log probabilities are not translated' },
-  logit_bias: { bad: nonEmptyObj, why: 'Gemini has no logit bias' },
-  audio: { bad: given, why: 'audio output is not translated' },
-  modalities: {
-    bad: (v) => given(v) && !(Array.isArray(v) && v.every((m) => m === 'text')),
-    why: 'only the text modality is supported',
+/** What a Gemini channel does with each OpenAI field, and how its refusals read. */
+const GEMINI = new ChatRefusals({
+  channel: 'a Gemini channel',
+  wire: 'Gemini',
+  systemFirst: 'Gemini takes one system instruction before all turns',
+  functionRole: 'refuse',
+  params: {
+    model: 'translate', // the model is in the call's path
+    messages: 'translate',
+    max_completion_tokens: 'translate',
+    max_tokens: 'translate',
+    temperature: 'translate',
+    top_p: 'translate',
+    n: 'translate',
+    stop: 'translate',
+    seed: 'translate',
+    presence_penalty: 'translate',
+    frequency_penalty: 'translate',
+    response_format: 'translate',
+    tools: 'translate',
+    tool_choice: 'translate',
+    reasoning_effort: 'translate',
+    stream: 'translate', // picks the call's path
+    stream_options: 'drop', // Gemini streams always carry usage; the stream translator honours include_usage
+    parallel_tool_calls: 'drop', // Gemini decides how many calls to make
+    user: 'drop', // identifiers for abuse tracking; Gemini has none
+    safety_identifier: 'drop',
+    store: 'drop', // Gemini does not store completions
+    metadata: 'drop', // tags for stored completions
+    service_tier: 'drop', // a capacity hint
+    prompt_cache_key: 'drop', // caching hints (Gemini caches implicitly)
+    prompt_cache_retention: 'drop',
+    prompt_cache_options: 'drop',
+    logprobs: { refuse: 'log probabilities are not translated' },
+    top_logprobs: { refuse: 'log probabilities are not translated' },
+    logit_bias: { refuse: 'Gemini has no logit bias' },
+    audio: { refuse: 'audio output is not translated' },
+    modalities: REFUSE.modalities,
+    prediction: { refuse: 'Gemini has no predicted outputs' },
+    web_search_options: {
+      refuse: 'call the model through the Gemini endpoint to use Google Search grounding',
+    },
+    functions: REFUSE.functions,
+    function_call: REFUSE.function_call,
   },
-  prediction: { bad: given, why: 'Gemini has no predicted outputs' },
-  web_search_options: {
-    bad: given,
-    why: 'call the model through the Gemini endpoint to use Google Search grounding',
-  },
-  functions: { bad: given, why: 'legacy function calling is not supported; use tools' },
-  function_call: { bad: given, why: 'legacy function calling is not supported; use tool_choice' },
-};
-
-/** OpenAI fields translated below, or dropped because they never change the model's output. */
-const CHAT_HANDLED = new Set([
-  'model', // the model is in the call's path
-  'messages',
-  'max_completion_tokens',
-  'max_tokens',
-  'temperature',
-  'top_p',
-  'n',
-  'stop',
-  'seed',
-  'presence_penalty',
-  'frequency_penalty',
-  'response_format',
-  'tools',
-  'tool_choice',
-  'reasoning_effort',
-  'stream', // picks the call's path
-  'stream_options', // dropped: Gemini streams always carry usage; the stream translator honours include_usage
-  'parallel_tool_calls', // dropped: Gemini decides how many calls to make
-  'user', // dropped: identifiers for abuse tracking; Gemini has none
-  'safety_identifier',
-  'store', // dropped: Gemini does not store completions
-  'metadata', // dropped: tags for stored completions
-  'service_tier', // dropped: a capacity hint
-  'prompt_cache_key', // dropped: caching hints (Gemini caches implicitly)
-  'prompt_cache_retention',
-  'prompt_cache_options',
-]);
+});
 
 /** reasoning_effort as a thinking budget (Google's own mapping; accepted by 2.5 and 3.x models alike). */
 const THINKING_BUDGET: Record<string, number> = {
@@ -153,80 +151,37 @@ function imagePart(url: unknown, path: string): Part {
 
 const AUDIO_MIME: Record<string, string> = { wav: 'audio/wav', mp3: 'audio/mp3' };
 
-/** string | text parts (system, developer, tool, assistant content) -> Gemini text parts ('' dropped). */
-function textParts(content: unknown, path: string, allowRefusal = false): Part[] {
-  if (typeof content === 'string') return content === '' ? [] : [{ text: content }];
-  if (!Array.isArray(content)) throw invalid(path, `${path} must be a string or an array of content parts`);
-  const out: Part[] = [];
-  content.forEach((p: unknown, j) => {
-    if (isObj(p) && p['type'] === 'text' && typeof p['text'] === 'string') {
-      if (p['text'] !== '') out.push({ text: p['text'] });
-    } else if (allowRefusal && isObj(p) && p['type'] === 'refusal' && typeof p['refusal'] === 'string') {
-      // A refusal in assistant history is text the model said; Gemini has no refusal part.
-      if (p['refusal'] !== '') out.push({ text: p['refusal'] });
-    } else {
-      throw toGemini(
-        `${path}[${j}]`,
-        `${isObj(p) ? String(p['type']) : typeof p} parts are not supported here`,
-      );
-    }
-  });
-  return out;
-}
+/** Texts as Gemini text parts; Gemini refuses empty ones, and an empty text says nothing. */
+const textParts = (texts: string[]): Part[] => texts.filter((t) => t !== '').map((text) => ({ text }));
 
 function userParts(content: unknown, path: string): Part[] {
-  if (typeof content === 'string') return content === '' ? [] : [{ text: content }];
-  if (!Array.isArray(content)) throw invalid(path, `${path} must be a string or an array of content parts`);
-  const out: Part[] = [];
-  content.forEach((p: unknown, j) => {
-    const at = `${path}[${j}]`;
-    if (!isObj(p)) throw invalid(at, `${at} must be an object`);
-    switch (p['type']) {
-      case 'text':
-        if (typeof p['text'] !== 'string') throw invalid(at, `${at}.text must be a string`);
-        if (p['text'] !== '') out.push({ text: p['text'] });
-        return;
-      case 'image_url':
-        // `detail` is dropped: a resolution/cost hint; Gemini sizes images itself.
-        out.push(imagePart(isObj(p['image_url']) ? p['image_url']['url'] : undefined, at));
-        return;
-      case 'input_audio': {
-        const a = isObj(p['input_audio']) ? p['input_audio'] : {};
-        const mime = AUDIO_MIME[String(a['format'])];
-        if (!mime) throw toGemini(at, 'only wav and mp3 audio are supported');
-        if (typeof a['data'] !== 'string')
-          throw invalid(at, `${at}.input_audio.data must be a base64 string`);
-        out.push({ inlineData: { mimeType: mime, data: a['data'] } });
-        return;
-      }
-      case 'file': {
-        const f = isObj(p['file']) ? p['file'] : {};
-        const m = typeof f['file_data'] === 'string' ? DATA_URL.exec(f['file_data']) : null;
-        if (!m)
-          throw toGemini(
-            at,
-            'only files given inline as base64 data URLs are supported (OpenAI file ids mean nothing to Gemini)',
-          );
-        out.push({ inlineData: { mimeType: m[1]!.toLowerCase(), data: m[2]! } });
-        return;
-      }
-      default:
-        throw toGemini(at, `${String(p['type'])} content parts have no Gemini equivalent`);
-    }
+  if (typeof content === 'string') return textParts([content]);
+  const parts = GEMINI.parts<Part>(content, path, {
+    text: (p, at) => {
+      if (typeof p['text'] !== 'string') throw invalid(at, `${at}.text must be a string`);
+      return { text: p['text'] };
+    },
+    // `detail` is dropped: a resolution/cost hint; Gemini sizes images itself.
+    image_url: (p, at) => imagePart(isObj(p['image_url']) ? p['image_url']['url'] : undefined, at),
+    input_audio: (p, at) => {
+      const a = isObj(p['input_audio']) ? p['input_audio'] : {};
+      const mime = AUDIO_MIME[String(a['format'])];
+      if (!mime) throw toGemini(at, 'only wav and mp3 audio are supported');
+      if (typeof a['data'] !== 'string') throw invalid(at, `${at}.input_audio.data must be a base64 string`);
+      return { inlineData: { mimeType: mime, data: a['data'] } };
+    },
+    file: (p, at) => {
+      const f = isObj(p['file']) ? p['file'] : {};
+      const m = typeof f['file_data'] === 'string' ? DATA_URL.exec(f['file_data']) : null;
+      if (!m)
+        throw toGemini(
+          at,
+          'only files given inline as base64 data URLs are supported (OpenAI file ids mean nothing to Gemini)',
+        );
+      return { inlineData: { mimeType: m[1]!.toLowerCase(), data: m[2]! } };
+    },
   });
-  return out;
-}
-
-function parseArgs(raw: unknown, path: string): Obj {
-  let v: unknown;
-  try {
-    // An empty string is what some clients send for a no-argument call.
-    v = raw === '' || raw === undefined ? {} : JSON.parse(String(raw));
-  } catch {
-    v = undefined;
-  }
-  if (!isObj(v)) throw toGemini(`${path}.function.arguments`, 'tool call arguments must be a JSON object');
-  return v;
+  return parts.filter((p) => p.text !== '');
 }
 
 /** A tool's answer as a functionResponse `response` object: its JSON object, else `{output: text}`. */
@@ -241,7 +196,6 @@ function toolResponse(text: string): Obj {
 }
 
 function chatContents(msgs: unknown): { system: Part[]; contents: Content[] } {
-  if (!Array.isArray(msgs)) throw invalid('messages', 'messages must be an array');
   const system: Part[] = [];
   const contents: Content[] = [];
   const callNames = new Map<string, string>(); // tool_call id -> function name
@@ -253,74 +207,36 @@ function chatContents(msgs: unknown): { system: Part[]; contents: Content[] } {
     else contents.push({ role, parts });
   };
 
-  msgs.forEach((m: unknown, i) => {
-    const at = `messages[${i}]`;
-    if (!isObj(m)) throw invalid(at, `${at} must be an object`);
-    const role = m['role'];
-    if (role === 'function')
-      throw toGemini(`${at}.role`, 'legacy function messages are not supported; use tool messages');
-    // Gemini has no per-participant name; dropping it would change who the model thinks spoke.
-    if (given(m['name'])) throw toGemini(`${at}.name`, 'Gemini messages have no participant name');
-    switch (role) {
-      case 'system':
-      case 'developer':
-        if (contents.length > 0) {
-          throw unsupported(
-            'messages',
-            `a ${role} message after the conversation has started (${at}) cannot be translated for a Gemini channel: Gemini takes one system instruction before all turns`,
-          );
-        }
-        system.push(...textParts(m['content'], `${at}.content`));
-        return;
-      case 'user':
-        return push('user', userParts(m['content'], `${at}.content`));
-      case 'assistant': {
-        if (given(m['audio'])) throw toGemini(`${at}.audio`);
-        if (given(m['function_call'])) throw toGemini(`${at}.function_call`, 'legacy function calling');
-        const parts: Part[] = [];
-        if (given(m['content'])) parts.push(...textParts(m['content'], `${at}.content`, true));
-        if (typeof m['refusal'] === 'string' && m['refusal'] !== '') parts.push({ text: m['refusal'] });
-        const calls = m['tool_calls'];
-        if (given(calls) && !Array.isArray(calls))
-          throw invalid(`${at}.tool_calls`, 'tool_calls must be an array');
-        const fcs: Part[] = [];
-        ((calls ?? []) as unknown[]).forEach((tc, j) => {
-          const p = `${at}.tool_calls[${j}]`;
-          if (!isObj(tc) || tc['type'] !== 'function' || !isObj(tc['function']))
-            throw toGemini(p, 'only function tool calls are supported');
-          const name = String(tc['function']['name'] ?? '');
-          if (typeof tc['id'] === 'string') callNames.set(tc['id'], name);
-          const part: Part = { functionCall: { name, args: parseArgs(tc['function']['arguments'], p) } };
-          const sig = signatureOf(tc);
-          if (sig) part.thoughtSignature = sig;
-          fcs.push(part);
-        });
-        // Gemini 3 signs the first call of a turn and wants it back; without one, the documented placeholder.
-        if (fcs.length > 0 && !fcs.some((p) => p.thoughtSignature))
-          fcs[0]!.thoughtSignature = SKIP_THOUGHT_SIGNATURE;
-        return push('model', [...parts, ...fcs]);
+  GEMINI.messages(msgs, {
+    started: () => contents.length > 0,
+    system: (content, path) => void system.push(...textParts(GEMINI.texts(content, path))),
+    user: (content, path) => push('user', userParts(content, path)),
+    assistant: (texts, calls) => {
+      const fcs = calls.map(({ call, name, args }): Part => {
+        if (typeof call['id'] === 'string') callNames.set(call['id'], name);
+        const part: Part = { functionCall: { name, args } };
+        const sig = signatureOf(call);
+        if (sig) part.thoughtSignature = sig;
+        return part;
+      });
+      // Gemini 3 signs the first call of a turn and wants it back; without one, the documented placeholder.
+      if (fcs.length > 0 && !fcs.some((p) => p.thoughtSignature))
+        fcs[0]!.thoughtSignature = SKIP_THOUGHT_SIGNATURE;
+      push('model', [...textParts(texts), ...fcs]);
+    },
+    tool: (m, at) => {
+      const id = m['tool_call_id'];
+      const name = typeof id === 'string' ? callNames.get(id) : undefined;
+      if (name === undefined) {
+        throw invalid(
+          `${at}.tool_call_id`,
+          `${at}.tool_call_id does not name a tool call of an earlier assistant message`,
+        );
       }
-      case 'tool': {
-        const id = m['tool_call_id'];
-        const name = typeof id === 'string' ? callNames.get(id) : undefined;
-        if (name === undefined) {
-          throw invalid(
-            `${at}.tool_call_id`,
-            `${at}.tool_call_id does not name a tool call of an earlier assistant message`,
-          );
-        }
-        const c = m['content'];
-        const text =
-          typeof c === 'string'
-            ? c
-            : textParts(c, `${at}.content`)
-                .map((p) => p.text)
-                .join('');
-        return push('user', [{ functionResponse: { name, response: toolResponse(text) } }]);
-      }
-      default:
-        throw invalid(`${at}.role`, `unknown message role ${JSON.stringify(role)}`);
-    }
+      const c = m['content'];
+      const text = typeof c === 'string' ? c : GEMINI.texts(c, `${at}.content`).join('');
+      push('user', [{ functionResponse: { name, response: toolResponse(text) } }]);
+    },
   });
   return { system, contents };
 }
@@ -337,12 +253,7 @@ function emptyObjectSchema(s: Obj): boolean {
 }
 
 function geminiTools(tools: unknown): Tool[] | undefined {
-  if (!Array.isArray(tools)) throw invalid('tools', 'tools must be an array');
-  if (tools.length === 0) return undefined;
-  const decls = tools.map((t: unknown, i): FunctionDeclaration => {
-    if (!isObj(t) || t['type'] !== 'function' || !isObj(t['function']))
-      throw toGemini(`tools[${i}]`, 'only function tools are supported');
-    const f = t['function'];
+  const decls = GEMINI.tools(tools, (f, i): FunctionDeclaration => {
     if (typeof f['name'] !== 'string' || f['name'] === '')
       throw invalid(`tools[${i}].function.name`, 'a function tool needs a name');
     const d: FunctionDeclaration = { name: f['name'] };
@@ -352,45 +263,42 @@ function geminiTools(tools: unknown): Tool[] | undefined {
       d.parametersJsonSchema = f['parameters'];
     return d;
   });
-  return [{ functionDeclarations: decls }];
+  return decls.length === 0 ? undefined : [{ functionDeclarations: decls }];
 }
 
-function functionCallingConfig(tc: unknown): ToolConfig | undefined {
-  if (!given(tc)) return undefined;
-  const mode = (m: 'NONE' | 'AUTO' | 'ANY', names?: string[]): ToolConfig => ({
-    functionCallingConfig: names ? { mode: m, allowedFunctionNames: names } : { mode: m },
+const mode = (m: 'NONE' | 'AUTO' | 'ANY', names?: string[]): ToolConfig => ({
+  functionCallingConfig: names ? { mode: m, allowedFunctionNames: names } : { mode: m },
+});
+
+/** allowed_tools, which Gemini can restrict only in ANY mode; undefined for any other object. */
+function allowedTools(tc: Obj): ToolConfig | undefined {
+  if (tc['type'] !== 'allowed_tools' || !isObj(tc['allowed_tools'])) return undefined;
+  const at = tc['allowed_tools'];
+  if (at['mode'] !== 'required')
+    throw toGemini('tool_choice', 'allowed_tools can only be translated with mode "required"');
+  const list = Array.isArray(at['tools']) ? at['tools'] : [];
+  const names = list.map((t: unknown, i) => {
+    const fn =
+      isObj(t) && t['type'] === 'function' && isObj(t['function']) ? t['function']['name'] : undefined;
+    if (typeof fn !== 'string')
+      throw toGemini(`tool_choice.allowed_tools.tools[${i}]`, 'only function tools are supported');
+    return fn;
   });
-  if (tc === 'none') return mode('NONE');
-  if (tc === 'auto') return mode('AUTO');
-  if (tc === 'required') return mode('ANY');
-  if (
-    isObj(tc) &&
-    tc['type'] === 'function' &&
-    isObj(tc['function']) &&
-    typeof tc['function']['name'] === 'string'
-  ) {
-    return mode('ANY', [tc['function']['name']]);
-  }
-  if (isObj(tc) && tc['type'] === 'allowed_tools' && isObj(tc['allowed_tools'])) {
-    const at = tc['allowed_tools'];
-    // Gemini restricts the callable functions only in ANY mode.
-    if (at['mode'] !== 'required')
-      throw toGemini('tool_choice', 'allowed_tools can only be translated with mode "required"');
-    const list = Array.isArray(at['tools']) ? at['tools'] : [];
-    const names = list.map((t: unknown, i) => {
-      const fn =
-        isObj(t) && t['type'] === 'function' && isObj(t['function']) ? t['function']['name'] : undefined;
-      if (typeof fn !== 'string')
-        throw toGemini(`tool_choice.allowed_tools.tools[${i}]`, 'only function tools are supported');
-      return fn;
-    });
-    return mode('ANY', names);
-  }
-  throw toGemini(
-    'tool_choice',
+  return mode('ANY', names);
+}
+
+const functionCallingConfig = (tc: unknown): ToolConfig | undefined =>
+  GEMINI.toolChoice(
+    tc,
+    {
+      none: mode('NONE'),
+      auto: mode('AUTO'),
+      required: mode('ANY'),
+      named: (name) => mode('ANY', [name]),
+      other: allowedTools,
+    },
     'only "none", "auto", "required", a named function or allowed function tools are supported',
   );
-}
 
 function responseFormat(rf: unknown, gc: GenerationConfig): void {
   if (!given(rf)) return;
@@ -424,14 +332,7 @@ function responseFormat(rf: unknown, gc: GenerationConfig): void {
  */
 export function chatToGeminiRequest(req: ChatRequest): GenerateContentRequest {
   if (!isObj(req)) throw invalid('body', 'the request body must be a JSON object');
-  for (const key of Object.keys(req)) {
-    const refused = CHAT_REFUSED[key];
-    if (refused) {
-      if (refused.bad(req[key])) throw toGemini(key, refused.why);
-    } else if (!CHAT_HANDLED.has(key)) {
-      throw toGemini(key, 'unknown parameter');
-    }
-  }
+  GEMINI.params(req);
   const { system, contents } = chatContents(req.messages);
   const out: GenerateContentRequest = { contents };
   if (system.length > 0) out.systemInstruction = { parts: system };
