@@ -46,7 +46,9 @@ function serve(args: string[], env: Record<string, string>) {
   const out = { stdout: '', stderr: '', exited: null as number | null };
   child.stdout!.on('data', (b: Buffer) => (out.stdout += b.toString()));
   child.stderr!.on('data', (b: Buffer) => (out.stderr += b.toString()));
-  child.on('exit', (code, sig) => (out.exited = code ?? (sig ? 128 : -1)));
+  // 'close', not 'exit': 'exit' can come before the last of stdout is read, and a test reading the
+  // output once the child exited would then miss its last lines (seen under a loaded suite).
+  child.on('close', (code, sig) => (out.exited = code ?? (sig ? 128 : -1)));
   return { child, out };
 }
 
