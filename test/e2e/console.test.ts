@@ -691,7 +691,14 @@ describe('operator console (headless Chromium)', () => {
     const served = await chat();
     expect(served.status).toBe(200);
     const servedId = served.headers.get('x-request-id')!;
-    await gw.requestLog!.flush();
+    // A request's row is taken when its response has finished, which can be after fetch() resolves with
+    // the headers: flush until both rows are in.
+    await served.arrayBuffer();
+    await waitFor(async () => {
+      await gw.requestLog!.flush();
+      const listed = (await admin('GET', '/requests?limit=20')) as { data: Array<{ id: string }> };
+      return [servedId, failedId].every((id) => listed.data.some((r) => r.id === id));
+    }, 10_000);
 
     await go(page, '#/requests');
     // The unfiltered list first (the newest requests, the served one among them), so that the search's
