@@ -12,11 +12,12 @@
 import { GatewayError, unsupported } from '../core/errors.js';
 import type { ChatRequest } from './openai/wire.js';
 
+// The value checks every translator uses (the vendors' common.ts files re-export them).
 export type Obj = Record<string, unknown>;
 export const isObj = (x: unknown): x is Obj => typeof x === 'object' && x !== null && !Array.isArray(x);
 /** OpenAI accepts `null` for most optional fields; null means "not given". */
 export const given = (x: unknown): boolean => x !== undefined && x !== null;
-const nonEmptyObj = (x: unknown): boolean => given(x) && !(isObj(x) && Object.keys(x).length === 0);
+export const nonEmptyObj = (x: unknown): boolean => given(x) && !(isObj(x) && Object.keys(x).length === 0);
 
 export function invalid(param: string, message: string): GatewayError {
   return new GatewayError('invalid_request', message, { param });

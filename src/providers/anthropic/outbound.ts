@@ -7,20 +7,13 @@
  * The only things dropped are pure hints with no effect on output (caching hints, `stream_options`,
  * `service_tier`, image `detail`), each noted where it happens. The walks that refuse are shared with the
  * other outbound translators (../outbound-refusals.ts); this file declares Anthropic's answers and wording.
+ * The OpenAI completion and chunks are built by ../response-builders.ts from what this file reads.
  */
 import { GatewayError } from '../../core/errors.js';
 import { type Usage } from '../../core/usage.js';
-import {
-  toOpenAIUsage,
-  type ChatCompletion,
-  type ChatCompletionChunk,
-  type ChatCompletionMessage,
-  type ChatRequest,
-  type ChunkChoice,
-  type FinishReason,
-  type FunctionToolCall,
-} from '../openai/wire.js';
+import { type ChatCompletion, type ChatCompletionChunk, type ChatRequest } from '../openai/wire.js';
 import { ChatRefusals, REFUSE } from '../outbound-refusals.js';
+import { ChunkWriter, chatCompletion, finishFrom } from '../response-builders.js';
 import {
   anthropicUsage,
   type ContentBlockParam,
@@ -219,7 +212,7 @@ export function openaiToAnthropicRequest(
 // Anthropic response -> OpenAI response
 // =====================================================================================================
 
-const FINISH_FROM_STOP: Record<StopReason, FinishReason> = {
+const finishFromStop = finishFrom<StopReason>({
   end_turn: 'stop',
   stop_sequence: 'stop',
   pause_turn: 'stop',
@@ -227,38 +220,24 @@ const FINISH_FROM_STOP: Record<StopReason, FinishReason> = {
   model_context_window_exceeded: 'length',
   tool_use: 'tool_calls',
   refusal: 'content_filter',
-};
-const finishFromStop = (s: unknown): FinishReason => FINISH_FROM_STOP[s as StopReason] ?? 'stop';
+});
 
 /** An Anthropic Message as an OpenAI chat completion reported under `model`. */
 export function anthropicToOpenAIResponse(msg: Message, model: string): ChatCompletion {
-  let text = '';
-  const toolCalls: FunctionToolCall[] = [];
-  for (const b of msg.content ?? []) {
-    if (b.type === 'text') text += b.text;
-    else if (b.type === 'tool_use') {
-      toolCalls.push({
-        id: b.id,
-        type: 'function',
-        function: { name: b.name, arguments: JSON.stringify(b.input ?? {}) },
-      });
-    }
-    // thinking / redacted_thinking: OpenAI chat completions have no place for them.
-  }
-  const message: ChatCompletionMessage = {
-    role: 'assistant',
-    content: text === '' && toolCalls.length > 0 ? null : text,
-    refusal: null,
-  };
-  if (toolCalls.length > 0) message.tool_calls = toolCalls;
-  return {
-    id: `chatcmpl-${msg.id}`,
-    object: 'chat.completion',
-    created: nowSeconds(),
-    model,
-    choices: [{ index: 0, message, logprobs: null, finish_reason: finishFromStop(msg.stop_reason) }],
-    usage: toOpenAIUsage(anthropicUsage(msg.usage)),
-  };
+  return chatCompletion(
+    msg.content ?? [],
+    (b) => {
+      if (b.type === 'text') return b.text;
+      if (b.type === 'tool_use') return { id: b.id, name: b.name, input: b.input };
+      return undefined; // thinking / redacted_thinking: OpenAI chat completions have no place for them.
+    },
+    {
+      id: `chatcmpl-${msg.id}`,
+      model,
+      finish: finishFromStop(msg.stop_reason),
+      usage: anthropicUsage(msg.usage),
+    },
+  );
 }
 
 // =====================================================================================================
@@ -271,11 +250,7 @@ export function anthropicToOpenAIResponse(msg: Message, model: string): ChatComp
  * fields it omits or nulls keep their earlier value).
  */
 export class AnthropicToOpenAIStream {
-  private readonly model: string;
-  private readonly includeUsage: boolean;
-  private readonly created: number;
-  private id = 'chatcmpl-';
-  private readonly toolIndex = new Map<number, number>(); // Anthropic block index -> OpenAI tool_calls index
+  private readonly out: ChunkWriter;
   private raw: {
     input_tokens: number;
     output_tokens: number;
@@ -285,9 +260,7 @@ export class AnthropicToOpenAIStream {
   private stopped = false;
 
   constructor(opts: { model: string; includeUsage: boolean; created?: number }) {
-    this.model = opts.model;
-    this.includeUsage = opts.includeUsage;
-    this.created = opts.created ?? nowSeconds();
+    this.out = new ChunkWriter(opts.model, opts.includeUsage, 'chatcmpl-', opts.created ?? nowSeconds());
   }
 
   get done(): boolean {
@@ -304,42 +277,29 @@ export class AnthropicToOpenAIStream {
     switch (event || d.type) {
       case 'message_start': {
         const m = d.message ?? {};
-        if (typeof m.id === 'string') this.id = `chatcmpl-${m.id}`;
+        if (typeof m.id === 'string') this.out.id = `chatcmpl-${m.id}`;
         this.absorb(m.usage);
-        return [this.chunk({ role: 'assistant', content: '' })];
+        return [this.out.chunk({ role: 'assistant', content: '' })];
       }
       case 'content_block_start': {
         const b = d.content_block ?? {};
-        if (b.type === 'tool_use') {
-          const index = this.toolIndex.size;
-          this.toolIndex.set(d.index, index);
-          return [
-            this.chunk({
-              tool_calls: [{ index, id: b.id, type: 'function', function: { name: b.name, arguments: '' } }],
-            }),
-          ];
-        }
+        if (b.type === 'tool_use') return this.out.toolStart(d.index, b.id, b.name);
         if (b.type === 'text' && typeof b.text === 'string' && b.text !== '')
-          return [this.chunk({ content: b.text })];
+          return [this.out.chunk({ content: b.text })];
         return [];
       }
       case 'content_block_delta': {
         const delta = d.delta ?? {};
-        if (delta.type === 'text_delta') return [this.chunk({ content: delta.text })];
-        if (delta.type === 'input_json_delta') {
-          const index = this.toolIndex.get(d.index);
-          if (index === undefined || !delta.partial_json) return [];
-          return [this.chunk({ tool_calls: [{ index, function: { arguments: delta.partial_json } }] })];
-        }
+        if (delta.type === 'text_delta') return [this.out.chunk({ content: delta.text })];
+        if (delta.type === 'input_json_delta') return this.out.toolArgs(d.index, delta.partial_json);
         return []; // thinking_delta, signature_delta, citations_delta
       }
       case 'message_delta':
         this.absorb(d.usage);
-        return [this.chunk({}, finishFromStop(d.delta?.stop_reason))];
+        return [this.out.chunk({}, finishFromStop(d.delta?.stop_reason))];
       case 'message_stop':
         this.stopped = true;
-        if (!this.includeUsage) return [];
-        return [{ ...this.base(), choices: [], usage: toOpenAIUsage(this.usage()) }];
+        return this.out.usage(this.usage());
       case 'error': {
         const err = d.error ?? {};
         const message = `upstream error: ${typeof err.message === 'string' ? err.message : 'unknown error'}`;
@@ -359,18 +319,5 @@ export class AnthropicToOpenAIStream {
       const v = u[k];
       if (typeof v === 'number') this.raw[k] = v;
     }
-  }
-
-  private base(): Omit<ChatCompletionChunk, 'choices'> {
-    return { id: this.id, object: 'chat.completion.chunk', created: this.created, model: this.model };
-  }
-
-  private chunk(delta: ChunkChoice['delta'], finish: FinishReason | null = null): ChatCompletionChunk {
-    const c: ChatCompletionChunk = {
-      ...this.base(),
-      choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }],
-    };
-    if (this.includeUsage) c.usage = null;
-    return c;
   }
 }

@@ -9,22 +9,14 @@
  * Policy (as for Anthropic, see anthropic/outbound.ts): a request field either has a faithful translation
  * or the request is refused with a 400 naming it. Only pure hints with no effect on the output are dropped.
  * The walks that refuse are shared (../outbound-refusals.ts); this file declares Converse's answers and wording.
+ * The OpenAI completion and chunks are built by ../response-builders.ts from what this file reads.
  */
 import type { GatewayError } from '../../core/errors.js';
 import { uniqueId } from '../../core/ids.js';
 import type { Usage } from '../../core/usage.js';
-import { nowSeconds } from '../anthropic/common.js';
-import {
-  toOpenAIUsage,
-  type ChatCompletion,
-  type ChatCompletionChunk,
-  type ChatCompletionMessage,
-  type ChatRequest,
-  type ChunkChoice,
-  type FinishReason,
-  type FunctionToolCall,
-} from '../openai/wire.js';
+import type { ChatCompletion, ChatCompletionChunk, ChatRequest } from '../openai/wire.js';
 import { ChatRefusals, REFUSE, given, invalid, isObj } from '../outbound-refusals.js';
+import { ChunkWriter, chatCompletion, finishFrom, nowSeconds } from '../response-builders.js';
 import {
   bedrockUsage,
   type ContentBlock,
@@ -213,7 +205,7 @@ export function openaiToConverseRequest(req: ChatRequest): ConverseRequest {
 // Converse response -> OpenAI response
 // =====================================================================================================
 
-const FINISH: Record<StopReason, FinishReason> = {
+const finishOf = finishFrom<StopReason>({
   end_turn: 'stop',
   stop_sequence: 'stop',
   max_tokens: 'length',
@@ -223,8 +215,7 @@ const FINISH: Record<StopReason, FinishReason> = {
   content_filtered: 'content_filter',
   malformed_model_output: 'stop',
   malformed_tool_use: 'stop',
-};
-const finishOf = (s: unknown): FinishReason => FINISH[s as StopReason] ?? 'stop';
+});
 
 export function isConverseResponse(j: Record<string, any>): j is ConverseResponse {
   return isObj(j.output) && isObj(j.output.message) && Array.isArray(j.output.message.content);
@@ -232,32 +223,16 @@ export function isConverseResponse(j: Record<string, any>): j is ConverseRespons
 
 /** A Converse answer as an OpenAI chat completion reported under `model`. */
 export function converseToOpenAIResponse(r: ConverseResponse, model: string): ChatCompletion {
-  let text = '';
-  const toolCalls: FunctionToolCall[] = [];
-  for (const b of r.output.message.content) {
-    if ('text' in b && typeof b.text === 'string') text += b.text;
-    else if ('toolUse' in b && isObj(b.toolUse))
-      toolCalls.push({
-        id: b.toolUse.toolUseId,
-        type: 'function',
-        function: { name: b.toolUse.name, arguments: JSON.stringify(b.toolUse.input ?? {}) },
-      });
-    // reasoningContent: OpenAI chat completions have no place for it.
-  }
-  const message: ChatCompletionMessage = {
-    role: 'assistant',
-    content: text === '' && toolCalls.length > 0 ? null : text,
-    refusal: null,
-  };
-  if (toolCalls.length > 0) message.tool_calls = toolCalls;
-  return {
-    id: uniqueId('chatcmpl-'),
-    object: 'chat.completion',
-    created: nowSeconds(),
-    model,
-    choices: [{ index: 0, message, logprobs: null, finish_reason: finishOf(r.stopReason) }],
-    usage: toOpenAIUsage(bedrockUsage(r.usage)),
-  };
+  return chatCompletion(
+    r.output.message.content,
+    (b) => {
+      if ('text' in b && typeof b.text === 'string') return b.text;
+      if ('toolUse' in b && isObj(b.toolUse))
+        return { id: b.toolUse.toolUseId, name: b.toolUse.name, input: b.toolUse.input };
+      return undefined; // reasoningContent: OpenAI chat completions have no place for it.
+    },
+    { id: uniqueId('chatcmpl-'), model, finish: finishOf(r.stopReason), usage: bedrockUsage(r.usage) },
+  );
 }
 
 // =====================================================================================================
@@ -270,16 +245,13 @@ export function converseToOpenAIResponse(r: ConverseResponse, model: string): Ch
  * reason), then metadata (usage), which is the stream's last event: only then is the answer complete.
  */
 export class ConverseToOpenAIStream {
-  private readonly id = uniqueId('chatcmpl-');
-  private readonly created = nowSeconds();
-  private readonly toolIndex = new Map<number, number>(); // contentBlockIndex -> OpenAI tool_calls index
+  private readonly out: ChunkWriter;
   private seen: Usage | null = null;
   private complete = false;
 
-  constructor(
-    private readonly model: string,
-    private readonly includeUsage: boolean,
-  ) {}
+  constructor(model: string, includeUsage: boolean) {
+    this.out = new ChunkWriter(model, includeUsage, uniqueId('chatcmpl-'), nowSeconds());
+  }
 
   get done(): boolean {
     return this.complete;
@@ -291,58 +263,29 @@ export class ConverseToOpenAIStream {
   push(event: string, d: Record<string, any>): ChatCompletionChunk[] {
     switch (event) {
       case 'messageStart':
-        return [this.chunk({ role: 'assistant', content: '' })];
+        return [this.out.chunk({ role: 'assistant', content: '' })];
       case 'contentBlockStart': {
         const tu = d.start?.toolUse;
         if (!isObj(tu)) return [];
-        const index = this.toolIndex.size;
-        this.toolIndex.set(Number(d.contentBlockIndex), index);
-        return [
-          this.chunk({
-            tool_calls: [
-              {
-                index,
-                id: String(tu.toolUseId ?? ''),
-                type: 'function',
-                function: { name: String(tu.name ?? ''), arguments: '' },
-              },
-            ],
-          }),
-        ];
+        const block = Number(d.contentBlockIndex);
+        return this.out.toolStart(block, String(tu.toolUseId ?? ''), String(tu.name ?? ''));
       }
       case 'contentBlockDelta': {
         const delta = d.delta ?? {};
         if (typeof delta.text === 'string')
-          return delta.text === '' ? [] : [this.chunk({ content: delta.text })];
-        if (isObj(delta.toolUse) && typeof delta.toolUse.input === 'string') {
-          const index = this.toolIndex.get(Number(d.contentBlockIndex));
-          if (index === undefined || delta.toolUse.input === '') return [];
-          return [this.chunk({ tool_calls: [{ index, function: { arguments: delta.toolUse.input } }] })];
-        }
+          return delta.text === '' ? [] : [this.out.chunk({ content: delta.text })];
+        if (isObj(delta.toolUse) && typeof delta.toolUse.input === 'string')
+          return this.out.toolArgs(Number(d.contentBlockIndex), delta.toolUse.input);
         return []; // reasoningContent, citations
       }
       case 'messageStop':
-        return [this.chunk({}, finishOf(d.stopReason))];
+        return [this.out.chunk({}, finishOf(d.stopReason))];
       case 'metadata':
         this.seen = bedrockUsage(d.usage);
         this.complete = true;
-        if (!this.includeUsage) return [];
-        return [{ ...this.base(), choices: [], usage: toOpenAIUsage(this.seen) }];
+        return this.out.usage(this.seen);
       default:
         return []; // contentBlockStop, and event types added later
     }
-  }
-
-  private base(): Omit<ChatCompletionChunk, 'choices'> {
-    return { id: this.id, object: 'chat.completion.chunk', created: this.created, model: this.model };
-  }
-
-  private chunk(delta: ChunkChoice['delta'], finish: FinishReason | null = null): ChatCompletionChunk {
-    const c: ChatCompletionChunk = {
-      ...this.base(),
-      choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }],
-    };
-    if (this.includeUsage) c.usage = null;
-    return c;
   }
 }

@@ -2,13 +2,10 @@
 import { randomBytes } from 'node:crypto';
 import { GatewayError, unsupported } from '../../core/errors.js';
 import type { FunctionToolCall } from '../openai/wire.js';
+import { isObj, type Obj } from '../outbound-refusals.js';
 
-export type Obj = Record<string, unknown>;
-export const isObj = (x: unknown): x is Obj => typeof x === 'object' && x !== null && !Array.isArray(x);
-/** OpenAI accepts `null` for most optional fields; null means "not given". */
-export const given = (x: unknown): boolean => x !== undefined && x !== null;
-export const nonEmptyObj = (x: unknown): boolean => given(x) && !(isObj(x) && Object.keys(x).length === 0);
-export const nowSeconds = (): number => Math.floor(Date.now() / 1000);
+export { given, invalid, isObj, nonEmptyObj, type Obj } from '../outbound-refusals.js';
+export { nowSeconds } from '../response-builders.js';
 export const randomId = (): string => randomBytes(12).toString('hex');
 
 export function toGemini(param: string, why?: string): GatewayError {
@@ -19,9 +16,6 @@ export function fromGemini(param: string, why?: string): GatewayError {
     param,
     `${param} cannot be translated from the Gemini format for this channel${why ? `: ${why}` : ''}`,
   );
-}
-export function invalid(param: string, message: string): GatewayError {
-  return new GatewayError('invalid_request', message, { param });
 }
 export function badUpstream(message: string): GatewayError {
   return new GatewayError('upstream_bad_response', message);
