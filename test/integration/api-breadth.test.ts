@@ -12,22 +12,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FakeUpstream } from '../../fakes/common.js';
 import { startFakeAnthropic, startFakeGemini, startFakeOpenAI } from '../../fakes/index.js';
 import { cacheKey } from '../../src/relay/response-cache.js';
-import {
-  REDIS_URL,
-  type TestDatabase,
-  adminApi,
-  cleanupRedis,
-  createTestDatabase,
-  startTestGateway,
-  testRedisPrefix,
-  waitFor,
-  testPool,
-} from '../helpers.js';
+import { adminApi, waitFor } from '../helpers.js';
+import { ServiceSuite, TOKEN_PRICES, type TestGateway, newAppKey, openaiChannel } from '../helpers-suite.js';
 
-type TGateway = Awaited<ReturnType<typeof startTestGateway>>;
-let tdb: TestDatabase;
-let prefix: string;
-let G: TGateway;
+let S: ServiceSuite;
+let G: TestGateway;
 let oa: FakeUpstream;
 let an: FakeUpstream;
 let gm: FakeUpstream;
@@ -37,13 +26,6 @@ let appA: { app: string; sk: string };
 let appB: { app: string; sk: string };
 let limited: { app: string; sk: string };
 const admin = adminApi(() => G.url);
-
-const TOKENS = {
-  sale_input_per_mtok: 2_000_000,
-  sale_output_per_mtok: 4_000_000,
-  cost_input_per_mtok: 1_000_000,
-  cost_output_per_mtok: 2_000_000,
-};
 
 const openai = (sk = appA.sk) => new OpenAI({ baseURL: G.url + '/v1', apiKey: sk, maxRetries: 0 });
 const genai = (sk = appA.sk) => new GoogleGenAI({ apiKey: sk, httpOptions: { baseUrl: G.url } });
@@ -88,8 +70,7 @@ async function journalOf(requestId: string | null) {
 }
 
 beforeAll(async () => {
-  tdb = await createTestDatabase();
-  prefix = testRedisPrefix();
+  S = await ServiceSuite.open();
   [oa, an, gm, bad] = await Promise.all([
     startFakeOpenAI({ name: 'oa' }),
     startFakeAnthropic({ name: 'an' }),
@@ -97,21 +78,10 @@ beforeAll(async () => {
     startFakeOpenAI({ name: 'bad' }),
   ]);
   bad.setFault({ status: 503 });
-  G = await startTestGateway({ databaseUrl: tdb.url, redisUrl: REDIS_URL, redisPrefix: prefix });
-  db = testPool(tdb.url, 2);
-  await admin('POST', '/channels', {
-    code: 'oa',
-    provider: 'openai',
-    base_url: oa.url + '/v1',
-    credential: 'k',
-  });
-  await admin('POST', '/channels', {
-    code: 'oa-chat',
-    provider: 'openai',
-    base_url: oa.url + '/v1',
-    credential: 'k',
-    settings: { nativeResponses: false },
-  });
+  G = await S.gateway();
+  db = S.pool();
+  await openaiChannel(admin, 'oa', oa);
+  await openaiChannel(admin, 'oa-chat', oa, { nativeResponses: false });
   await admin('POST', '/channels', { code: 'an', provider: 'anthropic', base_url: an.url, credential: 'k' });
   await admin('POST', '/channels', {
     code: 'gm',
@@ -119,12 +89,7 @@ beforeAll(async () => {
     base_url: gm.url + '/v1beta',
     credential: 'gk',
   });
-  await admin('POST', '/channels', {
-    code: 'bad',
-    provider: 'openai',
-    base_url: bad.url + '/v1',
-    credential: 'k',
-  });
+  await openaiChannel(admin, 'bad', bad);
   const alias = (name: string, channel: string, model: string, extra: Record<string, unknown> = {}) =>
     admin('POST', '/aliases', { name, chain: [{ targets: [{ channel, model }] }], ...extra });
   await alias('gpt', 'oa', 'gpt-4o-mini');
@@ -146,7 +111,7 @@ beforeAll(async () => {
     ],
   });
   for (const a of ['gpt', 'gpt-viachat', 'claude', 'gem', 'gem-embed', 'oa-embed'])
-    await admin('POST', '/prices', { alias: a, ...TOKENS });
+    await admin('POST', '/prices', { alias: a, ...TOKEN_PRICES });
   await admin('POST', '/prices', { alias: 'tts', sale_per_mchar: 30_000_000, cost_per_mchar: 15_000_000 });
   await admin('POST', '/prices', {
     alias: 'whisper',
@@ -154,12 +119,8 @@ beforeAll(async () => {
     cost_per_audio_second: 100,
   });
   await admin('POST', '/prices', { alias: 'img', sale_per_image: 50_000, cost_per_image: 40_000 });
-  await admin('POST', '/prices', { alias: 'cached', ...TOKENS, sale_per_cache_hit: 100 });
-  const mk = async (name: string) => {
-    const app = (await admin('POST', '/apps', { name })).id as string;
-    const k = await admin('POST', `/apps/${app}/keys`, { name: 'k' });
-    return { app, sk: k.sk as string, keyId: k.key.id as string };
-  };
+  await admin('POST', '/prices', { alias: 'cached', ...TOKEN_PRICES, sale_per_cache_hit: 100 });
+  const mk = (name: string) => newAppKey(admin, { name });
   appA = await mk('a');
   appB = await mk('b');
   const l = await mk('limited');
@@ -177,13 +138,7 @@ beforeAll(async () => {
   );
 }, 60_000);
 
-afterAll(async () => {
-  await G?.close();
-  await db?.end();
-  await Promise.all([oa?.close(), an?.close(), gm?.close(), bad?.close()]);
-  await cleanupRedis(prefix);
-  await tdb?.drop();
-});
+afterAll(() => S?.close(oa, an, gm, bad));
 
 describe('Responses API', () => {
   it('JSON: native on an OpenAI channel, through chat on a chat-only and on an Anthropic channel', async () => {
@@ -566,12 +521,7 @@ describe('ASYNC mode', () => {
     const slow = await startFakeOpenAI({ name: 'slow' });
     try {
       slow.setFault({ latencyMs: 600 });
-      await admin('POST', '/channels', {
-        code: 'slow',
-        provider: 'openai',
-        base_url: slow.url + '/v1',
-        credential: 'k',
-      });
+      await openaiChannel(admin, 'slow', slow);
       await admin('POST', '/aliases', {
         name: 'slowgpt',
         chain: [{ targets: [{ channel: 'slow', model: 'm' }] }],

@@ -8,61 +8,23 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FakeUpstream } from '../../fakes/common.js';
-import { startFakeOpenAI } from '../../fakes/index.js';
+import { ADMIN_TOKEN, adminApi, waitFor } from '../helpers.js';
 import {
-  ADMIN_TOKEN,
-  REDIS_URL,
-  type TestDatabase,
-  adminApi,
-  cleanupRedis,
-  createTestDatabase,
-  startTestGateway,
-  testPool,
-  testRedisPrefix,
-  waitFor,
-} from '../helpers.js';
+  ServiceSuite,
+  type TestGateway,
+  ceilDiv,
+  chatBooked,
+  startCatalogueGateway,
+} from '../helpers-suite.js';
 
-let tdb: TestDatabase;
-let prefix: string;
-let G: Awaited<ReturnType<typeof startTestGateway>>;
+let S: ServiceSuite;
+let G: TestGateway;
 let up: FakeUpstream;
 let db: pg.Pool;
 const admin = adminApi(() => G.url);
 
 /** One chat on `sk`, and what its journal booked: tokens, the app's sale, the channel's cost. */
-async function chat(sk: string, appId: string) {
-  const r = await fetch(G.url + '/v1/chat/completions', {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${sk}` },
-    body: JSON.stringify({
-      model: 'mini',
-      messages: [{ role: 'user', content: 'price me' }],
-      max_tokens: 40,
-    }),
-  });
-  expect(r.status).toBe(200);
-  const body = (await r.json()) as { usage: { prompt_tokens: number; completion_tokens: number } };
-  await G.billing!.writer.flush();
-  const { rows } = await db.query<{ a: string; d: string; c: string }>(
-    `SELECT a.code AS a, e.debit::text AS d, e.credit::text AS c FROM ledger_journal j
-       JOIN ledger_posting e ON e.journal_id = j.id JOIN ledger_account a ON a.id = e.account_id
-      WHERE j.request_id = $1`,
-    [r.headers.get('x-request-id')],
-  );
-  const amount = (code: string) =>
-    rows.filter((e) => e.a === code).reduce((s, e) => s + BigInt(e.d) - BigInt(e.c), 0n);
-  return {
-    i: BigInt(body.usage.prompt_tokens),
-    o: BigInt(body.usage.completion_tokens),
-    sale: amount(`receivable:${appId}`),
-    revenue: -amount('revenue'),
-    cost: amount('cogs:oai'),
-    debits: rows.reduce((s, e) => s + BigInt(e.d), 0n),
-    credits: rows.reduce((s, e) => s + BigInt(e.c), 0n),
-  };
-}
-
-const ceilDiv = (a: bigint, b: bigint) => (a + b - 1n) / b;
+const chat = (sk: string, appId: string) => chatBooked(G, db, sk, 'mini', appId, 'oai');
 
 async function appWithKey(body: Record<string, unknown>) {
   const app = await admin('POST', '/apps', body);
@@ -72,31 +34,12 @@ async function appWithKey(body: Record<string, unknown>) {
 }
 
 beforeAll(async () => {
-  tdb = await createTestDatabase();
-  prefix = testRedisPrefix();
-  up = await startFakeOpenAI({ name: 'markup-oai' });
-  G = await startTestGateway({ databaseUrl: tdb.url, redisUrl: REDIS_URL, redisPrefix: prefix });
-  db = testPool(tdb.url, 2);
-  await admin('POST', '/channels', {
-    code: 'oai',
-    provider: 'openai',
-    base_url: up.url + '/v1',
-    credential: 'k',
-  });
-  await admin('POST', '/aliases', {
-    name: 'mini',
-    chain: [{ targets: [{ channel: 'oai', model: 'gpt-4o-mini' }] }],
-  });
+  S = await ServiceSuite.open();
+  ({ up, G, db } = await startCatalogueGateway(S, 'markup-oai'));
   await waitFor(() => G.config.price('mini', 'oai')?.id.startsWith('catalogue:') === true, 3_000, 5);
 }, 60_000);
 
-afterAll(async () => {
-  await G?.close();
-  await db?.end();
-  await up?.close();
-  await cleanupRedis(prefix);
-  await tdb?.drop();
-});
+afterAll(() => S?.close(up));
 
 describe('sale markup per app (alias without a price row)', () => {
   it("an app with sale_markup '1.5' books sale = cost x 1.5; an app without one books the list price", async () => {

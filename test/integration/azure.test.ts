@@ -15,51 +15,40 @@ import {
   startFakeAzure,
   startFakeOpenAI,
 } from '../../fakes/index.js';
+import { adminApi, saleJournalOf, waitFor } from '../helpers.js';
 import {
-  REDIS_URL,
-  type TestDatabase,
-  adminApi,
-  cleanupRedis,
-  createTestDatabase,
-  startTestGateway,
-  testPool,
-  testRedisPrefix,
-  saleJournalOf,
-  waitFor,
-} from '../helpers.js';
+  LENIENT_BREAKER,
+  ServiceSuite,
+  TOKEN_PRICES,
+  type TestGateway,
+  chainAlias,
+  expectFallbackBothWays,
+  newAppKey,
+  openaiChannel,
+  resetChannels,
+} from '../helpers-suite.js';
 
-type TGateway = Awaited<ReturnType<typeof startTestGateway>>;
-let tdb: TestDatabase;
-let prefix: string;
-let G: TGateway;
+let S: ServiceSuite;
+let G: TestGateway;
 let az: FakeAzureUpstream;
 let oa: FakeUpstream;
 let db: pg.Pool;
 let sk: string;
 const admin = adminApi(() => G.url);
 
-const TOKENS = {
-  sale_input_per_mtok: 2_000_000,
-  sale_output_per_mtok: 4_000_000,
-  cost_input_per_mtok: 1_000_000,
-  cost_output_per_mtok: 2_000_000,
-};
-const BREAKER = { minCalls: 20, failureRate: 0.9, openMs: 60_000, windowMs: 60_000 };
-
 const openai = () => new OpenAI({ baseURL: G.url + '/v1', apiKey: sk, maxRetries: 0 });
 
 const journalOf = (requestId: string | null) => saleJournalOf(G, db, requestId);
 
 beforeAll(async () => {
-  tdb = await createTestDatabase();
-  prefix = testRedisPrefix();
+  S = await ServiceSuite.open();
   [az, oa] = await Promise.all([
     startFakeAzure({ name: 'az', apiKey: 'az-key' }),
     startFakeOpenAI({ name: 'oa' }),
   ]);
-  G = await startTestGateway({ databaseUrl: tdb.url, redisUrl: REDIS_URL, redisPrefix: prefix });
-  db = testPool(tdb.url, 2);
-  const settings = { breaker: BREAKER };
+  G = await S.gateway();
+  db = S.pool();
+  const settings = { breaker: LENIENT_BREAKER };
   await admin('POST', '/channels', {
     code: 'az-dep',
     provider: 'azure',
@@ -74,18 +63,8 @@ beforeAll(async () => {
     credential: 'az-key',
     settings,
   });
-  await admin('POST', '/channels', {
-    code: 'oa',
-    provider: 'openai',
-    base_url: oa.url + '/v1',
-    credential: 'k',
-    settings,
-  });
-  const alias = (name: string, ...tiers: Array<[string, string]>) =>
-    admin('POST', '/aliases', {
-      name,
-      chain: tiers.map(([channel, model]) => ({ targets: [{ channel, model }] })),
-    });
+  await openaiChannel(admin, 'oa', oa, settings);
+  const alias = (name: string, ...tiers: Array<[string, string]>) => chainAlias(admin, name, ...tiers);
   await alias('az', ['az-dep', 'gpt4o-dep']);
   await alias('az1', ['az-v1', 'gpt4o-dep']);
   await alias('az-emb', ['az-dep', 'emb-dep']);
@@ -93,9 +72,8 @@ beforeAll(async () => {
   await alias('az-then-oa', ['az-dep', 'gpt4o-dep'], ['oa', 'gpt-4o-mini']);
   await alias('oa-then-az', ['oa', 'gpt-4o-mini'], ['az-dep', 'gpt4o-dep']);
   for (const a of ['az', 'az1', 'az-emb', 'az1-emb', 'az-then-oa', 'oa-then-az'])
-    await admin('POST', '/prices', { alias: a, ...TOKENS });
-  const app = (await admin('POST', '/apps', { name: 'azure' })).id as string;
-  sk = (await admin('POST', `/apps/${app}/keys`, { name: 'k' })).sk as string;
+    await admin('POST', '/prices', { alias: a, ...TOKEN_PRICES });
+  sk = (await newAppKey(admin, { name: 'azure' })).sk;
   await waitFor(() => G.config.alias('oa-then-az') && G.config.price('oa-then-az', null), 3_000, 5);
 }, 60_000);
 
@@ -103,19 +81,10 @@ afterEach(async () => {
   az.setFault(null);
   oa.setFault(null);
   az.azure.contentFilter = false;
-  for (const ch of ['az-dep', 'az-v1', 'oa']) {
-    await G.breakers.reset(ch);
-    await G.health.reset(ch);
-  }
+  await resetChannels(G, ['az-dep', 'az-v1', 'oa']);
 });
 
-afterAll(async () => {
-  await G?.close();
-  await db?.end();
-  await Promise.all([az?.close(), oa?.close()]);
-  await cleanupRedis(prefix);
-  await tdb?.drop();
-});
+afterAll(() => S?.close(az, oa));
 
 const MODES: Array<[string, string, string]> = [
   ['deployments', 'az', '/openai/deployments/gpt4o-dep/chat/completions'],
@@ -273,21 +242,17 @@ describe('azure failures', () => {
   });
 
   it('a 500 from Azure falls back to the OpenAI channel, and a 500 from OpenAI falls back to Azure', async () => {
-    az.setFault({ status: 500, times: 1 });
-    const a = await openai().chat.completions.create({
-      model: 'az-then-oa',
-      messages: [{ role: 'user', content: 'fall back' }],
+    await expectFallbackBothWays({
+      g: G,
+      openai,
+      journalOf,
+      provider: { fake: az, name: 'az' },
+      oa: { fake: oa, name: 'oa' },
+      status: 500,
+      channel: 'az-dep',
+      there: 'az-then-oa',
+      back: 'oa-then-az',
     });
-    expect(a.choices[0]!.message.content).toBe('Hello from oa: fall back');
-    expect(G.breakers.windowCounts('az-dep').failures).toBe(1);
-
-    oa.setFault({ status: 500, times: 1 });
-    const { data: b, response } = await openai()
-      .chat.completions.create({ model: 'oa-then-az', messages: [{ role: 'user', content: 'and back' }] })
-      .withResponse();
-    expect(b.choices[0]!.message.content).toBe('Hello from az: and back');
-    expect(b.model).toBe('oa-then-az');
-    expect((await journalOf(response.headers.get('x-request-id'))).channel).toBe('az-dep');
   });
 
   it('a 429 with Retry-After cools the Azure channel down (not a breaker failure); the chain moves on', async () => {

@@ -13,23 +13,21 @@ import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { FakeUpstream } from '../../fakes/common.js';
 import { FAKE_AWS, type FakeBedrockUpstream, startFakeBedrock, startFakeOpenAI } from '../../fakes/index.js';
+import { adminApi, saleJournalOf, waitFor } from '../helpers.js';
 import {
-  REDIS_URL,
-  type TestDatabase,
-  adminApi,
-  cleanupRedis,
-  createTestDatabase,
-  startTestGateway,
-  testPool,
-  testRedisPrefix,
-  saleJournalOf,
-  waitFor,
-} from '../helpers.js';
+  LENIENT_BREAKER,
+  ServiceSuite,
+  TOKEN_PRICES,
+  type TestGateway,
+  chainAlias,
+  expectFallbackBothWays,
+  newAppKey,
+  openaiChannel,
+  resetChannels,
+} from '../helpers-suite.js';
 
-type TGateway = Awaited<ReturnType<typeof startTestGateway>>;
-let tdb: TestDatabase;
-let prefix: string;
-let G: TGateway;
+let S: ServiceSuite;
+let G: TestGateway;
 let br: FakeBedrockUpstream;
 let oa: FakeUpstream;
 let db: pg.Pool;
@@ -38,13 +36,6 @@ const admin = adminApi(() => G.url);
 
 const MODEL = 'anthropic.claude-3-5-sonnet-20240620-v1:0';
 const PROFILE = 'us.anthropic.claude-3-7-sonnet-20250219-v1:0';
-const TOKENS = {
-  sale_input_per_mtok: 2_000_000,
-  sale_output_per_mtok: 4_000_000,
-  cost_input_per_mtok: 1_000_000,
-  cost_output_per_mtok: 2_000_000,
-};
-const BREAKER = { minCalls: 20, failureRate: 0.9, openMs: 60_000, windowMs: 60_000 };
 const CHANNELS = ['br', 'br-text', 'br-bad', 'oa'];
 
 const openai = () => new OpenAI({ baseURL: G.url + '/v1', apiKey: sk, maxRetries: 0 });
@@ -52,12 +43,11 @@ const openai = () => new OpenAI({ baseURL: G.url + '/v1', apiKey: sk, maxRetries
 const journalOf = (requestId: string | null) => saleJournalOf(G, db, requestId);
 
 beforeAll(async () => {
-  tdb = await createTestDatabase();
-  prefix = testRedisPrefix();
+  S = await ServiceSuite.open();
   [br, oa] = await Promise.all([startFakeBedrock({ name: 'br' }), startFakeOpenAI({ name: 'oa' })]);
-  G = await startTestGateway({ databaseUrl: tdb.url, redisUrl: REDIS_URL, redisPrefix: prefix });
-  db = testPool(tdb.url, 2);
-  const settings = { breaker: BREAKER };
+  G = await S.gateway();
+  db = S.pool();
+  const settings = { breaker: LENIENT_BREAKER };
   // The fake's address names no region: the JSON credential carries it.
   const json = JSON.stringify({ ...FAKE_AWS });
   await admin('POST', '/channels', {
@@ -81,27 +71,16 @@ beforeAll(async () => {
     credential: JSON.stringify({ ...FAKE_AWS, secretAccessKey: 'not-the-secret' }),
     settings,
   });
-  await admin('POST', '/channels', {
-    code: 'oa',
-    provider: 'openai',
-    base_url: oa.url + '/v1',
-    credential: 'k',
-    settings,
-  });
-  const alias = (name: string, ...tiers: Array<[string, string]>) =>
-    admin('POST', '/aliases', {
-      name,
-      chain: tiers.map(([channel, model]) => ({ targets: [{ channel, model }] })),
-    });
+  await openaiChannel(admin, 'oa', oa, settings);
+  const alias = (name: string, ...tiers: Array<[string, string]>) => chainAlias(admin, name, ...tiers);
   await alias('br', ['br', MODEL]);
   await alias('br-profile', ['br-text', PROFILE]);
   await alias('br-then-oa', ['br', MODEL], ['oa', 'gpt-4o-mini']);
   await alias('oa-then-br', ['oa', 'gpt-4o-mini'], ['br', MODEL]);
   await alias('bad-then-oa', ['br-bad', MODEL], ['oa', 'gpt-4o-mini']);
   for (const a of ['br', 'br-profile', 'br-then-oa', 'oa-then-br', 'bad-then-oa'])
-    await admin('POST', '/prices', { alias: a, ...TOKENS });
-  const app = (await admin('POST', '/apps', { name: 'bedrock' })).id as string;
-  sk = (await admin('POST', `/apps/${app}/keys`, { name: 'k' })).sk as string;
+    await admin('POST', '/prices', { alias: a, ...TOKEN_PRICES });
+  sk = (await newAppKey(admin, { name: 'bedrock' })).sk;
   await waitFor(() => G.config.alias('bad-then-oa') && G.config.price('bad-then-oa', null), 3_000, 5);
 }, 60_000);
 
@@ -109,19 +88,10 @@ afterEach(async () => {
   br.setFault(null);
   oa.setFault(null);
   Object.assign(br.bedrock, { streamException: null, corruptFrame: null, cacheReadTokens: 0 });
-  for (const ch of CHANNELS) {
-    await G.breakers.reset(ch);
-    await G.health.reset(ch);
-  }
+  await resetChannels(G, CHANNELS);
 });
 
-afterAll(async () => {
-  await G?.close();
-  await db?.end();
-  await Promise.all([br?.close(), oa?.close()]);
-  await cleanupRedis(prefix);
-  await tdb?.drop();
-});
+afterAll(() => S?.close(br, oa));
 
 describe('bedrock channels', () => {
   it('chat JSON: a signed Converse call, the model id encoded in the path, billed', async () => {
@@ -346,21 +316,17 @@ describe('bedrock failures', () => {
   });
 
   it('ServiceUnavailableException falls back to OpenAI (a breaker failure); an OpenAI 500 falls back to Bedrock', async () => {
-    br.setFault({ status: 503, times: 1 });
-    const a = await openai().chat.completions.create({
-      model: 'br-then-oa',
-      messages: [{ role: 'user', content: 'fall back' }],
+    await expectFallbackBothWays({
+      g: G,
+      openai,
+      journalOf,
+      provider: { fake: br, name: 'br' },
+      oa: { fake: oa, name: 'oa' },
+      status: 503,
+      channel: 'br',
+      there: 'br-then-oa',
+      back: 'oa-then-br',
     });
-    expect(a.choices[0]!.message.content).toBe('Hello from oa: fall back');
-    expect(G.breakers.windowCounts('br').failures).toBe(1);
-
-    oa.setFault({ status: 500, times: 1 });
-    const { data: b, response } = await openai()
-      .chat.completions.create({ model: 'oa-then-br', messages: [{ role: 'user', content: 'and back' }] })
-      .withResponse();
-    expect(b.choices[0]!.message.content).toBe('Hello from br: and back');
-    expect(b.model).toBe('oa-then-br');
-    expect((await journalOf(response.headers.get('x-request-id'))).channel).toBe('br');
   });
 
   it('a wrong secret: the fake refuses the signature (403 InvalidSignatureException), the credential goes out, OpenAI serves', async () => {

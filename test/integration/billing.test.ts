@@ -11,24 +11,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FakeUpstream } from '../../fakes/common.js';
 import { startFakeOpenAI } from '../../fakes/index.js';
 import { ManualClock } from '../../src/lib/clock.js';
-import {
-  REDIS_URL,
-  TcpProxy,
-  type TestDatabase,
-  adminApi,
-  cleanupRedis,
-  createTestDatabase,
-  startTestGateway,
-  testRedisPrefix,
-  waitFor,
-  testPool,
-} from '../helpers.js';
+import { REDIS_URL, TcpProxy, adminApi, startTestGateway, waitFor } from '../helpers.js';
+import { ServiceSuite, TOKEN_PRICES, type TestGateway, newAppKey, openaiChannel } from '../helpers-suite.js';
 
-type TGateway = Awaited<ReturnType<typeof startTestGateway>>;
-let tdb: TestDatabase;
-let prefix: string;
-let A: TGateway;
-let B: TGateway;
+let S: ServiceSuite;
+let A: TestGateway;
+let B: TestGateway;
 let up1: FakeUpstream;
 let up2: FakeUpstream;
 let postpaid: { app: string; sk: string };
@@ -36,15 +24,7 @@ let prepaid: { app: string; sk: string };
 let db: pg.Pool;
 const admin = adminApi(() => A.url);
 
-// Prices in micro-units per million tokens: sale 2/4 micro per input/output token, cost 1/2.
-const PRICE = {
-  sale_input_per_mtok: 2_000_000,
-  sale_output_per_mtok: 4_000_000,
-  cost_input_per_mtok: 1_000_000,
-  cost_output_per_mtok: 2_000_000,
-};
-
-function chat(g: TGateway, sk: string, extra: Record<string, unknown> = {}, signal?: AbortSignal) {
+function chat(g: TestGateway, sk: string, extra: Record<string, unknown> = {}, signal?: AbortSignal) {
   return fetch(g.url + '/v1/chat/completions', {
     method: 'POST',
     headers: { 'content-type': 'application/json', authorization: `Bearer ${sk}` },
@@ -83,36 +63,20 @@ async function trialBalance() {
 }
 
 beforeAll(async () => {
-  tdb = await createTestDatabase();
-  prefix = testRedisPrefix();
+  S = await ServiceSuite.open();
   up1 = await startFakeOpenAI({ name: 'bill1' });
   up2 = await startFakeOpenAI({ name: 'bill2' });
-  const s = { databaseUrl: tdb.url, redisUrl: REDIS_URL, redisPrefix: prefix };
-  A = await startTestGateway(s);
-  B = await startTestGateway(s);
-  db = testPool(tdb.url, 2);
-  await admin('POST', '/channels', {
-    code: 'one',
-    provider: 'openai',
-    base_url: up1.url + '/v1',
-    credential: 'k',
-  });
-  await admin('POST', '/channels', {
-    code: 'two',
-    provider: 'openai',
-    base_url: up2.url + '/v1',
-    credential: 'k',
-  });
+  A = await S.gateway();
+  B = await S.gateway();
+  db = S.pool();
+  await openaiChannel(admin, 'one', up1);
+  await openaiChannel(admin, 'two', up2);
   await admin('POST', '/aliases', {
     name: 'main',
     chain: [{ targets: [{ channel: 'one', model: 'm1' }] }, { targets: [{ channel: 'two', model: 'm2' }] }],
   });
-  await admin('POST', '/prices', { alias: 'main', ...PRICE });
-  const mk = async (billing: string) => {
-    const app = (await admin('POST', '/apps', { name: billing, billing })).id as string;
-    const k = await admin('POST', `/apps/${app}/keys`, { name: 'k' });
-    return { app, sk: k.sk as string };
-  };
+  await admin('POST', '/prices', { alias: 'main', ...TOKEN_PRICES });
+  const mk = (billing: string) => newAppKey(admin, { name: billing, billing });
   postpaid = await mk('postpaid');
   prepaid = await mk('prepaid');
   await waitFor(
@@ -125,15 +89,7 @@ beforeAll(async () => {
   );
 }, 60_000);
 
-afterAll(async () => {
-  await A?.close();
-  await B?.close();
-  await db?.end();
-  await up1?.close();
-  await up2?.close();
-  await cleanupRedis(prefix);
-  await tdb?.drop();
-});
+afterAll(() => S?.close(up1, up2));
 
 describe('the admin API shows how an app is billed', () => {
   it('GET /apps/{id} carries billing (so config export and plan round-trip it)', async () => {
@@ -536,12 +492,12 @@ describe('the ledger under load', () => {
       const keys: string[] = [];
       let cursor = '0';
       do {
-        const [next, batch] = await r.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+        const [next, batch] = await r.scan(cursor, 'MATCH', `${S.prefix}*`, 'COUNT', 1000);
         cursor = next;
         keys.push(...batch);
       } while (cursor !== '0');
       expect(keys.filter((x) => x.includes(':done:'))).toEqual([]);
-      const tag = `${prefix}{q:${postpaid.app}}`;
+      const tag = `${S.prefix}{q:${postpaid.app}}`;
       // A far-from-limit key is admitted from quota slices (quota/slices.ts): each instance returns its
       // slice, slots and unspent reservation, once the key has been idle a moment.
       await waitFor(
@@ -581,9 +537,9 @@ describe('the ledger under load', () => {
 describe('the database goes away for 10 s under load', () => {
   it('requests keep being served, no journal is lost, and the backlog drains when it returns', async () => {
     const proxy = await new TcpProxy({ host: '127.0.0.1', port: 5432 }).start();
-    const u = new URL(tdb.url);
+    const u = new URL(S.tdb.url);
     u.port = String(proxy.port);
-    const C = await startTestGateway({ databaseUrl: u.toString(), redisUrl: REDIS_URL, redisPrefix: prefix });
+    const C = await startTestGateway({ ...S.settings, databaseUrl: u.toString() });
     try {
       await waitFor(() => C.config.price('main', null), 3_000, 5);
       const served: string[] = [];
@@ -637,9 +593,9 @@ describe('settlement off the latency path', () => {
       port: Number(new URL(REDIS_URL).port || 6379),
     }).start();
     const C = await startTestGateway({
-      databaseUrl: tdb.url,
+      databaseUrl: S.tdb.url,
       redisUrl: `redis://127.0.0.1:${redisProxy.port}`,
-      redisPrefix: prefix,
+      redisPrefix: S.prefix,
     });
     try {
       await waitFor(() => C.config.price('main', null), 3_000, 5);
@@ -677,12 +633,12 @@ describe('Redis and the database both gone', () => {
       host: '127.0.0.1',
       port: Number(new URL(REDIS_URL).port || 6379),
     }).start();
-    const u = new URL(tdb.url);
+    const u = new URL(S.tdb.url);
     u.port = String(pgProxy.port);
     const C = await startTestGateway({
       databaseUrl: u.toString(),
       redisUrl: `redis://127.0.0.1:${redisProxy.port}`,
-      redisPrefix: prefix,
+      redisPrefix: S.prefix,
     });
     try {
       await waitFor(() => C.config.price('main', null), 3_000, 5);
@@ -732,11 +688,11 @@ describe('L1 when Redis and the database are both gone', () => {
       host: '127.0.0.1',
       port: Number(new URL(REDIS_URL).port || 6379),
     }).start();
-    const u = new URL(tdb.url);
+    const u = new URL(S.tdb.url);
     u.port = String(pgProxy.port);
     const clock = new ManualClock(Date.now());
     const C = await startTestGateway(
-      { databaseUrl: u.toString(), redisUrl: `redis://127.0.0.1:${redisProxy.port}`, redisPrefix: prefix },
+      { databaseUrl: u.toString(), redisUrl: `redis://127.0.0.1:${redisProxy.port}`, redisPrefix: S.prefix },
       { clock },
     );
     const models = () =>

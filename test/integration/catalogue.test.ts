@@ -11,24 +11,18 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FakeUpstream } from '../../fakes/common.js';
-import { startFakeOpenAI } from '../../fakes/index.js';
+import { REDIS_URL, TEST_SECRET_KEY, adminApi, waitFor } from '../helpers.js';
 import {
-  REDIS_URL,
-  TEST_SECRET_KEY,
-  type TestDatabase,
-  adminApi,
-  cleanupRedis,
-  createTestDatabase,
-  startTestGateway,
-  testPool,
-  testRedisPrefix,
-  waitFor,
-} from '../helpers.js';
+  ServiceSuite,
+  type TestGateway,
+  ceilDiv,
+  chatBooked,
+  startCatalogueGateway,
+  newAppKey,
+} from '../helpers-suite.js';
 
-type TGateway = Awaited<ReturnType<typeof startTestGateway>>;
-let tdb: TestDatabase;
-let prefix: string;
-let G: TGateway;
+let S: ServiceSuite;
+let G: TestGateway;
 let up: FakeUpstream;
 let db: pg.Pool;
 let sk: string;
@@ -36,38 +30,8 @@ let app: string;
 const admin = adminApi(() => G.url);
 const FIXTURE = 'test/fixtures/litellm-model-prices.json';
 
-async function chat(model: string) {
-  const r = await fetch(G.url + '/v1/chat/completions', {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', authorization: `Bearer ${sk}` },
-    body: JSON.stringify({ model, messages: [{ role: 'user', content: 'price me' }], max_tokens: 40 }),
-  });
-  expect(r.status).toBe(200);
-  const body = (await r.json()) as { usage: { prompt_tokens: number; completion_tokens: number } };
-  await G.billing!.writer.flush();
-  const { rows } = await db.query<{ a: string; d: string; c: string }>(
-    `SELECT a.code AS a, e.debit::text AS d, e.credit::text AS c FROM ledger_journal j
-       JOIN ledger_posting e ON e.journal_id = j.id JOIN ledger_account a ON a.id = e.account_id
-      WHERE j.request_id = $1`,
-    [r.headers.get('x-request-id')],
-  );
-  const amount = (code: string) =>
-    rows.filter((e) => e.a === code).reduce((s, e) => s + BigInt(e.d) - BigInt(e.c), 0n);
-  const debits = rows.reduce((s, e) => s + BigInt(e.d), 0n);
-  const credits = rows.reduce((s, e) => s + BigInt(e.c), 0n);
-  return {
-    i: BigInt(body.usage.prompt_tokens),
-    o: BigInt(body.usage.completion_tokens),
-    sale: amount(`receivable:${app}`),
-    revenue: -amount('revenue'),
-    cost: amount('cogs:oai'),
-    payable: -amount('payable:oai'),
-    debits,
-    credits,
-  };
-}
-
-const ceilDiv = (a: bigint, b: bigint) => (a + b - 1n) / b;
+/** One chat of `model` on the app's key, and what its journal booked. */
+const chat = (model: string) => chatBooked(G, db, sk, model, app, 'oai');
 
 /** `anima prices import` as an operator runs it, against the test database and Redis. */
 function importPrices(file: string): Promise<{ code: number | null; out: string }> {
@@ -75,9 +39,9 @@ function importPrices(file: string): Promise<{ code: number | null; out: string 
     const child = spawn(process.execPath, ['dist/src/app/cli.js', 'prices', 'import', file], {
       env: {
         ...process.env,
-        DATABASE_URL: tdb.url,
+        DATABASE_URL: S.tdb.url,
         REDIS_URL,
-        ANIMA_REDIS_PREFIX: prefix,
+        ANIMA_REDIS_PREFIX: S.prefix,
         ANIMA_SECRET_KEY: TEST_SECRET_KEY,
         ANIMA_LOG_LEVEL: 'warn',
       },
@@ -91,21 +55,8 @@ function importPrices(file: string): Promise<{ code: number | null; out: string 
 }
 
 beforeAll(async () => {
-  tdb = await createTestDatabase();
-  prefix = testRedisPrefix();
-  up = await startFakeOpenAI({ name: 'cat' });
-  G = await startTestGateway({ databaseUrl: tdb.url, redisUrl: REDIS_URL, redisPrefix: prefix });
-  db = testPool(tdb.url, 2);
-  await admin('POST', '/channels', {
-    code: 'oai',
-    provider: 'openai',
-    base_url: up.url + '/v1',
-    credential: 'k',
-  });
-  await admin('POST', '/aliases', {
-    name: 'mini',
-    chain: [{ targets: [{ channel: 'oai', model: 'gpt-4o-mini' }] }],
-  });
+  S = await ServiceSuite.open();
+  ({ up, G, db } = await startCatalogueGateway(S, 'cat'));
   await admin('POST', '/aliases', {
     name: 'odd',
     chain: [{ targets: [{ channel: 'oai', model: 'not-listed-model' }] }],
@@ -114,8 +65,7 @@ beforeAll(async () => {
     name: 'fixed',
     chain: [{ targets: [{ channel: 'oai', model: 'gpt-4o-mini' }] }],
   });
-  app = (await admin('POST', '/apps', { name: 'fresh' })).id as string;
-  sk = (await admin('POST', `/apps/${app}/keys`, { name: 'k' })).sk as string;
+  ({ app, sk } = await newAppKey(admin, { name: 'fresh' }));
   await waitFor(
     () => !!G.config.app(app) && !!G.config.alias('fixed') && !!G.config.channel('oai'),
     3_000,
@@ -123,13 +73,7 @@ beforeAll(async () => {
   );
 }, 60_000);
 
-afterAll(async () => {
-  await G?.close();
-  await db?.end();
-  await up?.close();
-  await cleanupRedis(prefix);
-  await tdb?.drop();
-});
+afterAll(() => S?.close(up));
 
 describe('a fresh install with no price rows', () => {
   it('has no price row at all', async () => {

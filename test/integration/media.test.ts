@@ -10,23 +10,12 @@ import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { type FakeMediaUpstream, startFakeJobs, startFakeOpenAI } from '../../fakes/index.js';
 import { signWebhook } from '../../src/tasks/webhooks.js';
-import {
-  REDIS_URL,
-  type TestDatabase,
-  adminApi,
-  cleanupRedis,
-  createTestDatabase,
-  startTestGateway,
-  testRedisPrefix,
-  waitFor,
-  testPool,
-} from '../helpers.js';
+import { adminApi, startTestGateway, waitFor } from '../helpers.js';
+import { ServiceSuite, type TestGateway, newAppKey, openaiChannel } from '../helpers-suite.js';
 
-type TGateway = Awaited<ReturnType<typeof startTestGateway>>;
-let tdb: TestDatabase;
-let prefix: string;
-let A: TGateway;
-let B: TGateway;
+let S: ServiceSuite;
+let A: TestGateway;
+let B: TestGateway;
 let oai: FakeMediaUpstream;
 let jobs: FakeMediaUpstream;
 let jobs2: FakeMediaUpstream;
@@ -37,7 +26,7 @@ let prepaid: { id: string; sk: string; keyId: string };
 const admin = adminApi(() => A.url);
 
 const http = (
-  g: TGateway,
+  g: TestGateway,
   sk: string,
   method: string,
   path: string,
@@ -57,7 +46,7 @@ async function json(r: Response): Promise<any> {
   return r.json();
 }
 async function taskUntil(
-  g: TGateway,
+  g: TestGateway,
   sk: string,
   id: string,
   done: (t: any) => boolean,
@@ -88,23 +77,16 @@ const amount = (j: { entries: Array<{ a: string; d: string; c: string }> }, acco
   j.entries.filter((e) => e.a === account).reduce((s, e) => s + BigInt(e.d) - BigInt(e.c), 0n);
 
 beforeAll(async () => {
-  tdb = await createTestDatabase();
-  prefix = testRedisPrefix();
+  S = await ServiceSuite.open();
   [oai, jobs, jobs2] = await Promise.all([
     startFakeOpenAI({ name: 'media-oai' }),
     startFakeJobs({ name: 'media-jobs' }),
     startFakeJobs({ name: 'media-jobs2' }),
   ]);
-  const s = { databaseUrl: tdb.url, redisUrl: REDIS_URL, redisPrefix: prefix };
-  A = await startTestGateway(s);
-  B = await startTestGateway(s);
-  db = testPool(tdb.url, 2);
-  await admin('POST', '/channels', {
-    code: 'oai',
-    provider: 'openai',
-    base_url: oai.url + '/v1',
-    credential: 'k',
-  });
+  A = await S.gateway();
+  B = await S.gateway();
+  db = S.pool();
+  await openaiChannel(admin, 'oai', oai);
   await admin('POST', '/channels', {
     code: 'jobs',
     provider: 'jobs',
@@ -149,9 +131,8 @@ beforeAll(async () => {
   });
   await admin('POST', '/prices', { alias: 'suno', sale_per_track: 30_000, cost_per_track: 10_000 });
   const mk = async (name: string, billing = 'postpaid') => {
-    const id = (await admin('POST', '/apps', { name, billing })).id as string;
-    const k = await admin('POST', `/apps/${id}/keys`, { name });
-    return { id, sk: k.sk as string, keyId: k.key.id as string };
+    const { app: id, sk, keyId } = await newAppKey(admin, { name, billing }, name);
+    return { id, sk, keyId };
   };
   appA = await mk('media-a');
   appB = await mk('media-b');
@@ -177,14 +158,7 @@ afterEach(() => {
   jobs2.book.setMedia({ jobMs: 150 });
 });
 
-afterAll(async () => {
-  await A?.close();
-  await B?.close();
-  await db?.end();
-  await Promise.all([oai, jobs, jobs2].map((u) => u?.close()));
-  await cleanupRedis(prefix);
-  await tdb?.drop();
-});
+afterAll(() => S?.close(oai, jobs, jobs2));
 
 describe('each kind end to end', () => {
   it('images, synchronously through the official client: the answer is the images; billed per image', async () => {
@@ -400,9 +374,7 @@ describe('failure, cancel, expiry', () => {
 
   it('a job that never finishes expires at the deadline: upstream cancelled, nothing billed, reservation released', async () => {
     const C = await startTestGateway({
-      databaseUrl: tdb.url,
-      redisUrl: REDIS_URL,
-      redisPrefix: prefix,
+      ...S.settings,
       mediaDeadlineMs: { image: 800, video: 800, music: 800 },
     });
     try {

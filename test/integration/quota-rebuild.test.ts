@@ -11,26 +11,23 @@ import { Redis } from 'ioredis';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FakeUpstream } from '../../fakes/common.js';
-import { startFakeOpenAI } from '../../fakes/index.js';
 import type { ApiKey, Quota } from '../../src/core/model.js';
 import { RedisCoordinator } from '../../src/coord/redis.js';
 import { Abort } from '../../src/lib/abort.js';
 import { Admission, type Lease } from '../../src/quota/admission.js';
 import { RedisQuota } from '../../src/quota/redis.js';
 import { LedgerSeed } from '../../src/quota/seed.js';
-import { type ScopeLimits, windowBounds } from '../../src/quota/types.js';
+import { windowBounds } from '../../src/quota/types.js';
+import { REDIS_URL, adminApi, cleanupRedis, startTestGateway, testRedisPrefix, waitFor } from '../helpers.js';
 import {
-  REDIS_URL,
-  type TestDatabase,
-  adminApi,
-  cleanupRedis,
-  createTestDatabase,
-  startTestGateway,
-  testRedisPrefix,
-  waitFor,
-} from '../helpers.js';
-
-type TGateway = Awaited<ReturnType<typeof startTestGateway>>;
+  ServiceSuite,
+  type TestGateway,
+  chainAlias,
+  keyScope,
+  keyWithQuota,
+  openaiChannel,
+  startQuotaPair,
+} from '../helpers-suite.js';
 
 /**
  * Output tokens only are priced, 1,000 micro-units each; every request asks max_tokens 5 and the fake's
@@ -40,25 +37,17 @@ type TGateway = Awaited<ReturnType<typeof startTestGateway>>;
 const ONE = 5_000;
 const LIMIT = 50_000;
 
-let tdb: TestDatabase;
-let prefix: string;
-let A: TGateway;
-let B: TGateway;
+let S: ServiceSuite;
+let A: TestGateway;
+let B: TestGateway;
 let up: FakeUpstream;
 let appId: string;
 const admin = adminApi(() => A.url);
 
-async function keyWith(
-  quota: Record<string, unknown>,
-  key: Record<string, unknown> = {},
-): Promise<{ sk: string; id: string }> {
-  const k = await admin('POST', `/apps/${appId}/keys`, { name: 'r', ...key });
-  await admin('POST', '/quotas', { scope: 'key', scope_id: k.key.id, ...quota });
-  await waitFor(() => [A, B].every((g) => !!g.config.quota('key', k.key.id)), 2_000, 5);
-  return { sk: k.sk, id: k.key.id };
-}
+const keyWith = (quota: Record<string, unknown>, key: Record<string, unknown> = {}) =>
+  keyWithQuota(admin, [A, B], appId, 'r', quota, key);
 
-function chat(g: TGateway, sk: string) {
+function chat(g: TestGateway, sk: string) {
   return fetch(g.url + '/v1/chat/completions', {
     method: 'POST',
     headers: { 'content-type': 'application/json', authorization: `Bearer ${sk}` },
@@ -87,48 +76,24 @@ async function ledgerOf(keyId: string): Promise<{ n: number; sale: number }> {
   return { n: Number(r.rows[0]!.n), sale: Number(r.rows[0]!.sale) };
 }
 
-const scopeOf = (id: string, over: Partial<ScopeLimits> = {}): ScopeLimits => ({
-  scope: 'key',
-  id,
-  maxConcurrency: 0,
-  qps: 0,
-  qpsBurst: 0,
-  tokensPerMinute: 0,
-  tokensPerDay: 0,
-  costPerDay: 0,
-  costPerMonth: 0,
-  ...over,
-});
-
 /** Redis "forgets": every key of this file's prefix is gone, and A's coordinator is made to look now. */
 async function loseRedisData(): Promise<void> {
   const before = (A.coord as RedisCoordinator).dataLosses;
-  await cleanupRedis(prefix);
+  await cleanupRedis(S.prefix);
   await (A.coord as RedisCoordinator).checkDataset();
   expect((A.coord as RedisCoordinator).dataLosses).toBe(before + 1);
 }
 
 /** Sends requests one at a time through `gws` (alternating) until `n` were sent; returns their outcomes. */
-async function sequential(gws: TGateway[], sk: string, n: number): Promise<string[]> {
+async function sequential(gws: TestGateway[], sk: string, n: number): Promise<string[]> {
   const out: string[] = [];
   for (let i = 0; i < n; i++) out.push(await outcome(await chat(gws[i % gws.length]!, sk)));
   return out;
 }
 
 beforeAll(async () => {
-  tdb = await createTestDatabase();
-  prefix = testRedisPrefix();
-  up = await startFakeOpenAI({ name: 'q' });
-  const s = { databaseUrl: tdb.url, redisUrl: REDIS_URL, redisPrefix: prefix };
-  A = await startTestGateway(s);
-  B = await startTestGateway(s);
-  await admin('POST', '/channels', {
-    code: 'q',
-    provider: 'openai',
-    base_url: up.url + '/v1',
-    credential: 'k',
-  });
-  await admin('POST', '/aliases', { name: 'main', chain: [{ targets: [{ channel: 'q', model: 'm' }] }] });
+  S = await ServiceSuite.open();
+  ({ up, A, B, appId } = await startQuotaPair(S, 'rebuild'));
   await admin('POST', '/prices', {
     alias: 'main',
     sale_input_per_mtok: 0,
@@ -136,17 +101,10 @@ beforeAll(async () => {
     cost_input_per_mtok: 0,
     cost_output_per_mtok: 500_000_000,
   });
-  appId = (await admin('POST', '/apps', { name: 'rebuild' })).id;
   await waitFor(() => [A, B].every((g) => !!g.config.price('main', null)), 2_000, 5);
 }, 60_000);
 
-afterAll(async () => {
-  await A?.close();
-  await B?.close();
-  await up?.close();
-  await cleanupRedis(prefix);
-  await tdb?.drop();
-});
+afterAll(() => S?.close(up));
 
 describe('cost windows seeded from the ledger', () => {
   it('a key spends 6 of its 10 requests a day, Redis loses everything: 4 more pass, through old and new instances alike', async () => {
@@ -154,13 +112,13 @@ describe('cost windows seeded from the ledger', () => {
     expect(await sequential([A, B], sk, 6)).toEqual(Array(6).fill('ok'));
     // Journaled before the loss (what isn't yet is the documented bound: the billing stream's backlog).
     await waitFor(async () => (await ledgerOf(id)).n === 6, 10_000, 20);
-    expect(await A.quota.usage(appId, scopeOf(id, { costPerDay: LIMIT }))).toMatchObject({
+    expect(await A.quota.usage(appId, keyScope(id, { costPerDay: LIMIT }))).toMatchObject({
       costDay: 6 * ONE,
     });
 
     await loseRedisData();
     // An instance that starts after the loss saw no loss at all: its first admission seeds all the same.
-    const C = await startTestGateway({ databaseUrl: tdb.url, redisUrl: REDIS_URL, redisPrefix: prefix });
+    const C = await startTestGateway(S.settings);
     try {
       await waitFor(() => !!C.config.quota('key', id) && !!C.config.price('main', null), 2_000, 5);
       const after = await sequential([C, A, B], sk, 8);
@@ -172,7 +130,7 @@ describe('cost windows seeded from the ledger', () => {
     }
     await waitFor(async () => (await ledgerOf(id)).n === 10, 10_000, 20);
     expect((await ledgerOf(id)).sale).toBe(LIMIT); // not a micro-unit beyond the budget across the event
-    expect(await A.quota.usage(appId, scopeOf(id, { costPerDay: LIMIT }))).toMatchObject({ costDay: LIMIT });
+    expect(await A.quota.usage(appId, keyScope(id, { costPerDay: LIMIT }))).toMatchObject({ costDay: LIMIT });
   }, 60_000);
 
   it('a window that survived with stale figures (failover to a lagging replica): seeded again on the signal, never lowered', async () => {
@@ -183,10 +141,10 @@ describe('cost windows seeded from the ledger', () => {
     // epoch key is another one (as a replica's would be once promoted).
     const r = new Redis(REDIS_URL);
     try {
-      const sk1 = `${prefix}{q:${appId}}:s:key:${id}`;
+      const sk1 = `${S.prefix}{q:${appId}}:s:key:${id}`;
       expect(await r.hget(sk1, 'sv')).toBe('1');
       await r.hset(sk1, 'du', '0', 'dc', '0', 'mc', '0');
-      await r.del(`${prefix}epoch`);
+      await r.del(`${S.prefix}epoch`);
       await (A.coord as RedisCoordinator).checkDataset();
       await waitFor(async () => (await r.hget(sk1, 'sv')) === null, 5_000, 10);
     } finally {
@@ -201,14 +159,14 @@ describe('cost windows seeded from the ledger', () => {
     // today (the ledger's figure is the same), so the next admission is refused as before.
     await (A.quota as RedisQuota).reseed();
     expect(await outcome(await chat(A, sk))).toBe('budget_exceeded');
-    expect(await A.quota.usage(appId, scopeOf(id, { costPerDay: LIMIT }))).toMatchObject({ costDay: LIMIT });
+    expect(await A.quota.usage(appId, keyScope(id, { costPerDay: LIMIT }))).toMatchObject({ costDay: LIMIT });
   }, 60_000);
 });
 
 describe('leases and reservations of requests in flight', () => {
   it('max concurrency 2, two slow requests in flight when Redis forgets: their leases still count, their reservations true up', async () => {
     const { sk, id } = await keyWith({ max_concurrency: 2, cost_per_day: LIMIT });
-    const scope = scopeOf(id, { maxConcurrency: 2, costPerDay: LIMIT });
+    const scope = keyScope(id, { maxConcurrency: 2, costPerDay: LIMIT });
     up.setFault({ latencyMs: 1_500 });
     up.resetStats();
     const slow = [chat(A, sk), chat(B, sk)];
@@ -240,7 +198,7 @@ describe('leases and reservations of requests in flight', () => {
 describe('WAIT queues', () => {
   it('through the gateway: a waiter queued before the loss is answered, ahead of one who came after it', async () => {
     const { sk, id } = await keyWith({ max_concurrency: 1 }, { queue_mode: 'WAIT', wait_timeout_ms: 20_000 });
-    const scope = scopeOf(id, { maxConcurrency: 1 });
+    const scope = keyScope(id, { maxConcurrency: 1 });
     up.setFault({ latencyMs: 1_000 });
     const done: string[] = [];
     const track = (name: string, p: Promise<Response>) =>
@@ -340,7 +298,7 @@ describe('WAIT queues', () => {
       await coord.checkDataset();
       expect(coord.dataLosses).toBe(1);
       await waitFor(async () => (await q.queueLength(key.appId, key.id)) === 1, 5_000, 5);
-      expect(await q.inFlight(key.appId, scopeOf(key.id, { maxConcurrency: 1 }))).toBe(1);
+      expect(await q.inFlight(key.appId, keyScope(key.id, { maxConcurrency: 1 }))).toBe(1);
       await holder.settle(0, 0);
       const admitted = (await waiting) as Lease;
       const ms = Date.now() - t0;
@@ -364,7 +322,7 @@ describe('WAIT queues', () => {
       expect(old.score).toBeTruthy();
       await cleanupRedis(pfx);
       await q.enqueue('t', 'k', 'w_new', Date.now() + 10_000, 10);
-      const scope = scopeOf('k', { maxConcurrency: 1 });
+      const scope = keyScope('k', { maxConcurrency: 1 });
       const req = { tag: 't', scopes: [scope], leaseTtlMs: 30_000, tokens: 0, cost: 0, queue: 'k' };
       const lost = await q.admit({ ...req, leaseId: 'l1', waiter: { queue: 'k', id: 'w_old' } });
       expect(lost).toMatchObject({ ok: false, queued: true, missing: true });
@@ -393,7 +351,7 @@ describe('WAIT queues', () => {
 describe('embedded mode (in-process quotas)', () => {
   it('a gateway restarted on the same database starts its windows from the ledger', async () => {
     const { sk, id } = await keyWith({ cost_per_day: LIMIT });
-    const s = { databaseUrl: tdb.url };
+    const s = { databaseUrl: S.tdb.url };
     let E = await startTestGateway(s);
     try {
       await waitFor(() => !!E.config.quota('key', id) && !!E.config.price('main', null), 2_000, 5);
@@ -415,13 +373,8 @@ describe('embedded mode (in-process quotas)', () => {
     const E = await startTestGateway({});
     try {
       const api = adminApi(() => E.url);
-      await api('POST', '/channels', {
-        code: 'q',
-        provider: 'openai',
-        base_url: up.url + '/v1',
-        credential: 'k',
-      });
-      await api('POST', '/aliases', { name: 'main', chain: [{ targets: [{ channel: 'q', model: 'm' }] }] });
+      await openaiChannel(api, 'q', up);
+      await chainAlias(api, 'main', ['q', 'm']);
       await api('POST', '/prices', { alias: 'main', sale_output_per_mtok: 1_000_000_000 });
       const app = (await api('POST', '/apps', { name: 'lite' })).id as string;
       const k = await api('POST', `/apps/${app}/keys`, { name: 'lite' });
@@ -436,7 +389,7 @@ describe('embedded mode (in-process quotas)', () => {
       const seed = new LedgerSeed(E.dbh.db);
       const w = windowBounds(Math.floor(Date.now() / 86_400_000));
       await waitFor(async () => (await seed.figures('key', k.key.id, w)).costDay === 3 * ONE, 10_000, 20);
-      const usage = await E.quota.usage(app, scopeOf(k.key.id));
+      const usage = await E.quota.usage(app, keyScope(k.key.id));
       expect(await seed.figures('key', k.key.id, w)).toEqual({
         tokensDay: usage.tokensDay,
         costDay: usage.costDay,

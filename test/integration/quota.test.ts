@@ -4,57 +4,25 @@
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { FakeUpstream } from '../../fakes/common.js';
-import { startFakeOpenAI } from '../../fakes/index.js';
 import { hashKey } from '../../src/config/repo.js';
 import { RedisQuota } from '../../src/quota/redis.js';
 import type { ScopeLimits } from '../../src/quota/types.js';
-import {
-  ADMIN_TOKEN,
-  REDIS_URL,
-  type TestDatabase,
-  cleanupRedis,
-  createTestDatabase,
-  spawnGateway,
-  startTestGateway,
-  testRedisPrefix,
-  waitFor,
-} from '../helpers.js';
+import { REDIS_URL, adminApi, spawnGateway, startTestGateway, waitFor } from '../helpers.js';
+import { ServiceSuite, type TestGateway, keyScope, keyWithQuota, startQuotaPair } from '../helpers-suite.js';
 
-type TGateway = Awaited<ReturnType<typeof startTestGateway>>;
-let tdb: TestDatabase;
-let prefix: string;
-let A: TGateway;
-let B: TGateway;
+let S: ServiceSuite;
+let A: TestGateway;
+let B: TestGateway;
 let up: FakeUpstream;
 let appId: string;
 
-async function admin(method: string, path: string, body?: unknown, ifMatch?: number) {
-  const r = await fetch(`${A.url}/api/admin/v1${path}`, {
-    method,
-    headers: {
-      authorization: `Bearer ${ADMIN_TOKEN}`,
-      ...(body ? { 'content-type': 'application/json' } : {}),
-      ...(ifMatch ? { 'if-match': `"${ifMatch}"` } : {}),
-    },
-    ...(body ? { body: JSON.stringify(body) } : {}),
-  });
-  const t = await r.text();
-  if (r.status >= 300) throw new Error(`${method} ${path}: ${r.status} ${t}`);
-  return t ? (JSON.parse(t) as any) : null;
-}
+const admin = adminApi(() => A.url);
 
 /** A fresh key with its own quota, visible to both instances. */
-async function keyWith(
-  quota: Record<string, unknown>,
-  key: Record<string, unknown> = {},
-): Promise<{ sk: string; id: string }> {
-  const k = await admin('POST', `/apps/${appId}/keys`, { name: 'q', ...key });
-  await admin('POST', '/quotas', { scope: 'key', scope_id: k.key.id, ...quota });
-  await waitFor(() => !!A.config.quota('key', k.key.id) && !!B.config.quota('key', k.key.id), 2_000, 5);
-  return { sk: k.sk, id: k.key.id };
-}
+const keyWith = (quota: Record<string, unknown>, key: Record<string, unknown> = {}) =>
+  keyWithQuota(admin, [A, B], appId, 'q', quota, key);
 
-function chat(g: TGateway, sk: string, extra: Record<string, unknown> = {}, signal?: AbortSignal) {
+function chat(g: TestGateway, sk: string, extra: Record<string, unknown> = {}, signal?: AbortSignal) {
   return fetch(g.url + '/v1/chat/completions', {
     method: 'POST',
     headers: { 'content-type': 'application/json', authorization: `Bearer ${sk}` },
@@ -63,42 +31,14 @@ function chat(g: TGateway, sk: string, extra: Record<string, unknown> = {}, sign
   });
 }
 
-const scopeOf = (id: string): ScopeLimits => ({
-  scope: 'key',
-  id,
-  maxConcurrency: 1,
-  qps: 0,
-  qpsBurst: 0,
-  tokensPerMinute: 0,
-  tokensPerDay: 0,
-  costPerDay: 0,
-  costPerMonth: 0,
-});
+const scopeOf = (id: string) => keyScope(id, { maxConcurrency: 1 });
 
 beforeAll(async () => {
-  tdb = await createTestDatabase();
-  prefix = testRedisPrefix();
-  up = await startFakeOpenAI({ name: 'q' });
-  const s = { databaseUrl: tdb.url, redisUrl: REDIS_URL, redisPrefix: prefix };
-  A = await startTestGateway(s);
-  B = await startTestGateway(s);
-  await admin('POST', '/channels', {
-    code: 'q',
-    provider: 'openai',
-    base_url: up.url + '/v1',
-    credential: 'k',
-  });
-  await admin('POST', '/aliases', { name: 'main', chain: [{ targets: [{ channel: 'q', model: 'm' }] }] });
-  appId = (await admin('POST', '/apps', { name: 'quota' })).id;
+  S = await ServiceSuite.open();
+  ({ up, A, B, appId } = await startQuotaPair(S, 'quota'));
 }, 60_000);
 
-afterAll(async () => {
-  await A?.close();
-  await B?.close();
-  await up?.close();
-  await cleanupRedis(prefix);
-  await tdb?.drop();
-});
+afterAll(() => S?.close(up));
 
 describe('concurrency', () => {
   it('limit 3, 50 parallel requests over two instances (WAIT): the upstream never sees more than 3, all complete, no lease left', async () => {
@@ -120,7 +60,7 @@ describe('concurrency', () => {
   }, 30_000);
 
   it('three instances hold one global limit: concurrency 4 and 20 QPS across A, B and C, as one instance would', async () => {
-    const C = await startTestGateway({ databaseUrl: tdb.url, redisUrl: REDIS_URL, redisPrefix: prefix });
+    const C = await startTestGateway(S.settings);
     try {
       const { sk, id } = await keyWith(
         { max_concurrency: 4 },
@@ -206,7 +146,7 @@ describe('QPS (GCRA on Redis time)', () => {
 
   it('6,000/s straight against the script: never more than the rate allows over the Redis-time span', async () => {
     const r = new Redis(REDIS_URL, { enableAutoPipelining: true });
-    const q = new RedisQuota(r, prefix);
+    const q = new RedisQuota(r, S.prefix);
     const scope: ScopeLimits = { ...scopeOf('fast'), maxConcurrency: 0, qps: 6_000, qpsBurst: 1 };
     let ok = 0;
     let first = Infinity;
@@ -285,7 +225,7 @@ describe('tokens', () => {
 describe('reservations of a dead instance', () => {
   it('a reservation never settled gives its tokens and cost back once its lease expires; its late settlement changes nothing', async () => {
     const r = new Redis(REDIS_URL);
-    const q = new RedisQuota(r, prefix);
+    const q = new RedisQuota(r, S.prefix);
     try {
       const scope: ScopeLimits = {
         ...scopeOf('reap'),
@@ -407,9 +347,9 @@ describe('rate-limit headers and leases', () => {
   it('kill -9 of an instance holding leases: the slots come back within the lease TTL', async () => {
     const { sk, id } = await keyWith({ max_concurrency: 2, tokens_per_day: 1_000_000 });
     const g = spawnGateway({
-      DATABASE_URL: tdb.url,
+      DATABASE_URL: S.tdb.url,
       REDIS_URL,
-      ANIMA_REDIS_PREFIX: prefix,
+      ANIMA_REDIS_PREFIX: S.prefix,
       ANIMA_LEASE_TTL_MS: '1500',
     });
     const child = g.child;
@@ -441,7 +381,7 @@ describe('rate-limit headers and leases', () => {
 });
 
 describe('ASYNC mode', () => {
-  async function until(g: TGateway, sk: string, id: string, ms = 10_000): Promise<any> {
+  async function until(g: TestGateway, sk: string, id: string, ms = 10_000): Promise<any> {
     let last: any;
     await waitFor(
       async () => {
@@ -513,9 +453,9 @@ describe('ASYNC mode', () => {
   it('kill -9 the gateway with tasks queued: after a restart every task completes exactly once', async () => {
     const { sk } = await keyWith({ max_concurrency: 1 }, { queue_mode: 'ASYNC' });
     const env = {
-      DATABASE_URL: tdb.url,
+      DATABASE_URL: S.tdb.url,
       REDIS_URL,
-      ANIMA_REDIS_PREFIX: prefix,
+      ANIMA_REDIS_PREFIX: S.prefix,
       ANIMA_TASK_LEASE_MS: '1500',
       ANIMA_TASK_POLL_MS: '200',
       ANIMA_LEASE_TTL_MS: '1500',

@@ -14,36 +14,26 @@ import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { FakeUpstream } from '../../fakes/common.js';
 import { type FakeVertexUpstream, startFakeOpenAI, startFakeVertex } from '../../fakes/index.js';
+import { adminApi, saleJournalOf, waitFor } from '../helpers.js';
 import {
-  REDIS_URL,
-  type TestDatabase,
-  adminApi,
-  cleanupRedis,
-  createTestDatabase,
-  startTestGateway,
-  testPool,
-  testRedisPrefix,
-  saleJournalOf,
-  waitFor,
-} from '../helpers.js';
+  LENIENT_BREAKER,
+  ServiceSuite,
+  TOKEN_PRICES,
+  type TestGateway,
+  chainAlias,
+  newAppKey,
+  openaiChannel,
+  resetChannels,
+} from '../helpers-suite.js';
 
-type TGateway = Awaited<ReturnType<typeof startTestGateway>>;
-let tdb: TestDatabase;
-let prefix: string;
-let G: TGateway;
+let S: ServiceSuite;
+let G: TestGateway;
 let vx: FakeVertexUpstream;
 let oa: FakeUpstream;
 let db: pg.Pool;
 let sk: string;
 const admin = adminApi(() => G.url);
 
-const TOKENS = {
-  sale_input_per_mtok: 2_000_000,
-  sale_output_per_mtok: 4_000_000,
-  cost_input_per_mtok: 1_000_000,
-  cost_output_per_mtok: 2_000_000,
-};
-const BREAKER = { minCalls: 20, failureRate: 0.9, openMs: 60_000, windowMs: 60_000 };
 const GEMINI = 'gemini-2.5-flash';
 const CLAUDE = 'claude-sonnet-4@20250514';
 const CHANNELS = ['vx', 'vx-cold', 'vx-short', 'vx-bad', 'vx-refused', 'oa'];
@@ -59,30 +49,19 @@ const modelCallCount = () =>
   Object.entries(vx.stats.byPath).reduce((n, [p, c]) => (p === '/token' ? n : n + c), 0);
 
 beforeAll(async () => {
-  tdb = await createTestDatabase();
-  prefix = testRedisPrefix();
+  S = await ServiceSuite.open();
   [vx, oa] = await Promise.all([startFakeVertex({ name: 'vx' }), startFakeOpenAI({ name: 'oa' })]);
-  G = await startTestGateway({ databaseUrl: tdb.url, redisUrl: REDIS_URL, redisPrefix: prefix });
-  db = testPool(tdb.url, 2);
-  const settings = { breaker: BREAKER, vertex: { location: 'us-east5' } };
+  G = await S.gateway();
+  db = S.pool();
+  const settings = { breaker: LENIENT_BREAKER, vertex: { location: 'us-east5' } };
   const channel = (code: string, credential: string) =>
     admin('POST', '/channels', { code, provider: 'vertex', base_url: vx.url, credential, settings });
   await channel('vx', vx.serviceAccount());
   await channel('vx-cold', vx.serviceAccount());
   await channel('vx-short', vx.serviceAccount());
   await channel('vx-bad', vx.serviceAccount({ trusted: false }));
-  await admin('POST', '/channels', {
-    code: 'oa',
-    provider: 'openai',
-    base_url: oa.url + '/v1',
-    credential: 'k',
-    settings: { breaker: BREAKER },
-  });
-  const alias = (name: string, ...tiers: Array<[string, string]>) =>
-    admin('POST', '/aliases', {
-      name,
-      chain: tiers.map(([channel, model]) => ({ targets: [{ channel, model }] })),
-    });
+  await openaiChannel(admin, 'oa', oa, { breaker: LENIENT_BREAKER });
+  const alias = (name: string, ...tiers: Array<[string, string]>) => chainAlias(admin, name, ...tiers);
   const aliases: Array<[string, ...Array<[string, string]>]> = [
     ['gem', ['vx', GEMINI]],
     ['claude', ['vx', CLAUDE]],
@@ -96,10 +75,9 @@ beforeAll(async () => {
   ];
   for (const [name, ...tiers] of aliases) {
     await alias(name, ...tiers);
-    await admin('POST', '/prices', { alias: name, ...TOKENS });
+    await admin('POST', '/prices', { alias: name, ...TOKEN_PRICES });
   }
-  const app = (await admin('POST', '/apps', { name: 'vertex' })).id as string;
-  sk = (await admin('POST', `/apps/${app}/keys`, { name: 'k' })).sk as string;
+  sk = (await newAppKey(admin, { name: 'vertex' })).sk;
   await waitFor(() => G.config.alias('bad-then-oa') && G.config.price('bad-then-oa', null), 3_000, 5);
   // The `vx` channel's token, fetched now: the fault tests below then hit the model calls, not /token.
   await openai().chat.completions.create({ model: 'gem', messages: [{ role: 'user', content: 'warm' }] });
@@ -110,19 +88,10 @@ afterEach(async () => {
   oa.setFault(null);
   vx.vertex.tokenExpiresIn = 3599;
   vx.vertex.refuseTokens = false;
-  for (const ch of CHANNELS) {
-    await G.breakers.reset(ch);
-    await G.health.reset(ch);
-  }
+  await resetChannels(G, CHANNELS);
 });
 
-afterAll(async () => {
-  await G?.close();
-  await db?.end();
-  await Promise.all([vx?.close(), oa?.close()]);
-  await cleanupRedis(prefix);
-  await tdb?.drop();
-});
+afterAll(() => S?.close(vx, oa));
 
 const PUBLISHERS: Array<[string, string, string, RegExp]> = [
   [
@@ -384,7 +353,7 @@ describe('vertex tokens', () => {
       name: 'refused',
       chain: [{ targets: [{ channel: 'vx-refused', model: GEMINI }] }],
     });
-    await admin('POST', '/prices', { alias: 'refused', ...TOKENS });
+    await admin('POST', '/prices', { alias: 'refused', ...TOKEN_PRICES });
     await waitFor(() => G.config.alias('refused') && G.config.price('refused', null), 3_000, 5);
     const e2 = await openai()
       .chat.completions.create({ model: 'refused', messages: [{ role: 'user', content: 'x' }] })

@@ -24,13 +24,9 @@ import type { ChatCompletion, ChatCompletionChunk, ChatRequest } from '../../src
 import { PivotExchange } from '../../src/providers/pivot.js';
 import { type Frame, writeGemini } from '../../src/providers/stream.js';
 import type { UpstreamEndpoint } from '../../src/providers/types.js';
+import { PNG, chatRequestOf, expectRefused, thrown } from '../helpers-translate.js';
 
-const PNG = 'iVBORw0KGgo=';
-const base = (extra: Partial<ChatRequest> = {}): ChatRequest => ({
-  model: 'gem-alias',
-  messages: [{ role: 'user', content: 'hi' }],
-  ...extra,
-});
+const base = (extra: Partial<ChatRequest> = {}) => chatRequestOf('gem-alias', extra);
 const toG = (extra: Partial<ChatRequest> = {}) => chatToGeminiRequest(base(extra));
 const gbase = (extra: Record<string, unknown> = {}): Record<string, unknown> => ({
   model: 'alias',
@@ -40,24 +36,6 @@ const gbase = (extra: Record<string, unknown> = {}): Record<string, unknown> => 
 const toC = (extra: Record<string, unknown> = {}, stream = false) =>
   geminiToChatRequest(gbase(extra), stream);
 
-function thrown(fn: () => unknown): GatewayError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(GatewayError);
-    return e as GatewayError;
-  }
-  throw new Error('expected a GatewayError');
-}
-function expectRefused(fn: () => unknown, param: string): void {
-  const e = thrown(fn);
-  expect({ status: e.status, code: e.code, param: e.param }).toEqual({
-    status: 400,
-    code: 'unsupported_parameter',
-    param,
-  });
-  expect(e.message).toMatch(/cannot be translated/);
-}
 function expectInvalid(fn: () => unknown, param: string): void {
   const e = thrown(fn);
   expect({ status: e.status, code: e.code, param: e.param }).toEqual({

@@ -1,6 +1,5 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { GatewayError } from '../../src/core/errors.js';
 import {
   OpenAIToAnthropicStream,
   anthropicToOpenAIRequest,
@@ -13,13 +12,10 @@ import {
 } from '../../src/providers/anthropic/outbound.js';
 import { anthropicUsage, type Message, type MessagesRequest } from '../../src/providers/anthropic/wire.js';
 import { openaiUsage, type ChatCompletion, type ChatRequest } from '../../src/providers/openai/wire.js';
+import { PNG, chatRequestOf, expectRefused, thrown } from '../helpers-translate.js';
 
 const OPTS = { defaultMaxTokens: 4096 };
-const base = (extra: Partial<ChatRequest> = {}): ChatRequest => ({
-  model: 'claude-alias',
-  messages: [{ role: 'user', content: 'hi' }],
-  ...extra,
-});
+const base = (extra: Partial<ChatRequest> = {}) => chatRequestOf('claude-alias', extra);
 const toA = (extra: Partial<ChatRequest> = {}) => openaiToAnthropicRequest(base(extra), 'claude-up', OPTS);
 const abase = (extra: Partial<MessagesRequest> = {}): MessagesRequest => ({
   model: 'gpt-alias',
@@ -28,28 +24,6 @@ const abase = (extra: Partial<MessagesRequest> = {}): MessagesRequest => ({
   ...extra,
 });
 const toO = (extra: Partial<MessagesRequest> = {}) => anthropicToOpenAIRequest(abase(extra), 'gpt-up');
-
-/** The GatewayError `fn` throws (fails the test if it throws nothing or something else). */
-function thrown(fn: () => unknown): GatewayError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(GatewayError);
-    return e as GatewayError;
-  }
-  throw new Error('expected a GatewayError');
-}
-function expectRefused(fn: () => unknown, param: string): void {
-  const e = thrown(fn);
-  expect({ status: e.status, code: e.code, param: e.param }).toEqual({
-    status: 400,
-    code: 'unsupported_parameter',
-    param,
-  });
-  expect(e.message).toMatch(/cannot be translated/);
-}
-
-const PNG = 'iVBORw0KGgo=';
 
 // ----------------------------------------------------------------------------------------- usage
 
