@@ -517,7 +517,7 @@ export class Ledger {
       .offset(Math.max(0, Math.trunc(f.offset ?? 0)))
       .execute();
     if (rows.length === 0) return [];
-    // Both places entries live (0023): ledger_entry rows, and the arrays on the journal's own row.
+    // ledger_posting (0023) holds both places entries live; the id filter reaches each branch's primary key.
     const { rows: entries } = await sql<{
       journal_id: string;
       code: string;
@@ -526,15 +526,8 @@ export class Ledger {
       pending: boolean;
     }>`
       SELECT e.journal_id::text, a.code, e.debit::text, e.credit::text, e.pending
-      FROM (
-        SELECT journal_id, id AS seq, account_id, debit, credit, pending FROM ledger_entry
-        WHERE journal_id = ANY(${pgArray(rows.map((r) => r.id.toString()))}::bigint[])
-        UNION ALL
-        SELECT j.id, x.n, x.account_id, x.debit, x.credit, false
-        FROM ledger_journal j,
-          unnest(j.entry_account, j.entry_debit, j.entry_credit) WITH ORDINALITY AS x (account_id, debit, credit, n)
-        WHERE j.id = ANY(${pgArray(rows.filter((r) => r.entry_account !== null).map((r) => r.id.toString()))}::bigint[])
-      ) e JOIN ledger_account a ON a.id = e.account_id
+      FROM ledger_posting e JOIN ledger_account a ON a.id = e.account_id
+      WHERE e.journal_id = ANY(${pgArray(rows.map((r) => r.id.toString()))}::bigint[])
       ORDER BY e.journal_id, e.seq`.execute(this.db);
     const byJournal = new Map<string, JournalView['entries']>();
     for (const e of entries) {

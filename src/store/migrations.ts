@@ -716,8 +716,9 @@ const migrations: Record<string, Migration> = {
           END IF;
           RETURN NULL;
         END $$`.execute(db);
-      // Every entry, wherever it is stored: for operators' queries and the tests. The product's readers
-      // name both sources themselves, so that a filter on the journal reaches the journal's indexes.
+      // Every entry, wherever it is stored: for operators' queries, the tests and the journal listing (a
+      // filter on journal_id reaches each branch's primary key). The report and the trial balance name both
+      // sources themselves: their filters are on the journal's other columns, or they need its state.
       await sql`CREATE VIEW ledger_posting AS
         SELECT e.journal_id, e.id AS seq, e.account_id, e.debit, e.credit, e.pending FROM ledger_entry e
         UNION ALL

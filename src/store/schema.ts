@@ -242,7 +242,8 @@ export interface LedgerJournalTable {
   /** When the billed request happened (the report's day); created_at is when the journal was written. */
   occurred_at: ColumnType<Date, Date | undefined, never>;
   /** The key of a sale (generated from usage.key_id): spend per key. */
-  key_id: ColumnType<string | null, never, never>; /**
+  key_id: ColumnType<string | null, never, never>;
+  /**
    * A journal's entries on its own row (0023), as parallel arrays: written by the journal writer's batches;
    * null when its entries are ledger_entry rows. Read through SQL (the ledger_posting view, or as the
    * ledger's readers do), not row by row.

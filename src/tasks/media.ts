@@ -43,7 +43,7 @@ import {
 } from '../providers/media.js';
 import type { UpstreamFailure } from '../providers/classify.js';
 import { candidates } from '../relay/router.js';
-import type { TaskRow, TaskStore } from './store.js';
+import { BILLING_SWEEP_AGE_MS, type TaskRow, type TaskStore } from './store.js';
 
 export interface MediaSettings {
   /** First poll delay; doubles per poll up to pollCapMs. */
@@ -505,7 +505,7 @@ export class MediaRunner {
 
   /** Settles succeeded tasks whose instance died between completion and settlement. */
   async sweep(): Promise<void> {
-    for (const t of await this.d.store.pendingBilling(5_000)) await this.settle(t);
+    for (const t of await this.d.store.pendingBilling(BILLING_SWEEP_AGE_MS)) await this.settle(t);
   }
 
   private async fail(

@@ -122,7 +122,7 @@ describe('ledger and request log reads stay indexed', () => {
     const byRequest = await planOf('ledger_journal', () => ledger.journals({ requestId: 'req_1' }));
     expect(byRequest).toContain('ledger_journal_request');
     // Their entries, from both places they are kept, by primary key.
-    const entries = await planOf('ledger_entry', () => ledger.journals({ appId: 'a1' }));
+    const entries = await planOf('ledger_posting', () => ledger.journals({ appId: 'a1' }));
     expect(entries).toContain('ledger_entry_pkey');
     expect(entries).toContain('ledger_journal_pkey');
     expect(entries).not.toMatch(/Seq Scan/);
